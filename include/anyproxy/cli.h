@@ -1,0 +1,34 @@
+/*
+ * cli.h — what both daemons share at start-up: the command line
+ * (-c FILE, --check-config, --version, --help), loading the configuration,
+ * setting up the log and naming the wolfSSL build.
+ */
+#ifndef ANYPROXY_CLI_H
+#define ANYPROXY_CLI_H
+
+#include <stdbool.h>
+
+#include "anyproxy/config.h"
+
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAILURE 1 /* runtime failure */
+#define CLI_EXIT_CONFIG 2  /* bad command line or configuration */
+
+struct cli_program {
+	const char *name;           /* "anyproxy-gateway" */
+	enum config_program config; /* which sections it reads */
+	const char *default_config; /* used without -c */
+	const char *summary;        /* one line for --help */
+};
+
+/*
+ * Parse argv, load and validate the configuration, open the log. Returns
+ * -1 when the program should run, or an exit code (--help, --version,
+ * --check-config, errors: the message was already printed).
+ */
+int cli_start(const struct cli_program *prog, int argc, char **argv, struct config *cfg);
+
+/* "anyproxy-gateway 0.1.0 (wolfSSL 5.5.4 (AES-NI), liburing 2.3)" */
+void cli_print_version(const struct cli_program *prog);
+
+#endif

@@ -1,0 +1,123 @@
+/*
+ * config.h — INI configuration for both programs.
+ *
+ * One declarative table in src/core/config.c declares every key (section,
+ * name, type, default, limits, help). That table drives parsing, validation,
+ * environment overrides, docs/config.md and the reference configs/NAME.reference.ini, so
+ * adding a key means adding one table row and one struct field here.
+ *
+ * Environment overrides: SECTION_KEY in upper case with '.' turned into '_'
+ * (CLIENT_GROUP_ID, PROXY_HTTP_LISTEN_ADDR) replace the file's value.
+ */
+#ifndef ANYPROXY_CONFIG_H
+#define ANYPROXY_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum config_program {
+	CONFIG_GATEWAY = 1 << 0, /* anyproxy-gateway */
+	CONFIG_CLIENT = 1 << 1,  /* anyproxy-client */
+};
+
+/* "host:port", "[v6]:port" or ":port". host is "" for all addresses. */
+struct config_addr {
+	char host[256];
+	uint16_t port;
+	bool set; /* false: key absent or empty (listener disabled) */
+};
+
+struct config_list {
+	char **items;
+	size_t count;
+};
+
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+
+struct config_listener {
+	struct config_addr listen_addr;
+	char *auth_username;
+	char *auth_password;
+};
+
+struct config {
+	enum config_program program;
+
+	struct {
+		struct config_addr listen_addr;
+		char *tls_cert;
+		char *tls_key;
+		char *client_ca; /* mutual TLS: agents must present a cert from it */
+		char *auth_username;
+		char *auth_password;
+		uint32_t handshake_timeout_ms;
+		uint32_t ping_interval_ms;
+		uint32_t ping_timeout_ms;
+	} gateway;
+
+	struct config_listener http;   /* [proxy.http] */
+	struct config_listener socks5; /* [proxy.socks5] */
+
+	struct {
+		struct config_addr gateway_addr;
+		char *gateway_tls_cert;
+		char *gateway_server_name; /* default: host of gateway_addr */
+		char *tls_cert;            /* optional client certificate (mTLS) */
+		char *tls_key;
+		char *client_id;
+		char *group_id;
+		uint32_t replicas;
+		char *auth_username;
+		char *auth_password;
+		struct config_list allowed_hosts;
+		struct config_list forbidden_hosts;
+		uint32_t handshake_timeout_ms;
+		uint32_t ping_interval_ms;
+		uint32_t ping_timeout_ms;
+		uint32_t reconnect_initial_delay_ms;
+		uint32_t reconnect_max_delay_ms;
+		uint32_t connect_timeout_ms;
+	} client;
+
+	struct {
+		int level;            /* enum log_level */
+		enum log_format format;
+		char *output;         /* "stderr", "stdout" or a file path */
+	} log;
+
+	struct {
+		char *socket;
+	} control;
+};
+
+/*
+ * Load PATH for PROGRAM: defaults, then the file, then the environment, then
+ * validation (required keys, cross-key checks, readable certificate files).
+ * On failure returns -EINVAL (or -errno for I/O) and writes one line to err,
+ * naming the file, the line and the key: "gw.ini:12: [gateway] tls_cert: ...".
+ * On success the config owns its strings until config_free().
+ * A string key that is absent, or set to an empty value, is NULL unless the
+ * table gives it a default (group_id defaults to "", log.output to
+ * "stderr"); client.gateway_server_name is always set after a successful
+ * load. On failure everything is already freed and *cfg is zeroed (calling
+ * config_free() on it again is harmless).
+ */
+int config_load(struct config *cfg, enum config_program program, const char *path,
+		char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+/* Format "host:port" ("[v6]:port" for IPv6 literals) into buf. */
+void config_addr_format(const struct config_addr *a, char *buf, size_t len);
+/* Parse an address value as config_load does; 0 or -EINVAL with err set. */
+int config_parse_addr(const char *s, struct config_addr *out, char *err, size_t errlen);
+/* Parse a boolean value as config_load does: true/yes/on/1 or
+ * false/no/off/0, any case. 0, or -EINVAL if it is none of them. */
+int config_parse_bool(const char *s, bool *out);
+
+/* Markdown reference of every key (docs/config.md is this output). */
+void config_write_markdown(FILE *out);
+/* A complete commented example INI for one program (configs/<prog>.reference.ini). */
+void config_write_example(FILE *out, enum config_program program);
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * log.h — levelled, structured logging: logfmt-style text (default) or JSON,
+ * to stderr, stdout or a file.
+ *
+ *   log_info("Client connected", LF_S("client_id", id), LF_S("group_id", g));
+ * text: 2026-11-25T17:46:18.123Z INFO Client connected client_id=a group_id=b
+ * json: {"time":"...","level":"info","msg":"Client connected","client_id":"a",...}
+ *
+ * Every call carries at least one field (what the program was doing). Values
+ * are escaped: a value with spaces, quotes, '=' or control bytes is quoted in
+ * text and escaped in JSON, so user-controlled strings cannot forge lines.
+ * Never pass a password, a key or a token as a field.
+ *
+ * Logging writes with one write(2) per line; it is used from the loop thread
+ * and may briefly block on a slow disk: keep debug logging off hot paths.
+ */
+#ifndef ANYPROXY_LOG_H
+#define ANYPROXY_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "anyproxy/common.h"
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+enum log_field_type { LOG_FIELD_STR, LOG_FIELD_INT, LOG_FIELD_UINT };
+
+struct log_field {
+	const char *key;
+	enum log_field_type type;
+	union {
+		const char *s;
+		long long i;
+		unsigned long long u;
+	};
+};
+
+#define LF_S(k, v) ((struct log_field){ .key = (k), .type = LOG_FIELD_STR, .s = (v) })
+#define LF_I(k, v) ((struct log_field){ .key = (k), .type = LOG_FIELD_INT, .i = (long long)(v) })
+#define LF_U(k, v) \
+	((struct log_field){ .key = (k), .type = LOG_FIELD_UINT, .u = (unsigned long long)(v) })
+
+extern enum log_level log_min_level;
+
+static inline bool log_enabled(enum log_level level)
+{
+	return level >= log_min_level;
+}
+
+void log_emit(enum log_level level, const char *msg, const struct log_field *fields,
+	      size_t nfields);
+
+#define log_at(level, msg, ...)                                           \
+	do {                                                              \
+		if (log_enabled(level)) {                                 \
+			const struct log_field log_f_[] = { __VA_ARGS__ }; \
+			log_emit(level, msg, log_f_, ARRAY_SIZE(log_f_)); \
+		}                                                         \
+	} while (0)
+
+#define log_debug(msg, ...) log_at(LOG_DEBUG, msg, __VA_ARGS__)
+#define log_info(msg, ...) log_at(LOG_INFO, msg, __VA_ARGS__)
+#define log_warn(msg, ...) log_at(LOG_WARN, msg, __VA_ARGS__)
+#define log_error(msg, ...) log_at(LOG_ERROR, msg, __VA_ARGS__)
+
+/*
+ * Configure the sink. output: "stderr", "stdout" or a file path (opened for
+ * append, created 0640). May be called again (SIGHUP reload): the old file is
+ * closed only after the new one opened. Returns 0 or -errno.
+ */
+int log_setup(enum log_level level, int format /* enum log_format */, const char *output);
+void log_close(void);
+
+/* "debug"/"info"/"warn"/"error" <-> level; parse returns -EINVAL if unknown. */
+int log_level_parse(const char *s);
+const char *log_level_name(enum log_level level);
+
+/* Escape helpers, exposed for tests and for apctl's JSON output:
+ * write value into buf as a logfmt value / JSON string body; always
+ * NUL-terminates; returns the length written (truncated to fit). */
+size_t log_escape_logfmt(char *buf, size_t len, const char *value);
+size_t log_escape_json(char *buf, size_t len, const char *value);
+
+#endif

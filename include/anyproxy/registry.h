@@ -1,0 +1,108 @@
+/*
+ * registry.h — the gateway's map of groups -> clients -> tunnels.
+ *
+ * Pure bookkeeping: no I/O, no logging. The gateway embeds a struct
+ * reg_tunnel in each authenticated tunnel and joins it here; routing asks
+ * registry_pick() for a tunnel of a group.
+ *
+ * Identity rules (docs/operations.md "Client identity"):
+ * - a client is (client_id, instance): instance is a random number an agent
+ *   process draws at start, shared by its replica tunnels;
+ * - a tunnel of the same instance and replica index as a registered one
+ *   replaces it (the agent reconnected before the gateway saw the old
+ *   tunnel die);
+ * - a tunnel of another instance with the same client_id replaces every
+ *   tunnel of the old instance (newest wins: a restarted agent is back at
+ *   once; two live processes sharing an id are told FRAME_ERR_REPLACED).
+ * Replaced tunnels are detached at once, then handed to on_evict so the
+ * owner closes them; a later registry_leave() on them is a no-op.
+ *
+ * Groups appear with their first client and vanish with their last.
+ */
+#ifndef ANYPROXY_REGISTRY_H
+#define ANYPROXY_REGISTRY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+#include <uthash.h>
+
+#include "anyproxy/frame.h"
+
+struct reg_client;
+
+struct reg_tunnel {
+	struct reg_client *client; /* NULL when not registered */
+	uint16_t replica;
+	bool draining; /* sent GOAWAY: no new streams */
+	void *owner;
+};
+
+struct reg_group;
+
+struct reg_client {
+	char id[FRAME_MAX_ID_LEN + 1];
+	struct reg_group *group;
+	uint64_t instance;
+	struct reg_tunnel **tunnels;
+	unsigned ntunnels, tunnels_cap;
+	unsigned rr; /* next tunnel to use */
+	char remote_addr[64];
+	time_t connected_since;
+	uint64_t streams_active, streams_total;
+	uint64_t bytes_in, bytes_out; /* stream payload, user -> target = out */
+	UT_hash_handle hh;
+};
+
+struct reg_group {
+	char id[FRAME_MAX_ID_LEN + 1]; /* "" is the default group */
+	struct reg_client **clients;
+	unsigned nclients, clients_cap;
+	unsigned rr; /* next client to use */
+	UT_hash_handle hh;
+};
+
+typedef void (*registry_evict_cb)(struct reg_tunnel *t, uint16_t code, void *ctx);
+
+struct registry {
+	struct reg_group *groups;   /* by id */
+	struct reg_client *clients; /* by id */
+	registry_evict_cb on_evict;
+	void *ctx;
+};
+
+#define REGISTRY_NEW_CLIENT 1
+
+void registry_init(struct registry *reg, registry_evict_cb on_evict, void *ctx);
+/* Frees the bookkeeping; tunnels still registered are just detached. */
+void registry_destroy(struct registry *reg);
+
+/* Register t. Returns REGISTRY_NEW_CLIENT when the client appeared with this
+ * tunnel, 0 when it joined an existing client, -ENOMEM. */
+int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client_id,
+		  const char *group_id, uint64_t instance, uint16_t replica,
+		  const char *remote_addr);
+
+/* Unregister t. Returns true when its client left with it (last tunnel). */
+bool registry_leave(struct registry *reg, struct reg_tunnel *t);
+
+/*
+ * A tunnel for a new stream of group_id: round-robin over the group's
+ * clients, skipping clients whose tunnels all drain, then round-robin over
+ * that client's tunnels. Falls back to the default group ("") when the
+ * group has no usable client (sets *fell_back). NULL when neither has one.
+ */
+struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool *fell_back);
+
+struct reg_client *registry_find_client(struct registry *reg, const char *client_id);
+struct reg_group *registry_find_group(struct registry *reg, const char *group_id);
+
+/* Sorted snapshots for listings (caller frees the array). -ENOMEM. */
+int registry_list_clients(struct registry *reg, struct reg_client ***out, size_t *count);
+int registry_list_groups(struct registry *reg, struct reg_group ***out, size_t *count);
+
+/* Tunnels of a group (sum over its clients). */
+unsigned registry_group_tunnels(const struct reg_group *g);
+uint64_t registry_group_streams_active(const struct reg_group *g);
+
+#endif

@@ -1,0 +1,108 @@
+/*
+ * ring.h — the event loop: one io_uring per worker thread, completion-driven.
+ *
+ * Every in-flight operation carries a struct ring_op pointer in user_data;
+ * the op is normally embedded in the object that owns it and its callback
+ * finds the owner with container_of(). user_data 0 marks fire-and-forget
+ * operations (cancels) whose completion is ignored.
+ *
+ * Ownership rule (the classic io_uring use-after-free): an object with
+ * operations in flight counts them; it is freed only when the count is zero.
+ * Callers cancel or shut down the fd, wait for the completions to drain the
+ * count, then close and free.
+ *
+ * Timers are a min-heap of deadlines in the ring; the loop waits for
+ * completions with a timeout that ends at the earliest deadline, so timers
+ * cost no submissions at all.
+ *
+ * Nothing here blocks except the wait for completions.
+ */
+#ifndef ANYPROXY_RING_H
+#define ANYPROXY_RING_H
+
+#include <liburing.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/signalfd.h>
+
+struct ring;
+struct ring_op;
+
+/* res: the CQE result (>= 0 or -errno); flags: CQE flags (IORING_CQE_F_MORE
+ * says a multishot op stays armed). */
+typedef void (*ring_cb)(struct ring *r, struct ring_op *op, int res, uint32_t flags);
+
+struct ring_op {
+	ring_cb cb;
+};
+
+struct timer;
+typedef void (*timer_cb)(struct ring *r, struct timer *t);
+
+struct timer {
+	uint64_t expires_ms;
+	size_t heap_index; /* 0: not armed; else index + 1 */
+	timer_cb cb;
+};
+
+typedef void (*ring_signal_cb)(struct ring *r, int signo);
+
+struct ring {
+	struct io_uring uring;
+	bool initialised;
+	bool stop;
+	struct timer **heap;
+	size_t heap_len, heap_cap;
+	/* signals delivered through a signalfd read by the ring */
+	int signal_fd;
+	struct ring_op signal_op;
+	struct signalfd_siginfo signal_info;
+	ring_signal_cb on_signal;
+};
+
+/* Create the ring in the calling thread (SINGLE_ISSUER + DEFER_TASKRUN when
+ * the kernel has them). 0 or -errno. */
+int ring_init(struct ring *r, unsigned entries);
+void ring_exit(struct ring *r);
+
+/* A free SQE; submits pending ones first when the SQ is full. Never NULL
+ * unless the kernel refuses submissions (then the program is broken). */
+struct io_uring_sqe *ring_get_sqe(struct ring *r);
+
+static inline void ring_sqe_set_op(struct io_uring_sqe *sqe, struct ring_op *op)
+{
+	io_uring_sqe_set_data(sqe, op);
+}
+
+/* Run until ring_stop(). Returns 0, or -errno if the ring itself failed. */
+int ring_run(struct ring *r);
+static inline void ring_stop(struct ring *r)
+{
+	r->stop = true;
+}
+
+/* Block the given signals for the thread and deliver them to cb through a
+ * signalfd read on the ring. 0 or -errno. */
+int ring_watch_signals(struct ring *r, const int *signals, int count, ring_signal_cb cb);
+
+/* Timers: (re)arm to fire after ms milliseconds; disarm is idempotent. */
+void timer_init(struct timer *t, timer_cb cb);
+int timer_arm(struct ring *r, struct timer *t, uint64_t after_ms);
+void timer_disarm(struct ring *r, struct timer *t);
+static inline bool timer_armed(const struct timer *t)
+{
+	return t->heap_index != 0;
+}
+
+/* Convenience preparers: each gets an SQE, fills it and tags it with op. */
+void ring_prep_recv(struct ring *r, struct ring_op *op, int fd, void *buf, size_t len);
+void ring_prep_send(struct ring *r, struct ring_op *op, int fd, const void *buf, size_t len);
+void ring_prep_accept_multishot(struct ring *r, struct ring_op *op, int fd);
+void ring_prep_connect(struct ring *r, struct ring_op *op, int fd, const struct sockaddr *sa,
+		       socklen_t len);
+void ring_prep_read(struct ring *r, struct ring_op *op, int fd, void *buf, size_t len);
+/* Cancel every operation on fd; the completion is ignored. */
+void ring_cancel_fd(struct ring *r, int fd);
+
+#endif

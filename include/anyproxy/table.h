@@ -1,0 +1,211 @@
+/*
+ * table.h — the control protocol between apctl and the gateway: a pure codec
+ * (no I/O) for the request line and the tabular reply, and the three ways
+ * apctl prints a reply. The usage page is docs/apctl.md.
+ *
+ * Wire protocol, over the gateway's Unix stream socket ([control] socket,
+ * default TABLE_DEFAULT_SOCKET):
+ *
+ *   request   COMMAND [SP ARG] LF          one line, then the client only reads
+ *   reply     "OK" LF header LF *(row LF)  or   "ERR" [SP message] LF
+ *             then the gateway closes: the reply ends at EOF.
+ *
+ *   header    name ":" type *(TAB name ":" type)
+ *             name  [A-Za-z0-9_]{1,TABLE_MAX_NAME_LEN}, unique in the header
+ *             type  "s" (string) or "n" (unsigned 64-bit decimal, no sign,
+ *                   no leading zero)
+ *   row       value *(TAB value), exactly one value per header column
+ *
+ * Values, the ERR message and ARG are escaped so that a line is always one
+ * record: backslash -> "\\", TAB -> "\t", LF -> "\n", CR -> "\r". No other
+ * escape exists; every other byte except NUL travels as itself (values may be
+ * any bytes, not necessarily UTF-8). COMMAND is [a-z0-9_-]+; ARG is the rest
+ * of the line after the first space.
+ *
+ * Commands and their columns (the column lists below are the single source):
+ *   clients      one row per connected client        table_client_columns
+ *   groups       one row per group                   table_group_columns
+ *   client ID    exactly one row, or "ERR no such client: ID"
+ *                                                    table_client_columns
+ *   version      one row                             table_version_columns
+ *
+ * Error convention (common.h): 0 or a positive count, or -errno.
+ */
+#ifndef ANYPROXY_TABLE_H
+#define ANYPROXY_TABLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "anyproxy/common.h"
+
+#define TABLE_DEFAULT_SOCKET "/run/anyproxy/gateway.sock"
+
+/* The largest reply apctl accepts; the gateway gives its writer this max. */
+#define TABLE_REPLY_MAX_BYTES ((size_t)64 << 20)
+#define TABLE_MAX_COLUMNS 32
+#define TABLE_MAX_NAME_LEN 32
+/* One request line, LF included; bounds the gateway's request buffer. */
+#define TABLE_REQUEST_MAX_BYTES 512
+#define TABLE_COMMAND_MAX_LEN 32
+
+/* Human output shows an empty value of this column as this label. */
+#define TABLE_GROUP_COLUMN "group_id"
+#define TABLE_DEFAULT_GROUP_LABEL "(default)"
+
+enum table_type {
+	TABLE_STRING = 's',
+	TABLE_UINT = 'n',
+};
+
+#define TABLE_CLIENT_NCOLUMNS 9
+#define TABLE_GROUP_NCOLUMNS 4
+#define TABLE_VERSION_NCOLUMNS 4
+/* "name:type" strings, ready for table_write_header(). */
+extern const char *const table_client_columns[TABLE_CLIENT_NCOLUMNS];
+extern const char *const table_group_columns[TABLE_GROUP_NCOLUMNS];
+extern const char *const table_version_columns[TABLE_VERSION_NCOLUMNS];
+
+/* ---- request line ------------------------------------------------------ */
+
+struct table_request {
+	char command[TABLE_COMMAND_MAX_LEN + 1];
+	char arg[TABLE_REQUEST_MAX_BYTES]; /* unescaped; "" when absent */
+	bool has_arg;
+};
+
+/*
+ * Format the request line "COMMAND[ SP escaped-ARG] LF" into buf (NUL-
+ * terminated). arg may be NULL. Returns the line length, -EINVAL for a bad
+ * command, or -ENOSPC when it does not fit size or TABLE_REQUEST_MAX_BYTES.
+ */
+int table_request_format(char *buf, size_t size, const char *command,
+			 const char *arg);
+
+/*
+ * Parse one request line from the first len bytes of buf. Returns the bytes
+ * consumed (LF included), 0 when no LF has arrived yet and more may come, or
+ * -EPROTO with a reason in err (line longer than TABLE_REQUEST_MAX_BYTES,
+ * bad command, bad escape, NUL byte). Never allocates.
+ */
+int table_request_parse(const char *buf, size_t len, struct table_request *req,
+			char *err, size_t errlen);
+
+/* ---- reply writer (gateway side) --------------------------------------- */
+
+/*
+ * A growable reply buffer that never grows past max_bytes. Use:
+ *
+ *   table_writer_init(&w, TABLE_REPLY_MAX_BYTES);
+ *   table_write_header(&w, table_group_columns, TABLE_GROUP_NCOLUMNS);
+ *   for each group:
+ *     table_write_row_begin(&w);
+ *     table_write_str(&w, id); table_write_uint(&w, clients); ...
+ *     table_write_row_end(&w);
+ *   on any error: table_write_error(&w, "reply too large") (or another text)
+ *   send w.buf[0 .. w.len), close, table_writer_free(&w).
+ *
+ * Each call either appends its whole piece or appends nothing. Misuse (a call
+ * out of order, a value of the wrong type for its column, a row with too few
+ * values) returns -EINVAL; the buffer limit returns -ENOSPC; allocation
+ * failure -ENOMEM. After an error the reply is incomplete: replace it with
+ * table_write_error(). The writer owns buf until table_writer_free().
+ */
+struct table_writer {
+	char *buf;
+	size_t len;
+	size_t cap;
+	size_t max_bytes;
+	size_t ncols;                        /* 0 until the header is written */
+	char types[TABLE_MAX_COLUMNS];       /* enum table_type per column */
+	size_t col;                          /* next value's column in a row */
+	bool in_row;
+};
+
+void table_writer_init(struct table_writer *w, size_t max_bytes);
+void table_writer_free(struct table_writer *w);
+
+/* Writes "OK" LF and the header line. cols are "name:type" strings; the
+ * writer must be empty. */
+int table_write_header(struct table_writer *w, const char *const cols[],
+		       size_t ncols);
+int table_write_row_begin(struct table_writer *w);
+/* One value of a TABLE_STRING column, escaped on the way. */
+int table_write_str(struct table_writer *w, const char *value);
+/* One value of a TABLE_UINT column. */
+int table_write_uint(struct table_writer *w, uint64_t value);
+/* Fails with -EINVAL unless the row has exactly one value per column. */
+int table_write_row_end(struct table_writer *w);
+/* Discards whatever was written and writes "ERR <escaped message>" LF. */
+int table_write_error(struct table_writer *w, const char *message);
+
+/* ---- reply parser (apctl side) ----------------------------------------- */
+
+struct table_column {
+	const char *name;
+	enum table_type type;
+};
+
+/*
+ * A parsed OK reply. Every string is unescaped, NUL-terminated and points
+ * into storage; a TABLE_UINT value is its canonical decimal text. Memory is
+ * a small multiple of the reply's size: its text plus a pointer per value.
+ */
+struct table {
+	size_t ncols;
+	size_t nrows;
+	struct table_column *cols;
+	const char **cells; /* row-major: cells[row * ncols + col] */
+	char *storage;
+};
+
+static inline const char *table_cell(const struct table *t, size_t row,
+				     size_t col)
+{
+	return t->cells[row * t->ncols + col];
+}
+
+/*
+ * Parse a whole reply, buf[0 .. len) up to EOF. Returns 0 for an OK reply
+ * (t filled; release with table_free()), -EREMOTEIO for an ERR reply (err
+ * holds the gateway's unescaped message), -EPROTO for a malformed reply (err
+ * says which line and why: no LF at the end, missing header, unknown type,
+ * wrong field count, bad escape, non-numeric value in an n column, NUL
+ * byte), -ENOMEM. On any failure t is left empty and needs no table_free().
+ */
+int table_parse(const char *buf, size_t len, struct table *t, char *err,
+		size_t errlen);
+void table_free(struct table *t);
+
+/* ---- human and JSON output (apctl side) -------------------------------- */
+
+/*
+ * Human output keeps each value on one line and passes no control byte to
+ * the terminal: backslash, TAB, LF and CR show as their wire escapes, other
+ * control bytes and bytes that are not valid UTF-8 as \xHH. Widths count
+ * code points, so East Asian wide characters misalign (no locale is used).
+ */
+
+/* Writes one value in its human form (e.g. an ERR message). */
+void table_print_value(FILE *out, const char *value);
+
+/* Columns two spaces apart, upper-case header, TABLE_UINT columns right-
+ * aligned, an empty TABLE_GROUP_COLUMN value shown as the default label. */
+void table_print_aligned(FILE *out, const struct table *t);
+
+/* Each row vertically, one "key: value" line per column with the values
+ * aligned; rows are separated by an empty line. */
+void table_print_kv(FILE *out, const struct table *t);
+
+/*
+ * RFC 8259 JSON: an array of objects, one per row, or with single the first
+ * row's object alone ("null" when there is no row). Numbers are unquoted;
+ * strings escape '"', '\\' and control bytes, and a byte that is not part of
+ * valid UTF-8 becomes \u00XX (its Latin-1 reading), so the output is always
+ * valid UTF-8. Values are never replaced by labels.
+ */
+void table_print_json(FILE *out, const struct table *t, bool single);
+
+#endif

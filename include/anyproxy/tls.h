@@ -1,0 +1,68 @@
+/*
+ * tls.h — wolfSSL over memory buffers. wolfSSL never touches a socket: the
+ * ring receives ciphertext into tls_conn.in and sends what wolfSSL leaves
+ * in tls_conn.out. TLS 1.3 only (both ends are ours), X25519 key share.
+ */
+#ifndef ANYPROXY_TLS_H
+#define ANYPROXY_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "anyproxy/buf.h"
+
+struct WOLFSSL_CTX;
+struct WOLFSSL;
+
+#define TLS_IN_MAX (64 * 1024)   /* ciphertext waiting for wolfSSL */
+#define TLS_OUT_MAX (512 * 1024) /* ciphertext waiting for the socket */
+
+struct tls_conn {
+	struct WOLFSSL *ssl;
+	struct buf in;  /* received ciphertext not yet consumed by wolfSSL */
+	struct buf out; /* ciphertext produced by wolfSSL, not yet handed to a send */
+	bool handshake_done;
+	bool peer_closed; /* close_notify or EOF seen */
+};
+
+int tls_global_init(void);
+void tls_global_exit(void);
+/* "wolfSSL 5.5.4 (AES-NI)" */
+const char *tls_library_version(void);
+
+/* Gateway side: certificate chain + key; client_ca (may be NULL) turns on
+ * mutual TLS. Returns NULL with err set. */
+struct WOLFSSL_CTX *tls_ctx_server(const char *cert, const char *key, const char *client_ca,
+				   char *err, size_t errlen);
+/* Agent side: peers are verified against ca (a CA bundle or the gateway's
+ * self-signed certificate); cert/key (both or neither) for mutual TLS. */
+struct WOLFSSL_CTX *tls_ctx_client(const char *ca, const char *cert, const char *key, char *err,
+				   size_t errlen);
+void tls_ctx_free(struct WOLFSSL_CTX *ctx);
+
+/* server_name: client side only — sent as SNI (unless an IP literal) and
+ * checked against the certificate (DNS or IP SAN). 0 or -ENOMEM/-EINVAL. */
+int tls_conn_init(struct tls_conn *c, struct WOLFSSL_CTX *ctx, bool server,
+		  const char *server_name);
+void tls_conn_free(struct tls_conn *c);
+
+/* Advance the handshake with what is in c->in. 1 done, 0 needs more
+ * input (and maybe output was produced), -EPROTO failure (err says why in
+ * words an operator can act on). */
+int tls_handshake(struct tls_conn *c, char *err, size_t errlen);
+
+/* Decrypt into buf. >0 bytes, 0 needs more input, -EPIPE peer closed
+ * cleanly, -EPROTO on a TLS error (err set). */
+int tls_read(struct tls_conn *c, void *buf, size_t len, char *err, size_t errlen);
+
+/* Encrypt all of buf into c->out. Returns len, or -ENOBUFS if out is over
+ * its bound (nothing is lost: the caller retries after sending), -EPROTO. */
+int tls_write(struct tls_conn *c, const void *buf, size_t len);
+
+/* Queue a close_notify alert into out. */
+void tls_shutdown(struct tls_conn *c);
+
+const char *tls_conn_version(const struct tls_conn *c);
+const char *tls_conn_cipher(const struct tls_conn *c);
+
+#endif

@@ -1,0 +1,92 @@
+/*
+ * tunnel.h — one TLS connection between an agent and the gateway, carrying
+ * frames (frame.h). Shared by both programs; the role-specific parts (HELLO
+ * on the agent, authentication and routing on the gateway) live with their
+ * owners and see the tunnel through tunnel_ops.
+ *
+ * Data path: ring recv -> tls.in -> wolfSSL -> plain -> frame_decode ->
+ * ops->on_frame; tunnel_send -> frame_encode -> wolfSSL -> tls.out -> ring
+ * send. PING/PONG and the deadlines are handled here.
+ *
+ * Life cycle: tunnel_new() starts the TLS handshake under a deadline that
+ * also covers the HELLO exchange; the owner calls tunnel_established() once
+ * HELLO_OK went out or came in, which turns the deadline into the liveness
+ * check (a tunnel that receives no frame for ping_timeout_ms is dead).
+ * tunnel_close() shuts the socket and cancels I/O; once every operation has
+ * completed, ops->on_closed() runs and the tunnel is freed — the owner must
+ * drop its pointer there and never use it after.
+ */
+#ifndef ANYPROXY_TUNNEL_H
+#define ANYPROXY_TUNNEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "anyproxy/buf.h"
+#include "anyproxy/frame.h"
+#include "anyproxy/ring.h"
+#include "anyproxy/tls.h"
+
+struct tunnel;
+
+struct tunnel_ops {
+	/* TLS is up (version and cipher already logged). The agent sends HELLO. */
+	void (*on_secure)(struct tunnel *t);
+	/* Every frame except PING/PONG. Return 0, or a negative value to close
+	 * the tunnel with ERROR(PROTOCOL, why). May call tunnel_close(). */
+	int (*on_frame)(struct tunnel *t, const struct frame *f, const char **why);
+	/* All I/O is over; the tunnel is freed right after this returns. */
+	void (*on_closed)(struct tunnel *t, const char *reason);
+};
+
+enum tunnel_state { TUNNEL_HANDSHAKE, TUNNEL_OPEN, TUNNEL_CLOSING };
+
+#define TUNNEL_PLAIN_MAX (2 * FRAME_MAX_SIZE + 16 * 1024)
+#define TUNNEL_RECV_CHUNK (64 * 1024)
+
+struct tunnel {
+	struct ring *ring;
+	const struct tunnel_ops *ops;
+	void *owner;
+	int fd;
+	enum tunnel_state state;
+	bool server;
+	bool close_when_flushed;
+	bool recv_armed, send_armed;
+	unsigned inflight;
+	struct tls_conn tls;
+	struct buf plain;   /* decrypted bytes not yet decoded */
+	struct buf sending; /* ciphertext owned by the kernel until the send completes */
+	struct ring_op recv_op, send_op, close_op;
+	struct timer deadline; /* handshake deadline, then liveness check */
+	struct timer ping_timer;
+	uint32_t ping_interval_ms, ping_timeout_ms;
+	uint64_t last_rx_ms;
+	uint64_t bytes_in, bytes_out; /* plaintext frame bytes */
+	char peer[64];                /* "ip:port" of the other end */
+	char close_reason[160];
+};
+
+/* Take ownership of connected socket fd. server_name: agent side only.
+ * Returns NULL (fd closed) on allocation failure. */
+struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool server,
+			  const char *server_name, const struct tunnel_ops *ops, void *owner,
+			  uint32_t handshake_timeout_ms);
+
+/* Encode, encrypt and queue f. 0, -ENOBUFS (output over its bound: the
+ * caller holds back), -EINVAL (bad frame) or -EPIPE (closing). */
+int tunnel_send(struct tunnel *t, const struct frame *f);
+
+/* HELLO exchange done: start PING every interval, drop after timeout of
+ * silence. */
+void tunnel_established(struct tunnel *t, uint32_t ping_interval_ms, uint32_t ping_timeout_ms);
+
+/* Close now (pending output is dropped). reason is logged by the owner. */
+void tunnel_close(struct tunnel *t, const char *reason);
+/* Send ERROR/GOAWAY-style frame f (may be NULL), flush, then close. */
+void tunnel_close_after(struct tunnel *t, const struct frame *f, const char *reason);
+
+/* Helpers for frames that carry a code and a message. */
+void tunnel_send_error(struct tunnel *t, uint8_t type, uint16_t code, const char *message);
+
+#endif

@@ -1,0 +1,425 @@
+/* agent.c — keeps the tunnels to the gateway up (see agent.h). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/log.h"
+#include "anyproxy/net.h"
+#include "anyproxy/tls.h"
+#include "agent.h"
+
+static void link_connect_next(struct agent_link *l);
+static void link_start(struct agent_link *l);
+
+static const char *gateway_name(const struct agent *a, char *buf, size_t len)
+{
+	config_addr_format(&a->cfg->client.gateway_addr, buf, len);
+	return buf;
+}
+
+static bool all_links_done(const struct agent *a)
+{
+	unsigned i;
+
+	for (i = 0; i < a->nlinks; i++)
+		if (a->links[i].state != LINK_DONE)
+			return false;
+	return true;
+}
+
+static void link_finish(struct agent_link *l)
+{
+	struct agent *a = l->agent;
+
+	l->state = LINK_DONE;
+	timer_disarm(&a->ring, &l->timer);
+	if (all_links_done(a))
+		ring_stop(&a->ring);
+}
+
+/* Something failed: wait, then start over. */
+static void link_retry(struct agent_link *l, const char *why)
+{
+	struct agent *a = l->agent;
+	uint32_t ceiling, delay;
+
+	if (a->stopping) {
+		link_finish(l);
+		return;
+	}
+	if (l->stay_away) {
+		backoff_saturate(&l->backoff);
+		l->stay_away = false;
+	}
+	delay = backoff_next(&l->backoff, &ceiling);
+	l->state = LINK_WAIT;
+	log_warn("Reconnecting to gateway", LF_U("replica", l->replica), LF_S("reason", why),
+		 LF_U("attempt", l->backoff.attempt), LF_U("delay_ms", delay),
+		 LF_U("max_delay_ms", ceiling));
+	timer_arm(&a->ring, &l->timer, delay);
+}
+
+/* ---- tunnel callbacks ---- */
+
+static void link_on_secure(struct tunnel *t)
+{
+	struct agent_link *l = t->owner;
+	const struct config *cfg = l->agent->cfg;
+	struct frame f = { .type = FRAME_HELLO };
+
+	f.hello.version = FRAME_VERSION;
+	f.hello.replica = (uint16_t)l->replica;
+	f.hello.instance = l->agent->instance;
+	f.hello.client_id = (struct frame_str){ (const uint8_t *)cfg->client.client_id,
+						strlen(cfg->client.client_id) };
+	f.hello.group_id = (struct frame_str){ (const uint8_t *)cfg->client.group_id,
+					       strlen(cfg->client.group_id) };
+	f.hello.username = (struct frame_str){ (const uint8_t *)cfg->client.auth_username,
+					       strlen(cfg->client.auth_username) };
+	f.hello.password = (struct frame_str){ (const uint8_t *)cfg->client.auth_password,
+					       strlen(cfg->client.auth_password) };
+	if (tunnel_send(t, &f) < 0)
+		tunnel_close(t, "cannot send HELLO");
+}
+
+static int link_on_frame(struct tunnel *t, const struct frame *f, const char **why)
+{
+	struct agent_link *l = t->owner;
+	const struct config *cfg = l->agent->cfg;
+	char msg[FRAME_MAX_TEXT_LEN + 1];
+	size_t n;
+
+	switch (f->type) {
+	case FRAME_HELLO_OK:
+		if (l->state != LINK_HANDSHAKE) {
+			*why = "unexpected HELLO_OK";
+			return -EPROTO;
+		}
+		l->state = LINK_UP;
+		backoff_reset(&l->backoff);
+		tunnel_established(t, cfg->client.ping_interval_ms, cfg->client.ping_timeout_ms);
+		log_info("Connected to gateway", LF_S("gateway", t->peer),
+			 LF_S("client_id", cfg->client.client_id),
+			 LF_S("group_id", cfg->client.group_id), LF_U("replica", l->replica));
+		return 0;
+	case FRAME_ERROR:
+	case FRAME_GOAWAY:
+		n = MIN(f->error.message.len, sizeof(msg) - 1);
+		memcpy(msg, f->error.message.ptr, n);
+		msg[n] = '\0';
+		if (f->type == FRAME_GOAWAY) {
+			log_info("Gateway is going away", LF_S("gateway", t->peer),
+				 LF_S("reason", msg));
+			return 0;
+		}
+		switch (f->error.code) {
+		case FRAME_ERR_AUTH:
+			log_error("Gateway rejected our credentials: check auth_username and "
+				  "auth_password in [client]",
+				  LF_S("gateway", t->peer), LF_S("client_id", cfg->client.client_id));
+			break;
+		case FRAME_ERR_REPLACED:
+			log_error("Gateway replaced this tunnel: another agent process uses the "
+				  "same client_id (or this one restarted)",
+				  LF_S("client_id", cfg->client.client_id),
+				  LF_U("replica", l->replica));
+			l->stay_away = true;
+			break;
+		default:
+			log_error("Gateway reported an error", LF_S("gateway", t->peer),
+				  LF_S("code", frame_error_name(f->error.code)), LF_S("message", msg));
+		}
+		snprintf(l->last_error, sizeof(l->last_error), "gateway error: %s",
+			 frame_error_name(f->error.code));
+		tunnel_close(t, l->last_error);
+		return 0;
+	default:
+		*why = "unexpected frame from gateway";
+		return -EPROTO;
+	}
+}
+
+static void link_on_closed(struct tunnel *t, const char *reason)
+{
+	struct agent_link *l = t->owner;
+	bool was_up = l->state == LINK_UP;
+
+	l->tunnel = NULL;
+	if (was_up)
+		log_warn("Disconnected from gateway", LF_S("gateway", t->peer),
+			 LF_U("replica", l->replica), LF_S("reason", reason));
+	else if (!l->agent->stopping)
+		log_error("Gateway connection failed", LF_S("gateway", t->peer),
+			  LF_U("replica", l->replica), LF_S("reason", reason));
+	link_retry(l, reason);
+}
+
+static const struct tunnel_ops link_tunnel_ops = {
+	.on_secure = link_on_secure,
+	.on_frame = link_on_frame,
+	.on_closed = link_on_closed,
+};
+
+/* ---- connect ---- */
+
+static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct agent_link *l = container_of(op, struct agent_link, connect_op);
+	struct agent *a = l->agent;
+	char where[128];
+	int fd = l->connect_fd;
+
+	l->connect_armed = false;
+	l->connect_fd = -1;
+	timer_disarm(r, &l->timer);
+	net_format_sockaddr((struct sockaddr *)&l->addrs[l->addr_index], where, sizeof(where));
+	if (res < 0 || a->stopping) {
+		close(fd);
+		if (a->stopping) {
+			link_finish(l);
+			return;
+		}
+		snprintf(l->last_error, sizeof(l->last_error), "connect to %s: %s", where,
+			 res == -ECANCELED ? "timed out" : strerror(-res));
+		log_debug("Gateway address failed", LF_S("error", l->last_error));
+		l->addr_index++;
+		link_connect_next(l);
+		return;
+	}
+	l->state = LINK_HANDSHAKE;
+	l->tunnel = tunnel_new(r, fd, a->tls, false, a->cfg->client.gateway_server_name,
+			       &link_tunnel_ops, l, a->cfg->client.handshake_timeout_ms);
+	if (!l->tunnel)
+		link_retry(l, "out of memory");
+}
+
+static void connect_deadline(struct ring *r, struct timer *t)
+{
+	struct agent_link *l = container_of(t, struct agent_link, timer);
+
+	if (l->state == LINK_CONNECT && l->connect_armed)
+		ring_cancel_fd(r, l->connect_fd); /* completes with -ECANCELED */
+	else if (l->state == LINK_WAIT)
+		link_start(l);
+}
+
+static void link_connect_next(struct agent_link *l)
+{
+	struct agent *a = l->agent;
+	struct sockaddr_storage *ss;
+	int fd;
+
+	if (l->addr_index >= l->naddrs) {
+		link_retry(l, l->last_error[0] ? l->last_error : "no usable gateway address");
+		return;
+	}
+	ss = &l->addrs[l->addr_index];
+	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(l->last_error, sizeof(l->last_error), "socket: %s", strerror(errno));
+		l->addr_index++;
+		link_connect_next(l);
+		return;
+	}
+	l->state = LINK_CONNECT;
+	l->connect_fd = fd;
+	l->connect_op.cb = connect_done;
+	ring_prep_connect(&a->ring, &l->connect_op, fd, (struct sockaddr *)ss,
+			  l->addr_lens[l->addr_index]);
+	l->connect_armed = true;
+	timer_arm(&a->ring, &l->timer, a->cfg->client.handshake_timeout_ms);
+}
+
+static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
+{
+	struct agent_link *l = ctx;
+	const struct addrinfo *ai;
+
+	l->resolving = NULL;
+	if (gai_error) {
+		snprintf(l->last_error, sizeof(l->last_error), "cannot resolve %.200s: %s",
+			 l->agent->cfg->client.gateway_addr.host, gai_strerror(gai_error));
+		link_retry(l, l->last_error);
+		return;
+	}
+	l->naddrs = 0;
+	for (ai = res; ai && l->naddrs < AGENT_MAX_GATEWAY_ADDRS; ai = ai->ai_next) {
+		if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+			continue;
+		memcpy(&l->addrs[l->naddrs], ai->ai_addr, ai->ai_addrlen);
+		l->addr_lens[l->naddrs++] = ai->ai_addrlen;
+	}
+	l->addr_index = 0;
+	link_connect_next(l);
+}
+
+static void link_start(struct agent_link *l)
+{
+	struct agent *a = l->agent;
+	const struct config_addr *ga = &a->cfg->client.gateway_addr;
+
+	if (a->stopping) {
+		link_finish(l);
+		return;
+	}
+	l->last_error[0] = '\0';
+	l->addr_index = 0;
+	if (net_parse_numeric(ga->host, ga->port, &l->addrs[0], &l->addr_lens[0]) == 0) {
+		l->naddrs = 1;
+		link_connect_next(l);
+		return;
+	}
+	l->state = LINK_RESOLVE;
+	l->resolving = resolver_lookup(a->resolver, ga->host, ga->port, resolved, l);
+	if (!l->resolving)
+		link_retry(l, "resolver busy");
+}
+
+/* ---- signals and shutdown ---- */
+
+static void shutdown_expired(struct ring *r, struct timer *t)
+{
+	struct agent *a = container_of(t, struct agent, shutdown_timer);
+	unsigned i;
+
+	for (i = 0; i < a->nlinks; i++)
+		if (a->links[i].tunnel)
+			tunnel_close(a->links[i].tunnel, "agent shutdown");
+}
+
+static void agent_stop(struct agent *a, int signo)
+{
+	unsigned i;
+
+	if (a->stopping)
+		return;
+	a->stopping = true;
+	log_info("Agent stopping", LF_S("signal", strsignal(signo)));
+	for (i = 0; i < a->nlinks; i++) {
+		struct agent_link *l = &a->links[i];
+		struct frame f = { .type = FRAME_GOAWAY };
+
+		switch (l->state) {
+		case LINK_WAIT:
+			link_finish(l);
+			break;
+		case LINK_RESOLVE:
+			resolver_cancel(l->resolving);
+			l->resolving = NULL;
+			link_finish(l);
+			break;
+		case LINK_CONNECT:
+			ring_cancel_fd(&a->ring, l->connect_fd);
+			break;
+		case LINK_HANDSHAKE:
+			tunnel_close(l->tunnel, "agent shutdown");
+			break;
+		case LINK_UP:
+			f.error.code = FRAME_ERR_SHUTDOWN;
+			f.error.message.ptr = (const uint8_t *)"agent shutting down";
+			f.error.message.len = strlen("agent shutting down");
+			tunnel_close_after(l->tunnel, &f, "agent shutdown");
+			break;
+		case LINK_DONE:
+			break;
+		}
+	}
+	timer_init(&a->shutdown_timer, shutdown_expired);
+	timer_arm(&a->ring, &a->shutdown_timer, AGENT_SHUTDOWN_TIMEOUT_MS);
+}
+
+static struct agent *signal_owner;
+
+static void on_signal(struct ring *r, int signo)
+{
+	if (signo == SIGHUP) {
+		log_info("SIGHUP received", LF_S("action",
+			 "configuration reload is not supported yet; running configuration kept"));
+		return;
+	}
+	agent_stop(signal_owner, signo);
+}
+
+/* ---- set-up ---- */
+
+int agent_init(struct agent *a, struct config *cfg)
+{
+	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+	char err[512], gw[300];
+	uint64_t seed;
+	unsigned i;
+	int ret;
+
+	memset(a, 0, sizeof(*a));
+	a->cfg = cfg;
+	ret = ring_init(&a->ring, 1024);
+	if (ret < 0) {
+		log_error("Cannot create io_uring", LF_S("error", strerror(-ret)));
+		return ret;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	signal_owner = a;
+	ret = ring_watch_signals(&a->ring, signals, (int)ARRAY_SIZE(signals), on_signal);
+	if (ret < 0) {
+		log_error("Cannot watch signals", LF_S("error", strerror(-ret)));
+		return ret;
+	}
+	a->tls = tls_ctx_client(cfg->client.gateway_tls_cert, cfg->client.tls_cert,
+				cfg->client.tls_key, err, sizeof(err));
+	if (!a->tls) {
+		log_error("Cannot set up TLS", LF_S("error", err));
+		return -EINVAL;
+	}
+	a->resolver = resolver_new(&a->ring, AGENT_RESOLVER_THREADS, AGENT_RESOLVER_MAX_PENDING);
+	if (!a->resolver) {
+		log_error("Cannot start the resolver", LF_S("error", strerror(errno)));
+		return -ENOMEM;
+	}
+	if (getrandom(&a->instance, sizeof(a->instance), 0) != sizeof(a->instance))
+		a->instance = now_ms() ^ ((uint64_t)getpid() << 32);
+	a->nlinks = cfg->client.replicas;
+	a->links = calloc(a->nlinks, sizeof(*a->links));
+	if (!a->links)
+		return -ENOMEM;
+	for (i = 0; i < a->nlinks; i++) {
+		struct agent_link *l = &a->links[i];
+
+		if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+			seed = a->instance + i;
+		l->agent = a;
+		l->replica = i;
+		l->connect_fd = -1;
+		backoff_init(&l->backoff, cfg->client.reconnect_initial_delay_ms,
+			     cfg->client.reconnect_max_delay_ms, seed);
+		timer_init(&l->timer, connect_deadline);
+		link_start(l);
+	}
+	log_info("Agent started", LF_S("gateway", gateway_name(a, gw, sizeof(gw))),
+		 LF_S("client_id", cfg->client.client_id), LF_S("group_id", cfg->client.group_id),
+		 LF_U("replicas", a->nlinks), LF_S("tls", tls_library_version()));
+	return 0;
+}
+
+int agent_run(struct agent *a)
+{
+	int ret = ring_run(&a->ring);
+
+	if (ret < 0)
+		log_error("Event loop failed", LF_S("error", strerror(-ret)));
+	else
+		log_info("Agent stopped", LF_S("client_id", a->cfg->client.client_id));
+	return ret;
+}
+
+void agent_destroy(struct agent *a)
+{
+	resolver_free(a->resolver);
+	free(a->links);
+	tls_ctx_free(a->tls);
+	ring_exit(&a->ring);
+}

@@ -1,0 +1,76 @@
+/*
+ * agent.h — anyproxy-client's state, private to src/client/.
+ *
+ * The agent keeps `replicas` tunnels to the gateway. Each is a link with
+ * its own state machine and backoff:
+ *
+ *   WAIT --timer--> RESOLVE --> CONNECT --> TLS+HELLO --> UP
+ *     ^                 |           |            |         |
+ *     +-----------------+-----------+------------+---------+  (any failure)
+ *
+ * Links never give up; every failure schedules the next attempt after an
+ * exponential, fully jittered delay capped at reconnect_max_delay_ms.
+ */
+#ifndef ANYPROXY_AGENT_H
+#define ANYPROXY_AGENT_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "anyproxy/backoff.h"
+#include "anyproxy/config.h"
+#include "anyproxy/resolve.h"
+#include "anyproxy/ring.h"
+#include "anyproxy/tunnel.h"
+
+#define AGENT_MAX_GATEWAY_ADDRS 8
+#define AGENT_RESOLVER_THREADS 2
+#define AGENT_RESOLVER_MAX_PENDING 1024
+#define AGENT_SHUTDOWN_TIMEOUT_MS 5000
+
+enum link_state {
+	LINK_WAIT,      /* backoff timer running (or not yet started) */
+	LINK_RESOLVE,   /* resolving gateway_addr */
+	LINK_CONNECT,   /* TCP connect in flight */
+	LINK_HANDSHAKE, /* TLS + HELLO */
+	LINK_UP,        /* HELLO_OK received */
+	LINK_DONE,      /* stopped */
+};
+
+struct agent;
+
+struct agent_link {
+	struct agent *agent;
+	unsigned replica;
+	enum link_state state;
+	struct backoff backoff;
+	struct timer timer; /* backoff wait, or connect deadline */
+	struct resolve_req *resolving;
+	struct sockaddr_storage addrs[AGENT_MAX_GATEWAY_ADDRS];
+	socklen_t addr_lens[AGENT_MAX_GATEWAY_ADDRS];
+	unsigned naddrs, addr_index;
+	int connect_fd;
+	struct ring_op connect_op;
+	bool connect_armed;
+	struct tunnel *tunnel;
+	bool stay_away; /* the gateway said: replaced; wait the full cap */
+	char last_error[256];
+};
+
+struct agent {
+	struct ring ring;
+	struct config *cfg;
+	struct WOLFSSL_CTX *tls;
+	struct resolver *resolver;
+	uint64_t instance;
+	struct agent_link *links;
+	unsigned nlinks;
+	bool stopping;
+	struct timer shutdown_timer;
+};
+
+int agent_init(struct agent *a, struct config *cfg);
+int agent_run(struct agent *a);
+void agent_destroy(struct agent *a);
+
+#endif

@@ -1,0 +1,87 @@
+/* cli.c — command line and start-up shared by both daemons (see cli.h). */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ap-build.h"
+#include "anyproxy/cli.h"
+#include "anyproxy/log.h"
+#include "anyproxy/tls.h"
+
+void cli_print_version(const struct cli_program *prog)
+{
+	printf("%s %s (%s, liburing %s)\n", prog->name, AP_VERSION, tls_library_version(),
+	       AP_LIBURING_VERSION);
+}
+
+static void usage(const struct cli_program *prog, FILE *out)
+{
+	fprintf(out,
+		"Usage: %s [-c FILE] [--check-config]\n"
+		"%s\n\n"
+		"  -c, --config FILE   configuration file (default %s)\n"
+		"      --check-config  validate the configuration and exit (0 valid, 2 not)\n"
+		"  -V, --version       print the version and the TLS library, then exit\n"
+		"  -h, --help          this text\n\n"
+		"Every key can be overridden by the environment variable SECTION_KEY,\n"
+		"e.g. CLIENT_GROUP_ID=production. See docs/config.md.\n",
+		prog->name, prog->summary, prog->default_config);
+}
+
+int cli_start(const struct cli_program *prog, int argc, char **argv, struct config *cfg)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, 'C' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = prog->default_config;
+	bool check_only = false;
+	char err[512];
+	int c, ret;
+
+	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'C':
+			check_only = true;
+			break;
+		case 'V':
+			cli_print_version(prog);
+			return CLI_EXIT_OK;
+		case 'h':
+			usage(prog, stdout);
+			return CLI_EXIT_OK;
+		default:
+			usage(prog, stderr);
+			return CLI_EXIT_CONFIG;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "%s: unexpected argument '%s'\n", prog->name, argv[optind]);
+		usage(prog, stderr);
+		return CLI_EXIT_CONFIG;
+	}
+	ret = config_load(cfg, prog->config, path, err, sizeof(err));
+	if (ret < 0) {
+		fprintf(stderr, "%s: configuration error: %s\n", prog->name, err);
+		return CLI_EXIT_CONFIG;
+	}
+	if (check_only) {
+		printf("%s: configuration %s is valid\n", prog->name, path);
+		config_free(cfg);
+		return CLI_EXIT_OK;
+	}
+	ret = log_setup((enum log_level)cfg->log.level, (int)cfg->log.format, cfg->log.output);
+	if (ret < 0) {
+		fprintf(stderr, "%s: cannot open log output %s: %s\n", prog->name, cfg->log.output,
+			strerror(-ret));
+		config_free(cfg);
+		return CLI_EXIT_CONFIG;
+	}
+	return -1;
+}

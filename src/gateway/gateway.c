@@ -1,0 +1,399 @@
+/* gateway.c — tunnel listener, agent authentication, registry, shutdown. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/log.h"
+#include "anyproxy/net.h"
+#include "anyproxy/tls.h"
+#include "gateway.h"
+
+/* ---- listeners ---- */
+
+static void listener_arm(struct ring *r, struct listener *l);
+
+static void listener_retry(struct ring *r, struct timer *t)
+{
+	struct listener *l = container_of(t, struct listener, retry);
+
+	listener_arm(r, l);
+}
+
+static void accept_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct listener *l = container_of(op, struct listener, op);
+
+	if (!(flags & IORING_CQE_F_MORE))
+		l->armed = false;
+	if (res >= 0) {
+		l->on_accept(l, res);
+	} else if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
+		/* multishot accept stops on these: back off a little, then re-arm */
+		log_warn("Accept paused", LF_S("listener", l->name), LF_S("error", strerror(-res)),
+			 LF_U("retry_ms", GATEWAY_ACCEPT_RETRY_MS));
+		if (l->fd >= 0 && !l->armed)
+			timer_arm(r, &l->retry, GATEWAY_ACCEPT_RETRY_MS);
+		return;
+	} else if (res != -ECANCELED && res != -EINTR && res != -ECONNABORTED) {
+		log_warn("Accept failed", LF_S("listener", l->name), LF_S("error", strerror(-res)));
+	}
+	if (!l->armed && l->fd >= 0)
+		listener_arm(r, l);
+}
+
+static void listener_arm(struct ring *r, struct listener *l)
+{
+	if (l->armed || l->fd < 0)
+		return;
+	l->op.cb = accept_done;
+	ring_prep_accept_multishot(r, &l->op, l->fd);
+	l->armed = true;
+}
+
+void listener_start(struct ring *r, struct listener *l)
+{
+	timer_init(&l->retry, listener_retry);
+	listener_arm(r, l);
+}
+
+void listener_stop(struct ring *r, struct listener *l)
+{
+	if (l->fd < 0)
+		return;
+	timer_disarm(r, &l->retry);
+	ring_cancel_fd(r, l->fd);
+	close(l->fd);
+	l->fd = -1;
+}
+
+/* ---- agent tunnels ---- */
+
+static bool valid_id(const struct frame_str *s, size_t min)
+{
+	size_t i;
+
+	if (s->len < min || s->len > FRAME_MAX_ID_LEN)
+		return false;
+	for (i = 0; i < s->len; i++) {
+		uint8_t c = s->ptr[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == ':' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static void copy_str(char *dst, size_t cap, const struct frame_str *s)
+{
+	size_t n = MIN(s->len, cap - 1);
+
+	memcpy(dst, s->ptr, n);
+	dst[n] = '\0';
+}
+
+static void reject(struct gw_tunnel *gt, uint16_t code, const char *message, const char *why)
+{
+	log_warn("Client rejected", LF_S("remote_addr", gt->tunnel->peer),
+		 LF_S("client_id", gt->client_id), LF_S("reason", why));
+	tunnel_send_error(gt->tunnel, FRAME_ERROR, code, message);
+}
+
+static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
+{
+	struct gateway *gw = gt->gw;
+	const struct config *cfg = gw->cfg;
+	struct frame ok = { .type = FRAME_HELLO_OK };
+	char group_id[FRAME_MAX_ID_LEN + 1];
+	int user_ok, pass_ok, ret;
+
+	copy_str(gt->client_id, sizeof(gt->client_id), &f->hello.client_id);
+	if (f->hello.version != FRAME_VERSION) {
+		reject(gt, FRAME_ERR_VERSION, "unsupported protocol version", "unsupported version");
+		return 0;
+	}
+	if (!valid_id(&f->hello.client_id, 1) || !valid_id(&f->hello.group_id, 0)) {
+		reject(gt, FRAME_ERR_BAD_HELLO, "client_id or group_id has invalid characters",
+		       "invalid client_id or group_id");
+		return 0;
+	}
+	/* both comparisons always run: no early exit tells which one failed */
+	user_ok = secret_equal(f->hello.username.ptr, f->hello.username.len,
+			       cfg->gateway.auth_username, strlen(cfg->gateway.auth_username));
+	pass_ok = secret_equal(f->hello.password.ptr, f->hello.password.len,
+			       cfg->gateway.auth_password, strlen(cfg->gateway.auth_password));
+	if (!(user_ok & pass_ok)) {
+		reject(gt, FRAME_ERR_AUTH, "authentication failed",
+		       "wrong gateway username or password");
+		return 0;
+	}
+	if (gw->stopping) {
+		reject(gt, FRAME_ERR_SHUTDOWN, "gateway is shutting down", "gateway is stopping");
+		return 0;
+	}
+	copy_str(group_id, sizeof(group_id), &f->hello.group_id);
+	gt->reg.owner = gt;
+	ret = registry_join(&gw->registry, &gt->reg, gt->client_id, group_id, f->hello.instance,
+			    f->hello.replica, gt->tunnel->peer);
+	if (ret < 0) {
+		reject(gt, FRAME_ERR_LIMIT, "gateway out of memory", "out of memory");
+		return 0;
+	}
+	gt->authenticated = true;
+	ok.hello_ok.version = FRAME_VERSION;
+	ok.hello_ok.ping_interval_ms = cfg->gateway.ping_interval_ms;
+	ok.hello_ok.stream_window = GATEWAY_STREAM_WINDOW;
+	tunnel_send(gt->tunnel, &ok);
+	tunnel_established(gt->tunnel, cfg->gateway.ping_interval_ms, cfg->gateway.ping_timeout_ms);
+	if (ret == REGISTRY_NEW_CLIENT)
+		log_info("Client connected", LF_S("client_id", gt->client_id),
+			 LF_S("group_id", group_id), LF_S("remote_addr", gt->tunnel->peer));
+	log_debug("Tunnel registered", LF_S("client_id", gt->client_id),
+		  LF_U("replica", f->hello.replica), LF_S("remote_addr", gt->tunnel->peer));
+	return 0;
+}
+
+static void gw_on_secure(struct tunnel *t)
+{
+}
+
+static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why)
+{
+	struct gw_tunnel *gt = t->owner;
+
+	if (!gt->authenticated) {
+		if (f->type != FRAME_HELLO) {
+			*why = "expected HELLO";
+			return -EPROTO;
+		}
+		return handle_hello(gt, f);
+	}
+	switch (f->type) {
+	case FRAME_GOAWAY:
+		gt->reg.draining = true;
+		log_info("Client draining", LF_S("client_id", gt->client_id),
+			 LF_U("replica", gt->reg.replica),
+			 LF_S("reason", frame_error_name(f->error.code)));
+		return 0;
+	case FRAME_ERROR:
+		log_warn("Client reported an error", LF_S("client_id", gt->client_id),
+			 LF_S("code", frame_error_name(f->error.code)));
+		tunnel_close(t, "client reported an error");
+		return 0;
+	default:
+		*why = "unexpected frame from client";
+		return -EPROTO;
+	}
+}
+
+static void maybe_finish_shutdown(struct gateway *gw)
+{
+	if (gw->stopping && gw->ntunnels == 0)
+		ring_stop(&gw->ring);
+}
+
+static void gw_on_closed(struct tunnel *t, const char *reason)
+{
+	struct gw_tunnel *gt = t->owner;
+	struct gateway *gw = gt->gw;
+	char client_id[FRAME_MAX_ID_LEN + 1];
+
+	snprintf(client_id, sizeof(client_id), "%s", gt->client_id);
+	if (gt->reg.client) {
+		if (registry_leave(&gw->registry, &gt->reg))
+			log_info("Client disconnected", LF_S("client_id", client_id),
+				 LF_S("reason", reason));
+		else
+			log_debug("Tunnel closed", LF_S("client_id", client_id),
+				  LF_S("reason", reason));
+	} else if (!gt->authenticated) {
+		log_info("Tunnel closed before authentication", LF_S("remote_addr", t->peer),
+			 LF_S("reason", reason));
+	}
+	if (gt->prev)
+		gt->prev->next = gt->next;
+	else
+		gw->tunnels = gt->next;
+	if (gt->next)
+		gt->next->prev = gt->prev;
+	gw->ntunnels--;
+	free(gt);
+	maybe_finish_shutdown(gw);
+}
+
+static const struct tunnel_ops gw_tunnel_ops = {
+	.on_secure = gw_on_secure,
+	.on_frame = gw_on_frame,
+	.on_closed = gw_on_closed,
+};
+
+/* The registry replaced this tunnel (same client id, newer agent). */
+static void gw_on_evict(struct reg_tunnel *rt, uint16_t code, void *ctx)
+{
+	struct gw_tunnel *gt = rt->owner;
+
+	log_warn("Client tunnel replaced", LF_S("client_id", gt->client_id),
+		 LF_U("replica", rt->replica), LF_S("old_remote_addr", gt->tunnel->peer),
+		 LF_S("reason", frame_error_name(code)));
+	tunnel_send_error(gt->tunnel, FRAME_ERROR, code,
+			  "replaced by a newer connection with the same client_id");
+}
+
+static void tunnel_accept(struct listener *l, int fd)
+{
+	struct gateway *gw = l->owner;
+	struct gw_tunnel *gt;
+
+	if (gw->stopping) {
+		close(fd);
+		return;
+	}
+	gt = calloc(1, sizeof(*gt));
+	if (!gt) {
+		close(fd);
+		return;
+	}
+	gt->gw = gw;
+	gt->tunnel = tunnel_new(&gw->ring, fd, gw->tls, true, NULL, &gw_tunnel_ops, gt,
+				gw->cfg->gateway.handshake_timeout_ms);
+	if (!gt->tunnel) {
+		free(gt);
+		return;
+	}
+	gt->next = gw->tunnels;
+	if (gw->tunnels)
+		gw->tunnels->prev = gt;
+	gw->tunnels = gt;
+	gw->ntunnels++;
+	log_debug("Tunnel accepted", LF_S("remote_addr", gt->tunnel->peer));
+}
+
+/* ---- signals and shutdown ---- */
+
+static void shutdown_expired(struct ring *r, struct timer *t)
+{
+	struct gateway *gw = container_of(t, struct gateway, shutdown_timer);
+	struct gw_tunnel *gt;
+
+	log_warn("Shutdown timeout: closing remaining tunnels", LF_U("tunnels", gw->ntunnels));
+	for (gt = gw->tunnels; gt; gt = gt->next)
+		tunnel_close(gt->tunnel, "gateway shutdown");
+}
+
+static void gateway_stop(struct gateway *gw, int signo)
+{
+	struct gw_tunnel *gt;
+
+	if (gw->stopping)
+		return;
+	gw->stopping = true;
+	log_info("Gateway stopping", LF_S("signal", strsignal(signo)), LF_U("tunnels", gw->ntunnels));
+	listener_stop(&gw->ring, &gw->tunnel_listener);
+	listener_stop(&gw->ring, &gw->control_listener);
+	for (gt = gw->tunnels; gt; gt = gt->next) {
+		struct frame f = { .type = FRAME_GOAWAY };
+
+		f.error.code = FRAME_ERR_SHUTDOWN;
+		f.error.message.ptr = (const uint8_t *)"gateway shutting down";
+		f.error.message.len = strlen("gateway shutting down");
+		tunnel_close_after(gt->tunnel, &f, "gateway shutdown");
+	}
+	timer_init(&gw->shutdown_timer, shutdown_expired);
+	timer_arm(&gw->ring, &gw->shutdown_timer, GATEWAY_SHUTDOWN_TIMEOUT_MS);
+	maybe_finish_shutdown(gw);
+}
+
+static struct gateway *signal_owner;
+
+static void on_signal(struct ring *r, int signo)
+{
+	struct gateway *gw = signal_owner;
+
+	if (signo == SIGHUP) {
+		log_info("SIGHUP received", LF_S("action",
+			 "configuration reload is not supported yet; running configuration kept"));
+		return;
+	}
+	gateway_stop(gw, signo);
+}
+
+/* ---- set-up ---- */
+
+int gateway_init(struct gateway *gw, struct config *cfg)
+{
+	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+	char err[512], shown[300];
+	int ret, fd;
+
+	memset(gw, 0, sizeof(*gw));
+	gw->cfg = cfg;
+	gw->started = time(NULL);
+	gw->tunnel_listener.fd = -1;
+	gw->control_listener.fd = -1;
+	registry_init(&gw->registry, gw_on_evict, gw);
+	ret = ring_init(&gw->ring, 4096);
+	if (ret < 0) {
+		log_error("Cannot create io_uring", LF_S("error", strerror(-ret)));
+		return ret;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	signal_owner = gw;
+	ret = ring_watch_signals(&gw->ring, signals, (int)ARRAY_SIZE(signals), on_signal);
+	if (ret < 0) {
+		log_error("Cannot watch signals", LF_S("error", strerror(-ret)));
+		return ret;
+	}
+	gw->tls = tls_ctx_server(cfg->gateway.tls_cert, cfg->gateway.tls_key,
+				 cfg->gateway.client_ca, err, sizeof(err));
+	if (!gw->tls) {
+		log_error("Cannot set up TLS", LF_S("error", err));
+		return -EINVAL;
+	}
+	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
+	if (fd < 0) {
+		log_error("Cannot open the tunnel listener", LF_S("error", err));
+		return fd;
+	}
+	gw->tunnel_listener = (struct listener){ .fd = fd, .name = "tunnel",
+						 .on_accept = tunnel_accept, .owner = gw };
+	fd = net_listen_unix(cfg->control.socket, 64, err, sizeof(err));
+	if (fd < 0) {
+		log_error("Cannot open the control socket", LF_S("error", err));
+		return fd;
+	}
+	gw->control_bound = true;
+	gw->control_listener = (struct listener){ .fd = fd, .name = "control",
+						  .on_accept = control_accept, .owner = gw };
+	listener_start(&gw->ring, &gw->tunnel_listener);
+	listener_start(&gw->ring, &gw->control_listener);
+	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
+	log_info("Gateway started", LF_S("tunnel_addr", shown),
+		 LF_S("control_socket", cfg->control.socket), LF_S("tls", tls_library_version()));
+	return 0;
+}
+
+int gateway_run(struct gateway *gw)
+{
+	int ret = ring_run(&gw->ring);
+
+	if (ret < 0)
+		log_error("Event loop failed", LF_S("error", strerror(-ret)));
+	else
+		log_info("Gateway stopped", LF_S("reason", "signal"));
+	return ret;
+}
+
+void gateway_destroy(struct gateway *gw)
+{
+	if (gw->control_bound)
+		unlink(gw->cfg->control.socket);
+	listener_stop(&gw->ring, &gw->tunnel_listener);
+	listener_stop(&gw->ring, &gw->control_listener);
+	registry_destroy(&gw->registry);
+	tls_ctx_free(gw->tls);
+	ring_exit(&gw->ring);
+}

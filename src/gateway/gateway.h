@@ -1,0 +1,70 @@
+/*
+ * gateway.h — anyproxy-gateway's state, private to src/gateway/.
+ *
+ * One loop thread owns everything here. (Workers on more cores will each
+ * own a ring and their listeners; the registry is the only shared part.)
+ */
+#ifndef ANYPROXY_GATEWAY_H
+#define ANYPROXY_GATEWAY_H
+
+#include <stdbool.h>
+#include <time.h>
+
+#include "anyproxy/config.h"
+#include "anyproxy/registry.h"
+#include "anyproxy/ring.h"
+#include "anyproxy/tunnel.h"
+
+#define GATEWAY_LISTEN_BACKLOG 1024
+#define GATEWAY_STREAM_WINDOW (256 * 1024)
+#define GATEWAY_SHUTDOWN_TIMEOUT_MS 5000
+#define GATEWAY_ACCEPT_RETRY_MS 100
+
+/* A listening socket served by multishot accept. */
+struct listener {
+	int fd;
+	struct ring_op op;
+	struct timer retry; /* re-arm after EMFILE/ENFILE */
+	bool armed;
+	const char *name;
+	void (*on_accept)(struct listener *l, int fd);
+	void *owner;
+};
+
+/* One agent tunnel as the gateway sees it. */
+struct gw_tunnel {
+	struct gateway *gw;
+	struct tunnel *tunnel;
+	struct reg_tunnel reg;
+	bool authenticated;
+	char client_id[FRAME_MAX_ID_LEN + 1];
+	struct gw_tunnel *prev, *next; /* every tunnel, for shutdown */
+};
+
+struct gateway {
+	struct ring ring;
+	struct config *cfg;
+	struct WOLFSSL_CTX *tls;
+	struct listener tunnel_listener;
+	struct listener control_listener;
+	struct registry registry;
+	struct gw_tunnel *tunnels;
+	unsigned ntunnels;
+	time_t started;
+	bool stopping;
+	bool control_bound; /* we created the socket file */
+	struct timer shutdown_timer;
+};
+
+int gateway_init(struct gateway *gw, struct config *cfg);
+int gateway_run(struct gateway *gw);
+void gateway_destroy(struct gateway *gw);
+
+/* listener.c-style helpers shared by the tunnel and control listeners */
+void listener_start(struct ring *r, struct listener *l);
+void listener_stop(struct ring *r, struct listener *l);
+
+/* control_server.c */
+void control_accept(struct listener *l, int fd);
+
+#endif

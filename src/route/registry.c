@@ -1,0 +1,313 @@
+/* registry.c — groups -> clients -> tunnels (see registry.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/registry.h"
+
+void registry_init(struct registry *reg, registry_evict_cb on_evict, void *ctx)
+{
+	memset(reg, 0, sizeof(*reg));
+	reg->on_evict = on_evict;
+	reg->ctx = ctx;
+}
+
+static int grow(void *arrp, unsigned *cap, unsigned need)
+{
+	void **arr = arrp;
+	unsigned ncap;
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	ncap = *cap ? *cap * 2 : 4;
+	while (ncap < need)
+		ncap *= 2;
+	p = realloc(*arr, ncap * sizeof(void *));
+	if (!p)
+		return -ENOMEM;
+	*arr = p;
+	*cap = ncap;
+	return 0;
+}
+
+static void group_remove_client(struct registry *reg, struct reg_group *g, struct reg_client *c)
+{
+	unsigned i;
+
+	for (i = 0; i < g->nclients; i++) {
+		if (g->clients[i] == c) {
+			g->clients[i] = g->clients[--g->nclients];
+			break;
+		}
+	}
+	if (g->nclients == 0) {
+		HASH_DEL(reg->groups, g);
+		free(g->clients);
+		free(g);
+	}
+}
+
+static void client_free(struct registry *reg, struct reg_client *c)
+{
+	HASH_DEL(reg->clients, c);
+	group_remove_client(reg, c->group, c);
+	free(c->tunnels);
+	free(c);
+}
+
+bool registry_leave(struct registry *reg, struct reg_tunnel *t)
+{
+	struct reg_client *c = t->client;
+	unsigned i;
+
+	if (!c)
+		return false;
+	t->client = NULL;
+	for (i = 0; i < c->ntunnels; i++) {
+		if (c->tunnels[i] == t) {
+			c->tunnels[i] = c->tunnels[--c->ntunnels];
+			break;
+		}
+	}
+	if (c->ntunnels)
+		return false;
+	client_free(reg, c);
+	return true;
+}
+
+static void evict(struct registry *reg, struct reg_tunnel *t, uint16_t code)
+{
+	registry_leave(reg, t);
+	if (reg->on_evict)
+		reg->on_evict(t, code, reg->ctx);
+}
+
+static struct reg_group *group_get(struct registry *reg, const char *group_id)
+{
+	struct reg_group *g = registry_find_group(reg, group_id);
+
+	if (g)
+		return g;
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	snprintf(g->id, sizeof(g->id), "%s", group_id);
+	HASH_ADD_STR(reg->groups, id, g);
+	return g;
+}
+
+int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client_id,
+		  const char *group_id, uint64_t instance, uint16_t replica,
+		  const char *remote_addr)
+{
+	struct reg_client *c = registry_find_client(reg, client_id);
+	struct reg_group *g;
+	int created = 0;
+	unsigned i;
+
+	if (c && (c->instance != instance || strcmp(c->group->id, group_id) != 0)) {
+		/* another process (or a restarted one) claims this id: newest wins */
+		while (c->ntunnels) {
+			struct reg_tunnel *old = c->tunnels[0];
+			bool gone = registry_leave(reg, old);
+
+			if (reg->on_evict)
+				reg->on_evict(old, FRAME_ERR_REPLACED, reg->ctx);
+			if (gone)
+				break;
+		}
+		c = NULL;
+	}
+	if (c) {
+		for (i = 0; i < c->ntunnels; i++) {
+			if (c->tunnels[i]->replica == replica) {
+				struct reg_tunnel *stale = c->tunnels[i];
+
+				if (c->ntunnels == 1) {
+					/* keep the client record: swap the tunnel in place */
+					stale->client = NULL;
+					c->tunnels[0] = t;
+					t->client = c;
+					t->replica = replica;
+					t->draining = false;
+					snprintf(c->remote_addr, sizeof(c->remote_addr), "%s",
+						 remote_addr);
+					if (reg->on_evict)
+						reg->on_evict(stale, FRAME_ERR_REPLACED, reg->ctx);
+					return 0;
+				}
+				evict(reg, stale, FRAME_ERR_REPLACED);
+				break;
+			}
+		}
+	}
+	if (!c) {
+		g = group_get(reg, group_id);
+		if (!g)
+			return -ENOMEM;
+		c = calloc(1, sizeof(*c));
+		if (!c || grow(&g->clients, &g->clients_cap, g->nclients + 1) < 0) {
+			free(c);
+			if (g->nclients == 0) {
+				HASH_DEL(reg->groups, g);
+				free(g->clients);
+				free(g);
+			}
+			return -ENOMEM;
+		}
+		snprintf(c->id, sizeof(c->id), "%s", client_id);
+		c->group = g;
+		c->instance = instance;
+		c->connected_since = time(NULL);
+		g->clients[g->nclients++] = c;
+		HASH_ADD_STR(reg->clients, id, c);
+		created = REGISTRY_NEW_CLIENT;
+	}
+	if (grow(&c->tunnels, &c->tunnels_cap, c->ntunnels + 1) < 0) {
+		if (created)
+			client_free(reg, c);
+		return -ENOMEM;
+	}
+	c->tunnels[c->ntunnels++] = t;
+	t->client = c;
+	t->replica = replica;
+	t->draining = false;
+	snprintf(c->remote_addr, sizeof(c->remote_addr), "%s", remote_addr);
+	return created;
+}
+
+static struct reg_tunnel *client_pick(struct reg_client *c)
+{
+	unsigned i;
+
+	for (i = 0; i < c->ntunnels; i++) {
+		struct reg_tunnel *t = c->tunnels[(c->rr + i) % c->ntunnels];
+
+		if (!t->draining) {
+			c->rr = (c->rr + i + 1) % c->ntunnels;
+			return t;
+		}
+	}
+	return NULL;
+}
+
+static struct reg_tunnel *group_pick(struct reg_group *g)
+{
+	unsigned i;
+
+	if (!g)
+		return NULL;
+	for (i = 0; i < g->nclients; i++) {
+		unsigned idx = (g->rr + i) % g->nclients;
+		struct reg_tunnel *t = client_pick(g->clients[idx]);
+
+		if (t) {
+			g->rr = (idx + 1) % g->nclients;
+			return t;
+		}
+	}
+	return NULL;
+}
+
+struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool *fell_back)
+{
+	struct reg_tunnel *t = group_pick(registry_find_group(reg, group_id));
+
+	*fell_back = false;
+	if (t || group_id[0] == '\0')
+		return t;
+	t = group_pick(registry_find_group(reg, ""));
+	*fell_back = t != NULL;
+	return t;
+}
+
+struct reg_client *registry_find_client(struct registry *reg, const char *client_id)
+{
+	struct reg_client *c;
+
+	HASH_FIND_STR(reg->clients, client_id, c);
+	return c;
+}
+
+struct reg_group *registry_find_group(struct registry *reg, const char *group_id)
+{
+	struct reg_group *g;
+
+	HASH_FIND_STR(reg->groups, group_id, g);
+	return g;
+}
+
+static int cmp_client(const void *a, const void *b)
+{
+	return strcmp((*(struct reg_client *const *)a)->id, (*(struct reg_client *const *)b)->id);
+}
+
+static int cmp_group(const void *a, const void *b)
+{
+	return strcmp((*(struct reg_group *const *)a)->id, (*(struct reg_group *const *)b)->id);
+}
+
+int registry_list_clients(struct registry *reg, struct reg_client ***out, size_t *count)
+{
+	size_t n = HASH_COUNT(reg->clients), i = 0;
+	struct reg_client *c, *tmp;
+
+	*out = calloc(n ? n : 1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	HASH_ITER(hh, reg->clients, c, tmp)
+		(*out)[i++] = c;
+	qsort(*out, n, sizeof(**out), cmp_client);
+	*count = n;
+	return 0;
+}
+
+int registry_list_groups(struct registry *reg, struct reg_group ***out, size_t *count)
+{
+	size_t n = HASH_COUNT(reg->groups), i = 0;
+	struct reg_group *g, *tmp;
+
+	*out = calloc(n ? n : 1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	HASH_ITER(hh, reg->groups, g, tmp)
+		(*out)[i++] = g;
+	qsort(*out, n, sizeof(**out), cmp_group);
+	*count = n;
+	return 0;
+}
+
+unsigned registry_group_tunnels(const struct reg_group *g)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < g->nclients; i++)
+		n += g->clients[i]->ntunnels;
+	return n;
+}
+
+uint64_t registry_group_streams_active(const struct reg_group *g)
+{
+	uint64_t n = 0;
+	unsigned i;
+
+	for (i = 0; i < g->nclients; i++)
+		n += g->clients[i]->streams_active;
+	return n;
+}
+
+void registry_destroy(struct registry *reg)
+{
+	struct reg_client *c, *tmp;
+
+	HASH_ITER(hh, reg->clients, c, tmp) {
+		unsigned i;
+
+		for (i = 0; i < c->ntunnels; i++)
+			c->tunnels[i]->client = NULL;
+		client_free(reg, c);
+	}
+}

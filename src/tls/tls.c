@@ -1,0 +1,297 @@
+/* tls.c — wolfSSL over memory I/O callbacks (see tls.h). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/error-ssl.h>
+#include <wolfssl/wolfcrypt/error-crypt.h>
+
+#include "ap-build.h"
+#include "anyproxy/common.h"
+#include "anyproxy/tls.h"
+
+static int io_recv(WOLFSSL *ssl, char *dst, int sz, void *ctx)
+{
+	struct tls_conn *c = ctx;
+	size_t n = buf_used(&c->in);
+
+	if (n == 0)
+		return c->peer_closed ? WOLFSSL_CBIO_ERR_CONN_CLOSE : WOLFSSL_CBIO_ERR_WANT_READ;
+	if (n > (size_t)sz)
+		n = (size_t)sz;
+	memcpy(dst, buf_head(&c->in), n);
+	buf_consume(&c->in, n);
+	return (int)n;
+}
+
+static int io_send(WOLFSSL *ssl, char *src, int sz, void *ctx)
+{
+	struct tls_conn *c = ctx;
+
+	if (buf_append(&c->out, src, (size_t)sz) < 0)
+		return WOLFSSL_CBIO_ERR_WANT_WRITE;
+	return sz;
+}
+
+int tls_global_init(void)
+{
+	return wolfSSL_Init() == WOLFSSL_SUCCESS ? 0 : -EPROTO;
+}
+
+void tls_global_exit(void)
+{
+	wolfSSL_Cleanup();
+}
+
+const char *tls_library_version(void)
+{
+	return "wolfSSL " LIBWOLFSSL_VERSION_STRING
+#if AP_WOLFSSL_AESNI
+	       " (AES-NI)";
+#else
+	       " (no AES-NI)";
+#endif
+}
+
+static void set_err(char *err, size_t errlen, const char *what, const char *path, int code)
+{
+	char msg[WOLFSSL_MAX_ERROR_SZ];
+
+	wolfSSL_ERR_error_string_n((unsigned long)code, msg, sizeof(msg));
+	snprintf(err, errlen, "%s %s: %s", what, path, msg);
+}
+
+static WOLFSSL_CTX *ctx_new(bool server)
+{
+	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(server ? wolfTLSv1_3_server_method()
+						  : wolfTLSv1_3_client_method());
+
+	if (!ctx)
+		return NULL;
+	wolfSSL_CTX_SetIORecv(ctx, io_recv);
+	wolfSSL_CTX_SetIOSend(ctx, io_send);
+	return ctx;
+}
+
+struct WOLFSSL_CTX *tls_ctx_server(const char *cert, const char *key, const char *client_ca,
+				   char *err, size_t errlen)
+{
+	WOLFSSL_CTX *ctx = ctx_new(true);
+	int ret;
+
+	if (!ctx) {
+		snprintf(err, errlen, "cannot create TLS context");
+		return NULL;
+	}
+	ret = wolfSSL_CTX_use_certificate_chain_file(ctx, cert);
+	if (ret != WOLFSSL_SUCCESS) {
+		set_err(err, errlen, "cannot load certificate", cert, ret);
+		goto fail;
+	}
+	ret = wolfSSL_CTX_use_PrivateKey_file(ctx, key, WOLFSSL_FILETYPE_PEM);
+	if (ret != WOLFSSL_SUCCESS) {
+		set_err(err, errlen, "cannot load private key", key, ret);
+		goto fail;
+	}
+	if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "private key %s does not match certificate %s", key, cert);
+		goto fail;
+	}
+	if (client_ca && *client_ca) {
+		ret = wolfSSL_CTX_load_verify_locations(ctx, client_ca, NULL);
+		if (ret != WOLFSSL_SUCCESS) {
+			set_err(err, errlen, "cannot load client CA", client_ca, ret);
+			goto fail;
+		}
+		wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+				       NULL);
+	} else {
+		wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
+	}
+	return ctx;
+fail:
+	wolfSSL_CTX_free(ctx);
+	return NULL;
+}
+
+struct WOLFSSL_CTX *tls_ctx_client(const char *ca, const char *cert, const char *key, char *err,
+				   size_t errlen)
+{
+	WOLFSSL_CTX *ctx = ctx_new(false);
+	int ret;
+
+	if (!ctx) {
+		snprintf(err, errlen, "cannot create TLS context");
+		return NULL;
+	}
+	ret = wolfSSL_CTX_load_verify_locations(ctx, ca, NULL);
+	if (ret != WOLFSSL_SUCCESS) {
+		set_err(err, errlen, "cannot load gateway CA/certificate", ca, ret);
+		goto fail;
+	}
+	/* wolfSSL's OpenSSL-compatible default is "no verification": never. */
+	wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER, NULL);
+	if (cert && *cert) {
+		ret = wolfSSL_CTX_use_certificate_chain_file(ctx, cert);
+		if (ret != WOLFSSL_SUCCESS) {
+			set_err(err, errlen, "cannot load client certificate", cert, ret);
+			goto fail;
+		}
+		ret = wolfSSL_CTX_use_PrivateKey_file(ctx, key, WOLFSSL_FILETYPE_PEM);
+		if (ret != WOLFSSL_SUCCESS) {
+			set_err(err, errlen, "cannot load client key", key, ret);
+			goto fail;
+		}
+	}
+	return ctx;
+fail:
+	wolfSSL_CTX_free(ctx);
+	return NULL;
+}
+
+void tls_ctx_free(struct WOLFSSL_CTX *ctx)
+{
+	if (ctx)
+		wolfSSL_CTX_free(ctx);
+}
+
+static bool is_ip_literal(const char *s)
+{
+	unsigned char tmp[16];
+
+	return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
+}
+
+int tls_conn_init(struct tls_conn *c, struct WOLFSSL_CTX *ctx, bool server,
+		  const char *server_name)
+{
+	memset(c, 0, sizeof(*c));
+	buf_init(&c->in, TLS_IN_MAX);
+	buf_init(&c->out, TLS_OUT_MAX);
+	c->ssl = wolfSSL_new(ctx);
+	if (!c->ssl)
+		return -ENOMEM;
+	wolfSSL_SetIOReadCtx(c->ssl, c);
+	wolfSSL_SetIOWriteCtx(c->ssl, c);
+	if (server)
+		return 0;
+	if (wolfSSL_UseKeyShare(c->ssl, WOLFSSL_ECC_X25519) != WOLFSSL_SUCCESS)
+		return -EINVAL;
+	if (server_name && *server_name) {
+		if (!is_ip_literal(server_name) &&
+		    wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, server_name,
+				   (unsigned short)strlen(server_name)) != WOLFSSL_SUCCESS)
+			return -EINVAL;
+		/* checked against the DNS names (and IP SANs) of the peer's cert */
+		if (wolfSSL_check_domain_name(c->ssl, server_name) != WOLFSSL_SUCCESS)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+void tls_conn_free(struct tls_conn *c)
+{
+	if (c->ssl)
+		wolfSSL_free(c->ssl);
+	c->ssl = NULL;
+	buf_release(&c->in);
+	buf_release(&c->out);
+}
+
+/* Words for the failures an operator can fix. */
+static const char *hint(int code)
+{
+	switch (code) {
+	case DOMAIN_NAME_MISMATCH:
+	case IPADDR_MISMATCH:
+		return " (the certificate does not name this host: check gateway_server_name)";
+	case ASN_NO_SIGNER_E:
+	case ASN_SELF_SIGNED_E:
+	case ASN_SIG_CONFIRM_E:
+		return " (the certificate is not signed by gateway_tls_cert)";
+	case ASN_AFTER_DATE_E:
+	case ASN_BEFORE_DATE_E:
+		return " (the certificate is expired or not yet valid)";
+	case VERSION_ERROR:
+	case UNKNOWN_RECORD_TYPE:
+		return " (the peer does not speak TLS 1.3: is it an anyproxy endpoint?)";
+	default:
+		return "";
+	}
+}
+
+static int tls_error(struct tls_conn *c, int ret, char *err, size_t errlen)
+{
+	int code = wolfSSL_get_error(c->ssl, ret);
+	char msg[WOLFSSL_MAX_ERROR_SZ];
+
+	if (code == WOLFSSL_ERROR_WANT_READ || code == WOLFSSL_ERROR_WANT_WRITE)
+		return 0;
+	if (code == WOLFSSL_ERROR_ZERO_RETURN || (c->peer_closed && code == SOCKET_ERROR_E)) {
+		if (err)
+			snprintf(err, errlen, "connection closed by peer");
+		return -EPIPE;
+	}
+	if (err) {
+		wolfSSL_ERR_error_string_n((unsigned long)code, msg, sizeof(msg));
+		snprintf(err, errlen, "%s%s", msg, hint(code));
+	}
+	return -EPROTO;
+}
+
+int tls_handshake(struct tls_conn *c, char *err, size_t errlen)
+{
+	int ret;
+
+	if (c->handshake_done)
+		return 1;
+	ret = wolfSSL_negotiate(c->ssl);
+	if (ret == WOLFSSL_SUCCESS) {
+		c->handshake_done = true;
+		return 1;
+	}
+	ret = tls_error(c, ret, err, errlen);
+	if (ret == -EPIPE) {
+		snprintf(err, errlen, "connection closed during the TLS handshake");
+		return -EPROTO;
+	}
+	return ret;
+}
+
+int tls_read(struct tls_conn *c, void *dst, size_t len, char *err, size_t errlen)
+{
+	int ret = wolfSSL_read(c->ssl, dst, (int)MIN(len, (size_t)0x40000000));
+
+	if (ret > 0)
+		return ret;
+	return tls_error(c, ret, err, errlen);
+}
+
+int tls_write(struct tls_conn *c, const void *src, size_t len)
+{
+	int ret = wolfSSL_write(c->ssl, src, (int)len);
+
+	if (ret == (int)len)
+		return ret;
+	ret = wolfSSL_get_error(c->ssl, ret);
+	return ret == WOLFSSL_ERROR_WANT_WRITE ? -ENOBUFS : -EPROTO;
+}
+
+void tls_shutdown(struct tls_conn *c)
+{
+	if (c->ssl && c->handshake_done)
+		wolfSSL_shutdown(c->ssl);
+}
+
+const char *tls_conn_version(const struct tls_conn *c)
+{
+	return wolfSSL_get_version(c->ssl);
+}
+
+const char *tls_conn_cipher(const struct tls_conn *c)
+{
+	return wolfSSL_get_cipher_name(c->ssl);
+}

@@ -1,0 +1,372 @@
+/* tunnel.c — TLS + framing + liveness over the ring (see tunnel.h). */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/log.h"
+#include "anyproxy/net.h"
+#include "anyproxy/tunnel.h"
+
+static void tunnel_flush(struct tunnel *t);
+static void tunnel_arm_recv(struct tunnel *t);
+
+/* Called at the end of every completion: frees the tunnel once closing and
+ * no operation is left in flight. */
+static void tunnel_release(struct tunnel *t)
+{
+	if (t->state != TUNNEL_CLOSING || t->inflight)
+		return;
+	t->ops->on_closed(t, t->close_reason);
+	close(t->fd);
+	tls_conn_free(&t->tls);
+	buf_release(&t->plain);
+	buf_release(&t->sending);
+	free(t);
+}
+
+static void close_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct tunnel *t = container_of(op, struct tunnel, close_op);
+
+	t->inflight--;
+	tunnel_release(t);
+}
+
+void tunnel_close(struct tunnel *t, const char *reason)
+{
+	struct io_uring_sqe *sqe;
+
+	if (t->state == TUNNEL_CLOSING)
+		return;
+	t->state = TUNNEL_CLOSING;
+	snprintf(t->close_reason, sizeof(t->close_reason), "%s", reason);
+	timer_disarm(t->ring, &t->deadline);
+	timer_disarm(t->ring, &t->ping_timer);
+	shutdown(t->fd, SHUT_RDWR);
+	if (t->recv_armed || t->send_armed)
+		ring_cancel_fd(t->ring, t->fd);
+	/* The free always happens in a completion, never under the caller. */
+	sqe = ring_get_sqe(t->ring);
+	io_uring_prep_nop(sqe);
+	t->close_op.cb = close_done;
+	ring_sqe_set_op(sqe, &t->close_op);
+	t->inflight++;
+}
+
+void tunnel_close_after(struct tunnel *t, const struct frame *f, const char *reason)
+{
+	if (t->state == TUNNEL_CLOSING)
+		return;
+	if (f)
+		tunnel_send(t, f);
+	tls_shutdown(&t->tls);
+	snprintf(t->close_reason, sizeof(t->close_reason), "%s", reason);
+	t->close_when_flushed = true;
+	tunnel_flush(t);
+}
+
+void tunnel_send_error(struct tunnel *t, uint8_t type, uint16_t code, const char *message)
+{
+	struct frame f = { .type = type };
+
+	f.error.code = code;
+	f.error.message.ptr = (const uint8_t *)message;
+	f.error.message.len = strlen(message);
+	if (f.error.message.len > FRAME_MAX_TEXT_LEN)
+		f.error.message.len = FRAME_MAX_TEXT_LEN;
+	tunnel_close_after(t, &f, message);
+}
+
+/* ---- output ---- */
+
+static void send_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct tunnel *t = container_of(op, struct tunnel, send_op);
+
+	t->inflight--;
+	t->send_armed = false;
+	if (res < 0) {
+		if (t->state != TUNNEL_CLOSING) {
+			char why[96];
+
+			snprintf(why, sizeof(why), "send failed: %s", strerror(-res));
+			tunnel_close(t, why);
+		}
+	} else if (t->state != TUNNEL_CLOSING) {
+		buf_consume(&t->sending, (size_t)res);
+		tunnel_flush(t);
+	}
+	tunnel_release(t);
+}
+
+static void tunnel_flush(struct tunnel *t)
+{
+	if (t->send_armed || t->state == TUNNEL_CLOSING)
+		return;
+	if (!buf_used(&t->sending) && buf_used(&t->tls.out)) {
+		/* swap: wolfSSL keeps appending to the other buffer while the
+		 * kernel owns this one */
+		struct buf tmp = t->sending;
+
+		t->sending = t->tls.out;
+		t->tls.out = tmp;
+	}
+	if (!buf_used(&t->sending)) {
+		if (buf_used(&t->sending) == 0 && t->sending.cap > TUNNEL_RECV_CHUNK)
+			buf_release(&t->sending);
+		if (t->close_when_flushed)
+			tunnel_close(t, t->close_reason);
+		return;
+	}
+	t->send_op.cb = send_done;
+	ring_prep_send(t->ring, &t->send_op, t->fd, buf_head(&t->sending), buf_used(&t->sending));
+	t->send_armed = true;
+	t->inflight++;
+}
+
+int tunnel_send(struct tunnel *t, const struct frame *f)
+{
+	uint8_t frame_buf[FRAME_MAX_SIZE];
+	ssize_t n;
+	int ret;
+
+	if (t->state == TUNNEL_CLOSING || t->close_when_flushed)
+		return -EPIPE;
+	n = frame_encode(frame_buf, sizeof(frame_buf), f);
+	if (n < 0)
+		return (int)n;
+	ret = tls_write(&t->tls, frame_buf, (size_t)n);
+	if (ret < 0)
+		return ret;
+	t->bytes_out += (uint64_t)n;
+	tunnel_flush(t);
+	return 0;
+}
+
+/* ---- liveness ---- */
+
+static void ping_fire(struct ring *r, struct timer *tm)
+{
+	struct tunnel *t = container_of(tm, struct tunnel, ping_timer);
+	struct frame f = { .type = FRAME_PING };
+
+	put_be64(f.ping.opaque, now_ms());
+	tunnel_send(t, &f);
+	timer_arm(r, &t->ping_timer, t->ping_interval_ms);
+}
+
+static void deadline_fire(struct ring *r, struct timer *tm)
+{
+	struct tunnel *t = container_of(tm, struct tunnel, deadline);
+	uint64_t silent;
+	char why[96];
+
+	if (t->state == TUNNEL_HANDSHAKE) {
+		tunnel_close(t, "handshake deadline passed");
+		return;
+	}
+	silent = now_ms() - t->last_rx_ms;
+	if (silent >= t->ping_timeout_ms) {
+		snprintf(why, sizeof(why), "no frame from peer for %llu ms (liveness deadline)",
+			 (unsigned long long)silent);
+		tunnel_close(t, why);
+		return;
+	}
+	timer_arm(r, &t->deadline, t->ping_timeout_ms - silent);
+}
+
+void tunnel_established(struct tunnel *t, uint32_t ping_interval_ms, uint32_t ping_timeout_ms)
+{
+	if (t->state != TUNNEL_HANDSHAKE)
+		return;
+	t->state = TUNNEL_OPEN;
+	t->ping_interval_ms = ping_interval_ms;
+	t->ping_timeout_ms = ping_timeout_ms;
+	t->last_rx_ms = now_ms();
+	timer_init(&t->ping_timer, ping_fire);
+	timer_arm(t->ring, &t->ping_timer, ping_interval_ms);
+	timer_arm(t->ring, &t->deadline, ping_timeout_ms);
+}
+
+/* ---- input ---- */
+
+static int handle_frame(struct tunnel *t, const struct frame *f, const char **why)
+{
+	struct frame pong;
+
+	switch (f->type) {
+	case FRAME_PING:
+		pong = (struct frame){ .type = FRAME_PONG };
+		memcpy(pong.ping.opaque, f->ping.opaque, sizeof(pong.ping.opaque));
+		tunnel_send(t, &pong);
+		return 0;
+	case FRAME_PONG:
+		return 0;
+	default:
+		return t->ops->on_frame(t, f, why);
+	}
+}
+
+/* Decode and dispatch every whole frame in plain. */
+static void drain_frames(struct tunnel *t)
+{
+	while (t->state != TUNNEL_CLOSING && buf_used(&t->plain)) {
+		struct frame f;
+		const char *why = NULL;
+		ssize_t n = frame_decode(buf_head(&t->plain), buf_used(&t->plain), &f, &why);
+
+		if (n == 0)
+			break;
+		if (n < 0 || handle_frame(t, &f, &why) < 0) {
+			char msg[160];
+
+			snprintf(msg, sizeof(msg), "protocol error: %s", why ? why : "bad frame");
+			if (t->state != TUNNEL_CLOSING)
+				tunnel_send_error(t, FRAME_ERROR, FRAME_ERR_PROTOCOL, msg);
+			return;
+		}
+		t->bytes_in += (uint64_t)n;
+		t->last_rx_ms = now_ms();
+		buf_consume(&t->plain, (size_t)n);
+	}
+	if (!buf_used(&t->plain) && t->plain.cap > TUNNEL_RECV_CHUNK)
+		buf_release(&t->plain);
+}
+
+static void process_input(struct tunnel *t)
+{
+	char err[200];
+	int ret;
+
+	if (!t->tls.handshake_done) {
+		ret = tls_handshake(&t->tls, err, sizeof(err));
+		if (ret < 0) {
+			char why[240];
+
+			snprintf(why, sizeof(why), "TLS handshake failed: %s", err);
+			tunnel_flush(t); /* let the alert reach the peer */
+			tunnel_close(t, why);
+			return;
+		}
+		tunnel_flush(t);
+		if (ret == 0)
+			return;
+		log_info("TLS established", LF_S("peer", t->peer),
+			 LF_S("version", tls_conn_version(&t->tls)),
+			 LF_S("cipher", tls_conn_cipher(&t->tls)));
+		t->ops->on_secure(t);
+		if (t->state == TUNNEL_CLOSING)
+			return;
+	}
+	for (;;) {
+		long room = buf_reserve(&t->plain, FRAME_MAX_SIZE);
+
+		if (room < 0) {
+			tunnel_close(t, "frame buffer full");
+			return;
+		}
+		ret = tls_read(&t->tls, t->plain.data + t->plain.len, (size_t)room, err,
+			       sizeof(err));
+		if (ret == 0)
+			break;
+		if (ret < 0) {
+			char why[240];
+
+			snprintf(why, sizeof(why), "%s", ret == -EPIPE ? "closed by peer" : err);
+			tunnel_close(t, why);
+			return;
+		}
+		t->plain.len += (size_t)ret;
+		drain_frames(t);
+		if (t->state == TUNNEL_CLOSING)
+			return;
+	}
+	tunnel_flush(t);
+}
+
+static void recv_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct tunnel *t = container_of(op, struct tunnel, recv_op);
+
+	t->inflight--;
+	t->recv_armed = false;
+	if (t->state == TUNNEL_CLOSING) {
+		tunnel_release(t);
+		return;
+	}
+	if (res <= 0) {
+		char why[96];
+
+		if (res == 0)
+			snprintf(why, sizeof(why), "connection closed by peer");
+		else
+			snprintf(why, sizeof(why), "recv failed: %s", strerror(-res));
+		tunnel_close(t, why);
+		tunnel_release(t);
+		return;
+	}
+	t->tls.in.len += (size_t)res;
+	process_input(t);
+	if (t->state != TUNNEL_CLOSING)
+		tunnel_arm_recv(t);
+	tunnel_release(t);
+}
+
+static void tunnel_arm_recv(struct tunnel *t)
+{
+	long room;
+
+	if (t->recv_armed || t->state == TUNNEL_CLOSING)
+		return;
+	room = buf_reserve(&t->tls.in, TUNNEL_RECV_CHUNK);
+	if (room < 0) {
+		tunnel_close(t, "TLS input buffer full");
+		return;
+	}
+	t->recv_op.cb = recv_done;
+	ring_prep_recv(t->ring, &t->recv_op, t->fd, t->tls.in.data + t->tls.in.len, (size_t)room);
+	t->recv_armed = true;
+	t->inflight++;
+}
+
+struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool server,
+			  const char *server_name, const struct tunnel_ops *ops, void *owner,
+			  uint32_t handshake_timeout_ms)
+{
+	struct tunnel *t = calloc(1, sizeof(*t));
+	int one = 1;
+
+	if (!t) {
+		close(fd);
+		return NULL;
+	}
+	t->ring = r;
+	t->fd = fd;
+	t->ops = ops;
+	t->owner = owner;
+	t->server = server;
+	t->state = TUNNEL_HANDSHAKE;
+	buf_init(&t->plain, TUNNEL_PLAIN_MAX);
+	buf_init(&t->sending, TLS_OUT_MAX);
+	timer_init(&t->deadline, deadline_fire);
+	timer_init(&t->ping_timer, ping_fire);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	net_format_peer(fd, t->peer, sizeof(t->peer));
+	if (tls_conn_init(&t->tls, ctx, server, server_name) < 0) {
+		tls_conn_free(&t->tls);
+		close(fd);
+		free(t);
+		return NULL;
+	}
+	timer_arm(r, &t->deadline, handshake_timeout_ms);
+	if (!server)
+		process_input(t); /* ClientHello */
+	tunnel_arm_recv(t);
+	return t;
+}

@@ -1,0 +1,226 @@
+/* Unit tests: the gateway registry (groups -> clients -> tunnels). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "anyproxy/registry.h"
+
+struct evictions {
+	struct reg_tunnel *list[16];
+	uint16_t codes[16];
+	int n;
+};
+
+static void on_evict(struct reg_tunnel *t, uint16_t code, void *ctx)
+{
+	struct evictions *e = ctx;
+
+	e->list[e->n] = t;
+	e->codes[e->n++] = code;
+}
+
+struct fixture {
+	struct registry reg;
+	struct evictions ev;
+	struct reg_tunnel t[16];
+};
+
+static int setup(void **state)
+{
+	static struct fixture f;
+
+	memset(&f, 0, sizeof(f));
+	registry_init(&f.reg, on_evict, &f.ev);
+	*state = &f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	registry_destroy(&f->reg);
+	return 0;
+}
+
+static void test_groups_appear_and_vanish(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_group *g;
+
+	assert_null(registry_find_group(&f->reg, "production"));
+	assert_int_equal(registry_join(&f->reg, &f->t[0], "p1", "production", 1, 0, "a"),
+			 REGISTRY_NEW_CLIENT);
+	assert_int_equal(registry_join(&f->reg, &f->t[1], "p1", "production", 1, 1, "a"), 0);
+	assert_int_equal(registry_join(&f->reg, &f->t[2], "p2", "production", 2, 0, "b"),
+			 REGISTRY_NEW_CLIENT);
+	g = registry_find_group(&f->reg, "production");
+	assert_non_null(g);
+	assert_int_equal(g->nclients, 2);
+	assert_int_equal(registry_group_tunnels(g), 3);
+	assert_false(registry_leave(&f->reg, &f->t[0]));
+	assert_true(registry_leave(&f->reg, &f->t[1])); /* p1's last tunnel */
+	assert_null(registry_find_client(&f->reg, "p1"));
+	assert_non_null(registry_find_group(&f->reg, "production"));
+	assert_true(registry_leave(&f->reg, &f->t[2]));
+	assert_null(registry_find_group(&f->reg, "production"));
+	/* leaving twice is harmless */
+	assert_false(registry_leave(&f->reg, &f->t[2]));
+	assert_int_equal(f->ev.n, 0);
+}
+
+static void test_round_robin_and_fallback(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_tunnel *a, *b, *c;
+	bool fell_back;
+
+	registry_join(&f->reg, &f->t[0], "p1", "production", 1, 0, "a");
+	registry_join(&f->reg, &f->t[1], "p2", "production", 2, 0, "b");
+	registry_join(&f->reg, &f->t[2], "d1", "", 3, 0, "c");
+	a = registry_pick(&f->reg, "production", &fell_back);
+	assert_false(fell_back);
+	b = registry_pick(&f->reg, "production", &fell_back);
+	c = registry_pick(&f->reg, "production", &fell_back);
+	assert_ptr_not_equal(a, b);
+	assert_ptr_equal(a, c);
+	/* unknown group: the default group serves, flagged as a fallback */
+	assert_ptr_equal(registry_pick(&f->reg, "nonexistent", &fell_back), &f->t[2]);
+	assert_true(fell_back);
+	/* default group itself is not a fallback */
+	assert_ptr_equal(registry_pick(&f->reg, "", &fell_back), &f->t[2]);
+	assert_false(fell_back);
+	/* no default client: nothing */
+	registry_leave(&f->reg, &f->t[2]);
+	assert_null(registry_pick(&f->reg, "nonexistent", &fell_back));
+	assert_false(fell_back);
+}
+
+static void test_tunnels_spread_and_draining_skipped(void **state)
+{
+	struct fixture *f = *state;
+	bool fb;
+
+	registry_join(&f->reg, &f->t[0], "p1", "g", 1, 0, "a");
+	registry_join(&f->reg, &f->t[1], "p1", "g", 1, 1, "a");
+	assert_ptr_not_equal(registry_pick(&f->reg, "g", &fb), registry_pick(&f->reg, "g", &fb));
+	f->t[0].draining = true;
+	for (int i = 0; i < 4; i++)
+		assert_ptr_equal(registry_pick(&f->reg, "g", &fb), &f->t[1]);
+	f->t[1].draining = true;
+	assert_null(registry_pick(&f->reg, "g", &fb));
+}
+
+static void test_same_replica_replaces_stale_tunnel(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_client *c;
+
+	registry_join(&f->reg, &f->t[0], "p1", "g", 9, 0, "old");
+	registry_join(&f->reg, &f->t[1], "p1", "g", 9, 1, "old");
+	/* replica 0 reconnects before the gateway noticed the old one died */
+	assert_int_equal(registry_join(&f->reg, &f->t[2], "p1", "g", 9, 0, "new"), 0);
+	assert_int_equal(f->ev.n, 1);
+	assert_ptr_equal(f->ev.list[0], &f->t[0]);
+	assert_int_equal(f->ev.codes[0], FRAME_ERR_REPLACED);
+	assert_null(f->t[0].client);
+	c = registry_find_client(&f->reg, "p1");
+	assert_int_equal(c->ntunnels, 2);
+	/* the evicted tunnel's later close is a no-op */
+	assert_false(registry_leave(&f->reg, &f->t[0]));
+	assert_int_equal(c->ntunnels, 2);
+}
+
+static void test_single_tunnel_swap_keeps_client(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_client *c;
+	time_t since;
+
+	registry_join(&f->reg, &f->t[0], "p1", "g", 9, 0, "old");
+	c = registry_find_client(&f->reg, "p1");
+	since = c->connected_since;
+	assert_int_equal(registry_join(&f->reg, &f->t[1], "p1", "g", 9, 0, "new"), 0);
+	assert_int_equal(f->ev.n, 1);
+	c = registry_find_client(&f->reg, "p1");
+	assert_int_equal(c->ntunnels, 1);
+	assert_ptr_equal(c->tunnels[0], &f->t[1]);
+	assert_string_equal(c->remote_addr, "new");
+	assert_true(c->connected_since == since);
+}
+
+static void test_new_instance_takes_over(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_client *c;
+
+	registry_join(&f->reg, &f->t[0], "p1", "g", 1, 0, "first");
+	registry_join(&f->reg, &f->t[1], "p1", "g", 1, 1, "first");
+	/* another process with the same client_id: newest wins */
+	assert_int_equal(registry_join(&f->reg, &f->t[2], "p1", "g", 2, 0, "second"),
+			 REGISTRY_NEW_CLIENT);
+	assert_int_equal(f->ev.n, 2);
+	assert_int_equal(f->ev.codes[0], FRAME_ERR_REPLACED);
+	assert_int_equal(f->ev.codes[1], FRAME_ERR_REPLACED);
+	c = registry_find_client(&f->reg, "p1");
+	assert_int_equal(c->ntunnels, 1);
+	assert_true(c->instance == 2);
+	assert_string_equal(c->remote_addr, "second");
+	assert_int_equal(registry_find_group(&f->reg, "g")->nclients, 1);
+}
+
+static void test_new_instance_may_change_group(void **state)
+{
+	struct fixture *f = *state;
+
+	registry_join(&f->reg, &f->t[0], "p1", "old-group", 1, 0, "a");
+	registry_join(&f->reg, &f->t[1], "p1", "new-group", 2, 0, "a");
+	assert_null(registry_find_group(&f->reg, "old-group"));
+	assert_non_null(registry_find_group(&f->reg, "new-group"));
+}
+
+static void test_listings_sorted(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_client **clients;
+	struct reg_group **groups;
+	size_t n;
+
+	registry_join(&f->reg, &f->t[0], "zeta", "b", 1, 0, "a");
+	registry_join(&f->reg, &f->t[1], "alpha", "a", 2, 0, "a");
+	registry_join(&f->reg, &f->t[2], "mid", "", 3, 0, "a");
+	assert_int_equal(registry_list_clients(&f->reg, &clients, &n), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(clients[0]->id, "alpha");
+	assert_string_equal(clients[2]->id, "zeta");
+	free(clients);
+	assert_int_equal(registry_list_groups(&f->reg, &groups, &n), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(groups[0]->id, "");
+	assert_string_equal(groups[1]->id, "a");
+	free(groups);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_groups_appear_and_vanish, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_round_robin_and_fallback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tunnels_spread_and_draining_skipped, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_same_replica_replaces_stale_tunnel, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_single_tunnel_swap_keeps_client, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_new_instance_takes_over, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_instance_may_change_group, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_listings_sorted, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

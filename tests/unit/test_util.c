@@ -1,0 +1,85 @@
+/* Unit tests: common.h helpers and the bounded buffer. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "anyproxy/buf.h"
+#include "anyproxy/common.h"
+
+static void test_secret_equal(void **state)
+{
+	assert_true(secret_equal("secret", 6, "secret", 6));
+	assert_false(secret_equal("secreT", 6, "secret", 6));
+	assert_false(secret_equal("secret", 6, "secre", 5));
+	assert_false(secret_equal("secre", 5, "secret", 6));
+	assert_false(secret_equal("", 0, "x", 1));
+	assert_true(secret_equal("", 0, "", 0));
+	assert_false(secret_equal("x", 1, "", 0));
+}
+
+static void test_be_roundtrip(void **state)
+{
+	uint8_t b[8];
+
+	put_be16(b, 0xabcd);
+	assert_int_equal(get_be16(b), 0xabcd);
+	assert_int_equal(b[0], 0xab);
+	put_be32(b, 0x01020304);
+	assert_int_equal(get_be32(b), 0x01020304);
+	assert_int_equal(b[3], 0x04);
+	put_be64(b, 0x1122334455667788ULL);
+	assert_true(get_be64(b) == 0x1122334455667788ULL);
+}
+
+static void test_buf_bounded(void **state)
+{
+	struct buf b;
+	uint8_t chunk[1000];
+
+	memset(chunk, 'a', sizeof(chunk));
+	buf_init(&b, 4096);
+	assert_int_equal(buf_used(&b), 0);
+	assert_null(b.data); /* nothing allocated while empty */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(buf_append(&b, chunk, sizeof(chunk)), 0);
+	assert_int_equal(buf_used(&b), 4000);
+	assert_int_equal(buf_append(&b, chunk, sizeof(chunk)), -ENOBUFS);
+	assert_int_equal(buf_used(&b), 4000); /* failed append adds nothing */
+	buf_consume(&b, 3500);
+	/* consuming makes room again: compaction, not growth */
+	assert_int_equal(buf_append(&b, chunk, sizeof(chunk)), 0);
+	assert_int_equal(buf_used(&b), 1500);
+	assert_true(b.cap <= 4096);
+	assert_int_equal(buf_head(&b)[0], 'a');
+	buf_consume(&b, 1500);
+	assert_int_equal(buf_used(&b), 0);
+	buf_release(&b);
+	assert_null(b.data);
+}
+
+static void test_buf_reserve(void **state)
+{
+	struct buf b;
+
+	buf_init(&b, 1 << 20);
+	assert_true(buf_reserve(&b, 10) >= 10);
+	assert_true(buf_reserve(&b, 100000) >= 100000);
+	assert_int_equal(buf_reserve(&b, (1 << 20) + 1), -ENOBUFS);
+	buf_release(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_secret_equal),
+		cmocka_unit_test(test_be_roundtrip),
+		cmocka_unit_test(test_buf_bounded),
+		cmocka_unit_test(test_buf_reserve),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

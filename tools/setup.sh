@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# tools/setup.sh — install everything anyproxy needs on Debian 12 and build it.
+#
+# Idempotent: packages already present are not reinstalled, the AES-NI wolfSSL
+# build is cached under $ANYPROXY_DEPS (default /opt/anyproxy-deps) and reused by
+# every later run and every clone, and meson reuses an existing build folder.
+#
+# Usage: tools/setup.sh [BUILD_DIR [extra meson options...]]
+set -euo pipefail
+
+top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+deps="${ANYPROXY_DEPS:-/opt/anyproxy-deps}"
+wolf_ver=5.5.4
+# every option that changes the library goes into the cache key
+wolf_opts="--enable-aesni --enable-intelasm --enable-sp --enable-sp-asm --enable-tls13 \
+--enable-curve25519 --enable-ed25519 --enable-session-ticket --enable-sni --enable-alpn \
+--enable-ip-alt-name --enable-altcertchains --disable-oldtls --disable-examples \
+--disable-crypttests --disable-benchmark --enable-static --disable-shared"
+wolf_key=$(printf '%s debian-patched %s' "$wolf_ver" "$wolf_opts" | sha256sum | cut -c1-12)
+wolf_prefix="$deps/wolfssl-$wolf_ver-$wolf_key"
+
+say() { echo "setup: $*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=(build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
+    liburing-dev libinih-dev libcmocka-dev uthash-dev
+    autoconf automake libtool dpkg-dev
+    curl openssl python3 iproute2 procps psmisc)
+
+install_packages() {
+    local missing=() p
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing: ${missing[*]}"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    fi
+}
+
+enable_deb_src() {
+    # apt-get source needs deb-src entries; add a sibling of the deb entries.
+    if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src' /etc/apt/sources.list; then
+        local src=/etc/apt/sources.list.d/debian.sources
+        [ -f "$src" ] || { say "no $src to derive deb-src entries from"; return 1; }
+        sed 's/^Types: deb$/Types: deb-src/' "$src" | as_root tee /etc/apt/sources.list.d/anyproxy-deb-src.sources >/dev/null
+        as_root apt-get update -qq
+    fi
+}
+
+build_wolfssl() {
+    if [ -f "$wolf_prefix/.complete" ]; then
+        say "wolfSSL $wolf_ver (AES-NI) cached at $wolf_prefix"
+        return 0
+    fi
+    say "building wolfSSL $wolf_ver from Debian's source package with AES-NI (about 3 minutes)"
+    enable_deb_src
+    local work
+    work=$(mktemp -d "${TMPDIR:-/tmp}/anyproxy-wolfssl.XXXXXX")
+    chmod 755 "$work" # apt's download user must be able to write there
+    (
+        cd "$work"
+        apt-get source -qq --download-only wolfssl >&2
+        ls wolfssl_"$wolf_ver"-*.dsc >/dev/null || { say "Debian's wolfssl source is not $wolf_ver"; exit 1; }
+        # Debian's patches (security fixes) are applied by dpkg-source
+        dpkg-source -x wolfssl_*.dsc src >/dev/null
+        cd src
+        ./autogen.sh >/dev/null 2>&1
+        # shellcheck disable=SC2086
+        ./configure --prefix="$wolf_prefix" $wolf_opts CFLAGS="-O2 -g -fPIC -DWOLFSSL_AESNI" >"$work/configure.log" 2>&1 ||
+            { tail -30 "$work/configure.log" >&2; exit 1; }
+        make -j"$(nproc)" >"$work/make.log" 2>&1 || { tail -30 "$work/make.log" >&2; exit 1; }
+        as_root make install >"$work/install.log" 2>&1
+    )
+    grep -q 'WOLFSSL_AESNI' "$wolf_prefix/include/wolfssl/options.h" ||
+        { say "wolfSSL at $wolf_prefix was built without AES-NI"; exit 1; }
+    touch "$wolf_prefix/.complete"
+    rm -rf "$work"
+    say "wolfSSL installed at $wolf_prefix"
+}
+
+install_packages
+build_wolfssl
+
+if [ $# -ge 1 ]; then
+    builddir=$1
+    shift
+    export PKG_CONFIG_PATH="$wolf_prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+    if [ ! -f "$builddir/build.ninja" ]; then
+        meson setup "$builddir" "$top" "$@" >&2
+    fi
+    ninja -C "$builddir" >&2
+fi
+echo "$wolf_prefix"

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# tools/test.sh — install what is needed, build, and run every test:
+#   1. gcc build: unit + integration suites
+#   2. clang build: warnings-as-errors compile + unit suite
+#   3. ASan+UBSan build (gcc): the whole suite again
+#   4. libFuzzer targets (clang, ASan+UBSan), each for FUZZ_SECONDS
+# Ends with one line "N passed, N failed, N skipped".
+# Environment: FUZZ_SECONDS (default 20), BUILD_ROOT (default ./build).
+set -uo pipefail
+
+top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$top"
+build_root=${BUILD_ROOT:-$top/build}
+fuzz_seconds=${FUZZ_SECONDS:-20}
+passed=0 failed=0 skipped=0
+failures=()
+
+step() { echo; echo "=== $* ==="; }
+
+wolf_prefix=$(tools/setup.sh) || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
+export PKG_CONFIG_PATH="$wolf_prefix/lib/pkgconfig"
+
+# count_meson BUILD_DIR: add that build's meson test results to the totals
+count_meson() {
+    local log="$1/meson-logs/testlog.json" line p f s
+    [ -f "$log" ] || { failed=$((failed + 1)); failures+=("$1: no test log"); return; }
+    read -r p f s < <(python3 - "$log" <<'PY'
+import json, sys
+p = f = s = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)["result"]
+    if r in ("OK", "EXPECTEDFAIL"): p += 1
+    elif r == "SKIP": s += 1
+    else: f += 1; print(json.loads(line)["name"], file=sys.stderr)
+print(p, f, s)
+PY
+)
+    passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+    [ "$f" = 0 ] || failures+=("$1: $f failed")
+}
+
+# build NAME CC [meson options...]
+build() {
+    local name=$1 cc=$2
+    shift 2
+    local dir="$build_root/$name"
+    if [ ! -f "$dir/build.ninja" ]; then
+        CC=$cc meson setup "$dir" "$top" "$@" >"$build_root/$name.setup.log" 2>&1 ||
+            { cat "$build_root/$name.setup.log"; return 1; }
+    fi
+    ninja -C "$dir" >"$build_root/$name.build.log" 2>&1 || { tail -50 "$build_root/$name.build.log"; return 1; }
+}
+
+mkdir -p "$build_root"
+
+run_suites() {
+    local dir=$1
+    shift
+    meson test -C "$dir" --print-errorlogs "$@" || true
+    count_meson "$dir"
+}
+
+step "gcc build: unit and integration tests"
+if build gcc gcc; then run_suites "$build_root/gcc"; else failed=$((failed + 1)); failures+=("gcc build"); fi
+
+step "clang build: unit tests"
+if build clang clang; then run_suites "$build_root/clang" --suite unit; else failed=$((failed + 1)); failures+=("clang build"); fi
+
+step "ASan+UBSan build: every test"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+if build asan gcc -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
+    run_suites "$build_root/asan"
+else failed=$((failed + 1)); failures+=("asan build"); fi
+
+step "libFuzzer targets, ${fuzz_seconds}s each"
+if build fuzz clang -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false; then
+    for target in "$build_root"/fuzz/tests/fuzz/fuzz_*; do
+        [ -x "$target" ] || continue
+        name=${target##*/fuzz_}
+        work=$(mktemp -d)
+        cp -r "tests/fuzz/corpus/$name/." "$work/" 2>/dev/null || true
+        if "$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
+            -print_final_stats=1 "$work" >"$build_root/fuzz-$name.log" 2>&1; then
+            passed=$((passed + 1))
+            echo "fuzz $name: $(grep -m1 'stat::number_of_executed_units' "$build_root/fuzz-$name.log" | awk '{print $2}') executions, clean"
+        else
+            failed=$((failed + 1)); failures+=("fuzz $name")
+            tail -40 "$build_root/fuzz-$name.log"
+        fi
+        rm -rf "$work"
+    done
+else failed=$((failed + 1)); failures+=("fuzz build"); fi
+
+echo
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
