@@ -5,7 +5,8 @@
  * allowed, its type and limits, its default, whether it is required, the
  * struct field it fills and its help text. Parsing, environment overrides,
  * validation, docs/config.md and configs/<program>.reference.ini are all
- * driven by that table; the only per-key code is the cross-key checks in
+ * driven by that table. Code that knows particular keys is limited to the
+ * check functions named in the table and the cross-key checks of
  * validate_gateway() / validate_client(), each described in config_rules[].
  *
  * Loading order: table defaults, then the file (through inih), then the
@@ -65,6 +66,10 @@
 #define CONFIG_RECONNECT_MIN_MS 10
 #define CONFIG_RECONNECT_MAX_MS 3600000   /* 1 hour */
 #define CONFIG_REPLICAS_MAX 64
+
+/* A numeric constant above as text, for fixed messages: XSTR(CONFIG_PORT_MAX). */
+#define STR(x) #x
+#define XSTR(x) STR(x)
 
 #define GATEWAY CONFIG_GATEWAY
 #define CLIENT CONFIG_CLIENT
@@ -203,11 +208,12 @@ static const struct config_key config_keys[] = {
 	  .help = "Private key (PEM) of tls_cert." },
 	{ KEY("client", "client_id", KEY_STRING, CLIENT, client.client_id), .required = true,
 	  .check = check_client_id, .example = "prod-client-001",
-	  .help = "Name of this agent at the gateway: 1 to 64 of A-Z a-z 0-9 . _ : -" },
+	  .help = "Name of this agent at the gateway: 1 to " XSTR(CONFIG_ID_MAX_BYTES)
+		  " of A-Z a-z 0-9 . _ : -" },
 	{ KEY("client", "group_id", KEY_STRING, CLIENT, client.group_id), .default_value = "",
 	  .check = check_group_id, .example = "production",
 	  .help = "Group this agent serves; users pick it with the proxy username "
-		  "user.group-id. Empty: the default group. Up to 64 of "
+		  "user.group-id. Empty: the default group. Up to " XSTR(CONFIG_ID_MAX_BYTES) " of "
 		  "A-Z a-z 0-9 . _ : -" },
 	{ KEY("client", "replicas", KEY_UINT32, CLIENT, client.replicas), .default_value = "1",
 	  RANGE(1, CONFIG_REPLICAS_MAX),
@@ -396,7 +402,7 @@ static const char *hostname_problem(const char *host, size_t len)
 	bool digits_and_dots = true;
 
 	if (len > CONFIG_HOST_MAX_BYTES)
-		return "host name longer than 253 bytes";
+		return "host name longer than " XSTR(CONFIG_HOST_MAX_BYTES) " bytes";
 	for (size_t i = 0; i < len; i++) {
 		char c = host[i];
 
@@ -409,7 +415,7 @@ static const char *hostname_problem(const char *host, size_t len)
 				return "empty label in host name";
 			label = 0;
 		} else if (++label > CONFIG_LABEL_MAX_BYTES) {
-			return "host name label longer than 63 bytes";
+			return "host name label longer than " XSTR(CONFIG_LABEL_MAX_BYTES) " bytes";
 		}
 	}
 	if (label == 0)
@@ -447,7 +453,7 @@ static const char *port_problem(const char *s, uint16_t *port)
 	if (*s == '\0')
 		return "missing port after ':'";
 	if (parse_uint32(s, 1, CONFIG_PORT_MAX, &v) < 0)
-		return "port must be a number from 1 to 65535";
+		return "port must be a number from 1 to " XSTR(CONFIG_PORT_MAX);
 	*port = (uint16_t)v;
 	return NULL;
 }
@@ -547,12 +553,14 @@ static int check_id(const char *id, size_t min_len, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	for (const char *p = id; *p; p++) {
-		if (!id_byte(*p)) {
-			snprintf(why, whylen, "may contain only A-Z a-z 0-9 . _ : - (found %s%c%s)",
-				 *p >= ' ' && *p < 0x7f ? "'" : "byte ",
-				 *p >= ' ' && *p < 0x7f ? *p : '?', *p >= ' ' && *p < 0x7f ? "'" : "");
-			return -EINVAL;
-		}
+		if (id_byte(*p))
+			continue;
+		if (*p >= ' ' && *p < 0x7f)
+			snprintf(why, whylen, "may contain only A-Z a-z 0-9 . _ : - (found '%c')", *p);
+		else
+			snprintf(why, whylen, "may contain only A-Z a-z 0-9 . _ : - (found byte 0x%02x)",
+				 (unsigned char)*p);
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -656,11 +664,11 @@ static int check_not_empty(const void *field, char *why, size_t whylen)
 static int check_socket_path(const void *field, char *why, size_t whylen)
 {
 	const char *s = *(char *const *)field;
-	struct sockaddr_un sun;
+	struct sockaddr_un unix_addr;
 
-	if (strlen(s) >= sizeof(sun.sun_path)) {
+	if (strlen(s) >= sizeof(unix_addr.sun_path)) {
 		snprintf(why, whylen, "longer than %zu bytes, the limit of a unix socket path",
-			 sizeof(sun.sun_path) - 1);
+			 sizeof(unix_addr.sun_path) - 1);
 		return -EINVAL;
 	}
 	return check_not_empty(field, why, whylen);
@@ -964,6 +972,8 @@ static int check_section_header(struct load_ctx *ctx, const char *line)
  * because config_load sets ini_max_line to that. Returns NULL at the end of
  * the file and on any error (recorded in ctx), which ends inih's loop.
  */
+#define LINE_TOO_LONG "line too long (max " XSTR(CONFIG_LINE_MAX_BYTES) " bytes)"
+
 static char *read_config_line(char *str, int num, void *stream)
 {
 	struct load_ctx *ctx = stream;
@@ -986,7 +996,7 @@ static char *read_config_line(char *str, int num, void *stream)
 	ctx->line++;
 	for (; c != EOF && c != '\n'; c = getc(ctx->file)) {
 		if (n > CONFIG_LINE_MAX_BYTES) { /* room for a '\r' beyond the limit */
-			fail_line(ctx, "line too long (max 1024 bytes)");
+			fail_line(ctx, LINE_TOO_LONG);
 			return NULL;
 		}
 		has_nul |= c == '\0';
@@ -998,7 +1008,7 @@ static char *read_config_line(char *str, int num, void *stream)
 	}
 	content_len = n > 0 && str[n - 1] == '\r' ? n - 1 : n;
 	if (content_len > CONFIG_LINE_MAX_BYTES) {
-		fail_line(ctx, "line too long (max 1024 bytes)");
+		fail_line(ctx, LINE_TOO_LONG);
 		return NULL;
 	}
 	if (has_nul) {
@@ -1147,7 +1157,7 @@ static int apply_environment(struct load_ctx *ctx)
 			continue;
 		ctx->origins[i].kind = ORIGIN_ENV;
 		if (strlen(value) > CONFIG_LINE_MAX_BYTES)
-			return fail_key(ctx, key, "value too long (max 1024 bytes)");
+			return fail_key(ctx, key, "value too long (max " XSTR(CONFIG_LINE_MAX_BYTES) " bytes)");
 		if (key->type == KEY_LIST)
 			free_list(key_field(ctx->cfg, key));
 		err = set_value(ctx, key, value);
@@ -1458,7 +1468,7 @@ static void type_text(const struct config_key *key, char *buf, size_t len)
 		snprintf(buf, len, "address");
 		return;
 	case KEY_FILE:
-		snprintf(buf, len, "file path");
+		snprintf(buf, len, "path of a readable file");
 		return;
 	case KEY_LIST:
 		snprintf(buf, len, "list");
@@ -1506,7 +1516,7 @@ void config_write_markdown(FILE *out)
 	      "- Comments are whole lines starting with `;` or `#`. A `;` after a value is part\n"
 	      "  of the value, so passwords may contain it.\n"
 	      "- Values are taken literally: no quotes, no escapes (`\"x\"` keeps its quotes).\n"
-	      "- A line may be at most 1024 bytes; a longer line is an error, never cut.\n"
+	      "- A line may be at most " XSTR(CONFIG_LINE_MAX_BYTES) " bytes; a longer line is an error, never cut.\n"
 	      "- A key may appear once per file, except list keys.\n"
 	      "- Lists are comma-separated: `forbidden_hosts = localhost, 127.0.0.1`. Spaces\n"
 	      "  around items are ignored and empty items skipped. Repeating a list key\n"
@@ -1608,9 +1618,12 @@ static void write_example_key(FILE *out, const struct config_key *key)
 	if (key->type == KEY_SECRET)
 		snprintf(note, sizeof(note), "%s Keep it out of this file if you can: set %s instead.",
 			 key->required ? "Required." : "Optional.", var);
-	else
+	else if (key->required || key->default_value)
 		snprintf(note, sizeof(note), "%s Environment: %s.",
 			 key->required ? "Required." : "Optional.", var);
+	else
+		snprintf(note, sizeof(note), "Optional, unset by default (the value below is an "
+			 "example). Environment: %s.", var);
 	write_comment(out, note);
 
 	if (key->type == KEY_SECRET)

@@ -142,21 +142,29 @@ int timer_arm(struct ring *r, struct timer *t, uint64_t after_ms)
 	return 0;
 }
 
-/* Fire due timers; returns ms until the next one, or -1 if none. */
-static long timers_run(struct ring *r)
+/* Fire due timers. A callback that re-arms with a zero delay waits for the
+ * next turn of the loop: at most the timers present at entry fire. */
+static void timers_run(struct ring *r)
+{
+	uint64_t now = now_ms();
+	size_t budget = r->heap_len;
+
+	while (budget-- && r->heap_len && r->heap[0]->expires_ms <= now) {
+		struct timer *t = r->heap[0];
+
+		timer_disarm(r, t);
+		t->cb(r, t);
+	}
+}
+
+/* ms until the earliest timer, or -1 if none. */
+static long timers_next(const struct ring *r)
 {
 	uint64_t now = now_ms();
 
-	while (r->heap_len) {
-		struct timer *t = r->heap[0];
-
-		if (t->expires_ms > now)
-			return (long)(t->expires_ms - now);
-		timer_disarm(r, t);
-		t->cb(r, t);
-		now = now_ms();
-	}
-	return -1;
+	if (!r->heap_len)
+		return -1;
+	return r->heap[0]->expires_ms > now ? (long)(r->heap[0]->expires_ms - now) : 0;
 }
 
 /* ---- signals ---- */
@@ -205,11 +213,9 @@ int ring_run(struct ring *r)
 		struct io_uring_cqe *cqe;
 		struct __kernel_timespec ts;
 		unsigned head, seen = 0;
-		long wait_ms = timers_run(r);
+		long wait_ms = timers_next(r);
 		int ret;
 
-		if (r->stop)
-			break;
 		if (wait_ms >= 0) {
 			ts.tv_sec = wait_ms / 1000;
 			ts.tv_nsec = (wait_ms % 1000) * 1000000L;
@@ -229,6 +235,11 @@ int ring_run(struct ring *r)
 				break;
 		}
 		io_uring_cq_advance(&r->uring, seen);
+		/* Timers run after the completions that arrived with them, so a
+		 * process resumed after a stall sees the peer's data before any
+		 * deadline judges the peer silent. */
+		if (!r->stop)
+			timers_run(r);
 	}
 	return 0;
 }

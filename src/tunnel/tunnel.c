@@ -45,7 +45,8 @@ void tunnel_close(struct tunnel *t, const char *reason)
 	if (t->state == TUNNEL_CLOSING)
 		return;
 	t->state = TUNNEL_CLOSING;
-	snprintf(t->close_reason, sizeof(t->close_reason), "%s", reason);
+	if (reason != t->close_reason)
+		snprintf(t->close_reason, sizeof(t->close_reason), "%s", reason);
 	timer_disarm(t->ring, &t->deadline);
 	timer_disarm(t->ring, &t->ping_timer);
 	shutdown(t->fd, SHUT_RDWR);

@@ -1,0 +1,897 @@
+"""harness.py — shared helpers for anyproxy's integration tests.
+
+Python 3 standard library only. A test file is a script:
+
+    import harness as h
+
+    def test_something(env):
+        gw = env.gateway()
+        env.agent("a1", group_id="g")
+        ...
+
+    if __name__ == "__main__":
+        h.run([test_something])
+
+h.run() gives every case a fresh TestEnv (a temporary folder, a free tunnel
+port, a control socket path, generated certificates), prints "ok - NAME" or
+"not ok - NAME" per case and exits 0 only when every case passed (never 77).
+
+Rules every helper keeps:
+- all traffic is on 127.0.0.1; ports come from binding port 0;
+- every process is started here, recorded, and stopped by its own PID
+  (SIGCONT, SIGTERM, then SIGKILL after a timeout), also when an assertion
+  fails and at interpreter exit;
+- every wait is bounded and fails with a message saying what it waited for;
+- a daemon stopped by the clean-up must exit 0, and its log must hold no
+  sanitizer report: a crash, leak or unclean exit fails the case.
+
+The binaries come from $AP_BUILD_DIR (meson sets it; run by hand with
+AP_BUILD_DIR=build python3 tests/integration/test_x.py).
+"""
+
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = os.path.join(REPO, "configs")
+GEN_CERTS = os.path.join(REPO, "tools", "gen-certs.sh")
+
+# ---- timing used by every test (milliseconds in configs, seconds here) ----
+
+HANDSHAKE_TIMEOUT_MS = 1500
+PING_INTERVAL_MS = 300
+PING_TIMEOUT_MS = 1500
+RECONNECT_INITIAL_MS = 100
+RECONNECT_MAX_MS = 1000
+
+HANDSHAKE_TIMEOUT = HANDSHAKE_TIMEOUT_MS / 1000
+PING_INTERVAL = PING_INTERVAL_MS / 1000
+PING_TIMEOUT = PING_TIMEOUT_MS / 1000
+RECONNECT_MAX = RECONNECT_MAX_MS / 1000
+
+FAST_GATEWAY = {
+    "handshake_timeout_ms": HANDSHAKE_TIMEOUT_MS,
+    "ping_interval_ms": PING_INTERVAL_MS,
+    "ping_timeout_ms": PING_TIMEOUT_MS,
+}
+FAST_CLIENT = {
+    "handshake_timeout_ms": HANDSHAKE_TIMEOUT_MS,
+    "ping_interval_ms": PING_INTERVAL_MS,
+    "ping_timeout_ms": PING_TIMEOUT_MS,
+    "reconnect_initial_delay_ms": RECONNECT_INITIAL_MS,
+    "reconnect_max_delay_ms": RECONNECT_MAX_MS,
+}
+
+# Gateway credentials used by default. Distinctive so that a test can grep
+# every log for them: a secret must never be logged.
+GW_USER = "itest_gateway_user"
+GW_PASS = "itest-Gw-Secret-5b2e91"
+
+# Environment variables that would override the configs we write (SECTION_KEY)
+# are removed from the daemons' environment unless a test sets them.
+_OVERRIDE_PREFIXES = ("GATEWAY_", "CLIENT_", "PROXY_HTTP_", "PROXY_SOCKS5_", "LOG_",
+                      "CONTROL_", "APCTL_")
+
+
+class TestFailure(AssertionError):
+    pass
+
+
+class Fatal(TestFailure):
+    """A failure that no amount of waiting repairs (a daemon exited)."""
+
+
+def fail(msg):
+    raise TestFailure(msg)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+# ---- binaries ----------------------------------------------------------------
+
+def _bail(msg):
+    print("Bail out! " + msg, flush=True)
+    sys.exit(1)
+
+
+def build_dir():
+    d = os.environ.get("AP_BUILD_DIR")
+    if not d:
+        _bail("AP_BUILD_DIR is not set: point it at a meson build folder, e.g. "
+              "AP_BUILD_DIR=build python3 " + " ".join(sys.argv))
+    return os.path.abspath(d)
+
+
+def _binary(rel):
+    path = os.path.join(build_dir(), rel)
+    if not os.access(path, os.X_OK):
+        _bail("%s is missing or not executable: build first (ninja -C %s)" % (path, build_dir()))
+    return path
+
+
+def gateway_bin():
+    return _binary("src/gateway/anyproxy-gateway")
+
+
+def client_bin():
+    return _binary("src/client/anyproxy-client")
+
+
+def apctl_bin():
+    return _binary("tools/apctl/apctl")
+
+
+_sanitized = None
+
+
+def sanitized_build():
+    """True when the daemons carry ASan/UBSan (they run slower: more slack)."""
+    global _sanitized
+    if _sanitized is None:
+        try:
+            with open(gateway_bin(), "rb") as f:
+                data = f.read()
+            _sanitized = b"__asan_init" in data or b"__ubsan_handle" in data
+        except OSError:
+            _sanitized = False
+    return _sanitized
+
+
+def slack(seconds=1.0):
+    """Extra time allowed on top of a deadline the daemons promise."""
+    return seconds * (3 if sanitized_build() else 1)
+
+
+# ---- small utilities -----------------------------------------------------------
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    """Poll predicate() until it returns a true value (returned) or fail."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+            last_exc = None
+        except Fatal:
+            raise
+        except TestFailure as e:  # predicates may use check(): keep polling
+            last_exc = e
+        if time.monotonic() >= deadline:
+            extra = " (last error: %s)" % last_exc if last_exc else ""
+            fail("timed out after %.1f s waiting for %s%s" % (timeout, what, extra))
+        time.sleep(interval)
+
+
+def write_ini(path, sections):
+    """sections: {section: {key: value}}; None values are left out."""
+    lines = []
+    for section, keys in sections.items():
+        lines.append("[%s]" % section)
+        for k, v in keys.items():
+            if v is None:
+                continue
+            lines.append("%s = %s" % (k, v))
+        lines.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+_certs_root = None
+_certs_cache = {}
+
+
+def certs(name="main"):
+    """A folder with ca.crt, server.crt, server.key from tools/gen-certs.sh.
+    Each name is a separate CA (use a second name for a "wrong CA")."""
+    global _certs_root
+    if name in _certs_cache:
+        return _certs_cache[name]
+    if _certs_root is None:
+        _certs_root = tempfile.mkdtemp(prefix="ap-itest-certs-")
+        atexit.register(shutil.rmtree, _certs_root, True)
+    d = os.path.join(_certs_root, name)
+    r = subprocess.run(["bash", GEN_CERTS, d], capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0, "tools/gen-certs.sh %s failed (rc %d): %s" % (d, r.returncode, r.stderr))
+    for f in ("ca.crt", "server.crt", "server.key"):
+        check(os.path.getsize(os.path.join(d, f)) > 0, "gen-certs.sh made no %s" % f)
+    _certs_cache[name] = d
+    return d
+
+
+# ---- logs -------------------------------------------------------------------
+
+_LINE_RE = re.compile(
+    r'^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (?P<level>DEBUG|INFO|WARN|ERROR) '
+    r'(?P<msg>.*?)(?P<fields>(?: [A-Za-z0-9_.-]+=(?:"(?:[^"\\]|\\.)*"|[^ "=\\]+))*)$')
+_FIELD_RE = re.compile(r' ([A-Za-z0-9_.-]+)=("(?:[^"\\]|\\.)*"|[^ "=\\]+)')
+
+
+def _unquote(v):
+    """Undo the logfmt quoting of src/core/log.c: \\" \\\\ \\n \\t \\xHH."""
+    if not v.startswith('"'):
+        return v
+    body, out, i = v[1:-1], [], 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            n = body[i + 1]
+            if n == "x" and i + 3 < len(body) and re.match(r"[0-9a-f]{2}", body[i + 2:i + 4]):
+                out.append(chr(int(body[i + 2:i + 4], 16)))
+                i += 4
+                continue
+            out.append({"n": "\n", "t": "\t"}.get(n, n))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+class LogLine:
+    """One text log line: time (epoch seconds), level, msg, fields (dict)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        m = _LINE_RE.match(raw)
+        self.parsed = bool(m)
+        self.time = None
+        self.level = self.msg = None
+        self.fields = {}
+        if m:
+            t = time.strptime(m.group("time")[:19], "%Y-%m-%dT%H:%M:%S")
+            self.time = _timegm(t) + int(m.group("time")[20:23]) / 1000
+            self.level = m.group("level")
+            self.msg = m.group("msg")
+            for fm in _FIELD_RE.finditer(m.group("fields")):
+                self.fields[fm.group(1)] = _unquote(fm.group(2))
+
+    def __getitem__(self, key):
+        return self.fields[key]
+
+    def get(self, key, default=None):
+        return self.fields.get(key, default)
+
+    def __repr__(self):
+        return self.raw
+
+
+def _timegm(t):
+    import calendar
+    return calendar.timegm(t)
+
+
+# ---- processes ----------------------------------------------------------------
+
+_live = []  # every Daemon started and not yet reaped
+
+
+def _daemon_env(extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OVERRIDE_PREFIXES)}
+    for k, v in (extra or {}).items():
+        env[k] = str(v)
+    return env
+
+
+class Daemon:
+    """One anyproxy-gateway or anyproxy-client process; its stdout and
+    stderr (the log, by default on stderr) go to NAME.log in the test folder."""
+
+    def __init__(self, env, kind, name, config, extra_env=None, args=()):
+        self.testenv = env
+        self.kind = kind  # "gateway" or "client"
+        self.name = name
+        self.config = config
+        self.extra_env = dict(extra_env or {})
+        self.args = list(args)
+        self.log_path = os.path.join(env.dir, name + ".log")
+        self.proc = None
+        self.rc = None
+        self.hard_killed = False
+        self.expect_unclean = False  # the test killed it on purpose
+        self.starts = 0
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def start(self):
+        check(self.proc is None or self.proc.poll() is not None, "%s already running" % self.name)
+        binary = gateway_bin() if self.kind == "gateway" else client_bin()
+        with open(self.log_path, "ab") as log:
+            log.write(b"" if self.starts == 0 else b"--- restart ---\n")
+            self.proc = subprocess.Popen([binary, "-c", self.config] + self.args,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         cwd=self.testenv.dir, env=_daemon_env(self.extra_env))
+        self.starts += 1
+        self.rc = None
+        self.hard_killed = False
+        _live.append(self)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        check(self.alive(), "%s (pid %d) is not running (rc %s); log:\n%s"
+              % (self.name, self.proc.pid, self.proc.poll(), self.tail()))
+        os.kill(self.proc.pid, sig)
+
+    def wait_exit(self, timeout):
+        """Wait for the process to exit; returns its exit code."""
+        try:
+            self.rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            fail("%s (pid %d) did not exit within %.1f s" % (self.name, self.proc.pid, timeout))
+        if self in _live:
+            _live.remove(self)
+        return self.rc
+
+    def kill9(self):
+        """SIGKILL by PID and reap (the test's own choice: not a failure)."""
+        self.expect_unclean = True
+        os.kill(self.proc.pid, signal.SIGKILL)
+        return self.wait_exit(10)
+
+    def stop(self, timeout=10.0, sig=signal.SIGTERM):
+        """SIGCONT (in case a test stopped it), sig, then SIGKILL after
+        timeout. Returns the exit code; never raises."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            for s in (signal.SIGCONT, sig):
+                try:
+                    os.kill(self.proc.pid, s)
+                except ProcessLookupError:
+                    pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.hard_killed = True
+                try:
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        self.rc = self.proc.returncode
+        if self in _live:
+            _live.remove(self)
+        return self.rc
+
+    # -- the log --
+
+    def log_bytes(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def log(self):
+        return self.log_bytes().decode("utf-8", "replace")
+
+    def mark(self):
+        """An offset into the log: pass as since= to look only at later lines."""
+        return len(self.log_bytes())
+
+    def lines(self, since=0):
+        text = self.log_bytes()[since:].decode("utf-8", "replace")
+        return [LogLine(l) for l in text.splitlines()]
+
+    def find(self, pattern, since=0):
+        """Lines containing pattern (a str, or a compiled regex)."""
+        out = []
+        for line in self.lines(since):
+            if isinstance(pattern, str):
+                if pattern in line.raw:
+                    out.append(line)
+            elif pattern.search(line.raw):
+                out.append(line)
+        return out
+
+    def wait_for_log(self, pattern, timeout, since=0, count=1):
+        """Wait until `count` lines match; returns the last one of them."""
+        def found():
+            hits = self.find(pattern, since)
+            if len(hits) >= count:
+                return hits[count - 1]
+            if not self.alive():
+                raise Fatal("%s exited (rc %s) before logging %r" % (self.name, self.proc.poll(),
+                                                             getattr(pattern, "pattern", pattern)))
+            return None
+        try:
+            return wait_until(found, timeout, "%s to log %r%s" % (
+                self.name, getattr(pattern, "pattern", pattern),
+                " %d times" % count if count > 1 else ""))
+        except TestFailure as e:
+            fail("%s\n--- %s log (tail) ---\n%s" % (e, self.name, self.tail()))
+
+    def tail(self, n=40):
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def sanitizer_report(self):
+        text = self.log()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "ERROR: ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer"):
+            if marker in text:
+                return marker
+        return None
+
+
+def _reap_all():
+    for d in list(_live):
+        d.stop(timeout=5)
+
+
+atexit.register(_reap_all)
+
+
+def _on_term(signo, frame):
+    # meson's timeout (or a user) stops us: leave no daemon behind
+    raise SystemExit(128 + signo)
+
+
+# ---- control socket ----------------------------------------------------------
+
+def apctl(socket_path, *args, timeout=10, env=None):
+    """Run apctl -s SOCKET ARGS...; returns (rc, stdout, stderr)."""
+    cmd = [apctl_bin()]
+    if socket_path is not None:
+        cmd += ["-s", socket_path]
+    cmd += [str(a) for a in args]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           env=_daemon_env(env))
+    except subprocess.TimeoutExpired:
+        fail("apctl %s did not finish within %d s" % (" ".join(map(str, args)), timeout))
+    return r.returncode, r.stdout, r.stderr
+
+
+def parse_table(text):
+    """apctl's aligned output -> (header list, rows as lists)."""
+    lines = [l for l in text.splitlines() if l.strip()]
+    if not lines:
+        return [], []
+    header = lines[0].split()
+    return header, [l.split() for l in lines[1:]]
+
+
+def parse_kv(text):
+    out = {}
+    for line in text.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+# ---- tunnel frames (docs/protocol.md, include/anyproxy/frame.h) -------------------
+
+FRAME_HELLO, FRAME_HELLO_OK, FRAME_ERROR = 0x01, 0x02, 0x03
+FRAME_PING, FRAME_PONG, FRAME_GOAWAY = 0x20, 0x21, 0x22
+ERR_AUTH, ERR_VERSION, ERR_BAD_HELLO, ERR_REPLACED, ERR_PROTOCOL = 1, 2, 3, 4, 5
+
+
+def frame(ftype, payload=b"", stream_id=0, flags=0, length=None):
+    if length is None:
+        length = len(payload)
+    return struct.pack(">BBHI", ftype, flags, length, stream_id) + payload
+
+
+def str8(s):
+    b = s.encode() if isinstance(s, str) else s
+    return bytes([len(b)]) + b
+
+
+def hello(client_id, group_id="", username=GW_USER, password=GW_PASS, version=1,
+          replica=0, capabilities=0, instance=0x1234567890ABCDEF):
+    payload = struct.pack(">BBHIQ", version, 0, replica, capabilities, instance)
+    payload += str8(client_id) + str8(group_id) + str8(username) + str8(password)
+    return frame(FRAME_HELLO, payload)
+
+
+def parse_frames(data):
+    """Whole frames in data -> list of (type, stream_id, payload)."""
+    out = []
+    while len(data) >= 8:
+        ftype, _flags, length, sid = struct.unpack(">BBHI", data[:8])
+        if len(data) < 8 + length:
+            break
+        out.append((ftype, sid, data[8:8 + length]))
+        data = data[8 + length:]
+    return out
+
+
+def error_code(payload):
+    return struct.unpack(">H", payload[:2])[0]
+
+
+def tls_context(ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def tls_connect(port, ca, server_name="localhost", timeout=5):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return tls_context(ca).wrap_socket(raw, server_hostname=server_name)
+
+
+def client_hello_bytes(ca, server_name="localhost"):
+    """A real TLS 1.3 ClientHello, as bytes (never sent by this function)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = tls_context(ca).wrap_bio(incoming, outgoing, server_hostname=server_name)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def read_until_closed(sock, timeout):
+    """Read until the peer closes. Returns (how, seconds, data): how is
+    "eof" or "reset". Fails if the peer keeps the connection open."""
+    start = time.monotonic()
+    data = b""
+    while True:
+        left = timeout - (time.monotonic() - start)
+        if left <= 0:
+            fail("peer kept the connection open for %.1f s (got %d bytes)" % (timeout, len(data)))
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            continue
+        except ssl.SSLZeroReturnError:
+            return "eof", time.monotonic() - start, data
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
+            return "reset", time.monotonic() - start, data
+        except ssl.SSLError as e:
+            if "EOF" in str(e) or "reset" in str(e).lower():
+                return "reset", time.monotonic() - start, data
+            raise
+        if not chunk:
+            return "eof", time.monotonic() - start, data
+        data += chunk
+
+
+class FakeServer:
+    """A plain TCP server on 127.0.0.1 standing where a gateway should be.
+    greeting: bytes sent to each connection after accept (None: stay silent).
+    Connections stay open until close()."""
+
+    def __init__(self, port=0, greeting=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.greeting = greeting
+        self.accepted = 0
+        self.received = []  # first bytes of each connection
+        self.conns = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            self.conns.append(c)
+            try:
+                c.settimeout(0.5)
+                if self.greeting is not None:
+                    c.sendall(self.greeting)
+                try:
+                    self.received.append(c.recv(4096))
+                except (socket.timeout, TimeoutError, OSError):
+                    self.received.append(b"")
+            except OSError:
+                pass
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.sock.close()
+
+
+# ---- one test's world ------------------------------------------------------------
+
+_base_dir = None
+
+
+def _base():
+    global _base_dir
+    if _base_dir is None:
+        _base_dir = tempfile.mkdtemp(prefix="ap-itest-")
+    return _base_dir
+
+
+class TestEnv:
+    """A temporary folder with certificates, a free tunnel port and a control
+    socket path; starts daemons into it and stops them all in cleanup()."""
+
+    def __init__(self, name):
+        self.name = name
+        self.dir = tempfile.mkdtemp(prefix=name[:20] + "-", dir=_base())
+        self.certs = certs("main")
+        self.port = free_port()
+        self.control = os.path.join(self.dir, "gw.sock")
+        self.daemons = []
+        self.servers = []
+        self.gw = None
+
+    # -- config files --
+
+    def gateway_config(self, name="gateway", port=None, control=None, **keys):
+        gw = {
+            "listen_addr": "127.0.0.1:%d" % (port or self.port),
+            "tls_cert": os.path.join(self.certs, "server.crt"),
+            "tls_key": os.path.join(self.certs, "server.key"),
+            "auth_username": GW_USER,
+            "auth_password": GW_PASS,
+        }
+        gw.update({k: v for k, v in FAST_GATEWAY.items()})
+        log = {"level": keys.pop("log_level", "debug")}
+        gw.update(keys)
+        return write_ini(os.path.join(self.dir, name + ".ini"), {
+            "gateway": gw,
+            "control": {"socket": control or self.control},
+            "log": log,
+        })
+
+    def client_config(self, name, client_id, group_id=None, replicas=None, port=None, **keys):
+        cl = {
+            "gateway_addr": "127.0.0.1:%d" % (port or self.port),
+            "gateway_tls_cert": os.path.join(self.certs, "ca.crt"),
+            "gateway_server_name": "localhost",
+            "client_id": client_id,
+            "group_id": group_id,
+            "replicas": replicas,
+            "auth_username": GW_USER,
+            "auth_password": GW_PASS,
+        }
+        cl.update(FAST_CLIENT)
+        log = {"level": keys.pop("log_level", "debug")}
+        cl.update(keys)
+        return write_ini(os.path.join(self.dir, name + ".ini"), {"client": cl, "log": log})
+
+    # -- daemons --
+
+    def start(self, kind, name, config, env=None, args=()):
+        d = Daemon(self, kind, name, config, env, args)
+        self.daemons.append(d)
+        return d.start()
+
+    def gateway(self, name="gateway", wait=True, env=None, **keys):
+        """Start a gateway on self.port with the fast test timings; waits until
+        it has logged "Gateway started" and apctl answers."""
+        config = self.gateway_config(name, **keys)
+        gw = self.start("gateway", name, config, env)
+        if self.gw is None or not self.gw.alive():
+            self.gw = gw
+        if wait:
+            self.wait_gateway_ready(gw)
+        return gw
+
+    def wait_gateway_ready(self, gw, timeout=None, since=0, socket_path=None):
+        gw.wait_for_log("Gateway started", timeout or 5 + slack(), since=since)
+        path = socket_path or self.control
+
+        def answers():
+            rc, _, _ = apctl(path, "groups")
+            return rc == 0
+        wait_until(answers, 5 + slack(), "apctl to answer on %s" % path)
+
+    def agent(self, client_id, group_id=None, replicas=None, name=None, wait=True, env=None,
+              config=None, **keys):
+        """Start an agent; with wait (default) waits until apctl lists it with
+        all its tunnels."""
+        name = name or "agent-" + client_id
+        if config is None:
+            config = self.client_config(name, client_id, group_id, replicas, **keys)
+        d = self.start("client", name, config, env)
+        if wait:
+            self.wait_listed(client_id, tunnels=replicas or 1, daemon=d)
+        return d
+
+    # -- apctl --
+
+    def apctl(self, *args, socket_path=None, timeout=10):
+        return apctl(socket_path or self.control, *args, timeout=timeout)
+
+    def apctl_json(self, *args, socket_path=None):
+        rc, out, err = self.apctl("--json", *args, socket_path=socket_path)
+        check(rc == 0, "apctl --json %s failed (rc %d): %s" % (" ".join(args), rc, err))
+        try:
+            return json.loads(out)
+        except ValueError as e:
+            fail("apctl --json %s printed invalid JSON (%s): %r" % (" ".join(args), e, out))
+
+    def clients(self, socket_path=None):
+        return {c["client_id"]: c for c in self.apctl_json("clients", socket_path=socket_path)}
+
+    def groups(self, socket_path=None):
+        return {g["group_id"]: g for g in self.apctl_json("groups", socket_path=socket_path)}
+
+    def wait_listed(self, client_id, tunnels=None, timeout=None, daemon=None, socket_path=None):
+        """Wait until apctl lists client_id (with `tunnels` tunnels); returns its row."""
+        def listed():
+            if daemon is not None and not daemon.alive():
+                raise Fatal("%s exited (rc %s); log:\n%s" % (daemon.name, daemon.proc.poll(),
+                                                     daemon.tail()))
+            c = self.clients(socket_path).get(client_id)
+            if c and (tunnels is None or c["tunnels"] == tunnels):
+                return c
+            return None
+        try:
+            return wait_until(listed, timeout or 5 + slack(2),
+                              "apctl to list %s%s" % (client_id, " with %d tunnels" % tunnels
+                                                      if tunnels else ""))
+        except TestFailure as e:
+            logs = ""
+            if daemon is not None:
+                logs += "\n--- %s log ---\n%s" % (daemon.name, daemon.tail())
+            if self.gw is not None:
+                logs += "\n--- gateway log ---\n%s" % self.gw.tail()
+            fail(str(e) + logs)
+
+    def wait_gone(self, client_id, timeout, socket_path=None):
+        return wait_until(lambda: client_id not in self.clients(socket_path), timeout,
+                          "apctl to stop listing %s" % client_id, interval=0.02)
+
+    def fake_server(self, greeting=None, port=0):
+        s = FakeServer(port, greeting)
+        self.servers.append(s)
+        return s
+
+    # -- teardown --
+
+    def cleanup(self):
+        """Stop every daemon (SIGTERM, then SIGKILL); returns problems found:
+        unclean exits of daemons we stopped, sanitizer reports."""
+        problems = []
+        for s in self.servers:
+            s.close()
+        for d in reversed(self.daemons):
+            was_running = d.alive()
+            rc = d.stop(timeout=10)
+            if was_running and not d.expect_unclean:
+                if d.hard_killed:
+                    problems.append("%s (pid %d) ignored SIGTERM for 10 s and was killed"
+                                    % (d.name, d.pid))
+                elif rc != 0:
+                    problems.append("%s (pid %d) exited %s after SIGTERM" % (d.name, d.pid, rc))
+            report = d.sanitizer_report()
+            if report:
+                problems.append("%s log holds a sanitizer report (%s)" % (d.name, report))
+        return problems
+
+    def dump_logs(self, n=30):
+        out = []
+        for d in self.daemons:
+            out.append("--- %s (%s) log, last %d lines ---" % (d.name, d.log_path, n))
+            out.append(d.tail(n))
+        return "\n".join(out)
+
+
+# ---- runner ------------------------------------------------------------------------
+
+def note(text):
+    """A diagnostic line in the test output (TAP comment)."""
+    for line in str(text).splitlines():
+        print("# " + line, flush=True)
+
+
+def _comment(text):
+    for line in str(text).splitlines():
+        print("# " + line)
+
+
+def run(cases, fixture=None):
+    """Run test cases (functions taking a TestEnv) and exit.
+
+    Without fixture every case gets a fresh TestEnv. With fixture, one
+    TestEnv is set up by fixture(env) and shared by the cases in order; its
+    clean shutdown is reported as an extra case."""
+    signal.signal(signal.SIGTERM, _on_term)
+    build_dir()
+    for b in (gateway_bin, client_bin, apctl_bin):
+        b()
+    script = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    total = len(cases) + (1 if fixture else 0)
+    print("1..%d" % total, flush=True)
+    failed = 0
+    keep = False
+    shared = None
+    setup_error = None
+    started = time.monotonic()
+    if fixture:
+        shared = TestEnv(script)
+        try:
+            fixture(shared)
+        except Exception:
+            setup_error = traceback.format_exc()
+    for case in cases:
+        name = case.__name__
+        env = shared or TestEnv(name)
+        t0 = time.monotonic()
+        error = None
+        problems = []
+        if setup_error:
+            error = "fixture failed:\n" + setup_error
+        else:
+            try:
+                case(env)
+            except Exception:
+                error = traceback.format_exc()
+            finally:
+                if shared is None:
+                    problems = env.cleanup()
+        if error or problems:
+            failed += 1
+            keep = True
+            print("not ok - %s" % name, flush=True)
+            if error:
+                _comment(error)
+            for p in problems:
+                _comment("clean-up: " + p)
+            _comment(env.dump_logs())
+            _comment("test folder kept: " + env.dir)
+        else:
+            print("ok - %s" % name, flush=True)
+            _comment("%.2f s" % (time.monotonic() - t0))
+    if shared is not None:
+        problems = shared.cleanup()
+        if problems:
+            failed += 1
+            keep = True
+            print("not ok - clean shutdown of the shared daemons")
+            for p in problems:
+                _comment(p)
+            _comment(shared.dump_logs())
+        else:
+            print("ok - clean shutdown of the shared daemons")
+    _reap_all()
+    if not keep and _base_dir and not os.environ.get("AP_KEEP_TMP"):
+        shutil.rmtree(_base_dir, ignore_errors=True)
+    print("# %s: %d passed, %d failed in %.1f s" % (script, total - failed, failed,
+                                                    time.monotonic() - started), flush=True)
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,1164 @@
+/*
+ * test_config.c — configuration loading: defaults, the spec's examples, every
+ * error a person can make (each must name the file, the line and the key),
+ * environment overrides, lists, line length limits and IPv6 addresses.
+ *
+ * Each test runs in a fresh temporary directory under /tmp holding stand-in
+ * certificate files (config_load only checks that they are readable), so the
+ * configurations below use relative paths like "server.crt".
+ */
+#include <errno.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "anyproxy/config.h"
+#include "anyproxy/log.h"
+
+#define ERR_BYTES 512
+#define TEXT_BYTES 8192
+#define LONG_LINE_SLOTS 4
+#define LONG_LINE_MAX_BYTES 2048
+
+/* Every environment variable config_load reads; cleared before each test so
+ * the caller's environment cannot change the results. */
+static const char *const config_env_vars[] = {
+	"GATEWAY_LISTEN_ADDR", "GATEWAY_TLS_CERT", "GATEWAY_TLS_KEY", "GATEWAY_CLIENT_CA",
+	"GATEWAY_AUTH_USERNAME", "GATEWAY_AUTH_PASSWORD", "GATEWAY_HANDSHAKE_TIMEOUT_MS",
+	"GATEWAY_PING_INTERVAL_MS", "GATEWAY_PING_TIMEOUT_MS", "PROXY_HTTP_LISTEN_ADDR",
+	"PROXY_HTTP_AUTH_USERNAME", "PROXY_HTTP_AUTH_PASSWORD", "PROXY_SOCKS5_LISTEN_ADDR",
+	"PROXY_SOCKS5_AUTH_USERNAME", "PROXY_SOCKS5_AUTH_PASSWORD", "CLIENT_GATEWAY_ADDR",
+	"CLIENT_GATEWAY_TLS_CERT", "CLIENT_GATEWAY_SERVER_NAME", "CLIENT_TLS_CERT",
+	"CLIENT_TLS_KEY", "CLIENT_CLIENT_ID", "CLIENT_GROUP_ID", "CLIENT_REPLICAS",
+	"CLIENT_AUTH_USERNAME", "CLIENT_AUTH_PASSWORD", "CLIENT_ALLOWED_HOSTS",
+	"CLIENT_FORBIDDEN_HOSTS", "CLIENT_HANDSHAKE_TIMEOUT_MS", "CLIENT_PING_INTERVAL_MS",
+	"CLIENT_PING_TIMEOUT_MS", "CLIENT_RECONNECT_INITIAL_DELAY_MS",
+	"CLIENT_RECONNECT_MAX_DELAY_MS", "CLIENT_CONNECT_TIMEOUT_MS", "LOG_LEVEL", "LOG_FORMAT",
+	"LOG_OUTPUT", "CONTROL_SOCKET",
+};
+
+static const char *const cert_files[] = {
+	"server.crt", "server.key", "ca.crt", "agent.crt", "agent.key",
+};
+
+static char test_dir[sizeof("/tmp/ap-test-config.XXXXXX")];
+static char saved_cwd[PATH_MAX];
+static char config_path[PATH_MAX]; /* the file of the last load_text() */
+static char err[ERR_BYTES];
+
+#define GATEWAY_MIN                          \
+	"[gateway]\n"                        \
+	"tls_cert = server.crt\n"            \
+	"tls_key = server.key\n"             \
+	"auth_username = gateway_user\n"     \
+	"auth_password = gateway_password\n"
+
+#define CLIENT_MIN                                    \
+	"[client]\n"                                  \
+	"gateway_addr = gateway.example.com:8443\n"   \
+	"gateway_tls_cert = server.crt\n"             \
+	"client_id = prod-client-001\n"               \
+	"auth_username = gateway_user\n"              \
+	"auth_password = gateway_password\n"
+
+static void write_file(const char *path, const char *data, size_t len)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+static int setup(void **state)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(config_env_vars); i++)
+		unsetenv(config_env_vars[i]);
+	assert_non_null(getcwd(saved_cwd, sizeof(saved_cwd)));
+	strcpy(test_dir, "/tmp/ap-test-config.XXXXXX");
+	assert_non_null(mkdtemp(test_dir));
+	assert_int_equal(chdir(test_dir), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(cert_files); i++)
+		write_file(cert_files[i], "-----BEGIN STAND-IN-----\n", 25);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[PATH_MAX + 16];
+
+	for (size_t i = 0; i < ARRAY_SIZE(config_env_vars); i++)
+		unsetenv(config_env_vars[i]);
+	assert_int_equal(chdir(saved_cwd), 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", test_dir);
+	assert_int_equal(system(cmd), 0);
+	return 0;
+}
+
+/* Write len bytes of data to a new file (mkstemp) and load it. */
+static int load_bytes(struct config *cfg, enum config_program program, const char *data,
+		      size_t len)
+{
+	int fd;
+
+	snprintf(config_path, sizeof(config_path), "%s/anyproxy.XXXXXX", test_dir);
+	fd = mkstemp(config_path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	assert_int_equal(close(fd), 0);
+	return config_load(cfg, program, config_path, err, sizeof(err));
+}
+
+static int load_text(struct config *cfg, enum config_program program, const char *text)
+{
+	return load_bytes(cfg, program, text, strlen(text));
+}
+
+static void assert_contains(const char *haystack, const char *needle)
+{
+	if (!strstr(haystack, needle))
+		fail_msg("expected \"%s\" in \"%s\"", needle, haystack);
+}
+
+static void assert_not_contains(const char *haystack, const char *needle)
+{
+	if (strstr(haystack, needle))
+		fail_msg("did not expect \"%s\" in \"%s\"", needle, haystack);
+}
+
+/*
+ * Load text, expect -EINVAL and an error naming the file, the line (0: an
+ * error with no line, "FILE: ...") and the "[section] key" (NULL: none),
+ * plus a message fragment. The config must come back zeroed.
+ */
+static void expect_error(enum config_program program, const char *text, int line,
+			 const char *section_key, const char *fragment)
+{
+	struct config cfg;
+	char where[PATH_MAX + 32];
+
+	assert_int_equal(load_text(&cfg, program, text), -EINVAL);
+	if (line > 0)
+		snprintf(where, sizeof(where), "%s:%d: ", config_path, line);
+	else
+		snprintf(where, sizeof(where), "%s: ", config_path);
+	if (strncmp(err, where, strlen(where)) != 0)
+		fail_msg("expected the error to start with \"%s\": \"%s\"", where, err);
+	if (section_key)
+		assert_contains(err, section_key);
+	assert_contains(err, fragment);
+	assert_null(cfg.gateway.tls_cert);
+	assert_null(cfg.client.group_id);
+	assert_int_equal(cfg.program, 0);
+}
+
+static void expect_env_error(enum config_program program, const char *text, const char *var,
+			     const char *fragment)
+{
+	struct config cfg;
+	char where[64];
+
+	assert_int_equal(load_text(&cfg, program, text), -EINVAL);
+	snprintf(where, sizeof(where), "environment %s: ", var);
+	if (strncmp(err, where, strlen(where)) != 0)
+		fail_msg("expected the error to start with \"%s\": \"%s\"", where, err);
+	assert_contains(err, fragment);
+}
+
+static void load_ok(struct config *cfg, enum config_program program, const char *text)
+{
+	int rc = load_text(cfg, program, text);
+
+	if (rc != 0)
+		fail_msg("config_load failed (%d): %s", rc, err);
+	assert_string_equal(err, "");
+}
+
+/* ---- successful loads ---- */
+
+static void test_gateway_defaults(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN);
+	assert_int_equal(cfg.program, CONFIG_GATEWAY);
+	assert_true(cfg.gateway.listen_addr.set);
+	assert_string_equal(cfg.gateway.listen_addr.host, "");
+	assert_int_equal(cfg.gateway.listen_addr.port, 8443);
+	assert_string_equal(cfg.gateway.tls_cert, "server.crt");
+	assert_string_equal(cfg.gateway.tls_key, "server.key");
+	assert_null(cfg.gateway.client_ca);
+	assert_string_equal(cfg.gateway.auth_username, "gateway_user");
+	assert_string_equal(cfg.gateway.auth_password, "gateway_password");
+	assert_int_equal(cfg.gateway.handshake_timeout_ms, 10000);
+	assert_int_equal(cfg.gateway.ping_interval_ms, 10000);
+	assert_int_equal(cfg.gateway.ping_timeout_ms, 30000);
+	assert_false(cfg.http.listen_addr.set);
+	assert_null(cfg.http.auth_username);
+	assert_null(cfg.http.auth_password);
+	assert_false(cfg.socks5.listen_addr.set);
+	assert_int_equal(cfg.log.level, LOG_INFO);
+	assert_int_equal(cfg.log.format, LOG_FORMAT_TEXT);
+	assert_string_equal(cfg.log.output, "stderr");
+	assert_string_equal(cfg.control.socket, "/run/anyproxy/gateway.sock");
+	/* Keys of the other program stay zero. */
+	assert_null(cfg.client.client_id);
+	assert_int_equal(cfg.client.replicas, 0);
+	config_free(&cfg);
+	assert_null(cfg.gateway.tls_cert);
+}
+
+static void test_client_defaults(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN);
+	assert_int_equal(cfg.program, CONFIG_CLIENT);
+	assert_string_equal(cfg.client.gateway_addr.host, "gateway.example.com");
+	assert_int_equal(cfg.client.gateway_addr.port, 8443);
+	assert_string_equal(cfg.client.gateway_server_name, "gateway.example.com");
+	assert_null(cfg.client.tls_cert);
+	assert_null(cfg.client.tls_key);
+	assert_string_equal(cfg.client.client_id, "prod-client-001");
+	assert_string_equal(cfg.client.group_id, "");
+	assert_int_equal(cfg.client.replicas, 1);
+	assert_int_equal(cfg.client.allowed_hosts.count, 0);
+	assert_int_equal(cfg.client.forbidden_hosts.count, 0);
+	assert_int_equal(cfg.client.handshake_timeout_ms, 10000);
+	assert_int_equal(cfg.client.ping_interval_ms, 10000);
+	assert_int_equal(cfg.client.ping_timeout_ms, 30000);
+	assert_int_equal(cfg.client.reconnect_initial_delay_ms, 500);
+	assert_int_equal(cfg.client.reconnect_max_delay_ms, 30000);
+	assert_int_equal(cfg.client.connect_timeout_ms, 10000);
+	assert_int_equal(cfg.log.level, LOG_INFO);
+	assert_string_equal(cfg.log.output, "stderr");
+	assert_null(cfg.control.socket); /* a gateway key */
+	assert_null(cfg.gateway.tls_cert);
+	config_free(&cfg);
+}
+
+/* The spec's YAML examples ("Configuration" section), written as INI. */
+static void test_spec_gateway_example(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_GATEWAY,
+		"[gateway]\n"
+		"listen_addr = :8443\n"
+		"tls_cert = server.crt\n"
+		"tls_key = server.key\n"
+		"auth_username = gateway_user\n"
+		"auth_password = gateway_password\n"
+		"\n"
+		"[proxy.http]\n"
+		"listen_addr = :8080\n"
+		"auth_username = proxy_user  \n"
+		"auth_password = proxy_pass\n"
+		"\n"
+		"[proxy.socks5]\n"
+		"listen_addr = :1080\n"
+		"auth_username = proxy_user\n"
+		"auth_password = proxy_pass\n");
+	assert_int_equal(cfg.gateway.listen_addr.port, 8443);
+	assert_true(cfg.http.listen_addr.set);
+	assert_int_equal(cfg.http.listen_addr.port, 8080);
+	assert_string_equal(cfg.http.auth_username, "proxy_user");
+	assert_string_equal(cfg.http.auth_password, "proxy_pass");
+	assert_int_equal(cfg.socks5.listen_addr.port, 1080);
+	assert_string_equal(cfg.socks5.auth_username, "proxy_user");
+	config_free(&cfg);
+}
+
+static void test_spec_client_example(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_CLIENT,
+		"; client joins the production group\n"
+		"[client]\n"
+		"gateway_addr = gateway.example.com:8443\n"
+		"gateway_tls_cert = server.crt\n"
+		"client_id = prod-client-001\n"
+		"# Specify the group this client belongs to\n"
+		"group_id = production\n"
+		"replicas = 1\n"
+		"auth_username = gateway_user\n"
+		"auth_password = gateway_password\n");
+	assert_string_equal(cfg.client.group_id, "production");
+	assert_int_equal(cfg.client.replicas, 1);
+	config_free(&cfg);
+}
+
+/* The spec's deployment scenarios: production, testing, development. */
+static void test_spec_deployment_examples(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_CLIENT,
+		CLIENT_MIN
+		"group_id = production\n"
+		"replicas = 3\n"
+		"forbidden_hosts = localhost, 127.0.0.1, 192.168.0.0/16\n");
+	assert_int_equal(cfg.client.replicas, 3);
+	assert_int_equal(cfg.client.forbidden_hosts.count, 3);
+	assert_string_equal(cfg.client.forbidden_hosts.items[2], "192.168.0.0/16");
+	config_free(&cfg);
+
+	load_ok(&cfg, CONFIG_CLIENT,
+		CLIENT_MIN
+		"group_id = testing\n"
+		"replicas = 2\n"
+		"forbidden_hosts = localhost\n"
+		"forbidden_hosts = 127.0.0.1\n");
+	assert_int_equal(cfg.client.forbidden_hosts.count, 2);
+	config_free(&cfg);
+
+	load_ok(&cfg, CONFIG_CLIENT,
+		CLIENT_MIN
+		"group_id = development\n"
+		"allowed_hosts = .*\n");
+	assert_int_equal(cfg.client.allowed_hosts.count, 1);
+	assert_string_equal(cfg.client.allowed_hosts.items[0], ".*");
+	config_free(&cfg);
+
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "group_id = asia-pacific\n");
+	assert_string_equal(cfg.client.group_id, "asia-pacific");
+	config_free(&cfg);
+}
+
+static void test_log_section(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_CLIENT,
+		CLIENT_MIN
+		"[log]\n"
+		"level = debug\n"
+		"format = json\n"
+		"output = /var/log/anyproxy/client.log\n");
+	assert_int_equal(cfg.log.level, LOG_DEBUG);
+	assert_int_equal(cfg.log.format, LOG_FORMAT_JSON);
+	assert_string_equal(cfg.log.output, "/var/log/anyproxy/client.log");
+	config_free(&cfg);
+}
+
+/* CRLF line ends, a UTF-8 byte order mark, comments, blank lines, and a
+ * ';' inside a value (no inline comments: it is part of a password). */
+static void test_file_format_details(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_GATEWAY,
+		"\xef\xbb\xbf[gateway]\r\n"
+		"tls_cert = server.crt\r\n"
+		"   # indented comment\r\n"
+		"\r\n"
+		"tls_key=server.key\r\n"
+		"auth_username = gateway_user\r\n"
+		"auth_password = pa ss;word=1\r\n");
+	assert_string_equal(cfg.gateway.tls_key, "server.key");
+	assert_string_equal(cfg.gateway.auth_password, "pa ss;word=1");
+	config_free(&cfg);
+}
+
+static void test_lists(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_CLIENT,
+		CLIENT_MIN
+		"allowed_hosts = a.example.com,b.example.com\n"
+		"allowed_hosts =  c.example.com , , d.example.com,\n"
+		"allowed_hosts =\n"
+		"forbidden_hosts = ,\n");
+	assert_int_equal(cfg.client.allowed_hosts.count, 4);
+	assert_string_equal(cfg.client.allowed_hosts.items[0], "a.example.com");
+	assert_string_equal(cfg.client.allowed_hosts.items[1], "b.example.com");
+	assert_string_equal(cfg.client.allowed_hosts.items[2], "c.example.com");
+	assert_string_equal(cfg.client.allowed_hosts.items[3], "d.example.com");
+	assert_int_equal(cfg.client.forbidden_hosts.count, 0);
+	config_free(&cfg);
+}
+
+static void test_list_item_limit(void **state)
+{
+	struct config cfg;
+	char *text = malloc(TEXT_BYTES * 4);
+	size_t n;
+
+	assert_non_null(text);
+	n = (size_t)snprintf(text, TEXT_BYTES, "%s", CLIENT_MIN);
+	/* 1025 items, 5 per line. */
+	for (int i = 0; i < 205; i++)
+		n += (size_t)sprintf(text + n, "allowed_hosts = a,b,c,d,e\n");
+	assert_int_equal(load_text(&cfg, CONFIG_CLIENT, text), -EINVAL);
+	assert_contains(err, "[client] allowed_hosts: more than 1024 items");
+	free(text);
+}
+
+/* prefix padded with 'u' to len bytes. The result lives until
+ * LONG_LINE_SLOTS more calls, so a test can hold a few at once. */
+static const char *long_line(const char *prefix, size_t len)
+{
+	static char slots[LONG_LINE_SLOTS][LONG_LINE_MAX_BYTES];
+	static unsigned next;
+	char *line = slots[next++ % LONG_LINE_SLOTS];
+	size_t plen = strlen(prefix);
+
+	assert_true(len < LONG_LINE_MAX_BYTES && plen <= len);
+	memcpy(line, prefix, plen);
+	memset(line + plen, 'u', len - plen);
+	line[len] = '\0';
+	return line;
+}
+
+static void test_line_of_1000_bytes_works(void **state)
+{
+	char text[TEXT_BYTES];
+	struct config cfg;
+
+	/* A list item, since most strings have shorter limits of their own. */
+	snprintf(text, sizeof(text), CLIENT_MIN "%s\n", long_line("forbidden_hosts = ", 1000));
+	load_ok(&cfg, CONFIG_CLIENT, text);
+	assert_int_equal(cfg.client.forbidden_hosts.count, 1);
+	assert_int_equal(strlen(cfg.client.forbidden_hosts.items[0]), 1000 - 18);
+	config_free(&cfg);
+}
+
+static void test_line_limit_is_1024_bytes(void **state)
+{
+	char text[TEXT_BYTES];
+	const char *line = long_line("forbidden_hosts = ", 1024);
+	struct config cfg;
+
+	/* The line end does not count, "\r\n" included. */
+	snprintf(text, sizeof(text), CLIENT_MIN "%s\r\n", line);
+	load_ok(&cfg, CONFIG_CLIENT, text);
+	assert_int_equal(strlen(cfg.client.forbidden_hosts.items[0]), 1024 - 18);
+	config_free(&cfg);
+
+	line = long_line("forbidden_hosts = ", 1025);
+	snprintf(text, sizeof(text), CLIENT_MIN "%s\n", line);
+	expect_error(CONFIG_CLIENT, text, 7, NULL, "line too long (max 1024 bytes)");
+	/* The same line at the end of the file, without a newline. */
+	snprintf(text, sizeof(text), CLIENT_MIN "%s", line);
+	expect_error(CONFIG_CLIENT, text, 7, NULL, "line too long (max 1024 bytes)");
+}
+
+static void test_line_of_1500_bytes_fails(void **state)
+{
+	char text[TEXT_BYTES];
+
+	snprintf(text, sizeof(text), "[gateway]\n%s\n" GATEWAY_MIN, long_line("; a comment ", 1500));
+	expect_error(CONFIG_GATEWAY, text, 2, NULL, "line too long (max 1024 bytes)");
+}
+
+static void test_nul_byte(void **state)
+{
+	static const char text[] = GATEWAY_MIN "[log]\nlevel = info\0 junk\n";
+	struct config cfg;
+
+	assert_int_equal(load_bytes(&cfg, CONFIG_GATEWAY, text, sizeof(text) - 1), -EINVAL);
+	assert_contains(err, ":7: NUL byte in line");
+}
+
+static void test_ipv6_addresses(void **state)
+{
+	static const struct {
+		const char *text, *host, *formatted;
+		uint16_t port;
+	} good[] = {
+		{ "[::1]:8080", "::1", "[::1]:8080", 8080 },
+		{ "[2001:db8::10]:443", "2001:db8::10", "[2001:db8::10]:443", 443 },
+		{ "[::]:1", "::", "[::]:1", 1 },
+		{ "[::ffff:192.0.2.1]:65535", "::ffff:192.0.2.1", "[::ffff:192.0.2.1]:65535", 65535 },
+		{ "127.0.0.1:1080", "127.0.0.1", "127.0.0.1:1080", 1080 },
+		{ "gw-1.example_x.com:8443", "gw-1.example_x.com", "gw-1.example_x.com:8443", 8443 },
+		{ ":8080", "", ":8080", 8080 },
+	};
+	struct config_addr addr;
+	char buf[300];
+
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		assert_int_equal(config_parse_addr(good[i].text, &addr, err, sizeof(err)), 0);
+		assert_true(addr.set);
+		assert_string_equal(addr.host, good[i].host);
+		assert_int_equal(addr.port, good[i].port);
+		config_addr_format(&addr, buf, sizeof(buf));
+		assert_string_equal(buf, good[i].formatted);
+	}
+	assert_int_equal(config_parse_addr("", &addr, err, sizeof(err)), 0);
+	assert_false(addr.set);
+}
+
+static void test_ipv6_in_config(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_CLIENT,
+		"[client]\n"
+		"gateway_addr = [2001:db8::1]:8443\n"
+		"gateway_tls_cert = server.crt\n"
+		"client_id = c1\n"
+		"auth_username = u\n"
+		"auth_password = p\n");
+	assert_string_equal(cfg.client.gateway_addr.host, "2001:db8::1");
+	/* The server name is the bare literal, for the certificate's IP check. */
+	assert_string_equal(cfg.client.gateway_server_name, "2001:db8::1");
+	config_free(&cfg);
+
+	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN "[proxy.socks5]\nlisten_addr = [::1]:1080\n");
+	assert_string_equal(cfg.socks5.listen_addr.host, "::1");
+	config_free(&cfg);
+}
+
+/* ---- errors: every one names the file, the line and the key ---- */
+
+static void test_unknown_key(void **state)
+{
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "listen_adr = :8443\n", 6,
+		     "[gateway] listen_adr", "unknown key");
+}
+
+static void test_unknown_key_points_to_its_section(void **state)
+{
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy.http]\ntls_cert = server.crt\n", 7,
+		     "[proxy.http] tls_cert", "unknown key (it belongs in [gateway])");
+}
+
+static void test_key_of_other_program(void **state)
+{
+	/* [log] is shared, but client keys are not gateway keys. */
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "group_id = x\n", 6, "[gateway] group_id",
+		     "unknown key");
+}
+
+static void test_unknown_section(void **state)
+{
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[metrix]\nlisten_addr = :9100\n", 6, "[metrix]",
+		     "unknown section (anyproxy-gateway accepts [gateway] [proxy.http] "
+		     "[proxy.socks5] [log] [control])");
+	/* Even an empty one. */
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy]\n", 6, "[proxy]", "unknown section");
+	expect_error(CONFIG_CLIENT, "[ client ]\n", 1, "[ client ]", "unknown section");
+}
+
+static void test_section_of_other_program(void **state)
+{
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[client]\n", 6, "[client]",
+		     "section belongs to anyproxy-client, not anyproxy-gateway");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "\n[control]\nsocket = /tmp/x.sock\n", 8,
+		     "[control]", "section belongs to anyproxy-gateway, not anyproxy-client");
+}
+
+static void test_text_after_section_header(void **state)
+{
+	expect_error(CONFIG_GATEWAY, "[gateway] extra\n", 1, NULL,
+		     "unexpected text after ']' of a section header");
+}
+
+static void test_key_outside_section(void **state)
+{
+	expect_error(CONFIG_GATEWAY, "tls_cert = server.crt\n" GATEWAY_MIN, 1, NULL,
+		     "key outside of a section");
+}
+
+static void test_syntax_error(void **state)
+{
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "just some words\n", 6, NULL,
+		     "syntax error: expected '[section]' or 'key = value'");
+	expect_error(CONFIG_GATEWAY, "[gateway\n", 1, NULL, "syntax error");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "= value\n", 6, NULL,
+		     "missing key name before '='");
+}
+
+static void test_duplicate_key(void **state)
+{
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "\ntls_cert = other.crt\n", 7,
+		     "[gateway] tls_cert", "duplicate key (first set on line 2)");
+}
+
+static void test_missing_required_key(void **state)
+{
+	expect_error(CONFIG_GATEWAY,
+		     "[gateway]\ntls_cert = server.crt\ntls_key = server.key\n"
+		     "auth_username = u\n",
+		     0, "[gateway] auth_password",
+		     "required key is missing (set it here or in GATEWAY_AUTH_PASSWORD)");
+	expect_error(CONFIG_CLIENT, "[client]\n", 0, "[client] gateway_addr",
+		     "required key is missing");
+	expect_error(CONFIG_GATEWAY, "", 0, "[gateway] tls_cert", "required key is missing");
+}
+
+static void test_empty_required_key(void **state)
+{
+	expect_error(CONFIG_CLIENT,
+		     "[client]\ngateway_addr = gw:1\ngateway_tls_cert = server.crt\n"
+		     "client_id = \nauth_username = u\nauth_password = p\n",
+		     4, "[client] client_id", "required key is empty");
+}
+
+static void test_bad_addresses(void **state)
+{
+	static const struct {
+		const char *value, *fragment;
+	} bad[] = {
+		{ "8080", "missing ':port'" },
+		{ "host:", "missing port after ':'" },
+		{ "host:0", "port must be a number from 1 to 65535" },
+		{ "host:65536", "port must be a number from 1 to 65535" },
+		{ "host:99999999999999999999", "port must be a number from 1 to 65535" },
+		{ "host:-1", "port must be a number from 1 to 65535" },
+		{ "host:http", "port must be a number from 1 to 65535" },
+		{ "::1:8080", "IPv6 addresses must be in brackets" },
+		{ "[::1]8080", "expected ':port' after ']'" },
+		{ "[::1:8080", "missing ']'" },
+		{ "[]:8080", "not a valid IPv6 address" },
+		{ "[zz::1]:8080", "not a valid IPv6 address" },
+		{ "[127.0.0.1]:8080", "not a valid IPv6 address" },
+		{ "ho st:80", "host names may contain only" },
+		{ "host/x:80", "host names may contain only" },
+		{ "a..b:80", "empty label" },
+		{ ".a:80", "empty label" },
+		{ "256.1.1.1:80", "not a valid IPv4 address" },
+		{ "1.2.3:80", "not a valid IPv4 address" },
+	};
+	char text[TEXT_BYTES];
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		snprintf(text, sizeof(text), GATEWAY_MIN "[proxy.http]\nlisten_addr = %s\n",
+			 bad[i].value);
+		expect_error(CONFIG_GATEWAY, text, 7, "[proxy.http] listen_addr", "bad address '");
+		assert_contains(err, bad[i].fragment);
+	}
+}
+
+static void test_long_host_names(void **state)
+{
+	struct config_addr addr;
+	char value[400];
+
+	/* 63-byte labels are fine, 64 bytes are not; 253 bytes in all at most. */
+	snprintf(value, sizeof(value), "%s.com:1", long_line("", 63));
+	assert_int_equal(config_parse_addr(value, &addr, err, sizeof(err)), 0);
+	snprintf(value, sizeof(value), "%s.com:1", long_line("", 64));
+	assert_int_equal(config_parse_addr(value, &addr, err, sizeof(err)), -EINVAL);
+	assert_contains(err, "label longer than 63 bytes");
+	snprintf(value, sizeof(value), "%s.%s.%s.%s:1", long_line("", 63), long_line("", 63),
+		 long_line("", 63), long_line("", 62));
+	assert_int_equal(config_parse_addr(value, &addr, err, sizeof(err)), -EINVAL);
+	assert_contains(err, "longer than 253 bytes");
+	/* The error repeats at most 64 bytes of the value. */
+	assert_true(strlen(err) < 200);
+}
+
+static void test_client_addr_needs_host(void **state)
+{
+	expect_error(CONFIG_CLIENT,
+		     "[client]\ngateway_addr = :8443\ngateway_tls_cert = server.crt\n"
+		     "client_id = c\nauth_username = u\nauth_password = p\n",
+		     2, "[client] gateway_addr", "needs a host");
+}
+
+static void test_gateway_listen_addr_not_empty(void **state)
+{
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "listen_addr =\n", 6, "[gateway] listen_addr",
+		     "must not be empty");
+}
+
+static void test_bad_number_not_digits(void **state)
+{
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "replicas = three\n", 7, "[client] replicas",
+		     "bad number 'three': expected a whole number from 1 to 64");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "replicas = -1\n", 7, "[client] replicas",
+		     "bad number '-1'");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "replicas = 2.5\n", 7, "[client] replicas",
+		     "bad number '2.5'");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "replicas =\n", 7, "[client] replicas",
+		     "bad number ''");
+}
+
+static void test_bad_number_overflow(void **state)
+{
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "ping_interval_ms = 99999999999999999999999\n", 6,
+		     "[gateway] ping_interval_ms", "is out of range (100 to 3600000)");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "ping_interval_ms = 4294967296\n", 6,
+		     "[gateway] ping_interval_ms", "4294967296 is out of range");
+}
+
+static void test_bad_number_out_of_range(void **state)
+{
+	struct config cfg;
+
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "replicas = 0\n", 7, "[client] replicas",
+		     "0 is out of range (1 to 64)");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "replicas = 65\n", 7, "[client] replicas",
+		     "65 is out of range (1 to 64)");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "handshake_timeout_ms = 99\n", 6,
+		     "[gateway] handshake_timeout_ms", "99 is out of range (100 to 600000)");
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "replicas = 64\n");
+	assert_int_equal(cfg.client.replicas, 64);
+	config_free(&cfg);
+}
+
+static void test_parse_bool(void **state)
+{
+	static const char *const yes[] = { "true", "TRUE", "yes", "On", "1" };
+	static const char *const no[] = { "false", "No", "off", "0" };
+	static const char *const bad[] = { "", "2", "truth", "y", " true" };
+	bool value;
+
+	for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
+		value = false;
+		assert_int_equal(config_parse_bool(yes[i], &value), 0);
+		assert_true(value);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(no); i++) {
+		value = true;
+		assert_int_equal(config_parse_bool(no[i], &value), 0);
+		assert_false(value);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		assert_int_equal(config_parse_bool(bad[i], &value), -EINVAL);
+}
+
+static void test_bad_log_enums(void **state)
+{
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[log]\nlevel = verbose\n", 7, "[log] level",
+		     "bad log level 'verbose': expected debug, info, warn or error");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[log]\nformat = xml\n", 7, "[log] format",
+		     "bad log format 'xml': expected text or json");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[log]\noutput =\n", 7, "[log] output",
+		     "must not be empty");
+}
+
+static void test_missing_cert_file(void **state)
+{
+	expect_error(CONFIG_GATEWAY,
+		     "[gateway]\ntls_cert = server.crt\ntls_key = missing.key\n"
+		     "auth_username = u\nauth_password = p\n",
+		     3, "[gateway] tls_key",
+		     "cannot read 'missing.key': No such file or directory");
+	expect_error(CONFIG_CLIENT,
+		     "[client]\ngateway_addr = gw:1\ngateway_tls_cert = /nonexistent/ca.crt\n"
+		     "client_id = c\nauth_username = u\nauth_password = p\n",
+		     3, "[client] gateway_tls_cert", "No such file or directory");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "client_ca = nope.crt\n", 6,
+		     "[gateway] client_ca", "cannot read 'nope.crt'");
+}
+
+static void test_unreadable_cert_file(void **state)
+{
+	assert_int_equal(mkdir("certdir", 0700), 0);
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "client_ca = certdir\n", 6, "[gateway] client_ca",
+		     "cannot read 'certdir': Is a directory");
+	/* Permission bits do not stop root, who runs CI; check them otherwise. */
+	if (geteuid() != 0) {
+		write_file("locked.crt", "x", 1);
+		assert_int_equal(chmod("locked.crt", 0), 0);
+		expect_error(CONFIG_GATEWAY, GATEWAY_MIN "client_ca = locked.crt\n", 6,
+			     "[gateway] client_ca", "Permission denied");
+	}
+}
+
+static void test_ping_timeout_must_exceed_interval(void **state)
+{
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "ping_interval_ms = 30000\n", 6,
+		     "[gateway] ping_interval_ms",
+		     "ping_timeout_ms (30000) must be greater than ping_interval_ms (30000)");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "ping_timeout_ms = 5000\n", 7,
+		     "[client] ping_timeout_ms", "must be greater than ping_interval_ms (10000)");
+	/* Both set: the later line is named. */
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "ping_timeout_ms = 5000\nping_interval_ms = 6000\n",
+		     8, "[client] ping_interval_ms", "must be greater than");
+}
+
+static void test_reconnect_max_below_initial(void **state)
+{
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "reconnect_max_delay_ms = 400\n", 7,
+		     "[client] reconnect_max_delay_ms",
+		     "reconnect_max_delay_ms (400) must be at least reconnect_initial_delay_ms (500)");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "reconnect_initial_delay_ms = 40000\n", 7,
+		     "[client] reconnect_initial_delay_ms", "must be at least");
+}
+
+static void test_client_tls_pair(void **state)
+{
+	struct config cfg;
+
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "tls_cert = agent.crt\n", 7, "[client] tls_cert",
+		     "set without tls_key (set both or neither)");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "tls_key = agent.key\n", 7, "[client] tls_key",
+		     "set without tls_cert");
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "tls_cert = agent.crt\ntls_key = agent.key\n");
+	assert_string_equal(cfg.client.tls_key, "agent.key");
+	config_free(&cfg);
+}
+
+static void test_listener_auth_pair(void **state)
+{
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.http]\nlisten_addr = :8080\nauth_username = proxy_user\n", 8,
+		     "[proxy.http] auth_username", "set without auth_password");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.socks5]\nlisten_addr = :1080\nauth_password = s3cret\n", 8,
+		     "[proxy.socks5] auth_password", "set without auth_username");
+	assert_not_contains(err, "s3cret");
+}
+
+static void test_listener_port_collision(void **state)
+{
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.http]\nlisten_addr = :8080\n"
+				 "[proxy.socks5]\nlisten_addr = 127.0.0.1:8080\n",
+		     9, "[proxy.socks5] listen_addr", "same port as [proxy.http] listen_addr");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy.http]\nlisten_addr = :8443\n", 7,
+		     "[proxy.http] listen_addr", "same port as [gateway] listen_addr");
+}
+
+static void test_listener_ports_may_differ_by_host(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_GATEWAY,
+		GATEWAY_MIN "[proxy.http]\nlisten_addr = 127.0.0.1:8080\n"
+			    "[proxy.socks5]\nlisten_addr = 127.0.0.2:8080\n");
+	config_free(&cfg);
+}
+
+static void test_proxy_username_rules(void **state)
+{
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.socks5]\nauth_username = user.prod\nauth_password = p\n", 7,
+		     "[proxy.socks5] auth_username", "must not contain '.'");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.http]\nauth_username = us:er\nauth_password = p\n", 7,
+		     "[proxy.http] auth_username", "must not contain ':'");
+}
+
+static void test_client_id_rules(void **state)
+{
+	char text[TEXT_BYTES];
+	struct config cfg;
+
+	snprintf(text, sizeof(text),
+		 "[client]\ngateway_addr = gw:1\ngateway_tls_cert = server.crt\n"
+		 "auth_username = u\nauth_password = p\nclient_id = %s\n",
+		 "bad id");
+	expect_error(CONFIG_CLIENT, text, 6, "[client] client_id",
+		     "may contain only A-Z a-z 0-9 . _ : - (found ' ')");
+	snprintf(text, sizeof(text),
+		 "[client]\ngateway_addr = gw:1\ngateway_tls_cert = server.crt\n"
+		 "auth_username = u\nauth_password = p\nclient_id = %s\n",
+		 long_line("", 65));
+	expect_error(CONFIG_CLIENT, text, 6, "[client] client_id",
+		     "must be 1 to 64 characters long (is 65)");
+	snprintf(text, sizeof(text),
+		 "[client]\ngateway_addr = gw:1\ngateway_tls_cert = server.crt\n"
+		 "auth_username = u\nauth_password = p\nclient_id = %s\n",
+		 long_line("eu.west_1:a-", 64));
+	load_ok(&cfg, CONFIG_CLIENT, text);
+	config_free(&cfg);
+}
+
+static void test_group_id_rules(void **state)
+{
+	struct config cfg;
+
+	/* Users write user.prod.eu for group prod.eu: dots are allowed. */
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "group_id = prod.eu\n");
+	assert_string_equal(cfg.client.group_id, "prod.eu");
+	config_free(&cfg);
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "group_id =\n");
+	assert_string_equal(cfg.client.group_id, "");
+	config_free(&cfg);
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "group_id = prod/eu\n", 7, "[client] group_id",
+		     "may contain only");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "group_id = \"production\"\n", 7,
+		     "[client] group_id", "(found '\"')");
+}
+
+static void test_server_name(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "gateway_server_name = gw.internal\n");
+	assert_string_equal(cfg.client.gateway_server_name, "gw.internal");
+	config_free(&cfg);
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "gateway_server_name = gw internal\n", 7,
+		     "[client] gateway_server_name", "host names may contain only");
+}
+
+static void test_socket_path_limit(void **state)
+{
+	char text[TEXT_BYTES];
+
+	snprintf(text, sizeof(text), GATEWAY_MIN "[control]\nsocket = /%s\n", long_line("", 108));
+	expect_error(CONFIG_GATEWAY, text, 7, "[control] socket",
+		     "longer than 107 bytes, the limit of a unix socket path");
+}
+
+/* A password must never be repeated in an error, whatever the error. */
+static void test_secrets_never_in_errors(void **state)
+{
+	char text[TEXT_BYTES];
+
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "auth_password = hunter2\n", 6,
+		     "[gateway] auth_password", "duplicate key");
+	assert_not_contains(err, "hunter2");
+	assert_not_contains(err, "gateway_password");
+
+	snprintf(text, sizeof(text),
+		 "[gateway]\ntls_cert = server.crt\ntls_key = server.key\nauth_username = u\n"
+		 "auth_password = %s\n",
+		 long_line("hunter2", 300));
+	expect_error(CONFIG_GATEWAY, text, 5, "[gateway] auth_password", "longer than 255 bytes");
+	assert_not_contains(err, "hunter2");
+
+	/* A line mistyped without '=' holds the password: not shown either. */
+	expect_error(CONFIG_GATEWAY, "[gateway]\nauth_password hunter2\n", 2, NULL, "syntax error");
+	assert_not_contains(err, "hunter2");
+
+	setenv("GATEWAY_AUTH_PASSWORD", long_line("hunter2", 300), 1);
+	expect_env_error(CONFIG_GATEWAY, GATEWAY_MIN, "GATEWAY_AUTH_PASSWORD",
+			 "longer than 255 bytes");
+	assert_not_contains(err, "hunter2");
+}
+
+static void test_open_failure(void **state)
+{
+	struct config cfg;
+
+	assert_int_equal(config_load(&cfg, CONFIG_GATEWAY, "/nonexistent/gw.ini", err, sizeof(err)),
+			 -ENOENT);
+	assert_string_equal(err, "/nonexistent/gw.ini: cannot open: No such file or directory");
+	assert_int_equal(mkdir("conf.d", 0700), 0);
+	assert_int_equal(config_load(&cfg, CONFIG_GATEWAY, "conf.d", err, sizeof(err)), -EISDIR);
+	assert_string_equal(err, "conf.d: cannot read: Is a directory");
+	config_free(&cfg); /* harmless after a failure */
+}
+
+/* ---- environment overrides ---- */
+
+static void test_env_overrides(void **state)
+{
+	struct config cfg;
+
+	setenv("CLIENT_GROUP_ID", "production", 1);
+	setenv("CLIENT_REPLICAS", "3", 1);
+	setenv("LOG_FORMAT", "json", 1);
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "group_id = testing\n");
+	assert_string_equal(cfg.client.group_id, "production");
+	assert_int_equal(cfg.client.replicas, 3);
+	assert_int_equal(cfg.log.format, LOG_FORMAT_JSON);
+	config_free(&cfg);
+
+	/* Gateway keys are not read by the client, and the reverse. */
+	setenv("PROXY_HTTP_LISTEN_ADDR", ":8080", 1);
+	setenv("GATEWAY_AUTH_PASSWORD", "from-env", 1);
+	setenv("CLIENT_CLIENT_ID", "not-for-the-gateway", 1);
+	load_ok(&cfg, CONFIG_GATEWAY,
+		"[gateway]\ntls_cert = server.crt\ntls_key = server.key\nauth_username = u\n");
+	assert_true(cfg.http.listen_addr.set);
+	assert_int_equal(cfg.http.listen_addr.port, 8080);
+	assert_string_equal(cfg.gateway.auth_password, "from-env");
+	assert_null(cfg.client.client_id);
+	config_free(&cfg);
+
+	/* An empty value from the environment turns a listener off. */
+	setenv("PROXY_HTTP_LISTEN_ADDR", "", 1);
+	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN "[proxy.http]\nlisten_addr = :8080\n");
+	assert_false(cfg.http.listen_addr.set);
+	config_free(&cfg);
+}
+
+static void test_env_replaces_list(void **state)
+{
+	struct config cfg;
+
+	setenv("CLIENT_FORBIDDEN_HOSTS", "10.0.0.0/8 , metadata.internal", 1);
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "forbidden_hosts = a\nforbidden_hosts = b, c\n");
+	assert_int_equal(cfg.client.forbidden_hosts.count, 2);
+	assert_string_equal(cfg.client.forbidden_hosts.items[0], "10.0.0.0/8");
+	assert_string_equal(cfg.client.forbidden_hosts.items[1], "metadata.internal");
+	config_free(&cfg);
+}
+
+static void test_env_bad_values(void **state)
+{
+	setenv("CLIENT_REPLICAS", "0", 1);
+	expect_env_error(CONFIG_CLIENT, CLIENT_MIN, "CLIENT_REPLICAS", "0 is out of range (1 to 64)");
+	unsetenv("CLIENT_REPLICAS");
+
+	setenv("CLIENT_GATEWAY_ADDR", "gw", 1);
+	expect_env_error(CONFIG_CLIENT, CLIENT_MIN, "CLIENT_GATEWAY_ADDR", "bad address 'gw'");
+	unsetenv("CLIENT_GATEWAY_ADDR");
+
+	setenv("CLIENT_GROUP_ID", "a b", 1);
+	expect_env_error(CONFIG_CLIENT, CLIENT_MIN, "CLIENT_GROUP_ID", "may contain only");
+	unsetenv("CLIENT_GROUP_ID");
+
+	setenv("CLIENT_PING_INTERVAL_MS", "60000", 1);
+	expect_env_error(CONFIG_CLIENT, CLIENT_MIN, "CLIENT_PING_INTERVAL_MS",
+			 "must be greater than ping_interval_ms (60000)");
+	unsetenv("CLIENT_PING_INTERVAL_MS");
+
+	setenv("CLIENT_ALLOWED_HOSTS", long_line("", 1025), 1);
+	expect_env_error(CONFIG_CLIENT, CLIENT_MIN, "CLIENT_ALLOWED_HOSTS",
+			 "value too long (max 1024 bytes)");
+}
+
+/* Files are checked after the environment: an override can fix a path. */
+static void test_env_fixes_cert_path(void **state)
+{
+	struct config cfg;
+
+	setenv("GATEWAY_TLS_CERT", "server.crt", 1);
+	load_ok(&cfg, CONFIG_GATEWAY,
+		"[gateway]\ntls_cert = /nonexistent.crt\ntls_key = server.key\n"
+		"auth_username = u\nauth_password = p\n");
+	assert_string_equal(cfg.gateway.tls_cert, "server.crt");
+	config_free(&cfg);
+
+	setenv("GATEWAY_TLS_CERT", "gone.crt", 1);
+	expect_env_error(CONFIG_GATEWAY, GATEWAY_MIN, "GATEWAY_TLS_CERT",
+			 "cannot read 'gone.crt': No such file or directory");
+}
+
+/* ---- generated documentation ---- */
+
+static char *generate(void (*writer)(FILE *, enum config_program), enum config_program program)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	assert_non_null(f);
+	writer(f, program);
+	assert_int_equal(fclose(f), 0);
+	return buf;
+}
+
+/* The reference INI files load once the placeholders are made real (the
+ * certificates) and the secrets, deliberately left blank, are supplied. */
+static void test_reference_examples_load(void **state)
+{
+	struct config cfg;
+	char *text;
+
+	text = generate(config_write_example, CONFIG_GATEWAY);
+	setenv("GATEWAY_TLS_CERT", "server.crt", 1);
+	setenv("GATEWAY_TLS_KEY", "server.key", 1);
+	assert_int_equal(load_text(&cfg, CONFIG_GATEWAY, text), -EINVAL);
+	assert_contains(err, "[gateway] auth_password: required key is empty");
+	setenv("GATEWAY_AUTH_PASSWORD", "p", 1);
+	load_ok(&cfg, CONFIG_GATEWAY, text);
+	assert_int_equal(cfg.gateway.listen_addr.port, 8443);
+	assert_false(cfg.http.listen_addr.set);
+	assert_string_equal(cfg.gateway.auth_username, "gateway_user");
+	config_free(&cfg);
+	free(text);
+
+	text = generate(config_write_example, CONFIG_CLIENT);
+	setenv("CLIENT_GATEWAY_TLS_CERT", "server.crt", 1);
+	setenv("CLIENT_AUTH_PASSWORD", "p", 1);
+	load_ok(&cfg, CONFIG_CLIENT, text);
+	assert_string_equal(cfg.client.client_id, "prod-client-001");
+	assert_int_equal(cfg.client.replicas, 1);
+	config_free(&cfg);
+	free(text);
+}
+
+static void write_markdown(FILE *f, enum config_program unused)
+{
+	config_write_markdown(f);
+}
+
+static void test_markdown_lists_every_key(void **state)
+{
+	char *text = generate(write_markdown, CONFIG_GATEWAY);
+
+	for (size_t i = 0; i < ARRAY_SIZE(config_env_vars); i++) {
+		char cell[80];
+
+		snprintf(cell, sizeof(cell), "| `%s` |", config_env_vars[i]);
+		assert_contains(text, cell);
+	}
+	assert_contains(text, "## [proxy.socks5]");
+	free(text);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_gateway_defaults, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_defaults, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spec_gateway_example, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spec_client_example, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spec_deployment_examples, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_section, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_format_details, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list_item_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_line_of_1000_bytes_works, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_line_limit_is_1024_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_line_of_1500_bytes_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nul_byte, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ipv6_addresses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ipv6_in_config, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unknown_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unknown_key_points_to_its_section, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_key_of_other_program, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unknown_section, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_section_of_other_program, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_text_after_section_header, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_outside_section, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_syntax_error, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_duplicate_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_missing_required_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_required_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_addresses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_long_host_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_addr_needs_host, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gateway_listen_addr_not_empty, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_number_not_digits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_number_overflow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_number_out_of_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_parse_bool, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_log_enums, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_missing_cert_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unreadable_cert_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ping_timeout_must_exceed_interval, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_reconnect_max_below_initial, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_tls_pair, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listener_auth_pair, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listener_port_collision, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listener_ports_may_differ_by_host, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_proxy_username_rules, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_id_rules, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_id_rules, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_socket_path_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_secrets_never_in_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_failure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_env_overrides, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_env_replaces_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_env_bad_values, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_env_fixes_cert_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reference_examples_load, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_markdown_lists_every_key, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
