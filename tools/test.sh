@@ -76,7 +76,7 @@ else failed=$((failed + 1)); failures+=("asan build"); fi
 step "libFuzzer targets, ${fuzz_seconds}s each"
 if build fuzz clang -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false; then
     for target in "$build_root"/fuzz/tests/fuzz/fuzz_*; do
-        [ -x "$target" ] || continue
+        [ -f "$target" ] && [ -x "$target" ] || continue
         name=${target##*/fuzz_}
         work=$(mktemp -d)
         cp -r "tests/fuzz/corpus/$name/." "$work/" 2>/dev/null || true
