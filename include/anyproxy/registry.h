@@ -51,6 +51,8 @@ struct reg_client {
 	time_t connected_since;
 	uint64_t streams_active, streams_total;
 	uint64_t bytes_in, bytes_out; /* stream payload, user -> target = out */
+	unsigned refs;  /* holders of a pointer besides the registry */
+	bool detached;  /* gone from the registry, kept alive by refs */
 	UT_hash_handle hh;
 };
 
@@ -95,6 +97,11 @@ bool registry_leave(struct registry *reg, struct reg_tunnel *t);
 struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool *fell_back);
 
 struct reg_client *registry_find_client(struct registry *reg, const char *client_id);
+
+/* Keep c's memory (and its counters) valid after the client leaves: user
+ * connections hold a reference while they count bytes into it. */
+void registry_client_get(struct reg_client *c);
+void registry_client_put(struct reg_client *c);
 struct reg_group *registry_find_group(struct registry *reg, const char *group_id);
 
 /* Sorted snapshots for listings (caller frees the array). -ENOMEM. */

@@ -15,7 +15,9 @@ struct WOLFSSL_CTX;
 struct WOLFSSL;
 
 #define TLS_IN_MAX (64 * 1024)   /* ciphertext waiting for wolfSSL */
-#define TLS_OUT_MAX (512 * 1024) /* ciphertext waiting for the socket */
+/* Ciphertext waiting for the socket. A safety net only: streams stop at
+ * TUNNEL_OUT_BUDGET and everything else is a few small control frames. */
+#define TLS_OUT_MAX (4 * 1024 * 1024)
 
 struct tls_conn {
 	struct WOLFSSL *ssl;

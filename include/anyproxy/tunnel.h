@@ -25,6 +25,7 @@
 #include "anyproxy/buf.h"
 #include "anyproxy/frame.h"
 #include "anyproxy/ring.h"
+#include "anyproxy/stream.h"
 #include "anyproxy/tls.h"
 
 struct tunnel;
@@ -42,6 +43,9 @@ struct tunnel_ops {
 enum tunnel_state { TUNNEL_HANDSHAKE, TUNNEL_OPEN, TUNNEL_CLOSING };
 
 #define TUNNEL_PLAIN_MAX (2 * FRAME_MAX_SIZE + 16 * 1024)
+/* Streams stop writing DATA while this much ciphertext waits for the socket;
+ * control frames may still use the rest of TLS_OUT_MAX. */
+#define TUNNEL_OUT_BUDGET (256 * 1024)
 #define TUNNEL_RECV_CHUNK (64 * 1024)
 
 struct tunnel {
@@ -63,6 +67,10 @@ struct tunnel {
 	uint32_t ping_interval_ms, ping_timeout_ms;
 	uint64_t last_rx_ms;
 	uint64_t bytes_in, bytes_out; /* plaintext frame bytes */
+	struct stream *streams;       /* by id (uthash) */
+	unsigned nstreams;
+	uint32_t next_stream_id;
+	struct stream *waiters_head, *waiters_tail; /* want output room */
 	char peer[64];                /* "ip:port" of the other end */
 	char close_reason[160];
 };
@@ -85,6 +93,9 @@ void tunnel_established(struct tunnel *t, uint32_t ping_interval_ms, uint32_t pi
 void tunnel_close(struct tunnel *t, const char *reason);
 /* Send ERROR/GOAWAY-style frame f (may be NULL), flush, then close. */
 void tunnel_close_after(struct tunnel *t, const struct frame *f, const char *reason);
+
+/* Ciphertext queued for the socket (streams compare it to TUNNEL_OUT_BUDGET). */
+size_t tunnel_queued(const struct tunnel *t);
 
 /* Helpers for frames that carry a code and a message. */
 void tunnel_send_error(struct tunnel *t, uint8_t type, uint16_t code, const char *message);

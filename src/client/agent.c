@@ -32,14 +32,19 @@ static bool all_links_done(const struct agent *a)
 	return true;
 }
 
+void agent_maybe_exit(struct agent *a)
+{
+	if (a->stopping && !a->ntargets && all_links_done(a))
+		ring_stop(&a->ring);
+}
+
 static void link_finish(struct agent_link *l)
 {
 	struct agent *a = l->agent;
 
 	l->state = LINK_DONE;
 	timer_disarm(&a->ring, &l->timer);
-	if (all_links_done(a))
-		ring_stop(&a->ring);
+	agent_maybe_exit(a);
 }
 
 /* Something failed: wait, then start over. */
@@ -138,6 +143,12 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 			 frame_error_name(f->error.code));
 		tunnel_close(t, l->last_error);
 		return 0;
+	case FRAME_OPEN:
+		if (l->state != LINK_UP) {
+			*why = "OPEN before HELLO_OK";
+			return -EPROTO;
+		}
+		return target_open(l, f, why);
 	default:
 		*why = "unexpected frame from gateway";
 		return -EPROTO;
@@ -375,6 +386,11 @@ int agent_init(struct agent *a, struct config *cfg)
 		log_error("Cannot set up TLS", LF_S("error", err));
 		return -EINVAL;
 	}
+	ret = bufring_init(&a->bufs, &a->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
+	if (ret < 0) {
+		log_error("Cannot register receive buffers", LF_S("error", strerror(-ret)));
+		return ret;
+	}
 	a->resolver = resolver_new(&a->ring, AGENT_RESOLVER_THREADS, AGENT_RESOLVER_MAX_PENDING);
 	if (!a->resolver) {
 		log_error("Cannot start the resolver", LF_S("error", strerror(errno)));
@@ -421,5 +437,6 @@ void agent_destroy(struct agent *a)
 	resolver_free(a->resolver);
 	free(a->links);
 	tls_ctx_free(a->tls);
+	bufring_exit(&a->bufs, &a->ring);
 	ring_exit(&a->ring);
 }

@@ -18,7 +18,9 @@
 #include <sys/socket.h>
 
 #include "anyproxy/backoff.h"
+#include "anyproxy/bufring.h"
 #include "anyproxy/config.h"
+#include "anyproxy/relay.h"
 #include "anyproxy/resolve.h"
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
@@ -62,14 +64,20 @@ struct agent {
 	struct config *cfg;
 	struct WOLFSSL_CTX *tls;
 	struct resolver *resolver;
+	struct bufring bufs;
 	uint64_t instance;
 	struct agent_link *links;
 	unsigned nlinks;
+	unsigned ntargets; /* target connections alive (target.c) */
 	bool stopping;
 	struct timer shutdown_timer;
 };
 
 int agent_init(struct agent *a, struct config *cfg);
+/* Stop the loop once every link is done and no target connection is left. */
+void agent_maybe_exit(struct agent *a);
+/* target.c: an OPEN arrived on l's tunnel. 0, or -EPROTO with *why set. */
+int target_open(struct agent_link *l, const struct frame *f, const char **why);
 int agent_run(struct agent *a);
 void agent_destroy(struct agent *a);
 

@@ -11,6 +11,7 @@
 #include "anyproxy/net.h"
 #include "anyproxy/tls.h"
 #include "gateway.h"
+#include "proxy.h"
 
 /* ---- listeners ---- */
 
@@ -190,9 +191,9 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 	}
 }
 
-static void maybe_finish_shutdown(struct gateway *gw)
+void gateway_maybe_exit(struct gateway *gw)
 {
-	if (gw->stopping && gw->ntunnels == 0)
+	if (gw->stopping && gw->ntunnels == 0 && gw->nusers == 0)
 		ring_stop(&gw->ring);
 }
 
@@ -222,7 +223,7 @@ static void gw_on_closed(struct tunnel *t, const char *reason)
 		gt->next->prev = gt->prev;
 	gw->ntunnels--;
 	free(gt);
-	maybe_finish_shutdown(gw);
+	gateway_maybe_exit(gw);
 }
 
 static const struct tunnel_ops gw_tunnel_ops = {
@@ -279,9 +280,11 @@ static void shutdown_expired(struct ring *r, struct timer *t)
 	struct gateway *gw = container_of(t, struct gateway, shutdown_timer);
 	struct gw_tunnel *gt;
 
-	log_warn("Shutdown timeout: closing remaining tunnels", LF_U("tunnels", gw->ntunnels));
+	log_warn("Shutdown timeout: closing what is left", LF_U("tunnels", gw->ntunnels),
+		 LF_U("users", gw->nusers));
 	for (gt = gw->tunnels; gt; gt = gt->next)
 		tunnel_close(gt->tunnel, "gateway shutdown");
+	proxy_close_all(gw, "gateway shutdown");
 }
 
 static void gateway_stop(struct gateway *gw, int signo)
@@ -294,6 +297,8 @@ static void gateway_stop(struct gateway *gw, int signo)
 	log_info("Gateway stopping", LF_S("signal", strsignal(signo)), LF_U("tunnels", gw->ntunnels));
 	listener_stop(&gw->ring, &gw->tunnel_listener);
 	listener_stop(&gw->ring, &gw->control_listener);
+	listener_stop(&gw->ring, &gw->socks5_listener);
+	listener_stop(&gw->ring, &gw->http_listener);
 	for (gt = gw->tunnels; gt; gt = gt->next) {
 		struct frame f = { .type = FRAME_GOAWAY };
 
@@ -304,7 +309,7 @@ static void gateway_stop(struct gateway *gw, int signo)
 	}
 	timer_init(&gw->shutdown_timer, shutdown_expired);
 	timer_arm(&gw->ring, &gw->shutdown_timer, GATEWAY_SHUTDOWN_TIMEOUT_MS);
-	maybe_finish_shutdown(gw);
+	gateway_maybe_exit(gw);
 }
 
 static struct gateway *signal_owner;
@@ -323,6 +328,27 @@ static void on_signal(struct ring *r, int signo)
 
 /* ---- set-up ---- */
 
+/* Open a proxy listener if its listen_addr is set. 0 or -errno. */
+static int proxy_listen(struct gateway *gw, struct listener *l, const struct config_listener *cfg,
+			const char *name, void (*on_accept)(struct listener *l, int fd))
+{
+	char err[512], shown[300];
+	int fd;
+
+	if (!cfg->listen_addr.set)
+		return 0;
+	fd = net_listen_tcp(&cfg->listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
+	if (fd < 0) {
+		log_error("Cannot open a proxy listener", LF_S("proxy", name), LF_S("error", err));
+		return fd;
+	}
+	*l = (struct listener){ .fd = fd, .name = name, .on_accept = on_accept, .owner = gw };
+	config_addr_format(&cfg->listen_addr, shown, sizeof(shown));
+	log_info("Proxy listening", LF_S("proxy", name), LF_S("addr", shown),
+		 LF_S("auth", cfg->auth_username || cfg->auth_password ? "password" : "none"));
+	return 0;
+}
+
 int gateway_init(struct gateway *gw, struct config *cfg)
 {
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
@@ -334,6 +360,8 @@ int gateway_init(struct gateway *gw, struct config *cfg)
 	gw->started = time(NULL);
 	gw->tunnel_listener.fd = -1;
 	gw->control_listener.fd = -1;
+	gw->socks5_listener.fd = -1;
+	gw->http_listener.fd = -1;
 	registry_init(&gw->registry, gw_on_evict, gw);
 	ret = ring_init(&gw->ring, 4096);
 	if (ret < 0) {
@@ -353,6 +381,16 @@ int gateway_init(struct gateway *gw, struct config *cfg)
 		log_error("Cannot set up TLS", LF_S("error", err));
 		return -EINVAL;
 	}
+	ret = bufring_init(&gw->bufs, &gw->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
+	if (ret < 0) {
+		log_error("Cannot register receive buffers", LF_S("error", strerror(-ret)));
+		return ret;
+	}
+	ret = proxy_listen(gw, &gw->socks5_listener, &cfg->socks5, "socks5", proxy_accept_socks5);
+	if (ret == 0)
+		ret = proxy_listen(gw, &gw->http_listener, &cfg->http, "http", proxy_accept_http);
+	if (ret < 0)
+		return ret;
 	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
 	if (fd < 0) {
 		log_error("Cannot open the tunnel listener", LF_S("error", err));
@@ -370,6 +408,10 @@ int gateway_init(struct gateway *gw, struct config *cfg)
 						  .on_accept = control_accept, .owner = gw };
 	listener_start(&gw->ring, &gw->tunnel_listener);
 	listener_start(&gw->ring, &gw->control_listener);
+	if (gw->socks5_listener.fd >= 0)
+		listener_start(&gw->ring, &gw->socks5_listener);
+	if (gw->http_listener.fd >= 0)
+		listener_start(&gw->ring, &gw->http_listener);
 	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
 	log_info("Gateway started", LF_S("tunnel_addr", shown),
 		 LF_S("control_socket", cfg->control.socket), LF_S("tls", tls_library_version()));
@@ -393,7 +435,10 @@ void gateway_destroy(struct gateway *gw)
 		unlink(gw->cfg->control.socket);
 	listener_stop(&gw->ring, &gw->tunnel_listener);
 	listener_stop(&gw->ring, &gw->control_listener);
+	listener_stop(&gw->ring, &gw->socks5_listener);
+	listener_stop(&gw->ring, &gw->http_listener);
 	registry_destroy(&gw->registry);
+	bufring_exit(&gw->bufs, &gw->ring);
 	tls_ctx_free(gw->tls);
 	ring_exit(&gw->ring);
 }

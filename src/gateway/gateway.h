@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <time.h>
 
+#include "anyproxy/bufring.h"
 #include "anyproxy/config.h"
 #include "anyproxy/registry.h"
 #include "anyproxy/ring.h"
@@ -47,9 +48,14 @@ struct gateway {
 	struct WOLFSSL_CTX *tls;
 	struct listener tunnel_listener;
 	struct listener control_listener;
+	struct listener socks5_listener;
+	struct listener http_listener;
+	struct bufring bufs; /* receive buffers for users' sockets */
 	struct registry registry;
 	struct gw_tunnel *tunnels;
 	unsigned ntunnels;
+	unsigned nusers; /* users' connections alive (proxy.c) */
+	struct user_conn *users;
 	time_t started;
 	bool stopping;
 	bool control_bound; /* we created the socket file */
@@ -57,6 +63,8 @@ struct gateway {
 };
 
 int gateway_init(struct gateway *gw, struct config *cfg);
+/* Stop the loop once stopping and nothing is left open. */
+void gateway_maybe_exit(struct gateway *gw);
 int gateway_run(struct gateway *gw);
 void gateway_destroy(struct gateway *gw);
 

@@ -54,8 +54,26 @@ static void client_free(struct registry *reg, struct reg_client *c)
 {
 	HASH_DEL(reg->clients, c);
 	group_remove_client(reg, c->group, c);
+	c->group = NULL;
 	free(c->tunnels);
+	c->tunnels = NULL;
+	c->ntunnels = c->tunnels_cap = 0;
+	if (c->refs) {
+		c->detached = true; /* freed by the last registry_client_put() */
+		return;
+	}
 	free(c);
+}
+
+void registry_client_get(struct reg_client *c)
+{
+	c->refs++;
+}
+
+void registry_client_put(struct reg_client *c)
+{
+	if (--c->refs == 0 && c->detached)
+		free(c);
 }
 
 bool registry_leave(struct registry *reg, struct reg_tunnel *t)

@@ -47,6 +47,7 @@ void tunnel_close(struct tunnel *t, const char *reason)
 	t->state = TUNNEL_CLOSING;
 	if (reason != t->close_reason)
 		snprintf(t->close_reason, sizeof(t->close_reason), "%s", reason);
+	stream_tunnel_closed(t, t->close_reason);
 	timer_disarm(t->ring, &t->deadline);
 	timer_disarm(t->ring, &t->ping_timer);
 	shutdown(t->fd, SHUT_RDWR);
@@ -102,6 +103,8 @@ static void send_done(struct ring *r, struct ring_op *op, int res, uint32_t flag
 	} else if (t->state != TUNNEL_CLOSING) {
 		buf_consume(&t->sending, (size_t)res);
 		tunnel_flush(t);
+		if (t->waiters_head && tunnel_queued(t) < TUNNEL_OUT_BUDGET / 2)
+			stream_tunnel_writable(t);
 	}
 	tunnel_release(t);
 }
@@ -129,6 +132,11 @@ static void tunnel_flush(struct tunnel *t)
 	ring_prep_send(t->ring, &t->send_op, t->fd, buf_head(&t->sending), buf_used(&t->sending));
 	t->send_armed = true;
 	t->inflight++;
+}
+
+size_t tunnel_queued(const struct tunnel *t)
+{
+	return buf_used(&t->tls.out) + buf_used(&t->sending);
 }
 
 int tunnel_send(struct tunnel *t, const struct frame *f)
@@ -209,6 +217,17 @@ static int handle_frame(struct tunnel *t, const struct frame *f, const char **wh
 		return 0;
 	case FRAME_PONG:
 		return 0;
+	case FRAME_OPEN_OK:
+	case FRAME_OPEN_FAIL:
+	case FRAME_DATA:
+	case FRAME_WINDOW:
+	case FRAME_FIN:
+	case FRAME_RST:
+		if (t->state != TUNNEL_OPEN) {
+			*why = "stream frame before HELLO";
+			return -EPROTO;
+		}
+		return stream_handle_frame(t, f, why);
 	default:
 		return t->ops->on_frame(t, f, why);
 	}
@@ -353,6 +372,7 @@ struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool 
 	t->owner = owner;
 	t->server = server;
 	t->state = TUNNEL_HANDSHAKE;
+	t->next_stream_id = 1;
 	buf_init(&t->plain, TUNNEL_PLAIN_MAX);
 	buf_init(&t->sending, TLS_OUT_MAX);
 	timer_init(&t->deadline, deadline_fire);

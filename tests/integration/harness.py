@@ -788,8 +788,6 @@ class TestEnv:
         """Stop every daemon (SIGTERM, then SIGKILL); returns problems found:
         unclean exits of daemons we stopped, sanitizer reports."""
         problems = []
-        for s in self.servers:
-            s.close()
         for d in reversed(self.daemons):
             was_running = d.alive()
             rc = d.stop(timeout=10)
@@ -802,6 +800,8 @@ class TestEnv:
             report = d.sanitizer_report()
             if report:
                 problems.append("%s log holds a sanitizer report (%s)" % (d.name, report))
+        for s in self.servers:
+            s.close()
         return problems
 
     def dump_logs(self, n=30):

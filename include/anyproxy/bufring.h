@@ -1,0 +1,55 @@
+/*
+ * bufring.h — a provided-buffer ring: receive buffers the kernel picks only
+ * when data arrives. A socket with a recv armed on it holds no buffer while
+ * it is idle, which is what keeps an idle proxied connection small.
+ *
+ * The memory is allocated and faulted in once at start-up (a fixed cost,
+ * independent of the number of connections). A receiver owns the buffer a
+ * completion names until it calls bufring_recycle().
+ */
+#ifndef ANYPROXY_BUFRING_H
+#define ANYPROXY_BUFRING_H
+
+#include <stdint.h>
+
+#include "anyproxy/ring.h"
+
+#define BUFRING_ENTRIES 256
+#define BUFRING_BUF_SIZE (16 * 1024)
+
+struct bufring {
+	struct io_uring_buf_ring *br;
+	uint8_t *mem;
+	unsigned entries;
+	unsigned buf_size;
+	uint16_t group;
+	unsigned mask;
+};
+
+/* Register a ring of `entries` (power of two) buffers of buf_size bytes as
+ * buffer group `group`. 0 or -errno. */
+int bufring_init(struct bufring *b, struct ring *r, uint16_t group, unsigned entries,
+		 unsigned buf_size);
+void bufring_exit(struct bufring *b, struct ring *r);
+
+static inline uint8_t *bufring_addr(const struct bufring *b, uint16_t bid)
+{
+	return b->mem + (size_t)bid * b->buf_size;
+}
+
+/* Give buffer bid back to the kernel. */
+void bufring_recycle(struct bufring *b, uint16_t bid);
+
+/* The buffer id a completion carries, or -1 if it carries none. */
+static inline int bufring_cqe_bid(uint32_t cqe_flags)
+{
+	if (!(cqe_flags & IORING_CQE_F_BUFFER))
+		return -1;
+	return (int)(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+}
+
+/* Prepare a recv of at most len bytes into a buffer of this ring. */
+void bufring_prep_recv(struct bufring *b, struct ring *r, struct ring_op *op, int fd,
+		       size_t len);
+
+#endif

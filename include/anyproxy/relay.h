@@ -1,0 +1,98 @@
+/*
+ * relay.h — a socket paired with a stream: the user's connection on the
+ * gateway, the target's connection on the agent.
+ *
+ * Two modes:
+ * - owner mode (handshakes, HTTP forwarding): bytes from the socket go to
+ *   ops->on_socket_data; the owner writes to the socket with relay_write and
+ *   handles the stream's events itself;
+ * - pump mode (after relay_pump): socket bytes become DATA as the stream's
+ *   credit allows, DATA goes to the socket, FIN and EOF are carried across
+ *   as half-closes, and the relay closes itself when both directions are
+ *   done or either side fails.
+ *
+ * Receives use the shared provided-buffer ring, so an idle relay holds no
+ * receive buffer; its send queue is allocated only while data waits for the
+ * socket and is bounded by the stream window it granted.
+ *
+ * relay_close (or the end of the pump) shuts the socket, detaches the
+ * stream, waits for the operations in flight and then calls ops->on_closed,
+ * after which the owner frees the memory holding the relay.
+ */
+#ifndef ANYPROXY_RELAY_H
+#define ANYPROXY_RELAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "anyproxy/buf.h"
+#include "anyproxy/bufring.h"
+#include "anyproxy/ring.h"
+#include "anyproxy/stream.h"
+
+struct relay;
+
+struct relay_ops {
+	/* Owner mode: n bytes from the socket (n == 0: the peer closed its
+	 * side). p is valid only during the call. */
+	void (*on_socket_data)(struct relay *r, const uint8_t *p, size_t n);
+	/* The relay is finished; free it now. why is for logs. */
+	void (*on_closed)(struct relay *r, const char *why);
+};
+
+/* Data from the socket not yet accepted by the stream: at most one receive. */
+#define RELAY_PENDING_MAX BUFRING_BUF_SIZE
+/* Bytes queued for the socket beyond the stream window (handshake replies,
+ * rewritten HTTP heads). */
+#define RELAY_OUT_MAX (STREAM_WINDOW_BYTES + 64 * 1024)
+
+struct relay {
+	struct ring *ring;
+	struct bufring *bufs;
+	const struct relay_ops *ops;
+	int fd;
+	struct stream stream;
+	bool pumping;
+	bool reading; /* owner mode: deliver socket data */
+	bool recv_armed, send_armed;
+	bool sock_eof;        /* the socket's peer closed its side */
+	bool shut_wr;         /* we closed our side of the socket */
+	bool shut_after_send; /* owner mode: close our side once out is sent */
+	bool close_after_send; /* owner mode: finish once out is sent */
+	bool closing;
+	unsigned inflight;
+	struct buf out;         /* to the socket, queued */
+	struct buf sending;     /* to the socket, owned by the kernel until sent */
+	size_t out_stream_debt; /* stream bytes inside out, credit to return */
+	struct buf pending;     /* from the socket, waiting for stream room */
+	struct ring_op recv_op, send_op, close_op;
+	uint64_t bytes_up;   /* socket -> stream */
+	uint64_t bytes_down; /* stream -> socket */
+	uint64_t *count_up, *count_down; /* optional live totals to add to */
+	char why[128];
+};
+
+/* Set up everything but r->stream, which stream_open/stream_accept own
+ * (and which may already be linked). */
+void relay_init(struct relay *r, struct ring *ring, struct bufring *bufs, int fd,
+		const struct relay_ops *ops);
+/* Owner mode: start or stop delivering socket data. */
+void relay_read(struct relay *r, bool on);
+/* Queue n bytes for the socket; stream_bytes of them count as stream data
+ * whose credit returns once sent. 0 or -ENOBUFS / -EPIPE. */
+int relay_write(struct relay *r, const void *p, size_t n, size_t stream_bytes);
+/* Owner mode: half-close the socket once everything queued is sent. */
+void relay_shutdown_write(struct relay *r);
+/* Owner mode: finish cleanly once everything queued is sent (an error
+ * reply, then close). */
+void relay_close_after_send(struct relay *r, const char *why);
+/* Switch to pump mode; the stream must be open. first/n: bytes the owner
+ * already read from the socket that belong to the stream. */
+void relay_pump(struct relay *r, const uint8_t *first, size_t n);
+/* Abort: reset the stream (if linked), close the socket. */
+void relay_close(struct relay *r, const char *why);
+
+/* The stream_ops pump mode installs (owners in owner mode use their own). */
+extern const struct stream_ops relay_pump_ops;
+
+#endif

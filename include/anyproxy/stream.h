@@ -1,0 +1,112 @@
+/*
+ * stream.h — one multiplexed stream inside a tunnel: ids, credit-based flow
+ * control, half-close and reset. This is the tunnel-facing half; the socket
+ * it is paired with is driven by relay.h.
+ *
+ * Flow control (docs/protocol.md): each side grants the other a window of
+ * bytes per stream. DATA consumes the sender's credit; the receiver returns
+ * credit with WINDOW once the bytes have left its buffers (stream_consumed).
+ * A sender never sends beyond its credit, so a receiver never buffers more
+ * than the window it granted: a slow reader stalls only its own stream.
+ * The tunnel's output queue has its own budget (TUNNEL_OUT_BUDGET); a stream
+ * that finds it full waits on the tunnel's writable list.
+ *
+ * A struct stream is embedded in its owner (the gateway's user connection,
+ * the agent's target connection). It is linked into its tunnel's table from
+ * stream_open/stream_accept until stream_detach, an RST or OPEN_FAIL from the
+ * peer, or the death of the tunnel; after that s->tunnel is NULL and every
+ * send is a no-op returning -EPIPE.
+ */
+#ifndef ANYPROXY_STREAM_H
+#define ANYPROXY_STREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uthash.h>
+
+#include "anyproxy/frame.h"
+
+struct tunnel;
+struct stream;
+
+#define STREAM_WINDOW_BYTES (256 * 1024)
+
+struct stream_ops {
+	/* DATA: the owner takes all n bytes (within the window it granted) and
+	 * calls stream_consumed() as they leave its buffers. Non-zero return
+	 * resets the stream. */
+	int (*on_data)(struct stream *s, const uint8_t *p, size_t n);
+	/* The peer half-closed: no more DATA will come. */
+	void (*on_fin)(struct stream *s);
+	/* The stream is gone (RST from the peer, or the tunnel died); s is
+	 * already detached. why is for logs. */
+	void (*on_reset)(struct stream *s, uint8_t reason, const char *why);
+	/* Credit arrived or the tunnel's output drained after stream_want_writable(). */
+	void (*on_writable)(struct stream *s);
+	/* Gateway side: OPEN_OK (reason 0) or OPEN_FAIL (reason, message). On
+	 * failure s is already detached. */
+	void (*on_open_result)(struct stream *s, uint8_t reason, const char *message);
+};
+
+struct stream {
+	UT_hash_handle hh; /* in tunnel->streams, by id */
+	struct tunnel *tunnel;
+	uint32_t id;
+	const struct stream_ops *ops;
+	void *owner;
+	uint32_t send_credit;     /* bytes we may still send */
+	uint32_t recv_window;     /* the window we granted */
+	uint32_t recv_unreturned; /* received, credit not yet returned */
+	uint32_t recv_consumed;   /* delivered onwards, not yet announced */
+	bool open;                /* OPEN_OK sent (agent) or received (gateway) */
+	bool fin_sent, fin_received;
+	bool waiting_writable;
+	struct stream *wait_prev, *wait_next; /* tunnel's writable list */
+	uint64_t bytes_sent, bytes_received;   /* DATA payload */
+};
+
+/* Target of an OPEN. */
+struct stream_target {
+	uint8_t addr_type; /* FRAME_ADDR_* */
+	uint8_t addr[16];
+	const char *domain; /* FRAME_ADDR_DOMAIN, NUL-terminated */
+	uint16_t port;
+	const char *user, *group; /* for the agent's logs */
+};
+
+/* Gateway: allocate an id, link s into t and send OPEN. 0 or -EPIPE
+ * (tunnel closing), -ENOBUFS (tunnel output full), -EINVAL. */
+int stream_open(struct stream *s, struct tunnel *t, const struct stream_target *target,
+		const struct stream_ops *ops, void *owner);
+
+/* Agent: link s for an OPEN received with id and the peer's window. Frames
+ * for it (RST) are delivered from now on, before stream_open_ok(). */
+int stream_accept(struct stream *s, struct tunnel *t, uint32_t id, uint32_t peer_window,
+		  const struct stream_ops *ops, void *owner);
+/* Agent: the target is connected. */
+int stream_open_ok(struct stream *s);
+/* Agent: the target failed; sends OPEN_FAIL and detaches. */
+void stream_open_fail(struct stream *s, uint8_t reason, const char *message);
+
+/* How many bytes stream_write would accept now (credit and tunnel budget). */
+size_t stream_send_room(const struct stream *s);
+/* Send n <= stream_send_room() bytes as DATA. 0 or -EPIPE / -ENOBUFS. */
+int stream_write(struct stream *s, const uint8_t *p, size_t n);
+/* n received bytes left the owner's buffers: return credit when worth it. */
+void stream_consumed(struct stream *s, size_t n);
+/* Call on_writable once room appears. */
+void stream_want_writable(struct stream *s);
+
+/* Half-close our direction. */
+int stream_send_fin(struct stream *s);
+/* Abort both directions: send RST and detach. */
+void stream_reset(struct stream *s, uint8_t reason);
+/* Unlink without sending anything (both FINs done, or the owner is gone). */
+void stream_detach(struct stream *s);
+
+/* Called by the tunnel. */
+int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **why);
+void stream_tunnel_closed(struct tunnel *t, const char *why);
+void stream_tunnel_writable(struct tunnel *t);
+
+#endif

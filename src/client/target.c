@@ -1,0 +1,334 @@
+/*
+ * target.c — the agent's side of a stream: an OPEN from the gateway becomes
+ * a connection to the target, then a relay.
+ *
+ *   OPEN -> [resolve on the resolver pool] -> connect (each address in
+ *   order, one deadline for all) -> OPEN_OK + pump, or OPEN_FAIL(reason)
+ *
+ * Domain names are resolved here, never on the gateway. The gateway may
+ * reset the stream at any point; the target connection then stops where
+ * it is and frees itself once its operations have completed.
+ */
+#include <errno.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/log.h"
+#include "anyproxy/net.h"
+#include "agent.h"
+
+#define TARGET_MAX_ADDRS 8
+
+enum target_state { TARGET_RESOLVE, TARGET_CONNECT, TARGET_RELAY };
+
+struct target_conn {
+	struct relay relay; /* relay.stream is the tunnel stream */
+	struct agent_link *link;
+	enum target_state state;
+	bool aborted;       /* the gateway reset the stream before we connected */
+	struct resolve_req *resolving;
+	int fd;             /* socket being connected */
+	struct ring_op connect_op;
+	bool connect_armed;
+	struct timer deadline;
+	struct sockaddr_storage addrs[TARGET_MAX_ADDRS];
+	socklen_t addr_lens[TARGET_MAX_ADDRS];
+	unsigned naddrs, addr_index;
+	int last_error; /* errno of the last failed connect */
+	char name[FRAME_MAX_TEXT_LEN + 8]; /* "host:port" for logs */
+	char user[FRAME_MAX_TEXT_LEN + 1];
+};
+
+static void target_free(struct target_conn *tc)
+{
+	struct agent *a = tc->link->agent;
+
+	timer_disarm(&a->ring, &tc->deadline);
+	if (tc->fd >= 0)
+		close(tc->fd);
+	free(tc);
+	a->ntargets--;
+	agent_maybe_exit(a);
+}
+
+static uint8_t reason_for_errno(int err)
+{
+	switch (err) {
+	case ECONNREFUSED:
+		return FRAME_OPEN_REFUSED;
+	case ETIMEDOUT:
+	case ECANCELED:
+		return FRAME_OPEN_TIMEOUT;
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case EHOSTDOWN:
+	case ENETDOWN:
+	case EADDRNOTAVAIL:
+		return FRAME_OPEN_HOST_UNREACHABLE;
+	case EACCES:
+	case EPERM:
+		return FRAME_OPEN_NOT_ALLOWED;
+	default:
+		return FRAME_OPEN_GENERAL;
+	}
+}
+
+/* Failure before the relay started: tell the gateway, log, free. */
+static void target_fail(struct target_conn *tc, uint8_t reason, const char *message)
+{
+	if (!tc->aborted)
+		stream_open_fail(&tc->relay.stream, reason, message);
+	log_info("Target connection failed", LF_S("target", tc->name), LF_S("user", tc->user),
+		 LF_S("reason", frame_open_reason_name(reason)), LF_S("error", message));
+	target_free(tc);
+}
+
+/* ---- relay phase ---- */
+
+static void target_relay_closed(struct relay *r, const char *why)
+{
+	struct target_conn *tc = container_of(r, struct target_conn, relay);
+
+	log_debug("Stream closed", LF_S("target", tc->name), LF_U("stream", r->stream.id),
+		  LF_U("bytes_up", r->bytes_down), LF_U("bytes_down", r->bytes_up),
+		  LF_S("reason", why));
+	tc->fd = -1; /* the relay closed it */
+	target_free(tc);
+}
+
+static void target_socket_data(struct relay *r, const uint8_t *p, size_t n)
+{
+	/* owner mode is never used on the agent: the pump starts at once */
+}
+
+static const struct relay_ops target_relay_ops = {
+	.on_socket_data = target_socket_data,
+	.on_closed = target_relay_closed,
+};
+
+/* ---- connect phase ---- */
+
+static void target_connect_next(struct target_conn *tc);
+
+static void connected(struct target_conn *tc)
+{
+	struct agent *a = tc->link->agent;
+	int fd = tc->fd;
+
+	timer_disarm(&a->ring, &tc->deadline);
+	tc->fd = -1;
+	tc->state = TARGET_RELAY;
+	relay_init(&tc->relay, &a->ring, &a->bufs, fd, &target_relay_ops);
+	if (stream_open_ok(&tc->relay.stream) < 0) {
+		relay_close(&tc->relay, "tunnel gone");
+		return;
+	}
+	log_debug("Target connected", LF_S("target", tc->name), LF_U("stream", tc->relay.stream.id));
+	relay_pump(&tc->relay, NULL, 0);
+}
+
+static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct target_conn *tc = container_of(op, struct target_conn, connect_op);
+
+	tc->connect_armed = false;
+	if (tc->aborted) {
+		target_free(tc);
+		return;
+	}
+	if (res == 0) {
+		connected(tc);
+		return;
+	}
+	tc->last_error = -res;
+	close(tc->fd);
+	tc->fd = -1;
+	if (res == -ECANCELED) { /* our deadline */
+		target_fail(tc, FRAME_OPEN_TIMEOUT, "connect timed out");
+		return;
+	}
+	tc->addr_index++;
+	target_connect_next(tc);
+}
+
+static void target_connect_next(struct target_conn *tc)
+{
+	struct agent *a = tc->link->agent;
+	struct sockaddr_storage *ss;
+
+	if (tc->addr_index >= tc->naddrs) {
+		target_fail(tc, reason_for_errno(tc->last_error), strerror(tc->last_error));
+		return;
+	}
+	ss = &tc->addrs[tc->addr_index];
+	tc->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (tc->fd < 0) {
+		tc->last_error = errno;
+		tc->addr_index++;
+		target_connect_next(tc);
+		return;
+	}
+	tc->state = TARGET_CONNECT;
+	tc->connect_op.cb = connect_done;
+	ring_prep_connect(&a->ring, &tc->connect_op, tc->fd, (struct sockaddr *)ss,
+			  tc->addr_lens[tc->addr_index]);
+	tc->connect_armed = true;
+}
+
+static void deadline_fire(struct ring *r, struct timer *t)
+{
+	struct target_conn *tc = container_of(t, struct target_conn, deadline);
+
+	if (tc->state == TARGET_CONNECT && tc->connect_armed) {
+		ring_cancel_fd(r, tc->fd); /* completes with -ECANCELED */
+	} else if (tc->state == TARGET_RESOLVE) {
+		resolver_cancel(tc->resolving);
+		tc->resolving = NULL;
+		target_fail(tc, FRAME_OPEN_TIMEOUT, "name resolution timed out");
+	}
+}
+
+static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
+{
+	struct target_conn *tc = ctx;
+	const struct addrinfo *ai;
+
+	tc->resolving = NULL;
+	if (gai_error) {
+		target_fail(tc, FRAME_OPEN_DNS_FAILED, gai_strerror(gai_error));
+		return;
+	}
+	for (ai = res; ai && tc->naddrs < TARGET_MAX_ADDRS; ai = ai->ai_next) {
+		if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+			continue;
+		memcpy(&tc->addrs[tc->naddrs], ai->ai_addr, ai->ai_addrlen);
+		tc->addr_lens[tc->naddrs++] = ai->ai_addrlen;
+	}
+	if (!tc->naddrs) {
+		target_fail(tc, FRAME_OPEN_DNS_FAILED, "no IPv4 or IPv6 address");
+		return;
+	}
+	tc->last_error = EHOSTUNREACH;
+	target_connect_next(tc);
+}
+
+/* ---- the stream's events before the relay takes over ---- */
+
+static int early_on_data(struct stream *s, const uint8_t *p, size_t n)
+{
+	return -EPROTO; /* cannot happen: DATA before OPEN_OK is refused by stream.c */
+}
+
+static void early_on_fin(struct stream *s)
+{
+}
+
+static void early_on_reset(struct stream *s, uint8_t reason, const char *why)
+{
+	struct target_conn *tc = s->owner;
+	struct agent *a = tc->link->agent;
+
+	tc->aborted = true;
+	log_debug("Stream reset before connect", LF_S("target", tc->name), LF_S("reason", why));
+	if (tc->state == TARGET_RESOLVE) {
+		resolver_cancel(tc->resolving);
+		target_free(tc);
+	} else if (tc->connect_armed) {
+		timer_disarm(&a->ring, &tc->deadline);
+		ring_cancel_fd(&a->ring, tc->fd); /* connect_done frees */
+	}
+}
+
+static void early_on_writable(struct stream *s)
+{
+}
+
+static const struct stream_ops target_early_ops = {
+	.on_data = early_on_data,
+	.on_fin = early_on_fin,
+	.on_reset = early_on_reset,
+	.on_writable = early_on_writable,
+};
+
+static void format_target(struct target_conn *tc, const struct frame *f)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	switch (f->open.addr_type) {
+	case FRAME_ADDR_IPV4:
+		inet_ntop(AF_INET, f->open.addr, host, sizeof(host));
+		snprintf(tc->name, sizeof(tc->name), "%s:%u", host, f->open.port);
+		break;
+	case FRAME_ADDR_IPV6:
+		inet_ntop(AF_INET6, f->open.addr, host, sizeof(host));
+		snprintf(tc->name, sizeof(tc->name), "[%s]:%u", host, f->open.port);
+		break;
+	default:
+		snprintf(tc->name, sizeof(tc->name), "%.*s:%u", (int)f->open.domain.len,
+			 (const char *)f->open.domain.ptr, f->open.port);
+	}
+}
+
+int target_open(struct agent_link *l, const struct frame *f, const char **why)
+{
+	struct agent *a = l->agent;
+	struct target_conn *tc;
+	char host[FRAME_MAX_TEXT_LEN + 1];
+	size_t n;
+
+	if (a->stopping) {
+		struct stream tmp;
+
+		/* refuse without keeping anything: a draining agent opens nothing */
+		if (stream_accept(&tmp, l->tunnel, f->stream_id, 0, &target_early_ops, NULL) == 0)
+			stream_open_fail(&tmp, FRAME_OPEN_GENERAL, "agent is stopping");
+		return 0;
+	}
+	tc = calloc(1, sizeof(*tc));
+	if (!tc)
+		return -ENOMEM;
+	tc->link = l;
+	tc->fd = -1;
+	a->ntargets++;
+	timer_init(&tc->deadline, deadline_fire);
+	format_target(tc, f);
+	n = MIN(f->open.user.len, sizeof(tc->user) - 1);
+	memcpy(tc->user, f->open.user.ptr, n);
+	if (stream_accept(&tc->relay.stream, l->tunnel, f->stream_id, f->open.window,
+			  &target_early_ops, tc) < 0) {
+		free(tc);
+		a->ntargets--;
+		*why = "OPEN for a stream id in use";
+		return -EPROTO;
+	}
+	log_debug("Stream open requested", LF_S("target", tc->name), LF_S("user", tc->user),
+		  LF_U("stream", f->stream_id));
+	timer_arm(&a->ring, &tc->deadline, a->cfg->client.connect_timeout_ms);
+	switch (f->open.addr_type) {
+	case FRAME_ADDR_IPV4:
+	case FRAME_ADDR_IPV6:
+		inet_ntop(f->open.addr_type == FRAME_ADDR_IPV4 ? AF_INET : AF_INET6, f->open.addr,
+			  host, sizeof(host));
+		net_parse_numeric(host, f->open.port, &tc->addrs[0], &tc->addr_lens[0]);
+		tc->naddrs = 1;
+		target_connect_next(tc);
+		return 0;
+	default:
+		if (memchr(f->open.domain.ptr, '\0', f->open.domain.len)) {
+			target_fail(tc, FRAME_OPEN_HOST_UNREACHABLE, "invalid host name");
+			return 0;
+		}
+		memcpy(host, f->open.domain.ptr, f->open.domain.len);
+		host[f->open.domain.len] = '\0';
+		tc->state = TARGET_RESOLVE;
+		tc->resolving = resolver_lookup(a->resolver, host, f->open.port, resolved, tc);
+		if (!tc->resolving)
+			target_fail(tc, FRAME_OPEN_GENERAL, "resolver busy");
+		return 0;
+	}
+}

@@ -1,0 +1,491 @@
+/*
+ * front_http.c — the gateway's HTTP proxy front end.
+ *
+ * CONNECT: after the agent reached the target, "200 Connection established"
+ * and a plain relay. Absolute-URI requests (any method): one stream per
+ * request; the head is rewritten (origin-form, hop-by-hop fields dropped,
+ * "Connection: close" upstream), the body is forwarded verbatim as far as
+ * its framing says, the response head is rewritten and its body streamed
+ * back; when the response ends and both sides allow it, the connection
+ * waits for the next request, which may go to another host and group.
+ * Requests are handled one at a time (a pipelined request waits in the
+ * input buffer until the previous response is complete).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/http.h"
+#include "anyproxy/log.h"
+#include "anyproxy/net.h"
+#include "gateway.h"
+#include "proxy.h"
+
+enum h_state { H_HEAD, H_WAIT_OPEN, H_FORWARD, H_DONE };
+
+static const char *const h_state_names[] = {
+	[H_HEAD] = "head", [H_WAIT_OPEN] = "wait-open", [H_FORWARD] = "forward", [H_DONE] = "done",
+};
+
+/* The user's bytes not yet handled: one head plus one receive. */
+#define H_IN_MAX (HTTP_MAX_HEAD_BYTES + BUFRING_BUF_SIZE)
+/* The origin's response head being collected. */
+#define H_RESP_MAX (HTTP_MAX_HEAD_BYTES + FRAME_MAX_PAYLOAD)
+/* Our own error replies. */
+#define H_ERROR_MAX 1024
+
+struct h_session {
+	enum h_state state;
+	bool connect;           /* CONNECT, not forwarding */
+	bool client_keep_alive;
+	bool user_eof;
+	enum http_method method;
+	struct buf in;           /* user -> gateway, not yet handled */
+	uint8_t *head_out;       /* rewritten request head, until OPEN_OK */
+	size_t head_out_len;
+	struct http_body_state req_body;
+	bool req_done;
+	struct buf resp;         /* origin's response head being collected */
+	bool resp_head_done;
+	bool resp_keep_alive;
+	struct http_body_state resp_body;
+};
+
+static void set_state(struct h_session *s, enum h_state next)
+{
+	log_debug("HTTP state", LF_S("from", h_state_names[s->state]),
+		  LF_S("to", h_state_names[next]));
+	s->state = next;
+}
+
+static void reply_error(struct user_conn *uc, int status, const char *text, const char *extra)
+{
+	struct h_session *s = uc->proto;
+	uint8_t out[H_ERROR_MAX];
+	ssize_t n = http_write_error(out, sizeof(out), status, text, extra, false);
+
+	set_state(s, H_DONE);
+	relay_read(&uc->relay, false);
+	if (n > 0)
+		relay_write(&uc->relay, out, (size_t)n, 0);
+	relay_close_after_send(&uc->relay, text);
+}
+
+static int status_for_reason(uint8_t reason)
+{
+	switch (reason) {
+	case FRAME_OPEN_NOT_ALLOWED:
+		return 403;
+	case FRAME_OPEN_NET_UNREACHABLE:
+		return 503;
+	case FRAME_OPEN_TIMEOUT:
+		return 504;
+	default:
+		return 502;
+	}
+}
+
+static void process_input(struct user_conn *uc);
+
+/* ---- response: origin -> user ---- */
+
+static void next_request(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+
+	if (uc->relay.stream.tunnel)
+		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL); /* done with it */
+	proxy_stream_done(uc);
+	buf_release(&s->resp);
+	if (!s->resp_keep_alive || s->user_eof) {
+		set_state(s, H_DONE);
+		relay_close_after_send(&uc->relay, "response complete");
+		return;
+	}
+	set_state(s, H_HEAD);
+	s->resp_head_done = false;
+	s->req_done = false;
+	relay_read(&uc->relay, true);
+	process_input(uc); /* a pipelined request may be waiting */
+}
+
+static int forward_response_body(struct user_conn *uc, const uint8_t *p, size_t n)
+{
+	struct h_session *s = uc->proto;
+	bool done = false;
+	ssize_t k = http_body_scan(&s->resp_body, p, n, &done);
+
+	if (k < 0) {
+		relay_close(&uc->relay, "malformed response body from the origin");
+		return -EBADMSG;
+	}
+	if (k && relay_write(&uc->relay, p, (size_t)k, (size_t)k) < 0) {
+		relay_close(&uc->relay, "user connection gone");
+		return -EPIPE;
+	}
+	if ((size_t)k < n && uc->relay.stream.tunnel)
+		stream_consumed(&uc->relay.stream, n - (size_t)k); /* trailing junk */
+	if (done)
+		next_request(uc);
+	return 0;
+}
+
+/* Parse heads in s->resp; forward interim (1xx) heads, then the final one. */
+static int handle_response_head(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+	struct http_head head;
+	uint8_t out[HTTP_MAX_HEAD_BYTES + 128];
+	const char *why = NULL;
+
+	for (;;) {
+		ssize_t len = http_parse_response(buf_head(&s->resp), buf_used(&s->resp), &head, &why);
+		ssize_t n;
+
+		if (len == 0)
+			return 0;
+		if (len < 0) {
+			log_info("Bad response from the origin", LF_S("error", why ? why : "malformed"));
+			reply_error(uc, 502, "bad response from the origin", NULL);
+			return -EBADMSG;
+		}
+		if (head.status >= 100 && head.status < 200 && head.status != 101) {
+			n = http_write_response_head(out, sizeof(out), &head, true);
+			if (n > 0)
+				relay_write(&uc->relay, out, (size_t)n, (size_t)len);
+			buf_consume(&s->resp, (size_t)len);
+			continue;
+		}
+		if (http_response_body(&head, s->method, &s->resp_body, &why) < 0 ||
+		    s->resp_body.kind == HTTP_BODY_TUNNEL) {
+			reply_error(uc, 502, "bad response framing from the origin", NULL);
+			return -EBADMSG;
+		}
+		s->resp_keep_alive = s->client_keep_alive &&
+				     s->resp_body.kind != HTTP_BODY_UNTIL_CLOSE;
+		n = http_write_response_head(out, sizeof(out), &head, s->resp_keep_alive);
+		if (n < 0) {
+			reply_error(uc, 502, "response head too large", NULL);
+			return -EMSGSIZE;
+		}
+		relay_write(&uc->relay, out, (size_t)n, (size_t)len);
+		buf_consume(&s->resp, (size_t)len);
+		s->resp_head_done = true;
+		return 1;
+	}
+}
+
+static int fwd_on_data(struct stream *st, const uint8_t *p, size_t n)
+{
+	struct user_conn *uc = st->owner;
+	struct h_session *s = uc->proto;
+	int ret;
+
+	if (s->resp_head_done)
+		return forward_response_body(uc, p, n);
+	if (buf_append(&s->resp, p, n) < 0) {
+		reply_error(uc, 502, "response head too large", NULL);
+		return 0;
+	}
+	ret = handle_response_head(uc);
+	if (ret <= 0)
+		return 0;
+	if (buf_used(&s->resp)) {
+		/* body bytes that came with the head: their credit is returned
+		 * through the relay as they are sent */
+		size_t rest = buf_used(&s->resp);
+		uint8_t *copy = malloc(rest);
+
+		if (!copy) {
+			relay_close(&uc->relay, "out of memory");
+			return 0;
+		}
+		memcpy(copy, buf_head(&s->resp), rest);
+		buf_consume(&s->resp, rest);
+		forward_response_body(uc, copy, rest);
+		free(copy);
+	}
+	return 0;
+}
+
+static void fwd_on_fin(struct stream *st)
+{
+	struct user_conn *uc = st->owner;
+	struct h_session *s = uc->proto;
+
+	if (!s->resp_head_done) {
+		reply_error(uc, 502, "the origin closed without a response", NULL);
+		return;
+	}
+	if (s->resp_body.kind == HTTP_BODY_UNTIL_CLOSE) {
+		s->resp_keep_alive = false;
+		next_request(uc);
+		return;
+	}
+	/* a framed body cut short: the user must see the truncation */
+	relay_close(&uc->relay, "the origin closed in the middle of the response");
+}
+
+static void fwd_on_reset(struct stream *st, uint8_t reason, const char *why)
+{
+	struct user_conn *uc = st->owner;
+	struct h_session *s = uc->proto;
+
+	if (!s->resp_head_done)
+		reply_error(uc, 502, "the connection to the origin failed", NULL);
+	else
+		relay_close(&uc->relay, why);
+}
+
+static void forward_request_body(struct user_conn *uc);
+
+static void fwd_on_writable(struct stream *st)
+{
+	forward_request_body(st->owner);
+}
+
+static const struct stream_ops forward_stream_ops = {
+	.on_data = fwd_on_data,
+	.on_fin = fwd_on_fin,
+	.on_reset = fwd_on_reset,
+	.on_writable = fwd_on_writable,
+};
+
+/* ---- request: user -> origin ---- */
+
+static void forward_request_body(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+
+	while (!s->req_done && s->state == H_FORWARD) {
+		bool done = false;
+		ssize_t n = http_body_scan(&s->req_body, buf_head(&s->in), buf_used(&s->in), &done);
+		size_t room, k;
+
+		if (n < 0) {
+			reply_error(uc, 400, "malformed request body", NULL);
+			return;
+		}
+		room = stream_send_room(&uc->relay.stream);
+		k = MIN((size_t)n, room);
+		if (k && stream_write(&uc->relay.stream, buf_head(&s->in), k) < 0) {
+			relay_close(&uc->relay, "stream gone");
+			return;
+		}
+		buf_consume(&s->in, k);
+		if (k < (size_t)n) {
+			relay_read(&uc->relay, false);
+			stream_want_writable(&uc->relay.stream);
+			return;
+		}
+		if (done) {
+			s->req_done = true;
+			break;
+		}
+		if (!buf_used(&s->in)) {
+			if (s->user_eof) {
+				relay_close(&uc->relay, "client closed in the middle of the request");
+				return;
+			}
+			relay_read(&uc->relay, true);
+			return;
+		}
+	}
+	/* one request at a time: the next waits until this response is over */
+	relay_read(&uc->relay, false);
+}
+
+static bool listener_has_credentials(const struct user_conn *uc)
+{
+	return uc->listener_cfg->auth_username || uc->listener_cfg->auth_password;
+}
+
+static void handle_request(struct user_conn *uc, const struct http_head *head, size_t head_len)
+{
+	struct h_session *s = uc->proto;
+	struct http_credentials cred;
+	struct http_target t;
+	struct stream_target target;
+	char host[HTTP_MAX_HOST_BYTES + 1];
+	const char *why = NULL;
+	int ret;
+
+	ret = http_proxy_credentials(head, &cred, &why);
+	if (listener_has_credentials(uc) &&
+	    (ret < 0 || !proxy_check_credentials(uc->listener_cfg, cred.username,
+						  cred.username_len, cred.password,
+						  cred.password_len))) {
+		char peer[64];
+
+		net_format_peer(uc->relay.fd, peer, sizeof(peer));
+		log_warn("Proxy authentication failed", LF_S("proxy", "http"),
+			 LF_S("user", ret == 0 ? cred.username : ""), LF_S("remote_addr", peer));
+		explicit_bzero(&cred, sizeof(cred));
+		reply_error(uc, 407, "proxy authentication required", HTTP_PROXY_AUTH_CHALLENGE);
+		return;
+	}
+	if (ret < 0)
+		cred.username_len = 0; /* no credentials needed: default group */
+	explicit_bzero(cred.password, sizeof(cred.password));
+	if (http_parse_target(head, &t, &why) < 0) {
+		reply_error(uc, 400, why ? why : "bad request target", NULL);
+		return;
+	}
+	memset(&target, 0, sizeof(target));
+	target.port = t.port;
+	if (t.host_type == HTTP_HOST_IPV4 || t.host_type == HTTP_HOST_IPV6) {
+		target.addr_type = t.host_type == HTTP_HOST_IPV4 ? FRAME_ADDR_IPV4 : FRAME_ADDR_IPV6;
+		memcpy(target.addr, t.addr, sizeof(target.addr));
+	} else {
+		target.addr_type = FRAME_ADDR_DOMAIN;
+		memcpy(host, t.host.ptr, t.host.len);
+		host[t.host.len] = '\0';
+		target.domain = host;
+	}
+	s->method = head->method_kind;
+	s->connect = head->method_kind == HTTP_METHOD_CONNECT;
+	if (!s->connect) {
+		ssize_t n;
+
+		if (http_request_body(head, &s->req_body, &why) < 0) {
+			reply_error(uc, 400, why ? why : "bad request framing", NULL);
+			return;
+		}
+		s->client_keep_alive = http_request_keep_alive(head);
+		free(s->head_out);
+		s->head_out = malloc(head_len + 512);
+		if (!s->head_out) {
+			relay_close(&uc->relay, "out of memory");
+			return;
+		}
+		n = http_write_request_head(s->head_out, head_len + 512, head, &t);
+		if (n < 0) {
+			reply_error(uc, 431, "request head too large", NULL);
+			return;
+		}
+		s->head_out_len = (size_t)n;
+	}
+	buf_consume(&s->in, head_len);
+	set_state(s, H_WAIT_OPEN);
+	relay_read(&uc->relay, false);
+	proxy_open(uc, cred.username, cred.username_len, &target);
+}
+
+static void process_input(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+	struct http_head head;
+	const char *why = NULL;
+	ssize_t len;
+
+	if (s->state == H_FORWARD) {
+		forward_request_body(uc);
+		return;
+	}
+	if (s->state != H_HEAD || !buf_used(&s->in))
+		return;
+	len = http_parse_request(buf_head(&s->in), buf_used(&s->in), &head, &why);
+	if (len == 0) {
+		if (s->user_eof)
+			relay_close(&uc->relay, "client closed in the middle of a request head");
+		return;
+	}
+	if (len < 0) {
+		int status = http_error_status((int)len);
+
+		log_info("Bad request from user", LF_S("proxy", "http"),
+			 LF_S("error", why ? why : "malformed"));
+		reply_error(uc, status, why ? why : http_status_reason(status), NULL);
+		return;
+	}
+	proxy_deadline(uc, 0);
+	handle_request(uc, &head, (size_t)len);
+}
+
+static void http_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
+{
+	struct h_session *s = uc->proto;
+
+	if (s->state == H_DONE)
+		return;
+	if (n == 0) {
+		s->user_eof = true;
+		if (s->state == H_HEAD && !buf_used(&s->in))
+			relay_close_after_send(&uc->relay, "client closed");
+		else
+			process_input(uc);
+		return;
+	}
+	if (buf_append(&s->in, p, n) < 0) {
+		reply_error(uc, 431, "request head too large", NULL);
+		return;
+	}
+	process_input(uc);
+}
+
+static void http_open_result(struct user_conn *uc, uint8_t reason, const char *message)
+{
+	struct h_session *s = uc->proto;
+
+	if (reason) {
+		log_info("HTTP request failed", LF_S("reason", frame_open_reason_name(reason)),
+			 LF_S("error", message));
+		reply_error(uc, status_for_reason(reason),
+			    message[0] ? message : frame_open_reason_name(reason), NULL);
+		return;
+	}
+	if (s->connect) {
+		size_t early = buf_used(&s->in);
+
+		set_state(s, H_DONE);
+		relay_write(&uc->relay, HTTP_CONNECT_ESTABLISHED, strlen(HTTP_CONNECT_ESTABLISHED),
+			    0);
+		proxy_start_pump(uc, buf_head(&s->in), early);
+		buf_release(&s->in);
+		return;
+	}
+	proxy_deadline(uc, 0);
+	uc->relay.stream.ops = &forward_stream_ops;
+	if (stream_write(&uc->relay.stream, s->head_out, s->head_out_len) < 0) {
+		relay_close(&uc->relay, "stream gone");
+		return;
+	}
+	free(s->head_out);
+	s->head_out = NULL;
+	set_state(s, H_FORWARD);
+	forward_request_body(uc);
+}
+
+static void http_closed(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+
+	if (!s)
+		return;
+	buf_release(&s->in);
+	buf_release(&s->resp);
+	free(s->head_out);
+	free(s);
+	uc->proto = NULL;
+}
+
+const struct proxy_frontend http_frontend = {
+	.name = "http",
+	.on_open_result = http_open_result,
+	.on_socket_data = http_socket_data,
+	.on_closed = http_closed,
+};
+
+int http_session_start(struct user_conn *uc)
+{
+	struct h_session *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	buf_init(&s->in, H_IN_MAX);
+	buf_init(&s->resp, H_RESP_MAX);
+	uc->proto = s;
+	return 0;
+}

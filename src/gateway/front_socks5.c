@@ -1,0 +1,243 @@
+/*
+ * socks5.c — the gateway's SOCKS5 front end (RFC 1928, RFC 1929 auth).
+ *
+ * A resumable state machine over bytes the relay delivers in owner mode;
+ * nothing assumes one receive is one message. The success reply goes out
+ * only once the agent has connected to the target (OPEN_OK); a failure
+ * maps to its REP code.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/log.h"
+#include "anyproxy/net.h"
+#include "anyproxy/socks5.h"
+#include "anyproxy/username.h"
+#include "gateway.h"
+#include "proxy.h"
+
+enum s5_state { S5_GREETING, S5_AUTH, S5_REQUEST, S5_WAIT_OPEN, S5_RELAY, S5_FAILED };
+
+static const char *const s5_state_names[] = {
+	[S5_GREETING] = "greeting", [S5_AUTH] = "auth",   [S5_REQUEST] = "request",
+	[S5_WAIT_OPEN] = "wait-open", [S5_RELAY] = "relay", [S5_FAILED] = "failed",
+};
+
+/* Room for the largest auth and request messages plus early data. */
+#define S5_BUF_BYTES (SOCKS5_AUTH_MAX + SOCKS5_REQUEST_MAX + 256)
+
+struct s5_session {
+	enum s5_state state;
+	size_t len;
+	uint8_t buf[S5_BUF_BYTES];
+	size_t user_len;
+	char user[SOCKS5_NAME_MAX + 1];
+};
+
+static void set_state(struct user_conn *uc, struct s5_session *s, enum s5_state next)
+{
+	log_debug("SOCKS5 state", LF_S("from", s5_state_names[s->state]),
+		  LF_S("to", s5_state_names[next]));
+	s->state = next;
+}
+
+static void reply_and_close(struct user_conn *uc, const uint8_t *msg, size_t n, const char *why)
+{
+	struct s5_session *s = uc->proto;
+
+	set_state(uc, s, S5_FAILED);
+	relay_read(&uc->relay, false);
+	relay_write(&uc->relay, msg, n, 0);
+	relay_close_after_send(&uc->relay, why);
+}
+
+static void fail_request(struct user_conn *uc, uint8_t rep, const char *why)
+{
+	uint8_t msg[SOCKS5_REPLY_MAX];
+
+	reply_and_close(uc, msg, socks5_encode_reply(msg, rep, NULL), why);
+}
+
+static bool has_credentials(const struct user_conn *uc)
+{
+	return uc->listener_cfg->auth_username || uc->listener_cfg->auth_password;
+}
+
+static int on_greeting(struct user_conn *uc, struct s5_session *s, const uint8_t *p, size_t n)
+{
+	struct socks5_greeting g;
+	uint8_t msg[2];
+	int ret = socks5_parse_greeting(p, n, &g);
+
+	if (ret <= 0)
+		return ret;
+	/* Without credentials configured, 0x02 is still preferred when offered:
+	 * the user name selects the group. */
+	if (g.userpass) {
+		relay_write(&uc->relay, msg, socks5_encode_method(msg, SOCKS5_METHOD_USERPASS), 0);
+		set_state(uc, s, S5_AUTH);
+	} else if (g.no_auth && !has_credentials(uc)) {
+		relay_write(&uc->relay, msg, socks5_encode_method(msg, SOCKS5_METHOD_NO_AUTH), 0);
+		set_state(uc, s, S5_REQUEST);
+	} else {
+		log_info("SOCKS5 client offers no acceptable method", LF_S("proxy", "socks5"));
+		reply_and_close(uc, msg, socks5_encode_method(msg, SOCKS5_METHOD_NO_ACCEPTABLE),
+				"no acceptable authentication method");
+		return -EPERM;
+	}
+	return ret;
+}
+
+static int on_auth(struct user_conn *uc, struct s5_session *s, const uint8_t *p, size_t n)
+{
+	struct socks5_auth a;
+	struct username_parts parts;
+	uint8_t msg[2];
+	char group[FRAME_MAX_ID_LEN + 1];
+	int ret = socks5_parse_auth(p, n, &a);
+	bool ok;
+
+	if (ret <= 0)
+		return ret;
+	ok = proxy_check_credentials(uc->listener_cfg, a.username, a.username_len, a.password,
+				     a.password_len);
+	username_split(a.username, a.username_len, &parts);
+	if (!ok) {
+		char peer[64];
+
+		net_format_peer(uc->relay.fd, peer, sizeof(peer));
+		log_warn("Proxy authentication failed", LF_S("proxy", "socks5"),
+			 LF_S("user", a.username), LF_S("remote_addr", peer));
+		reply_and_close(uc, msg, socks5_encode_auth_status(msg, false),
+				"authentication failed");
+		explicit_bzero(&a, sizeof(a));
+		return -EPERM;
+	}
+	snprintf(group, sizeof(group), "%.*s", (int)MIN(parts.group_len, sizeof(group) - 1),
+		 parts.group);
+	log_info("SOCKS5 extracted user info", LF_S("username", a.username),
+		 LF_S("group_id", group));
+	memcpy(s->user, a.username, a.username_len + 1);
+	s->user_len = a.username_len;
+	explicit_bzero(&a, sizeof(a));
+	relay_write(&uc->relay, msg, socks5_encode_auth_status(msg, true), 0);
+	set_state(uc, s, S5_REQUEST);
+	return ret;
+}
+
+static int on_request(struct user_conn *uc, struct s5_session *s, const uint8_t *p, size_t n)
+{
+	struct socks5_request rq;
+	struct stream_target target;
+	int ret = socks5_parse_request(p, n, &rq);
+
+	if (ret == -EAFNOSUPPORT) {
+		fail_request(uc, SOCKS5_REP_ADDRESS_TYPE_NOT_SUPPORTED, "address type not supported");
+		return -EPERM;
+	}
+	if (ret <= 0)
+		return ret;
+	if (rq.command != SOCKS5_CMD_CONNECT) {
+		fail_request(uc, SOCKS5_REP_COMMAND_NOT_SUPPORTED, "command not supported");
+		return -EPERM;
+	}
+	if (rq.port == 0) {
+		fail_request(uc, SOCKS5_REP_HOST_UNREACHABLE, "port 0");
+		return -EPERM;
+	}
+	memset(&target, 0, sizeof(target));
+	target.addr_type = rq.addr_type; /* SOCKS5 ATYP values are the frame's */
+	memcpy(target.addr, rq.addr, sizeof(target.addr));
+	target.domain = rq.domain;
+	target.port = rq.port;
+	set_state(uc, s, S5_WAIT_OPEN);
+	relay_read(&uc->relay, false); /* early data waits in buf until the reply */
+	/* the request is consumed before proxy_open: its answer may come at once */
+	s->len -= (size_t)ret;
+	memmove(s->buf, s->buf + ret, s->len);
+	proxy_open(uc, s->user, s->user_len, &target);
+	return 0;
+}
+
+static void socks5_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
+{
+	struct s5_session *s = uc->proto;
+	int ret = 1;
+
+	if (n == 0) {
+		relay_close(&uc->relay, "client closed during the handshake");
+		return;
+	}
+	if (s->state >= S5_RELAY)
+		return;
+	if (n > sizeof(s->buf) - s->len) {
+		relay_close(&uc->relay, "SOCKS5 handshake too large");
+		return;
+	}
+	memcpy(s->buf + s->len, p, n);
+	s->len += n;
+	while (ret > 0 && s->len && s->state < S5_WAIT_OPEN) {
+		switch (s->state) {
+		case S5_GREETING:
+			ret = on_greeting(uc, s, s->buf, s->len);
+			break;
+		case S5_AUTH:
+			ret = on_auth(uc, s, s->buf, s->len);
+			break;
+		default:
+			ret = on_request(uc, s, s->buf, s->len);
+			break;
+		}
+		if (ret == -EPROTO) {
+			log_info("Malformed SOCKS5 message", LF_S("state", s5_state_names[s->state]));
+			relay_close(&uc->relay, "malformed SOCKS5 message");
+			return;
+		}
+		if (ret > 0) {
+			/* the auth message holds the password: wipe it, not just skip it */
+			explicit_bzero(s->buf, (size_t)ret);
+			s->len -= (size_t)ret;
+			memmove(s->buf, s->buf + ret, s->len);
+		}
+	}
+}
+
+static void socks5_open_result(struct user_conn *uc, uint8_t reason, const char *message)
+{
+	struct s5_session *s = uc->proto;
+	uint8_t msg[SOCKS5_REPLY_MAX];
+
+	if (reason) {
+		log_info("SOCKS5 request failed", LF_S("reason", frame_open_reason_name(reason)),
+			 LF_S("error", message));
+		fail_request(uc, socks5_reply_for_open_reason(reason), message);
+		return;
+	}
+	set_state(uc, s, S5_RELAY);
+	relay_write(&uc->relay, msg, socks5_encode_reply(msg, SOCKS5_REP_SUCCEEDED, NULL), 0);
+	/* early data the client sent after its request goes first */
+	proxy_start_pump(uc, s->buf, s->len);
+	free(uc->proto);
+	uc->proto = NULL;
+}
+
+static void socks5_closed(struct user_conn *uc)
+{
+	free(uc->proto);
+	uc->proto = NULL;
+}
+
+const struct proxy_frontend socks5_frontend = {
+	.name = "socks5",
+	.on_open_result = socks5_open_result,
+	.on_socket_data = socks5_socket_data,
+	.on_closed = socks5_closed,
+};
+
+int socks5_session_start(struct user_conn *uc)
+{
+	uc->proto = calloc(1, sizeof(struct s5_session));
+	return uc->proto ? 0 : -ENOMEM;
+}

@@ -1,0 +1,277 @@
+/* proxy.c — users' connections: accept, route by group, open, account
+ * (see proxy.h). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/log.h"
+#include "anyproxy/username.h"
+#include "gateway.h"
+#include "proxy.h"
+
+/* ---- life cycle ---- */
+
+static void user_socket_data(struct relay *r, const uint8_t *p, size_t n)
+{
+	struct user_conn *uc = container_of(r, struct user_conn, relay);
+
+	uc->fe->on_socket_data(uc, p, n);
+}
+
+static void user_closed(struct relay *r, const char *why)
+{
+	struct user_conn *uc = container_of(r, struct user_conn, relay);
+	struct gateway *gw = uc->gw;
+
+	timer_disarm(&gw->ring, &uc->deadline);
+	proxy_stream_done(uc);
+	log_debug("User connection closed", LF_S("proxy", uc->fe->name),
+		  LF_S("client_id", uc->client_id), LF_U("bytes_up", r->bytes_up),
+		  LF_U("bytes_down", r->bytes_down), LF_S("reason", why));
+	uc->fe->on_closed(uc);
+	if (uc->prev)
+		uc->prev->next = uc->next;
+	else
+		gw->users = uc->next;
+	if (uc->next)
+		uc->next->prev = uc->prev;
+	free(uc);
+	gw->nusers--;
+	gateway_maybe_exit(gw);
+}
+
+const struct relay_ops proxy_relay_ops = {
+	.on_socket_data = user_socket_data,
+	.on_closed = user_closed,
+};
+
+static void deadline_fire(struct ring *r, struct timer *t)
+{
+	struct user_conn *uc = container_of(t, struct user_conn, deadline);
+
+	log_info("User connection timed out", LF_S("proxy", uc->fe->name),
+		 LF_S("phase", uc->relay.stream.tunnel ? "waiting for the agent" : "handshake"));
+	relay_close(&uc->relay, "deadline passed");
+}
+
+void proxy_deadline(struct user_conn *uc, uint32_t ms)
+{
+	if (ms)
+		timer_arm(&uc->gw->ring, &uc->deadline, ms);
+	else
+		timer_disarm(&uc->gw->ring, &uc->deadline);
+}
+
+static void accept_user(struct listener *l, int fd, const struct proxy_frontend *fe,
+			const struct config_listener *cfg)
+{
+	struct gateway *gw = l->owner;
+	struct user_conn *uc;
+
+	if (gw->stopping) {
+		close(fd);
+		return;
+	}
+	uc = calloc(1, sizeof(*uc));
+	if (!uc) {
+		close(fd);
+		return;
+	}
+	uc->gw = gw;
+	uc->fe = fe;
+	uc->listener_cfg = cfg;
+	uc->next = gw->users;
+	if (gw->users)
+		gw->users->prev = uc;
+	gw->users = uc;
+	gw->nusers++;
+	timer_init(&uc->deadline, deadline_fire);
+	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
+	proxy_deadline(uc, PROXY_HANDSHAKE_TIMEOUT_MS);
+	if ((fe == &socks5_frontend ? socks5_session_start(uc) : http_session_start(uc)) < 0) {
+		relay_close(&uc->relay, "out of memory");
+		return;
+	}
+	relay_read(&uc->relay, true);
+}
+
+void proxy_accept_socks5(struct listener *l, int fd)
+{
+	struct gateway *gw = l->owner;
+
+	accept_user(l, fd, &socks5_frontend, &gw->cfg->socks5);
+}
+
+void proxy_accept_http(struct listener *l, int fd)
+{
+	struct gateway *gw = l->owner;
+
+	accept_user(l, fd, &http_frontend, &gw->cfg->http);
+}
+
+void proxy_close_all(struct gateway *gw, const char *why)
+{
+	struct user_conn *uc;
+
+	/* relay_close frees nothing synchronously: walking the list is safe */
+	for (uc = gw->users; uc; uc = uc->next)
+		relay_close(&uc->relay, why);
+}
+
+/* ---- authentication ---- */
+
+static bool secret_matches(const char *given, size_t len, const char *expected)
+{
+	return secret_equal(given, len, expected ? expected : "", expected ? strlen(expected) : 0);
+}
+
+bool proxy_check_credentials(const struct config_listener *l, const char *user, size_t user_len,
+			     const char *password, size_t password_len)
+{
+	struct username_parts parts;
+	int user_ok, pass_ok;
+
+	if (!l->auth_username && !l->auth_password)
+		return true;
+	username_split(user, user_len, &parts);
+	/* both comparisons always run */
+	user_ok = secret_matches(parts.base, parts.base_len, l->auth_username);
+	pass_ok = secret_matches(password, password_len, l->auth_password);
+	return user_ok & pass_ok;
+}
+
+/* ---- routing ---- */
+
+void proxy_format_target(const struct stream_target *t, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	switch (t->addr_type) {
+	case FRAME_ADDR_IPV4:
+		inet_ntop(AF_INET, t->addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, t->port);
+		break;
+	case FRAME_ADDR_IPV6:
+		inet_ntop(AF_INET6, t->addr, host, sizeof(host));
+		snprintf(buf, len, "[%s]:%u", host, t->port);
+		break;
+	default:
+		snprintf(buf, len, "%s:%u", t->domain, t->port);
+	}
+}
+
+static void user_open_result(struct stream *s, uint8_t reason, const char *message)
+{
+	struct user_conn *uc = s->owner;
+
+	uc->fe->on_open_result(uc, reason, message);
+}
+
+static int user_stream_data(struct stream *s, const uint8_t *p, size_t n)
+{
+	struct user_conn *uc = s->owner;
+
+	return relay_write(&uc->relay, p, n, n);
+}
+
+static void user_stream_fin(struct stream *s)
+{
+}
+
+static void user_stream_reset(struct stream *s, uint8_t reason, const char *why)
+{
+	struct user_conn *uc = s->owner;
+
+	relay_close(&uc->relay, why);
+}
+
+static void user_stream_writable(struct stream *s)
+{
+}
+
+/* Until the front end starts the pump, the stream's events come here. */
+static const struct stream_ops user_stream_ops = {
+	.on_data = user_stream_data,
+	.on_fin = user_stream_fin,
+	.on_reset = user_stream_reset,
+	.on_writable = user_stream_writable,
+	.on_open_result = user_open_result,
+};
+
+void proxy_open(struct user_conn *uc, const char *full_user, size_t full_user_len,
+		const struct stream_target *target_in)
+{
+	struct gateway *gw = uc->gw;
+	struct username_parts parts;
+	struct stream_target target = *target_in;
+	char user[FRAME_MAX_TEXT_LEN + 1], group[FRAME_MAX_ID_LEN + 1], shown[300];
+	struct reg_tunnel *rt;
+	struct gw_tunnel *gt;
+	bool fell_back;
+	int ret;
+
+	snprintf(user, sizeof(user), "%.*s", (int)MIN(full_user_len, sizeof(user) - 1), full_user);
+	username_split(user, strlen(user), &parts);
+	snprintf(group, sizeof(group), "%.*s", (int)MIN(parts.group_len, sizeof(group) - 1),
+		 parts.group);
+	proxy_format_target(&target, shown, sizeof(shown));
+	log_info("Gateway received request", LF_S("user", user), LF_S("group", group),
+		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
+	rt = registry_pick(&gw->registry, group, &fell_back);
+	if (!rt) {
+		char msg[160];
+
+		snprintf(msg, sizeof(msg), "no clients available in group '%s' or default group",
+			 group);
+		log_error(msg, LF_S("user", user), LF_S("group", group), LF_S("target", shown));
+		uc->fe->on_open_result(uc, FRAME_OPEN_NET_UNREACHABLE, msg);
+		return;
+	}
+	if (fell_back) {
+		log_warn("No clients available in group, falling back to default",
+			 LF_S("group", group));
+		log_info("Selected client from default group", LF_S("client_id", rt->client->id));
+	} else {
+		log_info("Selected client from group", LF_S("group", group),
+			 LF_S("client_id", rt->client->id));
+	}
+	gt = rt->owner;
+	target.user = parts.base_len ? user : "";
+	target.group = group;
+	ret = stream_open(&uc->relay.stream, gt->tunnel, &target, &user_stream_ops, uc);
+	if (ret < 0) {
+		uc->fe->on_open_result(uc, FRAME_OPEN_GENERAL, "tunnel busy or closing");
+		return;
+	}
+	snprintf(uc->client_id, sizeof(uc->client_id), "%s", rt->client->id);
+	uc->client = rt->client;
+	registry_client_get(uc->client);
+	uc->client->streams_active++;
+	uc->client->streams_total++;
+	uc->relay.count_up = &uc->client->bytes_out;
+	uc->relay.count_down = &uc->client->bytes_in;
+	proxy_deadline(uc, PROXY_OPEN_TIMEOUT_MS);
+}
+
+void proxy_stream_done(struct user_conn *uc)
+{
+	/* credit owed to the old stream must not flow to the next one */
+	uc->relay.out_stream_debt = 0;
+	uc->relay.count_up = NULL;
+	uc->relay.count_down = NULL;
+	if (!uc->client)
+		return;
+	uc->client->streams_active--;
+	registry_client_put(uc->client);
+	uc->client = NULL;
+}
+
+void proxy_start_pump(struct user_conn *uc, const uint8_t *first, size_t n)
+{
+	proxy_deadline(uc, 0);
+	relay_pump(&uc->relay, first, n);
+}

@@ -1,0 +1,101 @@
+/*
+ * proxy.h — users' connections on the gateway, shared by the SOCKS5 and
+ * HTTP front ends: routing by group, opening the stream, statistics.
+ *
+ *   accept -> protocol handshake (owner mode of the relay, under a deadline)
+ *          -> proxy_open(): authenticate already done, pick a tunnel of the
+ *             user's group (or the default group), send OPEN
+ *          -> the agent answers OPEN_OK / OPEN_FAIL -> protocol's reply
+ *          -> relay (pump mode, or HTTP forwarding)
+ */
+#ifndef ANYPROXY_GATEWAY_PROXY_H
+#define ANYPROXY_GATEWAY_PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "anyproxy/config.h"
+#include "anyproxy/frame.h"
+#include "anyproxy/registry.h"
+#include "anyproxy/relay.h"
+#include "anyproxy/stream.h"
+
+struct gateway;
+struct listener;
+
+#define PROXY_HANDSHAKE_TIMEOUT_MS 10000
+/* How long the gateway waits for the agent's OPEN_OK/OPEN_FAIL. Above the
+ * agents' default connect_timeout_ms, so the agent's own verdict wins. */
+#define PROXY_OPEN_TIMEOUT_MS 15000
+
+enum proxy_protocol { PROXY_SOCKS5, PROXY_HTTP };
+
+struct user_conn;
+
+/* What a front end does when its stream's OPEN is answered. */
+struct proxy_frontend {
+	const char *name; /* "socks5", "http" */
+	/* reason 0: the target is connected; otherwise the FRAME_OPEN_* reason
+	 * (FRAME_OPEN_NET_UNREACHABLE: no agent in the group or the default
+	 * group). */
+	void (*on_open_result)(struct user_conn *uc, uint8_t reason, const char *message);
+	/* socket bytes in owner mode (handshake, HTTP forwarding) */
+	void (*on_socket_data)(struct user_conn *uc, const uint8_t *p, size_t n);
+	/* the relay finished; free protocol state (not uc itself) */
+	void (*on_closed)(struct user_conn *uc);
+};
+
+struct user_conn {
+	struct relay relay;
+	struct gateway *gw;
+	const struct proxy_frontend *fe;
+	const struct config_listener *listener_cfg;
+	struct timer deadline;
+	struct reg_client *client; /* referenced while counted in its statistics */
+	char client_id[FRAME_MAX_ID_LEN + 1];
+	void *proto; /* front end's state (handshake buffer, HTTP state) */
+	struct user_conn *prev, *next; /* gateway's list, for shutdown */
+};
+
+/* Close every user connection (shutdown deadline). */
+void proxy_close_all(struct gateway *gw, const char *why);
+
+/* The relay callbacks every front end installs. */
+extern const struct relay_ops proxy_relay_ops;
+
+/* Accept callbacks for the listeners. */
+void proxy_accept_socks5(struct listener *l, int fd);
+void proxy_accept_http(struct listener *l, int fd);
+
+/* Route the user to a tunnel of its group and send OPEN for target. The
+ * result arrives through fe->on_open_result (also for "no agent", at once).
+ * full_user is the user name as given ("user.group"). */
+void proxy_open(struct user_conn *uc, const char *full_user, size_t full_user_len,
+		const struct stream_target *target);
+
+/* The stream of this request is over (HTTP forwarding moves on to the
+ * next request): stop counting it in its client's statistics. */
+void proxy_stream_done(struct user_conn *uc);
+
+/* The OPEN was answered with success: start pumping (SOCKS5, CONNECT). */
+void proxy_start_pump(struct user_conn *uc, const uint8_t *first, size_t n);
+
+/* Arm or stop the handshake deadline (on expiry the connection closes). */
+void proxy_deadline(struct user_conn *uc, uint32_t ms);
+
+/* Authenticate base user name and password against a listener's
+ * credentials, in constant time. A listener without credentials admits
+ * everyone. */
+bool proxy_check_credentials(const struct config_listener *l, const char *user, size_t user_len,
+			     const char *password, size_t password_len);
+
+/* "1.2.3.4:80", "[::1]:80" or "name:80" for logs. */
+void proxy_format_target(const struct stream_target *t, char *buf, size_t len);
+
+/* socks5.c / http.c in this folder */
+extern const struct proxy_frontend socks5_frontend;
+extern const struct proxy_frontend http_frontend;
+int socks5_session_start(struct user_conn *uc);
+int http_session_start(struct user_conn *uc);
+
+#endif

@@ -1,0 +1,401 @@
+/* relay.c — a socket paired with a stream (see relay.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/log.h"
+#include "anyproxy/relay.h"
+
+static void relay_arm_recv(struct relay *r);
+static void relay_arm_send(struct relay *r);
+
+/* ---- teardown ---- */
+
+static void relay_release(struct relay *r)
+{
+	if (!r->closing || r->inflight)
+		return;
+	close(r->fd);
+	r->fd = -1;
+	buf_release(&r->out);
+	buf_release(&r->sending);
+	buf_release(&r->pending);
+	r->ops->on_closed(r, r->why);
+}
+
+static void close_done(struct ring *ring, struct ring_op *op, int res, uint32_t flags)
+{
+	struct relay *r = container_of(op, struct relay, close_op);
+
+	r->inflight--;
+	relay_release(r);
+}
+
+static void relay_finish(struct relay *r, const char *why, bool abort)
+{
+	struct io_uring_sqe *sqe;
+
+	if (r->closing)
+		return;
+	r->closing = true;
+	if (why != r->why)
+		snprintf(r->why, sizeof(r->why), "%s", why);
+	if (r->stream.tunnel) {
+		if (abort)
+			stream_reset(&r->stream, FRAME_OPEN_GENERAL);
+		else
+			stream_detach(&r->stream);
+	}
+	if (abort) {
+		/* the user or target sees a reset, not a clean end */
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+		setsockopt(r->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	shutdown(r->fd, SHUT_RDWR);
+	if (r->recv_armed || r->send_armed)
+		ring_cancel_fd(r->ring, r->fd);
+	/* free in a completion, never under the caller */
+	sqe = ring_get_sqe(r->ring);
+	io_uring_prep_nop(sqe);
+	r->close_op.cb = close_done;
+	ring_sqe_set_op(sqe, &r->close_op);
+	r->inflight++;
+}
+
+void relay_close(struct relay *r, const char *why)
+{
+	relay_finish(r, why, true);
+}
+
+/* Pump mode: both directions are done. */
+static void relay_check_done(struct relay *r)
+{
+	if (!r->pumping || r->closing)
+		return;
+	if (r->sock_eof && r->stream.fin_sent && r->stream.fin_received && r->shut_wr &&
+	    !buf_used(&r->out) && !buf_used(&r->sending))
+		relay_finish(r, "closed by both sides", false);
+}
+
+/* ---- socket -> stream ---- */
+
+/* Move pending socket bytes into the stream as far as room allows. */
+static int pump_pending(struct relay *r)
+{
+	size_t n = buf_used(&r->pending);
+	size_t room;
+
+	if (!n)
+		return 0;
+	room = stream_send_room(&r->stream);
+	if (room < n) {
+		if (room && stream_write(&r->stream, buf_head(&r->pending), room) < 0)
+			return -EPIPE;
+		buf_consume(&r->pending, room);
+		stream_want_writable(&r->stream);
+		return 1;
+	}
+	if (stream_write(&r->stream, buf_head(&r->pending), n) < 0)
+		return -EPIPE;
+	buf_consume(&r->pending, n);
+	buf_release(&r->pending);
+	return 0;
+}
+
+static void socket_eof(struct relay *r)
+{
+	r->sock_eof = true;
+	if (!r->pumping) {
+		r->ops->on_socket_data(r, NULL, 0);
+		return;
+	}
+	if (buf_used(&r->pending))
+		return; /* FIN goes after the pending bytes */
+	stream_send_fin(&r->stream);
+	relay_check_done(r);
+}
+
+static void recv_done(struct ring *ring, struct ring_op *op, int res, uint32_t flags)
+{
+	struct relay *r = container_of(op, struct relay, recv_op);
+	int bid = bufring_cqe_bid(flags);
+
+	r->inflight--;
+	r->recv_armed = false;
+	if (r->closing || res < 0 || res == 0) {
+		if (bid >= 0)
+			bufring_recycle(r->bufs, (uint16_t)bid);
+		if (r->closing) {
+			relay_release(r);
+		} else if (res == -ENOBUFS) {
+			/* every buffer is taken this instant: try again */
+			relay_arm_recv(r);
+		} else if (res == 0) {
+			socket_eof(r);
+		} else {
+			char why[96];
+
+			snprintf(why, sizeof(why), "socket receive failed: %s", strerror(-res));
+			relay_close(r, why);
+		}
+		return;
+	}
+	r->bytes_up += (uint64_t)res;
+	if (r->count_up)
+		*r->count_up += (uint64_t)res;
+	if (!r->pumping) {
+		r->ops->on_socket_data(r, bufring_addr(r->bufs, (uint16_t)bid), (size_t)res);
+		bufring_recycle(r->bufs, (uint16_t)bid);
+	} else if (!buf_used(&r->pending) && stream_send_room(&r->stream) >= (size_t)res) {
+		/* fast path: straight from the receive buffer into the tunnel */
+		int ret = stream_write(&r->stream, bufring_addr(r->bufs, (uint16_t)bid),
+				       (size_t)res);
+
+		bufring_recycle(r->bufs, (uint16_t)bid);
+		if (ret < 0) {
+			relay_close(r, "stream gone");
+			return;
+		}
+	} else {
+		int ret = buf_append(&r->pending, bufring_addr(r->bufs, (uint16_t)bid),
+				     (size_t)res);
+
+		bufring_recycle(r->bufs, (uint16_t)bid);
+		if (ret < 0 || pump_pending(r) < 0) {
+			relay_close(r, "stream gone");
+			return;
+		}
+	}
+	relay_arm_recv(r);
+}
+
+static void relay_arm_recv(struct relay *r)
+{
+	size_t len = BUFRING_BUF_SIZE;
+
+	if (r->recv_armed || r->closing || r->sock_eof)
+		return;
+	if (r->pumping) {
+		if (buf_used(&r->pending))
+			return; /* waiting for room */
+		len = stream_send_room(&r->stream);
+		if (!len) {
+			stream_want_writable(&r->stream);
+			return;
+		}
+	} else if (!r->reading) {
+		return;
+	}
+	r->recv_op.cb = recv_done;
+	bufring_prep_recv(r->bufs, r->ring, &r->recv_op, r->fd, len);
+	r->recv_armed = true;
+	r->inflight++;
+}
+
+void relay_read(struct relay *r, bool on)
+{
+	r->reading = on;
+	if (on)
+		relay_arm_recv(r);
+	/* turning it off lets an armed receive complete; its data is still
+	 * delivered (the owner buffers at most one receive) */
+}
+
+/* ---- stream -> socket ---- */
+
+static size_t queued_out(const struct relay *r)
+{
+	return buf_used(&r->out) + buf_used(&r->sending);
+}
+
+static void return_credit(struct relay *r, size_t sent)
+{
+	size_t c = MIN(sent, r->out_stream_debt);
+
+	if (!queued_out(r))
+		c = r->out_stream_debt; /* drained: whatever rewriting did, all is out */
+	r->out_stream_debt -= c;
+	if (c && r->stream.tunnel)
+		stream_consumed(&r->stream, c);
+}
+
+static void after_send_drained(struct relay *r)
+{
+	bool shut = r->pumping ? r->stream.fin_received : r->shut_after_send;
+
+	if (r->close_after_send && !queued_out(r)) {
+		relay_finish(r, r->why, false);
+		return;
+	}
+	if (queued_out(r) || r->shut_wr || !shut)
+		return;
+	shutdown(r->fd, SHUT_WR);
+	r->shut_wr = true;
+	relay_check_done(r);
+}
+
+static void send_done(struct ring *ring, struct ring_op *op, int res, uint32_t flags)
+{
+	struct relay *r = container_of(op, struct relay, send_op);
+
+	r->inflight--;
+	r->send_armed = false;
+	if (r->closing) {
+		relay_release(r);
+		return;
+	}
+	if (res < 0) {
+		char why[96];
+
+		snprintf(why, sizeof(why), "socket send failed: %s", strerror(-res));
+		relay_close(r, why);
+		return;
+	}
+	buf_consume(&r->sending, (size_t)res);
+	r->bytes_down += (uint64_t)res;
+	if (r->count_down)
+		*r->count_down += (uint64_t)res;
+	return_credit(r, (size_t)res);
+	if (queued_out(r)) {
+		relay_arm_send(r);
+		return;
+	}
+	buf_release(&r->sending);
+	buf_release(&r->out);
+	after_send_drained(r);
+}
+
+static void relay_arm_send(struct relay *r)
+{
+	if (r->send_armed || r->closing)
+		return;
+	if (!buf_used(&r->sending) && buf_used(&r->out)) {
+		/* the kernel owns `sending` until the completion; new bytes go
+		 * to `out` meanwhile */
+		struct buf tmp = r->sending;
+
+		r->sending = r->out;
+		r->out = tmp;
+	}
+	if (!buf_used(&r->sending))
+		return;
+	r->send_op.cb = send_done;
+	ring_prep_send(r->ring, &r->send_op, r->fd, buf_head(&r->sending), buf_used(&r->sending));
+	r->send_armed = true;
+	r->inflight++;
+}
+
+int relay_write(struct relay *r, const void *p, size_t n, size_t stream_bytes)
+{
+	int ret;
+
+	if (r->closing || r->shut_wr)
+		return -EPIPE;
+	ret = buf_append(&r->out, p, n);
+	if (ret < 0)
+		return ret;
+	r->out_stream_debt += stream_bytes;
+	relay_arm_send(r);
+	return 0;
+}
+
+void relay_close_after_send(struct relay *r, const char *why)
+{
+	if (r->closing)
+		return;
+	snprintf(r->why, sizeof(r->why), "%s", why);
+	r->close_after_send = true;
+	r->reading = false;
+	if (r->stream.tunnel)
+		stream_reset(&r->stream, FRAME_OPEN_GENERAL);
+	after_send_drained(r);
+}
+
+void relay_shutdown_write(struct relay *r)
+{
+	r->shut_after_send = true;
+	after_send_drained(r);
+}
+
+/* ---- pump mode: the stream's events ---- */
+
+static int pump_on_data(struct stream *s, const uint8_t *p, size_t n)
+{
+	struct relay *r = s->owner;
+
+	return relay_write(r, p, n, n);
+}
+
+static void pump_on_fin(struct stream *s)
+{
+	struct relay *r = s->owner;
+
+	after_send_drained(r);
+	relay_check_done(r);
+}
+
+static void pump_on_reset(struct stream *s, uint8_t reason, const char *why)
+{
+	struct relay *r = s->owner;
+
+	relay_close(r, why);
+}
+
+static void pump_on_writable(struct stream *s)
+{
+	struct relay *r = s->owner;
+	int ret = pump_pending(r);
+
+	if (ret < 0) {
+		relay_close(r, "stream gone");
+		return;
+	}
+	if (ret == 0 && r->sock_eof && !r->stream.fin_sent) {
+		stream_send_fin(&r->stream);
+		relay_check_done(r);
+		return;
+	}
+	relay_arm_recv(r);
+}
+
+const struct stream_ops relay_pump_ops = {
+	.on_data = pump_on_data,
+	.on_fin = pump_on_fin,
+	.on_reset = pump_on_reset,
+	.on_writable = pump_on_writable,
+};
+
+void relay_pump(struct relay *r, const uint8_t *first, size_t n)
+{
+	r->pumping = true;
+	r->stream.ops = &relay_pump_ops;
+	r->stream.owner = r;
+	if (n && buf_append(&r->pending, first, n) < 0) {
+		relay_close(r, "out of memory");
+		return;
+	}
+	pump_on_writable(&r->stream);
+	after_send_drained(r);
+}
+
+void relay_init(struct relay *r, struct ring *ring, struct bufring *bufs, int fd,
+		const struct relay_ops *ops)
+{
+	struct stream keep = r->stream;
+
+	/* the stream may already be linked (the agent accepts it before the
+	 * target is connected): everything else starts from zero */
+	memset(r, 0, sizeof(*r));
+	r->stream = keep;
+	r->ring = ring;
+	r->bufs = bufs;
+	r->fd = fd;
+	r->ops = ops;
+	buf_init(&r->out, RELAY_OUT_MAX);
+	buf_init(&r->sending, RELAY_OUT_MAX);
+	buf_init(&r->pending, RELAY_PENDING_MAX);
+}

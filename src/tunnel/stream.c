@@ -1,0 +1,356 @@
+/* stream.c — streams inside a tunnel: ids, credit, FIN, RST (see stream.h). */
+#include <errno.h>
+#include <string.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/log.h"
+#include "anyproxy/stream.h"
+#include "anyproxy/tunnel.h"
+
+/* Return credit once a quarter of the window was consumed: few WINDOW
+ * frames, and the sender never runs dry on a fast path. */
+#define STREAM_WINDOW_UPDATE_DIVISOR 4
+
+static struct stream *find(struct tunnel *t, uint32_t id)
+{
+	struct stream *s;
+
+	HASH_FIND(hh, t->streams, &id, sizeof(id), s);
+	return s;
+}
+
+static void link_stream(struct tunnel *t, struct stream *s)
+{
+	HASH_ADD(hh, t->streams, id, sizeof(s->id), s);
+	t->nstreams++;
+	s->tunnel = t;
+}
+
+static void unwait(struct stream *s)
+{
+	struct tunnel *t = s->tunnel;
+
+	if (!s->waiting_writable)
+		return;
+	if (s->wait_prev)
+		s->wait_prev->wait_next = s->wait_next;
+	else
+		t->waiters_head = s->wait_next;
+	if (s->wait_next)
+		s->wait_next->wait_prev = s->wait_prev;
+	else
+		t->waiters_tail = s->wait_prev;
+	s->wait_prev = s->wait_next = NULL;
+	s->waiting_writable = false;
+}
+
+void stream_detach(struct stream *s)
+{
+	struct tunnel *t = s->tunnel;
+
+	if (!t)
+		return;
+	unwait(s);
+	HASH_DELETE(hh, t->streams, s);
+	t->nstreams--;
+	s->tunnel = NULL;
+}
+
+static int send_simple(struct stream *s, uint8_t type)
+{
+	struct frame f = { .type = type, .stream_id = s->id };
+
+	return tunnel_send(s->tunnel, &f);
+}
+
+int stream_open(struct stream *s, struct tunnel *t, const struct stream_target *target,
+		const struct stream_ops *ops, void *owner)
+{
+	struct frame f = { .type = FRAME_OPEN };
+	uint32_t id;
+	int ret;
+
+	if (t->state != TUNNEL_OPEN)
+		return -EPIPE;
+	memset(s, 0, sizeof(*s));
+	/* ids wrap and skip live ones, so a late frame never hits a new stream */
+	do {
+		id = t->next_stream_id++;
+		if (t->next_stream_id == 0)
+			t->next_stream_id = 1;
+	} while (id == 0 || find(t, id));
+	s->id = id;
+	s->ops = ops;
+	s->owner = owner;
+	s->recv_window = STREAM_WINDOW_BYTES;
+	f.stream_id = id;
+	f.open.window = s->recv_window;
+	f.open.addr_type = target->addr_type;
+	memcpy(f.open.addr, target->addr, sizeof(f.open.addr));
+	if (target->addr_type == FRAME_ADDR_DOMAIN)
+		f.open.domain = (struct frame_str){ (const uint8_t *)target->domain,
+						    strlen(target->domain) };
+	f.open.port = target->port;
+	f.open.user = (struct frame_str){ (const uint8_t *)target->user, strlen(target->user) };
+	f.open.group = (struct frame_str){ (const uint8_t *)target->group, strlen(target->group) };
+	ret = tunnel_send(t, &f);
+	if (ret < 0)
+		return ret;
+	link_stream(t, s);
+	return 0;
+}
+
+int stream_accept(struct stream *s, struct tunnel *t, uint32_t id, uint32_t peer_window,
+		  const struct stream_ops *ops, void *owner)
+{
+	if (find(t, id))
+		return -EEXIST;
+	memset(s, 0, sizeof(*s));
+	s->id = id;
+	s->ops = ops;
+	s->owner = owner;
+	s->send_credit = peer_window;
+	s->recv_window = STREAM_WINDOW_BYTES;
+	link_stream(t, s);
+	return 0;
+}
+
+int stream_open_ok(struct stream *s)
+{
+	struct frame f = { .type = FRAME_OPEN_OK, .stream_id = s->id };
+
+	if (!s->tunnel)
+		return -EPIPE;
+	f.open_ok.window = s->recv_window;
+	s->open = true;
+	return tunnel_send(s->tunnel, &f);
+}
+
+void stream_open_fail(struct stream *s, uint8_t reason, const char *message)
+{
+	struct frame f = { .type = FRAME_OPEN_FAIL, .stream_id = s->id };
+
+	if (!s->tunnel)
+		return;
+	f.open_fail.reason = reason;
+	f.open_fail.message = (struct frame_str){ (const uint8_t *)message,
+						  MIN(strlen(message), (size_t)FRAME_MAX_TEXT_LEN) };
+	tunnel_send(s->tunnel, &f);
+	stream_detach(s);
+}
+
+size_t stream_send_room(const struct stream *s)
+{
+	size_t queued;
+
+	if (!s->tunnel || !s->open || s->fin_sent)
+		return 0;
+	queued = tunnel_queued(s->tunnel);
+	if (queued >= TUNNEL_OUT_BUDGET)
+		return 0;
+	return MIN((size_t)s->send_credit, TUNNEL_OUT_BUDGET - queued);
+}
+
+int stream_write(struct stream *s, const uint8_t *p, size_t n)
+{
+	struct frame f = { .type = FRAME_DATA };
+	int ret;
+
+	if (!s->tunnel || s->fin_sent)
+		return -EPIPE;
+	if (n > s->send_credit)
+		return -ENOBUFS;
+	f.stream_id = s->id;
+	while (n) {
+		size_t chunk = MIN(n, (size_t)FRAME_MAX_PAYLOAD);
+
+		f.data.ptr = p;
+		f.data.len = chunk;
+		ret = tunnel_send(s->tunnel, &f);
+		if (ret < 0)
+			return ret;
+		s->send_credit -= (uint32_t)chunk;
+		s->bytes_sent += chunk;
+		p += chunk;
+		n -= chunk;
+	}
+	return 0;
+}
+
+void stream_consumed(struct stream *s, size_t n)
+{
+	struct frame f = { .type = FRAME_WINDOW };
+
+	s->recv_consumed += (uint32_t)n;
+	if (!s->tunnel || s->fin_received ||
+	    s->recv_consumed < s->recv_window / STREAM_WINDOW_UPDATE_DIVISOR)
+		return;
+	f.stream_id = s->id;
+	f.window.increment = s->recv_consumed;
+	if (tunnel_send(s->tunnel, &f) == 0) {
+		s->recv_unreturned -= s->recv_consumed;
+		s->recv_consumed = 0;
+	}
+}
+
+void stream_want_writable(struct stream *s)
+{
+	struct tunnel *t = s->tunnel;
+
+	if (!t || s->waiting_writable)
+		return;
+	s->waiting_writable = true;
+	s->wait_next = NULL;
+	s->wait_prev = t->waiters_tail;
+	if (t->waiters_tail)
+		t->waiters_tail->wait_next = s;
+	else
+		t->waiters_head = s;
+	t->waiters_tail = s;
+}
+
+int stream_send_fin(struct stream *s)
+{
+	int ret;
+
+	if (!s->tunnel)
+		return -EPIPE;
+	if (s->fin_sent)
+		return 0;
+	ret = send_simple(s, FRAME_FIN);
+	if (ret == 0)
+		s->fin_sent = true;
+	return ret;
+}
+
+void stream_reset(struct stream *s, uint8_t reason)
+{
+	struct frame f = { .type = FRAME_RST };
+
+	if (!s->tunnel)
+		return;
+	f.stream_id = s->id;
+	f.rst.reason = reason;
+	tunnel_send(s->tunnel, &f);
+	stream_detach(s);
+}
+
+/* ---- frames from the peer ---- */
+
+static void message_copy(char *dst, size_t cap, const struct frame_str *m)
+{
+	size_t n = MIN(m->len, cap - 1);
+
+	memcpy(dst, m->ptr, n);
+	dst[n] = '\0';
+}
+
+int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **why)
+{
+	struct stream *s;
+	char msg[FRAME_MAX_TEXT_LEN + 1];
+
+	if (f->stream_id == 0)
+		return 0; /* tunnel-level WINDOW: no meaning in v1 */
+	s = find(t, f->stream_id);
+	if (!s)
+		return 0; /* raced with our RST or OPEN_FAIL: drop */
+	switch (f->type) {
+	case FRAME_OPEN_OK:
+		if (s->open || !s->ops->on_open_result) {
+			*why = "unexpected OPEN_OK";
+			return -EPROTO;
+		}
+		s->open = true;
+		s->send_credit = f->open_ok.window;
+		s->ops->on_open_result(s, 0, "");
+		return 0;
+	case FRAME_OPEN_FAIL:
+		if (s->open || !s->ops->on_open_result) {
+			*why = "unexpected OPEN_FAIL";
+			return -EPROTO;
+		}
+		message_copy(msg, sizeof(msg), &f->open_fail.message);
+		stream_detach(s);
+		s->ops->on_open_result(s, f->open_fail.reason ? f->open_fail.reason
+							    : FRAME_OPEN_GENERAL,
+				       msg);
+		return 0;
+	case FRAME_DATA:
+		if (!s->open || s->fin_received) {
+			*why = s->fin_received ? "DATA after FIN" : "DATA before OPEN_OK";
+			return -EPROTO;
+		}
+		if (f->data.len > s->recv_window - s->recv_unreturned) {
+			*why = "DATA beyond the granted window";
+			return -EPROTO;
+		}
+		s->recv_unreturned += (uint32_t)f->data.len;
+		s->bytes_received += f->data.len;
+		if (s->ops->on_data(s, f->data.ptr, f->data.len) < 0)
+			stream_reset(s, FRAME_OPEN_GENERAL);
+		return 0;
+	case FRAME_WINDOW:
+		if ((uint64_t)s->send_credit + f->window.increment > UINT32_MAX) {
+			*why = "WINDOW overflows the credit";
+			return -EPROTO;
+		}
+		s->send_credit += f->window.increment;
+		if (s->waiting_writable && stream_send_room(s)) {
+			unwait(s);
+			s->ops->on_writable(s);
+		}
+		return 0;
+	case FRAME_FIN:
+		if (!s->open || s->fin_received) {
+			*why = s->fin_received ? "second FIN" : "FIN before OPEN_OK";
+			return -EPROTO;
+		}
+		s->fin_received = true;
+		s->ops->on_fin(s);
+		return 0;
+	case FRAME_RST:
+		stream_detach(s);
+		s->ops->on_reset(s, f->rst.reason, "reset by peer");
+		return 0;
+	default:
+		*why = "not a stream frame";
+		return -EPROTO;
+	}
+}
+
+void stream_tunnel_closed(struct tunnel *t, const char *why)
+{
+	struct stream *s, *tmp;
+
+	HASH_ITER(hh, t->streams, s, tmp) {
+		stream_detach(s);
+		if (!s->open && s->ops->on_open_result)
+			s->ops->on_open_result(s, FRAME_OPEN_GENERAL, why);
+		else
+			s->ops->on_reset(s, FRAME_OPEN_GENERAL, why);
+	}
+}
+
+void stream_tunnel_writable(struct tunnel *t)
+{
+	struct stream *list = t->waiters_head;
+
+	/* Take the whole list: a woken stream that fills the budget again, or
+	 * still lacks credit, queues itself anew and is not revisited here. */
+	t->waiters_head = t->waiters_tail = NULL;
+	while (list) {
+		struct stream *s = list;
+
+		list = s->wait_next;
+		s->wait_prev = s->wait_next = NULL;
+		s->waiting_writable = false;
+		if (!stream_send_room(s)) {
+			stream_want_writable(s);
+			continue;
+		}
+		s->ops->on_writable(s);
+		if (t->state == TUNNEL_CLOSING)
+			return; /* the rest were reset by stream_tunnel_closed() */
+	}
+}
