@@ -14,8 +14,8 @@
 
 #include "anyproxy/ring.h"
 
-#define BUFRING_ENTRIES 256
-#define BUFRING_BUF_SIZE (16 * 1024)
+#define BUFRING_ENTRIES 64
+#define BUFRING_BUF_SIZE (64 * 1024)
 
 struct bufring {
 	struct io_uring_buf_ring *br;

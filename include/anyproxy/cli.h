@@ -14,6 +14,9 @@
 #define CLI_EXIT_FAILURE 1 /* runtime failure */
 #define CLI_EXIT_CONFIG 2  /* bad command line or configuration */
 
+#define CLI_MALLOC_TRIM_BYTES (64 * 1024 * 1024)
+#define CLI_MALLOC_MMAP_BYTES (8 * 1024 * 1024)
+
 struct cli_program {
 	const char *name;           /* "anyproxy-gateway" */
 	enum config_program config; /* which sections it reads */

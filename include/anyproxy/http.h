@@ -328,7 +328,8 @@ ssize_t http_write_response_head(uint8_t *out, size_t cap, const struct http_hea
  * (http_status_reason, else -EINVAL), extra_field if not NULL (one
  * "Name: value" without line end, e.g. HTTP_PROXY_AUTH_CHALLENGE; CR or LF
  * in it is -EINVAL), Content-Type text/plain, Content-Length, Connection,
- * then body_text plus a newline as the body. Returns the length or -ENOSPC.
+ * then body_text (NULL: the reason phrase) plus a newline as the body.
+ * Returns the length or -ENOSPC.
  */
 ssize_t http_write_error(uint8_t *out, size_t cap, int status, const char *body_text,
 			 const char *extra_field, bool keep_alive);

@@ -58,10 +58,14 @@ static void link_retry(struct agent_link *l, const char *why)
 		return;
 	}
 	if (l->stay_away) {
+		/* replaced by another process with our client_id: wait the whole
+		 * cap, so two such processes alternate at most once per cap */
 		backoff_saturate(&l->backoff);
 		l->stay_away = false;
+		ceiling = delay = backoff_ceiling(&l->backoff);
+	} else {
+		delay = backoff_next(&l->backoff, &ceiling);
 	}
-	delay = backoff_next(&l->backoff, &ceiling);
 	l->state = LINK_WAIT;
 	log_warn("Reconnecting to gateway", LF_U("replica", l->replica), LF_S("reason", why),
 		 LF_U("attempt", l->backoff.attempt), LF_U("delay_ms", delay),

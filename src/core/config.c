@@ -694,6 +694,7 @@ struct load_ctx {
 	FILE *file;
 	int line;       /* of the line inih is parsing */
 	int read_errno; /* reading the file failed with this */
+	const char *section; /* the section the lines belong to, for errors */
 	struct key_origin origins[ARRAY_SIZE(config_keys)];
 };
 
@@ -938,8 +939,10 @@ static int check_section_header(struct load_ctx *ctx, const char *line)
 			return fail_line(ctx, "unexpected text after ']' of a section header");
 	}
 	section = find_section(name, len);
-	if (section && (section->programs & ctx->program))
+	if (section && (section->programs & ctx->program)) {
+		ctx->section = section->name;
 		return 0;
+	}
 
 	snprintf(name_copy, sizeof(name_copy), "%.*s", (int)MIN(len, sizeof(name_copy) - 1),
 		 name);
@@ -974,6 +977,29 @@ static int check_section_header(struct load_ctx *ctx, const char *line)
  */
 #define LINE_TOO_LONG "line too long (max " XSTR(CONFIG_LINE_MAX_BYTES) " bytes)"
 
+/* An over-long line: name its key when the line starts like "key = ". */
+static void fail_long_line(struct load_ctx *ctx, const char *start, size_t n)
+{
+	struct key_origin here = { ORIGIN_FILE, ctx->line };
+	size_t i = 0, key_len;
+	char key[SHOWN_BYTES];
+
+	while (i < n && isspace((unsigned char)start[i]))
+		i++;
+	key_len = 0;
+	while (i + key_len < n && (isalnum((unsigned char)start[i + key_len]) ||
+				   start[i + key_len] == '_') &&
+	       key_len < sizeof(key) - 1)
+		key_len++;
+	if (key_len && ctx->section && memchr(start + i + key_len, '=', n - i - key_len)) {
+		memcpy(key, start + i, key_len);
+		key[key_len] = '\0';
+		fail(ctx, &here, NULL, "[%s] %s: %s", ctx->section, key, LINE_TOO_LONG);
+		return;
+	}
+	fail_line(ctx, LINE_TOO_LONG);
+}
+
 static char *read_config_line(char *str, int num, void *stream)
 {
 	struct load_ctx *ctx = stream;
@@ -996,7 +1022,7 @@ static char *read_config_line(char *str, int num, void *stream)
 	ctx->line++;
 	for (; c != EOF && c != '\n'; c = getc(ctx->file)) {
 		if (n > CONFIG_LINE_MAX_BYTES) { /* room for a '\r' beyond the limit */
-			fail_line(ctx, LINE_TOO_LONG);
+			fail_long_line(ctx, str, n);
 			return NULL;
 		}
 		has_nul |= c == '\0';
@@ -1008,7 +1034,7 @@ static char *read_config_line(char *str, int num, void *stream)
 	}
 	content_len = n > 0 && str[n - 1] == '\r' ? n - 1 : n;
 	if (content_len > CONFIG_LINE_MAX_BYTES) {
-		fail_line(ctx, LINE_TOO_LONG);
+		fail_long_line(ctx, str, content_len);
 		return NULL;
 	}
 	if (has_nul) {

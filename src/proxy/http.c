@@ -770,8 +770,6 @@ int http_basic_decode(const uint8_t *value, size_t len, struct http_credentials 
 		return fail(why, -EOPNOTSUPP, "Proxy-Authorization scheme is not Basic");
 	for (i = scheme; i < len && value[i] == ' '; i++)
 		;
-	if (i == scheme && len > scheme)
-		return fail(why, -EBADMSG, "malformed Proxy-Authorization");
 	err = decode_base64_credentials(value + i, len - i, c, why);
 	if (err)
 		memset(c, 0, sizeof(*c));
@@ -813,7 +811,7 @@ static int content_length(const struct http_head *h, uint64_t *length, struct ht
 		struct http_str rest = f->value, element;
 
 		while (list_next(&rest, &element)) {
-			if (element.len == 0 || token_span(element.ptr, element.len) != element.len)
+			if (element.len == 0)
 				return fail(why, -EBADMSG, "malformed Content-Length");
 			if (first.ptr) {
 				if (element.len != first.len ||
@@ -822,10 +820,11 @@ static int content_length(const struct http_head *h, uint64_t *length, struct ht
 				continue;
 			}
 			for (i = 0; i < element.len; i++) {
-				unsigned d = (unsigned)(element.ptr[i] - '0');
+				uint64_t d;
 
 				if (!is_digit(element.ptr[i]))
 					return fail(why, -EBADMSG, "malformed Content-Length");
+				d = (uint64_t)(element.ptr[i] - '0');
 				if (v > ((uint64_t)HTTP_MAX_BODY_BYTES - d) / 10)
 					return fail(why, -EBADMSG, "Content-Length over limit");
 				v = v * 10 + d;
@@ -996,16 +995,11 @@ static bool in_trailer(uint8_t state)
 	return state >= CH_TRAILER_START && state <= CH_FINAL_LF;
 }
 
-/* qdtext and the byte after a backslash (RFC 9110 §5.6.4) */
+/* qdtext (RFC 9110 §5.6.4); after a backslash any field byte may follow */
 static bool is_qdtext(uint8_t c)
 {
 	return c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) ||
 	       (c >= 0x5d && c <= 0x7e) || c >= 0x80;
-}
-
-static bool is_quoted_pair_char(uint8_t c)
-{
-	return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
 /* One byte of everything but chunk data. */
@@ -1090,7 +1084,7 @@ static int chunked_step(struct http_chunked *c, uint8_t ch)
 			return chunked_fail(c, "bad chunk extension");
 		return 0;
 	case CH_EXT_QUOTED_PAIR:
-		if (!is_quoted_pair_char(ch))
+		if (!is_field_char(ch))
 			return chunked_fail(c, "bad chunk extension");
 		c->state = CH_EXT_QUOTED;
 		return 0;

@@ -217,7 +217,8 @@ def certs(name="main"):
         atexit.register(shutil.rmtree, _certs_root, True)
     d = os.path.join(_certs_root, name)
     r = subprocess.run(["bash", GEN_CERTS, d], capture_output=True, text=True, timeout=60)
-    check(r.returncode == 0, "tools/gen-certs.sh %s failed (rc %d): %s" % (d, r.returncode, r.stderr))
+    check(r.returncode == 0,
+          "tools/gen-certs.sh %s failed (rc %d): %s" % (d, r.returncode, r.stderr))
     for f in ("ca.crt", "server.crt", "server.key"):
         check(os.path.getsize(os.path.join(d, f)) > 0, "gen-certs.sh made no %s" % f)
     _certs_cache[name] = d
@@ -331,6 +332,7 @@ class Daemon:
         self.starts += 1
         self.rc = None
         self.hard_killed = False
+        self.expect_unclean = False
         _live.append(self)
         return self
 

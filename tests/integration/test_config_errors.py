@@ -6,6 +6,7 @@ Every bad config must make --check-config exit 2 with one line on stderr,
 "PROG: configuration error: FILE:LINE: [section] key: message" (no LINE
 when the problem is a key that is absent), and never echo a secret.
 """
+import json
 import os
 import re
 import shutil
@@ -184,7 +185,8 @@ def test_over_long_line(env):
         ["h%03d.example.com" % i for i in range(50)]))
     h.check(len(ok_lines[6]) > 200, "test line too short")
     _, r = check_config(env, "client", "long-but-ok", ok_lines)
-    h.check(r.returncode == 0, "a %d-byte line should be accepted: %s" % (len(ok_lines[6]), r.stderr))
+    h.check(r.returncode == 0,
+            "a %d-byte line should be accepted: %s" % (len(ok_lines[6]), r.stderr))
 
 
 def test_over_long_line_names_key(env):
@@ -297,19 +299,23 @@ def test_shipped_example_configs_are_valid(env):
 
 
 def test_version_and_help(env):
-    for prog, binary in (("anyproxy-gateway", h.gateway_bin()), ("anyproxy-client", h.client_bin())):
+    for prog, binary in (("anyproxy-gateway", h.gateway_bin()),
+                         ("anyproxy-client", h.client_bin())):
         r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
         h.check(r.returncode == 0, "%s --version exited %d" % (prog, r.returncode))
-        h.check(re.search(prog + r" \d+\.\d+\.\d+", r.stdout), "%s --version: %r" % (prog, r.stdout))
+        h.check(re.search(prog + r" \d+\.\d+\.\d+", r.stdout),
+                "%s --version: %r" % (prog, r.stdout))
         h.check(re.search(r"wolfSSL \d+\.\d+\.\d+", r.stdout) and "AES-NI" in r.stdout,
                 "%s --version should name wolfSSL and AES-NI: %r" % (prog, r.stdout))
         if "no AES-NI" in r.stdout:
             h.note("%s is linked with a wolfSSL without AES-NI" % prog)
         r = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30)
         h.check(r.returncode == 0, "%s --help exited %d" % (prog, r.returncode))
-        h.check("--check-config" in r.stdout and "-c" in r.stdout, "%s --help: %r" % (prog, r.stdout))
+        h.check("--check-config" in r.stdout and "-c" in r.stdout,
+                "%s --help: %r" % (prog, r.stdout))
         r = subprocess.run([binary, "--no-such-option"], capture_output=True, text=True, timeout=30)
-        h.check(r.returncode == 2, "%s with a bad option exited %d, expected 2" % (prog, r.returncode))
+        h.check(r.returncode == 2,
+                "%s with a bad option exited %d, expected 2" % (prog, r.returncode))
     r = subprocess.run([h.apctl_bin(), "--help"], capture_output=True, text=True, timeout=30)
     h.check(r.returncode == 0 and all(c in r.stdout for c in ("clients", "groups", "client ID")),
             "apctl --help: rc %d %r" % (r.returncode, r.stdout))
@@ -340,6 +346,39 @@ def test_env_overrides_change_what_runs(env):
     h.check(line and line[0].get("group_id") == "from-env", "gateway log: %r" % line)
 
 
+def test_log_json_to_file(env):
+    # [log] format = json, output = a file: one JSON object per line
+    gw_log = os.path.join(env.dir, "logs", "gateway.json")
+    os.makedirs(os.path.dirname(gw_log))
+    cfg = env.gateway_config("gateway")
+    with open(cfg, "a") as f:
+        f.write("format = json\noutput = %s\n" % gw_log)
+    gw = env.start("gateway", "gateway", cfg)
+    env.gw = gw
+    h.wait_until(lambda: os.path.exists(gw_log) and "Gateway started" in open(gw_log).read(),
+                 5 + h.slack(), "the gateway to log into %s" % gw_log)
+    h.wait_until(lambda: env.apctl("groups")[0] == 0, 5 + h.slack(), "apctl to answer")
+    env.agent("json-agent", group_id="jg")
+    mode = os.stat(gw_log).st_mode & 0o777
+    h.check(mode & 0o077 in (0, 0o040), "log file mode %o lets others read it" % mode)
+    objs = []
+    for line in open(gw_log).read().splitlines():
+        try:
+            objs.append(json.loads(line))
+        except ValueError:
+            h.fail("not a JSON log line: %r" % line)
+    h.check(all({"time", "level", "msg"} <= set(o) for o in objs),
+            "JSON lines lack keys: %r" % objs[:2])
+    conn = [o for o in objs if o["msg"] == "Client connected"]
+    h.check(conn and conn[0].get("client_id") == "json-agent" and conn[0].get("group_id") == "jg",
+            "JSON 'Client connected': %r" % conn)
+    h.check(all(o["level"] in ("debug", "info", "warn", "error") for o in objs),
+            "levels: %r" % {o["level"] for o in objs})
+    h.check(h.GW_PASS not in open(gw_log).read(), "the password is in the JSON log")
+    h.check(gw.log().strip() == "",
+            "with output = file nothing goes to stderr: %r" % gw.log()[:200])
+
+
 if __name__ == "__main__":
     h.run([
         test_client_unknown_key,
@@ -362,4 +401,5 @@ if __name__ == "__main__":
         test_shipped_example_configs_are_valid,
         test_version_and_help,
         test_env_overrides_change_what_runs,
+        test_log_json_to_file,
     ])

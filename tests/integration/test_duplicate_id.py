@@ -77,7 +77,8 @@ def test_newest_wins(env):
             "after REPLACED the delay ceiling should jump to the cap %d: %r"
             % (LONG_CAP_MS, [l.get("max_delay_ms") for l in old.find("Reconnecting to gateway")]))
     h.check(old.alive(), "the replaced process exited")
-    h.check(gw.find("Client tunnel replaced", since=mark), "the gateway did not log the replacement")
+    h.check(gw.find("Client tunnel replaced", since=mark),
+            "the gateway did not log the replacement")
     h.check(not replaced_lines(new), "the newer process was told it was replaced")
 
     # the registry is exact: one client, the new process's two tunnels

@@ -110,8 +110,10 @@ def test_clients_table_and_json(env):
     for cid, (group, replicas) in AGENTS.items():
         c = clients[cid]
         h.check(list(c) == CLIENT_COLUMNS, "client object keys %r" % list(c))
-        h.check(c["group_id"] == group, "%s: group_id %r, expected %r" % (cid, c["group_id"], group))
-        h.check(c["tunnels"] == replicas, "%s: %r tunnels, expected %d" % (cid, c["tunnels"], replicas))
+        h.check(c["group_id"] == group,
+                "%s: group_id %r, expected %r" % (cid, c["group_id"], group))
+        h.check(c["tunnels"] == replicas,
+                "%s: %r tunnels, expected %d" % (cid, c["tunnels"], replicas))
         h.check(re.match(r"^127\.0\.0\.1:\d+$", c["remote_addr"]),
                 "%s: remote_addr %r" % (cid, c["remote_addr"]))
         h.check(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", c["connected_since"]),

@@ -29,7 +29,8 @@ def test_kill9_agent_leaves_and_returns(env):
     h.check(elapsed < h.PING_TIMEOUT + h.slack(),
             "killed agent left apctl after %.2f s" % elapsed)
     line = gw.wait_for_log("Client disconnected", 2, since=mark)
-    h.check(line.get("client_id") == "victim", "Client disconnected names %r" % line.get("client_id"))
+    h.check(line.get("client_id") == "victim",
+            "Client disconnected names %r" % line.get("client_id"))
     h.check(line.get("reason"), "Client disconnected should give a reason: %r" % line)
     g = env.groups()["g1"]
     h.check(g["clients"] == 1 and g["tunnels"] == 1, "group g1 after the kill: %r" % g)

@@ -62,6 +62,8 @@ def test_sigterm_agent(env):
     c = env.clients()
     h.check(list(c) == ["staying"] and env.groups()["g"]["tunnels"] == 1,
             "after the agent left: %r" % c)
+    h.check(stay.alive() and not stay.find("Disconnected from gateway"),
+            "the other agent of the group was disturbed:\n%s" % stay.tail())
 
 
 def test_sigint_stops_both(env):
