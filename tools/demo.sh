@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tools/demo.sh — the demo: certificates, a gateway and three agents in two
 # groups (production: 2 agents x 2 tunnels; default group: 1 agent), all on
-# loopback, then what an operator sees with apctl. Runs until Ctrl-C when
-# started from a terminal; otherwise shows the state and stops by itself.
+# loopback, a local web server as the target, requests through both proxies
+# with group routing, and what an operator sees with apctl. Runs until
+# Ctrl-C when started from a terminal; otherwise stops by itself.
 # Everything it starts is stopped by PID on exit.
 set -euo pipefail
 
@@ -16,7 +17,8 @@ fi
 ninja -C "$build" >/dev/null
 
 demo="$top/build/demo"
-mkdir -p "$demo/run" "$demo/logs"
+mkdir -p "$demo/run" "$demo/logs" "$demo/www"
+echo "hello from the demo target" >"$demo/www/index.txt"
 "$top/tools/gen-certs.sh" "$demo/certs"
 cd "$demo"
 
@@ -35,6 +37,9 @@ start() { # NAME BINARY CONFIG
 }
 
 apctl=("$build/tools/apctl/apctl" -s run/gateway.sock)
+target_port=${DEMO_TARGET_PORT:-18181}
+python3 -m http.server "$target_port" --bind 127.0.0.1 --directory www >logs/target.log 2>&1 &
+pids+=($!)
 start gateway "$build/src/gateway/anyproxy-gateway" "$top/configs/demo/gateway.ini"
 for i in $(seq 50); do "${apctl[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
 for agent in prod-1 prod-2 default-1; do
@@ -52,11 +57,17 @@ echo "anyproxy demo — logs in $demo/logs"
 echo
 echo "\$ apctl groups"
 "${apctl[@]}" groups
+url="http://127.0.0.1:$target_port/index.txt"
 echo
-echo "\$ apctl clients"
+echo "\$ curl -x http://demo.production:demo_proxy_pass@127.0.0.1:8080 $url"
+curl -sS --max-time 10 -x http://demo.production:demo_proxy_pass@127.0.0.1:8080 "$url"
+echo "\$ curl --socks5-hostname demo:demo_proxy_pass@127.0.0.1:1080 ${url/127.0.0.1/localhost}"
+curl -sS --max-time 10 --socks5-hostname demo:demo_proxy_pass@127.0.0.1:1080 "${url/127.0.0.1/localhost}"
+echo
+echo "\$ apctl clients    (STREAMS_TOTAL shows which agents carried the requests)"
 "${apctl[@]}" clients
 echo
-grep -h "Client connected" logs/gateway.log || true
+grep -hE "Client connected|Gateway received request|Selected client" logs/gateway.log || true
 
 if [ -t 0 ]; then
     echo

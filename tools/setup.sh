@@ -16,7 +16,11 @@ wolf_opts="--enable-aesni --enable-intelasm --enable-sp --enable-sp-asm --enable
 --enable-curve25519 --enable-ed25519 --enable-session-ticket --enable-sni --enable-alpn \
 --enable-ip-alt-name --enable-altcertchains --disable-oldtls --disable-examples \
 --disable-crypttests --disable-benchmark --enable-static --disable-shared"
-wolf_key=$(printf '%s debian-patched %s' "$wolf_ver" "$wolf_opts" | sha256sum | cut -c1-12)
+# LARGE_STATIC_BUFFERS: a whole record fits each WOLFSSL object's buffers, so
+# bulk transfer does not malloc/free per record (measured: 4% of the
+# gateway's CPU in ShrinkInputBuffer without it). Only tunnels use TLS.
+wolf_cflags="-O2 -g -fPIC -DWOLFSSL_AESNI -DLARGE_STATIC_BUFFERS"
+wolf_key=$(printf '%s debian-patched %s %s' "$wolf_ver" "$wolf_opts" "$wolf_cflags" | sha256sum | cut -c1-12)
 wolf_prefix="$deps/wolfssl-$wolf_ver-$wolf_key"
 
 say() { echo "setup: $*" >&2; }
@@ -68,7 +72,7 @@ build_wolfssl() {
         cd src
         ./autogen.sh >/dev/null 2>&1
         # shellcheck disable=SC2086
-        ./configure --prefix="$wolf_prefix" $wolf_opts CFLAGS="-O2 -g -fPIC -DWOLFSSL_AESNI" >"$work/configure.log" 2>&1 ||
+        ./configure --prefix="$wolf_prefix" $wolf_opts CFLAGS="$wolf_cflags" >"$work/configure.log" 2>&1 ||
             { tail -30 "$work/configure.log" >&2; exit 1; }
         make -j"$(nproc)" >"$work/make.log" 2>&1 || { tail -30 "$work/make.log" >&2; exit 1; }
         as_root make install >"$work/install.log" 2>&1

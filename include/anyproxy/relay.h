@@ -68,7 +68,6 @@ struct relay {
 	struct ring_op recv_op, send_op, close_op;
 	uint64_t bytes_up;   /* socket -> stream */
 	uint64_t bytes_down; /* stream -> socket */
-	uint64_t *count_up, *count_down; /* optional live totals to add to */
 	char why[128];
 };
 

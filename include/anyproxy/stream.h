@@ -63,6 +63,7 @@ struct stream {
 	bool waiting_writable;
 	struct stream *wait_prev, *wait_next; /* tunnel's writable list */
 	uint64_t bytes_sent, bytes_received;   /* DATA payload */
+	uint64_t *count_sent, *count_received; /* optional live totals to add to */
 };
 
 /* Target of an OPEN. */

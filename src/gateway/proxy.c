@@ -252,8 +252,8 @@ void proxy_open(struct user_conn *uc, const char *full_user, size_t full_user_le
 	registry_client_get(uc->client);
 	uc->client->streams_active++;
 	uc->client->streams_total++;
-	uc->relay.count_up = &uc->client->bytes_out;
-	uc->relay.count_down = &uc->client->bytes_in;
+	uc->relay.stream.count_sent = &uc->client->bytes_out;
+	uc->relay.stream.count_received = &uc->client->bytes_in;
 	proxy_deadline(uc, PROXY_OPEN_TIMEOUT_MS);
 }
 
@@ -261,8 +261,8 @@ void proxy_stream_done(struct user_conn *uc)
 {
 	/* credit owed to the old stream must not flow to the next one */
 	uc->relay.out_stream_debt = 0;
-	uc->relay.count_up = NULL;
-	uc->relay.count_down = NULL;
+	uc->relay.stream.count_sent = NULL;
+	uc->relay.stream.count_received = NULL;
 	if (!uc->client)
 		return;
 	uc->client->streams_active--;

@@ -1150,6 +1150,8 @@ static int chunked_step(struct http_chunked *c, uint8_t ch)
 		c->state = CH_SIZE_LF;
 		return 0;
 	}
+	if (ch == '\n')
+		return chunked_fail(c, "chunk size line not ended by CRLF");
 	if (c->state == CH_SIZE)
 		return chunked_fail(c, "chunk size is not hex");
 	return chunked_fail(c, "bad chunk extension");

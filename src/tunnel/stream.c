@@ -171,6 +171,8 @@ int stream_write(struct stream *s, const uint8_t *p, size_t n)
 			return ret;
 		s->send_credit -= (uint32_t)chunk;
 		s->bytes_sent += chunk;
+		if (s->count_sent)
+			*s->count_sent += chunk;
 		p += chunk;
 		n -= chunk;
 	}
@@ -287,6 +289,8 @@ int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **wh
 		}
 		s->recv_unreturned += (uint32_t)f->data.len;
 		s->bytes_received += f->data.len;
+		if (s->count_received)
+			*s->count_received += f->data.len;
 		if (s->ops->on_data(s, f->data.ptr, f->data.len) < 0)
 			stream_reset(s, FRAME_OPEN_GENERAL);
 		return 0;

@@ -9,10 +9,12 @@ Defined behaviour (docs/operations.md "Client identity"), as observed here:
   replaced this tunnel: another agent process uses the same client_id ..."
   (ERROR), keeps running, and backs off with its delay ceiling jumped
   straight to reconnect_max_delay_ms;
+- it waits the whole cap before its next attempt (delay_ms equals
+  max_delay_ms in its "Reconnecting to gateway" line);
 - when it comes back it is itself the newest and replaces the other: two
-  live processes with one id alternate, loudly, about once per cap. The
-  registry stays exact throughout: one client row, never more tunnels than
-  one process has, the group's counts matching.
+  live processes with one id alternate, loudly on both sides, at most once
+  per cap. The registry stays exact throughout: one client row, never more
+  tunnels than one process has, the group's counts matching.
 """
 import os
 import sys
@@ -142,8 +144,16 @@ def test_two_processes_alternate_registry_stays_exact(env):
                   if l.get("client_id") == "twin3"}
     h.check(shown <= registered, "apctl showed addresses no tunnel of twin3 had: %r"
             % (shown - registered))
-    h.note("owners over 4 s: %s; replacements logged by the gateway: %d"
-           % ("".join(owners), len(gw.find("Client tunnel replaced"))))
+    # the replaced process waits the whole cap before it comes back, so
+    # replacements are at least one cap apart
+    times = [l.time for l in gw.find("Client tunnel replaced")]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    h.check(len(times) >= 2, "expected the processes to alternate: %d replacements" % len(times))
+    h.check(min(gaps) >= 0.9 * h.RECONNECT_MAX,
+            "replacements %.3f s apart, less than the %.1f s cap: gaps %r"
+            % (min(gaps), h.RECONNECT_MAX, ["%.3f" % g for g in gaps]))
+    h.note("owners over 4 s: %s; replacements logged by the gateway: %d, gaps %s s"
+           % ("".join(owners), len(times), " ".join("%.2f" % g for g in gaps)))
 
 
 if __name__ == "__main__":
