@@ -14,7 +14,9 @@
 struct WOLFSSL_CTX;
 struct WOLFSSL;
 
-#define TLS_IN_MAX (64 * 1024)   /* ciphertext waiting for wolfSSL */
+/* Ciphertext received but not yet taken by wolfSSL: one receive (see
+ * TUNNEL_RECV_CHUNK) plus what a partial record may leave behind. */
+#define TLS_IN_MAX (512 * 1024)
 /* Ciphertext waiting for the socket. A safety net only: streams stop at
  * TUNNEL_OUT_BUDGET and everything else is a few small control frames. */
 #define TLS_OUT_MAX (4 * 1024 * 1024)

@@ -46,7 +46,8 @@ enum tunnel_state { TUNNEL_HANDSHAKE, TUNNEL_OPEN, TUNNEL_CLOSING };
 /* Streams stop writing DATA while this much ciphertext waits for the socket;
  * control frames may still use the rest of TLS_OUT_MAX. */
 #define TUNNEL_OUT_BUDGET (256 * 1024)
-#define TUNNEL_RECV_CHUNK (64 * 1024)
+/* One receive on a tunnel: big batches mean fewer system calls and wakeups. */
+#define TUNNEL_RECV_CHUNK (256 * 1024)
 
 struct tunnel {
 	struct ring *ring;

@@ -67,8 +67,9 @@ static void link_retry(struct agent_link *l, const char *why)
 		delay = backoff_next(&l->backoff, &ceiling);
 	}
 	l->state = LINK_WAIT;
+	l->failures++;
 	log_warn("Reconnecting to gateway", LF_U("replica", l->replica), LF_S("reason", why),
-		 LF_U("attempt", l->backoff.attempt), LF_U("delay_ms", delay),
+		 LF_U("attempt", l->failures), LF_U("delay_ms", delay),
 		 LF_U("max_delay_ms", ceiling));
 	timer_arm(&a->ring, &l->timer, delay);
 }
@@ -111,6 +112,7 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 		}
 		l->state = LINK_UP;
 		backoff_reset(&l->backoff);
+		l->failures = 0;
 		tunnel_established(t, cfg->client.ping_interval_ms, cfg->client.ping_timeout_ms);
 		log_info("Connected to gateway", LF_S("gateway", t->peer),
 			 LF_S("client_id", cfg->client.client_id),
@@ -165,7 +167,10 @@ static void link_on_closed(struct tunnel *t, const char *reason)
 	bool was_up = l->state == LINK_UP;
 
 	l->tunnel = NULL;
-	if (was_up)
+	if (was_up && l->agent->stopping)
+		log_info("Disconnected from gateway", LF_S("gateway", t->peer),
+			 LF_U("replica", l->replica), LF_S("reason", reason));
+	else if (was_up)
 		log_warn("Disconnected from gateway", LF_S("gateway", t->peer),
 			 LF_U("replica", l->replica), LF_S("reason", reason));
 	else if (!l->agent->stopping)

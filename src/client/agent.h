@@ -56,6 +56,7 @@ struct agent_link {
 	bool connect_armed;
 	struct tunnel *tunnel;
 	bool stay_away; /* the gateway said: replaced; wait the full cap */
+	unsigned failures; /* consecutive failed attempts, for logs */
 	char last_error[256];
 };
 

@@ -50,7 +50,7 @@
 /* Usernames and passwords: the SOCKS5 limit (RFC 1929), used for all. */
 #define CONFIG_CREDENTIAL_MAX_BYTES 255
 /* How much of a bad value an error message repeats. */
-#define CONFIG_SHOWN_VALUE_MAX_BYTES 64
+#define CONFIG_SHOWN_VALUE_MAX_BYTES 200
 #define SHOWN_BYTES (CONFIG_SHOWN_VALUE_MAX_BYTES + 4) /* "..." and NUL */
 /* Environment variable names derived from section and key. */
 #define CONFIG_ENV_NAME_BYTES 64
@@ -922,7 +922,7 @@ static int check_section_header(struct load_ctx *ctx, const char *line)
 {
 	const struct config_section *section;
 	const char *name, *close;
-	char show[SHOWN_BYTES], name_copy[SHOWN_BYTES], why[256];
+	char show[SHOWN_BYTES], name_copy[SHOWN_BYTES], why[SHOWN_BYTES + 256];
 	size_t len;
 
 	while (isspace((unsigned char)*line))

@@ -435,14 +435,13 @@ static int parse_port(struct http_str s, bool required, uint16_t *port, const ch
 		*port = HTTP_DEFAULT_PORT;
 		return 0;
 	}
-	if (s.len > PORT_MAX_DIGITS)
-		return fail(why, -EBADMSG, "port out of range");
 	for (i = 0; i < s.len; i++) {
 		if (!is_digit(s.ptr[i]))
 			return fail(why, -EBADMSG, "port is not a number");
-		v = v * 10 + (s.ptr[i] - '0');
+		if (i < PORT_MAX_DIGITS)
+			v = v * 10 + (s.ptr[i] - '0');
 	}
-	if (v == 0 || v > PORT_MAX)
+	if (v == 0 || v > PORT_MAX || s.len > PORT_MAX_DIGITS)
 		return fail(why, -EBADMSG, "port out of range");
 	*port = (uint16_t)v;
 	return 0;

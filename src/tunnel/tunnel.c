@@ -209,6 +209,10 @@ static int handle_frame(struct tunnel *t, const struct frame *f, const char **wh
 {
 	struct frame pong;
 
+	if ((f->type == FRAME_PING || f->type == FRAME_PONG) && t->state != TUNNEL_OPEN) {
+		*why = "PING before HELLO"; /* nothing answers an unauthenticated peer */
+		return -EPROTO;
+	}
 	switch (f->type) {
 	case FRAME_PING:
 		pong = (struct frame){ .type = FRAME_PONG };

@@ -897,3 +897,655 @@ def run(cases, fixture=None):
     print("# %s: %d passed, %d failed in %.1f s" % (script, total - failed, failed,
                                                     time.monotonic() - started), flush=True)
     sys.exit(1 if failed else 0)
+
+
+# ---- proxy tests: a gateway with its proxies, targets, raw proxy clients ----------
+#
+# Added for the test_proxy_*.py files. Targets listen on 127.0.0.0/8 or ::1
+# only; every thread they start is a daemon thread, every socket is closed by
+# close() (TestEnv.cleanup() calls it for objects in env.servers).
+
+import base64
+import hashlib
+import http.server
+import random
+import urllib.parse
+
+PROXY_USER = "user"          # the spec's examples: user.production:proxy_pass
+PROXY_PASS = "proxy_pass"
+
+# Proxy tests move a lot of data: pings must not be what fails them.
+PROXY_GATEWAY = {"ping_interval_ms": 1000, "ping_timeout_ms": 10000}
+PROXY_CLIENT = {"ping_interval_ms": 1000, "ping_timeout_ms": 10000}
+
+
+def proxy_gateway(env, name="gateway", http=True, socks5=True, user=PROXY_USER,
+                  password=PROXY_PASS, wait=True, gw_env=None, **keys):
+    """Start a gateway with [proxy.http] and [proxy.socks5] listeners on free
+    127.0.0.1 ports (http / socks5 False: that listener is off; user None: no
+    proxy authentication). The Daemon gets .http_port and .socks_port."""
+    merged = dict(PROXY_GATEWAY)
+    merged.update(keys)
+    config = env.gateway_config(name, **merged)
+    http_port = free_port() if http else None
+    socks_port = free_port() if socks5 else None
+    extra = {}
+    for section, port in (("proxy.http", http_port), ("proxy.socks5", socks_port)):
+        keys_ = {"listen_addr": "127.0.0.1:%d" % port if port else ""}
+        if port and user is not None:
+            keys_["auth_username"] = user
+            keys_["auth_password"] = password
+        extra[section] = keys_
+    with open(config) as f:
+        text = f.read()
+    lines = []
+    for section, kv in extra.items():
+        lines.append("[%s]" % section)
+        lines += ["%s = %s" % (k, v) for k, v in kv.items()]
+        lines.append("")
+    with open(config, "w") as f:
+        f.write(text + "\n" + "\n".join(lines))
+    gw = env.start("gateway", name, config, gw_env)
+    gw.http_port = http_port
+    gw.socks_port = socks_port
+    if env.gw is None or not env.gw.alive():
+        env.gw = gw
+    if wait:
+        env.wait_gateway_ready(gw)
+        for port in (http_port, socks_port):
+            if port:
+                wait_until(lambda: _port_open("127.0.0.1", port), 5 + slack(),
+                           "the proxy listener on 127.0.0.1:%d" % port)
+    return gw
+
+
+def proxy_agent(env, client_id, group_id=None, replicas=None, **keys):
+    """env.agent() with the relaxed ping timings of PROXY_CLIENT."""
+    merged = dict(PROXY_CLIENT)
+    merged.update(keys)
+    return env.agent(client_id, group_id=group_id, replicas=replicas, **merged)
+
+
+def _port_open(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def stream_totals(env):
+    """{client_id: streams_total} from apctl."""
+    return {cid: c["streams_total"] for cid, c in env.clients().items()}
+
+
+def stream_delta(before, after):
+    """Non-zero differences between two stream_totals() snapshots."""
+    out = {}
+    for cid in set(before) | set(after):
+        d = after.get(cid, 0) - before.get(cid, 0)
+        if d:
+            out[cid] = d
+    return out
+
+
+def expect_streams(env, before, expected, what, timeout=3.0):
+    """Wait until the streams_total deltas since `before` equal `expected`
+    ({client_id: count}); fail naming `what` otherwise."""
+    last = {}
+
+    def ok():
+        last["d"] = stream_delta(before, stream_totals(env))
+        return last["d"] == expected
+    try:
+        wait_until(ok, timeout, "streams_total deltas %r" % (expected,))
+    except TestFailure:
+        fail("%s: streams_total deltas are %r, expected %r" % (what, last.get("d"), expected))
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# -- deterministic data --
+
+GEN_BLOCK = 65536
+_gen_bases = {}
+_gen_hashes = {}
+
+
+def _gen_base(seed):
+    b = _gen_bases.get(seed)
+    if b is None:
+        b = memoryview(random.Random(seed).randbytes(1 << 20))
+        _gen_bases[seed] = b
+    return b
+
+
+def gen_chunks(size, seed=1):
+    """size bytes of deterministic data in blocks of at most GEN_BLOCK: a
+    random 1 MiB pattern per seed, each 64 KiB block stamped with its index
+    (so a lost, doubled or reordered block changes the hash)."""
+    base = _gen_base(seed)
+    k = 0
+    off = 0
+    while off < size:
+        start = (k * GEN_BLOCK) % len(base)
+        block = struct.pack(">Q", k) + base[start + 8:start + GEN_BLOCK]
+        n = min(GEN_BLOCK, size - off)
+        yield block if n == GEN_BLOCK else block[:n]
+        off += n
+        k += 1
+
+
+def gen_bytes(size, seed=1):
+    return b"".join(gen_chunks(size, seed))
+
+
+def gen_sha256(size, seed=1):
+    key = (size, seed)
+    if key not in _gen_hashes:
+        h = hashlib.sha256()
+        for c in gen_chunks(size, seed):
+            h.update(c)
+        _gen_hashes[key] = h.hexdigest()
+    return _gen_hashes[key]
+
+
+# -- targets --
+
+def _read_chunked(rfile, sink):
+    """Read a chunked body from rfile into sink(bytes); returns True on a
+    well-formed body."""
+    while True:
+        line = rfile.readline(1024)
+        if not line:
+            return False
+        size = int(line.split(b";")[0].strip(), 16)
+        if size == 0:
+            while True:  # trailers
+                t = rfile.readline(8192)
+                if t in (b"\r\n", b"\n", b""):
+                    return True
+        left = size
+        while left:
+            b = rfile.read(min(left, 1 << 20))
+            if not b:
+                return False
+            sink(b)
+            left -= len(b)
+        rfile.readline(8)  # CRLF after the chunk
+
+
+class _TargetHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ap-itest-target"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def _record(self, extra=None):
+        rec = {"method": self.command, "path": self.path,
+               "host": self.headers.get("Host"),
+               "headers": [(k, v) for k, v in self.headers.items()],
+               "peer": self.client_address[0]}
+        if extra:
+            rec.update(extra)
+        with self.server.lock:
+            self.server.requests.append(rec)
+        return rec
+
+    def _json(self, obj, code=200):
+        body = (json.dumps(obj) + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _query(self):
+        u = urllib.parse.urlsplit(self.path)
+        return u.path, dict(urllib.parse.parse_qsl(u.query))
+
+    def do_GET(self):
+        path, q = self._query()
+        rec = self._record()
+        if path == "/gen":
+            size, seed = int(q.get("size", "0")), int(q.get("seed", "1"))
+            chunked = q.get("chunked") == "1"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("X-Sha256", gen_sha256(size, seed) if size <= (64 << 20) else "-")
+            self.send_header("X-Server", self.server.name)
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(size))
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            for c in gen_chunks(size, seed):
+                if chunked:
+                    self.wfile.write(b"%x\r\n" % len(c) + c + b"\r\n")
+                else:
+                    self.wfile.write(c)
+            if chunked:
+                self.wfile.write(b"0\r\nX-Trailer: done\r\n\r\n")
+            return
+        if path.startswith("/file/"):
+            data = self.server.files.get(path[6:])
+            if data is None:
+                self._json({"error": "no such file"}, 404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            return
+        # /info and anything else: who we are and what we saw
+        self._json({"server": self.server.name, "host": rec["host"], "method": self.command,
+                    "path": self.path, "headers": rec["headers"]})
+
+    do_HEAD = do_GET
+    do_DELETE = do_GET
+
+    def do_POST(self):
+        h = hashlib.sha256()
+        count = [0]
+
+        def sink(b):
+            h.update(b)
+            count[0] += len(b)
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        chunked = "chunked" in te
+        if chunked:
+            ok = _read_chunked(self.rfile, sink)
+            if not ok:
+                self.close_connection = True
+                return
+        else:
+            left = int(self.headers.get("Content-Length") or 0)
+            while left:
+                b = self.rfile.read(min(left, 1 << 20))
+                if not b:
+                    self.close_connection = True
+                    return
+                sink(b)
+                left -= len(b)
+        rec = self._record({"len": count[0], "sha256": h.hexdigest(), "chunked": chunked})
+        self._json({"server": self.server.name, "host": rec["host"], "method": self.command,
+                    "path": self.path, "len": count[0], "sha256": h.hexdigest(),
+                    "chunked": chunked, "headers": rec["headers"]})
+
+    do_PUT = do_POST
+    do_PATCH = do_POST
+
+
+class _TargetServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+
+class _TargetServer6(_TargetServer):
+    address_family = socket.AF_INET6
+
+
+class HttpTarget:
+    """A threaded HTTP/1.1 origin on host (127.0.0.x or ::1).
+    GET/HEAD /gen?size=N&seed=S[&chunked=1]  deterministic data (gen_chunks)
+    GET /file/NAME                          one of `files` (bytes)
+    POST/PUT any path                       body by Content-Length or chunked;
+                                            answers JSON with len and sha256
+    anything else (e.g. /info)              JSON: server name, Host seen, headers
+    .requests records what it saw (method, path, host, headers)."""
+
+    def __init__(self, host="127.0.0.1", port=0, name="origin", files=None):
+        cls = _TargetServer6 if ":" in host else _TargetServer
+        self.httpd = cls((host, port), _TargetHandler)
+        self.httpd.name = name
+        self.httpd.requests = []
+        self.httpd.lock = threading.Lock()
+        self.httpd.files = dict(files or {})
+        self.host = host
+        self.port = self.httpd.server_address[1]
+        self.name = name
+        self._thread = threading.Thread(target=self.httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+
+    @property
+    def requests(self):
+        return self.httpd.requests
+
+    def url(self, path="/info", host=None):
+        host = host or self.host
+        if ":" in host:
+            host = "[%s]" % host
+        return "http://%s:%d%s" % (host, self.port, path)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+class HttpsTarget:
+    """openssl s_server -WWW serving `files` (name -> bytes) from a docroot,
+    with the test certificate (valid for localhost, 127.0.0.1, ::1)."""
+
+    def __init__(self, env, files, host="127.0.0.1"):
+        self.docroot = tempfile.mkdtemp(prefix="https-root-", dir=env.dir)
+        for name, data in files.items():
+            with open(os.path.join(self.docroot, name), "wb") as f:
+                f.write(data)
+        self.port = free_port()
+        self.log_path = os.path.join(env.dir, "s_server.log")
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            ["openssl", "s_server", "-quiet", "-WWW", "-accept", "%s:%d" % (host, self.port),
+             "-cert", os.path.join(env.certs, "server.crt"),
+             "-key", os.path.join(env.certs, "server.key")],
+            cwd=self.docroot, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        self.ca = os.path.join(env.certs, "ca.crt")
+        wait_until(lambda: self.proc.poll() is None and _port_open(host, self.port), 10,
+                   "openssl s_server on %s:%d" % (host, self.port))
+
+    def url(self, name, host="localhost"):
+        return "https://%s:%d/%s" % (host, self.port, name)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class RawServer:
+    """A TCP server on host; each connection is served by handler(conn) on
+    its own daemon thread (the connection is closed afterwards)."""
+
+    def __init__(self, handler, host="127.0.0.1", port=0, backlog=512):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(backlog)
+        self.sock.settimeout(0.1)
+        self.host = host
+        self.port = self.sock.getsockname()[1]
+        self.handler = handler
+        self.accepted = 0
+        self.errors = []
+        self.conns = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            c.settimeout(120)
+            self.handler(c)
+        except Exception as e:  # recorded: a test may look at it
+            self.errors.append(repr(e))
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.sock.close()
+
+
+def hash_until_eof(conn):
+    """RawServer handler: read to EOF, reply "LEN SHA256\\n", close."""
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        b = conn.recv(1 << 20)
+        if not b:
+            break
+        h.update(b)
+        n += len(b)
+    conn.sendall(b"%d %s\n" % (n, h.hexdigest().encode()))
+
+
+def respond_after_eof(size, seed=1):
+    """RawServer handler factory: read the request to EOF, then send
+    "LEN SHA256-of-request\\n" followed by `size` bytes of gen_chunks(seed)."""
+    def handler(conn):
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            b = conn.recv(1 << 20)
+            if not b:
+                break
+            h.update(b)
+            n += len(b)
+        conn.sendall(b"%d %s\n" % (n, h.hexdigest().encode()))
+        for c in gen_chunks(size, seed):
+            conn.sendall(c)
+    return handler
+
+
+def send_stream(size, seed=1):
+    """RawServer handler factory: send `size` bytes at once, then close."""
+    def handler(conn):
+        for c in gen_chunks(size, seed):
+            conn.sendall(c)
+    return handler
+
+
+# -- raw proxy clients --
+
+def recv_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        b = sock.recv(n - len(data))
+        if not b:
+            raise ConnectionError("EOF after %d of %d bytes" % (len(data), n))
+        data += b
+    return data
+
+
+def socks5_target_bytes(host, port):
+    """ATYP + address + port for a SOCKS5 request."""
+    try:
+        return b"\x01" + socket.inet_pton(socket.AF_INET, host) + struct.pack(">H", port)
+    except OSError:
+        pass
+    try:
+        return b"\x04" + socket.inet_pton(socket.AF_INET6, host) + struct.pack(">H", port)
+    except OSError:
+        pass
+    name = host.encode()
+    return b"\x03" + bytes([len(name)]) + name + struct.pack(">H", port)
+
+
+class Socks5Result:
+    def __init__(self, sock, method=None, auth_status=None, rep=None, bound=None):
+        self.sock = sock
+        self.method = method
+        self.auth_status = auth_status
+        self.rep = rep
+        self.bound = bound
+
+    def __repr__(self):
+        return "Socks5Result(method=%r, auth_status=%r, rep=%r)" % (
+            self.method, self.auth_status, self.rep)
+
+
+def socks5_open(proxy_port, host, port, user=PROXY_USER, password=PROXY_PASS, timeout=10,
+                command=1, proxy_host="127.0.0.1"):
+    """A raw SOCKS5 CONNECT (RFC 1928/1929). Returns a Socks5Result; .rep is
+    the REP byte when the proxy got that far; the socket is left open (the
+    caller closes it). user None: offer method 0x00 only."""
+    s = socket.create_connection((proxy_host, proxy_port), timeout=timeout)
+    r = Socks5Result(s)
+    try:
+        s.sendall(b"\x05\x01\x00" if user is None else b"\x05\x01\x02")
+        ver, r.method = recv_exact(s, 2)
+        check(ver == 5, "SOCKS5 method reply version %d" % ver)
+        if r.method == 0x02:
+            u, p = user.encode(), password.encode()
+            s.sendall(b"\x01" + bytes([len(u)]) + u + bytes([len(p)]) + p)
+            _v, r.auth_status = recv_exact(s, 2)
+            if r.auth_status != 0:
+                return r
+        elif r.method != 0x00:
+            return r
+        s.sendall(b"\x05" + bytes([command]) + b"\x00" + socks5_target_bytes(host, port))
+        head = recv_exact(s, 4)
+        r.rep = head[1]
+        atyp = head[3]
+        alen = {1: 4, 4: 16}.get(atyp)
+        if alen is None:
+            alen = recv_exact(s, 1)[0]
+        r.bound = recv_exact(s, alen + 2)
+    except ConnectionError:
+        pass
+    return r
+
+
+def basic_auth(user, password):
+    return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+
+
+def read_http_head(sock, limit=65536):
+    """Read up to the end of an HTTP head. Returns (status, headers dict with
+    lower-case names, head text, bytes after the head)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = sock.recv(4096)
+        if not b:
+            break
+        data += b
+        check(len(data) <= limit, "HTTP head longer than %d bytes" % limit)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    text = head.decode("latin-1")
+    lines = text.split("\r\n")
+    status = None
+    m = re.match(r"HTTP/1\.[01] (\d{3})", lines[0]) if lines else None
+    if m:
+        status = int(m.group(1))
+    headers = {}
+    for l in lines[1:]:
+        if ":" in l:
+            k, v = l.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    return status, headers, text, rest
+
+
+def read_http_body(sock, headers, rest, timeout=30):
+    """The body after read_http_head: by Content-Length, else to EOF."""
+    sock.settimeout(timeout)
+    if "content-length" in headers:
+        n = int(headers["content-length"])
+        data = rest
+        while len(data) < n:
+            b = sock.recv(min(1 << 20, n - len(data)))
+            if not b:
+                break
+            data += b
+        return data
+    data = rest
+    while True:
+        b = sock.recv(1 << 20)
+        if not b:
+            return data
+        data += b
+
+
+def http_connect(proxy_port, host, port, user=PROXY_USER, password=PROXY_PASS, timeout=10,
+                 proxy_host="127.0.0.1"):
+    """A raw CONNECT through the HTTP proxy. Returns (sock, status, headers,
+    head text, rest)."""
+    s = socket.create_connection((proxy_host, proxy_port), timeout=timeout)
+    authority = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    req = "CONNECT %s HTTP/1.1\r\nHost: %s\r\n" % (authority, authority)
+    if user is not None:
+        req += "Proxy-Authorization: %s\r\n" % basic_auth(user, password)
+    s.sendall((req + "\r\n").encode())
+    status, headers, text, rest = read_http_head(s)
+    return s, status, headers, text, rest
+
+
+def curl(args, timeout=60, env=None, input=None):
+    """Run curl (never reading ~/.curlrc) with the proxy environment cleared
+    unless env gives it. Returns CompletedProcess (bytes)."""
+    e = {k: v for k, v in os.environ.items()
+         if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    e.update(env or {})
+    try:
+        return subprocess.run(["curl", "-q", "-sS"] + list(args), capture_output=True,
+                              timeout=timeout, env=e, input=input)
+    except subprocess.TimeoutExpired:
+        fail("curl %s did not finish within %d s" % (" ".join(args), timeout))
+
+
+def curl_sha256(args, timeout=300, env=None):
+    """Run curl writing the body to stdout, hashing it as it comes.
+    Returns (rc, length, sha256 hex, stderr text)."""
+    e = {k: v for k, v in os.environ.items()
+         if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    e.update(env or {})
+    p = subprocess.Popen(["curl", "-q", "-sS"] + list(args), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=e)
+    h = hashlib.sha256()
+    n = 0
+    deadline = time.monotonic() + timeout
+    timer = threading.Timer(timeout, p.kill)
+    timer.start()
+    try:
+        while True:
+            b = p.stdout.read1(1 << 20)
+            if not b:
+                break
+            h.update(b)
+            n += len(b)
+        err = p.stderr.read().decode("utf-8", "replace")
+        rc = p.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        timer.cancel()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    if time.monotonic() >= deadline:
+        fail("curl %s did not finish within %d s (%d bytes)" % (" ".join(args), timeout, n))
+    return rc, n, h.hexdigest(), err

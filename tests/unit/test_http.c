@@ -63,7 +63,7 @@ static const uint8_t *place(const void *bytes, size_t n)
 
 static bool str_equals(struct http_str s, const char *want)
 {
-	return s.len == strlen(want) && memcmp(s.ptr, want, s.len) == 0;
+	return s.len == strlen(want) && (s.len == 0 || memcmp(s.ptr, want, s.len) == 0);
 }
 
 #define CHECK_STR(name, field, got, want)                                                 \
@@ -1123,9 +1123,11 @@ static void test_request_framing(void **state)
 		struct http_body_state b;
 		const char *why = NULL;
 		struct http_head h;
+		int err;
 
 		parse_or_fail(c->head, &h);
-		check_framing(c, http_request_body(&h, &b, &why), why, &b);
+		err = http_request_body(&h, &b, &why);
+		check_framing(c, err, why, &b);
 	}
 }
 

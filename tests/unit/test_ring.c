@@ -1,0 +1,143 @@
+/* Unit tests: the ring's timers, operations and signal delivery. */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/ring.h"
+
+struct probe {
+	struct timer t;
+	int id;
+	int *order;
+	int *n;
+	bool stop;
+};
+
+static void probe_fire(struct ring *r, struct timer *t)
+{
+	struct probe *p = container_of(t, struct probe, t);
+
+	p->order[(*p->n)++] = p->id;
+	if (p->stop)
+		ring_stop(r);
+}
+
+static void test_timers_fire_in_order_and_disarm(void **state)
+{
+	struct ring r;
+	struct probe p[5];
+	int order[5], n = 0;
+	const unsigned delay[5] = { 40, 10, 30, 20, 50 };
+
+	assert_int_equal(ring_init(&r, 64), 0);
+	for (int i = 0; i < 5; i++) {
+		p[i] = (struct probe){ .id = i, .order = order, .n = &n, .stop = i == 4 };
+		timer_init(&p[i].t, probe_fire);
+		assert_int_equal(timer_arm(&r, &p[i].t, delay[i]), 0);
+	}
+	timer_disarm(&r, &p[2].t); /* the 30 ms one never fires */
+	timer_disarm(&r, &p[2].t); /* idempotent */
+	assert_false(timer_armed(&p[2].t));
+	assert_int_equal(ring_run(&r), 0);
+	assert_int_equal(n, 4);
+	assert_int_equal(order[0], 1);
+	assert_int_equal(order[1], 3);
+	assert_int_equal(order[2], 0);
+	assert_int_equal(order[3], 4);
+	ring_exit(&r);
+}
+
+static void test_rearm_moves_deadline(void **state)
+{
+	struct ring r;
+	struct probe a, b;
+	int order[2], n = 0;
+	uint64_t start = now_ms();
+
+	assert_int_equal(ring_init(&r, 64), 0);
+	a = (struct probe){ .id = 1, .order = order, .n = &n };
+	b = (struct probe){ .id = 2, .order = order, .n = &n, .stop = true };
+	timer_init(&a.t, probe_fire);
+	timer_init(&b.t, probe_fire);
+	timer_arm(&r, &a.t, 10);
+	timer_arm(&r, &b.t, 30);
+	timer_arm(&r, &a.t, 60); /* re-arming replaces the first deadline */
+	assert_int_equal(ring_run(&r), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(order[0], 2);
+	assert_true(now_ms() - start >= 30);
+	ring_exit(&r);
+}
+
+struct recv_probe {
+	struct ring_op op;
+	int res;
+	char buf[16];
+};
+
+static void recv_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct recv_probe *p = container_of(op, struct recv_probe, op);
+
+	p->res = res;
+	ring_stop(r);
+}
+
+static void test_recv_completion_reaches_its_op(void **state)
+{
+	struct ring r;
+	struct recv_probe p = { .op.cb = recv_done, .res = -1 };
+	int sv[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(ring_init(&r, 64), 0);
+	ring_prep_recv(&r, &p.op, sv[0], p.buf, sizeof(p.buf));
+	assert_int_equal(write(sv[1], "hello", 5), 5);
+	assert_int_equal(ring_run(&r), 0);
+	assert_int_equal(p.res, 5);
+	assert_memory_equal(p.buf, "hello", 5);
+	ring_exit(&r);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static int got_signal;
+
+static void on_signal(struct ring *r, int signo)
+{
+	got_signal = signo;
+	ring_stop(r);
+}
+
+static void test_signal_through_signalfd(void **state)
+{
+	static const int sigs[] = { SIGUSR1 };
+	struct ring r;
+
+	assert_int_equal(ring_init(&r, 64), 0);
+	assert_int_equal(ring_watch_signals(&r, sigs, 1, on_signal), 0);
+	assert_int_equal(kill(getpid(), SIGUSR1), 0);
+	assert_int_equal(ring_run(&r), 0);
+	assert_int_equal(got_signal, SIGUSR1);
+	ring_exit(&r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_timers_fire_in_order_and_disarm),
+		cmocka_unit_test(test_rearm_moves_deadline),
+		cmocka_unit_test(test_recv_completion_reaches_its_op),
+		cmocka_unit_test(test_signal_through_signalfd),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
