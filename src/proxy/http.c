@@ -1194,11 +1194,6 @@ ssize_t http_body_scan(struct http_body_state *b, const uint8_t *buf, size_t len
 	if (b->done)
 		return 0;
 	switch (b->kind) {
-	case HTTP_BODY_LENGTH:
-		n = (ssize_t)MIN((uint64_t)len, b->remaining);
-		b->remaining -= (uint64_t)n;
-		b->done = b->remaining == 0;
-		break;
 	case HTTP_BODY_CHUNKED:
 		n = http_chunked_scan(&b->chunked, buf, len, &b->done);
 		break;
@@ -1206,9 +1201,10 @@ ssize_t http_body_scan(struct http_body_state *b, const uint8_t *buf, size_t len
 	case HTTP_BODY_TUNNEL:
 		n = (ssize_t)len;
 		break;
-	default: /* HTTP_BODY_NONE is done from the start */
-		n = 0;
-		b->done = true;
+	default: /* LENGTH, and NONE with nothing remaining */
+		n = (ssize_t)MIN((uint64_t)len, b->remaining);
+		b->remaining -= (uint64_t)n;
+		b->done = b->remaining == 0;
 		break;
 	}
 	*done = b->done;
@@ -1300,7 +1296,7 @@ ssize_t http_write_request_head(uint8_t *out, size_t cap, const struct http_head
 {
 	struct writer w = { .out = out, .cap = cap };
 
-	if (t->path.len == 0 || req->minor_version < 0 || req->minor_version > 1)
+	if (t->path.len == 0)
 		return -EINVAL;
 	put_str(&w, req->method);
 	put_text(&w, " ");

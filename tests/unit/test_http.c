@@ -575,6 +575,7 @@ static const struct target_case target_cases[] = {
 	TARGET_BAD("empty label", "CONNECT", "a..b:443", "empty label in host"),
 	TARGET_BAD("leading dot", "CONNECT", ".a:443", "empty label in host"),
 	TARGET_BAD("only a dot", "CONNECT", ".:443", "empty label in host"),
+	TARGET_BAD("two final dots", "CONNECT", "a..:443", "empty label in host"),
 	TARGET_BAD("short IPv4", "CONNECT", "1.2.3:443", NOT_IPV4),
 	TARGET_BAD("integer IPv4", "CONNECT", "3232235521:443", NOT_IPV4),
 	TARGET_BAD("hex IPv4 part", "CONNECT", "10.0.0.0x1:443", NOT_IPV4),
@@ -583,6 +584,7 @@ static const struct target_case target_cases[] = {
 	TARGET_BAD("IPv4 over 255", "CONNECT", "256.1.1.1:443", NOT_IPV4),
 	TARGET_BAD("IPv4 trailing dot", "CONNECT", "1.2.3.4.:443", NOT_IPV4),
 	TARGET_BAD("numeric last label", "CONNECT", "example.123:443", NOT_IPV4),
+	TARGET_BAD("long numeric host", "CONNECT", "1111111111111111:443", NOT_IPV4),
 	TARGET_BAD("absolute URI to CONNECT", "CONNECT", "http://a:443/", "port is not a number"),
 
 	/* absolute-form */
@@ -600,8 +602,10 @@ static const struct target_case target_cases[] = {
 	       HTTP_HOST_NAME, "Example.COM", 80, "Example.COM", "/X", ""),
 	TARGET("empty port", "GET", "http://a:/x",
 	       HTTP_HOST_NAME, "a", 80, "a:", "/x", ""),
-	TARGET("hex-looking name", "GET", "http://0x.example/",
+	TARGET("hex-looking label", "GET", "http://0x.example/",
 	       HTTP_HOST_NAME, "0x.example", 80, "0x.example", "/", ""),
+	TARGET("hex-looking last label", "GET", "http://a.0xfg/",
+	       HTTP_HOST_NAME, "a.0xfg", 80, "a.0xfg", "/", ""),
 	TARGET_IP("IPv6 absolute", "GET", "http://[::1]:8080/x",
 		  HTTP_HOST_IPV6, "::1", 8080, "[::1]:8080", "/x", "",
 		  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1),
@@ -882,6 +886,8 @@ static const struct basic_case basic_cases[] = {
 	{ "colon in password", "Basic dXNlcjpwYTpzcw==", 0, "user", "pa:ss" },
 	{ "group in user", "Basic YWxpY2UucHJvZC5ldTpzM2NyM3Q=", 0, "alice.prod.eu", "s3cr3t" },
 	{ "UTF-8", "Basic w6k6w6k=", 0, "\xc3\xa9", "\xc3\xa9" },
+	{ "base64 + and /", "Basic dTp+fn4/Pg==", 0, "u", "~~~?>" },
+	{ "high bytes", "Basic +/86/g==", 0, "\xfb\xff", "\xfe" },
 	{ "no colon", "Basic dXNlcg==", -EBADMSG, "credentials without ':'", NULL },
 	{ "no credentials", "Basic", -EBADMSG, "credentials are not padded base64", NULL },
 	{ "only spaces", "Basic  ", -EBADMSG, "credentials are not padded base64", NULL },
@@ -1259,6 +1265,7 @@ static const struct chunked_case chunked_cases[] = {
 	VALID("extension name", "5;name\r\nhello\r\n0\r\n\r\n"),
 	VALID("extension value", "5;name=value\r\nhello\r\n0\r\n\r\n"),
 	VALID("extensions with BWS", "5 \t; a = b ;c\t;\td=e\r\nhello\r\n0\r\n\r\n"),
+	VALID("BWS runs", "5  ;  a  =  b  ;  c  ;d\r\nhello\r\n0\r\n\r\n"),
 	VALID("quoted extension", "5;a=\"q \\\" \\\\ ;=\t\xc3\xa9\"\r\nhello\r\n0\r\n\r\n"),
 	VALID("quoted then more", "5;a=\"x\" ;b=\"\";c\r\nhello\r\n0\r\n\r\n"),
 	VALID("extension on last chunk", "0;done=yes\r\n\r\n"),
@@ -1518,6 +1525,28 @@ static void check_writer(const char *name, write_fn fn, const void *arg, const c
 			 n > 0 ? (int)n : 0, (const char *)guarded(want_len), want);
 }
 
+/* Heads for the writer tests live outside the guard area, which the
+ * writers write against. */
+static uint8_t writer_input[1024];
+
+static void parse_request_copy(const char *s, struct http_head *h)
+{
+	size_t len = strlen(s);
+
+	assert_true(len <= sizeof(writer_input));
+	memcpy(writer_input, s, len);
+	assert_int_equal(http_parse_request(writer_input, len, h, NULL), len);
+}
+
+static void parse_response_copy(const char *s, struct http_head *h)
+{
+	size_t len = strlen(s);
+
+	assert_true(len <= sizeof(writer_input));
+	memcpy(writer_input, s, len);
+	assert_int_equal(http_parse_response(writer_input, len, h, NULL), len);
+}
+
 struct request_write {
 	const struct http_head *req;
 	const struct http_target *t;
@@ -1573,7 +1602,6 @@ static const struct request_writer_case request_writer_cases[] = {
 
 static void test_write_request_head(void **state)
 {
-	static uint8_t in[1024];
 	struct http_target t;
 	struct http_head h, again;
 	struct request_write w = { &h, &t };
@@ -1582,13 +1610,10 @@ static void test_write_request_head(void **state)
 
 	for (i = 0; i < ARRAY_SIZE(request_writer_cases); i++) {
 		const struct request_writer_case *c = &request_writer_cases[i];
-		size_t len = strlen(c->in);
 		struct http_body_state b;
 		ssize_t n;
 
-		/* Keep the input out of the guard area, which the writer uses. */
-		memcpy(in, c->in, len);
-		assert_int_equal(http_parse_request(in, len, &h, NULL), len);
+		parse_request_copy(c->in, &h);
 		assert_int_equal(http_parse_target(&h, &t, NULL), 0);
 		assert_int_equal(http_request_body(&h, &b, NULL), 0);
 		check_writer(c->name, write_request, &w, c->out);
@@ -1599,9 +1624,13 @@ static void test_write_request_head(void **state)
 		assert_int_equal(again.header_count, c->out_fields);
 	}
 
+	/* A head that did not pass http_request_body is refused. */
+	parse_request_copy("POST http://a/ HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", &h);
+	assert_int_equal(http_parse_target(&h, &t, NULL), 0);
+	assert_int_equal(http_write_request_head(out, sizeof(out), &h, &t), -EINVAL);
+
 	/* CONNECT has no origin-form. */
-	memcpy(in, "CONNECT a:443 HTTP/1.1\r\n\r\n", 26);
-	assert_int_equal(http_parse_request(in, 26, &h, NULL), 26);
+	parse_request_copy("CONNECT a:443 HTTP/1.1\r\n\r\n", &h);
 	assert_int_equal(http_parse_target(&h, &t, NULL), 0);
 	assert_int_equal(http_write_request_head(out, sizeof(out), &h, &t), -EINVAL);
 }
@@ -1618,19 +1647,9 @@ static ssize_t write_response(uint8_t *out, size_t cap, const void *arg)
 	return http_write_response_head(out, cap, w->resp, w->keep_alive);
 }
 
-/* Parse a response kept outside the guard area, which the writer uses. */
-static void parse_response_copy(const char *s, struct http_head *h)
-{
-	static uint8_t in[1024];
-	size_t len = strlen(s);
-
-	assert_true(len <= sizeof(in));
-	memcpy(in, s, len);
-	assert_int_equal(http_parse_response(in, len, h, NULL), len);
-}
-
 static void test_write_response_head(void **state)
 {
+	uint8_t out[256];
 	struct http_head h;
 	struct response_write w = { &h, true };
 
@@ -1660,9 +1679,13 @@ static void test_write_response_head(void **state)
 	check_writer("Content-Length collapse", write_response, &w,
 		     "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: keep-alive\r\n\r\n");
 
+	/* A request head is not a response head. */
+	parse_or_fail("GET http://a/ HTTP/1.1\r\n\r\n", &h);
+	assert_int_equal(http_write_response_head(out, sizeof(out), &h, true), -EINVAL);
+
 	/* A head that did not pass http_response_body is refused. */
 	parse_response_copy("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", &h);
-	assert_int_equal(http_write_response_head(guarded(256), 256, &h, true), -EINVAL);
+	assert_int_equal(http_write_response_head(out, sizeof(out), &h, true), -EINVAL);
 }
 
 struct error_write {
