@@ -150,7 +150,8 @@ enum acl_verdict acl_check_name(const struct acl *forbidden, const struct acl *a
  * when a forbidden rule matches it; else ACL_ALLOW when name_allowed (the
  * value acl_check_name gave; false for a target given as an address), when
  * the allowed list is empty, or when an allowed rule matches the address;
- * else ACL_DENY_NOT_ALLOWED. *rule is the rule that decided, or NULL.
+ * else ACL_DENY_NOT_ALLOWED, which is also the verdict for an address of
+ * any other family. *rule is the rule that decided, or NULL.
  */
 enum acl_verdict acl_check_addr(const struct acl *forbidden, const struct acl *allowed,
 				int family, const uint8_t *addr, uint16_t port, bool name_allowed,

@@ -72,6 +72,7 @@ struct config {
 		char *auth_password;
 		struct config_list allowed_hosts;
 		struct config_list forbidden_hosts;
+		char *hosts_file; /* extra hosts file for target names */
 		uint32_t handshake_timeout_ms;
 		uint32_t ping_interval_ms;
 		uint32_t ping_timeout_ms;

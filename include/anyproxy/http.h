@@ -35,9 +35,9 @@
  * with Transfer-Encoding, differing Content-Lengths, Transfer-Encoding whose
  * final coding is not chunked (requests) or in HTTP/1.0, and chunked framing
  * that is not exactly the RFC 9112 grammar. Heads tolerate a bare LF line
- * end (as nginx, HAProxy and Apache do) because heads are re-written, never
- * forwarded as received; chunked framing, which IS forwarded verbatim,
- * requires CRLF.
+ * end (RFC 9112 §2.2 lets a recipient) because heads are re-written with
+ * CRLF, never forwarded as received; chunked framing, which IS forwarded
+ * verbatim, requires CRLF.
  *
  * Slices (struct http_str) point into the caller's buffer and live as long
  * as it does; nothing here is NUL-terminated except struct http_credentials.
@@ -62,6 +62,11 @@
 #define HTTP_MAX_BODY_BYTES INT64_MAX
 
 #define HTTP_DEFAULT_PORT 80
+
+/* A head the writers re-write is at most this many bytes longer than the
+ * head parsed (each field may gain ": " and a CR; the status line a space
+ * and a CR; the Connection field is added). Size output buffers with it. */
+#define HTTP_REWRITE_GROWTH_BYTES (2 * HTTP_MAX_HEADERS + 32)
 
 /* The challenge sent with 407 (pass it as http_write_error's extra field). */
 #define HTTP_PROXY_AUTH_CHALLENGE "Proxy-Authenticate: Basic realm=\"anyproxy\""
@@ -308,7 +313,8 @@ ssize_t http_body_scan(struct http_body_state *b, const uint8_t *buf, size_t len
  * Fields are written "name: value\r\n" with name and value bytes as
  * received; Content-Length fields collapse into one (RFC 9112 §6.3).
  * req must have passed http_request_body and t must be absolute-form.
- * Returns the length, -ENOSPC (never writes past cap) or -EINVAL.
+ * Returns the length, at most the parsed head's + HTTP_REWRITE_GROWTH_BYTES,
+ * -ENOSPC (never writes past cap) or -EINVAL.
  */
 ssize_t http_write_request_head(uint8_t *out, size_t cap, const struct http_head *req,
 				const struct http_target *t);
@@ -318,7 +324,7 @@ ssize_t http_write_request_head(uint8_t *out, size_t cap, const struct http_head
  * every field that is not hop-by-hop (as above), "Connection: keep-alive"
  * or "Connection: close", the blank line. keep_alive must be false when
  * the body runs until close. resp must have passed http_response_body.
- * Returns the length, -ENOSPC or -EINVAL.
+ * Returns the length (bounded as above), -ENOSPC or -EINVAL.
  */
 ssize_t http_write_response_head(uint8_t *out, size_t cap, const struct http_head *resp,
 				 bool keep_alive);

@@ -232,6 +232,10 @@ static const struct config_key config_keys[] = {
 	  .example = "localhost, 127.0.0.1, 192.168.0.0/16",
 	  .help = "Targets this agent must never connect to; checked on the name and on "
 		  "every address it resolves to, and wins over allowed_hosts." },
+	{ KEY("client", "hosts_file", KEY_FILE, CLIENT, client.hosts_file),
+	  .example = "/etc/anyproxy/hosts",
+	  .help = "Extra hosts file (/etc/hosts format) consulted before the system "
+		  "resolver for target names; re-read on SIGHUP." },
 	{ KEY("client", "handshake_timeout_ms", KEY_UINT32, CLIENT, client.handshake_timeout_ms),
 	  .default_value = "10000", RANGE(CONFIG_TIMEOUT_MIN_MS, CONFIG_TIMEOUT_MAX_MS),
 	  .help = "Time allowed for the TLS handshake and HELLO exchange with the gateway." },

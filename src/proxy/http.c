@@ -27,7 +27,6 @@
 #define PORT_MAX 65535
 #define IPV4_TEXT_MAX (INET_ADDRSTRLEN - 1) /* "255.255.255.255" */
 #define IPV6_TEXT_MAX (INET6_ADDRSTRLEN - 1)
-#define IPV4_ADDR_LEN 4
 #define BASE64_QUANTUM_CHARS 4
 #define BASE64_QUANTUM_BYTES 3
 #define BASE64_BITS_PER_CHAR 6
@@ -531,7 +530,6 @@ static int parse_authority(struct http_str a, struct http_target *t, bool port_r
 			   const char **why)
 {
 	struct http_str host, port = { NULL, 0 };
-	const uint8_t *colon;
 	int err;
 
 	t->authority = a;
@@ -551,7 +549,8 @@ static int parse_authority(struct http_str a, struct http_target *t, bool port_r
 			return fail(why, -EBADMSG, "port missing in target");
 		err = parse_ipv6(host, t, why);
 	} else {
-		colon = memchr(a.ptr, ':', a.len);
+		const uint8_t *colon = memchr(a.ptr, ':', a.len);
+
 		if (colon) {
 			host = (struct http_str){ a.ptr, (size_t)(colon - a.ptr) };
 			port = (struct http_str){ colon + 1, a.len - host.len - 1 };

@@ -1137,6 +1137,14 @@ class _TargetHandler(http.server.BaseHTTPRequestHandler):
             if chunked:
                 self.wfile.write(b"0\r\nX-Trailer: done\r\n\r\n")
             return
+        if path == "/status":
+            code = int(q.get("code", "200"))
+            self.send_response(code)
+            self.send_header("X-Server", self.server.name)
+            if code not in (204, 304):
+                self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if path.startswith("/file/"):
             data = self.server.files.get(path[6:])
             if data is None:
@@ -1203,6 +1211,7 @@ class HttpTarget:
     """A threaded HTTP/1.1 origin on host (127.0.0.x or ::1).
     GET/HEAD /gen?size=N&seed=S[&chunked=1]  deterministic data (gen_chunks)
     GET /file/NAME                          one of `files` (bytes)
+    GET /status?code=N                      status N, no body
     POST/PUT any path                       body by Content-Length or chunked;
                                             answers JSON with len and sha256
     anything else (e.g. /info)              JSON: server name, Host seen, headers

@@ -1386,48 +1386,53 @@ static void test_chunked(void **state)
 		check_chunked(&chunked_cases[i]);
 }
 
+/* Inputs at and just over the scanner's limits: before, pad_len times the
+ * pad byte, after. */
+struct padded_chunked_case {
+	const char *name;
+	const char *before;
+	char pad;
+	size_t pad_len;
+	const char *after;
+	const char *why; /* NULL: valid, the body ends with the input */
+};
+
+#define LINE_OVER "chunk size line over 4096 bytes"
+#define TRAILERS_OVER "trailer section over 32768 bytes"
+
+static const struct padded_chunked_case padded_chunked_cases[] = {
+	/* a size line of exactly HTTP_MAX_CHUNK_LINE_BYTES before its CRLF */
+	{ "longest size line", "1;", 'e', HTTP_MAX_CHUNK_LINE_BYTES - 2, "\r\nx\r\n0\r\n\r\n",
+	  NULL },
+	{ "size line over limit", "1;", 'e', HTTP_MAX_CHUNK_LINE_BYTES - 1,
+	  "\r\nx\r\n0\r\n\r\n", LINE_OVER },
+	/* leading zeros count too: they cannot go on forever */
+	{ "endless zeros", "", '0', HTTP_MAX_CHUNK_LINE_BYTES + 1, "", LINE_OVER },
+	/* a trailer section of exactly HTTP_MAX_TRAILER_BYTES, then one more */
+	{ "largest trailers", "0\r\nX: ", 't', HTTP_MAX_TRAILER_BYTES - 7, "\r\n\r\n", NULL },
+	{ "trailers over limit", "0\r\nX: ", 't', HTTP_MAX_TRAILER_BYTES - 6, "\r\n\r\n",
+	  TRAILERS_OVER },
+};
+
 static void test_chunked_limits(void **state)
 {
-	struct chunked_case c = { 0 };
 	struct http_chunked ch;
 	bool done;
 	ssize_t n;
+	size_t i;
 
-	/* A size line of exactly HTTP_MAX_CHUNK_LINE_BYTES before its CRLF. */
-	build_reset();
-	build("1;");
-	build_repeat('e', HTTP_MAX_CHUNK_LINE_BYTES - 2);
-	build("\r\nx\r\n0\r\n\r\n");
-	c = (struct chunked_case){ "longest size line", build_buf, build_len, build_len, NULL };
-	check_chunked(&c);
-	build_reset();
-	build("1;");
-	build_repeat('e', HTTP_MAX_CHUNK_LINE_BYTES - 1);
-	build("\r\nx\r\n0\r\n\r\n");
-	c = (struct chunked_case){ "size line over limit", build_buf, build_len, 0,
-				   "chunk size line over 4096 bytes" };
-	check_chunked(&c);
-	/* Leading zeros count too: they cannot go on forever. */
-	build_reset();
-	build_repeat('0', HTTP_MAX_CHUNK_LINE_BYTES + 1);
-	c = (struct chunked_case){ "endless zeros", build_buf, build_len, 0,
-				   "chunk size line over 4096 bytes" };
-	check_chunked(&c);
+	for (i = 0; i < ARRAY_SIZE(padded_chunked_cases); i++) {
+		const struct padded_chunked_case *p = &padded_chunked_cases[i];
+		struct chunked_case c;
 
-	/* A trailer section of exactly HTTP_MAX_TRAILER_BYTES, then one more. */
-	build_reset();
-	build("0\r\nX: ");
-	build_repeat('t', HTTP_MAX_TRAILER_BYTES - 7);
-	build("\r\n\r\n");
-	c = (struct chunked_case){ "largest trailers", build_buf, build_len, build_len, NULL };
-	check_chunked(&c);
-	build_reset();
-	build("0\r\nX: ");
-	build_repeat('t', HTTP_MAX_TRAILER_BYTES - 6);
-	build("\r\n\r\n");
-	c = (struct chunked_case){ "trailers over limit", build_buf, build_len, 0,
-				   "trailer section over 32768 bytes" };
-	check_chunked(&c);
+		build_reset();
+		build("%s", p->before);
+		build_repeat(p->pad, p->pad_len);
+		build("%s", p->after);
+		c = (struct chunked_case){ p->name, build_buf, build_len,
+					   p->why ? 0 : build_len, p->why };
+		check_chunked(&c);
+	}
 
 	/* The largest chunk size is accepted and its data counted down. */
 	http_chunked_init(&ch);
@@ -1760,6 +1765,43 @@ static void test_write_error(void **state)
 	assert_int_equal(h.status, 200);
 }
 
+/* The worst growth: minimal fields ("a:" and a bare LF each), a bare-LF
+ * request line without a path, a status line without a reason. */
+static void test_rewrite_growth(void **state)
+{
+	static uint8_t out[HTTP_MAX_HEAD_BYTES + HTTP_REWRITE_GROWTH_BYTES];
+	struct http_body_state b;
+	struct http_target t;
+	struct http_head h;
+	ssize_t in_len, n;
+	size_t i;
+
+	build_reset();
+	build("GET http://a HTTP/1.1\n");
+	for (i = 0; i < HTTP_MAX_HEADERS; i++)
+		build("a:\n");
+	build("\n");
+	in_len = http_parse_request((const uint8_t *)build_buf, build_len, &h, NULL);
+	assert_int_equal(in_len, build_len);
+	assert_int_equal(http_parse_target(&h, &t, NULL), 0);
+	assert_int_equal(http_request_body(&h, &b, NULL), 0);
+	n = http_write_request_head(out, sizeof(out), &h, &t);
+	assert_true(n > in_len && n <= in_len + HTTP_REWRITE_GROWTH_BYTES);
+
+	build_reset();
+	build("HTTP/1.1 200\n");
+	for (i = 0; i < HTTP_MAX_HEADERS; i++)
+		build("a:\n");
+	build("\n");
+	in_len = http_parse_response((const uint8_t *)build_buf, build_len, &h, NULL);
+	assert_int_equal(in_len, build_len);
+	assert_int_equal(http_response_body(&h, HTTP_METHOD_OTHER, &b, NULL), 0);
+	n = http_write_response_head(out, sizeof(out), &h, true);
+	assert_true(n > in_len && n <= in_len + HTTP_REWRITE_GROWTH_BYTES);
+	/* the bound is tight to within the slack of its round number */
+	assert_true(n + 8 > in_len + HTTP_REWRITE_GROWTH_BYTES);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1783,6 +1825,7 @@ int main(void)
 		cmocka_unit_test(test_write_request_head),
 		cmocka_unit_test(test_write_response_head),
 		cmocka_unit_test(test_write_error),
+		cmocka_unit_test(test_rewrite_growth),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,836 @@
+/*
+ * acl.c — host access control: pattern compiler, target canonicaliser and
+ * matcher (see acl.h for the contract and docs/acl.md for the language).
+ *
+ * Targets come from a hostile user, so canonicalisation accepts a small
+ * alphabet and turns every numeric spelling into the address the resolver
+ * would have made of it; rules are normalised the same way when compiled,
+ * so a rule and a target that mean the same destination compare equal.
+ * Matching is a linear scan in list order (lists are short, and the first
+ * matching rule is what the log line names).
+ */
+#include "anyproxy/acl.h"
+#include "anyproxy/common.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <regex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IPV4_BYTES 4
+#define IPV6_BYTES 16
+#define IPV4_BITS 32
+#define IPV6_BITS 128
+#define MAPPED_PREFIX_BITS 96 /* ::ffff:0:0/96 and ::/96 embed IPv4 in the last 32 bits */
+#define MAPPED_MARKER_OFFSET 10 /* the 0xffff of ::ffff:a.b.c.d */
+#define EMBEDDED_IPV4_OFFSET 12
+#define IPV6_TEXT_MAX (INET6_ADDRSTRLEN - 1)
+#define PORT_DIGITS_MAX 5   /* 65535 */
+#define PREFIX_DIGITS_MAX 3 /* 128 */
+#define PORT_ANY 0
+#define ERR_QUOTE_MAX 64    /* bytes of a pattern quoted in an error */
+#define REGEX_ERROR_MAX 128
+#define REGEX_FLAGS (REG_EXTENDED | REG_ICASE)
+#define LOOPBACK_IPV4 0x7f000001u
+
+enum rule_kind {
+	RULE_ANY_HOST,   /* `*`, `.*`, `*:PORT` */
+	RULE_NAME,       /* example.com */
+	RULE_SUBDOMAINS, /* *.example.com: proper subdomains only */
+	RULE_DOMAIN,     /* .example.com: the domain and its subdomains */
+	RULE_REGEX,      /* ~REGEX on the whole canonical name */
+	RULE_NET,        /* an address or CIDR, normalised like a destination */
+};
+
+struct net {
+	int family;
+	uint8_t bytes[ACL_ADDR_BYTES];
+	unsigned prefix_bits;
+};
+
+struct acl_rule {
+	enum rule_kind kind;
+	uint16_t port; /* PORT_ANY: every port */
+	char *text;    /* the pattern as written */
+	union {
+		struct {
+			char text[ACL_NAME_MAX + 1];
+			size_t len;
+		} name; /* RULE_NAME, RULE_SUBDOMAINS, RULE_DOMAIN: canonical */
+		regex_t regex;
+		struct net net;
+	};
+};
+
+struct acl {
+	size_t count;
+	struct acl_rule rules[];
+};
+
+/* ---- canonicalisation ----------------------------------------------- */
+
+/* Locale-free character classes: the input is bytes, not text. */
+static bool is_digit(uint8_t c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static bool is_hex_digit(uint8_t c)
+{
+	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static uint8_t to_lower(uint8_t c)
+{
+	return c >= 'A' && c <= 'Z' ? (uint8_t)(c - 'A' + 'a') : c;
+}
+
+/* After lower-casing: the only bytes a canonical name may hold. */
+static bool is_name_byte(uint8_t c)
+{
+	return (c >= 'a' && c <= 'z') || is_digit(c) || c == '-' || c == '_' || c == '.';
+}
+
+/* An IPv6 literal without brackets or zone: n bytes of hex digits, ':'
+ * and '.', which inet_pton must accept whole. */
+static bool parse_ipv6_text(const uint8_t *p, size_t n, uint8_t out[IPV6_BYTES])
+{
+	char text[IPV6_TEXT_MAX + 1];
+	size_t i;
+
+	if (n == 0 || n > IPV6_TEXT_MAX)
+		return false;
+	for (i = 0; i < n; i++)
+		if (!is_hex_digit(p[i]) && p[i] != ':' && p[i] != '.')
+			return false;
+	memcpy(text, p, n);
+	text[n] = '\0';
+	return inet_pton(AF_INET6, text, out) == 1;
+}
+
+/*
+ * Lower-case, drop one trailing dot and check the alphabet and the label
+ * and name lengths. out has room for ACL_NAME_MAX + 1 bytes.
+ */
+static int canonical_name(const uint8_t *in, size_t len, char *out, const char **why)
+{
+	size_t i, label_len = 0;
+
+	if (len && in[len - 1] == '.')
+		len--;
+	if (len == 0) {
+		*why = "empty host name";
+		return -EINVAL;
+	}
+	if (len > ACL_NAME_MAX) {
+		*why = "host name longer than 253 bytes";
+		return -EINVAL;
+	}
+	for (i = 0; i < len; i++) {
+		uint8_t c = to_lower(in[i]);
+
+		if (!is_name_byte(c)) {
+			*why = "byte not allowed in a host name (only letters, digits, '-', '_', '.')";
+			return -EINVAL;
+		}
+		if (c != '.') {
+			if (++label_len > ACL_LABEL_MAX) {
+				*why = "label longer than 63 bytes in host name";
+				return -EINVAL;
+			}
+		} else if (label_len == 0) {
+			*why = "empty label in host name";
+			return -EINVAL;
+		} else {
+			label_len = 0;
+		}
+		out[i] = (char)c;
+	}
+	if (label_len == 0) {
+		*why = "empty label in host name";
+		return -EINVAL;
+	}
+	out[len] = '\0';
+	return 0;
+}
+
+/* Digits, or 0x and hex digits: what a part of an IPv4 spelling looks like
+ * (a lower-cased label). */
+static bool label_looks_numeric(const char *label)
+{
+	bool hex = label[0] == '0' && label[1] == 'x';
+	const char *p = hex ? label + 2 : label;
+
+	for (; *p; p++)
+		if (!(hex ? is_hex_digit((uint8_t)*p) : is_digit((uint8_t)*p)))
+			return false;
+	return true;
+}
+
+int acl_canonical_host(const uint8_t *name, size_t len, struct acl_host *out, const char **why)
+{
+	const char *ignored;
+	struct acl_host host;
+	const char *last_label;
+	struct in_addr v4;
+
+	if (!why)
+		why = &ignored;
+	memset(&host, 0, sizeof(host));
+	if (len && name[0] == '[') {
+		if (len < 2 || name[len - 1] != ']' ||
+		    !parse_ipv6_text(name + 1, len - 2, host.addr.bytes)) {
+			*why = "brackets must hold exactly an IPv6 address";
+			return -EINVAL;
+		}
+		host.kind = ACL_HOST_ADDR;
+		host.addr.family = AF_INET6;
+	} else if (len && memchr(name, ':', len)) {
+		if (!parse_ipv6_text(name, len, host.addr.bytes)) {
+			*why = "':' in a host name that is not an IPv6 address";
+			return -EINVAL;
+		}
+		host.kind = ACL_HOST_ADDR;
+		host.addr.family = AF_INET6;
+	} else {
+		if (canonical_name(name, len, host.name, why) < 0)
+			return -EINVAL;
+		last_label = strrchr(host.name, '.');
+		last_label = last_label ? last_label + 1 : host.name;
+		if (label_looks_numeric(last_label)) {
+			/* What getaddrinfo would take for an address, it is one. */
+			if (!inet_aton(host.name, &v4)) {
+				*why = "numeric last label, but not an IPv4 address";
+				return -EINVAL;
+			}
+			host.kind = ACL_HOST_ADDR;
+			host.addr.family = AF_INET;
+			memcpy(host.addr.bytes, &v4, IPV4_BYTES);
+			host.name[0] = '\0';
+		} else {
+			host.kind = ACL_HOST_NAME;
+		}
+	}
+	*out = host;
+	return 0;
+}
+
+/* ---- addresses ------------------------------------------------------- */
+
+static bool is_zero(const uint8_t *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static bool is_mapped(const uint8_t *v6)
+{
+	return is_zero(v6, MAPPED_MARKER_OFFSET) && v6[MAPPED_MARKER_OFFSET] == 0xff &&
+	       v6[MAPPED_MARKER_OFFSET + 1] == 0xff;
+}
+
+/* ::a.b.c.d, not counting :: and ::1, which are IPv6 addresses of their own. */
+static bool is_compatible(const uint8_t *v6)
+{
+	return is_zero(v6, EMBEDDED_IPV4_OFFSET) && get_be32(v6 + EMBEDDED_IPV4_OFFSET) > 1;
+}
+
+/*
+ * The destination a connect() to this address reaches, which is what
+ * rules are about: embedded IPv4 as IPv4, and the unspecified addresses
+ * as loopback (Linux connects 0.0.0.0 to 127.0.0.1 and :: to ::1).
+ * Returns false for a family that is neither IPv4 nor IPv6.
+ */
+static bool destination(int family, const uint8_t *addr, struct acl_addr *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (family == AF_INET6 && !is_mapped(addr) && !is_compatible(addr)) {
+		out->family = AF_INET6;
+		memcpy(out->bytes, addr, IPV6_BYTES);
+		if (is_zero(addr, IPV6_BYTES))
+			out->bytes[IPV6_BYTES - 1] = 1; /* ::1 */
+		return true;
+	}
+	if (family == AF_INET6)
+		addr += EMBEDDED_IPV4_OFFSET;
+	else if (family != AF_INET)
+		return false;
+	out->family = AF_INET;
+	if (is_zero(addr, IPV4_BYTES))
+		put_be32(out->bytes, LOOPBACK_IPV4);
+	else
+		memcpy(out->bytes, addr, IPV4_BYTES);
+	return true;
+}
+
+static bool net_contains(const struct net *net, const struct acl_addr *a)
+{
+	unsigned whole = net->prefix_bits / 8, rest = net->prefix_bits % 8;
+	uint8_t mask;
+
+	if (net->family != a->family || memcmp(net->bytes, a->bytes, whole) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	mask = (uint8_t)(0xff << (8 - rest));
+	return ((net->bytes[whole] ^ a->bytes[whole]) & mask) == 0;
+}
+
+/* Clear the bits after prefix_bits; returns true if any was set. */
+static bool clear_host_bits(uint8_t *bytes, size_t size, unsigned prefix_bits)
+{
+	bool was_set = false;
+	size_t i;
+
+	for (i = 0; i < size; i++) {
+		unsigned first_bit = (unsigned)i * 8;
+		uint8_t keep;
+
+		if (prefix_bits >= first_bit + 8)
+			keep = 0xff;
+		else if (prefix_bits <= first_bit)
+			keep = 0;
+		else
+			keep = (uint8_t)(0xff << (8 - (prefix_bits - first_bit)));
+		if (bytes[i] & (uint8_t)~keep)
+			was_set = true;
+		bytes[i] &= keep;
+	}
+	return was_set;
+}
+
+/* ---- pattern compiler ------------------------------------------------ */
+
+/* Writes "'<pattern>': <message>" to err and returns -EINVAL. Control and
+ * non-ASCII bytes of the pattern show as '?', and a long one is cut. */
+static int pattern_error(char *err, size_t errlen, const char *pattern, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int pattern_error(char *err, size_t errlen, const char *pattern, const char *fmt, ...)
+{
+	char quoted[ERR_QUOTE_MAX + 1];
+	size_t i, n = strlen(pattern);
+	va_list ap;
+	int used;
+
+	if (!err || errlen == 0)
+		return -EINVAL;
+	for (i = 0; i < n && i < ERR_QUOTE_MAX; i++) {
+		uint8_t c = (uint8_t)pattern[i];
+
+		quoted[i] = c < 0x20 || c >= 0x7f ? '?' : (char)c;
+	}
+	quoted[i] = '\0';
+	used = snprintf(err, errlen, "'%s%s': ", quoted, n > ERR_QUOTE_MAX ? "..." : "");
+	if (used >= 0 && (size_t)used < errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err + used, errlen - (size_t)used, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+/* 1..max_digits decimal digits (all of s..s+n) whose value is at most max. */
+static bool parse_decimal(const char *s, size_t n, size_t max_digits, unsigned max,
+			  unsigned *out)
+{
+	unsigned v = 0;
+	size_t i;
+
+	if (n == 0 || n > max_digits)
+		return false;
+	for (i = 0; i < n; i++) {
+		if (!is_digit((uint8_t)s[i]))
+			return false;
+		v = v * 10 + (unsigned)(s[i] - '0');
+	}
+	if (v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+static int parse_port(const char *pattern, const char *s, uint16_t *port, char *err,
+		      size_t errlen)
+{
+	unsigned v;
+
+	if (strcmp(s, "*") == 0) {
+		*port = PORT_ANY;
+		return 0;
+	}
+	if (*s == '\0')
+		return pattern_error(err, errlen, pattern, "missing port after ':'");
+	if (!parse_decimal(s, strlen(s), PORT_DIGITS_MAX, UINT16_MAX, &v) || v == 0)
+		return pattern_error(err, errlen, pattern,
+				     "bad port '%s' (1 to 65535, or * for every port)", s);
+	*port = (uint16_t)v;
+	return 0;
+}
+
+/* How an address rule was written, to echo the same style in errors. */
+struct net_spelling {
+	bool bracketed;
+	const char *port_suffix; /* ":443", or "" */
+};
+
+/*
+ * Normalise a compiled network like a destination (see destination()),
+ * refusing what would silently mean something else.
+ */
+static int normalise_net(const char *pattern, struct net *net, char *err, size_t errlen)
+{
+	if (net->family == AF_INET6 && net->prefix_bits >= MAPPED_PREFIX_BITS) {
+		if (is_mapped(net->bytes)) {
+			net->family = AF_INET;
+			memmove(net->bytes, net->bytes + EMBEDDED_IPV4_OFFSET, IPV4_BYTES);
+			memset(net->bytes + IPV4_BYTES, 0, IPV6_BYTES - IPV4_BYTES);
+			net->prefix_bits -= MAPPED_PREFIX_BITS;
+		} else if (is_compatible(net->bytes)) {
+			/* Also the likely reading of the typo ::1:443 for [::1]:443. */
+			return pattern_error(err, errlen, pattern,
+					     "IPv4-compatible IPv6 address (deprecated); write the "
+					     "IPv4 address, and [IPv6]:PORT for a port");
+		}
+	}
+	if (net->prefix_bits == (net->family == AF_INET ? IPV4_BITS : IPV6_BITS) &&
+	    is_zero(net->bytes, net->family == AF_INET ? IPV4_BYTES : IPV6_BYTES))
+		return pattern_error(err, errlen, pattern,
+				     "the unspecified address is not a destination (a connection "
+				     "to it reaches loopback); write %s",
+				     net->family == AF_INET ? "127.0.0.1" : "::1");
+	return 0;
+}
+
+/* An address or CIDR (text is NUL-terminated, without brackets or port). */
+static int parse_net(const char *pattern, const char *text, int family,
+		     const struct net_spelling *spelling, struct net *net, char *err,
+		     size_t errlen)
+{
+	char addr_text[ACL_PATTERN_MAX + 1];
+	const unsigned max_bits = family == AF_INET ? IPV4_BITS : IPV6_BITS;
+	const size_t size = family == AF_INET ? IPV4_BYTES : IPV6_BYTES;
+	const char *slash = strchr(text, '/');
+	size_t addr_len = slash ? (size_t)(slash - text) : strlen(text);
+	char masked[INET6_ADDRSTRLEN];
+
+	memset(net, 0, sizeof(*net));
+	net->family = family;
+	net->prefix_bits = max_bits;
+	memcpy(addr_text, text, addr_len);
+	addr_text[addr_len] = '\0';
+	if (inet_pton(family, addr_text, net->bytes) != 1)
+		return pattern_error(err, errlen, pattern, "bad %s address '%s'",
+				     family == AF_INET ? "IPv4" : "IPv6", addr_text);
+	if (slash && !parse_decimal(slash + 1, strlen(slash + 1), PREFIX_DIGITS_MAX, max_bits,
+				    &net->prefix_bits))
+		return pattern_error(err, errlen, pattern, "bad prefix length '%s' (0 to %u)",
+				     slash + 1, max_bits);
+	if (clear_host_bits(net->bytes, size, net->prefix_bits)) {
+		inet_ntop(family, net->bytes, masked, sizeof(masked));
+		return pattern_error(err, errlen, pattern, "host bits set; did you mean %s%s/%u%s%s?",
+				     spelling->bracketed ? "[" : "", masked, net->prefix_bits,
+				     spelling->bracketed ? "]" : "", spelling->port_suffix);
+	}
+	return normalise_net(pattern, net, err, errlen);
+}
+
+/* POSIX ERE back-references (\1..\9) make matching exponential and cannot
+ * occur in a host name's rules usefully. */
+static bool has_back_reference(const char *regex)
+{
+	for (; *regex; regex++) {
+		if (*regex != '\\')
+			continue;
+		if (is_digit((uint8_t)regex[1]) && regex[1] != '0')
+			return true;
+		if (regex[1])
+			regex++;
+	}
+	return false;
+}
+
+/*
+ * A regex is compiled as written and a name matches only when the match
+ * spans the whole name. Wrapping it as ^(REGEX)$ instead would not anchor
+ * it: glibc reads an unmatched ')' as a literal, so `a)|(b` would become
+ * `^(a)|(b)$`, whose first branch is open-ended. POSIX leftmost-longest
+ * matching (glibc computes the longest match when asked for its extent)
+ * makes "the match is [0, len)" equivalent to "the regex matches the name".
+ */
+static int compile_regex(const char *pattern, const char *regex, regex_t *re, char *err,
+			 size_t errlen)
+{
+	char why[REGEX_ERROR_MAX];
+	int rc;
+
+	if (*regex == '\0')
+		return pattern_error(err, errlen, pattern, "empty regular expression after '~'");
+	if (has_back_reference(regex))
+		return pattern_error(err, errlen, pattern, "back-references are not supported");
+	rc = regcomp(re, regex, REGEX_FLAGS);
+	if (rc == REG_ESPACE)
+		return -ENOMEM;
+	if (rc != 0) {
+		regerror(rc, re, why, sizeof(why));
+		return pattern_error(err, errlen, pattern, "bad regular expression: %s", why);
+	}
+	return 0;
+}
+
+/* A host name or domain suffix; numeric forms must be address rules. */
+static int parse_name(const char *pattern, const char *text, bool is_suffix, struct acl_rule *rule,
+		      char *err, size_t errlen)
+{
+	struct acl_host host;
+	const char *why;
+
+	if (acl_canonical_host((const uint8_t *)text, strlen(text), &host, &why) < 0)
+		return pattern_error(err, errlen, pattern, "%s", why);
+	if (host.kind != ACL_HOST_NAME)
+		return pattern_error(err, errlen, pattern,
+				     is_suffix ? "a domain pattern needs a name, not an address" :
+						 "unusual IPv4 spelling; write the address as a.b.c.d");
+	memcpy(rule->name.text, host.name, sizeof(host.name));
+	rule->name.len = strlen(host.name);
+	return 0;
+}
+
+/* The host part of a pattern without brackets (NUL-terminated). */
+static int parse_host(const char *pattern, const char *host, struct acl_rule *rule,
+		      const struct net_spelling *spelling, char *err, size_t errlen)
+{
+	struct in_addr v4;
+
+	if (*host == '\0')
+		return pattern_error(err, errlen, pattern, "missing host before ':' (*:PORT for any host)");
+	if (strcmp(host, "*") == 0 || strcmp(host, ".*") == 0) {
+		rule->kind = RULE_ANY_HOST;
+		return 0;
+	}
+	if (strchr(host, '/')) {
+		rule->kind = RULE_NET;
+		return parse_net(pattern, host, AF_INET, spelling, &rule->net, err, errlen);
+	}
+	if (strncmp(host, "*.", 2) == 0) {
+		rule->kind = RULE_SUBDOMAINS;
+		return parse_name(pattern, host + 2, true, rule, err, errlen);
+	}
+	if (strchr(host, '*'))
+		return pattern_error(err, errlen, pattern,
+				     "'*' may only stand alone or start a '*.' pattern");
+	if (host[0] == '.') {
+		rule->kind = RULE_DOMAIN;
+		return parse_name(pattern, host + 1, true, rule, err, errlen);
+	}
+	if (inet_pton(AF_INET, host, &v4) == 1) {
+		rule->kind = RULE_NET;
+		return parse_net(pattern, host, AF_INET, spelling, &rule->net, err, errlen);
+	}
+	rule->kind = RULE_NAME;
+	return parse_name(pattern, host, false, rule, err, errlen);
+}
+
+/* Parse one pattern into rule (its text excepted); on failure nothing
+ * needs freeing. */
+static int parse_pattern(const char *pattern, struct acl_rule *rule, char *err, size_t errlen)
+{
+	char host[ACL_PATTERN_MAX + 1];
+	struct net_spelling spelling = { .bracketed = false, .port_suffix = "" };
+	size_t len = strlen(pattern), i, colons = 0;
+	const char *colon, *close;
+	int rc;
+
+	memset(rule, 0, sizeof(*rule));
+	rule->port = PORT_ANY;
+	if (len == 0)
+		return pattern_error(err, errlen, pattern, "empty pattern");
+	if (len > ACL_PATTERN_MAX)
+		return pattern_error(err, errlen, pattern, "pattern longer than %d bytes",
+				     ACL_PATTERN_MAX);
+	for (i = 0; i < len; i++) {
+		uint8_t c = (uint8_t)pattern[i];
+
+		if (c <= ' ' || c >= 0x7f)
+			return pattern_error(err, errlen, pattern,
+					     "space, control or non-ASCII byte in pattern");
+		colons += c == ':';
+	}
+
+	if (pattern[0] == '~') {
+		rule->kind = RULE_REGEX;
+		return compile_regex(pattern, pattern + 1, &rule->regex, err, errlen);
+	}
+
+	if (pattern[0] == '[') {
+		close = strchr(pattern, ']');
+		if (!close)
+			return pattern_error(err, errlen, pattern, "missing ']'");
+		if (close[1] != '\0' && close[1] != ':')
+			return pattern_error(err, errlen, pattern,
+					     "only ':PORT' may follow ']'");
+		if (close[1] == ':') {
+			rc = parse_port(pattern, close + 2, &rule->port, err, errlen);
+			if (rc < 0)
+				return rc;
+			spelling.port_suffix = close + 1;
+		}
+		spelling.bracketed = true;
+		memcpy(host, pattern + 1, (size_t)(close - pattern - 1));
+		host[close - pattern - 1] = '\0';
+		rule->kind = RULE_NET;
+		return parse_net(pattern, host, AF_INET6, &spelling, &rule->net, err, errlen);
+	}
+	if (colons > 1) { /* a bare IPv6 address or network: no port */
+		rule->kind = RULE_NET;
+		return parse_net(pattern, pattern, AF_INET6, &spelling, &rule->net, err, errlen);
+	}
+
+	colon = strchr(pattern, ':');
+	len = colon ? (size_t)(colon - pattern) : len;
+	if (colon) {
+		rc = parse_port(pattern, colon + 1, &rule->port, err, errlen);
+		if (rc < 0)
+			return rc;
+		spelling.port_suffix = colon;
+	}
+	memcpy(host, pattern, len);
+	host[len] = '\0';
+	return parse_host(pattern, host, rule, &spelling, err, errlen);
+}
+
+static void free_rule(struct acl_rule *rule)
+{
+	if (rule->kind == RULE_REGEX)
+		regfree(&rule->regex);
+	free(rule->text);
+}
+
+void acl_free(struct acl *acl)
+{
+	size_t i;
+
+	if (!acl)
+		return;
+	for (i = 0; i < acl->count; i++)
+		free_rule(&acl->rules[i]);
+	free(acl);
+}
+
+int acl_compile(const char *const *patterns, size_t n, struct acl **out, size_t *bad_index,
+		char *err, size_t errlen)
+{
+	struct acl *acl;
+	size_t i;
+	int rc;
+
+	if (!patterns)
+		n = 0;
+	if (n > (SIZE_MAX - sizeof(*acl)) / sizeof(acl->rules[0])) {
+		rc = -ENOMEM;
+		i = 0;
+		goto fail;
+	}
+	acl = malloc(sizeof(*acl) + n * sizeof(acl->rules[0]));
+	if (!acl) {
+		rc = -ENOMEM;
+		i = 0;
+		goto fail;
+	}
+	acl->count = 0;
+	for (i = 0; i < n; i++) {
+		struct acl_rule *rule = &acl->rules[i];
+
+		if (!patterns[i]) {
+			rc = pattern_error(err, errlen, "", "missing pattern");
+			goto fail_free;
+		}
+		rc = parse_pattern(patterns[i], rule, err, errlen);
+		if (rc < 0)
+			goto fail_free;
+		rule->text = strdup(patterns[i]);
+		if (!rule->text) {
+			if (rule->kind == RULE_REGEX)
+				regfree(&rule->regex);
+			rc = -ENOMEM;
+			goto fail_free;
+		}
+		acl->count++;
+	}
+	*out = acl;
+	return 0;
+
+fail_free:
+	acl_free(acl);
+fail:
+	if (rc == -ENOMEM && err && errlen)
+		snprintf(err, errlen, "out of memory compiling host patterns");
+	if (bad_index)
+		*bad_index = i;
+	return rc;
+}
+
+size_t acl_rule_count(const struct acl *acl)
+{
+	return acl ? acl->count : 0;
+}
+
+const char *acl_rule_text(const struct acl_rule *rule)
+{
+	return rule->text;
+}
+
+/* ---- matching -------------------------------------------------------- */
+
+static bool port_matches(const struct acl_rule *rule, uint16_t port)
+{
+	return rule->port == PORT_ANY || rule->port == port;
+}
+
+/* name ends with "." + suffix (so it is a proper subdomain of suffix). */
+static bool is_subdomain(const char *name, size_t name_len, const struct acl_rule *rule)
+{
+	size_t suffix_len = rule->name.len;
+
+	return name_len > suffix_len + 1 && name[name_len - suffix_len - 1] == '.' &&
+	       memcmp(name + name_len - suffix_len, rule->name.text, suffix_len) == 0;
+}
+
+static bool regex_matches_whole(const regex_t *re, const char *name, size_t name_len)
+{
+	regmatch_t match;
+
+	return regexec(re, name, 1, &match, 0) == 0 && match.rm_so == 0 &&
+	       (size_t)match.rm_eo == name_len;
+}
+
+static bool rule_matches_name(const struct acl_rule *rule, const char *name, size_t name_len)
+{
+	switch (rule->kind) {
+	case RULE_ANY_HOST:
+		return true;
+	case RULE_NAME:
+		return strcmp(name, rule->name.text) == 0;
+	case RULE_DOMAIN:
+		return strcmp(name, rule->name.text) == 0 || is_subdomain(name, name_len, rule);
+	case RULE_SUBDOMAINS:
+		return is_subdomain(name, name_len, rule);
+	case RULE_REGEX:
+		return regex_matches_whole(&rule->regex, name, name_len);
+	case RULE_NET:
+		return false;
+	}
+	return false;
+}
+
+const struct acl_rule *acl_match_name(const struct acl *acl, const char *name, uint16_t port)
+{
+	size_t i, name_len = strlen(name);
+
+	for (i = 0; i < acl_rule_count(acl); i++) {
+		const struct acl_rule *rule = &acl->rules[i];
+
+		if (port_matches(rule, port) && rule_matches_name(rule, name, name_len))
+			return rule;
+	}
+	return NULL;
+}
+
+const struct acl_rule *acl_match_addr(const struct acl *acl, int family, const uint8_t *addr,
+				      uint16_t port)
+{
+	struct acl_addr dest;
+	size_t i;
+
+	if (!destination(family, addr, &dest))
+		return NULL;
+	for (i = 0; i < acl_rule_count(acl); i++) {
+		const struct acl_rule *rule = &acl->rules[i];
+
+		if (!port_matches(rule, port))
+			continue;
+		if (rule->kind == RULE_ANY_HOST ||
+		    (rule->kind == RULE_NET && net_contains(&rule->net, &dest)))
+			return rule;
+	}
+	return NULL;
+}
+
+/* Whether some address could still be admitted at this port. */
+static bool has_addr_rule(const struct acl *acl, uint16_t port)
+{
+	size_t i;
+
+	for (i = 0; i < acl_rule_count(acl); i++)
+		if (acl->rules[i].kind == RULE_NET && port_matches(&acl->rules[i], port))
+			return true;
+	return false;
+}
+
+const char *acl_verdict_name(enum acl_verdict verdict)
+{
+	switch (verdict) {
+	case ACL_ALLOW:
+		return "allowed";
+	case ACL_DENY_FORBIDDEN:
+		return "forbidden";
+	case ACL_DENY_NOT_ALLOWED:
+		return "not allowed";
+	}
+	return "unknown";
+}
+
+enum acl_verdict acl_check_name(const struct acl *forbidden, const struct acl *allowed,
+				const char *name, uint16_t port, bool *name_allowed,
+				const struct acl_rule **rule)
+{
+	const struct acl_rule *decided = acl_match_name(forbidden, name, port);
+	enum acl_verdict verdict = ACL_ALLOW;
+	bool admitted = false;
+
+	if (decided) {
+		verdict = ACL_DENY_FORBIDDEN;
+	} else if (acl_rule_count(allowed) == 0) {
+		admitted = true;
+	} else {
+		decided = acl_match_name(allowed, name, port);
+		admitted = decided != NULL;
+		if (!admitted && !has_addr_rule(allowed, port))
+			verdict = ACL_DENY_NOT_ALLOWED;
+	}
+	if (name_allowed)
+		*name_allowed = admitted;
+	if (rule)
+		*rule = decided;
+	return verdict;
+}
+
+enum acl_verdict acl_check_addr(const struct acl *forbidden, const struct acl *allowed,
+				int family, const uint8_t *addr, uint16_t port, bool name_allowed,
+				const struct acl_rule **rule)
+{
+	const struct acl_rule *decided = NULL;
+	enum acl_verdict verdict = ACL_ALLOW;
+
+	if (family != AF_INET && family != AF_INET6) {
+		verdict = ACL_DENY_NOT_ALLOWED;
+	} else {
+		decided = acl_match_addr(forbidden, family, addr, port);
+		if (decided) {
+			verdict = ACL_DENY_FORBIDDEN;
+		} else if (!name_allowed && acl_rule_count(allowed) != 0) {
+			decided = acl_match_addr(allowed, family, addr, port);
+			if (!decided)
+				verdict = ACL_DENY_NOT_ALLOWED;
+		}
+	}
+	if (rule)
+		*rule = decided;
+	return verdict;
+}

@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Target failures through both proxies: each maps to its SOCKS5 REP and
+HTTP status (DESIGN non-negotiable 1, docs/protocol.md "Open reasons"), and
+the answer waits for the agent's verdict.
+
+  refused       a bound port nobody listens on       0x05  502
+  unresolvable  a name the agent's resolver rejects  0x04  502
+  unreachable   127.255.255.255 (ENETUNREACH)        0x04  502
+  silent        a listener whose accept queue is     0x06  504
+                full: SYNs are dropped, the agent's
+                connect_timeout_ms (1 s here) expires
+
+No packet leaves loopback: the unresolvable name starts with '-', which
+glibc refuses before asking any DNS server (a plain "nonexistent.invalid"
+would be sent to the resolver in /etc/resolv.conf), and connect() to a
+broadcast address fails with ENETUNREACH without sending anything.
+"""
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+CONNECT_TIMEOUT_MS = 1000
+UNRESOLVABLE = "-nonexistent.invalid"
+
+# kind -> (SOCKS5 REP, HTTP status, agent's reason name)
+EXPECT = {
+    "refused": (0x05, 502, "REFUSED"),
+    "refused6": (0x05, 502, "REFUSED"),
+    "unresolvable": (0x04, 502, "DNS_FAILED"),
+    "unreachable": (0x04, 502, "HOST_UNREACHABLE"),
+    "silent": (0x06, 504, "TIMEOUT"),
+}
+
+
+class Blackhole:
+    """A listener with backlog 0 whose accept queue holds one connection that
+    is never accepted: further SYNs are dropped and connect() hangs."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fillers = []
+        for _ in range(2):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self.fillers.append(c)
+            time.sleep(0.05)
+        probe = socket.socket()
+        probe.settimeout(0.5)
+        try:
+            probe.connect(("127.0.0.1", self.port))
+            h.fail("the blackhole listener still completes handshakes")
+        except (socket.timeout, TimeoutError):
+            pass
+        finally:
+            probe.close()
+
+    def close(self):
+        for c in self.fillers:
+            c.close()
+        self.sock.close()
+
+
+def setup(env):
+    env.gwp = h.proxy_gateway(env)
+    env.agent_d = h.proxy_agent(env, "def", connect_timeout_ms=CONNECT_TIMEOUT_MS)
+    # bound, never listening: connects are refused, the port stays ours
+    env.closed4 = socket.socket()
+    env.closed4.bind(("127.0.0.1", 0))
+    env.closed6 = socket.socket(socket.AF_INET6)
+    env.closed6.bind(("::1", 0))
+    env.servers += [env.closed4, env.closed6]
+    env.blackhole = Blackhole()
+    env.servers.append(env.blackhole)
+    env.targets = {
+        "refused": ("127.0.0.1", env.closed4.getsockname()[1]),
+        "refused6": ("::1", env.closed6.getsockname()[1]),
+        "unresolvable": (UNRESOLVABLE, 80),
+        "unreachable": ("127.255.255.255", 80),
+        "silent": ("127.0.0.1", env.blackhole.port),
+    }
+
+
+def socks5_case(env, kind):
+    host, port = env.targets[kind]
+    rep, _status, reason = EXPECT[kind]
+    mark = env.agent_d.mark()
+    t0 = time.monotonic()
+    r = h.socks5_open(env.gwp.socks_port, host, port, timeout=10)
+    elapsed = time.monotonic() - t0
+    try:
+        h.check(r.auth_status == 0, "SOCKS5 auth: %r" % r)
+        h.check(r.rep == rep, "SOCKS5 CONNECT to %s (%s:%d): REP %r, expected 0x%02x\n%s"
+                % (kind, host, port, r.rep, rep, env.gwp.tail(6)))
+        how, _, _ = h.read_until_closed(r.sock, 5)
+    finally:
+        r.sock.close()
+    check_agent_reason(env, mark, kind, reason)
+    return elapsed
+
+
+def http_case(env, kind, connect):
+    host, port = env.targets[kind]
+    _rep, status, reason = EXPECT[kind]
+    mark = env.agent_d.mark()
+    t0 = time.monotonic()
+    if connect:
+        s, got, headers, head, rest = h.http_connect(env.gwp.http_port, host, port, timeout=10)
+    else:
+        s = socket.create_connection(("127.0.0.1", env.gwp.http_port), timeout=10)
+        authority = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+        s.sendall(("GET http://%s/info HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: %s\r\n\r\n"
+                   % (authority, authority, h.basic_auth(h.PROXY_USER, h.PROXY_PASS))).encode())
+        got, headers, head, rest = h.read_http_head(s)
+    elapsed = time.monotonic() - t0
+    try:
+        body = h.read_http_body(s, headers, rest, timeout=5)
+    finally:
+        s.close()
+    what = "%s to %s (%s:%d)" % ("CONNECT" if connect else "GET", kind, host, port)
+    h.check(got == status, "%s: status %r, expected %d\n%s\n%s" % (what, got, status, head,
+                                                                   env.gwp.tail(6)))
+    h.check(0 < len(body) < 512 and headers.get("content-type", "").startswith("text/plain"),
+            "%s: expected a short text body: %r %r" % (what, headers, body))
+    check_agent_reason(env, mark, kind, reason)
+    return elapsed
+
+
+def check_agent_reason(env, mark, kind, reason):
+    lines = env.agent_d.find("Target connection failed", mark)
+    h.check(lines, "agent: no 'Target connection failed' for %s:\n%s" % (kind,
+                                                                       env.agent_d.tail(5)))
+    h.check(lines[-1].get("reason") == reason, "agent: reason %r for %s, expected %s"
+            % (lines[-1].get("reason"), kind, reason))
+
+
+def run_kind(env, kind):
+    before = h.stream_totals(env)
+    times = [socks5_case(env, kind), http_case(env, kind, False), http_case(env, kind, True)]
+    h.expect_streams(env, before, {"def": 3}, kind)
+    # nothing left open on the agent's account
+    h.wait_until(lambda: env.clients()["def"]["streams_active"] == 0, 5,
+                 "streams_active to return to 0 after %s" % kind)
+    h.note("%s: answered in %s s" % (kind, ", ".join("%.2f" % t for t in times)))
+    return times
+
+
+def test_refused(env):
+    for t in run_kind(env, "refused"):
+        h.check(t < 2, "a refused connect should be answered at once, took %.2f s" % t)
+
+
+def test_refused_ipv6(env):
+    run_kind(env, "refused6")
+
+
+def test_unresolvable(env):
+    run_kind(env, "unresolvable")
+
+
+def test_unreachable(env):
+    run_kind(env, "unreachable")
+
+
+def test_silent_target_times_out(env):
+    """The answer waits for the agent's connect timeout, then 0x06 / 504."""
+    for t in run_kind(env, "silent"):
+        h.check(CONNECT_TIMEOUT_MS / 1000 * 0.9 <= t <= CONNECT_TIMEOUT_MS / 1000 + 3 + h.slack(),
+                "a silent target should be answered after connect_timeout_ms (%d ms), took "
+                "%.2f s" % (CONNECT_TIMEOUT_MS, t))
+
+
+def test_curl_sees_the_failures(env):
+    """curl's view: HTTP codes through -x, a failed CONNECT through -p, and
+    curl --socks5-hostname failing (not hanging)."""
+    def url(kind):
+        host, port = env.targets[kind]
+        return "http://%s:%d/" % ("[%s]" % host if ":" in host else host, port)
+    px = "http://%s:%s@127.0.0.1:%d" % (h.PROXY_USER, h.PROXY_PASS, env.gwp.http_port)
+    for kind in ("refused", "unreachable", "silent"):
+        _rep, status, _reason = EXPECT[kind]
+        r = h.curl(["-g", "-x", px, "-o", "/dev/null", "-w", "%{http_code}", url(kind)],
+                   timeout=20)
+        h.check(r.stdout == str(status).encode(), "curl -x %s: %r, expected %d" % (
+            kind, r.stdout, status))
+        r = h.curl(["-g", "-p", "-x", px, "-o", "/dev/null", "-w", "%{http_connect}", url(kind)],
+                   timeout=20)
+        h.check(r.returncode != 0 and r.stdout == str(status).encode(),
+                "curl -p -x %s: rc %d, CONNECT answered %r, expected %d" % (
+                    kind, r.returncode, r.stdout, status))
+        r = h.curl(["-g", "--socks5-hostname", "%s:%s@127.0.0.1:%d" % (
+            h.PROXY_USER, h.PROXY_PASS, env.gwp.socks_port), url(kind)], timeout=20)
+        h.check(r.returncode != 0, "curl --socks5-hostname %s should fail" % kind)
+
+
+def test_still_serves_after_failures(env):
+    """The failures left the agent and gateway healthy."""
+    t = h.HttpTarget("127.0.0.1", name="A")
+    env.servers.append(t)
+    r = h.socks5_open(env.gwp.socks_port, "127.0.0.1", t.port)
+    try:
+        h.check(r.rep == 0, "SOCKS5 after the failures: %r" % r)
+    finally:
+        r.sock.close()
+    r = h.curl(["-x", "http://user:proxy_pass@127.0.0.1:%d" % env.gwp.http_port, t.url("/info")],
+               timeout=20)
+    h.check(r.returncode == 0 and b'"server": "A"' in r.stdout, "HTTP after the failures: %r"
+            % r.stdout)
+
+
+if __name__ == "__main__":
+    h.run([
+        test_refused,
+        test_refused_ipv6,
+        test_unresolvable,
+        test_unreachable,
+        test_silent_target_times_out,
+        test_curl_sees_the_failures,
+        test_still_serves_after_failures,
+    ], fixture=setup)
