@@ -31,6 +31,13 @@ struct cli_program {
  */
 int cli_start(const struct cli_program *prog, int argc, char **argv, struct config *cfg);
 
+/* SIGHUP: load the same file again into fresh (validated; nothing applied).
+ * 0, or -errno with err naming file, line and key. */
+int cli_reload(const struct cli_program *prog, struct config *fresh, char *err, size_t errlen);
+
+/* (Re)open the log as cfg says. 0 or -errno. */
+int cli_apply_log(const struct config *cfg);
+
 /* "anyproxy-gateway 0.1.0 (wolfSSL 5.5.4 (AES-NI), liburing 2.3)" */
 void cli_print_version(const struct cli_program *prog);
 

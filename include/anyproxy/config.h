@@ -108,6 +108,15 @@ int config_load(struct config *cfg, enum config_program program, const char *pat
 		char *err, size_t errlen);
 void config_free(struct config *cfg);
 
+/*
+ * SIGHUP: fresh is a configuration just loaded (and validated) from the same
+ * file. Every key that may change at run time takes fresh's value (the old
+ * values move to fresh, which the caller then frees); keys that need a
+ * restart keep their running value and are listed in restart ("[client]
+ * group_id, ..."). Returns how many such keys changed.
+ */
+int config_reload(struct config *live, struct config *fresh, char *restart, size_t len);
+
 /* Format "host:port" ("[v6]:port" for IPv6 literals) into buf. */
 void config_addr_format(const struct config_addr *a, char *buf, size_t len);
 /* Parse an address value as config_load does; 0 or -EINVAL with err set. */

@@ -9,6 +9,9 @@
 #include "anyproxy/log.h"
 #include "anyproxy/tls.h"
 
+/* The file cli_start loaded, for cli_reload. */
+static const char *loaded_path;
+
 void cli_print_version(const struct cli_program *prog)
 {
 	printf("%s %s (%s, liburing %s)\n", prog->name, AP_VERSION, tls_library_version(),
@@ -67,6 +70,7 @@ int cli_start(const struct cli_program *prog, int argc, char **argv, struct conf
 		usage(prog, stderr);
 		return CLI_EXIT_CONFIG;
 	}
+	loaded_path = path;
 	ret = config_load(cfg, prog->config, path, err, sizeof(err));
 	if (ret < 0) {
 		fprintf(stderr, "%s: configuration error: %s\n", prog->name, err);
@@ -84,7 +88,7 @@ int cli_start(const struct cli_program *prog, int argc, char **argv, struct conf
 	 * each be a fresh mmap. Memory freed stays in the heap for reuse. */
 	mallopt(M_TRIM_THRESHOLD, CLI_MALLOC_TRIM_BYTES);
 	mallopt(M_MMAP_THRESHOLD, CLI_MALLOC_MMAP_BYTES);
-	ret = log_setup((enum log_level)cfg->log.level, (int)cfg->log.format, cfg->log.output);
+	ret = cli_apply_log(cfg);
 	if (ret < 0) {
 		fprintf(stderr, "%s: cannot open log output %s: %s\n", prog->name, cfg->log.output,
 			strerror(-ret));
@@ -92,4 +96,14 @@ int cli_start(const struct cli_program *prog, int argc, char **argv, struct conf
 		return CLI_EXIT_CONFIG;
 	}
 	return -1;
+}
+
+int cli_reload(const struct cli_program *prog, struct config *fresh, char *err, size_t errlen)
+{
+	return config_load(fresh, prog->config, loaded_path, err, errlen);
+}
+
+int cli_apply_log(const struct config *cfg)
+{
+	return log_setup((enum log_level)cfg->log.level, (int)cfg->log.format, cfg->log.output);
 }

@@ -103,6 +103,7 @@ struct config_key {
 	key_check_fn check;        /* NULL: the type's parsing is enough */
 	const char *example;       /* reference-INI value when there is no default */
 	const char *help;
+	bool restart;              /* SIGHUP cannot change it: needs a restart */
 };
 
 struct config_section {
@@ -139,7 +140,7 @@ static const struct config_section config_sections[] = {
 
 #define LISTENER_KEYS(sec, field, example_addr, username_check)                        \
 	{ KEY(sec, "listen_addr", KEY_ADDR, GATEWAY, field.listen_addr),               \
-	  .example = (example_addr),                                                   \
+	  .example = (example_addr), .restart = true,                                  \
 	  .help = "Address to listen on: host:port, [v6]:port or :port for all "       \
 		  "addresses. Empty: this listener is off." },                         \
 	{ KEY(sec, "auth_username", KEY_STRING, GATEWAY, field.auth_username),         \
@@ -153,7 +154,7 @@ static const struct config_section config_sections[] = {
 
 static const struct config_key config_keys[] = {
 	{ KEY("gateway", "listen_addr", KEY_ADDR, GATEWAY, gateway.listen_addr),
-	  .default_value = ":8443", .check = check_listen_addr,
+	  .default_value = ":8443", .check = check_listen_addr, .restart = true,
 	  .help = "Address of the tunnel listener that agents connect to: host:port, "
 		  "[v6]:port or :port for all addresses." },
 	{ KEY("gateway", "tls_cert", KEY_FILE, GATEWAY, gateway.tls_cert), .required = true,
@@ -207,16 +208,16 @@ static const struct config_key config_keys[] = {
 	  .example = "/etc/anyproxy/agent.key",
 	  .help = "Private key (PEM) of tls_cert." },
 	{ KEY("client", "client_id", KEY_STRING, CLIENT, client.client_id), .required = true,
-	  .check = check_client_id, .example = "prod-client-001",
+	  .check = check_client_id, .example = "prod-client-001", .restart = true,
 	  .help = "Name of this agent at the gateway: 1 to " XSTR(CONFIG_ID_MAX_BYTES)
 		  " of A-Z a-z 0-9 . _ : -" },
 	{ KEY("client", "group_id", KEY_STRING, CLIENT, client.group_id), .default_value = "",
-	  .check = check_group_id, .example = "production",
+	  .check = check_group_id, .example = "production", .restart = true,
 	  .help = "Group this agent serves; users pick it with the proxy username "
 		  "user.group-id. Empty: the default group. Up to " XSTR(CONFIG_ID_MAX_BYTES) " of "
 		  "A-Z a-z 0-9 . _ : -" },
 	{ KEY("client", "replicas", KEY_UINT32, CLIENT, client.replicas), .default_value = "1",
-	  RANGE(1, CONFIG_REPLICAS_MAX),
+	  RANGE(1, CONFIG_REPLICAS_MAX), .restart = true,
 	  .help = "Number of parallel tunnels this agent keeps open to the gateway." },
 	{ KEY("client", "auth_username", KEY_STRING, CLIENT, client.auth_username),
 	  .required = true, .check = check_credential, .example = "gateway_user",
@@ -269,7 +270,7 @@ static const struct config_key config_keys[] = {
 	  .help = "stderr, stdout, or the path of a file to append to (created with "
 		  "mode 0640)." },
 
-	{ KEY("control", "socket", KEY_STRING, GATEWAY, control.socket),
+	{ KEY("control", "socket", KEY_STRING, GATEWAY, control.socket), .restart = true,
 	  .default_value = "/run/anyproxy/gateway.sock", .check = check_socket_path,
 	  .help = "Path of the unix socket apctl connects to." },
 };
@@ -1477,6 +1478,103 @@ void config_free(struct config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
+/* ---- reload ---- */
+
+static bool strings_differ(const char *a, const char *b)
+{
+	return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+static bool field_differs(const struct config_key *key, const void *a, const void *b)
+{
+	switch (key->type) {
+	case KEY_STRING:
+	case KEY_SECRET:
+	case KEY_FILE:
+		return strings_differ(*(char *const *)a, *(char *const *)b);
+	case KEY_LIST: {
+		const struct config_list *x = a, *y = b;
+
+		if (x->count != y->count)
+			return true;
+		for (size_t i = 0; i < x->count; i++)
+			if (strcmp(x->items[i], y->items[i]) != 0)
+				return true;
+		return false;
+	}
+	case KEY_ADDR: {
+		const struct config_addr *x = a, *y = b;
+
+		return x->set != y->set || x->port != y->port || strcmp(x->host, y->host) != 0;
+	}
+	case KEY_BOOL:
+		return *(const bool *)a != *(const bool *)b;
+	case KEY_UINT32:
+		return *(const uint32_t *)a != *(const uint32_t *)b;
+	case KEY_LOG_LEVEL:
+	case KEY_LOG_FORMAT:
+		return *(const int *)a != *(const int *)b;
+	}
+	return false;
+}
+
+static size_t key_size(const struct config_key *key)
+{
+	switch (key->type) {
+	case KEY_STRING:
+	case KEY_SECRET:
+	case KEY_FILE:
+		return sizeof(char *);
+	case KEY_LIST:
+		return sizeof(struct config_list);
+	case KEY_ADDR:
+		return sizeof(struct config_addr);
+	case KEY_BOOL:
+		return sizeof(bool);
+	case KEY_UINT32:
+		return sizeof(uint32_t);
+	case KEY_LOG_LEVEL:
+	case KEY_LOG_FORMAT:
+		return sizeof(int);
+	}
+	return 0;
+}
+
+int config_reload(struct config *live, struct config *fresh, char *restart, size_t len)
+{
+	int kept = 0;
+	size_t used = 0;
+
+	if (len)
+		restart[0] = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
+		const struct config_key *key = &config_keys[i];
+		uint8_t tmp[sizeof(struct config_addr)];
+		void *a, *b;
+		size_t n;
+
+		if (!(key->programs & live->program))
+			continue;
+		a = key_field(live, key);
+		b = key_field(fresh, key);
+		if (!field_differs(key, a, b))
+			continue;
+		if (key->restart) {
+			kept++;
+			if (used < len)
+				used += (size_t)snprintf(restart + used, len - used, "%s[%s] %s",
+							 used ? ", " : "", key->section, key->name);
+			continue;
+		}
+		/* swap: fresh now owns the old value and frees it */
+		n = key_size(key);
+		memcpy(tmp, a, n);
+		memcpy(a, b, n);
+		memcpy(b, tmp, n);
+	}
+	return kept;
+}
+
 /* ---- generated documentation ---- */
 
 static void type_text(const struct config_key *key, char *buf, size_t len)
@@ -1587,8 +1685,8 @@ void config_write_markdown(FILE *out)
 		program_list(section->programs, programs, sizeof(programs));
 		fprintf(out, "\n## [%s]\n\n%s Read by %s.\n\n", section->name, section->help,
 			programs);
-		fputs("| Key | Type | Default | Required | Environment | Description |\n"
-		      "|---|---|---|---|---|---|\n",
+		fputs("| Key | Type | Default | Required | Environment | On SIGHUP | Description |\n"
+		      "|---|---|---|---|---|---|---|\n",
 		      out);
 		for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
 			const struct config_key *key = &config_keys[i];
@@ -1605,7 +1703,8 @@ void config_write_markdown(FILE *out)
 				fputs("`\"\"` (empty)", out);
 			else if (key->default_value)
 				fprintf(out, "`%s`", key->default_value);
-			fprintf(out, " | %s | `%s` | ", key->required ? "yes" : "no", var);
+			fprintf(out, " | %s | `%s` | %s | ", key->required ? "yes" : "no", var,
+				key->restart ? "restart needed" : "reloaded");
 			markdown_cell(out, key->help);
 			fputs(" |\n", out);
 		}

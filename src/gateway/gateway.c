@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "anyproxy/cli.h"
 #include "anyproxy/common.h"
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
@@ -314,13 +315,48 @@ static void gateway_stop(struct gateway *gw, int signo)
 
 static struct gateway *signal_owner;
 
+/* SIGHUP: certificates, credentials, deadlines and the log change for what
+ * comes next; open tunnels and streams go on untouched. A bad file leaves
+ * everything as it was. */
+static void gateway_reload(struct gateway *gw)
+{
+	struct config fresh;
+	struct WOLFSSL_CTX *tls;
+	char err[512], restart[512];
+	int ret;
+
+	log_info("SIGHUP received", LF_S("action", "reloading the configuration"));
+	ret = cli_reload(gw->program, &fresh, err, sizeof(err));
+	if (ret < 0) {
+		log_error("Configuration reload failed; the running configuration stays",
+			  LF_S("error", err));
+		return;
+	}
+	tls = tls_ctx_server(fresh.gateway.tls_cert, fresh.gateway.tls_key,
+			     fresh.gateway.client_ca, err, sizeof(err));
+	if (!tls) {
+		log_error("Configuration reload failed; the running configuration stays",
+			  LF_S("error", err));
+		config_free(&fresh);
+		return;
+	}
+	if (config_reload(gw->cfg, &fresh, restart, sizeof(restart)))
+		log_warn("Some changes need a restart and were not applied", LF_S("keys", restart));
+	config_free(&fresh);
+	tls_ctx_free(gw->tls); /* tunnels keep the old context until they close */
+	gw->tls = tls;
+	if (cli_apply_log(gw->cfg) < 0)
+		log_error("Cannot reopen the log output", LF_S("output", gw->cfg->log.output));
+	log_info("Configuration reloaded", LF_U("tunnels", gw->ntunnels),
+		 LF_U("users", gw->nusers));
+}
+
 static void on_signal(struct ring *r, int signo)
 {
 	struct gateway *gw = signal_owner;
 
 	if (signo == SIGHUP) {
-		log_info("SIGHUP received", LF_S("action",
-			 "configuration reload is not supported yet; running configuration kept"));
+		gateway_reload(gw);
 		return;
 	}
 	gateway_stop(gw, signo);
@@ -349,7 +385,7 @@ static int proxy_listen(struct gateway *gw, struct listener *l, const struct con
 	return 0;
 }
 
-int gateway_init(struct gateway *gw, struct config *cfg)
+int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg)
 {
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
 	char err[512], shown[300];
@@ -357,6 +393,7 @@ int gateway_init(struct gateway *gw, struct config *cfg)
 
 	memset(gw, 0, sizeof(*gw));
 	gw->cfg = cfg;
+	gw->program = program;
 	gw->started = time(NULL);
 	gw->tunnel_listener.fd = -1;
 	gw->control_listener.fd = -1;

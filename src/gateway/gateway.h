@@ -45,6 +45,7 @@ struct gw_tunnel {
 struct gateway {
 	struct ring ring;
 	struct config *cfg;
+	const struct cli_program *program; /* for reloading the same file */
 	struct WOLFSSL_CTX *tls;
 	struct listener tunnel_listener;
 	struct listener control_listener;
@@ -62,7 +63,8 @@ struct gateway {
 	struct timer shutdown_timer;
 };
 
-int gateway_init(struct gateway *gw, struct config *cfg);
+struct cli_program;
+int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg);
 /* Stop the loop once stopping and nothing is left open. */
 void gateway_maybe_exit(struct gateway *gw);
 int gateway_run(struct gateway *gw);

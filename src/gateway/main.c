@@ -27,7 +27,7 @@ int main(int argc, char **argv)
 		log_error("Cannot initialise wolfSSL", LF_S("tls", tls_library_version()));
 		return CLI_EXIT_FAILURE;
 	}
-	ret = gateway_init(&gw, &cfg);
+	ret = gateway_init(&gw, &gateway_program, &cfg);
 	if (ret == 0)
 		ret = gateway_run(&gw);
 	gateway_destroy(&gw);

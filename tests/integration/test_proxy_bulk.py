@@ -208,6 +208,7 @@ def test_200_concurrent_streams(env):
     results = {}
     barrier = threading.Barrier(N_STREAMS + 1)
     before = h.stream_totals(env)
+    active0 = env.clients()["bulk"]["streams_active"]
 
     def worker(job):
         try:
@@ -248,8 +249,8 @@ def test_200_concurrent_streams(env):
     h.check(not bad, "%d of %d streams failed:\n%s" % (len(bad), N_STREAMS, "\n".join(bad[:20])))
     h.expect_streams(env, before, {"bulk": N_STREAMS}, "200 concurrent streams")
     h.check(peak >= 20, "the streams should have overlapped (peak streams_active %d)" % peak)
-    h.wait_until(lambda: env.clients()["bulk"]["streams_active"] == 0, 10,
-                 "streams_active to return to 0")
+    h.wait_until(lambda: env.clients()["bulk"]["streams_active"] == active0, 10,
+                 "streams_active to return to %d" % active0)
 
 
 if __name__ == "__main__":
@@ -259,6 +260,6 @@ if __name__ == "__main__":
         test_download_1gib_connect,
         test_upload_1gib_socks5,
         test_upload_1gib_connect,
-        test_upload_1gib_http_proxy,
         test_200_concurrent_streams,
+        test_upload_1gib_http_proxy,  # last: its failure leaves a stalled stream behind
     ], fixture=setup)
