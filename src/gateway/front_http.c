@@ -137,7 +137,7 @@ static int handle_response_head(struct user_conn *uc)
 {
 	struct h_session *s = uc->proto;
 	struct http_head head;
-	uint8_t out[HTTP_MAX_HEAD_BYTES + 128];
+	uint8_t out[HTTP_MAX_HEAD_BYTES + HTTP_REWRITE_GROWTH_BYTES];
 	const char *why = NULL;
 
 	for (;;) {
@@ -153,8 +153,11 @@ static int handle_response_head(struct user_conn *uc)
 		}
 		if (head.status >= 100 && head.status < 200 && head.status != 101) {
 			n = http_write_response_head(out, sizeof(out), &head, true);
-			if (n > 0)
-				relay_write(&uc->relay, out, (size_t)n, (size_t)len);
+			if (n < 0) {
+				reply_error(uc, 502, "interim response head too large", NULL);
+				return -EMSGSIZE;
+			}
+			relay_write(&uc->relay, out, (size_t)n, (size_t)len);
 			buf_consume(&s->resp, (size_t)len);
 			continue;
 		}
@@ -355,12 +358,13 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 		}
 		s->client_keep_alive = http_request_keep_alive(head);
 		free(s->head_out);
-		s->head_out = malloc(head_len + 512);
+		s->head_out = malloc(head_len + HTTP_REWRITE_GROWTH_BYTES);
 		if (!s->head_out) {
 			relay_close(&uc->relay, "out of memory");
 			return;
 		}
-		n = http_write_request_head(s->head_out, head_len + 512, head, &t);
+		n = http_write_request_head(s->head_out, head_len + HTTP_REWRITE_GROWTH_BYTES, head,
+					    &t);
 		if (n < 0) {
 			reply_error(uc, 431, "request head too large", NULL);
 			return;

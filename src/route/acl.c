@@ -34,6 +34,7 @@
 #define ERR_QUOTE_MAX 64    /* bytes of a pattern quoted in an error */
 #define REGEX_ERROR_MAX 128
 #define REGEX_FLAGS (REG_EXTENDED | REG_ICASE)
+#define REGEX_NODES_MAX 4096 /* atoms after glibc expands + and {m,n}; names are <= 253 bytes */
 #define LOOPBACK_IPV4 0x7f000001u
 
 enum rule_kind {
@@ -456,6 +457,119 @@ static bool has_back_reference(const char *regex)
 	return false;
 }
 
+static size_t bounded_add(size_t a, size_t b)
+{
+	return MIN(a + b, (size_t)REGEX_NODES_MAX + 1); /* a, b <= REGEX_NODES_MAX + 1 */
+}
+
+static size_t bounded_mul(size_t a, size_t b)
+{
+	if (a && b > (REGEX_NODES_MAX + 1) / a)
+		return REGEX_NODES_MAX + 1;
+	return MIN(a * b, (size_t)REGEX_NODES_MAX + 1);
+}
+
+/* The byte after the bracket expression that starts at p ('['), or the
+ * end of the string when it is unterminated (regcomp then says so). */
+static const char *skip_bracket(const char *p)
+{
+	p++;
+	if (*p == '^')
+		p++;
+	if (*p == ']') /* a leading ']' is a member */
+		p++;
+	while (*p && *p != ']') {
+		if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+			const char kind = p[1];
+
+			for (p += 2; *p && !(p[0] == kind && p[1] == ']'); p++)
+				;
+			if (!*p)
+				return p;
+			p += 2;
+		} else {
+			p++;
+		}
+	}
+	return *p ? p + 1 : p;
+}
+
+/* How many copies of its atom an interval ({m}, {m,}, {m,n}, {,n}) at *p
+ * makes glibc build, moving *p past it; 0 (and *p unmoved) when the '{'
+ * is not an interval. */
+static size_t interval_copies(const char **p)
+{
+	const char *q = *p + 1;
+	size_t min = 0, max;
+	bool digits = false, unbounded = false;
+
+	for (; is_digit((uint8_t)*q); q++, digits = true)
+		min = bounded_add(bounded_mul(min, 10), (size_t)(*q - '0'));
+	max = min;
+	if (*q == ',') {
+		q++;
+		unbounded = !is_digit((uint8_t)*q);
+		for (max = 0; is_digit((uint8_t)*q); q++, digits = true)
+			max = bounded_add(bounded_mul(max, 10), (size_t)(*q - '0'));
+	} else if (!digits) {
+		return 0;
+	}
+	if (*q != '}')
+		return 0;
+	*p = q + 1;
+	if (unbounded)
+		max = bounded_add(min, 1);
+	return MAX(max, (size_t)1);
+}
+
+/*
+ * An upper bound on the atoms regcomp builds for the regex at *p, up to
+ * the ')' that closes a group when nested. glibc copies the operand of
+ * '+' (x+ is xx*) and of an interval (x{m,n} is n copies), so nesting them
+ * grows the tree exponentially: `a++++...` of a few dozen bytes would take
+ * all memory. '*' and '?' copy nothing.
+ */
+static size_t regex_size(const char **pp, bool nested)
+{
+	const char *p = *pp;
+	size_t total = 0, piece, copies;
+
+	while (*p && !(nested && *p == ')')) {
+		if (*p == '|') {
+			p++;
+			continue;
+		}
+		if (*p == '(') {
+			p++;
+			piece = regex_size(&p, true);
+			piece = MAX(piece, (size_t)1); /* the group is a node */
+			if (*p == ')')
+				p++;
+		} else if (*p == '[') {
+			p = skip_bracket(p);
+			piece = 1;
+		} else {
+			p += *p == '\\' && p[1] ? 2 : 1;
+			piece = 1;
+		}
+		for (;;) {
+			if (*p == '*' || *p == '?') {
+				p++;
+			} else if (*p == '+') {
+				p++;
+				piece = bounded_mul(piece, 2);
+			} else if (*p == '{' && (copies = interval_copies(&p)) != 0) {
+				piece = bounded_mul(piece, copies);
+			} else {
+				break;
+			}
+		}
+		total = bounded_add(total, piece);
+	}
+	*pp = p;
+	return total;
+}
+
 /*
  * A regex is compiled as written and a name matches only when the match
  * spans the whole name. Wrapping it as ^(REGEX)$ instead would not anchor
@@ -468,12 +582,17 @@ static int compile_regex(const char *pattern, const char *regex, regex_t *re, ch
 			 size_t errlen)
 {
 	char why[REGEX_ERROR_MAX];
+	const char *scan;
 	int rc;
 
 	if (*regex == '\0')
 		return pattern_error(err, errlen, pattern, "empty regular expression after '~'");
 	if (has_back_reference(regex))
 		return pattern_error(err, errlen, pattern, "back-references are not supported");
+	scan = regex;
+	if (regex_size(&scan, false) > REGEX_NODES_MAX)
+		return pattern_error(err, errlen, pattern,
+				     "regular expression too complex (nested '+' or {m,n})");
 	rc = regcomp(re, regex, REGEX_FLAGS);
 	if (rc == REG_ESPACE)
 		return -ENOMEM;

@@ -203,6 +203,95 @@ def test_curl_sees_the_failures(env):
         h.check(r.returncode != 0, "curl --socks5-hostname %s should fail" % kind)
 
 
+# ---- bad input and slow handshakes (DESIGN non-negotiables 8 and 9) ---------------------
+
+def closed_within(sock, limit):
+    """Seconds until the gateway closed sock (EOF or reset); fails after limit."""
+    how, seconds, data = h.read_until_closed(sock, limit)
+    return seconds, data
+
+
+def test_handshake_deadline(env):
+    """A client that stalls in the SOCKS5 or HTTP handshake is closed after
+    [gateway] handshake_timeout_ms (the docs: "Time allowed for a TLS, SOCKS5
+    or HTTP handshake"), not kept for ever."""
+    limit = h.HANDSHAKE_TIMEOUT + 2 + h.slack()
+    cases = [("socks5", b""), ("socks5", b"\x05\x01"), ("socks5", b"\x05\x01\x02\x01\x04us"),
+             ("http", b""), ("http", b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: x\r\nX-Slow: ")]
+    socks = []
+    t0 = time.monotonic()
+    for proto, first in cases:
+        port = env.gwp.socks_port if proto == "socks5" else env.gwp.http_port
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if first:
+            s.sendall(first)
+        socks.append((proto, first, s))
+    late = []
+    try:
+        for proto, first, s in socks:
+            # wait long enough to see the actual deadline, then judge it
+            left = max(0.1, 15 - (time.monotonic() - t0))
+            try:
+                h.read_until_closed(s, left)
+                closed = "closed after %.1f s" % (time.monotonic() - t0)
+                ok = time.monotonic() - t0 <= limit
+            except h.TestFailure:
+                closed, ok = "still open after 15 s", False
+            if not ok:
+                late.append("%s after %r: %s" % (proto, first, closed))
+    finally:
+        for _, _, s in socks:
+            s.close()
+    h.check(not late, "stalled handshakes must be closed after handshake_timeout_ms = %d ms "
+            "(limit %.1f s with slack):\n%s" % (h.HANDSHAKE_TIMEOUT_MS, limit, "\n".join(late)))
+
+
+def test_garbage_is_refused_cleanly(env):
+    """Wrong protocol, oversized and malformed input: a clear answer or a
+    close, quickly, never a hang."""
+    auth = "Proxy-Authorization: %s\r\n" % h.basic_auth(h.PROXY_USER, h.PROXY_PASS)
+    http_cases = [
+        (b"\x05\x01\x00", (400,)),                                   # SOCKS5 on the HTTP port
+        (b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\n" + auth.encode() +
+         b"X-Big: " + b"a" * 40000 + b"\r\n\r\n", (431,)),             # head too large
+        (b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\n" + auth.encode() +
+         b"".join(b"X-N%d: v\r\n" % i for i in range(150)) + b"\r\n", (431,)),  # too many fields
+        (b"GET /relative HTTP/1.1\r\nHost: x\r\n" + auth.encode() + b"\r\n", (400,)),
+        (b"GET http://127.0.0.1:1/ HTTP/9.9\r\nHost: x\r\n\r\n", (400, 505)),
+        (b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\n" + auth.encode() +
+         b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", (400,)),  # smuggling
+    ]
+    for blob, statuses in http_cases:
+        s = socket.create_connection(("127.0.0.1", env.gwp.http_port), timeout=5)
+        try:
+            try:
+                s.sendall(blob)
+            except OSError:
+                pass
+            seconds, data = closed_within(s, 5)
+        finally:
+            s.close()
+        m = __import__("re").match(rb"HTTP/1\.[01] (\d{3})", data)
+        h.check(m and int(m.group(1)) in statuses,
+                "HTTP port given %r...: answered %r, expected %r then a close"
+                % (blob[:40], data[:80], statuses))
+    socks_cases = [
+        b"GET / HTTP/1.1\r\n\r\n",           # HTTP on the SOCKS5 port
+        b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00",  # SOCKS4
+        b"\x05\x00",                         # no methods
+        b"\x05\x01\x02\x01\x00\x00",          # empty user name and password
+    ]
+    for blob in socks_cases:
+        s = socket.create_connection(("127.0.0.1", env.gwp.socks_port), timeout=5)
+        try:
+            s.sendall(blob)
+            seconds, data = closed_within(s, 5)
+        finally:
+            s.close()
+        h.check(len(data) <= 2, "SOCKS5 port given %r: answered %r" % (blob, data))
+    h.check(env.gwp.alive() and env.agent_d.alive(), "a daemon died")
+
+
 def test_still_serves_after_failures(env):
     """The failures left the agent and gateway healthy."""
     t = h.HttpTarget("127.0.0.1", name="A")
@@ -226,5 +315,7 @@ if __name__ == "__main__":
         test_unreachable,
         test_silent_target_times_out,
         test_curl_sees_the_failures,
+        test_handshake_deadline,
+        test_garbage_is_refused_cleanly,
         test_still_serves_after_failures,
     ], fixture=setup)

@@ -296,7 +296,8 @@ static void test_compile_every_form(void **state)
 		"::1", "[::1]", "192.168.0.0/16", "fd00::/8", "[fd00::/8]", "example.com:443",
 		"example.com:*", "[::1]:443", "[fd00::/8]:22", "10.0.0.0/8:22", "*:22", "*",
 		".*", ".*:80", "*:*", "~ex.*\\.com", "0.0.0.0/0", "::/0", "::ffff:10.0.0.0/104",
-		"10.1.2.3/32", "[2001:db8::1/128]:65535", "_dmarc.example.com",
+		"10.1.2.3/32", "[2001:db8::1/128]:65535", "_dmarc.example.com", "~[]a-z]+",
+		"~[[:alpha:]]+\\.(com|net)", "~a{1,253}", "~(a+)+b", "~x{,16}", "~a)b",
 	};
 	char err[ERR_BYTES];
 	struct acl *acl = NULL;
@@ -369,6 +370,11 @@ static const struct bad_pattern_case bad_pattern_cases[] = {
 	{ "~(", "bad regular expression" },
 	{ "~a{2", "bad regular expression" },
 	{ "~(a)\\1", "back-references are not supported" },
+	{ "~a+++++++++++++++++++++++++++++++++++++++++++++++++++++++", "too complex" },
+	{ "~((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)+", "too complex" },
+	{ "~((a{100}){100}){100}", "too complex" },
+	{ "~(a{2}){,5000}", "too complex" },
+	{ "~a{4097}", "too complex" },
 	{ "a..b", "empty label" },
 	{ "example..com:443", "empty label" },
 	{ ".", "empty host name" },
@@ -499,6 +505,9 @@ static const struct match_case match_cases[] = {
 	{ { "~a|ab" }, "ab", 80, "~a|ab" },   /* longest, not first, alternative */
 	{ { "~a)|(b)" }, "b", 80, "~a)|(b)" }, /* the ) that would break ^(...)$ */
 	{ { "~a)|(b)" }, "b.evil.net", 80, NULL },
+	{ { "~[a-z]{1,3}\\.corp" }, "abc.corp", 80, "~[a-z]{1,3}\\.corp" },
+	{ { "~[a-z]{1,3}\\.corp" }, "abcd.corp", 80, NULL },
+	{ { "~[[:alpha:]]+\\.(com|net)" }, "Example.NET", 80, "~[[:alpha:]]+\\.(com|net)" },
 	{ { "~.*" }, "anything.example", 80, "~.*" },
 	{ { "~.*" }, "10.0.0.1", 80, NULL }, /* regexes never see addresses */
 	/* Any host. */
