@@ -426,6 +426,10 @@ static void http_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
 		reply_error(uc, 431, "request head too large", NULL);
 		return;
 	}
+	/* a head ends with a line feed: without a new one, parsing again from
+	 * the start would only repeat work (quadratic for a slow sender) */
+	if (s->state == H_HEAD && !memchr(p, '\n', n))
+		return;
 	process_input(uc);
 }
 
