@@ -34,7 +34,11 @@
 #define ERR_QUOTE_MAX 64    /* bytes of a pattern quoted in an error */
 #define REGEX_ERROR_MAX 128
 #define REGEX_FLAGS (REG_EXTENDED | REG_ICASE)
-#define REGEX_NODES_MAX 4096 /* atoms after glibc expands + and {m,n}; names are <= 253 bytes */
+/* Bounds on what a regex may make regcomp build (see regex_cost): a host
+ * name is at most 253 bytes, and these keep regcomp within a few MB and a
+ * match well under a millisecond even for the worst regex they admit. */
+#define REGEX_NODES_MAX 2048
+#define REGEX_OPTIONAL_MAX 64
 #define LOOPBACK_IPV4 0x7f000001u
 
 enum rule_kind {
@@ -457,16 +461,20 @@ static bool has_back_reference(const char *regex)
 	return false;
 }
 
-static size_t bounded_add(size_t a, size_t b)
+/* Sums and products that stop just past the cost limits, so they cannot
+ * overflow and still compare as "too much". */
+#define REGEX_COST_CAP ((size_t)REGEX_NODES_MAX + 1)
+
+static size_t capped_add(size_t a, size_t b)
 {
-	return MIN(a + b, (size_t)REGEX_NODES_MAX + 1); /* a, b <= REGEX_NODES_MAX + 1 */
+	return MIN(a + b, REGEX_COST_CAP); /* a, b <= REGEX_COST_CAP */
 }
 
-static size_t bounded_mul(size_t a, size_t b)
+static size_t capped_mul(size_t a, size_t b)
 {
-	if (a && b > (REGEX_NODES_MAX + 1) / a)
-		return REGEX_NODES_MAX + 1;
-	return MIN(a * b, (size_t)REGEX_NODES_MAX + 1);
+	if (a && b > REGEX_COST_CAP / a)
+		return REGEX_COST_CAP;
+	return MIN(a * b, REGEX_COST_CAP);
 }
 
 /* The byte after the bracket expression that starts at p ('['), or the
@@ -494,78 +502,111 @@ static const char *skip_bracket(const char *p)
 	return *p ? p + 1 : p;
 }
 
-/* How many copies of its atom an interval ({m}, {m,}, {m,n}, {,n}) at *p
- * makes glibc build, moving *p past it; 0 (and *p unmoved) when the '{'
- * is not an interval. */
-static size_t interval_copies(const char **p)
+static size_t parse_count(const char **p)
 {
-	const char *q = *p + 1;
-	size_t min = 0, max;
-	bool digits = false, unbounded = false;
+	size_t v = 0;
 
-	for (; is_digit((uint8_t)*q); q++, digits = true)
-		min = bounded_add(bounded_mul(min, 10), (size_t)(*q - '0'));
-	max = min;
-	if (*q == ',') {
-		q++;
-		unbounded = !is_digit((uint8_t)*q);
-		for (max = 0; is_digit((uint8_t)*q); q++, digits = true)
-			max = bounded_add(bounded_mul(max, 10), (size_t)(*q - '0'));
-	} else if (!digits) {
-		return 0;
-	}
-	if (*q != '}')
-		return 0;
-	*p = q + 1;
-	if (unbounded)
-		max = bounded_add(min, 1);
-	return MAX(max, (size_t)1);
+	for (; is_digit((uint8_t)**p); (*p)++)
+		v = capped_add(capped_mul(v, 10), (size_t)(**p - '0'));
+	return v;
 }
 
 /*
- * An upper bound on the atoms regcomp builds for the regex at *p, up to
- * the ')' that closes a group when nested. glibc copies the operand of
- * '+' (x+ is xx*) and of an interval (x{m,n} is n copies), so nesting them
- * grows the tree exponentially: `a++++...` of a few dozen bytes would take
- * all memory. '*' and '?' copy nothing.
+ * What regcomp builds for the nodes and optional nodes of regex
+ * (see regex_cost below).
  */
-static size_t regex_size(const char **pp, bool nested)
+struct regex_cost {
+	size_t nodes;    /* atoms, operators and groups after expansion */
+	size_t optional; /* nodes that may match nothing */
+};
+
+/*
+ * Apply the repetition operators at *p to piece, moving *p past them.
+ * glibc copies the operand of '+' (x+ is x x*) and of an interval (x{m,n}
+ * is m copies, then n-m optional ones; x{m,} is m copies and a starred
+ * one); '*' and '?' add one optional node. A '{' that is not an interval
+ * is left for the caller, as a literal.
+ */
+static void apply_repetitions(const char **p, struct regex_cost *piece)
 {
+	for (;;) {
+		const char *q = *p + 1;
+		size_t min, max, copies, optional_copies;
+
+		if (**p == '*' || **p == '?') {
+			copies = 1;
+			optional_copies = 1;
+		} else if (**p == '+') {
+			copies = 2;
+			optional_copies = 1;
+		} else if (**p == '{' && (is_digit((uint8_t)*q) || *q == ',')) {
+			min = parse_count(&q);
+			max = min;
+			optional_copies = 0;
+			if (*q == ',') {
+				q++;
+				if (is_digit((uint8_t)*q))
+					max = parse_count(&q);
+				else
+					optional_copies = 1;
+			}
+			if (*q != '}')
+				return;
+			copies = MAX(max, min + optional_copies);
+			optional_copies = max > min ? max - min : optional_copies;
+			q++; /* past the '}' */
+		} else {
+			return;
+		}
+		*p = q;
+		piece->nodes = capped_add(capped_mul(piece->nodes, MAX(copies, (size_t)1)),
+					  optional_copies);
+		piece->optional = capped_add(capped_mul(piece->optional, copies), optional_copies);
+	}
+}
+
+/*
+ * An upper bound on what regcomp builds for the regex at *pp, up to the
+ * ')' that closes a group when nested. Nesting '+' or intervals grows the
+ * tree exponentially (`a++++...` of a few dozen bytes takes all memory),
+ * and glibc's epsilon closures cost the square of the optional nodes in a
+ * row, at compile time and at every match.
+ */
+static struct regex_cost regex_cost(const char **pp, bool nested)
+{
+	struct regex_cost total = { 0, 0 }, piece;
 	const char *p = *pp;
-	size_t total = 0, piece, copies;
+	bool alternative_empty = true;
 
 	while (*p && !(nested && *p == ')')) {
 		if (*p == '|') {
+			if (alternative_empty) /* (|a), a||b: an empty alternative */
+				total.optional = capped_add(total.optional, 1);
+			alternative_empty = true;
 			p++;
 			continue;
 		}
+		alternative_empty = false;
+		piece = (struct regex_cost){ 1, 0 };
 		if (*p == '(') {
 			p++;
-			piece = regex_size(&p, true);
-			piece = MAX(piece, (size_t)1); /* the group is a node */
+			piece = regex_cost(&p, true);
+			if (piece.nodes == 0)
+				piece.optional = 1; /* () */
+			piece.nodes = capped_add(piece.nodes, 1);
 			if (*p == ')')
 				p++;
 		} else if (*p == '[') {
 			p = skip_bracket(p);
-			piece = 1;
 		} else {
 			p += *p == '\\' && p[1] ? 2 : 1;
-			piece = 1;
 		}
-		for (;;) {
-			if (*p == '*' || *p == '?') {
-				p++;
-			} else if (*p == '+') {
-				p++;
-				piece = bounded_mul(piece, 2);
-			} else if (*p == '{' && (copies = interval_copies(&p)) != 0) {
-				piece = bounded_mul(piece, copies);
-			} else {
-				break;
-			}
-		}
-		total = bounded_add(total, piece);
+		apply_repetitions(&p, &piece);
+		total.nodes = capped_add(total.nodes, piece.nodes);
+		total.optional = capped_add(total.optional, piece.optional);
 	}
+	if (alternative_empty && total.nodes) /* a| */
+		total.optional = capped_add(total.optional, 1);
 	*pp = p;
 	return total;
 }
@@ -582,6 +623,7 @@ static int compile_regex(const char *pattern, const char *regex, regex_t *re, ch
 			 size_t errlen)
 {
 	char why[REGEX_ERROR_MAX];
+	struct regex_cost cost;
 	const char *scan;
 	int rc;
 
@@ -590,9 +632,13 @@ static int compile_regex(const char *pattern, const char *regex, regex_t *re, ch
 	if (has_back_reference(regex))
 		return pattern_error(err, errlen, pattern, "back-references are not supported");
 	scan = regex;
-	if (regex_size(&scan, false) > REGEX_NODES_MAX)
+	cost = regex_cost(&scan, false);
+	if (cost.nodes > REGEX_NODES_MAX || cost.optional > REGEX_OPTIONAL_MAX)
 		return pattern_error(err, errlen, pattern,
-				     "regular expression too complex (nested '+' or {m,n})");
+				     "regular expression too complex (%s)",
+				     cost.nodes > REGEX_NODES_MAX ?
+					     "it expands to too many nodes: nested '+' or {m,n}" :
+					     "too many optional parts: '?', '*', {m,n}");
 	rc = regcomp(re, regex, REGEX_FLAGS);
 	if (rc == REG_ESPACE)
 		return -ENOMEM;

@@ -364,6 +364,42 @@ def test_slow_target_does_not_stall_the_tunnel(env):
             "the slow target counted %r" % answer)
 
 
+# ---- a quiet stream ------------------------------------------------------------------------
+
+QUIET_SECONDS = 35
+
+
+def test_quiet_stream_is_not_killed(env):
+    """Idle timeouts, not read deadlines (DESIGN non-negotiable 8): SOCKS5
+    and CONNECT streams that stay silent for 35 s still work afterwards."""
+    def echo(conn):
+        while True:
+            b = conn.recv(65536)
+            if not b:
+                return
+            conn.sendall(b)
+    srv = h.RawServer(echo)
+    env.servers.append(srv)
+    streams = [(how, open_tunnel(env, how, srv.port)) for how in ("socks5", "connect")]
+    try:
+        for how, s in streams:
+            s.sendall(b"before-" + how.encode())
+            s.settimeout(10)
+            h.check(h.recv_exact(s, 7 + len(how)) == b"before-" + how.encode(), "echo " + how)
+        time.sleep(QUIET_SECONDS)
+        for how, s in streams:
+            try:
+                s.sendall(b"after-" + how.encode())
+                got = h.recv_exact(s, 6 + len(how))
+            except OSError as e:
+                got = repr(e)
+            h.check(got == b"after-" + how.encode(),
+                    "%s stream quiet for %d s was killed: %r" % (how, QUIET_SECONDS, got))
+    finally:
+        for _, s in streams:
+            s.close()
+
+
 if __name__ == "__main__":
     h.run([
         test_half_close_user_first_socks5,
@@ -373,4 +409,5 @@ if __name__ == "__main__":
         test_half_close_http_forward,
         test_slow_reader_does_not_stall_the_tunnel,
         test_slow_target_does_not_stall_the_tunnel,
+        test_quiet_stream_is_not_killed,
     ], fixture=setup)

@@ -297,7 +297,8 @@ static void test_compile_every_form(void **state)
 		"example.com:*", "[::1]:443", "[fd00::/8]:22", "10.0.0.0/8:22", "*:22", "*",
 		".*", ".*:80", "*:*", "~ex.*\\.com", "0.0.0.0/0", "::/0", "::ffff:10.0.0.0/104",
 		"10.1.2.3/32", "[2001:db8::1/128]:65535", "_dmarc.example.com", "~[]a-z]+",
-		"~[[:alpha:]]+\\.(com|net)", "~a{1,253}", "~(a+)+b", "~x{,16}", "~a)b",
+		"~[[:alpha:]]+\\.(com|net)", "~a{1,63}", "~(a+)+b", "~x{,16}", "~a)b", "~a{2048}",
+		"~(a?){64}", "~([a-z0-9-]+\\.)*(corp|internal)", "~a{,}b{3,}",
 	};
 	char err[ERR_BYTES];
 	struct acl *acl = NULL;
@@ -374,7 +375,11 @@ static const struct bad_pattern_case bad_pattern_cases[] = {
 	{ "~((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)+", "too complex" },
 	{ "~((a{100}){100}){100}", "too complex" },
 	{ "~(a{2}){,5000}", "too complex" },
-	{ "~a{4097}", "too complex" },
+	{ "~a{2049}", "too many nodes" },
+	{ "~(a?){65}", "too many optional parts" },
+	{ "~(a|){65}", "too many optional parts" },
+	{ "~(a*b*c*d*){17}", "too many optional parts" },
+	{ "~((a+)+)+b(((((c+)+)+)+)+)+", "too many optional parts" },
 	{ "a..b", "empty label" },
 	{ "example..com:443", "empty label" },
 	{ ".", "empty host name" },

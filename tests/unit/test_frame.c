@@ -18,16 +18,12 @@
 
 #include "anyproxy/common.h"
 #include "anyproxy/frame.h"
+#include "guard.h"
 
 /* ---- fixtures ---------------------------------------------------------- */
 
 /* Distinct, non-trivial bytes that string and DATA fields are cut from. */
 static uint8_t pattern[FRAME_MAX_PAYLOAD + 1];
-
-/* FRAME_MAX_SIZE writable bytes followed by one PROT_NONE page. */
-static uint8_t *guard_area;
-static size_t guard_area_size;
-static size_t page_size;
 
 static int setup(void **state)
 {
@@ -35,33 +31,17 @@ static int setup(void **state)
 
 	for (i = 0; i < sizeof(pattern); i++)
 		pattern[i] = (uint8_t)(i * 131 + 17);
-	page_size = (size_t)sysconf(_SC_PAGESIZE);
-	guard_area_size = (FRAME_MAX_SIZE + page_size - 1) / page_size * page_size;
-	guard_area = mmap(NULL, guard_area_size + page_size, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (guard_area == MAP_FAILED)
-		return -1;
-	return mprotect(guard_area + guard_area_size, page_size, PROT_NONE);
+	return guard_setup(FRAME_MAX_SIZE);
 }
 
 static int teardown(void **state)
 {
-	return munmap(guard_area, guard_area_size + page_size);
-}
-
-/* Where n bytes must start so that they end at the inaccessible page. */
-static uint8_t *guarded(size_t n)
-{
-	assert_true(n <= guard_area_size);
-	return guard_area + guard_area_size - n;
+	return guard_teardown();
 }
 
 static const uint8_t *place(const void *bytes, size_t n)
 {
-	uint8_t *p = guarded(n);
-
-	memcpy(p, bytes, n);
-	return p;
+	return guard_place(bytes, n);
 }
 
 /* n bytes of the pattern from offset off (off + n <= sizeof(pattern)). */

@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "guard.h"
 #include "anyproxy/common.h"
 #include "anyproxy/http.h"
 
@@ -26,39 +27,19 @@
  * trailer section just over HTTP_MAX_TRAILER_BYTES. */
 #define GUARD_AREA_MIN (2 * HTTP_MAX_HEAD_BYTES)
 
-static uint8_t *guard_area;
-static size_t guard_area_size;
-static size_t page_size;
-
 static int setup(void **state)
 {
-	page_size = (size_t)sysconf(_SC_PAGESIZE);
-	guard_area_size = (GUARD_AREA_MIN + page_size - 1) / page_size * page_size;
-	guard_area = mmap(NULL, guard_area_size + page_size, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (guard_area == MAP_FAILED)
-		return -1;
-	return mprotect(guard_area + guard_area_size, page_size, PROT_NONE);
+	return guard_setup(GUARD_AREA_MIN);
 }
 
 static int teardown(void **state)
 {
-	return munmap(guard_area, guard_area_size + page_size);
-}
-
-/* Where n bytes must start so that they end at the inaccessible page. */
-static uint8_t *guarded(size_t n)
-{
-	assert_true(n <= guard_area_size);
-	return guard_area + guard_area_size - n;
+	return guard_teardown();
 }
 
 static const uint8_t *place(const void *bytes, size_t n)
 {
-	uint8_t *p = guarded(n);
-
-	memmove(p, bytes, n);
-	return p;
+	return guard_place(bytes, n);
 }
 
 static bool str_equals(struct http_str s, const char *want)

@@ -21,6 +21,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "guard.h"
 #include "anyproxy/common.h"
 #include "anyproxy/frame.h"
 #include "anyproxy/socks5.h"
@@ -30,9 +31,6 @@
 /* Writable bytes, at least the largest message plus trailing input, then one
  * PROT_NONE page. */
 #define GUARDED_BYTES (2 * SOCKS5_AUTH_MAX)
-static uint8_t *guard_area;
-static size_t guard_area_size;
-static size_t page_size;
 
 /* Longest messages, built in setup() from bytes 0x01..0xff (no NUL). */
 static uint8_t greeting_all_methods[SOCKS5_GREETING_MAX];
@@ -89,33 +87,17 @@ static void build_longest_messages(void)
 static int setup(void **state)
 {
 	build_longest_messages();
-	page_size = (size_t)sysconf(_SC_PAGESIZE);
-	guard_area_size = (GUARDED_BYTES + page_size - 1) / page_size * page_size;
-	guard_area = mmap(NULL, guard_area_size + page_size, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (guard_area == MAP_FAILED)
-		return -1;
-	return mprotect(guard_area + guard_area_size, page_size, PROT_NONE);
+	return guard_setup(GUARDED_BYTES);
 }
 
 static int teardown(void **state)
 {
-	return munmap(guard_area, guard_area_size + page_size);
-}
-
-/* Where n bytes must start so that they end at the inaccessible page. */
-static uint8_t *guarded(size_t n)
-{
-	assert_true(n <= guard_area_size);
-	return guard_area + guard_area_size - n;
+	return guard_teardown();
 }
 
 static const uint8_t *place(const void *bytes, size_t n)
 {
-	uint8_t *p = guarded(n);
-
-	memcpy(p, bytes, n);
-	return p;
+	return guard_place(bytes, n);
 }
 
 /* Numeric bytes, or text with escapes; both give (pointer, length). */

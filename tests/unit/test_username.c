@@ -14,40 +14,26 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "guard.h"
 #include "anyproxy/common.h"
 #include "anyproxy/username.h"
 
 /* Longer than any username a proxy protocol carries (SOCKS5: 255). */
 #define LONGEST_USERNAME 1024
 
-static char *guard_area;
-static size_t guard_area_size;
-static size_t page_size;
-
 static int setup(void **state)
 {
-	page_size = (size_t)sysconf(_SC_PAGESIZE);
-	guard_area_size = (LONGEST_USERNAME + page_size - 1) / page_size * page_size;
-	guard_area = mmap(NULL, guard_area_size + page_size, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (guard_area == MAP_FAILED)
-		return -1;
-	return mprotect(guard_area + guard_area_size, page_size, PROT_NONE);
+	return guard_setup(LONGEST_USERNAME);
 }
 
 static int teardown(void **state)
 {
-	return munmap(guard_area, guard_area_size + page_size);
+	return guard_teardown();
 }
 
 static const char *place(const char *bytes, size_t n)
 {
-	char *p;
-
-	assert_true(n <= guard_area_size);
-	p = guard_area + guard_area_size - n;
-	memcpy(p, bytes, n);
-	return p;
+	return (const char *)guard_place(bytes, n);
 }
 
 struct split_case {
