@@ -7,6 +7,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "anyproxy/cli.h"
 #include "anyproxy/common.h"
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
@@ -355,11 +356,80 @@ static void agent_stop(struct agent *a, int signo)
 
 static struct agent *signal_owner;
 
+/* What a configuration needs built before it can take over: everything
+ * that can fail is made here, so a bad file changes nothing. */
+struct agent_rules_set {
+	struct WOLFSSL_CTX *tls;
+	struct hosts_table hosts;
+};
+
+static int build_rules(const struct config *cfg, struct agent_rules_set *out, char *err,
+		       size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	out->tls = tls_ctx_client(cfg->client.gateway_tls_cert, cfg->client.tls_cert,
+				  cfg->client.tls_key, err, errlen);
+	if (!out->tls)
+		return -EINVAL;
+	if (cfg->client.hosts_file && hosts_load(cfg->client.hosts_file, &out->hosts, err,
+						 errlen) < 0) {
+		tls_ctx_free(out->tls);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void swap_rules(struct agent *a, struct agent_rules_set *set)
+{
+	struct WOLFSSL_CTX *tls = a->tls;
+	struct hosts_table hosts = a->hosts;
+
+	a->tls = set->tls;
+	a->hosts = set->hosts;
+	set->tls = tls;
+	set->hosts = hosts;
+}
+
+static void free_rules(struct agent_rules_set *set)
+{
+	tls_ctx_free(set->tls); /* tunnels keep the old context until they close */
+	hosts_free(&set->hosts);
+}
+
+/* SIGHUP: credentials, certificates, host rules, deadlines and the log
+ * change for what comes next; tunnels and streams go on untouched. */
+static void agent_reload(struct agent *a)
+{
+	struct agent_rules_set set;
+	struct config fresh;
+	char err[512], restart[512];
+
+	log_info("SIGHUP received", LF_S("action", "reloading the configuration"));
+	if (cli_reload(a->program, &fresh, err, sizeof(err)) < 0) {
+		log_error("Configuration reload failed; the running configuration stays",
+			  LF_S("error", err));
+		return;
+	}
+	if (build_rules(&fresh, &set, err, sizeof(err)) < 0) {
+		log_error("Configuration reload failed; the running configuration stays",
+			  LF_S("error", err));
+		config_free(&fresh);
+		return;
+	}
+	if (config_reload(a->cfg, &fresh, restart, sizeof(restart)))
+		log_warn("Some changes need a restart and were not applied", LF_S("keys", restart));
+	config_free(&fresh);
+	swap_rules(a, &set);
+	free_rules(&set);
+	if (cli_apply_log(a->cfg) < 0)
+		log_error("Cannot reopen the log output", LF_S("output", a->cfg->log.output));
+	log_info("Configuration reloaded", LF_U("targets", a->ntargets));
+}
+
 static void on_signal(struct ring *r, int signo)
 {
 	if (signo == SIGHUP) {
-		log_info("SIGHUP received", LF_S("action",
-			 "configuration reload is not supported yet; running configuration kept"));
+		agent_reload(signal_owner);
 		return;
 	}
 	agent_stop(signal_owner, signo);
@@ -367,7 +437,7 @@ static void on_signal(struct ring *r, int signo)
 
 /* ---- set-up ---- */
 
-int agent_init(struct agent *a, struct config *cfg)
+int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg)
 {
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
 	char err[512], gw[300];
@@ -377,6 +447,7 @@ int agent_init(struct agent *a, struct config *cfg)
 
 	memset(a, 0, sizeof(*a));
 	a->cfg = cfg;
+	a->program = program;
 	ret = ring_init(&a->ring, 1024);
 	if (ret < 0) {
 		log_error("Cannot create io_uring", LF_S("error", strerror(-ret)));
@@ -389,11 +460,14 @@ int agent_init(struct agent *a, struct config *cfg)
 		log_error("Cannot watch signals", LF_S("error", strerror(-ret)));
 		return ret;
 	}
-	a->tls = tls_ctx_client(cfg->client.gateway_tls_cert, cfg->client.tls_cert,
-				cfg->client.tls_key, err, sizeof(err));
-	if (!a->tls) {
-		log_error("Cannot set up TLS", LF_S("error", err));
-		return -EINVAL;
+	{
+		struct agent_rules_set set;
+
+		if (build_rules(cfg, &set, err, sizeof(err)) < 0) {
+			log_error("Cannot start", LF_S("error", err));
+			return -EINVAL;
+		}
+		swap_rules(a, &set);
 	}
 	ret = bufring_init(&a->bufs, &a->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
 	if (ret < 0) {
@@ -446,6 +520,7 @@ void agent_destroy(struct agent *a)
 	resolver_free(a->resolver);
 	free(a->links);
 	tls_ctx_free(a->tls);
+	hosts_free(&a->hosts);
 	bufring_exit(&a->bufs, &a->ring);
 	ring_exit(&a->ring);
 }

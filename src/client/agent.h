@@ -20,6 +20,7 @@
 #include "anyproxy/backoff.h"
 #include "anyproxy/bufring.h"
 #include "anyproxy/config.h"
+#include "anyproxy/hosts.h"
 #include "anyproxy/relay.h"
 #include "anyproxy/resolve.h"
 #include "anyproxy/ring.h"
@@ -63,7 +64,9 @@ struct agent_link {
 struct agent {
 	struct ring ring;
 	struct config *cfg;
+	const struct cli_program *program; /* for reloading the same file */
 	struct WOLFSSL_CTX *tls;
+	struct hosts_table hosts; /* [client] hosts_file */
 	struct resolver *resolver;
 	struct bufring bufs;
 	uint64_t instance;
@@ -74,7 +77,8 @@ struct agent {
 	struct timer shutdown_timer;
 };
 
-int agent_init(struct agent *a, struct config *cfg);
+struct cli_program;
+int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg);
 /* Stop the loop once every link is done and no target connection is left. */
 void agent_maybe_exit(struct agent *a);
 /* target.c: an OPEN arrived on l's tunnel. 0, or -EPROTO with *why set. */

@@ -25,7 +25,7 @@ int main(int argc, char **argv)
 		log_error("Cannot initialise wolfSSL", LF_S("tls", tls_library_version()));
 		return CLI_EXIT_FAILURE;
 	}
-	ret = agent_init(&a, &cfg);
+	ret = agent_init(&a, &client_program, &cfg);
 	if (ret == 0)
 		ret = agent_run(&a);
 	agent_destroy(&a);
