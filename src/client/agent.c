@@ -361,7 +361,29 @@ static struct agent *signal_owner;
 struct agent_rules_set {
 	struct WOLFSSL_CTX *tls;
 	struct hosts_table hosts;
+	struct acl *allowed, *forbidden;
 };
+
+static void free_rules(struct agent_rules_set *set)
+{
+	tls_ctx_free(set->tls); /* tunnels keep the old context until they close */
+	hosts_free(&set->hosts);
+	acl_free(set->allowed);
+	acl_free(set->forbidden);
+}
+
+static int compile_hosts(const struct config_list *list, const char *key, struct acl **out,
+			 char *err, size_t errlen)
+{
+	char why[256];
+	size_t bad;
+
+	if (acl_compile((const char *const *)list->items, list->count, out, &bad, why,
+			sizeof(why)) == 0)
+		return 0;
+	snprintf(err, errlen, "[client] %s: %s", key, why);
+	return -EINVAL;
+}
 
 static int build_rules(const struct config *cfg, struct agent_rules_set *out, char *err,
 		       size_t errlen)
@@ -369,11 +391,14 @@ static int build_rules(const struct config *cfg, struct agent_rules_set *out, ch
 	memset(out, 0, sizeof(*out));
 	out->tls = tls_ctx_client(cfg->client.gateway_tls_cert, cfg->client.tls_cert,
 				  cfg->client.tls_key, err, errlen);
-	if (!out->tls)
-		return -EINVAL;
-	if (cfg->client.hosts_file && hosts_load(cfg->client.hosts_file, &out->hosts, err,
-						 errlen) < 0) {
-		tls_ctx_free(out->tls);
+	if (!out->tls ||
+	    (cfg->client.hosts_file &&
+	     hosts_load(cfg->client.hosts_file, &out->hosts, err, errlen) < 0) ||
+	    compile_hosts(&cfg->client.allowed_hosts, "allowed_hosts", &out->allowed, err,
+			  errlen) < 0 ||
+	    compile_hosts(&cfg->client.forbidden_hosts, "forbidden_hosts", &out->forbidden, err,
+			  errlen) < 0) {
+		free_rules(out);
 		return -EINVAL;
 	}
 	return 0;
@@ -381,19 +406,13 @@ static int build_rules(const struct config *cfg, struct agent_rules_set *out, ch
 
 static void swap_rules(struct agent *a, struct agent_rules_set *set)
 {
-	struct WOLFSSL_CTX *tls = a->tls;
-	struct hosts_table hosts = a->hosts;
+	struct agent_rules_set old = { a->tls, a->hosts, a->allowed, a->forbidden };
 
 	a->tls = set->tls;
 	a->hosts = set->hosts;
-	set->tls = tls;
-	set->hosts = hosts;
-}
-
-static void free_rules(struct agent_rules_set *set)
-{
-	tls_ctx_free(set->tls); /* tunnels keep the old context until they close */
-	hosts_free(&set->hosts);
+	a->allowed = set->allowed;
+	a->forbidden = set->forbidden;
+	*set = old;
 }
 
 /* SIGHUP: credentials, certificates, host rules, deadlines and the log
@@ -423,7 +442,9 @@ static void agent_reload(struct agent *a)
 	free_rules(&set);
 	if (cli_apply_log(a->cfg) < 0)
 		log_error("Cannot reopen the log output", LF_S("output", a->cfg->log.output));
-	log_info("Configuration reloaded", LF_U("targets", a->ntargets));
+	log_info("Configuration reloaded", LF_U("targets", a->ntargets),
+		 LF_U("allowed_hosts", acl_rule_count(a->allowed)),
+		 LF_U("forbidden_hosts", acl_rule_count(a->forbidden)));
 }
 
 static void on_signal(struct ring *r, int signo)
@@ -519,8 +540,11 @@ void agent_destroy(struct agent *a)
 {
 	resolver_free(a->resolver);
 	free(a->links);
-	tls_ctx_free(a->tls);
-	hosts_free(&a->hosts);
+	{
+		struct agent_rules_set set = { a->tls, a->hosts, a->allowed, a->forbidden };
+
+		free_rules(&set);
+	}
 	bufring_exit(&a->bufs, &a->ring);
 	ring_exit(&a->ring);
 }

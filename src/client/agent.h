@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+#include "anyproxy/acl.h"
 #include "anyproxy/backoff.h"
 #include "anyproxy/bufring.h"
 #include "anyproxy/config.h"
@@ -67,6 +68,7 @@ struct agent {
 	const struct cli_program *program; /* for reloading the same file */
 	struct WOLFSSL_CTX *tls;
 	struct hosts_table hosts; /* [client] hosts_file */
+	struct acl *allowed, *forbidden; /* compiled host rules, swapped on reload */
 	struct resolver *resolver;
 	struct bufring bufs;
 	uint64_t instance;

@@ -40,6 +40,9 @@ struct target_conn {
 	socklen_t addr_lens[TARGET_MAX_ADDRS];
 	unsigned naddrs, addr_index;
 	int last_error; /* errno of the last failed connect */
+	uint16_t port;
+	bool name_allowed; /* the name matched allowed_hosts: its addresses may pass */
+	const char *denied_by; /* rule text of the first address refused, for the log */
 	char name[FRAME_MAX_TEXT_LEN + 8]; /* "host:port" for logs */
 	char user[FRAME_MAX_TEXT_LEN + 1];
 };
@@ -86,6 +89,46 @@ static void target_fail(struct target_conn *tc, uint8_t reason, const char *mess
 	log_info("Target connection failed", LF_S("target", tc->name), LF_S("user", tc->user),
 		 LF_S("reason", frame_open_reason_name(reason)), LF_S("error", message));
 	target_free(tc);
+}
+
+/* The host rules refused the target: REP 0x02 / HTTP 403 for the user, a
+ * log line naming the rule for the operator. */
+static void target_deny(struct target_conn *tc, enum acl_verdict verdict, const char *rule)
+{
+	struct agent *a = tc->link->agent;
+
+	log_warn("Target denied by host rules", LF_S("client_id", a->cfg->client.client_id),
+		 LF_S("target", tc->name), LF_S("user", tc->user),
+		 LF_S("verdict", acl_verdict_name(verdict)), LF_S("rule", rule ? rule : "-"));
+	if (!tc->aborted)
+		stream_open_fail(&tc->relay.stream, FRAME_OPEN_NOT_ALLOWED,
+				 verdict == ACL_DENY_FORBIDDEN ? "target forbidden by the agent"
+							       : "target not allowed by the agent");
+	target_free(tc);
+}
+
+/* Keep an address only if the host rules let it through; it is then dialled
+ * as it is, never looked up again. Returns false when the rules refused it. */
+static bool add_address(struct target_conn *tc, int family, const uint8_t *addr,
+			enum acl_verdict *verdict)
+{
+	struct agent *a = tc->link->agent;
+	const struct acl_rule *rule = NULL;
+	char text[INET6_ADDRSTRLEN];
+
+	*verdict = acl_check_addr(a->forbidden, a->allowed, family, addr, tc->port,
+				  tc->name_allowed, &rule);
+	if (*verdict != ACL_ALLOW) {
+		if (!tc->denied_by)
+			tc->denied_by = rule ? acl_rule_text(rule) : NULL;
+		return false;
+	}
+	if (tc->naddrs == TARGET_MAX_ADDRS)
+		return true;
+	inet_ntop(family, addr, text, sizeof(text));
+	net_parse_numeric(text, tc->port, &tc->addrs[tc->naddrs], &tc->addr_lens[tc->naddrs]);
+	tc->naddrs++;
+	return true;
 }
 
 /* ---- relay phase ---- */
@@ -193,9 +236,24 @@ static void deadline_fire(struct ring *r, struct timer *t)
 	}
 }
 
+/* Addresses found (resolver or hosts file) and filtered: dial or deny. */
+static void addresses_done(struct target_conn *tc, enum acl_verdict last_refusal)
+{
+	if (!tc->naddrs) {
+		if (last_refusal != ACL_ALLOW)
+			target_deny(tc, last_refusal, tc->denied_by);
+		else
+			target_fail(tc, FRAME_OPEN_DNS_FAILED, "no IPv4 or IPv6 address");
+		return;
+	}
+	tc->last_error = EHOSTUNREACH;
+	target_connect_next(tc);
+}
+
 static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
 {
 	struct target_conn *tc = ctx;
+	enum acl_verdict refusal = ACL_ALLOW, v;
 	const struct addrinfo *ai;
 
 	tc->resolving = NULL;
@@ -203,18 +261,19 @@ static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
 		target_fail(tc, FRAME_OPEN_DNS_FAILED, gai_strerror(gai_error));
 		return;
 	}
-	for (ai = res; ai && tc->naddrs < TARGET_MAX_ADDRS; ai = ai->ai_next) {
-		if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+	for (ai = res; ai; ai = ai->ai_next) {
+		const uint8_t *addr;
+
+		if (ai->ai_family == AF_INET)
+			addr = (const uint8_t *)&((const struct sockaddr_in *)ai->ai_addr)->sin_addr;
+		else if (ai->ai_family == AF_INET6)
+			addr = (const uint8_t *)&((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+		else
 			continue;
-		memcpy(&tc->addrs[tc->naddrs], ai->ai_addr, ai->ai_addrlen);
-		tc->addr_lens[tc->naddrs++] = ai->ai_addrlen;
+		if (!add_address(tc, ai->ai_family, addr, &v))
+			refusal = v;
 	}
-	if (!tc->naddrs) {
-		target_fail(tc, FRAME_OPEN_DNS_FAILED, "no IPv4 or IPv6 address");
-		return;
-	}
-	tc->last_error = EHOSTUNREACH;
-	target_connect_next(tc);
+	addresses_done(tc, refusal);
 }
 
 /* ---- the stream's events before the relay takes over ---- */
@@ -274,11 +333,56 @@ static void format_target(struct target_conn *tc, const struct frame *f)
 	}
 }
 
+/* The target as a canonical name or an address: check the rules, then
+ * dial (an address), look it up in the hosts file, or resolve it. */
+static int target_start(struct target_conn *tc, const struct acl_host *host)
+{
+	struct agent *a = tc->link->agent;
+	const struct acl_rule *rule = NULL;
+	enum acl_verdict v;
+
+	if (host->kind == ACL_HOST_ADDR) {
+		if (!add_address(tc, host->addr.family, host->addr.bytes, &v)) {
+			target_deny(tc, v, tc->denied_by);
+			return 0;
+		}
+		target_connect_next(tc);
+		return 0;
+	}
+	v = acl_check_name(a->forbidden, a->allowed, host->name, tc->port, &tc->name_allowed,
+			   &rule);
+	if (v != ACL_ALLOW) {
+		target_deny(tc, v, rule ? acl_rule_text(rule) : NULL);
+		return 0;
+	}
+	if (a->hosts.count) {
+		int families[HOSTS_MAX_ADDRS_PER_NAME];
+		uint8_t addrs[HOSTS_MAX_ADDRS_PER_NAME][16];
+		size_t found = hosts_lookup(&a->hosts, host->name, families, addrs,
+					    HOSTS_MAX_ADDRS_PER_NAME);
+		enum acl_verdict refusal = ACL_ALLOW;
+
+		if (found) {
+			for (size_t i = 0; i < found; i++)
+				if (!add_address(tc, families[i], addrs[i], &v))
+					refusal = v;
+			addresses_done(tc, refusal);
+			return 0;
+		}
+	}
+	tc->state = TARGET_RESOLVE;
+	tc->resolving = resolver_lookup(a->resolver, host->name, tc->port, resolved, tc);
+	if (!tc->resolving)
+		target_fail(tc, FRAME_OPEN_GENERAL, "resolver busy");
+	return 0;
+}
+
 int target_open(struct agent_link *l, const struct frame *f, const char **why)
 {
 	struct agent *a = l->agent;
 	struct target_conn *tc;
-	char host[FRAME_MAX_TEXT_LEN + 1];
+	struct acl_host host;
+	const char *why_name = NULL;
 	size_t n;
 
 	if (a->stopping) {
@@ -308,27 +412,26 @@ int target_open(struct agent_link *l, const struct frame *f, const char **why)
 	}
 	log_debug("Stream open requested", LF_S("target", tc->name), LF_S("user", tc->user),
 		  LF_U("stream", f->stream_id));
+	tc->port = f->open.port;
 	timer_arm(&a->ring, &tc->deadline, a->cfg->client.connect_timeout_ms);
 	switch (f->open.addr_type) {
 	case FRAME_ADDR_IPV4:
+		host.kind = ACL_HOST_ADDR;
+		host.addr.family = AF_INET;
+		memcpy(host.addr.bytes, f->open.addr, 4);
+		break;
 	case FRAME_ADDR_IPV6:
-		inet_ntop(f->open.addr_type == FRAME_ADDR_IPV4 ? AF_INET : AF_INET6, f->open.addr,
-			  host, sizeof(host));
-		net_parse_numeric(host, f->open.port, &tc->addrs[0], &tc->addr_lens[0]);
-		tc->naddrs = 1;
-		target_connect_next(tc);
-		return 0;
+		host.kind = ACL_HOST_ADDR;
+		host.addr.family = AF_INET6;
+		memcpy(host.addr.bytes, f->open.addr, 16);
+		break;
 	default:
-		if (memchr(f->open.domain.ptr, '\0', f->open.domain.len)) {
-			target_fail(tc, FRAME_OPEN_HOST_UNREACHABLE, "invalid host name");
+		/* case, trailing dot, escapes, every numeric IPv4 spelling */
+		if (acl_canonical_host(f->open.domain.ptr, f->open.domain.len, &host, &why_name) < 0) {
+			target_fail(tc, FRAME_OPEN_HOST_UNREACHABLE, why_name ? why_name
+									  : "invalid host name");
 			return 0;
 		}
-		memcpy(host, f->open.domain.ptr, f->open.domain.len);
-		host[f->open.domain.len] = '\0';
-		tc->state = TARGET_RESOLVE;
-		tc->resolving = resolver_lookup(a->resolver, host, f->open.port, resolved, tc);
-		if (!tc->resolving)
-			target_fail(tc, FRAME_OPEN_GENERAL, "resolver busy");
-		return 0;
 	}
+	return target_start(tc, &host);
 }

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "anyproxy/common.h"
+#include "anyproxy/acl.h"
 #include "anyproxy/config.h"
 #include "anyproxy/log.h"
 
@@ -51,6 +52,8 @@
 #define CONFIG_CREDENTIAL_MAX_BYTES 255
 /* How much of a bad value an error message repeats. */
 #define CONFIG_SHOWN_VALUE_MAX_BYTES 200
+/* A list item starting with this is not split at commas (host regexes). */
+#define CONFIG_LIST_RAW_PREFIX '~'
 #define SHOWN_BYTES (CONFIG_SHOWN_VALUE_MAX_BYTES + 4) /* "..." and NUL */
 /* Environment variable names derived from section and key. */
 #define CONFIG_ENV_NAME_BYTES 64
@@ -104,6 +107,8 @@ struct config_key {
 	const char *example;       /* reference-INI value when there is no default */
 	const char *help;
 	bool restart;              /* SIGHUP cannot change it: needs a restart */
+	/* KEY_LIST: checks each item as it is read, so errors name its line */
+	int (*item_check)(const char *item, char *why, size_t whylen);
 };
 
 struct config_section {
@@ -122,6 +127,7 @@ static int check_listen_addr(const void *field, char *why, size_t whylen);
 static int check_dial_addr(const void *field, char *why, size_t whylen);
 static int check_server_name(const void *field, char *why, size_t whylen);
 static int check_not_empty(const void *field, char *why, size_t whylen);
+static int check_host_pattern(const char *item, char *why, size_t whylen);
 
 static const struct config_section config_sections[] = {
 	{ "gateway", GATEWAY, "The tunnel listener that client agents connect to over TLS." },
@@ -226,11 +232,11 @@ static const struct config_key config_keys[] = {
 	  .required = true, .check = check_credential,
 	  .help = "Password presented to the gateway." },
 	{ KEY("client", "allowed_hosts", KEY_LIST, CLIENT, client.allowed_hosts),
-	  .example = "api.example.com, 10.1.0.0/16",
+	  .example = "api.example.com, 10.1.0.0/16", .item_check = check_host_pattern,
 	  .help = "Targets this agent may connect to. Empty: every target that "
 		  "forbidden_hosts does not forbid." },
 	{ KEY("client", "forbidden_hosts", KEY_LIST, CLIENT, client.forbidden_hosts),
-	  .example = "localhost, 127.0.0.1, 192.168.0.0/16",
+	  .example = "localhost, 127.0.0.1, 192.168.0.0/16", .item_check = check_host_pattern,
 	  .help = "Targets this agent must never connect to; checked on the name and on "
 		  "every address it resolves to, and wins over allowed_hosts." },
 	{ KEY("client", "hosts_file", KEY_FILE, CLIENT, client.hosts_file),
@@ -655,6 +661,19 @@ static int check_server_name(const void *field, char *why, size_t whylen)
 	return 0;
 }
 
+/* One allowed_hosts / forbidden_hosts pattern (docs/acl.md). */
+static int check_host_pattern(const char *item, char *why, size_t whylen)
+{
+	const char *const one[] = { item };
+	struct acl *acl;
+	size_t bad;
+
+	if (acl_compile(one, 1, &acl, &bad, why, whylen) < 0)
+		return -EINVAL;
+	acl_free(acl);
+	return 0;
+}
+
 static int check_not_empty(const void *field, char *why, size_t whylen)
 {
 	const char *s = *(char *const *)field;
@@ -785,7 +804,11 @@ static int list_append(struct load_ctx *ctx, const struct config_key *key,
 		char **grown;
 		char *item;
 
-		while (*p && *p != ',')
+		while (*p && isspace((unsigned char)*p))
+			p++;
+		start = p;
+		/* a host regex may contain commas: it runs to the end of the value */
+		while (*p && (*p != ',' || *start == CONFIG_LIST_RAW_PREFIX))
 			p++;
 		end = p;
 		if (*p == ',')
@@ -803,6 +826,14 @@ static int list_append(struct load_ctx *ctx, const struct config_key *key,
 			return fail_key(ctx, key, why);
 		}
 		item = strndup(start, (size_t)(end - start));
+		if (item && key->item_check) {
+			char why[CONFIG_SHOWN_VALUE_MAX_BYTES + 128];
+
+			if (key->item_check(item, why, sizeof(why)) < 0) {
+				free(item);
+				return fail_key(ctx, key, why);
+			}
+		}
 		grown = item ? realloc(list->items, (list->count + 1) * sizeof(*grown)) : NULL;
 		if (!grown) {
 			free(item);

@@ -38,7 +38,7 @@
  * name is at most 253 bytes, and these keep regcomp within a few MB and a
  * match well under a millisecond even for the worst regex they admit. */
 #define REGEX_NODES_MAX 2048
-#define REGEX_OPTIONAL_MAX 64
+#define REGEX_OPTIONAL_MAX 128
 #define LOOPBACK_IPV4 0x7f000001u
 
 enum rule_kind {
@@ -138,7 +138,8 @@ static int canonical_name(const uint8_t *in, size_t len, char *out, const char *
 		uint8_t c = to_lower(in[i]);
 
 		if (!is_name_byte(c)) {
-			*why = "byte not allowed in a host name (only letters, digits, '-', '_', '.')";
+			*why = "byte not allowed in a host name "
+			       "(only letters, digits, '-', '_', '.')";
 			return -EINVAL;
 		}
 		if (c != '.') {
@@ -439,27 +440,15 @@ static int parse_net(const char *pattern, const char *text, int family,
 				     slash + 1, max_bits);
 	if (clear_host_bits(net->bytes, size, net->prefix_bits)) {
 		inet_ntop(family, net->bytes, masked, sizeof(masked));
-		return pattern_error(err, errlen, pattern, "host bits set; did you mean %s%s/%u%s%s?",
+		return pattern_error(err, errlen, pattern,
+				     "host bits set; did you mean %s%s/%u%s%s?",
 				     spelling->bracketed ? "[" : "", masked, net->prefix_bits,
 				     spelling->bracketed ? "]" : "", spelling->port_suffix);
 	}
 	return normalise_net(pattern, net, err, errlen);
 }
 
-/* POSIX ERE back-references (\1..\9) make matching exponential and cannot
- * occur in a host name's rules usefully. */
-static bool has_back_reference(const char *regex)
-{
-	for (; *regex; regex++) {
-		if (*regex != '\\')
-			continue;
-		if (is_digit((uint8_t)regex[1]) && regex[1] != '0')
-			return true;
-		if (regex[1])
-			regex++;
-	}
-	return false;
-}
+/* ---- regular expressions --------------------------------------------- */
 
 /* Sums and products that stop just past the cost limits, so they cannot
  * overflow and still compare as "too much". */
@@ -502,6 +491,28 @@ static const char *skip_bracket(const char *p)
 	return *p ? p + 1 : p;
 }
 
+/*
+ * What no host-name regex needs and what would hide a mistake: a
+ * back-reference (\1..\9: exponential matching in glibc), or a ':' outside
+ * a bracket expression (never in a canonical name; `~re:443` would be a
+ * regex that silently never matches, not a port). NULL when clean.
+ */
+static const char *regex_refusal(const char *p)
+{
+	while (*p) {
+		if (*p == '[') {
+			p = skip_bracket(p);
+		} else if (*p == '\\' && is_digit((uint8_t)p[1]) && p[1] != '0') {
+			return "back-references are not supported";
+		} else if (*p == ':' || (*p == '\\' && p[1] == ':')) {
+			return "a regex takes no port, and ':' never occurs in a host name";
+		} else {
+			p += *p == '\\' && p[1] ? 2 : 1;
+		}
+	}
+	return NULL;
+}
+
 static size_t parse_count(const char **p)
 {
 	size_t v = 0;
@@ -511,14 +522,19 @@ static size_t parse_count(const char **p)
 	return v;
 }
 
-/*
- * What regcomp builds for the nodes and optional nodes of regex
- * (see regex_cost below).
- */
+/* What regcomp builds for (a part of) a regex; see regex_cost(). */
 struct regex_cost {
-	size_t nodes;    /* atoms, operators and groups after expansion */
-	size_t optional; /* nodes that may match nothing */
+	size_t nodes;         /* atoms, operators and groups after expansion */
+	size_t optional;      /* of which may match nothing */
+	bool nullable;        /* the part may match the empty string */
+	bool repeats_nullable; /* a repetition applies to a nullable part */
 };
+
+/* Zero-width atoms: anchors and GNU word-boundary escapes. */
+static bool is_zero_width(const char *p)
+{
+	return *p == '^' || *p == '$' || (p[0] == '\\' && p[1] && strchr("bB<>`'", p[1]));
+}
 
 /*
  * Apply the repetition operators at *p to piece, moving *p past them.
@@ -531,9 +547,10 @@ static void apply_repetitions(const char **p, struct regex_cost *piece)
 {
 	for (;;) {
 		const char *q = *p + 1;
-		size_t min, max, copies, optional_copies;
+		size_t min = 1, max, copies, optional_copies;
 
 		if (**p == '*' || **p == '?') {
+			min = 0;
 			copies = 1;
 			optional_copies = 1;
 		} else if (**p == '+') {
@@ -559,6 +576,9 @@ static void apply_repetitions(const char **p, struct regex_cost *piece)
 			return;
 		}
 		*p = q;
+		if (piece->nullable)
+			piece->repeats_nullable = true;
+		piece->nullable = piece->nullable || min == 0;
 		piece->nodes = capped_add(capped_mul(piece->nodes, MAX(copies, (size_t)1)),
 					  optional_copies);
 		piece->optional = capped_add(capped_mul(piece->optional, copies), optional_copies);
@@ -567,27 +587,29 @@ static void apply_repetitions(const char **p, struct regex_cost *piece)
 
 /*
  * An upper bound on what regcomp builds for the regex at *pp, up to the
- * ')' that closes a group when nested. Nesting '+' or intervals grows the
- * tree exponentially (`a++++...` of a few dozen bytes takes all memory),
- * and glibc's epsilon closures cost the square of the optional nodes in a
- * row, at compile time and at every match.
+ * ')' that closes a group when nested. Three things make glibc's regcomp
+ * and regexec blow up: nesting '+' or intervals grows the tree
+ * exponentially (`a++++...` of a few dozen bytes takes all memory); epsilon
+ * closures cost the square of the optional nodes in a row, at compile time
+ * and at every match; and a repetition of a part that may match nothing
+ * (`p*+`, `(^a?)+`) makes the closure computation itself exponential.
  */
 static struct regex_cost regex_cost(const char **pp, bool nested)
 {
-	struct regex_cost total = { 0, 0 }, piece;
+	struct regex_cost total = { 0, 0, false, false }, piece;
 	const char *p = *pp;
-	bool alternative_empty = true;
+	bool alternative_nullable = true; /* so far, every piece of it is */
 
 	while (*p && !(nested && *p == ')')) {
 		if (*p == '|') {
-			if (alternative_empty) /* (|a), a||b: an empty alternative */
+			if (alternative_nullable) /* empty alternatives: (|a), a||b */
 				total.optional = capped_add(total.optional, 1);
-			alternative_empty = true;
+			total.nullable = total.nullable || alternative_nullable;
+			alternative_nullable = true;
 			p++;
 			continue;
 		}
-		alternative_empty = false;
-		piece = (struct regex_cost){ 1, 0 };
+		piece = (struct regex_cost){ 1, 0, false, false };
 		if (*p == '(') {
 			p++;
 			piece = regex_cost(&p, true);
@@ -599,14 +621,19 @@ static struct regex_cost regex_cost(const char **pp, bool nested)
 		} else if (*p == '[') {
 			p = skip_bracket(p);
 		} else {
+			piece.nullable = is_zero_width(p);
+			piece.optional = piece.nullable;
 			p += *p == '\\' && p[1] ? 2 : 1;
 		}
 		apply_repetitions(&p, &piece);
 		total.nodes = capped_add(total.nodes, piece.nodes);
 		total.optional = capped_add(total.optional, piece.optional);
+		total.repeats_nullable = total.repeats_nullable || piece.repeats_nullable;
+		alternative_nullable = alternative_nullable && piece.nullable;
 	}
-	if (alternative_empty && total.nodes) /* a| */
+	if (alternative_nullable && total.nodes) /* a| */
 		total.optional = capped_add(total.optional, 1);
+	total.nullable = total.nullable || alternative_nullable;
 	*pp = p;
 	return total;
 }
@@ -624,15 +651,20 @@ static int compile_regex(const char *pattern, const char *regex, regex_t *re, ch
 {
 	char why[REGEX_ERROR_MAX];
 	struct regex_cost cost;
-	const char *scan;
+	const char *scan, *refusal;
 	int rc;
 
 	if (*regex == '\0')
 		return pattern_error(err, errlen, pattern, "empty regular expression after '~'");
-	if (has_back_reference(regex))
-		return pattern_error(err, errlen, pattern, "back-references are not supported");
+	refusal = regex_refusal(regex);
+	if (refusal)
+		return pattern_error(err, errlen, pattern, "%s", refusal);
 	scan = regex;
 	cost = regex_cost(&scan, false);
+	if (cost.repeats_nullable)
+		return pattern_error(err, errlen, pattern,
+				     "regular expression repeats a part that can match nothing, "
+				     "as in (a*)+ or (a|^)*");
 	if (cost.nodes > REGEX_NODES_MAX || cost.optional > REGEX_OPTIONAL_MAX)
 		return pattern_error(err, errlen, pattern,
 				     "regular expression too complex (%s)",
@@ -650,18 +682,20 @@ static int compile_regex(const char *pattern, const char *regex, regex_t *re, ch
 }
 
 /* A host name or domain suffix; numeric forms must be address rules. */
-static int parse_name(const char *pattern, const char *text, bool is_suffix, struct acl_rule *rule,
-		      char *err, size_t errlen)
+static int parse_name(const char *pattern, const char *text, bool is_suffix,
+		      struct acl_rule *rule, char *err, size_t errlen)
 {
 	struct acl_host host;
 	const char *why;
 
 	if (acl_canonical_host((const uint8_t *)text, strlen(text), &host, &why) < 0)
 		return pattern_error(err, errlen, pattern, "%s", why);
+	if (host.kind != ACL_HOST_NAME && is_suffix)
+		return pattern_error(err, errlen, pattern,
+				     "a domain pattern needs a name, not an address");
 	if (host.kind != ACL_HOST_NAME)
 		return pattern_error(err, errlen, pattern,
-				     is_suffix ? "a domain pattern needs a name, not an address" :
-						 "unusual IPv4 spelling; write the address as a.b.c.d");
+				     "unusual IPv4 spelling; write the address as a.b.c.d");
 	memcpy(rule->name.text, host.name, sizeof(host.name));
 	rule->name.len = strlen(host.name);
 	return 0;
@@ -674,7 +708,8 @@ static int parse_host(const char *pattern, const char *host, struct acl_rule *ru
 	struct in_addr v4;
 
 	if (*host == '\0')
-		return pattern_error(err, errlen, pattern, "missing host before ':' (*:PORT for any host)");
+		return pattern_error(err, errlen, pattern,
+				     "missing host before ':' (*:PORT for any host)");
 	if (strcmp(host, "*") == 0 || strcmp(host, ".*") == 0) {
 		rule->kind = RULE_ANY_HOST;
 		return 0;

@@ -101,14 +101,12 @@ static void compile_patterns(struct pattern_set *set)
 	set->all = acl;
 }
 
-/* The list's first match is the first pattern that matches on its own. */
+/* The list's first match (got) is the first pattern that matches on its own. */
 static void check_first_match(const struct pattern_set *set, const struct acl_rule *got,
 			      const struct acl_rule *const *alone)
 {
 	size_t i;
 
-	if (!set->all)
-		return;
 	for (i = 0; i < set->count; i++)
 		if (alone[i])
 			break;
@@ -187,7 +185,8 @@ static void check_name_target(const struct pattern_set *set, const char *name, u
 		if (is_exact_name_pattern(set->text[i])) {
 			size_t n = strlen(set->text[i]);
 
-			check(acl_canonical_host((const uint8_t *)set->text[i], n, &host, NULL) == 0 &&
+			check(acl_canonical_host((const uint8_t *)set->text[i], n, &host,
+						 NULL) == 0 &&
 			      host.kind == ACL_HOST_NAME && strcmp(host.name, name) == 0);
 			if (len < ACL_NAME_MAX) {
 				prefixed[0] = name[0] == 'x' ? 'y' : 'x';
@@ -196,9 +195,10 @@ static void check_name_target(const struct pattern_set *set, const char *name, u
 			}
 		}
 	}
-	check_first_match(set, set->all ? acl_match_name(set->all, name, port) : NULL, alone);
-	if (set->all)
+	if (set->all) {
+		check_first_match(set, acl_match_name(set->all, name, port), alone);
 		check_verdicts_name(set->all, name, port);
+	}
 }
 
 static void check_addr_target(const struct pattern_set *set, const struct acl_addr *a,
@@ -215,10 +215,10 @@ static void check_addr_target(const struct pattern_set *set, const struct acl_ad
 		if (alone[i] && acl_match_name(set->one[i], PROBE_NAME, port))
 			check(is_any_host_pattern(set->text[i]));
 	}
-	check_first_match(set, set->all ? acl_match_addr(set->all, a->family, a->bytes, port) : NULL,
-			  alone);
-	if (set->all)
+	if (set->all) {
+		check_first_match(set, acl_match_addr(set->all, a->family, a->bytes, port), alone);
 		check_verdicts_addr(set->all, a, port);
+	}
 }
 
 /* The same address as another spelling or another family's form must
@@ -305,7 +305,8 @@ static void check_spellings(const uint8_t *target, size_t len, const struct acl_
 	if (len + 1 > sizeof(other))
 		return;
 	for (i = 0; i < len; i++)
-		other[i] = target[i] >= 'a' && target[i] <= 'z' ? (uint8_t)(target[i] - 32) : target[i];
+		other[i] = target[i] >= 'a' && target[i] <= 'z' ? (uint8_t)(target[i] - 'a' + 'A') :
+								  target[i];
 	check(acl_canonical_host(other, len, &again, NULL) == 0 && same_host(host, &again));
 	if (host->kind == ACL_HOST_NAME && target[len - 1] != '.') {
 		memcpy(other, target, len);

@@ -120,6 +120,41 @@ def test_round_robin_within_a_group(env):
     h.expect_streams(env, before, {"p1": 5, "p2": 5}, "10 requests over two production agents")
 
 
+def test_streams_spread_over_replicas(env):
+    """One agent with replicas=3: its streams use more than one tunnel.
+    Stream ids are per tunnel (each starts at 1), so 9 streams over one
+    tunnel would be ids 1..9; spread over three they repeat."""
+    gw = h.proxy_gateway(env)
+    agent = h.proxy_agent(env, "multi", "production", replicas=3)
+    t = target(env)
+    mark = agent.mark()
+    for i in range(9):
+        r = curl_http(env, gw, "user.production", t.url("/info"))
+        h.check(split_code(r.stdout)[1] == 200, "request %d: %r" % (i, r.stdout[-200:]))
+    ids = [int(l.get("stream", 0)) for l in agent.find("Stream open requested", mark)]
+    h.check(len(ids) == 9, "the agent should log 9 stream opens: %r" % ids)
+    h.check(max(ids) < 9 and len(set(ids)) < 9,
+            "all 9 streams went over one of the 3 tunnels (stream ids %r)" % ids)
+
+
+def test_spec_geographic_groups(env):
+    """The spec's "Geographic Distribution" example, verbatim but for the
+    address: curl -x http://user.us-east:pass@gateway:8080 URL."""
+    gw = h.proxy_gateway(env, password="pass")
+    for cid, group in (("us-east-001", "us-east"), ("eu-west-001", "eu-west"),
+                       ("ap-001", "asia-pacific")):
+        h.proxy_agent(env, cid, group)
+    t = target(env)
+    for user, cid in (("user.us-east", "us-east-001"), ("user.eu-west", "eu-west-001"),
+                      ("user.asia-pacific", "ap-001")):
+        before = h.stream_totals(env)
+        r = curl_http(env, gw, user, t.url("/info"), password="pass")
+        h.check(split_code(r.stdout)[1] == 200, "%s: %r %r" % (user, r.stdout[-200:], r.stderr))
+        r = curl_socks(env, gw, user, t.url("/info"), password="pass")
+        h.check(r.returncode == 0, "%s SOCKS5: %r" % (user, r.stderr))
+        h.expect_streams(env, before, {cid: 2}, user)
+
+
 # ---- no agent to route to ---------------------------------------------------------------------
 
 def test_no_default_agent(env):
@@ -250,6 +285,8 @@ if __name__ == "__main__":
         test_empty_group_is_the_default_group,
         test_group_is_the_text_after_the_first_dot,
         test_round_robin_within_a_group,
+        test_streams_spread_over_replicas,
+        test_spec_geographic_groups,
         test_no_default_agent,
         test_no_agent_at_all,
         test_wrong_password,

@@ -245,7 +245,8 @@ static void check_canon_case(const struct canon_case *c)
 		if (rc != -EINVAL)
 			fail_msg("'%s': accepted, want refused (%s)", shown, c->want);
 		if (!why || !strstr(why, c->want))
-			fail_msg("'%s': reason '%s', want '%s'", shown, why ? why : "(null)", c->want);
+			fail_msg("'%s': reason '%s', want '%s'", shown, why ? why : "(null)",
+				 c->want);
 		if (host.kind != (enum acl_host_kind)0xa5a5a5a5)
 			fail_msg("'%s': output written on failure", shown);
 		return;
@@ -298,7 +299,8 @@ static void test_compile_every_form(void **state)
 		".*", ".*:80", "*:*", "~ex.*\\.com", "0.0.0.0/0", "::/0", "::ffff:10.0.0.0/104",
 		"10.1.2.3/32", "[2001:db8::1/128]:65535", "_dmarc.example.com", "~[]a-z]+",
 		"~[[:alpha:]]+\\.(com|net)", "~a{1,63}", "~(a+)+b", "~x{,16}", "~a)b", "~a{2048}",
-		"~(a?){64}", "~([a-z0-9-]+\\.)*(corp|internal)", "~a{,}b{3,}",
+		"~(ab?){128}", "~(^a)+", "~(a|b)+", "~a*b+", "~([a-z0-9-]+\\.)*(corp|internal)",
+		"~a{,}b{3,}", "~[[:digit:]:]+", "~[\\1]", "~([a-z0-9-]{1,63}\\.)+corp",
 	};
 	char err[ERR_BYTES];
 	struct acl *acl = NULL;
@@ -371,15 +373,25 @@ static const struct bad_pattern_case bad_pattern_cases[] = {
 	{ "~(", "bad regular expression" },
 	{ "~a{2", "bad regular expression" },
 	{ "~(a)\\1", "back-references are not supported" },
+	{ "~[a\\](b)\\2", "back-references are not supported" },
+	{ "~jump[0-9]\\.corp:22", "a regex takes no port" },
+	{ "~a\\:b", "a regex takes no port" },
 	{ "~a+++++++++++++++++++++++++++++++++++++++++++++++++++++++", "too complex" },
 	{ "~((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)+", "too complex" },
 	{ "~((a{100}){100}){100}", "too complex" },
 	{ "~(a{2}){,5000}", "too complex" },
 	{ "~a{2049}", "too many nodes" },
-	{ "~(a?){65}", "too many optional parts" },
-	{ "~(a|){65}", "too many optional parts" },
-	{ "~(a*b*c*d*){17}", "too many optional parts" },
-	{ "~((a+)+)+b(((((c+)+)+)+)+)+", "too many optional parts" },
+	{ "~(ab?){129}", "too many optional parts" },
+	{ "~(a|b|){2}c?", "can match nothing" },
+	{ "~(a?){2}", "can match nothing" },
+	{ "~(a*b*c*d*){17}", "can match nothing" },
+	{ "~a^p*+++++", "can match nothing" },
+	{ "~(\\bp*)+", "can match nothing" },
+	{ "~(^)*", "can match nothing" },
+	{ "~(a|$)+", "can match nothing" },
+	{ "~a**", "can match nothing" },
+	{ "~(()+)+", "can match nothing" },
+	{ "~((a+)+)+b((((((c+)+)+)+)+)+)+", "too many optional parts" },
 	{ "a..b", "empty label" },
 	{ "example..com:443", "empty label" },
 	{ ".", "empty host name" },
@@ -428,7 +440,8 @@ static void test_bad_patterns(void **state)
 		int rc = acl_compile(list, ARRAY_SIZE(list), &acl, &bad, err, sizeof(err));
 
 		if (rc != -EINVAL)
-			fail_msg("'%s': compile returned %d, want -EINVAL", show(c->pattern, strlen(c->pattern)), rc);
+			fail_msg("'%s': compile returned %d, want -EINVAL",
+				 show(c->pattern, strlen(c->pattern)), rc);
 		if (bad != 2)
 			fail_msg("'%s': bad index %zu, want 2", c->pattern, bad);
 		if (acl != (struct acl *)&err)
@@ -619,7 +632,8 @@ static void test_match(void **state)
 		if (c->want && !rule)
 			fail_msg("%s: no match, want '%s'", label, c->want);
 		if (c->want && strcmp(acl_rule_text(rule), c->want) != 0)
-			fail_msg("%s: matched '%s', want '%s'", label, acl_rule_text(rule), c->want);
+			fail_msg("%s: matched '%s', want '%s'", label, acl_rule_text(rule),
+				 c->want);
 		acl_free(acl);
 	}
 }
@@ -647,7 +661,9 @@ static void test_mapped_forms_agree(void **state)
 		memcpy(mapped + 12, v4.bytes, 4);
 		memcpy(compatible + 12, v4.bytes, 4);
 		for (j = 0; j < ARRAY_SIZE(ports); j++) {
-			const struct acl_rule *want = acl_match_addr(acl, AF_INET, v4.bytes, ports[j]);
+			const struct acl_rule *want;
+
+			want = acl_match_addr(acl, AF_INET, v4.bytes, ports[j]);
 
 			if (acl_match_addr(acl, AF_INET6, mapped, ports[j]) != want)
 				fail_msg("::ffff:%s:%u differs from %s", v4_targets[i], ports[j],
