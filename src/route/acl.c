@@ -38,7 +38,7 @@
  * name is at most 253 bytes, and these keep regcomp within a few MB and a
  * match well under a millisecond even for the worst regex they admit. */
 #define REGEX_NODES_MAX 2048
-#define REGEX_OPTIONAL_MAX 128
+#define REGEX_OPTIONAL_MAX 64
 #define LOOPBACK_IPV4 0x7f000001u
 
 enum rule_kind {
@@ -598,17 +598,19 @@ static struct regex_cost regex_cost(const char **pp, bool nested)
 {
 	struct regex_cost total = { 0, 0, false, false }, piece;
 	const char *p = *pp;
-	bool alternative_nullable = true; /* so far, every piece of it is */
+	bool alternative_empty = true, alternative_nullable = true; /* so far */
 
 	while (*p && !(nested && *p == ')')) {
 		if (*p == '|') {
-			if (alternative_nullable) /* empty alternatives: (|a), a||b */
+			if (alternative_empty) /* (|a), a||b */
 				total.optional = capped_add(total.optional, 1);
 			total.nullable = total.nullable || alternative_nullable;
+			alternative_empty = true;
 			alternative_nullable = true;
 			p++;
 			continue;
 		}
+		alternative_empty = false;
 		piece = (struct regex_cost){ 1, 0, false, false };
 		if (*p == '(') {
 			p++;
@@ -631,7 +633,7 @@ static struct regex_cost regex_cost(const char **pp, bool nested)
 		total.repeats_nullable = total.repeats_nullable || piece.repeats_nullable;
 		alternative_nullable = alternative_nullable && piece.nullable;
 	}
-	if (alternative_nullable && total.nodes) /* a| */
+	if (alternative_empty && total.nodes) /* a| */
 		total.optional = capped_add(total.optional, 1);
 	total.nullable = total.nullable || alternative_nullable;
 	*pp = p;

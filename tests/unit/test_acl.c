@@ -299,8 +299,9 @@ static void test_compile_every_form(void **state)
 		".*", ".*:80", "*:*", "~ex.*\\.com", "0.0.0.0/0", "::/0", "::ffff:10.0.0.0/104",
 		"10.1.2.3/32", "[2001:db8::1/128]:65535", "_dmarc.example.com", "~[]a-z]+",
 		"~[[:alpha:]]+\\.(com|net)", "~a{1,63}", "~(a+)+b", "~x{,16}", "~a)b", "~a{2048}",
-		"~(ab?){128}", "~(^a)+", "~(a|b)+", "~a*b+", "~([a-z0-9-]+\\.)*(corp|internal)",
+		"~(ab?){64}", "~(^a)+", "~(a|b)+", "~a*b+", "~([a-z0-9-]+\\.)*(corp|internal)",
 		"~a{,}b{3,}", "~[[:digit:]:]+", "~[\\1]", "~([a-z0-9-]{1,63}\\.)+corp",
+		"~a{0,64}", "~(a|b|)c", "~(|a)b",
 	};
 	char err[ERR_BYTES];
 	struct acl *acl = NULL;
@@ -381,7 +382,8 @@ static const struct bad_pattern_case bad_pattern_cases[] = {
 	{ "~((a{100}){100}){100}", "too complex" },
 	{ "~(a{2}){,5000}", "too complex" },
 	{ "~a{2049}", "too many nodes" },
-	{ "~(ab?){129}", "too many optional parts" },
+	{ "~(ab?){65}", "too many optional parts" },
+	{ "~a{0,65}", "too many optional parts" },
 	{ "~(a|b|){2}c?", "can match nothing" },
 	{ "~(a?){2}", "can match nothing" },
 	{ "~(a*b*c*d*){17}", "can match nothing" },

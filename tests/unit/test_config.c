@@ -425,8 +425,8 @@ static void test_line_of_1000_bytes_works(void **state)
 	char text[TEXT_BYTES];
 	struct config cfg;
 
-	/* A list item, since most strings have shorter limits of their own. */
-	snprintf(text, sizeof(text), CLIENT_MIN "%s\n", long_line("forbidden_hosts = ", 1000));
+	/* A host regex list item, since most strings have shorter limits. */
+	snprintf(text, sizeof(text), CLIENT_MIN "%s\n", long_line("forbidden_hosts = ~", 1000));
 	load_ok(&cfg, CONFIG_CLIENT, text);
 	assert_int_equal(cfg.client.forbidden_hosts.count, 1);
 	assert_int_equal(strlen(cfg.client.forbidden_hosts.items[0]), 1000 - 18);
@@ -436,7 +436,7 @@ static void test_line_of_1000_bytes_works(void **state)
 static void test_line_limit_is_1024_bytes(void **state)
 {
 	char text[TEXT_BYTES];
-	const char *line = long_line("forbidden_hosts = ", 1024);
+	const char *line = long_line("forbidden_hosts = ~", 1024);
 	struct config cfg;
 
 	/* The line end does not count, "\r\n" included. */
@@ -445,12 +445,52 @@ static void test_line_limit_is_1024_bytes(void **state)
 	assert_int_equal(strlen(cfg.client.forbidden_hosts.items[0]), 1024 - 18);
 	config_free(&cfg);
 
-	line = long_line("forbidden_hosts = ", 1025);
+	line = long_line("forbidden_hosts = ~", 1025);
 	snprintf(text, sizeof(text), CLIENT_MIN "%s\n", line);
 	expect_error(CONFIG_CLIENT, text, 7, NULL, "line too long (max 1024 bytes)");
 	/* The same line at the end of the file, without a newline. */
 	snprintf(text, sizeof(text), CLIENT_MIN "%s", line);
 	expect_error(CONFIG_CLIENT, text, 7, NULL, "line too long (max 1024 bytes)");
+}
+
+static void test_host_patterns_checked_per_line(void **state)
+{
+	struct config cfg;
+
+	/* the bad pattern's own line is named, not the first line of the key */
+	expect_error(CONFIG_CLIENT,
+		     CLIENT_MIN "forbidden_hosts = localhost, 10.0.0.0/8\n"
+				"forbidden_hosts = 10.0.0.1/8\n",
+		     8, "[client] forbidden_hosts", "10.0.0.1/8");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "allowed_hosts = ~(unclosed\n", 7,
+		     "[client] allowed_hosts", "bad regular expression");
+	/* a host regex may contain commas: it is not split */
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "allowed_hosts = api.example.com, ~a{1,3}\\.com\n");
+	assert_int_equal(cfg.client.allowed_hosts.count, 2);
+	assert_string_equal(cfg.client.allowed_hosts.items[1], "~a{1,3}\\.com");
+	config_free(&cfg);
+}
+
+static void test_reload_swaps_live_keys_only(void **state)
+{
+	struct config live, fresh;
+	char restart[256];
+
+	load_ok(&live, CONFIG_CLIENT, CLIENT_MIN "group_id = blue\nforbidden_hosts = localhost\n");
+	load_ok(&fresh, CONFIG_CLIENT,
+		CLIENT_MIN "group_id = green\nforbidden_hosts = 10.0.0.0/8, localhost\n"
+			   "connect_timeout_ms = 2500\n");
+	assert_int_equal(config_reload(&live, &fresh, restart, sizeof(restart)), 1);
+	assert_string_equal(restart, "[client] group_id");
+	/* reloadable keys took the new values ... */
+	assert_int_equal(live.client.forbidden_hosts.count, 2);
+	assert_int_equal(live.client.connect_timeout_ms, 2500);
+	/* ... the restart-only key kept the running one */
+	assert_string_equal(live.client.group_id, "blue");
+	/* fresh now holds the old values and frees them */
+	assert_int_equal(fresh.client.forbidden_hosts.count, 1);
+	config_free(&fresh);
+	config_free(&live);
 }
 
 static void test_line_of_1500_bytes_fails(void **state)
@@ -1112,6 +1152,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_line_of_1000_bytes_works, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_line_limit_is_1024_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_line_of_1500_bytes_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_patterns_checked_per_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reload_swaps_live_keys_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nul_byte, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ipv6_addresses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ipv6_in_config, setup, teardown),
