@@ -54,6 +54,12 @@ struct config {
 		uint32_t handshake_timeout_ms;
 		uint32_t ping_interval_ms;
 		uint32_t ping_timeout_ms;
+		uint32_t idle_timeout_ms;     /* 0: off */
+		uint32_t shutdown_timeout_ms;
+		uint32_t max_connections;     /* limits: 0 = none */
+		uint32_t max_connections_per_group;
+		uint32_t max_streams_per_tunnel;
+		uint32_t max_clients;
 	} gateway;
 
 	struct config_listener http;   /* [proxy.http] */
@@ -79,6 +85,7 @@ struct config {
 		uint32_t reconnect_initial_delay_ms;
 		uint32_t reconnect_max_delay_ms;
 		uint32_t connect_timeout_ms;
+		uint32_t shutdown_timeout_ms;
 	} client;
 
 	struct {

@@ -67,6 +67,7 @@ enum frame_open_reason {
 	FRAME_OPEN_TIMEOUT = 6,
 	FRAME_OPEN_ADDR_UNSUPPORTED = 8,
 	FRAME_OPEN_DNS_FAILED = 9,
+	FRAME_OPEN_LIMIT = 10, /* a configured limit was reached (gateway or agent) */
 };
 
 /* Target address kinds in OPEN (SOCKS5 ATYP values). */

@@ -65,11 +65,14 @@ struct reg_group {
 };
 
 typedef void (*registry_evict_cb)(struct reg_tunnel *t, uint16_t code, void *ctx);
+/* May t take one more stream (its owner's limits)? NULL: always. */
+typedef bool (*registry_usable_cb)(const struct reg_tunnel *t, void *ctx);
 
 struct registry {
 	struct reg_group *groups;   /* by id */
 	struct reg_client *clients; /* by id */
 	registry_evict_cb on_evict;
+	registry_usable_cb usable;
 	void *ctx;
 };
 
@@ -90,13 +93,15 @@ bool registry_leave(struct registry *reg, struct reg_tunnel *t);
 
 /*
  * A tunnel for a new stream of group_id: round-robin over the group's
- * clients, skipping clients whose tunnels all drain, then round-robin over
- * that client's tunnels. Falls back to the default group ("") when the
+ * clients, skipping clients whose tunnels all drain (or are full, as the
+ * usable callback says), then round-robin over that client's tunnels. Falls back to the default group ("") when the
  * group has no usable client (sets *fell_back). NULL when neither has one.
  */
 struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool *fell_back);
 
 struct reg_client *registry_find_client(struct registry *reg, const char *client_id);
+/* Registered clients. */
+unsigned registry_client_count(const struct registry *reg);
 
 /* Keep c's memory (and its counters) valid after the client leaves: user
  * connections hold a reference while they count bytes into it. */

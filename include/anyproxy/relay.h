@@ -66,6 +66,7 @@ struct relay {
 	size_t out_stream_debt; /* stream bytes inside out, credit to return */
 	struct buf pending;     /* from the socket, waiting for stream room */
 	struct ring_op recv_op, send_op, close_op;
+	uint64_t last_active_ms; /* last byte received or sent on the socket */
 	uint64_t bytes_up;   /* socket -> stream */
 	uint64_t bytes_down; /* stream -> socket */
 	char why[128];

@@ -57,6 +57,7 @@ struct tunnel {
 	enum tunnel_state state;
 	bool server;
 	bool close_when_flushed;
+	bool close_when_idle; /* draining: close once the last stream is gone */
 	bool recv_armed, send_armed;
 	unsigned inflight;
 	struct tls_conn tls;
@@ -97,6 +98,10 @@ void tunnel_close_after(struct tunnel *t, const struct frame *f, const char *rea
 
 /* Ciphertext queued for the socket (streams compare it to TUNNEL_OUT_BUDGET). */
 size_t tunnel_queued(const struct tunnel *t);
+
+/* Drain: send GOAWAY (code, message) now; close the tunnel once its last
+ * stream has ended (at once if it has none). */
+void tunnel_drain(struct tunnel *t, uint16_t code, const char *message);
 
 /* Helpers for frames that carry a code and a message. */
 void tunnel_send_error(struct tunnel *t, uint8_t type, uint16_t code, const char *message);

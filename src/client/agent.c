@@ -320,10 +320,10 @@ static void agent_stop(struct agent *a, int signo)
 	if (a->stopping)
 		return;
 	a->stopping = true;
-	log_info("Agent stopping", LF_S("signal", strsignal(signo)));
+	log_info("Agent stopping", LF_S("signal", strsignal(signo)), LF_U("streams", a->ntargets),
+		 LF_U("shutdown_timeout_ms", a->cfg->client.shutdown_timeout_ms));
 	for (i = 0; i < a->nlinks; i++) {
 		struct agent_link *l = &a->links[i];
-		struct frame f = { .type = FRAME_GOAWAY };
 
 		switch (l->state) {
 		case LINK_WAIT:
@@ -341,17 +341,15 @@ static void agent_stop(struct agent *a, int signo)
 			tunnel_close(l->tunnel, "agent shutdown");
 			break;
 		case LINK_UP:
-			f.error.code = FRAME_ERR_SHUTDOWN;
-			f.error.message.ptr = (const uint8_t *)"agent shutting down";
-			f.error.message.len = strlen("agent shutting down");
-			tunnel_close_after(l->tunnel, &f, "agent shutdown");
+			/* the gateway sends no new streams; open ones may finish */
+			tunnel_drain(l->tunnel, FRAME_ERR_SHUTDOWN, "agent shutting down");
 			break;
 		case LINK_DONE:
 			break;
 		}
 	}
 	timer_init(&a->shutdown_timer, shutdown_expired);
-	timer_arm(&a->ring, &a->shutdown_timer, AGENT_SHUTDOWN_TIMEOUT_MS);
+	timer_arm(&a->ring, &a->shutdown_timer, a->cfg->client.shutdown_timeout_ms);
 }
 
 static struct agent *signal_owner;

@@ -30,7 +30,6 @@
 #define AGENT_MAX_GATEWAY_ADDRS 8
 #define AGENT_RESOLVER_THREADS 2
 #define AGENT_RESOLVER_MAX_PENDING 1024
-#define AGENT_SHUTDOWN_TIMEOUT_MS 5000
 
 enum link_state {
 	LINK_WAIT,      /* backoff timer running (or not yet started) */

@@ -66,6 +66,8 @@
 #define CONFIG_TIMEOUT_MIN_MS 100
 #define CONFIG_TIMEOUT_MAX_MS 600000      /* 10 minutes */
 #define CONFIG_PING_MAX_MS 3600000        /* 1 hour */
+#define CONFIG_IDLE_MAX_MS 86400000       /* 1 day */
+#define CONFIG_LIMIT_MAX 1000000          /* connection and stream counts */
 #define CONFIG_RECONNECT_MIN_MS 10
 #define CONFIG_RECONNECT_MAX_MS 3600000   /* 1 hour */
 #define CONFIG_REPLICAS_MAX 64
@@ -192,6 +194,31 @@ static const struct config_key config_keys[] = {
 	  .default_value = "30000", RANGE(CONFIG_TIMEOUT_MIN_MS, CONFIG_PING_MAX_MS),
 	  .help = "A tunnel silent for this long is declared dead and its streams are "
 		  "reset. Must be greater than ping_interval_ms." },
+	{ KEY("gateway", "idle_timeout_ms", KEY_UINT32, GATEWAY, gateway.idle_timeout_ms),
+	  .default_value = "300000", RANGE(0, CONFIG_IDLE_MAX_MS),
+	  .help = "A proxied connection with no data in either direction for this long is "
+		  "closed (a connection busy in one direction only is not idle). 0: never." },
+	{ KEY("gateway", "shutdown_timeout_ms", KEY_UINT32, GATEWAY, gateway.shutdown_timeout_ms),
+	  .default_value = "30000", RANGE(0, CONFIG_TIMEOUT_MAX_MS),
+	  .help = "On SIGTERM, how long open connections may go on before they are cut." },
+	{ KEY("gateway", "max_connections", KEY_UINT32, GATEWAY, gateway.max_connections),
+	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
+	  .help = "Users' connections the gateway serves at once; more are refused. 0: no "
+		  "limit but the process's file descriptors." },
+	{ KEY("gateway", "max_connections_per_group", KEY_UINT32, GATEWAY,
+	      gateway.max_connections_per_group),
+	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
+	  .help = "Users' streams one group carries at once; more are refused (SOCKS5 0x01, "
+		  "HTTP 503). 0: no limit." },
+	{ KEY("gateway", "max_streams_per_tunnel", KEY_UINT32, GATEWAY,
+	      gateway.max_streams_per_tunnel),
+	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
+	  .help = "Streams one tunnel carries at once; a full tunnel gets no new stream "
+		  "(another tunnel of the group does, if any). 0: no limit." },
+	{ KEY("gateway", "max_clients", KEY_UINT32, GATEWAY, gateway.max_clients),
+	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
+	  .help = "Agents (client_ids) registered at once; a new one beyond it is refused "
+		  "with ERROR limit. 0: no limit." },
 
 	LISTENER_KEYS("proxy.http", http, ":8080", check_http_username),
 	LISTENER_KEYS("proxy.socks5", socks5, ":1080", check_socks5_username),
@@ -262,6 +289,9 @@ static const struct config_key config_keys[] = {
 	      client.reconnect_max_delay_ms),
 	  .default_value = "30000", RANGE(CONFIG_RECONNECT_MIN_MS, CONFIG_RECONNECT_MAX_MS),
 	  .help = "Longest wait between two dials; at least reconnect_initial_delay_ms." },
+	{ KEY("client", "shutdown_timeout_ms", KEY_UINT32, CLIENT, client.shutdown_timeout_ms),
+	  .default_value = "30000", RANGE(0, CONFIG_TIMEOUT_MAX_MS),
+	  .help = "On SIGTERM, how long open streams may go on before they are cut." },
 	{ KEY("client", "connect_timeout_ms", KEY_UINT32, CLIENT, client.connect_timeout_ms),
 	  .default_value = "10000", RANGE(CONFIG_TIMEOUT_MIN_MS, CONFIG_TIMEOUT_MAX_MS),
 	  .help = "Time allowed to connect to a target (DNS included) before the user is "

@@ -79,6 +79,7 @@ static int status_for_reason(uint8_t reason)
 	case FRAME_OPEN_NOT_ALLOWED:
 		return 403;
 	case FRAME_OPEN_NET_UNREACHABLE:
+	case FRAME_OPEN_LIMIT:
 		return 503;
 	case FRAME_OPEN_TIMEOUT:
 		return 504;
@@ -107,6 +108,8 @@ static void next_request(struct user_conn *uc)
 	set_state(s, H_HEAD);
 	s->resp_head_done = false;
 	s->req_done = false;
+	/* the next request head has the handshake deadline, like the first */
+	proxy_deadline(uc, uc->gw->cfg->gateway.handshake_timeout_ms);
 	relay_read(&uc->relay, true);
 	process_input(uc); /* a pipelined request may be waiting */
 }
@@ -454,7 +457,7 @@ static void http_open_result(struct user_conn *uc, uint8_t reason, const char *m
 		buf_release(&s->in);
 		return;
 	}
-	proxy_deadline(uc, 0);
+	proxy_watch_idle(uc);
 	uc->relay.stream.ops = &forward_stream_ops;
 	if (stream_write(&uc->relay.stream, s->head_out, s->head_out_len) < 0) {
 		relay_close(&uc->relay, "stream gone");

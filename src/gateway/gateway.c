@@ -138,6 +138,12 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 		return 0;
 	}
 	copy_str(group_id, sizeof(group_id), &f->hello.group_id);
+	if (cfg->gateway.max_clients && !registry_find_client(&gw->registry, gt->client_id) &&
+	    registry_client_count(&gw->registry) >= cfg->gateway.max_clients) {
+		reject(gt, FRAME_ERR_LIMIT, "the gateway's agent limit is reached",
+		       "max_clients reached");
+		return 0;
+	}
 	gt->reg.owner = gt;
 	ret = registry_join(&gw->registry, &gt->reg, gt->client_id, group_id, f->hello.instance,
 			    f->hello.replica, gt->tunnel->peer);
@@ -233,6 +239,16 @@ static const struct tunnel_ops gw_tunnel_ops = {
 	.on_closed = gw_on_closed,
 };
 
+/* [gateway] max_streams_per_tunnel: a full tunnel takes no new stream. */
+static bool gw_tunnel_usable(const struct reg_tunnel *rt, void *ctx)
+{
+	const struct gateway *gw = ctx;
+	const struct gw_tunnel *gt = rt->owner;
+	uint32_t max = gw->cfg->gateway.max_streams_per_tunnel;
+
+	return !max || gt->tunnel->nstreams < max;
+}
+
 /* The registry replaced this tunnel (same client id, newer agent). */
 static void gw_on_evict(struct reg_tunnel *rt, uint16_t code, void *ctx)
 {
@@ -295,21 +311,20 @@ static void gateway_stop(struct gateway *gw, int signo)
 	if (gw->stopping)
 		return;
 	gw->stopping = true;
-	log_info("Gateway stopping", LF_S("signal", strsignal(signo)), LF_U("tunnels", gw->ntunnels));
+	log_info("Gateway stopping", LF_S("signal", strsignal(signo)), LF_U("tunnels", gw->ntunnels),
+		 LF_U("users", gw->nusers),
+		 LF_U("shutdown_timeout_ms", gw->cfg->gateway.shutdown_timeout_ms));
 	listener_stop(&gw->ring, &gw->tunnel_listener);
 	listener_stop(&gw->ring, &gw->control_listener);
 	listener_stop(&gw->ring, &gw->socks5_listener);
 	listener_stop(&gw->ring, &gw->http_listener);
-	for (gt = gw->tunnels; gt; gt = gt->next) {
-		struct frame f = { .type = FRAME_GOAWAY };
-
-		f.error.code = FRAME_ERR_SHUTDOWN;
-		f.error.message.ptr = (const uint8_t *)"gateway shutting down";
-		f.error.message.len = strlen("gateway shutting down");
-		tunnel_close_after(gt->tunnel, &f, "gateway shutdown");
-	}
+	/* users still in their handshake have nothing to finish */
+	proxy_close_handshaking(gw, "gateway shutdown");
+	/* open streams may finish; each tunnel closes after its last one */
+	for (gt = gw->tunnels; gt; gt = gt->next)
+		tunnel_drain(gt->tunnel, FRAME_ERR_SHUTDOWN, "gateway shutting down");
 	timer_init(&gw->shutdown_timer, shutdown_expired);
-	timer_arm(&gw->ring, &gw->shutdown_timer, GATEWAY_SHUTDOWN_TIMEOUT_MS);
+	timer_arm(&gw->ring, &gw->shutdown_timer, gw->cfg->gateway.shutdown_timeout_ms);
 	gateway_maybe_exit(gw);
 }
 
@@ -400,6 +415,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	gw->socks5_listener.fd = -1;
 	gw->http_listener.fd = -1;
 	registry_init(&gw->registry, gw_on_evict, gw);
+	gw->registry.usable = gw_tunnel_usable;
 	ret = ring_init(&gw->ring, 4096);
 	if (ret < 0) {
 		log_error("Cannot create io_uring", LF_S("error", strerror(-ret)));

@@ -18,7 +18,6 @@
 
 #define GATEWAY_LISTEN_BACKLOG 1024
 #define GATEWAY_STREAM_WINDOW (256 * 1024)
-#define GATEWAY_SHUTDOWN_TIMEOUT_MS 5000
 #define GATEWAY_ACCEPT_RETRY_MS 100
 
 /* A listening socket served by multishot accept. */
@@ -56,6 +55,7 @@ struct gateway {
 	struct gw_tunnel *tunnels;
 	unsigned ntunnels;
 	unsigned nusers; /* users' connections alive (proxy.c) */
+	uint64_t refused_over_limit; /* users refused by max_connections */
 	struct user_conn *users;
 	time_t started;
 	bool stopping;

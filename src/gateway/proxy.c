@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include "anyproxy/common.h"
+#include "anyproxy/http.h"
 #include "anyproxy/log.h"
+#include "anyproxy/socks5.h"
 #include "anyproxy/username.h"
 #include "gateway.h"
 #include "proxy.h"
@@ -52,7 +54,23 @@ const struct relay_ops proxy_relay_ops = {
 static void deadline_fire(struct ring *r, struct timer *t)
 {
 	struct user_conn *uc = container_of(t, struct user_conn, deadline);
+	uint32_t idle_ms = uc->gw->cfg->gateway.idle_timeout_ms;
 
+	if (uc->idle_watch) {
+		/* lazy: activity only stamps the relay; the timer checks here */
+		uint64_t quiet = now_ms() - uc->relay.last_active_ms;
+
+		if (!idle_ms)
+			return; /* switched off by a reload */
+		if (quiet < idle_ms) {
+			timer_arm(r, &uc->deadline, idle_ms - quiet);
+			return;
+		}
+		log_info("User connection idle, closing", LF_S("proxy", uc->fe->name),
+			 LF_S("client_id", uc->client_id), LF_U("idle_ms", quiet));
+		relay_close(&uc->relay, "idle timeout");
+		return;
+	}
 	log_info("User connection timed out", LF_S("proxy", uc->fe->name),
 		 LF_S("phase", uc->relay.stream.tunnel ? "waiting for the agent" : "handshake"));
 	relay_close(&uc->relay, "deadline passed");
@@ -60,10 +78,47 @@ static void deadline_fire(struct ring *r, struct timer *t)
 
 void proxy_deadline(struct user_conn *uc, uint32_t ms)
 {
+	uc->idle_watch = false;
 	if (ms)
 		timer_arm(&uc->gw->ring, &uc->deadline, ms);
 	else
 		timer_disarm(&uc->gw->ring, &uc->deadline);
+}
+
+void proxy_watch_idle(struct user_conn *uc)
+{
+	uint32_t idle_ms = uc->gw->cfg->gateway.idle_timeout_ms;
+
+	uc->idle_watch = idle_ms != 0;
+	uc->relay.last_active_ms = now_ms();
+	if (idle_ms)
+		timer_arm(&uc->gw->ring, &uc->deadline, idle_ms);
+	else
+		timer_disarm(&uc->gw->ring, &uc->deadline);
+}
+
+/* [gateway] max_connections: say so in the user's protocol and close. A
+ * plain send: a fresh socket's buffer always takes these few bytes. */
+static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_frontend *fe)
+{
+	static const uint8_t socks5_refusal[] = { SOCKS5_VERSION, SOCKS5_METHOD_NO_ACCEPTABLE };
+	uint8_t msg[512];
+	ssize_t n;
+
+	if (fe == &socks5_frontend) {
+		memcpy(msg, socks5_refusal, sizeof(socks5_refusal));
+		n = sizeof(socks5_refusal);
+	} else {
+		n = http_write_error(msg, sizeof(msg), 503, "the proxy's connection limit is reached",
+				     NULL, false);
+	}
+	if (n > 0 && send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_debug("Refusal not sent", LF_S("error", strerror(errno)));
+	close(fd);
+	gw->refused_over_limit++;
+	log_warn("Connection limit reached, user refused", LF_S("proxy", fe->name),
+		 LF_U("max_connections", gw->cfg->gateway.max_connections),
+		 LF_U("refused_total", gw->refused_over_limit));
 }
 
 static void accept_user(struct listener *l, int fd, const struct proxy_frontend *fe,
@@ -74,6 +129,10 @@ static void accept_user(struct listener *l, int fd, const struct proxy_frontend 
 
 	if (gw->stopping) {
 		close(fd);
+		return;
+	}
+	if (gw->cfg->gateway.max_connections && gw->nusers >= gw->cfg->gateway.max_connections) {
+		refuse_over_limit(gw, fd, fe);
 		return;
 	}
 	uc = calloc(1, sizeof(*uc));
@@ -91,7 +150,7 @@ static void accept_user(struct listener *l, int fd, const struct proxy_frontend 
 	gw->nusers++;
 	timer_init(&uc->deadline, deadline_fire);
 	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
-	proxy_deadline(uc, PROXY_HANDSHAKE_TIMEOUT_MS);
+	proxy_deadline(uc, gw->cfg->gateway.handshake_timeout_ms);
 	if ((fe == &socks5_frontend ? socks5_session_start(uc) : http_session_start(uc)) < 0) {
 		relay_close(&uc->relay, "out of memory");
 		return;
@@ -120,6 +179,15 @@ void proxy_close_all(struct gateway *gw, const char *why)
 	/* relay_close frees nothing synchronously: walking the list is safe */
 	for (uc = gw->users; uc; uc = uc->next)
 		relay_close(&uc->relay, why);
+}
+
+void proxy_close_handshaking(struct gateway *gw, const char *why)
+{
+	struct user_conn *uc;
+
+	for (uc = gw->users; uc; uc = uc->next)
+		if (!uc->relay.stream.tunnel && !uc->relay.pumping)
+			relay_close(&uc->relay, why);
 }
 
 /* ---- authentication ---- */
@@ -239,6 +307,20 @@ void proxy_open(struct user_conn *uc, const char *full_user, size_t full_user_le
 		log_info("Selected client from group", LF_S("group", group),
 			 LF_S("client_id", rt->client->id));
 	}
+	if (gw->cfg->gateway.max_connections_per_group &&
+	    registry_group_streams_active(rt->client->group) >=
+		    gw->cfg->gateway.max_connections_per_group) {
+		char msg[160];
+
+		snprintf(msg, sizeof(msg), "connection limit of group '%s' reached",
+			 rt->client->group->id);
+		log_warn("Group connection limit reached, user refused",
+			 LF_S("group", rt->client->group->id), LF_S("user", user),
+			 LF_U("max_connections_per_group",
+			      gw->cfg->gateway.max_connections_per_group));
+		uc->fe->on_open_result(uc, FRAME_OPEN_LIMIT, msg);
+		return;
+	}
 	gt = rt->owner;
 	target.user = parts.base_len ? user : "";
 	target.group = group;
@@ -272,6 +354,6 @@ void proxy_stream_done(struct user_conn *uc)
 
 void proxy_start_pump(struct user_conn *uc, const uint8_t *first, size_t n)
 {
-	proxy_deadline(uc, 0);
+	proxy_watch_idle(uc);
 	relay_pump(&uc->relay, first, n);
 }

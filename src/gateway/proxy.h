@@ -23,7 +23,6 @@
 struct gateway;
 struct listener;
 
-#define PROXY_HANDSHAKE_TIMEOUT_MS 10000
 /* How long the gateway waits for the agent's OPEN_OK/OPEN_FAIL. Above the
  * agents' default connect_timeout_ms, so the agent's own verdict wins. */
 #define PROXY_OPEN_TIMEOUT_MS 15000
@@ -50,7 +49,8 @@ struct user_conn {
 	struct gateway *gw;
 	const struct proxy_frontend *fe;
 	const struct config_listener *listener_cfg;
-	struct timer deadline;
+	struct timer deadline; /* handshake, waiting for the agent, or idle watch */
+	bool idle_watch;       /* deadline is the idle timeout */
 	struct reg_client *client; /* referenced while counted in its statistics */
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	void *proto; /* front end's state (handshake buffer, HTTP state) */
@@ -59,6 +59,8 @@ struct user_conn {
 
 /* Close every user connection (shutdown deadline). */
 void proxy_close_all(struct gateway *gw, const char *why);
+/* Close the user connections that have no stream yet (shutdown). */
+void proxy_close_handshaking(struct gateway *gw, const char *why);
 
 /* The relay callbacks every front end installs. */
 extern const struct relay_ops proxy_relay_ops;
@@ -82,6 +84,9 @@ void proxy_start_pump(struct user_conn *uc, const uint8_t *first, size_t n);
 
 /* Arm or stop the handshake deadline (on expiry the connection closes). */
 void proxy_deadline(struct user_conn *uc, uint32_t ms);
+/* From now on, close the connection after [gateway] idle_timeout_ms with no
+ * byte in either direction. */
+void proxy_watch_idle(struct user_conn *uc);
 
 /* Authenticate base user name and password against a listener's
  * credentials, in constant time. A listener without credentials admits

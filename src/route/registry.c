@@ -197,14 +197,14 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 	return created;
 }
 
-static struct reg_tunnel *client_pick(struct reg_client *c)
+static struct reg_tunnel *client_pick(struct registry *reg, struct reg_client *c)
 {
 	unsigned i;
 
 	for (i = 0; i < c->ntunnels; i++) {
 		struct reg_tunnel *t = c->tunnels[(c->rr + i) % c->ntunnels];
 
-		if (!t->draining) {
+		if (!t->draining && (!reg->usable || reg->usable(t, reg->ctx))) {
 			c->rr = (c->rr + i + 1) % c->ntunnels;
 			return t;
 		}
@@ -212,7 +212,7 @@ static struct reg_tunnel *client_pick(struct reg_client *c)
 	return NULL;
 }
 
-static struct reg_tunnel *group_pick(struct reg_group *g)
+static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g)
 {
 	unsigned i;
 
@@ -220,7 +220,7 @@ static struct reg_tunnel *group_pick(struct reg_group *g)
 		return NULL;
 	for (i = 0; i < g->nclients; i++) {
 		unsigned idx = (g->rr + i) % g->nclients;
-		struct reg_tunnel *t = client_pick(g->clients[idx]);
+		struct reg_tunnel *t = client_pick(reg, g->clients[idx]);
 
 		if (t) {
 			g->rr = (idx + 1) % g->nclients;
@@ -232,12 +232,12 @@ static struct reg_tunnel *group_pick(struct reg_group *g)
 
 struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool *fell_back)
 {
-	struct reg_tunnel *t = group_pick(registry_find_group(reg, group_id));
+	struct reg_tunnel *t = group_pick(reg, registry_find_group(reg, group_id));
 
 	*fell_back = false;
 	if (t || group_id[0] == '\0')
 		return t;
-	t = group_pick(registry_find_group(reg, ""));
+	t = group_pick(reg, registry_find_group(reg, ""));
 	*fell_back = t != NULL;
 	return t;
 }
@@ -248,6 +248,11 @@ struct reg_client *registry_find_client(struct registry *reg, const char *client
 
 	HASH_FIND_STR(reg->clients, client_id, c);
 	return c;
+}
+
+unsigned registry_client_count(const struct registry *reg)
+{
+	return HASH_COUNT(reg->clients);
 }
 
 struct reg_group *registry_find_group(struct registry *reg, const char *group_id)

@@ -660,6 +660,7 @@ static const char *const open_reason_names[] = {
 	[FRAME_OPEN_TIMEOUT] = "TIMEOUT",
 	[FRAME_OPEN_ADDR_UNSUPPORTED] = "ADDR_UNSUPPORTED",
 	[FRAME_OPEN_DNS_FAILED] = "DNS_FAILED",
+	[FRAME_OPEN_LIMIT] = "LIMIT",
 };
 
 /* Codes and reasons from a newer peer are logged, not rejected. */

@@ -145,6 +145,7 @@ static void recv_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 		return;
 	}
 	r->bytes_up += (uint64_t)res;
+	r->last_active_ms = now_ms();
 	if (!r->pumping) {
 		r->ops->on_socket_data(r, bufring_addr(r->bufs, (uint16_t)bid), (size_t)res);
 		bufring_recycle(r->bufs, (uint16_t)bid);
@@ -255,6 +256,7 @@ static void send_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 	}
 	buf_consume(&r->sending, (size_t)res);
 	r->bytes_down += (uint64_t)res;
+	r->last_active_ms = now_ms();
 	return_credit(r, (size_t)res);
 	if (queued_out(r)) {
 		relay_arm_send(r);

@@ -54,6 +54,8 @@ void stream_detach(struct stream *s)
 	HASH_DELETE(hh, t->streams, s);
 	t->nstreams--;
 	s->tunnel = NULL;
+	if (t->close_when_idle && !t->nstreams)
+		tunnel_close_after(t, NULL, t->close_reason);
 }
 
 static int send_simple(struct stream *s, uint8_t type)

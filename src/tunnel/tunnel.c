@@ -73,6 +73,26 @@ void tunnel_close_after(struct tunnel *t, const struct frame *f, const char *rea
 	tunnel_flush(t);
 }
 
+void tunnel_drain(struct tunnel *t, uint16_t code, const char *message)
+{
+	struct frame f = { .type = FRAME_GOAWAY };
+
+	if (t->state == TUNNEL_CLOSING || t->close_when_idle)
+		return;
+	if (t->state != TUNNEL_OPEN) {
+		tunnel_close(t, message);
+		return;
+	}
+	f.error.code = code;
+	f.error.message.ptr = (const uint8_t *)message;
+	f.error.message.len = MIN(strlen(message), (size_t)FRAME_MAX_TEXT_LEN);
+	tunnel_send(t, &f);
+	snprintf(t->close_reason, sizeof(t->close_reason), "%s", message);
+	t->close_when_idle = true;
+	if (!t->nstreams)
+		tunnel_close_after(t, NULL, t->close_reason);
+}
+
 void tunnel_send_error(struct tunnel *t, uint8_t type, uint16_t code, const char *message)
 {
 	struct frame f = { .type = type };

@@ -12,6 +12,8 @@
 Data comes from harness.gen_chunks (deterministic, every 64 KiB block
 stamped with its index). Throughputs are printed as TAP comments.
 """
+import hashlib
+import json
 import os
 import random
 import socket
@@ -107,7 +109,6 @@ def test_upload_1gib_http_proxy(env):
     dt = time.monotonic() - t0
     h.note("%s upload: %s" % (what, rate(GIB, dt)))
     h.check(status == 200, "%s: status %r\n%s" % (what, status, head))
-    import json
     j = json.loads(body)
     h.check(j["len"] == GIB and j["sha256"] == env.want, "%s: origin got %d bytes, sha ok %s"
             % (what, j["len"], j["sha256"] == env.want))
@@ -184,7 +185,6 @@ def fetch_one(env, mode, size, seed):
         status, headers, head, rest = h.read_http_head(s)
         if status != 200:
             raise AssertionError("status %r" % status)
-        import hashlib
         hh = hashlib.sha256(rest)
         n = len(rest)
         want = int(headers["content-length"])

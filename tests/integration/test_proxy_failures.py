@@ -9,6 +9,7 @@ the answer waits for the agent's verdict.
   silent        a listener whose accept queue is     0x06  504
                 full: SYNs are dropped, the agent's
                 connect_timeout_ms (1 s here) expires
+  forbidden     the agent's forbidden_hosts          0x02  403
 
 No packet leaves loopback: the unresolvable name starts with '-', which
 glibc refuses before asking any DNS server (a plain "nonexistent.invalid"
@@ -204,6 +205,43 @@ def test_curl_sees_the_failures(env):
         h.check(r.returncode != 0, "curl --socks5-hostname %s should fail" % kind)
 
 
+def test_forbidden_target(env):
+    """An agent whose forbidden_hosts covers the target: SOCKS5 REP 0x02,
+    HTTP 403 (absolute URI and CONNECT), and the target never sees a
+    connection (the spec's production example forbids localhost and
+    127.0.0.1)."""
+    if "locked" not in env.clients():
+        env.locked = h.proxy_agent(env, "locked", "locked",
+                                   forbidden_hosts="localhost, 127.0.0.1, ::1")
+    t = h.RawServer(lambda c: c.sendall(b"should not be reached\n"))
+    env.servers.append(t)
+    user = "user.locked"
+    before = h.stream_totals(env)
+    for host in ("127.0.0.1", "localhost"):
+        mark = env.locked.mark()
+        r = h.socks5_open(env.gwp.socks_port, host, t.port, user=user)
+        try:
+            h.check(r.rep == 0x02, "SOCKS5 to forbidden %s: %r, expected REP 0x02" % (host, r))
+        finally:
+            r.sock.close()
+        s = socket.create_connection(("127.0.0.1", env.gwp.http_port), timeout=10)
+        try:
+            s.sendall(("GET http://%s:%d/ HTTP/1.1\r\nHost: x\r\nProxy-Authorization: %s\r\n\r\n"
+                       % (host, t.port, h.basic_auth(user, h.PROXY_PASS))).encode())
+            status, headers, head, rest = h.read_http_head(s)
+        finally:
+            s.close()
+        h.check(status == 403, "GET to forbidden %s: status %r, expected 403" % (host, status))
+        s, status, headers, head, rest = h.http_connect(env.gwp.http_port, host, t.port,
+                                                        user=user)
+        s.close()
+        h.check(status == 403, "CONNECT to forbidden %s: status %r, expected 403" % (host, status))
+        denied = env.locked.find("Target denied by host rules", mark)
+        h.check(len(denied) == 3, "the agent should log 3 denials for %s: %r" % (host, denied))
+    h.expect_streams(env, before, {"locked": 6}, "forbidden targets")
+    h.check(t.accepted == 0, "the forbidden target was connected to %d times" % t.accepted)
+
+
 # ---- bad input and slow handshakes (DESIGN non-negotiables 8 and 9) ---------------------
 
 def closed_within(sock, limit):
@@ -330,6 +368,7 @@ if __name__ == "__main__":
         test_unreachable,
         test_silent_target_times_out,
         test_curl_sees_the_failures,
+        test_forbidden_target,
         test_handshake_deadline,
         test_garbage_is_refused_cleanly,
         test_still_serves_after_failures,

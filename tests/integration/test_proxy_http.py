@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import ssl
 import sys
 import urllib.request
@@ -98,7 +99,7 @@ def test_spec_http_proxy_groups_https_target(env):
         run_routed(env, user, group, cid,
                    ["--cacert", env.tls.ca, "-x", proxy_url(env, user),
                     env.tls.url("hello.txt")], HELLO, target="localhost:%d" % env.tls.port)
-    r = run_routed(env, "user.production", "production", "prod",
+    run_routed(env, "user.production", "production", "prod",
                    ["--cacert", env.tls.ca, "-x", proxy_url(env, "user.production"),
                     env.tls.url("blob.bin", host="127.0.0.1")], FILES["blob.bin"],
                    target="127.0.0.1:%d" % env.tls.port)
@@ -158,7 +159,7 @@ def upload_file(env):
     return path, h.gen_sha256(UPLOAD_SIZE, 11)
 
 
-def curl_json(env, args, what, timeout=20):
+def curl_json(env, args, what, timeout=15):
     r = h.curl(["-x", proxy_url(env, "user.production")] + args, timeout=timeout)
     h.check(r.returncode == 0, "%s: curl rc %d %s" % (what, r.returncode, r.stderr.decode()))
     try:
@@ -227,7 +228,6 @@ def test_bodyless_responses_keep_the_connection(env):
     """A HEAD answer (with Content-Length), a 204 and a 304 have no body: the
     response is complete after its head, and the next request on the same
     connection is served (RFC 9112 6.3)."""
-    import socket
     auth = h.basic_auth("user.production", h.PROXY_PASS)
     s = socket.create_connection(("127.0.0.1", env.gwp.http_port), timeout=5)
     try:
@@ -271,7 +271,7 @@ def test_responses_streamed(env):
 def test_raw_chunked_response_keeps_framing(env):
     """A chunked response reaches the user still chunked (or re-framed) and
     complete, trailer included or dropped, but never cut."""
-    s = __import__("socket").create_connection(("127.0.0.1", env.gwp.http_port), timeout=10)
+    s = socket.create_connection(("127.0.0.1", env.gwp.http_port), timeout=10)
     try:
         s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nProxy-Authorization: %s\r\n"
                    "Connection: close\r\n\r\n" % (env.a.url("/gen?size=200000&seed=9&chunked=1"),
@@ -302,7 +302,7 @@ def test_hop_by_hop_and_host(env):
     """Proxy-Authorization, Proxy-Connection, Keep-Alive, Connection and the
     fields it names never reach the origin; end-to-end fields do; Host is the
     absolute URI's authority (RFC 9112 3.2.2)."""
-    s = __import__("socket").create_connection(("127.0.0.1", env.gwp.http_port), timeout=10)
+    s = socket.create_connection(("127.0.0.1", env.gwp.http_port), timeout=10)
     auth = h.basic_auth("user.testing", h.PROXY_PASS)
     try:
         s.sendall(("GET %s HTTP/1.1\r\n"

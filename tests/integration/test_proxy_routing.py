@@ -212,7 +212,7 @@ def test_no_agent_at_all(env):
             in body, "HTTP with no agent: %d %r" % (code, body))
 
 
-# ---- wrong credentials -----------------------------------------------------------------------------
+# ---- wrong credentials ---------------------------------------------------------------------
 
 def test_wrong_password(env):
     gw = h.proxy_gateway(env)

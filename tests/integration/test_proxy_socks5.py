@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -100,6 +99,36 @@ def test_socks5_hostname_resolved_by_agent(env):
     agent = [d for d in env.daemons if d.name == "agent-def"][0]
     h.check(agent.find("target=localhost:%d" % env.tls.port),
             "agent-def should have been asked for localhost:%d" % env.tls.port)
+
+
+AGENT_ONLY = "-agent-only.anyproxy.test"
+
+
+def test_name_only_the_agent_can_resolve(env):
+    """A name that only the agent's [client] hosts_file knows: the request
+    works only if the name travelled to the agent and was resolved there.
+    (It starts with '-', so no resolver would ever ask DNS for it: nothing
+    leaves loopback even if the hosts file were ignored.)"""
+    hosts = os.path.join(env.dir, "agent-hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 %s\n::1 %s6\n" % (AGENT_ONLY, AGENT_ONLY))
+    if "resolver" not in env.clients():
+        h.proxy_agent(env, "resolver", "names", hosts_file=hosts)
+    user = "user.names"
+    for server, name in ((env.a, AGENT_ONLY), (env.v6, AGENT_ONLY + "6")):
+        url = "http://%s:%d/file/hello.txt" % (name, server.port)
+        shown = "%s:%d" % (name, server.port)
+        run_routed(env, user, "names", "resolver", ["--socks5-hostname", socks(env, user), url],
+                   HELLO, target=shown)
+        run_routed(env, user, "names", "resolver", [url], HELLO, target=shown,
+                   curl_env={"ALL_PROXY": "socks5h://" + socks(env, user), "NO_PROXY": "",
+                             "no_proxy": ""})
+        before = h.stream_totals(env)
+        r = h.curl(["-x", "http://%s:%s@127.0.0.1:%d" % (user, h.PROXY_PASS, env.gwp.http_port),
+                    url])
+        h.check(r.returncode == 0 and r.stdout == HELLO, "HTTP proxy to %s: rc %d %r %r"
+                % (name, r.returncode, r.stdout[:100], r.stderr))
+        h.expect_streams(env, before, {"resolver": 1}, "HTTP proxy to " + name)
 
 
 def test_spec_all_proxy_environment(env):
@@ -216,6 +245,7 @@ if __name__ == "__main__":
     h.run([
         test_spec_socks5_groups,
         test_socks5_hostname_resolved_by_agent,
+        test_name_only_the_agent_can_resolve,
         test_spec_all_proxy_environment,
         test_ipv6_target,
         test_raw_atyp_ipv4_ipv6_domain,
