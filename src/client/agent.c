@@ -483,7 +483,7 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 		struct agent_rules_set set;
 
 		if (build_rules(cfg, &set, err, sizeof(err)) < 0) {
-			log_error("Cannot start", LF_S("error", err));
+			log_error("Cannot set up TLS and host rules", LF_S("error", err));
 			return -EINVAL;
 		}
 		swap_rules(a, &set);

@@ -198,17 +198,19 @@ static int fwd_on_data(struct stream *st, const uint8_t *p, size_t n)
 	ret = handle_response_head(uc);
 	if (ret <= 0)
 		return 0;
-	if (buf_used(&s->resp)) {
-		/* body bytes that came with the head: their credit is returned
-		 * through the relay as they are sent */
+	{
+		/* body bytes that came with the head (their credit is returned
+		 * through the relay as they are sent), or none: a response
+		 * without a body (HEAD, 204, 304) is complete right here */
 		size_t rest = buf_used(&s->resp);
-		uint8_t *copy = malloc(rest);
+		uint8_t *copy = rest ? malloc(rest) : NULL;
 
-		if (!copy) {
+		if (rest && !copy) {
 			relay_close(&uc->relay, "out of memory");
 			return 0;
 		}
-		memcpy(copy, buf_head(&s->resp), rest);
+		if (rest)
+			memcpy(copy, buf_head(&s->resp), rest);
 		buf_consume(&s->resp, rest);
 		forward_response_body(uc, copy, rest);
 		free(copy);
@@ -267,37 +269,39 @@ static void forward_request_body(struct user_conn *uc)
 
 	while (!s->req_done && s->state == H_FORWARD) {
 		bool done = false;
-		ssize_t n = http_body_scan(&s->req_body, buf_head(&s->in), buf_used(&s->in), &done);
-		size_t room, k;
+		size_t room = stream_send_room(&uc->relay.stream);
+		size_t avail = MIN(buf_used(&s->in), room);
+		ssize_t n;
 
-		if (n < 0) {
-			reply_error(uc, 400, "malformed request body", NULL);
-			return;
-		}
-		room = stream_send_room(&uc->relay.stream);
-		k = MIN((size_t)n, room);
-		if (k && stream_write(&uc->relay.stream, buf_head(&s->in), k) < 0) {
-			relay_close(&uc->relay, "stream gone");
-			return;
-		}
-		buf_consume(&s->in, k);
-		if (k < (size_t)n) {
+		if (!room && (buf_used(&s->in) || s->req_body.kind != HTTP_BODY_NONE)) {
+			/* the scanner is stateful: scan only what can be sent now */
 			relay_read(&uc->relay, false);
 			stream_want_writable(&uc->relay.stream);
 			return;
 		}
+		n = http_body_scan(&s->req_body, buf_head(&s->in), avail, &done);
+		if (n < 0) {
+			reply_error(uc, 400, "malformed request body", NULL);
+			return;
+		}
+		if (n && stream_write(&uc->relay.stream, buf_head(&s->in), (size_t)n) < 0) {
+			relay_close(&uc->relay, "stream gone");
+			return;
+		}
+		buf_consume(&s->in, (size_t)n);
 		if (done) {
 			s->req_done = true;
 			break;
 		}
-		if (!buf_used(&s->in)) {
-			if (s->user_eof) {
-				relay_close(&uc->relay, "client closed in the middle of the request");
-				return;
-			}
-			relay_read(&uc->relay, true);
+		if (buf_used(&s->in) && n > 0)
+			continue; /* more waits than fitted: loop sees the room left */
+		/* the body needs bytes the user has not sent yet */
+		if (s->user_eof) {
+			relay_close(&uc->relay, "client closed in the middle of the request");
 			return;
 		}
+		relay_read(&uc->relay, true);
+		return;
 	}
 	/* one request at a time: the next waits until this response is over */
 	relay_read(&uc->relay, false);
@@ -429,9 +433,12 @@ static void http_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
 		reply_error(uc, 431, "request head too large", NULL);
 		return;
 	}
-	/* a head ends with a line feed: without a new one, parsing again from
-	 * the start would only repeat work (quadratic for a slow sender) */
-	if (s->state == H_HEAD && !memchr(p, '\n', n))
+	/* A head ends with a line feed: without a new one, parsing again from
+	 * the start would only repeat work (quadratic for a slow sender). The
+	 * first bytes are always parsed (garbage is refused at once), and so
+	 * is a head over the size limit. */
+	if (s->state == H_HEAD && !memchr(p, '\n', n) && buf_used(&s->in) > n &&
+	    buf_used(&s->in) <= HTTP_MAX_HEAD_BYTES)
 		return;
 	process_input(uc);
 }
