@@ -41,8 +41,23 @@ struct config_listener {
 	char *auth_password;
 };
 
+/* [group.NAME] sections of the gateway: the credentials of one group. */
+struct config_group_auth {
+	char *group;         /* NAME */
+	char *auth_username; /* NULL: the listener's */
+	char *auth_password; /* required */
+	int line;            /* of the section header, for errors */
+};
+
+#define CONFIG_GROUP_SECTION_PREFIX "group."
+#define CONFIG_GROUPS_MAX 1024
+
 struct config {
 	enum config_program program;
+	/* per-group proxy credentials; when a group has a section, only its
+	 * password admits user.NAME (one tenant cannot pick another's exit) */
+	struct config_group_auth *groups;
+	size_t ngroups;
 
 	struct {
 		struct config_addr listen_addr;
@@ -123,6 +138,10 @@ void config_free(struct config *cfg);
  * group_id, ..."). Returns how many such keys changed.
  */
 int config_reload(struct config *live, struct config *fresh, char *restart, size_t len);
+
+/* The [group.NAME] credentials for group, or NULL. */
+const struct config_group_auth *config_group_auth(const struct config *cfg, const char *group,
+						  size_t group_len);
 
 /* Format "host:port" ("[v6]:port" for IPv6 literals) into buf. */
 void config_addr_format(const struct config_addr *a, char *buf, size_t len);

@@ -52,6 +52,8 @@
 #define CONFIG_CREDENTIAL_MAX_BYTES 255
 /* How much of a bad value an error message repeats. */
 #define CONFIG_SHOWN_VALUE_MAX_BYTES 200
+#define CONFIG_GROUP_HELP "Per-group proxy credentials: a [group.NAME] section gives the group NAME its own password (and optionally its own user name). Users asking for that group (user name user.NAME) must give these instead of the listener's, so one tenant cannot pick another tenant's agents. Groups without a section use the listener's credentials. Sections may repeat for any number of groups; they reload on SIGHUP; they have no environment overrides."
+
 /* A list item starting with this is not split at commas (host regexes). */
 #define CONFIG_LIST_RAW_PREFIX '~'
 #define SHOWN_BYTES (CONFIG_SHOWN_VALUE_MAX_BYTES + 4) /* "..." and NUL */
@@ -130,6 +132,8 @@ static int check_dial_addr(const void *field, char *why, size_t whylen);
 static int check_server_name(const void *field, char *why, size_t whylen);
 static int check_not_empty(const void *field, char *why, size_t whylen);
 static int check_host_pattern(const char *item, char *why, size_t whylen);
+struct load_ctx;
+static int open_group_section(struct load_ctx *ctx, const char *name, size_t len);
 
 static const struct config_section config_sections[] = {
 	{ "gateway", GATEWAY, "The tunnel listener that client agents connect to over TLS." },
@@ -749,6 +753,7 @@ struct load_ctx {
 	int line;       /* of the line inih is parsing */
 	int read_errno; /* reading the file failed with this */
 	const char *section; /* the section the lines belong to, for errors */
+	struct config_group_auth *group; /* inside a [group.NAME] section */
 	struct key_origin origins[ARRAY_SIZE(config_keys)];
 };
 
@@ -1005,10 +1010,15 @@ static int check_section_header(struct load_ctx *ctx, const char *line)
 			return fail_line(ctx, "unexpected text after ']' of a section header");
 	}
 	section = find_section(name, len);
+	ctx->group = NULL;
 	if (section && (section->programs & ctx->program)) {
 		ctx->section = section->name;
 		return 0;
 	}
+	if (ctx->program == CONFIG_GATEWAY && len > strlen(CONFIG_GROUP_SECTION_PREFIX) &&
+	    strncmp(name, CONFIG_GROUP_SECTION_PREFIX, strlen(CONFIG_GROUP_SECTION_PREFIX)) == 0)
+		return open_group_section(ctx, name + strlen(CONFIG_GROUP_SECTION_PREFIX),
+					  len - strlen(CONFIG_GROUP_SECTION_PREFIX));
 
 	snprintf(name_copy, sizeof(name_copy), "%.*s", (int)MIN(len, sizeof(name_copy) - 1),
 		 name);
@@ -1031,6 +1041,120 @@ static int check_section_header(struct load_ctx *ctx, const char *line)
 			snprintf(why + n, sizeof(why) - n, ")");
 	}
 	return fail_line(ctx, why);
+}
+
+/* [group.NAME]: per-group proxy credentials (gateway only). */
+static int open_group_section(struct load_ctx *ctx, const char *name, size_t len)
+{
+	struct config *cfg = ctx->cfg;
+	struct config_group_auth *g;
+	char id[CONFIG_ID_MAX_BYTES + 1], why[CONFIG_ID_MAX_BYTES + 128];
+
+	if (len > CONFIG_ID_MAX_BYTES) {
+		snprintf(why, sizeof(why), "[group.%.*s...]: group name longer than %d bytes",
+			 16, name, CONFIG_ID_MAX_BYTES);
+		return fail_line(ctx, why);
+	}
+	memcpy(id, name, len);
+	id[len] = '\0';
+	for (size_t i = 0; i < len; i++) {
+		if (!isalnum((unsigned char)id[i]) && !strchr("._:-", id[i])) {
+			snprintf(why, sizeof(why), "[group.%s]: a group name has only "
+				 "A-Z a-z 0-9 . _ : -", id);
+			return fail_line(ctx, why);
+		}
+	}
+	if (config_group_auth(cfg, id, len)) {
+		snprintf(why, sizeof(why), "[group.%s]: section appears twice", id);
+		return fail_line(ctx, why);
+	}
+	if (cfg->ngroups == CONFIG_GROUPS_MAX)
+		return fail_line(ctx, "too many [group.NAME] sections");
+	g = realloc(cfg->groups, (cfg->ngroups + 1) * sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	cfg->groups = g;
+	g = &cfg->groups[cfg->ngroups];
+	memset(g, 0, sizeof(*g));
+	g->group = strdup(id);
+	if (!g->group)
+		return -ENOMEM;
+	g->line = ctx->line;
+	cfg->ngroups++;
+	ctx->group = g;
+	ctx->section = CONFIG_GROUP_SECTION_PREFIX "NAME";
+	return 0;
+}
+
+/* A key inside [group.NAME]: auth_username or auth_password. */
+static int group_pair(struct load_ctx *ctx, const char *name, const char *value)
+{
+	struct config_group_auth *g = ctx->group;
+	char why[CONFIG_SHOWN_VALUE_MAX_BYTES + 128];
+	char **field;
+	bool secret = false;
+
+	if (strcmp(name, "auth_username") == 0) {
+		field = &g->auth_username;
+	} else if (strcmp(name, "auth_password") == 0) {
+		field = &g->auth_password;
+		secret = true;
+	} else {
+		snprintf(why, sizeof(why), "[group.%s] %.64s: unknown key (auth_username, "
+			 "auth_password)", g->group, name);
+		return fail_line(ctx, why);
+	}
+	if (*field) {
+		snprintf(why, sizeof(why), "[group.%s] %s: duplicate key", g->group, name);
+		return fail_line(ctx, why);
+	}
+	if (check_credential(&value, why, sizeof(why)) < 0 ||
+	    (!secret && check_socks5_username(&value, why, sizeof(why)) < 0) ||
+	    (!secret && check_http_username(&value, why, sizeof(why)) < 0)) {
+		char msg[sizeof(why) + 96];
+
+		snprintf(msg, sizeof(msg), "[group.%s] %s: %s", g->group, name,
+			 secret ? "invalid password" : why);
+		return fail_line(ctx, msg);
+	}
+	*field = strdup(value);
+	return *field ? 0 : -ENOMEM;
+}
+
+const struct config_group_auth *config_group_auth(const struct config *cfg, const char *group,
+						  size_t group_len)
+{
+	for (size_t i = 0; i < cfg->ngroups; i++)
+		if (strlen(cfg->groups[i].group) == group_len &&
+		    memcmp(cfg->groups[i].group, group, group_len) == 0)
+			return &cfg->groups[i];
+	return NULL;
+}
+
+static void free_groups(struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->ngroups; i++) {
+		free(cfg->groups[i].group);
+		free_string(&cfg->groups[i].auth_username, false);
+		free_string(&cfg->groups[i].auth_password, true);
+	}
+	free(cfg->groups);
+	cfg->groups = NULL;
+	cfg->ngroups = 0;
+}
+
+/* Every [group.NAME] needs its password. */
+static int check_groups(struct load_ctx *ctx)
+{
+	for (size_t i = 0; i < ctx->cfg->ngroups; i++) {
+		const struct config_group_auth *g = &ctx->cfg->groups[i];
+		struct key_origin where = { ORIGIN_FILE, g->line };
+
+		if (!g->auth_password)
+			return fail(ctx, &where, NULL, "[group.%s] auth_password: required key is "
+				    "missing", g->group);
+	}
+	return 0;
 }
 
 /*
@@ -1165,6 +1289,11 @@ static int on_ini_pair(void *user, const char *section, const char *name, const 
 	if (name[0] == '\0') {
 		fail_line(ctx, "missing key name before '='");
 		return 0;
+	}
+	if (ctx->group) {
+		if (group_pair(ctx, name, value) == -ENOMEM)
+			fail_line(ctx, strerror(ENOMEM));
+		return !ctx->failed;
 	}
 	key = find_key(ctx->program, section, name);
 	if (!key) {
@@ -1439,6 +1568,8 @@ static int validate_gateway(struct load_ctx *ctx)
 		err = check_pair(ctx, KEY_OF(socks5.auth_username), KEY_OF(socks5.auth_password));
 	if (!err)
 		err = check_listener_ports(ctx);
+	if (!err)
+		err = check_groups(ctx);
 	return err;
 }
 
@@ -1515,6 +1646,7 @@ int config_load(struct config *cfg, enum config_program program, const char *pat
 
 void config_free(struct config *cfg)
 {
+	free_groups(cfg);
 	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
 		const struct config_key *key = &config_keys[i];
 		void *field = key_field(cfg, key);
@@ -1608,6 +1740,16 @@ int config_reload(struct config *live, struct config *fresh, char *restart, size
 
 	if (len)
 		restart[0] = '\0';
+	{
+		/* group credentials reload as a whole */
+		struct config_group_auth *groups = live->groups;
+		size_t ngroups = live->ngroups;
+
+		live->groups = fresh->groups;
+		live->ngroups = fresh->ngroups;
+		fresh->groups = groups;
+		fresh->ngroups = ngroups;
+	}
 	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
 		const struct config_key *key = &config_keys[i];
 		uint8_t tmp[sizeof(struct config_addr)];
@@ -1771,6 +1913,14 @@ void config_write_markdown(FILE *out)
 		}
 	}
 
+	fputs("\n## [group.NAME]\n\n" CONFIG_GROUP_HELP " Read by anyproxy-gateway.\n\n"
+	      "| Key | Type | Default | Required | Description |\n|---|---|---|---|---|\n"
+	      "| `auth_username` | string | the listener's | no | User name (the part before "
+	      "the first '.') users of this group must give. |\n"
+	      "| `auth_password` | string (secret) |  | yes | Password users of this group "
+	      "must give. |\n",
+	      out);
+
 	fputs("\n## Checks across keys\n\n", out);
 	for (size_t i = 0; i < ARRAY_SIZE(config_rules); i++)
 		fprintf(out, "- %s\n", config_rules[i]);
@@ -1847,5 +1997,10 @@ void config_write_example(FILE *out, enum config_program program)
 			if (strcmp(config_keys[i].section, section->name) == 0)
 				write_example_key(out, &config_keys[i]);
 		}
+	}
+	if (program == CONFIG_GATEWAY) {
+		fputs("\n; [group.production]\n", out);
+		write_comment(out, CONFIG_GROUP_HELP);
+		fputs("; auth_username = user\n; auth_password = production-only-password\n", out);
 	}
 }

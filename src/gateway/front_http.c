@@ -307,11 +307,6 @@ static void forward_request_body(struct user_conn *uc)
 	relay_read(&uc->relay, false);
 }
 
-static bool listener_has_credentials(const struct user_conn *uc)
-{
-	return uc->listener_cfg->auth_username || uc->listener_cfg->auth_password;
-}
-
 static void handle_request(struct user_conn *uc, const struct http_head *head, size_t head_len)
 {
 	struct h_session *s = uc->proto;
@@ -323,10 +318,9 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	int ret;
 
 	ret = http_proxy_credentials(head, &cred, &why);
-	if (listener_has_credentials(uc) &&
-	    (ret < 0 || !proxy_check_credentials(uc->listener_cfg, cred.username,
-						  cred.username_len, cred.password,
-						  cred.password_len))) {
+	if (ret == 0 ? !proxy_check_credentials(uc, cred.username, cred.username_len,
+						cred.password, cred.password_len)
+		     : proxy_needs_credentials(uc)) {
 		char peer[64];
 
 		net_format_peer(uc->relay.fd, peer, sizeof(peer));

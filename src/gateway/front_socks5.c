@@ -60,11 +60,6 @@ static void fail_request(struct user_conn *uc, uint8_t rep, const char *why)
 	reply_and_close(uc, msg, socks5_encode_reply(msg, rep, NULL), why);
 }
 
-static bool has_credentials(const struct user_conn *uc)
-{
-	return uc->listener_cfg->auth_username || uc->listener_cfg->auth_password;
-}
-
 static int on_greeting(struct user_conn *uc, struct s5_session *s, const uint8_t *p, size_t n)
 {
 	struct socks5_greeting g;
@@ -78,7 +73,7 @@ static int on_greeting(struct user_conn *uc, struct s5_session *s, const uint8_t
 	if (g.userpass) {
 		relay_write(&uc->relay, msg, socks5_encode_method(msg, SOCKS5_METHOD_USERPASS), 0);
 		set_state(uc, s, S5_AUTH);
-	} else if (g.no_auth && !has_credentials(uc)) {
+	} else if (g.no_auth && !proxy_needs_credentials(uc)) {
 		relay_write(&uc->relay, msg, socks5_encode_method(msg, SOCKS5_METHOD_NO_AUTH), 0);
 		set_state(uc, s, S5_REQUEST);
 	} else {
@@ -101,7 +96,7 @@ static int on_auth(struct user_conn *uc, struct s5_session *s, const uint8_t *p,
 
 	if (ret <= 0)
 		return ret;
-	ok = proxy_check_credentials(uc->listener_cfg, a.username, a.username_len, a.password,
+	ok = proxy_check_credentials(uc, a.username, a.username_len, a.password,
 				     a.password_len);
 	username_split(a.username, a.username_len, &parts);
 	if (!ok) {

@@ -197,18 +197,35 @@ static bool secret_matches(const char *given, size_t len, const char *expected)
 	return secret_equal(given, len, expected ? expected : "", expected ? strlen(expected) : 0);
 }
 
-bool proxy_check_credentials(const struct config_listener *l, const char *user, size_t user_len,
+bool proxy_needs_credentials(const struct user_conn *uc)
+{
+	return uc->listener_cfg->auth_username || uc->listener_cfg->auth_password;
+}
+
+bool proxy_check_credentials(const struct user_conn *uc, const char *user, size_t user_len,
 			     const char *password, size_t password_len)
 {
+	const struct config_listener *l = uc->listener_cfg;
+	const struct config_group_auth *g;
 	struct username_parts parts;
+	const char *want_user, *want_password;
 	int user_ok, pass_ok;
 
-	if (!l->auth_username && !l->auth_password)
-		return true;
 	username_split(user, user_len, &parts);
+	/* a group with its own section admits only its own password */
+	g = config_group_auth(uc->gw->cfg, parts.group, parts.group_len);
+	if (g) {
+		want_user = g->auth_username ? g->auth_username : l->auth_username;
+		want_password = g->auth_password;
+	} else if (l->auth_username || l->auth_password) {
+		want_user = l->auth_username;
+		want_password = l->auth_password;
+	} else {
+		return true;
+	}
 	/* both comparisons always run */
-	user_ok = secret_matches(parts.base, parts.base_len, l->auth_username);
-	pass_ok = secret_matches(password, password_len, l->auth_password);
+	user_ok = !want_user || secret_matches(parts.base, parts.base_len, want_user);
+	pass_ok = secret_matches(password, password_len, want_password);
 	return user_ok & pass_ok;
 }
 

@@ -88,11 +88,14 @@ void proxy_deadline(struct user_conn *uc, uint32_t ms);
  * byte in either direction. */
 void proxy_watch_idle(struct user_conn *uc);
 
-/* Authenticate base user name and password against a listener's
- * credentials, in constant time. A listener without credentials admits
- * everyone. */
-bool proxy_check_credentials(const struct config_listener *l, const char *user, size_t user_len,
+/* Authenticate "user.group" and its password, in constant time: against the
+ * [group.NAME] section of the group when there is one, else against the
+ * listener's credentials. A listener without credentials admits everyone
+ * to groups that have no section of their own. */
+bool proxy_check_credentials(const struct user_conn *uc, const char *user, size_t user_len,
 			     const char *password, size_t password_len);
+/* Does this user connection need credentials at all? */
+bool proxy_needs_credentials(const struct user_conn *uc);
 
 /* "1.2.3.4:80", "[::1]:80" or "name:80" for logs. */
 void proxy_format_target(const struct stream_target *t, char *buf, size_t len);

@@ -493,6 +493,41 @@ static void test_reload_swaps_live_keys_only(void **state)
 	config_free(&live);
 }
 
+static void test_group_sections(void **state)
+{
+	struct config cfg;
+	const struct config_group_auth *g;
+
+	load_ok(&cfg, CONFIG_GATEWAY,
+		GATEWAY_MIN "[group.production]\nauth_password = prod-secret\n"
+			    "[group.eu.west]\nauth_username = eu\nauth_password = eu-secret\n");
+	assert_int_equal(cfg.ngroups, 2);
+	g = config_group_auth(&cfg, "production", 10);
+	assert_non_null(g);
+	assert_null(g->auth_username);
+	assert_string_equal(g->auth_password, "prod-secret");
+	g = config_group_auth(&cfg, "eu.west", 7);
+	assert_string_equal(g->auth_username, "eu");
+	assert_null(config_group_auth(&cfg, "testing", 7));
+	assert_null(config_group_auth(&cfg, "production", 4)); /* no prefix match */
+	config_free(&cfg);
+
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[group.production]\nauth_username = u\n", 6,
+		     "[group.production] auth_password", "required key is missing");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[group.a]\nauth_password = x\n[group.a]\nauth_password = y\n", 8,
+		     NULL, "section appears twice");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[group.bad/name]\nauth_password = x\n", 6, NULL,
+		     "a group name has only");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[group.a]\nauth_password = x\nport = 1\n", 8,
+		     "[group.a] port", "unknown key");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[group.a]\nauth_username = a.b\nauth_password = x\n",
+		     7, "[group.a] auth_username", "'.'");
+	/* the agent has no group sections */
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "[group.a]\nauth_password = x\n", 7, NULL,
+		     "unknown section");
+}
+
 static void test_line_of_1500_bytes_fails(void **state)
 {
 	char text[TEXT_BYTES];
@@ -1153,6 +1188,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_line_limit_is_1024_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_line_of_1500_bytes_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_patterns_checked_per_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_sections, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_swaps_live_keys_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nul_byte, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ipv6_addresses, setup, teardown),
