@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "anyproxy/config.h"
+#include "anyproxy/ring.h"
 
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAILURE 1 /* runtime failure */
@@ -37,6 +38,10 @@ int cli_reload(const struct cli_program *prog, struct config *fresh, char *err, 
 
 /* (Re)open the log as cfg says. 0 or -errno. */
 int cli_apply_log(const struct config *cfg);
+
+/* A daemon's event loop: the ring, SIGPIPE ignored, and SIGTERM, SIGINT and
+ * SIGHUP delivered to on_signal through the ring. 0 or -errno (logged). */
+int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal);
 
 /* "anyproxy-gateway 0.1.0 (wolfSSL 5.5.4 (AES-NI), liburing 2.3)" */
 void cli_print_version(const struct cli_program *prog);

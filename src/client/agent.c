@@ -458,7 +458,6 @@ static void on_signal(struct ring *r, int signo)
 
 int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg)
 {
-	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
 	char err[512], gw[300];
 	uint64_t seed;
 	unsigned i;
@@ -467,18 +466,10 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	memset(a, 0, sizeof(*a));
 	a->cfg = cfg;
 	a->program = program;
-	ret = ring_init(&a->ring, 1024);
-	if (ret < 0) {
-		log_error("Cannot create io_uring", LF_S("error", strerror(-ret)));
-		return ret;
-	}
-	signal(SIGPIPE, SIG_IGN);
 	signal_owner = a;
-	ret = ring_watch_signals(&a->ring, signals, (int)ARRAY_SIZE(signals), on_signal);
-	if (ret < 0) {
-		log_error("Cannot watch signals", LF_S("error", strerror(-ret)));
+	ret = cli_loop_init(&a->ring, 1024, on_signal);
+	if (ret < 0)
 		return ret;
-	}
 	{
 		struct agent_rules_set set;
 

@@ -1,6 +1,7 @@
 /* cli.c — command line and start-up shared by both daemons (see cli.h). */
 #include <getopt.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -106,4 +107,20 @@ int cli_reload(const struct cli_program *prog, struct config *fresh, char *err, 
 int cli_apply_log(const struct config *cfg)
 {
 	return log_setup((enum log_level)cfg->log.level, (int)cfg->log.format, cfg->log.output);
+}
+
+int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal)
+{
+	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+	int ret = ring_init(r, entries);
+
+	if (ret < 0) {
+		log_error("Cannot create io_uring", LF_S("error", strerror(-ret)));
+		return ret;
+	}
+	signal(SIGPIPE, SIG_IGN); /* sends use MSG_NOSIGNAL; this covers the rest */
+	ret = ring_watch_signals(r, signals, (int)ARRAY_SIZE(signals), on_signal);
+	if (ret < 0)
+		log_error("Cannot watch signals", LF_S("error", strerror(-ret)));
+	return ret;
 }

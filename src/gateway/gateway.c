@@ -402,7 +402,6 @@ static int proxy_listen(struct gateway *gw, struct listener *l, const struct con
 
 int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg)
 {
-	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
 	char err[512], shown[300];
 	int ret, fd;
 
@@ -416,18 +415,10 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	gw->http_listener.fd = -1;
 	registry_init(&gw->registry, gw_on_evict, gw);
 	gw->registry.usable = gw_tunnel_usable;
-	ret = ring_init(&gw->ring, 4096);
-	if (ret < 0) {
-		log_error("Cannot create io_uring", LF_S("error", strerror(-ret)));
-		return ret;
-	}
-	signal(SIGPIPE, SIG_IGN);
 	signal_owner = gw;
-	ret = ring_watch_signals(&gw->ring, signals, (int)ARRAY_SIZE(signals), on_signal);
-	if (ret < 0) {
-		log_error("Cannot watch signals", LF_S("error", strerror(-ret)));
+	ret = cli_loop_init(&gw->ring, 4096, on_signal);
+	if (ret < 0)
 		return ret;
-	}
 	gw->tls = tls_ctx_server(cfg->gateway.tls_cert, cfg->gateway.tls_key,
 				 cfg->gateway.client_ca, err, sizeof(err));
 	if (!gw->tls) {
