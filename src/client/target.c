@@ -36,6 +36,12 @@ struct target_conn {
 	struct ring_op connect_op;
 	bool connect_armed;
 	struct timer deadline;
+	struct target_dial *dial; /* until connected: freed when the relay starts */
+};
+
+/* What only the connect phase needs; an established (maybe idle) stream
+ * does not carry it, which keeps an idle proxied connection small. */
+struct target_dial {
 	struct sockaddr_storage addrs[TARGET_MAX_ADDRS];
 	socklen_t addr_lens[TARGET_MAX_ADDRS];
 	unsigned naddrs, addr_index;
@@ -54,6 +60,7 @@ static void target_free(struct target_conn *tc)
 	timer_disarm(&a->ring, &tc->deadline);
 	if (tc->fd >= 0)
 		close(tc->fd);
+	free(tc->dial);
 	free(tc);
 	a->ntargets--;
 	agent_maybe_exit(a);
@@ -86,7 +93,8 @@ static void target_fail(struct target_conn *tc, uint8_t reason, const char *mess
 {
 	if (!tc->aborted)
 		stream_open_fail(&tc->relay.stream, reason, message);
-	log_info("Target connection failed", LF_S("target", tc->name), LF_S("user", tc->user),
+	log_info("Target connection failed", LF_S("target", tc->dial->name),
+		 LF_S("user", tc->dial->user),
 		 LF_S("reason", frame_open_reason_name(reason)), LF_S("error", message));
 	target_free(tc);
 }
@@ -98,7 +106,7 @@ static void target_deny(struct target_conn *tc, enum acl_verdict verdict, const 
 	struct agent *a = tc->link->agent;
 
 	log_warn("Target denied by host rules", LF_S("client_id", a->cfg->client.client_id),
-		 LF_S("target", tc->name), LF_S("user", tc->user),
+		 LF_S("target", tc->dial->name), LF_S("user", tc->dial->user),
 		 LF_S("verdict", acl_verdict_name(verdict)), LF_S("rule", rule ? rule : "-"));
 	if (!tc->aborted)
 		stream_open_fail(&tc->relay.stream, FRAME_OPEN_NOT_ALLOWED,
@@ -116,18 +124,18 @@ static bool add_address(struct target_conn *tc, int family, const uint8_t *addr,
 	const struct acl_rule *rule = NULL;
 	char text[INET6_ADDRSTRLEN];
 
-	*verdict = acl_check_addr(a->forbidden, a->allowed, family, addr, tc->port,
-				  tc->name_allowed, &rule);
+	*verdict = acl_check_addr(a->forbidden, a->allowed, family, addr, tc->dial->port,
+				  tc->dial->name_allowed, &rule);
 	if (*verdict != ACL_ALLOW) {
-		if (!tc->denied_by)
-			tc->denied_by = rule ? acl_rule_text(rule) : NULL;
+		if (!tc->dial->denied_by)
+			tc->dial->denied_by = rule ? acl_rule_text(rule) : NULL;
 		return false;
 	}
-	if (tc->naddrs == TARGET_MAX_ADDRS)
+	if (tc->dial->naddrs == TARGET_MAX_ADDRS)
 		return true;
 	inet_ntop(family, addr, text, sizeof(text));
-	net_parse_numeric(text, tc->port, &tc->addrs[tc->naddrs], &tc->addr_lens[tc->naddrs]);
-	tc->naddrs++;
+	net_parse_numeric(text, tc->dial->port, &tc->dial->addrs[tc->dial->naddrs], &tc->dial->addr_lens[tc->dial->naddrs]);
+	tc->dial->naddrs++;
 	return true;
 }
 
@@ -137,9 +145,8 @@ static void target_relay_closed(struct relay *r, const char *why)
 {
 	struct target_conn *tc = container_of(r, struct target_conn, relay);
 
-	log_debug("Stream closed", LF_S("target", tc->name), LF_U("stream", r->stream.id),
-		  LF_U("bytes_up", r->bytes_down), LF_U("bytes_down", r->bytes_up),
-		  LF_S("reason", why));
+	log_debug("Stream closed", LF_U("stream", r->stream.id), LF_U("bytes_up", r->bytes_down),
+		  LF_U("bytes_down", r->bytes_up), LF_S("reason", why));
 	tc->fd = -1; /* the relay closed it */
 	target_free(tc);
 }
@@ -171,7 +178,10 @@ static void connected(struct target_conn *tc)
 		relay_close(&tc->relay, "tunnel gone");
 		return;
 	}
-	log_debug("Target connected", LF_S("target", tc->name), LF_U("stream", tc->relay.stream.id));
+	log_debug("Target connected", LF_S("target", tc->dial->name),
+		  LF_U("stream", tc->relay.stream.id));
+	free(tc->dial);
+	tc->dial = NULL;
 	relay_pump(&tc->relay, NULL, 0);
 }
 
@@ -188,14 +198,14 @@ static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t f
 		connected(tc);
 		return;
 	}
-	tc->last_error = -res;
+	tc->dial->last_error = -res;
 	close(tc->fd);
 	tc->fd = -1;
 	if (res == -ECANCELED) { /* our deadline */
 		target_fail(tc, FRAME_OPEN_TIMEOUT, "connect timed out");
 		return;
 	}
-	tc->addr_index++;
+	tc->dial->addr_index++;
 	target_connect_next(tc);
 }
 
@@ -204,22 +214,22 @@ static void target_connect_next(struct target_conn *tc)
 	struct agent *a = tc->link->agent;
 	struct sockaddr_storage *ss;
 
-	if (tc->addr_index >= tc->naddrs) {
-		target_fail(tc, reason_for_errno(tc->last_error), strerror(tc->last_error));
+	if (tc->dial->addr_index >= tc->dial->naddrs) {
+		target_fail(tc, reason_for_errno(tc->dial->last_error), strerror(tc->dial->last_error));
 		return;
 	}
-	ss = &tc->addrs[tc->addr_index];
+	ss = &tc->dial->addrs[tc->dial->addr_index];
 	tc->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (tc->fd < 0) {
-		tc->last_error = errno;
-		tc->addr_index++;
+		tc->dial->last_error = errno;
+		tc->dial->addr_index++;
 		target_connect_next(tc);
 		return;
 	}
 	tc->state = TARGET_CONNECT;
 	tc->connect_op.cb = connect_done;
 	ring_prep_connect(&a->ring, &tc->connect_op, tc->fd, (struct sockaddr *)ss,
-			  tc->addr_lens[tc->addr_index]);
+			  tc->dial->addr_lens[tc->dial->addr_index]);
 	tc->connect_armed = true;
 }
 
@@ -239,14 +249,14 @@ static void deadline_fire(struct ring *r, struct timer *t)
 /* Addresses found (resolver or hosts file) and filtered: dial or deny. */
 static void addresses_done(struct target_conn *tc, enum acl_verdict last_refusal)
 {
-	if (!tc->naddrs) {
+	if (!tc->dial->naddrs) {
 		if (last_refusal != ACL_ALLOW)
-			target_deny(tc, last_refusal, tc->denied_by);
+			target_deny(tc, last_refusal, tc->dial->denied_by);
 		else
 			target_fail(tc, FRAME_OPEN_DNS_FAILED, "no IPv4 or IPv6 address");
 		return;
 	}
-	tc->last_error = EHOSTUNREACH;
+	tc->dial->last_error = EHOSTUNREACH;
 	target_connect_next(tc);
 }
 
@@ -293,7 +303,7 @@ static void early_on_reset(struct stream *s, uint8_t reason, const char *why)
 	struct agent *a = tc->link->agent;
 
 	tc->aborted = true;
-	log_debug("Stream reset before connect", LF_S("target", tc->name), LF_S("reason", why));
+	log_debug("Stream reset before connect", LF_S("target", tc->dial->name), LF_S("reason", why));
 	if (tc->state == TARGET_RESOLVE) {
 		resolver_cancel(tc->resolving);
 		target_free(tc);
@@ -321,14 +331,14 @@ static void format_target(struct target_conn *tc, const struct frame *f)
 	switch (f->open.addr_type) {
 	case FRAME_ADDR_IPV4:
 		inet_ntop(AF_INET, f->open.addr, host, sizeof(host));
-		snprintf(tc->name, sizeof(tc->name), "%s:%u", host, f->open.port);
+		snprintf(tc->dial->name, sizeof(tc->dial->name), "%s:%u", host, f->open.port);
 		break;
 	case FRAME_ADDR_IPV6:
 		inet_ntop(AF_INET6, f->open.addr, host, sizeof(host));
-		snprintf(tc->name, sizeof(tc->name), "[%s]:%u", host, f->open.port);
+		snprintf(tc->dial->name, sizeof(tc->dial->name), "[%s]:%u", host, f->open.port);
 		break;
 	default:
-		snprintf(tc->name, sizeof(tc->name), "%.*s:%u", (int)f->open.domain.len,
+		snprintf(tc->dial->name, sizeof(tc->dial->name), "%.*s:%u", (int)f->open.domain.len,
 			 (const char *)f->open.domain.ptr, f->open.port);
 	}
 }
@@ -343,13 +353,13 @@ static int target_start(struct target_conn *tc, const struct acl_host *host)
 
 	if (host->kind == ACL_HOST_ADDR) {
 		if (!add_address(tc, host->addr.family, host->addr.bytes, &v)) {
-			target_deny(tc, v, tc->denied_by);
+			target_deny(tc, v, tc->dial->denied_by);
 			return 0;
 		}
 		target_connect_next(tc);
 		return 0;
 	}
-	v = acl_check_name(a->forbidden, a->allowed, host->name, tc->port, &tc->name_allowed,
+	v = acl_check_name(a->forbidden, a->allowed, host->name, tc->dial->port, &tc->dial->name_allowed,
 			   &rule);
 	if (v != ACL_ALLOW) {
 		target_deny(tc, v, rule ? acl_rule_text(rule) : NULL);
@@ -371,7 +381,7 @@ static int target_start(struct target_conn *tc, const struct acl_host *host)
 		}
 	}
 	tc->state = TARGET_RESOLVE;
-	tc->resolving = resolver_lookup(a->resolver, host->name, tc->port, resolved, tc);
+	tc->resolving = resolver_lookup(a->resolver, host->name, tc->dial->port, resolved, tc);
 	if (!tc->resolving)
 		target_fail(tc, FRAME_OPEN_GENERAL, "resolver busy");
 	return 0;
@@ -394,25 +404,31 @@ int target_open(struct agent_link *l, const struct frame *f, const char **why)
 		return 0;
 	}
 	tc = calloc(1, sizeof(*tc));
-	if (!tc)
+	if (tc)
+		tc->dial = calloc(1, sizeof(*tc->dial));
+	if (!tc || !tc->dial) {
+		free(tc);
 		return -ENOMEM;
+	}
 	tc->link = l;
 	tc->fd = -1;
 	a->ntargets++;
 	timer_init(&tc->deadline, deadline_fire);
 	format_target(tc, f);
-	n = MIN(f->open.user.len, sizeof(tc->user) - 1);
-	memcpy(tc->user, f->open.user.ptr, n);
+	n = MIN(f->open.user.len, sizeof(tc->dial->user) - 1);
+	memcpy(tc->dial->user, f->open.user.ptr, n);
 	if (stream_accept(&tc->relay.stream, l->tunnel, f->stream_id, f->open.window,
 			  &target_early_ops, tc) < 0) {
+		free(tc->dial);
 		free(tc);
 		a->ntargets--;
 		*why = "OPEN for a stream id in use";
 		return -EPROTO;
 	}
-	log_debug("Stream open requested", LF_S("target", tc->name), LF_S("user", tc->user),
+	log_debug("Stream open requested", LF_S("target", tc->dial->name),
+		  LF_S("user", tc->dial->user),
 		  LF_U("stream", f->stream_id));
-	tc->port = f->open.port;
+	tc->dial->port = f->open.port;
 	timer_arm(&a->ring, &tc->deadline, a->cfg->client.connect_timeout_ms);
 	switch (f->open.addr_type) {
 	case FRAME_ADDR_IPV4:

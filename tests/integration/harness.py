@@ -1564,3 +1564,212 @@ def curl_sha256(args, timeout=300, env=None):
     if time.monotonic() >= deadline:
         fail("curl %s did not finish within %d s (%d bytes)" % (" ".join(args), timeout, n))
     return rc, n, h.hexdigest(), err
+
+
+# ---- fault, limit, drain and load tests (test_faults/limits/drain/load.py) ----------
+#
+# Process accounting read from /proc, a peak-RSS sampler, targets that talk
+# on their own schedule, a blackhole target, and a hand-driven tunnel peer
+# for hostile-agent tests. Same rules: loopback only, bounded waits.
+
+import selectors
+
+
+def fd_count(pid):
+    """Open file descriptors of pid (entries of /proc/PID/fd)."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+class PeakWatch:
+    """Samples VmRSS (KiB) and the fd count of pids every `interval` s in a
+    thread; .rss[pid] and .fds[pid] hold the peaks since start."""
+
+    def __init__(self, pids, interval=0.05):
+        self.pids = list(pids)
+        self.rss = {p: rss_kib(p) for p in self.pids}
+        self.fds = {p: fd_count(p) for p in self.pids}
+        self._interval = interval
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            for p in self.pids:
+                try:
+                    self.rss[p] = max(self.rss[p], rss_kib(p))
+                    self.fds[p] = max(self.fds[p], fd_count(p))
+                except OSError:
+                    pass
+            self._stop.wait(self._interval)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(timeout=5)
+        return self
+
+
+def ticker(period, byte=b"t", limit=None):
+    """RawServer handler factory: send `byte` every `period` seconds (at most
+    `limit` times; None: until the peer goes away), never read."""
+    def handler(conn):
+        n = 0
+        while limit is None or n < limit:
+            conn.sendall(byte)
+            n += 1
+            time.sleep(period)
+    return handler
+
+
+def echo_handler(conn):
+    """RawServer handler: echo until EOF."""
+    while True:
+        b = conn.recv(65536)
+        if not b:
+            return
+        conn.sendall(b)
+
+
+def endless_stream(seed=1, pace=None):
+    """RawServer handler factory: send gen_chunks(seed) data until the peer
+    goes away (pace: seconds to sleep between 64 KiB blocks)."""
+    def handler(conn):
+        while True:
+            for c in gen_chunks(1 << 30, seed):
+                conn.sendall(c)
+                if pace:
+                    time.sleep(pace)
+    return handler
+
+
+class Blackhole:
+    """A listener with backlog 0 whose accept queue is full: SYNs to it are
+    dropped, so a connect() to it neither succeeds nor fails."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(0)
+        self.host = host
+        self.port = self.sock.getsockname()[1]
+        self.fillers = []
+        for _ in range(2):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect((host, self.port))
+            except BlockingIOError:
+                pass
+            self.fillers.append(c)
+            time.sleep(0.05)
+        probe = socket.socket()
+        probe.settimeout(0.5)
+        try:
+            probe.connect((host, self.port))
+            fail("the blackhole listener still completes handshakes")
+        except (socket.timeout, TimeoutError):
+            pass
+        finally:
+            probe.close()
+
+    def close(self):
+        for c in self.fillers:
+            c.close()
+        self.sock.close()
+
+
+def proxy_stream(gwp, how, host, port, user=PROXY_USER, password=PROXY_PASS, timeout=10):
+    """A relayed byte stream to host:port through SOCKS5 ("socks5") or HTTP
+    CONNECT ("connect") of the gateway daemon gwp; fails unless it opened."""
+    if how == "socks5":
+        r = socks5_open(gwp.socks_port, host, port, user=user, password=password,
+                        timeout=timeout)
+        if r.rep != 0:
+            r.sock.close()
+            fail("SOCKS5 CONNECT to %s:%d as %s: %r" % (host, port, user, r))
+        return r.sock
+    s, status, headers, head, rest = http_connect(gwp.http_port, host, port, user=user,
+                                                  password=password, timeout=timeout)
+    if status != 200 or rest:
+        s.close()
+        fail("CONNECT to %s:%d as %s: %r %r\n%s" % (host, port, user, status, rest[:80], head))
+    return s
+
+
+def closed_state(sock, wait):
+    """Wait up to `wait` s for the peer to close sock: "eof", "reset", or
+    None when it is still open (data that arrives meanwhile is skipped)."""
+    end = time.monotonic() + wait
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return None
+        sock.settimeout(left)
+        try:
+            b = sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            return None
+        except (ConnectionResetError, BrokenPipeError):
+            return "reset"
+        except OSError:
+            return "reset"
+        if not b:
+            return "eof"
+
+
+class FrameConn:
+    """A hand-driven tunnel peer: TLS to the gateway's tunnel port, raw
+    frames both ways (docs/protocol.md). For hostile-agent tests."""
+
+    def __init__(self, port, ca, timeout=5):
+        self.sock = tls_connect(port, ca, timeout=timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def recv_frame(self, timeout=5.0, skip=(FRAME_PING, FRAME_PONG)):
+        """The next frame (type, stream_id, payload) whose type is not in
+        skip (PINGs are answered); None when the peer closed the tunnel;
+        fails after timeout."""
+        end = time.monotonic() + timeout
+        while True:
+            while len(self.buf) >= 8:
+                ftype, _fl, length, sid = struct.unpack(">BBHI", self.buf[:8])
+                if len(self.buf) < 8 + length:
+                    break
+                payload = self.buf[8:8 + length]
+                self.buf = self.buf[8 + length:]
+                if ftype == FRAME_PING:
+                    try:
+                        self.send(frame(FRAME_PONG, payload))
+                    except OSError:
+                        pass
+                if ftype not in skip:
+                    return ftype, sid, payload
+            left = end - time.monotonic()
+            if left <= 0:
+                fail("no frame from the gateway within %.1f s" % timeout)
+            self.sock.settimeout(left)
+            try:
+                b = self.sock.recv(65536)
+            except (socket.timeout, TimeoutError):
+                continue
+            except (ssl.SSLError, OSError):
+                return None
+            if not b:
+                return None
+            self.buf += b
+
+    def hello(self, client_id, group_id="", **kw):
+        """HELLO with the test credentials; returns the HELLO_OK payload."""
+        self.send(hello(client_id, group_id, **kw))
+        f = self.recv_frame()
+        check(f is not None and f[0] == FRAME_HELLO_OK, "HELLO answered with %r" % (f,))
+        return f[2]
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
