@@ -74,23 +74,15 @@ if build asan gcc -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=de
 else failed=$((failed + 1)); failures+=("asan build"); fi
 
 step "libFuzzer targets, ${fuzz_seconds}s each"
-if build fuzz clang -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false; then
-    for target in "$build_root"/fuzz/tests/fuzz/fuzz_*; do
-        [ -f "$target" ] && [ -x "$target" ] || continue
-        name=${target##*/fuzz_}
-        work=$(mktemp -d)
-        cp -r "tests/fuzz/corpus/$name/." "$work/" 2>/dev/null || true
-        if "$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
-            -print_final_stats=1 "$work" >"$build_root/fuzz-$name.log" 2>&1; then
-            passed=$((passed + 1))
-            echo "fuzz $name: $(grep -m1 'stat::number_of_executed_units' "$build_root/fuzz-$name.log" | awk '{print $2}') executions, clean"
-        else
-            failed=$((failed + 1)); failures+=("fuzz $name")
-            tail -40 "$build_root/fuzz-$name.log"
-        fi
-        rm -rf "$work"
-    done
-else failed=$((failed + 1)); failures+=("fuzz build"); fi
+fuzz_out=$(BUILD_ROOT="$build_root" tools/fuzz.sh "$fuzz_seconds")
+echo "$fuzz_out"
+while read -r line; do
+    case "$line" in
+    "fuzz "*": "*" executions"*", clean") passed=$((passed + 1)) ;;
+    "fuzz "*": FAILED"*) failed=$((failed + 1)); failures+=("${line%% (log*}") ;;
+    esac
+done <<<"$fuzz_out"
+if ! grep -q "^fuzz " <<<"$fuzz_out"; then failed=$((failed + 1)); failures+=("fuzz build"); fi
 
 echo
 for f in "${failures[@]}"; do echo "FAILED: $f"; done

@@ -18,6 +18,7 @@ with '-', which glibc refuses before asking any DNS server.
 """
 import hashlib
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -196,6 +197,27 @@ def check_denial_line(line, what, client_id, targets, rule, verdict, user):
             h.GW_PASS not in line.raw, "%s: user missing or a password logged: %r" % (what, line))
 
 
+def http_refuses(host):
+    """The gateway's HTTP parser answers 400 itself for a host whose last
+    label is numeric but which is not a dotted quad (127.1, 2130706433,
+    0x7f.0.0.1, 0177.0.0.1, 0): include/anyproxy/http.h, http_parse_target
+    ("resolvers would read the other forms as addresses too"). Such a
+    target never reaches the agent over HTTP; over SOCKS5 the agent
+    canonicalises and denies it."""
+    name = host[:-1] if host.endswith(".") and len(host) > 1 else host
+    if host.startswith("["):
+        return False
+    last = name.rsplit(".", 1)[-1].lower()
+    numeric = bool(re.fullmatch(r"[0-9]+|0x[0-9a-f]*", last))
+    if not numeric:
+        return False
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+        return False
+    except OSError:
+        return True
+
+
 def expect_denied(gw, ag, client_id, user, host, port, rule, verdict="forbidden", atyp=None,
                   http_host=None, targets=None, protos=("socks5", "get", "connect")):
     """Each of SOCKS5 (REP 0x02), HTTP GET (403) and CONNECT (403) to
@@ -209,6 +231,18 @@ def expect_denied(gw, ag, client_id, user, host, port, rule, verdict="forbidden"
                                               else http_host, port, proto)
         mark = ag.mark()
         t0 = time.monotonic()
+        if proto != "socks5" and http_refuses(http_host):
+            if proto == "get":
+                status, _headers, body = http_get(gw, user, authority(http_host, port), "/info")
+            else:
+                s, status, body = http_connect(gw, user, authority(http_host, port))
+                s.close()
+            h.check(status == 400, "%s: status %r, expected 400 from the gateway's HTTP parser "
+                    "(%r)" % (what, status, body[:100]))
+            time.sleep(0.05)
+            h.check(not ag.find("Stream open requested", mark),
+                    "%s: refused by the gateway yet the agent was asked to open it" % what)
+            continue
         if proto == "socks5":
             s, rep = socks5(gw, user, target_bytes(host, port, atyp))
             s.close()
@@ -294,8 +328,9 @@ def test_production_forbidden_hosts(env):
     unreached(bad, "production forbidden_hosts")
     expect_allowed(gw, user, "127.0.0.2", port, "two")
     unreached(bad, "production forbidden_hosts")
-    h.check(len(ag.find(DENIED)) == 3 * len(cases), "expected %d denial lines, the agent logged "
-            "%d" % (3 * len(cases), len(ag.find(DENIED))))
+    want = sum(1 + (0 if http_refuses(c[2] or c[0]) else 2) for c in cases)
+    h.check(len(ag.find(DENIED)) == want, "expected %d denial lines, the agent logged %d"
+            % (want, len(ag.find(DENIED))))
     h.check(gw.alive() and ag.alive(), "a daemon died")
     no_secrets(env)
 
@@ -426,8 +461,7 @@ def test_invalid_patterns_are_config_errors(env):
     for i, (key, pattern) in enumerate(bad_patterns):
         # the bad pattern in the middle of a list, on line 8, after a good line
         lines = base + ["%s = good.example.test" % key,
-                        "%s = .ok.test, %s" % (key, pattern) if not pattern.startswith("~")
-                        else "%s = .ok.test, %s" % (key, pattern),
+                        "%s = .ok.test, %s" % (key, pattern),
                         "[log]", "level = info"]
         path = os.path.join(env.dir, "bad-%02d.ini" % i)
         with open(path, "w") as f:
