@@ -1724,6 +1724,7 @@ class FrameConn:
     def __init__(self, port, ca, timeout=5):
         self.sock = tls_connect(port, ca, timeout=timeout)
         self.buf = b""
+        self.answer_pings = True
 
     def send(self, data):
         self.sock.sendall(data)
@@ -1740,7 +1741,7 @@ class FrameConn:
                     break
                 payload = self.buf[8:8 + length]
                 self.buf = self.buf[8 + length:]
-                if ftype == FRAME_PING:
+                if ftype == FRAME_PING and self.answer_pings:
                     try:
                         self.send(frame(FRAME_PONG, payload))
                     except OSError:

@@ -140,8 +140,9 @@ def fetch_gen(sock, auth, rest=b"", seed=7):
     Returns the X-Server name."""
     sock.sendall(("GET /gen?size=%d&seed=%d HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
                   % (GEN_SIZE, seed, auth)).encode())
-    status, headers, _text, rest2 = h.read_http_head(sock)
-    h.check(status == 200, "GET /gen through the tunnel: status %r" % status)
+    status, headers, text, rest2 = h.read_http_head(sock)
+    h.check(status == 200, "GET /gen through the tunnel to %s: status %r, answer %r (%r)"
+            % (auth, status, text[:80], rest2[:40]))
     body = h.read_http_body(sock, headers, rest2)
     h.check(len(body) == GEN_SIZE and hashlib.sha256(body).hexdigest() == h.gen_sha256(GEN_SIZE,
                                                                                    seed),
