@@ -10,6 +10,8 @@
  * it is and frees itself once its operations have completed.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -226,6 +228,8 @@ static void target_connect_next(struct target_conn *tc)
 		target_connect_next(tc);
 		return;
 	}
+	/* relayed bytes go out as they come (see the gateway's user sockets) */
+	setsockopt(tc->fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	tc->state = TARGET_CONNECT;
 	tc->connect_op.cb = connect_done;
 	ring_prep_connect(&a->ring, &tc->connect_op, tc->fd, (struct sockaddr *)ss,

@@ -2,6 +2,8 @@
  * (see proxy.h). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +142,9 @@ static void accept_user(struct listener *l, int fd, const struct proxy_frontend 
 		close(fd);
 		return;
 	}
+	/* relayed bytes go out as they come: Nagle would hold a small write
+	 * back until the previous one is acknowledged */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	uc->gw = gw;
 	uc->fe = fe;
 	uc->listener_cfg = cfg;

@@ -1678,9 +1678,12 @@ class Blackhole:
         self.sock.close()
 
 
-def proxy_stream(gwp, how, host, port, user=PROXY_USER, password=PROXY_PASS, timeout=10):
+def proxy_stream(gwp, how, host, port, user=PROXY_USER, password=PROXY_PASS, timeout=10,
+                 early=None):
     """A relayed byte stream to host:port through SOCKS5 ("socks5") or HTTP
-    CONNECT ("connect") of the gateway daemon gwp; fails unless it opened."""
+    CONNECT ("connect") of the gateway daemon gwp; fails unless it opened.
+    Target bytes that came with the CONNECT answer are appended to early (a
+    list); without it there must be none."""
     if how == "socks5":
         r = socks5_open(gwp.socks_port, host, port, user=user, password=password,
                         timeout=timeout)
@@ -1690,9 +1693,11 @@ def proxy_stream(gwp, how, host, port, user=PROXY_USER, password=PROXY_PASS, tim
         return r.sock
     s, status, headers, head, rest = http_connect(gwp.http_port, host, port, user=user,
                                                   password=password, timeout=timeout)
-    if status != 200 or rest:
+    if status != 200 or (rest and early is None):
         s.close()
         fail("CONNECT to %s:%d as %s: %r %r\n%s" % (host, port, user, status, rest[:80], head))
+    if early is not None:
+        early.append(rest)
     return s
 
 

@@ -45,14 +45,21 @@ def server(env, handler, host="127.0.0.1"):
     return s
 
 
+def open_reader(gwp, how, port, user=U, slow=False):
+    """A Reader on a new relayed connection (early CONNECT bytes included)."""
+    early = []
+    s = h.proxy_stream(gwp, how, "127.0.0.1", port, user=user, early=early)
+    return Reader(s, slow=slow, early=b"".join(early))
+
+
 class Reader:
     """Reads a relayed connection until it is closed; hashes what came and
     notes when and how it ended."""
 
-    def __init__(self, sock, slow=False):
+    def __init__(self, sock, slow=False, early=b""):
         self.sock = sock
-        self.n = 0
-        self.hash = hashlib.sha256()
+        self.n = len(early)
+        self.hash = hashlib.sha256(early)
         self.how = None
         self.t_end = None
         self.slow = slow
@@ -83,6 +90,10 @@ class Reader:
 
     def close(self):
         self.stop.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a recv() in the thread
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:
@@ -118,11 +129,10 @@ def test_kill9_agent_during_50_transfers(env):
     try:
         for i in range(N_DOOMED):
             how = "socks5" if i % 2 else "connect"
-            readers.append(Reader(h.proxy_stream(gwp, how, "127.0.0.1", endless.port,
-                                                 user=U + ".ga")))
+            readers.append(open_reader(gwp, how, endless.port, user=U + ".ga"))
         h.wait_until(lambda: all(r.n > 0 for r in readers), 10, "all 50 transfers to flow")
         h.check(env.groups()["ga"]["streams_active"] == N_DOOMED, "apctl: %r" % env.groups())
-        survivors = [Reader(h.proxy_stream(gwp, how, "127.0.0.1", bulk.port, user=U + ".gb"))
+        survivors = [open_reader(gwp, how, bulk.port, user=U + ".gb")
                      for how in ("socks5", "connect", "socks5", "connect")]
         h.wait_until(lambda: all(r.n > 0 for r in survivors), 10, "the other group's transfers")
         t_kill = time.monotonic()
@@ -226,7 +236,7 @@ def test_gateway_restart_during_transfers(env):
               "r-b": h.proxy_agent(env, "r-b", group_id="g", log_level="info")}
     ended = []
     endless = server(env, ended_handler(ended)(h.endless_stream(seed=5, pace=0.05)))
-    readers = [Reader(h.proxy_stream(gwp, how, "127.0.0.1", endless.port, user=user))
+    readers = [open_reader(gwp, how, endless.port, user=user)
                for how in ("socks5", "connect") for user in (U, U + ".g")]
     try:
         h.wait_until(lambda: all(r.n > 0 for r in readers), 10, "the transfers to flow")
@@ -251,7 +261,7 @@ def test_gateway_restart_during_transfers(env):
         before = h.stream_totals(env)
         for how in ("socks5", "connect"):
             for user in (U, U + ".g"):
-                r = Reader(h.proxy_stream(gwp, how, "127.0.0.1", bulk.port, user=user))
+                r = open_reader(gwp, how, bulk.port, user=user)
                 h.check(r.join(30) and r.n == size and
                         r.hash.hexdigest() == h.gen_sha256(size, 6),
                         "%s as %s after the restart: %s %d bytes" % (how, user, r.how, r.n))
@@ -295,9 +305,8 @@ def test_slow_readers_bounded_memory(env):
     slow = []
     try:
         for i in range(N_SLOW):
-            s = h.proxy_stream(gwp, "socks5" if i % 2 else "connect", "127.0.0.1", endless.port)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            slow.append(Reader(s, slow=True))
+            slow.append(open_reader(gwp, "socks5" if i % 2 else "connect", endless.port,
+                                    slow=True))
         watch = h.PeakWatch(pids.values())
         time.sleep(2)  # the slow streams' windows fill up
         t0 = time.monotonic()
@@ -306,6 +315,7 @@ def test_slow_readers_bounded_memory(env):
         fast_secs = time.monotonic() - t0
         time.sleep(1)
         watch.stop()
+        fast.close()
         growth = {k: watch.rss[p] - base[k] for k, p in pids.items()}
         h.note("256 MiB beside %d slow readers in %.2f s" % (N_SLOW, fast_secs))
         for k, p in pids.items():
