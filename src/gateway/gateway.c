@@ -67,6 +67,10 @@ void listener_stop(struct ring *r, struct listener *l)
 	if (l->fd < 0)
 		return;
 	timer_disarm(r, &l->retry);
+	/* stop listening now: the armed accept keeps the socket alive until
+	 * its cancel completes, and meanwhile the kernel would still complete
+	 * handshakes; after shutdown new connections are refused at once */
+	shutdown(l->fd, SHUT_RDWR);
 	ring_cancel_fd(r, l->fd);
 	close(l->fd);
 	l->fd = -1;

@@ -301,7 +301,7 @@ void proxy_open(struct user_conn *uc, const char *full_user, size_t full_user_le
 	char user[FRAME_MAX_TEXT_LEN + 1], group[FRAME_MAX_ID_LEN + 1], shown[300];
 	struct reg_tunnel *rt;
 	struct gw_tunnel *gt;
-	bool fell_back;
+	bool fell_back, full;
 	int ret;
 
 	snprintf(user, sizeof(user), "%.*s", (int)MIN(full_user_len, sizeof(user) - 1), full_user);
@@ -311,7 +311,18 @@ void proxy_open(struct user_conn *uc, const char *full_user, size_t full_user_le
 	proxy_format_target(&target, shown, sizeof(shown));
 	log_info("Gateway received request", LF_S("user", user), LF_S("group", group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
-	rt = registry_pick(&gw->registry, group, &fell_back);
+	rt = registry_pick(&gw->registry, group, &fell_back, &full);
+	if (!rt && full) {
+		char msg[160];
+
+		snprintf(msg, sizeof(msg), "stream limit of group '%s' reached (every tunnel at max_streams_per_tunnel)",
+			 group);
+		log_warn("Group's tunnels are full, user refused", LF_S("group", group),
+			 LF_S("user", user), LF_U("max_streams_per_tunnel",
+						  gw->cfg->gateway.max_streams_per_tunnel));
+		uc->fe->on_open_result(uc, FRAME_OPEN_LIMIT, msg);
+		return;
+	}
 	if (!rt) {
 		char msg[160];
 

@@ -197,30 +197,35 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 	return created;
 }
 
-static struct reg_tunnel *client_pick(struct registry *reg, struct reg_client *c)
+static struct reg_tunnel *client_pick(struct registry *reg, struct reg_client *c, bool *full)
 {
 	unsigned i;
 
 	for (i = 0; i < c->ntunnels; i++) {
 		struct reg_tunnel *t = c->tunnels[(c->rr + i) % c->ntunnels];
 
-		if (!t->draining && (!reg->usable || reg->usable(t, reg->ctx))) {
-			c->rr = (c->rr + i + 1) % c->ntunnels;
-			return t;
+		if (t->draining)
+			continue;
+		if (reg->usable && !reg->usable(t, reg->ctx)) {
+			*full = true;
+			continue;
 		}
+		c->rr = (c->rr + i + 1) % c->ntunnels;
+		return t;
 	}
 	return NULL;
 }
 
-static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g)
+static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g, bool *full)
 {
 	unsigned i;
 
+	*full = false;
 	if (!g)
 		return NULL;
 	for (i = 0; i < g->nclients; i++) {
 		unsigned idx = (g->rr + i) % g->nclients;
-		struct reg_tunnel *t = client_pick(reg, g->clients[idx]);
+		struct reg_tunnel *t = client_pick(reg, g->clients[idx], full);
 
 		if (t) {
 			g->rr = (idx + 1) % g->nclients;
@@ -230,14 +235,15 @@ static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g)
 	return NULL;
 }
 
-struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool *fell_back)
+struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool *fell_back,
+				 bool *full)
 {
-	struct reg_tunnel *t = group_pick(reg, registry_find_group(reg, group_id));
+	struct reg_tunnel *t = group_pick(reg, registry_find_group(reg, group_id), full);
 
 	*fell_back = false;
-	if (t || group_id[0] == '\0')
+	if (t || *full || group_id[0] == '\0')
 		return t;
-	t = group_pick(reg, registry_find_group(reg, ""));
+	t = group_pick(reg, registry_find_group(reg, ""), full);
 	*fell_back = t != NULL;
 	return t;
 }

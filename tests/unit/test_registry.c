@@ -77,42 +77,76 @@ static void test_round_robin_and_fallback(void **state)
 {
 	struct fixture *f = *state;
 	struct reg_tunnel *a, *b, *c;
-	bool fell_back;
+	bool fell_back, full;
 
 	registry_join(&f->reg, &f->t[0], "p1", "production", 1, 0, "a");
 	registry_join(&f->reg, &f->t[1], "p2", "production", 2, 0, "b");
 	registry_join(&f->reg, &f->t[2], "d1", "", 3, 0, "c");
-	a = registry_pick(&f->reg, "production", &fell_back);
+	a = registry_pick(&f->reg, "production", &fell_back, &full);
 	assert_false(fell_back);
-	b = registry_pick(&f->reg, "production", &fell_back);
-	c = registry_pick(&f->reg, "production", &fell_back);
+	b = registry_pick(&f->reg, "production", &fell_back, &full);
+	c = registry_pick(&f->reg, "production", &fell_back, &full);
 	assert_ptr_not_equal(a, b);
 	assert_ptr_equal(a, c);
 	/* unknown group: the default group serves, flagged as a fallback */
-	assert_ptr_equal(registry_pick(&f->reg, "nonexistent", &fell_back), &f->t[2]);
+	assert_ptr_equal(registry_pick(&f->reg, "nonexistent", &fell_back, &full), &f->t[2]);
 	assert_true(fell_back);
 	/* default group itself is not a fallback */
-	assert_ptr_equal(registry_pick(&f->reg, "", &fell_back), &f->t[2]);
+	assert_ptr_equal(registry_pick(&f->reg, "", &fell_back, &full), &f->t[2]);
 	assert_false(fell_back);
 	/* no default client: nothing */
 	registry_leave(&f->reg, &f->t[2]);
-	assert_null(registry_pick(&f->reg, "nonexistent", &fell_back));
+	assert_null(registry_pick(&f->reg, "nonexistent", &fell_back, &full));
 	assert_false(fell_back);
 }
 
 static void test_tunnels_spread_and_draining_skipped(void **state)
 {
 	struct fixture *f = *state;
-	bool fb;
+	bool fb, full;
 
 	registry_join(&f->reg, &f->t[0], "p1", "g", 1, 0, "a");
 	registry_join(&f->reg, &f->t[1], "p1", "g", 1, 1, "a");
-	assert_ptr_not_equal(registry_pick(&f->reg, "g", &fb), registry_pick(&f->reg, "g", &fb));
+	assert_ptr_not_equal(registry_pick(&f->reg, "g", &fb, &full), registry_pick(&f->reg, "g", &fb, &full));
 	f->t[0].draining = true;
 	for (int i = 0; i < 4; i++)
-		assert_ptr_equal(registry_pick(&f->reg, "g", &fb), &f->t[1]);
+		assert_ptr_equal(registry_pick(&f->reg, "g", &fb, &full), &f->t[1]);
 	f->t[1].draining = true;
-	assert_null(registry_pick(&f->reg, "g", &fb));
+	assert_null(registry_pick(&f->reg, "g", &fb, &full));
+}
+
+static const struct reg_tunnel *full_tunnel;
+
+static bool usable_unless_full(const struct reg_tunnel *t, void *ctx)
+{
+	return t != full_tunnel;
+}
+
+static void test_full_group_does_not_fall_back(void **state)
+{
+	struct fixture *f = *state;
+	bool fb, full;
+
+	f->reg.usable = usable_unless_full;
+	registry_join(&f->reg, &f->t[0], "g1", "g", 1, 0, "a");
+	registry_join(&f->reg, &f->t[1], "g1", "g", 1, 1, "a");
+	registry_join(&f->reg, &f->t[2], "d1", "", 2, 0, "b");
+	full_tunnel = &f->t[0];
+	/* one tunnel full: the other one of the same agent takes the stream */
+	for (int i = 0; i < 3; i++)
+		assert_ptr_equal(registry_pick(&f->reg, "g", &fb, &full), &f->t[1]);
+	/* both full: refused as busy, never sent to the default group */
+	registry_leave(&f->reg, &f->t[1]);
+	assert_null(registry_pick(&f->reg, "g", &fb, &full));
+	assert_true(full);
+	assert_false(fb);
+	/* a draining group is not busy: it falls back */
+	full_tunnel = NULL;
+	f->t[0].draining = true;
+	assert_ptr_equal(registry_pick(&f->reg, "g", &fb, &full), &f->t[2]);
+	assert_true(fb);
+	assert_false(full);
+	f->reg.usable = NULL;
 }
 
 static void test_same_replica_replaces_stale_tunnel(void **state)
@@ -212,6 +246,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_round_robin_and_fallback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tunnels_spread_and_draining_skipped, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_full_group_does_not_fall_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_same_replica_replaces_stale_tunnel, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_single_tunnel_swap_keeps_client, setup,
