@@ -315,7 +315,8 @@ void proxy_open(struct user_conn *uc, const char *full_user, size_t full_user_le
 	if (!rt && full) {
 		char msg[160];
 
-		snprintf(msg, sizeof(msg), "stream limit of group '%s' reached (every tunnel at max_streams_per_tunnel)",
+		snprintf(msg, sizeof(msg),
+			 "stream limit of group '%s' reached (every tunnel at max_streams_per_tunnel)",
 			 group);
 		log_warn("Group's tunnels are full, user refused", LF_S("group", group),
 			 LF_S("user", user), LF_U("max_streams_per_tunnel",
