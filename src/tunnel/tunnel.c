@@ -258,9 +258,16 @@ static int handle_frame(struct tunnel *t, const struct frame *f, const char **wh
 }
 
 /* Decode and dispatch every whole frame in plain. */
+/* Once the tunnel is closing or only flushing its last words (ERROR,
+ * GOAWAY), nothing it receives matters any more. */
+static bool input_done(const struct tunnel *t)
+{
+	return t->state == TUNNEL_CLOSING || t->close_when_flushed;
+}
+
 static void drain_frames(struct tunnel *t)
 {
-	while (t->state != TUNNEL_CLOSING && buf_used(&t->plain)) {
+	while (!input_done(t) && buf_used(&t->plain)) {
 		struct frame f;
 		const char *why = NULL;
 		ssize_t n = frame_decode(buf_head(&t->plain), buf_used(&t->plain), &f, &why);
@@ -328,8 +335,10 @@ static void process_input(struct tunnel *t)
 		}
 		t->plain.len += (size_t)ret;
 		drain_frames(t);
-		if (t->state == TUNNEL_CLOSING)
+		if (input_done(t)) {
+			tunnel_flush(t);
 			return;
+		}
 	}
 	tunnel_flush(t);
 }
@@ -357,7 +366,7 @@ static void recv_done(struct ring *r, struct ring_op *op, int res, uint32_t flag
 	}
 	t->tls.in.len += (size_t)res;
 	process_input(t);
-	if (t->state != TUNNEL_CLOSING)
+	if (!input_done(t))
 		tunnel_arm_recv(t);
 	tunnel_release(t);
 }
