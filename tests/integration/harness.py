@@ -582,21 +582,22 @@ def read_until_closed(sock, timeout):
         data += chunk
 
 
-class FakeServer:
-    """A plain TCP server on 127.0.0.1 standing where a gateway should be.
-    greeting: bytes sent to each connection after accept (None: stay silent).
-    Connections stay open until close()."""
+class RawServer:
+    """A TCP server on host; each connection is served by handler(conn) on
+    its own daemon thread (the connection is closed afterwards)."""
 
-    def __init__(self, port=0, greeting=None):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    def __init__(self, handler, host="127.0.0.1", port=0, backlog=512):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(64)
+        self.sock.bind((host, port))
+        self.sock.listen(backlog)
         self.sock.settimeout(0.1)
+        self.host = host
         self.port = self.sock.getsockname()[1]
-        self.greeting = greeting
+        self.handler = handler
         self.accepted = 0
-        self.received = []  # first bytes of each connection
+        self.errors = []
         self.conns = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -612,14 +613,17 @@ class FakeServer:
                 return
             self.accepted += 1
             self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            c.settimeout(120)
+            self.handler(c)
+        except Exception as e:  # recorded: a test may look at it
+            self.errors.append(repr(e))
+        finally:
             try:
-                c.settimeout(0.5)
-                if self.greeting is not None:
-                    c.sendall(self.greeting)
-                try:
-                    self.received.append(c.recv(4096))
-                except (socket.timeout, TimeoutError, OSError):
-                    self.received.append(b"")
+                c.close()
             except OSError:
                 pass
 
@@ -628,10 +632,36 @@ class FakeServer:
         self._thread.join(timeout=5)
         for c in self.conns:
             try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 c.close()
             except OSError:
                 pass
         self.sock.close()
+
+
+class FakeServer(RawServer):
+    """A plain TCP server on 127.0.0.1 standing where a gateway should be.
+    greeting: bytes sent to each connection after accept (None: stay silent).
+    received: the first bytes of each connection. Connections stay open
+    until close()."""
+
+    def __init__(self, port=0, greeting=None):
+        self.greeting = greeting
+        self.received = []
+        super().__init__(self._greet, port=port, backlog=64)
+
+    def _greet(self, c):
+        c.settimeout(0.5)
+        if self.greeting is not None:
+            c.sendall(self.greeting)
+        try:
+            self.received.append(c.recv(4096))
+        except (socket.timeout, TimeoutError, OSError):
+            self.received.append(b"")
+        self._stop.wait()  # hold the connection until close()
 
 
 # ---- one test's world ------------------------------------------------------------
@@ -1286,66 +1316,6 @@ class HttpsTarget:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
-
-
-class RawServer:
-    """A TCP server on host; each connection is served by handler(conn) on
-    its own daemon thread (the connection is closed afterwards)."""
-
-    def __init__(self, handler, host="127.0.0.1", port=0, backlog=512):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(backlog)
-        self.sock.settimeout(0.1)
-        self.host = host
-        self.port = self.sock.getsockname()[1]
-        self.handler = handler
-        self.accepted = 0
-        self.errors = []
-        self.conns = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self):
-        while not self._stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except (socket.timeout, TimeoutError):
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        try:
-            c.settimeout(120)
-            self.handler(c)
-        except Exception as e:  # recorded: a test may look at it
-            self.errors.append(repr(e))
-        finally:
-            try:
-                c.close()
-            except OSError:
-                pass
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for c in self.conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                c.close()
-            except OSError:
-                pass
-        self.sock.close()
 
 
 def hash_until_eof(conn):
