@@ -38,41 +38,6 @@ EXPECT = {
 }
 
 
-class Blackhole:
-    """A listener with backlog 0 whose accept queue holds one connection that
-    is never accepted: further SYNs are dropped and connect() hangs."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(0)
-        self.port = self.sock.getsockname()[1]
-        self.fillers = []
-        for _ in range(2):
-            c = socket.socket()
-            c.setblocking(False)
-            try:
-                c.connect(("127.0.0.1", self.port))
-            except BlockingIOError:
-                pass
-            self.fillers.append(c)
-            time.sleep(0.05)
-        probe = socket.socket()
-        probe.settimeout(0.5)
-        try:
-            probe.connect(("127.0.0.1", self.port))
-            h.fail("the blackhole listener still completes handshakes")
-        except (socket.timeout, TimeoutError):
-            pass
-        finally:
-            probe.close()
-
-    def close(self):
-        for c in self.fillers:
-            c.close()
-        self.sock.close()
-
-
 def setup(env):
     env.gwp = h.proxy_gateway(env)
     env.agent_d = h.proxy_agent(env, "def", connect_timeout_ms=CONNECT_TIMEOUT_MS)
@@ -82,7 +47,7 @@ def setup(env):
     env.closed6 = socket.socket(socket.AF_INET6)
     env.closed6.bind(("::1", 0))
     env.servers += [env.closed4, env.closed6]
-    env.blackhole = Blackhole()
+    env.blackhole = h.Blackhole()
     env.servers.append(env.blackhole)
     env.targets = {
         "refused": ("127.0.0.1", env.closed4.getsockname()[1]),
