@@ -1335,15 +1335,7 @@ def respond_after_eof(size, seed=1):
     """RawServer handler factory: read the request to EOF, then send
     "LEN SHA256-of-request\\n" followed by `size` bytes of gen_chunks(seed)."""
     def handler(conn):
-        h = hashlib.sha256()
-        n = 0
-        while True:
-            b = conn.recv(1 << 20)
-            if not b:
-                break
-            h.update(b)
-            n += len(b)
-        conn.sendall(b"%d %s\n" % (n, h.hexdigest().encode()))
+        hash_until_eof(conn)
         for c in gen_chunks(size, seed):
             conn.sendall(c)
     return handler
