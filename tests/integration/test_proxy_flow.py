@@ -181,30 +181,6 @@ SLOW_SIZE = 64 * MIB
 FAST_SIZE = 256 * MIB
 
 
-class RssWatch:
-    """Samples VmRSS of the given pids every 50 ms; .peak[pid] in KiB."""
-
-    def __init__(self, pids):
-        self.pids = pids
-        self.peak = {p: h.rss_kib(p) for p in pids}
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            for p in self.pids:
-                try:
-                    self.peak[p] = max(self.peak[p], h.rss_kib(p))
-                except OSError:
-                    pass
-            time.sleep(0.05)
-
-    def stop(self):
-        self._stop.set()
-        self._t.join(timeout=5)
-
-
 def fast_download(env, port, seed):
     s = open_tunnel(env, "socks5", port)
     t0 = time.monotonic()
@@ -268,7 +244,7 @@ def test_slow_reader_does_not_stall_the_tunnel(env):
         except Exception as e:
             slow_state["err"] = repr(e)
 
-    watch = RssWatch([gw_pid, ag_pid])
+    watch = h.PeakWatch([gw_pid, ag_pid])
     rt = threading.Thread(target=slow_reader, daemon=True)
     t_start = time.monotonic()
     rt.start()
@@ -283,11 +259,11 @@ def test_slow_reader_does_not_stall_the_tunnel(env):
         slow_state["fast"].set()
     rt.join(timeout=60)
     slow.close()
-    growth = {p: watch.peak[p] - rss0[p] for p in rss0}
+    growth = {p: watch.rss[p] - rss0[p] for p in rss0}
     h.note("256 MiB alone %.2f s, beside a 1 KiB/s reader %.2f s; slow reader read %d bytes "
            "meanwhile" % (solo, shared, read_slowly))
     h.note("RSS gateway %d -> peak %d KiB, agent %d -> peak %d KiB"
-           % (rss0[gw_pid], watch.peak[gw_pid], rss0[ag_pid], watch.peak[ag_pid]))
+           % (rss0[gw_pid], watch.rss[gw_pid], rss0[ag_pid], watch.rss[ag_pid]))
     h.check(shared <= 3 * solo + 5, "the fast stream took %.1f s beside a slow reader, "
             "%.1f s alone: the slow stream stalled the tunnel" % (shared, solo))
     h.check(read_slowly <= slow_limit, "the slow reader was not slow (%d bytes)" % read_slowly)
@@ -339,7 +315,7 @@ def test_slow_target_does_not_stall_the_tunnel(env):
         except Exception as e:
             pushed["err"] = repr(e)
 
-    watch = RssWatch([gw_pid, ag_pid])
+    watch = h.PeakWatch([gw_pid, ag_pid])
     pt = threading.Thread(target=pusher, daemon=True)
     pt.start()
     try:
@@ -356,11 +332,11 @@ def test_slow_target_does_not_stall_the_tunnel(env):
         answer = slow.recv(200)
     finally:
         slow.close()
-    growth = {p: watch.peak[p] - rss0[p] for p in rss0}
+    growth = {p: watch.rss[p] - rss0[p] for p in rss0}
     h.note("256 MiB upload alone %.2f s, beside a 1 KiB/s target %.2f s; %d bytes pushed "
            "towards the slow target meanwhile" % (solo, shared, pushed_meanwhile))
     h.note("RSS gateway %d -> peak %d KiB, agent %d -> peak %d KiB"
-           % (rss0[gw_pid], watch.peak[gw_pid], rss0[ag_pid], watch.peak[ag_pid]))
+           % (rss0[gw_pid], watch.rss[gw_pid], rss0[ag_pid], watch.rss[ag_pid]))
     h.check(shared <= 3 * solo + 5, "the fast upload took %.1f s beside a slow target, %.1f s "
             "alone" % (shared, solo))
     for p, name in ((gw_pid, "gateway"), (ag_pid, "agent")):
