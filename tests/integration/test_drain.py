@@ -30,11 +30,12 @@ PACE = 0.1              # 64 KiB every 100 ms: about 3.2 s per transfer
 class Transfer:
     """Reads a relayed connection to its end in a thread, hashing."""
 
-    def __init__(self, sock, keep=False):
+    def __init__(self, sock, keep=False, early=b""):
         self.sock = sock
-        self.n = 0
-        self.hash = hashlib.sha256()
-        self.data = bytearray() if keep else None
+        # target bytes that came together with the CONNECT answer
+        self.n = len(early)
+        self.hash = hashlib.sha256(early)
+        self.data = bytearray(early) if keep else None
         self.how = None
         self.t_end = None
         self.t = threading.Thread(target=self._run, daemon=True)
@@ -94,8 +95,11 @@ def test_gateway_sigterm_lets_transfers_finish(env):
     agent = h.proxy_agent(env, "a")
     srv = h.RawServer(_paced(SIZE, 7))
     env.servers.append(srv)
-    transfers = [Transfer(h.proxy_stream(gwp, how, "127.0.0.1", srv.port))
-                 for how in ("socks5", "connect")]
+    transfers = []
+    for how in ("socks5", "connect"):
+        early = []
+        sock = h.proxy_stream(gwp, how, "127.0.0.1", srv.port, early=early)
+        transfers.append(Transfer(sock, early=b"".join(early)))
     h.wait_until(lambda: all(t.n > 0 for t in transfers), 5, "both transfers to start")
     amark = agent.mark()
     t_sig = time.monotonic()
