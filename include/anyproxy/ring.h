@@ -11,9 +11,10 @@
  * Callers cancel or shut down the fd, wait for the completions to drain the
  * count, then close and free.
  *
- * Timers are a min-heap of deadlines in the ring; the loop waits for
- * completions with a timeout that ends at the earliest deadline, so timers
- * cost no submissions at all.
+ * Timers are an intrusive pairing heap of deadlines in the ring (the links
+ * live in struct timer, so arming never allocates and cannot fail); the loop
+ * waits for completions with a timeout that ends at the earliest deadline,
+ * so timers cost no submissions at all.
  *
  * Nothing here blocks except the wait for completions.
  */
@@ -42,7 +43,11 @@ typedef void (*timer_cb)(struct ring *r, struct timer *t);
 
 struct timer {
 	uint64_t expires_ms;
-	size_t heap_index; /* 0: not armed; else index + 1 */
+	/* Pairing-heap links, owned by the ring while armed: the first child,
+	 * the next sibling, and the previous sibling (the parent for a first
+	 * child, NULL for the root). */
+	struct timer *child, *next, *prev;
+	bool armed;
 	timer_cb cb;
 };
 
@@ -52,8 +57,8 @@ struct ring {
 	struct io_uring uring;
 	bool initialised;
 	bool stop;
-	struct timer **heap;
-	size_t heap_len, heap_cap;
+	struct timer *timers; /* root of the pairing heap: the earliest deadline */
+	size_t timers_armed;
 	/* signals delivered through a signalfd read by the ring */
 	int signal_fd;
 	struct ring_op signal_op;
@@ -66,8 +71,11 @@ struct ring {
 int ring_init(struct ring *r, unsigned entries);
 void ring_exit(struct ring *r);
 
-/* A free SQE; submits pending ones first when the SQ is full. Never NULL
- * unless the kernel refuses submissions (then the program is broken). */
+/* A free SQE; never NULL. When the SQ is full it submits the pending ones
+ * and takes a slot they freed. A kernel that refuses a submission for any
+ * reason other than a moment's interruption or memory shortage leaves the
+ * loop unable to go on: the process logs why and aborts (a bug, not a
+ * condition callers could handle). */
 struct io_uring_sqe *ring_get_sqe(struct ring *r);
 
 static inline void ring_sqe_set_op(struct io_uring_sqe *sqe, struct ring_op *op)
@@ -86,13 +94,14 @@ static inline void ring_stop(struct ring *r)
  * signalfd read on the ring. 0 or -errno. */
 int ring_watch_signals(struct ring *r, const int *signals, int count, ring_signal_cb cb);
 
-/* Timers: (re)arm to fire after ms milliseconds; disarm is idempotent. */
+/* Timers: (re)arm to fire after ms milliseconds (never fails: the timer
+ * carries its own links); disarm is idempotent. */
 void timer_init(struct timer *t, timer_cb cb);
-int timer_arm(struct ring *r, struct timer *t, uint64_t after_ms);
+void timer_arm(struct ring *r, struct timer *t, uint64_t after_ms);
 void timer_disarm(struct ring *r, struct timer *t);
 static inline bool timer_armed(const struct timer *t)
 {
-	return t->heap_index != 0;
+	return t->armed;
 }
 
 /* Convenience preparers: each gets an SQE, fills it and tags it with op. */

@@ -11,6 +11,9 @@
 #include "anyproxy/uring-compat.h"
 
 #define RING_CQE_BATCH 256
+/* Submissions refused for a moment (interrupted, kernel short of memory)
+ * before ring_get_sqe gives up on the process. */
+#define RING_SUBMIT_RETRIES 1000
 
 int ring_init(struct ring *r, unsigned entries)
 {
@@ -39,107 +42,127 @@ void ring_exit(struct ring *r)
 	if (r->signal_fd >= 0)
 		close(r->signal_fd);
 	io_uring_queue_exit(&r->uring);
-	free(r->heap);
-	r->heap = NULL;
 }
 
 struct io_uring_sqe *ring_get_sqe(struct ring *r)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);
-
-	while (!sqe) {
-		int ret = io_uring_submit(&r->uring);
-
-		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
-			return NULL;
-		sqe = io_uring_get_sqe(&r->uring);
-	}
-	return sqe;
-}
-
-/* ---- timers: a binary min-heap keyed by expires_ms ---- */
-
-static void heap_set(struct ring *r, size_t i, struct timer *t)
-{
-	r->heap[i] = t;
-	t->heap_index = i + 1;
-}
-
-static void heap_up(struct ring *r, size_t i)
-{
-	struct timer *t = r->heap[i];
-
-	while (i > 0) {
-		size_t parent = (i - 1) / 2;
-
-		if (r->heap[parent]->expires_ms <= t->expires_ms)
-			break;
-		heap_set(r, i, r->heap[parent]);
-		i = parent;
-	}
-	heap_set(r, i, t);
-}
-
-static void heap_down(struct ring *r, size_t i)
-{
-	struct timer *t = r->heap[i];
+	unsigned refused = 0;
 
 	for (;;) {
-		size_t c = 2 * i + 1;
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);
+		int ret;
 
-		if (c >= r->heap_len)
-			break;
-		if (c + 1 < r->heap_len && r->heap[c + 1]->expires_ms < r->heap[c]->expires_ms)
-			c++;
-		if (t->expires_ms <= r->heap[c]->expires_ms)
-			break;
-		heap_set(r, i, r->heap[c]);
-		i = c;
+		if (sqe)
+			return sqe;
+		/* The SQ is full: hand it to the kernel, which frees its slots
+		 * as it takes the entries (SUBMIT_ALL: all or an error). */
+		ret = io_uring_submit(&r->uring);
+		if (ret > 0)
+			continue;
+		if ((ret == -EINTR || ret == -EAGAIN) && ++refused < RING_SUBMIT_RETRIES)
+			continue;
+		/* Nothing was taken and no slot can come free: every caller
+		 * would have to drop an operation its object counts on. */
+		log_error("io_uring refuses submissions: bug in SQ handling or kernel failure",
+			  LF_S("error", ret < 0 ? strerror(-ret) : "nothing submitted"),
+			  LF_U("attempts", refused + 1));
+		abort();
 	}
-	heap_set(r, i, t);
+}
+
+/* ---- timers: an intrusive pairing heap keyed by expires_ms ----
+ *
+ * Every armed timer is a node; the root fires first. A node's children hang
+ * off t->child as a sibling list (next / prev, the first child's prev being
+ * its parent). Melding two heaps makes the later root the first child of
+ * the earlier; removing a node melds its children back in pairs. No memory
+ * is ever allocated, so arming cannot fail. */
+
+/* a and b are roots (no siblings) or NULL; returns the root of both. */
+static struct timer *timer_meld(struct timer *a, struct timer *b)
+{
+	if (!a)
+		return b;
+	if (!b)
+		return a;
+	if (b->expires_ms < a->expires_ms) {
+		struct timer *tmp = a;
+
+		a = b;
+		b = tmp;
+	}
+	b->prev = a;
+	b->next = a->child;
+	if (a->child)
+		a->child->prev = b;
+	a->child = b;
+	return a;
+}
+
+/* One heap from a sibling list: meld neighbours in pairs left to right, then
+ * the pairs right to left (the classic two passes, without recursion, so
+ * a list of any length costs no stack). */
+static struct timer *timer_merge_siblings(struct timer *first)
+{
+	struct timer *pairs = NULL, *root = NULL;
+
+	while (first) {
+		struct timer *a = first, *b = a->next;
+
+		first = b ? b->next : NULL;
+		a->next = a->prev = NULL;
+		if (b)
+			b->next = b->prev = NULL;
+		a = timer_meld(a, b);
+		a->next = pairs; /* pairs lists the melded pairs last first */
+		pairs = a;
+	}
+	while (pairs) {
+		struct timer *a = pairs;
+
+		pairs = a->next;
+		a->next = NULL;
+		root = timer_meld(root, a);
+	}
+	return root;
 }
 
 void timer_init(struct timer *t, timer_cb cb)
 {
-	t->expires_ms = 0;
-	t->heap_index = 0;
+	memset(t, 0, sizeof(*t));
 	t->cb = cb;
 }
 
 void timer_disarm(struct ring *r, struct timer *t)
 {
-	size_t i;
-	struct timer *last;
+	struct timer *children;
 
-	if (!t->heap_index)
+	if (!t->armed)
 		return;
-	i = t->heap_index - 1;
-	t->heap_index = 0;
-	last = r->heap[--r->heap_len];
-	if (last == t)
-		return;
-	heap_set(r, i, last);
-	heap_up(r, i);
-	heap_down(r, last->heap_index - 1);
+	children = timer_merge_siblings(t->child);
+	if (t == r->timers) {
+		r->timers = children;
+	} else {
+		if (t->prev->child == t)
+			t->prev->child = t->next; /* t was its parent's first child */
+		else
+			t->prev->next = t->next;
+		if (t->next)
+			t->next->prev = t->prev;
+		r->timers = timer_meld(r->timers, children);
+	}
+	t->child = t->next = t->prev = NULL;
+	t->armed = false;
+	r->timers_armed--;
 }
 
-int timer_arm(struct ring *r, struct timer *t, uint64_t after_ms)
+void timer_arm(struct ring *r, struct timer *t, uint64_t after_ms)
 {
 	timer_disarm(r, t);
-	if (r->heap_len == r->heap_cap) {
-		size_t ncap = r->heap_cap ? r->heap_cap * 2 : 64;
-		struct timer **h = realloc(r->heap, ncap * sizeof(*h));
-
-		if (!h)
-			return -ENOMEM;
-		r->heap = h;
-		r->heap_cap = ncap;
-	}
 	t->expires_ms = now_ms() + after_ms;
-	r->heap[r->heap_len] = t;
-	t->heap_index = ++r->heap_len;
-	heap_up(r, r->heap_len - 1);
-	return 0;
+	t->armed = true;
+	r->timers_armed++;
+	r->timers = timer_meld(r->timers, t);
 }
 
 /* Fire due timers. A callback that re-arms with a zero delay waits for the
@@ -147,10 +170,10 @@ int timer_arm(struct ring *r, struct timer *t, uint64_t after_ms)
 static void timers_run(struct ring *r)
 {
 	uint64_t now = now_ms();
-	size_t budget = r->heap_len;
+	size_t budget = r->timers_armed;
 
-	while (budget-- && r->heap_len && r->heap[0]->expires_ms <= now) {
-		struct timer *t = r->heap[0];
+	while (budget-- && r->timers && r->timers->expires_ms <= now) {
+		struct timer *t = r->timers;
 
 		timer_disarm(r, t);
 		t->cb(r, t);
@@ -162,9 +185,9 @@ static long timers_next(const struct ring *r)
 {
 	uint64_t now = now_ms();
 
-	if (!r->heap_len)
+	if (!r->timers)
 		return -1;
-	return r->heap[0]->expires_ms > now ? (long)(r->heap[0]->expires_ms - now) : 0;
+	return r->timers->expires_ms > now ? (long)(r->timers->expires_ms - now) : 0;
 }
 
 /* ---- signals ---- */

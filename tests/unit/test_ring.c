@@ -41,7 +41,7 @@ static void test_timers_fire_in_order_and_disarm(void **state)
 	for (int i = 0; i < 5; i++) {
 		p[i] = (struct probe){ .id = i, .order = order, .n = &n, .stop = i == 4 };
 		timer_init(&p[i].t, probe_fire);
-		assert_int_equal(timer_arm(&r, &p[i].t, delay[i]), 0);
+		timer_arm(&r, &p[i].t, delay[i]);
 	}
 	timer_disarm(&r, &p[2].t); /* the 30 ms one never fires */
 	timer_disarm(&r, &p[2].t); /* idempotent */
@@ -109,6 +109,126 @@ static void test_recv_completion_reaches_its_op(void **state)
 	close(sv[1]);
 }
 
+/* Far more operations than the SQ has slots, queued without returning to
+ * the loop: ring_get_sqe flushes the full SQ instead of failing, and every
+ * operation completes exactly once. */
+#define NOP_SQ_ENTRIES 8
+#define NOP_COUNT 5000
+
+struct nop_probe {
+	struct ring_op op;
+	unsigned *done;
+	unsigned hits;
+};
+
+static void nop_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct nop_probe *p = container_of(op, struct nop_probe, op);
+
+	assert_int_equal(res, 0);
+	p->hits++;
+	if (++*p->done == NOP_COUNT)
+		ring_stop(r);
+}
+
+static void test_get_sqe_beyond_sq_size_submits_every_op(void **state)
+{
+	static struct nop_probe probes[NOP_COUNT];
+	struct ring r;
+	unsigned done = 0;
+
+	assert_int_equal(ring_init(&r, NOP_SQ_ENTRIES), 0);
+	for (unsigned i = 0; i < NOP_COUNT; i++) {
+		struct io_uring_sqe *sqe = ring_get_sqe(&r);
+
+		assert_non_null(sqe);
+		probes[i] = (struct nop_probe){ .op.cb = nop_done, .done = &done };
+		io_uring_prep_nop(sqe);
+		ring_sqe_set_op(sqe, &probes[i].op);
+	}
+	assert_int_equal(ring_run(&r), 0);
+	assert_int_equal(done, NOP_COUNT);
+	for (unsigned i = 0; i < NOP_COUNT; i++)
+		assert_int_equal(probes[i].hits, 1);
+	ring_exit(&r);
+}
+
+/* Thousands of timers armed, re-armed and disarmed in a scrambled order:
+ * the ones left armed all fire, in deadline order, and no disarmed one does. */
+#define MANY_TIMERS 4000
+#define MANY_TIMERS_SPREAD_MS 40
+
+struct many_probe {
+	struct timer t;
+	bool fired, disarmed;
+};
+
+static struct {
+	uint64_t last_expiry;
+	unsigned fired, expected;
+	bool out_of_order;
+} many;
+
+static void many_fire(struct ring *r, struct timer *t)
+{
+	struct many_probe *p = container_of(t, struct many_probe, t);
+
+	if (t->expires_ms < many.last_expiry)
+		many.out_of_order = true;
+	many.last_expiry = t->expires_ms;
+	assert_false(p->fired);
+	p->fired = true;
+	if (++many.fired == many.expected)
+		ring_stop(r);
+}
+
+static void test_thousands_of_timers(void **state)
+{
+	static struct many_probe p[MANY_TIMERS];
+	struct ring r;
+	uint32_t seed = 12345;
+
+	assert_int_equal(ring_init(&r, 64), 0);
+	for (unsigned i = 0; i < MANY_TIMERS; i++) {
+		seed = seed * 1103515245u + 12345u;
+		p[i] = (struct many_probe){ 0 };
+		timer_init(&p[i].t, many_fire);
+		timer_arm(&r, &p[i].t, (seed >> 16) % MANY_TIMERS_SPREAD_MS);
+	}
+	assert_int_equal(r.timers_armed, MANY_TIMERS);
+	for (unsigned i = 0; i < MANY_TIMERS; i++) {
+		seed = seed * 1103515245u + 12345u;
+		switch ((seed >> 16) % 4) {
+		case 0: /* disarm, some of them twice */
+			timer_disarm(&r, &p[i].t);
+			timer_disarm(&r, &p[i].t);
+			p[i].disarmed = true;
+			break;
+		case 1: /* re-arm, earlier or later */
+			timer_arm(&r, &p[i].t, (seed >> 8) % MANY_TIMERS_SPREAD_MS);
+			break;
+		default:
+			break;
+		}
+	}
+	many.expected = 0;
+	for (unsigned i = 0; i < MANY_TIMERS; i++) {
+		assert_int_equal(timer_armed(&p[i].t), !p[i].disarmed);
+		many.expected += !p[i].disarmed;
+	}
+	assert_int_equal(r.timers_armed, many.expected);
+	assert_int_equal(ring_run(&r), 0);
+	assert_int_equal(many.fired, many.expected);
+	assert_false(many.out_of_order);
+	for (unsigned i = 0; i < MANY_TIMERS; i++) {
+		assert_int_equal(p[i].fired, !p[i].disarmed);
+		assert_false(timer_armed(&p[i].t));
+	}
+	assert_null(r.timers);
+	assert_int_equal(r.timers_armed, 0);
+	ring_exit(&r);
+}
+
 static int got_signal;
 
 static void on_signal(struct ring *r, int signo)
@@ -136,6 +256,8 @@ int main(void)
 		cmocka_unit_test(test_timers_fire_in_order_and_disarm),
 		cmocka_unit_test(test_rearm_moves_deadline),
 		cmocka_unit_test(test_recv_completion_reaches_its_op),
+		cmocka_unit_test(test_get_sqe_beyond_sq_size_submits_every_op),
+		cmocka_unit_test(test_thousands_of_timers),
 		cmocka_unit_test(test_signal_through_signalfd),
 	};
 
