@@ -61,6 +61,7 @@ struct stream {
 	bool open;                /* OPEN_OK sent (agent) or received (gateway) */
 	bool fin_sent, fin_received;
 	bool waiting_writable;
+	bool wake_pending; /* on the list when stream_tunnel_writable began */
 	struct stream *wait_prev, *wait_next; /* tunnel's writable list */
 	uint64_t bytes_sent, bytes_received;   /* DATA payload */
 	uint64_t *count_sent, *count_received; /* optional live totals to add to */

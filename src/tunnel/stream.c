@@ -42,6 +42,7 @@ static void unwait(struct stream *s)
 		t->waiters_tail = s->wait_prev;
 	s->wait_prev = s->wait_next = NULL;
 	s->waiting_writable = false;
+	s->wake_pending = false;
 }
 
 void stream_detach(struct stream *s)
@@ -340,17 +341,19 @@ void stream_tunnel_closed(struct tunnel *t, const char *why)
 
 void stream_tunnel_writable(struct tunnel *t)
 {
-	struct stream *list = t->waiters_head;
+	struct stream *s;
 
-	/* Take the whole list: a woken stream that fills the budget again, or
-	 * still lacks credit, queues itself anew and is not revisited here. */
-	t->waiters_head = t->waiters_tail = NULL;
-	while (list) {
-		struct stream *s = list;
-
-		list = s->wait_next;
-		s->wait_prev = s->wait_next = NULL;
-		s->waiting_writable = false;
+	/* Wake the streams waiting now, in order, each taken off the tunnel's
+	 * own list just before its callback: a callback may detach, reset or
+	 * re-queue any stream (itself or another) and the list stays whole.
+	 * The list is always [marked at entry ...][queued since ...], because
+	 * queueing appends and taking off clears the mark, so the round ends
+	 * at the first unmarked head: a stream that queues itself again (or
+	 * still lacks room) is not revisited here. */
+	for (s = t->waiters_head; s; s = s->wait_next)
+		s->wake_pending = true;
+	while ((s = t->waiters_head) && s->wake_pending) {
+		unwait(s);
 		if (!stream_send_room(s)) {
 			stream_want_writable(s);
 			continue;

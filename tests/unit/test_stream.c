@@ -1,0 +1,309 @@
+/* Unit tests: a tunnel's writable wait list (stream_tunnel_writable).
+ *
+ * The tunnel is a zeroed struct tunnel in state OPEN with nothing queued:
+ * every open stream with credit has room, and nothing here sends a frame,
+ * so no ring, socket or TLS session is needed. The callbacks do what real
+ * owners may do while being woken: detach another stream, re-queue
+ * themselves or another, close the tunnel. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/stream.h"
+#include "anyproxy/tunnel.h"
+
+#define WAITERS_MAX 64
+
+enum wake_action {
+	WAKE_NOTHING,
+	WAKE_REQUEUE_SELF,
+	WAKE_DETACH_OTHER,
+	WAKE_REQUEUE_OTHER,
+	WAKE_REQUEUE_SELF_DETACH_OTHER,
+	WAKE_ACTIONS
+};
+
+struct waiter {
+	struct stream s;
+	unsigned woken, reset;
+	enum wake_action action;
+	struct waiter *other;
+};
+
+static int on_data(struct stream *s, const uint8_t *p, size_t n)
+{
+	return 0;
+}
+
+static void on_fin(struct stream *s)
+{
+}
+
+static void on_reset(struct stream *s, uint8_t reason, const char *why)
+{
+	((struct waiter *)s->owner)->reset++;
+}
+
+static void on_writable(struct stream *s)
+{
+	struct waiter *w = s->owner;
+
+	w->woken++;
+	switch (w->action) {
+	case WAKE_REQUEUE_SELF:
+		stream_want_writable(s);
+		break;
+	case WAKE_DETACH_OTHER:
+		stream_detach(&w->other->s);
+		break;
+	case WAKE_REQUEUE_OTHER:
+		stream_want_writable(&w->other->s);
+		break;
+	case WAKE_REQUEUE_SELF_DETACH_OTHER:
+		stream_want_writable(s);
+		stream_detach(&w->other->s);
+		break;
+	case WAKE_NOTHING:
+	case WAKE_ACTIONS:
+		break;
+	}
+}
+
+static const struct stream_ops ops = {
+	.on_data = on_data,
+	.on_fin = on_fin,
+	.on_reset = on_reset,
+	.on_writable = on_writable,
+};
+
+struct fixture {
+	struct tunnel t;
+	struct waiter w[WAITERS_MAX];
+	unsigned n;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return -1;
+	f->t.state = TUNNEL_OPEN;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	for (unsigned i = 0; i < f->n; i++)
+		stream_detach(&f->w[i].s);
+	free(f);
+	return 0;
+}
+
+/* n open streams with credit, all waiting for room in index order. */
+static void add_waiters(struct fixture *f, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct waiter *w = &f->w[i];
+
+		assert_int_equal(stream_accept(&w->s, &f->t, i + 1, STREAM_WINDOW_BYTES, &ops, w), 0);
+		w->s.open = true;
+		assert_true(stream_send_room(&w->s) > 0);
+		stream_want_writable(&w->s);
+	}
+	f->n = n;
+}
+
+/* The wait list is a well-formed doubly linked list of attached streams of
+ * this tunnel, and it holds exactly the streams that say they wait. Returns
+ * its length. */
+static unsigned check_wait_list(struct fixture *f)
+{
+	struct stream *prev = NULL;
+	unsigned len = 0, flagged = 0;
+
+	for (struct stream *s = f->t.waiters_head; s; s = s->wait_next) {
+		assert_ptr_equal(s->wait_prev, prev);
+		assert_ptr_equal(s->tunnel, &f->t);
+		assert_true(s->waiting_writable);
+		prev = s;
+		assert_true(++len <= f->n);
+	}
+	assert_ptr_equal(f->t.waiters_tail, prev);
+	for (unsigned i = 0; i < f->n; i++)
+		flagged += f->w[i].s.waiting_writable;
+	assert_int_equal(flagged, len);
+	return len;
+}
+
+/* The original bug: waking A, whose callback detaches B (the next in line),
+ * left C waiting forever — the walk followed B's cleared link and stopped. */
+static void test_waking_one_detaches_the_next(void **state)
+{
+	struct fixture *f = *state;
+
+	add_waiters(f, 3);
+	f->w[0].action = WAKE_DETACH_OTHER;
+	f->w[0].other = &f->w[1];
+	stream_tunnel_writable(&f->t);
+	assert_int_equal(f->w[0].woken, 1);
+	assert_int_equal(f->w[1].woken, 0);
+	assert_null(f->w[1].s.tunnel);
+	assert_int_equal(f->w[2].woken, 1);
+	assert_int_equal(check_wait_list(f), 0);
+}
+
+/* A re-queues itself, then detaches B: the fresh list must stay [A] and
+ * C must still be woken (stale links once spliced C behind A and lost it). */
+static void test_requeue_self_then_detach_next(void **state)
+{
+	struct fixture *f = *state;
+
+	add_waiters(f, 3);
+	f->w[0].action = WAKE_REQUEUE_SELF_DETACH_OTHER;
+	f->w[0].other = &f->w[1];
+	stream_tunnel_writable(&f->t);
+	assert_int_equal(f->w[0].woken, 1);
+	assert_int_equal(f->w[1].woken, 0);
+	assert_int_equal(f->w[2].woken, 1);
+	assert_int_equal(check_wait_list(f), 1);
+	assert_ptr_equal(f->t.waiters_head, &f->w[0].s);
+}
+
+/* A stream detaching a waiter that was already woken and re-queued (behind
+ * it in the fresh list) must not splice the old list into the new one. */
+static void test_detach_a_requeued_waiter(void **state)
+{
+	struct fixture *f = *state;
+
+	add_waiters(f, 4);
+	f->w[0].action = WAKE_REQUEUE_SELF;
+	f->w[1].action = WAKE_DETACH_OTHER;
+	f->w[1].other = &f->w[0];
+	stream_tunnel_writable(&f->t);
+	assert_int_equal(f->w[0].woken, 1);
+	assert_int_equal(f->w[1].woken, 1);
+	assert_int_equal(f->w[2].woken, 1);
+	assert_int_equal(f->w[3].woken, 1);
+	assert_null(f->w[0].s.tunnel);
+	assert_int_equal(check_wait_list(f), 0);
+}
+
+/* Every callback re-queues itself: each is woken once, the loop ends, and
+ * the list comes back whole in the original order. */
+static void test_everyone_requeues(void **state)
+{
+	struct fixture *f = *state;
+	unsigned i = 0;
+
+	add_waiters(f, 8);
+	for (unsigned k = 0; k < 8; k++)
+		f->w[k].action = WAKE_REQUEUE_SELF;
+	stream_tunnel_writable(&f->t);
+	for (unsigned k = 0; k < 8; k++)
+		assert_int_equal(f->w[k].woken, 1);
+	assert_int_equal(check_wait_list(f), 8);
+	for (struct stream *s = f->t.waiters_head; s; s = s->wait_next)
+		assert_ptr_equal(s, &f->w[i++].s);
+}
+
+/* Many streams, each callback doing something to itself or another chosen
+ * at random: after each round the list is well formed, no stream was woken
+ * twice or after its detach, and no attached stream was lost (each either
+ * woken or still waiting). */
+static void test_random_actions_keep_the_list_whole(void **state)
+{
+	struct fixture *f = *state;
+	uint32_t seed = 7;
+
+	add_waiters(f, WAITERS_MAX);
+	for (unsigned round = 0; round < 20 && f->t.waiters_head; round++) {
+		bool attached_before[WAITERS_MAX];
+		bool waiting_before[WAITERS_MAX];
+
+		for (unsigned i = 0; i < f->n; i++) {
+			seed = seed * 1103515245u + 12345u;
+			f->w[i].action = (enum wake_action)((seed >> 16) % WAKE_ACTIONS);
+			f->w[i].other = &f->w[(seed >> 4) % f->n];
+			/* detach rarely, so that many rounds run */
+			if (f->w[i].action == WAKE_DETACH_OTHER && (seed >> 24) % 4)
+				f->w[i].action = WAKE_NOTHING;
+			if (f->w[i].action == WAKE_REQUEUE_SELF_DETACH_OTHER && (seed >> 24) % 4)
+				f->w[i].action = WAKE_REQUEUE_SELF;
+			f->w[i].woken = 0;
+			attached_before[i] = f->w[i].s.tunnel != NULL;
+			waiting_before[i] = f->w[i].s.waiting_writable;
+		}
+		stream_tunnel_writable(&f->t);
+		check_wait_list(f);
+		for (unsigned i = 0; i < f->n; i++) {
+			struct waiter *w = &f->w[i];
+
+			assert_true(w->woken <= 1);
+			if (!attached_before[i])
+				assert_int_equal(w->woken, 0);
+			if (waiting_before[i] && w->s.tunnel)
+				assert_true(w->woken > 0 || w->s.waiting_writable);
+		}
+	}
+}
+
+/* A callback that kills the tunnel: the rest are reset, none is woken
+ * afterwards and the list is empty. */
+static void on_writable_close_tunnel(struct stream *s)
+{
+	struct waiter *w = s->owner;
+	struct tunnel *t = s->tunnel;
+
+	w->woken++;
+	t->state = TUNNEL_CLOSING;
+	stream_tunnel_closed(t, "test");
+}
+
+static void test_tunnel_closed_by_a_callback(void **state)
+{
+	static const struct stream_ops closing_ops = {
+		.on_data = on_data,
+		.on_fin = on_fin,
+		.on_reset = on_reset,
+		.on_writable = on_writable_close_tunnel,
+	};
+	struct fixture *f = *state;
+
+	add_waiters(f, 4);
+	f->w[1].s.ops = &closing_ops;
+	stream_tunnel_writable(&f->t);
+	assert_int_equal(f->w[0].woken, 1);
+	assert_int_equal(f->w[1].woken, 1);
+	assert_int_equal(f->w[2].woken, 0);
+	assert_int_equal(f->w[3].woken, 0);
+	for (unsigned i = 0; i < 4; i++) {
+		assert_null(f->w[i].s.tunnel);
+		assert_int_equal(f->w[i].reset, 1);
+	}
+	assert_int_equal(f->t.nstreams, 0);
+	assert_int_equal(check_wait_list(f), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_waking_one_detaches_the_next, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_requeue_self_then_detach_next, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_detach_a_requeued_waiter, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_everyone_requeues, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_random_actions_keep_the_list_whole, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_tunnel_closed_by_a_callback, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
