@@ -120,6 +120,8 @@ struct config {
  * On failure returns -EINVAL (or -errno for I/O) and writes one line to err,
  * naming the file, the line and the key: "gw.ini:12: [gateway] tls_cert: ...".
  * On success the config owns its strings until config_free().
+ * A secret key (named *password, [group.NAME] ones included) given with an
+ * empty value is an error, unless the environment then gives it a value.
  * A string key that is absent, or set to an empty value, is NULL unless the
  * table gives it a default (group_id defaults to "", log.output to
  * "stderr"); client.gateway_server_name is always set after a successful
@@ -129,6 +131,15 @@ struct config {
 int config_load(struct config *cfg, enum config_program program, const char *path,
 		char *err, size_t errlen);
 void config_free(struct config *cfg);
+
+/*
+ * Start-up check of the files that hold secrets: the configuration file at
+ * path (it usually carries passwords) and every private key file (the
+ * tls_key keys). Each one that group or others may read is logged at WARN
+ * with its path and mode; it is not an error, since the operator may rely
+ * on a group on purpose. Returns how many were warned about.
+ */
+int config_warn_exposed_files(const struct config *cfg, const char *path);
 
 /*
  * SIGHUP: fresh is a configuration just loaded (and validated) from the same

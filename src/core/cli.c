@@ -96,6 +96,7 @@ int cli_start(const struct cli_program *prog, int argc, char **argv, struct conf
 		config_free(cfg);
 		return CLI_EXIT_CONFIG;
 	}
+	config_warn_exposed_files(cfg, path);
 	return -1;
 }
 

@@ -113,6 +113,9 @@ struct config_key {
 	bool restart;              /* SIGHUP cannot change it: needs a restart */
 	/* KEY_LIST: checks each item as it is read, so errors name its line */
 	int (*item_check)(const char *item, char *why, size_t whylen);
+	/* KEY_FILE holding a private key: warned about at start when group or
+	 * others may read it (config_warn_exposed_files) */
+	bool private_file;
 };
 
 struct config_section {
@@ -162,7 +165,8 @@ static const struct config_section config_sections[] = {
 		  "so this name cannot contain '.'. Empty: no authentication." },      \
 	{ KEY(sec, "auth_password", KEY_SECRET, GATEWAY, field.auth_password),         \
 	  .check = check_credential,                                                   \
-	  .help = "Password users must give with auth_username." }
+	  .help = "Password users must give with auth_username. For no authentication "  \
+		  "leave both keys out: an empty password is refused." }
 
 static const struct config_key config_keys[] = {
 	{ KEY("gateway", "listen_addr", KEY_ADDR, GATEWAY, gateway.listen_addr),
@@ -173,8 +177,9 @@ static const struct config_key config_keys[] = {
 	  .example = "/etc/anyproxy/server.crt",
 	  .help = "TLS certificate chain (PEM) the gateway presents to agents." },
 	{ KEY("gateway", "tls_key", KEY_FILE, GATEWAY, gateway.tls_key), .required = true,
-	  .example = "/etc/anyproxy/server.key",
-	  .help = "Private key (PEM) of tls_cert." },
+	  .example = "/etc/anyproxy/server.key", .private_file = true,
+	  .help = "Private key (PEM) of tls_cert. Keep it readable by its owner only "
+		  "(mode 0600 or 0400): the gateway warns at start otherwise." },
 	{ KEY("gateway", "client_ca", KEY_FILE, GATEWAY, gateway.client_ca),
 	  .example = "/etc/anyproxy/agents-ca.crt",
 	  .help = "CA certificate (PEM) for mutual TLS: when set, every agent must present "
@@ -242,8 +247,9 @@ static const struct config_key config_keys[] = {
 	  .example = "/etc/anyproxy/agent.crt",
 	  .help = "Client certificate (PEM) for mutual TLS; set together with tls_key." },
 	{ KEY("client", "tls_key", KEY_FILE, CLIENT, client.tls_key),
-	  .example = "/etc/anyproxy/agent.key",
-	  .help = "Private key (PEM) of tls_cert." },
+	  .example = "/etc/anyproxy/agent.key", .private_file = true,
+	  .help = "Private key (PEM) of tls_cert. Keep it readable by its owner only "
+		  "(mode 0600 or 0400): the agent warns at start otherwise." },
 	{ KEY("client", "client_id", KEY_STRING, CLIENT, client.client_id), .required = true,
 	  .check = check_client_id, .example = "prod-client-001", .restart = true,
 	  .help = "Name of this agent at the gateway: 1 to " XSTR(CONFIG_ID_MAX_BYTES)
@@ -331,6 +337,13 @@ static const char *const config_rules[] = {
 	"`[client]` `tls_cert` and `tls_key` are set together or not at all.",
 	"Every file key that is set must name a readable file; this is checked after "
 	"the environment is applied.",
+	"A secret key (every key named `*password`, `[group.NAME]` ones included) must "
+	"not be empty where it is given: an empty value in the file or in the environment "
+	"is an error, unless the environment then gives it a value. Leave an optional "
+	"secret out to leave it unset.",
+	"The configuration file and every private key file (`tls_key`) should be readable "
+	"by their owner only: at start, each one that group or others may read is logged "
+	"at WARN with its mode (not an error).",
 };
 
 static const char *program_name(enum config_program program)
@@ -360,6 +373,22 @@ static const struct config_key *key_by_offset(size_t offset)
 }
 
 #define KEY_OF(field) key_by_offset(offsetof(struct config, field))
+
+/* The one rule for which keys are secrets: every key whose name ends in
+ * "password", in the table (where the type must then be KEY_SECRET, checked
+ * at every load) and in [group.NAME] sections alike. A secret is never
+ * shown in messages and must not be empty where it is given. */
+#define CONFIG_SECRET_NAME_SUFFIX "password"
+#define CONFIG_EMPTY_SECRET_WHY                                             \
+	"empty secret: an empty password is refused (give a value, or leave " \
+	"the key out where it is optional)"
+
+static bool secret_key_name(const char *name)
+{
+	size_t len = strlen(name), suffix = strlen(CONFIG_SECRET_NAME_SUFFIX);
+
+	return len >= suffix && strcmp(name + len - suffix, CONFIG_SECRET_NAME_SUFFIX) == 0;
+}
 
 /* SECTION_KEY in upper case, '.' turned into '_': PROXY_HTTP_LISTEN_ADDR. */
 static void env_name(const struct config_key *key, char out[CONFIG_ENV_NAME_BYTES])
@@ -965,6 +994,9 @@ static void apply_defaults(struct load_ctx *ctx)
 		const struct config_key *key = &config_keys[i];
 
 		ctx->origins[i].kind = ORIGIN_DEFAULT;
+		/* The table must follow the secret name rule; the unit tests load. */
+		if ((key->type == KEY_SECRET) != secret_key_name(key->name))
+			abort();
 		if (!(key->programs & ctx->program) || !key->default_value)
 			continue;
 		/* Defaults are constants of this file; the unit tests load them. */
@@ -1092,13 +1124,12 @@ static int group_pair(struct load_ctx *ctx, const char *name, const char *value)
 	struct config_group_auth *g = ctx->group;
 	char why[CONFIG_SHOWN_VALUE_MAX_BYTES + 128];
 	char **field;
-	bool secret = false;
+	bool secret = secret_key_name(name);
 
 	if (strcmp(name, "auth_username") == 0) {
 		field = &g->auth_username;
 	} else if (strcmp(name, "auth_password") == 0) {
 		field = &g->auth_password;
-		secret = true;
 	} else {
 		snprintf(why, sizeof(why), "[group.%s] %.64s: unknown key (auth_username, "
 			 "auth_password)", g->group, name);
@@ -1106,6 +1137,11 @@ static int group_pair(struct load_ctx *ctx, const char *name, const char *value)
 	}
 	if (*field) {
 		snprintf(why, sizeof(why), "[group.%s] %s: duplicate key", g->group, name);
+		return fail_line(ctx, why);
+	}
+	if (secret && !value[0]) {
+		snprintf(why, sizeof(why), "[group.%s] %s: %s", g->group, name,
+			 CONFIG_EMPTY_SECRET_WHY);
 		return fail_line(ctx, why);
 	}
 	if (check_credential(&value, why, sizeof(why)) < 0 ||
@@ -1410,6 +1446,20 @@ static bool key_is_set(struct config *cfg, const struct config_key *key)
 	return true;
 }
 
+/* A secret given (file or environment, whichever came last) with an empty
+ * value: set_string left it NULL, its origin says where it was given. */
+static int check_empty_secrets(struct load_ctx *ctx)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
+		const struct config_key *key = &config_keys[i];
+
+		if ((key->programs & ctx->program) && key->type == KEY_SECRET &&
+		    ctx->origins[i].kind != ORIGIN_DEFAULT && !key_is_set(ctx->cfg, key))
+			return fail_key(ctx, key, CONFIG_EMPTY_SECRET_WHY);
+	}
+	return 0;
+}
+
 static int check_required(struct load_ctx *ctx)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
@@ -1603,8 +1653,10 @@ static int validate_client(struct load_ctx *ctx)
 
 static int validate(struct load_ctx *ctx)
 {
-	int err = check_required(ctx);
+	int err = check_empty_secrets(ctx);
 
+	if (!err)
+		err = check_required(ctx);
 	if (!err)
 		err = run_key_checks(ctx);
 	if (!err)
@@ -1669,6 +1721,39 @@ void config_free(struct config *cfg)
 		}
 	}
 	memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ---- files that hold secrets ---- */
+
+/* WARN when group or others may read path; returns 1 if so, else 0. */
+static int warn_if_exposed(const char *path, const char *what)
+{
+	char mode[8];
+	struct stat st;
+
+	if (stat(path, &st) < 0 || !(st.st_mode & (S_IRGRP | S_IROTH)))
+		return 0;
+	snprintf(mode, sizeof(mode), "%04o", (unsigned)(st.st_mode & 07777));
+	log_warn("File with secrets is readable by group or others: chmod 600 it",
+		 LF_S("file", path), LF_S("holds", what), LF_S("mode", mode));
+	return 1;
+}
+
+int config_warn_exposed_files(const struct config *cfg, const char *path)
+{
+	int exposed = warn_if_exposed(path, "configuration");
+
+	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
+		const struct config_key *key = &config_keys[i];
+		const char *file;
+
+		if (!(key->programs & cfg->program) || !key->private_file)
+			continue;
+		file = *(char *const *)((const char *)cfg + key->offset);
+		if (file)
+			exposed += warn_if_exposed(file, "private key");
+	}
+	return exposed;
 }
 
 /* ---- reload ---- */

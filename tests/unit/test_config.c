@@ -1092,6 +1092,89 @@ static void test_env_bad_values(void **state)
 			 "value too long (max 1024 bytes)");
 }
 
+/* An empty secret is refused wherever it is given, naming file, line,
+ * section and key (or the environment variable); optional secrets are left
+ * unset by leaving them out. */
+static void test_empty_secrets_refused(void **state)
+{
+	struct config cfg;
+
+	expect_error(CONFIG_GATEWAY,
+		     "[gateway]\ntls_cert = server.crt\ntls_key = server.key\n"
+		     "auth_username = u\nauth_password =\n",
+		     5, "[gateway] auth_password", "empty secret");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.http]\nlisten_addr = :8080\nauth_username = u\n"
+				 "auth_password =\n",
+		     9, "[proxy.http] auth_password", "empty secret");
+	/* without a username too: an empty password never means "no auth" */
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy.http]\nlisten_addr = :8080\nauth_password = \n",
+		     8, "[proxy.http] auth_password", "empty secret");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy.socks5]\nlisten_addr = :1080\nauth_password =\n",
+		     8, "[proxy.socks5] auth_password", "empty secret");
+	expect_error(CONFIG_CLIENT,
+		     "[client]\ngateway_addr = gw.example.com:8443\ngateway_tls_cert = server.crt\n"
+		     "client_id = c1\nauth_username = u\nauth_password =\n",
+		     6, "[client] auth_password", "empty secret");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[group.x]\nauth_password =\n", 7,
+		     "[group.x] auth_password", "empty secret");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[group.x]\nauth_username = a\nauth_password =\n",
+		     8, "[group.x] auth_password", "empty secret");
+
+	/* the environment: an empty override is refused ... */
+	setenv("PROXY_SOCKS5_AUTH_PASSWORD", "", 1);
+	expect_env_error(CONFIG_GATEWAY, GATEWAY_MIN, "PROXY_SOCKS5_AUTH_PASSWORD", "empty secret");
+	unsetenv("PROXY_SOCKS5_AUTH_PASSWORD");
+	setenv("GATEWAY_AUTH_PASSWORD", "", 1);
+	expect_env_error(CONFIG_GATEWAY, GATEWAY_MIN, "GATEWAY_AUTH_PASSWORD", "empty secret");
+	setenv("CLIENT_AUTH_PASSWORD", "", 1);
+	expect_env_error(CONFIG_CLIENT, CLIENT_MIN, "CLIENT_AUTH_PASSWORD", "empty secret");
+	unsetenv("CLIENT_AUTH_PASSWORD");
+
+	/* ... while a value from the environment fills a blank line of the file */
+	setenv("GATEWAY_AUTH_PASSWORD", "from-env", 1);
+	load_ok(&cfg, CONFIG_GATEWAY,
+		"[gateway]\ntls_cert = server.crt\ntls_key = server.key\n"
+		"auth_username = u\nauth_password =\n");
+	assert_string_equal(cfg.gateway.auth_password, "from-env");
+	config_free(&cfg);
+	unsetenv("GATEWAY_AUTH_PASSWORD");
+
+	/* a listener without authentication leaves both keys out */
+	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN "[proxy.http]\nlisten_addr = :8080\n");
+	assert_null(cfg.http.auth_password);
+	config_free(&cfg);
+}
+
+/* The configuration file and the private keys: a WARN for each one that
+ * group or others can read, none when only the owner can. */
+static void test_exposed_secret_files(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN);
+	assert_int_equal(chmod(config_path, 0600), 0);
+	assert_int_equal(chmod("server.key", 0600), 0);
+	assert_int_equal(chmod("server.crt", 0644), 0); /* a certificate is public */
+	assert_int_equal(config_warn_exposed_files(&cfg, config_path), 0);
+	assert_int_equal(chmod("server.key", 0640), 0);
+	assert_int_equal(config_warn_exposed_files(&cfg, config_path), 1);
+	assert_int_equal(chmod(config_path, 0604), 0);
+	assert_int_equal(config_warn_exposed_files(&cfg, config_path), 2);
+	assert_int_equal(chmod("server.key", 0400), 0);
+	assert_int_equal(chmod(config_path, 0400), 0);
+	assert_int_equal(config_warn_exposed_files(&cfg, config_path), 0);
+	config_free(&cfg);
+
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "tls_cert = agent.crt\ntls_key = agent.key\n");
+	assert_int_equal(chmod(config_path, 0600), 0);
+	assert_int_equal(chmod("agent.key", 0644), 0);
+	assert_int_equal(config_warn_exposed_files(&cfg, config_path), 1);
+	assert_int_equal(chmod("agent.key", 0600), 0);
+	assert_int_equal(config_warn_exposed_files(&cfg, config_path), 0);
+	config_free(&cfg);
+}
+
 /* Files are checked after the environment: an override can fix a path. */
 static void test_env_fixes_cert_path(void **state)
 {
@@ -1134,7 +1217,7 @@ static void test_reference_examples_load(void **state)
 	setenv("GATEWAY_TLS_CERT", "server.crt", 1);
 	setenv("GATEWAY_TLS_KEY", "server.key", 1);
 	assert_int_equal(load_text(&cfg, CONFIG_GATEWAY, text), -EINVAL);
-	assert_contains(err, "[gateway] auth_password: required key is empty");
+	assert_contains(err, "[gateway] auth_password: empty secret");
 	setenv("GATEWAY_AUTH_PASSWORD", "p", 1);
 	load_ok(&cfg, CONFIG_GATEWAY, text);
 	assert_int_equal(cfg.gateway.listen_addr.port, 8443);
@@ -1236,6 +1319,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_env_bad_values, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_env_fixes_cert_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reference_examples_load, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_secrets_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exposed_secret_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_markdown_lists_every_key, setup, teardown),
 	};
 
