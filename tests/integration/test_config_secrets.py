@@ -19,130 +19,84 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+from test_config_errors import (SECRET, client_lines, expect_error,  # noqa: E402
+                                gateway_lines, replace)
 
 EMPTY = "empty secret"
 WARN_MSG = "File with secrets is readable by group or others"
 
 
-def gateway_lines(env):
-    return [
-        "[gateway]",                                                   # 1
-        "listen_addr = 127.0.0.1:%d" % env.port,                       # 2
-        "tls_cert = %s" % os.path.join(env.certs, "server.crt"),       # 3
-        "tls_key = %s" % os.path.join(env.certs, "server.key"),        # 4
-        "auth_username = %s" % h.GW_USER,                              # 5
-        "auth_password = %s" % h.GW_PASS,                              # 6
-        "",                                                            # 7
-        "[control]",                                                   # 8
-        "socket = %s" % env.control,                                   # 9
-        "",                                                            # 10
-    ]
-
-
-def client_lines(env):
-    return [
-        "[client]",                                                    # 1
-        "gateway_addr = 127.0.0.1:%d" % env.port,                      # 2
-        "gateway_tls_cert = %s" % os.path.join(env.certs, "ca.crt"),   # 3
-        "client_id = secrets-test",                                    # 4
-        "auth_username = %s" % h.GW_USER,                              # 5
-        "auth_password = %s" % h.GW_PASS,                              # 6
-    ]
-
-
-def write(env, name, lines, mode=0o600):
-    path = os.path.join(env.dir, name + ".ini")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.chmod(path, mode)
-    return path
-
-
-def run(program, path, env, extra_env=None, check_only=True):
-    binary = h.gateway_bin() if program == "gateway" else h.client_bin()
-    args = [binary, "-c", path] + (["--check-config"] if check_only else [])
-    return subprocess.run(args, capture_output=True, text=True, timeout=30,
-                          env=h._daemon_env(extra_env), cwd=env.dir)
-
-
-def expect_refused(env, program, name, lines, where, key, extra_env=None, check_only=True):
-    """Exit 2, one line on stderr: 'anyproxy-PROG: configuration error:
-    WHERE[section] key: empty secret ...'."""
-    path = write(env, name, lines)
-    r = run(program, path, env, extra_env, check_only)
-    h.check(r.returncode == 2, "%s: exit %d, expected 2 (empty secret accepted?)\nstdout: %s"
-            "\nstderr: %s" % (name, r.returncode, r.stdout, r.stderr))
-    err = r.stderr.strip()
-    h.check(len(err.splitlines()) == 1, "%s: expected one error line:\n%s" % (name, err))
-    prefix = "anyproxy-%s: configuration error: %s" % (program, where % {"path": path})
-    h.check(err.startswith(prefix), "%s: stderr should start with %r:\n%s" % (name, prefix, err))
-    h.check(key in err and EMPTY in err, "%s: stderr should name %r and say %r:\n%s"
-            % (name, key, EMPTY, err))
-    h.check(h.GW_PASS not in err, "%s: a secret is echoed: %s" % (name, err))
+def expect_refused(env, program, name, lines, line, key, extra_env=None):
+    """--check-config: exit 2, one line 'anyproxy-PROG: configuration
+    error: FILE:LINE: [section] key: empty secret ...' (or 'environment
+    VAR: ...' when extra_env names the culprit)."""
+    where = None
+    if extra_env:
+        where = "environment %s: " % next(iter(extra_env))
+    expect_error(env, program, name, lines, line, key, EMPTY, extra_env=extra_env, where=where)
 
 
 def test_empty_gateway_password(env):
-    g = gateway_lines(env)
-    g[5] = "auth_password ="
-    expect_refused(env, "gateway", "gw", g, "%(path)s:6: ", "[gateway] auth_password")
+    expect_refused(env, "gateway", "gw", replace(gateway_lines(env), 6, "auth_password ="), 6,
+                   "[gateway] auth_password")
 
 
 def test_empty_http_password(env):
-    g = gateway_lines(env) + ["[proxy.http]",                          # 11
+    g = gateway_lines(env) + ["", "[proxy.http]",                      # 11
                               "listen_addr = 127.0.0.1:%d" % h.free_port(),
                               "auth_username = user",                  # 13
                               "auth_password ="]                       # 14
-    expect_refused(env, "gateway", "http", g, "%(path)s:14: ", "[proxy.http] auth_password")
+    expect_refused(env, "gateway", "http", g, 14, "[proxy.http] auth_password")
     # without a username: before, this silently meant "no authentication"
     del g[12]
-    expect_refused(env, "gateway", "http-nouser", g, "%(path)s:13: ",
-                   "[proxy.http] auth_password")
+    expect_refused(env, "gateway", "http-nouser", g, 13, "[proxy.http] auth_password")
 
 
 def test_empty_socks5_password(env):
-    g = gateway_lines(env) + ["[proxy.socks5]",                        # 11
+    g = gateway_lines(env) + ["", "[proxy.socks5]",                    # 11
                               "listen_addr = 127.0.0.1:%d" % h.free_port(),
                               "auth_password = ",                      # 13
                               "auth_username = user"]
-    expect_refused(env, "gateway", "socks5", g, "%(path)s:13: ",
-                   "[proxy.socks5] auth_password")
+    expect_refused(env, "gateway", "socks5", g, 13, "[proxy.socks5] auth_password")
 
 
 def test_empty_client_password(env):
-    c = client_lines(env)
-    c[5] = "auth_password ="
-    expect_refused(env, "client", "client", c, "%(path)s:6: ", "[client] auth_password")
+    expect_refused(env, "client", "client", replace(client_lines(env), 6, "auth_password ="), 6,
+                   "[client] auth_password")
 
 
 def test_empty_group_password(env):
     """The attacker's finding: an empty [group.X] password was accepted and
     then admitted an empty password. Now the gateway does not even start."""
-    g = gateway_lines(env) + ["[group.production]",                    # 11
+    g = gateway_lines(env) + ["", "[group.production]",                # 11
                               "auth_username = prod",                  # 12
                               "auth_password ="]                       # 13
-    expect_refused(env, "gateway", "group", g, "%(path)s:13: ",
-                   "[group.production] auth_password")
+    expect_refused(env, "gateway", "group", g, 13, "[group.production] auth_password")
     # a real start, not only --check-config
-    expect_refused(env, "gateway", "group-start", g, "%(path)s:13: ",
-                   "[group.production] auth_password", check_only=False)
+    path = os.path.join(env.dir, "group.ini")
+    r = subprocess.run([h.gateway_bin(), "-c", path], capture_output=True, text=True,
+                       timeout=30, env=h._daemon_env(None), cwd=env.dir)
+    h.check(r.returncode == 2 and "[group.production] auth_password: " + EMPTY in r.stderr,
+            "a real start: rc %d, stderr %r" % (r.returncode, r.stderr))
     h.check(not os.path.exists(env.control), "the gateway started anyway")
 
 
 def test_empty_secret_from_environment(env):
-    g = gateway_lines(env) + ["[proxy.http]", "listen_addr = 127.0.0.1:%d" % h.free_port()]
-    expect_refused(env, "gateway", "env-http", g, "environment PROXY_HTTP_AUTH_PASSWORD: ", "",
+    g = gateway_lines(env) + ["", "[proxy.http]", "listen_addr = 127.0.0.1:%d" % h.free_port()]
+    expect_refused(env, "gateway", "env-http", g, None, "",
                    extra_env={"PROXY_HTTP_AUTH_PASSWORD": ""})
-    expect_refused(env, "gateway", "env-gw", gateway_lines(env),
-                   "environment GATEWAY_AUTH_PASSWORD: ", "",
+    expect_refused(env, "gateway", "env-gw", gateway_lines(env), None, "",
                    extra_env={"GATEWAY_AUTH_PASSWORD": ""})
-    expect_refused(env, "client", "env-client", client_lines(env),
-                   "environment CLIENT_AUTH_PASSWORD: ", "",
+    expect_refused(env, "client", "env-client", client_lines(env), None, "",
                    extra_env={"CLIENT_AUTH_PASSWORD": ""})
     # a blank line in the file that the environment fills is fine (the
     # reference configs are written that way)
-    g = gateway_lines(env)
-    g[5] = "auth_password ="
-    r = run("gateway", write(env, "env-fills", g), env, {"GATEWAY_AUTH_PASSWORD": "from-env"})
+    path = os.path.join(env.dir, "env-fills.ini")
+    with open(path, "w") as f:
+        f.write("\n".join(replace(gateway_lines(env), 6, "auth_password =")) + "\n")
+    r = subprocess.run([h.gateway_bin(), "-c", path, "--check-config"], capture_output=True,
+                       text=True, timeout=30, cwd=env.dir,
+                       env=h._daemon_env({"GATEWAY_AUTH_PASSWORD": "from-env"}))
     h.check(r.returncode == 0, "a password from the environment should fill the blank line: "
             "rc %d %s" % (r.returncode, r.stderr))
 
@@ -151,13 +105,19 @@ def exposure_warnings(daemon):
     return [l for l in daemon.find(WARN_MSG) if l.level == "WARN"]
 
 
+def write(env, name, lines, mode):
+    path = os.path.join(env.dir, name + ".ini")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(path, mode)
+    return path
+
+
 def start_gateway(env, name, config_mode, key_mode):
     key = os.path.join(env.dir, name + ".key")
     shutil.copyfile(os.path.join(env.certs, "server.key"), key)
     os.chmod(key, key_mode)
-    g = gateway_lines(env)
-    g[3] = "tls_key = %s" % key
-    path = write(env, name, g, config_mode)
+    path = write(env, name, replace(gateway_lines(env), 4, "tls_key = %s" % key), config_mode)
     gw = env.start("gateway", name, path)
     env.wait_gateway_ready(gw)
     return gw, path, key
@@ -170,7 +130,7 @@ def test_world_readable_files_warned(env):
             "no WARN with mode=0644 for the 0644 config file %s:\n%s" % (path, gw.tail(15)))
     h.check(key in warned and warned[key].get("mode") == "0644",
             "no WARN with mode=0644 for the 0644 key file %s:\n%s" % (key, gw.tail(15)))
-    h.check(h.GW_PASS not in gw.log(), "the password is in the log")
+    h.check(SECRET not in gw.log(), "the password is in the log")
     gw.stop()
 
     # group-readable only (0640) counts too
@@ -194,9 +154,11 @@ def test_agent_key_warned(env):
     key = os.path.join(env.dir, "agent.key")
     shutil.copyfile(os.path.join(env.certs, "server.key"), key)
     os.chmod(key, 0o604)
-    c = client_lines(env) + ["gateway_server_name = localhost",
-                             "tls_cert = %s" % os.path.join(env.certs, "server.crt"),
-                             "tls_key = %s" % key]
+    c = client_lines(env)[:7] + ["gateway_server_name = localhost",
+                                 "tls_cert = %s" % os.path.join(env.certs, "server.crt"),
+                                 "tls_key = %s" % key]
+    c = replace(replace(c, 5, "auth_username = %s" % h.GW_USER), 6,
+                "auth_password = %s" % h.GW_PASS)
     path = write(env, "agent", c, 0o600)
     agent = env.start("client", "agent", path)
     agent.wait_for_log("Connected to gateway", 5 + h.slack())
