@@ -72,10 +72,11 @@ int ring_init(struct ring *r, unsigned entries);
 void ring_exit(struct ring *r);
 
 /* A free SQE; never NULL. When the SQ is full it submits the pending ones
- * and takes a slot they freed. A kernel that refuses a submission for any
- * reason other than a moment's interruption or memory shortage leaves the
- * loop unable to go on: the process logs why and aborts (a bug, not a
- * condition callers could handle). */
+ * and takes a slot they freed. A kernel that keeps refusing the submission
+ * (interrupted, short of memory or busy, RING_SUBMIT_RETRIES times in ring.c) or
+ * refuses it for any other reason leaves the loop unable to go on: the
+ * process logs why and aborts (a bug, not a condition callers could
+ * handle). */
 struct io_uring_sqe *ring_get_sqe(struct ring *r);
 
 static inline void ring_sqe_set_op(struct io_uring_sqe *sqe, struct ring_op *op)

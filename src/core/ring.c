@@ -11,8 +11,8 @@
 #include "anyproxy/uring-compat.h"
 
 #define RING_CQE_BATCH 256
-/* Submissions refused for a moment (interrupted, kernel short of memory)
- * before ring_get_sqe gives up on the process. */
+/* Submissions refused for a moment (interrupted, kernel short of memory,
+ * busy) before ring_get_sqe gives up on the process. */
 #define RING_SUBMIT_RETRIES 1000
 
 int ring_init(struct ring *r, unsigned entries)
@@ -59,7 +59,10 @@ struct io_uring_sqe *ring_get_sqe(struct ring *r)
 		ret = io_uring_submit(&r->uring);
 		if (ret > 0)
 			continue;
-		if ((ret == -EINTR || ret == -EAGAIN) && ++refused < RING_SUBMIT_RETRIES)
+		/* EBUSY: old kernels hold submissions back while completions
+		 * overflow the CQ; kernels we run on (5.19+) no longer do. */
+		if ((ret == -EINTR || ret == -EAGAIN || ret == -EBUSY) &&
+		    ++refused < RING_SUBMIT_RETRIES)
 			continue;
 		/* Nothing was taken and no slot can come free: every caller
 		 * would have to drop an operation its object counts on. */
