@@ -695,14 +695,16 @@ static int check_server_name(const void *field, char *why, size_t whylen)
 	return 0;
 }
 
-/* One allowed_hosts / forbidden_hosts pattern (docs/acl.md). */
+/* One allowed_hosts / forbidden_hosts pattern (docs/acl.md): its syntax
+ * only, so `@local` needs no interface addresses here; the agent compiles
+ * the lists again with them. */
 static int check_host_pattern(const char *item, char *why, size_t whylen)
 {
 	const char *const one[] = { item };
 	struct acl *acl;
 	size_t bad;
 
-	if (acl_compile(one, 1, &acl, &bad, why, whylen) < 0)
+	if (acl_compile(one, 1, NULL, &acl, &bad, why, whylen) < 0)
 		return -EINVAL;
 	acl_free(acl);
 	return 0;
