@@ -29,6 +29,11 @@
  * Name rules never match an address and address rules never match a name;
  * a target given as an address is checked only as an address.
  *
+ * Named host sets (`@loopback`, `@private`, `@local`) are address rules
+ * over fixed ranges, except `@local`: the agent host's own addresses, which
+ * the caller reads (getifaddrs) and hands to acl_compile, so a list holds a
+ * snapshot and a reload compiles a fresh one.
+ *
  * Functions follow common.h: 0 or a negative errno value.
  */
 #ifndef ANYPROXY_ACL_H
@@ -82,16 +87,24 @@ struct acl_host {
  */
 int acl_canonical_host(const uint8_t *name, size_t len, struct acl_host *out, const char **why);
 
+/* The agent host's own addresses: what `@local` stands for. */
+struct acl_local {
+	const struct acl_addr *addrs; /* count addresses; may be NULL when count is 0 */
+	size_t count;
+};
+
 /*
  * Compile n patterns into a list. patterns may be NULL when n is 0; an
- * empty list matches nothing. On success returns 0 and stores the list in
+ * empty list matches nothing. `@local` rules take a copy of local's
+ * addresses; with local NULL they match nothing, which is only fit for
+ * checking the syntax of a configuration. On success returns 0 and stores the list in
  * *out (free it with acl_free). On failure returns -EINVAL (a bad pattern)
  * or -ENOMEM, stores the index of the failing pattern in *bad_index (if not
  * NULL), writes "'<pattern>': <why>" to err, and leaves *out unchanged.
  * The caller prefixes the file, line and key.
  */
-int acl_compile(const char *const *patterns, size_t n, struct acl **out, size_t *bad_index,
-		char *err, size_t errlen);
+int acl_compile(const char *const *patterns, size_t n, const struct acl_local *local,
+		struct acl **out, size_t *bad_index, char *err, size_t errlen);
 void acl_free(struct acl *acl);
 
 /* Rules in the list; a NULL list is empty. */
@@ -108,12 +121,14 @@ const struct acl_rule *acl_match_name(const struct acl *acl, const char *name, u
 /*
  * The first rule that matches an address (4 bytes at addr for AF_INET, 16
  * for AF_INET6) and port, or NULL; any other family matches nothing. Only
- * address, CIDR and any-host rules take part. The address is matched as
- * the destination a connect() to it reaches: IPv4-mapped (::ffff:a.b.c.d)
- * and IPv4-compatible (::a.b.c.d, except :: and ::1) addresses as the IPv4
- * address they embed, 0.0.0.0 as 127.0.0.1 and :: as ::1 (Linux connects
- * an unspecified destination to loopback). NAT64, 6to4 and Teredo
- * addresses are matched as the IPv6 addresses they are.
+ * address, CIDR, host set and any-host rules take part. The address is
+ * matched as the destination a connect() to it reaches: IPv4-mapped
+ * (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d, except :: and ::1)
+ * addresses as the IPv4 address they embed, 0.0.0.0 as 127.0.0.1 and :: as
+ * ::1 (Linux connects an unspecified destination to loopback). A NAT64
+ * address (64:ff9b::a.b.c.d, RFC 6052) matches a rule that matches it
+ * either as itself or as the IPv4 address it embeds (read the same way).
+ * 6to4 and Teredo addresses are matched as the IPv6 addresses they are.
  */
 const struct acl_rule *acl_match_addr(const struct acl *acl, int family, const uint8_t *addr,
 				      uint16_t port);

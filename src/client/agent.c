@@ -1,5 +1,7 @@
 /* agent.c — keeps the tunnels to the gateway up (see agent.h). */
 #include <errno.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,13 +372,62 @@ static void free_rules(struct agent_rules_set *set)
 	acl_free(set->forbidden);
 }
 
-static int compile_hosts(const struct config_list *list, const char *key, struct acl **out,
-			 char *err, size_t errlen)
+/*
+ * The addresses of this host's interfaces, up or down, which `@local`
+ * stands for. Read when rules are built (start and SIGHUP, synchronously:
+ * one netlink dump), never per target. *addrs is malloc'd; free it.
+ */
+static int read_local_addrs(struct acl_addr **addrs, size_t *count, char *err, size_t errlen)
+{
+	struct ifaddrs *list, *ifa;
+	struct acl_addr *out;
+	size_t n = 0;
+	int ret;
+
+	if (getifaddrs(&list) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "[client] cannot read the interface addresses for @local: %s",
+			 strerror(-ret));
+		return ret;
+	}
+	for (ifa = list; ifa; ifa = ifa->ifa_next)
+		if (ifa->ifa_addr &&
+		    (ifa->ifa_addr->sa_family == AF_INET || ifa->ifa_addr->sa_family == AF_INET6))
+			n++;
+	out = calloc(n ? n : 1, sizeof(*out));
+	if (!out) {
+		freeifaddrs(list);
+		snprintf(err, errlen, "[client] out of memory reading the interface addresses");
+		return -ENOMEM;
+	}
+	n = 0;
+	for (ifa = list; ifa; ifa = ifa->ifa_next) {
+		const struct sockaddr_in *v4 = (const struct sockaddr_in *)ifa->ifa_addr;
+		const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)ifa->ifa_addr;
+
+		if (!ifa->ifa_addr)
+			continue;
+		if (ifa->ifa_addr->sa_family == AF_INET) {
+			out[n].family = AF_INET;
+			memcpy(out[n++].bytes, &v4->sin_addr, sizeof(v4->sin_addr));
+		} else if (ifa->ifa_addr->sa_family == AF_INET6) {
+			out[n].family = AF_INET6;
+			memcpy(out[n++].bytes, &v6->sin6_addr, sizeof(v6->sin6_addr));
+		}
+	}
+	freeifaddrs(list);
+	*addrs = out;
+	*count = n;
+	return 0;
+}
+
+static int compile_hosts(const struct config_list *list, const char *key,
+			 const struct acl_local *local, struct acl **out, char *err, size_t errlen)
 {
 	char why[256];
 	size_t bad;
 
-	if (acl_compile((const char *const *)list->items, list->count, out, &bad, why,
+	if (acl_compile((const char *const *)list->items, list->count, local, out, &bad, why,
 			sizeof(why)) == 0)
 		return 0;
 	snprintf(err, errlen, "[client] %s: %s", key, why);
@@ -386,20 +437,28 @@ static int compile_hosts(const struct config_list *list, const char *key, struct
 static int build_rules(const struct config *cfg, struct agent_rules_set *out, char *err,
 		       size_t errlen)
 {
+	struct acl_addr *addrs = NULL;
+	struct acl_local local = { NULL, 0 };
+	int ret = -EINVAL;
+
 	memset(out, 0, sizeof(*out));
 	out->tls = tls_ctx_client(cfg->client.gateway_tls_cert, cfg->client.tls_cert,
 				  cfg->client.tls_key, err, errlen);
-	if (!out->tls ||
-	    (cfg->client.hosts_file &&
-	     hosts_load(cfg->client.hosts_file, &out->hosts, err, errlen) < 0) ||
-	    compile_hosts(&cfg->client.allowed_hosts, "allowed_hosts", &out->allowed, err,
-			  errlen) < 0 ||
-	    compile_hosts(&cfg->client.forbidden_hosts, "forbidden_hosts", &out->forbidden, err,
-			  errlen) < 0) {
-		free_rules(out);
-		return -EINVAL;
+	if (out->tls && read_local_addrs(&addrs, &local.count, err, errlen) == 0) {
+		local.addrs = addrs;
+		log_debug("Interface addresses read for @local", LF_U("count", local.count));
+		if ((!cfg->client.hosts_file ||
+		     hosts_load(cfg->client.hosts_file, &out->hosts, err, errlen) == 0) &&
+		    compile_hosts(&cfg->client.allowed_hosts, "allowed_hosts", &local,
+				  &out->allowed, err, errlen) == 0 &&
+		    compile_hosts(&cfg->client.forbidden_hosts, "forbidden_hosts", &local,
+				  &out->forbidden, err, errlen) == 0)
+			ret = 0;
 	}
-	return 0;
+	free(addrs);
+	if (ret < 0)
+		free_rules(out);
+	return ret;
 }
 
 static void swap_rules(struct agent *a, struct agent_rules_set *set)

@@ -273,9 +273,10 @@ static const struct config_key config_keys[] = {
 	  .help = "Targets this agent may connect to. Empty: every target that "
 		  "forbidden_hosts does not forbid." },
 	{ KEY("client", "forbidden_hosts", KEY_LIST, CLIENT, client.forbidden_hosts),
-	  .example = "localhost, 127.0.0.1, 192.168.0.0/16", .item_check = check_host_pattern,
+	  .example = "@loopback, @private, @local", .item_check = check_host_pattern,
 	  .help = "Targets this agent must never connect to; checked on the name and on "
-		  "every address it resolves to, and wins over allowed_hosts." },
+		  "every address it resolves to, and wins over allowed_hosts. Production: "
+		  "@loopback, @private, @local (docs/acl.md)." },
 	{ KEY("client", "hosts_file", KEY_FILE, CLIENT, client.hosts_file),
 	  .example = "/etc/anyproxy/hosts",
 	  .help = "Extra hosts file (/etc/hosts format) consulted before the system "
@@ -724,14 +725,16 @@ static int check_server_name(const void *field, char *why, size_t whylen)
 	return 0;
 }
 
-/* One allowed_hosts / forbidden_hosts pattern (docs/acl.md). */
+/* One allowed_hosts / forbidden_hosts pattern (docs/acl.md): its syntax
+ * only, so `@local` needs no interface addresses here; the agent compiles
+ * the lists again with them. */
 static int check_host_pattern(const char *item, char *why, size_t whylen)
 {
 	const char *const one[] = { item };
 	struct acl *acl;
 	size_t bad;
 
-	if (acl_compile(one, 1, &acl, &bad, why, whylen) < 0)
+	if (acl_compile(one, 1, NULL, &acl, &bad, why, whylen) < 0)
 		return -EINVAL;
 	acl_free(acl);
 	return 0;

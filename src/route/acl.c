@@ -41,6 +41,12 @@
 #define REGEX_NODES_MAX 2048
 #define REGEX_OPTIONAL_MAX 256
 #define LOOPBACK_IPV4 0x7f000001u
+/* RFC 6052's well-known NAT64 prefix, 64:ff9b::/96: the last 32 bits are
+ * the IPv4 destination a translator connects to. */
+#define NAT64_PREFIX_BYTES 12
+static const uint8_t nat64_prefix[NAT64_PREFIX_BYTES] = { 0x00, 0x64, 0xff, 0x9b };
+#define DESTINATIONS_MAX 2 /* an address, and the IPv4 inside a NAT64 one */
+#define HOST_SET_PREFIX '@'
 
 enum rule_kind {
 	RULE_ANY_HOST,   /* `*`, `.*`, `*:PORT` */
@@ -49,6 +55,7 @@ enum rule_kind {
 	RULE_DOMAIN,     /* .example.com: the domain and its subdomains */
 	RULE_REGEX,      /* ~REGEX on the whole canonical name */
 	RULE_NET,        /* an address or CIDR, normalised like a destination */
+	RULE_SET,        /* @loopback, @private, @local: a named list of networks */
 };
 
 struct net {
@@ -68,6 +75,11 @@ struct acl_rule {
 		} name; /* RULE_NAME, RULE_SUBDOMAINS, RULE_DOMAIN: canonical */
 		regex_t regex;
 		struct net net;
+		struct {
+			const struct net *nets; /* a static table, or owned */
+			size_t count;
+			struct net *owned; /* @local's copy of the addresses; freed with the rule */
+		} set;
 	};
 };
 
@@ -249,6 +261,11 @@ static bool is_compatible(const uint8_t *v6)
 	return is_zero(v6, EMBEDDED_IPV4_OFFSET) && get_be32(v6 + EMBEDDED_IPV4_OFFSET) > 1;
 }
 
+static bool is_nat64(const uint8_t *v6)
+{
+	return memcmp(v6, nat64_prefix, NAT64_PREFIX_BYTES) == 0;
+}
+
 /*
  * The destination a connect() to this address reaches, which is what
  * rules are about: embedded IPv4 as IPv4, and the unspecified addresses
@@ -275,6 +292,23 @@ static bool destination(int family, const uint8_t *addr, struct acl_addr *out)
 	else
 		memcpy(out->bytes, addr, IPV4_BYTES);
 	return true;
+}
+
+/*
+ * Every destination an address stands for (see destination()): one, or for
+ * a NAT64 address also the IPv4 address a translator turns it into, so an
+ * IPv4 rule cannot be walked around through 64:ff9b::/96. Returns how many
+ * were written to out (0 for another family).
+ */
+static size_t destinations(int family, const uint8_t *addr,
+			   struct acl_addr out[DESTINATIONS_MAX])
+{
+	if (!destination(family, addr, &out[0]))
+		return 0;
+	if (out[0].family != AF_INET6 || !is_nat64(out[0].bytes))
+		return 1;
+	destination(AF_INET, out[0].bytes + EMBEDDED_IPV4_OFFSET, &out[1]);
+	return 2;
 }
 
 static bool net_contains(const struct net *net, const struct acl_addr *a)
@@ -684,6 +718,78 @@ static int compile_regex(const char *pattern, const char *regex, regex_t *re, ch
 	return 0;
 }
 
+/* ---- named host sets ------------------------------------------------ */
+
+/* docs/acl.md lists these ranges; keep the two in step. */
+static const struct net loopback_nets[] = {
+	{ AF_INET, { 127 }, 8 },
+	{ AF_INET6, { [IPV6_BYTES - 1] = 1 }, IPV6_BITS }, /* ::1 */
+};
+
+static const struct net private_nets[] = {
+	{ AF_INET, { 10 }, 8 },                    /* RFC 1918 */
+	{ AF_INET, { 172, 16 }, 12 },              /* RFC 1918 */
+	{ AF_INET, { 192, 168 }, 16 },             /* RFC 1918 */
+	{ AF_INET, { 169, 254 }, 16 },             /* link-local, cloud metadata */
+	{ AF_INET, { 100, 64 }, 10 },              /* RFC 6598 shared (CGNAT) */
+	{ AF_INET6, { 0xfc }, 7 },                 /* unique local */
+	{ AF_INET6, { 0xfe, 0x80 }, 10 },          /* link-local */
+	{ AF_INET6, { 0xfe, 0xc0 }, 10 },          /* site-local (deprecated, still routed) */
+	{ AF_INET6, { 0x00, 0x64, 0xff, 0x9b, 0x00, 0x01 }, 48 }, /* RFC 8215 local NAT64 */
+};
+
+struct host_set {
+	const char *name;       /* after the '@' */
+	const struct net *nets; /* NULL: the addresses handed to acl_compile */
+	size_t count;
+};
+
+#define HOST_SET_NAMES "@loopback, @private, @local"
+static const struct host_set host_sets[] = {
+	{ "loopback", loopback_nets, ARRAY_SIZE(loopback_nets) },
+	{ "private", private_nets, ARRAY_SIZE(private_nets) },
+	{ "local", NULL, 0 },
+};
+
+/* `@NAME` (text is NUL-terminated, without the port). @local copies the
+ * local addresses, as the destinations they are, into the rule. */
+static int parse_set(const char *pattern, const char *text, const struct acl_local *local,
+		     struct acl_rule *rule, char *err, size_t errlen)
+{
+	const struct host_set *set = NULL;
+	struct acl_addr dest;
+	size_t i, n = 0;
+
+	for (i = 0; i < ARRAY_SIZE(host_sets); i++)
+		if (strcmp(text + 1, host_sets[i].name) == 0)
+			set = &host_sets[i];
+	if (!set)
+		return pattern_error(err, errlen, pattern,
+				     "unknown host set (the sets are " HOST_SET_NAMES ")");
+	rule->kind = RULE_SET;
+	if (set->nets) {
+		rule->set.nets = set->nets;
+		rule->set.count = set->count;
+		return 0;
+	}
+	if (!local || local->count == 0)
+		return 0;
+	rule->set.owned = calloc(local->count, sizeof(*rule->set.owned));
+	if (!rule->set.owned)
+		return -ENOMEM;
+	for (i = 0; i < local->count; i++) {
+		if (!destination(local->addrs[i].family, local->addrs[i].bytes, &dest))
+			continue;
+		rule->set.owned[n].family = dest.family;
+		memcpy(rule->set.owned[n].bytes, dest.bytes, sizeof(dest.bytes));
+		rule->set.owned[n].prefix_bits = dest.family == AF_INET ? IPV4_BITS : IPV6_BITS;
+		n++;
+	}
+	rule->set.nets = rule->set.owned;
+	rule->set.count = n;
+	return 0;
+}
+
 /* A host name or domain suffix; numeric forms must be address rules. */
 static int parse_name(const char *pattern, const char *text, bool is_suffix,
 		      struct acl_rule *rule, char *err, size_t errlen)
@@ -705,14 +811,17 @@ static int parse_name(const char *pattern, const char *text, bool is_suffix,
 }
 
 /* The host part of a pattern without brackets (NUL-terminated). */
-static int parse_host(const char *pattern, const char *host, struct acl_rule *rule,
-		      const struct net_spelling *spelling, char *err, size_t errlen)
+static int parse_host(const char *pattern, const char *host, const struct acl_local *local,
+		      struct acl_rule *rule, const struct net_spelling *spelling, char *err,
+		      size_t errlen)
 {
 	struct in_addr v4;
 
 	if (*host == '\0')
 		return pattern_error(err, errlen, pattern,
 				     "missing host before ':' (*:PORT for any host)");
+	if (host[0] == HOST_SET_PREFIX)
+		return parse_set(pattern, host, local, rule, err, errlen);
 	if (strcmp(host, "*") == 0 || strcmp(host, ".*") == 0) {
 		rule->kind = RULE_ANY_HOST;
 		return 0;
@@ -742,7 +851,8 @@ static int parse_host(const char *pattern, const char *host, struct acl_rule *ru
 
 /* Parse one pattern into rule (its text excepted); on failure nothing
  * needs freeing. */
-static int parse_pattern(const char *pattern, struct acl_rule *rule, char *err, size_t errlen)
+static int parse_pattern(const char *pattern, const struct acl_local *local,
+			 struct acl_rule *rule, char *err, size_t errlen)
 {
 	char host[ACL_PATTERN_MAX + 1];
 	struct net_spelling spelling = { .bracketed = false, .port_suffix = "" };
@@ -805,13 +915,15 @@ static int parse_pattern(const char *pattern, struct acl_rule *rule, char *err, 
 	}
 	memcpy(host, pattern, len);
 	host[len] = '\0';
-	return parse_host(pattern, host, rule, &spelling, err, errlen);
+	return parse_host(pattern, host, local, rule, &spelling, err, errlen);
 }
 
 static void free_rule(struct acl_rule *rule)
 {
 	if (rule->kind == RULE_REGEX)
 		regfree(&rule->regex);
+	else if (rule->kind == RULE_SET)
+		free(rule->set.owned);
 	free(rule->text);
 }
 
@@ -826,8 +938,8 @@ void acl_free(struct acl *acl)
 	free(acl);
 }
 
-int acl_compile(const char *const *patterns, size_t n, struct acl **out, size_t *bad_index,
-		char *err, size_t errlen)
+int acl_compile(const char *const *patterns, size_t n, const struct acl_local *local,
+		struct acl **out, size_t *bad_index, char *err, size_t errlen)
 {
 	struct acl *acl;
 	size_t i;
@@ -854,13 +966,12 @@ int acl_compile(const char *const *patterns, size_t n, struct acl **out, size_t 
 			rc = pattern_error(err, errlen, "", "missing pattern");
 			goto fail_free;
 		}
-		rc = parse_pattern(patterns[i], rule, err, errlen);
+		rc = parse_pattern(patterns[i], local, rule, err, errlen);
 		if (rc < 0)
 			goto fail_free;
 		rule->text = strdup(patterns[i]);
 		if (!rule->text) {
-			if (rule->kind == RULE_REGEX)
-				regfree(&rule->regex);
+			free_rule(rule);
 			rc = -ENOMEM;
 			goto fail_free;
 		}
@@ -927,6 +1038,7 @@ static bool rule_matches_name(const struct acl_rule *rule, const char *name, siz
 	case RULE_REGEX:
 		return regex_matches_whole(&rule->regex, name, name_len);
 	case RULE_NET:
+	case RULE_SET:
 		return false;
 	}
 	return false;
@@ -945,21 +1057,50 @@ const struct acl_rule *acl_match_name(const struct acl *acl, const char *name, u
 	return NULL;
 }
 
+/* One of the destinations is in one of the networks. */
+static bool nets_contain(const struct net *nets, size_t count, const struct acl_addr *dests,
+			 size_t ndests)
+{
+	size_t i, j;
+
+	for (i = 0; i < count; i++)
+		for (j = 0; j < ndests; j++)
+			if (net_contains(&nets[i], &dests[j]))
+				return true;
+	return false;
+}
+
+static bool rule_matches_addr(const struct acl_rule *rule, const struct acl_addr *dests,
+			      size_t ndests)
+{
+	switch (rule->kind) {
+	case RULE_ANY_HOST:
+		return true;
+	case RULE_NET:
+		return nets_contain(&rule->net, 1, dests, ndests);
+	case RULE_SET:
+		return nets_contain(rule->set.nets, rule->set.count, dests, ndests);
+	case RULE_NAME:
+	case RULE_SUBDOMAINS:
+	case RULE_DOMAIN:
+	case RULE_REGEX:
+		return false;
+	}
+	return false;
+}
+
 const struct acl_rule *acl_match_addr(const struct acl *acl, int family, const uint8_t *addr,
 				      uint16_t port)
 {
-	struct acl_addr dest;
-	size_t i;
+	struct acl_addr dests[DESTINATIONS_MAX];
+	size_t i, ndests = destinations(family, addr, dests);
 
-	if (!destination(family, addr, &dest))
+	if (ndests == 0)
 		return NULL;
 	for (i = 0; i < acl_rule_count(acl); i++) {
 		const struct acl_rule *rule = &acl->rules[i];
 
-		if (!port_matches(rule, port))
-			continue;
-		if (rule->kind == RULE_ANY_HOST ||
-		    (rule->kind == RULE_NET && net_contains(&rule->net, &dest)))
+		if (port_matches(rule, port) && rule_matches_addr(rule, dests, ndests))
 			return rule;
 	}
 	return NULL;
@@ -971,7 +1112,8 @@ static bool has_addr_rule(const struct acl *acl, uint16_t port)
 	size_t i;
 
 	for (i = 0; i < acl_rule_count(acl); i++)
-		if (acl->rules[i].kind == RULE_NET && port_matches(&acl->rules[i], port))
+		if ((acl->rules[i].kind == RULE_NET || acl->rules[i].kind == RULE_SET) &&
+		    port_matches(&acl->rules[i], port))
 			return true;
 	return false;
 }

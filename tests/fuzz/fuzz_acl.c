@@ -16,10 +16,12 @@
  *     the dotted spelling of the target;
  *   - an address target given as text (inet_ntop, bare and in brackets)
  *     canonicalises to the same address and matches the same rules as its
- *     binary form, and so do its IPv4-mapped and -compatible forms;
+ *     binary form, and so do its IPv4-mapped and -compatible forms; its
+ *     NAT64 form (64:ff9b::a.b.c.d) matches whatever the IPv4 form matches;
  *   - a rule matching an address also matching a name is an any-host rule;
  *     an exact-name rule matches only its own name;
  *   - the verdict helpers agree with the match functions.
+ * `@local` stands for a fixed set of addresses (fuzz_local below).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,6 +44,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define EMBEDDED_IPV4_OFFSET 12
 #define MAPPED_MARKER_OFFSET 10
 #define TARGET_MAX (ACL_NAME_MAX + 8) /* room to add a byte or two */
+
+/* What `@local` means here: an agent's usual interface addresses. */
+static const struct acl_addr fuzz_local_addrs[] = {
+	{ AF_INET, { 127, 0, 0, 1 } },
+	{ AF_INET, { 10, 200, 0, 1 } },
+	{ AF_INET, { 198, 51, 100, 7 } },
+	{ AF_INET6, { [15] = 1 } },
+	{ AF_INET6, { 0x20, 0x01, 0x0d, 0xb8, [15] = 0x07 } },
+	{ AF_INET6, { 0xfe, 0x80, [15] = 0x01 } },
+};
+static const struct acl_local fuzz_local = { fuzz_local_addrs, ARRAY_SIZE(fuzz_local_addrs) };
+static const uint8_t nat64_prefix[EMBEDDED_IPV4_OFFSET] = { 0x00, 0x64, 0xff, 0x9b };
 
 struct pattern_set {
 	char *text[MAX_PATTERNS];
@@ -75,8 +89,8 @@ static void compile_patterns(struct pattern_set *set)
 	for (i = 0; i < set->count; i++) {
 		set->one[i] = NULL;
 		memset(err, ERR_CANARY, sizeof(err));
-		rc = acl_compile((const char *const *)&set->text[i], 1, &set->one[i], &bad, err,
-				 ERR_BYTES);
+		rc = acl_compile((const char *const *)&set->text[i], 1, &fuzz_local, &set->one[i],
+				 &bad, err, ERR_BYTES);
 		check(err[ERR_BYTES] == ERR_CANARY);
 		if (rc == 0) {
 			check(set->one[i] && acl_rule_count(set->one[i]) == 1);
@@ -90,7 +104,8 @@ static void compile_patterns(struct pattern_set *set)
 
 	acl = NULL;
 	memset(err, ERR_CANARY, sizeof(err));
-	rc = acl_compile((const char *const *)set->text, set->count, &acl, &bad, err, ERR_BYTES);
+	rc = acl_compile((const char *const *)set->text, set->count, &fuzz_local, &acl, &bad, err,
+			 ERR_BYTES);
 	check(err[ERR_BYTES] == ERR_CANARY);
 	if (first_bad == SIZE_MAX) {
 		check(rc == 0 && acl && acl_rule_count(acl) == set->count);
@@ -262,6 +277,10 @@ static void check_addr_forms(const struct pattern_set *set, const struct acl_add
 	v6[MAPPED_MARKER_OFFSET] = 0xff;
 	v6[MAPPED_MARKER_OFFSET + 1] = 0xff;
 	check_same_rule(set->all, a, AF_INET6, v6, port);
+	/* NAT64 reaches the IPv4 address too: never less caught than it. */
+	memcpy(v6, nat64_prefix, sizeof(nat64_prefix));
+	if (acl_match_addr(set->all, a->family, a->bytes, port))
+		check(acl_match_addr(set->all, AF_INET6, v6, port) != NULL);
 }
 
 static bool is_canonical_byte(char c)

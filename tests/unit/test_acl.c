@@ -24,7 +24,7 @@
 #include "guard.h"
 
 #define MAX_PATTERNS 6
-#define MAX_RESOLVED 4
+#define MAX_RESOLVED 6
 #define ERR_BYTES 256
 #define SHOWN_BYTES 64 /* of an input echoed in a failure message */
 #define DIALLED_BYTES 256
@@ -83,13 +83,28 @@ static size_t count_patterns(const char *const *patterns)
 	return n;
 }
 
-/* Compile a NULL-terminated table list; the test fails if it is refused. */
+/* What `@local` stands for in these tests: a host with a LAN address, a
+ * public-looking address, loopback and link-local. */
+static const struct acl_addr test_local_addrs[] = {
+	{ AF_INET, { 127, 0, 0, 1 } },
+	{ AF_INET, { 10, 200, 0, 1 } },
+	{ AF_INET, { 198, 51, 100, 7 } },
+	{ AF_INET6, { [15] = 1 } },
+	{ AF_INET6, { 0x20, 0x01, 0x0d, 0xb8, [15] = 0x07 } },
+	{ AF_INET6, { 0xfe, 0x80, [15] = 0x01 } },
+	{ AF_INET6, { [10] = 0xff, [11] = 0xff, 10, 9, 9, 9 } }, /* read as 10.9.9.9 */
+};
+static const struct acl_local test_local = { test_local_addrs, ARRAY_SIZE(test_local_addrs) };
+
+/* Compile a NULL-terminated table list (with test_local for `@local`); the
+ * test fails if it is refused. */
 static struct acl *compile_or_fail(const char *label, const char *const *patterns)
 {
 	char err[ERR_BYTES] = "";
 	struct acl *acl = NULL;
 	size_t bad = 0;
-	int rc = acl_compile(patterns, count_patterns(patterns), &acl, &bad, err, sizeof(err));
+	int rc = acl_compile(patterns, count_patterns(patterns), &test_local, &acl, &bad, err,
+			     sizeof(err));
 
 	if (rc != 0)
 		fail_msg("%s: pattern %zu refused: %s", label, bad, err);
@@ -280,19 +295,20 @@ static void test_compile_every_form(void **state)
 		"~[[:alpha:]]+\\.(com|net)", "~a{1,63}", "~(a+)+b", "~x{,16}", "~a)b", "~a{2048}",
 		"~(ab?){256}", "~(^a)+", "~(a|b)+", "~a*b+", "~([a-z0-9-]+\\.)*(corp|internal)",
 		"~a{,}b{3,}", "~[[:digit:]:]+", "~[\\1]", "~([a-z0-9-]{1,63}\\.)+corp",
-		"~a{0,253}", "~(a|b|)c", "~(|a)b",
+		"~a{0,253}", "~(a|b|)c", "~(|a)b", "@loopback", "@private", "@local",
+		"@private:443", "@local:*", "@loopback:22",
 	};
 	char err[ERR_BYTES];
 	struct acl *acl = NULL;
 	size_t i;
 
-	if (acl_compile(patterns, ARRAY_SIZE(patterns), &acl, NULL, err, sizeof(err)) != 0)
+	if (acl_compile(patterns, ARRAY_SIZE(patterns), NULL, &acl, NULL, err, sizeof(err)) != 0)
 		fail_msg("refused: %s", err);
 	assert_int_equal(acl_rule_count(acl), ARRAY_SIZE(patterns));
 	for (i = 0; i < ARRAY_SIZE(patterns); i++) {
 		struct acl *one = NULL;
 
-		if (acl_compile(&patterns[i], 1, &one, NULL, err, sizeof(err)) != 0)
+		if (acl_compile(&patterns[i], 1, NULL, &one, NULL, err, sizeof(err)) != 0)
 			fail_msg("'%s' alone refused: %s", patterns[i], err);
 		assert_int_equal(acl_rule_count(one), 1);
 		acl_free(one);
@@ -305,7 +321,7 @@ static void test_compile_empty(void **state)
 	struct acl *acl = NULL;
 	uint8_t v4[4] = { 10, 0, 0, 1 };
 
-	assert_int_equal(acl_compile(NULL, 0, &acl, NULL, NULL, 0), 0);
+	assert_int_equal(acl_compile(NULL, 0, NULL, &acl, NULL, NULL, 0), 0);
 	assert_non_null(acl);
 	assert_int_equal(acl_rule_count(acl), 0);
 	assert_null(acl_match_name(acl, "example.com", 80));
@@ -406,6 +422,17 @@ static const struct bad_pattern_case bad_pattern_cases[] = {
 	{ "::", "write ::1" },
 	{ "[::]:80", "unspecified address" },
 	{ "::ffff:0.0.0.0", "write 127.0.0.1" },
+	{ "@lan", "'@lan': unknown host set (the sets are @loopback, @private, @local)" },
+	{ "@", "unknown host set" },
+	{ "@Private", "unknown host set" },
+	{ "@private.example", "unknown host set" },
+	{ "@private/8", "unknown host set" },
+	{ "@local:0", "bad port '0'" },
+	{ "@loopback:", "missing port after ':'" },
+	{ "[@private]", "bad IPv6 address '@private'" },
+	{ "*.@private", "byte not allowed" },
+	{ ".@private", "byte not allowed" },
+	{ "private@", "byte not allowed" },
 };
 
 static void test_bad_patterns(void **state)
@@ -418,7 +445,7 @@ static void test_bad_patterns(void **state)
 		char err[ERR_BYTES] = "";
 		struct acl *acl = (struct acl *)&err; /* must stay untouched */
 		size_t bad = SIZE_MAX;
-		int rc = acl_compile(list, ARRAY_SIZE(list), &acl, &bad, err, sizeof(err));
+		int rc = acl_compile(list, ARRAY_SIZE(list), NULL, &acl, &bad, err, sizeof(err));
 
 		if (rc != -EINVAL)
 			fail_msg("'%s': compile returned %d, want -EINVAL",
@@ -442,7 +469,7 @@ static void test_bad_pattern_edges(void **state)
 	size_t bad = SIZE_MAX;
 
 	/* A NULL entry is an error, not a crash. */
-	assert_int_equal(acl_compile(list, 2, &acl, &bad, err, sizeof(err)), -EINVAL);
+	assert_int_equal(acl_compile(list, 2, NULL, &acl, &bad, err, sizeof(err)), -EINVAL);
 	assert_int_equal(bad, 1);
 	assert_non_null(strstr(err, "missing pattern"));
 
@@ -450,16 +477,16 @@ static void test_bad_pattern_edges(void **state)
 	memset(long_pattern, 'a', sizeof(long_pattern) - 1);
 	long_pattern[sizeof(long_pattern) - 1] = '\0';
 	list[0] = long_pattern;
-	assert_int_equal(acl_compile(list, 1, &acl, &bad, err, sizeof(err)), -EINVAL);
+	assert_int_equal(acl_compile(list, 1, NULL, &acl, &bad, err, sizeof(err)), -EINVAL);
 	assert_int_equal(bad, 0);
 	assert_non_null(strstr(err, "...': pattern longer than 1024 bytes"));
 
 	/* A short or absent message buffer is never overrun. */
 	list[0] = "10.0.0.1/8";
 	memset(tiny, 'x', sizeof(tiny));
-	assert_int_equal(acl_compile(list, 1, &acl, NULL, tiny, sizeof(tiny)), -EINVAL);
+	assert_int_equal(acl_compile(list, 1, NULL, &acl, NULL, tiny, sizeof(tiny)), -EINVAL);
 	assert_int_equal(strlen(tiny), sizeof(tiny) - 1);
-	assert_int_equal(acl_compile(list, 1, &acl, NULL, NULL, 0), -EINVAL);
+	assert_int_equal(acl_compile(list, 1, NULL, &acl, NULL, NULL, 0), -EINVAL);
 }
 
 /* ---- matching ---------------------------------------------------------- */
@@ -579,8 +606,33 @@ static const struct match_case match_cases[] = {
 	{ { "[2001:db8::1/128]" }, "[2001:db8::2]", 80, NULL },
 	{ { "::ffff:10.0.0.0/104" }, "10.2.3.4", 80, "::ffff:10.0.0.0/104" },
 	{ { "::ffff:10.0.0.0/104" }, "11.2.3.4", 80, NULL },
+	/* NAT64 matches as itself and as the IPv4 address inside. */
 	{ { "64:ff9b::/96" }, "[64:ff9b::7f00:1]", 80, "64:ff9b::/96" },
-	{ { "127.0.0.1" }, "[64:ff9b::7f00:1]", 80, NULL }, /* NAT64 is not unwrapped */
+	{ { "127.0.0.1" }, "[64:ff9b::7f00:1]", 80, "127.0.0.1" },
+	{ { "127.0.0.1" }, "64:ff9b::127.0.0.1", 80, "127.0.0.1" },
+	{ { "127.0.0.1" }, "[64:ff9b::]", 80, "127.0.0.1" }, /* 0.0.0.0 inside */
+	{ { "127.0.0.1" }, "[64:ff9b::7f00:2]", 80, NULL },
+	{ { "127.0.0.1" }, "[64:ff9b:0:0:0:1:7f00:1]", 80, NULL }, /* not in the /96 */
+	{ { "10.0.0.0/8:22" }, "[64:ff9b::a01:203]", 22, "10.0.0.0/8:22" },
+	{ { "10.0.0.0/8:22" }, "[64:ff9b::a01:203]", 80, NULL },
+	{ { "0.0.0.0/0" }, "[64:ff9b::808:808]", 80, "0.0.0.0/0" },
+	{ { "::/0" }, "[64:ff9b::808:808]", 80, "::/0" },
+	{ { "8.8.4.4", "::/0" }, "[64:ff9b::808:808]", 80, "::/0" },
+	{ { "8.8.8.8", "::/0" }, "[64:ff9b::808:808]", 80, "8.8.8.8" },
+	{ { "127.0.0.1" }, "[2002:7f00:1::]", 80, NULL }, /* 6to4 is not unwrapped */
+	/* Host sets are address rules, with ports like the others. */
+	{ { "@loopback" }, "localhost", 80, NULL },
+	{ { "@private", "@local" }, "db.corp.example", 80, NULL },
+	{ { "@loopback" }, "127.0.0.1", 80, "@loopback" },
+	{ { "@loopback:22" }, "127.0.0.1", 22, "@loopback:22" },
+	{ { "@loopback:22" }, "127.0.0.1", 80, NULL },
+	{ { "@private:*" }, "10.0.0.1", 443, "@private:*" },
+	{ { "@local:443" }, "10.200.0.1", 443, "@local:443" },
+	{ { "@local:443" }, "10.200.0.1", 80, NULL },
+	{ { "10.200.0.0/16", "@local" }, "10.200.0.1", 80, "10.200.0.0/16" },
+	{ { "@private", "@local" }, "10.200.0.1", 80, "@private" },
+	{ { "@local", "@private" }, "10.200.0.1", 80, "@local" },
+	{ { "*:22", "@private" }, "10.0.0.1", 80, "@private" },
 	/* The first matching rule, in list order, is the one reported. */
 	{ { "*.example.com", ".example.com" }, "www.example.com", 80, "*.example.com" },
 	{ { "*.example.com", ".example.com" }, "example.com", 80, ".example.com" },
@@ -619,6 +671,214 @@ static void test_match(void **state)
 	}
 }
 
+/* ---- named host sets: every range's edges ----------------------------- */
+
+struct set_edge_case {
+	const char *set;    /* the pattern */
+	const char *target; /* an address spelling, through acl_canonical_host */
+	bool in;
+};
+
+#define IN(set, target) { set, target, true }
+#define OUT(set, target) { set, target, false }
+
+static const struct set_edge_case set_edge_cases[] = {
+	/* @loopback: 127.0.0.0/8, ::1, and what connects there */
+	IN("@loopback", "127.0.0.0"),
+	IN("@loopback", "127.0.0.1"),
+	IN("@loopback", "127.255.255.255"),
+	OUT("@loopback", "126.255.255.255"),
+	OUT("@loopback", "128.0.0.0"),
+	IN("@loopback", "::1"),
+	OUT("@loopback", "::2"),
+	IN("@loopback", "0.0.0.0"), /* Linux connects it to 127.0.0.1 */
+	IN("@loopback", "::"),      /* ... and :: to ::1 */
+	IN("@loopback", "127.1"),
+	IN("@loopback", "2130706433"),
+	IN("@loopback", "::ffff:127.0.0.0"),
+	IN("@loopback", "::ffff:127.255.255.255"),
+	OUT("@loopback", "::ffff:126.255.255.255"),
+	OUT("@loopback", "::ffff:128.0.0.0"),
+	IN("@loopback", "::127.0.0.2"),
+	IN("@loopback", "::ffff:0.0.0.0"),
+	IN("@loopback", "64:ff9b::7f00:0"),
+	IN("@loopback", "64:ff9b::7fff:ffff"),
+	OUT("@loopback", "64:ff9b::7eff:ffff"),
+	OUT("@loopback", "64:ff9b::8000:0"),
+	IN("@loopback", "64:ff9b::"), /* 0.0.0.0 inside */
+	OUT("@loopback", "::1:0:0:1"),
+	OUT("@loopback", "10.0.0.1"),
+	/* @private: 10/8 */
+	IN("@private", "10.0.0.0"),
+	IN("@private", "10.255.255.255"),
+	OUT("@private", "9.255.255.255"),
+	OUT("@private", "11.0.0.0"),
+	IN("@private", "::ffff:10.0.0.0"),
+	IN("@private", "::ffff:10.255.255.255"),
+	OUT("@private", "::ffff:9.255.255.255"),
+	OUT("@private", "::ffff:11.0.0.0"),
+	IN("@private", "64:ff9b::a00:0"),
+	IN("@private", "64:ff9b::aff:ffff"),
+	OUT("@private", "64:ff9b::9ff:ffff"),
+	OUT("@private", "64:ff9b::b00:0"),
+	IN("@private", "::10.1.2.3"),
+	IN("@private", "167772161"), /* 10.0.0.1 */
+	/* 172.16/12 */
+	IN("@private", "172.16.0.0"),
+	IN("@private", "172.31.255.255"),
+	OUT("@private", "172.15.255.255"),
+	OUT("@private", "172.32.0.0"),
+	IN("@private", "::ffff:172.16.0.0"),
+	OUT("@private", "::ffff:172.32.0.0"),
+	IN("@private", "64:ff9b::ac10:0"),
+	IN("@private", "64:ff9b::ac1f:ffff"),
+	OUT("@private", "64:ff9b::ac0f:ffff"),
+	OUT("@private", "64:ff9b::ac20:0"),
+	/* 192.168/16 */
+	IN("@private", "192.168.0.0"),
+	IN("@private", "192.168.255.255"),
+	OUT("@private", "192.167.255.255"),
+	OUT("@private", "192.169.0.0"),
+	IN("@private", "::ffff:192.168.1.1"),
+	IN("@private", "64:ff9b::c0a8:0"),
+	IN("@private", "64:ff9b::c0a8:ffff"),
+	OUT("@private", "64:ff9b::c0a7:ffff"),
+	OUT("@private", "64:ff9b::c0a9:0"),
+	/* 169.254/16, cloud metadata included */
+	IN("@private", "169.254.0.0"),
+	IN("@private", "169.254.169.254"),
+	IN("@private", "169.254.255.255"),
+	OUT("@private", "169.253.255.255"),
+	OUT("@private", "169.255.0.0"),
+	IN("@private", "::ffff:169.254.169.254"),
+	IN("@private", "64:ff9b::a9fe:a9fe"),
+	OUT("@private", "64:ff9b::a9fd:ffff"),
+	OUT("@private", "64:ff9b::a9ff:0"),
+	/* 100.64/10 */
+	IN("@private", "100.64.0.0"),
+	IN("@private", "100.127.255.255"),
+	OUT("@private", "100.63.255.255"),
+	OUT("@private", "100.128.0.0"),
+	IN("@private", "::ffff:100.64.0.1"),
+	IN("@private", "64:ff9b::6440:0"),
+	IN("@private", "64:ff9b::647f:ffff"),
+	OUT("@private", "64:ff9b::643f:ffff"),
+	OUT("@private", "64:ff9b::6480:0"),
+	/* fc00::/7 */
+	IN("@private", "fc00::"),
+	IN("@private", "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+	OUT("@private", "fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+	OUT("@private", "fe00::"),
+	/* fe80::/10 and fec0::/10 (so fe80:: to feff:...) */
+	IN("@private", "fe80::"),
+	IN("@private", "fe80::1"),
+	IN("@private", "febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+	IN("@private", "fec0::"),
+	IN("@private", "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+	OUT("@private", "fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+	OUT("@private", "ff00::"),
+	OUT("@private", "ff02::1"),
+	/* 64:ff9b:1::/48 (RFC 8215, local-use NAT64) as a whole */
+	IN("@private", "64:ff9b:1::"),
+	IN("@private", "64:ff9b:1:ffff:ffff:ffff:ffff:ffff"),
+	IN("@private", "64:ff9b:1::808:808"),
+	OUT("@private", "64:ff9b:0:ffff:ffff:ffff:ffff:ffff"),
+	OUT("@private", "64:ff9b:2::"),
+	/* public addresses, loopback and the unwrapped public NAT64 */
+	OUT("@private", "8.8.8.8"),
+	OUT("@private", "64:ff9b::808:808"),
+	OUT("@private", "64:ff9b::"),
+	OUT("@private", "2001:db8::1"),
+	OUT("@private", "127.0.0.1"),
+	OUT("@private", "::1"),
+	OUT("@private", "0.0.0.0"),
+	OUT("@private", "::"),
+	/* @local: exactly test_local's addresses, not their networks */
+	IN("@local", "10.200.0.1"),
+	OUT("@local", "10.200.0.0"),
+	OUT("@local", "10.200.0.2"),
+	IN("@local", "198.51.100.7"),
+	OUT("@local", "198.51.100.6"),
+	OUT("@local", "198.51.100.8"),
+	IN("@local", "2001:db8::7"),
+	OUT("@local", "2001:db8::6"),
+	OUT("@local", "2001:db8::8"),
+	IN("@local", "fe80::1"),
+	OUT("@local", "fe80::2"),
+	IN("@local", "127.0.0.1"),
+	OUT("@local", "127.0.0.2"),
+	IN("@local", "::1"),
+	IN("@local", "0.0.0.0"), /* reaches 127.0.0.1, a local address */
+	IN("@local", "::"),
+	IN("@local", "::ffff:10.200.0.1"),
+	IN("@local", "::10.200.0.1"),
+	IN("@local", "64:ff9b::ac8:1"),
+	OUT("@local", "64:ff9b::ac8:2"),
+	IN("@local", "64:ff9b::c633:6407"), /* 198.51.100.7 */
+	IN("@local", "10.9.9.9"),           /* listed as ::ffff:10.9.9.9 */
+	IN("@local", "::ffff:10.9.9.9"),
+	OUT("@local", "10.9.9.8"),
+	OUT("@local", "8.8.8.8"),
+};
+
+static void test_set_edges(void **state)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(set_edge_cases); i++) {
+		const struct set_edge_case *c = &set_edge_cases[i];
+		const char *patterns[] = { c->set, NULL };
+		char label[ERR_BYTES];
+		struct acl *acl;
+		struct acl_host host;
+		const struct acl_rule *rule;
+
+		snprintf(label, sizeof(label), "%s vs %s", c->set, c->target);
+		acl = compile_or_fail(label, patterns);
+		host = canonical_or_fail(label, c->target);
+		assert_int_equal(host.kind, ACL_HOST_ADDR);
+		rule = acl_match_addr(acl, host.addr.family, host.addr.bytes, 80);
+		if (c->in && !rule)
+			fail_msg("%s: not in the set", label);
+		if (!c->in && rule)
+			fail_msg("%s: in the set", label);
+		/* the same, as an address the resolver returned for a name */
+		if (acl_check_addr(acl, NULL, host.addr.family, host.addr.bytes, 80, true, NULL) !=
+		    (c->in ? ACL_DENY_FORBIDDEN : ACL_ALLOW))
+			fail_msg("%s: forbidden_hosts verdict disagrees", label);
+		acl_free(acl);
+	}
+}
+
+/* Without interface addresses (a syntax check), @local matches nothing. */
+static void test_local_without_addresses(void **state)
+{
+	static const char *const patterns[] = { "@local" };
+	static const struct acl_local none = { NULL, 0 };
+	static const uint8_t v4[4] = { 127, 0, 0, 1 };
+	static const uint8_t v6[16] = { [15] = 1 };
+	struct acl *acl = NULL;
+
+	assert_int_equal(acl_compile(patterns, 1, NULL, &acl, NULL, NULL, 0), 0);
+	assert_null(acl_match_addr(acl, AF_INET, v4, 80));
+	assert_null(acl_match_addr(acl, AF_INET6, v6, 80));
+	acl_free(acl);
+	assert_int_equal(acl_compile(patterns, 1, &none, &acl, NULL, NULL, 0), 0);
+	assert_null(acl_match_addr(acl, AF_INET, v4, 80));
+	acl_free(acl);
+	/* the compiled list keeps its own copy of the addresses */
+	{
+		struct acl_addr addrs[1] = { { AF_INET, { 10, 1, 1, 1 } } };
+		const struct acl_local one = { addrs, 1 };
+		const uint8_t hit[4] = { 10, 1, 1, 1 };
+
+		assert_int_equal(acl_compile(patterns, 1, &one, &acl, NULL, NULL, 0), 0);
+		memset(addrs, 0, sizeof(addrs));
+		assert_non_null(acl_match_addr(acl, AF_INET, hit, 80));
+		acl_free(acl);
+	}
+}
+
 /* An address matches the same rule whatever form it arrives in. */
 static void test_mapped_forms_agree(void **state)
 {
@@ -632,15 +892,17 @@ static void test_mapped_forms_agree(void **state)
 	struct acl *acl = NULL;
 	size_t i, j;
 
-	assert_int_equal(acl_compile(patterns, ARRAY_SIZE(patterns), &acl, NULL, NULL, 0), 0);
+	assert_int_equal(acl_compile(patterns, ARRAY_SIZE(patterns), NULL, &acl, NULL, NULL, 0), 0);
 	for (i = 0; i < ARRAY_SIZE(v4_targets); i++) {
 		struct acl_addr v4;
 		uint8_t mapped[16] = { [10] = 0xff, [11] = 0xff };
 		uint8_t compatible[16] = { 0 };
+		uint8_t nat64[16] = { 0x00, 0x64, 0xff, 0x9b };
 
 		text_to_addr(v4_targets[i], &v4);
 		memcpy(mapped + 12, v4.bytes, 4);
 		memcpy(compatible + 12, v4.bytes, 4);
+		memcpy(nat64 + 12, v4.bytes, 4);
 		for (j = 0; j < ARRAY_SIZE(ports); j++) {
 			const struct acl_rule *want;
 
@@ -653,6 +915,10 @@ static void test_mapped_forms_agree(void **state)
 			    acl_match_addr(acl, AF_INET6, compatible, ports[j]) != want)
 				fail_msg("::%s:%u differs from %s", v4_targets[i], ports[j],
 					 v4_targets[i]);
+			/* no IPv6 rule here covers 64:ff9b::/96 */
+			if (acl_match_addr(acl, AF_INET6, nat64, ports[j]) != want)
+				fail_msg("64:ff9b::%s:%u differs from %s", v4_targets[i],
+					 ports[j], v4_targets[i]);
 		}
 	}
 	/* Another family never matches, not even an any-host rule. */
@@ -677,6 +943,7 @@ struct decision_case {
 };
 
 #define PRODUCTION { "localhost", "127.0.0.1", "192.168.0.0/16" }
+#define SETS { "@loopback", "@private", "@local" } /* docs/acl.md's production list */
 #define NONE { NULL }
 
 static const struct decision_case decision_cases[] = {
@@ -749,6 +1016,29 @@ static const struct decision_case decision_cases[] = {
 	  { "198.51.100.1", "10.0.0.1" }, ACL_ALLOW, "", ACL_DENY_NOT_ALLOWED, NULL },
 	{ "forbidden denial first", { "10.0.0.0/8" }, { "192.0.2.0/24" }, "x.example", 80,
 	  { "10.0.0.1", "198.51.100.1" }, ACL_ALLOW, "", ACL_DENY_FORBIDDEN, "10.0.0.0/8" },
+	{ "sets: localhost", SETS, NONE, "localhost", 80, { "127.0.0.1", "::1" }, ACL_ALLOW, "",
+	  ACL_DENY_FORBIDDEN, "@loopback" },
+	{ "sets: 127.0.0.2", SETS, NONE, "127.0.0.2", 80, NONE, ACL_ALLOW, "", ACL_DENY_FORBIDDEN,
+	  "@loopback" },
+	{ "sets: cloud metadata by name", SETS, NONE, "metadata.google.internal", 80,
+	  { "169.254.169.254" }, ACL_ALLOW, "", ACL_DENY_FORBIDDEN, "@private" },
+	{ "sets: NAT64 into the LAN", SETS, NONE, "[64:ff9b::c0a8:101]", 80, NONE, ACL_ALLOW, "",
+	  ACL_DENY_FORBIDDEN, "@private" },
+	{ "sets: NAT64 into loopback", SETS, NONE, "64:ff9b::127.0.0.1", 80, NONE, ACL_ALLOW, "",
+	  ACL_DENY_FORBIDDEN, "@loopback" },
+	{ "sets: the agent's own public address", SETS, NONE, "me.example", 443,
+	  { "198.51.100.7" }, ACL_ALLOW, "", ACL_DENY_FORBIDDEN, "@local" },
+	{ "sets: only the public addresses are dialled", SETS, NONE, "mixed.example", 443,
+	  { "10.1.1.1", "93.184.216.34", "fd00::1", "198.51.100.7", "2606:2800:220:1::1" },
+	  ACL_ALLOW, "93.184.216.34, 2606:2800:220:1::1", ACL_ALLOW, NULL },
+	{ "sets: public NAT64 address", SETS, NONE, "[64:ff9b::5db8:d822]", 443, NONE, ACL_ALLOW,
+	  "64:ff9b::5db8:d822", ACL_ALLOW, NULL },
+	{ "allowed set: a name is resolved, its private address admitted", NONE, { "@private" },
+	  "db.corp", 5432, { "8.8.8.8", "10.1.1.1" }, ACL_ALLOW, "10.1.1.1", ACL_ALLOW, NULL },
+	{ "allowed set at another port", NONE, { "@private:443" }, "db.corp", 5432,
+	  { "10.1.1.1" }, ACL_DENY_NOT_ALLOWED, "", ACL_DENY_NOT_ALLOWED, NULL },
+	{ "allowed set, forbidden wins", { "10.1.0.0/16" }, { "@private" }, "10.1.2.3", 80, NONE,
+	  ACL_ALLOW, "", ACL_DENY_FORBIDDEN, "10.1.0.0/16" },
 };
 
 /* What the agent does for OPEN(target, port), per acl.h. */
@@ -828,7 +1118,7 @@ static void test_check_outputs(void **state)
 	const struct acl_rule *rule = NULL;
 	bool name_allowed = false;
 
-	assert_int_equal(acl_compile(allow_list, 1, &allowed, NULL, NULL, 0), 0);
+	assert_int_equal(acl_compile(allow_list, 1, NULL, &allowed, NULL, NULL, 0), 0);
 	assert_int_equal(acl_check_name(NULL, allowed, "db.corp", 80, &name_allowed, &rule),
 			 ACL_ALLOW);
 	assert_true(name_allowed);
@@ -863,6 +1153,8 @@ int main(void)
 		cmocka_unit_test(test_bad_pattern_edges),
 		cmocka_unit_test(test_match),
 		cmocka_unit_test(test_mapped_forms_agree),
+		cmocka_unit_test(test_set_edges),
+		cmocka_unit_test(test_local_without_addresses),
 		cmocka_unit_test(test_decisions),
 		cmocka_unit_test(test_check_outputs),
 	};
