@@ -31,6 +31,21 @@ struct listener {
 	void *owner;
 };
 
+/* The credential that admitted an agent tunnel (its reg_tunnel.credential):
+ * an id registered with one is never taken over with another. */
+enum gw_credential {
+	GW_CRED_REFUSED = 0, /* nothing admits agents to the group */
+	GW_CRED_SHARED = 1,  /* [gateway] auth_username / auth_password */
+	GW_CRED_GROUP = 2,   /* [group.NAME] agent_username / agent_password */
+};
+
+/* The credential a group takes under one configuration (no copies: the
+ * strings belong to that configuration). */
+struct gw_admission {
+	enum gw_credential kind;
+	const char *username, *password; /* NULL when GW_CRED_REFUSED */
+};
+
 /* One agent tunnel as the gateway sees it. */
 struct gw_tunnel {
 	struct gateway *gw;
