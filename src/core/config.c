@@ -178,8 +178,9 @@ static const struct config_key config_keys[] = {
 	{ KEY("gateway", "client_ca", KEY_FILE, GATEWAY, gateway.client_ca),
 	  .example = "/etc/anyproxy/agents-ca.crt",
 	  .help = "CA certificate (PEM) for mutual TLS: when set, every agent must present "
-		  "a certificate signed by it. Empty: agents authenticate with "
-		  "auth_username and auth_password only." },
+		  "a certificate signed by it (as well as its password). A certificate with "
+		  "URI SANs anyproxy://agent/GROUP/CLIENT joins only as one of those "
+		  "pairs. Empty: agents authenticate with their password only." },
 	{ KEY("gateway", "auth_username", KEY_STRING, GATEWAY, gateway.auth_username),
 	  .required = true, .check = check_credential, .example = "gateway_user",
 	  .help = "Username agents must present when they connect (the agents' "

@@ -173,6 +173,14 @@ static bool admitted(const struct config *cfg, const struct frame *f, const char
 	return own_ok;
 }
 
+/* Not admitted: ERROR(AUTH) whatever the reason, which only the log says. */
+static void reject_auth(struct gw_tunnel *gt, const char *group_id, const char *why)
+{
+	log_warn("Client rejected", LF_S("remote_addr", gt->tunnel->peer),
+		 LF_S("client_id", gt->client_id), LF_S("group_id", group_id), LF_S("reason", why));
+	tunnel_send_error(gt->tunnel, FRAME_ERROR, FRAME_ERR_AUTH, "authentication failed");
+}
+
 /* The client_id is registered for another group or with another credential:
  * the holder keeps it and its tunnels. */
 static void reject_id_in_use(struct gw_tunnel *gt, const char *group_id)
@@ -196,7 +204,7 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 	char group_id[FRAME_MAX_ID_LEN + 1];
 	struct gw_admission adm;
 	const char *why;
-	int ret;
+	int ret, bound;
 
 	copy_str(gt->client_id, sizeof(gt->client_id), &f->hello.client_id);
 	if (f->hello.version != FRAME_VERSION) {
@@ -210,10 +218,18 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 	}
 	copy_str(group_id, sizeof(group_id), &f->hello.group_id); /* valid_id: it fits */
 	if (!admitted(cfg, f, group_id, &adm, &why)) {
-		log_warn("Client rejected", LF_S("remote_addr", gt->tunnel->peer),
-			 LF_S("client_id", gt->client_id), LF_S("group_id", group_id),
-			 LF_S("reason", why));
-		tunnel_send_error(gt->tunnel, FRAME_ERROR, FRAME_ERR_AUTH, "authentication failed");
+		reject_auth(gt, group_id, why);
+		return 0;
+	}
+	/* a certificate bound to groups and ids (URI SANs) joins only as one */
+	bound = tls_peer_binding(&gt->tunnel->tls, group_id, gt->client_id);
+	if (bound == -EACCES) {
+		reject_auth(gt, group_id, "the client certificate is bound to other groups or "
+					  "client ids");
+		return 0;
+	}
+	if (bound == -ENOKEY && cfg->gateway.client_ca) {
+		reject_auth(gt, group_id, "no client certificate was verified in this handshake");
 		return 0;
 	}
 	if (gw->stopping) {
@@ -227,7 +243,7 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 		return 0;
 	}
 	gt->reg.owner = gt;
-	gt->reg.credential = adm.kind;
+	gt->reg.credential = adm.kind | (bound == 1 ? GW_CRED_CERT_BOUND : 0);
 	ret = registry_join(&gw->registry, &gt->reg, gt->client_id, group_id, f->hello.instance,
 			    f->hello.replica, gt->tunnel->peer);
 	if (ret == -EADDRINUSE) {
@@ -458,7 +474,7 @@ static void recheck_agents(struct gateway *gw, const struct config *old)
 		before = admission_for(old, group_id);
 		now = admission_for(gw->cfg, group_id);
 		why = admission_change(&before, &now);
-		if (!why && gt->reg.credential == (uint32_t)now.kind)
+		if (!why && (gt->reg.credential & GW_CRED_KIND_MASK) == (uint32_t)now.kind)
 			continue;
 		log_warn("Client credential revoked", LF_S("client_id", gt->client_id),
 			 LF_S("group_id", group_id), LF_U("replica", gt->reg.replica),

@@ -39,6 +39,11 @@ enum gw_credential {
 	GW_CRED_GROUP = 2,   /* [group.NAME] agent_username / agent_password */
 };
 
+/* Or'ed into reg_tunnel.credential: the agent's certificate is bound to its
+ * group and client_id (only another such agent may replace it). */
+#define GW_CRED_CERT_BOUND 0x100u
+#define GW_CRED_KIND_MASK 0xffu /* the enum gw_credential part */
+
 /* The credential a group takes under one configuration (no copies: the
  * strings belong to that configuration). */
 struct gw_admission {

@@ -413,6 +413,59 @@ def test_reload_shared_password_change_closes_shared_agents(env):
     assert_no_secret(env)
 
 
+# ---- mutual TLS: certificates bound to a group and client id -------------------------------
+
+def agent_cert(env, name, *pairs):
+    """An agent certificate from the test CA, bound to GROUP/CLIENT pairs."""
+    r = subprocess.run(["bash", h.GEN_CERTS, "--agent", env.certs, name] + list(pairs),
+                       capture_output=True, text=True, timeout=60)
+    h.check(r.returncode == 0, "gen-certs.sh --agent %s failed: %s" % (name, r.stderr))
+    return {"tls_cert": os.path.join(env.certs, name + ".crt"),
+            "tls_key": os.path.join(env.certs, name + ".key")}
+
+
+def test_certificate_binding(env):
+    # no [group.NAME]: only the certificates differ (fails on 1a86f75 by behaviour)
+    gw = start_gateway(env, {}, client_ca=os.path.join(env.certs, "ca.crt"))
+    stg = agent_cert(env, "bind-stg-%d" % os.getpid(), "staging/stg-1", "/edge-1")
+    # bound to (staging, stg-1) and (default group, edge-1): joins as either
+    env.agent("stg-1", group_id="staging", **stg)
+    env.agent("edge-1", name="edge-agent", **stg)
+    # ... and as nothing else: another id, or its id in another group
+    other_id = env.agent("stg-2", group_id="staging", wait=False, **stg)
+    expect_refused_auth(env, gw, other_id, "stg-2", "bound to other groups or client ids")
+    other_group = env.agent("edge-1x", group_id="free", wait=False, **stg)
+    expect_refused_auth(env, gw, other_group, "edge-1x", "bound to other groups or client ids")
+
+    # an unbound certificate (same CA, same shared credential) does not take a bound id
+    prod = agent_cert(env, "bind-prod-%d" % os.getpid(), "production/prod-client-001")
+    holder = env.agent("prod-client-001", group_id="production", name="bound-holder",
+                       replicas=2, **prod)
+    free = agent_cert(env, "unbound-%d" % os.getpid())
+    env.agent("free-1", group_id="free", **free)
+    taker = env.agent("prod-client-001", group_id="production", name="unbound-taker",
+                      wait=False, reconnect_max_delay_ms=LONG_CAP_MS, **free)
+    check_takeover_refused(env, gw, holder, taker, "prod-client-001")
+    c = env.clients()
+    h.check(sorted(c) == ["edge-1", "free-1", "prod-client-001", "stg-1"], "clients: %r" % c)
+    h.check(c["edge-1"]["group_id"] == "" and c["stg-1"]["group_id"] == "staging",
+            "groups: %r" % c)
+    assert_no_secret(env)
+
+
+def test_certificate_binding_adds_to_group_password(env):
+    gw = start_gateway(env, {
+        "production": {"auth_password": PROD_USERS, "agent_password": PROD_AGENTS},
+    }, client_ca=os.path.join(env.certs, "ca.crt"))
+    prod = agent_cert(env, "bind-prod2-%d" % os.getpid(), "production/prod-1")
+    shared = env.agent("prod-1", group_id="production", name="bound-shared", wait=False,
+                       **prod)
+    expect_refused_auth(env, gw, shared, "prod-1", "shared [gateway] credential")
+    shared.stop()
+    env.agent("prod-1", group_id="production", auth_password=PROD_AGENTS, **prod)
+    assert_no_secret(env)
+
+
 if __name__ == "__main__":
     h.run([
         test_group_agent_password,
@@ -422,4 +475,6 @@ if __name__ == "__main__":
         test_same_group_and_credential_still_replaces,
         test_reload_closes_agents_whose_credential_went,
         test_reload_shared_password_change_closes_shared_agents,
+        test_certificate_binding,
+        test_certificate_binding_adds_to_group_password,
     ])
