@@ -144,9 +144,10 @@ static bool credential_is(const struct frame *f, const char *username, const cha
 }
 
 /* Does HELLO carry the credential that admits agents to group_id? On a
- * refusal, *why says which rule refused it, in words for the log. Every
- * comparison runs whatever the outcome (the shared one too, so that the log
- * can say when an agent used it for a group that has its own). */
+ * refusal, *why says which rule refused it, in words for the log. The same
+ * two comparisons run whatever the group and the outcome: the group's own
+ * credential (the shared one for a group without), and the shared one, so
+ * that the log can say when an agent used it for a group that has its own. */
 static bool admitted(const struct config *cfg, const struct frame *f, const char *group_id,
 		     struct gw_admission *adm, const char **why)
 {
@@ -154,8 +155,8 @@ static bool admitted(const struct config *cfg, const struct frame *f, const char
 	bool own_ok;
 
 	*adm = admission_for(cfg, group_id);
-	own_ok = adm->kind == GW_CRED_GROUP ? credential_is(f, adm->username, adm->password)
-					    : shared_ok;
+	own_ok = credential_is(f, adm->username ? adm->username : cfg->gateway.auth_username,
+			       adm->password ? adm->password : cfg->gateway.auth_password);
 	switch (adm->kind) {
 	case GW_CRED_REFUSED:
 		*why = "the group has no [group.NAME] section and require_group_section is on";
