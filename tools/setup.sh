@@ -19,7 +19,11 @@ wolf_opts="--enable-aesni --enable-intelasm --enable-sp --enable-sp-asm --enable
 # LARGE_STATIC_BUFFERS: a whole record fits each WOLFSSL object's buffers, so
 # bulk transfer does not malloc/free per record (measured: 4% of the
 # gateway's CPU in ShrinkInputBuffer without it). Only tunnels use TLS.
-wolf_cflags="-O2 -g -fPIC -DWOLFSSL_AESNI -DLARGE_STATIC_BUFFERS"
+# WOLFSSL_ALWAYS_VERIFY_CB: the verify callback also sees a peer certificate
+# that passed, so the gateway can read an agent certificate's binding URI SAN
+# (docs/operations.md "Binding agent certificates") without keeping a copy of
+# every peer chain per connection (SESSION_CERTS would, ~18 KB each).
+wolf_cflags="-O2 -g -fPIC -DWOLFSSL_AESNI -DLARGE_STATIC_BUFFERS -DWOLFSSL_ALWAYS_VERIFY_CB"
 wolf_key=$(printf '%s debian-patched %s %s' "$wolf_ver" "$wolf_opts" "$wolf_cflags" | sha256sum | cut -c1-12)
 wolf_prefix="$deps/wolfssl-$wolf_ver-$wolf_key"
 

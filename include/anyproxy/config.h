@@ -41,12 +41,15 @@ struct config_listener {
 	char *auth_password;
 };
 
-/* [group.NAME] sections of the gateway: the credentials of one group. */
+/* [group.NAME] sections of the gateway: the credentials of one group, for
+ * its users (auth_*) and for its agents (agent_*). */
 struct config_group_auth {
-	char *group;         /* NAME */
-	char *auth_username; /* NULL: the listener's */
-	char *auth_password; /* required */
-	int line;            /* of the section header, for errors */
+	char *group;          /* NAME */
+	char *auth_username;  /* NULL: the listener's */
+	char *auth_password;  /* required */
+	char *agent_username; /* NULL: [gateway] auth_username */
+	char *agent_password; /* NULL: agents join with the shared [gateway] credential */
+	int line;             /* of the section header, for errors */
 };
 
 #define CONFIG_GROUP_SECTION_PREFIX "group."
@@ -64,8 +67,9 @@ struct config {
 		char *tls_cert;
 		char *tls_key;
 		char *client_ca; /* mutual TLS: agents must present a cert from it */
-		char *auth_username;
+		char *auth_username; /* the shared agent credential */
 		char *auth_password;
+		bool require_group_section; /* agents only for groups with a section */
 		uint32_t handshake_timeout_ms;
 		uint32_t ping_interval_ms;
 		uint32_t ping_timeout_ms;

@@ -55,6 +55,7 @@ enum frame_error_code {
 	FRAME_ERR_LIMIT = 6,      /* a configured limit was reached */
 	FRAME_ERR_SHUTDOWN = 7,   /* peer is stopping (GOAWAY) */
 	FRAME_ERR_TIMEOUT = 8,    /* handshake or liveness deadline */
+	FRAME_ERR_ID_IN_USE = 9,  /* client_id held by another group or credential */
 };
 
 /* OPEN_FAIL and RST reasons; values follow SOCKS5 REP codes where one exists. */

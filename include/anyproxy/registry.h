@@ -8,12 +8,17 @@
  * Identity rules (docs/operations.md "Client identity"):
  * - a client is (client_id, instance): instance is a random number an agent
  *   process draws at start, shared by its replica tunnels;
+ * - a client_id belongs to the group and the credential that registered
+ *   it: a tunnel claiming it for another group, or admitted by another
+ *   credential, is refused (-EADDRINUSE) and the registered client keeps
+ *   its tunnels;
  * - a tunnel of the same instance and replica index as a registered one
  *   replaces it (the agent reconnected before the gateway saw the old
  *   tunnel die);
- * - a tunnel of another instance with the same client_id replaces every
- *   tunnel of the old instance (newest wins: a restarted agent is back at
- *   once; two live processes sharing an id are told FRAME_ERR_REPLACED).
+ * - a tunnel of another instance with the same client_id, group and
+ *   credential replaces every tunnel of the old instance (newest wins: a
+ *   restarted agent is back at once; two live processes sharing an id are
+ *   told FRAME_ERR_REPLACED).
  * Replaced tunnels are detached at once, then handed to on_evict so the
  * owner closes them; a later registry_leave() on them is a no-op.
  *
@@ -35,6 +40,9 @@ struct reg_tunnel {
 	struct reg_client *client; /* NULL when not registered */
 	uint16_t replica;
 	bool draining; /* sent GOAWAY: no new streams */
+	/* what admitted this tunnel, set by the owner before registry_join():
+	 * opaque to the registry, which only compares it for equality */
+	uint32_t credential;
 	void *owner;
 };
 
@@ -44,6 +52,7 @@ struct reg_client {
 	char id[FRAME_MAX_ID_LEN + 1];
 	struct reg_group *group;
 	uint64_t instance;
+	uint32_t credential; /* of the tunnel that registered it */
 	struct reg_tunnel **tunnels;
 	unsigned ntunnels, tunnels_cap;
 	unsigned rr; /* next tunnel to use */
@@ -82,8 +91,11 @@ void registry_init(struct registry *reg, registry_evict_cb on_evict, void *ctx);
 /* Frees the bookkeeping; tunnels still registered are just detached. */
 void registry_destroy(struct registry *reg);
 
-/* Register t. Returns REGISTRY_NEW_CLIENT when the client appeared with this
- * tunnel, 0 when it joined an existing client, -ENOMEM. */
+/* Register t (its owner sets t->credential first). Returns
+ * REGISTRY_NEW_CLIENT when the client appeared with this tunnel, 0 when it
+ * joined an existing client, -EADDRINUSE when client_id is registered for
+ * another group or with another credential (nothing changed:
+ * registry_find_client() shows the holder), -ENOMEM. */
 int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client_id,
 		  const char *group_id, uint64_t instance, uint16_t replica,
 		  const char *remote_addr);

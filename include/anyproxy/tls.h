@@ -27,7 +27,25 @@ struct tls_conn {
 	struct buf out; /* ciphertext produced by wolfSSL, not yet handed to a send */
 	bool handshake_done;
 	bool peer_closed; /* close_notify or EOF seen */
+	/* server side with a client CA: set while verifying the peer's
+	 * certificate (see tls_peer_binding()) */
+	bool peer_cert_verified;
+	char *peer_bindings; /* its binding URIs, each NUL-terminated; NULL: none */
+	size_t peer_bindings_len;
 };
+
+/*
+ * Binding an agent certificate to groups and client ids (docs/operations.md
+ * "Binding agent certificates"): every URI SAN of the scheme "anyproxy" is a
+ * binding, and a certificate with at least one joins only as one of them.
+ * The one form that matches is TLS_BINDING_PREFIX GROUP "/" CLIENT, e.g.
+ * anyproxy://agent/production/prod-client-001, or anyproxy://agent//edge-1
+ * for the default group; ids never contain '/', so the split is unambiguous.
+ * Ids compare byte for byte (no case folding, no percent-decoding), so any
+ * other "anyproxy:" URI is a binding that matches nothing.
+ */
+#define TLS_BINDING_SCHEME "anyproxy:"
+#define TLS_BINDING_PREFIX "anyproxy://agent/"
 
 int tls_global_init(void);
 void tls_global_exit(void);
@@ -35,7 +53,9 @@ void tls_global_exit(void);
 const char *tls_library_version(void);
 
 /* Gateway side: certificate chain + key; client_ca (may be NULL) turns on
- * mutual TLS. Returns NULL with err set. */
+ * mutual TLS (and keeps each peer certificate's bindings; session tickets
+ * are off then, so every handshake presents a certificate). Returns NULL
+ * with err set. */
 struct WOLFSSL_CTX *tls_ctx_server(const char *cert, const char *key, const char *client_ca,
 				   char *err, size_t errlen);
 /* Agent side: peers are verified against ca (a CA bundle or the gateway's
@@ -65,6 +85,12 @@ int tls_write(struct tls_conn *c, const void *buf, size_t len);
 
 /* Queue a close_notify alert into out. */
 void tls_shutdown(struct tls_conn *c);
+
+/* May the peer certificate register as client in group? 1: it is bound
+ * to exactly that pair; 0: it carries no binding; -EACCES: it is bound to
+ * other pairs only; -ENOKEY: no certificate was verified in this handshake
+ * (none was asked for, or the library cannot tell: see tls.c). */
+int tls_peer_binding(const struct tls_conn *c, const char *group, const char *client);
 
 const char *tls_conn_version(const struct tls_conn *c);
 const char *tls_conn_cipher(const struct tls_conn *c);

@@ -61,8 +61,9 @@ static void link_retry(struct agent_link *l, const char *why)
 		return;
 	}
 	if (l->stay_away) {
-		/* replaced by another process with our client_id: wait the whole
-		 * cap, so two such processes alternate at most once per cap */
+		/* replaced by another process with our client_id, or refused
+		 * because another group's agent holds it: wait the whole cap, so
+		 * two such processes alternate at most once per cap */
 		backoff_saturate(&l->backoff);
 		l->stay_away = false;
 		ceiling = delay = backoff_ceiling(&l->backoff);
@@ -134,8 +135,18 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 		switch (f->error.code) {
 		case FRAME_ERR_AUTH:
 			log_error("Gateway rejected our credentials: check auth_username and "
-				  "auth_password in [client]",
-				  LF_S("gateway", t->peer), LF_S("client_id", cfg->client.client_id));
+				  "auth_password in [client] (a group with its own agent "
+				  "credential takes only that one)",
+				  LF_S("gateway", t->peer), LF_S("client_id", cfg->client.client_id),
+				  LF_S("group_id", cfg->client.group_id));
+			break;
+		case FRAME_ERR_ID_IN_USE:
+			log_error("Gateway refused our client_id: an agent of another group or "
+				  "credential holds it; give every agent its own client_id",
+				  LF_S("gateway", t->peer), LF_S("client_id", cfg->client.client_id),
+				  LF_S("group_id", cfg->client.group_id), LF_U("replica", l->replica));
+			/* the holder stays: asking again soon would only be refused */
+			l->stay_away = true;
 			break;
 		case FRAME_ERR_REPLACED:
 			log_error("Gateway replaced this tunnel: another agent process uses the "

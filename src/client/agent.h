@@ -56,7 +56,7 @@ struct agent_link {
 	struct ring_op connect_op;
 	bool connect_armed;
 	struct tunnel *tunnel;
-	bool stay_away; /* the gateway said: replaced; wait the full cap */
+	bool stay_away; /* the gateway said: replaced, or id in use; wait the full cap */
 	unsigned failures; /* consecutive failed attempts, for logs */
 	char last_error[256];
 };

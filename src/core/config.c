@@ -52,7 +52,7 @@
 #define CONFIG_CREDENTIAL_MAX_BYTES 255
 /* How much of a bad value an error message repeats. */
 #define CONFIG_SHOWN_VALUE_MAX_BYTES 200
-#define CONFIG_GROUP_HELP "Per-group proxy credentials: a [group.NAME] section gives the group NAME its own password (and optionally its own user name). Users asking for that group (user name user.NAME) must give these instead of the listener's, so one tenant cannot pick another tenant's agents. Groups without a section use the listener's credentials. Sections may repeat for any number of groups; they reload on SIGHUP; they have no environment overrides."
+#define CONFIG_GROUP_HELP "Per-group credentials: a [group.NAME] section gives the group NAME its own users' password (and optionally user name), and optionally its own agent credential. Users asking for that group (user name user.NAME) must give auth_username/auth_password instead of the listener's, so one tenant cannot pick another tenant's agents. With agent_password, only agents presenting agent_username/agent_password join NAME (and own its client_ids); the shared [gateway] credential no longer can. Groups without a section use the listener's credentials for users and the shared [gateway] credential for agents (unless [gateway] require_group_section is on). Sections may repeat for any number of groups; they reload on SIGHUP (agents whose credential was removed or changed are then closed); they have no environment overrides."
 
 /* A list item starting with this is not split at commas (host regexes). */
 #define CONFIG_LIST_RAW_PREFIX '~'
@@ -183,15 +183,24 @@ static const struct config_key config_keys[] = {
 	{ KEY("gateway", "client_ca", KEY_FILE, GATEWAY, gateway.client_ca),
 	  .example = "/etc/anyproxy/agents-ca.crt",
 	  .help = "CA certificate (PEM) for mutual TLS: when set, every agent must present "
-		  "a certificate signed by it. Empty: agents authenticate with "
-		  "auth_username and auth_password only." },
+		  "a certificate signed by it (as well as its password). A certificate with "
+		  "URI SANs anyproxy://agent/GROUP/CLIENT joins only as one of those "
+		  "pairs. Empty: agents authenticate with their password only." },
 	{ KEY("gateway", "auth_username", KEY_STRING, GATEWAY, gateway.auth_username),
 	  .required = true, .check = check_credential, .example = "gateway_user",
 	  .help = "Username agents must present when they connect (the agents' "
 		  "[client] auth_username)." },
 	{ KEY("gateway", "auth_password", KEY_SECRET, GATEWAY, gateway.auth_password),
 	  .required = true, .check = check_credential,
-	  .help = "Password agents must present with auth_username." },
+	  .help = "Password agents must present with auth_username. This shared credential "
+		  "joins only groups that have no agent_password of their own ([group.NAME])." },
+	{ KEY("gateway", "require_group_section", KEY_BOOL, GATEWAY,
+	      gateway.require_group_section),
+	  .default_value = "false",
+	  .help = "true: agents may join only groups that have a [group.NAME] section; an "
+		  "agent asking for any other group, the default group \"\" included (it "
+		  "cannot have a section), is refused with ERROR auth. false: any group "
+		  "without agent_password takes agents with the shared credential." },
 	{ KEY("gateway", "handshake_timeout_ms", KEY_UINT32, GATEWAY, gateway.handshake_timeout_ms),
 	  .default_value = "10000", RANGE(CONFIG_TIMEOUT_MIN_MS, CONFIG_TIMEOUT_MAX_MS),
 	  .help = "Time allowed for a TLS, SOCKS5 or HTTP handshake before the connection "
@@ -336,6 +345,8 @@ static const char *const config_rules[] = {
 	"share a port on overlapping addresses.",
 	"`[client]` `reconnect_max_delay_ms` must be at least `reconnect_initial_delay_ms`.",
 	"`[client]` `tls_cert` and `tls_key` are set together or not at all.",
+	"`[group.NAME]`: `auth_password` is required; `agent_username` needs "
+	"`agent_password`.",
 	"Every file key that is set must name a readable file; this is checked after "
 	"the environment is applied.",
 	"A secret key (every key named `*password`, `[group.NAME]` ones included) must "
@@ -1121,21 +1132,28 @@ static int open_group_section(struct load_ctx *ctx, const char *name, size_t len
 	return 0;
 }
 
-/* A key inside [group.NAME]: auth_username or auth_password. */
+/* A key inside [group.NAME]: auth_username, auth_password (its users),
+ * agent_username or agent_password (its agents). */
 static int group_pair(struct load_ctx *ctx, const char *name, const char *value)
 {
 	struct config_group_auth *g = ctx->group;
 	char why[CONFIG_SHOWN_VALUE_MAX_BYTES + 128];
 	char **field;
-	bool secret = secret_key_name(name);
+	bool secret = secret_key_name(name), agent = false;
 
 	if (strcmp(name, "auth_username") == 0) {
 		field = &g->auth_username;
 	} else if (strcmp(name, "auth_password") == 0) {
 		field = &g->auth_password;
+	} else if (strcmp(name, "agent_username") == 0) {
+		field = &g->agent_username;
+		agent = true;
+	} else if (strcmp(name, "agent_password") == 0) {
+		field = &g->agent_password;
+		agent = true;
 	} else {
 		snprintf(why, sizeof(why), "[group.%s] %.64s: unknown key (auth_username, "
-			 "auth_password)", g->group, name);
+			 "auth_password, agent_username, agent_password)", g->group, name);
 		return fail_line(ctx, why);
 	}
 	if (*field) {
@@ -1147,9 +1165,16 @@ static int group_pair(struct load_ctx *ctx, const char *name, const char *value)
 			 CONFIG_EMPTY_SECRET_WHY);
 		return fail_line(ctx, why);
 	}
+	/* an empty agent user name would admit agents that present none */
+	if (agent && !value[0]) {
+		snprintf(why, sizeof(why), "[group.%s] %s: must not be empty", g->group, name);
+		return fail_line(ctx, why);
+	}
+	/* agent user names travel in HELLO, not in a proxy user name: any
+	 * byte is fine there, as for [gateway] auth_username */
 	if (check_credential(&value, why, sizeof(why)) < 0 ||
-	    (!secret && check_socks5_username(&value, why, sizeof(why)) < 0) ||
-	    (!secret && check_http_username(&value, why, sizeof(why)) < 0)) {
+	    (!secret && !agent && check_socks5_username(&value, why, sizeof(why)) < 0) ||
+	    (!secret && !agent && check_http_username(&value, why, sizeof(why)) < 0)) {
 		char msg[sizeof(why) + 96];
 
 		snprintf(msg, sizeof(msg), "[group.%s] %s: %s", g->group, name,
@@ -1176,13 +1201,17 @@ static void free_groups(struct config *cfg)
 		free(cfg->groups[i].group);
 		free_string(&cfg->groups[i].auth_username, false);
 		free_string(&cfg->groups[i].auth_password, true);
+		free_string(&cfg->groups[i].agent_username, false);
+		free_string(&cfg->groups[i].agent_password, true);
 	}
 	free(cfg->groups);
 	cfg->groups = NULL;
 	cfg->ngroups = 0;
 }
 
-/* Every [group.NAME] needs its password. */
+/* Every [group.NAME] needs its users' password: a section is a tenant
+ * boundary for users too (a section without one must not let the
+ * listener's password in). agent_username alone would change nothing. */
 static int check_groups(struct load_ctx *ctx)
 {
 	for (size_t i = 0; i < ctx->cfg->ngroups; i++) {
@@ -1192,6 +1221,9 @@ static int check_groups(struct load_ctx *ctx)
 		if (!g->auth_password)
 			return fail(ctx, &where, NULL, "[group.%s] auth_password: required key is "
 				    "missing", g->group);
+		if (g->agent_username && !g->agent_password)
+			return fail(ctx, &where, NULL, "[group.%s] agent_username: set without "
+				    "agent_password (set both, or agent_password alone)", g->group);
 	}
 	return 0;
 }
@@ -2006,7 +2038,13 @@ void config_write_markdown(FILE *out)
 	      "| `auth_username` | string | the listener's | no | User name (the part before "
 	      "the first '.') users of this group must give. |\n"
 	      "| `auth_password` | string (secret) |  | yes | Password users of this group "
-	      "must give. |\n",
+	      "must give. |\n"
+	      "| `agent_username` | string | `[gateway] auth_username` | no | User name agents "
+	      "joining this group must present (their [client] auth_username); needs "
+	      "agent_password. |\n"
+	      "| `agent_password` | string (secret) |  | no | Password agents joining this group "
+	      "must present. When set, the shared [gateway] credential cannot join this group. "
+	      "Must not be empty. |\n",
 	      out);
 
 	fputs("\n## Checks across keys\n\n", out);
@@ -2089,6 +2127,8 @@ void config_write_example(FILE *out, enum config_program program)
 	if (program == CONFIG_GATEWAY) {
 		fputs("\n; [group.production]\n", out);
 		write_comment(out, CONFIG_GROUP_HELP);
-		fputs("; auth_username = user\n; auth_password = production-only-password\n", out);
+		fputs("; auth_username = user\n; auth_password = production-only-password\n"
+		      "; agent_username = production_agent\n"
+		      "; agent_password = production-agents-only-password\n", out);
 	}
 }

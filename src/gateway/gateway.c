@@ -109,13 +109,103 @@ static void reject(struct gw_tunnel *gt, uint16_t code, const char *message, con
 	tunnel_send_error(gt->tunnel, FRAME_ERROR, code, message);
 }
 
+/*
+ * Which credential admits agents to a group (docs/operations.md "Agent
+ * credentials"); the one place that rule lives. A group whose [group.NAME]
+ * section has agent_password takes only that credential; a group without
+ * a section is refused when require_group_section is on (the default group
+ * "" never has one); every other group takes the shared [gateway] one.
+ */
+static struct gw_admission admission_for(const struct config *cfg, const char *group_id)
+{
+	const struct config_group_auth *g = config_group_auth(cfg, group_id, strlen(group_id));
+
+	if (g && g->agent_password)
+		return (struct gw_admission){
+			GW_CRED_GROUP,
+			g->agent_username ? g->agent_username : cfg->gateway.auth_username,
+			g->agent_password,
+		};
+	if (!g && cfg->gateway.require_group_section)
+		return (struct gw_admission){ GW_CRED_REFUSED, NULL, NULL };
+	return (struct gw_admission){ GW_CRED_SHARED, cfg->gateway.auth_username,
+				      cfg->gateway.auth_password };
+}
+
+static bool credential_is(const struct frame *f, const char *username, const char *password)
+{
+	/* both comparisons always run: no early exit tells which one failed */
+	int user_ok = secret_equal(f->hello.username.ptr, f->hello.username.len, username,
+				   strlen(username));
+	int pass_ok = secret_equal(f->hello.password.ptr, f->hello.password.len, password,
+				   strlen(password));
+
+	return user_ok & pass_ok;
+}
+
+/* Does HELLO carry the credential that admits agents to group_id? On a
+ * refusal, *why says which rule refused it, in words for the log. The same
+ * two comparisons run whatever the group and the outcome: the group's own
+ * credential (the shared one for a group without), and the shared one, so
+ * that the log can say when an agent used it for a group that has its own. */
+static bool admitted(const struct config *cfg, const struct frame *f, const char *group_id,
+		     struct gw_admission *adm, const char **why)
+{
+	bool shared_ok = credential_is(f, cfg->gateway.auth_username, cfg->gateway.auth_password);
+	bool own_ok;
+
+	*adm = admission_for(cfg, group_id);
+	own_ok = credential_is(f, adm->username ? adm->username : cfg->gateway.auth_username,
+			       adm->password ? adm->password : cfg->gateway.auth_password);
+	switch (adm->kind) {
+	case GW_CRED_REFUSED:
+		*why = "the group has no [group.NAME] section and require_group_section is on";
+		return false;
+	case GW_CRED_GROUP:
+		*why = shared_ok ? "the shared [gateway] credential cannot join a group that has "
+				   "its own agent_password"
+				 : "wrong agent username or password for the group "
+				   "([group.NAME] agent_username, agent_password)";
+		return own_ok;
+	case GW_CRED_SHARED:
+		break;
+	}
+	*why = "wrong gateway username or password";
+	return own_ok;
+}
+
+/* Not admitted: ERROR(AUTH) whatever the reason, which only the log says. */
+static void reject_auth(struct gw_tunnel *gt, const char *group_id, const char *why)
+{
+	log_warn("Client rejected", LF_S("remote_addr", gt->tunnel->peer),
+		 LF_S("client_id", gt->client_id), LF_S("group_id", group_id), LF_S("reason", why));
+	tunnel_send_error(gt->tunnel, FRAME_ERROR, FRAME_ERR_AUTH, "authentication failed");
+}
+
+/* The client_id is registered for another group or with another credential:
+ * the holder keeps it and its tunnels. */
+static void reject_id_in_use(struct gw_tunnel *gt, const char *group_id)
+{
+	const struct reg_client *holder = registry_find_client(&gt->gw->registry, gt->client_id);
+
+	log_warn("Client rejected", LF_S("remote_addr", gt->tunnel->peer),
+		 LF_S("client_id", gt->client_id), LF_S("group_id", group_id),
+		 LF_S("reason", "client_id in use by an agent of another group or credential"),
+		 LF_S("holder_remote_addr", holder->remote_addr),
+		 LF_S("holder_group_id", holder->group->id));
+	tunnel_send_error(gt->tunnel, FRAME_ERROR, FRAME_ERR_ID_IN_USE,
+			  "client_id is in use by another agent");
+}
+
 static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 {
 	struct gateway *gw = gt->gw;
 	const struct config *cfg = gw->cfg;
 	struct frame ok = { .type = FRAME_HELLO_OK };
 	char group_id[FRAME_MAX_ID_LEN + 1];
-	int user_ok, pass_ok, ret;
+	struct gw_admission adm;
+	const char *why;
+	int ret, bound;
 
 	copy_str(gt->client_id, sizeof(gt->client_id), &f->hello.client_id);
 	if (f->hello.version != FRAME_VERSION) {
@@ -127,21 +217,26 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 		       "invalid client_id or group_id");
 		return 0;
 	}
-	/* both comparisons always run: no early exit tells which one failed */
-	user_ok = secret_equal(f->hello.username.ptr, f->hello.username.len,
-			       cfg->gateway.auth_username, strlen(cfg->gateway.auth_username));
-	pass_ok = secret_equal(f->hello.password.ptr, f->hello.password.len,
-			       cfg->gateway.auth_password, strlen(cfg->gateway.auth_password));
-	if (!(user_ok & pass_ok)) {
-		reject(gt, FRAME_ERR_AUTH, "authentication failed",
-		       "wrong gateway username or password");
+	copy_str(group_id, sizeof(group_id), &f->hello.group_id); /* valid_id: it fits */
+	if (!admitted(cfg, f, group_id, &adm, &why)) {
+		reject_auth(gt, group_id, why);
+		return 0;
+	}
+	/* a certificate bound to groups and ids (URI SANs) joins only as one */
+	bound = tls_peer_binding(&gt->tunnel->tls, group_id, gt->client_id);
+	if (bound == -EACCES) {
+		reject_auth(gt, group_id, "the client certificate is bound to other groups or "
+					  "client ids");
+		return 0;
+	}
+	if (bound == -ENOKEY && cfg->gateway.client_ca) {
+		reject_auth(gt, group_id, "no client certificate was verified in this handshake");
 		return 0;
 	}
 	if (gw->stopping) {
 		reject(gt, FRAME_ERR_SHUTDOWN, "gateway is shutting down", "gateway is stopping");
 		return 0;
 	}
-	copy_str(group_id, sizeof(group_id), &f->hello.group_id);
 	if (cfg->gateway.max_clients && !registry_find_client(&gw->registry, gt->client_id) &&
 	    registry_client_count(&gw->registry) >= cfg->gateway.max_clients) {
 		reject(gt, FRAME_ERR_LIMIT, "the gateway's agent limit is reached",
@@ -149,8 +244,13 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 		return 0;
 	}
 	gt->reg.owner = gt;
+	gt->reg.credential = adm.kind | (bound == 1 ? GW_CRED_CERT_BOUND : 0);
 	ret = registry_join(&gw->registry, &gt->reg, gt->client_id, group_id, f->hello.instance,
 			    f->hello.replica, gt->tunnel->peer);
+	if (ret == -EADDRINUSE) {
+		reject_id_in_use(gt, group_id);
+		return 0;
+	}
 	if (ret < 0) {
 		reject(gt, FRAME_ERR_LIMIT, "gateway out of memory", "out of memory");
 		return 0;
@@ -334,6 +434,61 @@ static void gateway_stop(struct gateway *gw, int signo)
 
 static struct gateway *signal_owner;
 
+static bool same_text(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Why a group's agent credential under old differs from the one under now,
+ * or NULL when it is the same. */
+static const char *admission_change(const struct gw_admission *old,
+				    const struct gw_admission *now)
+{
+	if (now->kind == GW_CRED_REFUSED)
+		return "require_group_section refuses the group now";
+	if (old->kind == GW_CRED_SHARED && now->kind == GW_CRED_GROUP)
+		return "the group has its own agent_password now";
+	if (old->kind == GW_CRED_GROUP && now->kind == GW_CRED_SHARED)
+		return "the group's agent_password was removed";
+	if (old->kind != now->kind || !same_text(old->username, now->username) ||
+	    !same_text(old->password, now->password))
+		return "the credential was changed";
+	return NULL;
+}
+
+/* After a reload: new rules apply to new HELLOs, and an admitted agent whose
+ * group no longer takes the credential it was admitted with is closed with
+ * ERROR(AUTH). old is the configuration before the reload: every registered
+ * tunnel was admitted under it (the previous reload closed the others). */
+static void recheck_agents(struct gateway *gw, const struct config *old)
+{
+	struct gw_tunnel *gt;
+
+	for (gt = gw->tunnels; gt; gt = gt->next) {
+		char group_id[FRAME_MAX_ID_LEN + 1];
+		struct gw_admission before, now;
+		const char *why;
+
+		if (!gt->reg.client) /* not (or no longer) registered */
+			continue;
+		snprintf(group_id, sizeof(group_id), "%s", gt->reg.client->group->id);
+		before = admission_for(old, group_id);
+		now = admission_for(gw->cfg, group_id);
+		why = admission_change(&before, &now);
+		if (!why && (gt->reg.credential & GW_CRED_KIND_MASK) == (uint32_t)now.kind)
+			continue;
+		log_warn("Client credential revoked", LF_S("client_id", gt->client_id),
+			 LF_S("group_id", group_id), LF_U("replica", gt->reg.replica),
+			 LF_S("remote_addr", gt->tunnel->peer),
+			 LF_S("reason", why ? why : "the credential was changed"));
+		/* out of the registry at once: no new stream, and the agent's
+		 * next HELLO is judged by the new rules alone */
+		registry_leave(&gw->registry, &gt->reg);
+		tunnel_send_error(gt->tunnel, FRAME_ERROR, FRAME_ERR_AUTH,
+				  "the gateway no longer admits this agent's credential");
+	}
+}
+
 /* SIGHUP: certificates, credentials, deadlines and the log change for what
  * comes next; open tunnels and streams go on untouched. A bad file leaves
  * everything as it was. */
@@ -361,6 +516,7 @@ static void gateway_reload(struct gateway *gw)
 	}
 	if (config_reload(gw->cfg, &fresh, restart, sizeof(restart)))
 		log_warn("Some changes need a restart and were not applied", LF_S("keys", restart));
+	recheck_agents(gw, &fresh); /* fresh holds the values before the reload now */
 	config_free(&fresh);
 	tls_ctx_free(gw->tls); /* tunnels keep the old context until they close */
 	gw->tls = tls;

@@ -31,6 +31,26 @@ struct listener {
 	void *owner;
 };
 
+/* The credential that admitted an agent tunnel (its reg_tunnel.credential):
+ * an id registered with one is never taken over with another. */
+enum gw_credential {
+	GW_CRED_REFUSED = 0, /* nothing admits agents to the group */
+	GW_CRED_SHARED = 1,  /* [gateway] auth_username / auth_password */
+	GW_CRED_GROUP = 2,   /* [group.NAME] agent_username / agent_password */
+};
+
+/* Or'ed into reg_tunnel.credential: the agent's certificate is bound to its
+ * group and client_id (only another such agent may replace it). */
+#define GW_CRED_CERT_BOUND 0x100u
+#define GW_CRED_KIND_MASK 0xffu /* the enum gw_credential part */
+
+/* The credential a group takes under one configuration (no copies: the
+ * strings belong to that configuration). */
+struct gw_admission {
+	enum gw_credential kind;
+	const char *username, *password; /* NULL when GW_CRED_REFUSED */
+};
+
 /* One agent tunnel as the gateway sees it. */
 struct gw_tunnel {
 	struct gateway *gw;

@@ -126,7 +126,10 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 	int created = 0;
 	unsigned i;
 
-	if (c && (c->instance != instance || strcmp(c->group->id, group_id) != 0)) {
+	/* an id is owned by its group and credential: no one else takes it over */
+	if (c && (strcmp(c->group->id, group_id) != 0 || c->credential != t->credential))
+		return -EADDRINUSE;
+	if (c && c->instance != instance) {
 		/* another process (or a restarted one) claims this id: newest wins */
 		while (c->ntunnels) {
 			struct reg_tunnel *old = c->tunnels[0];
@@ -179,6 +182,7 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 		snprintf(c->id, sizeof(c->id), "%s", client_id);
 		c->group = g;
 		c->instance = instance;
+		c->credential = t->credential;
 		c->connected_since = time(NULL);
 		g->clients[g->nclients++] = c;
 		HASH_ADD_STR(reg->clients, id, c);

@@ -4,10 +4,18 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <stdlib.h>
+#include <strings.h>
+
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
+#include <wolfssl/wolfcrypt/asn.h>
+#include <wolfssl/wolfcrypt/asn_public.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
+/* wolfcrypt's asn.h brings its own MIN/MAX; ours (common.h) are the ones used */
+#undef MIN
+#undef MAX
 
 #include "ap-build.h"
 #include "anyproxy/common.h"
@@ -76,6 +84,99 @@ static WOLFSSL_CTX *ctx_new(bool server)
 	return ctx;
 }
 
+/* ---- agent certificate bindings ---- */
+
+/* The "anyproxy:" URI SANs of cert, each NUL-terminated, copied into out
+ * unless out is NULL. Returns the bytes they take. */
+static size_t collect_bindings(const struct DecodedCert *cert, char *out)
+{
+	const size_t scheme_len = strlen(TLS_BINDING_SCHEME);
+	const DNS_entry *e;
+	size_t used = 0;
+
+	for (e = cert->altNames; e; e = e->next) {
+		if (e->type != ASN_URI_TYPE || e->len < 0 || (size_t)e->len < scheme_len ||
+		    strncasecmp(e->name, TLS_BINDING_SCHEME, scheme_len) != 0)
+			continue;
+		if (out) {
+			memcpy(out + used, e->name, (size_t)e->len);
+			out[used + (size_t)e->len] = '\0';
+		}
+		used += (size_t)e->len + 1;
+	}
+	return used;
+}
+
+/* Replace c's bindings with those of the DER certificate. 0, -EINVAL
+ * (unparsable) or -ENOMEM. */
+static int keep_bindings(struct tls_conn *c, const unsigned char *der, unsigned len)
+{
+	struct DecodedCert cert;
+	size_t need;
+	int ret = 0;
+
+	free(c->peer_bindings);
+	c->peer_bindings = NULL;
+	c->peer_bindings_len = 0;
+	wc_InitDecodedCert(&cert, der, len, NULL);
+	if (wc_ParseCert(&cert, CERT_TYPE, NO_VERIFY, NULL) != 0) {
+		ret = -EINVAL;
+	} else if ((need = collect_bindings(&cert, NULL)) > 0) {
+		c->peer_bindings = malloc(need);
+		if (c->peer_bindings) {
+			collect_bindings(&cert, c->peer_bindings);
+			c->peer_bindings_len = need;
+		} else {
+			ret = -ENOMEM;
+		}
+	}
+	wc_FreeDecodedCert(&cert);
+	return ret;
+}
+
+/*
+ * wolfSSL calls this after it verified the peer's certificate chain (built
+ * with WOLFSSL_ALWAYS_VERIFY_CB it also calls it when the chain passed;
+ * tools/setup.sh builds it so). Depth 0 is the peer's own certificate,
+ * certs[0] its DER. Failing here fails the handshake: a certificate whose
+ * bindings cannot be kept is refused, never admitted unbound.
+ */
+static int verify_peer(int preverify, WOLFSSL_X509_STORE_CTX *store)
+{
+	struct tls_conn *c = store->userCtx;
+
+	if (!preverify || !c || store->error_depth != 0)
+		return preverify;
+	if (store->totalCerts < 1 || !store->certs ||
+	    keep_bindings(c, store->certs[0].buffer, store->certs[0].length) < 0)
+		return 0;
+	c->peer_cert_verified = true;
+	return 1;
+}
+
+int tls_peer_binding(const struct tls_conn *c, const char *group, const char *client)
+{
+	const size_t prefix_len = strlen(TLS_BINDING_PREFIX);
+	const size_t group_len = strlen(group), client_len = strlen(client);
+	size_t off;
+
+	if (!c->peer_cert_verified)
+		return -ENOKEY;
+	if (!c->peer_bindings)
+		return 0;
+	for (off = 0; off < c->peer_bindings_len; off += strlen(c->peer_bindings + off) + 1) {
+		const char *uri = c->peer_bindings + off;
+
+		if (strlen(uri) == prefix_len + group_len + 1 + client_len &&
+		    strncasecmp(uri, TLS_BINDING_PREFIX, prefix_len) == 0 &&
+		    memcmp(uri + prefix_len, group, group_len) == 0 &&
+		    uri[prefix_len + group_len] == '/' &&
+		    memcmp(uri + prefix_len + group_len + 1, client, client_len) == 0)
+			return 1;
+	}
+	return -EACCES;
+}
+
 struct WOLFSSL_CTX *tls_ctx_server(const char *cert, const char *key, const char *client_ca,
 				   char *err, size_t errlen)
 {
@@ -106,8 +207,20 @@ struct WOLFSSL_CTX *tls_ctx_server(const char *cert, const char *key, const char
 			set_err(err, errlen, "cannot load client CA", client_ca, ret);
 			goto fail;
 		}
+#ifndef WOLFSSL_ALWAYS_VERIFY_CB
+		/* without it wolfSSL never shows us a certificate that passed, so
+		 * bindings could not be enforced: refuse rather than ignore them */
+		snprintf(err, errlen, "client_ca: this wolfSSL build cannot report client "
+			 "certificates (it lacks WOLFSSL_ALWAYS_VERIFY_CB); build with tools/setup.sh");
+		goto fail;
+#endif
 		wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-				       NULL);
+				       verify_peer);
+		/* a resumed session presents no certificate: full handshakes only */
+		if (wolfSSL_CTX_no_ticket_TLSv13(ctx) != 0) {
+			snprintf(err, errlen, "cannot turn off TLS session tickets");
+			goto fail;
+		}
 	} else {
 		wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
 	}
@@ -176,8 +289,10 @@ int tls_conn_init(struct tls_conn *c, struct WOLFSSL_CTX *ctx, bool server,
 		return -ENOMEM;
 	wolfSSL_SetIOReadCtx(c->ssl, c);
 	wolfSSL_SetIOWriteCtx(c->ssl, c);
-	if (server)
+	if (server) {
+		wolfSSL_SetCertCbCtx(c->ssl, c); /* verify_peer() fills c */
 		return 0;
+	}
 	if (wolfSSL_UseKeyShare(c->ssl, WOLFSSL_ECC_X25519) != WOLFSSL_SUCCESS)
 		return -EINVAL;
 	if (server_name && *server_name) {
@@ -197,6 +312,9 @@ void tls_conn_free(struct tls_conn *c)
 	if (c->ssl)
 		wolfSSL_free(c->ssl);
 	c->ssl = NULL;
+	free(c->peer_bindings);
+	c->peer_bindings = NULL;
+	c->peer_bindings_len = 0;
 	buf_release(&c->in);
 	buf_release(&c->out);
 }

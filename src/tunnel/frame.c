@@ -649,6 +649,7 @@ static const char *const error_names[] = {
 	[FRAME_ERR_LIMIT] = "LIMIT",
 	[FRAME_ERR_SHUTDOWN] = "SHUTDOWN",
 	[FRAME_ERR_TIMEOUT] = "TIMEOUT",
+	[FRAME_ERR_ID_IN_USE] = "ID_IN_USE",
 };
 
 static const char *const open_reason_names[] = {

@@ -528,6 +528,78 @@ static void test_group_sections(void **state)
 		     "unknown section");
 }
 
+/* [group.NAME] agent_username / agent_password: the group's own agent
+ * credential (docs/operations.md "Agent credentials"). */
+static void test_group_agent_credentials(void **state)
+{
+	char text[TEXT_BYTES];
+	struct config cfg;
+	const struct config_group_auth *g;
+
+	load_ok(&cfg, CONFIG_GATEWAY,
+		GATEWAY_MIN "[group.production]\nauth_password = prod-users\n"
+			    "agent_password = prod-agents\n"
+			    "[group.eu.west]\nauth_password = eu-users\nagent_username = eu.agent:1\n"
+			    "agent_password = eu-agents\n"
+			    "[group.staging]\nauth_password = staging-users\n");
+	g = config_group_auth(&cfg, "production", 10);
+	assert_null(g->agent_username); /* the gateway's auth_username */
+	assert_string_equal(g->agent_password, "prod-agents");
+	g = config_group_auth(&cfg, "eu.west", 7);
+	/* agent names travel in HELLO only: '.' and ':' are fine */
+	assert_string_equal(g->agent_username, "eu.agent:1");
+	assert_string_equal(g->agent_password, "eu-agents");
+	g = config_group_auth(&cfg, "staging", 7);
+	assert_null(g->agent_username);
+	assert_null(g->agent_password);
+	assert_false(cfg.gateway.require_group_section);
+	config_free(&cfg);
+
+	/* a section is a tenant boundary for users too: auth_password stays required */
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[group.production]\nagent_password = a\n", 6,
+		     "[group.production] auth_password", "required key is missing");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[group.p]\nauth_password = u\nagent_username = agent\n", 6,
+		     "[group.p] agent_username", "set without agent_password");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[group.p]\nauth_password = u\nagent_password =\n", 8,
+		     "[group.p] agent_password", "empty secret");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[group.p]\nauth_password = u\nagent_username =\n"
+				 "agent_password = a\n", 8,
+		     "[group.p] agent_username", "must not be empty");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[group.p]\nauth_password = u\nagent_password = a\n"
+				 "agent_password = b\n", 9,
+		     "[group.p] agent_password", "duplicate key");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[group.p]\nauth_password = u\nagent_pasword = a\n", 8,
+		     "[group.p] agent_pasword", "unknown key (auth_username, auth_password, "
+		     "agent_username, agent_password)");
+	/* a password that is refused is never repeated in the error */
+	snprintf(text, sizeof(text),
+		 GATEWAY_MIN "[group.p]\nauth_password = u\nagent_password = %s\n",
+		 long_line("agent-secret-", 300));
+	expect_error(CONFIG_GATEWAY, text, 8, "[group.p] agent_password", "invalid password");
+	assert_null(strstr(err, "agent-secret-"));
+}
+
+static void test_require_group_section(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN "require_group_section = true\n");
+	assert_true(cfg.gateway.require_group_section);
+	config_free(&cfg);
+	setenv("GATEWAY_REQUIRE_GROUP_SECTION", "yes", 1);
+	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN);
+	unsetenv("GATEWAY_REQUIRE_GROUP_SECTION");
+	assert_true(cfg.gateway.require_group_section);
+	config_free(&cfg);
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "require_group_section = maybe\n", 6,
+		     "[gateway] require_group_section", "bad boolean");
+}
+
 static void test_line_of_1500_bytes_fails(void **state)
 {
 	char text[TEXT_BYTES];
@@ -1273,6 +1345,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_host_patterns_checked_per_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_sections, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_swaps_live_keys_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_agent_credentials, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_require_group_section, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nul_byte, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ipv6_addresses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ipv6_in_config, setup, teardown),

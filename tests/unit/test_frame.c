@@ -830,7 +830,8 @@ static void test_names(void **state)
 	assert_string_equal(frame_error_name(FRAME_ERR_LIMIT), "LIMIT");
 	assert_string_equal(frame_error_name(FRAME_ERR_SHUTDOWN), "SHUTDOWN");
 	assert_string_equal(frame_error_name(FRAME_ERR_TIMEOUT), "TIMEOUT");
-	assert_string_equal(frame_error_name(9), "UNKNOWN");
+	assert_string_equal(frame_error_name(FRAME_ERR_ID_IN_USE), "ID_IN_USE");
+	assert_string_equal(frame_error_name(10), "UNKNOWN");
 	assert_string_equal(frame_error_name(UINT16_MAX), "UNKNOWN");
 
 	assert_string_equal(frame_open_reason_name(0), "UNKNOWN");

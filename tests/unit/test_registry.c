@@ -1,4 +1,5 @@
 /* Unit tests: the gateway registry (groups -> clients -> tunnels). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -207,14 +208,63 @@ static void test_new_instance_takes_over(void **state)
 	assert_int_equal(registry_find_group(&f->reg, "g")->nclients, 1);
 }
 
-static void test_new_instance_may_change_group(void **state)
+/* An id belongs to its group: another group's agent (the default group's
+ * included) is refused, whatever its instance, and the holder is untouched. */
+static void test_other_group_cannot_take_id(void **state)
 {
 	struct fixture *f = *state;
+	struct reg_client *c;
 
-	registry_join(&f->reg, &f->t[0], "p1", "old-group", 1, 0, "a");
-	registry_join(&f->reg, &f->t[1], "p1", "new-group", 2, 0, "a");
-	assert_null(registry_find_group(&f->reg, "old-group"));
-	assert_non_null(registry_find_group(&f->reg, "new-group"));
+	f->t[0].credential = f->t[1].credential = 7;
+	registry_join(&f->reg, &f->t[0], "prod-client-001", "production", 1, 0, "prod");
+	registry_join(&f->reg, &f->t[1], "prod-client-001", "production", 1, 1, "prod");
+	f->t[2].credential = f->t[3].credential = 7;
+	assert_int_equal(registry_join(&f->reg, &f->t[2], "prod-client-001", "", 2, 0, "evil"),
+			 -EADDRINUSE);
+	assert_int_equal(registry_join(&f->reg, &f->t[3], "prod-client-001", "staging", 1, 0,
+				       "evil"), -EADDRINUSE);
+	assert_int_equal(f->ev.n, 0);
+	assert_null(f->t[2].client);
+	assert_null(f->t[3].client);
+	assert_null(registry_find_group(&f->reg, ""));
+	assert_null(registry_find_group(&f->reg, "staging"));
+	c = registry_find_client(&f->reg, "prod-client-001");
+	assert_ptr_equal(c->group, registry_find_group(&f->reg, "production"));
+	assert_int_equal(c->ntunnels, 2);
+	assert_true(c->instance == 1);
+	assert_string_equal(c->remote_addr, "prod");
+	/* refused tunnels were never registered: leaving is a no-op */
+	assert_false(registry_leave(&f->reg, &f->t[2]));
+	assert_int_equal(registry_client_count(&f->reg), 1);
+}
+
+/* Same group, another credential: refused too, for a new instance and for
+ * the holder's own instance and replica. Same credential: newest wins. */
+static void test_other_credential_cannot_take_id(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_client *c;
+
+	f->t[0].credential = 2;
+	registry_join(&f->reg, &f->t[0], "p1", "g", 1, 0, "owner");
+	f->t[1].credential = 1;
+	assert_int_equal(registry_join(&f->reg, &f->t[1], "p1", "g", 2, 0, "other"), -EADDRINUSE);
+	f->t[2].credential = 1;
+	assert_int_equal(registry_join(&f->reg, &f->t[2], "p1", "g", 1, 0, "other"), -EADDRINUSE);
+	assert_int_equal(f->ev.n, 0);
+	c = registry_find_client(&f->reg, "p1");
+	assert_ptr_equal(c->tunnels[0], &f->t[0]);
+	assert_true(c->credential == 2);
+
+	f->t[3].credential = 2; /* the owner restarted */
+	assert_int_equal(registry_join(&f->reg, &f->t[3], "p1", "g", 3, 0, "restarted"),
+			 REGISTRY_NEW_CLIENT);
+	assert_int_equal(f->ev.n, 1);
+	assert_ptr_equal(f->ev.list[0], &f->t[0]);
+	assert_int_equal(f->ev.codes[0], FRAME_ERR_REPLACED);
+	c = registry_find_client(&f->reg, "p1");
+	assert_string_equal(c->remote_addr, "restarted");
+	assert_true(c->credential == 2);
 }
 
 static void test_listings_sorted(void **state)
@@ -252,7 +302,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_single_tunnel_swap_keeps_client, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_new_instance_takes_over, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_new_instance_may_change_group, setup,
+		cmocka_unit_test_setup_teardown(test_other_group_cannot_take_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_other_credential_cannot_take_id, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_listings_sorted, setup, teardown),
 	};
