@@ -281,7 +281,7 @@ static void tunnel_accept(struct listener *l, int fd)
 	}
 	gt->gw = gw;
 	gt->tunnel = tunnel_new(&gw->ring, fd, gw->tls, true, NULL, &gw_tunnel_ops, gt,
-				gw->cfg->gateway.handshake_timeout_ms);
+				gw->cfg->gateway.handshake_timeout_ms, &gw->bufs);
 	if (!gt->tunnel) {
 		free(gt);
 		return;
