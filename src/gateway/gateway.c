@@ -84,7 +84,8 @@ void gateway_handshakes_add(struct gateway *gw, unsigned *count, int delta)
 {
 	*count += (unsigned)delta;
 	if (delta > 0) {
-		gw->handshake_peak = MAX(gw->handshake_peak, gw->tunnel_handshakes + gw->user_handshakes);
+		gw->handshake_peak =
+			MAX(gw->handshake_peak, gw->tunnel_handshakes + gw->user_handshakes);
 		return;
 	}
 	if (gw->tunnel_handshakes || gw->user_handshakes ||

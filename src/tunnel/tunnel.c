@@ -399,9 +399,10 @@ static void preauth_recv_done(struct ring *r, struct ring_op *op, int res, uint3
 	t->inflight--;
 	t->recv_armed = false;
 	if (bid >= 0) {
+		uint8_t *data = bufring_addr(t->preauth_bufs, (uint16_t)bid);
+
 		if (res > 0 && t->state != TUNNEL_CLOSING)
-			ret = buf_append_exact(&t->tls.in, bufring_addr(t->preauth_bufs, (uint16_t)bid),
-					       (size_t)res);
+			ret = buf_append_exact(&t->tls.in, data, (size_t)res);
 		bufring_recycle(t->preauth_bufs, (uint16_t)bid);
 	}
 	if (t->state == TUNNEL_CLOSING) {
