@@ -40,6 +40,10 @@ static inline uint8_t *buf_head(const struct buf *b)
 long buf_reserve(struct buf *b, size_t want);
 /* Append n bytes; 0 or -ENOBUFS / -ENOMEM (nothing appended then). */
 int buf_append(struct buf *b, const void *p, size_t n);
+/* Append n bytes, growing the allocation to exactly what is held: for the
+ * many small buffers of connections not yet authenticated, which must not
+ * cost a page each. 0 or -ENOBUFS / -ENOMEM (nothing appended then). */
+int buf_append_exact(struct buf *b, const void *p, size_t n);
 /* Drop n bytes from the head. */
 void buf_consume(struct buf *b, size_t n);
 /* Free the allocation (the buffer must be empty or the data unwanted). */

@@ -75,8 +75,9 @@ struct config {
 		uint32_t ping_timeout_ms;
 		uint32_t idle_timeout_ms;     /* 0: off */
 		uint32_t shutdown_timeout_ms;
-		uint32_t max_connections;     /* limits: 0 = none */
-		uint32_t max_connections_per_group;
+		uint32_t max_connections;     /* 0: derived from RLIMIT_NOFILE */
+		uint32_t max_handshakes;      /* per side: tunnel port, proxy ports */
+		uint32_t max_connections_per_group; /* limits: 0 = none */
 		uint32_t max_streams_per_tunnel;
 		uint32_t max_clients;
 	} gateway;

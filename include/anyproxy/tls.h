@@ -20,9 +20,15 @@ struct WOLFSSL;
 /* Ciphertext waiting for the socket. A safety net only: streams stop at
  * TUNNEL_OUT_BUDGET and everything else is a few small control frames. */
 #define TLS_OUT_MAX (4 * 1024 * 1024)
+/* Record layer (RFC 8446 5.1): a 5-byte header (type, version, length),
+ * then at most 2^14 bytes of a plaintext record such as a ClientHello. */
+#define TLS_RECORD_HEADER_BYTES 5
+#define TLS_RECORD_HANDSHAKE 22
+#define TLS_PLAINTEXT_MAX_BYTES 16384
 
 struct tls_conn {
 	struct WOLFSSL *ssl;
+	struct WOLFSSL_CTX *ctx; /* referenced between prepare and start only */
 	struct buf in;  /* received ciphertext not yet consumed by wolfSSL */
 	struct buf out; /* ciphertext produced by wolfSSL, not yet handed to a send */
 	bool handshake_done;
@@ -65,9 +71,23 @@ struct WOLFSSL_CTX *tls_ctx_client(const char *ca, const char *cert, const char 
 void tls_ctx_free(struct WOLFSSL_CTX *ctx);
 
 /* server_name: client side only — sent as SNI (unless an IP literal) and
- * checked against the certificate (DNS or IP SAN). 0 or -ENOMEM/-EINVAL. */
+ * checked against the certificate (DNS or IP SAN). 0 or -ENOMEM/-EINVAL.
+ * Same as tls_conn_prepare() then tls_conn_start(). */
 int tls_conn_init(struct tls_conn *c, struct WOLFSSL_CTX *ctx, bool server,
 		  const char *server_name);
+
+/* In two steps, for a server that must not pay for a wolfSSL session (about
+ * 40 KiB with this build's static record buffers) before the peer has sent
+ * a whole first record. prepare() holds a reference to ctx (a reload may
+ * replace it meanwhile) but no session: 0 or -ENOMEM, and tls_conn_free()
+ * undoes it either way. The caller appends received ciphertext to c->in
+ * until tls_first_record_in(); start() then creates the session, which
+ * reads what c->in holds (0 or -ENOMEM/-EINVAL as tls_conn_init). */
+int tls_conn_prepare(struct tls_conn *c, struct WOLFSSL_CTX *ctx);
+int tls_conn_start(struct tls_conn *c, bool server, const char *server_name);
+/* c->in holds the first record whole, or enough of it to see that it is no
+ * TLS handshake record (starting the session then reports the error). */
+bool tls_first_record_in(const struct tls_conn *c);
 void tls_conn_free(struct tls_conn *c);
 
 /* Advance the handshake with what is in c->in. 1 done, 0 needs more

@@ -5,7 +5,8 @@
  * owners and see the tunnel through tunnel_ops.
  *
  * Data path: ring recv -> tls.in -> wolfSSL -> plain -> frame_decode ->
- * ops->on_frame; tunnel_send -> frame_encode -> wolfSSL -> tls.out -> ring
+ * ops->on_frame (the gateway receives into provided ring buffers until
+ * HELLO is answered, see tunnel_new); tunnel_send -> frame_encode -> wolfSSL -> tls.out -> ring
  * send. PING/PONG and the deadlines are handled here.
  *
  * Life cycle: tunnel_new() starts the TLS handshake under a deadline that
@@ -23,6 +24,7 @@
 #include <stdint.h>
 
 #include "anyproxy/buf.h"
+#include "anyproxy/bufring.h"
 #include "anyproxy/frame.h"
 #include "anyproxy/ring.h"
 #include "anyproxy/stream.h"
@@ -56,6 +58,7 @@ struct tunnel {
 	int fd;
 	enum tunnel_state state;
 	bool server;
+	struct bufring *preauth_bufs; /* see tunnel_new() */
 	bool close_when_flushed;
 	bool close_when_idle; /* draining: close once the last stream is gone */
 	bool recv_armed, send_armed;
@@ -78,10 +81,14 @@ struct tunnel {
 };
 
 /* Take ownership of connected socket fd. server_name: agent side only.
+ * preauth_bufs (server side; NULL: none): until tunnel_established(), receive
+ * into buffers of this ring and create the TLS session only once the first
+ * record is in, so that a connection still in its handshake holds no
+ * receive buffer of its own; then switch to the tunnel's own large receive.
  * Returns NULL (fd closed) on allocation failure. */
 struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool server,
 			  const char *server_name, const struct tunnel_ops *ops, void *owner,
-			  uint32_t handshake_timeout_ms);
+			  uint32_t handshake_timeout_ms, struct bufring *preauth_bufs);
 
 /* Encode, encrypt and queue f. 0, -ENOBUFS (output over its bound: the
  * caller holds back), -EINVAL (bad frame) or -EPIPE (closing). */

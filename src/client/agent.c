@@ -227,7 +227,7 @@ static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t f
 	}
 	l->state = LINK_HANDSHAKE;
 	l->tunnel = tunnel_new(r, fd, a->tls, false, a->cfg->client.gateway_server_name,
-			       &link_tunnel_ops, l, a->cfg->client.handshake_timeout_ms);
+			       &link_tunnel_ops, l, a->cfg->client.handshake_timeout_ms, NULL);
 	if (!l->tunnel)
 		link_retry(l, "out of memory");
 }

@@ -50,6 +50,30 @@ int buf_append(struct buf *b, const void *p, size_t n)
 	return 0;
 }
 
+int buf_append_exact(struct buf *b, const void *p, size_t n)
+{
+	size_t used = buf_used(b);
+	uint8_t *q;
+
+	if (b->cap - b->len >= n)
+		return buf_append(b, p, n);
+	if (used + n > b->max)
+		return -ENOBUFS;
+	if (b->off) {
+		memmove(b->data, b->data + b->off, used);
+		b->off = 0;
+		b->len = used;
+	}
+	q = realloc(b->data, used + n);
+	if (!q)
+		return -ENOMEM;
+	b->data = q;
+	b->cap = used + n;
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
 void buf_consume(struct buf *b, size_t n)
 {
 	b->off += n;

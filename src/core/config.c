@@ -221,8 +221,20 @@ static const struct config_key config_keys[] = {
 	  .help = "On SIGTERM, how long open connections may go on before they are cut." },
 	{ KEY("gateway", "max_connections", KEY_UINT32, GATEWAY, gateway.max_connections),
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
-	  .help = "Users' connections the gateway serves at once; more are refused. 0: no "
-		  "limit but the process's file descriptors." },
+	  .help = "Users' connections the gateway serves at once; more are refused (SOCKS5 "
+		  "05 FF, HTTP 503). 0: derived from the open-file limit, keeping a reserve "
+		  "for agents' tunnels, their handshakes and apctl: soft RLIMIT_NOFILE minus "
+		  "(64 + max_handshakes + RLIMIT_NOFILE/16), but at least half of "
+		  "RLIMIT_NOFILE. The value in force is logged at start and on reload." },
+	{ KEY("gateway", "max_handshakes", KEY_UINT32, GATEWAY, gateway.max_handshakes),
+	  .default_value = "1024", RANGE(1, CONFIG_LIMIT_MAX),
+	  .help = "Connections in their handshake at once, counted separately on the tunnel "
+		  "port (TLS + HELLO) and on the proxy ports together (SOCKS5 or HTTP until the "
+		  "user's first stream is open), so a flood of one cannot lock out the other; "
+		  "over it a newcomer is refused at once (closed; users get SOCKS5 05 FF or HTTP "
+		  "503). A handshake takes a round trip or two, so 1024 at once is far above "
+		  "what real agents and users need, while 1024 TLS sessions in progress cost the "
+		  "gateway at most about 50 MiB." },
 	{ KEY("gateway", "max_connections_per_group", KEY_UINT32, GATEWAY,
 	      gateway.max_connections_per_group),
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),

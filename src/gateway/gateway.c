@@ -1,9 +1,11 @@
 /* gateway.c — tunnel listener, agent authentication, registry, shutdown. */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "anyproxy/cli.h"
@@ -74,6 +76,47 @@ void listener_stop(struct ring *r, struct listener *l)
 	ring_cancel_fd(r, l->fd);
 	close(l->fd);
 	l->fd = -1;
+}
+
+/* ---- handshakes ---- */
+
+void gateway_handshakes_add(struct gateway *gw, unsigned *count, int delta)
+{
+	*count += (unsigned)delta;
+	if (delta > 0) {
+		gw->handshake_peak =
+			MAX(gw->handshake_peak, gw->tunnel_handshakes + gw->user_handshakes);
+		return;
+	}
+	if (gw->tunnel_handshakes || gw->user_handshakes ||
+	    gw->handshake_peak < GATEWAY_TRIM_AFTER_HANDSHAKES)
+		return;
+	/* the wave is over: what its connections held is free but kept by
+	 * glibc, in the middle of the heap as much as at its top */
+	gw->handshake_peak = 0;
+	malloc_trim(0);
+}
+
+void gateway_refuse_handshake(struct gateway *gw, const char *listener, uint64_t *refused,
+			      uint64_t *logged_ms)
+{
+	uint64_t now = now_ms();
+
+	(*refused)++;
+	if (*logged_ms && now - *logged_ms < GATEWAY_REFUSAL_LOG_MS)
+		return;
+	*logged_ms = now;
+	log_warn("Handshake limit reached, connection refused", LF_S("listener", listener),
+		 LF_U("max_handshakes", gw->cfg->gateway.max_handshakes),
+		 LF_U("refused_total", *refused));
+}
+
+static void handshake_over(struct gw_tunnel *gt)
+{
+	if (!gt->in_handshake)
+		return;
+	gt->in_handshake = false;
+	gateway_handshakes_add(gt->gw, &gt->gw->tunnel_handshakes, -1);
 }
 
 /* ---- agent tunnels ---- */
@@ -278,11 +321,16 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 	struct gw_tunnel *gt = t->owner;
 
 	if (!gt->authenticated) {
+		int ret;
+
 		if (f->type != FRAME_HELLO) {
 			*why = "expected HELLO";
 			return -EPROTO;
 		}
-		return handle_hello(gt, f);
+		ret = handle_hello(gt, f);
+		if (gt->authenticated)
+			handshake_over(gt);
+		return ret;
 	}
 	switch (f->type) {
 	case FRAME_GOAWAY:
@@ -333,6 +381,7 @@ static void gw_on_closed(struct tunnel *t, const char *reason)
 	if (gt->next)
 		gt->next->prev = gt->prev;
 	gw->ntunnels--;
+	handshake_over(gt);
 	free(gt);
 	gateway_maybe_exit(gw);
 }
@@ -374,6 +423,12 @@ static void tunnel_accept(struct listener *l, int fd)
 		close(fd);
 		return;
 	}
+	if (gw->tunnel_handshakes >= gw->cfg->gateway.max_handshakes) {
+		close(fd);
+		gateway_refuse_handshake(gw, l->name, &gw->tunnel_handshakes_refused,
+					 &gw->tunnel_refusal_logged_ms);
+		return;
+	}
 	gt = calloc(1, sizeof(*gt));
 	if (!gt) {
 		close(fd);
@@ -381,7 +436,7 @@ static void tunnel_accept(struct listener *l, int fd)
 	}
 	gt->gw = gw;
 	gt->tunnel = tunnel_new(&gw->ring, fd, gw->tls, true, NULL, &gw_tunnel_ops, gt,
-				gw->cfg->gateway.handshake_timeout_ms);
+				gw->cfg->gateway.handshake_timeout_ms, &gw->bufs);
 	if (!gt->tunnel) {
 		free(gt);
 		return;
@@ -391,7 +446,41 @@ static void tunnel_accept(struct listener *l, int fd)
 		gw->tunnels->prev = gt;
 	gw->tunnels = gt;
 	gw->ntunnels++;
+	gt->in_handshake = true;
+	gateway_handshakes_add(gw, &gw->tunnel_handshakes, 1);
 	log_debug("Tunnel accepted", LF_S("remote_addr", gt->tunnel->peer));
+}
+
+/* ---- limits ---- */
+
+/* [gateway] max_connections in force: the configured number, or (0) the
+ * soft open-file limit minus a reserve for everything that is not a user
+ * (GATEWAY_FD_RESERVE_FIXED), so that idle users cannot take the
+ * descriptors agents and apctl need. */
+static void apply_limits(struct gateway *gw)
+{
+	const struct config *cfg = gw->cfg;
+	struct rlimit rl;
+	uint64_t nofile, reserve;
+
+	if (cfg->gateway.max_connections) {
+		gw->max_users = cfg->gateway.max_connections;
+		log_info("Connection limit", LF_U("max_connections", gw->max_users),
+			 LF_S("source", "configured"),
+			 LF_U("max_handshakes", cfg->gateway.max_handshakes));
+		return;
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		rl.rlim_cur = (rlim_t)GATEWAY_DERIVED_NOFILE_MAX;
+	nofile = MIN((uint64_t)rl.rlim_cur, (uint64_t)GATEWAY_DERIVED_NOFILE_MAX);
+	reserve = GATEWAY_FD_RESERVE_FIXED + cfg->gateway.max_handshakes +
+		  nofile / GATEWAY_FD_TUNNEL_SHARE;
+	reserve = MIN(reserve, nofile / 2);
+	gw->max_users = (uint32_t)MAX(nofile - reserve, (uint64_t)1);
+	log_info("Connection limit", LF_U("max_connections", gw->max_users),
+		 LF_S("source", "derived from RLIMIT_NOFILE"), LF_U("rlimit_nofile", nofile),
+		 LF_U("reserved_fds", reserve),
+		 LF_U("max_handshakes", cfg->gateway.max_handshakes));
 }
 
 /* ---- signals and shutdown ---- */
@@ -522,6 +611,7 @@ static void gateway_reload(struct gateway *gw)
 	gw->tls = tls;
 	if (cli_apply_log(gw->cfg) < 0)
 		log_error("Cannot reopen the log output", LF_S("output", gw->cfg->log.output));
+	apply_limits(gw);
 	log_info("Configuration reloaded", LF_U("tunnels", gw->ntunnels),
 		 LF_U("users", gw->nusers));
 }
@@ -616,6 +706,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		listener_start(&gw->ring, &gw->socks5_listener);
 	if (gw->http_listener.fd >= 0)
 		listener_start(&gw->ring, &gw->http_listener);
+	apply_limits(gw);
 	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
 	log_info("Gateway started", LF_S("tunnel_addr", shown),
 		 LF_S("control_socket", cfg->control.socket), LF_S("tls", tls_library_version()));

@@ -19,6 +19,23 @@
 #define GATEWAY_LISTEN_BACKLOG 1024
 #define GATEWAY_STREAM_WINDOW (256 * 1024)
 #define GATEWAY_ACCEPT_RETRY_MS 100
+/* max_connections = 0: descriptors kept back from users for everything
+ * else. A fixed part (standard streams, the ring, the signalfd, listeners,
+ * the log, apctl connections), max_handshakes for tunnels in their
+ * handshake, and RLIMIT_NOFILE / GATEWAY_FD_TUNNEL_SHARE for agents'
+ * tunnels; users always get at least half of the limit. */
+#define GATEWAY_FD_RESERVE_FIXED 64
+#define GATEWAY_FD_TUNNEL_SHARE 16
+/* An unlimited (or huge) RLIMIT_NOFILE counts as this many: the largest
+ * max_connections a file may set. */
+#define GATEWAY_DERIVED_NOFILE_MAX 1000000
+/* Refusals by max_handshakes are logged at most once per this period (a
+ * flood must not become a flood of log lines); each line has the total. */
+#define GATEWAY_REFUSAL_LOG_MS 1000
+/* After a wave of at least this many connections in their handshake at
+ * once, freed memory is given back to the system when the last one ends
+ * (cli.c keeps freed memory in the heap for the relays' sake). */
+#define GATEWAY_TRIM_AFTER_HANDSHAKES 256
 
 /* A listening socket served by multishot accept. */
 struct listener {
@@ -57,6 +74,7 @@ struct gw_tunnel {
 	struct tunnel *tunnel;
 	struct reg_tunnel reg;
 	bool authenticated;
+	bool in_handshake; /* counted in gateway.tunnel_handshakes */
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	struct gw_tunnel *prev, *next; /* every tunnel, for shutdown */
 };
@@ -76,6 +94,12 @@ struct gateway {
 	unsigned ntunnels;
 	unsigned nusers; /* users' connections alive (proxy.c) */
 	uint64_t refused_over_limit; /* users refused by max_connections */
+	uint32_t max_users; /* max_connections in force (0 in the file: derived) */
+	/* max_handshakes: connections in their handshake, per side */
+	unsigned tunnel_handshakes, user_handshakes;
+	unsigned handshake_peak; /* most at once since memory was last trimmed */
+	uint64_t tunnel_handshakes_refused, user_handshakes_refused;
+	uint64_t tunnel_refusal_logged_ms, user_refusal_logged_ms;
 	struct user_conn *users;
 	time_t started;
 	bool stopping;
@@ -89,6 +113,13 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 void gateway_maybe_exit(struct gateway *gw);
 int gateway_run(struct gateway *gw);
 void gateway_destroy(struct gateway *gw);
+
+/* A connection entered (+1) or left (-1) its handshake on one side; trims
+ * the heap after a large wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
+void gateway_handshakes_add(struct gateway *gw, unsigned *count, int delta);
+/* Count a refusal by max_handshakes and log it (rate-limited). */
+void gateway_refuse_handshake(struct gateway *gw, const char *listener, uint64_t *refused,
+			      uint64_t *logged_ms);
 
 /* listener.c-style helpers shared by the tunnel and control listeners */
 void listener_start(struct ring *r, struct listener *l);

@@ -19,6 +19,16 @@
 
 /* ---- life cycle ---- */
 
+/* The user's first stream is open (or the connection ended first): it
+ * no longer counts against [gateway] max_handshakes. */
+static void user_handshake_over(struct user_conn *uc)
+{
+	if (!uc->in_handshake)
+		return;
+	uc->in_handshake = false;
+	gateway_handshakes_add(uc->gw, &uc->gw->user_handshakes, -1);
+}
+
 static void user_socket_data(struct relay *r, const uint8_t *p, size_t n)
 {
 	struct user_conn *uc = container_of(r, struct user_conn, relay);
@@ -33,6 +43,7 @@ static void user_closed(struct relay *r, const char *why)
 
 	timer_disarm(&gw->ring, &uc->deadline);
 	proxy_stream_done(uc);
+	user_handshake_over(uc);
 	log_debug("User connection closed", LF_S("proxy", uc->fe->name),
 		  LF_S("client_id", uc->client_id), LF_U("bytes_up", r->bytes_up),
 		  LF_U("bytes_down", r->bytes_down), LF_S("reason", why));
@@ -99,9 +110,10 @@ void proxy_watch_idle(struct user_conn *uc)
 		timer_disarm(&uc->gw->ring, &uc->deadline);
 }
 
-/* [gateway] max_connections: say so in the user's protocol and close. A
- * plain send: a fresh socket's buffer always takes these few bytes. */
-static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_frontend *fe)
+/* [gateway] max_connections or max_handshakes: say so in the user's
+ * protocol and close. A plain send: a fresh socket's buffer always takes
+ * these few bytes. */
+static void send_refusal(int fd, const struct proxy_frontend *fe)
 {
 	static const uint8_t socks5_refusal[] = { SOCKS5_VERSION, SOCKS5_METHOD_NO_ACCEPTABLE };
 	uint8_t msg[512];
@@ -117,9 +129,14 @@ static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_fro
 	if (n > 0 && send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		log_debug("Refusal not sent", LF_S("error", strerror(errno)));
 	close(fd);
+}
+
+static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_frontend *fe)
+{
+	send_refusal(fd, fe);
 	gw->refused_over_limit++;
 	log_warn("Connection limit reached, user refused", LF_S("proxy", fe->name),
-		 LF_U("max_connections", gw->cfg->gateway.max_connections),
+		 LF_U("max_connections", gw->max_users),
 		 LF_U("refused_total", gw->refused_over_limit));
 }
 
@@ -133,8 +150,14 @@ static void accept_user(struct listener *l, int fd, const struct proxy_frontend 
 		close(fd);
 		return;
 	}
-	if (gw->cfg->gateway.max_connections && gw->nusers >= gw->cfg->gateway.max_connections) {
+	if (gw->nusers >= gw->max_users) {
 		refuse_over_limit(gw, fd, fe);
+		return;
+	}
+	if (gw->user_handshakes >= gw->cfg->gateway.max_handshakes) {
+		send_refusal(fd, fe);
+		gateway_refuse_handshake(gw, fe->name, &gw->user_handshakes_refused,
+					 &gw->user_refusal_logged_ms);
 		return;
 	}
 	uc = calloc(1, sizeof(*uc));
@@ -153,6 +176,8 @@ static void accept_user(struct listener *l, int fd, const struct proxy_frontend 
 		gw->users->prev = uc;
 	gw->users = uc;
 	gw->nusers++;
+	uc->in_handshake = true;
+	gateway_handshakes_add(gw, &gw->user_handshakes, 1);
 	timer_init(&uc->deadline, deadline_fire);
 	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
 	proxy_deadline(uc, gw->cfg->gateway.handshake_timeout_ms);
@@ -363,6 +388,7 @@ void proxy_open(struct user_conn *uc, const char *full_user, size_t full_user_le
 		uc->fe->on_open_result(uc, FRAME_OPEN_GENERAL, "tunnel busy or closing");
 		return;
 	}
+	user_handshake_over(uc);
 	snprintf(uc->client_id, sizeof(uc->client_id), "%s", rt->client->id);
 	uc->client = rt->client;
 	registry_client_get(uc->client);

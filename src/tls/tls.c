@@ -278,13 +278,45 @@ static bool is_ip_literal(const char *s)
 	return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
 }
 
-int tls_conn_init(struct tls_conn *c, struct WOLFSSL_CTX *ctx, bool server,
-		  const char *server_name)
+int tls_conn_prepare(struct tls_conn *c, struct WOLFSSL_CTX *ctx)
 {
 	memset(c, 0, sizeof(*c));
 	buf_init(&c->in, TLS_IN_MAX);
 	buf_init(&c->out, TLS_OUT_MAX);
-	c->ssl = wolfSSL_new(ctx);
+	/* the context may be replaced (reload) before the session exists */
+	if (wolfSSL_CTX_up_ref(ctx) != WOLFSSL_SUCCESS)
+		return -ENOMEM;
+	c->ctx = ctx;
+	return 0;
+}
+
+bool tls_first_record_in(const struct tls_conn *c)
+{
+	const uint8_t *h = buf_head(&c->in);
+	size_t len;
+
+	if (buf_used(&c->in) < TLS_RECORD_HEADER_BYTES)
+		return false;
+	/* not a handshake record, or longer than TLS allows: wolfSSL says why */
+	len = ((size_t)h[3] << 8) | h[4];
+	if (h[0] != TLS_RECORD_HANDSHAKE || len > TLS_PLAINTEXT_MAX_BYTES)
+		return true;
+	return buf_used(&c->in) >= TLS_RECORD_HEADER_BYTES + len;
+}
+
+int tls_conn_init(struct tls_conn *c, struct WOLFSSL_CTX *ctx, bool server,
+		  const char *server_name)
+{
+	int ret = tls_conn_prepare(c, ctx);
+
+	return ret < 0 ? ret : tls_conn_start(c, server, server_name);
+}
+
+int tls_conn_start(struct tls_conn *c, bool server, const char *server_name)
+{
+	c->ssl = wolfSSL_new(c->ctx);
+	wolfSSL_CTX_free(c->ctx); /* the session holds its own reference */
+	c->ctx = NULL;
 	if (!c->ssl)
 		return -ENOMEM;
 	wolfSSL_SetIOReadCtx(c->ssl, c);
@@ -315,6 +347,9 @@ void tls_conn_free(struct tls_conn *c)
 	free(c->peer_bindings);
 	c->peer_bindings = NULL;
 	c->peer_bindings_len = 0;
+	if (c->ctx)
+		wolfSSL_CTX_free(c->ctx);
+	c->ctx = NULL;
 	buf_release(&c->in);
 	buf_release(&c->out);
 }

@@ -16,6 +16,16 @@
 static void tunnel_flush(struct tunnel *t);
 static void tunnel_arm_recv(struct tunnel *t);
 
+/* Until HELLO is answered, a gateway tunnel receives like a user connection:
+ * into a buffer of the shared ring, taken only while bytes arrive, keeping
+ * just what wolfSSL has not consumed, in an allocation of exactly that size;
+ * and it has no TLS session before a whole first record is in. A peer that
+ * connects and stalls costs the tunnel object and nothing else. */
+static bool preauth(const struct tunnel *t)
+{
+	return t->preauth_bufs && t->state == TUNNEL_HANDSHAKE;
+}
+
 /* Called at the end of every completion: frees the tunnel once closing and
  * no operation is left in flight. */
 static void tunnel_release(struct tunnel *t)
@@ -142,7 +152,7 @@ static void tunnel_flush(struct tunnel *t)
 		t->tls.out = tmp;
 	}
 	if (!buf_used(&t->sending)) {
-		if (buf_used(&t->sending) == 0 && t->sending.cap > TUNNEL_RECV_CHUNK)
+		if (t->sending.cap > TUNNEL_RECV_CHUNK || preauth(t))
 			buf_release(&t->sending);
 		if (t->close_when_flushed)
 			tunnel_close(t, t->close_reason);
@@ -340,7 +350,20 @@ static void process_input(struct tunnel *t)
 			return;
 		}
 	}
+	if (preauth(t) && !buf_used(&t->plain))
+		buf_release(&t->plain);
 	tunnel_flush(t);
+}
+
+static void close_on_recv_error(struct tunnel *t, int res)
+{
+	char why[96];
+
+	if (res == 0)
+		snprintf(why, sizeof(why), "connection closed by peer");
+	else
+		snprintf(why, sizeof(why), "recv failed: %s", strerror(-res));
+	tunnel_close(t, why);
 }
 
 static void recv_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
@@ -354,13 +377,7 @@ static void recv_done(struct ring *r, struct ring_op *op, int res, uint32_t flag
 		return;
 	}
 	if (res <= 0) {
-		char why[96];
-
-		if (res == 0)
-			snprintf(why, sizeof(why), "connection closed by peer");
-		else
-			snprintf(why, sizeof(why), "recv failed: %s", strerror(-res));
-		tunnel_close(t, why);
+		close_on_recv_error(t, res);
 		tunnel_release(t);
 		return;
 	}
@@ -371,12 +388,60 @@ static void recv_done(struct ring *r, struct ring_op *op, int res, uint32_t flag
 	tunnel_release(t);
 }
 
+/* A receive into a ring buffer (see preauth()): the bytes are appended to
+ * tls.in and the buffer goes back to the ring at once. */
+static void preauth_recv_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct tunnel *t = container_of(op, struct tunnel, recv_op);
+	int bid = bufring_cqe_bid(flags);
+	int ret = 0;
+
+	t->inflight--;
+	t->recv_armed = false;
+	if (bid >= 0) {
+		uint8_t *data = bufring_addr(t->preauth_bufs, (uint16_t)bid);
+
+		if (res > 0 && t->state != TUNNEL_CLOSING)
+			ret = buf_append_exact(&t->tls.in, data, (size_t)res);
+		bufring_recycle(t->preauth_bufs, (uint16_t)bid);
+	}
+	if (t->state == TUNNEL_CLOSING) {
+		tunnel_release(t);
+		return;
+	}
+	if (res == -ENOBUFS) {
+		tunnel_arm_recv(t); /* every ring buffer is taken this instant */
+	} else if (res <= 0) {
+		close_on_recv_error(t, res);
+	} else if (ret < 0) {
+		tunnel_close(t, "TLS input buffer full");
+	} else if (!t->tls.ssl && !tls_first_record_in(&t->tls)) {
+		tunnel_arm_recv(t);
+	} else if (!t->tls.ssl && tls_conn_start(&t->tls, t->server, NULL) < 0) {
+		tunnel_close(t, "out of memory for a TLS session");
+	} else {
+		process_input(t);
+		if (!buf_used(&t->tls.in))
+			buf_release(&t->tls.in);
+		if (!input_done(t))
+			tunnel_arm_recv(t);
+	}
+	tunnel_release(t);
+}
+
 static void tunnel_arm_recv(struct tunnel *t)
 {
 	long room;
 
 	if (t->recv_armed || t->state == TUNNEL_CLOSING)
 		return;
+	if (preauth(t)) {
+		t->recv_op.cb = preauth_recv_done;
+		bufring_prep_recv(t->preauth_bufs, t->ring, &t->recv_op, t->fd, BUFRING_BUF_SIZE);
+		t->recv_armed = true;
+		t->inflight++;
+		return;
+	}
 	room = buf_reserve(&t->tls.in, TUNNEL_RECV_CHUNK);
 	if (room < 0) {
 		tunnel_close(t, "TLS input buffer full");
@@ -390,10 +455,10 @@ static void tunnel_arm_recv(struct tunnel *t)
 
 struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool server,
 			  const char *server_name, const struct tunnel_ops *ops, void *owner,
-			  uint32_t handshake_timeout_ms)
+			  uint32_t handshake_timeout_ms, struct bufring *preauth_bufs)
 {
 	struct tunnel *t = calloc(1, sizeof(*t));
-	int one = 1;
+	int one = 1, ret;
 
 	if (!t) {
 		close(fd);
@@ -404,6 +469,7 @@ struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool 
 	t->ops = ops;
 	t->owner = owner;
 	t->server = server;
+	t->preauth_bufs = server ? preauth_bufs : NULL;
 	t->state = TUNNEL_HANDSHAKE;
 	t->next_stream_id = 1;
 	buf_init(&t->plain, TUNNEL_PLAIN_MAX);
@@ -412,7 +478,11 @@ struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool 
 	timer_init(&t->ping_timer, ping_fire);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	net_format_peer(fd, t->peer, sizeof(t->peer));
-	if (tls_conn_init(&t->tls, ctx, server, server_name) < 0) {
+	if (t->preauth_bufs)
+		ret = tls_conn_prepare(&t->tls, ctx);
+	else
+		ret = tls_conn_init(&t->tls, ctx, server, server_name);
+	if (ret < 0) {
 		tls_conn_free(&t->tls);
 		close(fd);
 		free(t);

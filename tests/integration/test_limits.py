@@ -577,7 +577,9 @@ def test_accept_survives_emfile(env):
     out of descriptors (accept fails with EMFILE: later users wait unanswered
     in the backlog); once the first ones leave, the waiting ones are served
     and new users get full relayed connections again."""
-    gwp = limited_proxy_gateway(env, handshake_timeout_ms=30000)
+    # an explicit max_connections above the descriptors: the derived
+    # default (0) would refuse users before the process runs out
+    gwp = limited_proxy_gateway(env, handshake_timeout_ms=30000, max_connections=1000)
     h.proxy_agent(env, "a")
     echo = server(env, h.echo_handler)
     with open("/proc/%d/limits" % gwp.pid) as f:

@@ -72,6 +72,27 @@ static void test_buf_reserve(void **state)
 	buf_release(&b);
 }
 
+/* Pre-authentication buffers hold exactly their bytes (no 4 KiB page each),
+ * keep the data across growth and a consumed head, and stay bounded. */
+static void test_buf_append_exact(void **state)
+{
+	struct buf b;
+
+	(void)state;
+	buf_init(&b, 16);
+	assert_int_equal(buf_append_exact(&b, "\x16\x03\x01\x02\x00", 5), 0);
+	assert_int_equal(b.cap, 5);
+	assert_int_equal(buf_append_exact(&b, "abc", 3), 0);
+	assert_int_equal(b.cap, 8);
+	buf_consume(&b, 6);
+	assert_int_equal(buf_append_exact(&b, "defg", 4), 0);
+	assert_int_equal(b.cap, 6); /* the consumed head was dropped, not kept */
+	assert_memory_equal(buf_head(&b), "bcdefg", 6);
+	assert_int_equal(buf_append_exact(&b, "0123456789a", 11), -ENOBUFS);
+	assert_int_equal(buf_used(&b), 6); /* a failed append adds nothing */
+	buf_release(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -79,6 +100,7 @@ int main(void)
 		cmocka_unit_test(test_be_roundtrip),
 		cmocka_unit_test(test_buf_bounded),
 		cmocka_unit_test(test_buf_reserve),
+		cmocka_unit_test(test_buf_append_exact),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
