@@ -192,7 +192,10 @@ static int handle_response_head(struct user_conn *uc)
 				reply_error(uc, 502, "interim response head too large", NULL);
 				return -EMSGSIZE;
 			}
-			relay_write(&uc->relay, out, (size_t)n, (size_t)len);
+			if (relay_write(&uc->relay, out, (size_t)n, (size_t)len) < 0) {
+				relay_close(&uc->relay, "user connection gone");
+				return -EPIPE;
+			}
 			buf_consume(&s->resp, (size_t)len);
 			continue;
 		}
@@ -220,7 +223,10 @@ static int handle_response_head(struct user_conn *uc)
 			reply_error(uc, 502, "response head too large", NULL);
 			return -EMSGSIZE;
 		}
-		relay_write(&uc->relay, out, (size_t)n, (size_t)len);
+		if (relay_write(&uc->relay, out, (size_t)n, (size_t)len) < 0) {
+			relay_close(&uc->relay, "user connection gone");
+			return -EPIPE;
+		}
 		buf_consume(&s->resp, (size_t)len);
 		s->resp_head_done = true;
 		return 1;

@@ -13,8 +13,12 @@ Each case sends a request whose body is made of complete proxy requests for a
 second target (which records every hit), by Content-Length and chunked,
 small and beyond the stream window (256 KiB), with the rest of the body sent
 after the 413 arrived (a slow upload) or all at once.
+
+Also: an interim (1xx) head the gateway cannot queue for the user ends the
+connection instead of silently vanishing from the response.
 """
 import os
+import re
 import socket
 import sys
 import threading
@@ -283,6 +287,83 @@ def test_complete_body_keeps_the_connection(env):
         s.close()
 
 
+# Numbered interim heads; the gateway rewrites each almost twice as long
+# (it adds "Connection: keep-alive" and the space before the empty reason).
+INTERIM = b"HTTP/1.1 103\r\nX-N: %06d\r\n\r\n"
+INTERIM_COUNT = 300000                  # 8.7 MB: beyond loopback buffers
+FINAL = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class InterimFlood:
+    """An origin that answers with INTERIM_COUNT interim (1xx) heads, then
+    FINAL; .done is set once it has sent everything or failed to."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.error = None
+        self.server = h.RawServer(self._serve)
+
+    def _serve(self, c):
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                b = c.recv(4096)
+                if not b:
+                    return
+                data += b
+            for start in range(0, INTERIM_COUNT, 1000):
+                c.sendall(b"".join(INTERIM % i for i in range(start, start + 1000)))
+            c.sendall(FINAL)
+            c.shutdown(socket.SHUT_WR)
+            c.settimeout(30)
+            while c.recv(4096):
+                pass
+        except OSError as e:
+            self.error = e
+        finally:
+            self.done.set()
+
+    def close(self):
+        self.server.close()
+
+
+def test_interim_heads_lost_close_the_connection(env):
+    """Interim (1xx) heads the gateway cannot queue for a user that does not
+    read (its send queue is full) must end the connection, not vanish from
+    the response while the rest goes on. The gateway's queue fills because
+    the rewritten heads are longer than the origin's."""
+    origin = InterimFlood()
+    env.servers.append(origin)
+    mark = env.gwp.mark()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", env.gwp.http_port))
+    try:
+        port = origin.server.port
+        s.sendall(("GET http://127.0.0.1:%d/flood HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                   "Proxy-Authorization: %s\r\n\r\n"
+                   % (port, port, h.basic_auth(h.PROXY_USER, h.PROXY_PASS))).encode())
+        # Not reading until the origin is through (or stuck: then the wait
+        # ends after 20 s and the reading below shows what the user gets).
+        origin.done.wait(20)
+        how, _secs, data = h.read_until_closed(s, 60)
+    finally:
+        s.close()
+    numbers = [int(n) for n in re.findall(rb"\r\nX-N: (\d{6})\r\n", data)]
+    final = data.find(b"HTTP/1.1 200 OK\r\n")
+    h.note("%d of %d interim heads, final response %s, then %s"
+           % (len(numbers), INTERIM_COUNT, "seen" if final >= 0 else "not seen", how))
+    gaps = [(a, b) for a, b in zip([-1] + numbers, numbers) if b != a + 1]
+    h.check(not gaps, "interim heads vanished from the middle of the response while later "
+            "ones were delivered (first gap: after %d comes %d); a head that cannot be "
+            "queued must end the connection" % gaps[0] if gaps else "")
+    if final >= 0:
+        h.check(len(numbers) == INTERIM_COUNT, "the final response came after %d of %d "
+                "interim heads" % (len(numbers), INTERIM_COUNT))
+    h.check(env.gwp.alive(), "the gateway died:\n%s" % env.gwp.tail())
+
+
 if __name__ == "__main__":
     h.run([
         test_length_body_after_413_keep_alive,
@@ -294,4 +375,5 @@ if __name__ == "__main__":
         test_length_body_at_once_beyond_window,
         test_chunked_body_at_once_beyond_window,
         test_complete_body_keeps_the_connection,
+        test_interim_heads_lost_close_the_connection,
     ], fixture=setup)
