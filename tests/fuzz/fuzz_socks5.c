@@ -184,7 +184,8 @@ static int check_parse(enum message_kind kind, const uint8_t *p, size_t n,
 		abort();
 	if (r == 0 && n >= max)
 		abort();
-	if (r < 0 && r != -EPROTO && !(kind == REQUEST && r == -EAFNOSUPPORT))
+	if (r < 0 && r != -EPROTO && !(kind == GREETING && r == -ENOPROTOOPT) &&
+	    !(kind == REQUEST && (r == -EAFNOSUPPORT || r == -EINVAL)))
 		abort();
 
 	/* Beyond a parsed message's end nothing is read, so its size bounds the
