@@ -22,6 +22,7 @@ import re
 import socket
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -262,6 +263,37 @@ def test_chunked_body_at_once_beyond_window(env):
     attack(env, "chunked", "close", AT_ONCE, at_once=True)
 
 
+def test_linger_ends_for_a_user_that_never_stops(env):
+    """After the cut-short response the gateway drops what the user sends,
+    but not forever: a user that keeps sending (and never closes) is cut
+    off after the lingering time (2 s), and its bytes never reach anyone."""
+    unit = smuggled_request(env)
+    origin = RefusingOrigin("keep-alive")
+    env.servers.append(origin)
+    mark = env.gwp.mark()
+    s = socket.create_connection(("127.0.0.1", env.gwp.http_port), timeout=30)
+    try:
+        s.sendall(request_head(origin, "length", 1 << 30))
+        read_refusal(s, "endless upload")
+        h.check(s.recv(1) == b"", "the gateway did not half-close after the response")
+        sent = 0
+        error = None
+        for _ in range(150):  # 30 s at most
+            try:
+                s.sendall(unit)
+                sent += len(unit)
+            except OSError as e:
+                error = e
+                break
+            time.sleep(0.2)
+        h.check(error is not None, "the gateway still took bytes after 30 s (%d sent)" % sent)
+    finally:
+        s.close()
+    h.note("cut off after %d bytes: %r" % (sent, error))
+    env.gwp.wait_for_log("User connection closed", 10, since=mark)
+    expect_victim_untouched(env, "endless upload")
+
+
 def test_complete_body_keeps_the_connection(env):
     """The other side of the rule: a body forwarded in full before the
     response keeps the connection, and the next request on it works."""
@@ -374,6 +406,7 @@ if __name__ == "__main__":
         test_chunked_body_after_413_beyond_window,
         test_length_body_at_once_beyond_window,
         test_chunked_body_at_once_beyond_window,
+        test_linger_ends_for_a_user_that_never_stops,
         test_complete_body_keeps_the_connection,
         test_interim_heads_lost_close_the_connection,
     ], fixture=setup)
