@@ -114,7 +114,7 @@ struct socks5_request {
 	uint16_t port;     /* host byte order; 0 is passed through */
 	uint8_t addr[16];  /* IPv4 in the first 4 bytes, or IPv6; zero for a domain */
 	size_t domain_len; /* SOCKS5_ADDR_DOMAIN: 1..SOCKS5_NAME_MAX, else 0 */
-	char domain[SOCKS5_NAME_MAX + 1]; /* NUL-terminated, no NUL inside; "" if none */
+	char domain[SOCKS5_NAME_MAX + 1]; /* NUL-terminated, host-name bytes only; "" if none */
 };
 
 /*
