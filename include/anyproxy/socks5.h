@@ -114,11 +114,13 @@ struct socks5_request {
 	uint16_t port;     /* host byte order; 0 is passed through */
 	uint8_t addr[16];  /* IPv4 in the first 4 bytes, or IPv6; zero for a domain */
 	size_t domain_len; /* SOCKS5_ADDR_DOMAIN: 1..SOCKS5_NAME_MAX, else 0 */
-	char domain[SOCKS5_NAME_MAX + 1]; /* NUL-terminated, no NUL inside; "" if none */
+	char domain[SOCKS5_NAME_MAX + 1]; /* NUL-terminated, host-name bytes only; "" if none */
 };
 
 /*
- * Method selection. -EPROTO: VER is not 5 or NMETHODS is 0. Methods other
+ * Method selection. -EPROTO: VER is not 5 (not a SOCKS5 client: there is no
+ * reply it would understand). -ENOPROTOOPT: NMETHODS is 0, a SOCKS5 client
+ * offering no method (answer SOCKS5_METHOD_NO_ACCEPTABLE). Methods other
  * than no-auth and username/password are ignored; duplicates are harmless.
  */
 int socks5_parse_greeting(const uint8_t *buf, size_t len, struct socks5_greeting *g);
@@ -132,15 +134,31 @@ int socks5_parse_greeting(const uint8_t *buf, size_t len, struct socks5_greeting
 int socks5_parse_auth(const uint8_t *buf, size_t len, struct socks5_auth *a);
 
 /*
- * CONNECT / BIND / UDP ASSOCIATE request. -EPROTO: VER is not 5, a domain of
- * length 0, or a NUL byte inside the domain. -EAFNOSUPPORT: ATYP is none of
- * 1, 3, 4 — reported as soon as the ATYP byte arrives (the rest of such a
- * message has no known length), so the caller can answer
- * SOCKS5_REP_ADDRESS_TYPE_NOT_SUPPORTED before closing. RSV is not checked:
- * the RFC only calls it reserved and refusing it would gain nothing.
- * CMD and port are passed through for the caller to judge.
+ * CONNECT / BIND / UDP ASSOCIATE request. Errors, each answered with its own
+ * reply code (socks5_reply_for_request_error):
+ *   -EPROTO        VER is not 5;
+ *   -EAFNOSUPPORT  ATYP is none of 1, 3, 4 — reported as soon as the ATYP
+ *                  byte arrives (the rest of such a message has no known
+ *                  length);
+ *   -EINVAL        the domain is no host name: length 0, or a byte no host
+ *                  name or IPv6 literal holds (anything but letters, digits,
+ *                  '-', '_', '.', ':', '[' and ']'; so no NUL, control byte,
+ *                  space, '%', '/', '@' or non-ASCII byte) — reported as soon
+ *                  as that byte arrives. The agent's canonicalisation
+ *                  (docs/acl.md) still judges the names that pass.
+ * RSV is not checked: the RFC only calls it reserved and refusing it would
+ * gain nothing. CMD and port are passed through for the caller to judge.
  */
 int socks5_parse_request(const uint8_t *buf, size_t len, struct socks5_request *r);
+
+/*
+ * The REP code for a socks5_parse_request error: SOCKS5_REP_ADDRESS_TYPE_
+ * NOT_SUPPORTED for -EAFNOSUPPORT, SOCKS5_REP_HOST_UNREACHABLE for -EINVAL
+ * (what the agent answers for a name that does not canonicalise, so a user
+ * gets the same code wherever the name is refused), otherwise
+ * SOCKS5_REP_GENERAL_FAILURE.
+ */
+uint8_t socks5_reply_for_request_error(int err);
 
 /* Method selection reply: VER 5, METHOD. Returns 2. */
 size_t socks5_encode_method(uint8_t out[2], uint8_t method);

@@ -10,6 +10,11 @@
  * waits for the next request, which may go to another host and group.
  * Requests are handled one at a time (a pipelined request waits in the
  * input buffer until the previous response is complete).
+ *
+ * A response that ends before its request body was forwarded in full (a
+ * 413 to an upload) ends the connection: the rest of that body must never
+ * be read as a request (request smuggling), so it is drained and dropped
+ * (see start_linger).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -23,10 +28,11 @@
 #include "gateway.h"
 #include "proxy.h"
 
-enum h_state { H_HEAD, H_WAIT_OPEN, H_FORWARD, H_DONE };
+enum h_state { H_HEAD, H_WAIT_OPEN, H_FORWARD, H_LINGER, H_DONE };
 
 static const char *const h_state_names[] = {
-	[H_HEAD] = "head", [H_WAIT_OPEN] = "wait-open", [H_FORWARD] = "forward", [H_DONE] = "done",
+	[H_HEAD] = "head", [H_WAIT_OPEN] = "wait-open", [H_FORWARD] = "forward",
+	[H_LINGER] = "linger", [H_DONE] = "done",
 };
 
 /* The user's bytes not yet handled: one head plus one receive. */
@@ -35,6 +41,11 @@ static const char *const h_state_names[] = {
 #define H_RESP_MAX (HTTP_MAX_HEAD_BYTES + FRAME_MAX_PAYLOAD)
 /* Our own error replies. */
 #define H_ERROR_MAX 1024
+/* Lingering close (RFC 9112 §9.6): how long a connection whose request body
+ * was cut short keeps reading and dropping the user's bytes after the
+ * response, so that closing with unread bytes (a TCP reset) cannot destroy
+ * the response before the user has read it. */
+#define H_LINGER_MS 2000
 
 struct h_session {
 	enum h_state state;
@@ -92,6 +103,23 @@ static void process_input(struct user_conn *uc);
 
 /* ---- response: origin -> user ---- */
 
+/*
+ * The response is over but the user may still be sending the request's
+ * body: drop those bytes (they are body, never a request), half-close once
+ * the response is out, and close when the user closes its side or after
+ * H_LINGER_MS. The response head already said "Connection: close".
+ */
+static void start_linger(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+
+	set_state(s, H_LINGER);
+	buf_release(&s->in);
+	relay_shutdown_write(&uc->relay);
+	proxy_deadline(uc, H_LINGER_MS);
+	relay_read(&uc->relay, true);
+}
+
 static void next_request(struct user_conn *uc)
 {
 	struct h_session *s = uc->proto;
@@ -100,6 +128,10 @@ static void next_request(struct user_conn *uc)
 		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL); /* done with it */
 	proxy_stream_done(uc);
 	buf_release(&s->resp);
+	if (!s->req_done) {
+		start_linger(uc);
+		return;
+	}
 	if (!s->resp_keep_alive || s->user_eof) {
 		set_state(s, H_DONE);
 		relay_close_after_send(&uc->relay, "response complete");
@@ -160,7 +192,10 @@ static int handle_response_head(struct user_conn *uc)
 				reply_error(uc, 502, "interim response head too large", NULL);
 				return -EMSGSIZE;
 			}
-			relay_write(&uc->relay, out, (size_t)n, (size_t)len);
+			if (relay_write(&uc->relay, out, (size_t)n, (size_t)len) < 0) {
+				relay_close(&uc->relay, "user connection gone");
+				return -EPIPE;
+			}
 			buf_consume(&s->resp, (size_t)len);
 			continue;
 		}
@@ -169,14 +204,29 @@ static int handle_response_head(struct user_conn *uc)
 			reply_error(uc, 502, "bad response framing from the origin", NULL);
 			return -EBADMSG;
 		}
-		s->resp_keep_alive = s->client_keep_alive &&
+		/* Keep-alive only once the request body has been forwarded in
+		 * full. A final response that starts earlier (a 413 to an upload)
+		 * leaves body bytes on the connection that nothing may parse as a
+		 * request, so the connection ends after this response, and the
+		 * head says so: RFC 9110 §10.1.1 (a server answering before it
+		 * read the whole content SHOULD say whether it closes) and
+		 * RFC 9112 §9.6 (a server that will close SHOULD send "close").
+		 * Reading the rest of the body to stay persistent (RFC 9112 §9.3
+		 * allows it: the body's length is known) would mean accepting up
+		 * to HTTP_MAX_BODY_BYTES the origin refused. Decided here, not when
+		 * the response ends, so the head never promises what the end
+		 * does not keep even if the body completes meanwhile. */
+		s->resp_keep_alive = s->client_keep_alive && s->req_done &&
 				     s->resp_body.kind != HTTP_BODY_UNTIL_CLOSE;
 		n = http_write_response_head(out, sizeof(out), &head, s->resp_keep_alive);
 		if (n < 0) {
 			reply_error(uc, 502, "response head too large", NULL);
 			return -EMSGSIZE;
 		}
-		relay_write(&uc->relay, out, (size_t)n, (size_t)len);
+		if (relay_write(&uc->relay, out, (size_t)n, (size_t)len) < 0) {
+			relay_close(&uc->relay, "user connection gone");
+			return -EPIPE;
+		}
 		buf_consume(&s->resp, (size_t)len);
 		s->resp_head_done = true;
 		return 1;
@@ -415,6 +465,12 @@ static void http_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
 
 	if (s->state == H_DONE)
 		return;
+	if (s->state == H_LINGER) {
+		/* the rest of a body the origin did not wait for: dropped */
+		if (n == 0)
+			relay_close_after_send(&uc->relay, "response complete, request body dropped");
+		return;
+	}
 	if (n == 0) {
 		s->user_eof = true;
 		if (s->state == H_HEAD && !buf_used(&s->in))

@@ -4,7 +4,11 @@
  * A resumable state machine over bytes the relay delivers in owner mode;
  * nothing assumes one receive is one message. The success reply goes out
  * only once the agent has connected to the target (OPEN_OK); a failure
- * maps to its REP code.
+ * maps to its REP code. Once the greeting has shown a SOCKS5 client, every
+ * refusal is answered before the close, in the terms of the message
+ * refused: a greeting offering no method gets METHOD 0xff, a malformed
+ * RFC 1929 message STATUS 0x01, a malformed request the REP code
+ * socks5_reply_for_request_error picks.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -27,6 +31,9 @@ static const char *const s5_state_names[] = {
 
 /* Room for the largest auth and request messages plus early data. */
 #define S5_BUF_BYTES (SOCKS5_AUTH_MAX + SOCKS5_REQUEST_MAX + 256)
+_Static_assert(S5_BUF_BYTES > SOCKS5_GREETING_MAX && S5_BUF_BYTES > SOCKS5_AUTH_MAX &&
+		       S5_BUF_BYTES > SOCKS5_REQUEST_MAX,
+	       "a full buffer always holds a whole message: parsing makes room");
 
 struct s5_session {
 	enum s5_state state;
@@ -66,6 +73,12 @@ static int on_greeting(struct user_conn *uc, struct s5_session *s, const uint8_t
 	uint8_t msg[2];
 	int ret = socks5_parse_greeting(p, n, &g);
 
+	if (ret == -ENOPROTOOPT) {
+		log_info("SOCKS5 client offers no method", LF_S("proxy", "socks5"));
+		reply_and_close(uc, msg, socks5_encode_method(msg, SOCKS5_METHOD_NO_ACCEPTABLE),
+				"no authentication method offered");
+		return -EPERM;
+	}
 	if (ret <= 0)
 		return ret;
 	/* Without credentials configured, 0x02 is still preferred when offered:
@@ -128,12 +141,16 @@ static int on_request(struct user_conn *uc, struct s5_session *s, const uint8_t 
 	struct stream_target target;
 	int ret = socks5_parse_request(p, n, &rq);
 
-	if (ret == -EAFNOSUPPORT) {
-		fail_request(uc, SOCKS5_REP_ADDRESS_TYPE_NOT_SUPPORTED, "address type not supported");
+	if (ret < 0) {
+		uint8_t rep = socks5_reply_for_request_error(ret);
+
+		log_info("Malformed SOCKS5 request", LF_S("proxy", "socks5"),
+			 LF_S("reply", socks5_reply_name(rep)));
+		fail_request(uc, rep, "malformed SOCKS5 request");
 		return -EPERM;
 	}
-	if (ret <= 0)
-		return ret;
+	if (ret == 0)
+		return 0;
 	if (rq.command != SOCKS5_CMD_CONNECT) {
 		fail_request(uc, SOCKS5_REP_COMMAND_NOT_SUPPORTED, "command not supported");
 		return -EPERM;
@@ -156,23 +173,29 @@ static int on_request(struct user_conn *uc, struct s5_session *s, const uint8_t 
 	return 0;
 }
 
-static void socks5_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
+/* A message the parser refused and its handler did not answer: a greeting
+ * that is not SOCKS5 is closed without a word, a malformed RFC 1929
+ * message gets STATUS failure. */
+static void refuse_malformed(struct user_conn *uc, struct s5_session *s)
 {
-	struct s5_session *s = uc->proto;
+	uint8_t msg[2];
+
+	log_info("Malformed SOCKS5 message", LF_S("state", s5_state_names[s->state]));
+	if (s->state == S5_AUTH) {
+		reply_and_close(uc, msg, socks5_encode_auth_status(msg, false),
+				"malformed SOCKS5 message");
+		return;
+	}
+	set_state(uc, s, S5_FAILED);
+	relay_close(&uc->relay, "malformed SOCKS5 message");
+}
+
+/* Parse the messages in s->buf. Returns 0 once it needs more bytes or
+ * the request is out (WAIT_OPEN), -EPERM once the connection is refused. */
+static int parse_messages(struct user_conn *uc, struct s5_session *s)
+{
 	int ret = 1;
 
-	if (n == 0) {
-		relay_close(&uc->relay, "client closed during the handshake");
-		return;
-	}
-	if (s->state >= S5_RELAY)
-		return;
-	if (n > sizeof(s->buf) - s->len) {
-		relay_close(&uc->relay, "SOCKS5 handshake too large");
-		return;
-	}
-	memcpy(s->buf + s->len, p, n);
-	s->len += n;
 	while (ret > 0 && s->len && s->state < S5_WAIT_OPEN) {
 		switch (s->state) {
 		case S5_GREETING:
@@ -185,10 +208,9 @@ static void socks5_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
 			ret = on_request(uc, s, s->buf, s->len);
 			break;
 		}
-		if (ret == -EPROTO) {
-			log_info("Malformed SOCKS5 message", LF_S("state", s5_state_names[s->state]));
-			relay_close(&uc->relay, "malformed SOCKS5 message");
-			return;
+		if (ret < 0 && ret != -EPERM) {
+			refuse_malformed(uc, s);
+			return -EPERM;
 		}
 		if (ret > 0) {
 			/* the auth message holds the password: wipe it, not just skip it */
@@ -196,6 +218,39 @@ static void socks5_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
 			s->len -= (size_t)ret;
 			memmove(s->buf, s->buf + ret, s->len);
 		}
+	}
+	return ret < 0 ? -EPERM : 0;
+}
+
+static void socks5_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
+{
+	struct s5_session *s = uc->proto;
+
+	if (s->state >= S5_RELAY)
+		return; /* S5_FAILED: the refusal is on its way, then the close */
+	if (n == 0) {
+		relay_close(&uc->relay, "client closed during the handshake");
+		return;
+	}
+	/* In pieces that fit: the buffer holds more than the largest message,
+	 * so parsing always makes room, until the request is out and what
+	 * follows is early data waiting for the agent's answer. */
+	while (n && s->state <= S5_WAIT_OPEN) {
+		size_t take = MIN(n, sizeof(s->buf) - s->len);
+
+		if (!take) {
+			fail_request(uc, SOCKS5_REP_GENERAL_FAILURE,
+				     "too much data before the SOCKS5 reply");
+			return;
+		}
+		memcpy(s->buf + s->len, p, take);
+		s->len += take;
+		p += take;
+		n -= take;
+		if (s->state == S5_WAIT_OPEN)
+			continue; /* early data */
+		if (parse_messages(uc, s) < 0 || uc->proto != s)
+			return; /* refused, or the OPEN was answered at once */
 	}
 }
 

@@ -61,7 +61,7 @@ int socks5_parse_greeting(const uint8_t *buf, size_t len, struct socks5_greeting
 		return 0;
 	nmethods = buf[1];
 	if (nmethods == 0)
-		return -EPROTO;
+		return -ENOPROTOOPT;
 	size = GREETING_HEADER_SIZE + nmethods;
 	if (len < size)
 		return 0;
@@ -113,10 +113,18 @@ int socks5_parse_auth(const uint8_t *buf, size_t len, struct socks5_auth *a)
 	return (int)size;
 }
 
+/* Can byte c appear in a host name or an IPv6 literal, in any spelling the
+ * agent might accept? Everything else proves the name bad at once. */
+static bool host_byte(uint8_t c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '_' || c == '.' || c == ':' || c == '[' || c == ']';
+}
+
 int socks5_parse_request(const uint8_t *buf, size_t len, struct socks5_request *r)
 {
 	const uint8_t *addr;
-	size_t addr_size, size;
+	size_t addr_size, size, i;
 	uint8_t addr_type;
 
 	if (len < 1)
@@ -138,8 +146,15 @@ int socks5_parse_request(const uint8_t *buf, size_t len, struct socks5_request *
 		if (len < REQUEST_HEADER_SIZE + DOMAIN_LEN_SIZE)
 			return 0;
 		if (addr[0] < MIN_DOMAIN_LEN)
-			return -EPROTO;
+			return -EINVAL;
 		addr_size = DOMAIN_LEN_SIZE + addr[0];
+		/* The name resolved must be the name that was sent: a NUL would
+		 * cut it short (also in log lines), and control bytes, spaces or
+		 * escapes have no place in a host name. Checked on the bytes
+		 * present so far, so the verdict never waits for the rest. */
+		for (i = DOMAIN_LEN_SIZE; i < addr_size && REQUEST_HEADER_SIZE + i < len; i++)
+			if (!host_byte(addr[i]))
+				return -EINVAL;
 		break;
 	default:
 		return -EAFNOSUPPORT;
@@ -147,11 +162,6 @@ int socks5_parse_request(const uint8_t *buf, size_t len, struct socks5_request *
 	size = REQUEST_HEADER_SIZE + addr_size + PORT_SIZE;
 	if (len < size)
 		return 0;
-	/* Same reason as for credentials: the name resolved must be the name
-	 * that was sent, and a NUL would also cut it short in log lines. */
-	if (addr_type == SOCKS5_ADDR_DOMAIN &&
-	    memchr(addr + DOMAIN_LEN_SIZE, '\0', addr_size - DOMAIN_LEN_SIZE))
-		return -EPROTO;
 
 	r->command = buf[REQUEST_CMD_OFFSET];
 	r->addr_type = addr_type;
@@ -209,6 +219,18 @@ size_t socks5_encode_reply(uint8_t *out, uint8_t rep, const struct sockaddr *bou
 		memset(addr, 0, IPV4_ADDR_SIZE + PORT_SIZE);
 	}
 	return REQUEST_HEADER_SIZE + IPV4_ADDR_SIZE + PORT_SIZE;
+}
+
+uint8_t socks5_reply_for_request_error(int err)
+{
+	switch (err) {
+	case -EAFNOSUPPORT:
+		return SOCKS5_REP_ADDRESS_TYPE_NOT_SUPPORTED;
+	case -EINVAL:
+		return SOCKS5_REP_HOST_UNREACHABLE;
+	default:
+		return SOCKS5_REP_GENERAL_FAILURE;
+	}
 }
 
 uint8_t socks5_reply_for_open_reason(uint8_t reason)

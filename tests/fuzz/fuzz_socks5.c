@@ -12,7 +12,8 @@
  *   - every shorter prefix of a parsed message needs more; an error, once
  *     reported for a prefix, stays the same error for every longer one;
  *   - the output is written only on success, and then its strings are
- *     NUL-terminated, NUL-free copies of the input with consistent lengths;
+ *     NUL-terminated, NUL-free copies of the input with consistent lengths,
+ *     a domain holding only host-name bytes;
  *   - an IPv4/IPv6 request re-encodes through socks5_encode_reply to the
  *     same bytes (RSV aside);
  *   - username_split returns a base without '.' and a group that is the
@@ -140,6 +141,9 @@ static void check_request(const uint8_t *p, int r, const struct socks5_request *
 		    !all_zero(q->addr, sizeof(q->addr)))
 			abort();
 		check_name(q->domain, q->domain_len, p + 5);
+		if (strspn(q->domain, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				      "0123456789-_.:[]") != q->domain_len)
+			abort(); /* only bytes a host name or IPv6 literal holds */
 		return;
 	case SOCKS5_ADDR_IPV4:
 		addr_size = 4;
@@ -184,7 +188,8 @@ static int check_parse(enum message_kind kind, const uint8_t *p, size_t n,
 		abort();
 	if (r == 0 && n >= max)
 		abort();
-	if (r < 0 && r != -EPROTO && !(kind == REQUEST && r == -EAFNOSUPPORT))
+	if (r < 0 && r != -EPROTO && !(kind == GREETING && r == -ENOPROTOOPT) &&
+	    !(kind == REQUEST && (r == -EAFNOSUPPORT || r == -EINVAL)))
 		abort();
 
 	/* Beyond a parsed message's end nothing is read, so its size bounds the

@@ -287,13 +287,13 @@ def test_garbage_is_refused_cleanly(env):
             problems.append("HTTP port given %r...: answered %r after %.1f s, expected %r "
                             "then a close" % (blob[:40], data[:80], time.monotonic() - t0,
                                               statuses))
-    socks_cases = [
-        b"GET / HTTP/1.1\r\n\r\n",           # HTTP on the SOCKS5 port
-        b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00",  # SOCKS4
-        b"\x05\x00",                         # no methods
-        b"\x05\x01\x02\x01\x00\x00",          # empty user name and password
+    socks_cases = [  # (input, the exact answer before the close)
+        (b"GET / HTTP/1.1\r\n\r\n", b""),           # HTTP on the SOCKS5 port
+        (b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00", b""),  # SOCKS4
+        (b"\x05\x00", b"\x05\xff"),                # no methods
+        (b"\x05\x01\x02\x01\x00\x00", b"\x05\x02\x01\x01"),  # empty user name and password
     ]
-    for blob in socks_cases:
+    for blob, answer in socks_cases:
         s = socket.create_connection(("127.0.0.1", env.gwp.socks_port), timeout=5)
         try:
             s.sendall(blob)
@@ -304,8 +304,9 @@ def test_garbage_is_refused_cleanly(env):
                 continue
         finally:
             s.close()
-        if len(data) > 2:
-            problems.append("SOCKS5 port given %r: answered %r" % (blob, data))
+        if data != answer:
+            problems.append("SOCKS5 port given %r: answered %r, expected %r" % (blob, data,
+                                                                                answer))
     h.check(not problems, "bad input not refused cleanly:\n" + "\n".join(problems))
     h.check(env.gwp.alive() and env.agent_d.alive(), "a daemon died")
 

@@ -32,7 +32,8 @@
  * PROT_NONE page. */
 #define GUARDED_BYTES (2 * SOCKS5_AUTH_MAX)
 
-/* Longest messages, built in setup() from bytes 0x01..0xff (no NUL). */
+/* Longest messages, built in setup(): credentials from bytes 0x01..0xff (no
+ * NUL), the domain from every byte a host name may hold. */
 static uint8_t greeting_all_methods[SOCKS5_GREETING_MAX];
 static uint8_t greeting_unknown_methods[SOCKS5_GREETING_MAX];
 static uint8_t auth_longest[SOCKS5_AUTH_MAX];
@@ -47,6 +48,19 @@ static void fill_name(char *name, unsigned int seed)
 
 	for (i = 0; i < SOCKS5_NAME_MAX; i++)
 		name[i] = (char)(1 + (i * seed) % UINT8_MAX); /* 1..255 */
+	name[SOCKS5_NAME_MAX] = '\0';
+}
+
+/* The bytes socks5.h allows in a domain. */
+static const char host_alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				    "0123456789-_.:[]";
+
+static void fill_host(char *name)
+{
+	size_t i;
+
+	for (i = 0; i < SOCKS5_NAME_MAX; i++)
+		name[i] = host_alphabet[i % (sizeof(host_alphabet) - 1)];
 	name[SOCKS5_NAME_MAX] = '\0';
 }
 
@@ -72,7 +86,7 @@ static void build_longest_messages(void)
 	*p++ = SOCKS5_NAME_MAX;
 	memcpy(p, longest_password, SOCKS5_NAME_MAX);
 
-	fill_name(longest_domain, 3);
+	fill_host(longest_domain);
 	p = request_longest;
 	*p++ = SOCKS5_VERSION;
 	*p++ = SOCKS5_CMD_CONNECT;
@@ -285,6 +299,14 @@ static const struct request_case request_cases[] = {
 	  SOCKS5_CMD_CONNECT, SOCKS5_ADDR_DOMAIN, { 0 }, "x", 256 },
 	{ "CONNECT longest domain", request_longest, sizeof(request_longest),
 	  SOCKS5_CMD_CONNECT, SOCKS5_ADDR_DOMAIN, { 0 }, longest_domain, 443 },
+	{ "CONNECT IPv6 literal as a domain", TEXT_WIRE("\x05\x01\x00\x03\x05" "[::1]" "\x00\x50"),
+	  SOCKS5_CMD_CONNECT, SOCKS5_ADDR_DOMAIN, { 0 }, "[::1]", 80 },
+	{ "CONNECT bare IPv4-mapped literal",
+	  TEXT_WIRE("\x05\x01\x00\x03\x10" "::ffff:127.0.0.1" "\x00\x50"), SOCKS5_CMD_CONNECT,
+	  SOCKS5_ADDR_DOMAIN, { 0 }, "::ffff:127.0.0.1", 80 },
+	{ "CONNECT mixed case, '_' and a final dot",
+	  TEXT_WIRE("\x05\x01\x00\x03\x0f" "My_Host-1.Corp." "\x00\x50"), SOCKS5_CMD_CONNECT,
+	  SOCKS5_ADDR_DOMAIN, { 0 }, "My_Host-1.Corp.", 80 },
 	{ "port 0 passed through", WIRE(0x05, 0x01, 0x00, 0x01, 10, 0, 0, 1, 0x00, 0x00),
 	  SOCKS5_CMD_CONNECT, SOCKS5_ADDR_IPV4, { 10, 0, 0, 1 }, "", 0 },
 	{ "BIND passed through", WIRE(0x05, 0x02, 0x00, 0x01, 0, 0, 0, 0, 0x00, 0x15),
@@ -340,7 +362,7 @@ static const struct malformed_case malformed_cases[] = {
 	{ "greeting: version 0", GREETING, WIRE(0x00), -EPROTO },
 	{ "greeting: HTTP", GREETING, TEXT_WIRE("C"), -EPROTO },
 	{ "greeting: TLS ClientHello", GREETING, WIRE(0x16), -EPROTO },
-	{ "greeting: NMETHODS 0", GREETING, WIRE(0x05, 0x00), -EPROTO },
+	{ "greeting: NMETHODS 0", GREETING, WIRE(0x05, 0x00), -ENOPROTOOPT },
 
 	{ "auth: SOCKS5 version", AUTH, WIRE(0x05), -EPROTO },
 	{ "auth: version 0", AUTH, WIRE(0x00), -EPROTO },
@@ -359,13 +381,24 @@ static const struct malformed_case malformed_cases[] = {
 	{ "request: ATYP 0xff", REQUEST, WIRE(0x05, 0x01, 0x00, 0xff), -EAFNOSUPPORT },
 	{ "request: ATYP 6, unknown command", REQUEST, WIRE(0x05, 0x09, 0x00, 0x06),
 	  -EAFNOSUPPORT },
-	{ "request: domain length 0", REQUEST, WIRE(0x05, 0x01, 0x00, 0x03, 0x00), -EPROTO },
-	{ "request: NUL inside domain", REQUEST,
-	  TEXT_WIRE("\x05\x01\x00\x03\x0c" "evil\0example" "\x00\x50"), -EPROTO },
-	{ "request: NUL ends domain", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x02" "a\0" "\x00\x50"),
-	  -EPROTO },
-	{ "request: domain only NUL", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x01" "\0" "\x01\xbb"),
-	  -EPROTO },
+	{ "request: domain length 0", REQUEST, WIRE(0x05, 0x01, 0x00, 0x03, 0x00), -EINVAL },
+	/* a bad byte in the domain proves the error before the rest arrives */
+	{ "request: NUL inside domain", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x0c" "evil\0"),
+	  -EINVAL },
+	{ "request: NUL ends domain", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x02" "a\0"), -EINVAL },
+	{ "request: domain only NUL", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x01" "\0"), -EINVAL },
+	{ "request: space in domain", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x07" "a "), -EINVAL },
+	{ "request: control byte in domain", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x03" "\x01"),
+	  -EINVAL },
+	{ "request: line feed in domain", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x09" "evil\n"),
+	  -EINVAL },
+	{ "request: DEL in domain", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x02" "a\x7f"), -EINVAL },
+	{ "request: zone id", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x09" "fe80::1%"), -EINVAL },
+	{ "request: slash", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x09" "a.com/"), -EINVAL },
+	{ "request: userinfo", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x09" "user@"), -EINVAL },
+	{ "request: backslash", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x09" "a\\"), -EINVAL },
+	{ "request: non-ASCII", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x08" "caf\xc3"), -EINVAL },
+	{ "request: 0xff", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x02" "\xff"), -EINVAL },
 };
 
 static void test_malformed(void **state)
@@ -396,6 +429,31 @@ static void test_malformed(void **state)
 		if (n != c->err)
 			fail_msg("%s: with more bytes returned %d, want %d", c->name, n, c->err);
 	}
+}
+
+/* Every byte value in a domain: refused exactly when socks5.h says. */
+static void test_domain_bytes(void **state)
+{
+	union parse_output out;
+	unsigned int c;
+
+	for (c = 0; c <= UINT8_MAX; c++) {
+		const uint8_t msg[] = { 0x05, 0x01, 0x00, 0x03, 3, 'a', (uint8_t)c, 'b', 0x00, 0x50 };
+		bool allowed = c != 0 && strchr(host_alphabet, (int)c) != NULL;
+		int n = parse(REQUEST, place(msg, sizeof(msg)), sizeof(msg), &out);
+
+		if (n != (allowed ? (int)sizeof(msg) : -EINVAL))
+			fail_msg("byte 0x%02x in a domain: returned %d", c, n);
+	}
+}
+
+static void test_reply_for_request_error(void **state)
+{
+	assert_int_equal(socks5_reply_for_request_error(-EPROTO), SOCKS5_REP_GENERAL_FAILURE);
+	assert_int_equal(socks5_reply_for_request_error(-EAFNOSUPPORT),
+			 SOCKS5_REP_ADDRESS_TYPE_NOT_SUPPORTED);
+	assert_int_equal(socks5_reply_for_request_error(-EINVAL), SOCKS5_REP_HOST_UNREACHABLE);
+	assert_int_equal(socks5_reply_for_request_error(-ENOMEM), SOCKS5_REP_GENERAL_FAILURE);
 }
 
 /* ---- a handshake in one buffer ------------------------------------------ */
@@ -624,6 +682,8 @@ int main(void)
 		cmocka_unit_test(test_auth_valid),
 		cmocka_unit_test(test_request_valid),
 		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_domain_bytes),
+		cmocka_unit_test(test_reply_for_request_error),
 		cmocka_unit_test(test_pipelined_handshake),
 		cmocka_unit_test(test_encode_method_and_status),
 		cmocka_unit_test(test_encode_reply),
