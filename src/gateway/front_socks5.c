@@ -91,6 +91,14 @@ static int on_auth(struct user_conn *uc, struct s5_session *s, const uint8_t *p,
 	int ret = socks5_parse_auth(p, n, &a);
 	bool ok;
 
+	if (ret == -EPROTO) {
+		/* a user name or password the codec cannot take (a NUL byte, an
+		 * empty name) is bad credentials too: say so, like RFC 1929 does */
+		proxy_credentials_refused(uc, "malformed SOCKS5 user/password message");
+		reply_and_close(uc, msg, socks5_encode_auth_status(msg, false),
+				"authentication failed");
+		return -EPERM;
+	}
 	if (ret <= 0)
 		return ret;
 	ok = proxy_authenticate(uc, a.username, a.username_len, a.password, a.password_len,
