@@ -75,6 +75,7 @@ struct config {
 		uint32_t max_connections_per_group;
 		uint32_t max_streams_per_tunnel;
 		uint32_t max_clients;
+		bool fallback_to_default; /* groups without a section only */
 	} gateway;
 
 	struct config_listener http;   /* [proxy.http] */

@@ -330,6 +330,14 @@ static const struct stream_ops user_stream_ops = {
 	.on_open_result = user_open_result,
 };
 
+/* The user-visible text for "no agent": the spec's words, naming the
+ * default group only when it was tried too. */
+static void no_agent_text(char *buf, size_t len, const char *group, bool default_tried)
+{
+	snprintf(buf, len, "no clients available in group '%s'%s", group,
+		 default_tried ? " or default group" : "");
+}
+
 void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target_in)
 {
@@ -338,13 +346,19 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	char shown[300];
 	struct reg_tunnel *rt;
 	struct gw_tunnel *gt;
+	const char *no_fallback = NULL;
 	bool fell_back, full;
 	int ret;
 
 	proxy_format_target(&target, shown, sizeof(shown));
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
-	rt = registry_pick(&gw->registry, id->group, &fell_back, &full);
+	/* a tenant's traffic never crosses into the default group's agents */
+	if (id->group_len && config_group_auth(gw->cfg, id->group, id->group_len))
+		no_fallback = "the group has a [group.NAME] section";
+	else if (id->group_len && !gw->cfg->gateway.fallback_to_default)
+		no_fallback = "fallback_to_default is off";
+	rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
 	if (!rt && full) {
 		char msg[160];
 
@@ -360,10 +374,13 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	if (!rt) {
 		char msg[160];
 
-		snprintf(msg, sizeof(msg), "no clients available in group '%s' or default group",
-			 id->group);
-		log_error(msg, LF_S("user", id->full), LF_S("group", id->group),
-			  LF_S("target", shown));
+		no_agent_text(msg, sizeof(msg), id->group, !no_fallback);
+		if (no_fallback)
+			log_error(msg, LF_S("user", id->full), LF_S("group", id->group),
+				  LF_S("target", shown), LF_S("no_fallback", no_fallback));
+		else
+			log_error(msg, LF_S("user", id->full), LF_S("group", id->group),
+				  LF_S("target", shown));
 		uc->fe->on_open_result(uc, FRAME_OPEN_NET_UNREACHABLE, msg);
 		return;
 	}

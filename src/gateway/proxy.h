@@ -6,8 +6,9 @@
  *          -> proxy_authenticate(): the user name is parsed once into a
  *             struct username_identity and checked; that value is all the
  *             later steps (and their log lines) know of the user
- *          -> proxy_open(): pick a tunnel of the identity's group (or the
- *             default group), send OPEN
+ *          -> proxy_open(): pick a tunnel of the identity's group (or, for
+ *             a group without a [group.NAME] section while [gateway]
+ *             fallback_to_default is on, the default group), send OPEN
  *          -> the agent answers OPEN_OK / OPEN_FAIL -> protocol's reply
  *          -> relay (pump mode, or HTTP forwarding)
  */
@@ -39,8 +40,8 @@ struct user_conn;
 struct proxy_frontend {
 	const char *name; /* "socks5", "http" */
 	/* reason 0: the target is connected; otherwise the FRAME_OPEN_* reason
-	 * (FRAME_OPEN_NET_UNREACHABLE: no agent in the group or the default
-	 * group). */
+	 * (FRAME_OPEN_NET_UNREACHABLE: no agent in the group, nor in the
+	 * default group when it may fall back there). */
 	void (*on_open_result)(struct user_conn *uc, uint8_t reason, const char *message);
 	/* socket bytes in owner mode (handshake, HTTP forwarding) */
 	void (*on_socket_data)(struct user_conn *uc, const uint8_t *p, size_t n);
@@ -75,7 +76,9 @@ void proxy_accept_http(struct listener *l, int fd);
 
 /* Route the user to a tunnel of id's group and send OPEN for target. The
  * result arrives through fe->on_open_result (also for "no agent", at once).
- * id is what proxy_authenticate() admitted. */
+ * A group that has a [group.NAME] section never falls back to the default
+ * group; other groups do while [gateway] fallback_to_default is on. id is
+ * what proxy_authenticate() admitted. */
 void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target);
 
