@@ -108,11 +108,13 @@ bool registry_leave(struct registry *reg, struct reg_tunnel *t);
  * clients, skipping clients whose tunnels all drain (or are full, as the
  * usable callback says), then round-robin over that client's tunnels.
  * A group without a serving agent falls back to the default group ("")
- * (sets *fell_back). A group whose agents are all full does not: it is
- * there, just busy (sets *full). NULL when no tunnel can take the stream.
+ * when may_fall_back says so (sets *fell_back); the caller decides (the
+ * registry knows nothing of tenants or config). A group whose agents are
+ * all full never does: it is there, just busy (sets *full). NULL when no
+ * tunnel can take the stream.
  */
-struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool *fell_back,
-				 bool *full);
+struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool may_fall_back,
+				 bool *fell_back, bool *full);
 
 struct reg_client *registry_find_client(struct registry *reg, const char *client_id);
 /* Registered clients. */

@@ -249,6 +249,13 @@ static const struct config_key config_keys[] = {
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
 	  .help = "Agents (client_ids) registered at once; a new one beyond it is refused "
 		  "with ERROR limit. 0: no limit." },
+	{ KEY("gateway", "fallback_to_default", KEY_BOOL, GATEWAY, gateway.fallback_to_default),
+	  .default_value = "true",
+	  .help = "A user whose group has no agent connected goes out through an agent of "
+		  "the default group instead (the group-routing spec's fallback; a group whose "
+		  "agents are all busy never does). A group with a [group.NAME] section never "
+		  "falls back, whatever this says. false: no group falls back; its users get "
+		  "SOCKS5 REP 0x03 / HTTP 503 \"no clients available in group 'NAME'\"." },
 
 	LISTENER_KEYS("proxy.http", http, ":8080", check_http_username),
 	LISTENER_KEYS("proxy.socks5", socks5, ":1080", check_socks5_username),

@@ -361,28 +361,29 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 {
 	struct h_session *s = uc->proto;
 	struct http_credentials cred;
+	struct username_identity id;
 	struct http_target t;
 	struct stream_target target;
 	char host[HTTP_MAX_HOST_BYTES + 1];
 	const char *why = NULL;
+	bool ok;
 	int ret;
 
 	ret = http_proxy_credentials(head, &cred, &why);
-	if (ret == 0 ? !proxy_check_credentials(uc, cred.username, cred.username_len,
-						cred.password, cred.password_len)
-		     : proxy_needs_credentials(uc)) {
-		char peer[64];
-
-		net_format_peer(uc->relay.fd, peer, sizeof(peer));
-		log_warn("Proxy authentication failed", LF_S("proxy", "http"),
-			 LF_S("user", ret == 0 ? cred.username : ""), LF_S("remote_addr", peer));
-		explicit_bzero(&cred, sizeof(cred));
+	if (ret == 0)
+		ok = proxy_authenticate(uc, cred.username, cred.username_len, cred.password,
+					cred.password_len, &id);
+	else if (ret == -ENOENT)
+		ok = proxy_authenticate(uc, NULL, 0, NULL, 0, &id); /* the default group */
+	else
+		/* credentials we cannot read are never taken for none: their
+		 * user name may have named a group */
+		ok = proxy_credentials_refused(uc, why ? why : "unreadable Proxy-Authorization");
+	explicit_bzero(&cred, sizeof(cred));
+	if (!ok) {
 		reply_error(uc, 407, "proxy authentication required", HTTP_PROXY_AUTH_CHALLENGE);
 		return;
 	}
-	if (ret < 0)
-		cred.username_len = 0; /* no credentials needed: default group */
-	explicit_bzero(cred.password, sizeof(cred.password));
 	if (http_parse_target(head, &t, &why) < 0) {
 		reply_error(uc, 400, why ? why : "bad request target", NULL);
 		return;
@@ -425,7 +426,7 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	buf_consume(&s->in, head_len);
 	set_state(s, H_WAIT_OPEN);
 	relay_read(&uc->relay, false);
-	proxy_open(uc, cred.username, cred.username_len, &target);
+	proxy_open(uc, &id, &target);
 }
 
 static void process_input(struct user_conn *uc)

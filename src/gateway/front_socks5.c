@@ -16,7 +16,6 @@
 
 #include "anyproxy/common.h"
 #include "anyproxy/log.h"
-#include "anyproxy/net.h"
 #include "anyproxy/socks5.h"
 #include "anyproxy/username.h"
 #include "gateway.h"
@@ -39,8 +38,7 @@ struct s5_session {
 	enum s5_state state;
 	size_t len;
 	uint8_t buf[S5_BUF_BYTES];
-	size_t user_len;
-	char user[SOCKS5_NAME_MAX + 1];
+	struct username_identity id; /* what on_auth admitted (zero: no auth) */
 };
 
 static void set_state(struct user_conn *uc, struct s5_session *s, enum s5_state next)
@@ -87,6 +85,7 @@ static int on_greeting(struct user_conn *uc, struct s5_session *s, const uint8_t
 		relay_write(&uc->relay, msg, socks5_encode_method(msg, SOCKS5_METHOD_USERPASS), 0);
 		set_state(uc, s, S5_AUTH);
 	} else if (g.no_auth && !proxy_needs_credentials(uc)) {
+		username_anonymous(&s->id); /* the default group */
 		relay_write(&uc->relay, msg, socks5_encode_method(msg, SOCKS5_METHOD_NO_AUTH), 0);
 		set_state(uc, s, S5_REQUEST);
 	} else {
@@ -101,35 +100,30 @@ static int on_greeting(struct user_conn *uc, struct s5_session *s, const uint8_t
 static int on_auth(struct user_conn *uc, struct s5_session *s, const uint8_t *p, size_t n)
 {
 	struct socks5_auth a;
-	struct username_parts parts;
 	uint8_t msg[2];
-	char group[FRAME_MAX_ID_LEN + 1];
 	int ret = socks5_parse_auth(p, n, &a);
 	bool ok;
 
-	if (ret <= 0)
-		return ret;
-	ok = proxy_check_credentials(uc, a.username, a.username_len, a.password,
-				     a.password_len);
-	username_split(a.username, a.username_len, &parts);
-	if (!ok) {
-		char peer[64];
-
-		net_format_peer(uc->relay.fd, peer, sizeof(peer));
-		log_warn("Proxy authentication failed", LF_S("proxy", "socks5"),
-			 LF_S("user", a.username), LF_S("remote_addr", peer));
+	if (ret == -EPROTO) {
+		/* a user name or password the codec cannot take (a NUL byte, an
+		 * empty name) is bad credentials too: say so, like RFC 1929 does */
+		proxy_credentials_refused(uc, "malformed SOCKS5 user/password message");
 		reply_and_close(uc, msg, socks5_encode_auth_status(msg, false),
 				"authentication failed");
-		explicit_bzero(&a, sizeof(a));
 		return -EPERM;
 	}
-	snprintf(group, sizeof(group), "%.*s", (int)MIN(parts.group_len, sizeof(group) - 1),
-		 parts.group);
-	log_info("SOCKS5 extracted user info", LF_S("username", a.username),
-		 LF_S("group_id", group));
-	memcpy(s->user, a.username, a.username_len + 1);
-	s->user_len = a.username_len;
+	if (ret <= 0)
+		return ret;
+	ok = proxy_authenticate(uc, a.username, a.username_len, a.password, a.password_len,
+				&s->id);
 	explicit_bzero(&a, sizeof(a));
+	if (!ok) {
+		reply_and_close(uc, msg, socks5_encode_auth_status(msg, false),
+				"authentication failed");
+		return -EPERM;
+	}
+	log_info("SOCKS5 extracted user info", LF_S("username", s->id.full),
+		 LF_S("group_id", s->id.group));
 	relay_write(&uc->relay, msg, socks5_encode_auth_status(msg, true), 0);
 	set_state(uc, s, S5_REQUEST);
 	return ret;
@@ -169,23 +163,16 @@ static int on_request(struct user_conn *uc, struct s5_session *s, const uint8_t 
 	/* the request is consumed before proxy_open: its answer may come at once */
 	s->len -= (size_t)ret;
 	memmove(s->buf, s->buf + ret, s->len);
-	proxy_open(uc, s->user, s->user_len, &target);
+	proxy_open(uc, &s->id, &target);
 	return 0;
 }
 
-/* A message the parser refused and its handler did not answer: a greeting
- * that is not SOCKS5 is closed without a word, a malformed RFC 1929
- * message gets STATUS failure. */
+/* A message the parser refused and its handler did not answer (a greeting
+ * that is not SOCKS5): closed without a word. on_auth and on_request
+ * answer their own malformed messages. */
 static void refuse_malformed(struct user_conn *uc, struct s5_session *s)
 {
-	uint8_t msg[2];
-
 	log_info("Malformed SOCKS5 message", LF_S("state", s5_state_names[s->state]));
-	if (s->state == S5_AUTH) {
-		reply_and_close(uc, msg, socks5_encode_auth_status(msg, false),
-				"malformed SOCKS5 message");
-		return;
-	}
 	set_state(uc, s, S5_FAILED);
 	relay_close(&uc->relay, "malformed SOCKS5 message");
 }

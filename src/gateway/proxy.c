@@ -12,6 +12,7 @@
 #include "anyproxy/common.h"
 #include "anyproxy/http.h"
 #include "anyproxy/log.h"
+#include "anyproxy/net.h"
 #include "anyproxy/socks5.h"
 #include "anyproxy/username.h"
 #include "gateway.h"
@@ -232,18 +233,21 @@ bool proxy_needs_credentials(const struct user_conn *uc)
 	return uc->listener_cfg->auth_username || uc->listener_cfg->auth_password;
 }
 
-bool proxy_check_credentials(const struct user_conn *uc, const char *user, size_t user_len,
-			     const char *password, size_t password_len)
+/* Authenticate a parsed identity and its password, in constant time:
+ * against the [group.NAME] section of its group when there is one (looked
+ * up by the exact group that routing uses), else against the listener's
+ * credentials. A listener without credentials admits everyone to groups
+ * that have no section of their own. */
+static bool check_credentials(const struct user_conn *uc, const struct username_identity *id,
+			      const char *password, size_t password_len)
 {
 	const struct config_listener *l = uc->listener_cfg;
 	const struct config_group_auth *g;
-	struct username_parts parts;
 	const char *want_user, *want_password;
 	int user_ok, pass_ok;
 
-	username_split(user, user_len, &parts);
 	/* a group with its own section admits only its own password */
-	g = config_group_auth(uc->gw->cfg, parts.group, parts.group_len);
+	g = config_group_auth(uc->gw->cfg, id->group, id->group_len);
 	if (g) {
 		want_user = g->auth_username ? g->auth_username : l->auth_username;
 		want_password = g->auth_password;
@@ -254,9 +258,43 @@ bool proxy_check_credentials(const struct user_conn *uc, const char *user, size_
 		return true;
 	}
 	/* both comparisons always run */
-	user_ok = !want_user || secret_matches(parts.base, parts.base_len, want_user);
+	user_ok = !want_user || secret_matches(id->base, id->base_len, want_user);
 	pass_ok = secret_matches(password, password_len, want_password);
 	return user_ok & pass_ok;
+}
+
+bool proxy_credentials_refused(const struct user_conn *uc, const char *why)
+{
+	char peer[64];
+
+	net_format_peer(uc->relay.fd, peer, sizeof(peer));
+	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name), LF_S("reason", why),
+		 LF_S("remote_addr", peer));
+	return false;
+}
+
+bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t user_len,
+			const char *password, size_t password_len, struct username_identity *id)
+{
+	const char *why = NULL;
+	char peer[64];
+
+	if (!user) {
+		username_anonymous(id);
+		return proxy_needs_credentials(uc) ? proxy_credentials_refused(uc, "no credentials")
+						   : true;
+	}
+	/* a refused name is no identity: only why it was refused is logged
+	 * (it may hold NUL bytes a log field cannot carry) */
+	if (username_parse(user, user_len, id, &why) < 0)
+		return proxy_credentials_refused(uc, why);
+	if (check_credentials(uc, id, password, password_len))
+		return true;
+	net_format_peer(uc->relay.fd, peer, sizeof(peer));
+	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name),
+		 LF_S("user", id->full), LF_S("group", id->group),
+		 LF_S("reason", "wrong user name or password"), LF_S("remote_addr", peer));
+	return false;
 }
 
 /* ---- routing ---- */
@@ -317,53 +355,66 @@ static const struct stream_ops user_stream_ops = {
 	.on_open_result = user_open_result,
 };
 
-void proxy_open(struct user_conn *uc, const char *full_user, size_t full_user_len,
+/* The user-visible text for "no agent": the spec's words, naming the
+ * default group only when it was tried too. */
+static void no_agent_text(char *buf, size_t len, const char *group, bool default_tried)
+{
+	snprintf(buf, len, "no clients available in group '%s'%s", group,
+		 default_tried ? " or default group" : "");
+}
+
+void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target_in)
 {
 	struct gateway *gw = uc->gw;
-	struct username_parts parts;
 	struct stream_target target = *target_in;
-	char user[FRAME_MAX_TEXT_LEN + 1], group[FRAME_MAX_ID_LEN + 1], shown[300];
+	char shown[300];
 	struct reg_tunnel *rt;
 	struct gw_tunnel *gt;
+	const char *no_fallback = NULL;
 	bool fell_back, full;
 	int ret;
 
-	snprintf(user, sizeof(user), "%.*s", (int)MIN(full_user_len, sizeof(user) - 1), full_user);
-	username_split(user, strlen(user), &parts);
-	snprintf(group, sizeof(group), "%.*s", (int)MIN(parts.group_len, sizeof(group) - 1),
-		 parts.group);
 	proxy_format_target(&target, shown, sizeof(shown));
-	log_info("Gateway received request", LF_S("user", user), LF_S("group", group),
+	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
-	rt = registry_pick(&gw->registry, group, &fell_back, &full);
+	/* a tenant's traffic never crosses into the default group's agents */
+	if (id->group_len && config_group_auth(gw->cfg, id->group, id->group_len))
+		no_fallback = "the group has a [group.NAME] section";
+	else if (id->group_len && !gw->cfg->gateway.fallback_to_default)
+		no_fallback = "fallback_to_default is off";
+	rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
 	if (!rt && full) {
 		char msg[160];
 
 		snprintf(msg, sizeof(msg),
 			 "stream limit of group '%s' reached (every tunnel at max_streams_per_tunnel)",
-			 group);
-		log_warn("Group's tunnels are full, user refused", LF_S("group", group),
-			 LF_S("user", user), LF_U("max_streams_per_tunnel",
-						  gw->cfg->gateway.max_streams_per_tunnel));
+			 id->group);
+		log_warn("Group's tunnels are full, user refused", LF_S("group", id->group),
+			 LF_S("user", id->full), LF_U("max_streams_per_tunnel",
+						      gw->cfg->gateway.max_streams_per_tunnel));
 		uc->fe->on_open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;
 	}
 	if (!rt) {
 		char msg[160];
 
-		snprintf(msg, sizeof(msg), "no clients available in group '%s' or default group",
-			 group);
-		log_error(msg, LF_S("user", user), LF_S("group", group), LF_S("target", shown));
+		no_agent_text(msg, sizeof(msg), id->group, !no_fallback);
+		if (no_fallback)
+			log_error(msg, LF_S("user", id->full), LF_S("group", id->group),
+				  LF_S("target", shown), LF_S("no_fallback", no_fallback));
+		else
+			log_error(msg, LF_S("user", id->full), LF_S("group", id->group),
+				  LF_S("target", shown));
 		uc->fe->on_open_result(uc, FRAME_OPEN_NET_UNREACHABLE, msg);
 		return;
 	}
 	if (fell_back) {
 		log_warn("No clients available in group, falling back to default",
-			 LF_S("group", group));
+			 LF_S("group", id->group));
 		log_info("Selected client from default group", LF_S("client_id", rt->client->id));
 	} else {
-		log_info("Selected client from group", LF_S("group", group),
+		log_info("Selected client from group", LF_S("group", id->group),
 			 LF_S("client_id", rt->client->id));
 	}
 	if (gw->cfg->gateway.max_connections_per_group &&
@@ -374,15 +425,15 @@ void proxy_open(struct user_conn *uc, const char *full_user, size_t full_user_le
 		snprintf(msg, sizeof(msg), "connection limit of group '%s' reached",
 			 rt->client->group->id);
 		log_warn("Group connection limit reached, user refused",
-			 LF_S("group", rt->client->group->id), LF_S("user", user),
+			 LF_S("group", rt->client->group->id), LF_S("user", id->full),
 			 LF_U("max_connections_per_group",
 			      gw->cfg->gateway.max_connections_per_group));
 		uc->fe->on_open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;
 	}
 	gt = rt->owner;
-	target.user = parts.base_len ? user : "";
-	target.group = group;
+	target.user = id->base;
+	target.group = id->group;
 	ret = stream_open(&uc->relay.stream, gt->tunnel, &target, &user_stream_ops, uc);
 	if (ret < 0) {
 		uc->fe->on_open_result(uc, FRAME_OPEN_GENERAL, "tunnel busy or closing");

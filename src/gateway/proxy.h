@@ -3,8 +3,12 @@
  * HTTP front ends: routing by group, opening the stream, statistics.
  *
  *   accept -> protocol handshake (owner mode of the relay, under a deadline)
- *          -> proxy_open(): authenticate already done, pick a tunnel of the
- *             user's group (or the default group), send OPEN
+ *          -> proxy_authenticate(): the user name is parsed once into a
+ *             struct username_identity and checked; that value is all the
+ *             later steps (and their log lines) know of the user
+ *          -> proxy_open(): pick a tunnel of the identity's group (or, for
+ *             a group without a [group.NAME] section while [gateway]
+ *             fallback_to_default is on, the default group), send OPEN
  *          -> the agent answers OPEN_OK / OPEN_FAIL -> protocol's reply
  *          -> relay (pump mode, or HTTP forwarding)
  */
@@ -19,6 +23,7 @@
 #include "anyproxy/registry.h"
 #include "anyproxy/relay.h"
 #include "anyproxy/stream.h"
+#include "anyproxy/username.h"
 
 struct gateway;
 struct listener;
@@ -35,8 +40,8 @@ struct user_conn;
 struct proxy_frontend {
 	const char *name; /* "socks5", "http" */
 	/* reason 0: the target is connected; otherwise the FRAME_OPEN_* reason
-	 * (FRAME_OPEN_NET_UNREACHABLE: no agent in the group or the default
-	 * group). */
+	 * (FRAME_OPEN_NET_UNREACHABLE: no agent in the group, nor in the
+	 * default group when it may fall back there). */
 	void (*on_open_result)(struct user_conn *uc, uint8_t reason, const char *message);
 	/* socket bytes in owner mode (handshake, HTTP forwarding) */
 	void (*on_socket_data)(struct user_conn *uc, const uint8_t *p, size_t n);
@@ -70,10 +75,12 @@ extern const struct relay_ops proxy_relay_ops;
 void proxy_accept_socks5(struct listener *l, int fd);
 void proxy_accept_http(struct listener *l, int fd);
 
-/* Route the user to a tunnel of its group and send OPEN for target. The
+/* Route the user to a tunnel of id's group and send OPEN for target. The
  * result arrives through fe->on_open_result (also for "no agent", at once).
- * full_user is the user name as given ("user.group"). */
-void proxy_open(struct user_conn *uc, const char *full_user, size_t full_user_len,
+ * A group that has a [group.NAME] section never falls back to the default
+ * group; other groups do while [gateway] fallback_to_default is on. id is
+ * what proxy_authenticate() admitted. */
+void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target);
 
 /* The stream of this request is over (HTTP forwarding moves on to the
@@ -89,12 +96,24 @@ void proxy_deadline(struct user_conn *uc, uint32_t ms);
  * byte in either direction. */
 void proxy_watch_idle(struct user_conn *uc);
 
-/* Authenticate "user.group" and its password, in constant time: against the
- * [group.NAME] section of the group when there is one, else against the
- * listener's credentials. A listener without credentials admits everyone
- * to groups that have no section of their own. */
-bool proxy_check_credentials(const struct user_conn *uc, const char *user, size_t user_len,
-			     const char *password, size_t password_len);
+/*
+ * The one place a user name is read: parse the user_len bytes at user (any
+ * bytes; username.h) into *id, then authenticate it with the password in
+ * constant time: against the [group.NAME] section of id's group when there
+ * is one, else against the listener's credentials (a listener without
+ * credentials admits everyone to groups without a section). user NULL: the
+ * user gave no credentials (SOCKS5 method 0x00, HTTP without
+ * Proxy-Authorization): the default group, if the listener needs none.
+ * Returns true with *id set; false (logged as WARN "Proxy authentication
+ * failed") for a name the parser refuses and for wrong credentials alike:
+ * the front end answers both as bad credentials, and *id is not to be used.
+ */
+bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t user_len,
+			const char *password, size_t password_len, struct username_identity *id);
+/* Credentials the front end could not even read (why says how): logged
+ * like any refusal. Returns false, for the caller to answer as bad
+ * credentials. */
+bool proxy_credentials_refused(const struct user_conn *uc, const char *why);
 /* Does this user connection need credentials at all? */
 bool proxy_needs_credentials(const struct user_conn *uc);
 

@@ -239,13 +239,13 @@ static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g, 
 	return NULL;
 }
 
-struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool *fell_back,
-				 bool *full)
+struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool may_fall_back,
+				 bool *fell_back, bool *full)
 {
 	struct reg_tunnel *t = group_pick(reg, registry_find_group(reg, group_id), full);
 
 	*fell_back = false;
-	if (t || *full || group_id[0] == '\0')
+	if (t || *full || !may_fall_back || group_id[0] == '\0')
 		return t;
 	t = group_pick(reg, registry_find_group(reg, ""), full);
 	*fell_back = t != NULL;

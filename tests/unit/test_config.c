@@ -493,6 +493,22 @@ static void test_reload_swaps_live_keys_only(void **state)
 	config_free(&live);
 }
 
+/* [gateway] fallback_to_default: on by default (the spec), reloadable. */
+static void test_fallback_to_default(void **state)
+{
+	struct config live, fresh;
+	char restart[256];
+
+	load_ok(&live, CONFIG_GATEWAY, GATEWAY_MIN);
+	assert_true(live.gateway.fallback_to_default);
+	load_ok(&fresh, CONFIG_GATEWAY, GATEWAY_MIN "fallback_to_default = false\n");
+	assert_false(fresh.gateway.fallback_to_default);
+	assert_int_equal(config_reload(&live, &fresh, restart, sizeof(restart)), 0);
+	assert_false(live.gateway.fallback_to_default);
+	config_free(&fresh);
+	config_free(&live);
+}
+
 static void test_group_sections(void **state)
 {
 	struct config cfg;
@@ -1347,6 +1363,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_swaps_live_keys_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_agent_credentials, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_require_group_section, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fallback_to_default, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nul_byte, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ipv6_addresses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ipv6_in_config, setup, teardown),

@@ -83,21 +83,35 @@ static void test_round_robin_and_fallback(void **state)
 	registry_join(&f->reg, &f->t[0], "p1", "production", 1, 0, "a");
 	registry_join(&f->reg, &f->t[1], "p2", "production", 2, 0, "b");
 	registry_join(&f->reg, &f->t[2], "d1", "", 3, 0, "c");
-	a = registry_pick(&f->reg, "production", &fell_back, &full);
+	a = registry_pick(&f->reg, "production", true, &fell_back, &full);
 	assert_false(fell_back);
-	b = registry_pick(&f->reg, "production", &fell_back, &full);
-	c = registry_pick(&f->reg, "production", &fell_back, &full);
+	b = registry_pick(&f->reg, "production", true, &fell_back, &full);
+	c = registry_pick(&f->reg, "production", true, &fell_back, &full);
 	assert_ptr_not_equal(a, b);
 	assert_ptr_equal(a, c);
 	/* unknown group: the default group serves, flagged as a fallback */
-	assert_ptr_equal(registry_pick(&f->reg, "nonexistent", &fell_back, &full), &f->t[2]);
+	assert_ptr_equal(registry_pick(&f->reg, "nonexistent", true, &fell_back, &full), &f->t[2]);
 	assert_true(fell_back);
 	/* default group itself is not a fallback */
-	assert_ptr_equal(registry_pick(&f->reg, "", &fell_back, &full), &f->t[2]);
+	assert_ptr_equal(registry_pick(&f->reg, "", true, &fell_back, &full), &f->t[2]);
+	assert_false(fell_back);
+	/* the caller forbids the fallback: nothing, however often asked */
+	for (int i = 0; i < 3; i++) {
+		fell_back = true;
+		assert_null(registry_pick(&f->reg, "nonexistent", false, &fell_back, &full));
+		assert_false(fell_back);
+		assert_false(full);
+	}
+	/* ... which changes nothing for a group with an agent, nor for the
+	 * default group itself */
+	assert_ptr_equal(registry_pick(&f->reg, "", false, &fell_back, &full), &f->t[2]);
+	assert_false(fell_back);
+	a = registry_pick(&f->reg, "production", false, &fell_back, &full);
+	assert_true(a == &f->t[0] || a == &f->t[1]);
 	assert_false(fell_back);
 	/* no default client: nothing */
 	registry_leave(&f->reg, &f->t[2]);
-	assert_null(registry_pick(&f->reg, "nonexistent", &fell_back, &full));
+	assert_null(registry_pick(&f->reg, "nonexistent", true, &fell_back, &full));
 	assert_false(fell_back);
 }
 
@@ -108,12 +122,12 @@ static void test_tunnels_spread_and_draining_skipped(void **state)
 
 	registry_join(&f->reg, &f->t[0], "p1", "g", 1, 0, "a");
 	registry_join(&f->reg, &f->t[1], "p1", "g", 1, 1, "a");
-	assert_ptr_not_equal(registry_pick(&f->reg, "g", &fb, &full), registry_pick(&f->reg, "g", &fb, &full));
+	assert_ptr_not_equal(registry_pick(&f->reg, "g", true, &fb, &full), registry_pick(&f->reg, "g", true, &fb, &full));
 	f->t[0].draining = true;
 	for (int i = 0; i < 4; i++)
-		assert_ptr_equal(registry_pick(&f->reg, "g", &fb, &full), &f->t[1]);
+		assert_ptr_equal(registry_pick(&f->reg, "g", true, &fb, &full), &f->t[1]);
 	f->t[1].draining = true;
-	assert_null(registry_pick(&f->reg, "g", &fb, &full));
+	assert_null(registry_pick(&f->reg, "g", true, &fb, &full));
 }
 
 static const struct reg_tunnel *full_tunnel;
@@ -135,16 +149,16 @@ static void test_full_group_does_not_fall_back(void **state)
 	full_tunnel = &f->t[0];
 	/* one tunnel full: the other one of the same agent takes the stream */
 	for (int i = 0; i < 3; i++)
-		assert_ptr_equal(registry_pick(&f->reg, "g", &fb, &full), &f->t[1]);
+		assert_ptr_equal(registry_pick(&f->reg, "g", true, &fb, &full), &f->t[1]);
 	/* both full: refused as busy, never sent to the default group */
 	registry_leave(&f->reg, &f->t[1]);
-	assert_null(registry_pick(&f->reg, "g", &fb, &full));
+	assert_null(registry_pick(&f->reg, "g", true, &fb, &full));
 	assert_true(full);
 	assert_false(fb);
 	/* a draining group is not busy: it falls back */
 	full_tunnel = NULL;
 	f->t[0].draining = true;
-	assert_ptr_equal(registry_pick(&f->reg, "g", &fb, &full), &f->t[2]);
+	assert_ptr_equal(registry_pick(&f->reg, "g", true, &fb, &full), &f->t[2]);
 	assert_true(fb);
 	assert_false(full);
 	f->reg.usable = NULL;
