@@ -21,11 +21,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "anyproxy/grammar.h"
+
 #define FRAME_VERSION 1
 #define FRAME_HEADER_SIZE 8
 #define FRAME_MAX_SIZE 16384
 #define FRAME_MAX_PAYLOAD (FRAME_MAX_SIZE - FRAME_HEADER_SIZE)
-#define FRAME_MAX_ID_LEN 64    /* client_id, group_id */
+#define FRAME_MAX_ID_LEN ID_MAX_BYTES    /* client_id, group_id */
 #define FRAME_MAX_TEXT_LEN 255 /* user names, passwords, messages, domains */
 
 enum frame_type {

@@ -34,6 +34,7 @@
 #include "anyproxy/common.h"
 #include "anyproxy/acl.h"
 #include "anyproxy/config.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/log.h"
 
 /* Longest line of a configuration file, without its line end. inih would
@@ -44,7 +45,7 @@
 /* Items of one list key, all sources together. */
 #define CONFIG_LIST_MAX_ITEMS 1024
 /* client_id and group_id travel in the tunnel HELLO and in log lines. */
-#define CONFIG_ID_MAX_BYTES 64
+#define CONFIG_ID_MAX_BYTES ID_MAX_BYTES
 /* A DNS name (RFC 1035) and one label of it. */
 #define CONFIG_HOST_MAX_BYTES 253
 #define CONFIG_LABEL_MAX_BYTES 63
@@ -642,12 +643,6 @@ static int parse_log_format(const char *s)
 
 /* ---- per-key checks (key_check_fn) ---- */
 
-static bool id_byte(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '.' || c == '_' || c == ':' || c == '-';
-}
-
 static int check_id(const char *id, size_t min_len, char *why, size_t whylen)
 {
 	size_t len = strlen(id);
@@ -657,9 +652,7 @@ static int check_id(const char *id, size_t min_len, char *why, size_t whylen)
 			 CONFIG_ID_MAX_BYTES, len);
 		return -EINVAL;
 	}
-	for (const char *p = id; *p; p++) {
-		if (id_byte(*p))
-			continue;
+	for (const char *p = id + grammar_id_span(id, len); *p;) {
 		if (*p >= ' ' && *p < 0x7f)
 			snprintf(why, whylen, "may contain only A-Z a-z 0-9 . _ : - (found '%c')", *p);
 		else

@@ -10,6 +10,7 @@
 
 #include "anyproxy/cli.h"
 #include "anyproxy/common.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
 #include "anyproxy/tls.h"
@@ -123,18 +124,7 @@ static void handshake_over(struct gw_tunnel *gt)
 
 static bool valid_id(const struct frame_str *s, size_t min)
 {
-	size_t i;
-
-	if (s->len < min || s->len > FRAME_MAX_ID_LEN)
-		return false;
-	for (i = 0; i < s->len; i++) {
-		uint8_t c = s->ptr[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == ':' || c == '-'))
-			return false;
-	}
-	return true;
+	return grammar_id_valid((const char *)s->ptr, s->len, min);
 }
 
 static void copy_str(char *dst, size_t cap, const struct frame_str *s)

@@ -2,6 +2,7 @@
  * username.c — split and validate "username.group-id" (see username.h). Pure.
  */
 #include "anyproxy/username.h"
+#include "anyproxy/grammar.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -25,14 +26,6 @@ void username_split(const char *full, size_t len, struct username_parts *out)
 	out->base_len = (size_t)(dot - full);
 	out->group = dot + 1;
 	out->group_len = len - out->base_len - 1;
-}
-
-/* The alphabet of group ids: the gateway admits agents' group_id with the
- * same one, so every routable group can be named by a user. */
-static bool group_byte(uint8_t c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '.' || c == '_' || c == ':' || c == '-';
 }
 
 /* NUL and the other C0 controls and DEL: they would end or break a C
@@ -60,9 +53,9 @@ int username_parse(const char *full, size_t len, struct username_identity *out,
 	if (parts.group_len > USERNAME_GROUP_MAX)
 		return refuse(out, why, -ENAMETOOLONG,
 			      "group longer than " XSTRINGIFY(USERNAME_GROUP_MAX) " bytes");
-	for (i = 0; i < parts.group_len; i++)
-		if (!group_byte((uint8_t)parts.group[i]))
-			return refuse(out, why, -EINVAL,
+	/* the alphabet agents' group_id is admitted with (grammar.h) */
+	if (grammar_id_span(parts.group, parts.group_len) != parts.group_len)
+		return refuse(out, why, -EINVAL,
 				      "group holds a byte outside A-Z a-z 0-9 . _ : -");
 	if (parts.base_len > USERNAME_BASE_MAX)
 		return refuse(out, why, -ENAMETOOLONG,
