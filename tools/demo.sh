@@ -20,6 +20,8 @@ demo="$top/build/demo"
 mkdir -p "$demo/run" "$demo/logs" "$demo/www"
 echo "hello from the demo target" >"$demo/www/index.txt"
 "$top/tools/gen-certs.sh" "$demo/certs"
+# the configurations hold passwords: owner only (the daemons warn otherwise)
+chmod 600 "$top"/configs/demo/*.ini
 cd "$demo"
 
 pids=()
