@@ -116,7 +116,7 @@ static void start_linger(struct user_conn *uc)
 	set_state(s, H_LINGER);
 	buf_release(&s->in);
 	relay_shutdown_write(&uc->relay);
-	proxy_deadline(uc, H_LINGER_MS);
+	proxy_deadline(uc, H_LINGER_MS, "lingering close");
 	relay_read(&uc->relay, true);
 }
 
@@ -141,7 +141,7 @@ static void next_request(struct user_conn *uc)
 	s->resp_head_done = false;
 	s->req_done = false;
 	/* the next request head has the handshake deadline, like the first */
-	proxy_deadline(uc, uc->gw->cfg->gateway.handshake_timeout_ms);
+	proxy_deadline(uc, uc->gw->cfg->gateway.handshake_timeout_ms, "handshake");
 	relay_read(&uc->relay, true);
 	process_input(uc); /* a pipelined request may be waiting */
 }
@@ -456,7 +456,7 @@ static void process_input(struct user_conn *uc)
 		reply_error(uc, status, why ? why : http_status_reason(status), NULL);
 		return;
 	}
-	proxy_deadline(uc, 0);
+	proxy_deadline(uc, 0, NULL);
 	handle_request(uc, &head, (size_t)len);
 }
 

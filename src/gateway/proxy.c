@@ -86,13 +86,14 @@ static void deadline_fire(struct ring *r, struct timer *t)
 		return;
 	}
 	log_info("User connection timed out", LF_S("proxy", uc->fe->name),
-		 LF_S("phase", uc->relay.stream.tunnel ? "waiting for the agent" : "handshake"));
+		 LF_S("phase", uc->phase));
 	relay_close(&uc->relay, "deadline passed");
 }
 
-void proxy_deadline(struct user_conn *uc, uint32_t ms)
+void proxy_deadline(struct user_conn *uc, uint32_t ms, const char *phase)
 {
 	uc->idle_watch = false;
+	uc->phase = phase;
 	if (ms)
 		timer_arm(&uc->gw->ring, &uc->deadline, ms);
 	else
@@ -181,7 +182,7 @@ static void accept_user(struct listener *l, int fd, const struct proxy_frontend 
 	gateway_handshakes_add(gw, &gw->user_handshakes, 1);
 	timer_init(&uc->deadline, deadline_fire);
 	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
-	proxy_deadline(uc, gw->cfg->gateway.handshake_timeout_ms);
+	proxy_deadline(uc, gw->cfg->gateway.handshake_timeout_ms, "handshake");
 	if ((fe == &socks5_frontend ? socks5_session_start(uc) : http_session_start(uc)) < 0) {
 		relay_close(&uc->relay, "out of memory");
 		return;
@@ -447,7 +448,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	uc->client->streams_total++;
 	uc->relay.stream.count_sent = &uc->client->bytes_out;
 	uc->relay.stream.count_received = &uc->client->bytes_in;
-	proxy_deadline(uc, PROXY_OPEN_TIMEOUT_MS);
+	proxy_deadline(uc, PROXY_OPEN_TIMEOUT_MS, "waiting for the agent");
 }
 
 void proxy_stream_done(struct user_conn *uc)

@@ -56,6 +56,7 @@ struct user_conn {
 	const struct config_listener *listener_cfg;
 	struct timer deadline; /* handshake, waiting for the agent, or idle watch */
 	bool idle_watch;       /* deadline is the idle timeout */
+	const char *phase;     /* what the deadline waits for, for its log line */
 	bool in_handshake; /* counted in gateway.user_handshakes until its first stream */
 	struct reg_client *client; /* referenced while counted in its statistics */
 	char client_id[FRAME_MAX_ID_LEN + 1];
@@ -90,8 +91,10 @@ void proxy_stream_done(struct user_conn *uc);
 /* The OPEN was answered with success: start pumping (SOCKS5, CONNECT). */
 void proxy_start_pump(struct user_conn *uc, const uint8_t *first, size_t n);
 
-/* Arm or stop the handshake deadline (on expiry the connection closes). */
-void proxy_deadline(struct user_conn *uc, uint32_t ms);
+/* Arm (ms > 0) or stop the deadline of a phase: on expiry the connection
+ * closes and the log names phase ("handshake", "waiting for the agent",
+ * ...; a string that outlives the deadline). */
+void proxy_deadline(struct user_conn *uc, uint32_t ms, const char *phase);
 /* From now on, close the connection after [gateway] idle_timeout_ms with no
  * byte in either direction. */
 void proxy_watch_idle(struct user_conn *uc);

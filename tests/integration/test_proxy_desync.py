@@ -290,6 +290,9 @@ def test_linger_ends_for_a_user_that_never_stops(env):
     finally:
         s.close()
     h.note("cut off after %d bytes: %r" % (sent, error))
+    line = env.gwp.wait_for_log("User connection timed out", 10, since=mark)
+    h.check(line.get("phase") == "lingering close",
+            "the linger deadline should be logged as such: %r" % line)
     env.gwp.wait_for_log("User connection closed", 10, since=mark)
     expect_victim_untouched(env, "endless upload")
 
