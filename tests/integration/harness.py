@@ -32,6 +32,7 @@ AP_BUILD_DIR=build python3 tests/integration/test_x.py).
 import atexit
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -1741,3 +1742,74 @@ class FrameConn:
             self.sock.close()
         except OSError:
             pass
+
+
+# ---- helper processes and sockets of a daemon ------------------------------------------
+
+class ChildScript:
+    """The running test script started again as a helper process with args
+    (its own `if "--x" in sys.argv` branch), speaking lines on stdin/stdout.
+    Used where one process cannot hold enough sockets (the 20000-fd cap)."""
+
+    def __init__(self, args):
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(sys.argv[0])] + args,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.lines = queue.Queue()
+        self.err = []
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put),
+                         daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.err.append),
+                         daemon=True).start()
+
+    @staticmethod
+    def _pump(stream, sink):
+        for line in stream:
+            sink(line)
+
+    def line(self, timeout, what):
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            fail("%s: no answer within %.0f s (stderr: %s)" % (what, timeout,
+                                                              "".join(self.err)[-500:]))
+
+    def say(self, text):
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self, timeout=30):
+        """Close its stdin (the helper's signal to end) and reap it."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def local_addrs(pid):
+    """"127.0.0.1:PORT" of every IPv4 TCP socket the process holds."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = set()
+    with open("/proc/%d/net/tcp" % pid) as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if parts[9] in inodes:
+                ip_hex, port_hex = parts[1].split(":")
+                ip = ".".join(str(int(ip_hex[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                out.add("%s:%d" % (ip, int(port_hex, 16)))
+    return out

@@ -26,27 +26,6 @@ import harness as h  # noqa: E402
 LONG_CAP_MS = 3600000  # the first process stays away for the whole test
 
 
-def local_addrs(pid):
-    """"127.0.0.1:PORT" of every IPv4 TCP socket the process holds."""
-    inodes = set()
-    fd_dir = "/proc/%d/fd" % pid
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(os.path.join(fd_dir, fd))
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    out = set()
-    with open("/proc/%d/net/tcp" % pid) as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            if parts[9] in inodes:
-                ip_hex, port_hex = parts[1].split(":")
-                ip = ".".join(str(int(ip_hex[i:i + 2], 16)) for i in (6, 4, 2, 0))
-                out.add("%s:%d" % (ip, int(port_hex, 16)))
-    return out
 
 
 def replaced_lines(agent, since=0):
@@ -57,7 +36,7 @@ def test_newest_wins(env):
     gw = env.gateway()
     old = env.agent("twin", group_id="g", replicas=2, name="twin-old",
                     reconnect_max_delay_ms=LONG_CAP_MS)
-    old_addrs = local_addrs(old.pid)
+    old_addrs = h.local_addrs(old.pid)
     h.check(env.clients()["twin"]["remote_addr"] in old_addrs, "first process not listed")
     mark = gw.mark()
 
@@ -65,7 +44,7 @@ def test_newest_wins(env):
 
     def new_listed():
         c = env.clients().get("twin")
-        return c and c["tunnels"] == 2 and c["remote_addr"] in local_addrs(new.pid) and c
+        return c and c["tunnels"] == 2 and c["remote_addr"] in h.local_addrs(new.pid) and c
     row = h.wait_until(new_listed, 5 + h.slack(), "the newer process to own client twin")
     h.check(row["remote_addr"] not in old_addrs, "apctl shows the old process's address")
 
@@ -88,7 +67,7 @@ def test_newest_wins(env):
     c, g = env.clients(), env.groups()
     h.check(list(c) == ["twin"] and c["twin"]["tunnels"] == 2, "clients: %r" % c)
     h.check(g["g"]["clients"] == 1 and g["g"]["tunnels"] == 2, "groups: %r" % g)
-    h.check(c["twin"]["remote_addr"] in local_addrs(new.pid), "owner changed: %r" % c)
+    h.check(c["twin"]["remote_addr"] in h.local_addrs(new.pid), "owner changed: %r" % c)
     h.note("observed: old delay after REPLACED %s ms (cap %d ms)" % (retry.get("delay_ms"),
                                                                      LONG_CAP_MS))
 
@@ -119,10 +98,10 @@ def test_two_processes_alternate_registry_stays_exact(env):
     while time.monotonic() < end:
         # socket snapshots before and after apctl: an address apctl shows
         # belongs to a socket that exists in one of them
-        before = {"a": local_addrs(a.pid), "b": local_addrs(b.pid)}
+        before = {"a": h.local_addrs(a.pid), "b": h.local_addrs(b.pid)}
         c = env.clients()
         g = env.groups()
-        after = {"a": local_addrs(a.pid), "b": local_addrs(b.pid)}
+        after = {"a": h.local_addrs(a.pid), "b": h.local_addrs(b.pid)}
         h.check(set(c) <= {"twin3"}, "unexpected clients: %r" % c)
         if "twin3" in c:
             h.check(c["twin3"]["tunnels"] == 1, "twin3 has %d tunnels" % c["twin3"]["tunnels"])

@@ -89,27 +89,6 @@ def reload(env, gw, groups, **keys):
     return mark
 
 
-def local_addrs(pid):
-    """"127.0.0.1:PORT" of every IPv4 TCP socket the process holds."""
-    inodes = set()
-    fd_dir = "/proc/%d/fd" % pid
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(os.path.join(fd_dir, fd))
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    out = set()
-    with open("/proc/%d/net/tcp" % pid) as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            if parts[9] in inodes:
-                ip_hex, port_hex = parts[1].split(":")
-                ip = ".".join(str(int(ip_hex[i:i + 2], 16)) for i in (6, 4, 2, 0))
-                out.add("%s:%d" % (ip, int(port_hex, 16)))
-    return out
 
 
 def gw_rejections(gw, client_id, since=0):
@@ -228,7 +207,7 @@ def test_require_group_section(env):
 def check_takeover_refused(env, gw, prod, attacker, client_id, echo_port=None,
                            user_password=None):
     """attacker (started with wait=False) claims client_id held by prod."""
-    prod_addrs = local_addrs(prod.pid)
+    prod_addrs = h.local_addrs(prod.pid)
     line = attacker.wait_for_log(REFUSED_ID, 5 + h.slack())
     h.check(line.level == "ERROR" and line.get("client_id") == client_id,
             "the refused agent's line: %r" % line)
@@ -240,7 +219,7 @@ def check_takeover_refused(env, gw, prod, attacker, client_id, echo_port=None,
     h.check(warn and warn[0].level == "WARN", "gateway WARN for the id in use: %r"
             % gw_rejections(gw, client_id))
     w = warn[0]
-    attacker_addrs = local_addrs(attacker.pid) | {
+    attacker_addrs = h.local_addrs(attacker.pid) | {
         l.get("remote_addr") for l in gw.find("Tunnel accepted")}
     h.check(w.get("holder_remote_addr") in prod_addrs,
             "holder_remote_addr %r is not the holder's socket %r" % (w.get("holder_remote_addr"),
@@ -299,7 +278,7 @@ def test_takeover_with_other_credential_refused(env):
                        wait=False)
     shared.wait_for_log(REJECTED_CREDS, 5 + h.slack())
     c = env.clients()["prod-client-001"]
-    h.check(c["remote_addr"] in local_addrs(prod.pid), "the holder changed: %r" % c)
+    h.check(c["remote_addr"] in h.local_addrs(prod.pid), "the holder changed: %r" % c)
     assert_no_secret(env)
 
 
@@ -314,7 +293,7 @@ def test_same_group_and_credential_still_replaces(env):
 
     def new_listed():
         c = env.clients().get("prod-client-001")
-        return c and c["remote_addr"] in local_addrs(new.pid)
+        return c and c["remote_addr"] in h.local_addrs(new.pid)
     h.wait_until(new_listed, 5 + h.slack(), "the restarted agent to own prod-client-001")
     old.wait_for_log("Gateway replaced this tunnel", 3 + h.slack())
     h.check(gw.find("Client tunnel replaced"), "no replacement logged")

@@ -16,12 +16,9 @@ hold about 10,000 each, every worker and echo process 2,500.
 """
 import json
 import os
-import queue
 import selectors
 import socket
-import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -232,47 +229,6 @@ def run_worker(source, count, socks_port, http_port, targets, user, password, fi
 
 # ---- the test ------------------------------------------------------------------------
 
-class Child:
-    """A helper process speaking lines on stdin/stdout."""
-
-    def __init__(self, args):
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + args,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.lines = queue.Queue()
-        self.err = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put),
-                         daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.err.append),
-                         daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, sink):
-        for line in stream:
-            sink(line)
-
-    def line(self, timeout, what):
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue.Empty:
-            h.fail("%s: no answer within %.0f s (stderr: %s)" % (what, timeout,
-                                                                "".join(self.err)[-500:]))
-
-    def say(self, text):
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, 9)
-                self.proc.wait()
 
 
 def one_round(env, gwp, agent, pids, echoes, children, base_fd, base_rss, rnd):
@@ -283,7 +239,7 @@ def one_round(env, gwp, agent, pids, echoes, children, base_fd, base_rss, rnd):
     t0 = time.monotonic()
     workers = []
     for i in range(N_WORKERS):
-        w = Child(["--worker", "127.0.0.%d" % (2 + i), str(per), str(gwp.socks_port),
+        w = h.ChildScript(["--worker", "127.0.0.%d" % (2 + i), str(per), str(gwp.socks_port),
                    str(gwp.http_port), json.dumps(echoes), h.PROXY_USER, h.PROXY_PASS,
                    str(i * per)])
         children.append(w)
@@ -365,11 +321,11 @@ def test_10000_concurrent_streams(env):
     try:
         echoes = []
         for i in range(N_TARGETS):
-            c = Child(["--echo", "127.0.0.%d" % (10 + i)])
+            c = h.ChildScript(["--echo", "127.0.0.%d" % (10 + i)])
             children.append(c)
             echoes.append(("127.0.0.%d" % (10 + i), int(c.line(10, "echo server"))))
         # warm-up: a few hundred streams, so the baseline is a warm process
-        warm = Child(["--worker", "127.0.0.6", "200", str(gwp.socks_port), str(gwp.http_port),
+        warm = h.ChildScript(["--worker", "127.0.0.6", "200", str(gwp.socks_port), str(gwp.http_port),
                       json.dumps(echoes), h.PROXY_USER, h.PROXY_PASS, "0"])
         children.append(warm)
         r = json.loads(warm.line(60, "warm-up worker"))

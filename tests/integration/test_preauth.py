@@ -20,13 +20,10 @@ from its own source address 127.0.0.x, so that no process nears the
 """
 import json
 import os
-import queue
 import selectors
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -120,50 +117,18 @@ def run_flood(source, host, port, count, payload_hex):
         s.close()
 
 
-class Flooder:
-    """A --flood helper process speaking lines on stdin/stdout."""
+class Flooder(h.ChildScript):
+    """A --flood helper process holding count connections from source."""
 
     def __init__(self, source, port, count, payload=b""):
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--flood", source, "127.0.0.1",
-             str(port), str(count), payload.hex()],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            bufsize=1)
-        self.lines = queue.Queue()
-        self.err = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put),
-                         daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.err.append),
-                         daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, sink):
-        for line in stream:
-            sink(line)
+        super().__init__(["--flood", source, "127.0.0.1", str(port), str(count), payload.hex()])
 
     def result(self, timeout, what):
-        try:
-            return json.loads(self.lines.get(timeout=timeout))
-        except queue.Empty:
-            h.fail("%s: no answer within %.0f s (stderr: %s)"
-                   % (what, timeout, "".join(self.err)[-500:]))
+        return json.loads(self.line(timeout, what))
 
     def status(self):
-        self.proc.stdin.write("STATUS\n")
-        self.proc.stdin.flush()
+        self.say("STATUS")
         return self.result(60, "flooder status")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 def flood(port, total, payload=b"", first_source=2):
