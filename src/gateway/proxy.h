@@ -57,7 +57,7 @@ struct user_conn {
 	struct timer deadline; /* handshake, waiting for the agent, or idle watch */
 	bool idle_watch;       /* deadline is the idle timeout */
 	const char *phase;     /* what the deadline waits for, for its log line */
-	bool in_handshake; /* counted in gateway.user_handshakes until its first stream */
+	bool in_handshake; /* counted in gateway.user_budget until its first stream */
 	struct reg_client *client; /* referenced while counted in its statistics */
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	void *proto; /* front end's state (handshake buffer, HTTP state) */

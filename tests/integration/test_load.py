@@ -29,7 +29,7 @@ N_WORKERS = 4
 N_TARGETS = 4
 ESTABLISH_TIMEOUT = 60
 CLOSE_TIMEOUT = 30
-IN_FLIGHT = 150          # handshakes a worker keeps in flight (listen backlog 1024)
+IN_FLIGHT = 150          # handshakes a worker keeps in flight (listen backlog 4096)
 # Peak RSS growth while 10,000 streams are open: a stream costs the gateway
 # a user connection, a relay and a stream, the agent a target connection
 # (about 1 KiB each measured here); 4.9 KiB per stream leaves room for
