@@ -20,8 +20,12 @@
 
 /* ---- life cycle ---- */
 
-/* The user's first stream is open (or the connection ended first): it
- * no longer counts against [gateway] max_handshakes. */
+/* The user's handshake is over: its first request is parsed and
+ * authenticated (proxy_open), or the connection ended first. From then on
+ * it no longer counts against [gateway] max_handshakes; waiting for the
+ * agent is bounded by PROXY_OPEN_TIMEOUT_MS and the connection limits.
+ * Counted from accept_user; this is the only place the count goes down,
+ * once per connection (in_handshake). */
 static void user_handshake_over(struct user_conn *uc)
 {
 	if (!uc->in_handshake)
@@ -371,6 +375,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	bool fell_back, full;
 	int ret;
 
+	user_handshake_over(uc);
 	proxy_format_target(&target, shown, sizeof(shown));
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
@@ -435,7 +440,6 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		uc->fe->on_open_result(uc, FRAME_OPEN_GENERAL, "tunnel busy or closing");
 		return;
 	}
-	user_handshake_over(uc);
 	snprintf(uc->client_id, sizeof(uc->client_id), "%s", rt->client->id);
 	uc->client = rt->client;
 	registry_client_get(uc->client);
