@@ -366,7 +366,8 @@ def test_max_handshakes(env):
     tunnel port: with three silent TLS connections a new agent waits, users
     are still served, and the agent registers once a slot frees. A WARN when
     a side pauses, INFO when it accepts again; the registered agents and an
-    open stream are untouched. SIGHUP to 5 serves the waiting at once."""
+    open stream are untouched. SIGHUP to 5 serves the waiting at once, and
+    SIGTERM with a side paused still stops the gateway cleanly."""
     gwp = h.proxy_gateway(env, max_handshakes=3, handshake_timeout_ms=60000)
     h.proxy_agent(env, "a")
     echo = h.RawServer(h.echo_handler)
@@ -489,6 +490,15 @@ def test_max_handshakes(env):
         got = answer_within(sixth, NO_ANSWER_S)
         h.check(got is None, "a 6th user at max_handshakes = 5 got %r" % got)
         h.check(echo_ok(stream, "at the end"), "the open stream was harmed")
+
+        # -- shutdown closes a paused listener like any other --
+        for s in [stream] + [w for w in waiting if w is not sixth]:
+            s.close()
+        gwp.send_signal(signal.SIGTERM)
+        h.check(h.closed_state(sixth, 5 + h.slack()) is not None,
+                "a connection waiting in a paused listener's backlog outlived the shutdown")
+        rc = gwp.wait_exit(10 + h.slack())
+        h.check(rc == 0, "the gateway exited %r on SIGTERM with a paused listener" % rc)
     finally:
         stream.close()
         for s in held + waiting:
