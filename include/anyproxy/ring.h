@@ -108,7 +108,10 @@ static inline bool timer_armed(const struct timer *t)
 /* Convenience preparers: each gets an SQE, fills it and tags it with op. */
 void ring_prep_recv(struct ring *r, struct ring_op *op, int fd, void *buf, size_t len);
 void ring_prep_send(struct ring *r, struct ring_op *op, int fd, const void *buf, size_t len);
-void ring_prep_accept_multishot(struct ring *r, struct ring_op *op, int fd);
+/* One connection (single-shot on purpose: a multishot accept takes every
+ * connection waiting in the backlog at once, so its owner could not stop
+ * accepting at a bound). */
+void ring_prep_accept(struct ring *r, struct ring_op *op, int fd);
 void ring_prep_connect(struct ring *r, struct ring_op *op, int fd, const struct sockaddr *sa,
 		       socklen_t len);
 void ring_prep_read(struct ring *r, struct ring_op *op, int fd, void *buf, size_t len);

@@ -231,11 +231,12 @@ static const struct config_key config_keys[] = {
 	  .default_value = "1024", RANGE(1, CONFIG_LIMIT_MAX),
 	  .help = "Connections in their handshake at once, counted separately on the tunnel "
 		  "port (TLS + HELLO) and on the proxy ports together (SOCKS5 or HTTP until the "
-		  "user's first stream is open), so a flood of one cannot lock out the other; "
-		  "over it a newcomer is refused at once (closed; users get SOCKS5 05 FF or HTTP "
-		  "503). A handshake takes a round trip or two, so 1024 at once is far above "
-		  "what real agents and users need, while 1024 TLS sessions in progress cost the "
-		  "gateway at most about 50 MiB." },
+		  "user's request is authenticated), so a flood of one cannot lock out the other. "
+		  "At the bound that side stops accepting: newcomers wait in the kernel's listen "
+		  "backlog, unanswered, and are served once a slot frees (a burst is slowed, "
+		  "never refused). A handshake takes a round trip or two, so 1024 at once is far "
+		  "above what real agents and users need, while 1024 TLS sessions in progress "
+		  "cost the gateway at most about 50 MiB." },
 	{ KEY("gateway", "max_connections_per_group", KEY_UINT32, GATEWAY,
 	      gateway.max_connections_per_group),
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),

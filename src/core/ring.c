@@ -288,11 +288,11 @@ void ring_prep_send(struct ring *r, struct ring_op *op, int fd, const void *buf,
 	ring_sqe_set_op(sqe, op);
 }
 
-void ring_prep_accept_multishot(struct ring *r, struct ring_op *op, int fd)
+void ring_prep_accept(struct ring *r, struct ring_op *op, int fd)
 {
 	struct io_uring_sqe *sqe = ring_get_sqe(r);
 
-	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	ring_sqe_set_op(sqe, op);
 }
 

@@ -28,40 +28,64 @@ static void listener_retry(struct ring *r, struct timer *t)
 	listener_arm(r, l);
 }
 
+/*
+ * One accept completed. A connection is always taken, even when its side
+ * paused meanwhile: the accept was in flight when the pause was decided
+ * and its connection is already out of the backlog. So a side may exceed
+ * max_handshakes by the accepts in flight at that moment: at most one per
+ * other listener of the side (the proxy side has two).
+ */
 static void accept_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
 {
 	struct listener *l = container_of(op, struct listener, op);
 
-	if (!(flags & IORING_CQE_F_MORE))
-		l->armed = false;
+	l->armed = false;
 	if (res >= 0) {
 		l->on_accept(l, res);
 	} else if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
-		/* multishot accept stops on these: back off a little, then re-arm */
+		/* out of descriptors or memory: back off a little, then re-arm */
 		log_warn("Accept paused", LF_S("listener", l->name), LF_S("error", strerror(-res)),
 			 LF_U("retry_ms", GATEWAY_ACCEPT_RETRY_MS));
-		if (l->fd >= 0 && !l->armed)
+		if (l->fd >= 0)
 			timer_arm(r, &l->retry, GATEWAY_ACCEPT_RETRY_MS);
 		return;
 	} else if (res != -ECANCELED && res != -EINTR && res != -ECONNABORTED) {
 		log_warn("Accept failed", LF_S("listener", l->name), LF_S("error", strerror(-res)));
 	}
-	if (!l->armed && l->fd >= 0)
-		listener_arm(r, l);
+	listener_arm(r, l); /* not when paused (on_accept may have paused it) */
 }
 
+/* Arm the next accept, unless one is in flight, the listener is closed or
+ * paused, or it backs off after EMFILE (its timer re-arms it). */
 static void listener_arm(struct ring *r, struct listener *l)
 {
-	if (l->armed || l->fd < 0)
+	if (l->armed || l->fd < 0 || l->paused || timer_armed(&l->retry))
 		return;
 	l->op.cb = accept_done;
-	ring_prep_accept_multishot(r, &l->op, l->fd);
+	ring_prep_accept(r, &l->op, l->fd);
 	l->armed = true;
 }
 
 void listener_start(struct ring *r, struct listener *l)
 {
 	timer_init(&l->retry, listener_retry);
+	listener_arm(r, l);
+}
+
+/* Stop accepting; connections that arrive wait in the listen backlog. The
+ * accept in flight is cancelled (one that completes first is taken). */
+static void listener_pause(struct ring *r, struct listener *l)
+{
+	l->paused = true;
+	if (l->armed && l->fd >= 0)
+		ring_cancel_fd(r, l->fd);
+}
+
+/* Accept again. An accept still in flight (its cancel not yet completed)
+ * re-arms from its completion. */
+static void listener_resume(struct ring *r, struct listener *l)
+{
+	l->paused = false;
 	listener_arm(r, l);
 }
 
@@ -81,15 +105,59 @@ void listener_stop(struct ring *r, struct listener *l)
 
 /* ---- handshakes ---- */
 
-void gateway_handshakes_add(struct gateway *gw, unsigned *count, int delta)
+/* Pause or resume side b's listeners to match its count and the bound in
+ * force. During shutdown the listeners are closed: nothing to do. */
+static void budget_update(struct gateway *gw, struct handshake_budget *b)
 {
-	*count += (unsigned)delta;
-	if (delta > 0) {
-		gw->handshake_peak =
-			MAX(gw->handshake_peak, gw->tunnel_handshakes + gw->user_handshakes);
+	uint32_t max = gw->cfg->gateway.max_handshakes;
+	bool full = b->count >= max;
+	uint64_t now;
+	size_t i;
+
+	if (full == b->paused || gw->stopping)
+		return;
+	b->paused = full;
+	for (i = 0; i < ARRAY_SIZE(b->listeners); i++) {
+		if (!b->listeners[i])
+			continue;
+		if (full)
+			listener_pause(&gw->ring, b->listeners[i]);
+		else
+			listener_resume(&gw->ring, b->listeners[i]);
+	}
+	now = now_ms();
+	if (!full) {
+		if (b->pause_logged)
+			log_info("Handshake limit: accepting again", LF_S("side", b->name),
+				 LF_U("in_handshake", b->count), LF_U("max_handshakes", max),
+				 LF_U("paused_ms", now - b->paused_at_ms));
+		else
+			log_debug("Handshake limit: accepting again", LF_S("side", b->name),
+				  LF_U("in_handshake", b->count),
+				  LF_U("paused_ms", now - b->paused_at_ms));
 		return;
 	}
-	if (gw->tunnel_handshakes || gw->user_handshakes ||
+	b->pauses++;
+	b->paused_at_ms = now;
+	b->pause_logged = !b->logged_ms || now - b->logged_ms >= GATEWAY_PAUSE_LOG_MS;
+	if (!b->pause_logged)
+		return;
+	b->logged_ms = now;
+	log_warn("Handshake limit reached, accepting paused", LF_S("side", b->name),
+		 LF_U("in_handshake", b->count), LF_U("max_handshakes", max),
+		 LF_U("pauses_total", b->pauses));
+}
+
+void gateway_handshakes_add(struct gateway *gw, struct handshake_budget *b, int delta)
+{
+	b->count += (unsigned)delta;
+	budget_update(gw, b);
+	if (delta > 0) {
+		gw->handshake_peak =
+			MAX(gw->handshake_peak, gw->tunnel_budget.count + gw->user_budget.count);
+		return;
+	}
+	if (gw->tunnel_budget.count || gw->user_budget.count ||
 	    gw->handshake_peak < GATEWAY_TRIM_AFTER_HANDSHAKES)
 		return;
 	/* the wave is over: what its connections held is free but kept by
@@ -98,26 +166,12 @@ void gateway_handshakes_add(struct gateway *gw, unsigned *count, int delta)
 	malloc_trim(0);
 }
 
-void gateway_refuse_handshake(struct gateway *gw, const char *listener, uint64_t *refused,
-			      uint64_t *logged_ms)
-{
-	uint64_t now = now_ms();
-
-	(*refused)++;
-	if (*logged_ms && now - *logged_ms < GATEWAY_REFUSAL_LOG_MS)
-		return;
-	*logged_ms = now;
-	log_warn("Handshake limit reached, connection refused", LF_S("listener", listener),
-		 LF_U("max_handshakes", gw->cfg->gateway.max_handshakes),
-		 LF_U("refused_total", *refused));
-}
-
 static void handshake_over(struct gw_tunnel *gt)
 {
 	if (!gt->in_handshake)
 		return;
 	gt->in_handshake = false;
-	gateway_handshakes_add(gt->gw, &gt->gw->tunnel_handshakes, -1);
+	gateway_handshakes_add(gt->gw, &gt->gw->tunnel_budget, -1);
 }
 
 /* ---- agent tunnels ---- */
@@ -413,12 +467,6 @@ static void tunnel_accept(struct listener *l, int fd)
 		close(fd);
 		return;
 	}
-	if (gw->tunnel_handshakes >= gw->cfg->gateway.max_handshakes) {
-		close(fd);
-		gateway_refuse_handshake(gw, l->name, &gw->tunnel_handshakes_refused,
-					 &gw->tunnel_refusal_logged_ms);
-		return;
-	}
 	gt = calloc(1, sizeof(*gt));
 	if (!gt) {
 		close(fd);
@@ -437,7 +485,7 @@ static void tunnel_accept(struct listener *l, int fd)
 	gw->tunnels = gt;
 	gw->ntunnels++;
 	gt->in_handshake = true;
-	gateway_handshakes_add(gw, &gw->tunnel_handshakes, 1);
+	gateway_handshakes_add(gw, &gw->tunnel_budget, 1);
 	log_debug("Tunnel accepted", LF_S("remote_addr", gt->tunnel->peer));
 }
 
@@ -602,6 +650,9 @@ static void gateway_reload(struct gateway *gw)
 	if (cli_apply_log(gw->cfg) < 0)
 		log_error("Cannot reopen the log output", LF_S("output", gw->cfg->log.output));
 	apply_limits(gw);
+	/* a new max_handshakes pauses or resumes a side at once */
+	budget_update(gw, &gw->tunnel_budget);
+	budget_update(gw, &gw->user_budget);
 	log_info("Configuration reloaded", LF_U("tunnels", gw->ntunnels),
 		 LF_U("users", gw->nusers));
 }
@@ -690,6 +741,11 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	gw->control_bound = true;
 	gw->control_listener = (struct listener){ .fd = fd, .name = "control",
 						  .on_accept = control_accept, .owner = gw };
+	/* the control socket has no budget: it is never paused */
+	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel",
+						       .listeners = { &gw->tunnel_listener } };
+	gw->user_budget = (struct handshake_budget){
+		.name = "proxy", .listeners = { &gw->socks5_listener, &gw->http_listener } };
 	listener_start(&gw->ring, &gw->tunnel_listener);
 	listener_start(&gw->ring, &gw->control_listener);
 	if (gw->socks5_listener.fd >= 0)

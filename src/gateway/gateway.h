@@ -16,7 +16,11 @@
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
 
-#define GATEWAY_LISTEN_BACKLOG 1024
+/* Connections the kernel completes and holds for a listener that is not
+ * accepting (a side at max_handshakes): they wait there, costing the
+ * gateway nothing, until a slot frees. The kernel caps it at
+ * net.core.somaxconn (4096 by default since Linux 5.4; 128 before). */
+#define GATEWAY_LISTEN_BACKLOG 4096
 #define GATEWAY_STREAM_WINDOW (256 * 1024)
 #define GATEWAY_ACCEPT_RETRY_MS 100
 /* max_connections = 0: descriptors kept back from users for everything
@@ -29,23 +33,43 @@
 /* An unlimited (or huge) RLIMIT_NOFILE counts as this many: the largest
  * max_connections a file may set. */
 #define GATEWAY_DERIVED_NOFILE_MAX 1000000
-/* Refusals by max_handshakes are logged at most once per this period (a
- * flood must not become a flood of log lines); each line has the total. */
-#define GATEWAY_REFUSAL_LOG_MS 1000
+/* A side pausing its accepts at max_handshakes is logged at most once per
+ * this period (a flood must not become a flood of log lines); each line
+ * has the running count of pauses. */
+#define GATEWAY_PAUSE_LOG_MS 1000
 /* After a wave of at least this many connections in their handshake at
  * once, freed memory is given back to the system when the last one ends
  * (cli.c keeps freed memory in the heap for the relays' sake). */
 #define GATEWAY_TRIM_AFTER_HANDSHAKES 256
 
-/* A listening socket served by multishot accept. */
+struct handshake_budget;
+
+/* A listening socket served by one accept at a time, re-armed from its
+ * completion unless paused. */
 struct listener {
 	int fd;
 	struct ring_op op;
 	struct timer retry; /* re-arm after EMFILE/ENFILE */
-	bool armed;
+	bool armed;  /* an accept is in flight (its completion is still to come) */
+	bool paused; /* its side is at max_handshakes: no accept is armed */
 	const char *name;
 	void (*on_accept)(struct listener *l, int fd);
 	void *owner;
+};
+
+/* [gateway] max_handshakes for one side: the tunnel port, or the proxy
+ * ports together. At the bound the side's listeners stop accepting, and
+ * new connections wait in the kernel's backlog; below it they accept
+ * again (gateway.c "handshakes"). */
+struct handshake_budget {
+	const char *name;	       /* "tunnel" or "proxy", for the log */
+	struct listener *listeners[2]; /* the side's listeners; NULL: none */
+	unsigned count;		       /* connections in their handshake */
+	bool paused;		       /* count reached max_handshakes */
+	bool pause_logged;	       /* this pause had its WARN: resuming is INFO */
+	uint64_t pauses;	       /* times the side paused since start */
+	uint64_t paused_at_ms;	       /* when the current pause began */
+	uint64_t logged_ms;	       /* the last pause WARN (rate limit) */
 };
 
 /* The credential that admitted an agent tunnel (its reg_tunnel.credential):
@@ -74,7 +98,7 @@ struct gw_tunnel {
 	struct tunnel *tunnel;
 	struct reg_tunnel reg;
 	bool authenticated;
-	bool in_handshake; /* counted in gateway.tunnel_handshakes */
+	bool in_handshake; /* counted in gateway.tunnel_budget */
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	struct gw_tunnel *prev, *next; /* every tunnel, for shutdown */
 };
@@ -96,10 +120,8 @@ struct gateway {
 	uint64_t refused_over_limit; /* users refused by max_connections */
 	uint32_t max_users; /* max_connections in force (0 in the file: derived) */
 	/* max_handshakes: connections in their handshake, per side */
-	unsigned tunnel_handshakes, user_handshakes;
+	struct handshake_budget tunnel_budget, user_budget;
 	unsigned handshake_peak; /* most at once since memory was last trimmed */
-	uint64_t tunnel_handshakes_refused, user_handshakes_refused;
-	uint64_t tunnel_refusal_logged_ms, user_refusal_logged_ms;
 	struct user_conn *users;
 	time_t started;
 	bool stopping;
@@ -114,12 +136,10 @@ void gateway_maybe_exit(struct gateway *gw);
 int gateway_run(struct gateway *gw);
 void gateway_destroy(struct gateway *gw);
 
-/* A connection entered (+1) or left (-1) its handshake on one side; trims
- * the heap after a large wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
-void gateway_handshakes_add(struct gateway *gw, unsigned *count, int delta);
-/* Count a refusal by max_handshakes and log it (rate-limited). */
-void gateway_refuse_handshake(struct gateway *gw, const char *listener, uint64_t *refused,
-			      uint64_t *logged_ms);
+/* A connection entered (+1) or left (-1) its handshake on side b: the side
+ * pauses its listeners on reaching max_handshakes and resumes below it;
+ * the heap is trimmed after a large wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
+void gateway_handshakes_add(struct gateway *gw, struct handshake_budget *b, int delta);
 
 /* listener.c-style helpers shared by the tunnel and control listeners */
 void listener_start(struct ring *r, struct listener *l);

@@ -20,14 +20,18 @@
 
 /* ---- life cycle ---- */
 
-/* The user's first stream is open (or the connection ended first): it
- * no longer counts against [gateway] max_handshakes. */
+/* The user's handshake is over: its first request is parsed and
+ * authenticated (proxy_open), or the connection ended first. From then on
+ * it no longer counts against [gateway] max_handshakes; waiting for the
+ * agent is bounded by PROXY_OPEN_TIMEOUT_MS and the connection limits.
+ * Counted from accept_user; this is the only place the count goes down,
+ * once per connection (in_handshake). */
 static void user_handshake_over(struct user_conn *uc)
 {
 	if (!uc->in_handshake)
 		return;
 	uc->in_handshake = false;
-	gateway_handshakes_add(uc->gw, &uc->gw->user_handshakes, -1);
+	gateway_handshakes_add(uc->gw, &uc->gw->user_budget, -1);
 }
 
 static void user_socket_data(struct relay *r, const uint8_t *p, size_t n)
@@ -112,9 +116,8 @@ void proxy_watch_idle(struct user_conn *uc)
 		timer_disarm(&uc->gw->ring, &uc->deadline);
 }
 
-/* [gateway] max_connections or max_handshakes: say so in the user's
- * protocol and close. A plain send: a fresh socket's buffer always takes
- * these few bytes. */
+/* [gateway] max_connections: say so in the user's protocol and close. A
+ * plain send: a fresh socket's buffer always takes these few bytes. */
 static void send_refusal(int fd, const struct proxy_frontend *fe)
 {
 	static const uint8_t socks5_refusal[] = { SOCKS5_VERSION, SOCKS5_METHOD_NO_ACCEPTABLE };
@@ -156,12 +159,6 @@ static void accept_user(struct listener *l, int fd, const struct proxy_frontend 
 		refuse_over_limit(gw, fd, fe);
 		return;
 	}
-	if (gw->user_handshakes >= gw->cfg->gateway.max_handshakes) {
-		send_refusal(fd, fe);
-		gateway_refuse_handshake(gw, fe->name, &gw->user_handshakes_refused,
-					 &gw->user_refusal_logged_ms);
-		return;
-	}
 	uc = calloc(1, sizeof(*uc));
 	if (!uc) {
 		close(fd);
@@ -179,7 +176,9 @@ static void accept_user(struct listener *l, int fd, const struct proxy_frontend 
 	gw->users = uc;
 	gw->nusers++;
 	uc->in_handshake = true;
-	gateway_handshakes_add(gw, &gw->user_handshakes, 1);
+	/* max_handshakes needs no check here: at the bound the proxy ports'
+	 * listeners are paused (gateway.c) */
+	gateway_handshakes_add(gw, &gw->user_budget, 1);
 	timer_init(&uc->deadline, deadline_fire);
 	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
 	proxy_deadline(uc, gw->cfg->gateway.handshake_timeout_ms, "handshake");
@@ -376,6 +375,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	bool fell_back, full;
 	int ret;
 
+	user_handshake_over(uc);
 	proxy_format_target(&target, shown, sizeof(shown));
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
@@ -440,7 +440,6 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		uc->fe->on_open_result(uc, FRAME_OPEN_GENERAL, "tunnel busy or closing");
 		return;
 	}
-	user_handshake_over(uc);
 	snprintf(uc->client_id, sizeof(uc->client_id), "%s", rt->client->id);
 	uc->client = rt->client;
 	registry_client_get(uc->client);

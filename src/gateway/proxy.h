@@ -57,7 +57,7 @@ struct user_conn {
 	struct timer deadline; /* handshake, waiting for the agent, or idle watch */
 	bool idle_watch;       /* deadline is the idle timeout */
 	const char *phase;     /* what the deadline waits for, for its log line */
-	bool in_handshake; /* counted in gateway.user_handshakes until its first stream */
+	bool in_handshake; /* counted in gateway.user_budget until its first proxy_open */
 	struct reg_client *client; /* referenced while counted in its statistics */
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	void *proto; /* front end's state (handshake buffer, HTTP state) */
@@ -80,7 +80,8 @@ void proxy_accept_http(struct listener *l, int fd);
  * result arrives through fe->on_open_result (also for "no agent", at once).
  * A group that has a [group.NAME] section never falls back to the default
  * group; other groups do while [gateway] fallback_to_default is on. id is
- * what proxy_authenticate() admitted. */
+ * what proxy_authenticate() admitted. The call ends the user's handshake
+ * for [gateway] max_handshakes, whatever its outcome. */
 void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target);
 

@@ -9,10 +9,11 @@
     connection limit (max_connections = 0: from RLIMIT_NOFILE, with a
     reserve) refuses the users beyond it, an agent still registers, apctl
     still answers, and one more user gets the limit's refusal;
-  - [gateway] max_handshakes: over the bound a new handshake is refused at
-    once (tunnel port: closed; proxy ports: SOCKS5 05 FF / HTTP 503) with a
-    rate-limited WARN, the two sides have separate budgets, completed
-    connections are untouched, and SIGHUP changes the bound.
+  - [gateway] max_handshakes: at the bound a side stops accepting (a
+    rate-limited WARN) and newcomers wait in the kernel's listen backlog,
+    to be served end to end once a slot frees; the two sides have separate
+    budgets, apctl is never paused, completed connections are untouched,
+    and SIGHUP changes the bound.
 
 The floods come from helper processes (this file run with --flood), each
 from its own source address 127.0.0.x, so that no process nears the
@@ -44,7 +45,7 @@ HALF_OPEN_AFTER_KIB = 4 * 1024
 IDLE_FLOOD = 19000
 N_FLOODERS = 4
 FLOOD_TIMEOUT = 90        # seconds to open one flooder's connections
-IN_FLIGHT = 200           # connects a flooder keeps in flight (listen backlog 1024)
+IN_FLIGHT = 200           # connects a flooder keeps in flight (listen backlog 4096)
 # RSS is the sanitizer's in a sanitizer build: only counts are checked there.
 CHECK_RSS = not (os.environ.get("AP_BUILD_DIR") and h.sanitized_build())
 # meson sets MALLOC_PERTURB_: glibc then writes every freed block, and free
@@ -294,6 +295,13 @@ def test_idle_flood_keeps_agents_and_apctl(env):
 
 # ---- (c) max_handshakes -----------------------------------------------------------------
 
+# How long a connection waiting in the listen backlog is watched for an
+# answer that must not come (it would come at once if it did).
+NO_ANSWER_S = 1.0
+PAUSED = "Handshake limit reached, accepting paused"
+RESUMED = "Handshake limit: accepting again"
+
+
 def raw(port, payload=b""):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     if payload:
@@ -308,98 +316,192 @@ def echo_ok(sock, tag):
     return h.recv_exact(sock, len(tag)) == tag
 
 
-REFUSALS = 6  # users refused at once in test_max_handshakes
+def answer_within(sock, wait):
+    """What the gateway sent on sock within wait s: bytes, b"" (closed), or
+    None (nothing: the connection waits in the listen backlog)."""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(64)
+    except (socket.timeout, TimeoutError):
+        return None
+    except OSError:
+        return b""
+
+
+def socks5_finish(s, host, port):
+    """Finish a SOCKS5 CONNECT on s, whose greeting offering user/password
+    was sent already; fails unless the stream opens."""
+    s.settimeout(10)
+    method = h.recv_exact(s, 2)
+    h.check(method == b"\x05\x02", "SOCKS5 method reply %r" % method)
+    u, p = U.encode(), P.encode()
+    s.sendall(b"\x01" + bytes([len(u)]) + u + bytes([len(p)]) + p)
+    auth = h.recv_exact(s, 2)
+    h.check(auth == b"\x01\x00", "SOCKS5 auth reply %r" % auth)
+    s.sendall(b"\x05\x01\x00" + h.socks5_target_bytes(host, port))
+    head = h.recv_exact(s, 4)
+    h.check(head[1] == 0, "SOCKS5 CONNECT reply %r" % head)
+    h.recv_exact(s, {1: 4, 4: 16}.get(head[3], 0) + 2)
+
+
+def connect_head(host, port):
+    authority = "%s:%d" % (host, port)
+    return ("CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: %s\r\n\r\n"
+            % (authority, authority, h.basic_auth(U, P))).encode()
+
+
+def side_lines(gwp, pattern, side, since):
+    return [l for l in gwp.find(pattern, since=since) if l.get("side") == side]
 
 
 def test_max_handshakes(env):
-    """max_handshakes = 3: with three silent connections on the proxy ports
-    a fourth SOCKS5 user gets 05 FF and an HTTP user 503 at once, while the
-    tunnel port (its own budget) still takes connections; with three silent
-    TLS connections on the tunnel port a fourth is closed at once and a new
-    agent waits, the registered agent and an open stream are untouched. One
-    WARN per second at most, with the running count. SIGHUP to 5 admits
-    more; freed slots are reused."""
+    """max_handshakes = 3: over the bound a side stops accepting, and the
+    newcomers wait in the kernel's listen backlog instead of being refused.
+    Three idle connections on the proxy ports hold their budget: a 4th
+    SOCKS5 and an HTTP user connect (TCP) but get no answer; the tunnel
+    port (its own budget) still registers an agent and apctl answers. Once
+    one of the three closes, the SOCKS5 user is served end to end, and as
+    soon as its request is authenticated its slot serves the HTTP user (a
+    user waiting for the agent is out of its handshake). The same on the
+    tunnel port: with three silent TLS connections a new agent waits, users
+    are still served, and the agent registers once a slot frees. A WARN when
+    a side pauses, INFO when it accepts again; the registered agents and an
+    open stream are untouched. SIGHUP to 5 serves the waiting at once, and
+    SIGTERM with a side paused still stops the gateway cleanly."""
     gwp = h.proxy_gateway(env, max_handshakes=3, handshake_timeout_ms=60000)
     h.proxy_agent(env, "a")
     echo = h.RawServer(h.echo_handler)
     env.servers.append(echo)
     stream = h.proxy_stream(gwp, "socks5", "127.0.0.1", echo.port)
-    held = []
+    held, waiting = [], []
     try:
+        # -- the proxy ports' budget --
         mark = gwp.mark()
+        base_fd = h.fd_count(gwp.pid)
         held += [raw(gwp.socks_port), raw(gwp.http_port), raw(gwp.socks_port)]
-        time.sleep(0.3)
-        t0 = time.monotonic()
-        for _ in range(REFUSALS - 1):
-            r = h.socks5_open(gwp.socks_port, "127.0.0.1", echo.port, timeout=5)
-            r.sock.close()
-            h.check(r.method == 0xFF and r.rep is None,
-                    "a SOCKS5 handshake over max_handshakes = 3: %r" % r)
-        s, status, _, _, _ = h.http_connect(gwp.http_port, "127.0.0.1", echo.port, timeout=5)
-        s.close()
-        h.check(status == 503, "a 4th handshake on the HTTP port: %r" % status)
-        elapsed = time.monotonic() - t0
-        h.check(elapsed < REFUSALS, "the refusals were not at once (%.1f s)" % elapsed)
+        # the three are accepted before the next come (else either listener
+        # could take a newcomer in the same turn)
+        h.wait_until(lambda: h.fd_count(gwp.pid) >= base_fd + 3, 5 + h.slack(),
+                     "the gateway to accept the three silent users")
+        w_socks = raw(gwp.socks_port, b"\x05\x01\x02")
+        w_http = raw(gwp.http_port, connect_head("127.0.0.1", echo.port))
+        waiting += [w_socks, w_http]
+        for w, what in ((w_socks, "SOCKS5"), (w_http, "HTTP")):
+            got = answer_within(w, NO_ANSWER_S)
+            h.check(got is None, "a 4th %s user at max_handshakes = 3 got %r instead of "
+                    "waiting in the listen backlog" % (what, got))
+        warn = side_lines(gwp, PAUSED, "proxy", mark)
+        h.check(warn and warn[0].get("in_handshake") == "3" and
+                warn[0].get("max_handshakes") == "3" and warn[0].get("pauses_total") == "1",
+                "the pause's WARN: %r" % warn)
+        # the tunnel port and apctl are not held back by the proxy ports
+        h.proxy_agent(env, "b")
+        rc, out, err = env.apctl("groups")
+        h.check(rc == 0, "apctl failed while the proxy ports were paused: %r" % err)
         h.check(echo_ok(stream, "completed"), "the open stream was harmed")
+        # a slot frees: the SOCKS5 user is served; once its request is
+        # authenticated, its slot serves the HTTP user
+        mark = gwp.mark()
+        held.pop(0).close()
+        socks5_finish(w_socks, "127.0.0.1", echo.port)
+        h.check(echo_ok(w_socks, "socks5 after waiting"), "the waiting SOCKS5 user's stream")
+        w_http.settimeout(10)
+        status, _, head, rest = h.read_http_head(w_http)
+        h.check(status == 200 and not rest, "the waiting HTTP user's CONNECT: %r" % head)
+        h.check(echo_ok(w_http, "http after waiting"), "the waiting HTTP user's stream")
+        h.wait_until(lambda: side_lines(gwp, RESUMED, "proxy", mark), 5,
+                     "the proxy side to log that it accepts again")
+        resumed = side_lines(gwp, RESUMED, "proxy", mark)[0]
+        h.check(resumed.level == "INFO" and "paused_ms" in resumed.fields,
+                "the first resume after a logged pause: %r" % resumed)
 
-        def user_lines():
-            return [l for l in gwp.find("Handshake limit reached", since=mark)
-                    if l.get("listener") in ("socks5", "http")]
-        h.wait_until(user_lines, 5, "a WARN for the refused handshakes")
-        lines = user_lines()
-        h.check(lines[0].get("max_handshakes") == "3" and lines[0].get("refused_total") == "1",
-                "the first refusal's WARN: %r" % lines)
-        h.check(len(lines) <= 1 + int(elapsed), "%d refusals in %.1f s gave %d WARN lines: not "
-                "rate-limited to one a second: %r" % (REFUSALS, elapsed, len(lines), lines))
-        # the proxy ports' handshakes do not take the tunnel port's budget
-        t = raw(env.port, TLS_HEADER)
-        held.append(t)
-        h.check(h.closed_state(t, 1.0) is None,
-                "the tunnel port refused a connection because of the proxy ports' handshakes")
-        held += [raw(env.port, TLS_HEADER), raw(env.port)]
-        time.sleep(0.3)
+        # -- the tunnel port's budget --
+        mark = gwp.mark()
+        base_fd = h.fd_count(gwp.pid)
+        held += [raw(env.port, TLS_HEADER), raw(env.port, TLS_HEADER), raw(env.port)]
+        h.wait_until(lambda: h.fd_count(gwp.pid) >= base_fd + 3, 5 + h.slack(),
+                     "the gateway to accept the three silent TLS connections")
         fourth = raw(env.port, TLS_HEADER)
-        how = h.closed_state(fourth, 2.0)
-        fourth.close()
-        h.check(how is not None, "a 4th connection in its TLS handshake was not closed")
-        b = h.proxy_agent(env, "b", wait=False)
-        b.wait_for_log("Reconnecting to gateway", 5 + h.slack())
-        h.check("b" not in env.clients(), "agent b registered beyond max_handshakes")
-        h.check("a" in env.clients(), "the registered agent was dropped")
+        waiting.append(fourth)
+        got = answer_within(fourth, NO_ANSWER_S)
+        h.check(got is None, "a 4th connection to the tunnel port got %r instead of waiting "
+                "in the listen backlog" % got)
+        h.check(side_lines(gwp, PAUSED, "tunnel", mark), "no WARN for the tunnel side's pause")
+        c = h.proxy_agent(env, "c", wait=False)
+        # users are served while the tunnel port waits (two proxy slots held)
+        s2 = h.proxy_stream(gwp, "connect", "127.0.0.1", echo.port)
+        waiting.append(s2)
+        h.check(echo_ok(s2, "user while the tunnel port is paused"), "a user's stream")
+        h.check("c" not in env.clients(), "agent c registered beyond max_handshakes")
+        h.check({"a", "b"} <= set(env.clients()), "a registered agent was dropped")
         h.check(echo_ok(stream, "still"), "the open stream was harmed")
-        time.sleep(1.1)
-        r = h.socks5_open(gwp.socks_port, "127.0.0.1", echo.port, timeout=5)
-        r.sock.close()
-        total = str(REFUSALS + 1)
-        h.wait_until(lambda: [l for l in user_lines() if l.get("refused_total") == total], 5,
-                     "a refusal a second later to be logged with the running total %s: %r"
-                     % (total, user_lines()))
-        h.check([l for l in gwp.find("Handshake limit reached", since=mark)
-                 if l.get("listener") == "tunnel"], "no WARN for the tunnel port's refusals")
-        # freed slots are reused: the agent gets in once the tunnel port has room
-        for s in held[3:]:
+        # a slot frees: the agent registers (its own retries, or the
+        # connection waiting in the backlog)
+        for s in held[2:]:
             s.close()
-        env.wait_listed("b", timeout=h.RECONNECT_MAX + 3 + h.slack(2), daemon=b)
-        # SIGHUP raises the bound: two more silent users are admitted
+        del held[2:]
+        env.wait_listed("c", timeout=h.HANDSHAKE_TIMEOUT + h.RECONNECT_MAX + 3 + h.slack(2),
+                        daemon=c)
+
+        # -- users waiting for the agent's dial hold no slot: with two of
+        # three slots held, three users whose target never answers and a
+        # fourth are all served, one after the other --
+        hole = h.Blackhole()
+        mark = gwp.mark()
+        dials = []
+        for _ in range(3):
+            s = raw(gwp.socks_port, b"\x05\x01\x02")
+            dials.append(s)
+            s.settimeout(5)
+            h.check(h.recv_exact(s, 2) == b"\x05\x02", "SOCKS5 method reply")
+            u, p = U.encode(), P.encode()
+            s.sendall(b"\x01" + bytes([len(u)]) + u + bytes([len(p)]) + p)
+            h.check(h.recv_exact(s, 2) == b"\x01\x00", "SOCKS5 auth reply")
+            s.sendall(b"\x05\x01\x00" + h.socks5_target_bytes(hole.host, hole.port))
+        h.wait_until(lambda: len(gwp.find("Gateway received request", since=mark)) == 3, 5,
+                     "the three requests to a target that never answers")
+        quick = h.proxy_stream(gwp, "socks5", "127.0.0.1", echo.port)
+        waiting.append(quick)
+        h.check(echo_ok(quick, "beside slow dials"), "a user beside three slow dials")
+        for s in dials:
+            s.close()
+        hole.close()
+
+        # -- SIGHUP changes the bound at once --
+        # with held[0:2] the proxy side is full again; the backlog is
+        # FIFO: the next two wait
+        held.append(raw(gwp.socks_port))
+        more = [raw(gwp.socks_port, b"\x05\x01\x02"), raw(gwp.socks_port, b"\x05\x01\x02")]
+        waiting += more
+        h.check(answer_within(more[0], NO_ANSWER_S) is None,
+                "a 4th user was answered at max_handshakes = 3")
         cfg = gwp.config
         with open(cfg) as f:
             text = f.read()
         with open(cfg, "w") as f:
             f.write(text.replace("max_handshakes = 3", "max_handshakes = 5"))
-        mark = gwp.mark()
         gwp.send_signal(signal.SIGHUP)
-        gwp.wait_for_log("Configuration reloaded", 5, since=mark)
-        more = [raw(gwp.socks_port, b"\x05\x01\x02"), raw(gwp.socks_port, b"\x05\x01\x02")]
-        held += more
         for m in more:
-            m.settimeout(5)
-            h.check(h.recv_exact(m, 2) == b"\x05\x02", "after SIGHUP to 5 a user was refused")
-        r = h.socks5_open(gwp.socks_port, "127.0.0.1", echo.port, timeout=5)
-        r.sock.close()
-        h.check(r.method == 0xFF, "a 6th handshake with max_handshakes = 5: %r" % r)
+            m.settimeout(5 + h.slack())
+            h.check(h.recv_exact(m, 2) == b"\x05\x02", "after SIGHUP to 5 a waiting user "
+                    "was not served")
+        sixth = raw(gwp.socks_port, b"\x05\x01\x02")
+        waiting.append(sixth)
+        got = answer_within(sixth, NO_ANSWER_S)
+        h.check(got is None, "a 6th user at max_handshakes = 5 got %r" % got)
+        h.check(echo_ok(stream, "at the end"), "the open stream was harmed")
+
+        # -- shutdown closes a paused listener like any other --
+        for s in [stream] + [w for w in waiting if w is not sixth]:
+            s.close()
+        gwp.send_signal(signal.SIGTERM)
+        h.check(h.closed_state(sixth, 5 + h.slack()) is not None,
+                "a connection waiting in a paused listener's backlog outlived the shutdown")
+        rc = gwp.wait_exit(10 + h.slack())
+        h.check(rc == 0, "the gateway exited %r on SIGTERM with a paused listener" % rc)
     finally:
         stream.close()
-        for s in held:
+        for s in held + waiting:
             s.close()
 
 
