@@ -801,6 +801,37 @@ static void test_regex_limit_fails_closed(void **state)
 	}
 }
 
+/* Sensible regexes decide on the longest names, by JIT and interpreter
+ * alike: the limits are far above what they need. */
+static void test_regex_decides_on_longest_names(void **state)
+{
+	static const char *const sensible[] = {
+		"~(?:[a-z0-9-]{1,63}\\.)*[a-z0-9-]{1,63}", "~((a)|(b)|(\\.))*", "~([ab]+\\.?)*",
+		"~(.*\\.)?(a|b)+", "~.*a.*b.*", "~(ab|a|b)*(\\.(ab|b|a)+)*",
+	};
+	char longest[ACL_NAME_MAX + 1];
+	size_t i, j;
+
+	for (i = 0; i < ACL_NAME_MAX; i++) /* ab.. 63 bytes .ab.. */
+		longest[i] = i % (ACL_LABEL_MAX + 1) == ACL_LABEL_MAX ? '.' : "ab"[i % 2];
+	longest[ACL_NAME_MAX] = '\0';
+	for (i = 0; i < ARRAY_SIZE(sensible); i++) {
+		const char *const one[] = { sensible[i], NULL };
+		struct interpreted slow;
+		struct acl *acl[2];
+
+		interpret(one, &slow);
+		acl[0] = compile_or_fail(sensible[i], one);
+		acl[1] = compile_or_fail(sensible[i], slow.patterns);
+		for (j = 0; j < ARRAY_SIZE(acl); j++)
+			if (!acl_match_name(acl[j], longest, 80, ACL_ADMITS))
+				fail_msg("%s%s: no decided match on the longest name", sensible[i],
+					 j ? " (interpreter)" : "");
+		acl_free(acl[0]);
+		acl_free(acl[1]);
+	}
+}
+
 /* What glibc's engine needed a predictor for (they were refused as "too
  * complex" or "can match nothing"): PCRE2 compiles them, and matching them
  * against hostile names returns, deciding or hitting a limit. */
@@ -1360,6 +1391,7 @@ int main(void)
 		cmocka_unit_test(test_bad_pattern_edges),
 		cmocka_unit_test(test_match),
 		cmocka_unit_test(test_regex_limit_fails_closed),
+		cmocka_unit_test(test_regex_decides_on_longest_names),
 		cmocka_unit_test(test_costly_regexes_are_bounded),
 		cmocka_unit_test(test_threads_share_a_list),
 		cmocka_unit_test(test_mapped_forms_agree),
