@@ -2,11 +2,14 @@
  * acl.h — host access control for the agent: `allowed_hosts` and
  * `forbidden_hosts` (docs/acl.md has the pattern language and examples).
  *
- * Pure apart from malloc and regcomp when a list is compiled (once per
- * configuration load or reload). Canonicalising and matching allocate
- * nothing themselves and do no I/O (glibc's regexec may allocate inside).
- * A compiled list is immutable: worker threads may share it, and a reload
- * compiles a new list rather than changing the old one.
+ * Pure apart from malloc and PCRE2 (compiling `~REGEX` rules, once per
+ * configuration load or reload) and two log lines: DEBUG once when PCRE2's
+ * JIT cannot be used, WARN once per rule when a regex reaches its match
+ * limits. Canonicalising and matching do no other I/O; matching a regex
+ * reuses memory the list holds (PCRE2 may grow it, up to its heap limit).
+ * A compiled list does not change: threads may share it (a match running
+ * while another thread matches the same list allocates its own match
+ * data), and a reload compiles a new list rather than changing the old one.
  *
  * How the agent uses it, for OPEN(target, port):
  *
@@ -111,12 +114,25 @@ void acl_free(struct acl *acl);
 size_t acl_rule_count(const struct acl *acl);
 
 /*
- * The first rule, in list order, that matches a canonical host name (from
- * acl_canonical_host) and port, or NULL. Name, domain, regex and any-host
- * rules take part; address rules never match a name. A rule without a port
- * matches every port, including 0. acl may be NULL (empty).
+ * What a list does, which decides how it reads a regex rule that could not
+ * decide (its match reached PCRE2's match, depth or heap limit, or found no
+ * memory): a forbidding list reads it as a match, an admitting one as no
+ * match, so an undecided rule never lets a target through.
  */
-const struct acl_rule *acl_match_name(const struct acl *acl, const char *name, uint16_t port);
+enum acl_role {
+	ACL_FORBIDS, /* forbidden_hosts */
+	ACL_ADMITS,  /* allowed_hosts */
+};
+
+/*
+ * The first rule, in list order, that matches a canonical host name (from
+ * acl_canonical_host) and port, or NULL; an undecided regex rule reads as
+ * role says. Name, domain, regex and any-host rules take part; address
+ * rules never match a name. A rule without a port matches every port,
+ * including 0. acl may be NULL (empty).
+ */
+const struct acl_rule *acl_match_name(const struct acl *acl, const char *name, uint16_t port,
+				      enum acl_role role);
 
 /*
  * The first rule that matches an address (4 bytes at addr for AF_INET, 16
@@ -146,10 +162,11 @@ enum acl_verdict {
 const char *acl_verdict_name(enum acl_verdict verdict);
 
 /*
- * Step 2 for a canonical name. ACL_DENY_FORBIDDEN when a forbidden rule
- * matches the name. ACL_DENY_NOT_ALLOWED when the allowed list is non-empty,
- * no allowed rule matches the name and none could match an address at this
- * port either (so nothing is resolved in vain). Otherwise ACL_ALLOW, with
+ * Step 2 for a canonical name, reading the forbidden list as ACL_FORBIDS
+ * and the allowed one as ACL_ADMITS. ACL_DENY_FORBIDDEN when a forbidden
+ * rule matches the name. ACL_DENY_NOT_ALLOWED when the allowed list is
+ * non-empty, no allowed rule matches the name and none could match an
+ * address at this port either (so nothing is resolved in vain). Otherwise ACL_ALLOW, with
  * *name_allowed telling whether the name itself is allowed (an allowed rule
  * matched it, or the allowed list is empty); when it is false the resolved
  * addresses must earn their own admission in acl_check_addr.

@@ -11,14 +11,18 @@
  */
 #include "anyproxy/acl.h"
 #include "anyproxy/common.h"
+#include "anyproxy/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <regex.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8 /* names and patterns are bytes */
+#include <pcre2.h>
 
 #define IPV4_BYTES 4
 #define IPV6_BYTES 16
@@ -32,14 +36,24 @@
 #define PREFIX_DIGITS_MAX 3 /* 128 */
 #define PORT_ANY 0
 #define ERR_QUOTE_MAX 64    /* bytes of a pattern quoted in an error */
-#define REGEX_ERROR_MAX 128
-#define REGEX_FLAGS (REG_EXTENDED | REG_ICASE)
-/* Bounds on what a regex may make regcomp build (see regex_cost). A host
- * name is at most 253 bytes, so sensible regexes stay far below them; the
- * worst regex they admit takes a few MB and about 1 ms per match (glibc,
- * measured on a 253-byte name), instead of all memory or seconds. */
-#define REGEX_NODES_MAX 2048
-#define REGEX_OPTIONAL_MAX 256
+#define REGEX_ERROR_MAX 128 /* bytes of a PCRE2 error message */
+/* Whole-name matching (see compile_regex); case-insensitive, as glibc's
+ * REG_ICASE was, so `~DB\.corp` still matches the lower-cased name; bytes,
+ * never UTF-8 or Unicode properties (a canonical name is ASCII). */
+#define REGEX_OPTIONS                                                              \
+	(PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_CASELESS | PCRE2_NEVER_UTF | \
+	 PCRE2_NEVER_UCP | PCRE2_NEVER_BACKSLASH_C)
+/* Bounds on one match (docs/acl.md "Limits"). A name is at most 253 bytes:
+ * a sensible regex needs at most a few hundred backtracking steps on the
+ * longest, and a match that reaches the limit costs about 0.3 ms (JIT) or
+ * 2 ms (interpreter) instead of seconds (measured: `(a+)+[0-9]` on 63 a's).
+ * Four `.*` can need 200 000 (JIT) to 1 000 000 (interpreter) steps on a
+ * 253-byte name that almost matches, and so reach it: such a regex denies
+ * there (docs/acl.md says to match labels with [^.]+ instead). */
+#define REGEX_MATCH_LIMIT 100000
+#define REGEX_DEPTH_LIMIT 10000     /* nested backtracking points (interpreter) */
+#define REGEX_HEAP_LIMIT_KIB 4096   /* the interpreter's backtracking memory, in KiB */
+#define REGEX_NEST_MAX 64           /* nested parentheses, when compiling */
 #define LOOPBACK_IPV4 0x7f000001u
 /* RFC 6052's well-known NAT64 prefix, 64:ff9b::/96: the last 32 bits are
  * the IPv4 destination a translator connects to. */
@@ -73,7 +87,7 @@ struct acl_rule {
 			char text[ACL_NAME_MAX + 1];
 			size_t len;
 		} name; /* RULE_NAME, RULE_SUBDOMAINS, RULE_DOMAIN: canonical */
-		regex_t regex;
+		struct regex *regex;
 		struct net net;
 		struct {
 			const struct net *nets; /* a static table, or owned */
@@ -85,6 +99,7 @@ struct acl_rule {
 
 struct acl {
 	size_t count;
+	struct regex_scratch *scratch; /* NULL when no rule is a regex */
 	struct acl_rule rules[];
 };
 
@@ -104,6 +119,11 @@ static bool is_hex_digit(uint8_t c)
 static uint8_t to_lower(uint8_t c)
 {
 	return c >= 'A' && c <= 'Z' ? (uint8_t)(c - 'A' + 'a') : c;
+}
+
+static bool is_alnum(uint8_t c)
+{
+	return is_digit(c) || (to_lower(c) >= 'a' && to_lower(c) <= 'z');
 }
 
 /* After lower-casing: the only bytes a canonical name may hold. */
@@ -485,236 +505,243 @@ static int parse_net(const char *pattern, const char *text, int family,
 
 /* ---- regular expressions --------------------------------------------- */
 
-/* Sums and products that stop just past the cost limits, so they cannot
- * overflow and still compare as "too much". */
-#define REGEX_COST_CAP ((size_t)REGEX_NODES_MAX + 1)
+/*
+ * A `~REGEX` is PCRE2 syntax, compiled once per load and matched by PCRE2's
+ * JIT where it can run (by its interpreter otherwise). Backtracking can
+ * take exponential time, so every match runs under the limits of
+ * regex_limits(): a match that reaches one is undecided, and an undecided
+ * rule denies (enum acl_role in acl.h). Threads may share a list, so the
+ * match data a match writes is borrowed from the list, by one match at a
+ * time, and only a concurrent match allocates its own.
+ */
+struct regex {
+	pcre2_code *code;
+	atomic_flag limit_logged; /* the first undecided match is logged, per rule */
+};
 
-static size_t capped_add(size_t a, size_t b)
-{
-	return MIN(a + b, REGEX_COST_CAP); /* a, b <= REGEX_COST_CAP */
-}
+struct regex_scratch {
+	pcre2_match_context *limits; /* read only once built */
+	pcre2_match_data *data;      /* for the thread that holds `busy` */
+	atomic_flag busy;
+};
 
-static size_t capped_mul(size_t a, size_t b)
-{
-	if (a && b > REGEX_COST_CAP / a)
-		return REGEX_COST_CAP;
-	return MIN(a * b, REGEX_COST_CAP);
-}
+/* Logged once per process when JIT cannot be used (not built in, or no
+ * executable memory): matching is then slower, not different. */
+static atomic_flag jit_fallback_logged = ATOMIC_FLAG_INIT;
 
-/* The byte after the bracket expression that starts at p ('['), or the
- * end of the string when it is unterminated (regcomp then says so). */
-static const char *skip_bracket(const char *p)
+/* The byte after the character class that starts at p ('['), or the end
+ * of the string when it is unterminated (pcre2_compile then says so). As
+ * PCRE2 reads a class: '^' may open it, a ']' right after that is a
+ * member, a backslash escapes the next byte, and "[:name:]" is a POSIX
+ * class inside it. */
+static const char *skip_class(const char *p)
 {
+	const char *close;
+
 	p++;
 	if (*p == '^')
 		p++;
-	if (*p == ']') /* a leading ']' is a member */
+	if (*p == ']')
 		p++;
 	while (*p && *p != ']') {
-		if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
-			const char kind = p[1];
-
-			for (p += 2; *p && !(p[0] == kind && p[1] == ']'); p++)
-				;
-			if (!*p)
-				return p;
-			p += 2;
-		} else {
-			p++;
-		}
+		close = p[0] == '[' && p[1] == ':' ? strchr(p + 2, ']') : NULL;
+		if (close && close > p + 2 && close[-1] == ':')
+			p = close + 1;
+		else
+			p += p[0] == '\\' && p[1] ? 2 : 1;
 	}
 	return *p ? p + 1 : p;
 }
 
+/* The byte after the syntax of a group opener at p ("(?" or "(*"): the
+ * option letters or verb name and the ':' that may end them, as in
+ * "(?i:", "(?:" and "(*MARK:"; a comment "(?#...)" as a whole. */
+static const char *skip_group_syntax(const char *p)
+{
+	const char *close;
+
+	if (p[1] == '?' && p[2] == '#') {
+		close = strchr(p, ')');
+		return close ? close + 1 : p + strlen(p);
+	}
+	for (p += 2; *p && (is_alnum((uint8_t)*p) || *p == '_' || *p == '-' || *p == '^'); p++)
+		;
+	return *p == ':' ? p + 1 : p;
+}
+
+/* Whether p ('{') starts a repetition PCRE2 reads as one: {n}, {n,},
+ * {n,m}. Anything else is literal text to PCRE2 10.42. */
+static bool is_repetition(const char *p)
+{
+	const char *q = p + 1;
+
+	if (!is_digit((uint8_t)*q))
+		return false;
+	while (is_digit((uint8_t)*q))
+		q++;
+	if (*q == ',')
+		for (q++; is_digit((uint8_t)*q); q++)
+			;
+	return *q == '}';
+}
+
 /*
- * What no host-name regex needs and what would hide a mistake: a
- * back-reference (\1..\9: exponential matching in glibc), or a ':' outside
- * a bracket expression (never in a canonical name; `~re:443` would be a
- * regex that silently never matches, not a port). NULL when clean.
+ * What a host-name regex never means and what would hide a mistake. A ':'
+ * outside a class and outside group syntax: never in a canonical name, and
+ * `~re:443` would be a regex that silently never matches, not a port. A
+ * '{' that starts no repetition: glibc's regcomp read "{,n}" as {0,n} and
+ * refused "a{2", PCRE2 reads both as literal text, which no name holds.
+ * GNU's \< \> \` \' anchors: PCRE2 reads them as literal bytes no name
+ * holds. NULL when clean.
  */
 static const char *regex_refusal(const char *p)
 {
+	static const char *const port = "a regex takes no port, and ':' never occurs in a host name";
+	const char *end;
+
 	while (*p) {
-		if (*p == '[') {
-			p = skip_bracket(p);
-		} else if (*p == '\\' && is_digit((uint8_t)p[1]) && p[1] != '0') {
-			return "back-references are not supported";
-		} else if (*p == ':' || (*p == '\\' && p[1] == ':')) {
-			return "a regex takes no port, and ':' never occurs in a host name";
+		if (p[0] == '\\' && p[1] == 'Q') { /* literal up to \E */
+			end = strstr(p + 2, "\\E");
+			end = end ? end : p + strlen(p);
+			if (memchr(p + 2, ':', (size_t)(end - (p + 2))))
+				return port;
+			p = *end ? end + 2 : end;
+		} else if (*p == '\\') {
+			if (p[1] == ':')
+				return port;
+			if (p[1] && strchr("<>`'", p[1]))
+				return "\\<, \\>, \\` and \\' are GNU regex anchors, which PCRE2 reads as "
+				       "literal bytes: use \\b, ^ or $";
+			p += p[1] ? 2 : 1;
+			if (p[-1] != '\\' && strchr("gkxopP", p[-1]) && *p == '{') {
+				/* \g{-1}, \x{41}, \p{L}...: the braces are the escape's */
+				end = strchr(p, '}');
+				p = end ? end + 1 : p + strlen(p);
+			}
+		} else if (*p == '[') {
+			p = skip_class(p);
+		} else if (p[0] == '(' && (p[1] == '?' || p[1] == '*')) {
+			p = skip_group_syntax(p);
+		} else if (*p == ':') {
+			return port;
+		} else if (*p == '{' && !is_repetition(p)) {
+			return "bad regular expression: a '{' that starts no repetition {n}, {n,} "
+			       "or {n,m} is literal text in PCRE2 (write {0,n} for {,n})";
 		} else {
-			p += *p == '\\' && p[1] ? 2 : 1;
+			p++;
 		}
 	}
 	return NULL;
 }
 
-static size_t parse_count(const char **p)
+/* The limits every match runs under (docs/acl.md "Regular expressions"). */
+static pcre2_match_context *regex_limits(void)
 {
-	size_t v = 0;
+	pcre2_match_context *limits = pcre2_match_context_create(NULL);
 
-	for (; is_digit((uint8_t)**p); (*p)++)
-		v = capped_add(capped_mul(v, 10), (size_t)(**p - '0'));
-	return v;
+	if (!limits)
+		return NULL;
+	pcre2_set_match_limit(limits, REGEX_MATCH_LIMIT);
+	pcre2_set_depth_limit(limits, REGEX_DEPTH_LIMIT);
+	pcre2_set_heap_limit(limits, REGEX_HEAP_LIMIT_KIB);
+	return limits;
 }
 
-/* What regcomp builds for (a part of) a regex; see regex_cost(). */
-struct regex_cost {
-	size_t nodes;         /* atoms, operators and groups after expansion */
-	size_t optional;      /* of which may match nothing */
-	bool nullable;        /* the part may match the empty string */
-	bool repeats_nullable; /* a repetition applies to a nullable part */
-};
-
-/* Zero-width atoms: anchors and GNU word-boundary escapes. */
-static bool is_zero_width(const char *p)
+static void free_scratch(struct regex_scratch *s)
 {
-	return *p == '^' || *p == '$' || (p[0] == '\\' && p[1] && strchr("bB<>`'", p[1]));
+	if (!s)
+		return;
+	pcre2_match_data_free(s->data);
+	pcre2_match_context_free(s->limits);
+	free(s);
 }
 
-/*
- * Apply the repetition operators at *p to piece, moving *p past them.
- * glibc copies the operand of '+' (x+ is x x*) and of an interval (x{m,n}
- * is m copies, then n-m optional ones; x{m,} is m copies and a starred
- * one); '*' and '?' add one optional node. A '{' that is not an interval
- * is left for the caller, as a literal.
- */
-static void apply_repetitions(const char **p, struct regex_cost *piece)
+/* What a list with regex rules needs to match them; NULL without memory. */
+static struct regex_scratch *new_scratch(void)
 {
-	for (;;) {
-		const char *q = *p + 1;
-		size_t min = 1, max, copies, optional_copies;
+	struct regex_scratch *s = calloc(1, sizeof(*s));
 
-		if (**p == '*' || **p == '?') {
-			min = 0;
-			copies = 1;
-			optional_copies = 1;
-		} else if (**p == '+') {
-			copies = 2;
-			optional_copies = 1;
-		} else if (**p == '{' && (is_digit((uint8_t)*q) || *q == ',')) {
-			min = parse_count(&q);
-			max = min;
-			optional_copies = 0;
-			if (*q == ',') {
-				q++;
-				if (is_digit((uint8_t)*q))
-					max = parse_count(&q);
-				else
-					optional_copies = 1;
-			}
-			if (*q != '}')
-				return;
-			copies = MAX(max, min + optional_copies);
-			optional_copies = max > min ? max - min : optional_copies;
-			q++; /* past the '}' */
-		} else {
-			return;
-		}
-		*p = q;
-		if (piece->nullable)
-			piece->repeats_nullable = true;
-		piece->nullable = piece->nullable || min == 0;
-		piece->nodes = capped_add(capped_mul(piece->nodes, MAX(copies, (size_t)1)),
-					  optional_copies);
-		piece->optional = capped_add(capped_mul(piece->optional, copies), optional_copies);
+	if (!s)
+		return NULL;
+	atomic_flag_clear(&s->busy);
+	s->limits = regex_limits();
+	/* one pair: whether it matched is all a rule asks */
+	s->data = pcre2_match_data_create(1, NULL);
+	if (!s->limits || !s->data) {
+		free_scratch(s);
+		return NULL;
 	}
+	return s;
 }
 
-/*
- * An upper bound on what regcomp builds for the regex at *pp, up to the
- * ')' that closes a group when nested. Three things make glibc's regcomp
- * and regexec blow up: nesting '+' or intervals grows the tree
- * exponentially (`a++++...` of a few dozen bytes takes all memory); epsilon
- * closures cost the square of the optional nodes in a row, at compile time
- * and at every match; and a repetition of a part that may match nothing
- * (`p*+`, `(^a?)+`) makes the closure computation itself exponential.
- */
-static struct regex_cost regex_cost(const char **pp, bool nested)
+static void free_regex(struct regex *re)
 {
-	struct regex_cost total = { 0, 0, false, false }, piece;
-	const char *p = *pp;
-	bool alternative_empty = true, alternative_nullable = true; /* so far */
-
-	while (*p && !(nested && *p == ')')) {
-		if (*p == '|') {
-			if (alternative_empty) /* (|a), a||b */
-				total.optional = capped_add(total.optional, 1);
-			total.nullable = total.nullable || alternative_nullable;
-			alternative_empty = true;
-			alternative_nullable = true;
-			p++;
-			continue;
-		}
-		alternative_empty = false;
-		piece = (struct regex_cost){ 1, 0, false, false };
-		if (*p == '(') {
-			p++;
-			piece = regex_cost(&p, true);
-			if (piece.nodes == 0)
-				piece.optional = 1; /* () */
-			piece.nodes = capped_add(piece.nodes, 1);
-			if (*p == ')')
-				p++;
-		} else if (*p == '[') {
-			p = skip_bracket(p);
-		} else {
-			piece.nullable = is_zero_width(p);
-			piece.optional = piece.nullable;
-			p += *p == '\\' && p[1] ? 2 : 1;
-		}
-		apply_repetitions(&p, &piece);
-		total.nodes = capped_add(total.nodes, piece.nodes);
-		total.optional = capped_add(total.optional, piece.optional);
-		total.repeats_nullable = total.repeats_nullable || piece.repeats_nullable;
-		alternative_nullable = alternative_nullable && piece.nullable;
-	}
-	if (alternative_empty && total.nodes) /* a| */
-		total.optional = capped_add(total.optional, 1);
-	total.nullable = total.nullable || alternative_nullable;
-	*pp = p;
-	return total;
+	if (!re)
+		return;
+	pcre2_code_free(re->code);
+	free(re);
 }
 
 /*
- * A regex is compiled as written and a name matches only when the match
- * spans the whole name. Wrapping it as ^(REGEX)$ instead would not anchor
- * it: glibc reads an unmatched ')' as a literal, so `a)|(b` would become
- * `^(a)|(b)$`, whose first branch is open-ended. POSIX leftmost-longest
- * matching (glibc computes the longest match when asked for its extent)
- * makes "the match is [0, len)" equivalent to "the regex matches the name".
+ * Compile the regex text (the pattern after its '~'). The anchoring is
+ * PCRE2's own (PCRE2_ANCHORED | PCRE2_ENDANCHORED): a match starts at the
+ * name's first byte and must end at its last, or PCRE2 backtracks into the
+ * other ways through the expression, so "the regex matches" means "some
+ * way through it spans the whole name" as POSIX's longest match did, for
+ * every alternative, and without rewriting the text (where a stray ')'
+ * could reopen it). Compiling is bounded by the pattern length, the
+ * nesting limit and PCRE2's compiled-size limit; JIT is optional.
  */
-static int compile_regex(const char *pattern, const char *regex, regex_t *re, char *err,
+static int compile_regex(const char *pattern, const char *text, struct regex **out, char *err,
 			 size_t errlen)
 {
-	char why[REGEX_ERROR_MAX];
-	struct regex_cost cost;
-	const char *scan, *refusal;
-	int rc;
+	PCRE2_UCHAR why[REGEX_ERROR_MAX];
+	pcre2_compile_context *context;
+	const char *refusal;
+	struct regex *re;
+	PCRE2_SIZE offset;
+	uint32_t backrefs = 0;
+	int code, rc;
 
-	if (*regex == '\0')
+	if (*text == '\0')
 		return pattern_error(err, errlen, pattern, "empty regular expression after '~'");
-	refusal = regex_refusal(regex);
+	refusal = regex_refusal(text);
 	if (refusal)
 		return pattern_error(err, errlen, pattern, "%s", refusal);
-	scan = regex;
-	cost = regex_cost(&scan, false);
-	if (cost.repeats_nullable)
-		return pattern_error(err, errlen, pattern,
-				     "regular expression repeats a part that can match nothing, "
-				     "as in (a*)+ or (a|^)*");
-	if (cost.nodes > REGEX_NODES_MAX || cost.optional > REGEX_OPTIONAL_MAX)
-		return pattern_error(err, errlen, pattern,
-				     "regular expression too complex (%s)",
-				     cost.nodes > REGEX_NODES_MAX ?
-					     "it expands to too many nodes: nested '+' or {m,n}" :
-					     "too many optional parts: '?', '*', {m,n}");
-	rc = regcomp(re, regex, REGEX_FLAGS);
-	if (rc == REG_ESPACE)
+	re = calloc(1, sizeof(*re));
+	context = pcre2_compile_context_create(NULL);
+	if (!re || !context) {
+		free(re);
+		pcre2_compile_context_free(context);
 		return -ENOMEM;
-	if (rc != 0) {
-		regerror(rc, re, why, sizeof(why));
-		return pattern_error(err, errlen, pattern, "bad regular expression: %s", why);
 	}
+	atomic_flag_clear(&re->limit_logged);
+	pcre2_set_max_pattern_length(context, ACL_PATTERN_MAX);
+	pcre2_set_parens_nest_limit(context, REGEX_NEST_MAX);
+	re->code = pcre2_compile((PCRE2_SPTR)text, strlen(text), REGEX_OPTIONS, &code, &offset,
+				 context);
+	pcre2_compile_context_free(context);
+	if (!re->code) {
+		free(re);
+		if (code == PCRE2_ERROR_HEAP_FAILED)
+			return -ENOMEM;
+		pcre2_get_error_message(code, why, sizeof(why));
+		/* the offset counts from the '~', as the quoted pattern reads */
+		return pattern_error(err, errlen, pattern,
+				     "bad regular expression at offset %zu: %s", (size_t)offset + 1,
+				     (const char *)why);
+	}
+	pcre2_pattern_info(re->code, PCRE2_INFO_BACKREFMAX, &backrefs);
+	if (backrefs) {
+		free_regex(re);
+		return pattern_error(err, errlen, pattern, "back-references are not supported");
+	}
+	rc = pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);
+	if (rc != 0 && !atomic_flag_test_and_set(&jit_fallback_logged)) {
+		pcre2_get_error_message(rc, why, sizeof(why));
+		log_debug("Host regexes run without JIT", LF_S("error", (const char *)why));
+	}
+	*out = re;
 	return 0;
 }
 
@@ -921,7 +948,7 @@ static int parse_pattern(const char *pattern, const struct acl_local *local,
 static void free_rule(struct acl_rule *rule)
 {
 	if (rule->kind == RULE_REGEX)
-		regfree(&rule->regex);
+		free_regex(rule->regex);
 	else if (rule->kind == RULE_SET)
 		free(rule->set.owned);
 	free(rule->text);
@@ -935,6 +962,7 @@ void acl_free(struct acl *acl)
 		return;
 	for (i = 0; i < acl->count; i++)
 		free_rule(&acl->rules[i]);
+	free_scratch(acl->scratch);
 	free(acl);
 }
 
@@ -959,6 +987,7 @@ int acl_compile(const char *const *patterns, size_t n, const struct acl_local *l
 		goto fail;
 	}
 	acl->count = 0;
+	acl->scratch = NULL;
 	for (i = 0; i < n; i++) {
 		struct acl_rule *rule = &acl->rules[i];
 
@@ -969,8 +998,10 @@ int acl_compile(const char *const *patterns, size_t n, const struct acl_local *l
 		rc = parse_pattern(patterns[i], local, rule, err, errlen);
 		if (rc < 0)
 			goto fail_free;
+		if (rule->kind == RULE_REGEX && !acl->scratch)
+			acl->scratch = new_scratch();
 		rule->text = strdup(patterns[i]);
-		if (!rule->text) {
+		if (!rule->text || (rule->kind == RULE_REGEX && !acl->scratch)) {
 			free_rule(rule);
 			rc = -ENOMEM;
 			goto fail_free;
@@ -1016,42 +1047,92 @@ static bool is_subdomain(const char *name, size_t name_len, const struct acl_rul
 	       memcmp(name + name_len - suffix_len, rule->name.text, suffix_len) == 0;
 }
 
-static bool regex_matches_whole(const regex_t *re, const char *name, size_t name_len)
-{
-	regmatch_t match;
+/* What a rule says about a target. */
+enum answer {
+	ANSWER_NO,
+	ANSWER_YES,
+	ANSWER_UNDECIDED, /* a regex reached a limit; see acl_role */
+};
 
-	return regexec(re, name, 1, &match, 0) == 0 && match.rm_so == 0 &&
-	       (size_t)match.rm_eo == name_len;
+/* The first undecided match of a rule is logged: the operator learns which
+ * regex is too costly (a hostile user can make every match of it reach the
+ * limit, so not every time). */
+static void log_undecided(const struct acl_rule *rule, int rc)
+{
+	PCRE2_UCHAR why[REGEX_ERROR_MAX];
+
+	if (atomic_flag_test_and_set(&rule->regex->limit_logged))
+		return;
+	pcre2_get_error_message(rc, why, sizeof(why));
+	log_warn("Host regex could not decide; it denies", LF_S("rule", rule->text),
+		 LF_S("error", (const char *)why));
 }
 
-static bool rule_matches_name(const struct acl_rule *rule, const char *name, size_t name_len)
+/* The regex against the whole name (compile_regex anchors it), under the
+ * list's limits, in the list's match data unless another thread holds it. */
+static enum answer regex_matches(const struct acl *acl, const struct acl_rule *rule,
+				 const char *name, size_t name_len)
 {
+	struct regex_scratch *s = acl->scratch;
+	bool borrowed = !atomic_flag_test_and_set_explicit(&s->busy, memory_order_acquire);
+	pcre2_match_data *data = borrowed ? s->data : pcre2_match_data_create(1, NULL);
+	int rc = PCRE2_ERROR_NOMEMORY;
+
+	if (data)
+		rc = pcre2_match(rule->regex->code, (PCRE2_SPTR)name, name_len, 0, 0, data,
+				 s->limits);
+	if (borrowed)
+		atomic_flag_clear_explicit(&s->busy, memory_order_release);
+	else
+		pcre2_match_data_free(data);
+	if (rc >= 0) /* 0: matched, with more groups than the one pair asked for */
+		return ANSWER_YES;
+	if (rc == PCRE2_ERROR_NOMATCH)
+		return ANSWER_NO;
+	log_undecided(rule, rc);
+	return ANSWER_UNDECIDED;
+}
+
+static enum answer rule_matches_name(const struct acl *acl, const struct acl_rule *rule,
+				     const char *name, size_t name_len)
+{
+	bool yes = false;
+
 	switch (rule->kind) {
 	case RULE_ANY_HOST:
-		return true;
+		yes = true;
+		break;
 	case RULE_NAME:
-		return strcmp(name, rule->name.text) == 0;
+		yes = strcmp(name, rule->name.text) == 0;
+		break;
 	case RULE_DOMAIN:
-		return strcmp(name, rule->name.text) == 0 || is_subdomain(name, name_len, rule);
+		yes = strcmp(name, rule->name.text) == 0 || is_subdomain(name, name_len, rule);
+		break;
 	case RULE_SUBDOMAINS:
-		return is_subdomain(name, name_len, rule);
+		yes = is_subdomain(name, name_len, rule);
+		break;
 	case RULE_REGEX:
-		return regex_matches_whole(&rule->regex, name, name_len);
+		return regex_matches(acl, rule, name, name_len);
 	case RULE_NET:
 	case RULE_SET:
-		return false;
+		break;
 	}
-	return false;
+	return yes ? ANSWER_YES : ANSWER_NO;
 }
 
-const struct acl_rule *acl_match_name(const struct acl *acl, const char *name, uint16_t port)
+const struct acl_rule *acl_match_name(const struct acl *acl, const char *name, uint16_t port,
+				      enum acl_role role)
 {
 	size_t i, name_len = strlen(name);
 
 	for (i = 0; i < acl_rule_count(acl); i++) {
 		const struct acl_rule *rule = &acl->rules[i];
+		enum answer answer;
 
-		if (port_matches(rule, port) && rule_matches_name(rule, name, name_len))
+		if (!port_matches(rule, port))
+			continue;
+		answer = rule_matches_name(acl, rule, name, name_len);
+		if (answer == ANSWER_YES || (answer == ANSWER_UNDECIDED && role == ACL_FORBIDS))
 			return rule;
 	}
 	return NULL;
@@ -1135,7 +1216,7 @@ enum acl_verdict acl_check_name(const struct acl *forbidden, const struct acl *a
 				const char *name, uint16_t port, bool *name_allowed,
 				const struct acl_rule **rule)
 {
-	const struct acl_rule *decided = acl_match_name(forbidden, name, port);
+	const struct acl_rule *decided = acl_match_name(forbidden, name, port, ACL_FORBIDS);
 	enum acl_verdict verdict = ACL_ALLOW;
 	bool admitted = false;
 
@@ -1144,7 +1225,7 @@ enum acl_verdict acl_check_name(const struct acl *forbidden, const struct acl *a
 	} else if (acl_rule_count(allowed) == 0) {
 		admitted = true;
 	} else {
-		decided = acl_match_name(allowed, name, port);
+		decided = acl_match_name(allowed, name, port, ACL_ADMITS);
 		admitted = decided != NULL;
 		if (!admitted && !has_addr_rule(allowed, port))
 			verdict = ACL_DENY_NOT_ALLOWED;

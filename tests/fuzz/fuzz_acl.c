@@ -10,7 +10,11 @@
  *   - compiling never crashes; it fails exactly when some pattern fails
  *     alone, naming the first such one, with a quoted, NUL-terminated
  *     message, and never hands out a list then;
- *   - the list's first match is the first pattern that matches alone;
+ *   - the list's first match is the first pattern that matches alone,
+ *     reading an undecided regex (one that reached PCRE2's limits) either
+ *     way (acl_role); a forbidding reading never matches less;
+ *   - a regex run by PCRE2's interpreter ("~(*NO_JIT)...") answers as its
+ *     JIT does whenever both decide;
  *   - a canonical name re-canonicalises to itself, has the canonical
  *     alphabet and lengths, and comes out the same for the upper-cased and
  *     the dotted spelling of the target;
@@ -26,11 +30,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "anyproxy/acl.h"
 #include "anyproxy/common.h"
+#include "anyproxy/log.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -146,13 +152,15 @@ static bool is_exact_name_pattern(const char *p)
 
 static void check_verdicts_name(const struct acl *acl, const char *name, uint16_t port)
 {
-	const struct acl_rule *match = acl_match_name(acl, name, port), *rule;
+	const struct acl_rule *forbids = acl_match_name(acl, name, port, ACL_FORBIDS), *rule;
+	const struct acl_rule *match = acl_match_name(acl, name, port, ACL_ADMITS);
 	enum acl_verdict v;
 	bool name_allowed;
 
+	check(!match || forbids);
 	v = acl_check_name(acl, NULL, name, port, &name_allowed, &rule);
-	check(match ? v == ACL_DENY_FORBIDDEN && rule == match :
-		      v == ACL_ALLOW && name_allowed && !rule);
+	check(forbids ? v == ACL_DENY_FORBIDDEN && rule == forbids :
+			v == ACL_ALLOW && name_allowed && !rule);
 	v = acl_check_name(NULL, acl, name, port, &name_allowed, &rule);
 	if (match)
 		check(v == ACL_ALLOW && name_allowed && rule == match);
@@ -178,9 +186,42 @@ static void check_verdicts_addr(const struct acl *acl, const struct acl_addr *a,
 	check(v == ACL_ALLOW);
 }
 
+/* The answer of a one-rule list: 0 no match, 1 match, -1 undecided. */
+static int answer(const struct acl *one, const char *name, uint16_t port)
+{
+	bool forbids = acl_match_name(one, name, port, ACL_FORBIDS) != NULL;
+	bool admits = acl_match_name(one, name, port, ACL_ADMITS) != NULL;
+
+	return forbids == admits ? admits : -1;
+}
+
+/* A regex pattern run by PCRE2's interpreter answers as its JIT does,
+ * whenever both decide (they count steps differently, so one may reach a
+ * limit the other does not). */
+static void check_interpreter(const char *pattern, const struct acl *jit, const char *name,
+			      uint16_t port)
+{
+	static const char no_jit[] = "~(*NO_JIT)";
+	char text[ACL_PATTERN_MAX + sizeof(no_jit)];
+	const char *one[] = { text };
+	struct acl *slow = NULL;
+	int a, b;
+
+	if (pattern[0] != '~')
+		return;
+	snprintf(text, sizeof(text), "%s%s", no_jit, pattern + 1);
+	if (acl_compile(one, 1, &fuzz_local, &slow, NULL, NULL, 0) != 0)
+		return; /* too long with the prefix */
+	a = answer(jit, name, port);
+	b = answer(slow, name, port);
+	check(a < 0 || b < 0 || a == b);
+	acl_free(slow);
+}
+
 static void check_name_target(const struct pattern_set *set, const char *name, uint16_t port)
 {
 	const struct acl_rule *alone[MAX_PATTERNS] = { NULL };
+	const struct acl_rule *alone_forbids[MAX_PATTERNS] = { NULL };
 	char prefixed[TARGET_MAX];
 	struct acl_host host;
 	size_t i, len = strlen(name);
@@ -189,8 +230,10 @@ static void check_name_target(const struct pattern_set *set, const char *name, u
 	for (i = 0; i < set->count; i++) {
 		if (!set->one[i])
 			continue;
-		alone[i] = acl_match_name(set->one[i], name, port);
+		alone[i] = acl_match_name(set->one[i], name, port, ACL_ADMITS);
+		alone_forbids[i] = acl_match_name(set->one[i], name, port, ACL_FORBIDS);
 		check_verdicts_name(set->one[i], name, port);
+		check_interpreter(set->text[i], set->one[i], name, port);
 		if (!alone[i])
 			continue;
 		/* Only any-host rules match both kinds of target. */
@@ -206,12 +249,15 @@ static void check_name_target(const struct pattern_set *set, const char *name, u
 			if (len < ACL_NAME_MAX) {
 				prefixed[0] = name[0] == 'x' ? 'y' : 'x';
 				memcpy(prefixed + 1, name, len + 1);
-				check(!acl_match_name(set->one[i], prefixed, port));
+				check(!acl_match_name(set->one[i], prefixed, port,
+						      ACL_FORBIDS));
 			}
 		}
 	}
 	if (set->all) {
-		check_first_match(set, acl_match_name(set->all, name, port), alone);
+		check_first_match(set, acl_match_name(set->all, name, port, ACL_ADMITS), alone);
+		check_first_match(set, acl_match_name(set->all, name, port, ACL_FORBIDS),
+				  alone_forbids);
 		check_verdicts_name(set->all, name, port);
 	}
 }
@@ -227,7 +273,7 @@ static void check_addr_target(const struct pattern_set *set, const struct acl_ad
 			continue;
 		alone[i] = acl_match_addr(set->one[i], a->family, a->bytes, port);
 		check_verdicts_addr(set->one[i], a, port);
-		if (alone[i] && acl_match_name(set->one[i], PROBE_NAME, port))
+		if (alone[i] && acl_match_name(set->one[i], PROBE_NAME, port, ACL_FORBIDS))
 			check(is_any_host_pattern(set->text[i]));
 	}
 	if (set->all) {
@@ -345,6 +391,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t i;
 	int rc;
 
+	/* an undecided regex logs a WARN per rule, and fuzzing makes thousands */
+	log_min_level = LOG_ERROR;
 	if (size < PORT_BYTES)
 		return 0;
 	port = get_be16(data);

@@ -453,7 +453,8 @@ def test_invalid_patterns_are_config_errors(env):
         ("allowed_hosts", "a..b"),
         ("allowed_hosts", "10.0.0.0/33"),
         ("allowed_hosts", "example.com:70000"),
-        ("forbidden_hosts", "~(a*)+"),
+        ("forbidden_hosts", "~a)|(b"),       # PCRE2: unmatched closing parenthesis
+        ("allowed_hosts", "~x{,3}\\.test"),  # literal text to PCRE2 10.42: refused
         ("forbidden_hosts", "~jump[0-9]\\.corp:22"),
         ("forbidden_hosts", "~(a)\\1"),
         ("forbidden_hosts", "~[a-z"),
@@ -533,6 +534,49 @@ def test_evil_suffixes(env):
     no_secrets(env)
 
 
+BACKTRACKING = "~(a+)+[0-9]"   # exponential backtracking on a name of a's that cannot match
+UNDECIDED = "Host regex could not decide; it denies"
+
+
+def test_backtracking_regex_fails_closed(env):
+    """A regex whose match on a name reaches PCRE2's match limit decides
+    nothing, and an undecided rule denies: in forbidden_hosts it forbids
+    (REP 0x02 / 403, rule named), in allowed_hosts it admits nothing. The
+    agent logs the first such match once per rule and keeps serving:
+    names the regex decides are matched as before. glibc's engine decided
+    this name (no match), so the old agent let it through."""
+    port, t2, t3, bad = servers(env)
+    costly = "a" * 63 + ".test"           # a 63-byte label: 2^62 ways to split it
+    hosts = write_hosts(env, "hosts", [
+        "127.0.0.2 %s" % costly,
+        "127.0.0.2 ok.test",
+        "127.0.0.2 aaaa1",
+    ])
+    gw = gateway(env)
+    forbid = agent(env, "regex-forbid-1", "rforbid", forbidden_hosts=BACKTRACKING,
+                   hosts_file=hosts)
+    admit = agent(env, "regex-admit-1", "radmit", allowed_hosts=BACKTRACKING, hosts_file=hosts)
+    uf, ua = "user.rforbid", "user.radmit"
+    seen = len(t2.requests)
+    expect_denied(gw, forbid, "regex-forbid-1", uf, costly, port, BACKTRACKING)
+    expect_denied(gw, admit, "regex-admit-1", ua, costly, port, "-", verdict="not allowed")
+    h.check(len(t2.requests) == seen, "a target the regex could not decide reached 127.0.0.2")
+    for ag, what in ((forbid, "forbidden_hosts"), (admit, "allowed_hosts")):
+        lines = ag.find(UNDECIDED)
+        h.check(len(lines) == 1 and lines[0].get("rule") == BACKTRACKING and
+                lines[0].get("error") == "match limit exceeded",
+                "%s: expected one %r line naming the rule and the limit, got %r"
+                % (what, UNDECIDED, lines))
+    # still serving, and deciding what the regex can decide
+    expect_allowed(gw, uf, "ok.test", port, "two")
+    expect_denied(gw, forbid, "regex-forbid-1", uf, "aaaa1", port, BACKTRACKING)
+    expect_allowed(gw, ua, "aaaa1", port, "two")
+    expect_denied(gw, admit, "regex-admit-1", ua, "ok.test", port, "-", verdict="not allowed")
+    h.check(forbid.alive() and admit.alive() and gw.alive(), "a daemon died")
+    unreached(bad, "backtracking regex")
+    no_secrets(env)
+
+
 if __name__ == "__main__":
     h.run([
         test_production_forbidden_hosts,
@@ -540,4 +584,5 @@ if __name__ == "__main__":
         test_allowed_hosts,
         test_invalid_patterns_are_config_errors,
         test_evil_suffixes,
+        test_backtracking_regex_fails_closed,
     ])
