@@ -1543,6 +1543,17 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def baseline_fd_count(pid, samples=5, interval=0.05):
+    """A daemon's resting descriptor count: the least of a few samples, so
+    a short-lived descriptor (an apctl connection, a reload's file) seen
+    at one instant does not raise the baseline."""
+    least = fd_count(pid)
+    for _ in range(samples - 1):
+        time.sleep(interval)
+        least = min(least, fd_count(pid))
+    return least
+
+
 class PeakWatch:
     """Samples VmRSS (KiB) and the fd count of pids every `interval` s in a
     thread; .rss[pid] and .fds[pid] hold the peaks since start."""
