@@ -25,7 +25,8 @@
 #include "anyproxy/http.h"
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
-#include "gateway.h"
+#include "anyproxy/bufring.h"
+#include "front.h"
 #include "proxy.h"
 
 enum h_state { H_HEAD, H_WAIT_OPEN, H_FORWARD, H_LINGER, H_DONE };
@@ -141,7 +142,7 @@ static void next_request(struct user_conn *uc)
 	s->resp_head_done = false;
 	s->req_done = false;
 	/* the next request head has the handshake deadline, like the first */
-	proxy_deadline(uc, uc->gw->cfg->gateway.handshake_timeout_ms, "handshake");
+	proxy_await_request(uc);
 	relay_read(&uc->relay, true);
 	process_input(uc); /* a pipelined request may be waiting */
 }
@@ -540,14 +541,7 @@ static void http_closed(struct user_conn *uc)
 	uc->proto = NULL;
 }
 
-const struct proxy_frontend http_frontend = {
-	.name = "http",
-	.on_open_result = http_open_result,
-	.on_socket_data = http_socket_data,
-	.on_closed = http_closed,
-};
-
-int http_session_start(struct user_conn *uc)
+static int http_session_start(struct user_conn *uc)
 {
 	struct h_session *s = calloc(1, sizeof(*s));
 
@@ -558,3 +552,18 @@ int http_session_start(struct user_conn *uc)
 	uc->proto = s;
 	return 0;
 }
+
+static ssize_t http_encode_refusal(uint8_t *buf, size_t size)
+{
+	return http_write_error(buf, size, 503, "the proxy's connection limit is reached", NULL,
+				false);
+}
+
+const struct proxy_frontend http_frontend = {
+	.name = "http",
+	.session_start = http_session_start,
+	.encode_refusal = http_encode_refusal,
+	.on_open_result = http_open_result,
+	.on_socket_data = http_socket_data,
+	.on_closed = http_closed,
+};

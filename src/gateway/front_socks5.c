@@ -1,5 +1,5 @@
 /*
- * socks5.c — the gateway's SOCKS5 front end (RFC 1928, RFC 1929 auth).
+ * front_socks5.c — the gateway's SOCKS5 front end (RFC 1928, RFC 1929 auth).
  *
  * A resumable state machine over bytes the relay delivers in owner mode;
  * nothing assumes one receive is one message. The success reply goes out
@@ -18,7 +18,7 @@
 #include "anyproxy/log.h"
 #include "anyproxy/socks5.h"
 #include "anyproxy/username.h"
-#include "gateway.h"
+#include "front.h"
 #include "proxy.h"
 
 enum s5_state { S5_GREETING, S5_AUTH, S5_REQUEST, S5_WAIT_OPEN, S5_RELAY, S5_FAILED };
@@ -266,15 +266,26 @@ static void socks5_closed(struct user_conn *uc)
 	uc->proto = NULL;
 }
 
-const struct proxy_frontend socks5_frontend = {
-	.name = "socks5",
-	.on_open_result = socks5_open_result,
-	.on_socket_data = socks5_socket_data,
-	.on_closed = socks5_closed,
-};
-
-int socks5_session_start(struct user_conn *uc)
+static int socks5_session_start(struct user_conn *uc)
 {
 	uc->proto = calloc(1, sizeof(struct s5_session));
 	return uc->proto ? 0 : -ENOMEM;
 }
+
+/* Over the connection limit no greeting has been read yet: the refusal is
+ * the method selection no client can use. */
+static ssize_t socks5_encode_refusal(uint8_t *buf, size_t size)
+{
+	if (size < 2)
+		return -ENOSPC;
+	return (ssize_t)socks5_encode_method(buf, SOCKS5_METHOD_NO_ACCEPTABLE);
+}
+
+const struct proxy_frontend socks5_frontend = {
+	.name = "socks5",
+	.session_start = socks5_session_start,
+	.encode_refusal = socks5_encode_refusal,
+	.on_open_result = socks5_open_result,
+	.on_socket_data = socks5_socket_data,
+	.on_closed = socks5_closed,
+};

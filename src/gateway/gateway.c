@@ -14,6 +14,7 @@
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
 #include "anyproxy/tls.h"
+#include "front.h"
 #include "gateway.h"
 #include "proxy.h"
 
@@ -670,10 +671,12 @@ static void on_signal(struct ring *r, int signo)
 
 /* ---- set-up ---- */
 
-/* Open a proxy listener if its listen_addr is set. 0 or -errno. */
+/* Open a proxy listener if its listen_addr is set: its connections speak
+ * to front end fe. 0 or -errno. */
 static int proxy_listen(struct gateway *gw, struct listener *l, const struct config_listener *cfg,
-			const char *name, void (*on_accept)(struct listener *l, int fd))
+			const struct proxy_frontend *fe)
 {
+	const char *name = fe->name;
 	char err[512], shown[300];
 	int fd;
 
@@ -684,7 +687,8 @@ static int proxy_listen(struct gateway *gw, struct listener *l, const struct con
 		log_error("Cannot open a proxy listener", LF_S("proxy", name), LF_S("error", err));
 		return fd;
 	}
-	*l = (struct listener){ .fd = fd, .name = name, .on_accept = on_accept, .owner = gw };
+	*l = (struct listener){ .fd = fd, .name = name, .on_accept = proxy_accept, .owner = gw,
+				.frontend = fe, .proxy_cfg = cfg };
 	config_addr_format(&cfg->listen_addr, shown, sizeof(shown));
 	log_info("Proxy listening", LF_S("proxy", name), LF_S("addr", shown),
 		 LF_S("auth", cfg->auth_username || cfg->auth_password ? "password" : "none"));
@@ -721,9 +725,9 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		log_error("Cannot register receive buffers", LF_S("error", strerror(-ret)));
 		return ret;
 	}
-	ret = proxy_listen(gw, &gw->socks5_listener, &cfg->socks5, "socks5", proxy_accept_socks5);
+	ret = proxy_listen(gw, &gw->socks5_listener, &cfg->socks5, &socks5_frontend);
 	if (ret == 0)
-		ret = proxy_listen(gw, &gw->http_listener, &cfg->http, "http", proxy_accept_http);
+		ret = proxy_listen(gw, &gw->http_listener, &cfg->http, &http_frontend);
 	if (ret < 0)
 		return ret;
 	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));

@@ -43,6 +43,7 @@
 #define GATEWAY_TRIM_AFTER_HANDSHAKES 256
 
 struct handshake_budget;
+struct proxy_frontend;
 
 /* A listening socket served by one accept at a time, re-armed from its
  * completion unless paused. */
@@ -55,6 +56,10 @@ struct listener {
 	const char *name;
 	void (*on_accept)(struct listener *l, int fd);
 	void *owner;
+	/* a proxy listener's front end and section (proxy_accept); NULL for
+	 * the tunnel and control listeners */
+	const struct proxy_frontend *frontend;
+	const struct config_listener *proxy_cfg;
 };
 
 /* [gateway] max_handshakes for one side: the tunnel port, or the proxy
@@ -141,7 +146,7 @@ void gateway_destroy(struct gateway *gw);
  * the heap is trimmed after a large wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
 void gateway_handshakes_add(struct gateway *gw, struct handshake_budget *b, int delta);
 
-/* listener.c-style helpers shared by the tunnel and control listeners */
+/* start (arm an accept) and stop every kind of listener (gateway.c) */
 void listener_start(struct ring *r, struct listener *l);
 void listener_stop(struct ring *r, struct listener *l);
 

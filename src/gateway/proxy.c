@@ -10,10 +10,8 @@
 #include <unistd.h>
 
 #include "anyproxy/common.h"
-#include "anyproxy/http.h"
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
-#include "anyproxy/socks5.h"
 #include "anyproxy/username.h"
 #include "gateway.h"
 #include "proxy.h"
@@ -104,6 +102,11 @@ void proxy_deadline(struct user_conn *uc, uint32_t ms, const char *phase)
 		timer_disarm(&uc->gw->ring, &uc->deadline);
 }
 
+void proxy_await_request(struct user_conn *uc)
+{
+	proxy_deadline(uc, uc->gw->cfg->gateway.handshake_timeout_ms, "handshake");
+}
+
 void proxy_watch_idle(struct user_conn *uc)
 {
 	uint32_t idle_ms = uc->gw->cfg->gateway.idle_timeout_ms;
@@ -118,37 +121,24 @@ void proxy_watch_idle(struct user_conn *uc)
 
 /* [gateway] max_connections: say so in the user's protocol and close. A
  * plain send: a fresh socket's buffer always takes these few bytes. */
-static void send_refusal(int fd, const struct proxy_frontend *fe)
+static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_frontend *fe)
 {
-	static const uint8_t socks5_refusal[] = { SOCKS5_VERSION, SOCKS5_METHOD_NO_ACCEPTABLE };
-	uint8_t msg[512];
-	ssize_t n;
+	uint8_t msg[PROXY_REFUSAL_MAX_BYTES];
+	ssize_t n = fe->encode_refusal(msg, sizeof(msg));
 
-	if (fe == &socks5_frontend) {
-		memcpy(msg, socks5_refusal, sizeof(socks5_refusal));
-		n = sizeof(socks5_refusal);
-	} else {
-		n = http_write_error(msg, sizeof(msg), 503, "the proxy's connection limit is reached",
-				     NULL, false);
-	}
 	if (n > 0 && send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		log_debug("Refusal not sent", LF_S("error", strerror(errno)));
 	close(fd);
-}
-
-static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_frontend *fe)
-{
-	send_refusal(fd, fe);
 	gw->refused_over_limit++;
 	log_warn("Connection limit reached, user refused", LF_S("proxy", fe->name),
 		 LF_U("max_connections", gw->max_users),
 		 LF_U("refused_total", gw->refused_over_limit));
 }
 
-static void accept_user(struct listener *l, int fd, const struct proxy_frontend *fe,
-			const struct config_listener *cfg)
+void proxy_accept(struct listener *l, int fd)
 {
 	struct gateway *gw = l->owner;
+	const struct proxy_frontend *fe = l->frontend;
 	struct user_conn *uc;
 
 	if (gw->stopping) {
@@ -169,7 +159,7 @@ static void accept_user(struct listener *l, int fd, const struct proxy_frontend 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	uc->gw = gw;
 	uc->fe = fe;
-	uc->listener_cfg = cfg;
+	uc->listener_cfg = l->proxy_cfg;
 	uc->next = gw->users;
 	if (gw->users)
 		gw->users->prev = uc;
@@ -181,26 +171,12 @@ static void accept_user(struct listener *l, int fd, const struct proxy_frontend 
 	gateway_handshakes_add(gw, &gw->user_budget, 1);
 	timer_init(&uc->deadline, deadline_fire);
 	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
-	proxy_deadline(uc, gw->cfg->gateway.handshake_timeout_ms, "handshake");
-	if ((fe == &socks5_frontend ? socks5_session_start(uc) : http_session_start(uc)) < 0) {
+	proxy_await_request(uc);
+	if (fe->session_start(uc) < 0) {
 		relay_close(&uc->relay, "out of memory");
 		return;
 	}
 	relay_read(&uc->relay, true);
-}
-
-void proxy_accept_socks5(struct listener *l, int fd)
-{
-	struct gateway *gw = l->owner;
-
-	accept_user(l, fd, &socks5_frontend, &gw->cfg->socks5);
-}
-
-void proxy_accept_http(struct listener *l, int fd)
-{
-	struct gateway *gw = l->owner;
-
-	accept_user(l, fd, &http_frontend, &gw->cfg->http);
 }
 
 void proxy_close_all(struct gateway *gw, const char *why)

@@ -1,8 +1,13 @@
 /*
- * proxy.h — users' connections on the gateway, shared by the SOCKS5 and
- * HTTP front ends: routing by group, opening the stream, statistics.
+ * proxy.h — users' connections on the gateway: accept, routing by group,
+ * opening the stream, statistics. A front end (a proxy protocol: SOCKS5 in
+ * front_socks5.c, HTTP in front_http.c) plugs in through its struct
+ * proxy_frontend, which the listener carries; this module calls only
+ * through that table and never names a front end. Front ends include this
+ * header, never the reverse.
  *
- *   accept -> protocol handshake (owner mode of the relay, under a deadline)
+ *   accept -> fe->session_start
+ *          -> protocol handshake (owner mode of the relay, under a deadline)
  *          -> proxy_authenticate(): the user name is parsed once into a
  *             struct username_identity and checked; that value is all the
  *             later steps (and their log lines) know of the user
@@ -17,6 +22,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "anyproxy/config.h"
 #include "anyproxy/frame.h"
@@ -31,14 +37,26 @@ struct listener;
 /* How long the gateway waits for the agent's OPEN_OK/OPEN_FAIL. Above the
  * agents' default connect_timeout_ms, so the agent's own verdict wins. */
 #define PROXY_OPEN_TIMEOUT_MS 15000
-
-enum proxy_protocol { PROXY_SOCKS5, PROXY_HTTP };
+/* The longest refusal a front end's encode_refusal may write. */
+#define PROXY_REFUSAL_MAX_BYTES 512
 
 struct user_conn;
 
-/* What a front end does when its stream's OPEN is answered. */
+/*
+ * A front end's operations, every entry point in one table (as HAProxy's
+ * mux_ops): the user-connection module calls nothing else of a front end.
+ * The table is constant and lives as long as the program; its listener
+ * carries it (struct listener.frontend).
+ */
 struct proxy_frontend {
-	const char *name; /* "socks5", "http" */
+	const char *name; /* "socks5", "http": the "proxy" field of log lines */
+	/* Constructor: set up uc->proto for a fresh connection before its
+	 * first byte is read. 0, or -ENOMEM (the connection is closed). */
+	int (*session_start)(struct user_conn *uc);
+	/* [gateway] max_connections is reached: encode, in the protocol's
+	 * terms, the few bytes sent to a user refused at accept (no session
+	 * exists). The length written, or -ENOSPC when size is too small. */
+	ssize_t (*encode_refusal)(uint8_t *buf, size_t size);
 	/* reason 0: the target is connected; otherwise the FRAME_OPEN_* reason
 	 * (FRAME_OPEN_NET_UNREACHABLE: no agent in the group, nor in the
 	 * default group when it may fall back there). */
@@ -72,9 +90,9 @@ void proxy_close_handshaking(struct gateway *gw, const char *why);
 /* The relay callbacks every front end installs. */
 extern const struct relay_ops proxy_relay_ops;
 
-/* Accept callbacks for the listeners. */
-void proxy_accept_socks5(struct listener *l, int fd);
-void proxy_accept_http(struct listener *l, int fd);
+/* The accept callback of a proxy listener: l->frontend speaks to the user,
+ * l->proxy_cfg is its section ([socks5], [http]). */
+void proxy_accept(struct listener *l, int fd);
 
 /* Route the user to a tunnel of id's group and send OPEN for target. The
  * result arrives through fe->on_open_result (also for "no agent", at once).
@@ -91,6 +109,10 @@ void proxy_stream_done(struct user_conn *uc);
 
 /* The OPEN was answered with success: start pumping (SOCKS5, CONNECT). */
 void proxy_start_pump(struct user_conn *uc, const uint8_t *first, size_t n);
+
+/* (Re)arm the handshake deadline ([gateway] handshake_timeout_ms): a new
+ * connection, or the next request on a kept-alive one. */
+void proxy_await_request(struct user_conn *uc);
 
 /* Arm (ms > 0) or stop the deadline of a phase: on expiry the connection
  * closes and the log names phase ("handshake", "waiting for the agent",
@@ -123,11 +145,5 @@ bool proxy_needs_credentials(const struct user_conn *uc);
 
 /* "1.2.3.4:80", "[::1]:80" or "name:80" for logs. */
 void proxy_format_target(const struct stream_target *t, char *buf, size_t len);
-
-/* socks5.c / http.c in this folder */
-extern const struct proxy_frontend socks5_frontend;
-extern const struct proxy_frontend http_frontend;
-int socks5_session_start(struct user_conn *uc);
-int http_session_start(struct user_conn *uc);
 
 #endif

@@ -1,0 +1,14 @@
+/*
+ * front.h — the proxy front ends the gateway offers. Each is a struct
+ * proxy_frontend (proxy.h) defined in its own file; gateway.c hands each
+ * to the listener of its section, and nothing else names them.
+ */
+#ifndef ANYPROXY_GATEWAY_FRONT_H
+#define ANYPROXY_GATEWAY_FRONT_H
+
+#include "proxy.h"
+
+extern const struct proxy_frontend socks5_frontend; /* front_socks5.c, [socks5] */
+extern const struct proxy_frontend http_frontend;   /* front_http.c, [http] */
+
+#endif
