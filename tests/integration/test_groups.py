@@ -166,6 +166,38 @@ def test_apctl_without_gateway_exits_1(env):
     h.check(rc == 2, "apctl with an unknown command should exit 2, got %d: %r" % (rc, err))
 
 
+def control_raw(env, request):
+    """One raw exchange on the control socket: the whole reply to EOF."""
+    import socket as s
+    sock = s.socket(s.AF_UNIX, s.SOCK_STREAM)
+    sock.settimeout(5 + h.slack())
+    sock.connect(env.control)
+    sock.sendall(request)
+    reply = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    sock.close()
+    return reply
+
+
+def test_control_refuses_bad_requests(env):
+    # the gateway checks a command's name and argument against the protocol's
+    # command table, whoever asks
+    for request, reply in [(b"nope\n", b"ERR unknown command\n"),
+                           (b"client\n", b"ERR this command needs an argument\n"),
+                           (b"groups x\n", b"ERR this command takes no argument\n"),
+                           (b"client no-such-id\n", b"ERR no such client: no-such-id\n"),
+                           (b"BAD!\n", b"ERR bad command\n")]:
+        got = control_raw(env, request)
+        h.check(got == reply, "control %r: %r, expected %r" % (request, got, reply))
+    got = control_raw(env, b"version\n")
+    h.check(got.startswith(b"OK\nversion:s\twolfssl:s\taesni:s\tuptime_s:n\n"),
+            "control version: %r" % got)
+
+
 def test_control_socket_is_private(env):
     mode = stat.S_IMODE(os.stat(env.control).st_mode)
     h.check(stat.S_ISSOCK(os.stat(env.control).st_mode), "%s is not a socket" % env.control)
@@ -220,6 +252,7 @@ if __name__ == "__main__":
         test_client_kv_and_json,
         test_client_unknown_exits_1,
         test_apctl_without_gateway_exits_1,
+        test_control_refuses_bad_requests,
         test_control_socket_is_private,
         test_apctl_version,
         test_gateway_logged_connects,
