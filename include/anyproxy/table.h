@@ -1,7 +1,9 @@
 /*
- * table.h — the control protocol between apctl and the gateway: a pure codec
- * (no I/O) for the request line and the tabular reply, and the three ways
- * apctl prints a reply. The usage page is docs/apctl.md.
+ * table.h — the control protocol between apctl and the gateway: its command
+ * table and a pure codec (no I/O) for the request line and the tabular
+ * reply. Both ends use it: the gateway's control_server.c answers, apctl
+ * asks (and prints a reply with tools/apctl/print.h). The usage page is
+ * docs/apctl.md.
  *
  * Wire protocol, over the gateway's Unix stream socket ([control] socket,
  * default TABLE_DEFAULT_SOCKET):
@@ -22,7 +24,8 @@
  * any bytes, not necessarily UTF-8). COMMAND is [a-z0-9_-]+; ARG is the rest
  * of the line after the first space.
  *
- * Commands and their columns (the column lists below are the single source):
+ * Commands (table_commands, with their help text) and their columns (the
+ * column lists below are the single source):
  *   clients      one row per connected client        table_client_columns
  *   groups       one row per group                   table_group_columns
  *   client ID    exactly one row, or "ERR no such client: ID"
@@ -37,7 +40,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 #include "anyproxy/common.h"
 
@@ -51,10 +53,6 @@
 #define TABLE_REQUEST_MAX_BYTES 512
 #define TABLE_COMMAND_MAX_LEN 32
 
-/* Human output shows an empty value of this column as this label. */
-#define TABLE_GROUP_COLUMN "group_id"
-#define TABLE_DEFAULT_GROUP_LABEL "(default)"
-
 enum table_type {
 	TABLE_STRING = 's',
 	TABLE_UINT = 'n',
@@ -67,6 +65,30 @@ enum table_type {
 extern const char *const table_client_columns[TABLE_CLIENT_NCOLUMNS];
 extern const char *const table_group_columns[TABLE_GROUP_NCOLUMNS];
 extern const char *const table_version_columns[TABLE_VERSION_NCOLUMNS];
+
+/* ---- commands ------------------------------------------------------------ */
+
+/* Every command of the protocol: table_commands is indexed by these. */
+enum table_command_id {
+	TABLE_CMD_CLIENTS,
+	TABLE_CMD_GROUPS,
+	TABLE_CMD_CLIENT,
+	TABLE_CMD_VERSION,
+	TABLE_NCOMMANDS
+};
+
+struct table_command {
+	const char *name; /* COMMAND on the wire */
+	const char *arg;  /* the argument's name ("ID"); NULL: takes none */
+	const char *help; /* one line for apctl --help */
+	bool one_row;     /* an OK reply has exactly one row */
+};
+
+/* The one command table: the gateway answers these, apctl offers them. */
+extern const struct table_command table_commands[TABLE_NCOMMANDS];
+
+/* The command called name (NUL-terminated), or NULL. */
+const struct table_command *table_command_find(const char *name);
 
 /* ---- request line ------------------------------------------------------ */
 
@@ -179,33 +201,9 @@ int table_parse(const char *buf, size_t len, struct table *t, char *err,
 		size_t errlen);
 void table_free(struct table *t);
 
-/* ---- human and JSON output (apctl side) -------------------------------- */
-
-/*
- * Human output keeps each value on one line and passes no control byte to
- * the terminal: backslash, TAB, LF and CR show as their wire escapes, other
- * control bytes and bytes that are not valid UTF-8 as \xHH. Widths count
- * code points, so East Asian wide characters misalign (no locale is used).
- */
-
-/* Writes one value in its human form (e.g. an ERR message). */
-void table_print_value(FILE *out, const char *value);
-
-/* Columns two spaces apart, upper-case header, TABLE_UINT columns right-
- * aligned, an empty TABLE_GROUP_COLUMN value shown as the default label. */
-void table_print_aligned(FILE *out, const struct table *t);
-
-/* Each row vertically, one "key: value" line per column with the values
- * aligned; rows are separated by an empty line. */
-void table_print_kv(FILE *out, const struct table *t);
-
-/*
- * RFC 8259 JSON: an array of objects, one per row, or with single the first
- * row's object alone ("null" when there is no row). Numbers are unquoted;
- * strings escape '"', '\\' and control bytes, and a byte that is not part of
- * valid UTF-8 becomes \u00XX (its Latin-1 reading), so the output is always
- * valid UTF-8. Values are never replaced by labels.
- */
-void table_print_json(FILE *out, const struct table *t, bool single);
+/* The letter of c's two-byte wire escape ("\\", "\t", "\n", "\r"), or 0
+ * when c travels as itself. (apctl's human output shows these bytes the
+ * same way.) */
+char table_escape_letter(char c);
 
 #endif

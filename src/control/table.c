@@ -1,12 +1,12 @@
 /*
- * table.c — the control protocol codec: request line, reply writer, reply
- * parser, and apctl's aligned / key-value / JSON output. The format is
- * described in include/anyproxy/table.h. Nothing here does I/O except the
- * print functions, which only write to the FILE they are given.
+ * table.c — the control protocol: its command table and the codec for the
+ * request line, the reply writer and the reply parser. The format is
+ * described in include/anyproxy/table.h. Pure: nothing here does I/O.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -27,6 +27,16 @@ const char *const table_version_columns[TABLE_VERSION_NCOLUMNS] = {
 	"version:s", "wolfssl:s", "aesni:s", "uptime_s:n",
 };
 
+const struct table_command table_commands[TABLE_NCOMMANDS] = {
+	[TABLE_CMD_CLIENTS] = { "clients", NULL, "list connected clients, one row each", false },
+	[TABLE_CMD_GROUPS] = { "groups", NULL,
+			       "list groups with their clients, tunnels and active streams",
+			       false },
+	[TABLE_CMD_CLIENT] = { "client", "ID", "show one client", true },
+	[TABLE_CMD_VERSION] = { "version", NULL,
+				"show the gateway's version, wolfSSL, AES-NI and uptime", true },
+};
+
 /* The writer's first allocation; it doubles from there up to its max. */
 #define WRITER_INITIAL_BYTES 4096
 /* Digits of UINT64_MAX, the longest value of an n column. */
@@ -34,15 +44,10 @@ const char *const table_version_columns[TABLE_VERSION_NCOLUMNS] = {
 #define UINT64_MAX_TEXT "18446744073709551615"
 /* The parser's first row capacity; it doubles from there. */
 #define PARSER_INITIAL_ROWS 16
-/* The longest display escape, "\xHH", plus its NUL. */
-#define DISPLAY_ESCAPE_MAX 5
-/* Spaces between two columns of aligned output. */
-#define ALIGNED_GAP 2
 
 /* ---- escapes ------------------------------------------------------------ */
 
-/* The letter of c's two-byte wire escape, or 0 when c travels as itself. */
-static char escape_letter(char c)
+char table_escape_letter(char c)
 {
 	switch (c) {
 	case '\\':
@@ -80,7 +85,7 @@ static size_t escaped_length(const char *s)
 	size_t n = 0;
 
 	for (; *s; s++)
-		n += escape_letter(*s) ? 2 : 1;
+		n += table_escape_letter(*s) ? 2 : 1;
 	return n;
 }
 
@@ -89,7 +94,7 @@ static size_t escaped_length(const char *s)
 static char *escape_into(char *dst, const char *s)
 {
 	for (; *s; s++) {
-		char letter = escape_letter(*s);
+		char letter = table_escape_letter(*s);
 
 		if (letter) {
 			*dst++ = '\\';
@@ -188,45 +193,6 @@ static bool uint_text_valid(const char *s, size_t len)
 	return len < UINT64_MAX_DIGITS || memcmp(s, UINT64_MAX_TEXT, len) <= 0;
 }
 
-/*
- * Length of the valid UTF-8 sequence at s (1 to 4), or 0 when s does not
- * start one: stray continuation bytes, overlong forms, UTF-16 surrogates and
- * code points past U+10FFFF are invalid. s is NUL-terminated and the NUL
- * never counts as a continuation byte, so a cut sequence is invalid too.
- */
-static size_t utf8_sequence_length(const char *str)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t i, n;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		n = 2;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		n = 3;
-		if (s[0] == 0xe0)
-			lo = 0xa0;
-		else if (s[0] == 0xed)
-			hi = 0x9f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		n = 4;
-		if (s[0] == 0xf0)
-			lo = 0x90;
-		else if (s[0] == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
-}
-
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
@@ -241,6 +207,18 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 		va_end(ap);
 	}
 	return code;
+}
+
+/* ---- commands ------------------------------------------------------------- */
+
+const struct table_command *table_command_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(table_commands); i++)
+		if (!strcmp(table_commands[i].name, name))
+			return &table_commands[i];
+	return NULL;
 }
 
 /* ---- request line --------------------------------------------------------- */
@@ -677,226 +655,4 @@ void table_free(struct table *t)
 	free(t->cells);
 	free(t->storage);
 	memset(t, 0, sizeof(*t));
-}
-
-/* ---- human output --------------------------------------------------------- */
-
-/* One piece of a value's human form: the bytes to print and how many bytes
- * of the value they stand for. */
-struct display_unit {
-	const char *bytes;
-	size_t nbytes;
-	size_t consumed;
-	char escape[DISPLAY_ESCAPE_MAX];
-};
-
-static void display_next(const char *s, struct display_unit *u)
-{
-	unsigned char c = (unsigned char)*s;
-	char letter = escape_letter(*s);
-	size_t n;
-
-	u->consumed = 1;
-	u->bytes = u->escape;
-	if (letter) {
-		u->escape[0] = '\\';
-		u->escape[1] = letter;
-		u->nbytes = 2;
-	} else if (c < 0x20 || c == 0x7f || !(n = utf8_sequence_length(s))) {
-		snprintf(u->escape, sizeof(u->escape), "\\x%02x", c);
-		u->nbytes = 4;
-	} else {
-		u->bytes = s;
-		u->nbytes = n;
-		u->consumed = n;
-	}
-}
-
-/* Terminal columns of a value's human form: an escape is as wide as its
- * text, a character is one column. */
-static size_t display_width(const char *s)
-{
-	struct display_unit u;
-	size_t width = 0;
-
-	for (; *s; s += u.consumed) {
-		display_next(s, &u);
-		width += u.bytes == u.escape ? u.nbytes : 1;
-	}
-	return width;
-}
-
-void table_print_value(FILE *out, const char *value)
-{
-	struct display_unit u;
-
-	for (; *value; value += u.consumed) {
-		display_next(value, &u);
-		fwrite(u.bytes, 1, u.nbytes, out);
-	}
-}
-
-/* The value human output shows for a cell. */
-static const char *shown_value(const struct table *t, size_t row, size_t col)
-{
-	const char *value = table_cell(t, row, col);
-
-	if (!*value && !strcmp(t->cols[col].name, TABLE_GROUP_COLUMN))
-		return TABLE_DEFAULT_GROUP_LABEL;
-	return value;
-}
-
-static void put_spaces(FILE *out, size_t n)
-{
-	while (n--)
-		putc(' ', out);
-}
-
-static void put_upper(FILE *out, const char *name)
-{
-	for (; *name; name++)
-		putc(*name >= 'a' && *name <= 'z' ? *name - 'a' + 'A' : *name,
-		     out);
-}
-
-/* Pad a cell `width` columns wide to its column's width: numbers are padded
- * before, text after, and the last column gets no trailing blanks. */
-static void pad_before(FILE *out, const struct table *t, size_t col,
-		       size_t width, size_t col_width)
-{
-	if (t->cols[col].type == TABLE_UINT)
-		put_spaces(out, col_width - width);
-}
-
-static void pad_after(FILE *out, const struct table *t, size_t col,
-		      size_t width, size_t col_width)
-{
-	if (col + 1 == t->ncols)
-		return;
-	if (t->cols[col].type != TABLE_UINT)
-		put_spaces(out, col_width - width);
-	put_spaces(out, ALIGNED_GAP);
-}
-
-void table_print_aligned(FILE *out, const struct table *t)
-{
-	size_t col_width[TABLE_MAX_COLUMNS];
-	size_t row, col;
-
-	for (col = 0; col < t->ncols; col++) {
-		col_width[col] = strlen(t->cols[col].name);
-		for (row = 0; row < t->nrows; row++)
-			col_width[col] = MAX(col_width[col],
-					     display_width(shown_value(t, row, col)));
-	}
-	for (col = 0; col < t->ncols; col++) {
-		size_t width = strlen(t->cols[col].name);
-
-		pad_before(out, t, col, width, col_width[col]);
-		put_upper(out, t->cols[col].name);
-		pad_after(out, t, col, width, col_width[col]);
-	}
-	putc('\n', out);
-	for (row = 0; row < t->nrows; row++) {
-		for (col = 0; col < t->ncols; col++) {
-			const char *value = shown_value(t, row, col);
-			size_t width = display_width(value);
-
-			pad_before(out, t, col, width, col_width[col]);
-			table_print_value(out, value);
-			pad_after(out, t, col, width, col_width[col]);
-		}
-		putc('\n', out);
-	}
-}
-
-void table_print_kv(FILE *out, const struct table *t)
-{
-	size_t key_width = 0, row, col;
-
-	for (col = 0; col < t->ncols; col++)
-		key_width = MAX(key_width, strlen(t->cols[col].name));
-	for (row = 0; row < t->nrows; row++) {
-		if (row)
-			putc('\n', out);
-		for (col = 0; col < t->ncols; col++) {
-			fprintf(out, "%s:", t->cols[col].name);
-			put_spaces(out, key_width - strlen(t->cols[col].name) + 1);
-			table_print_value(out, shown_value(t, row, col));
-			putc('\n', out);
-		}
-	}
-}
-
-/* ---- JSON output ------------------------------------------------------------ */
-
-static void json_put_string(FILE *out, const char *s)
-{
-	putc('"', out);
-	while (*s) {
-		unsigned char c = (unsigned char)*s;
-		size_t n = 1;
-
-		if (c == '"' || c == '\\') {
-			putc('\\', out);
-			putc(c, out);
-		} else if (c == '\n') {
-			fputs("\\n", out);
-		} else if (c == '\r') {
-			fputs("\\r", out);
-		} else if (c == '\t') {
-			fputs("\\t", out);
-		} else if (c < 0x20 || c == 0x7f ||
-			   !(n = utf8_sequence_length(s))) {
-			fprintf(out, "\\u%04x", c);
-			n = 1;
-		} else {
-			fwrite(s, 1, n, out);
-		}
-		s += n;
-	}
-	putc('"', out);
-}
-
-static void json_put_row(FILE *out, const struct table *t, size_t row)
-{
-	size_t col;
-
-	putc('{', out);
-	for (col = 0; col < t->ncols; col++) {
-		if (col)
-			putc(',', out);
-		json_put_string(out, t->cols[col].name);
-		putc(':', out);
-		if (t->cols[col].type == TABLE_UINT)
-			fputs(table_cell(t, row, col), out);
-		else
-			json_put_string(out, table_cell(t, row, col));
-	}
-	putc('}', out);
-}
-
-void table_print_json(FILE *out, const struct table *t, bool single)
-{
-	size_t row;
-
-	if (single) {
-		if (t->nrows)
-			json_put_row(out, t, 0);
-		else
-			fputs("null", out);
-		putc('\n', out);
-		return;
-	}
-	if (!t->nrows) {
-		fputs("[]\n", out);
-		return;
-	}
-	fputs("[\n", out);
-	for (row = 0; row < t->nrows; row++) {
-		fputs("  ", out);
-		json_put_row(out, t, row);
-		fputs(row + 1 < t->nrows ? ",\n" : "\n", out);
-	}
-	fputs("]\n", out);
 }

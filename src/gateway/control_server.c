@@ -132,33 +132,26 @@ static int answer_version(struct gateway *gw, struct table_writer *w, const char
 	return ret ? -ENOSPC : 0;
 }
 
-/* The command table: one row per command the gateway answers. apctl has
- * the matching table with the help texts. */
-static const struct {
-	const char *name;
-	bool takes_arg;
-	int (*answer)(struct gateway *gw, struct table_writer *w, const char *arg);
-} commands[] = {
-	{ "clients", false, answer_clients },
-	{ "groups", false, answer_groups },
-	{ "client", true, answer_client },
-	{ "version", false, answer_version },
+/* How the gateway answers each command of the protocol's table (table.h);
+ * the names, arguments and help live there, once. */
+static int (*const answers[TABLE_NCOMMANDS])(struct gateway *gw, struct table_writer *w,
+					       const char *arg) = {
+	[TABLE_CMD_CLIENTS] = answer_clients,
+	[TABLE_CMD_GROUPS] = answer_groups,
+	[TABLE_CMD_CLIENT] = answer_client,
+	[TABLE_CMD_VERSION] = answer_version,
 };
 
 static int dispatch(struct gateway *gw, struct table_writer *w, const struct table_request *req)
 {
-	size_t i;
+	const struct table_command *cmd = table_command_find(req->command);
 
-	for (i = 0; i < ARRAY_SIZE(commands); i++) {
-		if (strcmp(req->command, commands[i].name) != 0)
-			continue;
-		if (commands[i].takes_arg != req->has_arg)
-			return table_write_error(w, commands[i].takes_arg
-							    ? "this command needs an argument"
-							    : "this command takes no argument");
-		return commands[i].answer(gw, w, req->arg);
-	}
-	return table_write_error(w, "unknown command");
+	if (!cmd)
+		return table_write_error(w, "unknown command");
+	if ((cmd->arg != NULL) != req->has_arg)
+		return table_write_error(w, cmd->arg ? "this command needs an argument"
+						     : "this command takes no argument");
+	return answers[cmd - table_commands](gw, w, req->arg);
 }
 
 static void control_send_more(struct control_conn *c);

@@ -1,8 +1,9 @@
 /*
  * apctl — the operator's view of a running anyproxy-gateway. It sends one
  * request line to the gateway's control socket, reads the reply to EOF and
- * prints the table aligned, as key-value lines or as JSON. The protocol and
- * its codec live in anyproxy/table.h; the usage page is docs/apctl.md.
+ * prints the table aligned, as key-value lines or as JSON (print.h). The
+ * protocol, its commands and its codec live in anyproxy/table.h; the usage
+ * page is docs/apctl.md.
  *
  * apctl is a short-lived command, not an event-loop program, so it uses
  * plain blocking calls; one deadline bounds the whole exchange so that a
@@ -24,6 +25,7 @@
 #include "ap-build.h"
 #include "anyproxy/common.h"
 #include "anyproxy/table.h"
+#include "print.h"
 
 /* Connect, send and the whole reply must finish within this time. */
 #define APCTL_TIMEOUT_MS 5000
@@ -38,37 +40,12 @@ enum apctl_exit {
 	APCTL_EXIT_USAGE = 2,
 };
 
-enum apctl_output {
-	OUTPUT_TABLE, /* rows under an aligned header; a JSON array */
-	OUTPUT_KV,    /* exactly one row as key: value; a JSON object */
-};
-
-struct apctl_command {
-	const char *name;
-	const char *arg; /* the argument's name in --help, NULL for none */
-	const char *help;
-	enum apctl_output output;
-};
-
-/* Every command apctl knows: dispatch, argument checks and --help read it. */
-static const struct apctl_command apctl_commands[] = {
-	{ "clients", NULL, "list connected clients, one row each",
-	  OUTPUT_TABLE },
-	{ "groups", NULL,
-	  "list groups with their clients, tunnels and active streams",
-	  OUTPUT_TABLE },
-	{ "client", "ID", "show one client", OUTPUT_KV },
-	{ "version", NULL,
-	  "show the gateway's version, wolfSSL, AES-NI and uptime",
-	  OUTPUT_KV },
-};
-
 static void print_help(FILE *out)
 {
 	size_t width = 0, i;
 
-	for (i = 0; i < ARRAY_SIZE(apctl_commands); i++) {
-		const struct apctl_command *c = &apctl_commands[i];
+	for (i = 0; i < ARRAY_SIZE(table_commands); i++) {
+		const struct table_command *c = &table_commands[i];
 
 		width = MAX(width, strlen(c->name) +
 					   (c->arg ? strlen(c->arg) + 1 : 0));
@@ -80,8 +57,8 @@ static void print_help(FILE *out)
 		"Inspect a running anyproxy-gateway through its control socket.\n"
 		"\n"
 		"commands:\n");
-	for (i = 0; i < ARRAY_SIZE(apctl_commands); i++) {
-		const struct apctl_command *c = &apctl_commands[i];
+	for (i = 0; i < ARRAY_SIZE(table_commands); i++) {
+		const struct table_command *c = &table_commands[i];
 		int len = (int)strlen(c->name);
 
 		if (c->arg)
@@ -122,16 +99,6 @@ static int usage_error(const char *fmt, ...)
 	va_end(ap);
 	fputs("\nTry 'apctl --help'.\n", stderr);
 	return APCTL_EXIT_USAGE;
-}
-
-static const struct apctl_command *find_command(const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < ARRAY_SIZE(apctl_commands); i++)
-		if (!strcmp(apctl_commands[i].name, name))
-			return &apctl_commands[i];
-	return NULL;
 }
 
 /*
@@ -283,7 +250,7 @@ static int exchange(const char *path, const char *request, struct reply *r)
 }
 
 /* Parses and prints the reply; returns the exit code. */
-static int show_reply(const struct apctl_command *cmd, const struct reply *r,
+static int show_reply(const struct table_command *cmd, const struct reply *r,
 		      bool json)
 {
 	char err[ERR_BYTES];
@@ -296,7 +263,7 @@ static int show_reply(const struct apctl_command *cmd, const struct reply *r,
 		 * terminal. */
 		fputs(ret == -EPROTO ? "apctl: bad reply from the gateway: " :
 				       "apctl: ", stderr);
-		table_print_value(stderr, err);
+		apctl_print_value(stderr, err);
 		fputc('\n', stderr);
 		return APCTL_EXIT_FAILED;
 	}
@@ -305,7 +272,7 @@ static int show_reply(const struct apctl_command *cmd, const struct reply *r,
 			strerror(-ret));
 		return APCTL_EXIT_FAILED;
 	}
-	if (cmd->output == OUTPUT_KV && t.nrows != 1) {
+	if (cmd->one_row && t.nrows != 1) {
 		fprintf(stderr,
 			"apctl: bad reply from the gateway: %zu rows for %s, "
 			"expected 1\n",
@@ -314,11 +281,11 @@ static int show_reply(const struct apctl_command *cmd, const struct reply *r,
 		return APCTL_EXIT_FAILED;
 	}
 	if (json)
-		table_print_json(stdout, &t, cmd->output == OUTPUT_KV);
-	else if (cmd->output == OUTPUT_KV)
-		table_print_kv(stdout, &t);
+		apctl_print_json(stdout, &t, cmd->one_row);
+	else if (cmd->one_row)
+		apctl_print_kv(stdout, &t);
 	else
-		table_print_aligned(stdout, &t);
+		apctl_print_aligned(stdout, &t);
 	table_free(&t);
 	return APCTL_EXIT_OK;
 }
@@ -332,7 +299,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const struct apctl_command *cmd;
+	const struct table_command *cmd;
 	const char *path = NULL, *arg = NULL;
 	char request[TABLE_REQUEST_MAX_BYTES];
 	struct sockaddr_un addr_for_size;
@@ -369,7 +336,7 @@ int main(int argc, char **argv)
 	}
 	if (optind == argc)
 		return usage_error("no command given");
-	cmd = find_command(argv[optind]);
+	cmd = table_command_find(argv[optind]);
 	if (!cmd)
 		return usage_error("unknown command '%s'", argv[optind]);
 	nargs = argc - optind - 1;

@@ -1,0 +1,274 @@
+/*
+ * print.c — apctl's aligned, key-value and JSON output of a parsed control
+ * reply (print.h).
+ */
+#include <string.h>
+
+#include "anyproxy/common.h"
+#include "print.h"
+
+/* The longest display escape, "\xHH", plus its NUL. */
+#define DISPLAY_ESCAPE_MAX 5
+/* Spaces between two columns of aligned output. */
+#define ALIGNED_GAP 2
+
+/*
+ * Length of the valid UTF-8 sequence at s (1 to 4), or 0 when s does not
+ * start one: stray continuation bytes, overlong forms, UTF-16 surrogates and
+ * code points past U+10FFFF are invalid. s is NUL-terminated and the NUL
+ * never counts as a continuation byte, so a cut sequence is invalid too.
+ */
+static size_t utf8_sequence_length(const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t i, n;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		n = 2;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		n = 3;
+		if (s[0] == 0xe0)
+			lo = 0xa0;
+		else if (s[0] == 0xed)
+			hi = 0x9f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4;
+		if (s[0] == 0xf0)
+			lo = 0x90;
+		else if (s[0] == 0xf4)
+			hi = 0x8f;
+	} else {
+		return 0;
+	}
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (i = 2; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+/* ---- human output --------------------------------------------------------- */
+
+/* One piece of a value's human form: the bytes to print and how many bytes
+ * of the value they stand for. */
+struct display_unit {
+	const char *bytes;
+	size_t nbytes;
+	size_t consumed;
+	char escape[DISPLAY_ESCAPE_MAX];
+};
+
+static void display_next(const char *s, struct display_unit *u)
+{
+	unsigned char c = (unsigned char)*s;
+	char letter = table_escape_letter(*s);
+	size_t n;
+
+	u->consumed = 1;
+	u->bytes = u->escape;
+	if (letter) {
+		u->escape[0] = '\\';
+		u->escape[1] = letter;
+		u->nbytes = 2;
+	} else if (c < 0x20 || c == 0x7f || !(n = utf8_sequence_length(s))) {
+		snprintf(u->escape, sizeof(u->escape), "\\x%02x", c);
+		u->nbytes = 4;
+	} else {
+		u->bytes = s;
+		u->nbytes = n;
+		u->consumed = n;
+	}
+}
+
+/* Terminal columns of a value's human form: an escape is as wide as its
+ * text, a character is one column. */
+static size_t display_width(const char *s)
+{
+	struct display_unit u;
+	size_t width = 0;
+
+	for (; *s; s += u.consumed) {
+		display_next(s, &u);
+		width += u.bytes == u.escape ? u.nbytes : 1;
+	}
+	return width;
+}
+
+void apctl_print_value(FILE *out, const char *value)
+{
+	struct display_unit u;
+
+	for (; *value; value += u.consumed) {
+		display_next(value, &u);
+		fwrite(u.bytes, 1, u.nbytes, out);
+	}
+}
+
+/* The value human output shows for a cell. */
+static const char *shown_value(const struct table *t, size_t row, size_t col)
+{
+	const char *value = table_cell(t, row, col);
+
+	if (!*value && !strcmp(t->cols[col].name, APCTL_GROUP_COLUMN))
+		return APCTL_DEFAULT_GROUP_LABEL;
+	return value;
+}
+
+static void put_spaces(FILE *out, size_t n)
+{
+	while (n--)
+		putc(' ', out);
+}
+
+static void put_upper(FILE *out, const char *name)
+{
+	for (; *name; name++)
+		putc(*name >= 'a' && *name <= 'z' ? *name - 'a' + 'A' : *name,
+		     out);
+}
+
+/* Pad a cell `width` columns wide to its column's width: numbers are padded
+ * before, text after, and the last column gets no trailing blanks. */
+static void pad_before(FILE *out, const struct table *t, size_t col,
+		       size_t width, size_t col_width)
+{
+	if (t->cols[col].type == TABLE_UINT)
+		put_spaces(out, col_width - width);
+}
+
+static void pad_after(FILE *out, const struct table *t, size_t col,
+		      size_t width, size_t col_width)
+{
+	if (col + 1 == t->ncols)
+		return;
+	if (t->cols[col].type != TABLE_UINT)
+		put_spaces(out, col_width - width);
+	put_spaces(out, ALIGNED_GAP);
+}
+
+void apctl_print_aligned(FILE *out, const struct table *t)
+{
+	size_t col_width[TABLE_MAX_COLUMNS];
+	size_t row, col;
+
+	for (col = 0; col < t->ncols; col++) {
+		col_width[col] = strlen(t->cols[col].name);
+		for (row = 0; row < t->nrows; row++)
+			col_width[col] = MAX(col_width[col],
+					     display_width(shown_value(t, row, col)));
+	}
+	for (col = 0; col < t->ncols; col++) {
+		size_t width = strlen(t->cols[col].name);
+
+		pad_before(out, t, col, width, col_width[col]);
+		put_upper(out, t->cols[col].name);
+		pad_after(out, t, col, width, col_width[col]);
+	}
+	putc('\n', out);
+	for (row = 0; row < t->nrows; row++) {
+		for (col = 0; col < t->ncols; col++) {
+			const char *value = shown_value(t, row, col);
+			size_t width = display_width(value);
+
+			pad_before(out, t, col, width, col_width[col]);
+			apctl_print_value(out, value);
+			pad_after(out, t, col, width, col_width[col]);
+		}
+		putc('\n', out);
+	}
+}
+
+void apctl_print_kv(FILE *out, const struct table *t)
+{
+	size_t key_width = 0, row, col;
+
+	for (col = 0; col < t->ncols; col++)
+		key_width = MAX(key_width, strlen(t->cols[col].name));
+	for (row = 0; row < t->nrows; row++) {
+		if (row)
+			putc('\n', out);
+		for (col = 0; col < t->ncols; col++) {
+			fprintf(out, "%s:", t->cols[col].name);
+			put_spaces(out, key_width - strlen(t->cols[col].name) + 1);
+			apctl_print_value(out, shown_value(t, row, col));
+			putc('\n', out);
+		}
+	}
+}
+
+/* ---- JSON output ------------------------------------------------------------ */
+
+static void json_put_string(FILE *out, const char *s)
+{
+	putc('"', out);
+	while (*s) {
+		unsigned char c = (unsigned char)*s;
+		size_t n = 1;
+
+		if (c == '"' || c == '\\') {
+			putc('\\', out);
+			putc(c, out);
+		} else if (c == '\n') {
+			fputs("\\n", out);
+		} else if (c == '\r') {
+			fputs("\\r", out);
+		} else if (c == '\t') {
+			fputs("\\t", out);
+		} else if (c < 0x20 || c == 0x7f ||
+			   !(n = utf8_sequence_length(s))) {
+			fprintf(out, "\\u%04x", c);
+			n = 1;
+		} else {
+			fwrite(s, 1, n, out);
+		}
+		s += n;
+	}
+	putc('"', out);
+}
+
+static void json_put_row(FILE *out, const struct table *t, size_t row)
+{
+	size_t col;
+
+	putc('{', out);
+	for (col = 0; col < t->ncols; col++) {
+		if (col)
+			putc(',', out);
+		json_put_string(out, t->cols[col].name);
+		putc(':', out);
+		if (t->cols[col].type == TABLE_UINT)
+			fputs(table_cell(t, row, col), out);
+		else
+			json_put_string(out, table_cell(t, row, col));
+	}
+	putc('}', out);
+}
+
+void apctl_print_json(FILE *out, const struct table *t, bool single)
+{
+	size_t row;
+
+	if (single) {
+		if (t->nrows)
+			json_put_row(out, t, 0);
+		else
+			fputs("null", out);
+		putc('\n', out);
+		return;
+	}
+	if (!t->nrows) {
+		fputs("[]\n", out);
+		return;
+	}
+	fputs("[\n", out);
+	for (row = 0; row < t->nrows; row++) {
+		fputs("  ", out);
+		json_put_row(out, t, row);
+		fputs(row + 1 < t->nrows ? ",\n" : "\n", out);
+	}
+	fputs("]\n", out);
+}
