@@ -39,9 +39,14 @@ int cli_reload(const struct cli_program *prog, struct config *fresh, char *err, 
 /* (Re)open the log as cfg says. 0 or -errno. */
 int cli_apply_log(const struct config *cfg);
 
-/* A daemon's event loop: the ring, SIGPIPE ignored, and SIGTERM, SIGINT and
- * SIGHUP delivered to on_signal through the ring. 0 or -errno (logged). */
+/* A daemon's event loop: the ring, SIGPIPE ignored, SIGTERM, SIGINT and
+ * SIGHUP delivered to on_signal through the ring, and log lines written
+ * once per iteration by the ring's before-wait hook. 0 or -errno (logged). */
 int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal);
+
+/* ring_run with the loop thread's log lines batched (log.h) while it runs;
+ * everything queued is written before it returns. */
+int cli_loop_run(struct ring *r);
 
 /* "anyproxy-gateway 0.1.0 (wolfSSL 5.5.4 (AES-NI), liburing 2.3)" */
 void cli_print_version(const struct cli_program *prog);

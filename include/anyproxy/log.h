@@ -11,14 +11,32 @@
  * text and escaped in JSON, so user-controlled strings cannot forge lines.
  * Never pass a password, a key or a token as a field.
  *
- * Logging writes with one write(2) per line; it is used from the loop thread
- * and may briefly block on a slow disk: keep debug logging off hot paths.
+ * Writing never blocks a loop. A line is formatted at the call (its time is
+ * the time of the event), then:
+ * - in a thread that batches (log_batch_begin: a daemon's loop thread while
+ *   ring_run runs), it joins the thread's queue (LOG_BATCH_BYTES in log.c),
+ *   which the loop's before-wait hook hands to the sink once per iteration
+ *   (log_flush), without waiting for a slow reader: what the sink does not
+ *   take stays queued for the next turn. A line that finds the queue full is
+ *   dropped and counted (log_dropped_lines); once the queue has room again a
+ *   WARN line "Log lines dropped lines=N" marks the gap where it happened.
+ *   An ERROR line is flushed at once (still without waiting), as it may be
+ *   the last the process says; before abort() call log_flush_wait().
+ * - anywhere else (start-up, shut-down, helper threads such as the
+ *   resolver's) it is written at once with one write(2), blocking, atomic
+ *   for a pipe since lines stay under PIPE_BUF.
+ * Nothing queued is lost at exit: log_batch_end, log_close and exit() write
+ * what is left. A crash (a signal that kills) loses at most the lines of the
+ * iteration it interrupts. Batch writes carry whole lines; to a pipe or a
+ * socket at most PIPE_BUF bytes each, so other writers' lines never land
+ * inside ours.
  */
 #ifndef ANYPROXY_LOG_H
 #define ANYPROXY_LOG_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "anyproxy/common.h"
 
@@ -67,10 +85,29 @@ void log_emit(enum log_level level, const char *msg, const struct log_field *fie
 /*
  * Configure the sink. output: "stderr", "stdout" or a file path (opened for
  * append, created 0640). May be called again (SIGHUP reload): the old file is
- * closed only after the new one opened. Returns 0 or -errno.
+ * closed only after the new one opened. Lines the calling thread queued
+ * go to the old sink if it takes them now, else to the new one. Returns 0
+ * or -errno.
  */
 int log_setup(enum log_level level, int format /* enum log_format */, const char *output);
+/* Write what the calling thread queued, then go back to stderr. */
 void log_close(void);
+
+/*
+ * Batching, for the thread that runs a loop. begin: from now on the calling
+ * thread's lines queue (0, -EBUSY if it already batches, -ENOMEM). flush:
+ * write what the calling thread queued without waiting for the sink; returns
+ * the bytes still queued (0: all written; else the sink is full and a later
+ * flush must follow). flush_wait: write all of it, waiting as long as the
+ * sink needs (exit and abort paths). end: flush_wait, then write at once
+ * again. All three do nothing in a thread that does not batch.
+ */
+int log_batch_begin(void);
+size_t log_flush(void);
+void log_flush_wait(void);
+void log_batch_end(void);
+/* Lines dropped since start because a queue was full (any thread). */
+uint64_t log_dropped_lines(void);
 
 /* "debug"/"info"/"warn"/"error" <-> level; parse returns -EINVAL if unknown. */
 int log_level_parse(const char *s);

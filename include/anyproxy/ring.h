@@ -52,6 +52,7 @@ struct timer {
 };
 
 typedef void (*ring_signal_cb)(struct ring *r, int signo);
+typedef void (*ring_hook_cb)(struct ring *r, void *arg);
 
 struct ring {
 	struct io_uring uring;
@@ -64,6 +65,9 @@ struct ring {
 	struct ring_op signal_op;
 	struct signalfd_siginfo signal_info;
 	ring_signal_cb on_signal;
+	/* run once per iteration before the wait (ring_set_before_wait) */
+	ring_hook_cb before_wait;
+	void *before_wait_arg;
 };
 
 /* Create the ring in the calling thread (SINGLE_ISSUER + DEFER_TASKRUN when
@@ -83,6 +87,16 @@ static inline void ring_sqe_set_op(struct io_uring_sqe *sqe, struct ring_op *op)
 {
 	io_uring_sqe_set_data(sqe, op);
 }
+
+/*
+ * Register the one hook ring_run calls in every iteration, after the
+ * completions and timers of the previous one and before it submits and
+ * waits (redis's beforesleep): work batched during an iteration (log lines)
+ * is done there, so nothing is left pending while the loop sleeps. The hook
+ * may queue operations and arm timers; they count for the wait that
+ * follows. cb NULL removes it.
+ */
+void ring_set_before_wait(struct ring *r, ring_hook_cb cb, void *arg);
 
 /* Run until ring_stop(). Returns 0, or -errno if the ring itself failed. */
 int ring_run(struct ring *r);

@@ -586,7 +586,7 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 
 int agent_run(struct agent *a)
 {
-	int ret = ring_run(&a->ring);
+	int ret = cli_loop_run(&a->ring);
 
 	if (ret < 0)
 		log_error("Event loop failed", LF_S("error", strerror(-ret)));

@@ -13,6 +13,14 @@
 /* The file cli_start loaded, for cli_reload. */
 static const char *loaded_path;
 
+/* While the log sink will not take more, the loop wakes this often to try
+ * again, even if nothing else happens. */
+#define CLI_LOG_RETRY_MS 10
+
+/* Wakes the loop so the before-wait hook flushes again; nothing to do in
+ * the callback itself. One loop per daemon, so one timer. */
+static struct timer log_retry;
+
 void cli_print_version(const struct cli_program *prog)
 {
 	printf("%s %s (%s, liburing %s)\n", prog->name, AP_VERSION, tls_library_version(),
@@ -110,6 +118,30 @@ int cli_apply_log(const struct config *cfg)
 	return log_setup((enum log_level)cfg->log.level, (int)cfg->log.format, cfg->log.output);
 }
 
+static void log_retry_due(struct ring *r, struct timer *t)
+{
+}
+
+static void flush_log_before_wait(struct ring *r, void *arg)
+{
+	if (log_flush() > 0 && !timer_armed(&log_retry))
+		timer_arm(r, &log_retry, CLI_LOG_RETRY_MS);
+}
+
+int cli_loop_run(struct ring *r)
+{
+	int batching = log_batch_begin();
+	int ret;
+
+	if (batching < 0)
+		log_warn("Log lines are written one by one", LF_S("error", strerror(-batching)));
+	ret = ring_run(r);
+	timer_disarm(r, &log_retry);
+	if (batching == 0)
+		log_batch_end();
+	return ret;
+}
+
 int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal)
 {
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
@@ -120,6 +152,8 @@ int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal)
 		return ret;
 	}
 	signal(SIGPIPE, SIG_IGN); /* sends use MSG_NOSIGNAL; this covers the rest */
+	timer_init(&log_retry, log_retry_due);
+	ring_set_before_wait(r, flush_log_before_wait, NULL);
 	ret = ring_watch_signals(r, signals, (int)ARRAY_SIZE(signals), on_signal);
 	if (ret < 0)
 		log_error("Cannot watch signals", LF_S("error", strerror(-ret)));

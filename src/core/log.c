@@ -1,9 +1,13 @@
 /*
  * log.c — levelled, structured log lines (see log.h for the contract).
  *
- * A line is built in a stack buffer and handed to the kernel with one
- * write(2), so lines from several threads or processes sharing the sink do
- * not interleave. Nothing here allocates.
+ * A line is built in a stack buffer at the call site (so its timestamp is
+ * the time of the event). Outside a loop it is handed to the kernel at once
+ * with one write(2), so lines from several threads or processes sharing the
+ * sink do not interleave. A thread that runs a loop batches instead
+ * (log_batch_begin): its lines queue in a bounded buffer that the loop's
+ * before-wait hook writes without blocking (log_flush), once per iteration.
+ * Nothing here allocates except that one buffer per batching thread.
  *
  * Escaping is the security boundary of this file: field values often carry
  * user-controlled bytes (host names, usernames, peer error strings). In text
@@ -14,10 +18,17 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +57,17 @@
 #define LOG_NUMBER_BYTES 21
 /* A JSON key longer than this (after escaping) is cut. */
 #define LOG_JSON_KEY_MAX_BYTES 128
+/* A batching thread's queue of lines not yet written: what a loop iteration
+ * may log while the sink keeps up, and what a stalled sink may hold back
+ * before lines are dropped (and counted). */
+#define LOG_BATCH_BYTES (256 * 1024)
+/* Room kept at the end of the batch so the "Log lines dropped" note always
+ * fits where the loss began: an ordinary line must leave this much free. */
+#define LOG_BATCH_NOTE_RESERVE_BYTES LOG_LINE_MAX_BYTES
+/* A write to a pipe or socket carries whole lines and at most this much, so
+ * it is atomic (POSIX: pipe writes up to PIPE_BUF are never interleaved with
+ * other writers' and never partial). */
+#define LOG_ATOMIC_WRITE_BYTES PIPE_BUF
 
 enum log_level log_min_level = LOG_INFO;
 
@@ -59,6 +81,47 @@ enum log_level log_min_level = LOG_INFO;
 static int log_fd = STDERR_FILENO;
 static bool log_fd_owned;
 static int log_format = LOG_FORMAT_TEXT;
+
+/*
+ * How a batch is written without blocking the loop depends on what the sink
+ * is. stderr and stdout are often shared with other processes (a service
+ * manager's pipe or socket, a terminal), so O_NONBLOCK, which belongs to the
+ * shared file description, is never set; every write asks for non-blocking
+ * behaviour by itself instead:
+ * - a regular file: a plain write. It never waits for a reader (only for
+ *   the disk, briefly), and regular files refuse RWF_NOWAIT on appends.
+ * - a path we opened that is not a regular file (a FIFO): the description
+ *   is ours alone, so it is made O_NONBLOCK (writes at once then wait in
+ *   poll(2) for POLLOUT instead).
+ * - a socket (systemd's journal stream): send(MSG_DONTWAIT).
+ * - a pipe: pwritev2(RWF_NOWAIT).
+ * - anything else (a terminal, a FIFO we inherited, /dev/null) or a kernel
+ *   that refuses RWF_NOWAIT: a plain write, which may block on a terminal
+ *   held by flow control (interactive use only).
+ * Set with the sink (log_setup) by the thread that configures logging and
+ * read by batching threads only; relaxed atomics keep that race-free.
+ */
+enum log_sink_kind { SINK_FILE, SINK_OWN_NONBLOCK, SINK_SOCKET, SINK_NOWAIT, SINK_BLOCKING };
+static int log_sink_kind = SINK_BLOCKING;
+
+/* Lines dropped since start because a batch was full. */
+static uint64_t log_dropped_total;
+
+/*
+ * A batching thread's queue: bytes [0, len) wait to be written, whole lines
+ * except perhaps the first, whose start an earlier partial send already
+ * took. `lost` counts lines dropped since the last note; while it is not
+ * zero no line is queued, so the loss is one gap, and the note goes where
+ * it began.
+ */
+struct log_batch {
+	size_t len;
+	uint64_t lost;
+	char buf[LOG_BATCH_BYTES];
+};
+
+/* Only the thread that created it touches its batch: no locking. */
+static _Thread_local struct log_batch *log_batch;
 
 static const char *const level_names[] = {
 	[LOG_DEBUG] = "debug",
@@ -507,10 +570,11 @@ static void build_json_line(struct line *l, const char *timestamp, enum log_leve
 	line_puts(l, "}\n");
 }
 
-/* One write(2) per line; a short write (rare: a full pipe or disk) is
- * finished rather than left as a partial line. Errors are dropped: there is
- * nowhere left to report them. */
-static void write_line(const char *buf, size_t n)
+/* Write the whole of buf, waiting as long as the sink needs (a short
+ * write, rare: a full pipe or disk, is finished rather than left as a
+ * partial line). Returns 0, or -errno if the sink refused: there is
+ * nowhere left to report that. */
+static int write_all(const char *buf, size_t n)
 {
 	int fd = __atomic_load_n(&log_fd, __ATOMIC_ACQUIRE);
 
@@ -518,33 +582,206 @@ static void write_line(const char *buf, size_t n)
 		ssize_t written = write(fd, buf, n);
 
 		if (written < 0) {
+			struct pollfd p = { .fd = fd, .events = POLLOUT };
+
 			if (errno == EINTR)
 				continue;
-			return;
+			/* SINK_OWN_NONBLOCK: wait here, as a blocking write would. */
+			if (errno == EAGAIN && (poll(&p, 1, -1) >= 0 || errno == EINTR))
+				continue;
+			return -errno;
 		}
 		buf += written;
 		n -= (size_t)written;
 	}
+	return 0;
+}
+
+/* One attempt to hand n bytes to the sink without waiting: the count taken
+ * (possibly short), or -errno (-EAGAIN: the sink is full). */
+static ssize_t write_nowait(const char *buf, size_t n)
+{
+	int fd = __atomic_load_n(&log_fd, __ATOMIC_ACQUIRE);
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = n };
+	ssize_t written;
+
+	switch (__atomic_load_n(&log_sink_kind, __ATOMIC_RELAXED)) {
+	case SINK_SOCKET:
+		written = send(fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+		break;
+	case SINK_NOWAIT:
+		written = pwritev2(fd, &iov, 1, -1, RWF_NOWAIT);
+		if (written < 0 && errno == EOPNOTSUPP) {
+			/* This kernel cannot: write plainly from now on. */
+			__atomic_store_n(&log_sink_kind, SINK_BLOCKING, __ATOMIC_RELAXED);
+			written = write(fd, buf, n);
+		}
+		break;
+	default:
+		written = write(fd, buf, n);
+		break;
+	}
+	return written < 0 ? -errno : written;
+}
+
+/* The bytes of b to hand over in one write: everything for a regular file
+ * (an O_APPEND write is placed whole), else whole lines up to
+ * LOG_ATOMIC_WRITE_BYTES, so no other writer's line lands inside one. */
+static size_t batch_chunk(const struct log_batch *b)
+{
+	const char *end;
+
+	if (__atomic_load_n(&log_sink_kind, __ATOMIC_RELAXED) == SINK_FILE ||
+	    b->len <= LOG_ATOMIC_WRITE_BYTES)
+		return b->len;
+	end = memrchr(b->buf, '\n', LOG_ATOMIC_WRITE_BYTES);
+	/* Lines are shorter than LOG_ATOMIC_WRITE_BYTES, so one ends in it. */
+	return end ? (size_t)(end - b->buf) + 1 : LOG_ATOMIC_WRITE_BYTES;
+}
+
+static void batch_consume(struct log_batch *b, size_t n)
+{
+	memmove(b->buf, b->buf + n, b->len - n);
+	b->len -= n;
+}
+
+static void build_line(struct line *l, enum log_level level, const char *msg,
+		       const struct log_field *fields, size_t nfields)
+{
+	char timestamp[LOG_TIMESTAMP_BYTES];
+
+	l->pos = 0;
+	l->cap = sizeof(l->buf) - LOG_TAIL_RESERVE_BYTES;
+	l->fields_dropped = false;
+	format_timestamp(timestamp);
+	if (__atomic_load_n(&log_format, __ATOMIC_RELAXED) == LOG_FORMAT_JSON)
+		build_json_line(l, timestamp, level, msg, fields, nfields);
+	else
+		build_text_line(l, timestamp, level, msg, fields, nfields);
+}
+
+/* Queue the note for lines lost since the last one, if it fits; the reserve
+ * makes it fit right after the loss unless the sink has stalled. */
+static void batch_note_losses(struct log_batch *b)
+{
+	struct line l;
+	const struct log_field f[] = {
+		LF_U("lines", b->lost),
+		LF_S("reason", "log output slower than the lines logged"),
+	};
+
+	if (!b->lost || b->len + LOG_BATCH_NOTE_RESERVE_BYTES > sizeof(b->buf))
+		return;
+	build_line(&l, LOG_WARN, "Log lines dropped", f, ARRAY_SIZE(f));
+	memcpy(b->buf + b->len, l.buf, l.pos);
+	b->len += l.pos;
+	b->lost = 0;
+}
+
+static void batch_queue(struct log_batch *b, const struct line *l)
+{
+	if (b->lost || b->len + l->pos > sizeof(b->buf) - LOG_BATCH_NOTE_RESERVE_BYTES) {
+		b->lost++;
+		__atomic_add_fetch(&log_dropped_total, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	memcpy(b->buf + b->len, l->buf, l->pos);
+	b->len += l->pos;
+}
+
+size_t log_flush(void)
+{
+	struct log_batch *b = log_batch;
+	int saved_errno = errno;
+
+	if (!b)
+		return 0;
+	batch_note_losses(b);
+	while (b->len > 0) {
+		ssize_t n = write_nowait(b->buf, batch_chunk(b));
+
+		if (n == -EINTR)
+			continue;
+		if (n <= 0)
+			break; /* full (EAGAIN) or failing: kept for the next turn */
+		batch_consume(b, (size_t)n);
+		batch_note_losses(b); /* room may have come free */
+	}
+	errno = saved_errno;
+	return b->len;
+}
+
+void log_flush_wait(void)
+{
+	struct log_batch *b = log_batch;
+	int saved_errno = errno;
+
+	if (!b)
+		return;
+	/* Twice: the second writes a note that found no room the first time.
+	 * A sink that refuses for good loses what is left, as a direct write
+	 * would have. */
+	for (int i = 0; i < 2; i++) {
+		batch_note_losses(b);
+		write_all(b->buf, b->len);
+		b->len = 0;
+	}
+	errno = saved_errno;
+}
+
+/* exit() runs this in the thread that called it: a loop thread that exits
+ * from a callback loses nothing it queued. */
+static void flush_at_exit(void)
+{
+	log_flush_wait();
+}
+
+int log_batch_begin(void)
+{
+	static bool exit_hook;
+
+	if (log_batch)
+		return -EBUSY;
+	log_batch = malloc(sizeof(*log_batch));
+	if (!log_batch)
+		return -ENOMEM;
+	log_batch->len = 0;
+	log_batch->lost = 0;
+	if (!__atomic_exchange_n(&exit_hook, true, __ATOMIC_RELAXED))
+		atexit(flush_at_exit);
+	return 0;
+}
+
+void log_batch_end(void)
+{
+	log_flush_wait();
+	free(log_batch);
+	log_batch = NULL;
+}
+
+uint64_t log_dropped_lines(void)
+{
+	return __atomic_load_n(&log_dropped_total, __ATOMIC_RELAXED);
 }
 
 void log_emit(enum log_level level, const char *msg, const struct log_field *fields,
 	      size_t nfields)
 {
-	char timestamp[LOG_TIMESTAMP_BYTES];
 	struct line l;
 	int saved_errno = errno; /* callers log in error paths, then read errno */
 
 	if (!log_enabled(level))
 		return;
-	l.pos = 0;
-	l.cap = sizeof(l.buf) - LOG_TAIL_RESERVE_BYTES;
-	l.fields_dropped = false;
-	format_timestamp(timestamp);
-	if (__atomic_load_n(&log_format, __ATOMIC_RELAXED) == LOG_FORMAT_JSON)
-		build_json_line(&l, timestamp, level, msg, fields, nfields);
-	else
-		build_text_line(&l, timestamp, level, msg, fields, nfields);
-	write_line(l.buf, l.pos);
+	build_line(&l, level, msg, fields, nfields);
+	if (!log_batch) {
+		write_all(l.buf, l.pos);
+	} else {
+		batch_queue(log_batch, &l);
+		/* An error goes out now: it may be the last thing the process
+		 * says, and errors are rare enough to cost nothing. */
+		if (level >= LOG_ERROR)
+			log_flush();
+	}
 	errno = saved_errno;
 }
 
@@ -554,6 +791,31 @@ static int open_log_file(const char *path)
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, LOG_FILE_MODE);
 
 	return fd < 0 ? -errno : fd;
+}
+
+/* How to write to fd without waiting (see enum log_sink_kind); own: fd
+ * is a description we just opened (never a standard stream's, even when
+ * duplicated onto our descriptor number), so ours to make non-blocking. */
+static int sink_kind(int fd, bool own)
+{
+	struct stat st;
+	int flags;
+
+	if (fstat(fd, &st) < 0)
+		return SINK_BLOCKING;
+	if (S_ISREG(st.st_mode))
+		return SINK_FILE;
+	if (own) {
+		flags = fcntl(fd, F_GETFL);
+		if (flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0)
+			return SINK_OWN_NONBLOCK;
+		return SINK_BLOCKING;
+	}
+	if (S_ISSOCK(st.st_mode))
+		return SINK_SOCKET;
+	if (S_ISFIFO(st.st_mode))
+		return SINK_NOWAIT;
+	return SINK_BLOCKING;
 }
 
 /* Point the sink at target_fd (a standard stream or a fresh file
@@ -586,6 +848,9 @@ int log_setup(enum log_level level, int format, const char *output)
 	if (!level_valid(level) || (format != LOG_FORMAT_TEXT && format != LOG_FORMAT_JSON) ||
 	    !output || !output[0])
 		return -EINVAL;
+	/* Lines queued before a reload belong to the old sink (a rotated
+	 * file); what it cannot take now goes to the new one. */
+	log_flush();
 	if (strcmp(output, "stderr") == 0) {
 		fd = STDERR_FILENO;
 	} else if (strcmp(output, "stdout") == 0) {
@@ -599,6 +864,7 @@ int log_setup(enum log_level level, int format, const char *output)
 	err = switch_sink(fd, is_new);
 	if (err < 0)
 		return err;
+	__atomic_store_n(&log_sink_kind, sink_kind(log_fd, is_new), __ATOMIC_RELAXED);
 	log_min_level = level;
 	__atomic_store_n(&log_format, format, __ATOMIC_RELAXED);
 	return 0;
@@ -608,7 +874,9 @@ void log_close(void)
 {
 	int fd = log_fd;
 
+	log_flush_wait();
 	__atomic_store_n(&log_fd, STDERR_FILENO, __ATOMIC_RELEASE);
+	__atomic_store_n(&log_sink_kind, sink_kind(STDERR_FILENO, false), __ATOMIC_RELAXED);
 	if (log_fd_owned)
 		close(fd);
 	log_fd_owned = false;

@@ -69,6 +69,7 @@ struct io_uring_sqe *ring_get_sqe(struct ring *r)
 		log_error("io_uring refuses submissions: bug in SQ handling or kernel failure",
 			  LF_S("error", ret < 0 ? strerror(-ret) : "nothing submitted"),
 			  LF_U("attempts", refused + 1));
+		log_flush_wait();
 		abort();
 	}
 }
@@ -233,14 +234,24 @@ int ring_watch_signals(struct ring *r, const int *signals, int count, ring_signa
 
 /* ---- the loop ---- */
 
+void ring_set_before_wait(struct ring *r, ring_hook_cb cb, void *arg)
+{
+	r->before_wait = cb;
+	r->before_wait_arg = arg;
+}
+
 int ring_run(struct ring *r)
 {
 	while (!r->stop) {
 		struct io_uring_cqe *cqe;
 		struct __kernel_timespec ts;
 		unsigned head, seen = 0;
-		long wait_ms = timers_next(r);
+		long wait_ms;
 		int ret;
+
+		if (r->before_wait)
+			r->before_wait(r, r->before_wait_arg);
+		wait_ms = timers_next(r);
 
 		if (wait_ms >= 0) {
 			ts.tv_sec = wait_ms / 1000;

@@ -765,7 +765,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 
 int gateway_run(struct gateway *gw)
 {
-	int ret = ring_run(&gw->ring);
+	int ret = cli_loop_run(&gw->ring);
 
 	if (ret < 0)
 		log_error("Event loop failed", LF_S("error", strerror(-ret)));

@@ -1,7 +1,9 @@
 /*
  * test_log.c — log escaping (the part that keeps user-controlled bytes from
- * forging lines or fields), level names, and whole lines as written to a
- * file sink in both formats.
+ * forging lines or fields), level names, whole lines as written to a file
+ * sink in both formats, and the loop thread's batching: lines wait for the
+ * flush, keep their order, overflow drops and counts them, and nothing
+ * queued is lost at exit.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,8 +12,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -21,6 +26,9 @@
 
 #define LINE_MAX_BYTES 4096 /* log.c's LOG_LINE_MAX_BYTES */
 #define READ_BYTES 65536
+#define BATCH_BYTES (256 * 1024) /* log.c's LOG_BATCH_BYTES */
+/* A value that makes a line of about 1 KiB. */
+#define BULK_VALUE_BYTES 1000
 
 static char sink_path[sizeof("/tmp/ap-test-log.XXXXXX")];
 
@@ -37,6 +45,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+	log_batch_end(); /* in case a batching test failed half-way */
 	log_close();
 	log_min_level = LOG_INFO;
 	unlink(sink_path);
@@ -339,6 +348,218 @@ static void test_logging_preserves_errno(void **state)
 	assert_int_equal(errno, ECONNRESET);
 }
 
+/* The whole sink file (it may exceed read_sink's buffer); free() it. */
+static char *read_sink_all(void)
+{
+	int fd = open(sink_path, O_RDONLY);
+	struct stat st;
+	char *buf;
+	ssize_t n;
+
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	buf = malloc((size_t)st.st_size + 1);
+	assert_non_null(buf);
+	n = read(fd, buf, (size_t)st.st_size);
+	assert_int_equal(n, st.st_size);
+	buf[n] = '\0';
+	close(fd);
+	return buf;
+}
+
+static const char *bulk_value(void)
+{
+	static char v[BULK_VALUE_BYTES + 1];
+
+	memset(v, 'v', BULK_VALUE_BYTES);
+	return v;
+}
+
+static void test_batch_waits_for_flush_in_order(void **state)
+{
+	assert_int_equal(log_setup(LOG_INFO, LOG_FORMAT_TEXT, sink_path), 0);
+	assert_int_equal(log_batch_begin(), 0);
+	assert_int_equal(log_batch_begin(), -EBUSY);
+	log_info("one", LF_U("n", 1));
+	log_warn("two", LF_U("n", 2));
+	log_info("three", LF_U("n", 3));
+	assert_string_equal(read_sink(), "");
+	assert_int_equal(log_flush(), 0);
+	assert_matches(read_sink(), "^" TIMESTAMP_RE " INFO one n=1\n" TIMESTAMP_RE
+				    " WARN two n=2\n" TIMESTAMP_RE " INFO three n=3\n$");
+	log_info("four", LF_U("n", 4));
+	log_batch_end(); /* writes what is queued ... */
+	log_info("five", LF_U("n", 5)); /* ... and later lines go out at once */
+	assert_matches(read_sink(), "three n=3\n" TIMESTAMP_RE " INFO four n=4\n" TIMESTAMP_RE
+				    " INFO five n=5\n$");
+}
+
+static void test_error_is_flushed_at_once(void **state)
+{
+	assert_int_equal(log_setup(LOG_INFO, LOG_FORMAT_TEXT, sink_path), 0);
+	assert_int_equal(log_batch_begin(), 0);
+	log_info("before", LF_S("k", "v"));
+	log_error("failed", LF_S("k", "v"));
+	log_info("after", LF_S("k", "v"));
+	assert_matches(read_sink(),
+		       "^" TIMESTAMP_RE " INFO before k=v\n" TIMESTAMP_RE " ERROR failed k=v\n$");
+	log_batch_end();
+	assert_matches(read_sink(), "ERROR failed k=v\n" TIMESTAMP_RE " INFO after k=v\n$");
+}
+
+/* A full queue drops lines, counts them, and the next flush marks the gap
+ * where it was, after the lines kept and before the later ones. */
+static void test_full_batch_drops_and_counts(void **state)
+{
+	const unsigned total = 2 * BATCH_BYTES / BULK_VALUE_BYTES;
+	uint64_t dropped_before = log_dropped_lines(), dropped;
+	unsigned kept = 0;
+	char expect[64], *out, *p, *note;
+
+	assert_int_equal(log_setup(LOG_INFO, LOG_FORMAT_TEXT, sink_path), 0);
+	assert_int_equal(log_batch_begin(), 0);
+	for (unsigned i = 0; i < total; i++)
+		log_info("bulk", LF_U("n", i), LF_S("v", bulk_value()));
+	dropped = log_dropped_lines() - dropped_before;
+	assert_true(dropped > 0 && dropped < total);
+	assert_string_equal(read_sink(), "");
+	assert_int_equal(log_flush(), 0);
+	log_info("later", LF_S("k", "v"));
+	assert_int_equal(log_flush(), 0);
+
+	out = read_sink_all();
+	/* The lines kept are the first ones, whole and in order. */
+	for (p = out; strncmp(p + 24, " INFO bulk ", 11) == 0; p = strchr(p, '\n') + 1) {
+		snprintf(expect, sizeof(expect), " INFO bulk n=%u v=", kept);
+		assert_memory_equal(p + 24, expect, strlen(expect));
+		kept++;
+	}
+	assert_int_equal(kept + dropped, total);
+	assert_true(kept * (BULK_VALUE_BYTES + 40) <= BATCH_BYTES);
+	note = p;
+	snprintf(expect, sizeof(expect), " WARN Log lines dropped lines=%llu reason=",
+		 (unsigned long long)dropped);
+	assert_memory_equal(note + 24, expect, strlen(expect));
+	assert_matches(strchr(note, '\n') + 1, "^" TIMESTAMP_RE " INFO later k=v\n$");
+	free(out);
+}
+
+static void *log_from_thread(void *arg)
+{
+	log_info("from a helper thread", LF_S("k", "v"));
+	return NULL;
+}
+
+/* Threads that do not batch (the resolver's) write at once, even while the
+ * loop thread holds lines back. */
+static void test_other_threads_write_at_once(void **state)
+{
+	pthread_t t;
+
+	assert_int_equal(log_setup(LOG_INFO, LOG_FORMAT_TEXT, sink_path), 0);
+	assert_int_equal(log_batch_begin(), 0);
+	log_info("queued", LF_S("k", "v"));
+	assert_int_equal(pthread_create(&t, NULL, log_from_thread, NULL), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_matches(read_sink(), "^" TIMESTAMP_RE " INFO from a helper thread k=v\n$");
+	log_batch_end();
+	assert_matches(read_sink(), "helper thread k=v\n" TIMESTAMP_RE " INFO queued k=v\n$");
+}
+
+/* exit() from a loop thread loses nothing it queued. */
+static void test_exit_writes_the_batch(void **state)
+{
+	int status;
+	pid_t pid;
+
+	assert_int_equal(log_setup(LOG_INFO, LOG_FORMAT_TEXT, sink_path), 0);
+	fflush(NULL); /* the child must not repeat buffered test output */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (log_batch_begin() < 0)
+			_exit(2);
+		log_info("last words", LF_S("k", "v"));
+		exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_matches(read_sink(), "^" TIMESTAMP_RE " INFO last words k=v\n$");
+}
+
+/* A pipe nobody reads: the flush returns instead of waiting, keeps what the
+ * pipe did not take, and what the reader gets is whole lines in order. The
+ * sink is set up already; rfd reads it. */
+static void check_full_pipe_does_not_block(int rfd)
+{
+	const unsigned total = 128; /* about 128 KiB: twice a pipe's default size */
+	static char got[256 * 1024];
+	size_t have = 0, left;
+	unsigned next = 0;
+
+	got[0] = '\0';
+	assert_int_equal(log_batch_begin(), 0);
+	for (unsigned i = 0; i < total; i++)
+		log_info("bulk", LF_U("n", i), LF_S("v", bulk_value()));
+	left = log_flush();
+	assert_true(left > 0);
+	/* Read and flush by turns until every line came through (bounded:
+	 * each turn moves at least one pipe-full). */
+	for (int turn = 0; left > 0 || count_char(got, '\n') < total; turn++) {
+		ssize_t n = read(rfd, got + have, sizeof(got) - 1 - have);
+
+		assert_true(turn < 1000);
+		assert_true(n > 0 || (n < 0 && errno == EAGAIN));
+		if (n > 0)
+			have += (size_t)n;
+		got[have] = '\0';
+		left = log_flush();
+	}
+	assert_int_equal(count_char(got, '\n'), total);
+	for (char *p = got; *p; p = strchr(p, '\n') + 1) {
+		char expect[32];
+
+		snprintf(expect, sizeof(expect), " INFO bulk n=%u v=v", next++);
+		assert_memory_equal(p + 24, expect, strlen(expect));
+	}
+	log_batch_end();
+	log_close();
+}
+
+/* A FIFO named as the log output: we opened it, so it is made non-blocking. */
+static void test_full_fifo_does_not_block(void **state)
+{
+	int rfd;
+
+	unlink(sink_path);
+	assert_int_equal(mkfifo(sink_path, 0600), 0);
+	rfd = open(sink_path, O_RDONLY | O_NONBLOCK);
+	assert_true(rfd >= 0);
+	assert_int_equal(log_setup(LOG_INFO, LOG_FORMAT_TEXT, sink_path), 0);
+	check_full_pipe_does_not_block(rfd);
+	close(rfd);
+}
+
+/* stderr on a pipe (a service manager's): its description is shared, so it
+ * stays blocking and each write asks not to wait instead. */
+static void test_full_stderr_pipe_does_not_block(void **state)
+{
+	int p[2], saved = dup(STDERR_FILENO);
+
+	assert_true(saved >= 0);
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	assert_int_equal(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+	assert_true(dup2(p[1], STDERR_FILENO) == STDERR_FILENO);
+	assert_int_equal(log_setup(LOG_INFO, LOG_FORMAT_TEXT, "stderr"), 0);
+	check_full_pipe_does_not_block(p[0]);
+	/* The shared description was left blocking. */
+	assert_int_equal(fcntl(STDERR_FILENO, F_GETFL) & O_NONBLOCK, 0);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	close(p[0]);
+	close(p[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -359,6 +580,14 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_switches_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_setup_keeps_sink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_logging_preserves_errno, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_waits_for_flush_in_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_error_is_flushed_at_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_batch_drops_and_counts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_other_threads_write_at_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exit_writes_the_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_fifo_does_not_block, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_stderr_pipe_does_not_block, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

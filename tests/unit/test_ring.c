@@ -250,6 +250,96 @@ static void test_signal_through_signalfd(void **state)
 	ring_exit(&r);
 }
 
+/* ---- the before-wait hook ---- */
+
+struct hook_probe {
+	int calls;       /* hook runs so far */
+	int seen[3];     /* hook runs when timer i fired */
+	struct timer t[3];
+	struct timer late; /* armed by the hook itself */
+	struct timer guard;
+	bool late_fired, guard_fired;
+};
+
+static struct hook_probe hp;
+
+static void hook_count(struct ring *r, void *arg)
+{
+	struct hook_probe *p = arg;
+
+	p->calls++;
+}
+
+static void hook_timer_fire(struct ring *r, struct timer *t)
+{
+	int i = (int)(t - hp.t);
+
+	hp.seen[i] = hp.calls;
+	if (i == 2)
+		ring_stop(r);
+	else /* due at once, yet fires in the next iteration (timers_run) */
+		timer_arm(r, &hp.t[i + 1], 0);
+}
+
+/* One run of the hook per iteration: before each wait, after the previous
+ * iteration's timers, and none after the loop stops. */
+static void test_before_wait_runs_once_per_iteration(void **state)
+{
+	struct ring r;
+
+	memset(&hp, 0, sizeof(hp));
+	assert_int_equal(ring_init(&r, 64), 0);
+	ring_set_before_wait(&r, hook_count, &hp);
+	for (int i = 0; i < 3; i++)
+		timer_init(&hp.t[i], hook_timer_fire);
+	timer_arm(&r, &hp.t[0], 1); /* then each timer arms the next */
+	assert_int_equal(ring_run(&r), 0);
+	assert_int_equal(hp.seen[0], 1);
+	assert_int_equal(hp.seen[1], 2);
+	assert_int_equal(hp.seen[2], 3);
+	assert_int_equal(hp.calls, 3);
+	ring_exit(&r);
+}
+
+static void late_fire(struct ring *r, struct timer *t)
+{
+	hp.late_fired = true;
+	ring_stop(r);
+}
+
+static void guard_fire(struct ring *r, struct timer *t)
+{
+	hp.guard_fired = true;
+	ring_stop(r);
+}
+
+static void hook_arms_timer(struct ring *r, void *arg)
+{
+	struct hook_probe *p = arg;
+
+	if (p->calls++ == 0)
+		timer_arm(r, &p->late, 0);
+}
+
+/* The hook runs before the wait is computed: a timer it arms bounds the
+ * wait that follows (else only the guard would end the loop). */
+static void test_before_wait_work_counts_for_the_wait(void **state)
+{
+	struct ring r;
+
+	memset(&hp, 0, sizeof(hp));
+	assert_int_equal(ring_init(&r, 64), 0);
+	ring_set_before_wait(&r, hook_arms_timer, &hp);
+	timer_init(&hp.late, late_fire);
+	timer_init(&hp.guard, guard_fire);
+	timer_arm(&r, &hp.guard, 5000);
+	assert_int_equal(ring_run(&r), 0);
+	assert_true(hp.late_fired);
+	assert_false(hp.guard_fired);
+	timer_disarm(&r, &hp.guard);
+	ring_exit(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -259,6 +349,8 @@ int main(void)
 		cmocka_unit_test(test_get_sqe_beyond_sq_size_submits_every_op),
 		cmocka_unit_test(test_thousands_of_timers),
 		cmocka_unit_test(test_signal_through_signalfd),
+		cmocka_unit_test(test_before_wait_runs_once_per_iteration),
+		cmocka_unit_test(test_before_wait_work_counts_for_the_wait),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
