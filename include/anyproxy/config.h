@@ -13,6 +13,7 @@
 #define ANYPROXY_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -119,6 +120,29 @@ struct config {
 		char *socket;
 	} control;
 };
+
+/*
+ * Checks of list items that belong to a layer above config: config names
+ * them, the layer that owns the rule registers the function (the agent
+ * registers its ACL's pattern check), so core never includes it. A check
+ * gets one item and returns 0, or -EINVAL with the reason in why (the
+ * loader prefixes the file, line and key).
+ */
+enum config_check {
+	CONFIG_CHECK_NONE,
+	CONFIG_CHECK_HOST_PATTERN, /* one allowed_hosts / forbidden_hosts pattern */
+	CONFIG_CHECKS
+};
+typedef int (*config_item_check_fn)(const char *item, char *why, size_t whylen);
+
+/*
+ * Register fn for which, process-wide, before the first config_load of a
+ * program whose keys use it (the client's allowed_hosts and forbidden_hosts
+ * use CONFIG_CHECK_HOST_PATTERN; the gateway's keys use none). Loading such
+ * a program without it fails with an internal error rather than accepting
+ * items unchecked. 0, or -EINVAL for an unknown check.
+ */
+int config_register_check(enum config_check which, config_item_check_fn fn);
 
 /*
  * Load PATH for PROGRAM: defaults, then the file, then the environment, then

@@ -32,7 +32,6 @@
 #include <unistd.h>
 
 #include "anyproxy/common.h"
-#include "anyproxy/acl.h"
 #include "anyproxy/config.h"
 #include "anyproxy/grammar.h"
 #include "anyproxy/log.h"
@@ -112,8 +111,9 @@ struct config_key {
 	const char *example;       /* reference-INI value when there is no default */
 	const char *help;
 	bool restart;              /* SIGHUP cannot change it: needs a restart */
-	/* KEY_LIST: checks each item as it is read, so errors name its line */
-	int (*item_check)(const char *item, char *why, size_t whylen);
+	/* KEY_LIST: checks each item as it is read (so errors name its line)
+	 * with the function registered for this check (config_register_check) */
+	enum config_check item_check;
 	/* KEY_FILE holding a private key: warned about at start when group or
 	 * others may read it (config_warn_exposed_files) */
 	bool private_file;
@@ -135,7 +135,6 @@ static int check_listen_addr(const void *field, char *why, size_t whylen);
 static int check_dial_addr(const void *field, char *why, size_t whylen);
 static int check_server_name(const void *field, char *why, size_t whylen);
 static int check_not_empty(const void *field, char *why, size_t whylen);
-static int check_host_pattern(const char *item, char *why, size_t whylen);
 struct load_ctx;
 static int open_group_section(struct load_ctx *ctx, const char *name, size_t len);
 
@@ -299,11 +298,11 @@ static const struct config_key config_keys[] = {
 	  .required = true, .check = check_credential,
 	  .help = "Password presented to the gateway." },
 	{ KEY("client", "allowed_hosts", KEY_LIST, CLIENT, client.allowed_hosts),
-	  .example = "api.example.com, 10.1.0.0/16", .item_check = check_host_pattern,
+	  .example = "api.example.com, 10.1.0.0/16", .item_check = CONFIG_CHECK_HOST_PATTERN,
 	  .help = "Targets this agent may connect to. Empty: every target that "
 		  "forbidden_hosts does not forbid." },
 	{ KEY("client", "forbidden_hosts", KEY_LIST, CLIENT, client.forbidden_hosts),
-	  .example = "@loopback, @private, @local", .item_check = check_host_pattern,
+	  .example = "@loopback, @private, @local", .item_check = CONFIG_CHECK_HOST_PATTERN,
 	  .help = "Targets this agent must never connect to; checked on the name and on "
 		  "every address it resolves to, and wins over allowed_hosts. Production: "
 		  "@loopback, @private, @local (docs/acl.md)." },
@@ -749,21 +748,6 @@ static int check_server_name(const void *field, char *why, size_t whylen)
 	return 0;
 }
 
-/* One allowed_hosts / forbidden_hosts pattern (docs/acl.md): its syntax
- * only, so `@local` needs no interface addresses here; the agent compiles
- * the lists again with them. */
-static int check_host_pattern(const char *item, char *why, size_t whylen)
-{
-	const char *const one[] = { item };
-	struct acl *acl;
-	size_t bad;
-
-	if (acl_compile(one, 1, NULL, &acl, &bad, why, whylen) < 0)
-		return -EINVAL;
-	acl_free(acl);
-	return 0;
-}
-
 static int check_not_empty(const void *field, char *why, size_t whylen)
 {
 	const char *s = *(char *const *)field;
@@ -786,6 +770,24 @@ static int check_socket_path(const void *field, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	return check_not_empty(field, why, whylen);
+}
+
+/* ---- checks registered by the layers above ---- */
+
+/* Set at start-up, before any load, and only read afterwards. */
+static config_item_check_fn registered_checks[CONFIG_CHECKS];
+
+int config_register_check(enum config_check which, config_item_check_fn fn)
+{
+	if (which <= CONFIG_CHECK_NONE || which >= CONFIG_CHECKS)
+		return -EINVAL;
+	registered_checks[which] = fn;
+	return 0;
+}
+
+static config_item_check_fn registered_check(enum config_check which)
+{
+	return which > CONFIG_CHECK_NONE && which < CONFIG_CHECKS ? registered_checks[which] : NULL;
 }
 
 /* ---- loading ---- */
@@ -888,7 +890,12 @@ static void free_list(struct config_list *list)
 static int list_append(struct load_ctx *ctx, const struct config_key *key,
 		       struct config_list *list, const char *value)
 {
+	config_item_check_fn check = registered_check(key->item_check);
 	const char *p = value;
+
+	/* config_load refuses to load a program whose check is missing */
+	if (key->item_check != CONFIG_CHECK_NONE && !check)
+		abort();
 
 	while (*p) {
 		const char *start = p, *end;
@@ -917,10 +924,10 @@ static int list_append(struct load_ctx *ctx, const struct config_key *key,
 			return fail_key(ctx, key, why);
 		}
 		item = strndup(start, (size_t)(end - start));
-		if (item && key->item_check) {
+		if (item && check) {
 			char why[CONFIG_SHOWN_VALUE_MAX_BYTES + 128];
 
-			if (key->item_check(item, why, sizeof(why)) < 0) {
+			if (check(item, why, sizeof(why)) < 0) {
 				free(item);
 				return fail_key(ctx, key, why);
 			}
@@ -1030,6 +1037,20 @@ static void apply_defaults(struct load_ctx *ctx)
 		if (set_value(ctx, key, key->default_value) < 0)
 			abort();
 	}
+}
+
+/* A program whose keys need a check that nobody registered would accept
+ * their items unchecked: refuse to load it instead (a bug in the program). */
+static int check_registrations(struct load_ctx *ctx)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
+		const struct config_key *key = &config_keys[i];
+
+		if ((key->programs & ctx->program) && key->item_check != CONFIG_CHECK_NONE &&
+		    !registered_check(key->item_check))
+			return fail_key(ctx, key, "internal error: no check registered for its items");
+	}
+	return 0;
 }
 
 static const struct config_section *find_section(const char *name, size_t len)
@@ -1732,7 +1753,9 @@ int config_load(struct config *cfg, enum config_program program, const char *pat
 	}
 	cfg->program = program;
 	apply_defaults(&ctx);
-	rc = parse_file(&ctx);
+	rc = check_registrations(&ctx);
+	if (!rc)
+		rc = parse_file(&ctx);
 	if (!rc)
 		rc = apply_environment(&ctx);
 	if (!rc)
