@@ -4,7 +4,8 @@
  * One declarative table in src/core/config.c declares every key (section,
  * name, type, default, limits, help). That table drives parsing, validation,
  * environment overrides, docs/config.md and the reference configs/NAME.reference.ini, so
- * adding a key means adding one table row and one struct field here.
+ * adding a key means adding one table row and one struct field here
+ * (config-table.h describes the table and its modules).
  *
  * Environment overrides: SECTION_KEY in upper case with '.' turned into '_'
  * (CLIENT_GROUP_ID, PROXY_HTTP_LISTEN_ADDR) replace the file's value.
