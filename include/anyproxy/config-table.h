@@ -1,7 +1,7 @@
 /*
  * config-table.h — the configuration key table and its value types, shared
  * by the modules that read it: the loader (src/core/config_load.c), reload
- * (config_reload.c) and the docs generator (config_doc.c). The programs
+ * (config_reload.c) and the docs generator (tools/configdoc). The programs
  * use config.h only.
  *
  *   config.c        the table: sections, keys, per-key checks, cross-key rules
@@ -11,7 +11,7 @@
  *   config_load.c   defaults, the file (inih through our line reader),
  *                   [group.NAME] sections, the environment, validation
  *   config_reload.c SIGHUP: live keys swap, restart keys are reported
- *   config_doc.c    docs/config.md and configs/PROGRAM.reference.ini
+ *   tools/configdoc/configdoc_gen.c  docs/config.md and the reference INIs
  *
  * Adding a key is one row in config.c and one field in struct config;
  * adding a value type is one descriptor in config_types.c.

@@ -16,7 +16,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 enum config_program {
 	CONFIG_GATEWAY = 1 << 0, /* anyproxy-gateway */
@@ -192,10 +191,5 @@ int config_parse_addr(const char *s, struct config_addr *out, char *err, size_t 
 /* Parse a boolean value as config_load does: true/yes/on/1 or
  * false/no/off/0, any case. 0, or -EINVAL if it is none of them. */
 int config_parse_bool(const char *s, bool *out);
-
-/* Markdown reference of every key (docs/config.md is this output). */
-void config_write_markdown(FILE *out);
-/* A complete commented example INI for one program (configs/<prog>.reference.ini). */
-void config_write_example(FILE *out, enum config_program program);
 
 #endif

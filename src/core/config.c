@@ -4,7 +4,7 @@
  * limits, its default, whether it is required, the struct field it fills,
  * its help text, and the checks that know particular keys. Loading
  * (config_load.c), reload (config_reload.c), the environment overrides and
- * the generated docs (config_doc.c) are all driven by these rows; the
+ * the generated docs (tools/configdoc) are all driven by these rows; the
  * cross-key rules live in the loader and are described in config_rules[].
  */
 #include <ctype.h>

@@ -23,6 +23,7 @@
 #include "anyproxy/acl.h"
 #include "anyproxy/config.h"
 #include "anyproxy/log.h"
+#include "configdoc.h"
 
 #define ERR_BYTES 512
 #define TEXT_BYTES 8192

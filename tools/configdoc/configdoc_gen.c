@@ -1,14 +1,15 @@
 /*
- * config_doc.c — the documentation generated from the configuration key
- * table (config-table.h): docs/config.md and configs/PROGRAM.reference.ini,
- * printed by ap-configdoc.
+ * configdoc_gen.c — the documentation generated from the configuration key
+ * table (config-table.h): docs/config.md and configs/PROGRAM.reference.ini.
+ * Only ap-configdoc (and the unit test that checks the examples load) link
+ * it; the daemons never do.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "anyproxy/common.h"
 #include "anyproxy/config-table.h"
-#include "anyproxy/config.h"
+#include "configdoc.h"
 
 /* Width of the help comments in the reference INI files. */
 #define CONFIG_EXAMPLE_WIDTH 78
