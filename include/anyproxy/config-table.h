@@ -7,7 +7,7 @@
  *   config.c        the table: sections, keys, per-key checks, cross-key rules
  *                   in words (config_rules[], for the docs)
  *   config_types.c  one descriptor per value type: parse, is_set, differs,
- *                   free, validate, and its name in the docs
+ *                   free, validate, and how the docs name it
  *   config_load.c   defaults, the file (inih through our line reader),
  *                   [group.NAME] sections, the environment, validation
  *   config_reload.c SIGHUP: live keys swap, restart keys are reported
@@ -57,12 +57,14 @@ struct config_key;
  *             reason in why (CONFIG_WHY_BYTES, without the value if the type
  *             is secret); or -ENOMEM.
  *   is_set:   the key holds a value (for required keys and pairs); NULL: always.
- *   differs:  two fields differ (reload).
+ *   differs:  two fields differ (reload); NULL: a plain value (number, bool,
+ *             enum) whose size bytes compare.
  *   free:     release what parse allocated and leave the field empty; NULL:
  *             nothing to free.
  *   validate: checked after the cross-key rules, against the world (a file
  *             exists); NULL: nothing. 0 or -EINVAL with why.
- *   describe: the type as docs/config.md shows it.
+ *   describe: the type as docs/config.md shows it, when doc_name (a fixed
+ *             text) cannot say it; NULL: doc_name.
  */
 struct config_type {
 	size_t size;     /* of the field: reload swaps this many bytes */
@@ -75,6 +77,7 @@ struct config_type {
 	void (*free)(const struct config_key *key, void *field);
 	int (*validate)(const void *field, char *why, size_t whylen);
 	void (*describe)(const struct config_key *key, char *buf, size_t len);
+	const char *doc_name;
 };
 
 extern const struct config_type config_type_string, config_type_secret, config_type_bool,

@@ -42,7 +42,8 @@ int config_reload(struct config *live, struct config *fresh, char *restart, size
 			continue;
 		a = config_key_field(live, key);
 		b = config_key_field(fresh, key);
-		if (!key->type->differs(a, b))
+		n = key->type->size;
+		if (key->type->differs ? !key->type->differs(a, b) : memcmp(a, b, n) == 0)
 			continue;
 		if (key->restart) {
 			kept++;
@@ -52,7 +53,6 @@ int config_reload(struct config *live, struct config *fresh, char *restart, size
 			continue;
 		}
 		/* swap: fresh now owns the old value and frees it */
-		n = key->type->size;
 		if (n > sizeof(tmp)) /* a new type larger than an address: raise the bound */
 			abort();
 		memcpy(tmp, a, n);

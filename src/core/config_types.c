@@ -306,28 +306,13 @@ static int validate_readable_file(const void *field, char *why, size_t whylen)
 	return -EINVAL;
 }
 
-static void describe_string(const struct config_key *key, char *buf, size_t len)
-{
-	snprintf(buf, len, "string");
-}
-
-static void describe_secret(const struct config_key *key, char *buf, size_t len)
-{
-	snprintf(buf, len, "string (secret)");
-}
-
-static void describe_file(const struct config_key *key, char *buf, size_t len)
-{
-	snprintf(buf, len, "path of a readable file");
-}
-
 const struct config_type config_type_string = {
 	.size = sizeof(char *),
 	.parse = parse_string,
 	.is_set = string_is_set,
 	.differs = strings_differ,
 	.free = free_string_field,
-	.describe = describe_string,
+	.doc_name = "string",
 };
 
 const struct config_type config_type_secret = {
@@ -337,7 +322,7 @@ const struct config_type config_type_secret = {
 	.is_set = string_is_set,
 	.differs = strings_differ,
 	.free = free_string_field,
-	.describe = describe_secret,
+	.doc_name = "string (secret)",
 };
 
 const struct config_type config_type_file = {
@@ -347,7 +332,7 @@ const struct config_type config_type_file = {
 	.differs = strings_differ,
 	.free = free_string_field,
 	.validate = validate_readable_file,
-	.describe = describe_file,
+	.doc_name = "path of a readable file",
 };
 
 /* ---- lists ---- */
@@ -432,11 +417,6 @@ static bool lists_differ(const void *a, const void *b)
 	return false;
 }
 
-static void describe_list(const struct config_key *key, char *buf, size_t len)
-{
-	snprintf(buf, len, "list");
-}
-
 const struct config_type config_type_list = {
 	.size = sizeof(struct config_list),
 	.repeatable = true,
@@ -444,7 +424,7 @@ const struct config_type config_type_list = {
 	.is_set = list_is_set,
 	.differs = lists_differ,
 	.free = free_list,
-	.describe = describe_list,
+	.doc_name = "list",
 };
 
 /* ---- booleans and numbers ---- */
@@ -461,21 +441,10 @@ static int parse_bool_field(const struct config_key *key, void *field, const cha
 	return -EINVAL;
 }
 
-static bool bools_differ(const void *a, const void *b)
-{
-	return *(const bool *)a != *(const bool *)b;
-}
-
-static void describe_bool(const struct config_key *key, char *buf, size_t len)
-{
-	snprintf(buf, len, "boolean");
-}
-
 const struct config_type config_type_bool = {
 	.size = sizeof(bool),
 	.parse = parse_bool_field,
-	.differs = bools_differ,
-	.describe = describe_bool,
+	.doc_name = "boolean",
 };
 
 static int parse_uint32_field(const struct config_key *key, void *field, const char *value,
@@ -494,11 +463,6 @@ static int parse_uint32_field(const struct config_key *key, void *field, const c
 	return err ? -EINVAL : 0;
 }
 
-static bool uint32s_differ(const void *a, const void *b)
-{
-	return *(const uint32_t *)a != *(const uint32_t *)b;
-}
-
 static void describe_uint32(const struct config_key *key, char *buf, size_t len)
 {
 	snprintf(buf, len, "integer %u..%u", key->min, key->max);
@@ -507,7 +471,6 @@ static void describe_uint32(const struct config_key *key, char *buf, size_t len)
 const struct config_type config_type_uint32 = {
 	.size = sizeof(uint32_t),
 	.parse = parse_uint32_field,
-	.differs = uint32s_differ,
 	.describe = describe_uint32,
 };
 
@@ -531,17 +494,12 @@ static bool addrs_differ(const void *a, const void *b)
 	return x->set != y->set || x->port != y->port || strcmp(x->host, y->host) != 0;
 }
 
-static void describe_addr(const struct config_key *key, char *buf, size_t len)
-{
-	snprintf(buf, len, "address");
-}
-
 const struct config_type config_type_addr = {
 	.size = sizeof(struct config_addr),
 	.parse = parse_addr_field,
 	.is_set = addr_is_set,
 	.differs = addrs_differ,
-	.describe = describe_addr,
+	.doc_name = "address",
 };
 
 /* ---- log level and format ---- */
@@ -562,21 +520,10 @@ static int parse_log_level_field(const struct config_key *key, void *field, cons
 	return -EINVAL;
 }
 
-static bool ints_differ(const void *a, const void *b)
-{
-	return *(const int *)a != *(const int *)b;
-}
-
-static void describe_log_level(const struct config_key *key, char *buf, size_t len)
-{
-	snprintf(buf, len, "debug, info, warn, error");
-}
-
 const struct config_type config_type_log_level = {
 	.size = sizeof(int),
 	.parse = parse_log_level_field,
-	.differs = ints_differ,
-	.describe = describe_log_level,
+	.doc_name = "debug, info, warn, error",
 };
 
 static int parse_log_format_field(const struct config_key *key, void *field, const char *value,
@@ -589,24 +536,13 @@ static int parse_log_format_field(const struct config_key *key, void *field, con
 		*(enum log_format *)field = (enum log_format)parsed;
 		return 0;
 	}
-	snprintf(why, MIN(whylen, CONFIG_VALUE_WHY_BYTES), "bad log format '%s': expected text or json",
-		 config_shown(value, show));
+	snprintf(why, MIN(whylen, CONFIG_VALUE_WHY_BYTES),
+		 "bad log format '%s': expected text or json", config_shown(value, show));
 	return -EINVAL;
-}
-
-static bool log_formats_differ(const void *a, const void *b)
-{
-	return *(const enum log_format *)a != *(const enum log_format *)b;
-}
-
-static void describe_log_format(const struct config_key *key, char *buf, size_t len)
-{
-	snprintf(buf, len, "text, json");
 }
 
 const struct config_type config_type_log_format = {
 	.size = sizeof(enum log_format),
 	.parse = parse_log_format_field,
-	.differs = log_formats_differ,
-	.describe = describe_log_format,
+	.doc_name = "text, json",
 };

@@ -101,7 +101,10 @@ void config_write_markdown(FILE *out)
 
 			if (strcmp(key->section, section->name) != 0)
 				continue;
-			key->type->describe(key, type, sizeof(type));
+			if (key->type->describe)
+				key->type->describe(key, type, sizeof(type));
+			else
+				snprintf(type, sizeof(type), "%s", key->type->doc_name);
 			config_env_name(key, var);
 			fprintf(out, "| `%s` | ", key->name);
 			markdown_cell(out, type);
