@@ -24,12 +24,16 @@
 #include <stdint.h>
 
 #include "anyproxy/config.h"
+#include "anyproxy/grammar.h"
 
 /* Longest line of a configuration file, without its line end. inih would
  * silently cut long lines; we refuse them instead. */
 #define CONFIG_LINE_MAX_BYTES 1024
 /* Items of one list key, all sources together. */
 #define CONFIG_LIST_MAX_ITEMS 1024
+/* client_id, group_id and [group.NAME]: they travel in the tunnel HELLO
+ * and in log lines. */
+#define CONFIG_ID_MAX_BYTES ID_MAX_BYTES
 /* Rows of the key table (config.c asserts it holds them). */
 #define CONFIG_KEYS_MAX 128
 /* How much of a bad value an error message repeats. */

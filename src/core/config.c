@@ -19,8 +19,6 @@
 #include "anyproxy/config.h"
 #include "anyproxy/grammar.h"
 
-/* client_id and group_id travel in the tunnel HELLO and in log lines. */
-#define CONFIG_ID_MAX_BYTES ID_MAX_BYTES
 /* Usernames and passwords: the SOCKS5 limit (RFC 1929), used for all. */
 #define CONFIG_CREDENTIAL_MAX_BYTES 255
 

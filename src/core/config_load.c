@@ -26,13 +26,10 @@
 #include "anyproxy/common.h"
 #include "anyproxy/config-table.h"
 #include "anyproxy/config.h"
-#include "anyproxy/grammar.h"
 #include "anyproxy/log.h"
 
 /* What inih's line buffer must hold: a longest line, "\r\n" and the NUL. */
 #define CONFIG_INIH_LINE_BYTES (CONFIG_LINE_MAX_BYTES + 3)
-/* client_id and group_id travel in the tunnel HELLO and in log lines. */
-#define CONFIG_ID_MAX_BYTES ID_MAX_BYTES
 
 /* ---- checks registered by the layers above ---- */
 
