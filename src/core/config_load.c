@@ -26,6 +26,7 @@
 #include "anyproxy/common.h"
 #include "anyproxy/config-table.h"
 #include "anyproxy/config.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/log.h"
 
 /* What inih's line buffer must hold: a longest line, "\r\n" and the NUL. */
@@ -261,12 +262,11 @@ static int open_group_section(struct load_ctx *ctx, const char *name, size_t len
 	}
 	memcpy(id, name, len);
 	id[len] = '\0';
-	for (size_t i = 0; i < len; i++) {
-		if (!isalnum((unsigned char)id[i]) && !strchr("._:-", id[i])) {
-			snprintf(why, sizeof(why), "[group.%s]: a group name has only "
-				 "A-Z a-z 0-9 . _ : -", id);
-			return fail_line(ctx, why);
-		}
+	/* the ids agents join with and users name (grammar.h) */
+	if (grammar_id_span(id, len) != len) {
+		snprintf(why, sizeof(why), "[group.%s]: a group name has only "
+			 "A-Z a-z 0-9 . _ : -", id);
+		return fail_line(ctx, why);
 	}
 	if (config_group_auth(cfg, id, len)) {
 		snprintf(why, sizeof(why), "[group.%s]: section appears twice", id);
