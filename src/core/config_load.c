@@ -158,7 +158,7 @@ static void apply_defaults(struct load_ctx *ctx)
 			abort();
 		if (!(key->programs & ctx->program) || !key->default_value)
 			continue;
-		/* Defaults are constants of this file; the unit tests load them. */
+		/* Defaults are constants of the table (config.c); the unit tests load them. */
 		if (set_value(ctx, key, key->default_value) < 0)
 			abort();
 	}
