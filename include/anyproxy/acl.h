@@ -110,6 +110,14 @@ int acl_compile(const char *const *patterns, size_t n, const struct acl_local *l
 		struct acl **out, size_t *bad_index, char *err, size_t errlen);
 void acl_free(struct acl *acl);
 
+/*
+ * The syntax of one pattern, as the configuration checks each list item
+ * (the agent registers it: config_register_check, CONFIG_CHECK_HOST_PATTERN).
+ * `@local` needs no interface addresses here; the agent compiles its lists
+ * again with them. 0, or -EINVAL with err as acl_compile writes it.
+ */
+int acl_check_pattern(const char *pattern, char *err, size_t errlen);
+
 /* Rules in the list; a NULL list is empty. */
 size_t acl_rule_count(const struct acl *acl);
 

@@ -4,7 +4,8 @@
  * One declarative table in src/core/config.c declares every key (section,
  * name, type, default, limits, help). That table drives parsing, validation,
  * environment overrides, docs/config.md and the reference configs/NAME.reference.ini, so
- * adding a key means adding one table row and one struct field here.
+ * adding a key means adding one table row and one struct field here
+ * (config-table.h describes the table and its modules).
  *
  * Environment overrides: SECTION_KEY in upper case with '.' turned into '_'
  * (CLIENT_GROUP_ID, PROXY_HTTP_LISTEN_ADDR) replace the file's value.
@@ -13,8 +14,8 @@
 #define ANYPROXY_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 enum config_program {
 	CONFIG_GATEWAY = 1 << 0, /* anyproxy-gateway */
@@ -121,6 +122,29 @@ struct config {
 };
 
 /*
+ * Checks of list items that belong to a layer above config: config names
+ * them, the layer that owns the rule registers the function (the agent
+ * registers its ACL's pattern check), so core never includes it. A check
+ * gets one item and returns 0, or -EINVAL with the reason in why (the
+ * loader prefixes the file, line and key).
+ */
+enum config_check {
+	CONFIG_CHECK_NONE,
+	CONFIG_CHECK_HOST_PATTERN, /* one allowed_hosts / forbidden_hosts pattern */
+	CONFIG_CHECKS
+};
+typedef int (*config_item_check_fn)(const char *item, char *why, size_t whylen);
+
+/*
+ * Register fn for which, process-wide, before the first config_load of a
+ * program whose keys use it (the client's allowed_hosts and forbidden_hosts
+ * use CONFIG_CHECK_HOST_PATTERN; the gateway's keys use none). Loading such
+ * a program without it fails with an internal error rather than accepting
+ * items unchecked. 0, or -EINVAL for an unknown check.
+ */
+int config_register_check(enum config_check which, config_item_check_fn fn);
+
+/*
  * Load PATH for PROGRAM: defaults, then the file, then the environment, then
  * validation (required keys, cross-key checks, readable certificate files).
  * On failure returns -EINVAL (or -errno for I/O) and writes one line to err,
@@ -167,10 +191,5 @@ int config_parse_addr(const char *s, struct config_addr *out, char *err, size_t 
 /* Parse a boolean value as config_load does: true/yes/on/1 or
  * false/no/off/0, any case. 0, or -EINVAL if it is none of them. */
 int config_parse_bool(const char *s, bool *out);
-
-/* Markdown reference of every key (docs/config.md is this output). */
-void config_write_markdown(FILE *out);
-/* A complete commented example INI for one program (configs/<prog>.reference.ini). */
-void config_write_example(FILE *out, enum config_program program);
 
 #endif

@@ -1,5 +1,6 @@
 /* anyproxy-client: the agent. Dials out to the gateway over TLS, joins its
  * group and carries users' connections to their targets. */
+#include "anyproxy/acl.h"
 #include "anyproxy/cli.h"
 #include "anyproxy/log.h"
 #include "anyproxy/tls.h"
@@ -17,7 +18,12 @@ int main(int argc, char **argv)
 {
 	struct config cfg;
 	struct agent a;
-	int ret = cli_start(&client_program, argc, argv, &cfg);
+	int ret;
+
+	/* config checks each allowed_hosts / forbidden_hosts item with the
+	 * ACL's own parser, so --check-config refuses what the agent would */
+	config_register_check(CONFIG_CHECK_HOST_PATTERN, acl_check_pattern);
+	ret = cli_start(&client_program, argc, argv, &cfg);
 
 	if (ret >= 0)
 		return ret;

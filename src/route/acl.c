@@ -1021,6 +1021,17 @@ fail:
 	return rc;
 }
 
+int acl_check_pattern(const char *pattern, char *err, size_t errlen)
+{
+	const char *const one[] = { pattern };
+	struct acl *acl;
+
+	if (acl_compile(one, 1, NULL, &acl, NULL, err, errlen) < 0)
+		return -EINVAL;
+	acl_free(acl);
+	return 0;
+}
+
 size_t acl_rule_count(const struct acl *acl)
 {
 	return acl ? acl->count : 0;

@@ -15,8 +15,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "anyproxy/acl.h"
 #include "anyproxy/config.h"
 
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* One error line of config_load. */
@@ -29,6 +31,13 @@ static void load_as(enum config_program program, const char *path)
 
 	if (config_load(&cfg, program, path, err, sizeof(err)) == 0)
 		config_free(&cfg);
+}
+
+/* As the agent does, so host patterns are checked (and fuzzed) too. */
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	config_register_check(CONFIG_CHECK_HOST_PATTERN, acl_check_pattern);
+	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

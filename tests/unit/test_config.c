@@ -20,8 +20,10 @@
 
 #include <cmocka.h>
 
+#include "anyproxy/acl.h"
 #include "anyproxy/config.h"
 #include "anyproxy/log.h"
+#include "configdoc.h"
 
 #define ERR_BYTES 512
 #define TEXT_BYTES 8192
@@ -80,6 +82,8 @@ static void write_file(const char *path, const char *data, size_t len)
 
 static int setup(void **state)
 {
+	/* as the agent does before loading: host patterns are checked */
+	assert_int_equal(config_register_check(CONFIG_CHECK_HOST_PATTERN, acl_check_pattern), 0);
 	for (size_t i = 0; i < ARRAY_SIZE(config_env_vars); i++)
 		unsetenv(config_env_vars[i]);
 	assert_non_null(getcwd(saved_cwd, sizeof(saved_cwd)));
@@ -468,6 +472,25 @@ static void test_host_patterns_checked_per_line(void **state)
 	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "allowed_hosts = api.example.com, ~a{1,3}\\.com\n");
 	assert_int_equal(cfg.client.allowed_hosts.count, 2);
 	assert_string_equal(cfg.client.allowed_hosts.items[1], "~a{1,3}\\.com");
+	config_free(&cfg);
+}
+
+/* The pattern check belongs to the agent's ACL and is registered by it: a
+ * client configuration that nobody can check refuses to load rather than
+ * pass its patterns unchecked; the gateway has no such keys. */
+static void test_host_pattern_check_is_registered(void **state)
+{
+	struct config cfg;
+
+	assert_int_equal(config_register_check(CONFIG_CHECK_NONE, acl_check_pattern), -EINVAL);
+	assert_int_equal(config_register_check(CONFIG_CHECKS, acl_check_pattern), -EINVAL);
+	assert_int_equal(config_register_check(CONFIG_CHECK_HOST_PATTERN, NULL), 0);
+	expect_error(CONFIG_CLIENT, CLIENT_MIN, 0, "[client] allowed_hosts",
+		     "internal error: no check registered for its items");
+	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN);
+	config_free(&cfg);
+	assert_int_equal(config_register_check(CONFIG_CHECK_HOST_PATTERN, acl_check_pattern), 0);
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "allowed_hosts = api.example.com\n");
 	config_free(&cfg);
 }
 
@@ -1359,6 +1382,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_line_limit_is_1024_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_line_of_1500_bytes_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_patterns_checked_per_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_pattern_check_is_registered, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_group_sections, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_swaps_live_keys_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_agent_credentials, setup, teardown),

@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "anyproxy/config.h"
+#include "configdoc.h"
 
 #define EXIT_USAGE 2
 

@@ -1,0 +1,548 @@
+/*
+ * config_types.c — the value types of configuration keys (config-table.h):
+ * one descriptor per type with its parser, its printer for the docs, its
+ * reload comparison and its free, so adding a type touches this file only.
+ * The parsers are pure (no I/O, no location in messages); the loader adds
+ * the file, line and key to their reasons. The file type's validate is the
+ * one check against the world: the file must be readable now.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/config-table.h"
+#include "anyproxy/config.h"
+#include "anyproxy/log.h"
+
+/* A DNS name (RFC 1035) and one label of it. */
+#define CONFIG_HOST_MAX_BYTES 253
+#define CONFIG_LABEL_MAX_BYTES 63
+/* One port number. */
+#define CONFIG_PORT_MAX 65535
+/* A list item starting with this is not split at commas (host regexes). */
+#define CONFIG_LIST_RAW_PREFIX '~'
+/* How long each type's reasons may grow before they are cut; they are
+ * part of the error messages, which stay byte-for-byte stable. */
+#define CONFIG_NUMBER_WHY_BYTES 160
+#define CONFIG_VALUE_WHY_BYTES 200
+
+const char *config_shown(const char *s, char out[CONFIG_SHOWN_BYTES])
+{
+	size_t n = 0;
+
+	for (; *s && n < CONFIG_SHOWN_VALUE_MAX_BYTES; s++)
+		out[n++] = (*s >= ' ' && *s < 0x7f) ? *s : '?';
+	if (*s) {
+		memcpy(out + n, "...", 3);
+		n += 3;
+	}
+	out[n] = '\0';
+	return out;
+}
+
+/* ---- value grammars ---- */
+
+int config_parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = { "true", "yes", "on", "1" };
+	static const char *const no[] = { "false", "no", "off", "0" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* Decimal digits only (no sign, no spaces); -EINVAL if not a number,
+ * -ERANGE if outside [min, max] (overflow included). */
+static int parse_uint32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+	uint64_t v = 0;
+
+	if (*s == '\0')
+		return -EINVAL;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+	}
+	for (const char *p = s; *p; p++) {
+		v = v * 10 + (uint64_t)(*p - '0');
+		if (v > UINT32_MAX)
+			return -ERANGE;
+	}
+	if (v < min || v > max)
+		return -ERANGE;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static bool host_byte(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '-' || c == '_';
+}
+
+const char *config_hostname_problem(const char *host, size_t len)
+{
+	size_t label = 0;
+	bool digits_and_dots = true;
+
+	if (len > CONFIG_HOST_MAX_BYTES)
+		return "host name longer than " CONFIG_XSTR(CONFIG_HOST_MAX_BYTES) " bytes";
+	for (size_t i = 0; i < len; i++) {
+		char c = host[i];
+
+		if (!host_byte(c))
+			return "host names may contain only A-Z a-z 0-9 . - _";
+		if (c != '.' && (c < '0' || c > '9'))
+			digits_and_dots = false;
+		if (c == '.') {
+			if (label == 0)
+				return "empty label in host name";
+			label = 0;
+		} else if (++label > CONFIG_LABEL_MAX_BYTES) {
+			return "host name label longer than " CONFIG_XSTR(CONFIG_LABEL_MAX_BYTES) " bytes";
+		}
+	}
+	if (label == 0)
+		return "empty label in host name";
+	if (digits_and_dots) {
+		char v4[INET_ADDRSTRLEN];
+		struct in_addr addr;
+
+		if (len >= sizeof(v4))
+			return "not a valid IPv4 address";
+		memcpy(v4, host, len);
+		v4[len] = '\0';
+		if (inet_pton(AF_INET, v4, &addr) != 1)
+			return "not a valid IPv4 address";
+	}
+	return NULL;
+}
+
+const char *config_ipv6_problem(const char *host, size_t len)
+{
+	char v6[INET6_ADDRSTRLEN];
+	struct in6_addr addr;
+
+	if (len == 0 || len >= sizeof(v6))
+		return "not a valid IPv6 address";
+	memcpy(v6, host, len);
+	v6[len] = '\0';
+	return inet_pton(AF_INET6, v6, &addr) == 1 ? NULL : "not a valid IPv6 address";
+}
+
+static const char *port_problem(const char *s, uint16_t *port)
+{
+	uint32_t v;
+
+	if (*s == '\0')
+		return "missing port after ':'";
+	if (parse_uint32(s, 1, CONFIG_PORT_MAX, &v) < 0)
+		return "port must be a number from 1 to " CONFIG_XSTR(CONFIG_PORT_MAX);
+	*port = (uint16_t)v;
+	return NULL;
+}
+
+static const char *addr_problem(const char *s, struct config_addr *out)
+{
+	const char *host, *port, *problem;
+	size_t host_len;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (!close)
+			return "missing ']' after the IPv6 address";
+		host = s + 1;
+		host_len = (size_t)(close - host);
+		if (close[1] != ':')
+			return "expected ':port' after ']'";
+		port = close + 2;
+		problem = config_ipv6_problem(host, host_len);
+	} else {
+		const char *colon = strrchr(s, ':');
+
+		if (!colon)
+			return "missing ':port' (expected host:port, [v6]:port or :port)";
+		host = s;
+		host_len = (size_t)(colon - s);
+		if (memchr(s, ':', host_len))
+			return "IPv6 addresses must be in brackets, like [::1]:8080";
+		port = colon + 1;
+		problem = host_len ? config_hostname_problem(host, host_len) : NULL;
+	}
+	if (problem)
+		return problem;
+	problem = port_problem(port, &out->port);
+	if (problem)
+		return problem;
+	memcpy(out->host, host, host_len);
+	out->host[host_len] = '\0';
+	out->set = true;
+	return NULL;
+}
+
+int config_parse_addr(const char *s, struct config_addr *out, char *err, size_t errlen)
+{
+	char show[CONFIG_SHOWN_BYTES];
+	const char *problem;
+
+	memset(out, 0, sizeof(*out));
+	if (*s == '\0')
+		return 0;
+	problem = addr_problem(s, out);
+	if (!problem)
+		return 0;
+	memset(out, 0, sizeof(*out));
+	if (errlen)
+		snprintf(err, errlen, "bad address '%s': %s", config_shown(s, show), problem);
+	return -EINVAL;
+}
+
+void config_addr_format(const struct config_addr *a, char *buf, size_t len)
+{
+	if (!len)
+		return;
+	if (!a->set)
+		buf[0] = '\0';
+	else if (strchr(a->host, ':'))
+		snprintf(buf, len, "[%s]:%u", a->host, a->port);
+	else
+		snprintf(buf, len, "%s:%u", a->host, a->port);
+}
+
+static int parse_log_format(const char *s)
+{
+	if (strcasecmp(s, "text") == 0)
+		return LOG_FORMAT_TEXT;
+	if (strcasecmp(s, "json") == 0)
+		return LOG_FORMAT_JSON;
+	return -EINVAL;
+}
+
+/* ---- strings, secrets and files ---- */
+
+void config_free_string(char **s, bool secret)
+{
+	if (*s && secret)
+		explicit_bzero(*s, strlen(*s));
+	free(*s);
+	*s = NULL;
+}
+
+/* An empty value leaves a string key without a default unset (NULL). */
+static int parse_string(const struct config_key *key, void *field, const char *value,
+			char *why, size_t whylen)
+{
+	char **s = field, *copy = NULL;
+
+	if (value[0] || key->default_value) {
+		copy = strdup(value);
+		if (!copy)
+			return -ENOMEM;
+	}
+	config_free_string(s, key->type->secret);
+	*s = copy;
+	return 0;
+}
+
+static bool string_is_set(const void *field)
+{
+	return *(char *const *)field != NULL;
+}
+
+static bool strings_differ(const void *a, const void *b)
+{
+	const char *x = *(char *const *)a, *y = *(char *const *)b;
+
+	return (x == NULL) != (y == NULL) || (x && strcmp(x, y) != 0);
+}
+
+static void free_string_field(const struct config_key *key, void *field)
+{
+	config_free_string(field, key->type->secret);
+}
+
+/* Open (without blocking on a FIFO) to prove the file is readable now; the
+ * TLS layer reads it later. */
+static int validate_readable_file(const void *field, char *why, size_t whylen)
+{
+	const char *path = *(char *const *)field;
+	char show[CONFIG_SHOWN_BYTES];
+	struct stat st;
+	int fd, err;
+
+	if (!path)
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	err = fd < 0 ? errno : 0;
+	if (fd >= 0) {
+		if (fstat(fd, &st) < 0)
+			err = errno;
+		else if (S_ISDIR(st.st_mode))
+			err = EISDIR;
+		close(fd);
+	}
+	if (!err)
+		return 0;
+	snprintf(why, MIN(whylen, CONFIG_VALUE_WHY_BYTES), "cannot read '%s': %s",
+		 config_shown(path, show), strerror(err));
+	return -EINVAL;
+}
+
+const struct config_type config_type_string = {
+	.size = sizeof(char *),
+	.parse = parse_string,
+	.is_set = string_is_set,
+	.differs = strings_differ,
+	.free = free_string_field,
+	.doc_name = "string",
+};
+
+const struct config_type config_type_secret = {
+	.size = sizeof(char *),
+	.secret = true,
+	.parse = parse_string,
+	.is_set = string_is_set,
+	.differs = strings_differ,
+	.free = free_string_field,
+	.doc_name = "string (secret)",
+};
+
+const struct config_type config_type_file = {
+	.size = sizeof(char *),
+	.parse = parse_string,
+	.is_set = string_is_set,
+	.differs = strings_differ,
+	.free = free_string_field,
+	.validate = validate_readable_file,
+	.doc_name = "path of a readable file",
+};
+
+/* ---- lists ---- */
+
+static void free_list(const struct config_key *key, void *field)
+{
+	struct config_list *list = field;
+
+	for (size_t i = 0; i < list->count; i++)
+		free(list->items[i]);
+	free(list->items);
+	list->items = NULL;
+	list->count = 0;
+}
+
+/* Append the comma-separated items of value; items are trimmed and empty
+ * ones skipped. Each item passes the key's registered check first. */
+static int parse_list(const struct config_key *key, void *field, const char *value, char *why,
+		      size_t whylen)
+{
+	struct config_list *list = field;
+	config_item_check_fn check = config_registered_check(key->item_check);
+	const char *p = value;
+
+	/* the loader refuses to load a program whose check is missing */
+	if (key->item_check != CONFIG_CHECK_NONE && !check)
+		abort();
+	while (*p) {
+		const char *start = p, *end;
+		char **grown;
+		char *item;
+
+		while (*p && isspace((unsigned char)*p))
+			p++;
+		start = p;
+		/* a host regex may contain commas: it runs to the end of the value */
+		while (*p && (*p != ',' || *start == CONFIG_LIST_RAW_PREFIX))
+			p++;
+		end = p;
+		if (*p == ',')
+			p++;
+		while (start < end && isspace((unsigned char)*start))
+			start++;
+		while (end > start && isspace((unsigned char)end[-1]))
+			end--;
+		if (start == end)
+			continue;
+		if (list->count == CONFIG_LIST_MAX_ITEMS) {
+			snprintf(why, whylen, "more than %d items", CONFIG_LIST_MAX_ITEMS);
+			return -EINVAL;
+		}
+		item = strndup(start, (size_t)(end - start));
+		if (item && check && check(item, why, whylen) < 0) {
+			free(item);
+			return -EINVAL;
+		}
+		grown = item ? realloc(list->items, (list->count + 1) * sizeof(*grown)) : NULL;
+		if (!grown) {
+			free(item);
+			return -ENOMEM;
+		}
+		grown[list->count++] = item;
+		list->items = grown;
+	}
+	return 0;
+}
+
+static bool list_is_set(const void *field)
+{
+	return ((const struct config_list *)field)->count > 0;
+}
+
+static bool lists_differ(const void *a, const void *b)
+{
+	const struct config_list *x = a, *y = b;
+
+	if (x->count != y->count)
+		return true;
+	for (size_t i = 0; i < x->count; i++)
+		if (strcmp(x->items[i], y->items[i]) != 0)
+			return true;
+	return false;
+}
+
+const struct config_type config_type_list = {
+	.size = sizeof(struct config_list),
+	.repeatable = true,
+	.parse = parse_list,
+	.is_set = list_is_set,
+	.differs = lists_differ,
+	.free = free_list,
+	.doc_name = "list",
+};
+
+/* ---- booleans and numbers ---- */
+
+static int parse_bool_field(const struct config_key *key, void *field, const char *value,
+			    char *why, size_t whylen)
+{
+	char show[CONFIG_SHOWN_BYTES];
+
+	if (config_parse_bool(value, field) == 0)
+		return 0;
+	snprintf(why, MIN(whylen, CONFIG_VALUE_WHY_BYTES), "bad boolean '%s': expected true or "
+		 "false (also yes/no, on/off, 1/0)", config_shown(value, show));
+	return -EINVAL;
+}
+
+const struct config_type config_type_bool = {
+	.size = sizeof(bool),
+	.parse = parse_bool_field,
+	.doc_name = "boolean",
+};
+
+static int parse_uint32_field(const struct config_key *key, void *field, const char *value,
+			      char *why, size_t whylen)
+{
+	char show[CONFIG_SHOWN_BYTES];
+	int err = parse_uint32(value, key->min, key->max, field);
+
+	whylen = MIN(whylen, CONFIG_NUMBER_WHY_BYTES);
+	if (err == -EINVAL)
+		snprintf(why, whylen, "bad number '%s': expected a whole number from %u to %u",
+			 config_shown(value, show), key->min, key->max);
+	else if (err == -ERANGE)
+		snprintf(why, whylen, "%s is out of range (%u to %u)", config_shown(value, show),
+			 key->min, key->max);
+	return err ? -EINVAL : 0;
+}
+
+static void describe_uint32(const struct config_key *key, char *buf, size_t len)
+{
+	snprintf(buf, len, "integer %u..%u", key->min, key->max);
+}
+
+const struct config_type config_type_uint32 = {
+	.size = sizeof(uint32_t),
+	.parse = parse_uint32_field,
+	.describe = describe_uint32,
+};
+
+/* ---- addresses ---- */
+
+static int parse_addr_field(const struct config_key *key, void *field, const char *value,
+			    char *why, size_t whylen)
+{
+	return config_parse_addr(value, field, why, MIN(whylen, CONFIG_VALUE_WHY_BYTES));
+}
+
+static bool addr_is_set(const void *field)
+{
+	return ((const struct config_addr *)field)->set;
+}
+
+static bool addrs_differ(const void *a, const void *b)
+{
+	const struct config_addr *x = a, *y = b;
+
+	return x->set != y->set || x->port != y->port || strcmp(x->host, y->host) != 0;
+}
+
+const struct config_type config_type_addr = {
+	.size = sizeof(struct config_addr),
+	.parse = parse_addr_field,
+	.is_set = addr_is_set,
+	.differs = addrs_differ,
+	.doc_name = "address",
+};
+
+/* ---- log level and format ---- */
+
+static int parse_log_level_field(const struct config_key *key, void *field, const char *value,
+				 char *why, size_t whylen)
+{
+	char show[CONFIG_SHOWN_BYTES];
+	int parsed = log_level_parse(value);
+
+	if (parsed >= 0) {
+		*(int *)field = parsed;
+		return 0;
+	}
+	snprintf(why, MIN(whylen, CONFIG_VALUE_WHY_BYTES),
+		 "bad log level '%s': expected debug, info, warn or error",
+		 config_shown(value, show));
+	return -EINVAL;
+}
+
+const struct config_type config_type_log_level = {
+	.size = sizeof(int),
+	.parse = parse_log_level_field,
+	.doc_name = "debug, info, warn, error",
+};
+
+static int parse_log_format_field(const struct config_key *key, void *field, const char *value,
+				  char *why, size_t whylen)
+{
+	char show[CONFIG_SHOWN_BYTES];
+	int parsed = parse_log_format(value);
+
+	if (parsed >= 0) {
+		*(enum log_format *)field = (enum log_format)parsed;
+		return 0;
+	}
+	snprintf(why, MIN(whylen, CONFIG_VALUE_WHY_BYTES),
+		 "bad log format '%s': expected text or json", config_shown(value, show));
+	return -EINVAL;
+}
+
+const struct config_type config_type_log_format = {
+	.size = sizeof(enum log_format),
+	.parse = parse_log_format_field,
+	.doc_name = "text, json",
+};
