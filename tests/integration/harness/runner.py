@@ -27,11 +27,6 @@ def note(text):
         print("# " + line, flush=True)
 
 
-def _comment(text):
-    for line in str(text).splitlines():
-        print("# " + line)
-
-
 def run(cases, fixture=None):
     """Run test cases (functions taking a TestEnv) and exit.
 
@@ -77,14 +72,14 @@ def run(cases, fixture=None):
             keep = True
             print("not ok - %s" % name, flush=True)
             if error:
-                _comment(error)
+                note(error)
             for p in problems:
-                _comment("clean-up: " + p)
-            _comment(env.dump_logs())
-            _comment("test folder kept: " + env.dir)
+                note("clean-up: " + p)
+            note(env.dump_logs())
+            note("test folder kept: " + env.dir)
         else:
             print("ok - %s" % name, flush=True)
-            _comment("%.2f s" % (time.monotonic() - t0))
+            note("%.2f s" % (time.monotonic() - t0))
     if shared is not None:
         problems = shared.cleanup()
         if problems:
@@ -92,8 +87,8 @@ def run(cases, fixture=None):
             keep = True
             print("not ok - clean shutdown of the shared daemons")
             for p in problems:
-                _comment(p)
-            _comment(shared.dump_logs())
+                note(p)
+            note(shared.dump_logs())
         else:
             print("ok - clean shutdown of the shared daemons")
     _reap_all()
