@@ -18,7 +18,6 @@ rules" line naming the rule) are test_acl.py's.
 import ctypes
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -221,7 +220,7 @@ def test_local_refuses_own_address(env):
     gw = acl.gateway(env)
     local = acl.agent(env, "local-1", "local", forbidden_hosts="@loopback, @local",
                       hosts_file=hosts)
-    plain = acl.agent(env, "plain-1", "plain", forbidden_hosts="@loopback", hosts_file=hosts)
+    acl.agent(env, "plain-1", "plain", forbidden_hosts="@loopback", hosts_file=hosts)
     only = acl.agent(env, "only-1", "only", allowed_hosts="@local", forbidden_hosts="@loopback",
                      hosts_file=hosts)
     for host, atyp in ((OWN, None), ("own.test", 3), ("own6.test", 3),

@@ -21,7 +21,6 @@ refused attempt opened a stream either.
 import base64
 import os
 import socket
-import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

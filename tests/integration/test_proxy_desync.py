@@ -369,7 +369,6 @@ def test_interim_heads_lost_close_the_connection(env):
     the rewritten heads are longer than the origin's."""
     origin = InterimFlood()
     env.servers.append(origin)
-    mark = env.gwp.mark()
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(30)
