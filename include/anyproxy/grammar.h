@@ -7,6 +7,9 @@
  * name with it, so every group an agent can join is a group a user can
  * name, and nothing longer or stranger is ever routed.
  *
+ * Targets: "1.2.3.4:80", "[::1]:80" or "name:80", the one spelling of a
+ * proxied target in every log line of the gateway and the agent.
+ *
  * Pure: no I/O, no allocation.
  */
 #ifndef ANYPROXY_GRAMMAR_H
@@ -18,6 +21,21 @@
 
 #define ID_MAX_BYTES 64
 
+/* Address types of a target: the SOCKS5 ATYP values, which the tunnel's
+ * OPEN frame uses too (frame.h's FRAME_ADDR_* are these). */
+enum grammar_addr {
+	GRAMMAR_ADDR_IPV4 = 1,   /* 4 bytes, network order */
+	GRAMMAR_ADDR_DOMAIN = 3, /* 1..GRAMMAR_TARGET_DOMAIN_MAX bytes, no NUL */
+	GRAMMAR_ADDR_IPV6 = 4,   /* 16 bytes, network order */
+};
+
+/* The longest domain a target carries: a SOCKS5 / OPEN length byte. */
+#define GRAMMAR_TARGET_DOMAIN_MAX 255
+/* A buffer this size holds every target grammar_format_target writes:
+ * the longest domain, ':', five port digits and the NUL ("[IPv6]:port"
+ * is at most 1 + 45 + 2 + 5 + 1 = 54 bytes). */
+#define GRAMMAR_TARGET_MAX (GRAMMAR_TARGET_DOMAIN_MAX + 1 + 5 + 1)
+
 /* Is c allowed in an id? */
 bool grammar_id_byte(uint8_t c);
 
@@ -26,5 +44,14 @@ size_t grammar_id_span(const char *s, size_t len);
 
 /* s[0..len) is an id of min_len..ID_MAX_BYTES bytes. */
 bool grammar_id_valid(const char *s, size_t len, size_t min_len);
+
+/* Write the target host:port into buf[0..size), NUL-terminated. host is
+ * 4 bytes (IPv4), 16 bytes (IPv6) or the domain's host_len bytes, copied
+ * as they are (a log line escapes them). Returns the length written
+ * without the NUL, -EINVAL for an unknown type, a wrong host_len or a
+ * NUL in the domain, -ENOSPC when buf is too small (nothing is cut:
+ * size >= GRAMMAR_TARGET_MAX always fits). */
+int grammar_format_target(char *buf, size_t size, uint8_t addr_type, const void *host,
+			  size_t host_len, uint16_t port);
 
 #endif

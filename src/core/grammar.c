@@ -1,6 +1,11 @@
 /* grammar.c — lexical rules shared by every layer (see grammar.h). */
 #include "anyproxy/grammar.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
 bool grammar_id_byte(uint8_t c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -19,4 +24,37 @@ size_t grammar_id_span(const char *s, size_t len)
 bool grammar_id_valid(const char *s, size_t len, size_t min_len)
 {
 	return len >= min_len && len <= ID_MAX_BYTES && grammar_id_span(s, len) == len;
+}
+
+int grammar_format_target(char *buf, size_t size, uint8_t addr_type, const void *host,
+			  size_t host_len, uint16_t port)
+{
+	char addr[INET6_ADDRSTRLEN];
+	int n;
+
+	switch (addr_type) {
+	case GRAMMAR_ADDR_IPV4:
+		if (host_len != 4 || !inet_ntop(AF_INET, host, addr, sizeof(addr)))
+			return -EINVAL;
+		n = snprintf(buf, size, "%s:%u", addr, port);
+		break;
+	case GRAMMAR_ADDR_IPV6:
+		if (host_len != 16 || !inet_ntop(AF_INET6, host, addr, sizeof(addr)))
+			return -EINVAL;
+		n = snprintf(buf, size, "[%s]:%u", addr, port);
+		break;
+	case GRAMMAR_ADDR_DOMAIN:
+		if (host_len == 0 || host_len > GRAMMAR_TARGET_DOMAIN_MAX ||
+		    memchr(host, '\0', host_len))
+			return -EINVAL;
+		n = snprintf(buf, size, "%.*s:%u", (int)host_len, (const char *)host, port);
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (n < 0)
+		return -EINVAL;
+	if ((size_t)n >= size)
+		return -ENOSPC;
+	return n;
 }
