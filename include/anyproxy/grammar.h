@@ -7,6 +7,10 @@
  * name with it, so every group an agent can join is a group a user can
  * name, and nothing longer or stranger is ever routed.
  *
+ * UTF-8: well-formed per Unicode table 3-7 (no overlong forms, no
+ * surrogates, nothing past U+10FFFF), the rule of log.c's output and of
+ * apctl's terminal and JSON printers.
+ *
  * Targets: "1.2.3.4:80", "[::1]:80" or "name:80", the one spelling of a
  * proxied target in every log line of the gateway and the agent.
  *
@@ -20,6 +24,9 @@
 #include <stdint.h>
 
 #define ID_MAX_BYTES 64
+
+/* The longest UTF-8 character. */
+#define GRAMMAR_UTF8_MAX_BYTES 4
 
 /* Address types of a target: the SOCKS5 ATYP values, which the tunnel's
  * OPEN frame uses too (frame.h's FRAME_ADDR_* are these). */
@@ -44,6 +51,14 @@ size_t grammar_id_span(const char *s, size_t len);
 
 /* s[0..len) is an id of min_len..ID_MAX_BYTES bytes. */
 bool grammar_id_valid(const char *s, size_t len, size_t min_len);
+
+/* Length (1..GRAMMAR_UTF8_MAX_BYTES) of the well-formed UTF-8 character
+ * at the start of s[0..len), or 0 when the bytes there are not one (a
+ * stray continuation byte, an overlong form, a surrogate, a code point
+ * past U+10FFFF, a sequence cut by len). len >= 1. For a NUL-terminated
+ * string pass strnlen(s, GRAMMAR_UTF8_MAX_BYTES): a NUL is never a
+ * continuation byte. */
+size_t grammar_utf8_len(const char *s, size_t len);
 
 /* Write the target host:port into buf[0..size), NUL-terminated. host is
  * 4 bytes (IPv4), 16 bytes (IPv6) or the domain's host_len bytes, copied

@@ -26,6 +26,40 @@ bool grammar_id_valid(const char *s, size_t len, size_t min_len)
 	return len >= min_len && len <= ID_MAX_BYTES && grammar_id_span(s, len) == len;
 }
 
+size_t grammar_utf8_len(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	unsigned char low = 0x80, high = 0xbf; /* allowed range of the 2nd byte */
+	size_t n;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		n = 2;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		n = 3;
+		if (p[0] == 0xe0)
+			low = 0xa0;
+		else if (p[0] == 0xed)
+			high = 0x9f;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		n = 4;
+		if (p[0] == 0xf0)
+			low = 0x90;
+		else if (p[0] == 0xf4)
+			high = 0x8f;
+	} else {
+		return 0;
+	}
+	if (len < n || p[1] < low || p[1] > high)
+		return 0;
+	for (size_t i = 2; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	}
+	return n;
+}
+
 int grammar_format_target(char *buf, size_t size, uint8_t addr_type, const void *host,
 			  size_t host_len, uint16_t port)
 {

@@ -47,6 +47,76 @@ static void test_id_lengths(void **state)
 	assert_false(grammar_id_valid(id, 20, 1));
 }
 
+/* A reference decoder for the UTF-8 tests: decode the code point the
+ * bytes spell by the bit pattern alone, then apply the rules (shortest
+ * form, no surrogates, at most U+10FFFF). */
+static size_t utf8_reference(const uint8_t *s, size_t len)
+{
+	static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+	size_t n;
+	uint32_t cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if ((s[0] & 0xe0) == 0xc0)
+		n = 2, cp = s[0] & 0x1f;
+	else if ((s[0] & 0xf0) == 0xe0)
+		n = 3, cp = s[0] & 0x0f;
+	else if ((s[0] & 0xf8) == 0xf0)
+		n = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	if (len < n)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if (cp < min_cp[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/* Every lead byte with every second byte, followed by continuation bytes
+ * at both ends of their range, and every cut length. */
+static void test_utf8_all_pairs(void **state)
+{
+	static const uint8_t tails[] = {0x80, 0xbf, 0x00, 0x41, 0xc0};
+
+	for (unsigned a = 0; a < 256; a++) {
+		for (unsigned b = 0; b < 256; b++) {
+			for (size_t t = 0; t < sizeof(tails); t++) {
+				uint8_t s[4] = {(uint8_t)a, (uint8_t)b, tails[t], tails[t]};
+
+				for (size_t len = 1; len <= 4; len++)
+					assert_int_equal(grammar_utf8_len((const char *)s, len),
+							 utf8_reference(s, len));
+			}
+		}
+	}
+}
+
+static void test_utf8_boundaries(void **state)
+{
+	assert_int_equal(grammar_utf8_len("\x7f", 1), 1);
+	assert_int_equal(grammar_utf8_len("\xc2\x80", 2), 2);          /* U+0080 */
+	assert_int_equal(grammar_utf8_len("\xc1\xbf", 2), 0);          /* overlong U+007F */
+	assert_int_equal(grammar_utf8_len("\xe0\xa0\x80", 3), 3);      /* U+0800 */
+	assert_int_equal(grammar_utf8_len("\xe0\x9f\xbf", 3), 0);      /* overlong U+07FF */
+	assert_int_equal(grammar_utf8_len("\xed\x9f\xbf", 3), 3);      /* U+D7FF */
+	assert_int_equal(grammar_utf8_len("\xed\xa0\x80", 3), 0);      /* U+D800 */
+	assert_int_equal(grammar_utf8_len("\xed\xbf\xbf", 3), 0);      /* U+DFFF */
+	assert_int_equal(grammar_utf8_len("\xee\x80\x80", 3), 3);      /* U+E000 */
+	assert_int_equal(grammar_utf8_len("\xf0\x90\x80\x80", 4), 4);  /* U+10000 */
+	assert_int_equal(grammar_utf8_len("\xf0\x8f\xbf\xbf", 4), 0);  /* overlong */
+	assert_int_equal(grammar_utf8_len("\xf4\x8f\xbf\xbf", 4), 4);  /* U+10FFFF */
+	assert_int_equal(grammar_utf8_len("\xf4\x90\x80\x80", 4), 0);  /* U+110000 */
+	assert_int_equal(grammar_utf8_len("\xf0\x9f\x98\x80", 3), 0);  /* cut by len */
+	assert_int_equal(grammar_utf8_len("\xe2\x82", 2), 0);
+	assert_int_equal(grammar_utf8_len("\xe2\x82\0", 3), 0);        /* cut by a NUL */
+}
+
 static void test_target_format(void **state)
 {
 	static const uint8_t v4[4] = {192, 0, 2, 1};
@@ -103,6 +173,8 @@ int main(void)
 		cmocka_unit_test(test_id_bytes),
 		cmocka_unit_test(test_id_span),
 		cmocka_unit_test(test_id_lengths),
+		cmocka_unit_test(test_utf8_all_pairs),
+		cmocka_unit_test(test_utf8_boundaries),
 		cmocka_unit_test(test_target_format),
 		cmocka_unit_test(test_target_longest),
 	};

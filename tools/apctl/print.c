@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "anyproxy/common.h"
+#include "anyproxy/grammar.h"
 #include "print.h"
 
 /* The longest display escape, "\xHH", plus its NUL. */
@@ -12,43 +13,10 @@
 /* Spaces between two columns of aligned output. */
 #define ALIGNED_GAP 2
 
-/*
- * Length of the valid UTF-8 sequence at s (1 to 4), or 0 when s does not
- * start one: stray continuation bytes, overlong forms, UTF-16 surrogates and
- * code points past U+10FFFF are invalid. s is NUL-terminated and the NUL
- * never counts as a continuation byte, so a cut sequence is invalid too.
- */
-static size_t utf8_sequence_length(const char *str)
+/* Length of the valid UTF-8 character at the NUL-terminated s, 0 if none. */
+static size_t utf8_sequence_length(const char *s)
 {
-	const unsigned char *s = (const unsigned char *)str;
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t i, n;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		n = 2;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		n = 3;
-		if (s[0] == 0xe0)
-			lo = 0xa0;
-		else if (s[0] == 0xed)
-			hi = 0x9f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		n = 4;
-		if (s[0] == 0xf0)
-			lo = 0x90;
-		else if (s[0] == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
+	return grammar_utf8_len(s, strnlen(s, GRAMMAR_UTF8_MAX_BYTES));
 }
 
 /* ---- human output --------------------------------------------------------- */
