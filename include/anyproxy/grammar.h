@@ -11,6 +11,10 @@
  * surrogates, nothing past U+10FFFF), the rule of log.c's output and of
  * apctl's terminal and JSON printers.
  *
+ * JSON strings: the escaping of the log's JSON lines and apctl's JSON
+ * output, one character (one unit) at a time so the log can cut a value at
+ * a unit boundary and apctl can stream it.
+ *
  * Targets: "1.2.3.4:80", "[::1]:80" or "name:80", the one spelling of a
  * proxied target in every log line of the gateway and the agent.
  *
@@ -27,6 +31,16 @@
 
 /* The longest UTF-8 character. */
 #define GRAMMAR_UTF8_MAX_BYTES 4
+
+/* The longest JSON form of one character: \u00XX. */
+#define GRAMMAR_JSON_UNIT_MAX 6
+
+/* How a JSON string spells LF, CR and TAB: \u000a \u000d \u0009 like
+ * every other control byte (the log) or \n \r \t (apctl's output). */
+enum grammar_json_ws {
+	GRAMMAR_JSON_WS_HEX,
+	GRAMMAR_JSON_WS_SHORT,
+};
 
 /* Address types of a target: the SOCKS5 ATYP values, which the tunnel's
  * OPEN frame uses too (frame.h's FRAME_ADDR_* are these). */
@@ -59,6 +73,17 @@ bool grammar_id_valid(const char *s, size_t len, size_t min_len);
  * string pass strnlen(s, GRAMMAR_UTF8_MAX_BYTES): a NUL is never a
  * continuation byte. */
 size_t grammar_utf8_len(const char *s, size_t len);
+
+/* The JSON string form of the character at the start of s[0..len)
+ * (len >= 1, bounded as for grammar_utf8_len): a well-formed UTF-8
+ * character as it is, '"' and '\\' after a backslash, LF CR TAB as ws
+ * says, and every other control byte, DEL and each byte of invalid UTF-8
+ * as \u00XX (lower-case hex; an invalid byte reads as U+00XX). Writes
+ * 1..GRAMMAR_JSON_UNIT_MAX bytes to unit and returns how many; *consumed
+ * is how many bytes of s they stand for (1..GRAMMAR_UTF8_MAX_BYTES).
+ * The output never holds a raw byte below 0x20, DEL or an unescaped quote. */
+size_t grammar_json_unit(const char *s, size_t len, enum grammar_json_ws ws,
+			 char unit[GRAMMAR_JSON_UNIT_MAX], size_t *consumed);
 
 /* Write the target host:port into buf[0..size), NUL-terminated. host is
  * 4 bytes (IPv4), 16 bytes (IPv6) or the domain's host_len bytes, copied

@@ -60,6 +60,35 @@ size_t grammar_utf8_len(const char *s, size_t len)
 	return n;
 }
 
+size_t grammar_json_unit(const char *s, size_t len, enum grammar_json_ws ws,
+			 char unit[GRAMMAR_JSON_UNIT_MAX], size_t *consumed)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char c = (unsigned char)s[0];
+	size_t n = grammar_utf8_len(s, len);
+
+	*consumed = 1;
+	if (c == '"' || c == '\\') {
+		unit[0] = '\\';
+		unit[1] = (char)c;
+		return 2;
+	}
+	if (ws == GRAMMAR_JSON_WS_SHORT && (c == '\n' || c == '\r' || c == '\t')) {
+		unit[0] = '\\';
+		unit[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+		return 2;
+	}
+	if (c < 0x20 || c == 0x7f || n == 0) {
+		memcpy(unit, "\\u00", 4);
+		unit[4] = hex[c >> 4];
+		unit[5] = hex[c & 0xf];
+		return 6;
+	}
+	memcpy(unit, s, n);
+	*consumed = n;
+	return n;
+}
+
 int grammar_format_target(char *buf, size_t size, uint8_t addr_type, const void *host,
 			  size_t host_len, uint16_t port)
 {

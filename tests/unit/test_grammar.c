@@ -117,6 +117,63 @@ static void test_utf8_boundaries(void **state)
 	assert_int_equal(grammar_utf8_len("\xe2\x82\0", 3), 0);        /* cut by a NUL */
 }
 
+/* A whole string through grammar_json_unit, for the tests below. */
+static const char *json(const char *s, size_t len, enum grammar_json_ws ws)
+{
+	static char out[512];
+	size_t pos = 0, used;
+
+	for (size_t i = 0; i < len; i += used) {
+		size_t left = len - i;
+
+		pos += grammar_json_unit(s + i, left < 4 ? left : 4, ws, out + pos, &used);
+		assert_true(used >= 1 && used <= left);
+	}
+	out[pos] = '\0';
+	return out;
+}
+
+static void test_json_escapes(void **state)
+{
+	assert_string_equal(json("a\"b\\c/", 6, GRAMMAR_JSON_WS_HEX), "a\\\"b\\\\c/");
+	assert_string_equal(json("\n\r\t", 3, GRAMMAR_JSON_WS_HEX), "\\u000a\\u000d\\u0009");
+	assert_string_equal(json("\n\r\t", 3, GRAMMAR_JSON_WS_SHORT), "\\n\\r\\t");
+	assert_string_equal(json("\0\x01\x1f\x7f", 4, GRAMMAR_JSON_WS_SHORT),
+			    "\\u0000\\u0001\\u001f\\u007f");
+	assert_string_equal(json("caf\xc3\xa9 \xf0\x9f\x98\x80", 10, GRAMMAR_JSON_WS_HEX),
+			    "caf\xc3\xa9 \xf0\x9f\x98\x80");
+	/* each byte of invalid UTF-8 reads as U+00XX */
+	assert_string_equal(json("\xff\xc3(\xed\xa0\x80", 6, GRAMMAR_JSON_WS_HEX),
+			    "\\u00ff\\u00c3(\\u00ed\\u00a0\\u0080");
+	assert_string_equal(json("\xe2\x82", 2, GRAMMAR_JSON_WS_SHORT), "\\u00e2\\u0082");
+}
+
+/* Every byte alone: printable ASCII but '"' and '\\' is itself, the rest an
+ * escape of the documented length; nothing raw below 0x20 or DEL. */
+static void test_json_every_byte(void **state)
+{
+	char unit[GRAMMAR_JSON_UNIT_MAX];
+	size_t used;
+
+	for (unsigned c = 0; c < 256; c++) {
+		char in = (char)c;
+
+		for (int ws = GRAMMAR_JSON_WS_HEX; ws <= GRAMMAR_JSON_WS_SHORT; ws++) {
+			size_t n = grammar_json_unit(&in, 1, ws, unit, &used);
+
+			assert_int_equal(used, 1);
+			if (c == '"' || c == '\\')
+				assert_true(n == 2 && unit[0] == '\\' && unit[1] == in);
+			else if (ws == GRAMMAR_JSON_WS_SHORT && (c == '\n' || c == '\r' || c == '\t'))
+				assert_true(n == 2 && unit[0] == '\\');
+			else if (c >= 0x20 && c < 0x7f)
+				assert_true(n == 1 && unit[0] == in);
+			else
+				assert_true(n == 6 && memcmp(unit, "\\u00", 4) == 0);
+		}
+	}
+}
+
 static void test_target_format(void **state)
 {
 	static const uint8_t v4[4] = {192, 0, 2, 1};
@@ -175,6 +232,8 @@ int main(void)
 		cmocka_unit_test(test_id_lengths),
 		cmocka_unit_test(test_utf8_all_pairs),
 		cmocka_unit_test(test_utf8_boundaries),
+		cmocka_unit_test(test_json_escapes),
+		cmocka_unit_test(test_json_every_byte),
 		cmocka_unit_test(test_target_format),
 		cmocka_unit_test(test_target_longest),
 	};

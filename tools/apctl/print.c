@@ -13,12 +13,6 @@
 /* Spaces between two columns of aligned output. */
 #define ALIGNED_GAP 2
 
-/* Length of the valid UTF-8 character at the NUL-terminated s, 0 if none. */
-static size_t utf8_sequence_length(const char *s)
-{
-	return grammar_utf8_len(s, strnlen(s, GRAMMAR_UTF8_MAX_BYTES));
-}
-
 /* ---- human output --------------------------------------------------------- */
 
 /* One piece of a value's human form: the bytes to print and how many bytes
@@ -42,7 +36,8 @@ static void display_next(const char *s, struct display_unit *u)
 		u->escape[0] = '\\';
 		u->escape[1] = letter;
 		u->nbytes = 2;
-	} else if (c < 0x20 || c == 0x7f || !(n = utf8_sequence_length(s))) {
+	} else if (c < 0x20 || c == 0x7f ||
+		   !(n = grammar_utf8_len(s, strnlen(s, GRAMMAR_UTF8_MAX_BYTES)))) {
 		snprintf(u->escape, sizeof(u->escape), "\\x%02x", c);
 		u->nbytes = 4;
 	} else {
@@ -172,29 +167,15 @@ void apctl_print_kv(FILE *out, const struct table *t)
 
 static void json_put_string(FILE *out, const char *s)
 {
-	putc('"', out);
-	while (*s) {
-		unsigned char c = (unsigned char)*s;
-		size_t n = 1;
+	char unit[GRAMMAR_JSON_UNIT_MAX];
+	size_t used;
 
-		if (c == '"' || c == '\\') {
-			putc('\\', out);
-			putc(c, out);
-		} else if (c == '\n') {
-			fputs("\\n", out);
-		} else if (c == '\r') {
-			fputs("\\r", out);
-		} else if (c == '\t') {
-			fputs("\\t", out);
-		} else if (c < 0x20 || c == 0x7f ||
-			   !(n = utf8_sequence_length(s))) {
-			fprintf(out, "\\u%04x", c);
-			n = 1;
-		} else {
-			fwrite(s, 1, n, out);
-		}
-		s += n;
-	}
+	putc('"', out);
+	for (; *s; s += used)
+		fwrite(unit, 1,
+		       grammar_json_unit(s, strnlen(s, GRAMMAR_UTF8_MAX_BYTES),
+					 GRAMMAR_JSON_WS_SHORT, unit, &used),
+		       out);
 	putc('"', out);
 }
 
