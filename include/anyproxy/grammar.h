@@ -7,6 +7,11 @@
  * name with it, so every group an agent can join is a group a user can
  * name, and nothing longer or stranger is ever routed.
  *
+ * Host names: DNS names of letters, digits, '-' and '_' in labels of
+ * 1..GRAMMAR_LABEL_MAX bytes, at most GRAMMAR_HOST_MAX bytes without one
+ * optional trailing dot (RFC 1035 2.3.4: 255 octets on the wire). The
+ * HTTP proxy's targets and the agent's access rules take the same names.
+ *
  * UTF-8: well-formed per Unicode table 3-7 (no overlong forms, no
  * surrogates, nothing past U+10FFFF), the rule of log.c's output and of
  * apctl's terminal and JSON printers.
@@ -28,6 +33,9 @@
 #include <stdint.h>
 
 #define ID_MAX_BYTES 64
+
+#define GRAMMAR_HOST_MAX 253 /* bytes of a host name without its trailing dot */
+#define GRAMMAR_LABEL_MAX 63 /* bytes of one label */
 
 /* The longest UTF-8 character. */
 #define GRAMMAR_UTF8_MAX_BYTES 4
@@ -65,6 +73,15 @@ size_t grammar_id_span(const char *s, size_t len);
 
 /* s[0..len) is an id of min_len..ID_MAX_BYTES bytes. */
 bool grammar_id_valid(const char *s, size_t len, size_t min_len);
+
+/* Is c allowed in a label of a host name? A-Z a-z 0-9 - _ */
+bool grammar_host_byte(uint8_t c);
+
+/* Is s[0..len) a host name (any bytes; nothing past len is read)? Returns
+ * the length of the name without its one optional trailing dot
+ * (1..GRAMMAR_HOST_MAX), or -EINVAL with *why pointing to a static
+ * one-line reason that never quotes the input. */
+int grammar_host_name(const char *s, size_t len, const char **why);
 
 /* Length (1..GRAMMAR_UTF8_MAX_BYTES) of the well-formed UTF-8 character
  * at the start of s[0..len), or 0 when the bytes there are not one (a

@@ -26,6 +26,48 @@ bool grammar_id_valid(const char *s, size_t len, size_t min_len)
 	return len >= min_len && len <= ID_MAX_BYTES && grammar_id_span(s, len) == len;
 }
 
+bool grammar_host_byte(uint8_t c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '_';
+}
+
+int grammar_host_name(const char *s, size_t len, const char **why)
+{
+	size_t label_len = 0;
+
+	if (len && s[len - 1] == '.')
+		len--;
+	if (len == 0) {
+		*why = "empty host name";
+		return -EINVAL;
+	}
+	if (len > GRAMMAR_HOST_MAX) {
+		*why = "host name longer than 253 bytes";
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '.') {
+			if (label_len == 0) {
+				*why = "empty label in host name";
+				return -EINVAL;
+			}
+			label_len = 0;
+		} else if (!grammar_host_byte((uint8_t)s[i])) {
+			*why = "byte not allowed in a host name (only letters, digits, '-', '_', '.')";
+			return -EINVAL;
+		} else if (++label_len > GRAMMAR_LABEL_MAX) {
+			*why = "label longer than 63 bytes in host name";
+			return -EINVAL;
+		}
+	}
+	if (label_len == 0) {
+		*why = "empty label in host name";
+		return -EINVAL;
+	}
+	return (int)len;
+}
+
 size_t grammar_utf8_len(const char *s, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)s;

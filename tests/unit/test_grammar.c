@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "anyproxy/grammar.h"
+#include "../utf8_reference.h"
 
 static void test_id_bytes(void **state)
 {
@@ -47,35 +48,57 @@ static void test_id_lengths(void **state)
 	assert_false(grammar_id_valid(id, 20, 1));
 }
 
-/* A reference decoder for the UTF-8 tests: decode the code point the
- * bytes spell by the bit pattern alone, then apply the rules (shortest
- * form, no surrogates, at most U+10FFFF). */
-static size_t utf8_reference(const uint8_t *s, size_t len)
+static void test_host_bytes(void **state)
 {
-	static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-	size_t n;
-	uint32_t cp;
+	const char *allowed = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_";
 
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0)
-		n = 2, cp = s[0] & 0x1f;
-	else if ((s[0] & 0xf0) == 0xe0)
-		n = 3, cp = s[0] & 0x0f;
-	else if ((s[0] & 0xf8) == 0xf0)
-		n = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	if (len < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
+	for (unsigned c = 0; c < 256; c++) {
+		bool want = c != 0 && strchr(allowed, (int)c) != NULL;
+		char name[3] = {'a', (char)c, 'b'};
+		const char *why = NULL;
+
+		assert_int_equal(grammar_host_byte((uint8_t)c), want);
+		/* in a name, every byte but the label bytes and '.' is refused */
+		assert_int_equal(grammar_host_name(name, 3, &why), want || c == '.' ? 3 : -EINVAL);
 	}
-	if (cp < min_cp[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
+}
+
+static void test_host_names(void **state)
+{
+	char name[GRAMMAR_HOST_MAX + 2];
+	const char *why = NULL;
+
+	assert_int_equal(grammar_host_name("Example.COM", 11, &why), 11);
+	assert_int_equal(grammar_host_name("example.com.", 12, &why), 11); /* fully qualified */
+	assert_int_equal(grammar_host_name("_srv-1.x", 8, &why), 8);
+	assert_int_equal(grammar_host_name("", 0, &why), -EINVAL);
+	assert_string_equal(why, "empty host name");
+	assert_int_equal(grammar_host_name(".", 1, &why), -EINVAL);
+	assert_string_equal(why, "empty host name");
+	assert_int_equal(grammar_host_name("a..b", 4, &why), -EINVAL);
+	assert_string_equal(why, "empty label in host name");
+	assert_int_equal(grammar_host_name(".a", 2, &why), -EINVAL);
+	assert_int_equal(grammar_host_name("a..", 3, &why), -EINVAL);
+	assert_string_equal(why, "empty label in host name");
+	assert_int_equal(grammar_host_name("a\0b", 3, &why), -EINVAL);
+	assert_int_equal(grammar_host_name("a:80", 4, &why), -EINVAL);
+
+	/* labels: 63 bytes fine, 64 not */
+	memset(name, 'a', sizeof(name));
+	assert_int_equal(grammar_host_name(name, GRAMMAR_LABEL_MAX, &why), GRAMMAR_LABEL_MAX);
+	assert_int_equal(grammar_host_name(name, GRAMMAR_LABEL_MAX + 1, &why), -EINVAL);
+	assert_string_equal(why, "label longer than 63 bytes in host name");
+
+	/* names: 253 bytes fine (with or without a final dot), 254 not */
+	for (size_t i = GRAMMAR_LABEL_MAX; i < sizeof(name); i += GRAMMAR_LABEL_MAX + 1)
+		name[i] = '.';
+	name[GRAMMAR_HOST_MAX - 1] = 'z'; /* not a dot at the end */
+	name[GRAMMAR_HOST_MAX] = '.';
+	assert_int_equal(grammar_host_name(name, GRAMMAR_HOST_MAX, &why), GRAMMAR_HOST_MAX);
+	assert_int_equal(grammar_host_name(name, GRAMMAR_HOST_MAX + 1, &why), GRAMMAR_HOST_MAX);
+	name[GRAMMAR_HOST_MAX] = 'z';
+	assert_int_equal(grammar_host_name(name, GRAMMAR_HOST_MAX + 1, &why), -EINVAL);
+	assert_string_equal(why, "host name longer than 253 bytes");
 }
 
 /* Every lead byte with every second byte, followed by continuation bytes
@@ -230,6 +253,8 @@ int main(void)
 		cmocka_unit_test(test_id_bytes),
 		cmocka_unit_test(test_id_span),
 		cmocka_unit_test(test_id_lengths),
+		cmocka_unit_test(test_host_bytes),
+		cmocka_unit_test(test_host_names),
 		cmocka_unit_test(test_utf8_all_pairs),
 		cmocka_unit_test(test_utf8_boundaries),
 		cmocka_unit_test(test_json_escapes),
