@@ -14,6 +14,9 @@
  *     its bytes), refuses exactly a NUL, an empty or an over-long domain,
  *     always fits GRAMMAR_TARGET_MAX and says -ENOSPC, never cuts, when
  *     a smaller buffer is too short;
+ *   - grammar_host_name accepts exactly what a split at the dots says is a
+ *     host name (labels of 1..63 letters, digits, '-', '_'; at most 253
+ *     bytes without one final dot) and returns that length;
  *   - grammar_id_span stops at the first byte grammar_id_byte refuses, and
  *     grammar_id_valid is exactly span == length within the limits.
  */
@@ -25,51 +28,15 @@
 #include <string.h>
 
 #include "anyproxy/grammar.h"
+#include "../utf8_reference.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond))                                                                       \
-			abort();                                                                   \
-	} while (0)
 
 /* Longest output of one input byte: \u00XX. */
 #define JSON_OUT_MAX(n) ((n) * GRAMMAR_JSON_UNIT_MAX)
 /* The longest input checked whole (longer inputs: their prefix). */
 #define FUZZ_MAX_INPUT 4096
-
-static size_t utf8_reference(const uint8_t *s, size_t len)
-{
-	static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-	size_t n;
-	uint32_t cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0) {
-		n = 2;
-		cp = s[0] & 0x1f;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		n = 3;
-		cp = s[0] & 0x0f;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		n = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if (cp < min_cp[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
 
 static void check_utf8(const uint8_t *data, size_t size)
 {
@@ -227,6 +194,39 @@ static void check_target(const uint8_t *data, size_t size)
 	}
 }
 
+/* The model: drop one final dot, split at the dots, check each label. */
+static int host_reference(const uint8_t *s, size_t len)
+{
+	size_t label = 0;
+
+	if (len && s[len - 1] == '.')
+		len--;
+	if (len == 0 || len > 253)
+		return -EINVAL;
+	for (size_t i = 0; i <= len; i++) {
+		if (i == len || s[i] == '.') {
+			if (label == 0 || label > 63)
+				return -EINVAL;
+			label = 0;
+			continue;
+		}
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_'))
+			return -EINVAL;
+		label++;
+	}
+	return (int)len;
+}
+
+static void check_host(const uint8_t *data, size_t size)
+{
+	const char *why = NULL;
+	int n = grammar_host_name((const char *)data, size, &why);
+
+	CHECK(n == host_reference(data, size));
+	CHECK(n > 0 || (why != NULL && why[0] != '\0'));
+}
+
 static void check_id(const uint8_t *data, size_t size)
 {
 	size_t span = grammar_id_span((const char *)data, size);
@@ -248,6 +248,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_json(data, size, GRAMMAR_JSON_WS_HEX);
 	check_json(data, size, GRAMMAR_JSON_WS_SHORT);
 	check_target(data, size);
+	check_host(data, size);
 	check_id(data, size);
 	return 0;
 }
