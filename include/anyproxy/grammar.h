@@ -106,8 +106,8 @@ size_t grammar_json_unit(const char *s, size_t len, enum grammar_json_ws ws,
  * 4 bytes (IPv4), 16 bytes (IPv6) or the domain's host_len bytes, copied
  * as they are (a log line escapes them). Returns the length written
  * without the NUL, -EINVAL for an unknown type, a wrong host_len or a
- * NUL in the domain, -ENOSPC when buf is too small (nothing is cut:
- * size >= GRAMMAR_TARGET_MAX always fits). */
+ * NUL in the domain, -ENOSPC when buf is too small (then buf holds no
+ * usable text; nothing is cut: size >= GRAMMAR_TARGET_MAX always fits). */
 int grammar_format_target(char *buf, size_t size, uint8_t addr_type, const void *host,
 			  size_t host_len, uint16_t port);
 
