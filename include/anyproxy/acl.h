@@ -47,8 +47,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define ACL_NAME_MAX 253     /* bytes of a canonical host name, no trailing dot */
-#define ACL_LABEL_MAX 63     /* bytes of one label of a host name */
+#include "anyproxy/grammar.h"
+
+#define ACL_NAME_MAX GRAMMAR_HOST_MAX   /* bytes of a canonical host name, no trailing dot */
+#define ACL_LABEL_MAX GRAMMAR_LABEL_MAX /* bytes of one label of a host name */
 #define ACL_PATTERN_MAX 1024 /* bytes of one pattern (a configuration line's worth) */
 #define ACL_ADDR_BYTES 16    /* room for an IPv6 address; IPv4 uses the first 4 */
 
@@ -76,8 +78,8 @@ struct acl_host {
  * Canonicalise a target host from the wire (len bytes at name, any bytes,
  * not NUL-terminated; nothing past len is read). A name is lower-cased and
  * loses one trailing dot; it must then be 1..ACL_NAME_MAX bytes of
- * [a-z0-9-_.] in labels of 1..ACL_LABEL_MAX bytes, so percent-encoding,
- * backslash escapes, NUL, spaces and non-ASCII bytes are refused. Every
+ * [a-z0-9-_.] in labels of 1..ACL_LABEL_MAX bytes (grammar_host_name), so
+ * percent-encoding, backslash escapes, NUL, spaces and non-ASCII bytes are refused. Every
  * IPv4 spelling that inet_aton() accepts (`127.1`, `2130706433`,
  * `0x7f.0.0.1`, `0177.0.0.1`) and every IPv6 literal, bare or in brackets,
  * becomes the address it means (ACL_HOST_ADDR). A name whose last label

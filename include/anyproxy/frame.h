@@ -75,9 +75,9 @@ enum frame_open_reason {
 
 /* Target address kinds in OPEN (SOCKS5 ATYP values). */
 enum frame_addr_type {
-	FRAME_ADDR_IPV4 = 1,
-	FRAME_ADDR_DOMAIN = 3,
-	FRAME_ADDR_IPV6 = 4,
+	FRAME_ADDR_IPV4 = GRAMMAR_ADDR_IPV4,
+	FRAME_ADDR_DOMAIN = GRAMMAR_ADDR_DOMAIN,
+	FRAME_ADDR_IPV6 = GRAMMAR_ADDR_IPV6,
 };
 
 /* A length-delimited byte string inside the decoded buffer (not NUL-terminated). */

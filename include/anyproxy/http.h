@@ -52,7 +52,7 @@
 
 #define HTTP_MAX_HEAD_BYTES 32768   /* request or status line + fields + blank line */
 #define HTTP_MAX_HEADERS 100        /* field lines in one head */
-#define HTTP_MAX_HOST_BYTES 255     /* host name or address in a target */
+#define HTTP_MAX_HOST_BYTES 254     /* host in a target: GRAMMAR_HOST_MAX and a final dot */
 #define HTTP_MAX_USERNAME_BYTES 255 /* Basic credentials, decoded */
 #define HTTP_MAX_PASSWORD_BYTES 255
 #define HTTP_MAX_CHUNK_LINE_BYTES 4096   /* chunk size + extensions, before CRLF */
@@ -161,8 +161,9 @@ struct http_target {
  * case-insensitive, port default HTTP_DEFAULT_PORT, an empty port too).
  * Refused (-EBADMSG, answer 400): https:// and other schemes (https goes
  * through CONNECT), origin-form and asterisk-form targets, userinfo,
- * fragments, and hosts that are not a name of [A-Za-z0-9._-] labels or an
- * IP literal, or are longer than HTTP_MAX_HOST_BYTES. A name ending in a
+ * fragments, and hosts that are neither an IP literal nor a host name
+ * (grammar_host_name: [A-Za-z0-9_-] labels of at most 63 bytes, at most
+ * 253 bytes without one final dot). A name ending in a
  * numeric label (`1.2.3`, `10.0.0.0x1`) must be a dotted-quad IPv4 address:
  * resolvers would read the other forms as addresses too.
  */

@@ -10,7 +10,9 @@
 
 #include "anyproxy/config.h"
 
-/* "1.2.3.4:80" / "[::1]:80" into buf. */
+/* "1.2.3.4:80" / "[::1]:80" (grammar_format_target) or "unix" into buf;
+ * "?" for another family or a buffer too small for the whole text (an
+ * address needs at most 54 bytes). */
 void net_format_sockaddr(const struct sockaddr *sa, char *buf, size_t len);
 /* The peer address of a connected socket, formatted as above. */
 void net_format_peer(int fd, char *buf, size_t len);

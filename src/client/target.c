@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "anyproxy/common.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
 #include "agent.h"
@@ -51,7 +52,7 @@ struct target_dial {
 	uint16_t port;
 	bool name_allowed; /* the name matched allowed_hosts: its addresses may pass */
 	const char *denied_by; /* rule text of the first address refused, for the log */
-	char name[FRAME_MAX_TEXT_LEN + 8]; /* "host:port" for logs */
+	char name[GRAMMAR_TARGET_MAX]; /* "host:port" for logs */
 	char user[FRAME_MAX_TEXT_LEN + 1];
 };
 
@@ -328,23 +329,18 @@ static const struct stream_ops target_early_ops = {
 	.on_writable = early_on_writable,
 };
 
+/* The target for logs. A domain with a NUL byte or past the limit is not
+ * printed (a prefix would name another host); it is refused right after. */
 static void format_target(struct target_conn *tc, const struct frame *f)
 {
-	char host[INET6_ADDRSTRLEN];
+	bool name = f->open.addr_type == FRAME_ADDR_DOMAIN;
+	size_t len = name ? f->open.domain.len : f->open.addr_type == FRAME_ADDR_IPV4 ? 4 : 16;
 
-	switch (f->open.addr_type) {
-	case FRAME_ADDR_IPV4:
-		inet_ntop(AF_INET, f->open.addr, host, sizeof(host));
-		snprintf(tc->dial->name, sizeof(tc->dial->name), "%s:%u", host, f->open.port);
-		break;
-	case FRAME_ADDR_IPV6:
-		inet_ntop(AF_INET6, f->open.addr, host, sizeof(host));
-		snprintf(tc->dial->name, sizeof(tc->dial->name), "[%s]:%u", host, f->open.port);
-		break;
-	default:
-		snprintf(tc->dial->name, sizeof(tc->dial->name), "%.*s:%u", (int)f->open.domain.len,
-			 (const char *)f->open.domain.ptr, f->open.port);
-	}
+	if (grammar_format_target(tc->dial->name, sizeof(tc->dial->name), f->open.addr_type,
+				  name ? (const void *)f->open.domain.ptr : f->open.addr, len,
+				  f->open.port) < 0)
+		snprintf(tc->dial->name, sizeof(tc->dial->name), "(invalid target):%u",
+			 f->open.port);
 }
 
 /* The target as a canonical name or an address: check the rules, then

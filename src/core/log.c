@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "anyproxy/config.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/log.h"
 
 /* One log line, newline included, never exceeds this. */
@@ -51,8 +52,8 @@
 #define LOG_TIMESTAMP_BYTES 25
 /* Permissions of a log file we create. */
 #define LOG_FILE_MODE 0640
-/* Longest escape of one input byte: "\u00XX". */
-#define LOG_ESCAPE_UNIT_MAX_BYTES 6
+/* Longest logfmt escape of one input byte: "\xHH". */
+#define LOG_ESCAPE_UNIT_MAX_BYTES 4
 /* Longest decimal of a 64-bit integer, sign and NUL included. */
 #define LOG_NUMBER_BYTES 21
 /* A JSON key longer than this (after escaping) is cut. */
@@ -281,86 +282,16 @@ size_t log_escape_logfmt(char *buf, size_t len, const char *value)
 	return 2 + o.pos;
 }
 
-static bool utf8_continuation(unsigned char c)
-{
-	return (c & 0xc0) == 0x80;
-}
-
-/*
- * Length of the well-formed UTF-8 character at p (Unicode table 3-7: no
- * overlong forms, no surrogates, nothing above U+10FFFF), or 0 if the bytes
- * there are not one. Never reads past a NUL: continuation bytes are never 0.
- */
-static size_t utf8_char_len(const unsigned char *p)
-{
-	unsigned char c = p[0];
-	unsigned char low = 0x80, high = 0xbf; /* allowed range of the 2nd byte */
-	size_t n;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		if (c == 0xe0)
-			low = 0xa0;
-		else if (c == 0xed)
-			high = 0x9f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		if (c == 0xf0)
-			low = 0x90;
-		else if (c == 0xf4)
-			high = 0x8f;
-	} else {
-		return 0;
-	}
-	if (p[1] < low || p[1] > high)
-		return 0;
-	for (size_t i = 2; i < n; i++) {
-		if (!utf8_continuation(p[i]))
-			return 0;
-	}
-	return n;
-}
-
-/* The JSON escape of one byte that does not start a multi-byte character. */
-static size_t json_escape_byte(unsigned char c, char unit[LOG_ESCAPE_UNIT_MAX_BYTES])
-{
-	if (c == '"' || c == '\\') {
-		unit[0] = '\\';
-		unit[1] = (char)c;
-		return 2;
-	}
-	if (c < ' ' || c >= 0x7f) {
-		/* Control bytes, DEL, and bytes of invalid UTF-8 (read as U+00XX). */
-		memcpy(unit, "\\u00", 4);
-		unit[4] = hex_digits[c >> 4];
-		unit[5] = hex_digits[c & 0xf];
-		return 6;
-	}
-	unit[0] = (char)c;
-	return 1;
-}
-
 static void json_escape_body(struct escape_out *o, const char *value)
 {
-	const unsigned char *p = (const unsigned char *)value;
-	char unit[LOG_ESCAPE_UNIT_MAX_BYTES];
+	char unit[GRAMMAR_JSON_UNIT_MAX];
+	size_t used;
 
-	while (*p) {
-		size_t n = utf8_char_len(p);
-		bool ok;
+	for (; *value; value += used) {
+		size_t n = grammar_json_unit(value, strnlen(value, GRAMMAR_UTF8_MAX_BYTES),
+					     GRAMMAR_JSON_WS_HEX, unit, &used);
 
-		if (n > 1) {
-			ok = escape_out_unit(o, (const char *)p, n);
-			p += n;
-		} else {
-			ok = escape_out_unit(o, unit, json_escape_byte(*p, unit));
-			p++;
-		}
-		if (!ok)
+		if (!escape_out_unit(o, unit, n))
 			return;
 	}
 }

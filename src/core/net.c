@@ -9,27 +9,28 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "anyproxy/grammar.h"
 #include "anyproxy/net.h"
 
 void net_format_sockaddr(const struct sockaddr *sa, char *buf, size_t len)
 {
-	char host[INET6_ADDRSTRLEN];
+	int n = -EAFNOSUPPORT;
 
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
 
-		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-		snprintf(buf, len, "%s:%u", host, ntohs(a->sin_port));
+		n = grammar_format_target(buf, len, GRAMMAR_ADDR_IPV4, &a->sin_addr, 4,
+					  ntohs(a->sin_port));
 	} else if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
 
-		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-		snprintf(buf, len, "[%s]:%u", host, ntohs(a->sin6_port));
+		n = grammar_format_target(buf, len, GRAMMAR_ADDR_IPV6, &a->sin6_addr, 16,
+					  ntohs(a->sin6_port));
 	} else if (sa->sa_family == AF_UNIX) {
-		snprintf(buf, len, "unix");
-	} else {
-		snprintf(buf, len, "?");
+		n = snprintf(buf, len, "unix");
 	}
+	if (n < 0 || (size_t)n >= len)
+		snprintf(buf, len, "?");
 }
 
 void net_format_peer(int fd, char *buf, size_t len)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "anyproxy/common.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
 #include "anyproxy/username.h"
@@ -275,22 +276,16 @@ bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t use
 
 /* ---- routing ---- */
 
-void proxy_format_target(const struct stream_target *t, char *buf, size_t len)
+/* The target for logs. Every target the front ends build fits (domains
+ * are at most GRAMMAR_TARGET_DOMAIN_MAX bytes, C strings hold no NUL). */
+static void proxy_show_target(const struct stream_target *t, char shown[GRAMMAR_TARGET_MAX])
 {
-	char host[INET6_ADDRSTRLEN];
+	bool name = t->addr_type == FRAME_ADDR_DOMAIN;
+	size_t len = name ? strlen(t->domain) : t->addr_type == FRAME_ADDR_IPV4 ? 4 : 16;
 
-	switch (t->addr_type) {
-	case FRAME_ADDR_IPV4:
-		inet_ntop(AF_INET, t->addr, host, sizeof(host));
-		snprintf(buf, len, "%s:%u", host, t->port);
-		break;
-	case FRAME_ADDR_IPV6:
-		inet_ntop(AF_INET6, t->addr, host, sizeof(host));
-		snprintf(buf, len, "[%s]:%u", host, t->port);
-		break;
-	default:
-		snprintf(buf, len, "%s:%u", t->domain, t->port);
-	}
+	if (grammar_format_target(shown, GRAMMAR_TARGET_MAX, t->addr_type,
+				  name ? (const void *)t->domain : t->addr, len, t->port) < 0)
+		snprintf(shown, GRAMMAR_TARGET_MAX, "(invalid target):%u", t->port);
 }
 
 static void user_open_result(struct stream *s, uint8_t reason, const char *message)
@@ -344,7 +339,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 {
 	struct gateway *gw = uc->gw;
 	struct stream_target target = *target_in;
-	char shown[300];
+	char shown[GRAMMAR_TARGET_MAX];
 	struct reg_tunnel *rt;
 	struct gw_tunnel *gt;
 	const char *no_fallback = NULL;
@@ -352,7 +347,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	int ret;
 
 	user_handshake_over(uc);
-	proxy_format_target(&target, shown, sizeof(shown));
+	proxy_show_target(&target, shown);
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
 	/* a tenant's traffic never crosses into the default group's agents */

@@ -143,7 +143,4 @@ bool proxy_credentials_refused(const struct user_conn *uc, const char *why);
 /* Does this user connection need credentials at all? */
 bool proxy_needs_credentials(const struct user_conn *uc);
 
-/* "1.2.3.4:80", "[::1]:80" or "name:80" for logs. */
-void proxy_format_target(const struct stream_target *t, char *buf, size_t len);
-
 #endif

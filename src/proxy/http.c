@@ -12,6 +12,7 @@
  */
 #include "anyproxy/http.h"
 #include "anyproxy/common.h"
+#include "anyproxy/grammar.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -484,32 +485,22 @@ static bool label_is_numeric(const uint8_t *p, size_t n)
 	return n > 0;
 }
 
-/* A DNS name of [A-Za-z0-9_-] labels with an optional final dot, or a
- * dotted-quad IPv4 address. */
+/* A host name (grammar_host_name: the agent's rules take the same names)
+ * or a dotted-quad IPv4 address. */
 static int parse_name(struct http_str host, struct http_target *t, const char **why)
 {
-	size_t i, label_start = 0, name_len = host.len;
+	size_t label_start, name_len;
 	char text[IPV4_TEXT_MAX + 1];
+	const char *reason;
+	const uint8_t *dot;
+	int n;
 
-	if (host.len == 0)
-		return fail(why, -EBADMSG, "empty host in target");
-	if (host.len > HTTP_MAX_HOST_BYTES)
-		return fail(why, -EBADMSG, "host over 255 bytes");
-	if (host.len > 1 && host.ptr[host.len - 1] == '.')
-		name_len--; /* a fully qualified name */
-	for (i = 0; i < name_len; i++) {
-		uint8_t c = host.ptr[i];
-
-		if (c == '.') {
-			if (i == label_start)
-				return fail(why, -EBADMSG, "empty label in host");
-			label_start = i + 1;
-		} else if (!is_alpha(c) && !is_digit(c) && c != '-' && c != '_') {
-			return fail(why, -EBADMSG, "bad character in host");
-		}
-	}
-	if (label_start == name_len)
-		return fail(why, -EBADMSG, "empty label in host");
+	n = grammar_host_name((const char *)host.ptr, host.len, &reason);
+	if (n < 0)
+		return fail(why, -EBADMSG, reason);
+	name_len = (size_t)n;
+	dot = memrchr(host.ptr, '.', name_len);
+	label_start = dot ? (size_t)(dot - host.ptr) + 1 : 0;
 	t->host = host;
 	if (!label_is_numeric(host.ptr + label_start, name_len - label_start)) {
 		t->host_type = HTTP_HOST_NAME;

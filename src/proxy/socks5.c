@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "anyproxy/common.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/frame.h"
 
 /* Fixed parts of the messages, in bytes. */
@@ -117,8 +118,7 @@ int socks5_parse_auth(const uint8_t *buf, size_t len, struct socks5_auth *a)
  * agent might accept? Everything else proves the name bad at once. */
 static bool host_byte(uint8_t c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '-' || c == '_' || c == '.' || c == ':' || c == '[' || c == ']';
+	return grammar_host_byte(c) || c == '.' || c == ':' || c == '[' || c == ']';
 }
 
 int socks5_parse_request(const uint8_t *buf, size_t len, struct socks5_request *r)

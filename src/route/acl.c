@@ -126,12 +126,6 @@ static bool is_alnum(uint8_t c)
 	return is_digit(c) || (to_lower(c) >= 'a' && to_lower(c) <= 'z');
 }
 
-/* After lower-casing: the only bytes a canonical name may hold. */
-static bool is_name_byte(uint8_t c)
-{
-	return (c >= 'a' && c <= 'z') || is_digit(c) || c == '-' || c == '_' || c == '.';
-}
-
 /* An IPv6 literal without brackets or zone: n bytes of hex digits, ':'
  * and '.', which inet_pton must accept whole. */
 static bool parse_ipv6_text(const uint8_t *p, size_t n, uint8_t out[IPV6_BYTES])
@@ -149,50 +143,17 @@ static bool parse_ipv6_text(const uint8_t *p, size_t n, uint8_t out[IPV6_BYTES])
 	return inet_pton(AF_INET6, text, out) == 1;
 }
 
-/*
- * Lower-case, drop one trailing dot and check the alphabet and the label
- * and name lengths. out has room for ACL_NAME_MAX + 1 bytes.
- */
+/* Check the name (grammar_host_name), drop one trailing dot and
+ * lower-case it. out has room for ACL_NAME_MAX + 1 bytes. */
 static int canonical_name(const uint8_t *in, size_t len, char *out, const char **why)
 {
-	size_t i, label_len = 0;
+	int n = grammar_host_name((const char *)in, len, why);
 
-	if (len && in[len - 1] == '.')
-		len--;
-	if (len == 0) {
-		*why = "empty host name";
-		return -EINVAL;
-	}
-	if (len > ACL_NAME_MAX) {
-		*why = "host name longer than 253 bytes";
-		return -EINVAL;
-	}
-	for (i = 0; i < len; i++) {
-		uint8_t c = to_lower(in[i]);
-
-		if (!is_name_byte(c)) {
-			*why = "byte not allowed in a host name "
-			       "(only letters, digits, '-', '_', '.')";
-			return -EINVAL;
-		}
-		if (c != '.') {
-			if (++label_len > ACL_LABEL_MAX) {
-				*why = "label longer than 63 bytes in host name";
-				return -EINVAL;
-			}
-		} else if (label_len == 0) {
-			*why = "empty label in host name";
-			return -EINVAL;
-		} else {
-			label_len = 0;
-		}
-		out[i] = (char)c;
-	}
-	if (label_len == 0) {
-		*why = "empty label in host name";
-		return -EINVAL;
-	}
-	out[len] = '\0';
+	if (n < 0)
+		return n;
+	for (int i = 0; i < n; i++)
+		out[i] = (char)to_lower(in[i]);
+	out[n] = '\0';
 	return 0;
 }
 

@@ -24,14 +24,9 @@
 
 #include "anyproxy/common.h"
 #include "anyproxy/http.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)              \
-	do {                     \
-		if (!(cond))     \
-			abort(); \
-	} while (0)
 
 /* Room for any re-written head, and then some: a writer that broke its
  * growth bound is caught by the check rather than by -ENOSPC. */

@@ -498,6 +498,7 @@ struct target_case {
 	const uint8_t *addr; /* IPv4 and IPv6 hosts */
 };
 
+#define BAD_HOST_BYTE "byte not allowed in a host name (only letters, digits, '-', '_', '.')"
 #define NOT_IPV4 "numeric host is not an IPv4 address"
 #define TARGET_BAD(label, meth, tgt, reason) \
 	{ .name = label, .method = meth, .target = tgt, .why = reason }
@@ -543,20 +544,20 @@ static const struct target_case target_cases[] = {
 	TARGET_BAD("port not a number", "CONNECT", "a:44a", "port is not a number"),
 	TARGET_BAD("port sign", "CONNECT", "a:+443", "port is not a number"),
 	TARGET_BAD("two colons", "CONNECT", "a:1:2", "port is not a number"),
-	TARGET_BAD("IPv6 without brackets", "CONNECT", "::1:443", "empty host in target"),
+	TARGET_BAD("IPv6 without brackets", "CONNECT", "::1:443", "empty host name"),
 	TARGET_BAD("IPv6 zone id", "CONNECT", "[fe80::1%25eth0]:443", "bad IPv6 literal"),
 	TARGET_BAD("IPvFuture", "CONNECT", "[v1.x]:443", "bad IPv6 literal"),
 	TARGET_BAD("bad IPv6", "CONNECT", "[1:2:3:4:5:6:7:8:9]:443", "bad IPv6 literal"),
 	TARGET_BAD("empty IPv6", "CONNECT", "[]:443", "bad IPv6 literal"),
 	TARGET_BAD("unterminated IPv6", "CONNECT", "[::1:443", "bad IPv6 literal"),
 	TARGET_BAD("junk after IPv6", "CONNECT", "[::1]x:443", "bad IPv6 literal"),
-	TARGET_BAD("userinfo in authority", "CONNECT", "u@a:443", "bad character in host"),
-	TARGET_BAD("percent in host", "CONNECT", "ex%61mple.com:443", "bad character in host"),
-	TARGET_BAD("empty host", "CONNECT", ":443", "empty host in target"),
-	TARGET_BAD("empty label", "CONNECT", "a..b:443", "empty label in host"),
-	TARGET_BAD("leading dot", "CONNECT", ".a:443", "empty label in host"),
-	TARGET_BAD("only a dot", "CONNECT", ".:443", "empty label in host"),
-	TARGET_BAD("two final dots", "CONNECT", "a..:443", "empty label in host"),
+	TARGET_BAD("userinfo in authority", "CONNECT", "u@a:443", BAD_HOST_BYTE),
+	TARGET_BAD("percent in host", "CONNECT", "ex%61mple.com:443", BAD_HOST_BYTE),
+	TARGET_BAD("empty host", "CONNECT", ":443", "empty host name"),
+	TARGET_BAD("empty label", "CONNECT", "a..b:443", "empty label in host name"),
+	TARGET_BAD("leading dot", "CONNECT", ".a:443", "empty label in host name"),
+	TARGET_BAD("only a dot", "CONNECT", ".:443", "empty host name"),
+	TARGET_BAD("two final dots", "CONNECT", "a..:443", "empty label in host name"),
 	TARGET_BAD("short IPv4", "CONNECT", "1.2.3:443", NOT_IPV4),
 	TARGET_BAD("integer IPv4", "CONNECT", "3232235521:443", NOT_IPV4),
 	TARGET_BAD("hex IPv4 part", "CONNECT", "10.0.0.0x1:443", NOT_IPV4),
@@ -610,10 +611,10 @@ static const struct target_case target_cases[] = {
 		   "target is not an http:// URI"),
 	TARGET_BAD("origin-form", "GET", "/index.html", "origin-form target in a proxy request"),
 	TARGET_BAD("asterisk", "OPTIONS", "*", "origin-form target in a proxy request"),
-	TARGET_BAD("empty host", "GET", "http:///x", "empty host in target"),
+	TARGET_BAD("empty host", "GET", "http:///x", "empty host name"),
 	TARGET_BAD("fragment", "GET", "http://a/#f", "fragment in request target"),
 	TARGET_BAD("port 0", "GET", "http://a:0/", "port out of range"),
-	TARGET_BAD("bad host char", "GET", "http://a!b/", "bad character in host"),
+	TARGET_BAD("bad host char", "GET", "http://a!b/", BAD_HOST_BYTE),
 };
 
 static void test_targets(void **state)
@@ -652,33 +653,53 @@ static void test_targets(void **state)
 			fail_msg("%s: address bytes differ", c->name);
 	}
 
-	/* A 255-byte name is fine, 256 bytes are not. */
-	for (i = HTTP_MAX_HOST_BYTES; i <= HTTP_MAX_HOST_BYTES + 1; i++) {
-		struct http_target t;
-		struct http_head h;
-		const char *why = NULL;
-		size_t len;
-		int err;
+	/* The host name rule (grammar_host_name): 253 bytes are fine, 254
+	 * are not, one final dot more is fine; a 63-byte label is fine, a
+	 * 64-byte one is not. */
+	{
+		static const struct {
+			size_t full_labels; /* 63-byte labels and their dots first */
+			size_t last_label;
+			bool final_dot;
+			const char *why;
+		} lengths[] = {
+			{ 3, 253 - 3 * 64, false, NULL },
+			{ 3, 253 - 3 * 64, true, NULL },
+			{ 3, 254 - 3 * 64, false, "host name longer than 253 bytes" },
+			{ 3, 254 - 3 * 64, true, "host name longer than 253 bytes" },
+			{ 0, 63, false, NULL },
+			{ 0, 64, false, "label longer than 63 bytes in host name" },
+		};
 
-		build_reset();
-		build("CONNECT ");
-		build_repeat('a', 63);
-		build(".");
-		build_repeat('b', 63);
-		build(".");
-		build_repeat('c', 63);
-		build(".");
-		build_repeat('d', i - 3 * 64);
-		build(":443 HTTP/1.1\r\n\r\n");
-		len = build_len;
-		assert_int_equal(http_parse_request(place(build_buf, len), len, &h, NULL), len);
-		err = http_parse_target(&h, &t, &why);
-		if (i == HTTP_MAX_HOST_BYTES) {
-			assert_int_equal(err, 0);
-			assert_int_equal(t.host.len, HTTP_MAX_HOST_BYTES);
-		} else {
-			assert_int_equal(err, -EBADMSG);
-			assert_string_equal(why, "host over 255 bytes");
+		for (i = 0; i < ARRAY_SIZE(lengths); i++) {
+			size_t want_len = lengths[i].full_labels * 64 + lengths[i].last_label;
+			struct http_target t;
+			struct http_head h;
+			const char *why = NULL;
+			size_t len;
+			int err;
+
+			build_reset();
+			build("CONNECT ");
+			for (size_t l = 0; l < lengths[i].full_labels; l++) {
+				build_repeat((char)('a' + l), 63);
+				build(".");
+			}
+			build_repeat('d', lengths[i].last_label);
+			if (lengths[i].final_dot)
+				build(".");
+			build(":443 HTTP/1.1\r\n\r\n");
+			len = build_len;
+			assert_int_equal(http_parse_request(place(build_buf, len), len, &h, NULL), len);
+			err = http_parse_target(&h, &t, &why);
+			if (!lengths[i].why) {
+				assert_int_equal(err, 0);
+				assert_int_equal(t.host.len, want_len + lengths[i].final_dot);
+				assert_true(t.host.len <= HTTP_MAX_HOST_BYTES);
+			} else {
+				assert_int_equal(err, -EBADMSG);
+				assert_string_equal(why, lengths[i].why);
+			}
 		}
 	}
 }

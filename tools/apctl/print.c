@@ -5,51 +5,13 @@
 #include <string.h>
 
 #include "anyproxy/common.h"
+#include "anyproxy/grammar.h"
 #include "print.h"
 
 /* The longest display escape, "\xHH", plus its NUL. */
 #define DISPLAY_ESCAPE_MAX 5
 /* Spaces between two columns of aligned output. */
 #define ALIGNED_GAP 2
-
-/*
- * Length of the valid UTF-8 sequence at s (1 to 4), or 0 when s does not
- * start one: stray continuation bytes, overlong forms, UTF-16 surrogates and
- * code points past U+10FFFF are invalid. s is NUL-terminated and the NUL
- * never counts as a continuation byte, so a cut sequence is invalid too.
- */
-static size_t utf8_sequence_length(const char *str)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t i, n;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		n = 2;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		n = 3;
-		if (s[0] == 0xe0)
-			lo = 0xa0;
-		else if (s[0] == 0xed)
-			hi = 0x9f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		n = 4;
-		if (s[0] == 0xf0)
-			lo = 0x90;
-		else if (s[0] == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
-}
 
 /* ---- human output --------------------------------------------------------- */
 
@@ -74,7 +36,8 @@ static void display_next(const char *s, struct display_unit *u)
 		u->escape[0] = '\\';
 		u->escape[1] = letter;
 		u->nbytes = 2;
-	} else if (c < 0x20 || c == 0x7f || !(n = utf8_sequence_length(s))) {
+	} else if (c < 0x20 || c == 0x7f ||
+		   !(n = grammar_utf8_len(s, strnlen(s, GRAMMAR_UTF8_MAX_BYTES)))) {
 		snprintf(u->escape, sizeof(u->escape), "\\x%02x", c);
 		u->nbytes = 4;
 	} else {
@@ -204,29 +167,15 @@ void apctl_print_kv(FILE *out, const struct table *t)
 
 static void json_put_string(FILE *out, const char *s)
 {
-	putc('"', out);
-	while (*s) {
-		unsigned char c = (unsigned char)*s;
-		size_t n = 1;
+	char unit[GRAMMAR_JSON_UNIT_MAX];
+	size_t used;
 
-		if (c == '"' || c == '\\') {
-			putc('\\', out);
-			putc(c, out);
-		} else if (c == '\n') {
-			fputs("\\n", out);
-		} else if (c == '\r') {
-			fputs("\\r", out);
-		} else if (c == '\t') {
-			fputs("\\t", out);
-		} else if (c < 0x20 || c == 0x7f ||
-			   !(n = utf8_sequence_length(s))) {
-			fprintf(out, "\\u%04x", c);
-			n = 1;
-		} else {
-			fwrite(s, 1, n, out);
-		}
-		s += n;
-	}
+	putc('"', out);
+	for (; *s; s += used)
+		fwrite(unit, 1,
+		       grammar_json_unit(s, strnlen(s, GRAMMAR_UTF8_MAX_BYTES),
+					 GRAMMAR_JSON_WS_SHORT, unit, &used),
+		       out);
 	putc('"', out);
 }
 
