@@ -20,11 +20,10 @@
 #include "anyproxy/common.h"
 #include "anyproxy/config-table.h"
 #include "anyproxy/config.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/log.h"
 
 /* A DNS name (RFC 1035) and one label of it. */
-#define CONFIG_HOST_MAX_BYTES 253
-#define CONFIG_LABEL_MAX_BYTES 63
 /* One port number. */
 #define CONFIG_PORT_MAX 65535
 /* A list item starting with this is not split at commas (host regexes). */
@@ -91,36 +90,20 @@ static int parse_uint32(const char *s, uint32_t min, uint32_t max, uint32_t *out
 	return 0;
 }
 
-static bool host_byte(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '.' || c == '-' || c == '_';
-}
-
 const char *config_hostname_problem(const char *host, size_t len)
 {
-	size_t label = 0;
+	const char *why;
 	bool digits_and_dots = true;
 
-	if (len > CONFIG_HOST_MAX_BYTES)
-		return "host name longer than " CONFIG_XSTR(CONFIG_HOST_MAX_BYTES) " bytes";
-	for (size_t i = 0; i < len; i++) {
-		char c = host[i];
-
-		if (!host_byte(c))
-			return "host names may contain only A-Z a-z 0-9 . - _";
-		if (c != '.' && (c < '0' || c > '9'))
-			digits_and_dots = false;
-		if (c == '.') {
-			if (label == 0)
-				return "empty label in host name";
-			label = 0;
-		} else if (++label > CONFIG_LABEL_MAX_BYTES) {
-			return "host name label longer than " CONFIG_XSTR(CONFIG_LABEL_MAX_BYTES) " bytes";
-		}
-	}
-	if (label == 0)
+	/* an address in the configuration names a host: a trailing dot (the
+	 * DNS root) is refused here, unlike in a user's request */
+	if (len && host[len - 1] == '.')
 		return "empty label in host name";
+	if (grammar_host_name(host, len, &why) < 0)
+		return why;
+	for (size_t i = 0; i < len; i++)
+		if (host[i] != '.' && (host[i] < '0' || host[i] > '9'))
+			digits_and_dots = false;
 	if (digits_and_dots) {
 		char v4[INET_ADDRSTRLEN];
 		struct in_addr addr;
