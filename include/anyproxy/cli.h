@@ -1,7 +1,8 @@
 /*
  * cli.h — what both daemons share at start-up: the command line
  * (-c FILE, --check-config, --version, --help), loading the configuration,
- * setting up the log and naming the wolfSSL build.
+ * setting up the log. Core sits below TLS, so the program passes in the
+ * function that names its TLS library (cli_program.library_version).
  */
 #ifndef ANYPROXY_CLI_H
 #define ANYPROXY_CLI_H
@@ -23,6 +24,8 @@ struct cli_program {
 	enum config_program config; /* which sections it reads */
 	const char *default_config; /* used without -c */
 	const char *summary;        /* one line for --help */
+	/* names the TLS library for --version, e.g. tls_library_version */
+	const char *(*library_version)(void);
 };
 
 /*

@@ -12,6 +12,7 @@ static const struct cli_program client_program = {
 	.default_config = "/etc/anyproxy/client.ini",
 	.summary = "Connects out to an anyproxy-gateway over TLS, joins a group and "
 		   "carries users' connections to their targets.",
+	.library_version = tls_library_version,
 };
 
 int main(int argc, char **argv)

@@ -8,7 +8,6 @@
 #include "ap-build.h"
 #include "anyproxy/cli.h"
 #include "anyproxy/log.h"
-#include "anyproxy/tls.h"
 
 /* The file cli_start loaded, for cli_reload. */
 static const char *loaded_path;
@@ -23,7 +22,7 @@ static struct timer log_retry;
 
 void cli_print_version(const struct cli_program *prog)
 {
-	printf("%s %s (%s, liburing %s)\n", prog->name, AP_VERSION, tls_library_version(),
+	printf("%s %s (%s, liburing %s)\n", prog->name, AP_VERSION, prog->library_version(),
 	       AP_LIBURING_VERSION);
 }
 

@@ -13,6 +13,7 @@ static const struct cli_program gateway_program = {
 	.default_config = "/etc/anyproxy/gateway.ini",
 	.summary = "Accepts anyproxy-client agents over TLS and routes users' proxy "
 		   "connections through them by group.",
+	.library_version = tls_library_version,
 };
 
 int main(int argc, char **argv)
