@@ -1,5 +1,5 @@
 /*
- * test_acl.c — host access control (src/route/acl.c).
+ * test_acl.c — host access control (src/client/acl.c).
  *
  * Table-driven: canonicalisation of hostile target names, the pattern
  * compiler's refusals and messages, matching of every pattern form, and the
