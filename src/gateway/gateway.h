@@ -127,7 +127,7 @@ struct gateway {
 	/* max_handshakes: connections in their handshake, per side */
 	struct handshake_budget tunnel_budget, user_budget;
 	unsigned handshake_peak; /* most at once since memory was last trimmed */
-	struct user_conn *users;
+	struct user_conn *users; /* newest first, a utlist DL list (proxy.c) */
 	time_t started;
 	bool stopping;
 	bool control_bound; /* we created the socket file */
