@@ -62,7 +62,9 @@ struct stream {
 	bool fin_sent, fin_received;
 	bool waiting_writable;
 	bool wake_pending; /* on the list when stream_tunnel_writable began */
-	struct stream *wait_prev, *wait_next; /* tunnel's writable list */
+	/* tunnel.waiters, a utlist DL list: the head's wait_prev is the tail,
+	 * not NULL, so only the DL_*2 macros touch these */
+	struct stream *wait_prev, *wait_next;
 	uint64_t bytes_sent, bytes_received;   /* DATA payload */
 	uint64_t *count_sent, *count_received; /* optional live totals to add to */
 };

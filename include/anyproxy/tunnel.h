@@ -75,7 +75,7 @@ struct tunnel {
 	struct stream *streams;       /* by id (uthash) */
 	unsigned nstreams;
 	uint32_t next_stream_id;
-	struct stream *waiters_head, *waiters_tail; /* want output room */
+	struct stream *waiters;       /* want output room, oldest first (utlist DL) */
 	char peer[64];                /* "ip:port" of the other end */
 	char close_reason[160];
 };

@@ -8,13 +8,14 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+#include <utlist.h>
 
 #include "anyproxy/common.h"
 #include "anyproxy/log.h"
 #include "anyproxy/resolve.h"
 
 struct resolve_req {
-	struct resolve_req *next;
+	struct resolve_req *prev, *next; /* on todo, then on done (utlist DL) */
 	char host[256];
 	char port[8];
 	resolve_cb cb;
@@ -28,8 +29,8 @@ struct resolver {
 	struct ring *ring;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	struct resolve_req *todo_head, *todo_tail; /* FIFO */
-	struct resolve_req *done;                  /* LIFO, reversed when drained */
+	struct resolve_req *todo; /* FIFO: appended, taken from the head */
+	struct resolve_req *done; /* in the order the lookups finished */
 	unsigned pending, max_pending;
 	bool stopping;
 	pthread_t *threads;
@@ -51,22 +52,19 @@ static void *worker(void *arg)
 		struct resolve_req *req;
 		uint64_t one = 1;
 
-		while (!res->todo_head && !res->stopping)
+		while (!res->todo && !res->stopping)
 			pthread_cond_wait(&res->wake, &res->lock);
 		if (res->stopping)
 			break;
-		req = res->todo_head;
-		res->todo_head = req->next;
-		if (!res->todo_head)
-			res->todo_tail = NULL;
+		req = res->todo;
+		DL_DELETE(res->todo, req);
 		pthread_mutex_unlock(&res->lock);
 
 		if (!atomic_load(&req->cancelled))
 			req->gai_error = getaddrinfo(req->host, req->port, &hints, &req->result);
 
 		pthread_mutex_lock(&res->lock);
-		req->next = res->done;
-		res->done = req;
+		DL_APPEND(res->done, req);
 		if (write(res->event_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 			log_error("resolver wake-up failed", LF_S("error", strerror(errno)));
 	}
@@ -79,24 +77,14 @@ static void event_arm(struct resolver *res);
 static void event_done(struct ring *r, struct ring_op *op, int ret, uint32_t flags)
 {
 	struct resolver *res = container_of(op, struct resolver, event_op);
-	struct resolve_req *list, *rev = NULL;
+	struct resolve_req *list, *req, *tmp;
 
 	res->event_armed = false;
 	pthread_mutex_lock(&res->lock);
 	list = res->done;
 	res->done = NULL;
 	pthread_mutex_unlock(&res->lock);
-	while (list) { /* oldest first */
-		struct resolve_req *next = list->next;
-
-		list->next = rev;
-		rev = list;
-		list = next;
-	}
-	while (rev) {
-		struct resolve_req *req = rev;
-
-		rev = req->next;
+	DL_FOREACH_SAFE(list, req, tmp) { /* the list is ours now: freed as walked */
 		if (!atomic_load(&req->cancelled))
 			req->cb(req->ctx, req->gai_error, req->gai_error ? NULL : req->result);
 		if (req->result)
@@ -152,7 +140,7 @@ fail:
 
 void resolver_free(struct resolver *res)
 {
-	struct resolve_req *req;
+	struct resolve_req *req, *tmp;
 	unsigned i;
 
 	if (!res)
@@ -163,12 +151,9 @@ void resolver_free(struct resolver *res)
 	pthread_mutex_unlock(&res->lock);
 	for (i = 0; i < res->nthreads; i++)
 		pthread_join(res->threads[i], NULL);
-	while ((req = res->todo_head)) {
-		res->todo_head = req->next;
+	DL_FOREACH_SAFE(res->todo, req, tmp)
 		free(req);
-	}
-	while ((req = res->done)) {
-		res->done = req->next;
+	DL_FOREACH_SAFE(res->done, req, tmp) {
 		if (req->result)
 			freeaddrinfo(req->result);
 		free(req);
@@ -207,11 +192,7 @@ struct resolve_req *resolver_lookup(struct resolver *res, const char *host, uint
 	atomic_init(&req->cancelled, false);
 	res->pending++;
 	pthread_mutex_lock(&res->lock);
-	if (res->todo_tail)
-		res->todo_tail->next = req;
-	else
-		res->todo_head = req;
-	res->todo_tail = req;
+	DL_APPEND(res->todo, req);
 	pthread_cond_signal(&res->wake);
 	pthread_mutex_unlock(&res->lock);
 	return req;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <utlist.h>
 
 #include "anyproxy/cli.h"
 #include "anyproxy/common.h"
@@ -419,12 +420,7 @@ static void gw_on_closed(struct tunnel *t, const char *reason)
 		log_info("Tunnel closed before authentication", LF_S("remote_addr", t->peer),
 			 LF_S("reason", reason));
 	}
-	if (gt->prev)
-		gt->prev->next = gt->next;
-	else
-		gw->tunnels = gt->next;
-	if (gt->next)
-		gt->next->prev = gt->prev;
+	DL_DELETE(gw->tunnels, gt);
 	gw->ntunnels--;
 	handshake_over(gt);
 	free(gt);
@@ -480,10 +476,7 @@ static void tunnel_accept(struct listener *l, int fd)
 		free(gt);
 		return;
 	}
-	gt->next = gw->tunnels;
-	if (gw->tunnels)
-		gw->tunnels->prev = gt;
-	gw->tunnels = gt;
+	DL_PREPEND(gw->tunnels, gt);
 	gw->ntunnels++;
 	gt->in_handshake = true;
 	gateway_handshakes_add(gw, &gw->tunnel_budget, 1);
@@ -527,18 +520,21 @@ static void apply_limits(struct gateway *gw)
 static void shutdown_expired(struct ring *r, struct timer *t)
 {
 	struct gateway *gw = container_of(t, struct gateway, shutdown_timer);
-	struct gw_tunnel *gt;
+	struct gw_tunnel *gt, *tmp;
 
 	log_warn("Shutdown timeout: closing what is left", LF_U("tunnels", gw->ntunnels),
 		 LF_U("users", gw->nusers));
-	for (gt = gw->tunnels; gt; gt = gt->next)
+	/* tunnel_close frees nothing synchronously (gw_on_closed unlinks and
+	 * frees in a later completion), so the walk loses no entry; _SAFE
+	 * still survives losing the current one */
+	DL_FOREACH_SAFE(gw->tunnels, gt, tmp)
 		tunnel_close(gt->tunnel, "gateway shutdown");
 	proxy_close_all(gw, "gateway shutdown");
 }
 
 static void gateway_stop(struct gateway *gw, int signo)
 {
-	struct gw_tunnel *gt;
+	struct gw_tunnel *gt, *tmp;
 
 	if (gw->stopping)
 		return;
@@ -553,7 +549,7 @@ static void gateway_stop(struct gateway *gw, int signo)
 	/* users still in their handshake have nothing to finish */
 	proxy_close_handshaking(gw, "gateway shutdown");
 	/* open streams may finish; each tunnel closes after its last one */
-	for (gt = gw->tunnels; gt; gt = gt->next)
+	DL_FOREACH_SAFE(gw->tunnels, gt, tmp) /* closes, as shutdown_expired */
 		tunnel_drain(gt->tunnel, FRAME_ERR_SHUTDOWN, "gateway shutting down");
 	timer_init(&gw->shutdown_timer, shutdown_expired);
 	timer_arm(&gw->ring, &gw->shutdown_timer, gw->cfg->gateway.shutdown_timeout_ms);
@@ -590,9 +586,10 @@ static const char *admission_change(const struct gw_admission *old,
  * tunnel was admitted under it (the previous reload closed the others). */
 static void recheck_agents(struct gateway *gw, const struct config *old)
 {
-	struct gw_tunnel *gt;
+	struct gw_tunnel *gt, *tmp;
 
-	for (gt = gw->tunnels; gt; gt = gt->next) {
+	/* closes tunnels, as shutdown_expired: none leaves the list here */
+	DL_FOREACH_SAFE(gw->tunnels, gt, tmp) {
 		char group_id[FRAME_MAX_ID_LEN + 1];
 		struct gw_admission before, now;
 		const char *why;

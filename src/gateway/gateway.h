@@ -105,7 +105,9 @@ struct gw_tunnel {
 	bool authenticated;
 	bool in_handshake; /* counted in gateway.tunnel_budget */
 	char client_id[FRAME_MAX_ID_LEN + 1];
-	struct gw_tunnel *prev, *next; /* every tunnel, for shutdown */
+	/* gateway.tunnels, for shutdown and reload: a utlist DL list (the
+	 * head's prev is the tail, not NULL: only the DL_* macros touch these) */
+	struct gw_tunnel *prev, *next;
 };
 
 struct gateway {
@@ -119,7 +121,7 @@ struct gateway {
 	struct listener http_listener;
 	struct bufring bufs; /* receive buffers for users' sockets */
 	struct registry registry;
-	struct gw_tunnel *tunnels;
+	struct gw_tunnel *tunnels; /* newest first, a utlist DL list (gateway.c) */
 	unsigned ntunnels;
 	unsigned nusers; /* users' connections alive (proxy.c) */
 	uint64_t refused_over_limit; /* users refused by max_connections */
@@ -127,7 +129,7 @@ struct gateway {
 	/* max_handshakes: connections in their handshake, per side */
 	struct handshake_budget tunnel_budget, user_budget;
 	unsigned handshake_peak; /* most at once since memory was last trimmed */
-	struct user_conn *users;
+	struct user_conn *users; /* newest first, a utlist DL list (proxy.c) */
 	time_t started;
 	bool stopping;
 	bool control_bound; /* we created the socket file */

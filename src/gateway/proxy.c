@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <utlist.h>
 
 #include "anyproxy/common.h"
 #include "anyproxy/grammar.h"
@@ -52,12 +53,7 @@ static void user_closed(struct relay *r, const char *why)
 		  LF_S("client_id", uc->client_id), LF_U("bytes_up", r->bytes_up),
 		  LF_U("bytes_down", r->bytes_down), LF_S("reason", why));
 	uc->fe->on_closed(uc);
-	if (uc->prev)
-		uc->prev->next = uc->next;
-	else
-		gw->users = uc->next;
-	if (uc->next)
-		uc->next->prev = uc->prev;
+	DL_DELETE(gw->users, uc);
 	free(uc);
 	gw->nusers--;
 	gateway_maybe_exit(gw);
@@ -161,10 +157,7 @@ void proxy_accept(struct listener *l, int fd)
 	uc->gw = gw;
 	uc->fe = fe;
 	uc->listener_cfg = l->proxy_cfg;
-	uc->next = gw->users;
-	if (gw->users)
-		gw->users->prev = uc;
-	gw->users = uc;
+	DL_PREPEND(gw->users, uc);
 	gw->nusers++;
 	uc->in_handshake = true;
 	/* max_handshakes needs no check here: at the bound the proxy ports'
@@ -182,18 +175,21 @@ void proxy_accept(struct listener *l, int fd)
 
 void proxy_close_all(struct gateway *gw, const char *why)
 {
-	struct user_conn *uc;
+	struct user_conn *uc, *tmp;
 
-	/* relay_close frees nothing synchronously: walking the list is safe */
-	for (uc = gw->users; uc; uc = uc->next)
+	/* relay_close frees nothing synchronously (user_closed unlinks and
+	 * frees in a later completion), so no entry leaves the list during
+	 * the walk; _SAFE still survives losing the current one */
+	DL_FOREACH_SAFE(gw->users, uc, tmp)
 		relay_close(&uc->relay, why);
 }
 
 void proxy_close_handshaking(struct gateway *gw, const char *why)
 {
-	struct user_conn *uc;
+	struct user_conn *uc, *tmp;
 
-	for (uc = gw->users; uc; uc = uc->next)
+	/* as in proxy_close_all: relay_close frees nothing synchronously */
+	DL_FOREACH_SAFE(gw->users, uc, tmp)
 		if (!uc->relay.stream.tunnel && !uc->relay.pumping)
 			relay_close(&uc->relay, why);
 }

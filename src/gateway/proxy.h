@@ -79,7 +79,9 @@ struct user_conn {
 	struct reg_client *client; /* referenced while counted in its statistics */
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	void *proto; /* front end's state (handshake buffer, HTTP state) */
-	struct user_conn *prev, *next; /* gateway's list, for shutdown */
+	/* gateway.users, for shutdown: a utlist DL list (the head's prev
+	 * is the tail, not NULL: only the DL_* macros touch these) */
+	struct user_conn *prev, *next;
 };
 
 /* Close every user connection (shutdown deadline). */

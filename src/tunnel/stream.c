@@ -1,6 +1,7 @@
 /* stream.c — streams inside a tunnel: ids, credit, FIN, RST (see stream.h). */
 #include <errno.h>
 #include <string.h>
+#include <utlist.h>
 
 #include "anyproxy/common.h"
 #include "anyproxy/log.h"
@@ -32,14 +33,7 @@ static void unwait(struct stream *s)
 
 	if (!s->waiting_writable)
 		return;
-	if (s->wait_prev)
-		s->wait_prev->wait_next = s->wait_next;
-	else
-		t->waiters_head = s->wait_next;
-	if (s->wait_next)
-		s->wait_next->wait_prev = s->wait_prev;
-	else
-		t->waiters_tail = s->wait_prev;
+	DL_DELETE2(t->waiters, s, wait_prev, wait_next);
 	s->wait_prev = s->wait_next = NULL;
 	s->waiting_writable = false;
 	s->wake_pending = false;
@@ -205,13 +199,7 @@ void stream_want_writable(struct stream *s)
 	if (!t || s->waiting_writable)
 		return;
 	s->waiting_writable = true;
-	s->wait_next = NULL;
-	s->wait_prev = t->waiters_tail;
-	if (t->waiters_tail)
-		t->waiters_tail->wait_next = s;
-	else
-		t->waiters_head = s;
-	t->waiters_tail = s;
+	DL_APPEND2(t->waiters, s, wait_prev, wait_next);
 }
 
 int stream_send_fin(struct stream *s)
@@ -350,9 +338,9 @@ void stream_tunnel_writable(struct tunnel *t)
 	 * queueing appends and taking off clears the mark, so the round ends
 	 * at the first unmarked head: a stream that queues itself again (or
 	 * still lacks room) is not revisited here. */
-	for (s = t->waiters_head; s; s = s->wait_next)
+	DL_FOREACH2(t->waiters, s, wait_next)
 		s->wake_pending = true;
-	while ((s = t->waiters_head) && s->wake_pending) {
+	while ((s = t->waiters) && s->wake_pending) {
 		unwait(s);
 		if (!stream_send_room(s)) {
 			stream_want_writable(s);

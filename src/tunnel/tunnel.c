@@ -133,7 +133,7 @@ static void send_done(struct ring *r, struct ring_op *op, int res, uint32_t flag
 	} else if (t->state != TUNNEL_CLOSING) {
 		buf_consume(&t->sending, (size_t)res);
 		tunnel_flush(t);
-		if (t->waiters_head && tunnel_queued(t) < TUNNEL_OUT_BUDGET / 2)
+		if (t->waiters && tunnel_queued(t) < TUNNEL_OUT_BUDGET / 2)
 			stream_tunnel_writable(t);
 	}
 	tunnel_release(t);

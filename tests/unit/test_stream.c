@@ -122,22 +122,25 @@ static void add_waiters(struct fixture *f, unsigned n)
 	f->n = n;
 }
 
-/* The wait list is a well-formed doubly linked list of attached streams of
- * this tunnel, and it holds exactly the streams that say they wait. Returns
- * its length. */
+/* The wait list is a well-formed utlist DL list (each entry's wait_prev is
+ * the one before it, the head's is the tail) of attached streams of this
+ * tunnel, and it holds exactly the streams that say they wait. Returns its
+ * length. */
 static unsigned check_wait_list(struct fixture *f)
 {
-	struct stream *prev = NULL;
+	struct stream *head = f->t.waiters, *prev = NULL;
 	unsigned len = 0, flagged = 0;
 
-	for (struct stream *s = f->t.waiters_head; s; s = s->wait_next) {
-		assert_ptr_equal(s->wait_prev, prev);
+	for (struct stream *s = head; s; s = s->wait_next) {
+		if (prev)
+			assert_ptr_equal(s->wait_prev, prev);
 		assert_ptr_equal(s->tunnel, &f->t);
 		assert_true(s->waiting_writable);
 		prev = s;
 		assert_true(++len <= f->n);
 	}
-	assert_ptr_equal(f->t.waiters_tail, prev);
+	if (head)
+		assert_ptr_equal(head->wait_prev, prev);
 	for (unsigned i = 0; i < f->n; i++)
 		flagged += f->w[i].s.waiting_writable;
 	assert_int_equal(flagged, len);
@@ -175,7 +178,7 @@ static void test_requeue_self_then_detach_next(void **state)
 	assert_int_equal(f->w[1].woken, 0);
 	assert_int_equal(f->w[2].woken, 1);
 	assert_int_equal(check_wait_list(f), 1);
-	assert_ptr_equal(f->t.waiters_head, &f->w[0].s);
+	assert_ptr_equal(f->t.waiters, &f->w[0].s);
 }
 
 /* A stream detaching a waiter that was already woken and re-queued (behind
@@ -211,7 +214,7 @@ static void test_everyone_requeues(void **state)
 	for (unsigned k = 0; k < 8; k++)
 		assert_int_equal(f->w[k].woken, 1);
 	assert_int_equal(check_wait_list(f), 8);
-	for (struct stream *s = f->t.waiters_head; s; s = s->wait_next)
+	for (struct stream *s = f->t.waiters; s; s = s->wait_next)
 		assert_ptr_equal(s, &f->w[i++].s);
 }
 
@@ -225,7 +228,7 @@ static void test_random_actions_keep_the_list_whole(void **state)
 	uint32_t seed = 7;
 
 	add_waiters(f, WAITERS_MAX);
-	for (unsigned round = 0; round < 20 && f->t.waiters_head; round++) {
+	for (unsigned round = 0; round < 20 && f->t.waiters; round++) {
 		bool attached_before[WAITERS_MAX];
 		bool waiting_before[WAITERS_MAX];
 
