@@ -109,6 +109,22 @@ void log_batch_end(void);
 /* Lines dropped since start because a queue was full (any thread). */
 uint64_t log_dropped_lines(void);
 
+/*
+ * A line that a flood would repeat once per connection (a refusal at a
+ * limit) is written at most once per LOG_FLOOD_PERIOD_MS: log_rate_allow()
+ * says whether this occurrence gets its line. The caller's line carries its
+ * running total, so the occurrences without a line are still counted. A
+ * zeroed struct log_rate allows the first occurrence.
+ */
+#define LOG_FLOOD_PERIOD_MS 1000
+
+struct log_rate {
+	uint64_t last_ms; /* when the last allowed line was written */
+	bool used;        /* a line was allowed before */
+};
+
+bool log_rate_allow(struct log_rate *rate, uint64_t now_ms);
+
 /* "debug"/"info"/"warn"/"error" <-> level; parse returns -EINVAL if unknown. */
 int log_level_parse(const char *s);
 const char *log_level_name(enum log_level level);

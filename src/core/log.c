@@ -812,3 +812,12 @@ void log_close(void)
 		close(fd);
 	log_fd_owned = false;
 }
+
+bool log_rate_allow(struct log_rate *rate, uint64_t now_ms)
+{
+	if (rate->used && now_ms - rate->last_ms < LOG_FLOOD_PERIOD_MS)
+		return false;
+	rate->used = true;
+	rate->last_ms = now_ms;
+	return true;
+}

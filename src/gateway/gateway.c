@@ -141,10 +141,9 @@ static void budget_update(struct gateway *gw, struct handshake_budget *b)
 	}
 	b->pauses++;
 	b->paused_at_ms = now;
-	b->pause_logged = !b->logged_ms || now - b->logged_ms >= GATEWAY_PAUSE_LOG_MS;
+	b->pause_logged = log_rate_allow(&b->pause_rate, now);
 	if (!b->pause_logged)
 		return;
-	b->logged_ms = now;
 	log_warn("Handshake limit reached, accepting paused", LF_S("side", b->name),
 		 LF_U("in_handshake", b->count), LF_U("max_handshakes", max),
 		 LF_U("pauses_total", b->pauses));

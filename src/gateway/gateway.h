@@ -12,6 +12,7 @@
 
 #include "anyproxy/bufring.h"
 #include "anyproxy/config.h"
+#include "anyproxy/log.h"
 #include "anyproxy/registry.h"
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
@@ -33,10 +34,6 @@
 /* An unlimited (or huge) RLIMIT_NOFILE counts as this many: the largest
  * max_connections a file may set. */
 #define GATEWAY_DERIVED_NOFILE_MAX 1000000
-/* A side pausing its accepts at max_handshakes is logged at most once per
- * this period (a flood must not become a flood of log lines); each line
- * has the running count of pauses. */
-#define GATEWAY_PAUSE_LOG_MS 1000
 /* After a wave of at least this many connections in their handshake at
  * once, freed memory is given back to the system when the last one ends
  * (cli.c keeps freed memory in the heap for the relays' sake). */
@@ -74,7 +71,7 @@ struct handshake_budget {
 	bool pause_logged;	       /* this pause had its WARN: resuming is INFO */
 	uint64_t pauses;	       /* times the side paused since start */
 	uint64_t paused_at_ms;	       /* when the current pause began */
-	uint64_t logged_ms;	       /* the last pause WARN (rate limit) */
+	struct log_rate pause_rate;    /* pause WARNs: one per LOG_FLOOD_PERIOD_MS */
 };
 
 /* The credential that admitted an agent tunnel (its reg_tunnel.credential):
@@ -125,6 +122,7 @@ struct gateway {
 	unsigned ntunnels;
 	unsigned nusers; /* users' connections alive (proxy.c) */
 	uint64_t refused_over_limit; /* users refused by max_connections */
+	struct log_rate refusal_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	uint32_t max_users; /* max_connections in force (0 in the file: derived) */
 	/* max_handshakes: connections in their handshake, per side */
 	struct handshake_budget tunnel_budget, user_budget;

@@ -127,9 +127,11 @@ static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_fro
 		log_debug("Refusal not sent", LF_S("error", strerror(errno)));
 	close(fd);
 	gw->refused_over_limit++;
-	log_warn("Connection limit reached, user refused", LF_S("proxy", fe->name),
-		 LF_U("max_connections", gw->max_users),
-		 LF_U("refused_total", gw->refused_over_limit));
+	/* a flood of users must not become a flood of log lines */
+	if (log_rate_allow(&gw->refusal_rate, now_ms()))
+		log_warn("Connection limit reached, user refused", LF_S("proxy", fe->name),
+			 LF_U("max_connections", gw->max_users),
+			 LF_U("refused_total", gw->refused_over_limit));
 }
 
 void proxy_accept(struct listener *l, int fd)

@@ -19,6 +19,7 @@ Limits
 In every case the users and agents already admitted are unharmed.
 """
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -333,8 +334,26 @@ def test_max_connections(env):
         h.check(st == 503 and b"limit" in body, "HTTP user over max_connections: %r %r"
                 % (st, body))
         lines = gwp.find("Connection limit reached, user refused", since=mark)
-        h.check(len(lines) == 2 and lines[0].get("max_connections") == "4",
+        h.check(1 <= len(lines) <= 2 and lines[0].get("max_connections") == "4"
+                and lines[0].get("refused_total") == "1",
                 "log lines for the two refusals: %r" % lines)
+        # a burst of refusals is one line per second, each with the running
+        # total: the flood is counted, not written out line by line
+        burst = 30
+        for _ in range(burst):
+            r = h.socks5_open(gwp.socks_port, "127.0.0.1", echo.port)
+            r.sock.close()
+            h.check(r.method == 0xFF, "SOCKS5 user in the burst: %r" % r)
+        time.sleep(1.1)
+        r = h.socks5_open(gwp.socks_port, "127.0.0.1", echo.port)
+        r.sock.close()
+        last = gwp.wait_for_log(re.compile(r"Connection limit reached, user refused .*"
+                                           r"refused_total=%d\b" % (2 + burst + 1)), 5,
+                                since=mark)
+        lines = gwp.find("Connection limit reached, user refused", since=mark)
+        h.check(len(lines) < burst // 2, "%d refusals in a burst wrote %d lines"
+                % (burst, len(lines)))
+        h.note("%d refusals, %d log lines; the last: %r" % (burst + 3, len(lines), last))
         check_all_echo(socks, "after the refusals")
         socks.pop().close()
 

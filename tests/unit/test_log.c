@@ -560,10 +560,31 @@ static void test_full_stderr_pipe_does_not_block(void **state)
 	close(p[1]);
 }
 
+/* One line per LOG_FLOOD_PERIOD_MS for what a flood repeats: the first
+ * occurrence, then the first one a whole period after the last line. */
+static void test_rate_allows_one_line_per_period(void **state)
+{
+	struct log_rate rate = { 0 };
+	uint64_t t = 5000;
+
+	assert_true(log_rate_allow(&rate, t));
+	assert_false(log_rate_allow(&rate, t));
+	assert_false(log_rate_allow(&rate, t + LOG_FLOOD_PERIOD_MS - 1));
+	assert_true(log_rate_allow(&rate, t + LOG_FLOOD_PERIOD_MS));
+	assert_false(log_rate_allow(&rate, t + LOG_FLOOD_PERIOD_MS + 1));
+	/* the period counts from the last line, not from the first */
+	assert_true(log_rate_allow(&rate, t + 3 * LOG_FLOOD_PERIOD_MS));
+	/* a zeroed rate allows at once, even at time 0 */
+	rate = (struct log_rate){ 0 };
+	assert_true(log_rate_allow(&rate, 0));
+	assert_false(log_rate_allow(&rate, 1));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_logfmt_plain_values),
+		cmocka_unit_test(test_rate_allows_one_line_per_period),
 		cmocka_unit_test(test_logfmt_quoting),
 		cmocka_unit_test(test_logfmt_injection),
 		cmocka_unit_test(test_logfmt_truncation),
