@@ -72,17 +72,40 @@ static void set_state(struct h_session *s, enum h_state next)
 	s->state = next;
 }
 
+static void start_linger(struct user_conn *uc);
+
+/* May the user still be sending the body of the request being answered?
+ * (A head was taken, its body is not complete, the user has not closed.) */
+static bool body_still_coming(const struct h_session *s)
+{
+	return !s->user_eof && !s->connect && (s->state == H_WAIT_OPEN || s->state == H_FORWARD) &&
+	       s->req_body.kind != HTTP_BODY_NONE && !s->req_done;
+}
+
+/* Answer with our own error and end the connection ("Connection: close").
+ * When the user may still be sending the request's body, the end is a
+ * lingering close like after a response that came early: closing with
+ * its bytes unread would reset the connection, and a user still sending
+ * would see the reset instead of the answer. */
 static void reply_error(struct user_conn *uc, int status, const char *text, const char *extra)
 {
 	struct h_session *s = uc->proto;
 	uint8_t out[H_ERROR_MAX];
 	ssize_t n = http_write_error(out, sizeof(out), status, text, extra, false);
+	bool linger = body_still_coming(s);
 
 	set_state(s, H_DONE);
 	relay_read(&uc->relay, false);
 	if (n > 0)
 		relay_write(&uc->relay, out, (size_t)n, 0);
-	relay_close_after_send(&uc->relay, text);
+	if (!linger) {
+		relay_close_after_send(&uc->relay, text);
+		return;
+	}
+	if (uc->relay.stream.tunnel)
+		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
+	proxy_stream_done(uc);
+	start_linger(uc);
 }
 
 static int status_for_reason(uint8_t reason)

@@ -297,6 +297,47 @@ def test_linger_ends_for_a_user_that_never_stops(env):
     expect_victim_untouched(env, "endless upload")
 
 
+def test_error_reply_during_upload_is_delivered(env):
+    """Our own error reply (here 502: the target refuses the connection)
+    while the user is still uploading the body ends with the same lingering
+    close: the rest of the body is read and dropped, so the user finishes
+    sending, reads the 502, and the connection ends with a FIN. A plain
+    close with the body unread would reset the connection under a user that
+    is still sending."""
+    port = h.free_port()  # nothing listens there: the agent's dial is refused
+    auth = h.basic_auth(h.PROXY_USER, h.PROXY_PASS)
+    size = AT_ONCE * 4
+    s = socket.create_connection(("127.0.0.1", env.gwp.http_port), timeout=30)
+    sent_error = []
+
+    def upload():
+        try:
+            chunk = b"x" * 65536
+            for _ in range(size // len(chunk)):
+                s.sendall(chunk)
+            s.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            sent_error.append(e)
+
+    try:
+        s.sendall(("POST http://127.0.0.1:%d/upload HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                   "Proxy-Authorization: %s\r\nContent-Length: %d\r\n\r\n"
+                   % (port, port, auth, size)).encode())
+        sender = threading.Thread(target=upload, daemon=True)
+        sender.start()
+        status, headers, text, rest = h.read_http_head(s)
+        h.check(status == 502, "the refused dial should be a 502:\n%s" % text)
+        h.check(headers.get("connection", "").lower() == "close",
+                "the error reply should say Connection: close:\n%s" % text)
+        sender.join(30)
+        h.check(not sender.is_alive(), "the upload did not finish within 30 s")
+        h.check(not sent_error, "the upload was cut off after the 502: %r" % sent_error)
+        state = h.closed_state(s, 5)
+        h.check(state == "eof", "the connection should end with a FIN, not %r" % state)
+    finally:
+        s.close()
+
+
 def test_complete_body_keeps_the_connection(env):
     """The other side of the rule: a body forwarded in full before the
     response keeps the connection, and the next request on it works."""
@@ -409,6 +450,7 @@ if __name__ == "__main__":
         test_length_body_at_once_beyond_window,
         test_chunked_body_at_once_beyond_window,
         test_linger_ends_for_a_user_that_never_stops,
+        test_error_reply_during_upload_is_delivered,
         test_complete_body_keeps_the_connection,
         test_interim_heads_lost_close_the_connection,
     ], fixture=setup)
