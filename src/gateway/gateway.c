@@ -149,15 +149,21 @@ static void budget_update(struct gateway *gw, struct handshake_budget *b)
 		 LF_U("pauses_total", b->pauses));
 }
 
-void gateway_handshakes_add(struct gateway *gw, struct handshake_budget *b, int delta)
+void gateway_handshake_begin(struct gateway *gw, struct handshake_budget *b, bool *counted)
 {
-	b->count += (unsigned)delta;
+	*counted = true;
+	b->count++;
 	budget_update(gw, b);
-	if (delta > 0) {
-		gw->handshake_peak =
-			MAX(gw->handshake_peak, gw->tunnel_budget.count + gw->user_budget.count);
+	gw->handshake_peak = MAX(gw->handshake_peak, gw->tunnel_budget.count + gw->user_budget.count);
+}
+
+void gateway_handshake_end(struct gateway *gw, struct handshake_budget *b, bool *counted)
+{
+	if (!*counted)
 		return;
-	}
+	*counted = false;
+	b->count--;
+	budget_update(gw, b);
 	if (gw->tunnel_budget.count || gw->user_budget.count ||
 	    gw->handshake_peak < GATEWAY_TRIM_AFTER_HANDSHAKES)
 		return;
@@ -169,10 +175,7 @@ void gateway_handshakes_add(struct gateway *gw, struct handshake_budget *b, int 
 
 static void handshake_over(struct gw_tunnel *gt)
 {
-	if (!gt->in_handshake)
-		return;
-	gt->in_handshake = false;
-	gateway_handshakes_add(gt->gw, &gt->gw->tunnel_budget, -1);
+	gateway_handshake_end(gt->gw, &gt->gw->tunnel_budget, &gt->in_handshake);
 }
 
 /* ---- agent tunnels ---- */
@@ -477,8 +480,7 @@ static void tunnel_accept(struct listener *l, int fd)
 	}
 	DL_PREPEND(gw->tunnels, gt);
 	gw->ntunnels++;
-	gt->in_handshake = true;
-	gateway_handshakes_add(gw, &gw->tunnel_budget, 1);
+	gateway_handshake_begin(gw, &gw->tunnel_budget, &gt->in_handshake);
 	log_debug("Tunnel accepted", LF_S("remote_addr", gt->tunnel->peer));
 }
 

@@ -141,10 +141,13 @@ void gateway_maybe_exit(struct gateway *gw);
 int gateway_run(struct gateway *gw);
 void gateway_destroy(struct gateway *gw);
 
-/* A connection entered (+1) or left (-1) its handshake on side b: the side
- * pauses its listeners on reaching max_handshakes and resumes below it;
- * the heap is trimmed after a large wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
-void gateway_handshakes_add(struct gateway *gw, struct handshake_budget *b, int delta);
+/* A connection enters or leaves its handshake on side b; *counted is the
+ * connection's own flag, so that leaving counts once however many paths
+ * end the handshake. The side pauses its listeners on reaching
+ * max_handshakes and resumes below it; the heap is trimmed after a large
+ * wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
+void gateway_handshake_begin(struct gateway *gw, struct handshake_budget *b, bool *counted);
+void gateway_handshake_end(struct gateway *gw, struct handshake_budget *b, bool *counted);
 
 /* start (arm an accept) and stop every kind of listener (gateway.c) */
 void listener_start(struct ring *r, struct listener *l);

@@ -24,14 +24,10 @@
  * authenticated (proxy_open), or the connection ended first. From then on
  * it no longer counts against [gateway] max_handshakes; waiting for the
  * agent is bounded by PROXY_OPEN_TIMEOUT_MS and the connection limits.
- * Counted from accept_user; this is the only place the count goes down,
- * once per connection (in_handshake). */
+ * Counted from proxy_accept; gateway_handshake_end counts it once. */
 static void user_handshake_over(struct user_conn *uc)
 {
-	if (!uc->in_handshake)
-		return;
-	uc->in_handshake = false;
-	gateway_handshakes_add(uc->gw, &uc->gw->user_budget, -1);
+	gateway_handshake_end(uc->gw, &uc->gw->user_budget, &uc->in_handshake);
 }
 
 static void user_socket_data(struct relay *r, const uint8_t *p, size_t n)
@@ -161,10 +157,9 @@ void proxy_accept(struct listener *l, int fd)
 	uc->listener_cfg = l->proxy_cfg;
 	DL_PREPEND(gw->users, uc);
 	gw->nusers++;
-	uc->in_handshake = true;
 	/* max_handshakes needs no check here: at the bound the proxy ports'
 	 * listeners are paused (gateway.c) */
-	gateway_handshakes_add(gw, &gw->user_budget, 1);
+	gateway_handshake_begin(gw, &gw->user_budget, &uc->in_handshake);
 	timer_init(&uc->deadline, deadline_fire);
 	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
 	proxy_await_request(uc);
