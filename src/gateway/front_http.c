@@ -74,6 +74,15 @@ static void set_state(struct h_session *s, enum h_state next)
 
 static void start_linger(struct user_conn *uc);
 
+/* Done with this request's stream: reset it if it is still open (the agent
+ * stops sending) and stop counting it in its client's statistics. */
+static void end_stream(struct user_conn *uc)
+{
+	if (uc->relay.stream.tunnel)
+		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
+	proxy_stream_done(uc);
+}
+
 /* May the user still be sending the body of the request being answered?
  * (A head was taken, its body is not complete, the user has not closed.) */
 static bool body_still_coming(const struct h_session *s)
@@ -102,9 +111,7 @@ static void reply_error(struct user_conn *uc, int status, const char *text, cons
 		relay_close_after_send(&uc->relay, text);
 		return;
 	}
-	if (uc->relay.stream.tunnel)
-		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
-	proxy_stream_done(uc);
+	end_stream(uc);
 	start_linger(uc);
 }
 
@@ -148,9 +155,7 @@ static void next_request(struct user_conn *uc)
 {
 	struct h_session *s = uc->proto;
 
-	if (uc->relay.stream.tunnel)
-		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL); /* done with it */
-	proxy_stream_done(uc);
+	end_stream(uc);
 	buf_release(&s->resp);
 	if (!s->req_done) {
 		start_linger(uc);
