@@ -1,7 +1,7 @@
 /*
  * table.c — the control protocol: its command table and the codec for the
  * request line, the reply writer and the reply parser. The format is
- * described in include/anyproxy/table.h. Pure: nothing here does I/O.
+ * described in include/control/anyproxy/table.h. Pure: nothing here does I/O.
  */
 #include <errno.h>
 #include <inttypes.h>

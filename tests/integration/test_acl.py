@@ -201,7 +201,7 @@ def check_denial_line(line, what, client_id, targets, rule, verdict, user):
 def http_refuses(host):
     """The gateway's HTTP parser answers 400 itself for a host whose last
     label is numeric but which is not a dotted quad (127.1, 2130706433,
-    0x7f.0.0.1, 0177.0.0.1, 0): include/anyproxy/http.h, http_parse_target
+    0x7f.0.0.1, 0177.0.0.1, 0): include/codec/anyproxy/http.h, http_parse_target
     ("resolvers would read the other forms as addresses too"). Such a
     target never reaches the agent over HTTP; over SOCKS5 the agent
     canonicalises and denies it."""

@@ -1,6 +1,6 @@
 /*
  * configdoc.h — the documents generated from the configuration key table
- * (include/anyproxy/config-table.h), for ap-configdoc and the unit tests.
+ * (include/core/anyproxy/config-table.h), for ap-configdoc and the unit tests.
  */
 #ifndef ANYPROXY_CONFIGDOC_H
 #define ANYPROXY_CONFIGDOC_H

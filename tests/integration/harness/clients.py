@@ -18,7 +18,7 @@ import time
 from .base import GW_PASS, GW_USER, PROXY_PASS, PROXY_USER, check, fail
 
 
-# ---- tunnel frames (docs/protocol.md, include/anyproxy/frame.h) -------------------
+# ---- tunnel frames (docs/protocol.md, include/tunnel/anyproxy/frame.h) -------------------
 
 FRAME_HELLO, FRAME_HELLO_OK, FRAME_ERROR = 0x01, 0x02, 0x03
 FRAME_PING, FRAME_PONG, FRAME_GOAWAY = 0x20, 0x21, 0x22
