@@ -19,163 +19,9 @@
 #include "gateway.h"
 #include "proxy.h"
 
-/* ---- listeners ---- */
-
-static void listener_arm(struct ring *r, struct listener *l);
-
-static void listener_retry(struct ring *r, struct timer *t)
-{
-	struct listener *l = container_of(t, struct listener, retry);
-
-	listener_arm(r, l);
-}
-
-/*
- * One accept completed. A connection is always taken, even when its side
- * paused meanwhile: the accept was in flight when the pause was decided
- * and its connection is already out of the backlog. So a side may exceed
- * max_handshakes by the accepts in flight at that moment: at most one per
- * other listener of the side (the proxy side has two).
- */
-static void accept_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
-{
-	struct listener *l = container_of(op, struct listener, op);
-
-	l->armed = false;
-	if (res >= 0) {
-		l->on_accept(l, res);
-	} else if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
-		/* out of descriptors or memory: back off a little, then re-arm */
-		log_warn("Accept paused", LF_S("listener", l->name), LF_S("error", strerror(-res)),
-			 LF_U("retry_ms", GATEWAY_ACCEPT_RETRY_MS));
-		if (l->fd >= 0)
-			timer_arm(r, &l->retry, GATEWAY_ACCEPT_RETRY_MS);
-		return;
-	} else if (res != -ECANCELED && res != -EINTR && res != -ECONNABORTED) {
-		log_warn("Accept failed", LF_S("listener", l->name), LF_S("error", strerror(-res)));
-	}
-	listener_arm(r, l); /* not when paused (on_accept may have paused it) */
-}
-
-/* Arm the next accept, unless one is in flight, the listener is closed or
- * paused, or it backs off after EMFILE (its timer re-arms it). */
-static void listener_arm(struct ring *r, struct listener *l)
-{
-	if (l->armed || l->fd < 0 || l->paused || timer_armed(&l->retry))
-		return;
-	l->op.cb = accept_done;
-	ring_prep_accept(r, &l->op, l->fd);
-	l->armed = true;
-}
-
-void listener_start(struct ring *r, struct listener *l)
-{
-	timer_init(&l->retry, listener_retry);
-	listener_arm(r, l);
-}
-
-/* Stop accepting; connections that arrive wait in the listen backlog. The
- * accept in flight is cancelled (one that completes first is taken). */
-static void listener_pause(struct ring *r, struct listener *l)
-{
-	l->paused = true;
-	if (l->armed && l->fd >= 0)
-		ring_cancel_fd(r, l->fd);
-}
-
-/* Accept again. An accept still in flight (its cancel not yet completed)
- * re-arms from its completion. */
-static void listener_resume(struct ring *r, struct listener *l)
-{
-	l->paused = false;
-	listener_arm(r, l);
-}
-
-void listener_stop(struct ring *r, struct listener *l)
-{
-	if (l->fd < 0)
-		return;
-	timer_disarm(r, &l->retry);
-	/* stop listening now: the armed accept keeps the socket alive until
-	 * its cancel completes, and meanwhile the kernel would still complete
-	 * handshakes; after shutdown new connections are refused at once */
-	shutdown(l->fd, SHUT_RDWR);
-	ring_cancel_fd(r, l->fd);
-	close(l->fd);
-	l->fd = -1;
-}
-
-/* ---- handshakes ---- */
-
-/* Pause or resume side b's listeners to match its count and the bound in
- * force. During shutdown the listeners are closed: nothing to do. */
-static void budget_update(struct gateway *gw, struct handshake_budget *b)
-{
-	uint32_t max = gw->cfg->gateway.max_handshakes;
-	bool full = b->count >= max;
-	uint64_t now;
-	size_t i;
-
-	if (full == b->paused || gw->stopping)
-		return;
-	b->paused = full;
-	for (i = 0; i < ARRAY_SIZE(b->listeners); i++) {
-		if (!b->listeners[i])
-			continue;
-		if (full)
-			listener_pause(&gw->ring, b->listeners[i]);
-		else
-			listener_resume(&gw->ring, b->listeners[i]);
-	}
-	now = now_ms();
-	if (!full) {
-		if (b->pause_logged)
-			log_info("Handshake limit: accepting again", LF_S("side", b->name),
-				 LF_U("in_handshake", b->count), LF_U("max_handshakes", max),
-				 LF_U("paused_ms", now - b->paused_at_ms));
-		else
-			log_debug("Handshake limit: accepting again", LF_S("side", b->name),
-				  LF_U("in_handshake", b->count),
-				  LF_U("paused_ms", now - b->paused_at_ms));
-		return;
-	}
-	b->pauses++;
-	b->paused_at_ms = now;
-	b->pause_logged = log_rate_allow(&b->pause_rate, now);
-	if (!b->pause_logged)
-		return;
-	log_warn("Handshake limit reached, accepting paused", LF_S("side", b->name),
-		 LF_U("in_handshake", b->count), LF_U("max_handshakes", max),
-		 LF_U("pauses_total", b->pauses));
-}
-
-void gateway_handshake_begin(struct gateway *gw, struct handshake_budget *b, bool *counted)
-{
-	*counted = true;
-	b->count++;
-	budget_update(gw, b);
-	gw->handshake_peak = MAX(gw->handshake_peak, gw->tunnel_budget.count + gw->user_budget.count);
-}
-
-void gateway_handshake_end(struct gateway *gw, struct handshake_budget *b, bool *counted)
-{
-	if (!*counted)
-		return;
-	*counted = false;
-	b->count--;
-	budget_update(gw, b);
-	if (gw->tunnel_budget.count || gw->user_budget.count ||
-	    gw->handshake_peak < GATEWAY_TRIM_AFTER_HANDSHAKES)
-		return;
-	/* the wave is over: what its connections held is free but kept by
-	 * glibc, in the middle of the heap as much as at its top */
-	gw->handshake_peak = 0;
-	malloc_trim(0);
-}
-
 static void handshake_over(struct gw_tunnel *gt)
 {
-	gateway_handshake_end(gt->gw, &gt->gw->tunnel_budget, &gt->in_handshake);
+	handshake_end(gt->gw, &gt->gw->tunnel_budget, &gt->in_handshake);
 }
 
 /* ---- agent tunnels ---- */
@@ -398,7 +244,8 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 	}
 }
 
-void gateway_maybe_exit(struct gateway *gw)
+/* Stop the loop once stopping and nothing is left open. */
+static void gateway_maybe_exit(struct gateway *gw)
 {
 	if (gw->stopping && gw->ntunnels == 0 && gw->nusers == 0)
 		ring_stop(&gw->ring);
@@ -480,7 +327,7 @@ static void tunnel_accept(struct listener *l, int fd)
 	}
 	DL_PREPEND(gw->tunnels, gt);
 	gw->ntunnels++;
-	gateway_handshake_begin(gw, &gw->tunnel_budget, &gt->in_handshake);
+	handshake_begin(gw, &gw->tunnel_budget, &gt->in_handshake);
 	log_debug("Tunnel accepted", LF_S("remote_addr", gt->tunnel->peer));
 }
 
@@ -650,8 +497,7 @@ static void gateway_reload(struct gateway *gw)
 		log_error("Cannot reopen the log output", LF_S("output", gw->cfg->log.output));
 	apply_limits(gw);
 	/* a new max_handshakes pauses or resumes a side at once */
-	budget_update(gw, &gw->tunnel_budget);
-	budget_update(gw, &gw->user_budget);
+	handshake_limit_changed(gw);
 	log_info("Configuration reloaded", LF_U("tunnels", gw->ntunnels),
 		 LF_U("users", gw->nusers));
 }
@@ -744,6 +590,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	gw->control_listener = (struct listener){ .fd = fd, .name = "control",
 						  .on_accept = control_accept, .owner = gw };
 	/* the control socket has no budget: it is never paused */
+	gw->on_user_closed = gateway_maybe_exit;
 	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel",
 						       .listeners = { &gw->tunnel_listener } };
 	gw->user_budget = (struct handshake_budget){

@@ -128,6 +128,10 @@ struct gateway {
 	struct handshake_budget tunnel_budget, user_budget;
 	unsigned handshake_peak; /* most at once since memory was last trimmed */
 	struct user_conn *users; /* newest first, a utlist DL list (proxy.c) */
+	/* set by gateway.c, called by proxy.c once a user connection is freed:
+	 * a stopping gateway exits after the last one (proxy.c never calls
+	 * into gateway.c) */
+	void (*on_user_closed)(struct gateway *gw);
 	time_t started;
 	bool stopping;
 	bool control_bound; /* we created the socket file */
@@ -136,20 +140,20 @@ struct gateway {
 
 struct cli_program;
 int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg);
-/* Stop the loop once stopping and nothing is left open. */
-void gateway_maybe_exit(struct gateway *gw);
 int gateway_run(struct gateway *gw);
 void gateway_destroy(struct gateway *gw);
 
-/* A connection enters or leaves its handshake on side b; *counted is the
+/* listener.c: a connection enters or leaves its handshake on side b; *counted is the
  * connection's own flag, so that leaving counts once however many paths
  * end the handshake. The side pauses its listeners on reaching
  * max_handshakes and resumes below it; the heap is trimmed after a large
  * wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
-void gateway_handshake_begin(struct gateway *gw, struct handshake_budget *b, bool *counted);
-void gateway_handshake_end(struct gateway *gw, struct handshake_budget *b, bool *counted);
+void handshake_begin(struct gateway *gw, struct handshake_budget *b, bool *counted);
+void handshake_end(struct gateway *gw, struct handshake_budget *b, bool *counted);
+/* max_handshakes was reloaded: pause or resume each side to match it */
+void handshake_limit_changed(struct gateway *gw);
 
-/* start (arm an accept) and stop every kind of listener (gateway.c) */
+/* start (arm an accept) and stop every kind of listener (listener.c) */
 void listener_start(struct ring *r, struct listener *l);
 void listener_stop(struct ring *r, struct listener *l);
 

@@ -24,10 +24,10 @@
  * authenticated (proxy_open), or the connection ended first. From then on
  * it no longer counts against [gateway] max_handshakes; waiting for the
  * agent is bounded by PROXY_OPEN_TIMEOUT_MS and the connection limits.
- * Counted from proxy_accept; gateway_handshake_end counts it once. */
+ * Counted from proxy_accept; handshake_end counts it once. */
 static void user_handshake_over(struct user_conn *uc)
 {
-	gateway_handshake_end(uc->gw, &uc->gw->user_budget, &uc->in_handshake);
+	handshake_end(uc->gw, &uc->gw->user_budget, &uc->in_handshake);
 }
 
 static void user_socket_data(struct relay *r, const uint8_t *p, size_t n)
@@ -52,7 +52,7 @@ static void user_closed(struct relay *r, const char *why)
 	DL_DELETE(gw->users, uc);
 	free(uc);
 	gw->nusers--;
-	gateway_maybe_exit(gw);
+	gw->on_user_closed(gw);
 }
 
 const struct relay_ops proxy_relay_ops = {
@@ -159,7 +159,7 @@ void proxy_accept(struct listener *l, int fd)
 	gw->nusers++;
 	/* max_handshakes needs no check here: at the bound the proxy ports'
 	 * listeners are paused (gateway.c) */
-	gateway_handshake_begin(gw, &gw->user_budget, &uc->in_handshake);
+	handshake_begin(gw, &gw->user_budget, &uc->in_handshake);
 	timer_init(&uc->deadline, deadline_fire);
 	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
 	proxy_await_request(uc);
