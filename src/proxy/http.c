@@ -72,9 +72,11 @@ static bool is_tchar(uint8_t c)
 	if (is_digit(c) || is_alpha(c))
 		return true;
 	switch (c) {
+	/* clang-format off */
 	case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
 	case '+': case '-': case '.': case '^': case '_': case '`': case '|':
 	case '~':
+	/* clang-format on */
 		return true;
 	default:
 		return false;

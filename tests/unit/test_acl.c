@@ -134,9 +134,11 @@ struct canon_case {
 };
 
 #define BYTES(s) s, sizeof(s) - 1
+/* clang-format off */
 #define NAME(in, out) { BYTES(in), ACL_HOST_NAME, out }
 #define ADDR(in, out) { BYTES(in), ACL_HOST_ADDR, out }
 #define REFUSED(in, why) { BYTES(in), 0, why }
+/* clang-format on */
 
 #define L10 "abcdefghij"
 #define LABEL_61 L10 L10 L10 L10 L10 L10 "k"
@@ -287,6 +289,7 @@ static void test_canonical_host_null_why(void **state)
 /* Every documented form compiles, and rules keep their text as written. */
 static void test_compile_every_form(void **state)
 {
+	/* clang-format off */
 	static const char *const patterns[] = {
 		"example.com", "Example.COM.", "*.example.com", ".example.com", "127.0.0.1",
 		"::1", "[::1]", "192.168.0.0/16", "fd00::/8", "[fd00::/8]", "example.com:443",
@@ -300,6 +303,7 @@ static void test_compile_every_form(void **state)
 		"~(?#no:port)a", "~[:]?a", "~\\Qa.b\\E", "~(*NO_JIT)a+", "@loopback", "@private", "@local",
 		"@private:443", "@local:*", "@loopback:22",
 	};
+	/* clang-format on */
 	char err[ERR_BYTES];
 	struct acl *acl = NULL;
 	size_t i;
@@ -1184,6 +1188,7 @@ struct decision_case {
 #define SETS { "@loopback", "@private", "@local" } /* docs/acl.md's production list */
 #define NONE { NULL }
 
+/* clang-format off */
 static const struct decision_case decision_cases[] = {
 	{ "production: localhost", PRODUCTION, NONE, "localhost", 80, { "127.0.0.1", "::1" },
 	  ACL_DENY_FORBIDDEN, "", ACL_DENY_FORBIDDEN, "localhost" },
@@ -1278,6 +1283,7 @@ static const struct decision_case decision_cases[] = {
 	{ "allowed set, forbidden wins", { "10.1.0.0/16" }, { "@private" }, "10.1.2.3", 80, NONE,
 	  ACL_ALLOW, "", ACL_DENY_FORBIDDEN, "10.1.0.0/16" },
 };
+/* clang-format on */
 
 /* What the agent does for OPEN(target, port), per acl.h. */
 static void check_decision(const struct decision_case *c)

@@ -237,6 +237,7 @@ struct auth_case {
 	const char *username, *password;
 };
 
+/* clang-format off */
 static const struct auth_case auth_cases[] = {
 	{ "RFC 1929: alice / s3cret", TEXT_WIRE("\x01\x05" "alice" "\x06" "s3cret"), "alice",
 	  "s3cret" },
@@ -249,6 +250,7 @@ static const struct auth_case auth_cases[] = {
 	{ "255 / 255 bytes", auth_longest, sizeof(auth_longest), longest_username,
 	  longest_password },
 };
+/* clang-format on */
 
 static void test_auth_valid(void **state)
 {
@@ -281,6 +283,7 @@ struct request_case {
 	uint16_t port;
 };
 
+/* clang-format off */
 static const struct request_case request_cases[] = {
 	{ "CONNECT 93.184.216.34:443", WIRE(0x05, 0x01, 0x00, 0x01, 93, 184, 216, 34, 0x01, 0xbb),
 	  SOCKS5_CMD_CONNECT, SOCKS5_ADDR_IPV4, { 93, 184, 216, 34 }, "", 443 },
@@ -319,6 +322,7 @@ static const struct request_case request_cases[] = {
 	{ "RSV not zero accepted", WIRE(0x05, 0x01, 0xff, 0x01, 255, 255, 255, 255, 0x12, 0x34),
 	  SOCKS5_CMD_CONNECT, SOCKS5_ADDR_IPV4, { 255, 255, 255, 255 }, "", 0x1234 },
 };
+/* clang-format on */
 
 static void test_request_valid(void **state)
 {
@@ -357,6 +361,7 @@ struct malformed_case {
 
 /* Each case ends at the byte that proves the error: every shorter prefix
  * needs more, and whatever follows does not change the answer. */
+/* clang-format off */
 static const struct malformed_case malformed_cases[] = {
 	{ "greeting: SOCKS4", GREETING, WIRE(0x04), -EPROTO },
 	{ "greeting: version 0", GREETING, WIRE(0x00), -EPROTO },
@@ -400,6 +405,7 @@ static const struct malformed_case malformed_cases[] = {
 	{ "request: non-ASCII", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x08" "caf\xc3"), -EINVAL },
 	{ "request: 0xff", REQUEST, TEXT_WIRE("\x05\x01\x00\x03\x02" "\xff"), -EINVAL },
 };
+/* clang-format on */
 
 static void test_malformed(void **state)
 {
