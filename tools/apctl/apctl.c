@@ -83,7 +83,8 @@ static void print_help(FILE *out)
 		"exit status:\n"
 		"  0  done\n"
 		"  1  the gateway is unreachable, silent, sent a bad reply or\n"
-		"     replied with an error\n"
+		"     replied with an error (drain/undrain: an unknown client, or\n"
+		"     permission denied)\n"
 		"  2  usage error\n");
 }
 
