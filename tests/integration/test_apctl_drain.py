@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""apctl drain / undrain and the control socket's permissions.
+"""apctl drain / undrain, the control socket's permissions, and apctl watch.
 
 drain CLIENT_ID: new streams of the client's group go to its other clients,
 its open streams go on; undrain puts it back in rotation. The mark holds for
@@ -11,11 +11,16 @@ setpriv as nobody.
 import grp
 import json
 import os
+import pty
+import select
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import termios
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -235,6 +240,78 @@ def test_default_socket_mode_and_unknown_group(env):
             % bad.tail())
 
 
+# ---- watch ------------------------------------------------------------------------
+
+def test_watch_frames(env):
+    h.proxy_gateway(env)
+    h.proxy_agent(env, "a1", GROUP)
+    rc, out, err = env.apctl("watch", "--count", "2", "--interval", "0.1")
+    h.check(rc == 0, "watch --count 2: rc %d %s" % (rc, err))
+    frames = [l for l in out.splitlines() if l.startswith("apctl watch  ")]
+    h.check(len(frames) == 2, "watch --count 2 printed %d frames:\n%s" % (len(frames), out))
+    lines = out.splitlines()
+    h.check(sum(l.startswith("GROUP_ID ") for l in lines) == 2
+            and sum(l.startswith("CLIENT_ID ") for l in lines) == 2
+            and sum(l.startswith("a1 ") for l in lines) == 2,
+            "each frame shows groups and clients:\n%s" % out)
+    h.check("\033" not in out, "no terminal escapes into a pipe")
+
+    rc, out, err = env.apctl("--json", "watch", "--count", "3", "--interval", "0.1")
+    h.check(rc == 0, "watch --json: rc %d %s" % (rc, err))
+    lines = out.splitlines()
+    h.check(len(lines) == 3, "watch --json --count 3 printed %d lines:\n%s" % (len(lines), out))
+    for line in lines:
+        doc = json.loads(line)
+        h.check(set(doc) == {"time", "groups", "clients"}
+                and doc["clients"][0]["client_id"] == "a1"
+                and doc["groups"][0]["group_id"] == GROUP,
+                "watch --json document: %r" % doc)
+
+    for bad in (("--interval", "0"), ("--interval", "0.0001"), ("--interval", "x"),
+                ("--count", "0"), ("--count", "-1")):
+        rc, _, err = env.apctl("watch", *bad)
+        h.check(rc == 2 and "bad --" in err, "watch %s: rc %d %r" % (" ".join(bad), rc, err))
+    rc, _, err = env.apctl("clients", "--count", "2")
+    h.check(rc == 2, "--count outside watch should be a usage error: rc %d" % rc)
+
+
+def test_watch_on_a_terminal_stops_at_ctrl_c(env):
+    env.gateway()
+    master, slave = pty.openpty()
+    before = termios.tcgetattr(master)
+    p = subprocess.Popen([h.apctl_bin(), "-s", env.control, "watch", "--interval", "0.2"],
+                         stdin=slave, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    out = b""
+    try:
+        deadline = time.monotonic() + 10
+        while out.count(b"apctl watch  ") < 2 and time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                out += os.read(master, 65536)
+        h.check(out.count(b"apctl watch  ") >= 2, "no two frames on the terminal: %r"
+                % out[-300:])
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(timeout=5)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    h.check(rc == 0, "watch after Ctrl-C: rc %d %r" % (rc, p.stderr.read()))
+    h.check(out.startswith(b"\033[H\033[2J"), "each frame clears the terminal: %r" % out[:40])
+    after = termios.tcgetattr(master)
+    os.close(master)
+    h.check(after == before, "watch changed the terminal's modes")
+
+
+def test_watch_without_gateway_fails(env):
+    rc, out, err = h.apctl(os.path.join(env.dir, "none.sock"), "--json", "watch", "--count",
+                           "1")
+    h.check(rc == 1 and "cannot reach the gateway" in err, "rc %d %r" % (rc, err))
+    h.check(json.loads(out).get("error"), "a failed refresh is still one JSON document: %r"
+            % out)
+
+
 h.run([
     test_drain_sends_new_streams_elsewhere_open_ones_finish,
     test_drained_only_client_is_no_client,
@@ -242,4 +319,7 @@ h.run([
     test_drain_unknown_client_fails,
     test_state_changes_need_privilege_listing_does_not,
     test_default_socket_mode_and_unknown_group,
+    test_watch_frames,
+    test_watch_on_a_terminal_stops_at_ctrl_c,
+    test_watch_without_gateway_fails,
 ])

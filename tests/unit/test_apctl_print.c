@@ -196,8 +196,9 @@ static void test_json_escapes(void **state)
 	table_free(&t);
 }
 
-/* b columns: text like a string column (left-aligned), JSON unquoted. */
-static void test_bool_columns(void **state)
+/* b columns: text like a string column (left-aligned), JSON unquoted; the
+ * one-line array watch --json uses. */
+static void test_bool_columns_and_json_line(void **state)
 {
 	struct table t;
 
@@ -210,6 +211,12 @@ static void test_bool_columns(void **state)
 		      "bb         false                 0\n");
 	assert_output(capture_json(&t, true),
 		      "{\"client_id\":\"a\",\"drained\":true,\"streams_active\":12}\n");
+	assert_output(capture(apctl_print_json_line, &t),
+		      "[{\"client_id\":\"a\",\"drained\":true,\"streams_active\":12},"
+		      "{\"client_id\":\"bb\",\"drained\":false,\"streams_active\":0}]");
+	table_free(&t);
+	parse_ok("OK\nclient_id:s\tdrained:b\n", &t);
+	assert_output(capture(apctl_print_json_line, &t), "[]");
 	table_free(&t);
 }
 
@@ -223,7 +230,7 @@ int main(void)
 		cmocka_unit_test(test_print_value),
 		cmocka_unit_test(test_json_clients),
 		cmocka_unit_test(test_json_escapes),
-		cmocka_unit_test(test_bool_columns),
+		cmocka_unit_test(test_bool_columns_and_json_line),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -198,6 +198,19 @@ static void json_put_row(FILE *out, const struct table *t, size_t row)
 	putc('}', out);
 }
 
+void apctl_print_json_line(FILE *out, const struct table *t)
+{
+	size_t row;
+
+	putc('[', out);
+	for (row = 0; row < t->nrows; row++) {
+		if (row)
+			putc(',', out);
+		json_put_row(out, t, row);
+	}
+	putc(']', out);
+}
+
 void apctl_print_json(FILE *out, const struct table *t, bool single)
 {
 	size_t row;

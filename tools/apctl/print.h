@@ -41,4 +41,8 @@ void apctl_print_kv(FILE *out, const struct table *t);
  */
 void apctl_print_json(FILE *out, const struct table *t, bool single);
 
+/* The rows as one JSON array on one line, without a line end (for a
+ * document that holds several tables, as apctl watch --json prints). */
+void apctl_print_json_line(FILE *out, const struct table *t);
+
 #endif
