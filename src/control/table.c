@@ -17,24 +17,36 @@ const char *const table_client_columns[TABLE_CLIENT_NCOLUMNS] = {
 	"client_id:s",      "group_id:s",       "tunnels:n",
 	"remote_addr:s",    "connected_since:s", "streams_active:n",
 	"streams_total:n",  "bytes_in:n",       "bytes_out:n",
+	"drained:b",
 };
 
 const char *const table_group_columns[TABLE_GROUP_NCOLUMNS] = {
-	"group_id:s", "clients:n", "tunnels:n", "streams_active:n",
+	"group_id:s", "clients:n", "tunnels:n", "streams_active:n", "drained:n",
 };
 
 const char *const table_version_columns[TABLE_VERSION_NCOLUMNS] = {
 	"version:s", "wolfssl:s", "aesni:s", "uptime_s:n",
 };
 
+const char *const table_drain_columns[TABLE_DRAIN_NCOLUMNS] = {
+	"client_id:s", "connected:b", "drained:b", "streams_active:n",
+};
+
 const struct table_command table_commands[TABLE_NCOMMANDS] = {
-	[TABLE_CMD_CLIENTS] = { "clients", NULL, "list connected clients, one row each", false },
+	[TABLE_CMD_CLIENTS] = { "clients", NULL, "list connected clients, one row each", false,
+				false },
 	[TABLE_CMD_GROUPS] = { "groups", NULL,
 			       "list groups with their clients, tunnels and active streams",
-			       false },
-	[TABLE_CMD_CLIENT] = { "client", "ID", "show one client", true },
+			       false, false },
+	[TABLE_CMD_CLIENT] = { "client", "ID", "show one client", true, false },
 	[TABLE_CMD_VERSION] = { "version", NULL,
-				"show the gateway's version, wolfSSL, AES-NI and uptime", true },
+				"show the gateway's version, wolfSSL, AES-NI and uptime", true,
+				false },
+	[TABLE_CMD_DRAIN] = { "drain", "ID",
+			      "send no new streams to a client; its open streams go on", true,
+			      true },
+	[TABLE_CMD_UNDRAIN] = { "undrain", "ID", "let a drained client take new streams again",
+				true, true },
 };
 
 /* The writer's first allocation; it doubles from there up to its max. */
@@ -158,7 +170,7 @@ static int column_spec_parse(const char *spec, size_t len, size_t *name_len,
 	for (i = 0; i < n; i++)
 		if (!name_char(spec[i]))
 			return -EINVAL;
-	if (colon[1] != TABLE_STRING && colon[1] != TABLE_UINT)
+	if (colon[1] != TABLE_STRING && colon[1] != TABLE_UINT && colon[1] != TABLE_BOOL)
 		return -EINVAL;
 	*name_len = n;
 	*type = (enum table_type)colon[1];
@@ -191,6 +203,12 @@ static bool uint_text_valid(const char *s, size_t len)
 		if (s[i] < '0' || s[i] > '9')
 			return false;
 	return len < UINT64_MAX_DIGITS || memcmp(s, UINT64_MAX_TEXT, len) <= 0;
+}
+
+/* The two b-column forms, so JSON output can print them unquoted. */
+static bool bool_text_valid(const char *s, size_t len)
+{
+	return (len == 4 && !memcmp(s, "true", 4)) || (len == 5 && !memcmp(s, "false", 5));
 }
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -407,6 +425,17 @@ int table_write_uint(struct table_writer *w, uint64_t value)
 	return 0;
 }
 
+int table_write_bool(struct table_writer *w, bool value)
+{
+	const char *text = value ? "true" : "false";
+	int ret = writer_begin_value(w, TABLE_BOOL, strlen(text));
+
+	if (ret)
+		return ret;
+	writer_put(w, text, strlen(text));
+	return 0;
+}
+
 int table_write_row_end(struct table_writer *w)
 {
 	int ret;
@@ -526,8 +555,8 @@ static int parse_header(struct parse_cursor *c, struct table *t,
 		if (column_spec_parse(line, field_len, &name_len,
 				      &t->cols[i].type))
 			return fail(err, errlen, -EPROTO,
-				    "line 2, column %zu: expected name:s or "
-				    "name:n with a name of [A-Za-z0-9_]",
+				    "line 2, column %zu: expected name:s, name:n "
+				    "or name:b with a name of [A-Za-z0-9_]",
 				    i + 1);
 		memcpy(*storage, line, name_len);
 		(*storage)[name_len] = '\0';
@@ -587,6 +616,10 @@ static int parse_row(struct parse_cursor *c, struct table *t, char **storage,
 			return fail(err, errlen, -EPROTO,
 				    "line %zu, column %s: not an unsigned "
 				    "64-bit decimal number",
+				    c->line_no, t->cols[i].name);
+		if (t->cols[i].type == TABLE_BOOL && !bool_text_valid(*storage, (size_t)n))
+			return fail(err, errlen, -EPROTO,
+				    "line %zu, column %s: not true or false",
 				    c->line_no, t->cols[i].name);
 		(*storage)[n] = '\0';
 		cells[i] = *storage;

@@ -22,6 +22,9 @@
 /* Usernames and passwords: the SOCKS5 limit (RFC 1929), used for all. */
 #define CONFIG_CREDENTIAL_MAX_BYTES 255
 
+/* A Unix group name or number ([control] socket_group). */
+#define CONFIG_UNIX_GROUP_MAX_BYTES 255
+
 /* Limits of the timing keys, in milliseconds. */
 #define CONFIG_TIMEOUT_MIN_MS 100
 #define CONFIG_TIMEOUT_MAX_MS 600000      /* 10 minutes */
@@ -43,6 +46,7 @@ static int check_listen_addr(const void *field, char *why, size_t whylen);
 static int check_dial_addr(const void *field, char *why, size_t whylen);
 static int check_server_name(const void *field, char *why, size_t whylen);
 static int check_not_empty(const void *field, char *why, size_t whylen);
+static int check_unix_group(const void *field, char *why, size_t whylen);
 
 const struct config_section config_sections[] = {
 	{ "gateway", GATEWAY, "The tunnel listener that client agents connect to over TLS." },
@@ -256,6 +260,18 @@ const struct config_key config_keys[] = {
 	{ KEY("control", "socket", string, GATEWAY, control.socket), .restart = true,
 	  .default_value = "/run/anyproxy/gateway.sock", .check = check_socket_path,
 	  .help = "Path of the unix socket apctl connects to." },
+	{ KEY("control", "socket_mode", file_mode, GATEWAY, control.socket_mode),
+	  .restart = true, .default_value = "0660", RANGE(0600, 0777),
+	  .help = "Permission bits of the control socket file. Whoever may write to it may "
+		  "run apctl's read-only commands (clients, groups, version); drain and "
+		  "undrain also need root, the gateway's user or socket_group "
+		  "(docs/apctl.md). 0666 lets every local user read." },
+	{ KEY("control", "socket_group", string, GATEWAY, control.socket_group),
+	  .restart = true, .check = check_unix_group, .example = "anyproxy-admin",
+	  .help = "Group (name or number) the control socket file is given; its members "
+		  "may connect (with socket_mode's group bits) and change state (drain, "
+		  "undrain). Unset: the gateway's own group. The gateway refuses to start "
+		  "when the group does not exist." },
 };
 
 #undef KEY
@@ -443,6 +459,29 @@ static int check_not_empty(const void *field, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* The gateway resolves the name at start (no lookup here: the check also
+ * runs on reload, in the event loop); this refuses what no group file can
+ * hold. */
+static int check_unix_group(const void *field, char *why, size_t whylen)
+{
+	const char *s = *(char *const *)field;
+
+	if (!s)
+		return 0;
+	if (strlen(s) > CONFIG_UNIX_GROUP_MAX_BYTES) {
+		snprintf(why, whylen, "longer than %d bytes", CONFIG_UNIX_GROUP_MAX_BYTES);
+		return -EINVAL;
+	}
+	for (const char *p = s; *p; p++) {
+		if ((unsigned char)*p <= ' ' || *p == ':' || *p == 0x7f) {
+			snprintf(why, whylen, "not a group name: it holds a space, ':' or a "
+					      "control character");
+			return -EINVAL;
+		}
+	}
+	return check_not_empty(field, why, whylen);
 }
 
 static int check_socket_path(const void *field, char *why, size_t whylen)

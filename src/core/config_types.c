@@ -457,6 +457,48 @@ const struct config_type config_type_uint32 = {
 	.describe = describe_uint32,
 };
 
+/* ---- file modes ---- */
+
+/* Octal permission bits, as chmod(1) takes them: 1 to 4 octal digits, at
+ * most key->max (no setuid, setgid or sticky bit when max is 0777). */
+static int parse_file_mode_field(const struct config_key *key, void *field, const char *value,
+				 char *why, size_t whylen)
+{
+	char show[CONFIG_SHOWN_BYTES];
+	size_t len = strlen(value), i;
+	uint32_t mode = 0;
+
+	whylen = MIN(whylen, CONFIG_NUMBER_WHY_BYTES);
+	for (i = 0; i < len && len <= 4; i++) {
+		if (value[i] < '0' || value[i] > '7')
+			break;
+		mode = mode * 8 + (uint32_t)(value[i] - '0');
+	}
+	if (len == 0 || len > 4 || i < len) {
+		snprintf(why, whylen, "bad file mode '%s': expected octal digits such as 0660",
+			 config_shown(value, show));
+		return -EINVAL;
+	}
+	if (mode < key->min || mode > key->max) {
+		snprintf(why, whylen, "file mode %s is out of range (%04o to %04o)",
+			 config_shown(value, show), key->min, key->max);
+		return -EINVAL;
+	}
+	*(uint32_t *)field = mode;
+	return 0;
+}
+
+static void describe_file_mode(const struct config_key *key, char *buf, size_t len)
+{
+	snprintf(buf, len, "octal file mode %04o..%04o", key->min, key->max);
+}
+
+const struct config_type config_type_file_mode = {
+	.size = sizeof(uint32_t),
+	.parse = parse_file_mode_field,
+	.describe = describe_file_mode,
+};
+
 /* ---- addresses ---- */
 
 static int parse_addr_field(const struct config_key *key, void *field, const char *value,

@@ -581,14 +581,11 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	}
 	gw->tunnel_listener = (struct listener){ .fd = fd, .name = "tunnel",
 						 .on_accept = tunnel_accept, .owner = gw };
-	fd = net_listen_unix(cfg->control.socket, 64, err, sizeof(err));
-	if (fd < 0) {
+	ret = control_listen(gw, err, sizeof(err));
+	if (ret < 0) {
 		log_error("Cannot open the control socket", LF_S("error", err));
-		return fd;
+		return ret;
 	}
-	gw->control_bound = true;
-	gw->control_listener = (struct listener){ .fd = fd, .name = "control",
-						  .on_accept = control_accept, .owner = gw };
 	/* the control socket has no budget: it is never paused */
 	gw->on_user_closed = gateway_maybe_exit;
 	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel",

@@ -8,6 +8,7 @@
 #define ANYPROXY_GATEWAY_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "anyproxy/bufring.h"
@@ -135,6 +136,7 @@ struct gateway {
 	time_t started;
 	bool stopping;
 	bool control_bound; /* we created the socket file */
+	gid_t control_gid;  /* the socket file's group: may change state */
 	struct timer shutdown_timer;
 };
 
@@ -159,5 +161,8 @@ void listener_stop(struct ring *r, struct listener *l);
 
 /* control_server.c */
 void control_accept(struct listener *l, int fd);
+/* Opens [control] socket with its mode and group and fills
+ * gw->control_listener. 0 or -errno with the reason in err. */
+int control_listen(struct gateway *gw, char *err, size_t errlen);
 
 #endif

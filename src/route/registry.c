@@ -184,6 +184,7 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 		c->instance = instance;
 		c->credential = t->credential;
 		c->connected_since = time(NULL);
+		c->drained = registry_is_drained(reg, client_id);
 		g->clients[g->nclients++] = c;
 		HASH_ADD_STR(reg->clients, id, c);
 		created = REGISTRY_NEW_CLIENT;
@@ -229,8 +230,11 @@ static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g, 
 		return NULL;
 	for (i = 0; i < g->nclients; i++) {
 		unsigned idx = (g->rr + i) % g->nclients;
-		struct reg_tunnel *t = client_pick(reg, g->clients[idx], full);
+		struct reg_tunnel *t;
 
+		if (g->clients[idx]->drained)
+			continue;
+		t = client_pick(reg, g->clients[idx], full);
 		if (t) {
 			g->rr = (idx + 1) % g->nclients;
 			return t;
@@ -258,6 +262,37 @@ struct reg_client *registry_find_client(struct registry *reg, const char *client
 
 	HASH_FIND_STR(reg->clients, client_id, c);
 	return c;
+}
+
+bool registry_is_drained(const struct registry *reg, const char *client_id)
+{
+	struct reg_drain *d;
+
+	HASH_FIND_STR(reg->drained, client_id, d);
+	return d != NULL;
+}
+
+int registry_set_drained(struct registry *reg, const char *client_id, bool drain)
+{
+	struct reg_client *c = registry_find_client(reg, client_id);
+	struct reg_drain *d;
+
+	HASH_FIND_STR(reg->drained, client_id, d);
+	if (!c && !d)
+		return -ENOENT;
+	if (drain && !d) {
+		d = calloc(1, sizeof(*d));
+		if (!d)
+			return -ENOMEM;
+		snprintf(d->id, sizeof(d->id), "%s", client_id);
+		HASH_ADD_STR(reg->drained, id, d);
+	} else if (!drain && d) {
+		HASH_DEL(reg->drained, d);
+		free(d);
+	}
+	if (c)
+		c->drained = drain;
+	return 0;
 }
 
 unsigned registry_client_count(const struct registry *reg)
@@ -332,9 +367,24 @@ uint64_t registry_group_streams_active(const struct reg_group *g)
 	return n;
 }
 
+unsigned registry_group_drained(const struct reg_group *g)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < g->nclients; i++)
+		n += g->clients[i]->drained;
+	return n;
+}
+
 void registry_destroy(struct registry *reg)
 {
 	struct reg_client *c, *tmp;
+	struct reg_drain *d, *dtmp;
+
+	HASH_ITER(hh, reg->drained, d, dtmp) {
+		HASH_DEL(reg->drained, d);
+		free(d);
+	}
 
 	HASH_ITER(hh, reg->clients, c, tmp) {
 		unsigned i;

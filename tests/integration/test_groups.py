@@ -21,8 +21,8 @@ import harness as h  # noqa: E402
 DEMO = os.path.join(h.CONFIGS, "demo")
 AGENTS = {"prod-1": ("production", 2), "prod-2": ("production", 2), "default-1": ("", 1)}
 CLIENT_COLUMNS = ["client_id", "group_id", "tunnels", "remote_addr", "connected_since",
-                  "streams_active", "streams_total", "bytes_in", "bytes_out"]
-GROUP_COLUMNS = ["group_id", "clients", "tunnels", "streams_active"]
+                  "streams_active", "streams_total", "bytes_in", "bytes_out", "drained"]
+GROUP_COLUMNS = ["group_id", "clients", "tunnels", "streams_active", "drained"]
 
 
 def setup(env):
@@ -69,9 +69,9 @@ def test_groups_table(env):
     h.check(header == [c.upper() for c in GROUP_COLUMNS],
             "apctl groups header is %r, expected %r\n%s" % (header, GROUP_COLUMNS, out))
     by_group = {r[0]: r for r in rows}
-    h.check(by_group.get("production") == ["production", "2", "4", "0"],
+    h.check(by_group.get("production") == ["production", "2", "4", "0", "0"],
             "production row should be 2 clients, 4 tunnels, 0 streams:\n%s" % out)
-    h.check(by_group.get("(default)") == ["(default)", "1", "1", "0"],
+    h.check(by_group.get("(default)") == ["(default)", "1", "1", "0", "0"],
             "default group row should be 1 client, 1 tunnel, 0 streams:\n%s" % out)
     h.check(len(rows) == 2, "expected exactly 2 groups:\n%s" % out)
 
@@ -199,9 +199,13 @@ def test_control_refuses_bad_requests(env):
 
 
 def test_control_socket_is_private(env):
-    mode = stat.S_IMODE(os.stat(env.control).st_mode)
-    h.check(stat.S_ISSOCK(os.stat(env.control).st_mode), "%s is not a socket" % env.control)
-    h.check(mode == 0o600, "control socket mode is %o, expected 600" % mode)
+    # [control] socket_mode's default: the gateway's user and group only
+    st = os.stat(env.control)
+    mode = stat.S_IMODE(st.st_mode)
+    h.check(stat.S_ISSOCK(st.st_mode), "%s is not a socket" % env.control)
+    h.check(mode == 0o660, "control socket mode is %o, expected 660" % mode)
+    h.check(st.st_gid == os.getegid(), "control socket group is %d, expected the gateway's %d"
+            % (st.st_gid, os.getegid()))
 
 
 def test_apctl_version(env):

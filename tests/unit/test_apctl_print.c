@@ -196,6 +196,30 @@ static void test_json_escapes(void **state)
 	table_free(&t);
 }
 
+/* b columns: text like a string column (left-aligned), JSON unquoted; the
+ * one-line array watch --json uses. */
+static void test_bool_columns_and_json_line(void **state)
+{
+	struct table t;
+
+	parse_ok("OK\nclient_id:s\tdrained:b\tstreams_active:n\n"
+		 "a\ttrue\t12\n"
+		 "bb\tfalse\t0\n", &t);
+	assert_output(capture(apctl_print_aligned, &t),
+		      "CLIENT_ID  DRAINED  STREAMS_ACTIVE\n"
+		      "a          true                 12\n"
+		      "bb         false                 0\n");
+	assert_output(capture_json(&t, true),
+		      "{\"client_id\":\"a\",\"drained\":true,\"streams_active\":12}\n");
+	assert_output(capture(apctl_print_json_line, &t),
+		      "[{\"client_id\":\"a\",\"drained\":true,\"streams_active\":12},"
+		      "{\"client_id\":\"bb\",\"drained\":false,\"streams_active\":0}]");
+	table_free(&t);
+	parse_ok("OK\nclient_id:s\tdrained:b\n", &t);
+	assert_output(capture(apctl_print_json_line, &t), "[]");
+	table_free(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -206,6 +230,7 @@ int main(void)
 		cmocka_unit_test(test_print_value),
 		cmocka_unit_test(test_json_clients),
 		cmocka_unit_test(test_json_escapes),
+		cmocka_unit_test(test_bool_columns_and_json_line),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

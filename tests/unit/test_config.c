@@ -896,6 +896,35 @@ static void test_bad_number_out_of_range(void **state)
 	config_free(&cfg);
 }
 
+/* [control] socket_mode is octal and keeps the owner's read and write;
+ * socket_group is a name a group file can hold. */
+static void test_control_socket_keys(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN);
+	assert_int_equal(cfg.control.socket_mode, 0660);
+	assert_null(cfg.control.socket_group);
+	config_free(&cfg);
+	load_ok(&cfg, CONFIG_GATEWAY,
+		GATEWAY_MIN "[control]\nsocket_mode = 666\nsocket_group = anyproxy-admin\n");
+	assert_int_equal(cfg.control.socket_mode, 0666);
+	assert_string_equal(cfg.control.socket_group, "anyproxy-admin");
+	config_free(&cfg);
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[control]\nsocket_mode = 0680\n", 7,
+		     "[control] socket_mode", "bad file mode '0680': expected octal digits");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[control]\nsocket_mode = 00660\n", 7,
+		     "[control] socket_mode", "bad file mode");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[control]\nsocket_mode = 0440\n", 7,
+		     "[control] socket_mode", "0440 is out of range (0600 to 0777)");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[control]\nsocket_mode = 4770\n", 7,
+		     "[control] socket_mode", "4770 is out of range");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[control]\nsocket_group = a:b\n", 7,
+		     "[control] socket_group", "not a group name");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[control]\nsocket_group = a b\n", 7,
+		     "[control] socket_group", "not a group name");
+}
+
 static void test_parse_bool(void **state)
 {
 	static const char *const yes[] = { "true", "TRUE", "yes", "On", "1" };
@@ -1411,6 +1440,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_number_not_digits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_number_overflow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_number_out_of_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_control_socket_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_parse_bool, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_log_enums, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_cert_file, setup, teardown),

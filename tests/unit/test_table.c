@@ -182,7 +182,7 @@ static void test_parse_rejects_bad_escape(void **state)
 
 static void test_parse_rejects_bad_header(void **state)
 {
-	reject("OK\na:x\n", "line 2, column 1: expected name:s or name:n");
+	reject("OK\na:x\n", "line 2, column 1: expected name:s, name:n or name:b");
 	reject("OK\na:s\tb\n", "line 2, column 2");
 	reject("OK\na:ss\n", "column 1");
 	reject("OK\n:s\n", "column 1");
@@ -217,6 +217,47 @@ static void test_parse_accepts_number_edges(void **state)
 	assert_string_equal(table_cell(&t, 0, 0), "0");
 	assert_string_equal(table_cell(&t, 1, 0), "18446744073709551615");
 	table_free(&t);
+}
+
+/* b columns: exactly "true" or "false", both ways. */
+static void test_bool_round_trip_and_rejects(void **state)
+{
+	static const char *const bad[] = { "", "True", "TRUE", "1", "0", "yes", "truee",
+					   "fals", " true", "false\\n" };
+	static const char *const cols[] = { "on:b", "n:n" };
+	struct table_writer w;
+	char reply[64], *text;
+	struct table t;
+	size_t i;
+
+	table_writer_init(&w, TABLE_REPLY_MAX_BYTES);
+	assert_int_equal(table_write_header(&w, cols, ARRAY_SIZE(cols)), 0);
+	assert_int_equal(table_write_row_begin(&w), 0);
+	/* a value of the wrong type for its column */
+	assert_int_equal(table_write_uint(&w, 1), -EINVAL);
+	assert_int_equal(table_write_str(&w, "true"), -EINVAL);
+	assert_int_equal(table_write_bool(&w, true), 0);
+	assert_int_equal(table_write_bool(&w, false), -EINVAL);
+	assert_int_equal(table_write_uint(&w, 7), 0);
+	assert_int_equal(table_write_row_end(&w), 0);
+	assert_int_equal(table_write_row_begin(&w), 0);
+	assert_int_equal(table_write_bool(&w, false), 0);
+	assert_int_equal(table_write_uint(&w, 0), 0);
+	assert_int_equal(table_write_row_end(&w), 0);
+	text = writer_text(&w);
+	assert_string_equal(text, "OK\non:b\tn:n\ntrue\t7\nfalse\t0\n");
+	free(text);
+	assert_int_equal(table_parse(w.buf, w.len, &t, NULL, 0), 0);
+	assert_int_equal(t.cols[0].type, TABLE_BOOL);
+	assert_string_equal(table_cell(&t, 0, 0), "true");
+	assert_string_equal(table_cell(&t, 1, 0), "false");
+	table_free(&t);
+	table_writer_free(&w);
+
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		snprintf(reply, sizeof(reply), "OK\nb:b\n%s\n", bad[i]);
+		reject(reply, "line 3, column b: not true or false");
+	}
 }
 
 static void test_parse_rejects_framing(void **state)
@@ -364,6 +405,9 @@ static void test_column_lists_are_valid(void **state)
 	assert_int_equal(table_write_header(&w, table_version_columns,
 					    TABLE_VERSION_NCOLUMNS), 0);
 	table_writer_free(&w);
+	assert_int_equal(table_write_header(&w, table_drain_columns,
+					    TABLE_DRAIN_NCOLUMNS), 0);
+	table_writer_free(&w);
 }
 
 /* ---- request line ----------------------------------------------------------- */
@@ -481,6 +525,19 @@ static void test_commands(void **state)
 	assert_true(table_commands[TABLE_CMD_VERSION].one_row);
 	assert_false(table_commands[TABLE_CMD_CLIENTS].one_row);
 	assert_false(table_commands[TABLE_CMD_GROUPS].one_row);
+	/* drain and undrain take an ID, reply one row and need privilege;
+	 * nothing else changes state */
+	assert_ptr_equal(table_command_find("drain"), &table_commands[TABLE_CMD_DRAIN]);
+	assert_ptr_equal(table_command_find("undrain"), &table_commands[TABLE_CMD_UNDRAIN]);
+	for (i = 0; i < ARRAY_SIZE(table_commands); i++) {
+		bool changes = i == TABLE_CMD_DRAIN || i == TABLE_CMD_UNDRAIN;
+
+		assert_int_equal(table_commands[i].changes_state, changes);
+		if (changes) {
+			assert_string_equal(table_commands[i].arg, "ID");
+			assert_true(table_commands[i].one_row);
+		}
+	}
 }
 
 int main(void)
@@ -494,6 +551,7 @@ int main(void)
 		cmocka_unit_test(test_parse_rejects_bad_header),
 		cmocka_unit_test(test_parse_rejects_bad_numbers),
 		cmocka_unit_test(test_parse_accepts_number_edges),
+		cmocka_unit_test(test_bool_round_trip_and_rejects),
 		cmocka_unit_test(test_parse_rejects_framing),
 		cmocka_unit_test(test_parse_err_reply),
 		cmocka_unit_test(test_parse_err_truncates_to_errlen),

@@ -25,20 +25,13 @@
 #include "ap-build.h"
 #include "anyproxy/common.h"
 #include "anyproxy/table.h"
+#include "apctl.h"
 #include "print.h"
 
-/* Connect, send and the whole reply must finish within this time. */
-#define APCTL_TIMEOUT_MS 5000
 #define APCTL_SOCKET_ENV "APCTL_SOCKET"
 /* The reply buffer's first size; it doubles up to TABLE_REPLY_MAX_BYTES. */
 #define REPLY_INITIAL_BYTES 65536
 #define ERR_BYTES 512
-
-enum apctl_exit {
-	APCTL_EXIT_OK = 0,
-	APCTL_EXIT_FAILED = 1, /* no gateway, a bad reply, or an ERR reply */
-	APCTL_EXIT_USAGE = 2,
-};
 
 static void print_help(FILE *out)
 {
@@ -52,9 +45,11 @@ static void print_help(FILE *out)
 	}
 	fprintf(out,
 		"usage: apctl [-s SOCKET] [--json] COMMAND [ARG]\n"
+		"       apctl [-s SOCKET] [--json] [-i SECONDS] [-n N] " APCTL_WATCH_COMMAND "\n"
 		"       apctl --help | --version\n"
 		"\n"
-		"Inspect a running anyproxy-gateway through its control socket.\n"
+		"Inspect a running anyproxy-gateway, or drain its agents, through its\n"
+		"control socket.\n"
 		"\n"
 		"commands:\n");
 	for (i = 0; i < ARRAY_SIZE(table_commands); i++) {
@@ -68,6 +63,7 @@ static void print_help(FILE *out)
 			fprintf(out, "  %-*s  %s\n", (int)width, c->name,
 				c->help);
 	}
+	fprintf(out, "  %-*s  %s\n", (int)width, APCTL_WATCH_COMMAND, APCTL_WATCH_HELP);
 	fprintf(out,
 		"\n"
 		"options:\n"
@@ -75,6 +71,10 @@ static void print_help(FILE *out)
 		APCTL_SOCKET_ENV ",\n"
 		"                     else " TABLE_DEFAULT_SOCKET ")\n"
 		"  -j, --json         print JSON instead of aligned text\n"
+		"  -i, --interval S   watch: seconds between refreshes (default 1,\n"
+		"                     0.1 to 3600)\n"
+		"  -n, --count N      watch: stop after N refreshes (default: until\n"
+		"                     Ctrl-C)\n"
 		"  -h, --help         show this help\n"
 		"  -V, --version      show apctl's version\n"
 		"\n"
@@ -83,13 +83,12 @@ static void print_help(FILE *out)
 		"exit status:\n"
 		"  0  done\n"
 		"  1  the gateway is unreachable, silent, sent a bad reply or\n"
-		"     replied with an error\n"
+		"     replied with an error (drain/undrain: an unknown client, or\n"
+		"     permission denied)\n"
 		"  2  usage error\n");
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
+int usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -143,12 +142,6 @@ static int send_request(int fd, const char *line, size_t len)
 	}
 	return 0;
 }
-
-struct reply {
-	char *buf;
-	size_t len;
-	size_t cap;
-};
 
 /* Room for one more read; capacity stops one byte past the limit so that
  * an oversized reply shows itself. */
@@ -209,9 +202,7 @@ static int read_reply(int fd, uint64_t deadline_ms, struct reply *r)
 	}
 }
 
-/* Runs one request against the gateway and fills r. Prints its own error
- * and returns the exit code. */
-static int exchange(const char *path, const char *request, struct reply *r)
+int apctl_exchange(const char *path, const char *request, struct reply *r)
 {
 	uint64_t deadline_ms = now_ms() + APCTL_TIMEOUT_MS;
 	int fd, ret;
@@ -249,15 +240,12 @@ static int exchange(const char *path, const char *request, struct reply *r)
 	return ret ? APCTL_EXIT_FAILED : APCTL_EXIT_OK;
 }
 
-/* Parses and prints the reply; returns the exit code. */
-static int show_reply(const struct table_command *cmd, const struct reply *r,
-		      bool json)
+int apctl_parse_reply(const struct table_command *cmd, const struct reply *r, struct table *t)
 {
 	char err[ERR_BYTES];
-	struct table t;
 	int ret;
 
-	ret = table_parse(r->buf, r->len, &t, err, sizeof(err));
+	ret = table_parse(r->buf, r->len, t, err, sizeof(err));
 	if (ret == -EREMOTEIO || ret == -EPROTO) {
 		/* The gateway's own words: shown so they cannot drive the
 		 * terminal. */
@@ -272,14 +260,26 @@ static int show_reply(const struct table_command *cmd, const struct reply *r,
 			strerror(-ret));
 		return APCTL_EXIT_FAILED;
 	}
-	if (cmd->one_row && t.nrows != 1) {
+	if (cmd->one_row && t->nrows != 1) {
 		fprintf(stderr,
 			"apctl: bad reply from the gateway: %zu rows for %s, "
 			"expected 1\n",
-			t.nrows, cmd->name);
-		table_free(&t);
+			t->nrows, cmd->name);
+		table_free(t);
 		return APCTL_EXIT_FAILED;
 	}
+	return APCTL_EXIT_OK;
+}
+
+/* Parses and prints the reply; returns the exit code. */
+static int show_reply(const struct table_command *cmd, const struct reply *r,
+		      bool json)
+{
+	struct table t;
+	int ret = apctl_parse_reply(cmd, r, &t);
+
+	if (ret != APCTL_EXIT_OK)
+		return ret;
 	if (json)
 		apctl_print_json(stdout, &t, cmd->one_row);
 	else if (cmd->one_row)
@@ -295,6 +295,8 @@ int main(int argc, char **argv)
 	static const struct option long_options[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "count", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -304,11 +306,12 @@ int main(int argc, char **argv)
 	char request[TABLE_REQUEST_MAX_BYTES];
 	struct sockaddr_un addr_for_size;
 	struct reply reply = { 0 };
+	const char *interval = NULL, *count = NULL;
 	bool json = false;
 	int opt, nargs, ret;
 
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":s:jhV", long_options, NULL)) !=
+	while ((opt = getopt_long(argc, argv, ":s:ji:n:hV", long_options, NULL)) !=
 	       -1) {
 		switch (opt) {
 		case 's':
@@ -318,6 +321,12 @@ int main(int argc, char **argv)
 			break;
 		case 'j':
 			json = true;
+			break;
+		case 'i':
+			interval = optarg;
+			break;
+		case 'n':
+			count = optarg;
 			break;
 		case 'h':
 			print_help(stdout);
@@ -336,6 +345,19 @@ int main(int argc, char **argv)
 	}
 	if (optind == argc)
 		return usage_error("no command given");
+	if (!path)
+		path = getenv(APCTL_SOCKET_ENV);
+	if (!path || !*path)
+		path = TABLE_DEFAULT_SOCKET;
+	if (strlen(path) >= sizeof(addr_for_size.sun_path))
+		return usage_error("socket path too long: %s", path);
+	if (!strcmp(argv[optind], APCTL_WATCH_COMMAND)) {
+		if (optind + 1 < argc)
+			return usage_error("too many arguments for %s", APCTL_WATCH_COMMAND);
+		return apctl_watch(path, json, interval, count);
+	}
+	if (interval || count)
+		return usage_error("--interval and --count go with %s", APCTL_WATCH_COMMAND);
 	cmd = table_command_find(argv[optind]);
 	if (!cmd)
 		return usage_error("unknown command '%s'", argv[optind]);
@@ -352,14 +374,7 @@ int main(int argc, char **argv)
 	if (table_request_format(request, sizeof(request), cmd->name, arg) < 0)
 		return usage_error("%s is too long", cmd->arg);
 
-	if (!path)
-		path = getenv(APCTL_SOCKET_ENV);
-	if (!path || !*path)
-		path = TABLE_DEFAULT_SOCKET;
-	if (strlen(path) >= sizeof(addr_for_size.sun_path))
-		return usage_error("socket path too long: %s", path);
-
-	ret = exchange(path, request, &reply);
+	ret = apctl_exchange(path, request, &reply);
 	if (ret == APCTL_EXIT_OK)
 		ret = show_reply(cmd, &reply, json);
 	free(reply.buf);

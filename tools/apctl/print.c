@@ -189,12 +189,26 @@ static void json_put_row(FILE *out, const struct table *t, size_t row)
 			putc(',', out);
 		json_put_string(out, t->cols[col].name);
 		putc(':', out);
-		if (t->cols[col].type == TABLE_UINT)
+		/* n and b values are valid JSON as they are (table_parse) */
+		if (t->cols[col].type == TABLE_UINT || t->cols[col].type == TABLE_BOOL)
 			fputs(table_cell(t, row, col), out);
 		else
 			json_put_string(out, table_cell(t, row, col));
 	}
 	putc('}', out);
+}
+
+void apctl_print_json_line(FILE *out, const struct table *t)
+{
+	size_t row;
+
+	putc('[', out);
+	for (row = 0; row < t->nrows; row++) {
+		if (row)
+			putc(',', out);
+		json_put_row(out, t, row);
+	}
+	putc(']', out);
 }
 
 void apctl_print_json(FILE *out, const struct table *t, bool single)

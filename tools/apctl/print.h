@@ -34,11 +34,15 @@ void apctl_print_kv(FILE *out, const struct table *t);
 
 /*
  * RFC 8259 JSON: an array of objects, one per row, or with single the first
- * row's object alone ("null" when there is no row). Numbers are unquoted;
- * strings escape '"', '\\' and control bytes, and a byte that is not part of
- * valid UTF-8 becomes \u00XX (its Latin-1 reading), so the output is always
- * valid UTF-8. Values are never replaced by labels.
+ * row's object alone ("null" when there is no row). Numbers and booleans
+ * are unquoted; strings escape '"', '\\' and control bytes, and a byte that
+ * is not part of valid UTF-8 becomes \u00XX (its Latin-1 reading), so the
+ * output is always valid UTF-8. Values are never replaced by labels.
  */
 void apctl_print_json(FILE *out, const struct table *t, bool single);
+
+/* The rows as one JSON array on one line, without a line end (for a
+ * document that holds several tables, as apctl watch --json prints). */
+void apctl_print_json_line(FILE *out, const struct table *t);
 
 #endif

@@ -14,8 +14,8 @@
  *
  *   header    name ":" type *(TAB name ":" type)
  *             name  [A-Za-z0-9_]{1,TABLE_MAX_NAME_LEN}, unique in the header
- *             type  "s" (string) or "n" (unsigned 64-bit decimal, no sign,
- *                   no leading zero)
+ *             type  "s" (string), "n" (unsigned 64-bit decimal, no sign,
+ *                   no leading zero) or "b" (boolean: "true" or "false")
  *   row       value *(TAB value), exactly one value per header column
  *
  * Values, the ERR message and ARG are escaped so that a line is always one
@@ -31,6 +31,14 @@
  *   client ID    exactly one row, or "ERR no such client: ID"
  *                                                    table_client_columns
  *   version      one row                             table_version_columns
+ *   drain ID     mark a client drained: no new streams, open ones go on;
+ *                exactly one row, or "ERR no such client: ID"
+ *                                                    table_drain_columns
+ *   undrain ID   clear the mark; the same reply       table_drain_columns
+ *
+ * Commands with `changes_state` (drain, undrain) are answered only for a
+ * privileged peer; the gateway replies "ERR permission denied: ..." to
+ * anyone else (docs/apctl.md "Permissions").
  *
  * Error convention (common.h): 0 or a positive count, or -errno.
  */
@@ -56,15 +64,18 @@
 enum table_type {
 	TABLE_STRING = 's',
 	TABLE_UINT = 'n',
+	TABLE_BOOL = 'b',
 };
 
-#define TABLE_CLIENT_NCOLUMNS 9
-#define TABLE_GROUP_NCOLUMNS 4
+#define TABLE_CLIENT_NCOLUMNS 10
+#define TABLE_GROUP_NCOLUMNS 5
 #define TABLE_VERSION_NCOLUMNS 4
+#define TABLE_DRAIN_NCOLUMNS 4
 /* "name:type" strings, ready for table_write_header(). */
 extern const char *const table_client_columns[TABLE_CLIENT_NCOLUMNS];
 extern const char *const table_group_columns[TABLE_GROUP_NCOLUMNS];
 extern const char *const table_version_columns[TABLE_VERSION_NCOLUMNS];
+extern const char *const table_drain_columns[TABLE_DRAIN_NCOLUMNS];
 
 /* ---- commands ------------------------------------------------------------ */
 
@@ -74,6 +85,8 @@ enum table_command_id {
 	TABLE_CMD_GROUPS,
 	TABLE_CMD_CLIENT,
 	TABLE_CMD_VERSION,
+	TABLE_CMD_DRAIN,
+	TABLE_CMD_UNDRAIN,
 	TABLE_NCOMMANDS
 };
 
@@ -82,6 +95,7 @@ struct table_command {
 	const char *arg;  /* the argument's name ("ID"); NULL: takes none */
 	const char *help; /* one line for apctl --help */
 	bool one_row;     /* an OK reply has exactly one row */
+	bool changes_state; /* only privileged peers may send it */
 };
 
 /* The one command table: the gateway answers these, apctl offers them. */
@@ -158,6 +172,8 @@ int table_write_row_begin(struct table_writer *w);
 int table_write_str(struct table_writer *w, const char *value);
 /* One value of a TABLE_UINT column. */
 int table_write_uint(struct table_writer *w, uint64_t value);
+/* One value of a TABLE_BOOL column. */
+int table_write_bool(struct table_writer *w, bool value);
 /* Fails with -EINVAL unless the row has exactly one value per column. */
 int table_write_row_end(struct table_writer *w);
 /* Discards whatever was written and writes "ERR <escaped message>" LF. */
@@ -172,7 +188,8 @@ struct table_column {
 
 /*
  * A parsed OK reply. Every string is unescaped, NUL-terminated and points
- * into storage; a TABLE_UINT value is its canonical decimal text. Memory is
+ * into storage; a TABLE_UINT value is its canonical decimal text, a
+ * TABLE_BOOL value "true" or "false". Memory is
  * a small multiple of the reply's size: its text plus a pointer per value.
  */
 struct table {
@@ -194,7 +211,8 @@ static inline const char *table_cell(const struct table *t, size_t row,
  * (t filled; release with table_free()), -EREMOTEIO for an ERR reply (err
  * holds the gateway's unescaped message), -EPROTO for a malformed reply (err
  * says which line and why: no LF at the end, missing header, unknown type,
- * wrong field count, bad escape, non-numeric value in an n column, NUL
+ * wrong field count, bad escape, non-numeric value in an n column, a b
+ * value other than true or false, NUL
  * byte), -ENOMEM. On any failure t is left empty and needs no table_free().
  */
 int table_parse(const char *buf, size_t len, struct table *t, char *err,

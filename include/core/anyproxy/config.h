@@ -118,6 +118,8 @@ struct config {
 
 	struct {
 		char *socket;
+		uint32_t socket_mode; /* permission bits, at most 0777 */
+		char *socket_group;   /* NULL: the gateway's own group */
 	} control;
 };
 

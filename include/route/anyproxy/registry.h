@@ -23,6 +23,13 @@
  * owner closes them; a later registry_leave() on them is a no-op.
  *
  * Groups appear with their first client and vanish with their last.
+ *
+ * Drain (apctl drain): a drained client_id takes no new streams; its open
+ * streams go on. The mark belongs to the id, not to one connection: it
+ * outlives the client's tunnels (an agent that reconnects with the same id
+ * is still drained) and lasts until registry_set_drained(false) or the
+ * gateway exits. Only a connected client can be marked, so the set of
+ * marks grows only by operators' commands.
  */
 #ifndef ANYPROXY_REGISTRY_H
 #define ANYPROXY_REGISTRY_H
@@ -60,6 +67,7 @@ struct reg_client {
 	time_t connected_since;
 	uint64_t streams_active, streams_total;
 	uint64_t bytes_in, bytes_out; /* stream payload, user -> target = out */
+	bool drained;   /* its id is in registry.drained: no new streams */
 	unsigned refs;  /* holders of a pointer besides the registry */
 	bool detached;  /* gone from the registry, kept alive by refs */
 	UT_hash_handle hh;
@@ -77,8 +85,15 @@ typedef void (*registry_evict_cb)(struct reg_tunnel *t, uint16_t code, void *ctx
 /* May t take one more stream (its owner's limits)? NULL: always. */
 typedef bool (*registry_usable_cb)(const struct reg_tunnel *t, void *ctx);
 
+/* One drained client_id (registry.drained). */
+struct reg_drain {
+	char id[FRAME_MAX_ID_LEN + 1];
+	UT_hash_handle hh;
+};
+
 struct registry {
 	struct reg_group *groups;   /* by id */
+	struct reg_drain *drained;  /* by id: client_ids that take no new streams */
 	struct reg_client *clients; /* by id */
 	registry_evict_cb on_evict;
 	registry_usable_cb usable;
@@ -105,7 +120,8 @@ bool registry_leave(struct registry *reg, struct reg_tunnel *t);
 
 /*
  * A tunnel for a new stream of group_id: round-robin over the group's
- * clients, skipping clients whose tunnels all drain (or are full, as the
+ * clients, skipping drained clients and clients whose tunnels all drain
+ * (GOAWAY) (or are full, as the
  * usable callback says), then round-robin over that client's tunnels.
  * A group without a serving agent falls back to the default group ("")
  * when may_fall_back says so (sets *fell_back); the caller decides (the
@@ -117,6 +133,14 @@ struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, boo
 				 bool *fell_back, bool *full);
 
 struct reg_client *registry_find_client(struct registry *reg, const char *client_id);
+
+/*
+ * Mark client_id drained (drain true) or clear the mark. Either needs a
+ * connected client or an existing mark; both are idempotent. Returns 0,
+ * -ENOENT (no such client, nothing changed) or -ENOMEM.
+ */
+int registry_set_drained(struct registry *reg, const char *client_id, bool drain);
+bool registry_is_drained(const struct registry *reg, const char *client_id);
 /* Registered clients. */
 unsigned registry_client_count(const struct registry *reg);
 
@@ -133,5 +157,6 @@ int registry_list_groups(struct registry *reg, struct reg_group ***out, size_t *
 /* Tunnels of a group (sum over its clients). */
 unsigned registry_group_tunnels(const struct reg_group *g);
 uint64_t registry_group_streams_active(const struct reg_group *g);
+unsigned registry_group_drained(const struct reg_group *g);
 
 #endif

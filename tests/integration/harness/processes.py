@@ -333,6 +333,8 @@ class TestEnv:
     # -- config files --
 
     def gateway_config(self, name="gateway", port=None, control=None, **keys):
+        """keys go to [gateway], but log_level to [log] and control_keys (a
+        dict) to [control]."""
         gw = {
             "listen_addr": "127.0.0.1:%d" % (port or self.port),
             "tls_cert": os.path.join(self.certs, "server.crt"),
@@ -342,10 +344,12 @@ class TestEnv:
         }
         gw.update({k: v for k, v in FAST_GATEWAY.items()})
         log = {"level": keys.pop("log_level", "debug")}
+        control_keys = {"socket": control or self.control}
+        control_keys.update(keys.pop("control_keys", {}))
         gw.update(keys)
         return write_ini(os.path.join(self.dir, name + ".ini"), {
             "gateway": gw,
-            "control": {"socket": control or self.control},
+            "control": control_keys,
             "log": log,
         })
 
