@@ -17,6 +17,7 @@ const char *const table_client_columns[TABLE_CLIENT_NCOLUMNS] = {
 	"client_id:s",      "group_id:s",       "tunnels:n",
 	"remote_addr:s",    "connected_since:s", "streams_active:n",
 	"streams_total:n",  "bytes_in:n",       "bytes_out:n",
+	"suspect:s",
 };
 
 const char *const table_group_columns[TABLE_GROUP_NCOLUMNS] = {

@@ -127,6 +127,12 @@ struct gateway {
 	/* max_handshakes: connections in their handshake, per side */
 	struct handshake_budget tunnel_budget, user_budget;
 	unsigned handshake_peak; /* most at once since memory was last trimmed */
+	/* issue 11: suspect tunnels and retries inside a group */
+	uint64_t tunnels_suspected;  /* times a tunnel became suspect */
+	uint64_t open_retries;       /* OPENs sent again to another agent (proxy.c) */
+	struct log_rate suspect_rate; /* "Tunnel suspect" WARNs */
+	struct log_rate answer_rate;  /* "Tunnel answers again" INFOs */
+	struct log_rate retry_rate;   /* "Retrying with another agent" INFOs (proxy.c) */
 	struct user_conn *users; /* newest first, a utlist DL list (proxy.c) */
 	time_t started;
 	bool stopping;

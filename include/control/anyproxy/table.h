@@ -58,7 +58,7 @@ enum table_type {
 	TABLE_UINT = 'n',
 };
 
-#define TABLE_CLIENT_NCOLUMNS 9
+#define TABLE_CLIENT_NCOLUMNS 10
 #define TABLE_GROUP_NCOLUMNS 4
 #define TABLE_VERSION_NCOLUMNS 4
 /* "name:type" strings, ready for table_write_header(). */
