@@ -440,7 +440,7 @@ static void open_failed(struct user_conn *uc, uint8_t reason, const char *messag
 {
 	struct proxy_open_state *st = uc->open;
 	struct gateway *gw = uc->gw;
-	char failed[FRAME_MAX_ID_LEN + 1];
+	char failed[FRAME_MAX_ID_LEN + 1], msg[FRAME_MAX_TEXT_LEN + 1];
 	struct reg_tunnel *rt;
 	bool full;
 	int ret;
@@ -473,15 +473,11 @@ static void open_failed(struct user_conn *uc, uint8_t reason, const char *messag
 			 LF_S("user", st->id.full), LF_S("target", st->shown),
 			 LF_U("agents_tried", st->ntried),
 			 LF_S("reason", frame_open_reason_name(st->reason)));
+	/* the answer outlives st, which goes before the front end answers */
 	reason = st->reason;
-	/* the front end may answer and close at once: nothing of st after this */
-	{
-		char msg[FRAME_MAX_TEXT_LEN + 1];
-
-		snprintf(msg, sizeof(msg), "%s", st->message);
-		open_state_free(uc);
-		uc->fe->on_open_result(uc, reason, msg);
-	}
+	snprintf(msg, sizeof(msg), "%s", st->message);
+	open_state_free(uc);
+	uc->fe->on_open_result(uc, reason, msg);
 }
 
 static void user_open_result(struct stream *s, uint8_t reason, const char *message)
