@@ -132,7 +132,6 @@ struct gateway {
 	uint64_t open_retries;       /* OPENs sent again to another agent (proxy.c) */
 	struct log_rate suspect_rate; /* "Tunnel suspect" WARNs */
 	struct log_rate answer_rate;  /* "Tunnel answers again" INFOs */
-	struct log_rate retry_rate;   /* "Retrying with another agent" INFOs (proxy.c) */
 	struct user_conn *users; /* newest first, a utlist DL list (proxy.c) */
 	time_t started;
 	bool stopping;
