@@ -18,6 +18,7 @@ const char *const table_client_columns[TABLE_CLIENT_NCOLUMNS] = {
 	"remote_addr:s",    "connected_since:s", "streams_active:n",
 	"streams_total:n",  "bytes_in:n",       "bytes_out:n",
 	"drained:b",
+	"suspect:s",
 };
 
 const char *const table_group_columns[TABLE_GROUP_NCOLUMNS] = {

@@ -123,6 +123,13 @@ const struct config_key config_keys[] = {
 	  .default_value = "30000", RANGE(CONFIG_TIMEOUT_MIN_MS, CONFIG_PING_MAX_MS),
 	  .help = "A tunnel silent for this long is declared dead and its streams are "
 		  "reset. Must be greater than ping_interval_ms." },
+	{ KEY("gateway", "open_timeout_ms", uint32, GATEWAY, gateway.open_timeout_ms),
+	  .default_value = "15000", RANGE(CONFIG_TIMEOUT_MIN_MS, CONFIG_TIMEOUT_MAX_MS),
+	  .help = "How long the gateway waits for an agent to answer an OPEN (connected or "
+		  "failed). An agent that does not answer in time has its tunnel marked "
+		  "suspect and the request goes to the next agent of the group. Keep it above "
+		  "the agents' connect_timeout_ms, so that an agent's own verdict on a slow "
+		  "target comes first. A reload applies to the OPENs sent after it." },
 	{ KEY("gateway", "idle_timeout_ms", uint32, GATEWAY, gateway.idle_timeout_ms),
 	  .default_value = "300000", RANGE(0, CONFIG_IDLE_MAX_MS),
 	  .help = "A proxied connection with no data in either direction for this long is "

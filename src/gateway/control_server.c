@@ -66,11 +66,35 @@ static void format_time(time_t t, char *buf, size_t len)
 	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* The replica indices of c's suspect tunnels, "0,2"; "" when none. */
+static void format_suspect(const struct reg_client *c, char *buf, size_t len)
+{
+	size_t used = 0;
+	unsigned i;
+
+	buf[0] = '\0';
+	for (i = 0; i < c->ntunnels && used < len; i++) {
+		int n;
+
+		if (!c->tunnels[i]->suspect)
+			continue;
+		n = snprintf(buf + used, len - used, "%s%u", used ? "," : "",
+			     (unsigned)c->tunnels[i]->replica);
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+}
+
 static int write_client_row(struct table_writer *w, const struct reg_client *c)
 {
-	char since[32];
+	/* replica indices are 16-bit: at most 6 bytes each with the comma */
+	char since[32], *suspect = malloc((size_t)c->ntunnels * 6 + 1);
 	int ret = 0;
 
+	if (!suspect)
+		return -ENOMEM;
+	format_suspect(c, suspect, (size_t)c->ntunnels * 6 + 1);
 	format_time(c->connected_since, since, sizeof(since));
 	ret |= table_write_row_begin(w);
 	ret |= table_write_str(w, c->id);
@@ -83,7 +107,9 @@ static int write_client_row(struct table_writer *w, const struct reg_client *c)
 	ret |= table_write_uint(w, c->bytes_in);
 	ret |= table_write_uint(w, c->bytes_out);
 	ret |= table_write_bool(w, c->drained);
+	ret |= table_write_str(w, suspect);
 	ret |= table_write_row_end(w);
+	free(suspect);
 	return ret ? -ENOSPC : 0;
 }
 

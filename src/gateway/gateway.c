@@ -276,10 +276,36 @@ static void gw_on_closed(struct tunnel *t, const char *reason)
 	gateway_maybe_exit(gw);
 }
 
+/* A tunnel missed a deadline (no PONG, or an OPEN not answered within
+ * open_timeout_ms): it gets no new streams while the group has another
+ * tunnel, until any frame from it arrives (docs/operations.md). */
+static void gw_on_suspect(struct tunnel *t, bool suspect, const char *why)
+{
+	struct gw_tunnel *gt = t->owner;
+	struct gateway *gw = gt->gw;
+	uint64_t now = now_ms();
+
+	gt->reg.suspect = suspect;
+	if (suspect) {
+		gw->tunnels_suspected++;
+		if (log_rate_allow(&gw->suspect_rate, now))
+			log_warn("Tunnel suspect, no new streams until it answers",
+				 LF_S("client_id", gt->client_id), LF_U("replica", gt->reg.replica),
+				 LF_S("remote_addr", t->peer), LF_S("reason", why),
+				 LF_U("suspected_total", gw->tunnels_suspected));
+		return;
+	}
+	if (log_rate_allow(&gw->answer_rate, now))
+		log_info("Tunnel answers again", LF_S("client_id", gt->client_id),
+			 LF_U("replica", gt->reg.replica),
+			 LF_U("suspect_ms", now - t->suspect_since_ms));
+}
+
 static const struct tunnel_ops gw_tunnel_ops = {
 	.on_secure = gw_on_secure,
 	.on_frame = gw_on_frame,
 	.on_closed = gw_on_closed,
+	.on_suspect = gw_on_suspect,
 };
 
 /* [gateway] max_streams_per_tunnel: a full tunnel takes no new stream. */

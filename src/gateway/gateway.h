@@ -128,6 +128,11 @@ struct gateway {
 	/* max_handshakes: connections in their handshake, per side */
 	struct handshake_budget tunnel_budget, user_budget;
 	unsigned handshake_peak; /* most at once since memory was last trimmed */
+	/* issue 11: suspect tunnels and retries inside a group */
+	uint64_t tunnels_suspected;  /* times a tunnel became suspect */
+	uint64_t open_retries;       /* OPENs sent again to another agent (proxy.c) */
+	struct log_rate suspect_rate; /* "Tunnel suspect" WARNs */
+	struct log_rate answer_rate;  /* "Tunnel answers again" INFOs */
 	struct user_conn *users; /* newest first, a utlist DL list (proxy.c) */
 	/* set by gateway.c, called by proxy.c once a user connection is freed:
 	 * a stopping gateway exits after the last one (proxy.c never calls

@@ -23,7 +23,8 @@
 /* The user's handshake is over: its first request is parsed and
  * authenticated (proxy_open), or the connection ended first. From then on
  * it no longer counts against [gateway] max_handshakes; waiting for the
- * agent is bounded by PROXY_OPEN_TIMEOUT_MS and the connection limits.
+ * agent is bounded by [gateway] open_timeout_ms per agent tried and the
+ * connection limits.
  * Counted from proxy_accept; handshake_end counts it once. */
 static void user_handshake_over(struct user_conn *uc)
 {
@@ -37,12 +38,16 @@ static void user_socket_data(struct relay *r, const uint8_t *p, size_t n)
 	uc->fe->on_socket_data(uc, p, n);
 }
 
+static void open_state_free(struct user_conn *uc);
+static void open_timed_out(struct user_conn *uc);
+
 static void user_closed(struct relay *r, const char *why)
 {
 	struct user_conn *uc = container_of(r, struct user_conn, relay);
 	struct gateway *gw = uc->gw;
 
 	timer_disarm(&gw->ring, &uc->deadline);
+	open_state_free(uc);
 	proxy_stream_done(uc);
 	user_handshake_over(uc);
 	log_debug("User connection closed", LF_S("proxy", uc->fe->name),
@@ -78,6 +83,10 @@ static void deadline_fire(struct ring *r, struct timer *t)
 		log_info("User connection idle, closing", LF_S("proxy", uc->fe->name),
 			 LF_S("client_id", uc->client_id), LF_U("idle_ms", quiet));
 		relay_close(&uc->relay, "idle timeout");
+		return;
+	}
+	if (uc->open) {
+		open_timed_out(uc);
 		return;
 	}
 	log_info("User connection timed out", LF_S("proxy", uc->fe->name),
@@ -281,12 +290,7 @@ static void proxy_show_target(const struct stream_target *t, char shown[GRAMMAR_
 		snprintf(shown, GRAMMAR_TARGET_MAX, "(invalid target):%u", t->port);
 }
 
-static void user_open_result(struct stream *s, uint8_t reason, const char *message)
-{
-	struct user_conn *uc = s->owner;
-
-	uc->fe->on_open_result(uc, reason, message);
-}
+static void user_open_result(struct stream *s, uint8_t reason, const char *message);
 
 static int user_stream_data(struct stream *s, const uint8_t *p, size_t n)
 {
@@ -327,20 +331,201 @@ static void no_agent_text(char *buf, size_t len, const char *group, bool default
 		 default_tried ? " or default group" : "");
 }
 
+/* ---- opening, with a retry inside the group ---- */
+
+/* A request's OPEN while no agent accepted it: a copy of what the front end
+ * passed (its buffers may be gone by the time of a retry), the agents tried
+ * and the most specific failure so far. */
+struct proxy_open_state {
+	struct username_identity id;
+	struct stream_target target; /* domain, user and group point below */
+	char domain[FRAME_MAX_TEXT_LEN + 1];
+	char shown[GRAMMAR_TARGET_MAX];	  /* the target for logs */
+	char group[FRAME_MAX_ID_LEN + 1]; /* whose agents are tried (after a fallback: "") */
+	struct reg_client **tried;	  /* referenced, so no address is reused */
+	unsigned ntried, tried_cap;
+	uint8_t reason; /* the most specific failure so far (0: none yet) */
+	char message[FRAME_MAX_TEXT_LEN + 1];
+};
+
+static void open_state_free(struct user_conn *uc)
+{
+	struct proxy_open_state *st = uc->open;
+	unsigned i;
+
+	if (!st)
+		return;
+	for (i = 0; i < st->ntried; i++)
+		registry_client_put(st->tried[i]);
+	free(st->tried);
+	free(st);
+	uc->open = NULL;
+}
+
+/*
+ * How specific a failure is; when every agent of the group failed, the user
+ * sees the most specific one (the first of equals), in this order:
+ * denied by the agent's host rules > the target's or the network's answer
+ * (refused, unreachable, no such name, address family) > timed out (the
+ * agent's connect, or the agent not answering within open_timeout_ms) >
+ * the agent's own limit > the tunnel failed. "No agent in the group" is
+ * below all of them: it is answered only when no agent was tried at all.
+ * docs/operations.md "Retry inside the group".
+ */
+static int failure_rank(uint8_t reason)
+{
+	switch (reason) {
+	case FRAME_OPEN_NOT_ALLOWED:
+		return 5;
+	case FRAME_OPEN_REFUSED:
+	case FRAME_OPEN_HOST_UNREACHABLE:
+	case FRAME_OPEN_NET_UNREACHABLE:
+	case FRAME_OPEN_DNS_FAILED:
+	case FRAME_OPEN_ADDR_UNSUPPORTED:
+		return 4;
+	case FRAME_OPEN_TIMEOUT:
+		return 3;
+	case FRAME_OPEN_LIMIT:
+		return 2;
+	default:
+		return 1;
+	}
+}
+
+static void open_note_failure(struct proxy_open_state *st, uint8_t reason, const char *message)
+{
+	if (st->reason && failure_rank(reason) <= failure_rank(st->reason))
+		return;
+	st->reason = reason;
+	snprintf(st->message, sizeof(st->message), "%s", message);
+}
+
+/* Send the OPEN to rt's agent. 0, or -errno when the tunnel cannot take it
+ * (the agent counts as tried either way). */
+static int open_send(struct user_conn *uc, struct reg_tunnel *rt)
+{
+	struct proxy_open_state *st = uc->open;
+	struct gw_tunnel *gt = rt->owner;
+	int ret;
+
+	if (st->ntried == st->tried_cap) {
+		unsigned cap = st->tried_cap ? st->tried_cap * 2 : 4;
+		struct reg_client **p = realloc(st->tried, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		st->tried = p;
+		st->tried_cap = cap;
+	}
+	st->tried[st->ntried++] = rt->client;
+	registry_client_get(rt->client);
+	snprintf(uc->client_id, sizeof(uc->client_id), "%s", rt->client->id);
+	ret = stream_open(&uc->relay.stream, gt->tunnel, &st->target, &user_stream_ops, uc);
+	if (ret < 0)
+		return ret;
+	uc->client = rt->client;
+	registry_client_get(uc->client);
+	uc->client->streams_active++;
+	uc->client->streams_total++;
+	uc->relay.stream.count_sent = &uc->client->bytes_out;
+	uc->relay.stream.count_received = &uc->client->bytes_in;
+	proxy_deadline(uc, uc->gw->cfg->gateway.open_timeout_ms, "waiting for the agent");
+	return 0;
+}
+
+/* The agent tried last failed the request (reason, message): send it to
+ * the next agent of the group not tried yet, or, when none is left, answer
+ * the user with the most specific failure of all. */
+static void open_failed(struct user_conn *uc, uint8_t reason, const char *message)
+{
+	struct proxy_open_state *st = uc->open;
+	struct gateway *gw = uc->gw;
+	char failed[FRAME_MAX_ID_LEN + 1], msg[FRAME_MAX_TEXT_LEN + 1];
+	struct reg_tunnel *rt;
+	bool full;
+	int ret;
+
+	proxy_stream_done(uc);
+	open_note_failure(st, reason, message);
+	snprintf(failed, sizeof(failed), "%s", uc->client_id);
+	while (!gw->stopping &&
+	       (rt = registry_pick_other(&gw->registry, st->group, st->tried, st->ntried, &full))) {
+		gw->open_retries++;
+		log_info("Retrying the request with another agent of the group",
+			 LF_S("group", st->group), LF_S("user", st->id.full),
+			 LF_S("target", st->shown), LF_S("failed_client_id", failed),
+			 LF_S("reason", frame_open_reason_name(reason)),
+			 LF_S("client_id", rt->client->id), LF_U("attempt", st->ntried + 1),
+			 LF_U("retries_total", gw->open_retries));
+		ret = open_send(uc, rt);
+		if (ret == 0)
+			return;
+		if (ret == -ENOMEM) { /* rt was not recorded as tried: stop here */
+			open_note_failure(st, FRAME_OPEN_GENERAL, "out of memory");
+			break;
+		}
+		snprintf(failed, sizeof(failed), "%s", rt->client->id);
+		reason = FRAME_OPEN_GENERAL;
+		open_note_failure(st, reason, "tunnel busy or closing");
+	}
+	if (st->ntried > 1)
+		log_info("Every agent of the group failed the request", LF_S("group", st->group),
+			 LF_S("user", st->id.full), LF_S("target", st->shown),
+			 LF_U("agents_tried", st->ntried),
+			 LF_S("reason", frame_open_reason_name(st->reason)));
+	/* the answer outlives st, which goes before the front end answers */
+	reason = st->reason;
+	snprintf(msg, sizeof(msg), "%s", st->message);
+	open_state_free(uc);
+	uc->fe->on_open_result(uc, reason, msg);
+}
+
+static void user_open_result(struct stream *s, uint8_t reason, const char *message)
+{
+	struct user_conn *uc = s->owner;
+
+	if (!reason || !uc->open) {
+		open_state_free(uc);
+		uc->fe->on_open_result(uc, reason, message);
+		return;
+	}
+	log_info("Agent could not open the target", LF_S("client_id", uc->client_id),
+		 LF_S("target", uc->open->shown), LF_S("reason", frame_open_reason_name(reason)),
+		 LF_S("error", message));
+	open_failed(uc, reason, message);
+}
+
+/* No answer to the OPEN within open_timeout_ms: the agent's tunnel is
+ * suspect (no new streams until it answers), the stream is reset, and the
+ * request goes on to the next agent. */
+static void open_timed_out(struct user_conn *uc)
+{
+	struct tunnel *t = uc->relay.stream.tunnel;
+
+	log_warn("Agent did not answer the OPEN in time", LF_S("client_id", uc->client_id),
+		 LF_S("target", uc->open->shown),
+		 LF_U("open_timeout_ms", uc->gw->cfg->gateway.open_timeout_ms));
+	if (t) {
+		tunnel_suspect(t, "OPEN not answered within open_timeout_ms");
+		stream_reset(&uc->relay.stream, FRAME_OPEN_TIMEOUT);
+	}
+	open_failed(uc, FRAME_OPEN_TIMEOUT, "the agent did not answer within open_timeout_ms");
+}
+
 void proxy_open(struct user_conn *uc, const struct username_identity *id,
-		const struct stream_target *target_in)
+		const struct stream_target *target)
 {
 	struct gateway *gw = uc->gw;
-	struct stream_target target = *target_in;
 	char shown[GRAMMAR_TARGET_MAX];
+	struct proxy_open_state *st;
 	struct reg_tunnel *rt;
-	struct gw_tunnel *gt;
 	const char *no_fallback = NULL;
 	bool fell_back, full;
 	int ret;
 
 	user_handshake_over(uc);
-	proxy_show_target(&target, shown);
+	open_state_free(uc);
+	proxy_show_target(target, shown);
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
 	/* a tenant's traffic never crosses into the default group's agents */
@@ -396,22 +581,28 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		uc->fe->on_open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;
 	}
-	gt = rt->owner;
-	target.user = id->base;
-	target.group = id->group;
-	ret = stream_open(&uc->relay.stream, gt->tunnel, &target, &user_stream_ops, uc);
-	if (ret < 0) {
-		uc->fe->on_open_result(uc, FRAME_OPEN_GENERAL, "tunnel busy or closing");
+	st = calloc(1, sizeof(*st));
+	if (!st) {
+		uc->fe->on_open_result(uc, FRAME_OPEN_GENERAL, "out of memory");
 		return;
 	}
-	snprintf(uc->client_id, sizeof(uc->client_id), "%s", rt->client->id);
-	uc->client = rt->client;
-	registry_client_get(uc->client);
-	uc->client->streams_active++;
-	uc->client->streams_total++;
-	uc->relay.stream.count_sent = &uc->client->bytes_out;
-	uc->relay.stream.count_received = &uc->client->bytes_in;
-	proxy_deadline(uc, PROXY_OPEN_TIMEOUT_MS, "waiting for the agent");
+	st->id = *id;
+	st->target = *target;
+	if (target->addr_type == FRAME_ADDR_DOMAIN) {
+		snprintf(st->domain, sizeof(st->domain), "%s", target->domain);
+		st->target.domain = st->domain;
+	}
+	st->target.user = st->id.base;
+	st->target.group = st->id.group;
+	memcpy(st->shown, shown, sizeof(st->shown));
+	/* retries stay in the group that serves the request */
+	snprintf(st->group, sizeof(st->group), "%s", rt->client->group->id);
+	uc->open = st;
+	ret = open_send(uc, rt);
+	if (ret == 0)
+		return;
+	open_failed(uc, FRAME_OPEN_GENERAL,
+		    ret == -ENOMEM ? "out of memory" : "tunnel busy or closing");
 }
 
 void proxy_stream_done(struct user_conn *uc)

@@ -34,13 +34,11 @@
 struct gateway;
 struct listener;
 
-/* How long the gateway waits for the agent's OPEN_OK/OPEN_FAIL. Above the
- * agents' default connect_timeout_ms, so the agent's own verdict wins. */
-#define PROXY_OPEN_TIMEOUT_MS 15000
 /* The longest refusal a front end's encode_refusal may write. */
 #define PROXY_REFUSAL_MAX_BYTES 512
 
 struct user_conn;
+struct proxy_open_state;
 
 /*
  * A front end's operations, every entry point in one table (as HAProxy's
@@ -76,6 +74,9 @@ struct user_conn {
 	bool idle_watch;       /* deadline is the idle timeout */
 	const char *phase;     /* what the deadline waits for, for its log line */
 	bool in_handshake; /* counted in gateway.user_budget until its first proxy_open */
+	/* the request's OPEN while no agent accepted it (proxy.c): what a retry
+	 * with the next agent of the group needs; NULL otherwise */
+	struct proxy_open_state *open;
 	struct reg_client *client; /* referenced while counted in its statistics */
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	void *proto; /* front end's state (handshake buffer, HTTP state) */
@@ -100,8 +101,15 @@ void proxy_accept(struct listener *l, int fd);
  * result arrives through fe->on_open_result (also for "no agent", at once).
  * A group that has a [group.NAME] section never falls back to the default
  * group; other groups do while [gateway] fallback_to_default is on. id is
- * what proxy_authenticate() admitted. The call ends the user's handshake
- * for [gateway] max_handshakes, whatever its outcome. */
+ * what proxy_authenticate() admitted (copied: it need not outlive the call).
+ * An agent that answers OPEN_FAIL, or nothing within [gateway]
+ * open_timeout_ms (its tunnel is then marked suspect), is not the end:
+ * the next agent of the same group gets the OPEN, each agent at most once,
+ * and fe->on_open_result hears only the success or, once every agent
+ * failed, the most specific failure (proxy.c failure_rank). Nothing reaches
+ * the user or the target before OPEN_OK, so a retry is always safe. The
+ * call ends the user's handshake for [gateway] max_handshakes, whatever its
+ * outcome. */
 void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target);
 

@@ -202,58 +202,85 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 	return created;
 }
 
-static struct reg_tunnel *client_pick(struct registry *reg, struct reg_client *c, bool *full)
+static bool skipped(const struct reg_client *c, struct reg_client *const *skip, unsigned nskip)
 {
 	unsigned i;
 
-	for (i = 0; i < c->ntunnels; i++) {
-		struct reg_tunnel *t = c->tunnels[(c->rr + i) % c->ntunnels];
+	for (i = 0; i < nskip; i++)
+		if (skip[i] == c)
+			return true;
+	return false;
+}
 
-		if (t->draining)
+/*
+ * Round-robin over the group's tunnels, not its clients, so that a client
+ * with three replicas carries three times the streams of a client with one.
+ * The cursor (g->rr: client index, g->rr_tunnel: tunnel index in it) moves
+ * past the tunnel picked; one walk visits every tunnel once. Suspect tunnels
+ * are taken only when allow_suspect says so (the caller's second pass).
+ */
+static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g,
+				     struct reg_client *const *skip, unsigned nskip,
+				     bool allow_suspect, bool *full)
+{
+	unsigned total = registry_group_tunnels(g), ci = g->rr % g->nclients, ti = g->rr_tunnel;
+	unsigned k;
+
+	for (k = 0; k < total; k++) {
+		struct reg_client *c = g->clients[ci];
+		struct reg_tunnel *t;
+
+		if (ti >= c->ntunnels) {
+			ci = (ci + 1) % g->nclients;
+			ti = 0;
+			c = g->clients[ci];
+		}
+		t = c->tunnels[ti++];
+		if (c->drained || t->draining || (t->suspect && !allow_suspect) ||
+		    skipped(c, skip, nskip))
 			continue;
 		if (reg->usable && !reg->usable(t, reg->ctx)) {
 			*full = true;
 			continue;
 		}
-		c->rr = (c->rr + i + 1) % c->ntunnels;
+		g->rr = ci;
+		g->rr_tunnel = ti;
 		return t;
 	}
 	return NULL;
 }
 
-static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g, bool *full)
+static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g,
+				     struct reg_client *const *skip, unsigned nskip, bool *full)
 {
-	unsigned i;
+	struct reg_tunnel *t;
 
 	*full = false;
 	if (!g)
 		return NULL;
-	for (i = 0; i < g->nclients; i++) {
-		unsigned idx = (g->rr + i) % g->nclients;
-		struct reg_tunnel *t;
-
-		if (g->clients[idx]->drained)
-			continue;
-		t = client_pick(reg, g->clients[idx], full);
-		if (t) {
-			g->rr = (idx + 1) % g->nclients;
-			return t;
-		}
-	}
-	return NULL;
+	t = group_walk(reg, g, skip, nskip, false, full);
+	/* every candidate is suspect: try one anyway rather than fail (it may
+	 * only have been slow; a hung one costs one more open deadline) */
+	return t ? t : group_walk(reg, g, skip, nskip, true, full);
 }
 
 struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool may_fall_back,
 				 bool *fell_back, bool *full)
 {
-	struct reg_tunnel *t = group_pick(reg, registry_find_group(reg, group_id), full);
+	struct reg_tunnel *t = group_pick(reg, registry_find_group(reg, group_id), NULL, 0, full);
 
 	*fell_back = false;
 	if (t || *full || !may_fall_back || group_id[0] == '\0')
 		return t;
-	t = group_pick(reg, registry_find_group(reg, ""), full);
+	t = group_pick(reg, registry_find_group(reg, ""), NULL, 0, full);
 	*fell_back = t != NULL;
 	return t;
+}
+
+struct reg_tunnel *registry_pick_other(struct registry *reg, const char *group_id,
+				       struct reg_client *const *skip, unsigned nskip, bool *full)
+{
+	return group_pick(reg, registry_find_group(reg, group_id), skip, nskip, full);
 }
 
 struct reg_client *registry_find_client(struct registry *reg, const char *client_id)

@@ -190,12 +190,37 @@ int tunnel_send(struct tunnel *t, const struct frame *f)
 
 /* ---- liveness ---- */
 
+void tunnel_suspect(struct tunnel *t, const char *why)
+{
+	if (t->state != TUNNEL_OPEN || t->suspect)
+		return;
+	t->suspect = true;
+	t->suspect_since_ms = now_ms();
+	if (t->ops->on_suspect)
+		t->ops->on_suspect(t, true, why);
+}
+
+/* Any frame from the peer: it answers. */
+static void suspect_clear(struct tunnel *t)
+{
+	if (!t->suspect || t->state != TUNNEL_OPEN)
+		return;
+	t->suspect = false;
+	if (t->ops->on_suspect)
+		t->ops->on_suspect(t, false, NULL);
+}
+
 static void ping_fire(struct ring *r, struct timer *tm)
 {
 	struct tunnel *t = container_of(tm, struct tunnel, ping_timer);
 	struct frame f = { .type = FRAME_PING };
+	uint64_t now = now_ms();
 
-	put_be64(f.ping.opaque, now_ms());
+	/* nothing at all came in since our last PING, a whole interval ago */
+	if (t->ping_sent_ms && t->last_rx_ms < t->ping_sent_ms)
+		tunnel_suspect(t, "no PONG within ping_interval_ms");
+	t->ping_sent_ms = now;
+	put_be64(f.ping.opaque, now);
 	tunnel_send(t, &f);
 	timer_arm(r, &t->ping_timer, t->ping_interval_ms);
 }
@@ -295,6 +320,7 @@ static void drain_frames(struct tunnel *t)
 		t->bytes_in += (uint64_t)n;
 		t->last_rx_ms = now_ms();
 		buf_consume(&t->plain, (size_t)n);
+		suspect_clear(t);
 	}
 	if (!buf_used(&t->plain) && t->plain.cap > TUNNEL_RECV_CHUNK)
 		buf_release(&t->plain);

@@ -21,7 +21,8 @@ import harness as h  # noqa: E402
 DEMO = os.path.join(h.CONFIGS, "demo")
 AGENTS = {"prod-1": ("production", 2), "prod-2": ("production", 2), "default-1": ("", 1)}
 CLIENT_COLUMNS = ["client_id", "group_id", "tunnels", "remote_addr", "connected_since",
-                  "streams_active", "streams_total", "bytes_in", "bytes_out", "drained"]
+                  "streams_active", "streams_total", "bytes_in", "bytes_out", "drained",
+                  "suspect"]
 GROUP_COLUMNS = ["group_id", "clients", "tunnels", "streams_active", "drained"]
 
 

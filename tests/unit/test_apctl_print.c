@@ -91,6 +91,28 @@ static void test_aligned_clients(void **state)
 	table_free(&t);
 }
 
+/* An empty suspect value (no suspect tunnel) shows as "-" in human output,
+ * stays "" in JSON; a list of replica indices shows as it is. */
+static void test_suspect_column(void **state)
+{
+	static const char reply[] = "OK\nclient_id:s\tsuspect:s\n"
+				    "a\t\n"
+				    "b\t0,2\n";
+	struct table t;
+
+	parse_ok(reply, &t);
+	assert_output(capture(apctl_print_aligned, &t),
+		"CLIENT_ID  SUSPECT\n"
+		"a          -\n"
+		"b          0,2\n");
+	assert_output(capture_json(&t, false),
+		"[\n"
+		"  {\"client_id\":\"a\",\"suspect\":\"\"},\n"
+		"  {\"client_id\":\"b\",\"suspect\":\"0,2\"}\n"
+		"]\n");
+	table_free(&t);
+}
+
 static void test_aligned_hostile_values(void **state)
 {
 	struct table t;
@@ -226,6 +248,7 @@ int main(void)
 		cmocka_unit_test(test_empty_table),
 		cmocka_unit_test(test_aligned_clients),
 		cmocka_unit_test(test_aligned_hostile_values),
+		cmocka_unit_test(test_suspect_column),
 		cmocka_unit_test(test_kv_client),
 		cmocka_unit_test(test_print_value),
 		cmocka_unit_test(test_json_clients),

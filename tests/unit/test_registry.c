@@ -130,6 +130,87 @@ static void test_tunnels_spread_and_draining_skipped(void **state)
 	assert_null(registry_pick(&f->reg, "g", true, &fb, &full));
 }
 
+/* Streams are spread over tunnels: a client with three replicas gets three
+ * picks for every one of a client with one. */
+static void test_replicas_weigh(void **state)
+{
+	struct fixture *f = *state;
+	int heavy = 0, light = 0;
+	bool fb, full;
+
+	registry_join(&f->reg, &f->t[0], "big", "g", 1, 0, "a");
+	registry_join(&f->reg, &f->t[1], "big", "g", 1, 1, "a");
+	registry_join(&f->reg, &f->t[2], "big", "g", 1, 2, "a");
+	registry_join(&f->reg, &f->t[3], "small", "g", 2, 0, "b");
+	for (int i = 0; i < 40; i++) {
+		struct reg_tunnel *t = registry_pick(&f->reg, "g", false, &fb, &full);
+
+		assert_non_null(t);
+		if (t == &f->t[3])
+			light++;
+		else
+			heavy++;
+	}
+	assert_int_equal(heavy, 30);
+	assert_int_equal(light, 10);
+	/* one replica leaves: 2 to 1 */
+	registry_leave(&f->reg, &f->t[0]);
+	heavy = light = 0;
+	for (int i = 0; i < 30; i++) {
+		if (registry_pick(&f->reg, "g", false, &fb, &full) == &f->t[3])
+			light++;
+		else
+			heavy++;
+	}
+	assert_int_equal(heavy, 20);
+	assert_int_equal(light, 10);
+}
+
+/* A suspect tunnel gets no stream while another can take it; when all are
+ * suspect they are tried anyway. */
+static void test_suspect_skipped_unless_all_are(void **state)
+{
+	struct fixture *f = *state;
+	bool fb, full;
+
+	registry_join(&f->reg, &f->t[0], "a", "g", 1, 0, "a");
+	registry_join(&f->reg, &f->t[1], "b", "g", 2, 0, "b");
+	f->t[0].suspect = true;
+	for (int i = 0; i < 4; i++)
+		assert_ptr_equal(registry_pick(&f->reg, "g", false, &fb, &full), &f->t[1]);
+	f->t[1].suspect = true;
+	assert_non_null(registry_pick(&f->reg, "g", false, &fb, &full));
+	assert_false(full);
+	/* answered again: back in the rotation */
+	f->t[0].suspect = f->t[1].suspect = false;
+	assert_ptr_not_equal(registry_pick(&f->reg, "g", false, &fb, &full),
+			     registry_pick(&f->reg, "g", false, &fb, &full));
+}
+
+/* The retry pick skips the clients already tried, all their tunnels, and
+ * never leaves the group. */
+static void test_pick_other_skips_tried_clients(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_client *tried[2];
+	bool fb, full;
+
+	registry_join(&f->reg, &f->t[0], "a", "g", 1, 0, "a");
+	registry_join(&f->reg, &f->t[1], "a", "g", 1, 1, "a");
+	registry_join(&f->reg, &f->t[2], "b", "g", 2, 0, "b");
+	registry_join(&f->reg, &f->t[3], "d", "", 3, 0, "d");
+	tried[0] = registry_find_client(&f->reg, "a");
+	for (int i = 0; i < 3; i++)
+		assert_ptr_equal(registry_pick_other(&f->reg, "g", tried, 1, &full), &f->t[2]);
+	tried[1] = registry_find_client(&f->reg, "b");
+	assert_null(registry_pick_other(&f->reg, "g", tried, 2, &full));
+	assert_false(full);
+	/* a suspect untried tunnel is still tried: it is the last chance */
+	f->t[2].suspect = true;
+	assert_ptr_equal(registry_pick_other(&f->reg, "g", tried, 1, &full), &f->t[2]);
+	(void)fb;
+}
+
 static const struct reg_tunnel *full_tunnel;
 
 static bool usable_unless_full(const struct reg_tunnel *t, void *ctx)
@@ -354,6 +435,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tunnels_spread_and_draining_skipped, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_full_group_does_not_fall_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replicas_weigh, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_suspect_skipped_unless_all_are, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_pick_other_skips_tried_clients, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_same_replica_replaces_stale_tunnel, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_single_tunnel_swap_keeps_client, setup,

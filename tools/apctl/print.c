@@ -78,6 +78,8 @@ static const char *shown_value(const struct table *t, size_t row, size_t col)
 
 	if (!*value && !strcmp(t->cols[col].name, APCTL_GROUP_COLUMN))
 		return APCTL_DEFAULT_GROUP_LABEL;
+	if (!*value && !strcmp(t->cols[col].name, APCTL_SUSPECT_COLUMN))
+		return APCTL_NONE_LABEL;
 	return value;
 }
 

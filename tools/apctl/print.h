@@ -20,6 +20,9 @@
 /* Human output shows an empty value of this column as this label. */
 #define APCTL_GROUP_COLUMN "group_id"
 #define APCTL_DEFAULT_GROUP_LABEL "(default)"
+/* ... and an empty value of this one (no suspect tunnel) as "-". */
+#define APCTL_SUSPECT_COLUMN "suspect"
+#define APCTL_NONE_LABEL "-"
 
 /* Writes one value in its human form (e.g. an ERR message). */
 void apctl_print_value(FILE *out, const char *value);

@@ -74,6 +74,7 @@ struct config {
 		uint32_t handshake_timeout_ms;
 		uint32_t ping_interval_ms;
 		uint32_t ping_timeout_ms;
+		uint32_t open_timeout_ms;     /* an agent's answer to OPEN */
 		uint32_t idle_timeout_ms;     /* 0: off */
 		uint32_t shutdown_timeout_ms;
 		uint32_t max_connections;     /* 0: derived from RLIMIT_NOFILE */

@@ -47,6 +47,9 @@ struct reg_tunnel {
 	struct reg_client *client; /* NULL when not registered */
 	uint16_t replica;
 	bool draining; /* sent GOAWAY: no new streams */
+	/* missed an OPEN or pong deadline: no new streams while another tunnel
+	 * of the group can take them (the owner sets and clears it) */
+	bool suspect;
 	/* what admitted this tunnel, set by the owner before registry_join():
 	 * opaque to the registry, which only compares it for equality */
 	uint32_t credential;
@@ -62,7 +65,6 @@ struct reg_client {
 	uint32_t credential; /* of the tunnel that registered it */
 	struct reg_tunnel **tunnels;
 	unsigned ntunnels, tunnels_cap;
-	unsigned rr; /* next tunnel to use */
 	char remote_addr[64];
 	time_t connected_since;
 	uint64_t streams_active, streams_total;
@@ -77,7 +79,9 @@ struct reg_group {
 	char id[FRAME_MAX_ID_LEN + 1]; /* "" is the default group */
 	struct reg_client **clients;
 	unsigned nclients, clients_cap;
-	unsigned rr; /* next client to use */
+	/* the pick cursor: clients[rr]->tunnels[rr_tunnel] is the next tunnel
+	 * to try (either index may be stale: the walk wraps) */
+	unsigned rr, rr_tunnel;
 	UT_hash_handle hh;
 };
 
@@ -120,9 +124,10 @@ bool registry_leave(struct registry *reg, struct reg_tunnel *t);
 
 /*
  * A tunnel for a new stream of group_id: round-robin over the group's
- * clients, skipping drained clients and clients whose tunnels all drain
- * (GOAWAY) (or are full, as the
- * usable callback says), then round-robin over that client's tunnels.
+ * tunnels (so a client's share grows with its replicas), skipping drained
+ * clients (apctl drain), draining tunnels (GOAWAY) and full ones (as the
+ * usable callback says). Suspect tunnels are skipped while another can
+ * take the stream, and tried when every candidate is suspect.
  * A group without a serving agent falls back to the default group ("")
  * when may_fall_back says so (sets *fell_back); the caller decides (the
  * registry knows nothing of tenants or config). A group whose agents are
@@ -131,6 +136,10 @@ bool registry_leave(struct registry *reg, struct reg_tunnel *t);
  */
 struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool may_fall_back,
 				 bool *fell_back, bool *full);
+/* The same within group_id only (no fallback), never picking a tunnel of
+ * the nskip clients in skip: the next agent after skip failed a request. */
+struct reg_tunnel *registry_pick_other(struct registry *reg, const char *group_id,
+				       struct reg_client *const *skip, unsigned nskip, bool *full);
 
 struct reg_client *registry_find_client(struct registry *reg, const char *client_id);
 

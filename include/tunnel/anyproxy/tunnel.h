@@ -40,6 +40,9 @@ struct tunnel_ops {
 	int (*on_frame)(struct tunnel *t, const struct frame *f, const char **why);
 	/* All I/O is over; the tunnel is freed right after this returns. */
 	void (*on_closed)(struct tunnel *t, const char *reason);
+	/* Optional: the tunnel became suspect (why says which deadline it
+	 * missed), or it is no longer (why NULL: a frame came in). */
+	void (*on_suspect)(struct tunnel *t, bool suspect, const char *why);
 };
 
 enum tunnel_state { TUNNEL_HANDSHAKE, TUNNEL_OPEN, TUNNEL_CLOSING };
@@ -71,6 +74,11 @@ struct tunnel {
 	struct timer ping_timer;
 	uint32_t ping_interval_ms, ping_timeout_ms;
 	uint64_t last_rx_ms;
+	uint64_t ping_sent_ms; /* our last PING; 0: none yet */
+	/* missed a deadline (a PONG within ping_interval_ms, or the owner's:
+	 * tunnel_suspect); cleared by the next frame received */
+	bool suspect;
+	uint64_t suspect_since_ms;
 	uint64_t bytes_in, bytes_out; /* plaintext frame bytes */
 	struct stream *streams;       /* by id (uthash) */
 	unsigned nstreams;
@@ -97,6 +105,11 @@ int tunnel_send(struct tunnel *t, const struct frame *f);
 /* HELLO exchange done: start PING every interval, drop after timeout of
  * silence. */
 void tunnel_established(struct tunnel *t, uint32_t ping_interval_ms, uint32_t ping_timeout_ms);
+
+/* The peer missed a deadline of the owner's (an OPEN not answered in time):
+ * mark the tunnel suspect until its next frame (ops->on_suspect). The tunnel
+ * marks itself when a PING is not answered before the next one is due. */
+void tunnel_suspect(struct tunnel *t, const char *why);
 
 /* Close now (pending output is dropped). reason is logged by the owner. */
 void tunnel_close(struct tunnel *t, const char *reason);
