@@ -13,6 +13,7 @@
 #include "anyproxy/bufring.h"
 #include "anyproxy/config.h"
 #include "anyproxy/log.h"
+#include "anyproxy/notify.h"
 #include "anyproxy/registry.h"
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
@@ -132,6 +133,7 @@ struct gateway {
 	bool stopping;
 	bool control_bound; /* we created the socket file */
 	struct timer shutdown_timer;
+	struct notify notify; /* the service manager (systemd Type=notify) */
 };
 
 struct cli_program;
