@@ -15,9 +15,9 @@
 #
 # Contents: /usr/bin/{anyproxy-gateway,anyproxy-client,apctl} (stripped),
 # the man pages, /lib/systemd/system/anyproxy-gateway.service and
-# anyproxy-client@.service, the example configurations as conffiles in
-# /etc/anyproxy (mode 0640, group anyproxy after installation), the
-# reference configurations in /usr/share/doc/anyproxy/examples. Installing
+# anyproxy-client@.service, the example and reference configurations in
+# /usr/share/doc/anyproxy/examples, and the examples again as conffiles in
+# /etc/anyproxy (mode 0640, group anyproxy after installation). Installing
 # creates the system user and group anyproxy and /etc/anyproxy/certs; no
 # service is enabled or started (the examples hold example passwords).
 # Purging removes the user, /var/log/anyproxy and the enablement links.
@@ -64,10 +64,17 @@ for b in anyproxy-gateway anyproxy-client apctl; do
         exit 1
     fi
 done
-for d in etc/anyproxy lib/systemd/system usr/share/man/man8; do
+for d in lib/systemd/system usr/share/man/man8 usr/share/doc/anyproxy/examples; do
     [ -d "$root/$d" ] || { say "meson install wrote nothing to /$d"; exit 1; }
 done
 gzip -9n "$root"/usr/share/man/man8/*.8
+# the examples become the conffiles the units read (client-NAME.ini for
+# anyproxy-client@NAME); they hold passwords: not world-readable
+install -d -m 0755 "$root/etc/anyproxy"
+for f in gateway.ini client-default.ini client-production.ini client-development.ini \
+    client-testing.ini; do
+    install -m 0640 "$root/usr/share/doc/anyproxy/examples/$f" "$root/etc/anyproxy/$f"
+done
 docdir="$root/usr/share/doc/anyproxy"
 mkdir -p "$docdir"
 cp "$top/README.md" "$docdir/"
