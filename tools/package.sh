@@ -44,7 +44,14 @@ if [ "$dirs" != "/usr /etc $unitdir" ]; then
     say "$build installs to prefix, sysconfdir and unit folder $dirs: setting /usr /etc $unitdir"
     meson configure "$build" -Dprefix=/usr -Dsysconfdir=/etc -Dsystemdunitdir=$unitdir >&2
 fi
-ninja -C "$build" >&2
+# only what is installed (not the tests and tools of a fresh folder)
+mapfile -t installed < <(meson introspect --targets "$build" | python3 -c '
+import json, os, sys
+for t in json.load(sys.stdin):
+    if t["installed"]:
+        for f in t["filename"]:
+            print(os.path.relpath(f, sys.argv[1]))' "$build")
+ninja -C "$build" "${installed[@]}" >&2
 
 version=$(meson introspect --projectinfo "$build" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
