@@ -28,7 +28,8 @@ static void test_parse_socket(void **state)
 	assert_int_equal(notify_parse_socket("/run/systemd/notify", &a, &len), 0);
 	assert_int_equal(a.sun_family, AF_UNIX);
 	assert_string_equal(a.sun_path, "/run/systemd/notify");
-	assert_int_equal(len, offsetof(struct sockaddr_un, sun_path) + strlen("/run/systemd/notify") + 1);
+	assert_int_equal(len, offsetof(struct sockaddr_un, sun_path) +
+				      strlen("/run/systemd/notify") + 1);
 
 	/* abstract: a leading NUL, no terminating one */
 	assert_int_equal(notify_parse_socket("@sd-notify", &a, &len), 0);
@@ -215,7 +216,7 @@ static void test_status_sent_on_change(void **state)
 	timer_init(&stop, stop_ring);
 	timer_arm(&r, &stop, NOTIFY_STATUS_POLL_MS + NOTIFY_STATUS_POLL_MS / 2);
 	assert_int_equal(ring_run(&r), 0);
-	assert_true(calls >= 2); /* it was polled ... */
+	assert_true(calls >= 2);                   /* it was polled ... */
 	assert_string_equal(next_message(fd), ""); /* ... and had nothing new */
 
 	status_text = "tunnels 1/1";

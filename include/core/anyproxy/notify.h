@@ -57,7 +57,7 @@ struct notify {
 	notify_status_fn status_fn;
 	void *status_arg;
 	char status[NOTIFY_STATUS_MAX + 1]; /* the last text sent */
-	uint64_t sent, failed;		    /* datagrams, for tests and debugging */
+	uint64_t sent, failed;              /* datagrams, for tests and debugging */
 };
 
 /*
