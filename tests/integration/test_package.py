@@ -5,7 +5,9 @@ the package"): tools/package.sh builds build/pkg/anyproxy_VERSION_ARCH.deb;
 what the build already uses), the installed binaries answer --version (with
 wolfSSL linked in statically) and --check-config on the installed examples
 as the system user the package created, the installed units pass
-systemd-analyze verify where it can run, and `apt-get remove --purge`
+systemd-analyze verify where it can run, an upgrade to a newer version
+keeps the operator's change to a conffile (the release's copy beside it as
+.dpkg-dist), and `apt-get remove --purge`
 leaves nothing behind: no file of the package, no /etc/anyproxy, no user.
 
 Needs root, apt-get and dpkg-deb, and a machine where anyproxy is not
@@ -184,6 +186,54 @@ def check_examples():
             "nobody could read gateway.ini: rc %d %r" % (p.returncode, p.stdout))
 
 
+def upgraded_copy(deb, workdir):
+    """The same package with a higher version, as the next release would be."""
+    tree = os.path.join(workdir, "upgrade")
+    run(["dpkg-deb", "-R", deb, tree])
+    control = os.path.join(tree, "DEBIAN", "control")
+    with open(control) as f:
+        text = f.read()
+    version = run(["dpkg-deb", "-f", deb, "Version"]).stdout.strip()
+    text = text.replace("Version: %s\n" % version, "Version: %s+upgrade1\n" % version)
+    with open(control, "w") as f:
+        f.write(text)
+    # the release changed the example too: dpkg must choose
+    with open(os.path.join(tree, "etc", "anyproxy", "gateway.ini"), "a") as f:
+        f.write("; changed in the release\n")
+    new = os.path.join(workdir, "anyproxy_%s+upgrade1_amd64.deb" % version)
+    run(["dpkg-deb", "--build", "--root-owner-group", tree, new])
+    return new, version + "+upgrade1"
+
+
+def check_upgrade(deb, workdir):
+    """An upgrade keeps the operator's changes to a conffile (dpkg puts the
+    release's next to it as .dpkg-dist), the user, and the files' group and
+    mode."""
+    gateway_ini = os.path.join(ETC, "gateway.ini")
+    with open(gateway_ini, "a") as f:
+        f.write("; changed by the operator\n")
+    new, version = upgraded_copy(deb, workdir)
+    p = run(["apt-get", "install", "-y", "-o", "Dpkg::Options::=--force-confold", new],
+            env=APT_ENV, check=False)
+    h.check(p.returncode == 0, "upgrade to %s: exit %d\n%s" % (version, p.returncode,
+                                                               p.stdout[-3000:]))
+    now = run(["dpkg-query", "-W", "-f=${Version}", PACKAGE]).stdout
+    h.check(now == version, "installed version after the upgrade: %r" % now)
+    with open(gateway_ini) as f:
+        h.check(f.read().endswith("; changed by the operator\n"),
+                "the upgrade overwrote the operator's gateway.ini")
+    with open(gateway_ini + ".dpkg-dist") as f:
+        h.check(f.read().endswith("; changed in the release\n"),
+                "the release's gateway.ini is not beside the operator's")
+    for ex in EXAMPLES:
+        st = os.stat(os.path.join(ETC, ex))
+        h.check(stat.S_IMODE(st.st_mode) == 0o640 and grp.getgrgid(st.st_gid).gr_name == "anyproxy",
+                "%s after the upgrade: mode %o gid %d" % (ex, stat.S_IMODE(st.st_mode), st.st_gid))
+    h.check(user_exists("anyproxy"), "the upgrade lost the user anyproxy")
+    p = as_anyproxy(["/usr/bin/anyproxy-gateway", "-c", gateway_ini, "--check-config"], cwd=ETC)
+    h.check(p.returncode == 0, "--check-config after the upgrade: %s" % p.stdout)
+
+
 def check_units_verify():
     if not shutil.which("systemd-analyze"):
         h.note("SKIP systemd-analyze verify: not installed")
@@ -213,6 +263,7 @@ def test_package_install_remove(env):
         check_installed(deb, files)
         check_examples()
         check_units_verify()
+        check_upgrade(deb, env.dir)
     finally:
         p = purge()
     h.check(p is not None and p.returncode == 0,
