@@ -114,6 +114,8 @@ static void status_due(struct ring *r, struct timer *t)
 	struct notify *n = container_of(t, struct notify, status_poll);
 	char now[sizeof(n->status)], buf[sizeof("STATUS=") + NOTIFY_STATUS_MAX];
 
+	if (!n->status_fn) /* taken away: stop polling */
+		return;
 	n->status_fn(n->status_arg, now, sizeof(now));
 	if (strcmp(now, n->status) != 0) {
 		memcpy(n->status, now, sizeof(now));

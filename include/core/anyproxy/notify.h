@@ -94,7 +94,8 @@ void notify_reloaded(struct notify *n);
 /* STOPPING=1: the daemon drains and will exit. */
 void notify_stopping(struct notify *n);
 
-/* Where the status text comes from; polled while active. */
+/* Where the status text comes from; polled while active (fn NULL stops
+ * the polling). */
 void notify_set_status(struct notify *n, notify_status_fn fn, void *arg);
 
 #endif
