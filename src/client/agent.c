@@ -70,6 +70,7 @@ static void link_retry(struct agent_link *l, const char *why)
 	} else {
 		delay = backoff_next(&l->backoff, &ceiling);
 	}
+	notify_ready(&a->notify); /* the first attempt is over, even if it failed */
 	l->state = LINK_WAIT;
 	l->failures++;
 	log_warn("Reconnecting to gateway", LF_U("replica", l->replica), LF_S("reason", why),
@@ -121,6 +122,7 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 		log_info("Connected to gateway", LF_S("gateway", t->peer),
 			 LF_S("client_id", cfg->client.client_id),
 			 LF_S("group_id", cfg->client.group_id), LF_U("replica", l->replica));
+		notify_ready(&l->agent->notify);
 		return 0;
 	case FRAME_ERROR:
 	case FRAME_GOAWAY:
@@ -333,6 +335,7 @@ static void agent_stop(struct agent *a, int signo)
 	if (a->stopping)
 		return;
 	a->stopping = true;
+	notify_stopping(&a->notify);
 	log_info("Agent stopping", LF_S("signal", strsignal(signo)), LF_U("streams", a->ntargets),
 		 LF_U("shutdown_timeout_ms", a->cfg->client.shutdown_timeout_ms));
 	for (i = 0; i < a->nlinks; i++) {
@@ -518,13 +521,27 @@ static void agent_reload(struct agent *a)
 static void on_signal(struct ring *r, int signo)
 {
 	if (signo == SIGHUP) {
+		notify_reloading(&signal_owner->notify);
 		agent_reload(signal_owner);
+		notify_reloaded(&signal_owner->notify);
 		return;
 	}
 	agent_stop(signal_owner, signo);
 }
 
 /* ---- set-up ---- */
+
+/* STATUS= for the service manager (systemctl status). */
+static void agent_status(void *arg, char *buf, size_t len)
+{
+	const struct agent *a = arg;
+	unsigned i, up = 0;
+
+	for (i = 0; i < a->nlinks; i++)
+		up += a->links[i].state == LINK_UP;
+	snprintf(buf, len, "%stunnels up %u/%u, streams %u", a->stopping ? "stopping: " : "", up,
+		 a->nlinks, a->ntargets);
+}
 
 int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg)
 {
@@ -540,6 +557,7 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	ret = cli_loop_init(&a->ring, 1024, on_signal);
 	if (ret < 0)
 		return ret;
+	notify_init(&a->notify, &a->ring);
 	{
 		struct agent_rules_set set;
 
@@ -581,6 +599,8 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	log_info("Agent started", LF_S("gateway", gateway_name(a, gw, sizeof(gw))),
 		 LF_S("client_id", cfg->client.client_id), LF_S("group_id", cfg->client.group_id),
 		 LF_U("replicas", a->nlinks), LF_S("tls", tls_library_version()));
+	/* READY=1 waits for the first tunnel, or the first failed attempt */
+	notify_set_status(&a->notify, agent_status, a);
 	return 0;
 }
 
@@ -605,5 +625,6 @@ void agent_destroy(struct agent *a)
 		free_rules(&set);
 	}
 	bufring_exit(&a->bufs, &a->ring);
+	notify_exit(&a->notify);
 	ring_exit(&a->ring);
 }

@@ -22,6 +22,7 @@
 #include "anyproxy/bufring.h"
 #include "anyproxy/config.h"
 #include "anyproxy/hosts.h"
+#include "anyproxy/notify.h"
 #include "anyproxy/relay.h"
 #include "anyproxy/resolve.h"
 #include "anyproxy/ring.h"
@@ -76,6 +77,7 @@ struct agent {
 	unsigned ntargets; /* target connections alive (target.c) */
 	bool stopping;
 	struct timer shutdown_timer;
+	struct notify notify; /* the service manager (systemd Type=notify) */
 };
 
 struct cli_program;

@@ -413,6 +413,7 @@ static void gateway_stop(struct gateway *gw, int signo)
 	if (gw->stopping)
 		return;
 	gw->stopping = true;
+	notify_stopping(&gw->notify);
 	log_info("Gateway stopping", LF_S("signal", strsignal(signo)), LF_U("tunnels", gw->ntunnels),
 		 LF_U("users", gw->nusers),
 		 LF_U("shutdown_timeout_ms", gw->cfg->gateway.shutdown_timeout_ms));
@@ -533,13 +534,24 @@ static void on_signal(struct ring *r, int signo)
 	struct gateway *gw = signal_owner;
 
 	if (signo == SIGHUP) {
+		notify_reloading(&gw->notify);
 		gateway_reload(gw);
+		notify_reloaded(&gw->notify);
 		return;
 	}
 	gateway_stop(gw, signo);
 }
 
 /* ---- set-up ---- */
+
+/* STATUS= for the service manager (systemctl status). */
+static void gateway_status(void *arg, char *buf, size_t len)
+{
+	const struct gateway *gw = arg;
+
+	snprintf(buf, len, "%sagents %u, tunnels %u, users %u", gw->stopping ? "stopping: " : "",
+		 registry_client_count(&gw->registry), gw->ntunnels, gw->nusers);
+}
 
 /* Open a proxy listener if its listen_addr is set: its connections speak
  * to front end fe. 0 or -errno. */
@@ -584,6 +596,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	ret = cli_loop_init(&gw->ring, 4096, on_signal);
 	if (ret < 0)
 		return ret;
+	notify_init(&gw->notify, &gw->ring);
 	gw->tls = tls_ctx_server(cfg->gateway.tls_cert, cfg->gateway.tls_key,
 				 cfg->gateway.client_ca, err, sizeof(err));
 	if (!gw->tls) {
@@ -628,6 +641,9 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
 	log_info("Gateway started", LF_S("tunnel_addr", shown),
 		 LF_S("control_socket", cfg->control.socket), LF_S("tls", tls_library_version()));
+	/* every listener is bound: connections are accepted from now on */
+	notify_set_status(&gw->notify, gateway_status, gw);
+	notify_ready(&gw->notify);
 	return 0;
 }
 
@@ -653,5 +669,6 @@ void gateway_destroy(struct gateway *gw)
 	registry_destroy(&gw->registry);
 	bufring_exit(&gw->bufs, &gw->ring);
 	tls_ctx_free(gw->tls);
+	notify_exit(&gw->notify);
 	ring_exit(&gw->ring);
 }

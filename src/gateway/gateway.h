@@ -14,6 +14,7 @@
 #include "anyproxy/bufring.h"
 #include "anyproxy/config.h"
 #include "anyproxy/log.h"
+#include "anyproxy/notify.h"
 #include "anyproxy/registry.h"
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
@@ -143,6 +144,7 @@ struct gateway {
 	bool control_bound; /* we created the socket file */
 	gid_t control_gid;  /* the socket file's group: may change state */
 	struct timer shutdown_timer;
+	struct notify notify; /* the service manager (systemd Type=notify) */
 };
 
 struct cli_program;
