@@ -228,6 +228,27 @@ def test_agent_tunnels_to_every_gateway(env):
                 "%s lists %r" % (gw.name, c))
 
 
+def test_agent_shutdown_drains_every_gateway(env):
+    """SIGTERM: the agent drains its tunnels to every gateway (GOAWAY, the
+    reason in its log) and exits cleanly; both gateways drop it."""
+    gws = gateway_pair(env)
+    ds = agents(env, gws)
+    d = ds["p1"]
+    mark = d.mark()
+    d.send_signal(signal.SIGTERM)
+    h.check(d.wait_exit(10 + h.slack()) == 0, "the agent did not exit cleanly")
+    lines = d.find("Disconnected from gateway", since=mark)
+    for gw in gws.values():
+        name = "127.0.0.1:%d" % gw.tunnel_port
+        mine = [l for l in lines if l.get("gateway") == name]
+        h.check(len(mine) == REPLICAS and
+                all(l.get("reason") == "agent shutting down" for l in mine),
+                "expected %d 'Disconnected from gateway gateway=%s reason=\"agent shutting "
+                "down\"' lines: %r" % (REPLICAS, name, mine))
+        env.wait_gone("p1", 5 + h.slack(), socket_path=gw.control)
+        h.check("d1" in env.clients(gw.control), "%s dropped the other agent" % gw.name)
+
+
 def test_haproxy_in_front_of_two_gateways(env):
     gws = gateway_pair(env)
     a, b = gws["gw-a"], gws["gw-b"]
@@ -312,5 +333,6 @@ def test_goaway_from_one_gateway_touches_only_its_tunnels(env):
 
 
 if __name__ == "__main__":
-    h.run([test_agent_tunnels_to_every_gateway, test_haproxy_in_front_of_two_gateways,
+    h.run([test_agent_tunnels_to_every_gateway, test_agent_shutdown_drains_every_gateway,
+           test_haproxy_in_front_of_two_gateways,
            test_goaway_from_one_gateway_touches_only_its_tunnels])
