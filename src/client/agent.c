@@ -1,4 +1,4 @@
-/* agent.c — keeps the tunnels to the gateway up (see agent.h). */
+/* agent.c — keeps the tunnels to every gateway up (see agent.h). */
 #include <errno.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
@@ -19,10 +19,63 @@
 static void link_connect_next(struct agent_link *l);
 static void link_start(struct agent_link *l);
 
-static const char *gateway_name(const struct agent *a, char *buf, size_t len)
+static const char *const link_state_names[] = {
+	[LINK_WAIT] = "wait",	       [LINK_RESOLVE] = "resolve", [LINK_CONNECT] = "connect",
+	[LINK_HANDSHAKE] = "handshake", [LINK_UP] = "up",	   [LINK_DONE] = "done",
+};
+
+const char *agent_link_state_name(enum link_state state)
 {
-	config_addr_format(&a->cfg->client.gateway_addr, buf, len);
-	return buf;
+	return (unsigned)state < ARRAY_SIZE(link_state_names) ? link_state_names[state] : "?";
+}
+
+unsigned agent_gateway_count(const struct agent *a)
+{
+	return a->ngateways;
+}
+
+int agent_gateway_state(const struct agent *a, unsigned index, struct agent_gateway_state *out)
+{
+	const struct agent_gateway *gw;
+	unsigned i, replicas = a->cfg->client.replicas;
+
+	if (index >= a->ngateways)
+		return -ENOENT;
+	gw = &a->gateways[index];
+	memset(out, 0, sizeof(*out));
+	out->name = gw->name;
+	out->replicas = replicas;
+	out->connects = gw->connects;
+	out->failures = gw->failures;
+	for (i = gw->first_link; i < gw->first_link + replicas; i++) {
+		switch (a->links[i].state) {
+		case LINK_UP:
+			out->up++;
+			break;
+		case LINK_HANDSHAKE:
+			out->handshake++;
+			break;
+		case LINK_RESOLVE:
+		case LINK_CONNECT:
+			out->connecting++;
+			break;
+		case LINK_WAIT:
+			out->waiting++;
+			break;
+		case LINK_DONE:
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Tunnels of l's gateway that are up, for the up/down log lines. */
+static unsigned gateway_tunnels_up(const struct agent_link *l)
+{
+	struct agent_gateway_state st;
+
+	agent_gateway_state(l->agent, (unsigned)(l->gateway - l->agent->gateways), &st);
+	return st.up;
 }
 
 static bool all_links_done(const struct agent *a)
@@ -73,7 +126,9 @@ static void link_retry(struct agent_link *l, const char *why)
 	notify_ready(&a->notify); /* the first attempt is over, even if it failed */
 	l->state = LINK_WAIT;
 	l->failures++;
-	log_warn("Reconnecting to gateway", LF_U("replica", l->replica), LF_S("reason", why),
+	l->gateway->failures++;
+	log_warn("Reconnecting to gateway", LF_S("gateway", l->gateway->name),
+		 LF_U("replica", l->replica), LF_S("reason", why),
 		 LF_U("attempt", l->failures), LF_U("delay_ms", delay),
 		 LF_U("max_delay_ms", ceiling));
 	timer_arm(&a->ring, &l->timer, delay);
@@ -118,10 +173,13 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 		l->state = LINK_UP;
 		backoff_reset(&l->backoff);
 		l->failures = 0;
+		l->gateway->connects++;
 		tunnel_established(t, cfg->client.ping_interval_ms, cfg->client.ping_timeout_ms);
-		log_info("Connected to gateway", LF_S("gateway", t->peer),
-			 LF_S("client_id", cfg->client.client_id),
-			 LF_S("group_id", cfg->client.group_id), LF_U("replica", l->replica));
+		log_info("Connected to gateway", LF_S("gateway", l->gateway->name),
+			 LF_S("address", t->peer), LF_S("client_id", cfg->client.client_id),
+			 LF_S("group_id", cfg->client.group_id), LF_U("replica", l->replica),
+			 LF_U("tunnels_up", gateway_tunnels_up(l)),
+			 LF_U("replicas", cfg->client.replicas));
 		notify_ready(&l->agent->notify);
 		return 0;
 	case FRAME_ERROR:
@@ -130,8 +188,8 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 		memcpy(msg, f->error.message.ptr, n);
 		msg[n] = '\0';
 		if (f->type == FRAME_GOAWAY) {
-			log_info("Gateway is going away", LF_S("gateway", t->peer),
-				 LF_S("reason", msg));
+			log_info("Gateway is going away", LF_S("gateway", l->gateway->name),
+				 LF_U("replica", l->replica), LF_S("reason", msg));
 			return 0;
 		}
 		switch (f->error.code) {
@@ -139,13 +197,15 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 			log_error("Gateway rejected our credentials: check auth_username and "
 				  "auth_password in [client] (a group with its own agent "
 				  "credential takes only that one)",
-				  LF_S("gateway", t->peer), LF_S("client_id", cfg->client.client_id),
+				  LF_S("gateway", l->gateway->name),
+				  LF_S("client_id", cfg->client.client_id),
 				  LF_S("group_id", cfg->client.group_id));
 			break;
 		case FRAME_ERR_ID_IN_USE:
 			log_error("Gateway refused our client_id: an agent of another group or "
 				  "credential holds it; give every agent its own client_id",
-				  LF_S("gateway", t->peer), LF_S("client_id", cfg->client.client_id),
+				  LF_S("gateway", l->gateway->name),
+				  LF_S("client_id", cfg->client.client_id),
 				  LF_S("group_id", cfg->client.group_id), LF_U("replica", l->replica));
 			/* the holder stays: asking again soon would only be refused */
 			l->stay_away = true;
@@ -153,12 +213,13 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 		case FRAME_ERR_REPLACED:
 			log_error("Gateway replaced this tunnel: another agent process uses the "
 				  "same client_id (or this one restarted)",
+				  LF_S("gateway", l->gateway->name),
 				  LF_S("client_id", cfg->client.client_id),
 				  LF_U("replica", l->replica));
 			l->stay_away = true;
 			break;
 		default:
-			log_error("Gateway reported an error", LF_S("gateway", t->peer),
+			log_error("Gateway reported an error", LF_S("gateway", l->gateway->name),
 				  LF_S("code", frame_error_name(f->error.code)), LF_S("message", msg));
 		}
 		snprintf(l->last_error, sizeof(l->last_error), "gateway error: %s",
@@ -183,15 +244,19 @@ static void link_on_closed(struct tunnel *t, const char *reason)
 	bool was_up = l->state == LINK_UP;
 
 	l->tunnel = NULL;
+	l->state = LINK_WAIT; /* not up any more, for tunnels_up below */
 	if (was_up && l->agent->stopping)
-		log_info("Disconnected from gateway", LF_S("gateway", t->peer),
-			 LF_U("replica", l->replica), LF_S("reason", reason));
+		log_info("Disconnected from gateway", LF_S("gateway", l->gateway->name),
+			 LF_U("replica", l->replica), LF_S("reason", reason),
+			 LF_U("tunnels_up", gateway_tunnels_up(l)));
 	else if (was_up)
-		log_warn("Disconnected from gateway", LF_S("gateway", t->peer),
-			 LF_U("replica", l->replica), LF_S("reason", reason));
+		log_warn("Disconnected from gateway", LF_S("gateway", l->gateway->name),
+			 LF_U("replica", l->replica), LF_S("reason", reason),
+			 LF_U("tunnels_up", gateway_tunnels_up(l)));
 	else if (!l->agent->stopping)
-		log_error("Gateway connection failed", LF_S("gateway", t->peer),
-			  LF_U("replica", l->replica), LF_S("reason", reason));
+		log_error("Gateway connection failed", LF_S("gateway", l->gateway->name),
+			  LF_S("address", t->peer), LF_U("replica", l->replica),
+			  LF_S("reason", reason));
 	link_retry(l, reason);
 }
 
@@ -202,6 +267,16 @@ static const struct tunnel_ops link_tunnel_ops = {
 };
 
 /* ---- connect ---- */
+
+/* The name the gateway's certificate must carry: gateway_server_name for
+ * every gateway when set (it reloads: the next handshake uses it), else
+ * this gateway's own host part. */
+static const char *link_server_name(const struct agent_link *l)
+{
+	const char *name = l->agent->cfg->client.gateway_server_name;
+
+	return name ? name : l->gateway->addr.host;
+}
 
 static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
 {
@@ -222,14 +297,15 @@ static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t f
 		}
 		snprintf(l->last_error, sizeof(l->last_error), "connect to %s: %s", where,
 			 res == -ECANCELED ? "timed out" : strerror(-res));
-		log_debug("Gateway address failed", LF_S("error", l->last_error));
+		log_debug("Gateway address failed", LF_S("gateway", l->gateway->name),
+			  LF_U("replica", l->replica), LF_S("error", l->last_error));
 		l->addr_index++;
 		link_connect_next(l);
 		return;
 	}
 	l->state = LINK_HANDSHAKE;
-	l->tunnel = tunnel_new(r, fd, a->tls, false, a->cfg->client.gateway_server_name,
-			       &link_tunnel_ops, l, a->cfg->client.handshake_timeout_ms, NULL);
+	l->tunnel = tunnel_new(r, fd, a->tls, false, link_server_name(l), &link_tunnel_ops, l,
+			       a->cfg->client.handshake_timeout_ms, NULL);
 	if (!l->tunnel)
 		link_retry(l, "out of memory");
 }
@@ -279,7 +355,7 @@ static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
 	l->resolving = NULL;
 	if (gai_error) {
 		snprintf(l->last_error, sizeof(l->last_error), "cannot resolve %.200s: %s",
-			 l->agent->cfg->client.gateway_addr.host, gai_strerror(gai_error));
+			 l->gateway->addr.host, gai_strerror(gai_error));
 		link_retry(l, l->last_error);
 		return;
 	}
@@ -297,7 +373,7 @@ static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
 static void link_start(struct agent_link *l)
 {
 	struct agent *a = l->agent;
-	const struct config_addr *ga = &a->cfg->client.gateway_addr;
+	const struct config_addr *ga = &l->gateway->addr;
 
 	if (a->stopping) {
 		link_finish(l);
@@ -545,9 +621,9 @@ static void agent_status(void *arg, char *buf, size_t len)
 
 int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg)
 {
-	char err[512], gw[300];
+	char err[512];
 	uint64_t seed;
-	unsigned i;
+	unsigned g, i;
 	int ret;
 
 	memset(a, 0, sizeof(*a));
@@ -579,28 +655,46 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	}
 	if (getrandom(&a->instance, sizeof(a->instance), 0) != sizeof(a->instance))
 		a->instance = now_ms() ^ ((uint64_t)getpid() << 32);
-	a->nlinks = cfg->client.replicas;
+	/* the config bounds both: at most CONFIG_GATEWAYS_MAX * CONFIG_REPLICAS_MAX */
+	a->ngateways = (unsigned)cfg->client.gateway_addr.count;
+	a->nlinks = a->ngateways * cfg->client.replicas;
+	a->gateways = calloc(a->ngateways, sizeof(*a->gateways));
 	a->links = calloc(a->nlinks, sizeof(*a->links));
-	if (!a->links)
+	if (!a->gateways || !a->links)
 		return -ENOMEM;
-	for (i = 0; i < a->nlinks; i++) {
-		struct agent_link *l = &a->links[i];
-
-		if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
-			seed = a->instance + i;
-		l->agent = a;
-		l->replica = i;
-		l->connect_fd = -1;
-		backoff_init(&l->backoff, cfg->client.reconnect_initial_delay_ms,
-			     cfg->client.reconnect_max_delay_ms, seed);
-		timer_init(&l->timer, connect_deadline);
-		link_start(l);
-	}
-	log_info("Agent started", LF_S("gateway", gateway_name(a, gw, sizeof(gw))),
+	log_info("Agent started", LF_U("gateways", a->ngateways),
 		 LF_S("client_id", cfg->client.client_id), LF_S("group_id", cfg->client.group_id),
-		 LF_U("replicas", a->nlinks), LF_S("tls", tls_library_version()));
+		 LF_U("replicas", cfg->client.replicas), LF_S("tls", tls_library_version()));
+	for (g = 0; g < a->ngateways; g++) {
+		struct agent_gateway *gw = &a->gateways[g];
+
+		gw->addr = cfg->client.gateway_addr.items[g];
+		config_addr_format(&gw->addr, gw->name, sizeof(gw->name));
+		gw->first_link = g * cfg->client.replicas;
+		for (i = gw->first_link; i < gw->first_link + cfg->client.replicas; i++) {
+			struct agent_link *l = &a->links[i];
+
+			if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+				seed = a->instance + i;
+			l->agent = a;
+			l->gateway = gw;
+			l->replica = i - gw->first_link;
+			l->connect_fd = -1;
+			backoff_init(&l->backoff, cfg->client.reconnect_initial_delay_ms,
+				     cfg->client.reconnect_max_delay_ms, seed);
+			timer_init(&l->timer, connect_deadline);
+		}
+	}
 	/* READY=1 waits for the first tunnel, or the first failed attempt */
 	notify_set_status(&a->notify, agent_status, a);
+	/* links start once all are set up: a failure may log tunnels_up */
+	for (i = 0; i < a->nlinks; i++) {
+		if (i % cfg->client.replicas == 0)
+			log_info("Dialling gateway", LF_S("gateway", a->links[i].gateway->name),
+				 LF_U("replicas", cfg->client.replicas),
+				 LF_S("server_name", link_server_name(&a->links[i])));
+		link_start(&a->links[i]);
+	}
 	return 0;
 }
 
@@ -619,6 +713,7 @@ void agent_destroy(struct agent *a)
 {
 	resolver_free(a->resolver);
 	free(a->links);
+	free(a->gateways);
 	{
 		struct agent_rules_set set = { a->tls, a->hosts, a->allowed, a->forbidden };
 

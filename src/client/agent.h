@@ -1,8 +1,11 @@
 /*
  * agent.h — anyproxy-client's state, private to src/client/.
  *
- * The agent keeps `replicas` tunnels to the gateway. Each is a link with
- * its own state machine and backoff:
+ * The agent keeps `replicas` tunnels to every gateway of [client]
+ * gateway_addr (gateways share nothing, so each must reach every agent:
+ * docs/scaling.md). Each tunnel is a link with its own state machine,
+ * backoff and liveness; a failure, a GOAWAY or an ERROR on one link touches
+ * no other link, of its gateway or another:
  *
  *   WAIT --timer--> RESOLVE --> CONNECT --> TLS+HELLO --> UP
  *     ^                 |           |            |         |
@@ -32,6 +35,9 @@
 #define AGENT_RESOLVER_THREADS 2
 #define AGENT_RESOLVER_MAX_PENDING 1024
 
+/* "host:port" or "[v6]:port" of a config_addr, NUL included. */
+#define AGENT_GATEWAY_NAME_BYTES (sizeof(((struct config_addr *)0)->host) + sizeof("[]:65535"))
+
 enum link_state {
 	LINK_WAIT,      /* backoff timer running (or not yet started) */
 	LINK_RESOLVE,   /* resolving gateway_addr */
@@ -43,9 +49,20 @@ enum link_state {
 
 struct agent;
 
+/* One entry of gateway_addr: its links are a->links[first_link ..
+ * first_link + a->cfg->client.replicas). */
+struct agent_gateway {
+	struct config_addr addr; /* a copy: gateway_addr needs a restart to change */
+	char name[AGENT_GATEWAY_NAME_BYTES]; /* as configured; gateway= of every log line */
+	unsigned first_link;
+	uint64_t connects; /* tunnels that reached HELLO_OK, since start */
+	uint64_t failures; /* attempts that failed and tunnels that closed, since start */
+};
+
 struct agent_link {
 	struct agent *agent;
-	unsigned replica;
+	struct agent_gateway *gateway;
+	unsigned replica; /* 0 .. replicas-1, per gateway */
 	enum link_state state;
 	struct backoff backoff;
 	struct timer timer; /* backoff wait, or connect deadline */
@@ -72,7 +89,9 @@ struct agent {
 	struct resolver *resolver;
 	struct bufring bufs;
 	uint64_t instance;
-	struct agent_link *links;
+	struct agent_gateway *gateways; /* one per gateway_addr entry, in its order */
+	unsigned ngateways;
+	struct agent_link *links; /* ngateways * replicas, grouped by gateway */
 	unsigned nlinks;
 	unsigned ntargets; /* target connections alive (target.c) */
 	bool stopping;
@@ -88,5 +107,29 @@ void agent_maybe_exit(struct agent *a);
 int target_open(struct agent_link *l, const struct frame *f, const char **why);
 int agent_run(struct agent *a);
 void agent_destroy(struct agent *a);
+
+/*
+ * Per-gateway tunnel state, for status output and metrics (read on the
+ * agent's loop thread). Counts are of the gateway's `replicas` links now;
+ * connects and failures count since start.
+ */
+struct agent_gateway_state {
+	const char *name; /* "host:port" as configured; valid while the agent lives */
+	unsigned replicas;
+	unsigned up;         /* LINK_UP: HELLO_OK received, carrying streams */
+	unsigned handshake;  /* LINK_HANDSHAKE: TLS + HELLO */
+	unsigned connecting; /* LINK_RESOLVE or LINK_CONNECT */
+	unsigned waiting;    /* LINK_WAIT: backoff before the next attempt */
+	uint64_t connects;
+	uint64_t failures;
+};
+
+/* The number of gateways (entries of gateway_addr). */
+unsigned agent_gateway_count(const struct agent *a);
+/* Fill *out for gateway index (0 .. agent_gateway_count() - 1, the order of
+ * gateway_addr). 0, or -ENOENT for an index past the end. */
+int agent_gateway_state(const struct agent *a, unsigned index, struct agent_gateway_state *out);
+/* "wait", "resolve", "connect", "handshake", "up", "done". */
+const char *agent_link_state_name(enum link_state state);
 
 #endif

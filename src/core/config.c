@@ -43,7 +43,7 @@ static int check_client_id(const void *field, char *why, size_t whylen);
 static int check_group_id(const void *field, char *why, size_t whylen);
 static int check_socket_path(const void *field, char *why, size_t whylen);
 static int check_listen_addr(const void *field, char *why, size_t whylen);
-static int check_dial_addr(const void *field, char *why, size_t whylen);
+static int check_dial_addrs(const void *field, char *why, size_t whylen);
 static int check_server_name(const void *field, char *why, size_t whylen);
 static int check_not_empty(const void *field, char *why, size_t whylen);
 static int check_unix_group(const void *field, char *why, size_t whylen);
@@ -53,7 +53,7 @@ const struct config_section config_sections[] = {
 	{ "proxy.http", GATEWAY,
 	  "The HTTP proxy listener (plain HTTP and CONNECT). Disabled while listen_addr is empty." },
 	{ "proxy.socks5", GATEWAY, "The SOCKS5 proxy listener. Disabled while listen_addr is empty." },
-	{ "client", CLIENT, "The agent: which gateway it dials, who it is, what it may reach." },
+	{ "client", CLIENT, "The agent: which gateways it dials, who it is, what it may reach." },
 	{ "log", BOTH, "Where and how both programs write their log." },
 	{ "control", GATEWAY, "The local control socket that apctl talks to." },
 };
@@ -179,17 +179,22 @@ const struct config_key config_keys[] = {
 	LISTENER_KEYS("proxy.http", http, ":8080", config_check_http_username),
 	LISTENER_KEYS("proxy.socks5", socks5, ":1080", config_check_socks5_username),
 
-	{ KEY("client", "gateway_addr", addr, CLIENT, client.gateway_addr), .required = true,
-	  .check = check_dial_addr, .example = "gateway.example.com:8443",
-	  .help = "The gateway's tunnel address: host:port or [v6]:port." },
+	{ KEY("client", "gateway_addr", addr_list, CLIENT, client.gateway_addr), .required = true,
+	  .max = CONFIG_GATEWAYS_MAX, .check = check_dial_addrs,
+	  .example = "gw1.example.com:8443, gw2.example.com:8443", .restart = true,
+	  .help = "The gateways' tunnel addresses (host:port or [v6]:port), comma-separated or "
+		  "on repeated lines; each listed once. The agent keeps replicas tunnels to "
+		  "every one of them, each with its own reconnects and liveness, so any gateway "
+		  "can route to this agent (docs/scaling.md)." },
 	{ KEY("client", "gateway_tls_cert", file, CLIENT, client.gateway_tls_cert),
 	  .required = true, .example = "/etc/anyproxy/gateway.crt",
 	  .help = "Certificate (PEM) that the gateway's certificate must chain to: a CA, "
 		  "or the gateway's self-signed certificate itself." },
 	{ KEY("client", "gateway_server_name", string, CLIENT, client.gateway_server_name),
 	  .check = check_server_name, .example = "gateway.example.com",
-	  .help = "Name the gateway's certificate must carry (SNI and host name check). "
-		  "Empty: the host part of gateway_addr." },
+	  .help = "Name every gateway's certificate must carry (SNI and host name check); "
+		  "when set it applies to all of gateway_addr. Empty: each gateway's own host "
+		  "part in gateway_addr." },
 	{ KEY("client", "tls_cert", file, CLIENT, client.tls_cert),
 	  .example = "/etc/anyproxy/agent.crt",
 	  .help = "Client certificate (PEM) for mutual TLS; set together with tls_key." },
@@ -208,7 +213,7 @@ const struct config_key config_keys[] = {
 		  "A-Z a-z 0-9 . _ : -" },
 	{ KEY("client", "replicas", uint32, CLIENT, client.replicas), .default_value = "1",
 	  RANGE(1, CONFIG_REPLICAS_MAX), .restart = true,
-	  .help = "Number of parallel tunnels this agent keeps open to the gateway." },
+	  .help = "Number of parallel tunnels this agent keeps open to each gateway." },
 	{ KEY("client", "auth_username", string, CLIENT, client.auth_username),
 	  .required = true, .check = config_check_credential, .example = "gateway_user",
 	  .help = "Username presented to the gateway (its [gateway] auth_username)." },
@@ -431,11 +436,16 @@ static int check_listen_addr(const void *field, char *why, size_t whylen)
 	return 0;
 }
 
-static int check_dial_addr(const void *field, char *why, size_t whylen)
+static int check_dial_addrs(const void *field, char *why, size_t whylen)
 {
-	if (!((const struct config_addr *)field)->host[0]) {
-		snprintf(why, whylen, "needs a host: the agent dials it (host:port or [v6]:port)");
-		return -EINVAL;
+	const struct config_addr_list *list = field;
+
+	for (size_t i = 0; i < list->count; i++) {
+		if (!list->items[i].host[0]) {
+			snprintf(why, whylen, "needs a host: the agent dials it (host:port or "
+				 "[v6]:port)");
+			return -EINVAL;
+		}
 	}
 	return 0;
 }

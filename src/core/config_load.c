@@ -798,15 +798,7 @@ static int validate_client(struct load_ctx *ctx)
 			 cfg->client.reconnect_max_delay_ms, cfg->client.reconnect_initial_delay_ms);
 		return fail_key(ctx, blame(ctx, initial, max), why);
 	}
-	err = check_pair(ctx, CONFIG_KEY_OF(client.tls_cert), CONFIG_KEY_OF(client.tls_key));
-	if (err)
-		return err;
-	if (!cfg->client.gateway_server_name) {
-		cfg->client.gateway_server_name = strdup(cfg->client.gateway_addr.host);
-		if (!cfg->client.gateway_server_name)
-			return -ENOMEM;
-	}
-	return 0;
+	return check_pair(ctx, CONFIG_KEY_OF(client.tls_cert), CONFIG_KEY_OF(client.tls_key));
 }
 
 static int validate(struct load_ctx *ctx)

@@ -331,6 +331,26 @@ static void free_list(const struct config_key *key, void *field)
 	list->count = 0;
 }
 
+/* The next comma-separated item of a list value at *p, trimmed, as
+ * [*start, *end) (empty for an empty item); *p moves past its comma. An
+ * item that starts with raw (if not NUL) runs to the end of the value. */
+static void next_list_item(const char **p, char raw, const char **start, const char **end)
+{
+	const char *s = *p;
+
+	while (*s && isspace((unsigned char)*s))
+		s++;
+	*start = s;
+	while (*s && (*s != ',' || (raw && **start == raw)))
+		s++;
+	*end = s;
+	if (*s == ',')
+		s++;
+	*p = s;
+	while (*end > *start && isspace((unsigned char)(*end)[-1]))
+		(*end)--;
+}
+
 /* Append the comma-separated items of value; items are trimmed and empty
  * ones skipped. Each item passes the key's registered check first. */
 static int parse_list(const struct config_key *key, void *field, const char *value, char *why,
@@ -344,23 +364,12 @@ static int parse_list(const struct config_key *key, void *field, const char *val
 	if (key->item_check != CONFIG_CHECK_NONE && !check)
 		abort();
 	while (*p) {
-		const char *start = p, *end;
+		const char *start, *end;
 		char **grown;
 		char *item;
 
-		while (*p && isspace((unsigned char)*p))
-			p++;
-		start = p;
 		/* a host regex may contain commas: it runs to the end of the value */
-		while (*p && (*p != ',' || *start == CONFIG_LIST_RAW_PREFIX))
-			p++;
-		end = p;
-		if (*p == ',')
-			p++;
-		while (start < end && isspace((unsigned char)*start))
-			start++;
-		while (end > start && isspace((unsigned char)end[-1]))
-			end--;
+		next_list_item(&p, CONFIG_LIST_RAW_PREFIX, &start, &end);
 		if (start == end)
 			continue;
 		if (list->count == CONFIG_LIST_MAX_ITEMS) {
@@ -525,6 +534,101 @@ const struct config_type config_type_addr = {
 	.is_set = addr_is_set,
 	.differs = addrs_differ,
 	.doc_name = "address",
+};
+
+/* ---- lists of addresses ---- */
+
+static void free_addr_list(const struct config_key *key, void *field)
+{
+	struct config_addr_list *list = field;
+
+	free(list->items);
+	list->items = NULL;
+	list->count = 0;
+}
+
+static bool same_addr(const struct config_addr *a, const struct config_addr *b)
+{
+	return a->port == b->port && strcasecmp(a->host, b->host) == 0;
+}
+
+/* Append the comma-separated addresses of value (trimmed, empty items
+ * skipped); each is parsed as an address key's value, and one already in
+ * the list, or one beyond key->max items, is refused. */
+static int parse_addr_list(const struct config_key *key, void *field, const char *value,
+			   char *why, size_t whylen)
+{
+	struct config_addr_list *list = field;
+	const char *p = value;
+
+	whylen = MIN(whylen, CONFIG_VALUE_WHY_BYTES);
+	while (*p) {
+		char item[CONFIG_LINE_MAX_BYTES + 1], show[CONFIG_SHOWN_BYTES];
+		const char *start, *end;
+		struct config_addr addr, *grown;
+		size_t n;
+
+		next_list_item(&p, '\0', &start, &end);
+		if (start == end)
+			continue;
+		n = (size_t)(end - start);
+		if (n >= sizeof(item)) {
+			snprintf(why, whylen, "address longer than %d bytes", CONFIG_LINE_MAX_BYTES);
+			return -EINVAL;
+		}
+		memcpy(item, start, n);
+		item[n] = '\0';
+		if (config_parse_addr(item, &addr, why, whylen) < 0)
+			return -EINVAL;
+		for (size_t i = 0; i < list->count; i++) {
+			if (same_addr(&list->items[i], &addr)) {
+				snprintf(why, whylen, "'%s' is listed twice", config_shown(item, show));
+				return -EINVAL;
+			}
+		}
+		if (list->count >= key->max) {
+			snprintf(why, whylen, "more than %u addresses", key->max);
+			return -EINVAL;
+		}
+		grown = realloc(list->items, (list->count + 1) * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+		grown[list->count++] = addr;
+		list->items = grown;
+	}
+	return 0;
+}
+
+static bool addr_list_is_set(const void *field)
+{
+	return ((const struct config_addr_list *)field)->count > 0;
+}
+
+static bool addr_lists_differ(const void *a, const void *b)
+{
+	const struct config_addr_list *x = a, *y = b;
+
+	if (x->count != y->count)
+		return true;
+	for (size_t i = 0; i < x->count; i++)
+		if (addrs_differ(&x->items[i], &y->items[i]))
+			return true;
+	return false;
+}
+
+static void describe_addr_list(const struct config_key *key, char *buf, size_t len)
+{
+	snprintf(buf, len, "list of 1..%u addresses", key->max);
+}
+
+const struct config_type config_type_addr_list = {
+	.size = sizeof(struct config_addr_list),
+	.repeatable = true,
+	.parse = parse_addr_list,
+	.is_set = addr_list_is_set,
+	.differs = addr_lists_differ,
+	.free = free_addr_list,
+	.describe = describe_addr_list,
 };
 
 /* ---- log level and format ---- */

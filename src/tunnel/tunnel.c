@@ -78,7 +78,10 @@ void tunnel_close_after(struct tunnel *t, const struct frame *f, const char *rea
 	if (f)
 		tunnel_send(t, f);
 	tls_shutdown(&t->tls);
-	snprintf(t->close_reason, sizeof(t->close_reason), "%s", reason);
+	/* drains pass close_reason itself: copying it onto itself is undefined
+	 * (glibc left it empty) */
+	if (reason != t->close_reason)
+		snprintf(t->close_reason, sizeof(t->close_reason), "%s", reason);
 	t->close_when_flushed = true;
 	tunnel_flush(t);
 }

@@ -226,9 +226,11 @@ static void test_client_defaults(void **state)
 
 	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN);
 	assert_int_equal(cfg.program, CONFIG_CLIENT);
-	assert_string_equal(cfg.client.gateway_addr.host, "gateway.example.com");
-	assert_int_equal(cfg.client.gateway_addr.port, 8443);
-	assert_string_equal(cfg.client.gateway_server_name, "gateway.example.com");
+	assert_int_equal(cfg.client.gateway_addr.count, 1);
+	assert_string_equal(cfg.client.gateway_addr.items[0].host, "gateway.example.com");
+	assert_int_equal(cfg.client.gateway_addr.items[0].port, 8443);
+	/* unset: each gateway is checked against its own host part */
+	assert_null(cfg.client.gateway_server_name);
 	assert_null(cfg.client.tls_cert);
 	assert_null(cfg.client.tls_key);
 	assert_string_equal(cfg.client.client_id, "prod-client-001");
@@ -516,6 +518,87 @@ static void test_reload_swaps_live_keys_only(void **state)
 	config_free(&live);
 }
 
+/* CLIENT_MIN without its gateway_addr line (line 2), for the list tests. */
+#define CLIENT_NO_GATEWAY                       \
+	"[client]\n"                            \
+	"gateway_tls_cert = server.crt\n"       \
+	"client_id = prod-client-001\n"         \
+	"auth_username = gateway_user\n"        \
+	"auth_password = gateway_password\n"
+
+/* [client] gateway_addr is a list: comma-separated and repeated lines
+ * append, each entry is an address checked once, duplicates and more than
+ * CONFIG_GATEWAYS_MAX are refused, the environment replaces the list. */
+static void test_gateway_addr_list(void **state)
+{
+	char text[TEXT_BYTES], one[64], too_many[64];
+	struct config cfg, fresh;
+	char restart[256];
+	size_t used;
+
+	load_ok(&cfg, CONFIG_CLIENT,
+		CLIENT_NO_GATEWAY "gateway_addr = gw1.example.com:8443 , 10.0.0.2:9443,,\n"
+				  "gateway_addr = [2001:db8::1]:8443\n"
+				  "gateway_addr = GW1.example.com:8444\n");
+	assert_int_equal(cfg.client.gateway_addr.count, 4);
+	assert_string_equal(cfg.client.gateway_addr.items[0].host, "gw1.example.com");
+	assert_int_equal(cfg.client.gateway_addr.items[0].port, 8443);
+	assert_string_equal(cfg.client.gateway_addr.items[1].host, "10.0.0.2");
+	assert_int_equal(cfg.client.gateway_addr.items[1].port, 9443);
+	assert_string_equal(cfg.client.gateway_addr.items[2].host, "2001:db8::1");
+	/* the same host on another port is another gateway */
+	assert_int_equal(cfg.client.gateway_addr.items[3].port, 8444);
+	assert_null(cfg.client.gateway_server_name);
+
+	/* the list needs a restart: a reload reports it and keeps the running one */
+	load_ok(&fresh, CONFIG_CLIENT, CLIENT_MIN);
+	assert_int_equal(config_reload(&cfg, &fresh, restart, sizeof(restart)), 1);
+	assert_string_equal(restart, "[client] gateway_addr");
+	assert_int_equal(cfg.client.gateway_addr.count, 4);
+	config_free(&fresh);
+	config_free(&cfg);
+
+	/* duplicates, host names compared without case, across lines too */
+	expect_error(CONFIG_CLIENT, CLIENT_NO_GATEWAY "gateway_addr = gw:1, GW:1\n", 6,
+		     "[client] gateway_addr", "'GW:1' is listed twice");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "gateway_addr = gateway.example.com:8443\n", 7,
+		     "[client] gateway_addr", "listed twice");
+	/* each entry is an address to dial */
+	expect_error(CONFIG_CLIENT, CLIENT_NO_GATEWAY "gateway_addr = gw:1, gw2\n", 6,
+		     "[client] gateway_addr", "missing ':port'");
+	expect_error(CONFIG_CLIENT, CLIENT_NO_GATEWAY "gateway_addr = gw:1, :8443\n", 6,
+		     "[client] gateway_addr", "needs a host");
+	expect_error(CONFIG_CLIENT, CLIENT_NO_GATEWAY "gateway_addr = gw:1, gw:99999\n", 6,
+		     "[client] gateway_addr", "port must be a number");
+	expect_error(CONFIG_CLIENT, CLIENT_NO_GATEWAY "gateway_addr = , ,\n", 6,
+		     "[client] gateway_addr", "required key is empty");
+
+	/* CONFIG_GATEWAYS_MAX entries load; one more is refused */
+	used = (size_t)snprintf(text, sizeof(text), "%sgateway_addr = gw0:1", CLIENT_NO_GATEWAY);
+	for (unsigned i = 1; i < CONFIG_GATEWAYS_MAX; i++) {
+		snprintf(one, sizeof(one), ", gw%u:1", i);
+		assert_true(used + strlen(one) + 2 < sizeof(text));
+		strcpy(text + used, one);
+		used += strlen(one);
+	}
+	strcpy(text + used, "\n");
+	load_ok(&cfg, CONFIG_CLIENT, text);
+	assert_int_equal(cfg.client.gateway_addr.count, CONFIG_GATEWAYS_MAX);
+	config_free(&cfg);
+	strcpy(text + used, "\ngateway_addr = one-too-many:1\n");
+	snprintf(too_many, sizeof(too_many), "more than %d addresses", CONFIG_GATEWAYS_MAX);
+	expect_error(CONFIG_CLIENT, text, 7, "[client] gateway_addr", too_many);
+
+	/* the environment replaces the file's list */
+	setenv("CLIENT_GATEWAY_ADDR", "a.example:1,b.example:2", 1);
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN);
+	assert_int_equal(cfg.client.gateway_addr.count, 2);
+	assert_string_equal(cfg.client.gateway_addr.items[0].host, "a.example");
+	assert_string_equal(cfg.client.gateway_addr.items[1].host, "b.example");
+	config_free(&cfg);
+	unsetenv("CLIENT_GATEWAY_ADDR");
+}
+
 /* [gateway] fallback_to_default: on by default (the spec), reloadable. */
 static void test_fallback_to_default(void **state)
 {
@@ -696,9 +779,9 @@ static void test_ipv6_in_config(void **state)
 		"client_id = c1\n"
 		"auth_username = u\n"
 		"auth_password = p\n");
-	assert_string_equal(cfg.client.gateway_addr.host, "2001:db8::1");
-	/* The server name is the bare literal, for the certificate's IP check. */
-	assert_string_equal(cfg.client.gateway_server_name, "2001:db8::1");
+	assert_string_equal(cfg.client.gateway_addr.items[0].host, "2001:db8::1");
+	/* The agent checks the bare literal (the certificate's IP address). */
+	assert_null(cfg.client.gateway_server_name);
 	config_free(&cfg);
 
 	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN "[proxy.socks5]\nlisten_addr = [::1]:1080\n");
@@ -1415,6 +1498,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_group_sections, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_swaps_live_keys_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gateway_addr_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_agent_credentials, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_require_group_section, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fallback_to_default, setup, teardown),

@@ -100,7 +100,7 @@ struct config_key {
 	size_t offset;             /* of the field in struct config */
 	const char *default_value; /* parsed like a file value; NULL: none */
 	bool required;
-	uint32_t min, max;         /* config_type_uint32 and _file_mode only */
+	uint32_t min, max;         /* uint32, file_mode: range; addr_list: max items */
 	config_key_check_fn check; /* NULL: the type's parsing is enough */
 	const char *example;       /* reference-INI value when there is no default */
 	const char *help;
@@ -123,6 +123,10 @@ extern const struct config_section config_sections[];
 extern const size_t config_nsections;
 extern const struct config_key config_keys[];
 extern const size_t config_nkeys;
+/* The type of a list of addresses ([client] gateway_addr): its key's max
+ * is the most addresses it takes. */
+extern const struct config_type config_type_addr_list;
+
 /* The cross-key checks of the loader, in words, for docs/config.md. */
 extern const char *const config_rules[];
 extern const size_t config_nrules;

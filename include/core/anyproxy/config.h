@@ -34,6 +34,16 @@ struct config_list {
 	size_t count;
 };
 
+/* Most gateways one agent dials ([client] gateway_addr). */
+#define CONFIG_GATEWAYS_MAX 16
+
+/* A list of addresses, in the order given; no two are the same host
+ * (compared without case) and port. */
+struct config_addr_list {
+	struct config_addr *items;
+	size_t count;
+};
+
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 struct config_listener {
@@ -89,9 +99,9 @@ struct config {
 	struct config_listener socks5; /* [proxy.socks5] */
 
 	struct {
-		struct config_addr gateway_addr;
+		struct config_addr_list gateway_addr; /* 1 to CONFIG_GATEWAYS_MAX */
 		char *gateway_tls_cert;
-		char *gateway_server_name; /* default: host of gateway_addr */
+		char *gateway_server_name; /* NULL: each gateway's own host part */
 		char *tls_cert;            /* optional client certificate (mTLS) */
 		char *tls_key;
 		char *client_id;
@@ -157,9 +167,10 @@ int config_register_check(enum config_check which, config_item_check_fn fn);
  * empty value is an error, unless the environment then gives it a value.
  * A string key that is absent, or set to an empty value, is NULL unless the
  * table gives it a default (group_id defaults to "", log.output to
- * "stderr"); client.gateway_server_name is always set after a successful
- * load. On failure everything is already freed and *cfg is zeroed (calling
- * config_free() on it again is harmless).
+ * "stderr"); client.gateway_server_name stays NULL when unset (each
+ * gateway is then checked against its own host part). On failure
+ * everything is already freed and *cfg is zeroed (calling config_free() on
+ * it again is harmless).
  */
 int config_load(struct config *cfg, enum config_program program, const char *path,
 		char *err, size_t errlen);
