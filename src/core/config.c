@@ -52,6 +52,9 @@ const struct config_section config_sections[] = {
 	{ "client", CLIENT, "The agent: which gateway it dials, who it is, what it may reach." },
 	{ "log", BOTH, "Where and how both programs write their log." },
 	{ "control", GATEWAY, "The local control socket that apctl talks to." },
+	{ "metrics", BOTH,
+	  "The Prometheus metrics endpoint (GET /metrics, docs/operations.md \"Metrics\"). "
+	  "Off while listen_addr is empty." },
 };
 
 /* type names a descriptor of config_types.c: string, addr, uint32, ... */
@@ -256,6 +259,12 @@ const struct config_key config_keys[] = {
 	{ KEY("control", "socket", string, GATEWAY, control.socket), .restart = true,
 	  .default_value = "/run/anyproxy/gateway.sock", .check = check_socket_path,
 	  .help = "Path of the unix socket apctl connects to." },
+
+	{ KEY("metrics", "listen_addr", addr, BOTH, metrics.listen_addr), .restart = true,
+	  .example = "127.0.0.1:9464",
+	  .help = "Address of the metrics endpoint: host:port, [v6]:port or :port for all "
+		  "addresses. It has no authentication: bind it to a trusted address. Empty: "
+		  "no endpoint." },
 };
 
 #undef KEY

@@ -731,7 +731,7 @@ static void test_unknown_section(void **state)
 {
 	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[metrix]\nlisten_addr = :9100\n", 6, "[metrix]",
 		     "unknown section (anyproxy-gateway accepts [gateway] [proxy.http] "
-		     "[proxy.socks5] [log] [control])");
+		     "[proxy.socks5] [log] [control] [metrics])");
 	/* Even an empty one. */
 	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy]\n", 6, "[proxy]", "unknown section");
 	expect_error(CONFIG_CLIENT, "[ client ]\n", 1, "[ client ]", "unknown section");

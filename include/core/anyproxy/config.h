@@ -119,6 +119,10 @@ struct config {
 	struct {
 		char *socket;
 	} control;
+
+	struct {
+		struct config_addr listen_addr; /* unset: no metrics endpoint */
+	} metrics;
 };
 
 /*
