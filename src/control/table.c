@@ -35,6 +35,8 @@ const struct table_command table_commands[TABLE_NCOMMANDS] = {
 	[TABLE_CMD_CLIENT] = { "client", "ID", "show one client", true },
 	[TABLE_CMD_VERSION] = { "version", NULL,
 				"show the gateway's version, wolfSSL, AES-NI and uptime", true },
+	[TABLE_CMD_STATS] = { "stats", NULL,
+			      "show the gateway's global counters (the metrics' totals)", true },
 };
 
 /* The writer's first allocation; it doubles from there up to its max. */

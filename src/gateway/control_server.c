@@ -132,6 +132,11 @@ static int answer_version(struct gateway *gw, struct table_writer *w, const char
 	return ret ? -ENOSPC : 0;
 }
 
+static int answer_stats(struct gateway *gw, struct table_writer *w, const char *arg)
+{
+	return gw_stats_write_table(gw, w);
+}
+
 /* How the gateway answers each command of the protocol's table (table.h);
  * the names, arguments and help live there, once. */
 static int (*const answers[TABLE_NCOMMANDS])(struct gateway *gw, struct table_writer *w,
@@ -140,6 +145,7 @@ static int (*const answers[TABLE_NCOMMANDS])(struct gateway *gw, struct table_wr
 	[TABLE_CMD_GROUPS] = answer_groups,
 	[TABLE_CMD_CLIENT] = answer_client,
 	[TABLE_CMD_VERSION] = answer_version,
+	[TABLE_CMD_STATS] = answer_stats,
 };
 
 static int dispatch(struct gateway *gw, struct table_writer *w, const struct table_request *req)

@@ -376,8 +376,11 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 			return -EPROTO;
 		}
 		ret = handle_hello(gt, f);
-		if (gt->authenticated)
+		if (gt->authenticated) {
+			metrics_observe_us(&gt->gw->stats.tunnel_handshake,
+					   now_us() - gt->accepted_us);
 			handshake_over(gt);
+		}
 		return ret;
 	}
 	switch (f->type) {
@@ -472,6 +475,7 @@ static void tunnel_accept(struct listener *l, int fd)
 		return;
 	}
 	gt->gw = gw;
+	gt->accepted_us = now_us();
 	gt->tunnel = tunnel_new(&gw->ring, fd, gw->tls, true, NULL, &gw_tunnel_ops, gt,
 				gw->cfg->gateway.handshake_timeout_ms, &gw->bufs);
 	if (!gt->tunnel) {
@@ -547,6 +551,7 @@ static void gateway_stop(struct gateway *gw, int signo)
 	listener_stop(&gw->ring, &gw->control_listener);
 	listener_stop(&gw->ring, &gw->socks5_listener);
 	listener_stop(&gw->ring, &gw->http_listener);
+	metrics_server_close(&gw->metrics);
 	/* users still in their handshake have nothing to finish */
 	proxy_close_handshaking(gw, "gateway shutdown");
 	/* open streams may finish; each tunnel closes after its last one */
@@ -672,7 +677,7 @@ static void on_signal(struct ring *r, int signo)
 /* Open a proxy listener if its listen_addr is set: its connections speak
  * to front end fe. 0 or -errno. */
 static int proxy_listen(struct gateway *gw, struct listener *l, const struct config_listener *cfg,
-			const struct proxy_frontend *fe)
+			const struct proxy_frontend *fe, enum gw_proxy proxy)
 {
 	const char *name = fe->name;
 	char err[512], shown[300];
@@ -686,7 +691,7 @@ static int proxy_listen(struct gateway *gw, struct listener *l, const struct con
 		return fd;
 	}
 	*l = (struct listener){ .fd = fd, .name = name, .on_accept = proxy_accept, .owner = gw,
-				.frontend = fe, .proxy_cfg = cfg };
+				.frontend = fe, .proxy_cfg = cfg, .proxy = proxy };
 	config_addr_format(&cfg->listen_addr, shown, sizeof(shown));
 	log_info("Proxy listening", LF_S("proxy", name), LF_S("addr", shown),
 		 LF_S("auth", cfg->auth_username || cfg->auth_password ? "password" : "none"));
@@ -723,9 +728,11 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		log_error("Cannot register receive buffers", LF_S("error", strerror(-ret)));
 		return ret;
 	}
-	ret = proxy_listen(gw, &gw->socks5_listener, &cfg->socks5, &socks5_frontend);
+	ret = proxy_listen(gw, &gw->socks5_listener, &cfg->socks5, &socks5_frontend,
+			   GW_PROXY_SOCKS5);
 	if (ret == 0)
-		ret = proxy_listen(gw, &gw->http_listener, &cfg->http, &http_frontend);
+		ret = proxy_listen(gw, &gw->http_listener, &cfg->http, &http_frontend,
+				   GW_PROXY_HTTP);
 	if (ret < 0)
 		return ret;
 	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
@@ -754,6 +761,16 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		listener_start(&gw->ring, &gw->socks5_listener);
 	if (gw->http_listener.fd >= 0)
 		listener_start(&gw->ring, &gw->http_listener);
+	if (cfg->metrics.listen_addr.set) {
+		ret = metrics_server_open(&gw->metrics, &gw->ring, &cfg->metrics.listen_addr,
+					  gw_stats_collect, gw, err, sizeof(err));
+		if (ret < 0) {
+			log_error("Cannot open the metrics listener", LF_S("error", err));
+			return ret;
+		}
+		config_addr_format(&cfg->metrics.listen_addr, shown, sizeof(shown));
+		log_info("Metrics listening", LF_S("addr", shown), LF_S("path", METRICS_PATH));
+	}
 	apply_limits(gw);
 	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
 	log_info("Gateway started", LF_S("tunnel_addr", shown),
@@ -780,7 +797,9 @@ void gateway_destroy(struct gateway *gw)
 	listener_stop(&gw->ring, &gw->control_listener);
 	listener_stop(&gw->ring, &gw->socks5_listener);
 	listener_stop(&gw->ring, &gw->http_listener);
+	metrics_server_destroy(&gw->metrics);
 	registry_destroy(&gw->registry);
+	gw_stats_free(&gw->stats);
 	bufring_exit(&gw->bufs, &gw->ring);
 	tls_ctx_free(gw->tls);
 	ring_exit(&gw->ring);

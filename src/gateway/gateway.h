@@ -13,9 +13,11 @@
 #include "anyproxy/bufring.h"
 #include "anyproxy/config.h"
 #include "anyproxy/log.h"
+#include "anyproxy/metrics.h"
 #include "anyproxy/registry.h"
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
+#include "stats.h"
 
 /* Connections the kernel completes and holds for a listener that is not
  * accepting (a side at max_handshakes): they wait there, costing the
@@ -57,6 +59,7 @@ struct listener {
 	 * the tunnel and control listeners */
 	const struct proxy_frontend *frontend;
 	const struct config_listener *proxy_cfg;
+	enum gw_proxy proxy; /* a proxy listener's index in the statistics */
 };
 
 /* [gateway] max_handshakes for one side: the tunnel port, or the proxy
@@ -101,6 +104,7 @@ struct gw_tunnel {
 	struct reg_tunnel reg;
 	bool authenticated;
 	bool in_handshake; /* counted in gateway.tunnel_budget */
+	uint64_t accepted_us; /* for the handshake's duration (stats.h) */
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	/* gateway.tunnels, for shutdown and reload: a utlist DL list (the
 	 * head's prev is the tail, not NULL: only the DL_* macros touch these) */
@@ -128,6 +132,8 @@ struct gateway {
 	struct handshake_budget tunnel_budget, user_budget;
 	unsigned handshake_peak; /* most at once since memory was last trimmed */
 	struct user_conn *users; /* newest first, a utlist DL list (proxy.c) */
+	struct gw_stats stats;	 /* metrics and apctl stats (stats.h) */
+	struct metrics_server metrics; /* [metrics] listen_addr; ring NULL: off */
 	time_t started;
 	bool stopping;
 	bool control_bound; /* we created the socket file */

@@ -49,6 +49,7 @@ static void user_closed(struct relay *r, const char *why)
 		  LF_S("client_id", uc->client_id), LF_U("bytes_up", r->bytes_up),
 		  LF_U("bytes_down", r->bytes_down), LF_S("reason", why));
 	uc->fe->on_closed(uc);
+	gw->stats.proxy[uc->proxy].connections--;
 	DL_DELETE(gw->users, uc);
 	free(uc);
 	gw->nusers--;
@@ -59,6 +60,8 @@ const struct relay_ops proxy_relay_ops = {
 	.on_socket_data = user_socket_data,
 	.on_closed = user_closed,
 };
+
+static void count_open_result(struct user_conn *uc, uint8_t reason);
 
 static void deadline_fire(struct ring *r, struct timer *t)
 {
@@ -80,6 +83,8 @@ static void deadline_fire(struct ring *r, struct timer *t)
 		relay_close(&uc->relay, "idle timeout");
 		return;
 	}
+	if (uc->open_started_us)
+		count_open_result(uc, FRAME_OPEN_TIMEOUT); /* the agent never answered */
 	log_info("User connection timed out", LF_S("proxy", uc->fe->name),
 		 LF_S("phase", uc->phase));
 	relay_close(&uc->relay, "deadline passed");
@@ -155,6 +160,10 @@ void proxy_accept(struct listener *l, int fd)
 	uc->gw = gw;
 	uc->fe = fe;
 	uc->listener_cfg = l->proxy_cfg;
+	uc->proxy = l->proxy;
+	uc->accepted_us = now_us();
+	gw->stats.proxy[uc->proxy].connections++;
+	gw->stats.proxy[uc->proxy].connections_total++;
 	DL_PREPEND(gw->users, uc);
 	gw->nusers++;
 	/* max_handshakes needs no check here: at the bound the proxy ports'
@@ -237,6 +246,7 @@ bool proxy_credentials_refused(const struct user_conn *uc, const char *why)
 {
 	char peer[64];
 
+	uc->gw->stats.proxy[uc->proxy].auth_failures++;
 	net_format_peer(uc->relay.fd, peer, sizeof(peer));
 	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name), LF_S("reason", why),
 		 LF_S("remote_addr", peer));
@@ -260,6 +270,7 @@ bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t use
 		return proxy_credentials_refused(uc, why);
 	if (check_credentials(uc, id, password, password_len))
 		return true;
+	uc->gw->stats.proxy[uc->proxy].auth_failures++;
 	net_format_peer(uc->relay.fd, peer, sizeof(peer));
 	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name),
 		 LF_S("user", id->full), LF_S("group", id->group),
@@ -281,11 +292,27 @@ static void proxy_show_target(const struct stream_target *t, char shown[GRAMMAR_
 		snprintf(shown, GRAMMAR_TARGET_MAX, "(invalid target):%u", t->port);
 }
 
+/* Every answer to a request is counted here, by outcome; the time an agent
+ * took to answer too. */
+static void count_open_result(struct user_conn *uc, uint8_t reason)
+{
+	struct gw_stats *st = &uc->gw->stats;
+
+	st->proxy[uc->proxy].opens[frame_open_result(reason)]++;
+	if (uc->open_started_us)
+		metrics_observe_us(&st->open_latency, now_us() - uc->open_started_us);
+	uc->open_started_us = 0;
+}
+
+static void open_result(struct user_conn *uc, uint8_t reason, const char *message)
+{
+	count_open_result(uc, reason);
+	uc->fe->on_open_result(uc, reason, message);
+}
+
 static void user_open_result(struct stream *s, uint8_t reason, const char *message)
 {
-	struct user_conn *uc = s->owner;
-
-	uc->fe->on_open_result(uc, reason, message);
+	open_result(s->owner, reason, message);
 }
 
 static int user_stream_data(struct stream *s, const uint8_t *p, size_t n)
@@ -303,6 +330,8 @@ static void user_stream_reset(struct stream *s, uint8_t reason, const char *why)
 {
 	struct user_conn *uc = s->owner;
 
+	if (uc->open_started_us)
+		count_open_result(uc, reason); /* reset before the agent answered */
 	relay_close(&uc->relay, why);
 }
 
@@ -339,6 +368,9 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	bool fell_back, full;
 	int ret;
 
+	if (uc->in_handshake)
+		metrics_observe_us(&gw->stats.proxy[uc->proxy].handshake,
+				   now_us() - uc->accepted_us);
 	user_handshake_over(uc);
 	proxy_show_target(&target, shown);
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
@@ -358,7 +390,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		log_warn("Group's tunnels are full, user refused", LF_S("group", id->group),
 			 LF_S("user", id->full), LF_U("max_streams_per_tunnel",
 						      gw->cfg->gateway.max_streams_per_tunnel));
-		uc->fe->on_open_result(uc, FRAME_OPEN_LIMIT, msg);
+		open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;
 	}
 	if (!rt) {
@@ -371,10 +403,11 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		else
 			log_error(msg, LF_S("user", id->full), LF_S("group", id->group),
 				  LF_S("target", shown));
-		uc->fe->on_open_result(uc, FRAME_OPEN_NET_UNREACHABLE, msg);
+		open_result(uc, FRAME_OPEN_NET_UNREACHABLE, msg);
 		return;
 	}
 	if (fell_back) {
+		gw->stats.fallbacks++;
 		log_warn("No clients available in group, falling back to default",
 			 LF_S("group", id->group));
 		log_info("Selected client from default group", LF_S("client_id", rt->client->id));
@@ -393,7 +426,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 			 LF_S("group", rt->client->group->id), LF_S("user", id->full),
 			 LF_U("max_connections_per_group",
 			      gw->cfg->gateway.max_connections_per_group));
-		uc->fe->on_open_result(uc, FRAME_OPEN_LIMIT, msg);
+		open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;
 	}
 	gt = rt->owner;
@@ -401,7 +434,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	target.group = id->group;
 	ret = stream_open(&uc->relay.stream, gt->tunnel, &target, &user_stream_ops, uc);
 	if (ret < 0) {
-		uc->fe->on_open_result(uc, FRAME_OPEN_GENERAL, "tunnel busy or closing");
+		open_result(uc, FRAME_OPEN_GENERAL, "tunnel busy or closing");
 		return;
 	}
 	snprintf(uc->client_id, sizeof(uc->client_id), "%s", rt->client->id);
@@ -409,8 +442,16 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	registry_client_get(uc->client);
 	uc->client->streams_active++;
 	uc->client->streams_total++;
-	uc->relay.stream.count_sent = &uc->client->bytes_out;
-	uc->relay.stream.count_received = &uc->client->bytes_in;
+	uc->relay.stream.count_sent[0] = &uc->client->bytes_out;
+	uc->relay.stream.count_received[0] = &uc->client->bytes_in;
+	uc->group_stats = gw_stats_group(&gw->stats, rt->client->group->id);
+	if (uc->group_stats) {
+		uc->group_stats->streams_active[uc->proxy]++;
+		uc->group_stats->streams_total[uc->proxy]++;
+		uc->relay.stream.count_sent[1] = &uc->group_stats->bytes_out;
+		uc->relay.stream.count_received[1] = &uc->group_stats->bytes_in;
+	}
+	uc->open_started_us = now_us();
 	proxy_deadline(uc, PROXY_OPEN_TIMEOUT_MS, "waiting for the agent");
 }
 
@@ -418,8 +459,12 @@ void proxy_stream_done(struct user_conn *uc)
 {
 	/* credit owed to the old stream must not flow to the next one */
 	uc->relay.out_stream_debt = 0;
-	uc->relay.stream.count_sent = NULL;
-	uc->relay.stream.count_received = NULL;
+	memset(uc->relay.stream.count_sent, 0, sizeof(uc->relay.stream.count_sent));
+	memset(uc->relay.stream.count_received, 0, sizeof(uc->relay.stream.count_received));
+	uc->open_started_us = 0;
+	if (uc->group_stats)
+		uc->group_stats->streams_active[uc->proxy]--;
+	uc->group_stats = NULL;
 	if (!uc->client)
 		return;
 	uc->client->streams_active--;

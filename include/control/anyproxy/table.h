@@ -31,6 +31,8 @@
  *   client ID    exactly one row, or "ERR no such client: ID"
  *                                                    table_client_columns
  *   version      one row                             table_version_columns
+ *   stats        one row of global counters; its columns are the gateway's
+ *                (src/gateway/stats.c), all of type n
  *
  * Error convention (common.h): 0 or a positive count, or -errno.
  */
@@ -74,6 +76,7 @@ enum table_command_id {
 	TABLE_CMD_GROUPS,
 	TABLE_CMD_CLIENT,
 	TABLE_CMD_VERSION,
+	TABLE_CMD_STATS,
 	TABLE_NCOMMANDS
 };
 
