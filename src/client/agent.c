@@ -72,6 +72,7 @@ static void link_retry(struct agent_link *l, const char *why)
 	}
 	l->state = LINK_WAIT;
 	l->failures++;
+	a->stats.reconnects++;
 	log_warn("Reconnecting to gateway", LF_U("replica", l->replica), LF_S("reason", why),
 		 LF_U("attempt", l->failures), LF_U("delay_ms", delay),
 		 LF_U("max_delay_ms", ceiling));
@@ -333,6 +334,7 @@ static void agent_stop(struct agent *a, int signo)
 	if (a->stopping)
 		return;
 	a->stopping = true;
+	metrics_server_close(&a->metrics);
 	log_info("Agent stopping", LF_S("signal", strsignal(signo)), LF_U("streams", a->ntargets),
 		 LF_U("shutdown_timeout_ms", a->cfg->client.shutdown_timeout_ms));
 	for (i = 0; i < a->nlinks; i++) {
@@ -578,6 +580,16 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 		timer_init(&l->timer, connect_deadline);
 		link_start(l);
 	}
+	if (cfg->metrics.listen_addr.set) {
+		ret = metrics_server_open(&a->metrics, &a->ring, &cfg->metrics.listen_addr,
+					  agent_stats_collect, a, err, sizeof(err));
+		if (ret < 0) {
+			log_error("Cannot open the metrics listener", LF_S("error", err));
+			return ret;
+		}
+		config_addr_format(&cfg->metrics.listen_addr, gw, sizeof(gw));
+		log_info("Metrics listening", LF_S("addr", gw), LF_S("path", METRICS_PATH));
+	}
 	log_info("Agent started", LF_S("gateway", gateway_name(a, gw, sizeof(gw))),
 		 LF_S("client_id", cfg->client.client_id), LF_S("group_id", cfg->client.group_id),
 		 LF_U("replicas", a->nlinks), LF_S("tls", tls_library_version()));
@@ -597,6 +609,8 @@ int agent_run(struct agent *a)
 
 void agent_destroy(struct agent *a)
 {
+	metrics_server_destroy(&a->metrics);
+	agent_stats_free(&a->stats);
 	resolver_free(a->resolver);
 	free(a->links);
 	{

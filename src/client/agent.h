@@ -22,6 +22,7 @@
 #include "anyproxy/bufring.h"
 #include "anyproxy/config.h"
 #include "anyproxy/hosts.h"
+#include "anyproxy/metrics.h"
 #include "anyproxy/relay.h"
 #include "anyproxy/resolve.h"
 #include "anyproxy/ring.h"
@@ -30,6 +31,9 @@
 #define AGENT_MAX_GATEWAY_ADDRS 8
 #define AGENT_RESOLVER_THREADS 2
 #define AGENT_RESOLVER_MAX_PENDING 1024
+/* Host-rule denials are counted per (verdict, rule) for this many distinct
+ * rules; denials by further rules are counted under rule "(other)". */
+#define AGENT_STATS_MAX_DENIAL_RULES 256
 
 enum link_state {
 	LINK_WAIT,      /* backoff timer running (or not yet started) */
@@ -41,6 +45,25 @@ enum link_state {
 };
 
 struct agent;
+
+/* Denials by one host rule (stats.c). */
+struct agent_denial {
+	enum acl_verdict verdict;
+	char *rule; /* the rule's text; "" when no rule matched (not allowed) */
+	uint64_t count;
+	struct agent_denial *next;
+};
+
+/* The agent's counters, exposed by the metrics endpoint (stats.c). */
+struct agent_stats {
+	uint64_t reconnects;    /* tunnel attempts that failed or ended */
+	uint64_t streams_total; /* OPENs taken */
+	uint64_t opens[FRAME_NRESULTS]; /* by enum frame_open_result */
+	struct metrics_histogram dns;  /* target name lookups on the resolver pool */
+	struct agent_denial *denials;
+	unsigned ndenials;
+	uint64_t denials_other; /* past AGENT_STATS_MAX_DENIAL_RULES */
+};
 
 struct agent_link {
 	struct agent *agent;
@@ -74,6 +97,8 @@ struct agent {
 	struct agent_link *links;
 	unsigned nlinks;
 	unsigned ntargets; /* target connections alive (target.c) */
+	struct agent_stats stats;
+	struct metrics_server metrics; /* [metrics] listen_addr; ring NULL: off */
 	bool stopping;
 	struct timer shutdown_timer;
 };
@@ -85,6 +110,12 @@ void agent_maybe_exit(struct agent *a);
 /* target.c: an OPEN arrived on l's tunnel. 0, or -EPROTO with *why set. */
 int target_open(struct agent_link *l, const struct frame *f, const char **why);
 int agent_run(struct agent *a);
+
+/* stats.c: count a host-rule denial; the metrics' collect callback (arg:
+ * the agent); free the counters. */
+void agent_stats_denied(struct agent_stats *st, enum acl_verdict verdict, const char *rule);
+void agent_stats_collect(struct metrics_writer *w, void *arg);
+void agent_stats_free(struct agent_stats *st);
 void agent_destroy(struct agent *a);
 
 #endif
