@@ -580,16 +580,10 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 		timer_init(&l->timer, connect_deadline);
 		link_start(l);
 	}
-	if (cfg->metrics.listen_addr.set) {
-		ret = metrics_server_open(&a->metrics, &a->ring, &cfg->metrics.listen_addr,
-					  agent_stats_collect, a, err, sizeof(err));
-		if (ret < 0) {
-			log_error("Cannot open the metrics listener", LF_S("error", err));
-			return ret;
-		}
-		config_addr_format(&cfg->metrics.listen_addr, gw, sizeof(gw));
-		log_info("Metrics listening", LF_S("addr", gw), LF_S("path", METRICS_PATH));
-	}
+	ret = metrics_server_open(&a->metrics, &a->ring, &cfg->metrics.listen_addr,
+				  agent_stats_collect, a);
+	if (ret < 0)
+		return ret;
 	log_info("Agent started", LF_S("gateway", gateway_name(a, gw, sizeof(gw))),
 		 LF_S("client_id", cfg->client.client_id), LF_S("group_id", cfg->client.group_id),
 		 LF_U("replicas", a->nlinks), LF_S("tls", tls_library_version()));

@@ -227,17 +227,24 @@ static void server_arm(struct metrics_server *s)
 }
 
 int metrics_server_open(struct metrics_server *s, struct ring *r, const struct config_addr *addr,
-			metrics_collect_cb collect, void *arg, char *err, size_t errlen)
+			metrics_collect_cb collect, void *arg)
 {
+	char err[512], shown[300];
 	int fd;
 
-	*s = (struct metrics_server){ .ring = r, .fd = -1, .collect = collect, .arg = arg };
-	timer_init(&s->retry, server_retry);
-	fd = net_listen_tcp(addr, METRICS_LISTEN_BACKLOG, err, errlen);
-	if (fd < 0)
+	*s = (struct metrics_server){ .fd = -1 };
+	if (!addr->set)
+		return 0;
+	fd = net_listen_tcp(addr, METRICS_LISTEN_BACKLOG, err, sizeof(err));
+	if (fd < 0) {
+		log_error("Cannot open the metrics listener", LF_S("error", err));
 		return fd;
-	s->fd = fd;
+	}
+	*s = (struct metrics_server){ .ring = r, .fd = fd, .collect = collect, .arg = arg };
+	timer_init(&s->retry, server_retry);
 	server_arm(s);
+	config_addr_format(addr, shown, sizeof(shown));
+	log_info("Metrics listening", LF_S("addr", shown), LF_S("path", METRICS_PATH));
 	return 0;
 }
 

@@ -761,16 +761,10 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		listener_start(&gw->ring, &gw->socks5_listener);
 	if (gw->http_listener.fd >= 0)
 		listener_start(&gw->ring, &gw->http_listener);
-	if (cfg->metrics.listen_addr.set) {
-		ret = metrics_server_open(&gw->metrics, &gw->ring, &cfg->metrics.listen_addr,
-					  gw_stats_collect, gw, err, sizeof(err));
-		if (ret < 0) {
-			log_error("Cannot open the metrics listener", LF_S("error", err));
-			return ret;
-		}
-		config_addr_format(&cfg->metrics.listen_addr, shown, sizeof(shown));
-		log_info("Metrics listening", LF_S("addr", shown), LF_S("path", METRICS_PATH));
-	}
+	ret = metrics_server_open(&gw->metrics, &gw->ring, &cfg->metrics.listen_addr,
+				  gw_stats_collect, gw);
+	if (ret < 0)
+		return ret;
 	apply_limits(gw);
 	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
 	log_info("Gateway started", LF_S("tunnel_addr", shown),

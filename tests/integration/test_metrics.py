@@ -156,20 +156,22 @@ def promtool(body, what):
     return True
 
 
-def http_get(port, request):
-    """Send a raw request to the metrics port; returns (status, headers, body)."""
+def exchange(port, request):
+    """Send a raw request to the metrics port; returns the whole answer,
+    which must end in a clean close."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
         s.sendall(request)
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
+        how, _, data = h.read_until_closed(s, 10 + h.slack())
     finally:
         s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
+    h.check(how == "eof", "the endpoint must close cleanly, not %s" % how)
+    return data
+
+
+def http_get(port, request):
+    """Send a raw request to the metrics port; returns (status, headers, body)."""
+    head, _, body = exchange(port, request).partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers = {}
@@ -503,15 +505,7 @@ def test_endpoint_answers_only_get_metrics(env):
         start = b"GET /metrics HTTP/1.1\r\nX: "
         status, _, _ = http_get(port, start + b"a" * (METRICS_REQUEST_MAX_BYTES - len(start)))
         h.check(status == 431, "oversized head: %d" % status)
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        s.sendall(b"HEAD /metrics HTTP/1.1\r\n\r\n")
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-        s.close()
+        data = exchange(port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
         head, _, body = data.partition(b"\r\n\r\n")
         h.check(head.startswith(b"HTTP/1.1 200") and body == b"", "HEAD: %r" % data[:80])
     # the daemons went on serving

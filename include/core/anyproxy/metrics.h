@@ -163,10 +163,11 @@ struct metrics_server {
 	uint64_t scrapes;
 };
 
-/* Listen on addr ([metrics] listen_addr) and start accepting. 0, or -errno
- * with a reason in err. */
+/* Listen on addr ([metrics] listen_addr) and start accepting; logs "Metrics
+ * listening" or, on failure, an ERROR naming why. An unset addr leaves the
+ * server off (zeroed) and returns 0. 0 or -errno. */
 int metrics_server_open(struct metrics_server *s, struct ring *r, const struct config_addr *addr,
-			metrics_collect_cb collect, void *arg, char *err, size_t errlen);
+			metrics_collect_cb collect, void *arg);
 /* Stop listening and end the open connections (shutdown); safe on a
  * server never opened (zeroed, fd -1) and when called twice. */
 void metrics_server_close(struct metrics_server *s);
