@@ -31,6 +31,7 @@ FORBIDDEN = "127.0.0.3"
 UP_BYTES = 1000     # what the echo target reads ...
 DOWN_BYTES = 3000   # ... and what it answers
 METRICS_REQUEST_MAX_BYTES = 4096  # metrics.h
+METRICS_MAX_CONNECTIONS = 8       # metrics.h
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DASHBOARD = os.path.join(ROOT, "configs", "grafana", "anyproxy.json")
 
@@ -513,6 +514,46 @@ def test_endpoint_answers_only_get_metrics(env):
     scrape(env.agent_metrics, "agent")
 
 
+def test_scrape_connections_are_bounded(env):
+    """At METRICS_MAX_CONNECTIONS silent connections the endpoint stops
+    accepting: one more waits in the backlog, unanswered, until a slot
+    frees. Silent connections are left open for the shutdown that ends
+    the run (the clean-shutdown case checks both daemons exit 0, with no
+    sanitizer report)."""
+    for port in (env.gw_metrics, env.agent_metrics):
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10)
+                for _ in range(METRICS_MAX_CONNECTIONS)]
+        # each one was accepted: a request on it would be served
+        extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+        extra.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+        extra.settimeout(0.5)
+        try:
+            early = extra.recv(1)
+        except (socket.timeout, TimeoutError):
+            early = None
+        h.check(early is None, "a connection past the bound was served at once: %r" % early)
+        idle.pop().close()
+        extra.settimeout(10 + h.slack())
+        how, _, data = h.read_until_closed(extra, 10 + h.slack())
+        extra.close()
+        h.check(how == "eof" and data.startswith(b"HTTP/1.1 200"),
+                "the waiting scrape once a slot freed: %s %r" % (how, data[:40]))
+        for s in idle[:-3]:
+            s.close()
+        env.servers.append(Closer(idle[-3:]))
+
+
+class Closer:
+    """Sockets closed at clean-up, after the daemons stopped."""
+
+    def __init__(self, socks):
+        self.socks = socks
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+
+
 def dashboard_exprs(node):
     if isinstance(node, dict):
         for k, v in node.items():
@@ -553,4 +594,5 @@ if __name__ == "__main__":
         test_apctl_stats_agrees_with_the_scrape,
         test_endpoint_answers_only_get_metrics,
         test_grafana_dashboard_names_existing_metrics,
+        test_scrape_connections_are_bounded,
     ], fixture=setup)
