@@ -428,6 +428,8 @@ static void gw_on_closed(struct tunnel *t, const char *reason)
 	DL_DELETE(gw->tunnels, gt);
 	gw->ntunnels--;
 	handshake_over(gt);
+	if (gt->authenticated)
+		gw_stats_prune(gw); /* its group may be gone */
 	free(gt);
 	gateway_maybe_exit(gw);
 }

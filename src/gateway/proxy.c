@@ -463,7 +463,7 @@ void proxy_stream_done(struct user_conn *uc)
 	memset(uc->relay.stream.count_received, 0, sizeof(uc->relay.stream.count_received));
 	uc->open_started_us = 0;
 	if (uc->group_stats)
-		uc->group_stats->streams_active[uc->proxy]--;
+		gw_stats_stream_done(uc->gw, uc->group_stats, uc->proxy);
 	uc->group_stats = NULL;
 	if (!uc->client)
 		return;

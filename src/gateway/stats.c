@@ -48,23 +48,34 @@ static uint64_t group_streams(const struct gw_group_stats *g, const uint64_t *pe
 	return n;
 }
 
-/* Drop the counters of groups that left the registry and have no stream
- * open, keeping what they counted in the totals: the group series stay
- * bounded by the registry's groups. */
-static void prune_groups(struct gateway *gw)
+/* Drop g if its group left the registry and has no stream open, keeping
+ * what it counted in the totals: the group series stay bounded by the
+ * registry's groups. */
+static void maybe_retire(struct gateway *gw, struct gw_group_stats *g)
 {
 	struct gw_stats *st = &gw->stats;
+
+	if (group_streams(g, g->streams_active) || registry_find_group(&gw->registry, g->id))
+		return;
+	st->retired_streams_total += group_streams(g, g->streams_total);
+	st->retired_bytes_in += g->bytes_in;
+	st->retired_bytes_out += g->bytes_out;
+	HASH_DEL(st->groups, g);
+	free(g);
+}
+
+void gw_stats_stream_done(struct gateway *gw, struct gw_group_stats *g, unsigned proxy)
+{
+	g->streams_active[proxy]--;
+	maybe_retire(gw, g);
+}
+
+void gw_stats_prune(struct gateway *gw)
+{
 	struct gw_group_stats *g, *tmp;
 
-	HASH_ITER(hh, st->groups, g, tmp) {
-		if (group_streams(g, g->streams_active) || registry_find_group(&gw->registry, g->id))
-			continue;
-		st->retired_streams_total += group_streams(g, g->streams_total);
-		st->retired_bytes_in += g->bytes_in;
-		st->retired_bytes_out += g->bytes_out;
-		HASH_DEL(st->groups, g);
-		free(g);
-	}
+	HASH_ITER(hh, gw->stats.groups, g, tmp)
+		maybe_retire(gw, g);
 }
 
 static const char *proxy_name(size_t p)
@@ -143,7 +154,7 @@ int gw_stats_write_table(struct gateway *gw, struct table_writer *w)
 	size_t i, n = 0;
 	int ret;
 
-	prune_groups(gw);
+	gw_stats_prune(gw);
 	totals(gw, &t);
 	for (i = 0; i < ARRAY_SIZE(total_columns); i++)
 		snprintf(names[n++], sizeof(names[0]), "%s:n", total_columns[i].name);
@@ -331,7 +342,7 @@ void gw_stats_collect(struct metrics_writer *w, void *arg)
 	struct gateway *gw = arg;
 	const struct gw_stats *st = &gw->stats;
 
-	prune_groups(gw);
+	gw_stats_prune(gw);
 	metrics_write_build_info(w, "anyproxy-gateway", AP_VERSION, tls_library_version(),
 				 AP_WOLFSSL_AESNI);
 	metrics_write_process(w);

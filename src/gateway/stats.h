@@ -61,6 +61,13 @@ struct gw_stats {
 /* The counters of group_id (registered in the registry), created on first
  * use; NULL when out of memory (the stream is then not counted by group). */
 struct gw_group_stats *gw_stats_group(struct gw_stats *st, const char *group_id);
+/* A stream of group g through proxy ended; g is dropped if it was its
+ * group's last stream and the group has left the registry. */
+void gw_stats_stream_done(struct gateway *gw, struct gw_group_stats *g, unsigned proxy);
+/* Drop the counters of every group that left the registry and has no
+ * stream open (after an agent's tunnel closed; scrapes do it too), so they
+ * stay bounded whether or not anyone scrapes. */
+void gw_stats_prune(struct gateway *gw);
 void gw_stats_free(struct gw_stats *st);
 
 /* The metrics endpoint's collect callback (arg: the gateway). */

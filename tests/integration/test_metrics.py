@@ -543,6 +543,30 @@ def test_scrape_connections_are_bounded(env):
         env.servers.append(Closer(idle[-3:]))
 
 
+def test_group_series_go_with_the_group(env):
+    """When the group's last agent leaves and no stream of it is open, its
+    series are dropped (label sets stay bounded) while apctl stats keeps
+    what they counted."""
+    settled(env)
+    before = env.apctl_json("stats")
+    g, _ = scrape(env.gw_metrics, "gateway")
+    h.check(total(g, "anyproxy_gateway_bytes_total", group=GROUP) > 0, "mg has series")
+    rc = env.agent_d.stop()
+    h.check(rc == 0, "the agent (with silent scrapers connected) exited %r" % rc)
+    env.wait_gone(AGENT, 5 + h.slack())
+    g, _ = scrape(env.gw_metrics, "gateway")
+    for family in ("anyproxy_gateway_streams", "anyproxy_gateway_streams_total",
+                   "anyproxy_gateway_bytes_total", "anyproxy_gateway_client_bytes_total",
+                   "anyproxy_gateway_agents", "anyproxy_gateway_tunnels"):
+        left = [k for k in g[family]["samples"] if ("group", GROUP) in k[1]]
+        h.check(not left, "%s still has series of the gone group: %r" % (family, left))
+    after = env.apctl_json("stats")
+    for k in ("streams_total", "bytes_in", "bytes_out", "opens_ok", "user_connections_total"):
+        h.check(after[k] == before[k], "apctl stats %s went from %r to %r" % (k, before[k],
+                                                                            after[k]))
+    h.check(after["agents"] == 0 and after["groups"] == 0, "no agent left: %r" % after)
+
+
 class Closer:
     """Sockets closed at clean-up, after the daemons stopped."""
 
@@ -595,4 +619,5 @@ if __name__ == "__main__":
         test_endpoint_answers_only_get_metrics,
         test_grafana_dashboard_names_existing_metrics,
         test_scrape_connections_are_bounded,
+        test_group_series_go_with_the_group,
     ], fixture=setup)
