@@ -127,6 +127,7 @@ static void link_retry(struct agent_link *l, const char *why)
 	l->state = LINK_WAIT;
 	l->failures++;
 	l->gateway->failures++;
+	a->stats.reconnects++;
 	log_warn("Reconnecting to gateway", LF_S("gateway", l->gateway->name),
 		 LF_U("replica", l->replica), LF_S("reason", why),
 		 LF_U("attempt", l->failures), LF_U("delay_ms", delay),
@@ -412,6 +413,7 @@ static void agent_stop(struct agent *a, int signo)
 		return;
 	a->stopping = true;
 	notify_stopping(&a->notify);
+	metrics_server_close(&a->metrics);
 	log_info("Agent stopping", LF_S("signal", strsignal(signo)), LF_U("streams", a->ntargets),
 		 LF_U("shutdown_timeout_ms", a->cfg->client.shutdown_timeout_ms));
 	for (i = 0; i < a->nlinks; i++) {
@@ -662,6 +664,10 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	a->links = calloc(a->nlinks, sizeof(*a->links));
 	if (!a->gateways || !a->links)
 		return -ENOMEM;
+	ret = metrics_server_open(&a->metrics, &a->ring, &cfg->metrics.listen_addr,
+				  agent_stats_collect, a);
+	if (ret < 0)
+		return ret;
 	log_info("Agent started", LF_U("gateways", a->ngateways),
 		 LF_S("client_id", cfg->client.client_id), LF_S("group_id", cfg->client.group_id),
 		 LF_U("replicas", cfg->client.replicas), LF_S("tls", tls_library_version()));
@@ -711,6 +717,8 @@ int agent_run(struct agent *a)
 
 void agent_destroy(struct agent *a)
 {
+	metrics_server_destroy(&a->metrics);
+	agent_stats_free(&a->stats);
 	resolver_free(a->resolver);
 	free(a->links);
 	free(a->gateways);

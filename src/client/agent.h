@@ -26,6 +26,7 @@
 #include "anyproxy/config.h"
 #include "anyproxy/hosts.h"
 #include "anyproxy/notify.h"
+#include "anyproxy/metrics.h"
 #include "anyproxy/relay.h"
 #include "anyproxy/resolve.h"
 #include "anyproxy/ring.h"
@@ -34,6 +35,9 @@
 #define AGENT_MAX_GATEWAY_ADDRS 8
 #define AGENT_RESOLVER_THREADS 2
 #define AGENT_RESOLVER_MAX_PENDING 1024
+/* Host-rule denials are counted per (verdict, rule) for this many distinct
+ * rules; denials by further rules are counted under rule "(other)". */
+#define AGENT_STATS_MAX_DENIAL_RULES 256
 
 /* "host:port" or "[v6]:port" of a config_addr, NUL included. */
 #define AGENT_GATEWAY_NAME_BYTES (sizeof(((struct config_addr *)0)->host) + sizeof("[]:65535"))
@@ -57,6 +61,25 @@ struct agent_gateway {
 	unsigned first_link;
 	uint64_t connects; /* tunnels that reached HELLO_OK, since start */
 	uint64_t failures; /* attempts that failed and tunnels that closed, since start */
+};
+
+/* Denials by one host rule (stats.c). */
+struct agent_denial {
+	enum acl_verdict verdict;
+	char *rule; /* the rule's text; "" when no rule matched (not allowed) */
+	uint64_t count;
+	struct agent_denial *next;
+};
+
+/* The agent's counters, exposed by the metrics endpoint (stats.c). */
+struct agent_stats {
+	uint64_t reconnects;    /* tunnel attempts that failed or ended */
+	uint64_t streams_total; /* OPENs taken */
+	uint64_t opens[FRAME_NRESULTS]; /* by enum frame_open_result */
+	struct metrics_histogram dns;  /* target name lookups on the resolver pool */
+	struct agent_denial *denials;
+	unsigned ndenials;
+	uint64_t denials_other; /* past AGENT_STATS_MAX_DENIAL_RULES */
 };
 
 struct agent_link {
@@ -94,6 +117,8 @@ struct agent {
 	struct agent_link *links; /* ngateways * replicas, grouped by gateway */
 	unsigned nlinks;
 	unsigned ntargets; /* target connections alive (target.c) */
+	struct agent_stats stats;
+	struct metrics_server metrics; /* [metrics] listen_addr; ring NULL: off */
 	bool stopping;
 	struct timer shutdown_timer;
 	struct notify notify; /* the service manager (systemd Type=notify) */
@@ -106,6 +131,12 @@ void agent_maybe_exit(struct agent *a);
 /* target.c: an OPEN arrived on l's tunnel. 0, or -EPROTO with *why set. */
 int target_open(struct agent_link *l, const struct frame *f, const char **why);
 int agent_run(struct agent *a);
+
+/* stats.c: count a host-rule denial; the metrics' collect callback (arg:
+ * the agent); free the counters. */
+void agent_stats_denied(struct agent_stats *st, enum acl_verdict verdict, const char *rule);
+void agent_stats_collect(struct metrics_writer *w, void *arg);
+void agent_stats_free(struct agent_stats *st);
 void agent_destroy(struct agent *a);
 
 /*

@@ -54,6 +54,7 @@ struct target_dial {
 	const char *denied_by; /* rule text of the first address refused, for the log */
 	char name[GRAMMAR_TARGET_MAX]; /* "host:port" for logs */
 	char user[FRAME_MAX_TEXT_LEN + 1];
+	uint64_t resolve_started_us; /* for the DNS duration histogram */
 };
 
 static void target_free(struct target_conn *tc)
@@ -94,8 +95,10 @@ static uint8_t reason_for_errno(int err)
 /* Failure before the relay started: tell the gateway, log, free. */
 static void target_fail(struct target_conn *tc, uint8_t reason, const char *message)
 {
-	if (!tc->aborted)
+	if (!tc->aborted) {
+		tc->link->agent->stats.opens[frame_open_result(reason)]++;
 		stream_open_fail(&tc->relay.stream, reason, message);
+	}
 	log_info("Target connection failed", LF_S("target", tc->dial->name),
 		 LF_S("user", tc->dial->user),
 		 LF_S("reason", frame_open_reason_name(reason)), LF_S("error", message));
@@ -111,10 +114,13 @@ static void target_deny(struct target_conn *tc, enum acl_verdict verdict, const 
 	log_warn("Target denied by host rules", LF_S("client_id", a->cfg->client.client_id),
 		 LF_S("target", tc->dial->name), LF_S("user", tc->dial->user),
 		 LF_S("verdict", acl_verdict_name(verdict)), LF_S("rule", rule ? rule : "-"));
-	if (!tc->aborted)
+	agent_stats_denied(&a->stats, verdict, rule);
+	if (!tc->aborted) {
+		a->stats.opens[FRAME_RESULT_DENIED]++;
 		stream_open_fail(&tc->relay.stream, FRAME_OPEN_NOT_ALLOWED,
 				 verdict == ACL_DENY_FORBIDDEN ? "target forbidden by the agent"
 							       : "target not allowed by the agent");
+	}
 	target_free(tc);
 }
 
@@ -181,6 +187,7 @@ static void connected(struct target_conn *tc)
 		relay_close(&tc->relay, "tunnel gone");
 		return;
 	}
+	a->stats.opens[FRAME_RESULT_OK]++;
 	log_debug("Target connected", LF_S("target", tc->dial->name),
 		  LF_U("stream", tc->relay.stream.id));
 	free(tc->dial);
@@ -245,6 +252,8 @@ static void deadline_fire(struct ring *r, struct timer *t)
 	if (tc->state == TARGET_CONNECT && tc->connect_armed) {
 		ring_cancel_fd(r, tc->fd); /* completes with -ECANCELED */
 	} else if (tc->state == TARGET_RESOLVE) {
+		metrics_observe_us(&tc->link->agent->stats.dns,
+				   now_us() - tc->dial->resolve_started_us);
 		resolver_cancel(tc->resolving);
 		tc->resolving = NULL;
 		target_fail(tc, FRAME_OPEN_TIMEOUT, "name resolution timed out");
@@ -272,6 +281,7 @@ static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
 	const struct addrinfo *ai;
 
 	tc->resolving = NULL;
+	metrics_observe_us(&tc->link->agent->stats.dns, now_us() - tc->dial->resolve_started_us);
 	if (gai_error) {
 		target_fail(tc, FRAME_OPEN_DNS_FAILED, gai_strerror(gai_error));
 		return;
@@ -381,6 +391,7 @@ static int target_start(struct target_conn *tc, const struct acl_host *host)
 		}
 	}
 	tc->state = TARGET_RESOLVE;
+	tc->dial->resolve_started_us = now_us();
 	tc->resolving = resolver_lookup(a->resolver, host->name, tc->dial->port, resolved, tc);
 	if (!tc->resolving)
 		target_fail(tc, FRAME_OPEN_GENERAL, "resolver busy");
@@ -425,6 +436,7 @@ int target_open(struct agent_link *l, const struct frame *f, const char **why)
 		*why = "OPEN for a stream id in use";
 		return -EPROTO;
 	}
+	a->stats.streams_total++;
 	log_debug("Stream open requested", LF_S("target", tc->dial->name),
 		  LF_S("user", tc->dial->user),
 		  LF_U("stream", f->stream_id));

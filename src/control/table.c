@@ -48,6 +48,9 @@ const struct table_command table_commands[TABLE_NCOMMANDS] = {
 			      true },
 	[TABLE_CMD_UNDRAIN] = { "undrain", "ID", "let a drained client take new streams again",
 				true, true },
+	[TABLE_CMD_STATS] = { "stats", NULL,
+			      "show the gateway's global counters (the metrics' totals)", true,
+			      false },
 };
 
 /* The writer's first allocation; it doubles from there up to its max. */

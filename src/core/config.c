@@ -56,6 +56,9 @@ const struct config_section config_sections[] = {
 	{ "client", CLIENT, "The agent: which gateways it dials, who it is, what it may reach." },
 	{ "log", BOTH, "Where and how both programs write their log." },
 	{ "control", GATEWAY, "The local control socket that apctl talks to." },
+	{ "metrics", BOTH,
+	  "The Prometheus metrics endpoint (GET /metrics, docs/operations.md \"Metrics\"). "
+	  "Off while listen_addr is empty." },
 };
 
 /* type names a descriptor of config_types.c: string, addr, uint32, ... */
@@ -284,6 +287,12 @@ const struct config_key config_keys[] = {
 		  "may connect (with socket_mode's group bits) and change state (drain, "
 		  "undrain). Unset: the gateway's own group. The gateway refuses to start "
 		  "when the group does not exist." },
+
+	{ KEY("metrics", "listen_addr", addr, BOTH, metrics.listen_addr), .restart = true,
+	  .example = "127.0.0.1:9464",
+	  .help = "Address of the metrics endpoint: host:port, [v6]:port or :port for all "
+		  "addresses. It has no authentication: bind it to a trusted address. Empty: "
+		  "no endpoint." },
 };
 
 #undef KEY

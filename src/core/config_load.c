@@ -734,13 +734,14 @@ static bool addrs_collide(const struct config_addr *a, const struct config_addr 
 }
 
 /* Listeners use SO_REUSEPORT, so two of ours on one port would both bind
- * and silently share the connections: refuse that here. */
+ * and silently share the connections: refuse that here ([metrics] too). */
 static int check_listener_ports(struct load_ctx *ctx)
 {
 	const struct config_key *listeners[] = {
 		CONFIG_KEY_OF(gateway.listen_addr),
 		CONFIG_KEY_OF(http.listen_addr),
 		CONFIG_KEY_OF(socks5.listen_addr),
+		CONFIG_KEY_OF(metrics.listen_addr),
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(listeners); i++) {

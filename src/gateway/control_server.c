@@ -207,6 +207,11 @@ static int answer_set_drained(struct gateway *gw, struct table_writer *w, const 
 	return ret ? -ENOSPC : 0;
 }
 
+static int answer_stats(struct gateway *gw, struct table_writer *w, const char *arg)
+{
+	return gw_stats_write_table(gw, w);
+}
+
 /* How the gateway answers each read-only command of the protocol's table
  * (table.h); the names, arguments and help live there, once. */
 static int (*const answers[TABLE_NCOMMANDS])(struct gateway *gw, struct table_writer *w,
@@ -215,6 +220,7 @@ static int (*const answers[TABLE_NCOMMANDS])(struct gateway *gw, struct table_wr
 	[TABLE_CMD_GROUPS] = answer_groups,
 	[TABLE_CMD_CLIENT] = answer_client,
 	[TABLE_CMD_VERSION] = answer_version,
+	[TABLE_CMD_STATS] = answer_stats,
 };
 
 /* Is gid among the peer's supplementary groups? Errors count as no. */

@@ -222,8 +222,11 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 			return -EPROTO;
 		}
 		ret = handle_hello(gt, f);
-		if (gt->authenticated)
+		if (gt->authenticated) {
+			metrics_observe_us(&gt->gw->stats.tunnel_handshake,
+					   now_us() - gt->accepted_us);
 			handshake_over(gt);
+		}
 		return ret;
 	}
 	switch (f->type) {
@@ -272,6 +275,8 @@ static void gw_on_closed(struct tunnel *t, const char *reason)
 	DL_DELETE(gw->tunnels, gt);
 	gw->ntunnels--;
 	handshake_over(gt);
+	if (gt->authenticated)
+		gw_stats_prune(gw); /* its group may be gone */
 	free(gt);
 	gateway_maybe_exit(gw);
 }
@@ -345,6 +350,7 @@ static void tunnel_accept(struct listener *l, int fd)
 		return;
 	}
 	gt->gw = gw;
+	gt->accepted_us = now_us();
 	gt->tunnel = tunnel_new(&gw->ring, fd, gw->tls, true, NULL, &gw_tunnel_ops, gt,
 				gw->cfg->gateway.handshake_timeout_ms, &gw->bufs);
 	if (!gt->tunnel) {
@@ -421,6 +427,7 @@ static void gateway_stop(struct gateway *gw, int signo)
 	listener_stop(&gw->ring, &gw->control_listener);
 	listener_stop(&gw->ring, &gw->socks5_listener);
 	listener_stop(&gw->ring, &gw->http_listener);
+	metrics_server_close(&gw->metrics);
 	/* users still in their handshake have nothing to finish */
 	proxy_close_handshaking(gw, "gateway shutdown");
 	/* open streams may finish; each tunnel closes after its last one */
@@ -556,7 +563,7 @@ static void gateway_status(void *arg, char *buf, size_t len)
 /* Open a proxy listener if its listen_addr is set: its connections speak
  * to front end fe. 0 or -errno. */
 static int proxy_listen(struct gateway *gw, struct listener *l, const struct config_listener *cfg,
-			const struct proxy_frontend *fe)
+			const struct proxy_frontend *fe, enum gw_proxy proxy)
 {
 	const char *name = fe->name;
 	char err[512], shown[300];
@@ -570,7 +577,7 @@ static int proxy_listen(struct gateway *gw, struct listener *l, const struct con
 		return fd;
 	}
 	*l = (struct listener){ .fd = fd, .name = name, .on_accept = proxy_accept, .owner = gw,
-				.frontend = fe, .proxy_cfg = cfg };
+				.frontend = fe, .proxy_cfg = cfg, .proxy = proxy };
 	config_addr_format(&cfg->listen_addr, shown, sizeof(shown));
 	log_info("Proxy listening", LF_S("proxy", name), LF_S("addr", shown),
 		 LF_S("auth", cfg->auth_username || cfg->auth_password ? "password" : "none"));
@@ -608,9 +615,11 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		log_error("Cannot register receive buffers", LF_S("error", strerror(-ret)));
 		return ret;
 	}
-	ret = proxy_listen(gw, &gw->socks5_listener, &cfg->socks5, &socks5_frontend);
+	ret = proxy_listen(gw, &gw->socks5_listener, &cfg->socks5, &socks5_frontend,
+			   GW_PROXY_SOCKS5);
 	if (ret == 0)
-		ret = proxy_listen(gw, &gw->http_listener, &cfg->http, &http_frontend);
+		ret = proxy_listen(gw, &gw->http_listener, &cfg->http, &http_frontend,
+				   GW_PROXY_HTTP);
 	if (ret < 0)
 		return ret;
 	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
@@ -637,6 +646,10 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		listener_start(&gw->ring, &gw->socks5_listener);
 	if (gw->http_listener.fd >= 0)
 		listener_start(&gw->ring, &gw->http_listener);
+	ret = metrics_server_open(&gw->metrics, &gw->ring, &cfg->metrics.listen_addr,
+				  gw_stats_collect, gw);
+	if (ret < 0)
+		return ret;
 	apply_limits(gw);
 	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
 	log_info("Gateway started", LF_S("tunnel_addr", shown),
@@ -666,7 +679,9 @@ void gateway_destroy(struct gateway *gw)
 	listener_stop(&gw->ring, &gw->control_listener);
 	listener_stop(&gw->ring, &gw->socks5_listener);
 	listener_stop(&gw->ring, &gw->http_listener);
+	metrics_server_destroy(&gw->metrics);
 	registry_destroy(&gw->registry);
+	gw_stats_free(&gw->stats);
 	bufring_exit(&gw->bufs, &gw->ring);
 	tls_ctx_free(gw->tls);
 	notify_exit(&gw->notify);

@@ -15,9 +15,11 @@
 #include "anyproxy/config.h"
 #include "anyproxy/log.h"
 #include "anyproxy/notify.h"
+#include "anyproxy/metrics.h"
 #include "anyproxy/registry.h"
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
+#include "stats.h"
 
 /* Connections the kernel completes and holds for a listener that is not
  * accepting (a side at max_handshakes): they wait there, costing the
@@ -59,6 +61,7 @@ struct listener {
 	 * the tunnel and control listeners */
 	const struct proxy_frontend *frontend;
 	const struct config_listener *proxy_cfg;
+	enum gw_proxy proxy; /* a proxy listener's index in the statistics */
 };
 
 /* [gateway] max_handshakes for one side: the tunnel port, or the proxy
@@ -103,6 +106,7 @@ struct gw_tunnel {
 	struct reg_tunnel reg;
 	bool authenticated;
 	bool in_handshake; /* counted in gateway.tunnel_budget */
+	uint64_t accepted_us; /* for the handshake's duration (stats.h) */
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	/* gateway.tunnels, for shutdown and reload: a utlist DL list (the
 	 * head's prev is the tail, not NULL: only the DL_* macros touch these) */
@@ -139,6 +143,8 @@ struct gateway {
 	 * a stopping gateway exits after the last one (proxy.c never calls
 	 * into gateway.c) */
 	void (*on_user_closed)(struct gateway *gw);
+	struct gw_stats stats;	 /* metrics and apctl stats (stats.h) */
+	struct metrics_server metrics; /* [metrics] listen_addr; ring NULL: off */
 	time_t started;
 	bool stopping;
 	bool control_bound; /* we created the socket file */

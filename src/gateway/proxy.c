@@ -40,6 +40,7 @@ static void user_socket_data(struct relay *r, const uint8_t *p, size_t n)
 
 static void open_state_free(struct user_conn *uc);
 static void open_timed_out(struct user_conn *uc);
+static void count_open_result(struct user_conn *uc, uint8_t reason);
 
 static void user_closed(struct relay *r, const char *why)
 {
@@ -54,6 +55,7 @@ static void user_closed(struct relay *r, const char *why)
 		  LF_S("client_id", uc->client_id), LF_U("bytes_up", r->bytes_up),
 		  LF_U("bytes_down", r->bytes_down), LF_S("reason", why));
 	uc->fe->on_closed(uc);
+	gw->stats.proxy[uc->proxy].connections--;
 	DL_DELETE(gw->users, uc);
 	free(uc);
 	gw->nusers--;
@@ -164,6 +166,10 @@ void proxy_accept(struct listener *l, int fd)
 	uc->gw = gw;
 	uc->fe = fe;
 	uc->listener_cfg = l->proxy_cfg;
+	uc->proxy = l->proxy;
+	uc->accepted_us = now_us();
+	gw->stats.proxy[uc->proxy].connections++;
+	gw->stats.proxy[uc->proxy].connections_total++;
 	DL_PREPEND(gw->users, uc);
 	gw->nusers++;
 	/* max_handshakes needs no check here: at the bound the proxy ports'
@@ -246,6 +252,7 @@ bool proxy_credentials_refused(const struct user_conn *uc, const char *why)
 {
 	char peer[64];
 
+	uc->gw->stats.proxy[uc->proxy].auth_failures++;
 	net_format_peer(uc->relay.fd, peer, sizeof(peer));
 	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name), LF_S("reason", why),
 		 LF_S("remote_addr", peer));
@@ -269,6 +276,7 @@ bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t use
 		return proxy_credentials_refused(uc, why);
 	if (check_credentials(uc, id, password, password_len))
 		return true;
+	uc->gw->stats.proxy[uc->proxy].auth_failures++;
 	net_format_peer(uc->relay.fd, peer, sizeof(peer));
 	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name),
 		 LF_S("user", id->full), LF_S("group", id->group),
@@ -292,6 +300,25 @@ static void proxy_show_target(const struct stream_target *t, char shown[GRAMMAR_
 
 static void user_open_result(struct stream *s, uint8_t reason, const char *message);
 
+/* Every answer to a request is counted here, once, by outcome; the time
+ * from the first OPEN to the answer too (retries included). */
+static void count_open_result(struct user_conn *uc, uint8_t reason)
+{
+	struct gw_stats *st = &uc->gw->stats;
+
+	st->proxy[uc->proxy].opens[frame_open_result(reason)]++;
+	if (uc->open_started_us)
+		metrics_observe_us(&st->open_latency, now_us() - uc->open_started_us);
+	uc->open_started_us = 0;
+}
+
+/* The request's answer: counted, then the front end tells the user. */
+static void open_result(struct user_conn *uc, uint8_t reason, const char *message)
+{
+	count_open_result(uc, reason);
+	uc->fe->on_open_result(uc, reason, message);
+}
+
 static int user_stream_data(struct stream *s, const uint8_t *p, size_t n)
 {
 	struct user_conn *uc = s->owner;
@@ -307,6 +334,8 @@ static void user_stream_reset(struct stream *s, uint8_t reason, const char *why)
 {
 	struct user_conn *uc = s->owner;
 
+	if (uc->open_started_us)
+		count_open_result(uc, reason); /* reset before the agent answered */
 	relay_close(&uc->relay, why);
 }
 
@@ -427,8 +456,15 @@ static int open_send(struct user_conn *uc, struct reg_tunnel *rt)
 	registry_client_get(uc->client);
 	uc->client->streams_active++;
 	uc->client->streams_total++;
-	uc->relay.stream.count_sent = &uc->client->bytes_out;
-	uc->relay.stream.count_received = &uc->client->bytes_in;
+	uc->relay.stream.count_sent[0] = &uc->client->bytes_out;
+	uc->relay.stream.count_received[0] = &uc->client->bytes_in;
+	uc->group_stats = gw_stats_group(&uc->gw->stats, rt->client->group->id);
+	if (uc->group_stats) {
+		uc->group_stats->streams_active[uc->proxy]++;
+		uc->group_stats->streams_total[uc->proxy]++;
+		uc->relay.stream.count_sent[1] = &uc->group_stats->bytes_out;
+		uc->relay.stream.count_received[1] = &uc->group_stats->bytes_in;
+	}
 	proxy_deadline(uc, uc->gw->cfg->gateway.open_timeout_ms, "waiting for the agent");
 	return 0;
 }
@@ -477,7 +513,7 @@ static void open_failed(struct user_conn *uc, uint8_t reason, const char *messag
 	reason = st->reason;
 	snprintf(msg, sizeof(msg), "%s", st->message);
 	open_state_free(uc);
-	uc->fe->on_open_result(uc, reason, msg);
+	open_result(uc, reason, msg);
 }
 
 static void user_open_result(struct stream *s, uint8_t reason, const char *message)
@@ -486,7 +522,7 @@ static void user_open_result(struct stream *s, uint8_t reason, const char *messa
 
 	if (!reason || !uc->open) {
 		open_state_free(uc);
-		uc->fe->on_open_result(uc, reason, message);
+		open_result(uc, reason, message);
 		return;
 	}
 	log_info("Agent could not open the target", LF_S("client_id", uc->client_id),
@@ -523,6 +559,9 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	bool fell_back, full;
 	int ret;
 
+	if (uc->in_handshake)
+		metrics_observe_us(&gw->stats.proxy[uc->proxy].handshake,
+				   now_us() - uc->accepted_us);
 	user_handshake_over(uc);
 	open_state_free(uc);
 	proxy_show_target(target, shown);
@@ -543,7 +582,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		log_warn("Group's tunnels are full, user refused", LF_S("group", id->group),
 			 LF_S("user", id->full), LF_U("max_streams_per_tunnel",
 						      gw->cfg->gateway.max_streams_per_tunnel));
-		uc->fe->on_open_result(uc, FRAME_OPEN_LIMIT, msg);
+		open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;
 	}
 	if (!rt) {
@@ -556,10 +595,11 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		else
 			log_error(msg, LF_S("user", id->full), LF_S("group", id->group),
 				  LF_S("target", shown));
-		uc->fe->on_open_result(uc, FRAME_OPEN_NET_UNREACHABLE, msg);
+		open_result(uc, FRAME_OPEN_NET_UNREACHABLE, msg);
 		return;
 	}
 	if (fell_back) {
+		gw->stats.fallbacks++;
 		log_warn("No clients available in group, falling back to default",
 			 LF_S("group", id->group));
 		log_info("Selected client from default group", LF_S("client_id", rt->client->id));
@@ -578,12 +618,12 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 			 LF_S("group", rt->client->group->id), LF_S("user", id->full),
 			 LF_U("max_connections_per_group",
 			      gw->cfg->gateway.max_connections_per_group));
-		uc->fe->on_open_result(uc, FRAME_OPEN_LIMIT, msg);
+		open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;
 	}
 	st = calloc(1, sizeof(*st));
 	if (!st) {
-		uc->fe->on_open_result(uc, FRAME_OPEN_GENERAL, "out of memory");
+		open_result(uc, FRAME_OPEN_GENERAL, "out of memory");
 		return;
 	}
 	st->id = *id;
@@ -598,6 +638,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	/* retries stay in the group that serves the request */
 	snprintf(st->group, sizeof(st->group), "%s", rt->client->group->id);
 	uc->open = st;
+	uc->open_started_us = now_us();
 	ret = open_send(uc, rt);
 	if (ret == 0)
 		return;
@@ -609,8 +650,11 @@ void proxy_stream_done(struct user_conn *uc)
 {
 	/* credit owed to the old stream must not flow to the next one */
 	uc->relay.out_stream_debt = 0;
-	uc->relay.stream.count_sent = NULL;
-	uc->relay.stream.count_received = NULL;
+	memset(uc->relay.stream.count_sent, 0, sizeof(uc->relay.stream.count_sent));
+	memset(uc->relay.stream.count_received, 0, sizeof(uc->relay.stream.count_received));
+	if (uc->group_stats)
+		gw_stats_stream_done(uc->gw, uc->group_stats, uc->proxy);
+	uc->group_stats = NULL;
 	if (!uc->client)
 		return;
 	uc->client->streams_active--;

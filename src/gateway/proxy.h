@@ -78,6 +78,10 @@ struct user_conn {
 	 * with the next agent of the group needs; NULL otherwise */
 	struct proxy_open_state *open;
 	struct reg_client *client; /* referenced while counted in its statistics */
+	struct gw_group_stats *group_stats; /* its group's, while a stream is counted */
+	unsigned proxy;		  /* enum gw_proxy: the listener's, for statistics */
+	uint64_t accepted_us;	  /* for the handshake's duration */
+	uint64_t open_started_us; /* OPEN sent, answer pending (0: none) */
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	void *proto; /* front end's state (handshake buffer, HTTP state) */
 	/* gateway.users, for shutdown: a utlist DL list (the head's prev

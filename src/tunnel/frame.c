@@ -688,3 +688,44 @@ const char *frame_open_reason_name(uint8_t reason)
 {
 	return table_name(open_reason_names, ARRAY_SIZE(open_reason_names), reason);
 }
+
+enum frame_open_result frame_open_result(uint8_t reason)
+{
+	switch (reason) {
+	case 0:
+		return FRAME_RESULT_OK;
+	case FRAME_OPEN_REFUSED:
+		return FRAME_RESULT_REFUSED;
+	case FRAME_OPEN_DNS_FAILED:
+		return FRAME_RESULT_DNS;
+	case FRAME_OPEN_TIMEOUT:
+		return FRAME_RESULT_TIMEOUT;
+	case FRAME_OPEN_NOT_ALLOWED:
+		return FRAME_RESULT_DENIED;
+	case FRAME_OPEN_NET_UNREACHABLE:
+		return FRAME_RESULT_NO_AGENT;
+	case FRAME_OPEN_HOST_UNREACHABLE:
+		return FRAME_RESULT_UNREACHABLE;
+	case FRAME_OPEN_LIMIT:
+		return FRAME_RESULT_LIMIT;
+	default:
+		return FRAME_RESULT_ERROR;
+	}
+}
+
+const char *frame_open_result_name(enum frame_open_result result)
+{
+	static const char *const names[FRAME_NRESULTS] = {
+		[FRAME_RESULT_OK] = "ok",
+		[FRAME_RESULT_REFUSED] = "refused",
+		[FRAME_RESULT_DNS] = "dns",
+		[FRAME_RESULT_TIMEOUT] = "timeout",
+		[FRAME_RESULT_DENIED] = "denied",
+		[FRAME_RESULT_NO_AGENT] = "no_agent",
+		[FRAME_RESULT_UNREACHABLE] = "unreachable",
+		[FRAME_RESULT_LIMIT] = "limit",
+		[FRAME_RESULT_ERROR] = "error",
+	};
+
+	return (unsigned)result < FRAME_NRESULTS ? names[result] : "error";
+}

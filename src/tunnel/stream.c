@@ -168,8 +168,9 @@ int stream_write(struct stream *s, const uint8_t *p, size_t n)
 			return ret;
 		s->send_credit -= (uint32_t)chunk;
 		s->bytes_sent += chunk;
-		if (s->count_sent)
-			*s->count_sent += chunk;
+		for (size_t i = 0; i < STREAM_COUNTS; i++)
+			if (s->count_sent[i])
+				*s->count_sent[i] += chunk;
 		p += chunk;
 		n -= chunk;
 	}
@@ -280,8 +281,9 @@ int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **wh
 		}
 		s->recv_unreturned += (uint32_t)f->data.len;
 		s->bytes_received += f->data.len;
-		if (s->count_received)
-			*s->count_received += f->data.len;
+		for (size_t i = 0; i < STREAM_COUNTS; i++)
+			if (s->count_received[i])
+				*s->count_received[i] += f->data.len;
 		if (s->ops->on_data(s, f->data.ptr, f->data.len) < 0)
 			stream_reset(s, FRAME_OPEN_GENERAL);
 		return 0;

@@ -814,7 +814,7 @@ static void test_unknown_section(void **state)
 {
 	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[metrix]\nlisten_addr = :9100\n", 6, "[metrix]",
 		     "unknown section (anyproxy-gateway accepts [gateway] [proxy.http] "
-		     "[proxy.socks5] [log] [control])");
+		     "[proxy.socks5] [log] [control] [metrics])");
 	/* Even an empty one. */
 	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy]\n", 6, "[proxy]", "unknown section");
 	expect_error(CONFIG_CLIENT, "[ client ]\n", 1, "[ client ]", "unknown section");
@@ -1121,6 +1121,22 @@ static void test_listener_port_collision(void **state)
 		     9, "[proxy.socks5] listen_addr", "same port as [proxy.http] listen_addr");
 	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy.http]\nlisten_addr = :8443\n", 7,
 		     "[proxy.http] listen_addr", "same port as [gateway] listen_addr");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[metrics]\nlisten_addr = 127.0.0.1:8443\n", 7,
+		     "[metrics] listen_addr", "same port as [gateway] listen_addr");
+}
+
+/* [metrics] is off unless listen_addr is set, in both programs. */
+static void test_metrics_section(void **state)
+{
+	struct config cfg;
+
+	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN);
+	assert_false(cfg.metrics.listen_addr.set);
+	config_free(&cfg);
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "[metrics]\nlisten_addr = 127.0.0.1:9465\n");
+	assert_true(cfg.metrics.listen_addr.set);
+	assert_int_equal(cfg.metrics.listen_addr.port, 9465);
+	config_free(&cfg);
 }
 
 static void test_listener_ports_may_differ_by_host(void **state)
@@ -1535,6 +1551,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_client_tls_pair, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listener_auth_pair, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listener_port_collision, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_metrics_section, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listener_ports_may_differ_by_host, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_proxy_username_rules, setup, teardown),

@@ -850,10 +850,42 @@ static void test_names(void **state)
 	assert_string_equal(frame_open_reason_name(UINT8_MAX), "UNKNOWN");
 }
 
+/* The outcomes the metrics count: every reason lands in one, unknown ones
+ * in "error". */
+static void test_open_results(void **state)
+{
+	static const struct {
+		uint8_t reason;
+		const char *name;
+	} cases[] = {
+		{ 0, "ok" },
+		{ FRAME_OPEN_REFUSED, "refused" },
+		{ FRAME_OPEN_DNS_FAILED, "dns" },
+		{ FRAME_OPEN_TIMEOUT, "timeout" },
+		{ FRAME_OPEN_NOT_ALLOWED, "denied" },
+		{ FRAME_OPEN_NET_UNREACHABLE, "no_agent" },
+		{ FRAME_OPEN_HOST_UNREACHABLE, "unreachable" },
+		{ FRAME_OPEN_LIMIT, "limit" },
+		{ FRAME_OPEN_GENERAL, "error" },
+		{ FRAME_OPEN_ADDR_UNSUPPORTED, "error" },
+		{ 7, "error" },
+		{ UINT8_MAX, "error" },
+	};
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cases); i++)
+		assert_string_equal(frame_open_result_name(frame_open_result(cases[i].reason)),
+				    cases[i].name);
+	for (i = 0; i < FRAME_NRESULTS; i++)
+		assert_non_null(frame_open_result_name(i));
+	assert_string_equal(frame_open_result_name(FRAME_NRESULTS), "error");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_open_results),
 		cmocka_unit_test(test_need_more_for_every_prefix),
 		cmocka_unit_test(test_encode_no_space),
 		cmocka_unit_test(test_malformed),

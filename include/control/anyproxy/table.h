@@ -31,6 +31,9 @@
  *   client ID    exactly one row, or "ERR no such client: ID"
  *                                                    table_client_columns
  *   version      one row                             table_version_columns
+ *   stats        one row of global counters; its columns are the gateway's
+ *                (src/gateway/stats.c), all of type n
+ *
  *   drain ID     mark a client drained: no new streams, open ones go on;
  *                exactly one row, or "ERR no such client: ID"
  *                                                    table_drain_columns
@@ -87,6 +90,7 @@ enum table_command_id {
 	TABLE_CMD_VERSION,
 	TABLE_CMD_DRAIN,
 	TABLE_CMD_UNDRAIN,
+	TABLE_CMD_STATS,
 	TABLE_NCOMMANDS
 };
 

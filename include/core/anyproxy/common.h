@@ -53,8 +53,9 @@ static inline void put_be64(uint8_t *p, uint64_t v)
 	put_be32(p + 4, (uint32_t)v);
 }
 
-/* Monotonic clock in milliseconds. */
+/* Monotonic clock in milliseconds, and in microseconds (latencies). */
 uint64_t now_ms(void);
+uint64_t now_us(void);
 
 /* Constant-time comparison of two byte strings; the time depends only on
  * the lengths, never on where they differ. Returns 1 when equal. */

@@ -132,6 +132,10 @@ struct config {
 		uint32_t socket_mode; /* permission bits, at most 0777 */
 		char *socket_group;   /* NULL: the gateway's own group */
 	} control;
+
+	struct {
+		struct config_addr listen_addr; /* unset: no metrics endpoint */
+	} metrics;
 };
 
 /*

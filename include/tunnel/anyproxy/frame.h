@@ -162,4 +162,23 @@ const char *frame_type_name(uint8_t type);
 const char *frame_error_name(uint16_t code);
 const char *frame_open_reason_name(uint8_t reason);
 
+/* How an OPEN ended, as the metrics count it (both programs): a few
+ * outcomes an operator tells apart, each OPEN_FAIL reason falling in one. */
+enum frame_open_result {
+	FRAME_RESULT_OK,          /* reason 0: connected */
+	FRAME_RESULT_REFUSED,     /* FRAME_OPEN_REFUSED */
+	FRAME_RESULT_DNS,         /* FRAME_OPEN_DNS_FAILED */
+	FRAME_RESULT_TIMEOUT,     /* FRAME_OPEN_TIMEOUT */
+	FRAME_RESULT_DENIED,      /* FRAME_OPEN_NOT_ALLOWED: the agent's host rules */
+	FRAME_RESULT_NO_AGENT,    /* FRAME_OPEN_NET_UNREACHABLE: no agent for the group */
+	FRAME_RESULT_UNREACHABLE, /* FRAME_OPEN_HOST_UNREACHABLE */
+	FRAME_RESULT_LIMIT,       /* FRAME_OPEN_LIMIT */
+	FRAME_RESULT_ERROR,       /* every other reason */
+	FRAME_NRESULTS
+};
+enum frame_open_result frame_open_result(uint8_t reason);
+/* "ok", "refused", "dns", "timeout", "denied", "no_agent", "unreachable",
+ * "limit", "error": the metrics' result label. */
+const char *frame_open_result_name(enum frame_open_result result);
+
 #endif

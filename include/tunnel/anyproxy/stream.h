@@ -30,6 +30,8 @@ struct tunnel;
 struct stream;
 
 #define STREAM_WINDOW_BYTES (256 * 1024)
+/* Live totals a stream adds its DATA payload to (struct stream count_*). */
+#define STREAM_COUNTS 2
 
 struct stream_ops {
 	/* DATA: the owner takes all n bytes (within the window it granted) and
@@ -66,7 +68,9 @@ struct stream {
 	 * not NULL, so only the DL_*2 macros touch these */
 	struct stream *wait_prev, *wait_next;
 	uint64_t bytes_sent, bytes_received;   /* DATA payload */
-	uint64_t *count_sent, *count_received; /* optional live totals to add to */
+	/* optional live totals to add to (the gateway: its client's and its
+	 * group's) */
+	uint64_t *count_sent[STREAM_COUNTS], *count_received[STREAM_COUNTS];
 };
 
 /* Target of an OPEN. */

@@ -1,0 +1,377 @@
+/* metrics.c — histograms, the exposition writer and the scrape request
+ * parser (metrics.h). The endpoint on the ring is metrics_server.c. */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "anyproxy/common.h"
+#include "anyproxy/metrics.h"
+
+const uint64_t metrics_latency_bounds_us[METRICS_LATENCY_NBUCKETS] = {
+	500,	 1000,	  2500,	   5000,    10000,   25000,   50000,
+	100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+};
+
+void metrics_observe_us(struct metrics_histogram *h, uint64_t us)
+{
+	size_t i = 0;
+
+	while (i < METRICS_LATENCY_NBUCKETS && us > metrics_latency_bounds_us[i])
+		i++;
+	h->buckets[i]++;
+	h->sum_us += us;
+	h->count++;
+}
+
+/* ---- writer ---- */
+
+void metrics_writer_init(struct metrics_writer *w, size_t max_bytes)
+{
+	buf_init(&w->out, max_bytes);
+	w->error = 0;
+}
+
+void metrics_writer_free(struct metrics_writer *w)
+{
+	buf_release(&w->out);
+}
+
+int metrics_writer_status(const struct metrics_writer *w)
+{
+	return w->error;
+}
+
+static void put(struct metrics_writer *w, const char *p, size_t n)
+{
+	int ret;
+
+	if (w->error)
+		return;
+	ret = buf_append(&w->out, p, n);
+	if (ret < 0)
+		w->error = ret;
+}
+
+static void puts_w(struct metrics_writer *w, const char *s)
+{
+	put(w, s, strlen(s));
+}
+
+static void put_u64(struct metrics_writer *w, uint64_t v)
+{
+	char text[24];
+	int n = snprintf(text, sizeof(text), "%" PRIu64, v);
+
+	put(w, text, (size_t)n);
+}
+
+/* Microseconds as decimal seconds, exactly, without trailing zeros:
+ * 500 -> "0.0005", 1000000 -> "1", 2500000 -> "2.5". */
+static void format_seconds(uint64_t us, char *text, size_t size)
+{
+	int n = snprintf(text, size, "%" PRIu64 ".%06" PRIu64, us / 1000000, us % 1000000);
+
+	while (n > 0 && text[n - 1] == '0')
+		text[--n] = '\0';
+	if (n > 0 && text[n - 1] == '.')
+		text[--n] = '\0';
+}
+
+/* Escape backslash and LF (HELP text), and double quote too (label values). */
+static void put_escaped(struct metrics_writer *w, const char *s, bool quote)
+{
+	const char *run = s;
+
+	for (; *s; s++) {
+		const char *esc = *s == '\\' ? "\\\\" : *s == '\n' ? "\\n"
+			       : (quote && *s == '"') ? "\\\""
+						      : NULL;
+
+		if (!esc)
+			continue;
+		put(w, run, (size_t)(s - run));
+		puts_w(w, esc);
+		run = s + 1;
+	}
+	put(w, run, (size_t)(s - run));
+}
+
+static bool name_valid(const char *name, bool colon)
+{
+	const char *p = name;
+
+	if (!*p || (*p >= '0' && *p <= '9'))
+		return false;
+	for (; *p; p++) {
+		char c = *p;
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || (colon && c == ':')))
+			return false;
+	}
+	return true;
+}
+
+bool metrics_name_valid(const char *name)
+{
+	return name_valid(name, true);
+}
+
+bool metrics_label_name_valid(const char *name)
+{
+	return name_valid(name, false) && strncmp(name, "__", 2) != 0;
+}
+
+static bool check_name(struct metrics_writer *w, const char *name)
+{
+	if (w->error)
+		return false;
+	if (!metrics_name_valid(name)) {
+		w->error = -EINVAL;
+		return false;
+	}
+	return true;
+}
+
+void metrics_family(struct metrics_writer *w, const char *name, enum metrics_type type,
+		    const char *help)
+{
+	static const char *const types[] = {
+		[METRICS_COUNTER] = "counter",
+		[METRICS_GAUGE] = "gauge",
+		[METRICS_HISTOGRAM] = "histogram",
+	};
+
+	if (!check_name(w, name))
+		return;
+	puts_w(w, "# HELP ");
+	puts_w(w, name);
+	puts_w(w, " ");
+	put_escaped(w, help, false);
+	puts_w(w, "\n# TYPE ");
+	puts_w(w, name);
+	puts_w(w, " ");
+	puts_w(w, types[type]);
+	puts_w(w, "\n");
+}
+
+/* name{labels[,le="..."]} with the suffix appended to the name */
+static void put_series(struct metrics_writer *w, const char *name, const char *suffix,
+		       const struct metrics_label *labels, size_t nlabels, const char *le)
+{
+	size_t i;
+
+	puts_w(w, name);
+	puts_w(w, suffix);
+	if (!nlabels && !le)
+		return;
+	puts_w(w, "{");
+	for (i = 0; i < nlabels; i++) {
+		if (!metrics_label_name_valid(labels[i].name) || !strcmp(labels[i].name, "le")) {
+			if (!w->error)
+				w->error = -EINVAL;
+			return;
+		}
+		if (i)
+			puts_w(w, ",");
+		puts_w(w, labels[i].name);
+		puts_w(w, "=\"");
+		put_escaped(w, labels[i].value, true);
+		puts_w(w, "\"");
+	}
+	if (le) {
+		if (nlabels)
+			puts_w(w, ",");
+		puts_w(w, "le=\"");
+		puts_w(w, le);
+		puts_w(w, "\"");
+	}
+	puts_w(w, "}");
+}
+
+void metrics_sample(struct metrics_writer *w, const char *name, const struct metrics_label *labels,
+		    size_t nlabels, uint64_t value)
+{
+	if (!check_name(w, name))
+		return;
+	put_series(w, name, "", labels, nlabels, NULL);
+	puts_w(w, " ");
+	put_u64(w, value);
+	puts_w(w, "\n");
+}
+
+void metrics_write_histogram(struct metrics_writer *w, const char *name,
+			     const struct metrics_label *labels, size_t nlabels,
+			     const struct metrics_histogram *h)
+{
+	char le[32];
+	uint64_t cumulative = 0;
+	size_t i;
+
+	if (!check_name(w, name))
+		return;
+	for (i = 0; i <= METRICS_LATENCY_NBUCKETS; i++) {
+		cumulative += h->buckets[i];
+		if (i < METRICS_LATENCY_NBUCKETS)
+			format_seconds(metrics_latency_bounds_us[i], le, sizeof(le));
+		else
+			snprintf(le, sizeof(le), "+Inf");
+		put_series(w, name, "_bucket", labels, nlabels, le);
+		puts_w(w, " ");
+		put_u64(w, cumulative);
+		puts_w(w, "\n");
+	}
+	format_seconds(h->sum_us, le, sizeof(le));
+	put_series(w, name, "_sum", labels, nlabels, NULL);
+	puts_w(w, " ");
+	puts_w(w, le);
+	puts_w(w, "\n");
+	put_series(w, name, "_count", labels, nlabels, NULL);
+	puts_w(w, " ");
+	put_u64(w, h->count);
+	puts_w(w, "\n");
+}
+
+void metrics_write_build_info(struct metrics_writer *w, const char *program, const char *version,
+			      const char *tls, bool aesni)
+{
+	const struct metrics_label labels[] = {
+		{ "program", program },
+		{ "version", version },
+		{ "tls", tls },
+		{ "aesni", aesni ? "on" : "off" },
+	};
+
+	metrics_family(w, "anyproxy_build_info", METRICS_GAUGE,
+		       "Always 1; the labels name the program, its version and its TLS library.");
+	metrics_sample(w, "anyproxy_build_info", labels, ARRAY_SIZE(labels), 1);
+}
+
+/* Open descriptors: the entries of /proc/self/fd (the directory's own
+ * descriptor, open while it is read, is not counted). -errno on failure. */
+static long count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	long n = 0;
+
+	if (!d)
+		return -errno;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n > 0 ? n - 1 : 0;
+}
+
+/* Resident memory from /proc/self/statm (its second field, in pages). */
+static long long resident_bytes(void)
+{
+	unsigned long long size, resident;
+	FILE *f = fopen("/proc/self/statm", "re");
+	int n;
+
+	if (!f)
+		return -errno;
+	n = fscanf(f, "%llu %llu", &size, &resident);
+	fclose(f);
+	if (n != 2)
+		return -EIO;
+	return (long long)(resident * (unsigned long long)sysconf(_SC_PAGESIZE));
+}
+
+void metrics_write_process(struct metrics_writer *w)
+{
+	long fds = count_fds();
+	long long rss = resident_bytes();
+	struct rlimit rl;
+
+	if (fds >= 0) {
+		metrics_family(w, "process_open_fds", METRICS_GAUGE, "Open file descriptors.");
+		metrics_sample(w, "process_open_fds", NULL, 0, (uint64_t)fds);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		metrics_family(w, "process_max_fds", METRICS_GAUGE,
+			       "The soft limit of open file descriptors (RLIMIT_NOFILE).");
+		metrics_sample(w, "process_max_fds", NULL, 0, (uint64_t)rl.rlim_cur);
+	}
+	if (rss >= 0) {
+		metrics_family(w, "process_resident_memory_bytes", METRICS_GAUGE,
+			       "Resident memory size in bytes.");
+		metrics_sample(w, "process_resident_memory_bytes", NULL, 0, (uint64_t)rss);
+	}
+}
+
+/* ---- scrape request ---- */
+
+/* The end of the head (just past the empty line), or NULL. */
+static const char *head_end(const char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (buf[i] != '\n')
+			continue;
+		if (i + 1 < len && buf[i + 1] == '\n')
+			return buf + i + 2;
+		if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n')
+			return buf + i + 3;
+	}
+	return NULL;
+}
+
+static bool token_char(char c)
+{
+	return c > 0x20 && c < 0x7f;
+}
+
+int metrics_parse_request(const char *buf, size_t len, int *status, bool *head_only)
+{
+	const char *end = head_end(buf, len);
+	const char *p = buf, *method, *target, *version;
+	size_t mlen, tlen, path_len;
+
+	*head_only = false;
+	if (!end) {
+		if (len < METRICS_REQUEST_MAX_BYTES)
+			return 0;
+		*status = 431;
+		return -EPROTO;
+	}
+	if ((size_t)(end - buf) > METRICS_REQUEST_MAX_BYTES) {
+		*status = 431;
+		return -EPROTO;
+	}
+	*status = 400;
+	method = p;
+	while (p < end && token_char(*p))
+		p++;
+	mlen = (size_t)(p - method);
+	if (!mlen || *p++ != ' ')
+		return -EPROTO;
+	target = p;
+	while (p < end && token_char(*p))
+		p++;
+	tlen = (size_t)(p - target);
+	if (!tlen || *p++ != ' ')
+		return -EPROTO;
+	version = p;
+	if ((size_t)(end - version) < 9 || memcmp(version, "HTTP/1.", 7) != 0 ||
+	    (version[7] != '0' && version[7] != '1') ||
+	    !(version[8] == '\n' || (version[8] == '\r' && version[9] == '\n')))
+		return -EPROTO;
+	for (path_len = 0; path_len < tlen && target[path_len] != '?'; path_len++)
+		;
+	*head_only = mlen == 4 && !memcmp(method, "HEAD", 4);
+	if (!(mlen == 3 && !memcmp(method, "GET", 3)) && !*head_only)
+		*status = 405;
+	else if (path_len != strlen(METRICS_PATH) || memcmp(target, METRICS_PATH, path_len) != 0)
+		*status = 404;
+	else
+		*status = 200;
+	return (int)(end - buf);
+}

@@ -1,0 +1,364 @@
+/* stats.c — the gateway's counters, exposed as metrics and as `apctl stats`
+ * (stats.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ap-build.h"
+#include "anyproxy/common.h"
+#include "anyproxy/table.h"
+#include "anyproxy/tls.h"
+#include "front.h"
+#include "gateway.h"
+#include "stats.h"
+
+struct gw_group_stats *gw_stats_group(struct gw_stats *st, const char *group_id)
+{
+	struct gw_group_stats *g;
+
+	HASH_FIND_STR(st->groups, group_id, g);
+	if (g)
+		return g;
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	snprintf(g->id, sizeof(g->id), "%s", group_id);
+	HASH_ADD_STR(st->groups, id, g);
+	return g;
+}
+
+void gw_stats_free(struct gw_stats *st)
+{
+	struct gw_group_stats *g, *tmp;
+
+	HASH_ITER(hh, st->groups, g, tmp) {
+		HASH_DEL(st->groups, g);
+		free(g);
+	}
+}
+
+static uint64_t group_streams(const struct gw_group_stats *g, const uint64_t *per_proxy)
+{
+	uint64_t n = 0;
+	size_t p;
+
+	for (p = 0; p < GW_NPROXIES; p++)
+		n += per_proxy[p];
+	return n;
+}
+
+/* Drop g if its group left the registry and has no stream open, keeping
+ * what it counted in the totals: the group series stay bounded by the
+ * registry's groups. */
+static void maybe_retire(struct gateway *gw, struct gw_group_stats *g)
+{
+	struct gw_stats *st = &gw->stats;
+
+	if (group_streams(g, g->streams_active) || registry_find_group(&gw->registry, g->id))
+		return;
+	st->retired_streams_total += group_streams(g, g->streams_total);
+	st->retired_bytes_in += g->bytes_in;
+	st->retired_bytes_out += g->bytes_out;
+	HASH_DEL(st->groups, g);
+	free(g);
+}
+
+void gw_stats_stream_done(struct gateway *gw, struct gw_group_stats *g, unsigned proxy)
+{
+	g->streams_active[proxy]--;
+	maybe_retire(gw, g);
+}
+
+void gw_stats_prune(struct gateway *gw)
+{
+	struct gw_group_stats *g, *tmp;
+
+	HASH_ITER(hh, gw->stats.groups, g, tmp)
+		maybe_retire(gw, g);
+}
+
+static const char *proxy_name(size_t p)
+{
+	return p == GW_PROXY_SOCKS5 ? socks5_frontend.name : http_frontend.name;
+}
+
+/* ---- global totals (apctl stats) ---- */
+
+struct gw_totals {
+	uint64_t user_connections, user_connections_total, user_refused_total;
+	uint64_t streams, streams_total, bytes_in, bytes_out;
+	uint64_t opens[FRAME_NRESULTS];
+	uint64_t auth_failures, fallbacks;
+	uint64_t groups, agents, tunnels, handshakes_proxy, handshakes_tunnel;
+};
+
+static void totals(struct gateway *gw, struct gw_totals *t)
+{
+	const struct gw_stats *st = &gw->stats;
+	const struct gw_group_stats *g, *tmp;
+	struct reg_group *rg, *rtmp;
+	size_t p, r;
+
+	memset(t, 0, sizeof(*t));
+	for (p = 0; p < GW_NPROXIES; p++) {
+		t->user_connections += st->proxy[p].connections;
+		t->user_connections_total += st->proxy[p].connections_total;
+		t->auth_failures += st->proxy[p].auth_failures;
+		for (r = 0; r < FRAME_NRESULTS; r++)
+			t->opens[r] += st->proxy[p].opens[r];
+	}
+	t->user_refused_total = gw->refused_over_limit;
+	t->streams_total = st->retired_streams_total;
+	t->bytes_in = st->retired_bytes_in;
+	t->bytes_out = st->retired_bytes_out;
+	HASH_ITER(hh, st->groups, g, tmp) {
+		t->streams += group_streams(g, g->streams_active);
+		t->streams_total += group_streams(g, g->streams_total);
+		t->bytes_in += g->bytes_in;
+		t->bytes_out += g->bytes_out;
+	}
+	t->fallbacks = st->fallbacks;
+	HASH_ITER(hh, gw->registry.groups, rg, rtmp) {
+		t->groups++;
+		t->agents += rg->nclients;
+		t->tunnels += registry_group_tunnels(rg);
+	}
+	t->handshakes_proxy = gw->user_budget.count;
+	t->handshakes_tunnel = gw->tunnel_budget.count;
+}
+
+#define TOTAL(name) { #name, offsetof(struct gw_totals, name) }
+
+/* The columns of `apctl stats`, in order; opens_RESULT columns follow
+ * streams_total, one per enum frame_open_result. */
+static const struct {
+	const char *name;
+	size_t offset;
+} total_columns[] = {
+	TOTAL(user_connections), TOTAL(user_connections_total), TOTAL(user_refused_total),
+	TOTAL(streams),		 TOTAL(streams_total),		TOTAL(bytes_in),
+	TOTAL(bytes_out),	 TOTAL(auth_failures),		TOTAL(fallbacks),
+	TOTAL(groups),		 TOTAL(agents),			TOTAL(tunnels),
+	TOTAL(handshakes_proxy), TOTAL(handshakes_tunnel),
+};
+
+#define STATS_NCOLUMNS (ARRAY_SIZE(total_columns) + FRAME_NRESULTS)
+_Static_assert(STATS_NCOLUMNS <= TABLE_MAX_COLUMNS, "apctl stats has too many columns");
+
+int gw_stats_write_table(struct gateway *gw, struct table_writer *w)
+{
+	char names[STATS_NCOLUMNS][TABLE_MAX_NAME_LEN + 3];
+	const char *cols[STATS_NCOLUMNS];
+	struct gw_totals t;
+	size_t i, n = 0;
+	int ret;
+
+	gw_stats_prune(gw);
+	totals(gw, &t);
+	for (i = 0; i < ARRAY_SIZE(total_columns); i++)
+		snprintf(names[n++], sizeof(names[0]), "%s:n", total_columns[i].name);
+	for (i = 0; i < FRAME_NRESULTS; i++)
+		snprintf(names[n++], sizeof(names[0]), "opens_%s:n", frame_open_result_name(i));
+	for (i = 0; i < n; i++)
+		cols[i] = names[i];
+	ret = table_write_header(w, cols, n);
+	ret |= table_write_row_begin(w);
+	for (i = 0; i < ARRAY_SIZE(total_columns); i++)
+		ret |= table_write_uint(w, *(const uint64_t *)((const char *)&t +
+							       total_columns[i].offset));
+	for (i = 0; i < FRAME_NRESULTS; i++)
+		ret |= table_write_uint(w, t.opens[i]);
+	ret |= table_write_row_end(w);
+	return ret ? -ENOSPC : 0;
+}
+
+/* ---- metrics ---- */
+
+#define L(n, v) { (n), (v) }
+
+static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
+{
+	size_t p, r;
+
+	metrics_family(w, "anyproxy_gateway_user_connections", METRICS_GAUGE,
+		       "Users' connections open, by proxy listener.");
+	for (p = 0; p < GW_NPROXIES; p++) {
+		struct metrics_label l[] = { L("proxy", proxy_name(p)) };
+
+		metrics_sample(w, "anyproxy_gateway_user_connections", l, 1,
+			       st->proxy[p].connections);
+	}
+	metrics_family(w, "anyproxy_gateway_user_connections_total", METRICS_COUNTER,
+		       "Users' connections accepted, by proxy listener.");
+	for (p = 0; p < GW_NPROXIES; p++) {
+		struct metrics_label l[] = { L("proxy", proxy_name(p)) };
+
+		metrics_sample(w, "anyproxy_gateway_user_connections_total", l, 1,
+			       st->proxy[p].connections_total);
+	}
+	metrics_family(w, "anyproxy_gateway_auth_failures_total", METRICS_COUNTER,
+		       "Users refused for their credentials, by proxy listener.");
+	for (p = 0; p < GW_NPROXIES; p++) {
+		struct metrics_label l[] = { L("proxy", proxy_name(p)) };
+
+		metrics_sample(w, "anyproxy_gateway_auth_failures_total", l, 1,
+			       st->proxy[p].auth_failures);
+	}
+	metrics_family(w, "anyproxy_gateway_opens_total", METRICS_COUNTER,
+		       "Users' requests for a target, by proxy listener and outcome (ok, refused, "
+		       "dns, timeout, denied, no_agent, unreachable, limit, error).");
+	for (p = 0; p < GW_NPROXIES; p++)
+		for (r = 0; r < FRAME_NRESULTS; r++) {
+			struct metrics_label l[] = { L("proxy", proxy_name(p)),
+						     L("result", frame_open_result_name(r)) };
+
+			metrics_sample(w, "anyproxy_gateway_opens_total", l, 2,
+				       st->proxy[p].opens[r]);
+		}
+}
+
+static void write_groups(struct metrics_writer *w, struct gateway *gw)
+{
+	const struct gw_group_stats *g, *tmp;
+	struct reg_group **groups;
+	size_t n, i, p;
+
+	metrics_family(w, "anyproxy_gateway_streams", METRICS_GAUGE,
+		       "Streams open, by proxy listener and the group of the agent serving them.");
+	HASH_ITER(hh, gw->stats.groups, g, tmp)
+		for (p = 0; p < GW_NPROXIES; p++) {
+			struct metrics_label l[] = { L("proxy", proxy_name(p)), L("group", g->id) };
+
+			metrics_sample(w, "anyproxy_gateway_streams", l, 2, g->streams_active[p]);
+		}
+	metrics_family(w, "anyproxy_gateway_streams_total", METRICS_COUNTER,
+		       "Streams opened to agents, by proxy listener and group.");
+	HASH_ITER(hh, gw->stats.groups, g, tmp)
+		for (p = 0; p < GW_NPROXIES; p++) {
+			struct metrics_label l[] = { L("proxy", proxy_name(p)), L("group", g->id) };
+
+			metrics_sample(w, "anyproxy_gateway_streams_total", l, 2,
+				       g->streams_total[p]);
+		}
+	metrics_family(w, "anyproxy_gateway_bytes_total", METRICS_COUNTER,
+		       "Stream payload by group; direction out is user -> target.");
+	HASH_ITER(hh, gw->stats.groups, g, tmp) {
+		struct metrics_label in[] = { L("group", g->id), L("direction", "in") };
+		struct metrics_label out[] = { L("group", g->id), L("direction", "out") };
+
+		metrics_sample(w, "anyproxy_gateway_bytes_total", in, 2, g->bytes_in);
+		metrics_sample(w, "anyproxy_gateway_bytes_total", out, 2, g->bytes_out);
+	}
+	if (registry_list_groups(&gw->registry, &groups, &n) < 0) {
+		w->error = w->error ? w->error : -ENOMEM;
+		return;
+	}
+	metrics_family(w, "anyproxy_gateway_groups", METRICS_GAUGE,
+		       "Groups with at least one agent.");
+	metrics_sample(w, "anyproxy_gateway_groups", NULL, 0, n);
+	metrics_family(w, "anyproxy_gateway_agents", METRICS_GAUGE,
+		       "Agents (client ids) connected, by group.");
+	for (i = 0; i < n; i++) {
+		struct metrics_label l[] = { L("group", groups[i]->id) };
+
+		metrics_sample(w, "anyproxy_gateway_agents", l, 1, groups[i]->nclients);
+	}
+	metrics_family(w, "anyproxy_gateway_tunnels", METRICS_GAUGE,
+		       "Agents' tunnels registered, by group.");
+	for (i = 0; i < n; i++) {
+		struct metrics_label l[] = { L("group", groups[i]->id) };
+
+		metrics_sample(w, "anyproxy_gateway_tunnels", l, 1,
+			       registry_group_tunnels(groups[i]));
+	}
+	free(groups);
+}
+
+static void write_clients(struct metrics_writer *w, struct gateway *gw)
+{
+	struct reg_client **clients;
+	size_t n, i;
+
+	if (registry_list_clients(&gw->registry, &clients, &n) < 0) {
+		w->error = w->error ? w->error : -ENOMEM;
+		return;
+	}
+	metrics_family(w, "anyproxy_gateway_client_bytes_total", METRICS_COUNTER,
+		       "Stream payload by connected agent; direction out is user -> target.");
+	for (i = 0; i < n; i++) {
+		const struct reg_client *c = clients[i];
+		struct metrics_label in[] = { L("group", c->group->id), L("client", c->id),
+					      L("direction", "in") };
+		struct metrics_label out[] = { L("group", c->group->id), L("client", c->id),
+					       L("direction", "out") };
+
+		metrics_sample(w, "anyproxy_gateway_client_bytes_total", in, 3, c->bytes_in);
+		metrics_sample(w, "anyproxy_gateway_client_bytes_total", out, 3, c->bytes_out);
+	}
+	free(clients);
+}
+
+static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
+{
+	const struct handshake_budget *sides[] = { &gw->user_budget, &gw->tunnel_budget };
+	size_t i, p;
+
+	metrics_family(w, "anyproxy_gateway_handshakes", METRICS_GAUGE,
+		       "Connections in their handshake (not yet authenticated), by side: proxy "
+		       "(both proxy ports) or tunnel.");
+	for (i = 0; i < ARRAY_SIZE(sides); i++) {
+		struct metrics_label l[] = { L("side", sides[i]->name) };
+
+		metrics_sample(w, "anyproxy_gateway_handshakes", l, 1, sides[i]->count);
+	}
+	metrics_family(w, "anyproxy_gateway_handshake_pauses_total", METRICS_COUNTER,
+		       "Times a side reached max_handshakes and stopped accepting.");
+	for (i = 0; i < ARRAY_SIZE(sides); i++) {
+		struct metrics_label l[] = { L("side", sides[i]->name) };
+
+		metrics_sample(w, "anyproxy_gateway_handshake_pauses_total", l, 1,
+			       sides[i]->pauses);
+	}
+	metrics_family(w, "anyproxy_gateway_handshake_duration_seconds", METRICS_HISTOGRAM,
+		       "From accept to an authenticated first request (listener socks5, http) "
+		       "or to HELLO_OK (listener tunnel).");
+	for (p = 0; p < GW_NPROXIES; p++) {
+		struct metrics_label l[] = { L("listener", proxy_name(p)) };
+
+		metrics_write_histogram(w, "anyproxy_gateway_handshake_duration_seconds", l, 1,
+					&gw->stats.proxy[p].handshake);
+	}
+	{
+		struct metrics_label l[] = { L("listener", "tunnel") };
+
+		metrics_write_histogram(w, "anyproxy_gateway_handshake_duration_seconds", l, 1,
+					&gw->stats.tunnel_handshake);
+	}
+}
+
+void gw_stats_collect(struct metrics_writer *w, void *arg)
+{
+	struct gateway *gw = arg;
+	const struct gw_stats *st = &gw->stats;
+
+	gw_stats_prune(gw);
+	metrics_write_build_info(w, "anyproxy-gateway", AP_VERSION, tls_library_version(),
+				 AP_WOLFSSL_AESNI);
+	metrics_write_process(w);
+	write_proxies(w, st);
+	metrics_family(w, "anyproxy_gateway_user_refused_total", METRICS_COUNTER,
+		       "Users refused at accept because max_connections was reached.");
+	metrics_sample(w, "anyproxy_gateway_user_refused_total", NULL, 0, gw->refused_over_limit);
+	metrics_family(w, "anyproxy_gateway_fallbacks_total", METRICS_COUNTER,
+		       "Requests for a group without a serving agent sent to the default group.");
+	metrics_sample(w, "anyproxy_gateway_fallbacks_total", NULL, 0, st->fallbacks);
+	write_groups(w, gw);
+	write_clients(w, gw);
+	write_handshakes(w, gw);
+	metrics_family(w, "anyproxy_gateway_open_duration_seconds", METRICS_HISTOGRAM,
+		       "From OPEN sent to the agent's OPEN_OK or OPEN_FAIL (or the gateway's "
+		       "own timeout).");
+	metrics_write_histogram(w, "anyproxy_gateway_open_duration_seconds", NULL, 0,
+				&st->open_latency);
+}

@@ -1,0 +1,78 @@
+/*
+ * stats.h — the gateway's counters: one set, read by the metrics endpoint
+ * ([metrics] listen_addr, Prometheus text) and by `apctl stats` (global
+ * totals). proxy.c and gateway.c only increment; this module writes both
+ * views (docs/operations.md "Metrics" lists every series).
+ *
+ * Label sets stay bounded: proxy is socks5 or http; result is one of
+ * FRAME_NRESULTS; a group's series exist while the registry has the group
+ * or one of its streams is open (a group is only counted once an agent
+ * serves it, so users cannot invent groups); a client's series exist
+ * while the client is registered. A group or client that comes back
+ * starts its counters from zero (Prometheus sees a counter reset). The
+ * global totals of `apctl stats` keep what the dropped series held.
+ */
+#ifndef ANYPROXY_GATEWAY_STATS_H
+#define ANYPROXY_GATEWAY_STATS_H
+
+#include <stdint.h>
+#include <uthash.h>
+
+#include "anyproxy/frame.h"
+#include "anyproxy/metrics.h"
+
+struct gateway;
+struct table_writer;
+
+/* The proxy listeners, for per-proxy series (struct listener.proxy). */
+enum gw_proxy {
+	GW_PROXY_SOCKS5,
+	GW_PROXY_HTTP,
+	GW_NPROXIES
+};
+
+/* Counters of one group that an agent serves. */
+struct gw_group_stats {
+	char id[FRAME_MAX_ID_LEN + 1];
+	uint64_t streams_active[GW_NPROXIES];
+	uint64_t streams_total[GW_NPROXIES];
+	uint64_t bytes_in, bytes_out; /* stream payload, user -> target = out */
+	UT_hash_handle hh;
+};
+
+struct gw_proxy_stats {
+	uint64_t connections; /* alive */
+	uint64_t connections_total;
+	uint64_t opens[FRAME_NRESULTS]; /* requests answered, by enum frame_open_result */
+	uint64_t auth_failures;
+	struct metrics_histogram handshake; /* accept -> first request authenticated */
+};
+
+struct gw_stats {
+	struct gw_proxy_stats proxy[GW_NPROXIES];
+	uint64_t fallbacks; /* streams sent to the default group instead */
+	struct metrics_histogram tunnel_handshake; /* accept -> HELLO_OK */
+	struct metrics_histogram open_latency;	   /* OPEN sent -> OPEN_OK / OPEN_FAIL */
+	struct gw_group_stats *groups;		   /* by id */
+	/* what the dropped groups had counted, for the totals */
+	uint64_t retired_streams_total, retired_bytes_in, retired_bytes_out;
+};
+
+/* The counters of group_id (registered in the registry), created on first
+ * use; NULL when out of memory (the stream is then not counted by group). */
+struct gw_group_stats *gw_stats_group(struct gw_stats *st, const char *group_id);
+/* A stream of group g through proxy ended; g is dropped if it was its
+ * group's last stream and the group has left the registry. */
+void gw_stats_stream_done(struct gateway *gw, struct gw_group_stats *g, unsigned proxy);
+/* Drop the counters of every group that left the registry and has no
+ * stream open (after an agent's tunnel closed; scrapes do it too), so they
+ * stay bounded whether or not anyone scrapes. */
+void gw_stats_prune(struct gateway *gw);
+void gw_stats_free(struct gw_stats *st);
+
+/* The metrics endpoint's collect callback (arg: the gateway). */
+void gw_stats_collect(struct metrics_writer *w, void *arg);
+/* `apctl stats`: one row of global totals. 0 or -errno. */
+int gw_stats_write_table(struct gateway *gw, struct table_writer *w);
+
+#endif
