@@ -251,8 +251,15 @@ bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t use
 
 	if (!user) {
 		username_anonymous(id);
-		return proxy_needs_credentials(uc) ? proxy_credentials_refused(uc, "no credentials")
-						   : true;
+		if (!proxy_needs_credentials(uc))
+			return true;
+		/* Not a failure: browsers and curl --proxy-anyauth ask without
+		 * credentials first and expect the challenge. Wrong ones are
+		 * still a WARN below. */
+		net_format_peer(uc->relay.fd, peer, sizeof(peer));
+		log_info("Proxy credentials required, challenge sent", LF_S("proxy", uc->fe->name),
+			 LF_S("reason", "no credentials"), LF_S("remote_addr", peer));
+		return false;
 	}
 	/* a refused name is no identity: only why it was refused is logged
 	 * (it may hold NUL bytes a log field cannot carry) */

@@ -135,6 +135,9 @@ void proxy_watch_idle(struct user_conn *uc);
  * Returns true with *id set; false (logged as WARN "Proxy authentication
  * failed") for a name the parser refuses and for wrong credentials alike:
  * the front end answers both as bad credentials, and *id is not to be used.
+ * No credentials where some are needed is false too, but logged at INFO
+ * ("Proxy credentials required, challenge sent"): that is how clients ask
+ * for the challenge before they send credentials.
  */
 bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t user_len,
 			const char *password, size_t password_len, struct username_identity *id);
