@@ -382,8 +382,14 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		return;
 	}
 	if (fell_back) {
-		log_warn("No clients available in group, falling back to default",
-			 LF_S("group", id->group));
+		char msg[128];
+
+		/* the spec's words, the group inside them, so that its greps
+		 * find the line (a group is A-Z a-z 0-9 . _ : - only) */
+		snprintf(msg, sizeof(msg),
+			 "No clients available in group group=%s, falling back to default",
+			 id->group);
+		log_warn(msg, LF_S("group", id->group));
 		log_info("Selected client from default group", LF_S("client_id", rt->client->id));
 	} else {
 		log_info("Selected client from group", LF_S("group", id->group),
