@@ -327,11 +327,15 @@ static const struct stream_ops user_stream_ops = {
 };
 
 /* The user-visible text for "no agent": the spec's words, naming the
- * default group only when it was tried too. */
+ * default group only when it was tried too; a user of the default group
+ * itself is told that, not "group '' or default group". */
 static void no_agent_text(char *buf, size_t len, const char *group, bool default_tried)
 {
-	snprintf(buf, len, "no clients available in group '%s'%s", group,
-		 default_tried ? " or default group" : "");
+	if (!group[0])
+		snprintf(buf, len, "no clients available in the default group");
+	else
+		snprintf(buf, len, "no clients available in group '%s'%s", group,
+			 default_tried ? " or default group" : "");
 }
 
 void proxy_open(struct user_conn *uc, const struct username_identity *id,

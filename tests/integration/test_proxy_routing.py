@@ -165,8 +165,10 @@ def test_no_default_agent(env):
     h.proxy_agent(env, "prod", "production")
     t = target(env)
     before = h.stream_totals(env)
-    for user, group in (("user.nonexistent", "nonexistent"), ("user", "")):
-        text = "no clients available in group '%s' or default group" % group
+    for user, text in (("user.nonexistent",
+                        "no clients available in group 'nonexistent' or default group"),
+                       ("user", "no clients available in the default group"),
+                       ("user.", "no clients available in the default group")):
         mark = gw.mark()
         r = h.socks5_open(gw.socks_port, "127.0.0.1", t.port, user=user)
         try:
