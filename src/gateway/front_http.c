@@ -528,8 +528,7 @@ static void http_open_result(struct user_conn *uc, uint8_t reason, const char *m
 	struct h_session *s = uc->proto;
 
 	if (reason) {
-		log_info("HTTP request failed", LF_S("reason", frame_open_reason_name(reason)),
-			 LF_S("error", message));
+		proxy_log_request_failed(uc, "HTTP request failed", reason, message);
 		reply_error(uc, status_for_reason(reason),
 			    message[0] ? message : frame_open_reason_name(reason), NULL);
 		return;

@@ -247,8 +247,7 @@ static void socks5_open_result(struct user_conn *uc, uint8_t reason, const char 
 	uint8_t msg[SOCKS5_REPLY_MAX];
 
 	if (reason) {
-		log_info("SOCKS5 request failed", LF_S("reason", frame_open_reason_name(reason)),
-			 LF_S("error", message));
+		proxy_log_request_failed(uc, "SOCKS5 request failed", reason, message);
 		fail_request(uc, socks5_reply_for_open_reason(reason), message);
 		return;
 	}

@@ -352,6 +352,11 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 
 	user_handshake_over(uc);
 	proxy_show_target(&target, shown);
+	/* a kept-alive HTTP connection's earlier request is not this one */
+	uc->client_id[0] = '\0';
+	snprintf(uc->user, sizeof(uc->user), "%s", id->full);
+	snprintf(uc->group, sizeof(uc->group), "%s", id->group);
+	snprintf(uc->target, sizeof(uc->target), "%s", shown);
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
 	/* a tenant's traffic never crosses into the default group's agents */
@@ -429,6 +434,14 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	uc->relay.stream.count_sent = &uc->client->bytes_out;
 	uc->relay.stream.count_received = &uc->client->bytes_in;
 	proxy_deadline(uc, PROXY_OPEN_TIMEOUT_MS, "waiting for the agent");
+}
+
+void proxy_log_request_failed(const struct user_conn *uc, const char *what, uint8_t reason,
+			      const char *message)
+{
+	log_info(what, LF_S("user", uc->user), LF_S("group", uc->group),
+		 LF_S("target", uc->target), LF_S("client_id", uc->client_id[0] ? uc->client_id : "-"),
+		 LF_S("reason", frame_open_reason_name(reason)), LF_S("error", message));
 }
 
 void proxy_stream_done(struct user_conn *uc)

@@ -26,6 +26,7 @@
 
 #include "anyproxy/config.h"
 #include "anyproxy/frame.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/registry.h"
 #include "anyproxy/relay.h"
 #include "anyproxy/stream.h"
@@ -77,7 +78,11 @@ struct user_conn {
 	const char *phase;     /* what the deadline waits for, for its log line */
 	bool in_handshake; /* counted in gateway.user_budget until its first proxy_open */
 	struct reg_client *client; /* referenced while counted in its statistics */
-	char client_id[FRAME_MAX_ID_LEN + 1];
+	char client_id[FRAME_MAX_ID_LEN + 1]; /* the agent of the request, "" before one */
+	/* the request being routed, for its log lines (set by proxy_open) */
+	char user[USERNAME_FULL_MAX + 1];
+	char group[USERNAME_GROUP_MAX + 1];
+	char target[GRAMMAR_TARGET_MAX];
 	void *proto; /* front end's state (handshake buffer, HTTP state) */
 	/* gateway.users, for shutdown: a utlist DL list (the head's prev
 	 * is the tail, not NULL: only the DL_* macros touch these) */
@@ -104,6 +109,12 @@ void proxy_accept(struct listener *l, int fd);
  * for [gateway] max_handshakes, whatever its outcome. */
 void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target);
+
+/* A request failed with FRAME_OPEN_* reason (message: the text the user
+ * is told): one INFO line, what (e.g. "HTTP request failed"), with the
+ * request's user, group, target and client_id ("-" when no agent took it). */
+void proxy_log_request_failed(const struct user_conn *uc, const char *what, uint8_t reason,
+			      const char *message);
 
 /* The stream of this request is over (HTTP forwarding moves on to the
  * next request): stop counting it in its client's statistics. */

@@ -80,7 +80,47 @@ def test_no_credentials_is_a_challenge_not_a_failure(env):
     h.check(WRONG_PASS not in gw.log(), "the gateway logged the password")
 
 
+
+# ---- failure lines -----------------------------------------------------------------------
+
+def check_failure_line(gw, since, what, user, group, target, client_id, reason):
+    lines = gw.find(what, since)
+    h.check(lines, "no %r line:\n%s" % (what, gw.tail(20)))
+    got = {k: lines[-1].get(k) for k in ("user", "group", "target", "client_id", "reason")}
+    want = {"user": user, "group": group, "target": target, "client_id": client_id,
+            "reason": reason}
+    h.check(got == want, "%s: %r, expected %r" % (what, got, want))
+
+
+def test_failure_lines_say_who_where_and_which_agent(env):
+    gw = h.proxy_gateway(env, fallback_to_default="false")
+    # the agent refuses the target: its OPEN_FAIL names it
+    h.proxy_agent(env, "prod", "production", forbidden_hosts="127.0.0.1")
+    t = target(env)
+    where = "127.0.0.1:%d" % t.port
+    mark = gw.mark()
+    r = h.curl(["-x", "http://user.production:%s@127.0.0.1:%d" % (h.PROXY_PASS, gw.http_port),
+                "-w", "%{http_code}", "-o", "/dev/null", t.url("/info")], timeout=20)
+    h.check(r.stdout == b"403", "refused by the agent: HTTP %r" % r.stdout)
+    check_failure_line(gw, mark, "HTTP request failed", "user.production", "production", where,
+                       "prod", "NOT_ALLOWED")
+    mark = gw.mark()
+    r = h.socks5_open(gw.socks_port, "127.0.0.1", t.port, user="user.production")
+    r.sock.close()
+    h.check(r.rep == 0x02, "refused by the agent: SOCKS5 %r" % r)
+    check_failure_line(gw, mark, "SOCKS5 request failed", "user.production", "production",
+                       where, "prod", "NOT_ALLOWED")
+    # no agent took it: client_id "-"
+    mark = gw.mark()
+    r = h.curl(["-x", "http://user.testing:%s@127.0.0.1:%d" % (h.PROXY_PASS, gw.http_port),
+                "-w", "%{http_code}", "-o", "/dev/null", t.url("/info")], timeout=20)
+    h.check(r.stdout == b"503", "no agent: HTTP %r" % r.stdout)
+    check_failure_line(gw, mark, "HTTP request failed", "user.testing", "testing", where, "-",
+                       "NET_UNREACHABLE")
+
+
 if __name__ == "__main__":
     h.run([
         test_no_credentials_is_a_challenge_not_a_failure,
+        test_failure_lines_say_who_where_and_which_agent,
     ])
