@@ -119,8 +119,29 @@ def test_failure_lines_say_who_where_and_which_agent(env):
                        "NET_UNREACHABLE")
 
 
+
+# ---- targets -----------------------------------------------------------------------------
+
+def test_unbracketed_ipv6_target_is_a_clear_400(env):
+    gw = h.proxy_gateway(env)
+    for line in ("GET http://::1:8080/ HTTP/1.1", "CONNECT ::1:443 HTTP/1.1",
+                 "GET http://2001:db8::7/x HTTP/1.1"):
+        mark = gw.mark()
+        s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
+        try:
+            send_request(s, line, auth=("user", h.PROXY_PASS))
+            status, _, body = read_reply(s)
+        finally:
+            s.close()
+        h.check(status == 400 and b"without brackets" in body and b"[v6]:port" in body,
+                "%r: %r %r, expected 400 saying the address needs brackets"
+                % (line, status, body))
+        h.check(not gw.find("Gateway received request", mark), "%r was routed" % line)
+
+
 if __name__ == "__main__":
     h.run([
         test_no_credentials_is_a_challenge_not_a_failure,
         test_failure_lines_say_who_where_and_which_agent,
+        test_unbracketed_ipv6_target_is_a_clear_400,
     ])
