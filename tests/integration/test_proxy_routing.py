@@ -270,8 +270,9 @@ def test_wrong_password(env):
 
 
 def test_right_password_after_wrong_one_same_connection(env):
-    """HTTP: a 407 closes the exchange cleanly; a new connection with the right
-    password works (no state leaks between connections)."""
+    """HTTP: after a 407 a new connection with the right password works (no
+    state leaks between connections; the retry on the same connection is
+    test_replies.py's)."""
     gw = h.proxy_gateway(env)
     h.proxy_agent(env, "def")
     t = target(env)

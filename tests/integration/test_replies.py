@@ -81,6 +81,104 @@ def test_no_credentials_is_a_challenge_not_a_failure(env):
 
 
 
+def test_407_keeps_the_connection_for_the_retry(env):
+    gw = h.proxy_gateway(env)
+    h.proxy_agent(env, "def")
+    t = target(env)
+    # GET: 407, then the retry with credentials on the same connection
+    s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
+    try:
+        send_request(s, "GET %s HTTP/1.1" % t.url("/info"))
+        status, headers, _ = read_reply(s)
+        h.check(status == 407 and headers.get("connection") == "keep-alive",
+                "GET without credentials: %r %r, expected 407 keep-alive" % (status, headers))
+        send_request(s, "GET %s HTTP/1.1" % t.url("/info"), auth=("user", h.PROXY_PASS))
+        status, _, body = read_reply(s)
+        h.check(status == 200 and json.loads(body)["server"] == "A",
+                "the retry on the same connection: %r %r" % (status, body[:200]))
+    finally:
+        s.close()
+    # CONNECT: the same, then the tunnel works
+    s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
+    try:
+        send_request(s, "CONNECT 127.0.0.1:%d HTTP/1.1" % t.port, auth=("user", WRONG_PASS))
+        status, headers, _ = read_reply(s)
+        h.check(status == 407 and headers.get("connection") == "keep-alive",
+                "CONNECT with a wrong password: %r %r" % (status, headers))
+        send_request(s, "CONNECT 127.0.0.1:%d HTTP/1.1" % t.port, auth=("user", h.PROXY_PASS))
+        status, _, _, rest = h.read_http_head(s)
+        h.check(status == 200 and rest == b"", "CONNECT retry: %r" % status)
+        s.sendall(b"GET /info HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        status, _, body = read_reply(s)
+        h.check(status == 200 and json.loads(body)["server"] == "A",
+                "through the CONNECT tunnel: %r %r" % (status, body[:200]))
+    finally:
+        s.close()
+    # not forever: the 10th refusal on one connection closes it
+    s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
+    try:
+        seen = []
+        for _ in range(10):
+            send_request(s, "GET %s HTTP/1.1" % t.url("/info"), auth=("user", WRONG_PASS))
+            status, headers, _ = read_reply(s)
+            seen.append((status, headers.get("connection")))
+        h.check(seen == [(407, "keep-alive")] * 9 + [(407, "close")],
+                "10 refusals on one connection: %r" % seen)
+        how, _, _ = h.read_until_closed(s, 5)
+    finally:
+        s.close()
+    # curl --proxy-anyauth makes one connection, not two
+    r = h.curl(["--proxy-anyauth", "-x", "http://127.0.0.1:%d" % gw.http_port,
+                "-U", "user:%s" % h.PROXY_PASS, "-o", "/dev/null",
+                "-w", "%{http_code} %{num_connects}", t.url("/info")], timeout=20)
+    h.check(r.stdout == b"200 1", "curl --proxy-anyauth: %r (code, connections) %r"
+            % (r.stdout, r.stderr))
+
+
+def test_407_drops_a_small_body_and_closes_after_a_large_one(env):
+    """The body of a refused request is never read as a request: a small
+    Content-Length body is read and dropped (the connection stays), a
+    chunked or larger one ends the connection after the 407."""
+    gw = h.proxy_gateway(env)
+    h.proxy_agent(env, "def")
+    t = target(env)
+    smuggled = ("GET %s HTTP/1.1\r\nHost: x\r\nProxy-Authorization: %s\r\n\r\n"
+                % (t.url("/smuggled"), h.basic_auth("user", h.PROXY_PASS)))
+    s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
+    try:
+        send_request(s, "POST %s HTTP/1.1" % t.url("/post"),
+                     extra="Content-Length: %d\r\n" % len(smuggled))
+        s.sendall(smuggled.encode())
+        status, headers, _ = read_reply(s)
+        h.check(status == 407 and headers.get("connection") == "keep-alive",
+                "POST with a small body: %r %r" % (status, headers))
+        send_request(s, "GET %s HTTP/1.1" % t.url("/after"), auth=("user", h.PROXY_PASS))
+        status, _, body = read_reply(s)
+        h.check(status == 200, "the retry after the dropped body: %r %r" % (status, body))
+    finally:
+        s.close()
+    for framing, body in (("Transfer-Encoding: chunked\r\n",
+                           "%x\r\n%s\r\n0\r\n\r\n" % (len(smuggled), smuggled)),
+                          ("Content-Length: %d\r\n" % (70000 + len(smuggled)),
+                           smuggled + "x" * 70000)):
+        s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
+        try:
+            send_request(s, "POST %s HTTP/1.1" % t.url("/post"), extra=framing)
+            s.sendall(body.encode())
+            status, headers, text, rest = h.read_http_head(s)
+            h.check(status == 407 and headers.get("connection") == "close",
+                    "%r: %r, expected 407 with Connection: close" % (framing, text))
+            how, _, after = h.read_until_closed(s, 5)
+            h.check(b"HTTP/1.1 200" not in rest + after,
+                    "%r: the body was served as a request: %r" % (framing, after[:300]))
+        finally:
+            s.close()
+    paths = [r["path"] for r in t.requests]
+    h.check(not any("/smuggled" in str(p) for p in paths),
+            "a refused request's body reached the target: %r" % t.requests)
+    h.check(any("/after" in str(p) for p in paths), "the retry did not arrive: %r" % t.requests)
+
+
 # ---- failure lines -----------------------------------------------------------------------
 
 def check_failure_line(gw, since, what, user, group, target, client_id, reason):
@@ -142,6 +240,8 @@ def test_unbracketed_ipv6_target_is_a_clear_400(env):
 if __name__ == "__main__":
     h.run([
         test_no_credentials_is_a_challenge_not_a_failure,
+        test_407_keeps_the_connection_for_the_retry,
+        test_407_drops_a_small_body_and_closes_after_a_large_one,
         test_failure_lines_say_who_where_and_which_agent,
         test_unbracketed_ipv6_target_is_a_clear_400,
     ])
