@@ -72,6 +72,7 @@ struct h_session {
 	struct http_body_state req_body; /* also the refused body H_DISCARD drops */
 	bool req_done;
 	unsigned int auth_refusals; /* 407s sent on this connection */
+	bool between_requests;      /* kept alive, no byte of the next request yet */
 	struct buf resp;         /* origin's response head being collected */
 	bool resp_head_done;
 	bool resp_keep_alive;
@@ -232,8 +233,15 @@ static void next_request(struct user_conn *uc)
 	set_state(s, H_HEAD);
 	s->resp_head_done = false;
 	s->req_done = false;
-	/* the next request head has the handshake deadline, like the first */
-	proxy_await_request(uc);
+	/* Idle between requests: [proxy.http] keepalive_timeout_ms. Once the
+	 * next request has begun, its head has the handshake deadline, like
+	 * the first (http_socket_data). */
+	if (buf_used(&s->in)) {
+		proxy_await_request(uc);
+	} else {
+		s->between_requests = true;
+		proxy_deadline(uc, uc->listener_cfg->keepalive_timeout_ms, "keep-alive");
+	}
 	relay_read(&uc->relay, true);
 	process_input(uc); /* a pipelined request may be waiting */
 }
@@ -596,6 +604,10 @@ static void http_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
 		else
 			process_input(uc);
 		return;
+	}
+	if (s->between_requests) {
+		s->between_requests = false;
+		proxy_await_request(uc);
 	}
 	if (buf_append(&s->in, p, n) < 0) {
 		reply_error(uc, 431, "request head too large", NULL);

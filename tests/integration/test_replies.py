@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -179,6 +180,48 @@ def test_407_drops_a_small_body_and_closes_after_a_large_one(env):
     h.check(any("/after" in str(p) for p in paths), "the retry did not arrive: %r" % t.requests)
 
 
+# ---- keep-alive --------------------------------------------------------------------------
+
+def test_keepalive_timeout_between_requests(env):
+    """A kept-alive connection waits [proxy.http] keepalive_timeout_ms for
+    its next request, not the handshake deadline; a next request that has
+    begun has the handshake deadline again (slowloris)."""
+    handshake_s, keepalive_s = 1, 4
+    gw = h.proxy_gateway(env, handshake_timeout_ms=str(handshake_s * 1000),
+                         gw_env={"PROXY_HTTP_KEEPALIVE_TIMEOUT_MS": str(keepalive_s * 1000)})
+    h.proxy_agent(env, "def")
+    t = target(env)
+    auth = ("user", h.PROXY_PASS)
+    s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
+    try:
+        send_request(s, "GET %s HTTP/1.1" % t.url("/info"), auth=auth)
+        h.check(read_reply(s)[0] == 200, "first request")
+        time.sleep(handshake_s * 2.5)  # idle past the handshake deadline
+        send_request(s, "GET %s HTTP/1.1" % t.url("/info"), auth=auth)
+        status, headers, _ = read_reply(s)
+        h.check(status == 200, "a request %.1f s after the last one (handshake_timeout_ms "
+                "%d s, keepalive_timeout_ms %d s): %r" % (handshake_s * 2.5, handshake_s,
+                                                          keepalive_s, status))
+        mark = gw.mark()
+        how, secs, _ = h.read_until_closed(s, keepalive_s + 5 + h.slack(3))
+        line = gw.wait_for_log("User connection timed out", 3, since=mark)
+        h.check(line.get("phase") == "keep-alive", "the idle close: %r" % line)
+    finally:
+        s.close()
+    # a request that has begun: the handshake deadline
+    s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
+    try:
+        send_request(s, "GET %s HTTP/1.1" % t.url("/info"), auth=auth)
+        h.check(read_reply(s)[0] == 200, "first request")
+        mark = gw.mark()
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n" % t.url("/info").encode())
+        how, secs, _ = h.read_until_closed(s, keepalive_s + 5 + h.slack(3))
+        line = gw.wait_for_log("User connection timed out", 3, since=mark)
+        h.check(line.get("phase") == "handshake", "a half-sent head: %r" % line)
+    finally:
+        s.close()
+
+
 # ---- failure lines -----------------------------------------------------------------------
 
 def check_failure_line(gw, since, what, user, group, target, client_id, reason):
@@ -242,6 +285,7 @@ if __name__ == "__main__":
         test_no_credentials_is_a_challenge_not_a_failure,
         test_407_keeps_the_connection_for_the_retry,
         test_407_drops_a_small_body_and_closes_after_a_large_one,
+        test_keepalive_timeout_between_requests,
         test_failure_lines_say_who_where_and_which_agent,
         test_unbracketed_ipv6_target_is_a_clear_400,
     ])
