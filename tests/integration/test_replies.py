@@ -82,6 +82,14 @@ def test_no_credentials_is_a_challenge_not_a_failure(env):
 
 
 
+def expect_407_kept(sock, line, auth):
+    send_request(sock, line, auth=auth)
+    status, headers, _ = read_reply(sock)
+    h.check(status == 407 and headers.get("connection") == "keep-alive",
+            "%r with credentials %r: %r %r, expected 407 keep-alive"
+            % (line, auth and auth[0], status, headers))
+
+
 def test_407_keeps_the_connection_for_the_retry(env):
     gw = h.proxy_gateway(env)
     h.proxy_agent(env, "def")
@@ -89,10 +97,7 @@ def test_407_keeps_the_connection_for_the_retry(env):
     # GET: 407, then the retry with credentials on the same connection
     s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
     try:
-        send_request(s, "GET %s HTTP/1.1" % t.url("/info"))
-        status, headers, _ = read_reply(s)
-        h.check(status == 407 and headers.get("connection") == "keep-alive",
-                "GET without credentials: %r %r, expected 407 keep-alive" % (status, headers))
+        expect_407_kept(s, "GET %s HTTP/1.1" % t.url("/info"), None)
         send_request(s, "GET %s HTTP/1.1" % t.url("/info"), auth=("user", h.PROXY_PASS))
         status, _, body = read_reply(s)
         h.check(status == 200 and json.loads(body)["server"] == "A",
@@ -102,10 +107,7 @@ def test_407_keeps_the_connection_for_the_retry(env):
     # CONNECT: the same, then the tunnel works
     s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
     try:
-        send_request(s, "CONNECT 127.0.0.1:%d HTTP/1.1" % t.port, auth=("user", WRONG_PASS))
-        status, headers, _ = read_reply(s)
-        h.check(status == 407 and headers.get("connection") == "keep-alive",
-                "CONNECT with a wrong password: %r %r" % (status, headers))
+        expect_407_kept(s, "CONNECT 127.0.0.1:%d HTTP/1.1" % t.port, ("user", WRONG_PASS))
         send_request(s, "CONNECT 127.0.0.1:%d HTTP/1.1" % t.port, auth=("user", h.PROXY_PASS))
         status, _, _, rest = h.read_http_head(s)
         h.check(status == 200 and rest == b"", "CONNECT retry: %r" % status)
