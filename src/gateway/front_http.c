@@ -150,10 +150,11 @@ static void reply_auth_required(struct user_conn *uc, const struct http_head *he
 	bool framed = true, keep;
 	ssize_t n;
 
+	s->auth_refusals++;
 	if (head->method_kind != HTTP_METHOD_CONNECT)
 		framed = http_request_body(head, &body, NULL) == 0;
 	keep = framed && !s->user_eof && http_request_keep_alive(head) &&
-	       head->method_kind != HTTP_METHOD_HEAD && ++s->auth_refusals < H_AUTH_REFUSALS_MAX &&
+	       head->method_kind != HTTP_METHOD_HEAD && s->auth_refusals < H_AUTH_REFUSALS_MAX &&
 	       (body.kind == HTTP_BODY_NONE ||
 		(body.kind == HTTP_BODY_LENGTH && body.remaining <= H_AUTH_DISCARD_MAX_BYTES &&
 		 !http_header_has_token(head, "Expect", "100-continue")));
