@@ -180,6 +180,15 @@ const struct config_key config_keys[] = {
 		  "SOCKS5 REP 0x03 / HTTP 503 \"no clients available in group 'NAME'\"." },
 
 	LISTENER_KEYS("proxy.http", http, ":8080", config_check_http_username),
+	/* 60 s: of the order of nginx's keepalive_timeout (75 s) and Squid's
+	 * client_idle_pconn_timeout (2 min), well above the gap between a page's
+	 * requests, while an idle connection holds a max_connections slot */
+	{ KEY("proxy.http", "keepalive_timeout_ms", uint32, GATEWAY, http.keepalive_timeout_ms),
+	  .default_value = "60000", RANGE(CONFIG_TIMEOUT_MIN_MS, CONFIG_TIMEOUT_MAX_MS),
+	  .help = "How long an HTTP connection kept alive after a response waits for the "
+		  "next request before it is closed. Once the next request's first byte "
+		  "arrives, the rest of its head must come within [gateway] "
+		  "handshake_timeout_ms. A new value applies from the next wait on." },
 	LISTENER_KEYS("proxy.socks5", socks5, ":1080", config_check_socks5_username),
 
 	{ KEY("client", "gateway_addr", addr_list, CLIENT, client.gateway_addr), .required = true,

@@ -14,7 +14,9 @@
  * A response that ends before its request body was forwarded in full (a
  * 413 to an upload) ends the connection: the rest of that body must never
  * be read as a request (request smuggling), so it is drained and dropped
- * (see start_linger).
+ * (see start_linger). A 407 keeps the connection for the retry with
+ * credentials when the refused request's body is small enough to drop
+ * first (see reply_auth_required).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -29,11 +31,11 @@
 #include "front.h"
 #include "proxy.h"
 
-enum h_state { H_HEAD, H_WAIT_OPEN, H_FORWARD, H_LINGER, H_DONE };
+enum h_state { H_HEAD, H_DISCARD, H_WAIT_OPEN, H_FORWARD, H_LINGER, H_DONE };
 
 static const char *const h_state_names[] = {
-	[H_HEAD] = "head", [H_WAIT_OPEN] = "wait-open", [H_FORWARD] = "forward",
-	[H_LINGER] = "linger", [H_DONE] = "done",
+	[H_HEAD] = "head", [H_DISCARD] = "discard", [H_WAIT_OPEN] = "wait-open",
+	[H_FORWARD] = "forward", [H_LINGER] = "linger", [H_DONE] = "done",
 };
 
 /* The user's bytes not yet handled: one head plus one receive. */
@@ -47,6 +49,16 @@ static const char *const h_state_names[] = {
  * response, so that closing with unread bytes (a TCP reset) cannot destroy
  * the response before the user has read it. */
 #define H_LINGER_MS 2000
+/* A request refused with 407 keeps its connection for the retry with
+ * credentials when its body, if any, can be read and dropped first: a
+ * Content-Length up to this many bytes (a login form, a small API call).
+ * A larger or chunked body ends the connection instead (lingering close):
+ * reading it all to answer 407 would take uploads from unauthenticated
+ * users. */
+#define H_AUTH_DISCARD_MAX_BYTES 65536
+/* 407s one connection gets: a browser re-asking its user for the password
+ * needs a few; the last one says "Connection: close". */
+#define H_AUTH_REFUSALS_MAX 10
 
 struct h_session {
 	enum h_state state;
@@ -57,8 +69,10 @@ struct h_session {
 	struct buf in;           /* user -> gateway, not yet handled */
 	uint8_t *head_out;       /* rewritten request head, until OPEN_OK */
 	size_t head_out_len;
-	struct http_body_state req_body;
+	struct http_body_state req_body; /* also the refused body H_DISCARD drops */
 	bool req_done;
+	unsigned int auth_refusals; /* 407s sent on this connection */
+	bool between_requests;      /* kept alive, no byte of the next request yet */
 	struct buf resp;         /* origin's response head being collected */
 	bool resp_head_done;
 	bool resp_keep_alive;
@@ -73,6 +87,7 @@ static void set_state(struct h_session *s, enum h_state next)
 }
 
 static void start_linger(struct user_conn *uc);
+static void process_input(struct user_conn *uc);
 
 /* Done with this request's stream: reset it if it is still open (the agent
  * stops sending) and stop counting it in its client's statistics. */
@@ -115,6 +130,58 @@ static void reply_error(struct user_conn *uc, int status, const char *text, cons
 	start_linger(uc);
 }
 
+/*
+ * 407 with the challenge. Browsers and curl --proxy-anyauth retry with
+ * credentials on the same connection, so it stays open when the request
+ * allows keep-alive and its body can be dropped first (H_DISCARD): none, or
+ * a Content-Length up to H_AUTH_DISCARD_MAX_BYTES without "Expect:
+ * 100-continue" (a client waiting for 100 may skip the body, and then its
+ * next request would be dropped as body). Not after HEAD, whose reply
+ * must not carry the body text on a kept connection. Otherwise the 407
+ * says "Connection: close", after a lingering close when a body may be on
+ * its way, so that it is never parsed as a request (request smuggling).
+ */
+static void reply_auth_required(struct user_conn *uc, const struct http_head *head,
+				size_t head_len)
+{
+	struct h_session *s = uc->proto;
+	struct http_body_state body = { 0 };
+	uint8_t out[H_ERROR_MAX];
+	bool framed = true, keep;
+	ssize_t n;
+
+	s->auth_refusals++;
+	if (head->method_kind != HTTP_METHOD_CONNECT)
+		framed = http_request_body(head, &body, NULL) == 0;
+	keep = framed && !s->user_eof && http_request_keep_alive(head) &&
+	       head->method_kind != HTTP_METHOD_HEAD && s->auth_refusals < H_AUTH_REFUSALS_MAX &&
+	       (body.kind == HTTP_BODY_NONE ||
+		(body.kind == HTTP_BODY_LENGTH && body.remaining <= H_AUTH_DISCARD_MAX_BYTES &&
+		 !http_header_has_token(head, "Expect", "100-continue")));
+	n = http_write_error(out, sizeof(out), 407, "proxy authentication required",
+			     HTTP_PROXY_AUTH_CHALLENGE, keep);
+	if (n > 0)
+		relay_write(&uc->relay, out, (size_t)n, 0);
+	if (!keep && framed && body.kind == HTTP_BODY_NONE) {
+		set_state(s, H_DONE);
+		relay_read(&uc->relay, false);
+		relay_close_after_send(&uc->relay, "proxy authentication required");
+		return;
+	}
+	if (!keep) {
+		start_linger(uc);
+		return;
+	}
+	buf_consume(&s->in, head_len);
+	s->req_body = body;
+	if (body.kind != HTTP_BODY_NONE)
+		set_state(s, H_DISCARD);
+	/* still the user's handshake: the retry has the handshake deadline */
+	proxy_await_request(uc);
+	relay_read(&uc->relay, true);
+	process_input(uc); /* the retry may be in the buffer already */
+}
+
 static int status_for_reason(uint8_t reason)
 {
 	switch (reason) {
@@ -129,8 +196,6 @@ static int status_for_reason(uint8_t reason)
 		return 502;
 	}
 }
-
-static void process_input(struct user_conn *uc);
 
 /* ---- response: origin -> user ---- */
 
@@ -169,8 +234,15 @@ static void next_request(struct user_conn *uc)
 	set_state(s, H_HEAD);
 	s->resp_head_done = false;
 	s->req_done = false;
-	/* the next request head has the handshake deadline, like the first */
-	proxy_await_request(uc);
+	/* Idle between requests: [proxy.http] keepalive_timeout_ms. Once the
+	 * next request has begun, its head has the handshake deadline, like
+	 * the first (http_socket_data). */
+	if (buf_used(&s->in)) {
+		proxy_await_request(uc);
+	} else {
+		s->between_requests = true;
+		proxy_deadline(uc, uc->listener_cfg->keepalive_timeout_ms, "keep-alive");
+	}
 	relay_read(&uc->relay, true);
 	process_input(uc); /* a pipelined request may be waiting */
 }
@@ -410,7 +482,7 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 		ok = proxy_credentials_refused(uc, why ? why : "unreadable Proxy-Authorization");
 	explicit_bzero(&cred, sizeof(cred));
 	if (!ok) {
-		reply_error(uc, 407, "proxy authentication required", HTTP_PROXY_AUTH_CHALLENGE);
+		reply_auth_required(uc, head, head_len);
 		return;
 	}
 	if (http_parse_target(head, &t, &why) < 0) {
@@ -458,6 +530,29 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	proxy_open(uc, &id, &target);
 }
 
+/* Drop the body of a request refused with 407 (reply_auth_required).
+ * True once it is gone and the next request head may follow. */
+static bool discard_refused_body(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+	bool done = false;
+	ssize_t n = http_body_scan(&s->req_body, buf_head(&s->in), buf_used(&s->in), &done);
+
+	if (n < 0) {
+		relay_close(&uc->relay, "malformed request body");
+		return false;
+	}
+	buf_consume(&s->in, (size_t)n);
+	if (!done) {
+		if (s->user_eof)
+			relay_close(&uc->relay, "client closed in the middle of the request");
+		return false;
+	}
+	memset(&s->req_body, 0, sizeof(s->req_body));
+	set_state(s, H_HEAD);
+	return true;
+}
+
 static void process_input(struct user_conn *uc)
 {
 	struct h_session *s = uc->proto;
@@ -469,6 +564,8 @@ static void process_input(struct user_conn *uc)
 		forward_request_body(uc);
 		return;
 	}
+	if (s->state == H_DISCARD && !discard_refused_body(uc))
+		return;
 	if (s->state != H_HEAD || !buf_used(&s->in))
 		return;
 	len = http_parse_request(buf_head(&s->in), buf_used(&s->in), &head, &why);
@@ -509,6 +606,10 @@ static void http_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
 			process_input(uc);
 		return;
 	}
+	if (s->between_requests) {
+		s->between_requests = false;
+		proxy_await_request(uc);
+	}
 	if (buf_append(&s->in, p, n) < 0) {
 		reply_error(uc, 431, "request head too large", NULL);
 		return;
@@ -528,8 +629,6 @@ static void http_open_result(struct user_conn *uc, uint8_t reason, const char *m
 	struct h_session *s = uc->proto;
 
 	if (reason) {
-		log_info("HTTP request failed", LF_S("reason", frame_open_reason_name(reason)),
-			 LF_S("error", message));
 		reply_error(uc, status_for_reason(reason),
 			    message[0] ? message : frame_open_reason_name(reason), NULL);
 		return;
@@ -589,6 +688,7 @@ static ssize_t http_encode_refusal(uint8_t *buf, size_t size)
 
 const struct proxy_frontend http_frontend = {
 	.name = "http",
+	.failed_line = "HTTP request failed",
 	.session_start = http_session_start,
 	.encode_refusal = http_encode_refusal,
 	.on_open_result = http_open_result,

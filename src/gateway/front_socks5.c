@@ -247,8 +247,6 @@ static void socks5_open_result(struct user_conn *uc, uint8_t reason, const char 
 	uint8_t msg[SOCKS5_REPLY_MAX];
 
 	if (reason) {
-		log_info("SOCKS5 request failed", LF_S("reason", frame_open_reason_name(reason)),
-			 LF_S("error", message));
 		fail_request(uc, socks5_reply_for_open_reason(reason), message);
 		return;
 	}
@@ -283,6 +281,7 @@ static ssize_t socks5_encode_refusal(uint8_t *buf, size_t size)
 
 const struct proxy_frontend socks5_frontend = {
 	.name = "socks5",
+	.failed_line = "SOCKS5 request failed",
 	.session_start = socks5_session_start,
 	.encode_refusal = socks5_encode_refusal,
 	.on_open_result = socks5_open_result,

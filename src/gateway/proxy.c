@@ -267,8 +267,15 @@ bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t use
 
 	if (!user) {
 		username_anonymous(id);
-		return proxy_needs_credentials(uc) ? proxy_credentials_refused(uc, "no credentials")
-						   : true;
+		if (!proxy_needs_credentials(uc))
+			return true;
+		/* Not a failure: browsers and curl --proxy-anyauth ask without
+		 * credentials first and expect the challenge. Wrong ones are
+		 * still a WARN below. */
+		net_format_peer(uc->relay.fd, peer, sizeof(peer));
+		log_info("Proxy credentials required, challenge sent", LF_S("proxy", uc->fe->name),
+			 LF_S("reason", "no credentials"), LF_S("remote_addr", peer));
+		return false;
 	}
 	/* a refused name is no identity: only why it was refused is logged
 	 * (it may hold NUL bytes a log field cannot carry) */
@@ -319,6 +326,18 @@ static void open_result(struct user_conn *uc, uint8_t reason, const char *messag
 	uc->fe->on_open_result(uc, reason, message);
 }
 
+/* A request failed with FRAME_OPEN_* reason (message: what the user is
+ * told): its front end's INFO line, with the request's user, group, target
+ * and the agent tried last ("-" when none took it). The request's names
+ * are passed in from where they are at hand, not kept in every user_conn. */
+static void log_request_failed(const struct user_conn *uc, const char *user, const char *group,
+			       const char *target, uint8_t reason, const char *message)
+{
+	log_info(uc->fe->failed_line, LF_S("user", user), LF_S("group", group),
+		 LF_S("target", target), LF_S("client_id", uc->client_id[0] ? uc->client_id : "-"),
+		 LF_S("reason", frame_open_reason_name(reason)), LF_S("error", message));
+}
+
 static int user_stream_data(struct stream *s, const uint8_t *p, size_t n)
 {
 	struct user_conn *uc = s->owner;
@@ -353,11 +372,15 @@ static const struct stream_ops user_stream_ops = {
 };
 
 /* The user-visible text for "no agent": the spec's words, naming the
- * default group only when it was tried too. */
+ * default group only when it was tried too; a user of the default group
+ * itself is told that, not "group '' or default group". */
 static void no_agent_text(char *buf, size_t len, const char *group, bool default_tried)
 {
-	snprintf(buf, len, "no clients available in group '%s'%s", group,
-		 default_tried ? " or default group" : "");
+	if (!group[0])
+		snprintf(buf, len, "no clients available in the default group");
+	else
+		snprintf(buf, len, "no clients available in group '%s'%s", group,
+			 default_tried ? " or default group" : "");
 }
 
 /* ---- opening, with a retry inside the group ---- */
@@ -512,6 +535,7 @@ static void open_failed(struct user_conn *uc, uint8_t reason, const char *messag
 	/* the answer outlives st, which goes before the front end answers */
 	reason = st->reason;
 	snprintf(msg, sizeof(msg), "%s", st->message);
+	log_request_failed(uc, st->id.full, st->id.group, st->shown, reason, msg);
 	open_state_free(uc);
 	open_result(uc, reason, msg);
 }
@@ -521,6 +545,8 @@ static void user_open_result(struct stream *s, uint8_t reason, const char *messa
 	struct user_conn *uc = s->owner;
 
 	if (!reason || !uc->open) {
+		if (reason) /* not expected: an answer after the request gave up */
+			log_request_failed(uc, "-", "-", "-", reason, message);
 		open_state_free(uc);
 		open_result(uc, reason, message);
 		return;
@@ -565,6 +591,8 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	user_handshake_over(uc);
 	open_state_free(uc);
 	proxy_show_target(target, shown);
+	/* a kept-alive HTTP connection's earlier request is not this one */
+	uc->client_id[0] = '\0';
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
 	/* a tenant's traffic never crosses into the default group's agents */
@@ -582,6 +610,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		log_warn("Group's tunnels are full, user refused", LF_S("group", id->group),
 			 LF_S("user", id->full), LF_U("max_streams_per_tunnel",
 						      gw->cfg->gateway.max_streams_per_tunnel));
+		log_request_failed(uc, id->full, id->group, shown, FRAME_OPEN_LIMIT, msg);
 		open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;
 	}
@@ -595,13 +624,20 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		else
 			log_error(msg, LF_S("user", id->full), LF_S("group", id->group),
 				  LF_S("target", shown));
+		log_request_failed(uc, id->full, id->group, shown, FRAME_OPEN_NET_UNREACHABLE, msg);
 		open_result(uc, FRAME_OPEN_NET_UNREACHABLE, msg);
 		return;
 	}
 	if (fell_back) {
+		char msg[128];
+
 		gw->stats.fallbacks++;
-		log_warn("No clients available in group, falling back to default",
-			 LF_S("group", id->group));
+		/* the spec's words, the group inside them, so that its greps
+		 * find the line (a group is A-Z a-z 0-9 . _ : - only) */
+		snprintf(msg, sizeof(msg),
+			 "No clients available in group group=%s, falling back to default",
+			 id->group);
+		log_warn(msg, LF_S("group", id->group));
 		log_info("Selected client from default group", LF_S("client_id", rt->client->id));
 	} else {
 		log_info("Selected client from group", LF_S("group", id->group),
@@ -618,11 +654,13 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 			 LF_S("group", rt->client->group->id), LF_S("user", id->full),
 			 LF_U("max_connections_per_group",
 			      gw->cfg->gateway.max_connections_per_group));
+		log_request_failed(uc, id->full, id->group, shown, FRAME_OPEN_LIMIT, msg);
 		open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;
 	}
 	st = calloc(1, sizeof(*st));
 	if (!st) {
+		log_request_failed(uc, id->full, id->group, shown, FRAME_OPEN_GENERAL, "out of memory");
 		open_result(uc, FRAME_OPEN_GENERAL, "out of memory");
 		return;
 	}

@@ -26,6 +26,7 @@
 
 #include "anyproxy/config.h"
 #include "anyproxy/frame.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/registry.h"
 #include "anyproxy/relay.h"
 #include "anyproxy/stream.h"
@@ -48,6 +49,9 @@ struct proxy_open_state;
  */
 struct proxy_frontend {
 	const char *name; /* "socks5", "http": the "proxy" field of log lines */
+	/* the INFO line of a failed request ("HTTP request failed"); proxy.c
+	 * writes it with the request's user, group, target and client_id */
+	const char *failed_line;
 	/* Constructor: set up uc->proto for a fresh connection before its
 	 * first byte is read. 0, or -ENOMEM (the connection is closed). */
 	int (*session_start)(struct user_conn *uc);
@@ -82,7 +86,7 @@ struct user_conn {
 	unsigned proxy;		  /* enum gw_proxy: the listener's, for statistics */
 	uint64_t accepted_us;	  /* for the handshake's duration */
 	uint64_t open_started_us; /* OPEN sent, answer pending (0: none) */
-	char client_id[FRAME_MAX_ID_LEN + 1];
+	char client_id[FRAME_MAX_ID_LEN + 1]; /* the agent of the request, "" before one */
 	void *proto; /* front end's state (handshake buffer, HTTP state) */
 	/* gateway.users, for shutdown: a utlist DL list (the head's prev
 	 * is the tail, not NULL: only the DL_* macros touch these) */
@@ -147,6 +151,9 @@ void proxy_watch_idle(struct user_conn *uc);
  * Returns true with *id set; false (logged as WARN "Proxy authentication
  * failed") for a name the parser refuses and for wrong credentials alike:
  * the front end answers both as bad credentials, and *id is not to be used.
+ * No credentials where some are needed is false too, but logged at INFO
+ * ("Proxy credentials required, challenge sent"): that is how clients ask
+ * for the challenge before they send credentials.
  */
 bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t user_len,
 			const char *password, size_t password_len, struct username_identity *id);

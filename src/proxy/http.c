@@ -518,6 +518,23 @@ static int parse_name(struct http_str host, struct http_target *t, const char **
 	return 0;
 }
 
+/* An IPv6 address written without its brackets ("::1:8080", which some
+ * clients send): only bytes an address holds, and a "::" or the six colons
+ * and more of an address written out in full. Refused, never guessed at:
+ * where its port would start is ambiguous. */
+static bool bare_ipv6(struct http_str a)
+{
+	size_t colons = 0;
+
+	for (size_t i = 0; i < a.len; i++) {
+		if (a.ptr[i] == ':')
+			colons++;
+		else if (hex_value(a.ptr[i]) < 0 && a.ptr[i] != '.')
+			return false;
+	}
+	return colons >= 6 || memmem(a.ptr, a.len, "::", 2);
+}
+
 /* authority = host [ ":" port ], host = "[" IPv6 "]" / IPv4 / reg-name */
 static int parse_authority(struct http_str a, struct http_target *t, bool port_required,
 			   const char **why)
@@ -544,6 +561,9 @@ static int parse_authority(struct http_str a, struct http_target *t, bool port_r
 	} else {
 		const uint8_t *colon = memchr(a.ptr, ':', a.len);
 
+		if (bare_ipv6(a))
+			return fail(why, -EBADMSG,
+				    "IPv6 address in target without brackets (write [v6]:port)");
 		if (colon) {
 			host = (struct http_str){ a.ptr, (size_t)(colon - a.ptr) };
 			port = (struct http_str){ colon + 1, a.len - host.len - 1 };

@@ -499,6 +499,7 @@ struct target_case {
 };
 
 #define BAD_HOST_BYTE "byte not allowed in a host name (only letters, digits, '-', '_', '.')"
+#define BARE_IPV6 "IPv6 address in target without brackets (write [v6]:port)"
 #define NOT_IPV4 "numeric host is not an IPv4 address"
 #define TARGET_BAD(label, meth, tgt, reason) \
 	{ .name = label, .method = meth, .target = tgt, .why = reason }
@@ -544,7 +545,13 @@ static const struct target_case target_cases[] = {
 	TARGET_BAD("port not a number", "CONNECT", "a:44a", "port is not a number"),
 	TARGET_BAD("port sign", "CONNECT", "a:+443", "port is not a number"),
 	TARGET_BAD("two colons", "CONNECT", "a:1:2", "port is not a number"),
-	TARGET_BAD("IPv6 without brackets", "CONNECT", "::1:443", "empty host name"),
+	TARGET_BAD("IPv6 without brackets", "CONNECT", "::1:443", BARE_IPV6),
+	TARGET_BAD("full IPv6 without brackets", "CONNECT", "2001:db8::1:443", BARE_IPV6),
+	TARGET_BAD("v4-mapped IPv6 without brackets", "CONNECT", "::ffff:10.0.0.1:443",
+		   BARE_IPV6),
+	TARGET_BAD("two ports", "CONNECT", "example.com:443:443", "port is not a number"),
+	TARGET_BAD("full IPv6 written out without brackets", "CONNECT", "1:2:3:4:5:6:7:8:443",
+		   BARE_IPV6),
 	TARGET_BAD("IPv6 zone id", "CONNECT", "[fe80::1%25eth0]:443", "bad IPv6 literal"),
 	TARGET_BAD("IPvFuture", "CONNECT", "[v1.x]:443", "bad IPv6 literal"),
 	TARGET_BAD("bad IPv6", "CONNECT", "[1:2:3:4:5:6:7:8:9]:443", "bad IPv6 literal"),
@@ -612,6 +619,8 @@ static const struct target_case target_cases[] = {
 	TARGET_BAD("origin-form", "GET", "/index.html", "origin-form target in a proxy request"),
 	TARGET_BAD("asterisk", "OPTIONS", "*", "origin-form target in a proxy request"),
 	TARGET_BAD("empty host", "GET", "http:///x", "empty host name"),
+	TARGET_BAD("IPv6 without brackets", "GET", "http://::1:8080/", BARE_IPV6),
+	TARGET_BAD("IPv6 without brackets or port", "GET", "http://fe80::1/x", BARE_IPV6),
 	TARGET_BAD("fragment", "GET", "http://a/#f", "fragment in request target"),
 	TARGET_BAD("port 0", "GET", "http://a:0/", "port out of range"),
 	TARGET_BAD("bad host char", "GET", "http://a!b/", BAD_HOST_BYTE),

@@ -50,6 +50,7 @@ struct config_listener {
 	struct config_addr listen_addr;
 	char *auth_username;
 	char *auth_password;
+	uint32_t keepalive_timeout_ms; /* [proxy.http] only */
 };
 
 /* [group.NAME] sections of the gateway: the credentials of one group, for
