@@ -45,29 +45,48 @@ void agent_stats_free(struct agent_stats *st)
 	st->ndenials = 0;
 }
 
-static const char *const link_state_names[] = {
-	[LINK_WAIT] = "wait",	    [LINK_RESOLVE] = "resolve", [LINK_CONNECT] = "connect",
-	[LINK_HANDSHAKE] = "handshake", [LINK_UP] = "up",	    [LINK_DONE] = "done",
-};
-
 static const char *verdict_label(enum acl_verdict v)
 {
 	return v == ACL_DENY_FORBIDDEN ? "forbidden" : "not_allowed";
 }
 
+/* Tunnels by gateway and state, and each gateway's connects and failures
+ * (docs/operations.md "Metrics"). */
 static void write_tunnels(struct metrics_writer *w, const struct agent *a)
 {
-	uint64_t count[ARRAY_SIZE(link_state_names)] = { 0 };
-	size_t i;
+	unsigned g, i, replicas = a->cfg->client.replicas;
 
-	for (i = 0; i < a->nlinks; i++)
-		count[a->links[i].state]++;
 	metrics_family(w, "anyproxy_agent_tunnels", METRICS_GAUGE,
-		       "Tunnels to the gateway (one per replica), by state.");
-	for (i = 0; i < ARRAY_SIZE(link_state_names); i++) {
-		struct metrics_label l[] = { { "state", link_state_names[i] } };
+		       "Tunnels to each gateway (replicas per gateway), by state.");
+	for (g = 0; g < a->ngateways; g++) {
+		const struct agent_gateway *gw = &a->gateways[g];
+		uint64_t count[LINK_DONE + 1] = { 0 };
+		enum link_state st;
 
-		metrics_sample(w, "anyproxy_agent_tunnels", l, 1, count[i]);
+		for (i = gw->first_link; i < gw->first_link + replicas; i++)
+			count[a->links[i].state]++;
+		for (st = LINK_WAIT; st <= LINK_DONE; st++) {
+			struct metrics_label l[] = { { "gateway", gw->name },
+						     { "state", agent_link_state_name(st) } };
+
+			metrics_sample(w, "anyproxy_agent_tunnels", l, 2, count[st]);
+		}
+	}
+	metrics_family(w, "anyproxy_agent_gateway_connects_total", METRICS_COUNTER,
+		       "Tunnels that reached HELLO_OK, per gateway.");
+	for (g = 0; g < a->ngateways; g++) {
+		struct metrics_label l[] = { { "gateway", a->gateways[g].name } };
+
+		metrics_sample(w, "anyproxy_agent_gateway_connects_total", l, 1,
+			       a->gateways[g].connects);
+	}
+	metrics_family(w, "anyproxy_agent_gateway_failures_total", METRICS_COUNTER,
+		       "Failed attempts and closed tunnels, per gateway.");
+	for (g = 0; g < a->ngateways; g++) {
+		struct metrics_label l[] = { { "gateway", a->gateways[g].name } };
+
+		metrics_sample(w, "anyproxy_agent_gateway_failures_total", l, 1,
+			       a->gateways[g].failures);
 	}
 }
 

@@ -296,6 +296,22 @@ static void write_clients(struct metrics_writer *w, struct gateway *gw)
 		metrics_sample(w, "anyproxy_gateway_client_bytes_total", in, 3, c->bytes_in);
 		metrics_sample(w, "anyproxy_gateway_client_bytes_total", out, 3, c->bytes_out);
 	}
+	metrics_family(w, "anyproxy_gateway_client_tunnels", METRICS_GAUGE,
+		       "Tunnels by connected agent; suspect ones (a missed PONG or OPEN deadline) "
+		       "take no new streams until they answer.");
+	for (i = 0; i < n; i++) {
+		const struct reg_client *c = clients[i];
+		struct metrics_label ok[] = { L("group", c->group->id), L("client", c->id),
+					      L("state", "ok") };
+		struct metrics_label sus[] = { L("group", c->group->id), L("client", c->id),
+					       L("state", "suspect") };
+		unsigned t, suspect = 0;
+
+		for (t = 0; t < c->ntunnels; t++)
+			suspect += c->tunnels[t]->suspect;
+		metrics_sample(w, "anyproxy_gateway_client_tunnels", ok, 3, c->ntunnels - suspect);
+		metrics_sample(w, "anyproxy_gateway_client_tunnels", sus, 3, suspect);
+	}
 	free(clients);
 }
 
@@ -353,6 +369,14 @@ void gw_stats_collect(struct metrics_writer *w, void *arg)
 	metrics_family(w, "anyproxy_gateway_fallbacks_total", METRICS_COUNTER,
 		       "Requests for a group without a serving agent sent to the default group.");
 	metrics_sample(w, "anyproxy_gateway_fallbacks_total", NULL, 0, st->fallbacks);
+	metrics_family(w, "anyproxy_gateway_open_retries_total", METRICS_COUNTER,
+		       "OPENs sent again to another agent of the group after a failure or no "
+		       "answer.");
+	metrics_sample(w, "anyproxy_gateway_open_retries_total", NULL, 0, gw->open_retries);
+	metrics_family(w, "anyproxy_gateway_tunnels_suspected_total", METRICS_COUNTER,
+		       "Times a tunnel became suspect.");
+	metrics_sample(w, "anyproxy_gateway_tunnels_suspected_total", NULL, 0,
+		       gw->tunnels_suspected);
 	write_groups(w, gw);
 	write_clients(w, gw);
 	write_handshakes(w, gw);

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -296,6 +297,9 @@ GATEWAY_FAMILIES = {
     "anyproxy_gateway_streams_total": "counter",
     "anyproxy_gateway_bytes_total": "counter",
     "anyproxy_gateway_client_bytes_total": "counter",
+    "anyproxy_gateway_client_tunnels": "gauge",
+    "anyproxy_gateway_open_retries_total": "counter",
+    "anyproxy_gateway_tunnels_suspected_total": "counter",
     "anyproxy_gateway_groups": "gauge",
     "anyproxy_gateway_agents": "gauge",
     "anyproxy_gateway_tunnels": "gauge",
@@ -310,6 +314,8 @@ AGENT_FAMILIES = {
     "process_max_fds": "gauge",
     "process_resident_memory_bytes": "gauge",
     "anyproxy_agent_tunnels": "gauge",
+    "anyproxy_agent_gateway_connects_total": "counter",
+    "anyproxy_agent_gateway_failures_total": "counter",
     "anyproxy_agent_reconnects_total": "counter",
     "anyproxy_agent_streams": "gauge",
     "anyproxy_agent_streams_total": "counter",
@@ -332,7 +338,13 @@ def test_exposition_is_valid(env):
                 % (what, sorted(extra)))
     h.check(value(g, "anyproxy_gateway_agents", group=GROUP) == 1, "one agent in mg")
     h.check(value(g, "anyproxy_gateway_tunnels", group=GROUP) == 1, "one tunnel in mg")
-    h.check(value(a, "anyproxy_agent_tunnels", state="up") == 1, "the agent's tunnel is up")
+    gw_addr = "127.0.0.1:%d" % env.port
+    h.check(value(a, "anyproxy_agent_tunnels", gateway=gw_addr, state="up") == 1,
+            "the agent's tunnel to %s is up: %r" % (gw_addr, a["anyproxy_agent_tunnels"]))
+    h.check(value(a, "anyproxy_agent_gateway_connects_total", gateway=gw_addr) == 1,
+            "one tunnel reached HELLO_OK")
+    h.check(value(g, "anyproxy_gateway_client_tunnels", group=GROUP, client=AGENT,
+                  state="ok") == 1, "the agent's one tunnel is not suspect")
     info = [dict(l) for (n, l) in g["anyproxy_build_info"]["samples"]]
     h.check(info and info[0]["program"] == "anyproxy-gateway", "build info: %r" % info)
     h.check(value(g, "process_open_fds") > 0 and value(g, "process_resident_memory_bytes") > 0,
@@ -493,6 +505,25 @@ def test_apctl_stats_agrees_with_the_scrape(env):
             "the earlier requests are counted: %r" % js)
 
 
+def test_suspect_tunnel_is_exported(env):
+    """A hung agent (SIGSTOP) misses a PONG: the gateway exports its tunnel
+    as suspect until it answers again after SIGCONT."""
+    def suspect():
+        g, _ = scrape(env.gw_metrics, "gateway")
+        return value(g, "anyproxy_gateway_client_tunnels", group=GROUP, client=AGENT,
+                     state="suspect")
+    g0, _ = scrape(env.gw_metrics, "gateway")
+    env.agent_d.send_signal(signal.SIGSTOP)
+    try:
+        h.wait_until(lambda: suspect() == 1, 4 + h.slack(), "the hung agent's tunnel suspect")
+    finally:
+        env.agent_d.send_signal(signal.SIGCONT)
+    g1, _ = scrape(env.gw_metrics, "gateway")
+    h.check(value(g1, "anyproxy_gateway_tunnels_suspected_total") ==
+            value(g0, "anyproxy_gateway_tunnels_suspected_total") + 1, "one suspicion counted")
+    h.wait_until(lambda: suspect() == 0, 4 + h.slack(), "the tunnel to answer again")
+
+
 def test_endpoint_answers_only_get_metrics(env):
     for port in (env.gw_metrics, env.agent_metrics):
         status, _, _ = http_get(port, b"GET /other HTTP/1.1\r\n\r\n")
@@ -616,6 +647,7 @@ if __name__ == "__main__":
         test_exposition_is_valid,
         test_counters_move_exactly,
         test_apctl_stats_agrees_with_the_scrape,
+        test_suspect_tunnel_is_exported,
         test_endpoint_answers_only_get_metrics,
         test_grafana_dashboard_names_existing_metrics,
         test_scrape_connections_are_bounded,
