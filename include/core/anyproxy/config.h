@@ -40,6 +40,8 @@ struct config_listener {
 	struct config_addr listen_addr;
 	char *auth_username;
 	char *auth_password;
+	char *tls_cert; /* [proxy.https] only: TLS to the proxy */
+	char *tls_key;
 };
 
 /* [group.NAME] sections of the gateway: the credentials of one group, for
@@ -87,6 +89,7 @@ struct config {
 
 	struct config_listener http;   /* [proxy.http] */
 	struct config_listener socks5; /* [proxy.socks5] */
+	struct config_listener https;  /* [proxy.https] */
 
 	struct {
 		struct config_addr gateway_addr;
