@@ -246,11 +246,20 @@ static size_t queued_out(struct relay *r)
 	return buf_used(out_queue(r)) + buf_used(&r->sending);
 }
 
+/* sent bytes left the queue: return the stream credit they carried. */
 static void return_credit(struct relay *r, size_t sent)
 {
+	size_t left = queued_out(r);
 	size_t c = MIN(sent, r->out_stream_debt);
 
-	if (!queued_out(r))
+	/* TLS: the queue is ciphertext, larger than the plaintext it carries
+	 * by every record's own bytes. Byte for byte, credit would run ahead
+	 * of the plaintext sent by that much each time, and the queue would
+	 * grow as long as it never empties; the debt's share of what was sent
+	 * keeps credit and plaintext together. */
+	if (r->tls && left)
+		c = (size_t)((uint64_t)r->out_stream_debt * sent / (left + sent));
+	if (!left)
 		c = r->out_stream_debt; /* drained: whatever rewriting did, all is out */
 	r->out_stream_debt -= c;
 	if (c && r->stream.tunnel)

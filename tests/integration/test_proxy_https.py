@@ -210,6 +210,30 @@ def test_half_close_both_ways(env):
             "target half-close: the target received %r" % (seen[0],))
 
 
+def test_slow_reader_long_download(env):
+    """A long download to a user slower than the agent: every byte arrives
+    while the relay's queue is kept full by a window whose credit comes
+    back as ciphertext leaves it (relay.c return_credit)."""
+    size = 48 << 20
+    sender = h.RawServer(h.send_stream(size, seed=11))
+    env.servers.append(sender)
+    digest = __import__("hashlib").sha256()
+    n = 0
+    with proxy_tls(env, timeout=60) as s:
+        rest = connect_over(env, s, "127.0.0.1", sender.port)
+        digest.update(rest)
+        n += len(rest)
+        while True:
+            b = s.recv(1 << 16)
+            if not b:
+                break
+            digest.update(b)
+            n += len(b)
+            time.sleep(0.001)  # slower than the agent: the queue stays full
+    h.check(n == size, "slow reader: %d bytes of %d:\n%s" % (n, size, env.gwp.tail(10)))
+    h.check(digest.hexdigest() == h.gen_sha256(size, seed=11), "slow reader: wrong sha256")
+
+
 # ---- a second real client: Node ---------------------------------------------------
 
 def node(env, *args):
@@ -298,6 +322,31 @@ def test_stalled_tls_handshake(env):
         s.close()
 
 
+def test_tls_handshakes_count(env):
+    """A TLS handshake is a proxy handshake for [gateway] max_handshakes:
+    with two clients stalled in it the listener stops accepting, and a
+    third one is served only once the deadline closed one of them."""
+    gw2 = h.proxy_gateway(env, name="gw-budget", http=False, socks5=False, https=True,
+                          port=h.free_port(), control=os.path.join(env.dir, "budget.sock"),
+                          max_handshakes=2)
+    mark = gw2.mark()
+    stalled = [socket.create_connection(("127.0.0.1", gw2.https_port), timeout=5)
+               for _ in range(2)]
+    gw2.wait_for_log("Handshake limit reached", 5 + h.slack(), since=mark)
+    start = time.monotonic()
+    ctx = ssl.create_default_context(cafile=env.ca)
+    raw = socket.create_connection(("127.0.0.1", gw2.https_port), timeout=10 + h.slack())
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        waited = time.monotonic() - start
+        h.check(s.version() in ("TLSv1.3", "TLSv1.2"), "no TLS session")
+    timeout_s = h.HANDSHAKE_TIMEOUT_MS / 1000.0
+    h.check(waited >= timeout_s * 0.5,
+            "third handshake done after %.2f s, while two others held the budget" % waited)
+    for s in stalled:
+        s.close()
+    gw2.stop()
+
+
 # ---- certificate reload -------------------------------------------------------------
 
 def test_sighup_new_certificate(env):
@@ -339,6 +388,8 @@ def test_sighup_new_certificate(env):
 if __name__ == "__main__":
     h.run([test_curl_http_origin, test_curl_connect_https_target, test_curl_bulk_both_ways,
            test_wrong_password_407, test_group_section_applies, test_half_close_both_ways,
+           test_slow_reader_long_download,
            test_node_client,
            test_tls12_and_alpn, test_plain_http_to_tls_port, test_stalled_tls_handshake,
+           test_tls_handshakes_count,
            test_sighup_new_certificate], fixture=setup)
