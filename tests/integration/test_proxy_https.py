@@ -8,6 +8,7 @@ a [group.tenant] section with its own password, and two agents: def
 (default group) and ten (group tenant). Clients: curl --proxy https://, Node
 (tls.connect to the proxy, then http/https on it) and Python's ssl module.
 """
+import hashlib
 import json
 import os
 import socket
@@ -189,7 +190,7 @@ def test_half_close_both_ways(env):
     def greet_then_hash(conn):
         conn.sendall(b"greeting\n")
         conn.shutdown(socket.SHUT_WR)
-        n, digest = 0, __import__("hashlib").sha256()
+        n, digest = 0, hashlib.sha256()
         while True:
             b = conn.recv(1 << 20)
             if not b:
@@ -217,7 +218,7 @@ def test_slow_reader_long_download(env):
     size = 48 << 20
     sender = h.RawServer(h.send_stream(size, seed=11))
     env.servers.append(sender)
-    digest = __import__("hashlib").sha256()
+    digest = hashlib.sha256()
     n = 0
     with proxy_tls(env, timeout=60) as s:
         rest = connect_over(env, s, "127.0.0.1", sender.port)
