@@ -53,6 +53,11 @@ const struct config_section config_sections[] = {
 	{ "proxy.http", GATEWAY,
 	  "The HTTP proxy listener (plain HTTP and CONNECT). Disabled while listen_addr is empty." },
 	{ "proxy.socks5", GATEWAY, "The SOCKS5 proxy listener. Disabled while listen_addr is empty." },
+	{ "proxy.https", GATEWAY,
+	  "The HTTP proxy over TLS: the same proxy as [proxy.http] (plain HTTP and CONNECT, "
+	  "the same authentication and group rules), but users reach it with TLS, so their "
+	  "credentials never cross the network in clear (curl --proxy https://, a browser's "
+	  "HTTPS proxy). TLS 1.2 and 1.3; ALPN http/1.1. Disabled while listen_addr is empty." },
 	{ "client", CLIENT, "The agent: which gateways it dials, who it is, what it may reach." },
 	{ "log", BOTH, "Where and how both programs write their log." },
 	{ "control", GATEWAY, "The local control socket that apctl talks to." },
@@ -190,6 +195,16 @@ const struct config_key config_keys[] = {
 		  "arrives, the rest of its head must come within [gateway] "
 		  "handshake_timeout_ms. A new value applies from the next wait on." },
 	LISTENER_KEYS("proxy.socks5", socks5, ":1080", config_check_socks5_username),
+	LISTENER_KEYS("proxy.https", https, ":8443", config_check_http_username),
+	{ KEY("proxy.https", "tls_cert", file, GATEWAY, https.tls_cert),
+	  .example = "/etc/anyproxy/proxy.crt",
+	  .help = "TLS certificate chain (PEM) the proxy presents to users; required with "
+		  "listen_addr. Users' clients verify it, so it names the host they dial. "
+		  "Re-read on SIGHUP: new connections get the new one." },
+	{ KEY("proxy.https", "tls_key", file, GATEWAY, https.tls_key),
+	  .example = "/etc/anyproxy/proxy.key", .private_file = true,
+	  .help = "Private key (PEM) of tls_cert; required with listen_addr. Keep it readable "
+		  "by its owner only (mode 0600 or 0400): the gateway warns at start otherwise." },
 
 	{ KEY("client", "gateway_addr", addr_list, CLIENT, client.gateway_addr), .required = true,
 	  .max = CONFIG_GATEWAYS_MAX, .check = check_dial_addrs,
@@ -312,9 +327,11 @@ const struct config_key config_keys[] = {
  * (config_load.c), in words, for docs/config.md. Keep the two in step. */
 const char *const config_rules[] = {
 	"`ping_timeout_ms` must be greater than `ping_interval_ms` (both programs).",
-	"`[proxy.http]` and `[proxy.socks5]`: `auth_username` and `auth_password` are set "
-	"together or not at all.",
-	"The gateway's listeners (`[gateway]`, `[proxy.http]`, `[proxy.socks5]`) must not "
+	"`[proxy.http]`, `[proxy.socks5]` and `[proxy.https]`: `auth_username` and "
+	"`auth_password` are set together or not at all.",
+	"`[proxy.https]`: `listen_addr` needs `tls_cert` and `tls_key`.",
+	"The gateway's listeners (`[gateway]`, `[proxy.http]`, `[proxy.socks5]`, "
+	"`[proxy.https]`) must not "
 	"share a port on overlapping addresses.",
 	"`[client]` `reconnect_max_delay_ms` must be at least `reconnect_initial_delay_ms`.",
 	"`[client]` `tls_cert` and `tls_key` are set together or not at all.",

@@ -742,6 +742,7 @@ static int check_listener_ports(struct load_ctx *ctx)
 		CONFIG_KEY_OF(http.listen_addr),
 		CONFIG_KEY_OF(socks5.listen_addr),
 		CONFIG_KEY_OF(metrics.listen_addr),
+		CONFIG_KEY_OF(https.listen_addr),
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(listeners); i++) {
@@ -763,6 +764,28 @@ static int check_listener_ports(struct load_ctx *ctx)
 	return 0;
 }
 
+/* [proxy.https] serves TLS: a listener without its certificate is an error,
+ * not a plain one. */
+static int check_https_files(struct load_ctx *ctx)
+{
+	const struct config_key *addr = CONFIG_KEY_OF(https.listen_addr);
+	const struct config_key *files[] = { CONFIG_KEY_OF(https.tls_cert),
+					     CONFIG_KEY_OF(https.tls_key) };
+
+	if (!key_is_set(ctx->cfg, addr))
+		return 0;
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char why[160];
+
+		if (key_is_set(ctx->cfg, files[i]))
+			continue;
+		snprintf(why, sizeof(why), "set without %s (a TLS listener needs tls_cert "
+			 "and tls_key)", files[i]->name);
+		return fail_key(ctx, addr, why);
+	}
+	return 0;
+}
+
 static int validate_gateway(struct load_ctx *ctx)
 {
 	int err = check_ping(ctx, CONFIG_KEY_OF(gateway.ping_interval_ms),
@@ -774,6 +797,11 @@ static int validate_gateway(struct load_ctx *ctx)
 	if (!err)
 		err = check_pair(ctx, CONFIG_KEY_OF(socks5.auth_username),
 				 CONFIG_KEY_OF(socks5.auth_password));
+	if (!err)
+		err = check_pair(ctx, CONFIG_KEY_OF(https.auth_username),
+				 CONFIG_KEY_OF(https.auth_password));
+	if (!err)
+		err = check_https_files(ctx);
 	if (!err)
 		err = check_listener_ports(ctx);
 	if (!err)

@@ -577,7 +577,7 @@ static void process_input(struct user_conn *uc)
 	if (len < 0) {
 		int status = http_error_status((int)len);
 
-		log_info("Bad request from user", LF_S("proxy", "http"),
+		log_info("Bad request from user", LF_S("proxy", uc->fe->name),
 			 LF_S("error", why ? why : "malformed"));
 		reply_error(uc, status, why ? why : http_status_reason(status), NULL);
 		return;
@@ -685,6 +685,25 @@ static ssize_t http_encode_refusal(uint8_t *buf, size_t size)
 	return http_write_error(buf, size, 503, "the proxy's connection limit is reached", NULL,
 				false);
 }
+
+/* No session exists yet, so no TLS either: a user of the HTTPS proxy
+ * refused at accept sees the connection close. */
+static ssize_t https_encode_refusal(uint8_t *buf, size_t size)
+{
+	return 0;
+}
+
+/* [proxy.https]: the same front end, over the relay's TLS (proxy_accept). */
+const struct proxy_frontend https_frontend = {
+	.name = "https",
+	.failed_line = "HTTPS request failed",
+	.tls_alpn = "http/1.1",
+	.session_start = http_session_start,
+	.encode_refusal = https_encode_refusal,
+	.on_open_result = http_open_result,
+	.on_socket_data = http_socket_data,
+	.on_closed = http_closed,
+};
 
 const struct proxy_frontend http_frontend = {
 	.name = "http",

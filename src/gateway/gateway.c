@@ -428,6 +428,7 @@ static void gateway_stop(struct gateway *gw, int signo)
 	listener_stop(&gw->ring, &gw->socks5_listener);
 	listener_stop(&gw->ring, &gw->http_listener);
 	metrics_server_close(&gw->metrics);
+	listener_stop(&gw->ring, &gw->https_listener);
 	/* users still in their handshake have nothing to finish */
 	proxy_close_handshaking(gw, "gateway shutdown");
 	/* open streams may finish; each tunnel closes after its last one */
@@ -502,7 +503,7 @@ static void recheck_agents(struct gateway *gw, const struct config *old)
 static void gateway_reload(struct gateway *gw)
 {
 	struct config fresh;
-	struct WOLFSSL_CTX *tls;
+	struct WOLFSSL_CTX *tls, *https_tls = NULL;
 	char err[512], restart[512];
 	int ret;
 
@@ -521,12 +522,29 @@ static void gateway_reload(struct gateway *gw)
 		config_free(&fresh);
 		return;
 	}
+	/* [proxy.https]: a new certificate for new connections (a listener
+	 * that the file no longer configures runs on with the one it has) */
+	if (gw->https_listener.fd >= 0 && fresh.https.tls_cert && fresh.https.tls_key) {
+		https_tls = tls_ctx_server_users(fresh.https.tls_cert, fresh.https.tls_key, err,
+						 sizeof(err));
+		if (!https_tls) {
+			log_error("Configuration reload failed; the running configuration stays",
+				  LF_S("proxy", "https"), LF_S("error", err));
+			tls_ctx_free(tls);
+			config_free(&fresh);
+			return;
+		}
+	}
 	if (config_reload(gw->cfg, &fresh, restart, sizeof(restart)))
 		log_warn("Some changes need a restart and were not applied", LF_S("keys", restart));
 	recheck_agents(gw, &fresh); /* fresh holds the values before the reload now */
 	config_free(&fresh);
 	tls_ctx_free(gw->tls); /* tunnels keep the old context until they close */
 	gw->tls = tls;
+	if (https_tls) {
+		tls_ctx_free(gw->https_listener.tls); /* users keep theirs */
+		gw->https_listener.tls = https_tls;
+	}
 	if (cli_apply_log(gw->cfg) < 0)
 		log_error("Cannot reopen the log output", LF_S("output", gw->cfg->log.output));
 	apply_limits(gw);
@@ -567,20 +585,30 @@ static int proxy_listen(struct gateway *gw, struct listener *l, const struct con
 {
 	const char *name = fe->name;
 	char err[512], shown[300];
+	struct WOLFSSL_CTX *tls = NULL;
 	int fd;
 
 	if (!cfg->listen_addr.set)
 		return 0;
+	if (cfg->tls_cert) { /* [proxy.https]: the loader made sure tls_key is there */
+		tls = tls_ctx_server_users(cfg->tls_cert, cfg->tls_key, err, sizeof(err));
+		if (!tls) {
+			log_error("Cannot set up TLS", LF_S("proxy", name), LF_S("error", err));
+			return -EINVAL;
+		}
+	}
 	fd = net_listen_tcp(&cfg->listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
 	if (fd < 0) {
 		log_error("Cannot open a proxy listener", LF_S("proxy", name), LF_S("error", err));
+		tls_ctx_free(tls);
 		return fd;
 	}
 	*l = (struct listener){ .fd = fd, .name = name, .on_accept = proxy_accept, .owner = gw,
-				.frontend = fe, .proxy_cfg = cfg, .proxy = proxy };
+				.frontend = fe, .proxy_cfg = cfg, .proxy = proxy, .tls = tls };
 	config_addr_format(&cfg->listen_addr, shown, sizeof(shown));
 	log_info("Proxy listening", LF_S("proxy", name), LF_S("addr", shown),
-		 LF_S("auth", cfg->auth_username || cfg->auth_password ? "password" : "none"));
+		 LF_S("auth", cfg->auth_username || cfg->auth_password ? "password" : "none"),
+		 LF_S("tls", tls ? "on" : "off"));
 	return 0;
 }
 
@@ -597,6 +625,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	gw->control_listener.fd = -1;
 	gw->socks5_listener.fd = -1;
 	gw->http_listener.fd = -1;
+	gw->https_listener.fd = -1;
 	registry_init(&gw->registry, gw_on_evict, gw);
 	gw->registry.usable = gw_tunnel_usable;
 	signal_owner = gw;
@@ -620,6 +649,9 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	if (ret == 0)
 		ret = proxy_listen(gw, &gw->http_listener, &cfg->http, &http_frontend,
 				   GW_PROXY_HTTP);
+	if (ret == 0)
+		ret = proxy_listen(gw, &gw->https_listener, &cfg->https, &https_frontend,
+				   GW_PROXY_HTTPS);
 	if (ret < 0)
 		return ret;
 	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
@@ -639,7 +671,8 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel",
 						       .listeners = { &gw->tunnel_listener } };
 	gw->user_budget = (struct handshake_budget){
-		.name = "proxy", .listeners = { &gw->socks5_listener, &gw->http_listener } };
+		.name = "proxy",
+		.listeners = { &gw->socks5_listener, &gw->http_listener, &gw->https_listener } };
 	listener_start(&gw->ring, &gw->tunnel_listener);
 	listener_start(&gw->ring, &gw->control_listener);
 	if (gw->socks5_listener.fd >= 0)
@@ -650,6 +683,8 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 				  gw_stats_collect, gw);
 	if (ret < 0)
 		return ret;
+	if (gw->https_listener.fd >= 0)
+		listener_start(&gw->ring, &gw->https_listener);
 	apply_limits(gw);
 	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
 	log_info("Gateway started", LF_S("tunnel_addr", shown),
@@ -680,6 +715,8 @@ void gateway_destroy(struct gateway *gw)
 	listener_stop(&gw->ring, &gw->socks5_listener);
 	listener_stop(&gw->ring, &gw->http_listener);
 	metrics_server_destroy(&gw->metrics);
+	listener_stop(&gw->ring, &gw->https_listener);
+	tls_ctx_free(gw->https_listener.tls);
 	registry_destroy(&gw->registry);
 	gw_stats_free(&gw->stats);
 	bufring_exit(&gw->bufs, &gw->ring);

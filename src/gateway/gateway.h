@@ -62,6 +62,10 @@ struct listener {
 	const struct proxy_frontend *frontend;
 	const struct config_listener *proxy_cfg;
 	enum gw_proxy proxy; /* a proxy listener's index in the statistics */
+	/* [proxy.https]: users speak TLS with a session from this context
+	 * (replaced on SIGHUP; connections keep the one they started with);
+	 * NULL: plain */
+	struct WOLFSSL_CTX *tls;
 };
 
 /* [gateway] max_handshakes for one side: the tunnel port, or the proxy
@@ -70,7 +74,7 @@ struct listener {
  * again (gateway.c "handshakes"). */
 struct handshake_budget {
 	const char *name;	       /* "tunnel" or "proxy", for the log */
-	struct listener *listeners[2]; /* the side's listeners; NULL: none */
+	struct listener *listeners[3]; /* the side's listeners; NULL: none */
 	unsigned count;		       /* connections in their handshake */
 	bool paused;		       /* count reached max_handshakes */
 	bool pause_logged;	       /* this pause had its WARN: resuming is INFO */
@@ -122,6 +126,7 @@ struct gateway {
 	struct listener control_listener;
 	struct listener socks5_listener;
 	struct listener http_listener;
+	struct listener https_listener;
 	struct bufring bufs; /* receive buffers for users' sockets */
 	struct registry registry;
 	struct gw_tunnel *tunnels; /* newest first, a utlist DL list (gateway.c) */

@@ -27,7 +27,7 @@ static void listener_retry(struct ring *r, struct timer *t)
  * paused meanwhile: the accept was in flight when the pause was decided
  * and its connection is already out of the backlog. So a side may exceed
  * max_handshakes by the accepts in flight at that moment: at most one per
- * other listener of the side (the proxy side has two).
+ * other listener of the side (the proxy side has three).
  */
 static void accept_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
 {

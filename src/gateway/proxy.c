@@ -178,7 +178,8 @@ void proxy_accept(struct listener *l, int fd)
 	timer_init(&uc->deadline, deadline_fire);
 	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
 	proxy_await_request(uc);
-	if (fe->session_start(uc) < 0) {
+	if ((l->tls && relay_tls_start(&uc->relay, l->tls, fe->tls_alpn) < 0) ||
+	    fe->session_start(uc) < 0) {
 		relay_close(&uc->relay, "out of memory");
 		return;
 	}

@@ -48,10 +48,13 @@ struct proxy_open_state;
  * carries it (struct listener.frontend).
  */
 struct proxy_frontend {
-	const char *name; /* "socks5", "http": the "proxy" field of log lines */
+	const char *name; /* "socks5", "http", "https": the "proxy" field of log lines */
 	/* the INFO line of a failed request ("HTTP request failed"); proxy.c
 	 * writes it with the request's user, group, target and client_id */
 	const char *failed_line;
+	/* the ALPN protocol agreed with clients that offer ALPN when its
+	 * listener serves TLS ("http/1.1"); NULL: none */
+	const char *tls_alpn;
 	/* Constructor: set up uc->proto for a fresh connection before its
 	 * first byte is read. 0, or -ENOMEM (the connection is closed). */
 	int (*session_start)(struct user_conn *uc);
@@ -102,7 +105,9 @@ void proxy_close_handshaking(struct gateway *gw, const char *why);
 extern const struct relay_ops proxy_relay_ops;
 
 /* The accept callback of a proxy listener: l->frontend speaks to the user,
- * l->proxy_cfg is its section ([socks5], [http]). */
+ * l->proxy_cfg is its section ([proxy.socks5], [proxy.http], [proxy.https]);
+ * with l->tls the relay speaks TLS under it (the handshake falls under the
+ * handshake deadline and max_handshakes like the proxy protocol's). */
 void proxy_accept(struct listener *l, int fd);
 
 /* Route the user to a tunnel of id's group and send OPEN for target. The

@@ -80,7 +80,13 @@ void gw_stats_prune(struct gateway *gw)
 
 static const char *proxy_name(size_t p)
 {
-	return p == GW_PROXY_SOCKS5 ? socks5_frontend.name : http_frontend.name;
+	static const struct proxy_frontend *const fronts[GW_NPROXIES] = {
+		[GW_PROXY_SOCKS5] = &socks5_frontend,
+		[GW_PROXY_HTTP] = &http_frontend,
+		[GW_PROXY_HTTPS] = &https_frontend,
+	};
+
+	return fronts[p]->name;
 }
 
 /* ---- global totals (apctl stats) ---- */

@@ -28,6 +28,7 @@ struct table_writer;
 enum gw_proxy {
 	GW_PROXY_SOCKS5,
 	GW_PROXY_HTTP,
+	GW_PROXY_HTTPS,
 	GW_NPROXIES
 };
 

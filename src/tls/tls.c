@@ -72,16 +72,42 @@ static void set_err(char *err, size_t errlen, const char *what, const char *path
 	snprintf(err, errlen, "%s %s: %s", what, path, msg);
 }
 
-static WOLFSSL_CTX *ctx_new(bool server)
+static WOLFSSL_CTX *ctx_with_method(WOLFSSL_METHOD *method)
 {
-	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(server ? wolfTLSv1_3_server_method()
-						  : wolfTLSv1_3_client_method());
+	WOLFSSL_CTX *ctx = method ? wolfSSL_CTX_new(method) : NULL;
 
 	if (!ctx)
 		return NULL;
 	wolfSSL_CTX_SetIORecv(ctx, io_recv);
 	wolfSSL_CTX_SetIOSend(ctx, io_send);
 	return ctx;
+}
+
+static WOLFSSL_CTX *ctx_new(bool server)
+{
+	return ctx_with_method(server ? wolfTLSv1_3_server_method() : wolfTLSv1_3_client_method());
+}
+
+/* The certificate chain and its key into ctx. 0, or -EINVAL with err set. */
+static int load_identity(WOLFSSL_CTX *ctx, const char *cert, const char *key, char *err,
+			 size_t errlen)
+{
+	int ret = wolfSSL_CTX_use_certificate_chain_file(ctx, cert);
+
+	if (ret != WOLFSSL_SUCCESS) {
+		set_err(err, errlen, "cannot load certificate", cert, ret);
+		return -EINVAL;
+	}
+	ret = wolfSSL_CTX_use_PrivateKey_file(ctx, key, WOLFSSL_FILETYPE_PEM);
+	if (ret != WOLFSSL_SUCCESS) {
+		set_err(err, errlen, "cannot load private key", key, ret);
+		return -EINVAL;
+	}
+	if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "private key %s does not match certificate %s", key, cert);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* ---- agent certificate bindings ---- */
@@ -187,20 +213,8 @@ struct WOLFSSL_CTX *tls_ctx_server(const char *cert, const char *key, const char
 		snprintf(err, errlen, "cannot create TLS context");
 		return NULL;
 	}
-	ret = wolfSSL_CTX_use_certificate_chain_file(ctx, cert);
-	if (ret != WOLFSSL_SUCCESS) {
-		set_err(err, errlen, "cannot load certificate", cert, ret);
+	if (load_identity(ctx, cert, key, err, errlen) < 0)
 		goto fail;
-	}
-	ret = wolfSSL_CTX_use_PrivateKey_file(ctx, key, WOLFSSL_FILETYPE_PEM);
-	if (ret != WOLFSSL_SUCCESS) {
-		set_err(err, errlen, "cannot load private key", key, ret);
-		goto fail;
-	}
-	if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
-		snprintf(err, errlen, "private key %s does not match certificate %s", key, cert);
-		goto fail;
-	}
 	if (client_ca && *client_ca) {
 		ret = wolfSSL_CTX_load_verify_locations(ctx, client_ca, NULL);
 		if (ret != WOLFSSL_SUCCESS) {
@@ -224,6 +238,30 @@ struct WOLFSSL_CTX *tls_ctx_server(const char *cert, const char *key, const char
 	} else {
 		wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
 	}
+	return ctx;
+fail:
+	wolfSSL_CTX_free(ctx);
+	return NULL;
+}
+
+struct WOLFSSL_CTX *tls_ctx_server_users(const char *cert, const char *key, char *err,
+					 size_t errlen)
+{
+	/* the flexible method negotiates the highest version both support;
+	 * the floor keeps it at 1.2 (this build has nothing older anyway) */
+	WOLFSSL_CTX *ctx = ctx_with_method(wolfSSLv23_server_method());
+
+	if (!ctx) {
+		snprintf(err, errlen, "cannot create TLS context");
+		return NULL;
+	}
+	if (wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS) {
+		snprintf(err, errlen, "cannot set the lowest TLS version to 1.2");
+		goto fail;
+	}
+	if (load_identity(ctx, cert, key, err, errlen) < 0)
+		goto fail;
+	wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
 	return ctx;
 fail:
 	wolfSSL_CTX_free(ctx);
@@ -339,6 +377,32 @@ int tls_conn_start(struct tls_conn *c, bool server, const char *server_name)
 	return 0;
 }
 
+int tls_conn_set_alpn(struct tls_conn *c, const char *protocol)
+{
+	char list[WOLFSSL_MAX_ALPN_PROTO_NAME_LEN + 1];
+	size_t len = strlen(protocol);
+	int ret;
+
+	if (!c->ssl || !len || len >= sizeof(list))
+		return -EINVAL;
+	memcpy(list, protocol, len + 1); /* wolfSSL takes a writable list */
+	ret = wolfSSL_UseALPN(c->ssl, list, (unsigned)len, WOLFSSL_ALPN_CONTINUE_ON_MISMATCH);
+	if (ret == MEMORY_E)
+		return -ENOMEM;
+	return ret == WOLFSSL_SUCCESS ? 0 : -EINVAL;
+}
+
+const char *tls_conn_alpn(const struct tls_conn *c)
+{
+	char *name = NULL;
+	unsigned short len = 0;
+
+	/* the name is NUL-terminated inside the session (wolfSSL's TLSX) */
+	if (!c->ssl || wolfSSL_ALPN_GetProtocol(c->ssl, &name, &len) != WOLFSSL_SUCCESS || !name)
+		return "";
+	return name;
+}
+
 void tls_conn_free(struct tls_conn *c)
 {
 	if (c->ssl)
@@ -383,7 +447,10 @@ static int tls_error(struct tls_conn *c, int ret, char *err, size_t errlen)
 
 	if (code == WOLFSSL_ERROR_WANT_READ || code == WOLFSSL_ERROR_WANT_WRITE)
 		return 0;
-	if (code == WOLFSSL_ERROR_ZERO_RETURN || (c->peer_closed && code == SOCKET_ERROR_E)) {
+	/* the peer's end: a close_notify, or the transport's EOF (which
+	 * wolfSSL reports either way, depending on where it noticed it) */
+	if (code == WOLFSSL_ERROR_ZERO_RETURN ||
+	    (c->peer_closed && (code == SOCKET_ERROR_E || code == SOCKET_PEER_CLOSED_E))) {
 		if (err)
 			snprintf(err, errlen, "connection closed by peer");
 		return -EPIPE;

@@ -1,6 +1,7 @@
 /* relay.c — a socket paired with a stream (see relay.h). */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,6 +12,18 @@
 
 static void relay_arm_recv(struct relay *r);
 static void relay_arm_send(struct relay *r);
+static void tls_received(struct relay *r, const uint8_t *p, size_t n);
+static void tls_peer_closed(struct relay *r);
+static void tls_deliver(struct relay *r);
+static void tls_kick(struct relay *r);
+static bool tls_notify(struct relay *r);
+
+/* Where bytes for the socket wait: wolfSSL's output when the socket speaks
+ * TLS (relay_write encrypts into it), else the relay's own queue. */
+static inline struct buf *out_queue(struct relay *r)
+{
+	return r->tls ? &r->tls->conn.out : &r->out;
+}
 
 /* ---- teardown ---- */
 
@@ -23,6 +36,11 @@ static void relay_release(struct relay *r)
 	buf_release(&r->out);
 	buf_release(&r->sending);
 	buf_release(&r->pending);
+	if (r->tls) {
+		tls_conn_free(&r->tls->conn);
+		free(r->tls);
+		r->tls = NULL;
+	}
 	r->ops->on_closed(r, r->why);
 }
 
@@ -135,7 +153,10 @@ static void recv_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 			/* every buffer is taken this instant: try again */
 			relay_arm_recv(r);
 		} else if (res == 0) {
-			socket_eof(r);
+			if (r->tls)
+				tls_peer_closed(r);
+			else
+				socket_eof(r);
 		} else {
 			char why[96];
 
@@ -146,6 +167,12 @@ static void recv_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 	}
 	r->bytes_up += (uint64_t)res;
 	r->last_active_ms = now_ms();
+	if (r->tls) {
+		/* ciphertext: only what it decrypts to reaches owner or stream */
+		tls_received(r, bufring_addr(r->bufs, (uint16_t)bid), (size_t)res);
+		bufring_recycle(r->bufs, (uint16_t)bid);
+		return;
+	}
 	if (!r->pumping) {
 		r->ops->on_socket_data(r, bufring_addr(r->bufs, (uint16_t)bid), (size_t)res);
 		bufring_recycle(r->bufs, (uint16_t)bid);
@@ -178,6 +205,8 @@ static void relay_arm_recv(struct relay *r)
 
 	if (r->recv_armed || r->closing || r->sock_eof)
 		return;
+	if (r->tls && r->tls->conn.peer_closed)
+		return;
 	if (r->pumping) {
 		if (buf_used(&r->pending))
 			return; /* waiting for room */
@@ -186,6 +215,10 @@ static void relay_arm_recv(struct relay *r)
 			stream_want_writable(&r->stream);
 			return;
 		}
+		/* records do not fit a small room: take a whole receive, the
+		 * plaintext leaves wolfSSL only as room allows (tls_deliver) */
+		if (r->tls)
+			len = BUFRING_BUF_SIZE;
 	} else if (!r->reading) {
 		return;
 	}
@@ -198,7 +231,9 @@ static void relay_arm_recv(struct relay *r)
 void relay_read(struct relay *r, bool on)
 {
 	r->reading = on;
-	if (on)
+	if (on && r->tls)
+		tls_kick(r); /* plaintext may be waiting inside wolfSSL already */
+	else if (on)
 		relay_arm_recv(r);
 	/* turning it off lets an armed receive complete; its data is still
 	 * delivered (the owner buffers at most one receive) */
@@ -206,16 +241,25 @@ void relay_read(struct relay *r, bool on)
 
 /* ---- stream -> socket ---- */
 
-static size_t queued_out(const struct relay *r)
+static size_t queued_out(struct relay *r)
 {
-	return buf_used(&r->out) + buf_used(&r->sending);
+	return buf_used(out_queue(r)) + buf_used(&r->sending);
 }
 
+/* sent bytes left the queue: return the stream credit they carried. */
 static void return_credit(struct relay *r, size_t sent)
 {
+	size_t left = queued_out(r);
 	size_t c = MIN(sent, r->out_stream_debt);
 
-	if (!queued_out(r))
+	/* TLS: the queue is ciphertext, larger than the plaintext it carries
+	 * by every record's own bytes. Byte for byte, credit would run ahead
+	 * of the plaintext sent by that much each time, and the queue would
+	 * grow as long as it never empties; the debt's share of what was sent
+	 * keeps credit and plaintext together. */
+	if (r->tls && left)
+		c = (size_t)((uint64_t)r->out_stream_debt * sent / (left + sent));
+	if (!left)
 		c = r->out_stream_debt; /* drained: whatever rewriting did, all is out */
 	r->out_stream_debt -= c;
 	if (c && r->stream.tunnel)
@@ -227,10 +271,14 @@ static void after_send_drained(struct relay *r)
 	bool shut = r->pumping ? r->stream.fin_received : r->shut_after_send;
 
 	if (r->close_after_send && !queued_out(r)) {
+		if (tls_notify(r))
+			return; /* finish once the close_notify is out */
 		relay_finish(r, r->why, false);
 		return;
 	}
 	if (queued_out(r) || r->shut_wr || !shut)
+		return;
+	if (tls_notify(r))
 		return;
 	shutdown(r->fd, SHUT_WR);
 	r->shut_wr = true;
@@ -263,7 +311,7 @@ static void send_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 		return;
 	}
 	buf_release(&r->sending);
-	buf_release(&r->out);
+	buf_release(out_queue(r));
 	after_send_drained(r);
 }
 
@@ -271,13 +319,14 @@ static void relay_arm_send(struct relay *r)
 {
 	if (r->send_armed || r->closing)
 		return;
-	if (!buf_used(&r->sending) && buf_used(&r->out)) {
+	if (!buf_used(&r->sending) && buf_used(out_queue(r))) {
 		/* the kernel owns `sending` until the completion; new bytes go
-		 * to `out` meanwhile */
+		 * to the queue meanwhile */
+		struct buf *q = out_queue(r);
 		struct buf tmp = r->sending;
 
-		r->sending = r->out;
-		r->out = tmp;
+		r->sending = *q;
+		*q = tmp;
 	}
 	if (!buf_used(&r->sending))
 		return;
@@ -293,9 +342,20 @@ int relay_write(struct relay *r, const void *p, size_t n, size_t stream_bytes)
 
 	if (r->closing || r->shut_wr)
 		return -EPIPE;
-	ret = buf_append(&r->out, p, n);
-	if (ret < 0)
-		return ret;
+	if (r->tls) {
+		/* the bound is the plain queue's: the slack is the records' own */
+		if (r->tls->notify_sent || !r->tls->secure)
+			return -EPIPE;
+		if (queued_out(r) + n > RELAY_OUT_MAX)
+			return -ENOBUFS;
+		ret = tls_write(&r->tls->conn, p, n);
+		if (ret < 0)
+			return ret == -ENOBUFS ? ret : -EPIPE;
+	} else {
+		ret = buf_append(&r->out, p, n);
+		if (ret < 0)
+			return ret;
+	}
 	r->out_stream_debt += stream_bytes;
 	relay_arm_send(r);
 	return 0;
@@ -357,7 +417,10 @@ static void pump_on_writable(struct stream *s)
 		relay_check_done(r);
 		return;
 	}
-	relay_arm_recv(r);
+	if (r->tls)
+		tls_deliver(r); /* decrypted as room allows, then receives */
+	else
+		relay_arm_recv(r);
 }
 
 const struct stream_ops relay_pump_ops = {
@@ -396,4 +459,221 @@ void relay_init(struct relay *r, struct ring *ring, struct bufring *bufs, int fd
 	buf_init(&r->out, RELAY_OUT_MAX);
 	buf_init(&r->sending, RELAY_OUT_MAX);
 	buf_init(&r->pending, RELAY_PENDING_MAX);
+}
+
+/* ---- TLS transport (relay_tls_start) ---- */
+
+/* Words in the log for "TLS", kept short: why[] is 128 bytes. */
+static void tls_failed(struct relay *r, const char *what, const char *err)
+{
+	char why[sizeof(r->why)];
+
+	snprintf(why, sizeof(why), "%.24s: %.100s", what, err);
+	relay_arm_send(r); /* an alert wolfSSL queued goes out first */
+	relay_close_after_send(r, why);
+}
+
+/* The handshake, then the plaintext to whoever takes it. */
+static void tls_process(struct relay *r)
+{
+	struct relay_tls *t = r->tls;
+	char err[100];
+	int ret;
+
+	if (r->closing || t->secure) {
+		tls_deliver(r);
+		return;
+	}
+	if (!t->conn.ssl) {
+		const uint8_t *h = buf_head(&t->conn.in);
+
+		/* no session (tens of KiB) for what is not a ClientHello: a
+		 * plain-HTTP client or a scanner costs the bytes it sent */
+		if (buf_used(&t->conn.in) && h[0] != TLS_RECORD_HANDSHAKE) {
+			tls_failed(r, "TLS handshake failed",
+				   "not TLS (plain text to a TLS port?)");
+			return;
+		}
+		if (!tls_first_record_in(&t->conn)) {
+			if (t->conn.peer_closed)
+				relay_close_after_send(r, "closed before the TLS handshake");
+			else
+				relay_arm_recv(r);
+			return;
+		}
+		if (tls_conn_start(&t->conn, true, NULL) < 0 ||
+		    (t->alpn && tls_conn_set_alpn(&t->conn, t->alpn) < 0)) {
+			relay_close(r, "out of memory for a TLS session");
+			return;
+		}
+	}
+	ret = tls_handshake(&t->conn, err, sizeof(err));
+	if (ret < 0) {
+		tls_failed(r, "TLS handshake failed", err);
+		return;
+	}
+	relay_arm_send(r);
+	if (ret == 0) {
+		if (!buf_used(&t->conn.in))
+			buf_release(&t->conn.in);
+		if (t->conn.peer_closed)
+			relay_close_after_send(r, "closed during the TLS handshake");
+		else
+			relay_arm_recv(r);
+		return;
+	}
+	t->secure = true;
+	log_debug("User TLS established", LF_S("version", tls_conn_version(&t->conn)),
+		  LF_S("cipher", tls_conn_cipher(&t->conn)),
+		  LF_S("alpn", tls_conn_alpn(&t->conn)));
+	tls_deliver(r);
+}
+
+/* Decrypt while the taker takes: the owner while it reads, the stream
+ * while it has room (its credit counts plaintext). Receives again only
+ * once wolfSSL needs more ciphertext, so that nothing piles up inside. */
+static void tls_deliver(struct relay *r)
+{
+	uint8_t plain[TLS_PLAINTEXT_MAX_BYTES];
+	struct relay_tls *t = r->tls;
+	char err[100];
+
+	for (;;) {
+		size_t want = sizeof(plain);
+		int n;
+
+		if (r->closing || r->sock_eof || !t->secure)
+			return;
+		if (r->pumping) {
+			int ret = pump_pending(r);
+
+			if (ret < 0) {
+				relay_close(r, "stream gone");
+				return;
+			}
+			if (ret > 0)
+				return; /* on_writable brings us back */
+			want = MIN(want, stream_send_room(&r->stream));
+			if (!want) {
+				stream_want_writable(&r->stream);
+				return;
+			}
+		} else if (!r->reading) {
+			return; /* relay_read(true) kicks us again */
+		}
+		n = tls_read(&t->conn, plain, want, err, sizeof(err));
+		relay_arm_send(r); /* what reading made wolfSSL write */
+		if (n == 0 && !t->conn.peer_closed) {
+			if (!buf_used(&t->conn.in))
+				buf_release(&t->conn.in);
+			relay_arm_recv(r);
+			return;
+		}
+		if (n == 0 || n == -EPIPE) {
+			socket_eof(r); /* close_notify, or EOF after the last record */
+			return;
+		}
+		if (n < 0) {
+			char why[sizeof(r->why)];
+
+			snprintf(why, sizeof(why), "TLS error: %s", err);
+			relay_close(r, why);
+			return;
+		}
+		if (!r->pumping)
+			r->ops->on_socket_data(r, plain, (size_t)n);
+		else if (stream_write(&r->stream, plain, (size_t)n) < 0) {
+			relay_close(r, "stream gone");
+			return;
+		}
+	}
+}
+
+static void tls_received(struct relay *r, const uint8_t *p, size_t n)
+{
+	struct relay_tls *t = r->tls;
+	/* before the session, an allocation of exactly what came (as the
+	 * tunnel's pre-authentication receive) */
+	int ret = t->conn.ssl ? buf_append(&t->conn.in, p, n) : buf_append_exact(&t->conn.in, p, n);
+
+	if (ret < 0) {
+		relay_close(r, "TLS input buffer full");
+		return;
+	}
+	tls_process(r);
+}
+
+static void tls_peer_closed(struct relay *r)
+{
+	r->tls->conn.peer_closed = true;
+	tls_process(r);
+}
+
+static void kick_done(struct ring *ring, struct ring_op *op, int res, uint32_t flags)
+{
+	struct relay_tls *t = container_of(op, struct relay_tls, kick_op);
+	struct relay *r = t->kick_owner;
+
+	r->inflight--;
+	t->kick_armed = false;
+	if (r->closing) {
+		relay_release(r);
+		return;
+	}
+	tls_process(r);
+}
+
+/* Deliver from a completion, never under relay_read's caller (an owner
+ * that turns reading on mid-callback must not be re-entered). */
+static void tls_kick(struct relay *r)
+{
+	struct relay_tls *t = r->tls;
+	struct io_uring_sqe *sqe;
+
+	if (t->kick_armed || r->closing)
+		return;
+	sqe = ring_get_sqe(r->ring);
+	io_uring_prep_nop(sqe);
+	t->kick_op.cb = kick_done;
+	ring_sqe_set_op(sqe, &t->kick_op);
+	t->kick_armed = true;
+	r->inflight++;
+}
+
+/* Before our side of the socket closes: a close_notify, so that the peer
+ * can tell the end from a truncation. True when one was queued (the caller
+ * goes on once it is sent). */
+static bool tls_notify(struct relay *r)
+{
+	struct relay_tls *t = r->tls;
+
+	if (!t || !t->secure || t->notify_sent)
+		return false;
+	t->notify_sent = true;
+	tls_shutdown(&t->conn);
+	if (!queued_out(r))
+		return false;
+	relay_arm_send(r);
+	return true;
+}
+
+int relay_tls_start(struct relay *r, struct WOLFSSL_CTX *ctx, const char *alpn)
+{
+	struct relay_tls *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	if (tls_conn_prepare(&t->conn, ctx) < 0) {
+		tls_conn_free(&t->conn);
+		free(t);
+		return -ENOMEM;
+	}
+	/* the queue swaps with `sending`: both take a full queue plus the
+	 * records' overhead, so wolfSSL never meets a full buffer */
+	buf_init(&t->conn.out, RELAY_OUT_MAX + RELAY_TLS_OUT_SLACK);
+	buf_init(&r->sending, RELAY_OUT_MAX + RELAY_TLS_OUT_SLACK);
+	t->alpn = alpn;
+	t->kick_owner = r;
+	r->tls = t;
+	return 0;
 }

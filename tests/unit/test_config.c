@@ -814,7 +814,7 @@ static void test_unknown_section(void **state)
 {
 	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[metrix]\nlisten_addr = :9100\n", 6, "[metrix]",
 		     "unknown section (anyproxy-gateway accepts [gateway] [proxy.http] "
-		     "[proxy.socks5] [log] [control] [metrics])");
+		     "[proxy.socks5] [proxy.https] [log] [control] [metrics])");
 	/* Even an empty one. */
 	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy]\n", 6, "[proxy]", "unknown section");
 	expect_error(CONFIG_CLIENT, "[ client ]\n", 1, "[ client ]", "unknown section");
@@ -1111,6 +1111,45 @@ static void test_listener_auth_pair(void **state)
 		     GATEWAY_MIN "[proxy.socks5]\nlisten_addr = :1080\nauth_password = s3cret\n", 8,
 		     "[proxy.socks5] auth_password", "set without auth_username");
 	assert_not_contains(err, "s3cret");
+}
+
+/* [proxy.https]: the HTTP proxy over TLS needs its certificate and key,
+ * and takes the same credential pair as the other listeners. */
+static void test_https_listener(void **state)
+{
+	struct config cfg;
+
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy.https]\nlisten_addr = :8444\n", 7,
+		     "[proxy.https] listen_addr", "set without tls_cert");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.https]\nlisten_addr = :8444\ntls_cert = server.crt\n", 7,
+		     "[proxy.https] listen_addr", "set without tls_key");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.https]\nlisten_addr = :8444\ntls_cert = server.crt\n"
+				 "tls_key = server.key\nauth_username = proxy_user\n",
+		     10, "[proxy.https] auth_username", "set without auth_password");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.https]\nlisten_addr = :8443\ntls_cert = server.crt\n"
+				 "tls_key = server.key\n",
+		     7, "[proxy.https] listen_addr", "same port as [gateway] listen_addr");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.https]\nlisten_addr = :8444\ntls_cert = server.crt\n"
+				 "tls_key = server.key\nauth_username = a.b\nauth_password = x\n",
+		     10, "[proxy.https] auth_username", "");
+	/* off without listen_addr, whatever else the section says */
+	load_ok(&cfg, CONFIG_GATEWAY, GATEWAY_MIN "[proxy.https]\ntls_cert = server.crt\n");
+	assert_false(cfg.https.listen_addr.set);
+	config_free(&cfg);
+	load_ok(&cfg, CONFIG_GATEWAY,
+		GATEWAY_MIN "[proxy.https]\nlisten_addr = 127.0.0.1:8444\ntls_cert = server.crt\n"
+			    "tls_key = server.key\nauth_username = proxy_user\n"
+			    "auth_password = proxy_pass\n");
+	assert_true(cfg.https.listen_addr.set);
+	assert_int_equal(cfg.https.listen_addr.port, 8444);
+	assert_string_equal(cfg.https.tls_cert, "server.crt");
+	assert_string_equal(cfg.https.tls_key, "server.key");
+	assert_string_equal(cfg.https.auth_username, "proxy_user");
+	config_free(&cfg);
 }
 
 static void test_listener_port_collision(void **state)
@@ -1550,6 +1589,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reconnect_max_below_initial, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_tls_pair, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listener_auth_pair, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_https_listener, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listener_port_collision, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_metrics_section, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listener_ports_may_differ_by_host, setup,

@@ -51,6 +51,8 @@ struct config_listener {
 	char *auth_username;
 	char *auth_password;
 	uint32_t keepalive_timeout_ms; /* [proxy.http] only */
+	char *tls_cert; /* [proxy.https] only: TLS to the proxy */
+	char *tls_key;
 };
 
 /* [group.NAME] sections of the gateway: the credentials of one group, for
@@ -98,6 +100,7 @@ struct config {
 
 	struct config_listener http;   /* [proxy.http] */
 	struct config_listener socks5; /* [proxy.socks5] */
+	struct config_listener https;  /* [proxy.https] */
 
 	struct {
 		struct config_addr_list gateway_addr; /* 1 to CONFIG_GATEWAYS_MAX */

@@ -1,7 +1,9 @@
 /*
  * tls.h — wolfSSL over memory buffers. wolfSSL never touches a socket: the
  * ring receives ciphertext into tls_conn.in and sends what wolfSSL leaves
- * in tls_conn.out. TLS 1.3 only (both ends are ours), X25519 key share.
+ * in tls_conn.out. TLS 1.3 only between our own programs (tunnels), X25519
+ * key share; TLS 1.2 and 1.3 where users' clients connect (the HTTPS proxy,
+ * tls_ctx_server_users).
  */
 #ifndef ANYPROXY_TLS_H
 #define ANYPROXY_TLS_H
@@ -64,6 +66,11 @@ const char *tls_library_version(void);
  * with err set. */
 struct WOLFSSL_CTX *tls_ctx_server(const char *cert, const char *key, const char *client_ca,
 				   char *err, size_t errlen);
+/* Users' side ([proxy.https]): TLS 1.3 or 1.2 (browsers, curl, language
+ * runtimes), no client certificates, session resumption as the library
+ * offers it. Returns NULL with err set. */
+struct WOLFSSL_CTX *tls_ctx_server_users(const char *cert, const char *key, char *err,
+					 size_t errlen);
 /* Agent side: peers are verified against ca (a CA bundle or the gateway's
  * self-signed certificate); cert/key (both or neither) for mutual TLS. */
 struct WOLFSSL_CTX *tls_ctx_client(const char *ca, const char *cert, const char *key, char *err,
@@ -88,6 +95,13 @@ int tls_conn_start(struct tls_conn *c, bool server, const char *server_name);
 /* c->in holds the first record whole, or enough of it to see that it is no
  * TLS handshake record (starting the session then reports the error). */
 bool tls_first_record_in(const struct tls_conn *c);
+/* Server side, after start: the one ALPN protocol this connection speaks
+ * (e.g. "http/1.1"). A client offering it gets it; a client offering only
+ * others (h2) gets no ALPN at all rather than a failed handshake, and a
+ * client offering none is unaffected. 0 or -ENOMEM/-EINVAL. */
+int tls_conn_set_alpn(struct tls_conn *c, const char *protocol);
+/* The ALPN protocol agreed in the handshake, or "" when none was. */
+const char *tls_conn_alpn(const struct tls_conn *c);
 void tls_conn_free(struct tls_conn *c);
 
 /* Advance the handshake with what is in c->in. 1 done, 0 needs more

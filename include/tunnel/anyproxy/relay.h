@@ -15,6 +15,13 @@
  * receive buffer; its send queue is allocated only while data waits for the
  * socket and is bounded by the stream window it granted.
  *
+ * Transport: the socket carries the bytes as they are, or (after
+ * relay_tls_start, before the first read) TLS: ciphertext received goes
+ * through wolfSSL, and only plaintext reaches the owner or the stream;
+ * everything written is encrypted before it is queued. The owner and the
+ * stream see the same relay either way; the plain path pays one pointer test
+ * per receive and per write for it.
+ *
  * relay_close (or the end of the pump) shuts the socket, detaches the
  * stream, waits for the operations in flight and then calls ops->on_closed,
  * after which the owner frees the memory holding the relay.
@@ -29,8 +36,10 @@
 #include "anyproxy/bufring.h"
 #include "anyproxy/ring.h"
 #include "anyproxy/stream.h"
+#include "anyproxy/tls.h"
 
 struct relay;
+struct WOLFSSL_CTX;
 
 struct relay_ops {
 	/* Owner mode: n bytes from the socket (n == 0: the peer closed its
@@ -45,6 +54,30 @@ struct relay_ops {
 /* Bytes queued for the socket beyond the stream window (handshake replies,
  * rewritten HTTP heads). */
 #define RELAY_OUT_MAX (STREAM_WINDOW_BYTES + 64 * 1024)
+/* TLS: ciphertext queued for the socket may exceed RELAY_OUT_MAX by the
+ * records' own bytes (header, tag: 22 to 29 per record of up to 16 KiB)
+ * and a handshake flight (the certificate chain). */
+#define RELAY_TLS_OUT_SLACK (32 * 1024)
+
+/*
+ * The TLS transport of a relay (relay_tls_start). Until a whole first
+ * record has arrived the relay holds no wolfSSL session, only the
+ * received bytes in an allocation of their size (as the tunnel does); the
+ * session (tens of KiB) is created once a ClientHello is in.
+ * Ciphertext is read from the socket only while the plaintext before it
+ * has been taken (by the owner while it reads, by the stream while it has
+ * room), so what waits inside is at most one receive plus one record.
+ * Queued output lives in conn.out (the relay's `out` stays empty).
+ */
+struct relay_tls {
+	struct tls_conn conn;
+	const char *alpn;   /* the one ALPN protocol offered; NULL: none */
+	struct ring_op kick_op; /* deferred delivery (relay_read turning on) */
+	struct relay *kick_owner;
+	bool kick_armed;
+	bool notify_sent; /* close_notify queued: nothing more is written */
+	bool secure;      /* handshake complete */
+};
 
 struct relay {
 	struct ring *ring;
@@ -66,6 +99,7 @@ struct relay {
 	size_t out_stream_debt; /* stream bytes inside out, credit to return */
 	struct buf pending;     /* from the socket, waiting for stream room */
 	struct ring_op recv_op, send_op, close_op;
+	struct relay_tls *tls; /* NULL: plain socket (relay_tls_start) */
 	uint64_t last_active_ms; /* last byte received or sent on the socket */
 	uint64_t bytes_up;   /* socket -> stream */
 	uint64_t bytes_down; /* stream -> socket */
@@ -76,6 +110,11 @@ struct relay {
  * (and which may already be linked). */
 void relay_init(struct relay *r, struct ring *ring, struct bufring *bufs, int fd,
 		const struct relay_ops *ops);
+/* Speak TLS as the server on this socket, with a session from ctx (it is
+ * referenced: a reload may free the caller's pointer meanwhile). alpn: the
+ * one protocol to agree on with clients that offer ALPN (tls.h
+ * tls_conn_set_alpn), or NULL. Before the first relay_read. 0 or -ENOMEM. */
+int relay_tls_start(struct relay *r, struct WOLFSSL_CTX *ctx, const char *alpn);
 /* Owner mode: start or stop delivering socket data. */
 void relay_read(struct relay *r, bool on);
 /* Queue n bytes for the socket; stream_bytes of them count as stream data
