@@ -19,8 +19,9 @@ Basic authentication, outgoing connections bound to 127.0.0.2):
 
 Through fake proxies (raw servers): an answer that is not HTTP, a proxy
 that closes after the request, one that never answers (the handshake
-deadline), each a clean WARN and a retry; a proxy whose 200 comes one byte
-at a time and then relays works; bytes right after the 200 head go to TLS,
+deadline), each a clean WARN and a retry; a proxy given by name
+(localhost, resolved on the resolver thread) whose 200 comes one byte at a
+time and then relays works; bytes right after the 200 head go to TLS,
 not away (a TLS alert there fails the handshake at once, where dropping it
 would leave the agent waiting for the gateway until the deadline).
 
@@ -53,10 +54,10 @@ BIND_ADDR = "127.0.0.2"          # tinyproxy's outgoing address
 ATTEMPTS = 3                     # failed attempts each failure case waits for
 
 
-def url(port, user=PROXY_USER, password=PROXY_PASS):
+def url(port, user=PROXY_USER, password=PROXY_PASS, host="127.0.0.1"):
     enc = lambda s: s.replace("%", "%25").replace("@", "%40").replace(":", "%3A")  # noqa: E731
     cred = "%s:%s@" % (enc(user), enc(password)) if user is not None else ""
-    return "http://%s127.0.0.1:%d" % (cred, port)
+    return "http://%s%s:%d" % (cred, host, port)
 
 
 class Tinyproxy:
@@ -322,10 +323,15 @@ def test_proxy_silent(env):
 def test_proxy_answer_in_pieces(env):
     h.proxy_gateway(env)
     fp = fake_proxy(env, trickle=True, gateway_port=env.port)
-    agent = h.proxy_agent(env, "egress-trickle", egress_proxy=url(fp.port, user=None))
+    # a name: resolved on the resolver thread (then every address tried)
+    agent = h.proxy_agent(env, "egress-trickle",
+                          egress_proxy=url(fp.port, user=None, host="localhost"))
     h.check("Proxy-Authorization" not in fp.heads[0].decode(),
             "no credentials were configured: %r" % fp.heads[0])
     h.check(not agent.find("Reconnecting to gateway"), "no attempt should have failed")
+    started = agent.find("Dialling the gateways through the egress proxy")
+    h.check(started and started[0]["proxy"] == "localhost:%d" % fp.port and
+            started[0]["authentication"] == "none", "start line: %r" % started)
 
 
 def test_bytes_after_the_head_go_to_tls(env):
