@@ -235,7 +235,7 @@ def test_through_tinyproxy(env):
 
 
 def test_tinyproxy_refusals_then_reload(env):
-    gw = h.proxy_gateway(env)
+    h.proxy_gateway(env)
     tp = Tinyproxy(env, env.port)
     # no credentials: 407
     agent = h.proxy_agent(env, "egress-none", wait=False, egress_proxy=url(tp.port, user=None))
