@@ -222,6 +222,8 @@ def test_through_tinyproxy(env):
     started = agent.find("Dialling the gateways through the egress proxy")
     h.check(started and started[0]["proxy"] == "127.0.0.1:%d" % tp.port and
             started[0]["authentication"] == "basic", "start line: %r" % started)
+    # the gateway lists a tunnel once HELLO_OK is out: the agent's line may lag
+    agent.wait_for_log("Connected to gateway", 5 + h.slack(), count=2)
     connected = agent.find("Connected to gateway")
     h.check(len(connected) == 2 and all(l["address"] == "127.0.0.1:%d" % tp.port
                                         for l in connected),
