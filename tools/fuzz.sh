@@ -2,7 +2,8 @@
 # tools/fuzz.sh [SECONDS [TARGET...]] — build the libFuzzer targets (clang,
 # ASan+UBSan) and run each for SECONDS (default 60) on a scratch copy of its
 # seed corpus in tests/fuzz/corpus/TARGET/ (the checked-in seeds are never
-# modified). Targets: frame config socks5 http acl username grammar (default: all).
+# modified). Targets: frame config socks5 http http_connect acl username grammar
+# (default: all).
 # Prints one line per target ("fuzz NAME: N executions, clean" or the crash)
 # and exits non-zero if any target failed. BUILD_ROOT as in tools/test.sh.
 #

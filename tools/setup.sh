@@ -33,7 +33,12 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 packages=(build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
     liburing-dev libinih-dev libcmocka-dev uthash-dev libpcre2-dev
     autoconf automake libtool dpkg-dev
-    scdoc curl openssl python3 iproute2 procps psmisc haproxy)
+    scdoc curl openssl python3 iproute2 procps psmisc haproxy tinyproxy)
+# Installed only as peers the tests start themselves (in the foreground, on
+# free loopback ports): the system services their packages enable are
+# stopped and disabled when we install them (an idle open proxy on
+# localhost:8888 helps nobody).
+test_only_services=(tinyproxy)
 
 install_packages() {
     local missing=() p
@@ -44,6 +49,11 @@ install_packages() {
         say "installing: ${missing[*]}"
         as_root apt-get update -qq
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+        for p in "${test_only_services[@]}"; do
+            if [[ " ${missing[*]} " == *" $p "* ]] && [ -d /run/systemd/system ]; then
+                as_root systemctl disable --now "$p" >/dev/null 2>&1 || true
+            fi
+        done
     fi
 }
 

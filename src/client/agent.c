@@ -15,6 +15,7 @@
 #include "anyproxy/net.h"
 #include "anyproxy/tls.h"
 #include "agent.h"
+#include "egress.h"
 
 static void link_connect_next(struct agent_link *l);
 static void link_start(struct agent_link *l);
@@ -279,6 +280,56 @@ static const char *link_server_name(const struct agent_link *l)
 	return name ? name : l->gateway->addr.host;
 }
 
+/* fd is connected to the gateway (directly or through the egress proxy):
+ * TLS and HELLO next. */
+static void link_begin_tls(struct agent_link *l, int fd)
+{
+	struct agent *a = l->agent;
+
+	l->state = LINK_HANDSHAKE;
+	l->tunnel = tunnel_new(&a->ring, fd, a->tls, false, link_server_name(l), &link_tunnel_ops,
+			       l, a->cfg->client.handshake_timeout_ms, NULL);
+	if (!l->tunnel)
+		link_retry(l, "out of memory");
+}
+
+/* The egress proxy's CONNECT exchange is over (egress.h). */
+static void egress_done(void *owner, int fd, const char *error)
+{
+	struct agent_link *l = owner;
+
+	l->connect_fd = -1;
+	if (l->agent->stopping) {
+		if (fd >= 0)
+			close(fd);
+		link_finish(l);
+	} else if (fd < 0) {
+		snprintf(l->last_error, sizeof(l->last_error), "%s", error);
+		link_retry(l, l->last_error);
+	} else {
+		link_begin_tls(l, fd);
+	}
+}
+
+/* fd is connected to the egress proxy: ask it for the gateway. */
+static void link_egress(struct agent_link *l, int fd)
+{
+	struct agent *a = l->agent;
+	const struct egress_target target = {
+		.authority = l->gateway->name,
+		.gateway_name = l->gateway->name,
+		.replica = l->replica,
+		.proxy = &a->cfg->client.egress_proxy,
+		.timeout_ms = a->cfg->client.handshake_timeout_ms,
+	};
+
+	l->connect_fd = fd; /* for agent_stop's cancel */
+	if (egress_dial_start(&a->ring, fd, &target, egress_done, l) < 0) {
+		l->connect_fd = -1;
+		link_retry(l, "cannot start the CONNECT exchange with the egress proxy");
+	}
+}
+
 static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
 {
 	struct agent_link *l = container_of(op, struct agent_link, connect_op);
@@ -296,7 +347,8 @@ static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t f
 			link_finish(l);
 			return;
 		}
-		snprintf(l->last_error, sizeof(l->last_error), "connect to %s: %s", where,
+		snprintf(l->last_error, sizeof(l->last_error), "%sconnect to %s: %s",
+			 l->proxy.set ? "egress proxy: " : "", where,
 			 res == -ECANCELED ? "timed out" : strerror(-res));
 		log_debug("Gateway address failed", LF_S("gateway", l->gateway->name),
 			  LF_U("replica", l->replica), LF_S("error", l->last_error));
@@ -304,11 +356,10 @@ static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t f
 		link_connect_next(l);
 		return;
 	}
-	l->state = LINK_HANDSHAKE;
-	l->tunnel = tunnel_new(r, fd, a->tls, false, link_server_name(l), &link_tunnel_ops, l,
-			       a->cfg->client.handshake_timeout_ms, NULL);
-	if (!l->tunnel)
-		link_retry(l, "out of memory");
+	if (l->proxy.set)
+		link_egress(l, fd);
+	else
+		link_begin_tls(l, fd);
 }
 
 static void connect_deadline(struct ring *r, struct timer *t)
@@ -355,8 +406,10 @@ static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
 
 	l->resolving = NULL;
 	if (gai_error) {
-		snprintf(l->last_error, sizeof(l->last_error), "cannot resolve %.200s: %s",
-			 l->gateway->addr.host, gai_strerror(gai_error));
+		snprintf(l->last_error, sizeof(l->last_error), "%scannot resolve %.200s: %s",
+			 l->proxy.set ? "egress proxy: " : "",
+			 l->proxy.set ? l->proxy.host : l->gateway->addr.host,
+			 gai_strerror(gai_error));
 		link_retry(l, l->last_error);
 		return;
 	}
@@ -380,6 +433,10 @@ static void link_start(struct agent_link *l)
 		link_finish(l);
 		return;
 	}
+	/* through the egress proxy (as configured now: it reloads), if any */
+	l->proxy = a->cfg->client.egress_proxy.addr;
+	if (l->proxy.set)
+		ga = &l->proxy;
 	l->last_error[0] = '\0';
 	l->addr_index = 0;
 	if (net_parse_numeric(ga->host, ga->port, &l->addrs[0], &l->addr_lens[0]) == 0) {
@@ -564,6 +621,20 @@ static void swap_rules(struct agent *a, struct agent_rules_set *set)
 	*set = old;
 }
 
+/* [client] egress_proxy in force, at start and after a reload (no line
+ * without one); never its credentials, only whether there are some. */
+static void log_egress_proxy(const struct config *cfg, const char *msg)
+{
+	const struct config_egress_proxy *proxy = &cfg->client.egress_proxy;
+	char name[AGENT_GATEWAY_NAME_BYTES];
+
+	if (!proxy->addr.set)
+		return;
+	egress_proxy_name(proxy, name, sizeof(name));
+	log_info(msg, LF_S("proxy", name),
+		 LF_S("authentication", proxy->username ? "basic" : "none"));
+}
+
 /* SIGHUP: credentials, certificates, host rules, deadlines and the log
  * change for what comes next; tunnels and streams go on untouched. */
 static void agent_reload(struct agent *a)
@@ -591,6 +662,7 @@ static void agent_reload(struct agent *a)
 	free_rules(&set);
 	if (cli_apply_log(a->cfg) < 0)
 		log_error("Cannot reopen the log output", LF_S("output", a->cfg->log.output));
+	log_egress_proxy(a->cfg, "The next dials go through the egress proxy");
 	log_info("Configuration reloaded", LF_U("targets", a->ntargets),
 		 LF_U("allowed_hosts", acl_rule_count(a->allowed)),
 		 LF_U("forbidden_hosts", acl_rule_count(a->forbidden)));
@@ -693,6 +765,7 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	}
 	/* READY=1 waits for the first tunnel, or the first failed attempt */
 	notify_set_status(&a->notify, agent_status, a);
+	log_egress_proxy(cfg, "Dialling the gateways through the egress proxy");
 	/* links start once all are set up: a failure may log tunnels_up */
 	for (i = 0; i < a->nlinks; i++) {
 		if (i % cfg->client.replicas == 0)

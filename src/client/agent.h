@@ -11,6 +11,9 @@
  *     ^                 |           |            |         |
  *     +-----------------+-----------+------------+---------+  (any failure)
  *
+ * Through [client] egress_proxy, RESOLVE and CONNECT reach the proxy, and
+ * CONNECT also covers asking it for the gateway (egress.h).
+ *
  * Links never give up; every failure schedules the next attempt after an
  * exponential, fully jittered delay capped at reconnect_max_delay_ms.
  */
@@ -44,8 +47,8 @@
 
 enum link_state {
 	LINK_WAIT,      /* backoff timer running (or not yet started) */
-	LINK_RESOLVE,   /* resolving gateway_addr */
-	LINK_CONNECT,   /* TCP connect in flight */
+	LINK_RESOLVE,   /* resolving gateway_addr (or egress_proxy) */
+	LINK_CONNECT,   /* TCP connect in flight (and the proxy's CONNECT) */
 	LINK_HANDSHAKE, /* TLS + HELLO */
 	LINK_UP,        /* HELLO_OK received */
 	LINK_DONE,      /* stopped */
@@ -93,6 +96,10 @@ struct agent_link {
 	struct sockaddr_storage addrs[AGENT_MAX_GATEWAY_ADDRS];
 	socklen_t addr_lens[AGENT_MAX_GATEWAY_ADDRS];
 	unsigned naddrs, addr_index;
+	/* [client] egress_proxy when this attempt started (set false: the
+	 * gateway directly): RESOLVE and CONNECT reach it, and CONNECT also
+	 * covers the proxy's CONNECT exchange (egress.c) */
+	struct config_addr proxy;
 	int connect_fd;
 	struct ring_op connect_op;
 	bool connect_armed;

@@ -222,6 +222,16 @@ const struct config_key config_keys[] = {
 	  .help = "Name every gateway's certificate must carry (SNI and host name check); "
 		  "when set it applies to all of gateway_addr. Empty: each gateway's own host "
 		  "part in gateway_addr." },
+	{ KEY("client", "egress_proxy", egress_proxy, CLIENT, client.egress_proxy),
+	  .example = "http://proxy.example.com:3128",
+	  .help = "HTTP proxy the agent must go through to reach the gateways, where the "
+		  "network allows only HTTP egress: every tunnel is opened with CONNECT "
+		  "gateway-host:port through it (HTTP Basic authentication when user:password "
+		  "is given, percent-encoded as in a URL), then TLS to the gateway as usual; "
+		  "the gateway's certificate and name are checked as without a proxy. The "
+		  "password is never shown in errors or logs; keep the file mode 0600, or give "
+		  "the whole value in the environment. A reload applies to the next dial; "
+		  "tunnels that are up stay. Empty: the gateways are dialled directly." },
 	{ KEY("client", "tls_cert", file, CLIENT, client.tls_cert),
 	  .example = "/etc/anyproxy/agent.crt",
 	  .help = "Client certificate (PEM) for mutual TLS; set together with tls_key." },

@@ -12,8 +12,9 @@
 #include "anyproxy/config-table.h"
 #include "anyproxy/config.h"
 
-/* The largest field a type has (an address); swaps go through it. */
-#define CONFIG_FIELD_MAX_BYTES sizeof(struct config_addr)
+/* The largest field a type has (the egress proxy: an address and its
+ * credentials); swaps go through it. */
+#define CONFIG_FIELD_MAX_BYTES sizeof(struct config_egress_proxy)
 
 int config_reload(struct config *live, struct config *fresh, char *restart, size_t len)
 {

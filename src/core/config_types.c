@@ -536,6 +536,221 @@ const struct config_type config_type_addr = {
 	.doc_name = "address",
 };
 
+/* ---- the egress proxy ---- */
+
+/* A user name or password of egress_proxy, decoded: the bound of every
+ * credential (config.c). */
+#define CONFIG_EGRESS_CREDENTIAL_MAX_BYTES 255
+#define CONFIG_EGRESS_SCHEME "http://"
+#define CONFIG_EGRESS_FORM "http://[user:password@]host:port"
+
+/* RFC 3986 userinfo characters that may stand for themselves: unreserved
+ * and sub-delims (':' is the separator; '%' starts a triplet). */
+static bool userinfo_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("-._~!$&'()*+,;=", c));
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Percent-decode the user name (user) or the password [s, s + n) into a
+ * new string. Refused: a byte that must be encoded, a bad %XX, a decoded
+ * control byte, a ':' in the user name (Basic separates the two with it),
+ * empty, or longer than CONFIG_EGRESS_CREDENTIAL_MAX_BYTES. Reasons never
+ * quote the text.
+ */
+static int decode_credential(const char *s, size_t n, bool user, char **out, char *why,
+			     size_t whylen)
+{
+	const char *what = user ? "user name" : "password";
+	char *d = malloc(n + 1);
+	size_t len = 0;
+
+	if (!d)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (c == '%') {
+			int hi = i + 2 < n ? hex_digit(s[i + 1]) : -1;
+			int lo = i + 2 < n ? hex_digit(s[i + 2]) : -1;
+
+			if (hi < 0 || lo < 0) {
+				snprintf(why, whylen, "bad percent-encoding in the %s: expected %%XX "
+					 "with two hex digits", what);
+				goto refuse;
+			}
+			c = (char)(hi * 16 + lo);
+			i += 2;
+		} else if (!userinfo_char(c) && (user || c != ':')) {
+			snprintf(why, whylen, "the %s holds a character that must be "
+				 "percent-encoded (as %%XX; '@' is %%40, ':' in a user name %%3A)",
+				 what);
+			goto refuse;
+		}
+		if ((unsigned char)c < 0x20 || c == 0x7f) {
+			snprintf(why, whylen, "the %s holds a control character", what);
+			goto refuse;
+		}
+		if (user && c == ':') {
+			snprintf(why, whylen, "the user name must not contain ':' (Basic "
+				 "authentication separates user name and password with it)");
+			goto refuse;
+		}
+		d[len++] = c;
+	}
+	if (len == 0 || len > CONFIG_EGRESS_CREDENTIAL_MAX_BYTES) {
+		snprintf(why, whylen, len ? "the %s is longer than %d bytes" : "empty %s", what,
+			 CONFIG_EGRESS_CREDENTIAL_MAX_BYTES);
+		goto refuse;
+	}
+	d[len] = '\0';
+	*out = d;
+	return 0;
+refuse:
+	explicit_bzero(d, n + 1);
+	free(d);
+	return -EINVAL;
+}
+
+void config_egress_proxy_free(struct config_egress_proxy *p)
+{
+	config_free_string(&p->username, false);
+	config_free_string(&p->password, true);
+	memset(&p->addr, 0, sizeof(p->addr));
+}
+
+/* Scheme, then userinfo up to the one '@', then host:port as an address
+ * key takes it (a host is required). No reason quotes the value. */
+int config_parse_egress_proxy(const char *s, struct config_egress_proxy *out, char *why,
+			      size_t whylen)
+{
+	const size_t scheme_len = strlen(CONFIG_EGRESS_SCHEME);
+	char hostport[CONFIG_LINE_MAX_BYTES + 1];
+	const char *rest, *end, *at, *problem;
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	if (*s == '\0')
+		return 0;
+	if (strncasecmp(s, CONFIG_EGRESS_SCHEME, scheme_len) != 0) {
+		if (strncasecmp(s, "https://", strlen("https://")) == 0)
+			snprintf(why, whylen, "an https:// proxy (TLS to the proxy) is not "
+				 "supported: expected " CONFIG_EGRESS_FORM);
+		else
+			snprintf(why, whylen, "the scheme must be http: expected "
+				 CONFIG_EGRESS_FORM);
+		return -EINVAL;
+	}
+	rest = s + scheme_len;
+	end = rest + strlen(rest);
+	if (end > rest && end[-1] == '/')
+		end--;
+	if (memchr(rest, '/', (size_t)(end - rest)) || memchr(rest, '?', (size_t)(end - rest)) ||
+	    memchr(rest, '#', (size_t)(end - rest))) {
+		snprintf(why, whylen, "no path, query or fragment may follow host:port (expected "
+			 CONFIG_EGRESS_FORM "; percent-encode '/', '?' and '#' in a user name "
+			 "or password)");
+		return -EINVAL;
+	}
+	at = memrchr(rest, '@', (size_t)(end - rest));
+	if (at) {
+		const char *colon = memchr(rest, ':', (size_t)(at - rest));
+
+		if (memchr(rest, '@', (size_t)(at - rest))) {
+			snprintf(why, whylen, "more than one '@': percent-encode '@' in the user "
+				 "name or password as %%40");
+			return -EINVAL;
+		}
+		if (!colon) {
+			snprintf(why, whylen, "a user name needs its password: expected "
+				 "http://user:password@host:port");
+			return -EINVAL;
+		}
+		err = decode_credential(rest, (size_t)(colon - rest), true, &out->username, why,
+					whylen);
+		if (!err)
+			err = decode_credential(colon + 1, (size_t)(at - colon - 1), false,
+						&out->password, why, whylen);
+		if (err)
+			goto fail;
+		rest = at + 1;
+	}
+	if ((size_t)(end - rest) >= sizeof(hostport)) {
+		snprintf(why, whylen, "host:port longer than %d bytes", CONFIG_LINE_MAX_BYTES);
+		err = -EINVAL;
+		goto fail;
+	}
+	memcpy(hostport, rest, (size_t)(end - rest));
+	hostport[end - rest] = '\0';
+	problem = hostport[0] ? addr_problem(hostport, &out->addr) : "missing host:port";
+	if (!problem && !out->addr.host[0])
+		problem = "missing host before ':port'";
+	if (problem) {
+		snprintf(why, whylen, "bad proxy address: %s (expected " CONFIG_EGRESS_FORM ")",
+			 problem);
+		err = -EINVAL;
+		goto fail;
+	}
+	return 0;
+fail:
+	config_egress_proxy_free(out);
+	return err;
+}
+
+static int parse_egress_proxy_field(const struct config_key *key, void *field,
+				    const char *value, char *why, size_t whylen)
+{
+	struct config_egress_proxy fresh;
+	int err = config_parse_egress_proxy(value, &fresh, why, MIN(whylen, CONFIG_VALUE_WHY_BYTES));
+
+	if (err)
+		return err;
+	config_egress_proxy_free(field);
+	memcpy(field, &fresh, sizeof(fresh));
+	return 0;
+}
+
+static bool egress_proxy_is_set(const void *field)
+{
+	return ((const struct config_egress_proxy *)field)->addr.set;
+}
+
+static bool egress_proxies_differ(const void *a, const void *b)
+{
+	const struct config_egress_proxy *x = a, *y = b;
+
+	return addrs_differ(&x->addr, &y->addr) || strings_differ(&x->username, &y->username) ||
+	       strings_differ(&x->password, &y->password);
+}
+
+static void free_egress_proxy(const struct config_key *key, void *field)
+{
+	config_egress_proxy_free(field);
+}
+
+/* Not config_type_secret (that is for keys named *password), but the value
+ * may carry one: the parser's reasons never quote it, free zeroes it. */
+const struct config_type config_type_egress_proxy = {
+	.size = sizeof(struct config_egress_proxy),
+	.parse = parse_egress_proxy_field,
+	.is_set = egress_proxy_is_set,
+	.differs = egress_proxies_differ,
+	.free = free_egress_proxy,
+	.doc_name = CONFIG_EGRESS_FORM,
+};
+
 /* ---- lists of addresses ---- */
 
 static void free_addr_list(const struct config_key *key, void *field)

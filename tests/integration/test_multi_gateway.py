@@ -160,13 +160,7 @@ class Haproxy:
                      interval=0.05)
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        h.end_child(self.proc)
 
 
 def request(hap, target, proto, user):

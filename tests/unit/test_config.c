@@ -1251,6 +1251,129 @@ static void test_server_name(void **state)
 		     "[client] gateway_server_name", "byte not allowed in a host name");
 }
 
+/* [client] egress_proxy: parsed once into host, port and decoded credentials. */
+static void test_egress_proxy(void **state)
+{
+	struct config_egress_proxy p;
+	struct config cfg;
+	char why[256];
+
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN);
+	assert_false(cfg.client.egress_proxy.addr.set);
+	config_free(&cfg);
+
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "egress_proxy = http://proxy.corp:3128\n");
+	assert_true(cfg.client.egress_proxy.addr.set);
+	assert_string_equal(cfg.client.egress_proxy.addr.host, "proxy.corp");
+	assert_int_equal(cfg.client.egress_proxy.addr.port, 3128);
+	assert_null(cfg.client.egress_proxy.username);
+	assert_null(cfg.client.egress_proxy.password);
+	config_free(&cfg);
+
+	/* scheme in any case, a trailing '/', IPv6, percent-decoded credentials
+	 * (the password keeps raw ':' and sub-delims) */
+	assert_int_equal(config_parse_egress_proxy("HTTP://us%40er:p%3Ass:w!%25@[::1]:8080/", &p,
+						   why, sizeof(why)),
+			 0);
+	assert_string_equal(p.addr.host, "::1");
+	assert_int_equal(p.addr.port, 8080);
+	assert_string_equal(p.username, "us@er");
+	assert_string_equal(p.password, "p:ss:w!%");
+	config_egress_proxy_free(&p);
+	assert_null(p.username);
+	assert_null(p.password);
+	assert_false(p.addr.set);
+
+	assert_int_equal(config_parse_egress_proxy("", &p, why, sizeof(why)), 0);
+	assert_false(p.addr.set);
+
+	/* the environment overrides it like every key */
+	setenv("CLIENT_EGRESS_PROXY", "http://agent:s3cret@10.0.0.1:3128", 1);
+	load_ok(&cfg, CONFIG_CLIENT, CLIENT_MIN "egress_proxy = http://proxy.corp:3128\n");
+	assert_string_equal(cfg.client.egress_proxy.addr.host, "10.0.0.1");
+	assert_string_equal(cfg.client.egress_proxy.username, "agent");
+	assert_string_equal(cfg.client.egress_proxy.password, "s3cret");
+	config_free(&cfg);
+	unsetenv("CLIENT_EGRESS_PROXY");
+}
+
+/* Every refusal names the key and the rule, and never repeats the value:
+ * it may hold a password (hunter2 below). */
+static void test_egress_proxy_errors(void **state)
+{
+	static const struct {
+		const char *value, *fragment;
+	} bad[] = {
+		{ "proxy.corp:3128", "the scheme must be http" },
+		{ "socks5://u:hunter2@proxy.corp:1080", "the scheme must be http" },
+		{ "https://u:hunter2@proxy.corp:3128", "https:// proxy (TLS to the proxy) is not" },
+		{ "http://u:hunter2@proxy.corp", "bad proxy address: missing ':port'" },
+		{ "http://u:hunter2@:3128", "missing host before ':port'" },
+		{ "http://u:hunter2@", "missing host:port" },
+		{ "http://u:hunter2@proxy.corp:0", "port must be a number from 1 to 65535" },
+		{ "http://u:hunter2@proxy.corp:3128/path", "no path, query or fragment" },
+		{ "http://u:hun/ter2@proxy.corp:3128", "no path, query or fragment" },
+		{ "http://u:hunter2@@proxy.corp:3128", "more than one '@'" },
+		{ "http://u@hunter2@proxy.corp:3128", "more than one '@'" },
+		{ "http://hunter2@proxy.corp:3128", "a user name needs its password" },
+		{ "http://:hunter2@proxy.corp:3128", "empty user name" },
+		{ "http://u:@proxy.corp:3128", "empty password" },
+		{ "http://u:hunter2%4@proxy.corp:3128", "bad percent-encoding in the password" },
+		{ "http://u:hunter2%zz@proxy.corp:3128", "bad percent-encoding in the password" },
+		{ "http://u:hunter2%0a@proxy.corp:3128", "password holds a control character" },
+		{ "http://u%3Ax:hunter2@proxy.corp:3128", "user name must not contain ':'" },
+		{ "http://u:hunter 2@proxy.corp:3128", "password holds a character that must be" },
+		{ "http://u\"x:hunter2@proxy.corp:3128", "user name holds a character that must be" },
+		{ "http://u:hunter2@proxy corp:3128", "bad proxy address: byte not allowed" },
+	};
+	char text[TEXT_BYTES], why[256];
+	struct config_egress_proxy p;
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		snprintf(text, sizeof(text), CLIENT_MIN "egress_proxy = %s\n", bad[i].value);
+		expect_error(CONFIG_CLIENT, text, 7, "[client] egress_proxy", bad[i].fragment);
+		assert_not_contains(err, "hunter");
+		assert_int_equal(config_parse_egress_proxy(bad[i].value, &p, why, sizeof(why)),
+				 -EINVAL);
+		assert_null(p.username);
+		assert_null(p.password);
+		assert_false(p.addr.set);
+	}
+	/* 255 bytes decoded is the most; %41 is one byte */
+	strcpy(text, "http://u:");
+	for (size_t i = 0; i < 255; i++)
+		strcat(text, "%41");
+	strcat(text, "@proxy.corp:3128");
+	assert_int_equal(config_parse_egress_proxy(text, &p, why, sizeof(why)), 0);
+	assert_int_equal(strlen(p.password), 255);
+	config_egress_proxy_free(&p);
+	snprintf(text, sizeof(text), "http://u:%s@proxy.corp:3128", long_line("hunter2", 256));
+	assert_int_equal(config_parse_egress_proxy(text, &p, why, sizeof(why)), -EINVAL);
+	assert_contains(why, "the password is longer than 255 bytes");
+	assert_not_contains(why, "hunter");
+	/* from the environment too */
+	setenv("CLIENT_EGRESS_PROXY", "http://u:hunter2@proxy.corp", 1);
+	expect_env_error(CONFIG_CLIENT, CLIENT_MIN, "CLIENT_EGRESS_PROXY", "missing ':port'");
+	assert_not_contains(err, "hunter");
+	unsetenv("CLIENT_EGRESS_PROXY");
+}
+
+/* Reloadable: the next dial uses the new proxy and credentials. */
+static void test_egress_proxy_reloads(void **state)
+{
+	struct config live, fresh;
+	char restart[256];
+
+	load_ok(&live, CONFIG_CLIENT, CLIENT_MIN "egress_proxy = http://u:wrong@proxy.corp:3128\n");
+	load_ok(&fresh, CONFIG_CLIENT, CLIENT_MIN "egress_proxy = http://u:right@proxy.corp:3128\n");
+	assert_int_equal(config_reload(&live, &fresh, restart, sizeof(restart)), 0);
+	assert_string_equal(restart, "");
+	assert_string_equal(live.client.egress_proxy.password, "right");
+	assert_string_equal(fresh.client.egress_proxy.password, "wrong");
+	config_free(&fresh);
+	config_free(&live);
+}
+
 static void test_socket_path_limit(void **state)
 {
 	char text[TEXT_BYTES];
@@ -1598,6 +1721,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_client_id_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_id_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_server_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_egress_proxy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_egress_proxy_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_egress_proxy_reloads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_path_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_secrets_never_in_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_failure, setup, teardown),

@@ -86,7 +86,8 @@ struct config_type {
 
 extern const struct config_type config_type_string, config_type_secret, config_type_bool,
 	config_type_uint32, config_type_addr, config_type_file, config_type_list,
-	config_type_log_level, config_type_log_format, config_type_file_mode;
+	config_type_log_level, config_type_log_format, config_type_file_mode,
+	config_type_egress_proxy;
 
 /* A per-key check run after all sources are applied: 0, or -EINVAL with a
  * reason written to why (without the value if the key is secret). */

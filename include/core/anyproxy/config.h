@@ -44,6 +44,19 @@ struct config_addr_list {
 	size_t count;
 };
 
+/*
+ * [client] egress_proxy: an HTTP proxy the agent reaches its gateways
+ * through with CONNECT, parsed once from http://[user:password@]host:port
+ * (a trailing '/' is allowed). The credentials are percent-decoded and
+ * NUL-terminated; the password is a secret: never shown in an error or a
+ * log line, zeroed when freed.
+ */
+struct config_egress_proxy {
+	struct config_addr addr; /* addr.set false: none, the agent dials directly */
+	char *username;          /* NULL: no Proxy-Authorization */
+	char *password;          /* set exactly when username is */
+};
+
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 struct config_listener {
@@ -106,6 +119,7 @@ struct config {
 		struct config_addr_list gateway_addr; /* 1 to CONFIG_GATEWAYS_MAX */
 		char *gateway_tls_cert;
 		char *gateway_server_name; /* NULL: each gateway's own host part */
+		struct config_egress_proxy egress_proxy; /* the gateways through a proxy */
 		char *tls_cert;            /* optional client certificate (mTLS) */
 		char *tls_key;
 		char *client_id;
@@ -210,6 +224,13 @@ const struct config_group_auth *config_group_auth(const struct config *cfg, cons
 void config_addr_format(const struct config_addr *a, char *buf, size_t len);
 /* Parse an address value as config_load does; 0 or -EINVAL with err set. */
 int config_parse_addr(const char *s, struct config_addr *out, char *err, size_t errlen);
+/* Parse an egress_proxy value as config_load does into *out (replacing
+ * nothing: free it with config_egress_proxy_free). An empty value leaves it
+ * unset. 0, -ENOMEM, or -EINVAL with the reason in why, which never quotes
+ * the value (it may hold a password). */
+int config_parse_egress_proxy(const char *s, struct config_egress_proxy *out, char *why,
+			      size_t whylen);
+void config_egress_proxy_free(struct config_egress_proxy *p);
 /* Parse a boolean value as config_load does: true/yes/on/1 or
  * false/no/off/0, any case. 0, or -EINVAL if it is none of them. */
 int config_parse_bool(const char *s, bool *out);

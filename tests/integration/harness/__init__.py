@@ -59,8 +59,8 @@ from .clients import (ERR_AUTH, ERR_BAD_HELLO, ERR_PROTOCOL, ERR_REPLACED, ERR_V
                       tls_connect, tls_context)
 from .servers import (Blackhole, FakeServer, HttpTarget, HttpsTarget, RawServer, echo_handler,
                       endless_stream, hash_until_eof, respond_after_eof, send_stream, ticker)
-from .processes import (ChildScript, Daemon, LogLine, TestEnv, apctl, parse_kv, parse_table,
-                        proxy_agent, proxy_gateway, write_ini)
+from .processes import (ChildScript, Daemon, LogLine, TestEnv, apctl, end_child, parse_kv,
+                        parse_table, proxy_agent, proxy_gateway, write_ini)
 from .measurements import (PeakWatch, baseline_fd_count, expect_streams, fd_count, local_addrs,
                            rss_kib, stream_delta, stream_totals)
 from .runner import note, run
@@ -95,8 +95,8 @@ __all__ = [
     "Blackhole", "FakeServer", "HttpTarget", "HttpsTarget", "RawServer", "echo_handler",
     "endless_stream", "hash_until_eof", "respond_after_eof", "send_stream", "ticker",
     # processes
-    "ChildScript", "Daemon", "LogLine", "TestEnv", "apctl", "parse_kv", "parse_table",
-    "proxy_agent", "proxy_gateway", "write_ini",
+    "ChildScript", "Daemon", "LogLine", "TestEnv", "apctl", "end_child", "parse_kv",
+    "parse_table", "proxy_agent", "proxy_gateway", "write_ini",
     # measurements
     "PeakWatch", "baseline_fd_count", "expect_streams", "fd_count", "local_addrs", "rss_kib",
     "stream_delta", "stream_totals",

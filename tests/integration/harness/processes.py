@@ -549,6 +549,18 @@ def proxy_agent(env, client_id, group_id=None, replicas=None, **keys):
 
 # ---- helper processes ----------------------------------------------------------
 
+def end_child(proc, timeout=5):
+    """End a peer the test started (haproxy, tinyproxy: a subprocess.Popen)
+    by its PID: SIGTERM, then SIGKILL after timeout; always reaps it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ChildScript:
     """The running test script started again as a helper process with args
     (its own `if "--x" in sys.argv` branch), speaking lines on stdin/stdout.
