@@ -252,12 +252,6 @@ int config_forward_pair(struct config *cfg, const char *key, const char *value, 
 	return ret;
 }
 
-static bool addrs_collide(const struct config_addr *a, const struct config_addr *b)
-{
-	return a->set && b->set && a->port == b->port &&
-	       (!a->host[0] || !b->host[0] || strcmp(a->host, b->host) == 0);
-}
-
 int config_forwards_check(const struct config *cfg, int *line, char *why, size_t whylen)
 {
 	const struct {
@@ -281,7 +275,7 @@ int config_forwards_check(const struct config *cfg, int *line, char *why, size_t
 		/* listeners use SO_REUSEPORT: two of ours on one port would
 		 * silently share its connections */
 		for (size_t j = 0; j < ARRAY_SIZE(fixed); j++) {
-			if (addrs_collide(&f->listen_addr, fixed[j].addr)) {
+			if (config_addrs_collide(&f->listen_addr, fixed[j].addr)) {
 				snprintf(why, whylen, "[forward.%s] listen_addr: same port as [%s] "
 					 "listen_addr; two listeners cannot share a port", f->name,
 					 fixed[j].section);
@@ -289,7 +283,7 @@ int config_forwards_check(const struct config *cfg, int *line, char *why, size_t
 			}
 		}
 		for (size_t j = 0; j < i; j++) {
-			if (addrs_collide(&f->listen_addr, &cfg->forwards[j].listen_addr)) {
+			if (config_addrs_collide(&f->listen_addr, &cfg->forwards[j].listen_addr)) {
 				snprintf(why, whylen, "[forward.%s] listen_addr: same port as "
 					 "[forward.%s] listen_addr; two listeners cannot share a "
 					 "port", f->name, cfg->forwards[j].name);

@@ -757,12 +757,6 @@ static int check_pair(struct load_ctx *ctx, const struct config_key *a, const st
 	return fail_key(ctx, a_set ? a : b, why);
 }
 
-static bool addrs_collide(const struct config_addr *a, const struct config_addr *b)
-{
-	return a->set && b->set && a->port == b->port &&
-	       (!a->host[0] || !b->host[0] || strcmp(a->host, b->host) == 0);
-}
-
 /* Listeners use SO_REUSEPORT, so two of ours on one port would both bind
  * and silently share the connections: refuse that here. */
 static int check_listener_ports(struct load_ctx *ctx)
@@ -779,7 +773,7 @@ static int check_listener_ports(struct load_ctx *ctx)
 			const struct config_key *blamed, *other;
 			char why[160];
 
-			if (!addrs_collide(config_key_field(ctx->cfg, a), config_key_field(ctx->cfg, b)))
+			if (!config_addrs_collide(config_key_field(ctx->cfg, a), config_key_field(ctx->cfg, b)))
 				continue;
 			blamed = blame(ctx, a, b);
 			other = blamed == a ? b : a;

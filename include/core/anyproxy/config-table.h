@@ -175,6 +175,10 @@ int config_check_credential(const void *field, char *why, size_t whylen);
 int config_check_socks5_username(const void *field, char *why, size_t whylen);
 int config_check_http_username(const void *field, char *why, size_t whylen);
 
+/* Two listening addresses that would share a port: the same port on the
+ * same host, or on any host when either listens on all addresses. */
+bool config_addrs_collide(const struct config_addr *a, const struct config_addr *b);
+
 /* [forward.NAME] sections (config_forward.c), for the loader and reload.
  * open: a section header (name[0..len) after the prefix); pair: one of its
  * keys, into the last section opened; check: after the file, required keys
