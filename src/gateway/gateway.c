@@ -15,6 +15,7 @@
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
 #include "anyproxy/tls.h"
+#include "forward.h"
 #include "front.h"
 #include "gateway.h"
 #include "proxy.h"
@@ -421,6 +422,7 @@ static void gateway_stop(struct gateway *gw, int signo)
 	listener_stop(&gw->ring, &gw->control_listener);
 	listener_stop(&gw->ring, &gw->socks5_listener);
 	listener_stop(&gw->ring, &gw->http_listener);
+	forward_stop_all(gw);
 	/* users still in their handshake have nothing to finish */
 	proxy_close_handshaking(gw, "gateway shutdown");
 	/* open streams may finish; each tunnel closes after its last one */
@@ -611,6 +613,8 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	ret = proxy_listen(gw, &gw->socks5_listener, &cfg->socks5, &socks5_frontend);
 	if (ret == 0)
 		ret = proxy_listen(gw, &gw->http_listener, &cfg->http, &http_frontend);
+	if (ret == 0)
+		ret = forward_listen_all(gw);
 	if (ret < 0)
 		return ret;
 	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
@@ -637,6 +641,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		listener_start(&gw->ring, &gw->socks5_listener);
 	if (gw->http_listener.fd >= 0)
 		listener_start(&gw->ring, &gw->http_listener);
+	forward_start_all(gw);
 	apply_limits(gw);
 	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
 	log_info("Gateway started", LF_S("tunnel_addr", shown),
@@ -666,6 +671,7 @@ void gateway_destroy(struct gateway *gw)
 	listener_stop(&gw->ring, &gw->control_listener);
 	listener_stop(&gw->ring, &gw->socks5_listener);
 	listener_stop(&gw->ring, &gw->http_listener);
+	forward_free_all(gw);
 	registry_destroy(&gw->registry);
 	bufring_exit(&gw->bufs, &gw->ring);
 	tls_ctx_free(gw->tls);

@@ -43,6 +43,7 @@
 
 struct handshake_budget;
 struct proxy_frontend;
+struct gw_forward;
 
 /* A listening socket served by one accept at a time, re-armed from its
  * completion unless paused. */
@@ -118,6 +119,8 @@ struct gateway {
 	struct listener control_listener;
 	struct listener socks5_listener;
 	struct listener http_listener;
+	struct gw_forward *forwards; /* [forward.NAME] listeners (forward.h) */
+	size_t nforwards;
 	struct bufring bufs; /* receive buffers for users' sockets */
 	struct registry registry;
 	struct gw_tunnel *tunnels; /* newest first, a utlist DL list (gateway.c) */

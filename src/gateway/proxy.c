@@ -144,6 +144,7 @@ void proxy_accept(struct listener *l, int fd)
 	struct gateway *gw = l->owner;
 	const struct proxy_frontend *fe = l->frontend;
 	struct user_conn *uc;
+	int ret;
 
 	if (gw->stopping) {
 		close(fd);
@@ -172,11 +173,13 @@ void proxy_accept(struct listener *l, int fd)
 	timer_init(&uc->deadline, deadline_fire);
 	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
 	proxy_await_request(uc);
-	if (fe->session_start(uc) < 0) {
+	ret = fe->session_start(uc);
+	if (ret < 0) {
 		relay_close(&uc->relay, "out of memory");
 		return;
 	}
-	relay_read(&uc->relay, true);
+	if (ret == 0)
+		relay_read(&uc->relay, true);
 }
 
 void proxy_close_all(struct gateway *gw, const char *why)

@@ -49,7 +49,9 @@ struct proxy_open_state;
 struct proxy_frontend {
 	const char *name; /* "socks5", "http": the "proxy" field of log lines */
 	/* Constructor: set up uc->proto for a fresh connection before its
-	 * first byte is read. 0, or -ENOMEM (the connection is closed). */
+	 * first byte is read. 0 (read the handshake), 1 (read nothing in
+	 * owner mode: the session has no handshake, it opened or closed
+	 * already), or -ENOMEM (the connection is closed). */
 	int (*session_start)(struct user_conn *uc);
 	/* [gateway] max_connections is reached: encode, in the protocol's
 	 * terms, the few bytes sent to a user refused at accept (no session

@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Port forwarding through a group (issue 13 item 1, docs/usage.md "Port forwarding").
+
+A [forward.NAME] section opens a port on the gateway whose connections go,
+with no handshake, to one target through an agent of one group. Each case
+runs a real gateway with forwards and real agents, and talks to the forward
+port with real clients (curl, raw sockets): HTTP, a raw TCP exchange with a
+half-close, allowed_sources, a target the agent's host rules forbid, the
+agent going away and coming back, group isolation, and apctl forwards.
+"""
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+DENIED = "Target denied by host rules"
+NOT_REACHED = "Forward target not reached, connection closed"
+
+
+def forward_gateway(env, forwards, groups=None, **keys):
+    """A gateway (no proxy listeners) with [forward.NAME] sections: forwards
+    maps NAME to its keys; groups maps a [group.NAME] to its keys."""
+    merged = dict(h.PROXY_GATEWAY)
+    merged.update(keys)
+    config = env.gateway_config("gateway", **merged)
+    with open(config, "a") as f:
+        for kind, sections in (("group", groups or {}), ("forward", forwards)):
+            for name, kv in sections.items():
+                f.write("\n[%s.%s]\n" % (kind, name))
+                f.write("".join("%s = %s\n" % (k, v) for k, v in kv.items()))
+    gw = env.start("gateway", "gateway", config)
+    env.gw = gw
+    # the forwards listen before "Gateway started": no probe is needed (a
+    # probe would be a connection of its own, logged and counted)
+    env.wait_gateway_ready(gw)
+    return gw
+
+
+def connect(port, source=None, timeout=10):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if source:
+        s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def read_all(s):
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            return out
+        out += b
+
+
+def closed_without_data(s):
+    """The forward closed the connection without a byte (EOF or reset)."""
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def upper_after_eof(conn):
+    """RawServer handler: read to EOF, then answer the bytes upper-cased and
+    a summary line: it answers only once the FIN has arrived."""
+    got = b""
+    while True:
+        b = conn.recv(65536)
+        if not b:
+            break
+        got += b
+    conn.sendall(got.upper() + b"\nlen=%d sha=%s\n" % (len(got),
+                                                     hashlib.sha256(got).hexdigest().encode()))
+
+
+# ---- cases -----------------------------------------------------------------------------
+
+def test_http_through_forward(env):
+    """curl reaches a web application through the forward; the agent's log
+    names the synthetic user forward:NAME, the gateway's the group."""
+    target = h.HttpTarget("127.0.0.1", name="app")
+    env.servers.append(target)
+    port = h.free_port()
+    gw = forward_gateway(env, {"web": {"listen_addr": "127.0.0.1:%d" % port,
+                                       "target": "localhost:%d" % target.port,
+                                       "group": "prod"}})
+    agent = h.proxy_agent(env, "a1", "prod")
+    r = h.curl(["-o", "-", "http://127.0.0.1:%d/gen?size=200000&seed=7" % port])
+    h.check(r.returncode == 0, "curl through the forward failed: %r" % r.stderr)
+    h.check(r.stdout == h.gen_bytes(200000, 7), "the body through the forward differs")
+    line = gw.wait_for_log("Gateway received request", 5)
+    h.check(line["user"] == "forward:web" and line["group"] == "prod" and
+            line["proxy"] == "forward", "gateway request line: %r" % line)
+    line = agent.wait_for_log("Stream open requested", 5)
+    h.check(line["user"] == "forward:web" and line["target"] == "localhost:%d" % target.port,
+            "the agent's OPEN line: %r" % line)
+
+
+def test_half_close(env):
+    """A raw TCP exchange where the target answers only after the user's FIN:
+    shutdown(SHUT_WR) travels through the tunnel and the answer comes back."""
+    target = h.RawServer(upper_after_eof)
+    env.servers.append(target)
+    port = h.free_port()
+    forward_gateway(env, {"echo": {"listen_addr": "127.0.0.1:%d" % port,
+                                   "target": "127.0.0.1:%d" % target.port}})
+    h.proxy_agent(env, "a1")
+    payload = h.gen_bytes(300000, 3)
+    s = connect(port)
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    answer = read_all(s)
+    s.close()
+    want = payload.upper() + b"\nlen=%d sha=%s\n" % (len(payload),
+                                                     hashlib.sha256(payload).hexdigest().encode())
+    h.check(answer == want, "half-closed exchange: got %d bytes, want %d" % (len(answer),
+                                                                             len(want)))
+
+
+def test_allowed_sources(env):
+    """Only 127.0.0.2/32 may connect: 127.0.0.1 is closed at once (and
+    logged, naming the forward), 127.0.0.2 gets through; apctl counts both."""
+    target = h.RawServer(h.echo_handler)
+    env.servers.append(target)
+    port = h.free_port()
+    gw = forward_gateway(env, {"ssh": {"listen_addr": "127.0.0.1:%d" % port,
+                                       "target": "127.0.0.1:%d" % target.port,
+                                       "allowed_sources": "127.0.0.2/32"}})
+    h.proxy_agent(env, "a1")
+    before = env.apctl_json("forwards")[0]
+    mark = gw.mark()
+    s = connect(port)
+    h.check(closed_without_data(s), "a source outside allowed_sources was not closed")
+    s.close()
+    line = gw.wait_for_log("Forward refused a source not in allowed_sources", 5, since=mark)
+    h.check(line["forward"] == "ssh" and line["remote_addr"].startswith("127.0.0.1:"),
+            "refusal line: %r" % line)
+    h.check(target.accepted == 0, "a refused source reached the target")
+    s = connect(port, source="127.0.0.2")
+    s.sendall(b"hello")
+    h.check(h.recv_exact(s, 5) == b"hello", "the allowed source got no echo")
+    rows = env.apctl_json("forwards")
+    h.check(len(rows) == 1, "apctl forwards: %r" % rows)
+    row = rows[0]
+    h.check(row["name"] == "ssh" and row["protocol"] == "tcp" and row["group_id"] == "" and
+            row["target"] == "127.0.0.1:%d" % target.port and
+            row["listen_addr"] == "127.0.0.1:%d" % port, "apctl forwards row: %r" % row)
+    h.check(row["connections_active"] == 1 and
+            row["connections_total"] - before["connections_total"] == 2 and
+            row["refused_sources"] - before["refused_sources"] == 1,
+            "apctl forwards counters: %r (before: %r)" % (row, before))
+    s.close()
+    h.wait_until(lambda: env.apctl_json("forwards")[0]["connections_active"] == 0, 5,
+                 "the closed connection to leave connections_active")
+    rc, out, err = env.apctl("forwards")
+    h.check(rc == 0 and "NAME" in out and "ssh" in out and "127.0.0.2" not in out,
+            "apctl forwards prints: %r %r" % (out, err))
+
+
+def test_forbidden_target(env):
+    """The agent's forbidden_hosts apply to a forward's target: the user's
+    connection is closed, the agent logs the denial, the gateway a WARN
+    naming the forward, and the target is never dialled."""
+    target = h.RawServer(h.echo_handler, host="127.0.0.3")
+    env.servers.append(target)
+    port = h.free_port()
+    gw = forward_gateway(env, {"db": {"listen_addr": "127.0.0.1:%d" % port,
+                                      "target": "127.0.0.3:%d" % target.port}})
+    agent = h.proxy_agent(env, "a1", forbidden_hosts="127.0.0.3")
+    mark = gw.mark()
+    s = connect(port)
+    h.check(closed_without_data(s), "a forbidden target's forward connection stayed open")
+    s.close()
+    denied = agent.wait_for_log(DENIED, 5)
+    h.check(denied["user"] == "forward:db", "the agent's denial line: %r" % denied)
+    line = gw.wait_for_log(NOT_REACHED, 5, since=mark)
+    h.check(line["forward"] == "db" and line["reason"] == "NOT_ALLOWED",
+            "gateway refusal line: %r" % line)
+    h.check(line.level == "WARN", "the refusal is a WARN: %r" % line)
+    h.check(target.accepted == 0, "the forbidden target was dialled")
+
+
+def test_agent_away_and_back(env):
+    """With the group's only agent killed, a forward connection is closed
+    (no agent); once an agent of the group is back it works again. A
+    sectioned group never falls back to the default group's agent."""
+    target = h.RawServer(h.echo_handler)
+    env.servers.append(target)
+    port = h.free_port()
+    gw = forward_gateway(env, {"svc": {"listen_addr": "127.0.0.1:%d" % port,
+                                       "target": "127.0.0.1:%d" % target.port,
+                                       "group": "tenant"}},
+                         groups={"tenant": {"auth_password": "tenant-secret"}})
+    agent = h.proxy_agent(env, "t1", "tenant")
+    h.proxy_agent(env, "d1")  # the default group: never used by this forward
+
+    def echo_ok():
+        s = connect(port)
+        try:
+            s.sendall(b"ping")
+            return h.recv_exact(s, 4) == b"ping"
+        finally:
+            s.close()
+
+    h.check(echo_ok(), "the forward did not work with its agent up")
+    agent.kill9()
+    env.wait_gone("t1", 15)
+    mark = gw.mark()
+    s = connect(port)
+    h.check(closed_without_data(s), "the forward kept a connection open with no agent")
+    s.close()
+    line = gw.wait_for_log("no clients available in group 'tenant'", 5, since=mark)
+    h.check(line.get("no_fallback") == "the group has a [group.NAME] section",
+            "no-agent line: %r" % line)
+    h.check(not gw.find("Selected client from default group", since=mark),
+            "a sectioned group's forward fell back to the default group")
+    h.proxy_agent(env, "t1", "tenant", name="agent-t1-again")
+    h.check(echo_ok(), "the forward did not work again once the agent was back")
+
+
+def test_default_group_fallback(env):
+    """A forward to a group without a section falls back to the default
+    group while fallback_to_default is on, as a user would."""
+    target = h.RawServer(h.echo_handler)
+    env.servers.append(target)
+    port = h.free_port()
+    gw = forward_gateway(env, {"loose": {"listen_addr": "127.0.0.1:%d" % port,
+                                         "target": "127.0.0.1:%d" % target.port,
+                                         "group": "nobody"}})
+    h.proxy_agent(env, "d1")
+    s = connect(port)
+    s.sendall(b"abc")
+    h.check(h.recv_exact(s, 3) == b"abc", "the fallback forward got no echo")
+    s.close()
+    gw.wait_for_log("No clients available in group, falling back to default", 5)
+
+
+def test_config_refused(env):
+    """--check-config refuses a forward sharing a port with the tunnel
+    listener, naming the section."""
+    config = env.gateway_config("bad")
+    with open(config, "a") as f:
+        f.write("\n[forward.x]\nlisten_addr = 127.0.0.1:%d\ntarget = h:1\n" % env.port)
+    r = subprocess.run([h.gateway_bin(), "-c", config, "--check-config"],
+                       capture_output=True, text=True, timeout=10)
+    h.check(r.returncode != 0 and "[forward.x] listen_addr: same port as [gateway]" in r.stderr,
+            "check-config: rc %d, %r" % (r.returncode, r.stderr))
+
+
+if __name__ == "__main__":
+    h.run([test_http_through_forward, test_half_close, test_allowed_sources,
+           test_forbidden_target, test_agent_away_and_back, test_default_group_fallback,
+           test_config_refused])
