@@ -30,6 +30,7 @@
 #include "anyproxy/resolve.h"
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
+#include "anyproxy/udp.h"
 
 #define AGENT_MAX_GATEWAY_ADDRS 8
 #define AGENT_RESOLVER_THREADS 2
@@ -75,6 +76,8 @@ struct agent_link {
 	bool connect_armed;
 	struct tunnel *tunnel;
 	bool stay_away; /* the gateway said: replaced, or id in use; wait the full cap */
+	bool datagrams; /* HELLO_OK set FRAME_CAP_DATAGRAM too */
+	struct dgram_assoc *assocs; /* datagram associations by id (dgram.c, uthash) */
 	unsigned failures; /* consecutive failed attempts, for logs */
 	char last_error[256];
 };
@@ -94,6 +97,9 @@ struct agent {
 	struct agent_link *links; /* ngateways * replicas, grouped by gateway */
 	unsigned nlinks;
 	unsigned ntargets; /* target connections alive (target.c) */
+	unsigned nassocs;  /* datagram associations not yet freed (dgram.c) */
+	uint64_t dgrams_denied;		/* datagrams the host rules refused */
+	struct log_rate dgram_denied_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	bool stopping;
 	struct timer shutdown_timer;
 	struct notify notify; /* the service manager (systemd Type=notify) */
@@ -103,6 +109,7 @@ struct cli_program;
 int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg);
 /* Stop the loop once every link is done and no target connection is left. */
 void agent_maybe_exit(struct agent *a);
+struct dgram_assoc;
 /* target.c: an OPEN arrived on l's tunnel. 0, or -EPROTO with *why set. */
 int target_open(struct agent_link *l, const struct frame *f, const char **why);
 int agent_run(struct agent *a);

@@ -235,9 +235,7 @@ int config_forward_pair(struct config *cfg, const char *key, const char *value, 
 		if (strcmp(value, "tcp") == 0) {
 			f->protocol = CONFIG_FORWARD_TCP;
 		} else if (strcmp(value, "udp") == 0) {
-			/* the tunnel carries no datagrams yet (docs/usage.md) */
-			snprintf(detail, sizeof(detail), "udp forwards are not supported yet");
-			ret = -EINVAL;
+			f->protocol = CONFIG_FORWARD_UDP;
 		} else {
 			snprintf(detail, sizeof(detail), "expected tcp or udp");
 			ret = -EINVAL;
@@ -273,8 +271,8 @@ int config_forwards_check(const struct config *cfg, int *line, char *why, size_t
 			return -EINVAL;
 		}
 		/* listeners use SO_REUSEPORT: two of ours on one port would
-		 * silently share its connections */
-		for (size_t j = 0; j < ARRAY_SIZE(fixed); j++) {
+		 * silently share its connections (TCP and UDP ports are apart) */
+		for (size_t j = 0; j < ARRAY_SIZE(fixed) && f->protocol == CONFIG_FORWARD_TCP; j++) {
 			if (config_addrs_collide(&f->listen_addr, fixed[j].addr)) {
 				snprintf(why, whylen, "[forward.%s] listen_addr: same port as [%s] "
 					 "listen_addr; two listeners cannot share a port", f->name,
@@ -283,7 +281,8 @@ int config_forwards_check(const struct config *cfg, int *line, char *why, size_t
 			}
 		}
 		for (size_t j = 0; j < i; j++) {
-			if (config_addrs_collide(&f->listen_addr, &cfg->forwards[j].listen_addr)) {
+			if (f->protocol == cfg->forwards[j].protocol &&
+			    config_addrs_collide(&f->listen_addr, &cfg->forwards[j].listen_addr)) {
 				snprintf(why, whylen, "[forward.%s] listen_addr: same port as "
 					 "[forward.%s] listen_addr; two listeners cannot share a "
 					 "port", f->name, cfg->forwards[j].name);

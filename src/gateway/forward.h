@@ -9,10 +9,31 @@
 #define ANYPROXY_GATEWAY_FORWARD_H
 
 #include <stdint.h>
+#include <sys/socket.h>
+#include <uthash.h>
 
 #include "anyproxy/config.h"
 #include "anyproxy/log.h"
+#include "anyproxy/udp.h"
+#include "dgram.h"
 #include "gateway.h"
+
+/* Clients (source addresses) one UDP forward serves at once; datagrams of
+ * a new one beyond this are dropped. */
+#define FORWARD_UDP_MAX_CLIENTS 1024
+
+struct gw_forward;
+
+/* One client of a UDP forward: its source address and its association. */
+struct forward_udp_client {
+	UT_hash_handle hh;		/* in gw_forward.clients, by from */
+	struct sockaddr_storage from;	/* zeroed past the address: a hash key */
+	socklen_t fromlen;
+	struct gw_forward *fw;
+	struct gw_assoc assoc;
+	struct timer idle;		/* [gateway] udp_idle_timeout_ms */
+	uint64_t last_active_ms;
+};
 
 /* One forward at run time. Its section lives as long as the gateway (the
  * set of forwards needs a restart, config_reload keeps it). */
@@ -29,6 +50,10 @@ struct gw_forward {
 	uint64_t refused;	      /* refused by allowed_sources */
 	struct log_rate refusal_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	struct log_rate failure_rate; /* "Forward target not reached" WARNs */
+	/* protocol = udp: the forward's socket and its clients */
+	struct udp_socket udp;
+	struct forward_udp_client *clients;
+	unsigned nclients;
 };
 
 /* Open a listener for every [forward.NAME] section (gw->forwards). 0, or

@@ -15,6 +15,7 @@
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
 #include "anyproxy/tls.h"
+#include "dgram.h"
 #include "forward.h"
 #include "front.h"
 #include "gateway.h"
@@ -195,6 +196,10 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 	}
 	gt->authenticated = true;
 	ok.hello_ok.version = FRAME_VERSION;
+	/* the capabilities both sides have: an older agent gets no datagram */
+	ok.hello_ok.capabilities = f->hello.capabilities & FRAME_CAP_DATAGRAM;
+	gt->datagrams = (ok.hello_ok.capabilities & FRAME_CAP_DATAGRAM) != 0;
+	gt->next_assoc_id = 1;
 	ok.hello_ok.ping_interval_ms = cfg->gateway.ping_interval_ms;
 	ok.hello_ok.stream_window = GATEWAY_STREAM_WINDOW;
 	tunnel_send(gt->tunnel, &ok);
@@ -234,6 +239,10 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 			 LF_U("replica", gt->reg.replica),
 			 LF_S("reason", frame_error_name(f->error.code)));
 		return 0;
+	case FRAME_DGRAM_OPEN:
+	case FRAME_DGRAM:
+	case FRAME_DGRAM_CLOSE:
+		return gw_assoc_on_frame(gt, f, why);
 	case FRAME_ERROR:
 		log_warn("Client reported an error", LF_S("client_id", gt->client_id),
 			 LF_S("code", frame_error_name(f->error.code)));
@@ -259,6 +268,7 @@ static void gw_on_closed(struct tunnel *t, const char *reason)
 	char client_id[FRAME_MAX_ID_LEN + 1];
 
 	snprintf(client_id, sizeof(client_id), "%s", gt->client_id);
+	gw_assoc_tunnel_closed(gt);
 	if (gt->reg.client) {
 		if (registry_leave(&gw->registry, &gt->reg))
 			log_info("Client disconnected", LF_S("client_id", client_id),
@@ -316,6 +326,8 @@ static bool gw_tunnel_usable(const struct reg_tunnel *rt, void *ctx)
 	const struct gw_tunnel *gt = rt->owner;
 	uint32_t max = gw->cfg->gateway.max_streams_per_tunnel;
 
+	if (gw->picking_datagrams)
+		return gt->datagrams; /* an association is no stream */
 	return !max || gt->tunnel->nstreams < max;
 }
 

@@ -104,6 +104,9 @@ struct gw_tunnel {
 	struct reg_tunnel reg;
 	bool authenticated;
 	bool in_handshake; /* counted in gateway.tunnel_budget */
+	bool datagrams;	   /* HELLO and HELLO_OK set FRAME_CAP_DATAGRAM */
+	struct gw_assoc *assocs; /* datagram associations on it, by id (dgram.c, uthash) */
+	uint32_t next_assoc_id;
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	/* gateway.tunnels, for shutdown and reload: a utlist DL list (the
 	 * head's prev is the tail, not NULL: only the DL_* macros touch these) */
@@ -132,6 +135,8 @@ struct gateway {
 	/* max_handshakes: connections in their handshake, per side */
 	struct handshake_budget tunnel_budget, user_budget;
 	unsigned handshake_peak; /* most at once since memory was last trimmed */
+	bool picking_datagrams; /* registry_pick for an association: DATAGRAM tunnels only */
+	uint64_t dgrams_dropped; /* datagrams toward agents not sent (tunnel full, too long) */
 	/* issue 11: suspect tunnels and retries inside a group */
 	uint64_t tunnels_suspected;  /* times a tunnel became suspect */
 	uint64_t open_retries;       /* OPENs sent again to another agent (proxy.c) */

@@ -334,6 +334,16 @@ static void no_agent_text(char *buf, size_t len, const char *group, bool default
 		 default_tried ? " or default group" : "");
 }
 
+const char *proxy_no_fallback(const struct gateway *gw, const struct username_identity *id)
+{
+	/* a tenant's traffic never crosses into the default group's agents */
+	if (id->group_len && config_group_auth(gw->cfg, id->group, id->group_len))
+		return "the group has a [group.NAME] section";
+	if (id->group_len && !gw->cfg->gateway.fallback_to_default)
+		return "fallback_to_default is off";
+	return NULL;
+}
+
 /* ---- opening, with a retry inside the group ---- */
 
 /* A request's OPEN while no agent accepted it: a copy of what the front end
@@ -531,11 +541,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	proxy_show_target(target, shown);
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
-	/* a tenant's traffic never crosses into the default group's agents */
-	if (id->group_len && config_group_auth(gw->cfg, id->group, id->group_len))
-		no_fallback = "the group has a [group.NAME] section";
-	else if (id->group_len && !gw->cfg->gateway.fallback_to_default)
-		no_fallback = "fallback_to_default is off";
+	no_fallback = proxy_no_fallback(gw, id);
 	rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
 	if (!rt && full) {
 		char msg[160];

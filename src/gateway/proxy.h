@@ -115,6 +115,11 @@ void proxy_accept(struct listener *l, int fd);
 void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target);
 
+/* Why id's group may not fall back to the default group ("the group has a
+ * [group.NAME] section", "fallback_to_default is off"), or NULL when it may:
+ * the one rule for streams and datagram associations alike. */
+const char *proxy_no_fallback(const struct gateway *gw, const struct username_identity *id);
+
 /* The stream of this request is over (HTTP forwarding moves on to the
  * next request): stop counting it in its client's statistics. */
 void proxy_stream_done(struct user_conn *uc);

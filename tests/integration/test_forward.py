@@ -11,8 +11,10 @@ agent going away and coming back, group isolation, and apctl forwards.
 import hashlib
 import os
 import socket
+import struct
 import subprocess
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -77,6 +79,59 @@ def upper_after_eof(conn):
         got += b
     conn.sendall(got.upper() + b"\nlen=%d sha=%s\n" % (len(got),
                                                      hashlib.sha256(got).hexdigest().encode()))
+
+
+class UdpServer:
+    """A UDP server on host answering each datagram with answer(data):
+    DNS-style, the reply echoes the request's first two bytes (its id)."""
+
+    def __init__(self, host="127.0.0.1", answer=None):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.answer = answer or (lambda d: d[:2] + b"\x81\x80" + d[4:])
+        self.seen = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65536)
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return
+            self.seen.append((data, peer))
+            self.sock.sendto(self.answer(data), peer)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+def dns_query(qid, name):
+    """A DNS-shaped request: id, flags, one question."""
+    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + q + b"\x00\x01\x00\x01"
+
+
+def udp_exchange(port, payload, source=None, timeout=5):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    if source:
+        s.bind((source, 0))
+    try:
+        s.sendto(payload, ("127.0.0.1", port))
+        return s.recvfrom(65536)[0]
+    except (socket.timeout, TimeoutError):
+        return None
+    finally:
+        s.close()
 
 
 # ---- cases -----------------------------------------------------------------------------
@@ -253,7 +308,72 @@ def test_config_refused(env):
             "check-config: rc %d, %r" % (r.returncode, r.stderr))
 
 
+def test_udp_forward(env):
+    """DNS-style request/response datagrams through a UDP forward: each
+    client (source port) gets its own answers; a source outside
+    allowed_sources gets nothing; apctl shows the forward as udp."""
+    server = UdpServer()
+    env.servers.append(server)
+    port = h.free_port()
+    gw = forward_gateway(env, {"dns": {"listen_addr": "127.0.0.1:%d" % port,
+                                       "target": "localhost:%d" % server.port,
+                                       "protocol": "udp", "group": "prod",
+                                       "allowed_sources": "127.0.0.0/30"}})
+    agent = h.proxy_agent(env, "a1", "prod")
+    for qid in (0x1234, 0x4321):
+        q = dns_query(qid, "example.internal")
+        r = udp_exchange(port, q)
+        h.check(r == q[:2] + b"\x81\x80" + q[4:], "DNS-style answer %r to %r" % (r, q))
+    # a 4000-byte datagram arrives whole
+    big = h.gen_bytes(4000, 5)
+    r = udp_exchange(port, big)
+    h.check(r is not None and r[4:] == big[4:], "a 4000-byte datagram through the forward")
+    h.check(udp_exchange(port, b"xx", source="127.0.0.9", timeout=1) is None,
+            "a source outside allowed_sources got an answer")
+    gw.wait_for_log("Forward refused a source not in allowed_sources", 5)
+    line = agent.wait_for_log("Datagram association opened", 5)
+    h.check(line["user"] == "forward:dns", "agent association line: %r" % line)
+    row = env.apctl_json("forwards")[0]
+    h.check(row["protocol"] == "udp" and row["connections_total"] == 3 and
+            row["refused_sources"] == 1, "apctl forwards for udp: %r" % row)
+    h.check(all(p[0] == "127.0.0.1" for _, p in server.seen), "server saw %r" % server.seen)
+
+
+def test_udp_old_agent(env):
+    """An agent without the DATAGRAM capability (HELLO capabilities 0: an
+    older version) gets no DGRAM frame: the gateway's HELLO_OK does not
+    offer it, a UDP forward's datagram is dropped with the no-agent line,
+    and a TCP forward through the same agent still gets its OPEN."""
+    server = UdpServer()
+    env.servers.append(server)
+    uport, tport = h.free_port(), h.free_port()
+    gw = forward_gateway(env, {"dns": {"listen_addr": "127.0.0.1:%d" % uport,
+                                       "target": "127.0.0.1:%d" % server.port,
+                                       "protocol": "udp", "group": "old"},
+                               "web": {"listen_addr": "127.0.0.1:%d" % tport,
+                                       "target": "127.0.0.1:80", "group": "old"}},
+                         groups={"old": {"auth_password": "old-secret"}})
+    fc = h.FrameConn(env.port, os.path.join(env.certs, "ca.crt"))
+    ok = fc.hello("old-agent", "old", capabilities=0xffffffff)
+    caps = struct.unpack(">I", ok[4:8])[0]
+    h.check(caps == 1, "HELLO_OK offers the capabilities both have (DATAGRAM): %#x" % caps)
+    fc.close()
+    fc = h.FrameConn(env.port, os.path.join(env.certs, "ca.crt"))
+    ok = fc.hello("old-agent", "old", capabilities=0, instance=7)
+    h.check(struct.unpack(">I", ok[4:8])[0] == 0, "HELLO_OK to an old agent offers nothing")
+    h.wait_until(lambda: "old-agent" in env.clients(), 5, "the old agent to register")
+    h.check(udp_exchange(uport, b"\x12\x34query", timeout=1) is None,
+            "a datagram was answered with no agent carrying datagrams")
+    line = gw.wait_for_log("no clients carrying datagrams available in group 'old'", 5)
+    h.check(line.get("no_fallback") == "the group has a [group.NAME] section", repr(line))
+    s = connect(tport)
+    f = fc.recv_frame(timeout=5)
+    h.check(f is not None and f[0] == 0x10, "the old agent got %r, not an OPEN" % (f,))
+    s.close()
+    fc.close()
+
+
 if __name__ == "__main__":
     h.run([test_http_through_forward, test_half_close, test_allowed_sources,
            test_forbidden_target, test_agent_away_and_back, test_default_group_fallback,
-           test_config_refused])
+           test_config_refused, test_udp_forward, test_udp_old_agent])

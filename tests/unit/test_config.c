@@ -741,6 +741,17 @@ static void test_forward_sections(void **state)
 	expect_error(CONFIG_GATEWAY,
 		     FWD("listen_addr = :9000\ntarget = h:1\n[forward.f]\n"), 9, NULL,
 		     "section appears twice");
+	/* TCP and UDP ports are apart: DNS on both is fine */
+	load_ok(&cfg, CONFIG_GATEWAY,
+		FWD("listen_addr = :53\ntarget = ns:53\n[forward.g]\nlisten_addr = :53\n"
+		    "target = ns:53\nprotocol = udp\n[forward.h]\nlisten_addr = :8443\n"
+		    "target = h:1\nprotocol = udp\n"));
+	assert_int_equal(cfg.forwards[1].protocol, CONFIG_FORWARD_UDP);
+	config_free(&cfg);
+	expect_error(CONFIG_GATEWAY,
+		     FWD("listen_addr = :53\ntarget = ns:53\nprotocol = udp\n[forward.g]\n"
+			 "listen_addr = 127.0.0.1:53\ntarget = ns:53\nprotocol = udp\n"),
+		     10, NULL, "same port as [forward.f] listen_addr");
 	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[forward.a b]\n", 6, NULL,
 		     "a forward name has only");
 	expect_error(CONFIG_CLIENT, CLIENT_MIN "[forward.f]\nlisten_addr = :9000\n", 7, NULL,

@@ -119,6 +119,7 @@ struct config {
 		uint32_t ping_timeout_ms;
 		uint32_t open_timeout_ms;     /* an agent's answer to OPEN */
 		uint32_t idle_timeout_ms;     /* 0: off */
+		uint32_t udp_idle_timeout_ms; /* datagram associations */
 		uint32_t shutdown_timeout_ms;
 		uint32_t max_connections;     /* 0: derived from RLIMIT_NOFILE */
 		uint32_t max_handshakes;      /* per side: tunnel port, proxy ports */
