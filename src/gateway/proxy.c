@@ -31,6 +31,12 @@ static void user_handshake_over(struct user_conn *uc)
 	handshake_end(uc->gw, &uc->gw->user_budget, &uc->in_handshake);
 }
 
+void proxy_handshake_over(struct user_conn *uc)
+{
+	user_handshake_over(uc);
+	proxy_deadline(uc, 0, "handshake");
+}
+
 static void user_socket_data(struct relay *r, const uint8_t *p, size_t n)
 {
 	struct user_conn *uc = container_of(r, struct user_conn, relay);

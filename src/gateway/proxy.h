@@ -120,6 +120,11 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
  * the one rule for streams and datagram associations alike. */
 const char *proxy_no_fallback(const struct gateway *gw, const struct username_identity *id);
 
+/* The handshake ended without a stream (a SOCKS5 UDP ASSOCIATE): stop
+ * counting it against max_handshakes and stop its deadline; the front end
+ * bounds what follows itself. */
+void proxy_handshake_over(struct user_conn *uc);
+
 /* The stream of this request is over (HTTP forwarding moves on to the
  * next request): stop counting it in its client's statistics. */
 void proxy_stream_done(struct user_conn *uc);
