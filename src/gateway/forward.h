@@ -61,7 +61,8 @@ struct gw_forward {
 int forward_listen_all(struct gateway *gw);
 /* Start accepting on them (after the other listeners are set up). */
 void forward_start_all(struct gateway *gw);
-/* Stop accepting (shutdown); forward_free_all releases them at the end. */
+/* Stop accepting (shutdown); forward_free_all releases them once the ring
+ * is gone (gateway_destroy). */
 void forward_stop_all(struct gateway *gw);
 void forward_free_all(struct gateway *gw);
 

@@ -359,8 +359,7 @@ void forward_free_all(struct gateway *gw)
 		struct gw_forward *fw = &gw->forwards[i];
 		struct forward_udp_client *c, *tmp;
 
-		listener_stop(&gw->ring, &fw->listener);
-		/* the loop is over: what its completions would have freed */
+		/* the ring is gone: what its completions would have freed */
 		if (fw->udp.fd >= 0)
 			close(fw->udp.fd);
 		free(fw->udp.buf);

@@ -683,10 +683,12 @@ void gateway_destroy(struct gateway *gw)
 	listener_stop(&gw->ring, &gw->control_listener);
 	listener_stop(&gw->ring, &gw->socks5_listener);
 	listener_stop(&gw->ring, &gw->http_listener);
-	forward_free_all(gw);
+	forward_stop_all(gw);
 	registry_destroy(&gw->registry);
 	bufring_exit(&gw->bufs, &gw->ring);
 	tls_ctx_free(gw->tls);
 	notify_exit(&gw->notify);
 	ring_exit(&gw->ring);
+	/* after the ring: no operation of theirs is left in the kernel */
+	forward_free_all(gw);
 }

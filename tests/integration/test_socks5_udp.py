@@ -241,6 +241,23 @@ def test_sectioned_group_without_agent(env):
     a.close()
 
 
+def test_gateway_stops_with_open_association(env):
+    """SIGTERM with an association open: the gateway closes it and exits
+    cleanly (the harness fails the case on an unclean exit or a sanitizer
+    report), and the agent ends its side when the tunnel goes."""
+    e = echo(env)
+    gw, agent = setup(env)
+    a = Association(gw, user=USER)
+    a.send("127.0.0.1", e.port, b"x")
+    h.check(a.recv() is not None, "no reply")
+    mark = agent.mark()
+    rc = gw.stop()
+    h.check(rc == 0, "gateway exit status %r" % rc)
+    agent.wait_for_log("Datagram association closed", 10, since=mark)
+    a.close()
+
+
 if __name__ == "__main__":
     h.run([test_ipv4_ipv6_and_name, test_denied_fragment_and_stranger, test_first_datagram_port,
-           test_ends_with_tcp, test_sectioned_group_without_agent])
+           test_ends_with_tcp, test_sectioned_group_without_agent,
+           test_gateway_stops_with_open_association])
