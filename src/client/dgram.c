@@ -47,7 +47,7 @@ struct dgram_name {
 	char name[ACL_NAME_MAX + 1]; /* canonical; "" when the slot is free */
 	uint16_t port;
 	uint64_t expires_ms;
-	bool usable;		 /* addr is an address the rules allow */
+	bool usable;             /* addr is an address the rules allow */
 	enum acl_verdict denied; /* !usable: ACL_ALLOW means "did not resolve" */
 	const char *denied_by;
 	struct acl_addr addr;
@@ -166,8 +166,7 @@ static void idle_fire(struct ring *r, struct timer *t)
 
 /* ---- replies ---- */
 
-static bool peer_known(const struct dgram_assoc *as, int family, const uint8_t *addr,
-		       uint16_t port)
+static bool peer_known(const struct dgram_assoc *as, int family, const uint8_t *addr, uint16_t port)
 {
 	size_t len = family == AF_INET ? 4 : 16;
 
@@ -301,8 +300,8 @@ static void send_checked_addr(struct dgram_assoc *as, const struct acl_addr *dst
 {
 	struct agent *a = as->link->agent;
 	const struct acl_rule *rule = NULL;
-	enum acl_verdict v = acl_check_addr(a->forbidden, a->allowed, dst->family, dst->bytes,
-					    port, name_allowed, &rule);
+	enum acl_verdict v = acl_check_addr(a->forbidden, a->allowed, dst->family, dst->bytes, port,
+					    name_allowed, &rule);
 
 	if (v != ACL_ALLOW) {
 		log_denied(as, target, v, rule ? acl_rule_text(rule) : NULL);
@@ -383,7 +382,8 @@ static void queue_run(struct dgram_assoc *as)
 		const struct dgram_name *e = name_cached(as, q->name, q->port);
 
 		if (!e) {
-			as->resolving = resolver_lookup(a->resolver, q->name, q->port, resolved, as);
+			as->resolving =
+				resolver_lookup(a->resolver, q->name, q->port, resolved, as);
 			if (as->resolving) {
 				snprintf(as->resolving_name, sizeof(as->resolving_name), "%s",
 					 q->name);
@@ -416,7 +416,8 @@ static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
 	for (const struct addrinfo *ai = gai_error ? NULL : res; ai && count < DGRAM_ADDRS_MAX;
 	     ai = ai->ai_next) {
 		if (ai->ai_family == AF_INET)
-			memcpy(addrs[count], &((const struct sockaddr_in *)ai->ai_addr)->sin_addr, 4);
+			memcpy(addrs[count], &((const struct sockaddr_in *)ai->ai_addr)->sin_addr,
+			       4);
 		else if (ai->ai_family == AF_INET6)
 			memcpy(addrs[count], &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr,
 			       16);
@@ -454,8 +455,9 @@ static void dgram_send(struct dgram_assoc *as, const struct frame *f)
 				  f->dgram.port) < 0)
 		snprintf(target, sizeof(target), "(invalid target):%u", f->dgram.port);
 	if (!name) {
-		struct acl_addr dst = { .family = f->dgram.addr_type == FRAME_ADDR_IPV4 ? AF_INET
-											 : AF_INET6 };
+		struct acl_addr dst = { .family = f->dgram.addr_type == FRAME_ADDR_IPV4
+							  ? AF_INET
+							  : AF_INET6 };
 
 		memcpy(dst.bytes, f->dgram.addr, len);
 		send_checked_addr(as, &dst, f->dgram.port, false, target, f->dgram.data.ptr,

@@ -176,8 +176,9 @@ static int parse_target(struct config_forward *f, const char *value, char *why, 
 	if (config_parse_addr(value, &f->target, why, whylen) < 0)
 		return -EINVAL;
 	if (!f->target.set || !f->target.host[0]) {
-		snprintf(why, whylen, "needs a host and a port as the agent sees them "
-				      "(host:port or [v6]:port)");
+		snprintf(why, whylen,
+			 "needs a host and a port as the agent sees them "
+			 "(host:port or [v6]:port)");
 		return -EINVAL;
 	}
 	return 0;
@@ -200,8 +201,10 @@ int config_forward_pair(struct config *cfg, const char *key, const char *value, 
 	else if (strcmp(key, "protocol") == 0)
 		bit = SEEN_PROTOCOL;
 	else if (strcmp(key, "allowed_sources") != 0) {
-		snprintf(why, whylen, "[forward.%s] %.64s: unknown key (listen_addr, group, target, "
-			 "protocol, allowed_sources)", f->name, key);
+		snprintf(why, whylen,
+			 "[forward.%s] %.64s: unknown key (listen_addr, group, target, "
+			 "protocol, allowed_sources)",
+			 f->name, key);
 		return -EINVAL;
 	}
 	if (bit & f->seen) {
@@ -219,8 +222,10 @@ int config_forward_pair(struct config *cfg, const char *key, const char *value, 
 	case SEEN_GROUP:
 		/* the ids agents join and users name (grammar.h) */
 		if (!grammar_id_valid(value, strlen(value), 0)) {
-			snprintf(detail, sizeof(detail), "not a group id: at most %d bytes of "
-				 "A-Z a-z 0-9 . _ : -", ID_MAX_BYTES);
+			snprintf(detail, sizeof(detail),
+				 "not a group id: at most %d bytes of "
+				 "A-Z a-z 0-9 . _ : -",
+				 ID_MAX_BYTES);
 			ret = -EINVAL;
 			break;
 		}
@@ -272,20 +277,24 @@ int config_forwards_check(const struct config *cfg, int *line, char *why, size_t
 		}
 		/* listeners use SO_REUSEPORT: two of ours on one port would
 		 * silently share its connections (TCP and UDP ports are apart) */
-		for (size_t j = 0; j < ARRAY_SIZE(fixed) && f->protocol == CONFIG_FORWARD_TCP; j++) {
+		for (size_t j = 0; j < ARRAY_SIZE(fixed) && f->protocol == CONFIG_FORWARD_TCP;
+		     j++) {
 			if (config_addrs_collide(&f->listen_addr, fixed[j].addr)) {
-				snprintf(why, whylen, "[forward.%s] listen_addr: same port as [%s] "
-					 "listen_addr; two listeners cannot share a port", f->name,
-					 fixed[j].section);
+				snprintf(why, whylen,
+					 "[forward.%s] listen_addr: same port as [%s] "
+					 "listen_addr; two listeners cannot share a port",
+					 f->name, fixed[j].section);
 				return -EINVAL;
 			}
 		}
 		for (size_t j = 0; j < i; j++) {
 			if (f->protocol == cfg->forwards[j].protocol &&
 			    config_addrs_collide(&f->listen_addr, &cfg->forwards[j].listen_addr)) {
-				snprintf(why, whylen, "[forward.%s] listen_addr: same port as "
+				snprintf(why, whylen,
+					 "[forward.%s] listen_addr: same port as "
 					 "[forward.%s] listen_addr; two listeners cannot share a "
-					 "port", f->name, cfg->forwards[j].name);
+					 "port",
+					 f->name, cfg->forwards[j].name);
 				return -EINVAL;
 			}
 		}
@@ -311,7 +320,8 @@ static bool forward_equal(const struct config_forward *a, const struct config_fo
 	       memcmp(&a->listen_addr, &b->listen_addr, sizeof(a->listen_addr)) == 0 &&
 	       memcmp(&a->target, &b->target, sizeof(a->target)) == 0 &&
 	       a->protocol == b->protocol && a->nsources == b->nsources &&
-	       (!a->nsources || memcmp(a->sources, b->sources, a->nsources * sizeof(*a->sources)) == 0);
+	       (!a->nsources ||
+		memcmp(a->sources, b->sources, a->nsources * sizeof(*a->sources)) == 0);
 }
 
 bool config_forwards_differ(const struct config *a, const struct config *b)
@@ -343,7 +353,8 @@ bool config_forward_source_allowed(const struct config_forward *f, const struct 
 	if (family == AF_INET) {
 		addr = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
 	} else if (family == AF_INET6) {
-		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+		const struct in6_addr *a6 =
+			&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
 
 		addr = a6->s6_addr;
 		if (IN6_IS_ADDR_V4MAPPED(a6)) {

@@ -26,8 +26,8 @@ static void udp_done(struct ring *r, struct ring_op *op, int res, uint32_t flags
 		if (u->msg.msg_flags & MSG_TRUNC)
 			u->truncated++;
 		else
-			u->ops->on_datagram(u, (const struct sockaddr *)&u->from, u->msg.msg_namelen,
-					    u->buf, (size_t)res);
+			u->ops->on_datagram(u, (const struct sockaddr *)&u->from,
+					    u->msg.msg_namelen, u->buf, (size_t)res);
 	}
 	/* errors of a UDP socket (an ICMP unreachable of an earlier send)
 	 * concern one datagram, not the socket: receive on */
@@ -90,8 +90,8 @@ void udp_socket_close(struct udp_socket *u)
 	u->armed = true;
 }
 
-int udp_socket_send(struct udp_socket *u, const struct sockaddr *sa, socklen_t salen,
-		    const void *p, size_t n)
+int udp_socket_send(struct udp_socket *u, const struct sockaddr *sa, socklen_t salen, const void *p,
+		    size_t n)
 {
 	if (u->closing)
 		return -EPIPE;

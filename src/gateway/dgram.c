@@ -90,8 +90,8 @@ int gw_assoc_send(struct gateway *gw, struct gw_assoc *as, const struct stream_t
 	f.dgram.addr_type = dst->addr_type;
 	memcpy(f.dgram.addr, dst->addr, sizeof(f.dgram.addr));
 	if (dst->addr_type == FRAME_ADDR_DOMAIN)
-		f.dgram.domain = (struct frame_str){ (const uint8_t *)dst->domain,
-						     strlen(dst->domain) };
+		f.dgram.domain =
+			(struct frame_str){ (const uint8_t *)dst->domain, strlen(dst->domain) };
 	f.dgram.port = dst->port;
 	f.dgram.data = (struct frame_str){ p, n };
 	ret = tunnel_send(as->gt->tunnel, &f);

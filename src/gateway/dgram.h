@@ -29,7 +29,7 @@ struct gw_assoc_ops {
 };
 
 struct gw_assoc {
-	UT_hash_handle hh;  /* in gt->assocs, by id */
+	UT_hash_handle hh;    /* in gt->assocs, by id */
 	struct gw_tunnel *gt; /* NULL: not open */
 	uint32_t id;
 	const struct gw_assoc_ops *ops;

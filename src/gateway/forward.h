@@ -26,12 +26,12 @@ struct gw_forward;
 
 /* One client of a UDP forward: its source address and its association. */
 struct forward_udp_client {
-	UT_hash_handle hh;		/* in gw_forward.clients, by from */
-	struct sockaddr_storage from;	/* zeroed past the address: a hash key */
+	UT_hash_handle hh;            /* in gw_forward.clients, by from */
+	struct sockaddr_storage from; /* zeroed past the address: a hash key */
 	socklen_t fromlen;
 	struct gw_forward *fw;
 	struct gw_assoc assoc;
-	struct timer idle;		/* [gateway] udp_idle_timeout_ms */
+	struct timer idle; /* [gateway] udp_idle_timeout_ms */
 	uint64_t last_active_ms;
 };
 
@@ -45,9 +45,9 @@ struct gw_forward {
 	 * front_forward.c finds its gw_forward from the user connection's
 	 * listener_cfg, which points here */
 	struct config_listener no_credentials;
-	uint64_t active;	      /* connections open now */
-	uint64_t total;		      /* connections accepted since start */
-	uint64_t refused;	      /* refused by allowed_sources */
+	uint64_t active;              /* connections open now */
+	uint64_t total;               /* connections accepted since start */
+	uint64_t refused;             /* refused by allowed_sources */
 	struct log_rate refusal_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	struct log_rate failure_rate; /* "Forward target not reached" WARNs */
 	/* protocol = udp: the forward's socket and its clients */

@@ -25,8 +25,12 @@
 
 /* The user name of a forward's connections: "forward:" NAME. */
 #define FORWARD_USER_PREFIX "forward:"
-_Static_assert(sizeof(FORWARD_USER_PREFIX) - 1 + ID_MAX_BYTES <= USERNAME_BASE_MAX,
-	       "a forward's synthetic user name fits the OPEN frame's user field");
+_Static_assert(sizeof(FORWARD_USER_PREFIX) - 1 + ID_MAX_BYTES <= USERNAME_BASE_MAX, "a forward's "
+										    "synthetic "
+										    "user name "
+										    "fits the OPEN "
+										    "frame's user "
+										    "field");
 
 static struct gw_forward *forward_of(struct user_conn *uc)
 {
@@ -216,8 +220,8 @@ static const struct gw_assoc_ops udp_client_ops = {
 
 /* The client of a source address, opened on its first datagram; NULL:
  * the datagram is dropped (refused source, limit, no agent). */
-static struct forward_udp_client *udp_client_for(struct gw_forward *fw,
-						 const struct sockaddr *from, socklen_t fromlen)
+static struct forward_udp_client *udp_client_for(struct gw_forward *fw, const struct sockaddr *from,
+						 socklen_t fromlen)
 {
 	struct sockaddr_storage key;
 	struct forward_udp_client *c;
@@ -324,8 +328,10 @@ int forward_listen_all(struct gateway *gw)
 					    &udp_forward_ops) < 0)
 				return -ENOMEM;
 		} else {
-			fw->listener = (struct listener){ .fd = fd, .name = f->name,
-							  .on_accept = proxy_accept, .owner = gw,
+			fw->listener = (struct listener){ .fd = fd,
+							  .name = f->name,
+							  .on_accept = proxy_accept,
+							  .owner = gw,
 							  .frontend = &forward_frontend,
 							  .proxy_cfg = &fw->no_credentials };
 		}
@@ -333,7 +339,8 @@ int forward_listen_all(struct gateway *gw)
 		config_addr_format(&f->target, target, sizeof(target));
 		log_info("Forward listening", LF_S("forward", f->name), LF_S("addr", shown),
 			 LF_S("group", f->group), LF_S("target", target),
-			 LF_S("protocol", udp ? "udp" : "tcp"), LF_U("allowed_sources", f->nsources));
+			 LF_S("protocol", udp ? "udp" : "tcp"),
+			 LF_U("allowed_sources", f->nsources));
 	}
 	return 0;
 }

@@ -37,7 +37,7 @@ struct udp_socket {
 	struct ring *ring;
 	const struct udp_socket_ops *ops;
 	int fd;
-	bool armed;   /* a recvmsg (or the closing NOP) is in flight */
+	bool armed; /* a recvmsg (or the closing NOP) is in flight */
 	bool closing;
 	struct ring_op op;
 	struct msghdr msg;
@@ -56,7 +56,7 @@ int udp_socket_open(struct udp_socket *u, struct ring *r, int fd, size_t cap,
 void udp_socket_close(struct udp_socket *u);
 /* Send one datagram to sa. 0, or -errno (EAGAIN: the socket buffer is
  * full, the datagram is dropped). */
-int udp_socket_send(struct udp_socket *u, const struct sockaddr *sa, socklen_t salen,
-		    const void *p, size_t n);
+int udp_socket_send(struct udp_socket *u, const struct sockaddr *sa, socklen_t salen, const void *p,
+		    size_t n);
 
 #endif
