@@ -373,7 +373,58 @@ def test_udp_old_agent(env):
     fc.close()
 
 
+def test_udp_forward_agent_back(env):
+    """The agent of a UDP forward's association goes away: the association
+    ends with its tunnel, and the client's next datagram opens a new one
+    through the agent that took its place."""
+    server = UdpServer()
+    env.servers.append(server)
+    port = h.free_port()
+    gw = forward_gateway(env, {"dns": {"listen_addr": "127.0.0.1:%d" % port,
+                                       "target": "127.0.0.1:%d" % server.port,
+                                       "protocol": "udp", "group": "prod"}})
+    agent = h.proxy_agent(env, "a1", "prod")
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(5)
+    client.sendto(b"\x00\x01\x00\x00one", ("127.0.0.1", port))
+    h.check(client.recv(4096)[4:] == b"one", "first answer")
+    agent.kill9()
+    env.wait_gone("a1", 15)
+    gw.wait_for_log("Forward association ended by the agent", 5)
+    h.proxy_agent(env, "a2", "prod")
+    client.sendto(b"\x00\x02\x00\x00two", ("127.0.0.1", port))
+    h.check(client.recv(4096)[4:] == b"two", "answer through the new agent")
+    line = gw.wait_for_log("Datagram association opened", 5, count=2)
+    h.check(line["client_id"] == "a2", "second association: %r" % line)
+    client.close()
+
+
+def test_reload_keeps_forwards(env):
+    """A SIGHUP that changes a forward logs that it needs a restart and
+    keeps the running forward."""
+    target = h.RawServer(h.echo_handler)
+    env.servers.append(target)
+    port = h.free_port()
+    gw = forward_gateway(env, {"svc": {"listen_addr": "127.0.0.1:%d" % port,
+                                       "target": "127.0.0.1:%d" % target.port}})
+    h.proxy_agent(env, "a1")
+    with open(gw.config) as f:
+        text = f.read()
+    with open(gw.config, "w") as f:
+        f.write(text.replace("target = 127.0.0.1:%d" % target.port, "target = 127.0.0.1:1"))
+    mark = gw.mark()
+    gw.send_signal(1)  # SIGHUP
+    line = gw.wait_for_log("Some changes need a restart and were not applied", 5, since=mark)
+    h.check("[forward.NAME] sections" in line["keys"], "restart line: %r" % line)
+    s = connect(port)
+    s.sendall(b"still")
+    h.check(h.recv_exact(s, 5) == b"still", "the running forward changed on reload")
+    s.close()
+
+
 if __name__ == "__main__":
     h.run([test_http_through_forward, test_half_close, test_allowed_sources,
            test_forbidden_target, test_agent_away_and_back, test_default_group_fallback,
-           test_config_refused, test_udp_forward, test_udp_old_agent])
+           test_config_refused, test_udp_forward, test_udp_old_agent,
+           test_udp_forward_agent_back, test_reload_keeps_forwards])
