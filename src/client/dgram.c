@@ -38,8 +38,10 @@
 #define DGRAM_PEERS_MAX 64
 /* Datagrams waiting for a name to resolve, per association. */
 #define DGRAM_QUEUE_MAX 16
-/* An association that carried nothing this long is closed. */
-#define DGRAM_IDLE_MS 120000
+/* An association that carried nothing this long is closed: longer than
+ * the largest [gateway] udp_idle_timeout_ms (10 minutes), so the gateway
+ * decides, and this only frees what a lost DGRAM_CLOSE would leave. */
+#define DGRAM_IDLE_MS 660000
 /* DGRAM_OPEN beyond this many associations on one tunnel: DGRAM_CLOSE(LIMIT). */
 #define DGRAM_MAX_PER_TUNNEL 1024
 
