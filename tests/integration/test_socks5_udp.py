@@ -257,7 +257,25 @@ def test_gateway_stops_with_open_association(env):
     a.close()
 
 
+def test_idle_association_closed(env):
+    """With [gateway] udp_idle_timeout_ms = 1000, an association that
+    carries nothing is ended and its TCP connection closed; the agent ends
+    its side too."""
+    e = echo(env)
+    gw = h.proxy_gateway(env, udp_idle_timeout_ms=1000)
+    agent = h.proxy_agent(env, "a1", "prod")
+    a = Association(gw, user=USER)
+    a.send("127.0.0.1", e.port, b"x")
+    h.check(a.recv() is not None, "no reply")
+    gw.wait_for_log("SOCKS5 UDP association idle, closing", 10)
+    h.check(h.read_until_closed(a.tcp, 5)[0] in ("eof", "reset"),
+            "the TCP connection stayed open after the idle timeout")
+    line = agent.wait_for_log("Datagram association closed", 5)
+    h.check(line["reason"] == "closed by the gateway", repr(line))
+    a.close()
+
+
 if __name__ == "__main__":
     h.run([test_ipv4_ipv6_and_name, test_denied_fragment_and_stranger, test_first_datagram_port,
            test_ends_with_tcp, test_sectioned_group_without_agent,
-           test_gateway_stops_with_open_association])
+           test_gateway_stops_with_open_association, test_idle_association_closed])
