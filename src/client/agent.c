@@ -15,6 +15,7 @@
 #include "anyproxy/net.h"
 #include "anyproxy/tls.h"
 #include "agent.h"
+#include "dgram.h"
 #include "egress.h"
 
 static void link_connect_next(struct agent_link *l);
@@ -91,7 +92,7 @@ static bool all_links_done(const struct agent *a)
 
 void agent_maybe_exit(struct agent *a)
 {
-	if (a->stopping && !a->ntargets && all_links_done(a))
+	if (a->stopping && !a->ntargets && !a->nassocs && all_links_done(a))
 		ring_stop(&a->ring);
 }
 
@@ -147,6 +148,7 @@ static void link_on_secure(struct tunnel *t)
 	f.hello.version = FRAME_VERSION;
 	f.hello.replica = (uint16_t)l->replica;
 	f.hello.instance = l->agent->instance;
+	f.hello.capabilities = FRAME_CAP_DATAGRAM;
 	f.hello.client_id = (struct frame_str){ (const uint8_t *)cfg->client.client_id,
 						strlen(cfg->client.client_id) };
 	f.hello.group_id = (struct frame_str){ (const uint8_t *)cfg->client.group_id,
@@ -173,6 +175,7 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 			return -EPROTO;
 		}
 		l->state = LINK_UP;
+		l->datagrams = (f->hello_ok.capabilities & FRAME_CAP_DATAGRAM) != 0;
 		backoff_reset(&l->backoff);
 		l->failures = 0;
 		l->gateway->connects++;
@@ -234,6 +237,10 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 			return -EPROTO;
 		}
 		return target_open(l, f, why);
+	case FRAME_DGRAM_OPEN:
+	case FRAME_DGRAM:
+	case FRAME_DGRAM_CLOSE:
+		return dgram_on_frame(l, f, why);
 	default:
 		*why = "unexpected frame from gateway";
 		return -EPROTO;
@@ -245,6 +252,7 @@ static void link_on_closed(struct tunnel *t, const char *reason)
 	struct agent_link *l = t->owner;
 	bool was_up = l->state == LINK_UP;
 
+	dgram_close_all(l, "tunnel closed");
 	l->tunnel = NULL;
 	l->state = LINK_WAIT; /* not up any more, for tunnels_up below */
 	if (was_up && l->agent->stopping)

@@ -28,12 +28,14 @@
 #include "anyproxy/bufring.h"
 #include "anyproxy/config.h"
 #include "anyproxy/hosts.h"
-#include "anyproxy/notify.h"
+#include "anyproxy/log.h"
 #include "anyproxy/metrics.h"
+#include "anyproxy/notify.h"
 #include "anyproxy/relay.h"
 #include "anyproxy/resolve.h"
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
+#include "anyproxy/udp.h"
 
 #define AGENT_MAX_GATEWAY_ADDRS 8
 #define AGENT_RESOLVER_THREADS 2
@@ -105,6 +107,8 @@ struct agent_link {
 	bool connect_armed;
 	struct tunnel *tunnel;
 	bool stay_away; /* the gateway said: replaced, or id in use; wait the full cap */
+	bool datagrams; /* HELLO_OK set FRAME_CAP_DATAGRAM too */
+	struct dgram_assoc *assocs; /* datagram associations by id (dgram.c, uthash) */
 	unsigned failures; /* consecutive failed attempts, for logs */
 	char last_error[256];
 };
@@ -126,6 +130,9 @@ struct agent {
 	unsigned ntargets; /* target connections alive (target.c) */
 	struct agent_stats stats;
 	struct metrics_server metrics; /* [metrics] listen_addr; ring NULL: off */
+	unsigned nassocs;  /* datagram associations not yet freed (dgram.c) */
+	uint64_t dgrams_denied;		/* datagrams the host rules refused */
+	struct log_rate dgram_denied_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	bool stopping;
 	struct timer shutdown_timer;
 	struct notify notify; /* the service manager (systemd Type=notify) */
@@ -135,6 +142,7 @@ struct cli_program;
 int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg);
 /* Stop the loop once every link is done and no target connection is left. */
 void agent_maybe_exit(struct agent *a);
+struct dgram_assoc;
 /* target.c: an OPEN arrived on l's tunnel. 0, or -EPROTO with *why set. */
 int target_open(struct agent_link *l, const struct frame *f, const char **why);
 int agent_run(struct agent *a);

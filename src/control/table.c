@@ -33,6 +33,11 @@ const char *const table_drain_columns[TABLE_DRAIN_NCOLUMNS] = {
 	"client_id:s", "connected:b", "drained:b", "streams_active:n",
 };
 
+const char *const table_forward_columns[TABLE_FORWARD_NCOLUMNS] = {
+	"name:s",	      "listen_addr:s",	    "group_id:s", "target:s",
+	"protocol:s",	      "connections_active:n", "connections_total:n", "refused_sources:n",
+};
+
 const struct table_command table_commands[TABLE_NCOMMANDS] = {
 	[TABLE_CMD_CLIENTS] = { "clients", NULL, "list connected clients, one row each", false,
 				false },
@@ -51,6 +56,9 @@ const struct table_command table_commands[TABLE_NCOMMANDS] = {
 	[TABLE_CMD_STATS] = { "stats", NULL,
 			      "show the gateway's global counters (the metrics' totals)", true,
 			      false },
+	[TABLE_CMD_FORWARDS] = { "forwards", NULL,
+				 "list port forwards with their group, target and connections",
+				 false, false },
 };
 
 /* The writer's first allocation; it doubles from there up to its max. */

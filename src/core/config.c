@@ -142,6 +142,12 @@ const struct config_key config_keys[] = {
 	  .default_value = "300000", RANGE(0, CONFIG_IDLE_MAX_MS),
 	  .help = "A proxied connection with no data in either direction for this long is "
 		  "closed (a connection busy in one direction only is not idle). 0: never." },
+	{ KEY("gateway", "udp_idle_timeout_ms", uint32, GATEWAY, gateway.udp_idle_timeout_ms),
+	  .default_value = "60000", RANGE(CONFIG_TIMEOUT_MIN_MS, CONFIG_TIMEOUT_MAX_MS),
+	  .help = "A datagram association (a SOCKS5 UDP ASSOCIATE, a client of a UDP "
+		  "forward) that carried no datagram in either direction for this long is "
+		  "ended; a SOCKS5 association's TCP connection is closed with it. A reload "
+		  "applies to the next check of each association." },
 	{ KEY("gateway", "shutdown_timeout_ms", uint32, GATEWAY, gateway.shutdown_timeout_ms),
 	  .default_value = "30000", RANGE(0, CONFIG_TIMEOUT_MAX_MS),
 	  .help = "On SIGTERM, how long open connections may go on before they are cut." },

@@ -57,6 +57,7 @@ static size_t key_index(const struct config_key *key)
 
 struct load_ctx;
 static int open_group_section(struct load_ctx *ctx, const char *name, size_t len);
+static int open_forward_section(struct load_ctx *ctx, const char *name, size_t len);
 
 /* ---- loading ---- */
 
@@ -80,6 +81,7 @@ struct load_ctx {
 	int read_errno; /* reading the file failed with this */
 	const char *section; /* the section the lines belong to, for errors */
 	struct config_group_auth *group; /* inside a [group.NAME] section */
+	bool in_forward;                 /* inside a [forward.NAME] section (the last) */
 	struct key_origin origins[CONFIG_KEYS_MAX];
 };
 
@@ -216,6 +218,7 @@ static int check_section_header(struct load_ctx *ctx, const char *line)
 	}
 	section = find_section(name, len);
 	ctx->group = NULL;
+	ctx->in_forward = false;
 	if (section && (section->programs & ctx->program)) {
 		ctx->section = section->name;
 		return 0;
@@ -224,6 +227,10 @@ static int check_section_header(struct load_ctx *ctx, const char *line)
 	    strncmp(name, CONFIG_GROUP_SECTION_PREFIX, strlen(CONFIG_GROUP_SECTION_PREFIX)) == 0)
 		return open_group_section(ctx, name + strlen(CONFIG_GROUP_SECTION_PREFIX),
 					  len - strlen(CONFIG_GROUP_SECTION_PREFIX));
+	if (ctx->program == CONFIG_GATEWAY && len > strlen(CONFIG_FORWARD_SECTION_PREFIX) &&
+	    strncmp(name, CONFIG_FORWARD_SECTION_PREFIX, strlen(CONFIG_FORWARD_SECTION_PREFIX)) == 0)
+		return open_forward_section(ctx, name + strlen(CONFIG_FORWARD_SECTION_PREFIX),
+					    len - strlen(CONFIG_FORWARD_SECTION_PREFIX));
 
 	snprintf(name_copy, sizeof(name_copy), "%.*s", (int)MIN(len, sizeof(name_copy) - 1),
 		 name);
@@ -287,6 +294,21 @@ static int open_group_section(struct load_ctx *ctx, const char *name, size_t len
 	cfg->ngroups++;
 	ctx->group = g;
 	ctx->section = CONFIG_GROUP_SECTION_PREFIX "NAME";
+	return 0;
+}
+
+/* [forward.NAME]: a port forwarded through a group (gateway only). */
+static int open_forward_section(struct load_ctx *ctx, const char *name, size_t len)
+{
+	char why[CONFIG_WHY_BYTES];
+	int ret = config_forward_open(ctx->cfg, name, len, ctx->line, why, sizeof(why));
+
+	if (ret == -EINVAL)
+		return fail_line(ctx, why);
+	if (ret < 0)
+		return fail_line(ctx, strerror(-ret));
+	ctx->in_forward = true;
+	ctx->section = CONFIG_FORWARD_SECTION_PREFIX "NAME";
 	return 0;
 }
 
@@ -524,6 +546,14 @@ static int on_ini_pair(void *user, const char *section, const char *name, const 
 			fail_line(ctx, strerror(ENOMEM));
 		return !ctx->failed;
 	}
+	if (ctx->in_forward) {
+		char why[CONFIG_WHY_BYTES + 128];
+		int ret = config_forward_pair(ctx->cfg, name, value, why, sizeof(why));
+
+		if (ret < 0)
+			fail_line(ctx, ret == -EINVAL ? why : strerror(-ret));
+		return !ctx->failed;
+	}
 	key = find_key(ctx->program, section, name);
 	if (!key) {
 		fail_unknown_key(ctx, section, name);
@@ -727,12 +757,6 @@ static int check_pair(struct load_ctx *ctx, const struct config_key *a, const st
 	return fail_key(ctx, a_set ? a : b, why);
 }
 
-static bool addrs_collide(const struct config_addr *a, const struct config_addr *b)
-{
-	return a->set && b->set && a->port == b->port &&
-	       (!a->host[0] || !b->host[0] || strcmp(a->host, b->host) == 0);
-}
-
 /* Listeners use SO_REUSEPORT, so two of ours on one port would both bind
  * and silently share the connections: refuse that here ([metrics] too). */
 static int check_listener_ports(struct load_ctx *ctx)
@@ -751,7 +775,7 @@ static int check_listener_ports(struct load_ctx *ctx)
 			const struct config_key *blamed, *other;
 			char why[160];
 
-			if (!addrs_collide(config_key_field(ctx->cfg, a), config_key_field(ctx->cfg, b)))
+			if (!config_addrs_collide(config_key_field(ctx->cfg, a), config_key_field(ctx->cfg, b)))
 				continue;
 			blamed = blame(ctx, a, b);
 			other = blamed == a ? b : a;
@@ -806,6 +830,13 @@ static int validate_gateway(struct load_ctx *ctx)
 		err = check_listener_ports(ctx);
 	if (!err)
 		err = check_groups(ctx);
+	if (!err) {
+		char why[CONFIG_WHY_BYTES];
+		struct key_origin where = { ORIGIN_FILE, 0 };
+
+		if (config_forwards_check(ctx->cfg, &where.line, why, sizeof(why)) < 0)
+			err = fail(ctx, &where, NULL, "%s", why);
+	}
 	return err;
 }
 
@@ -880,6 +911,7 @@ int config_load(struct config *cfg, enum config_program program, const char *pat
 void config_free(struct config *cfg)
 {
 	free_groups(cfg);
+	config_forwards_free(cfg);
 	for (size_t i = 0; i < config_nkeys; i++) {
 		const struct config_key *key = &config_keys[i];
 

@@ -33,6 +33,13 @@ int config_reload(struct config *live, struct config *fresh, char *restart, size
 		fresh->groups = groups;
 		fresh->ngroups = ngroups;
 	}
+	/* forwards own listening sockets and their listeners point into the
+	 * live sections: the set stays as it started */
+	if (config_forwards_differ(live, fresh)) {
+		kept++;
+		if (used < len)
+			used += (size_t)snprintf(restart, len, "[forward.NAME] sections");
+	}
 	for (size_t i = 0; i < config_nkeys; i++) {
 		const struct config_key *key = &config_keys[i];
 		uint8_t tmp[CONFIG_FIELD_MAX_BYTES];

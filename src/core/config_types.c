@@ -198,6 +198,12 @@ int config_parse_addr(const char *s, struct config_addr *out, char *err, size_t 
 	return -EINVAL;
 }
 
+bool config_addrs_collide(const struct config_addr *a, const struct config_addr *b)
+{
+	return a->set && b->set && a->port == b->port &&
+	       (!a->host[0] || !b->host[0] || strcmp(a->host, b->host) == 0);
+}
+
 void config_addr_format(const struct config_addr *a, char *buf, size_t len)
 {
 	if (!len)

@@ -67,7 +67,10 @@ int net_parse_numeric(const char *host, unsigned port, struct sockaddr_storage *
 	return -EINVAL;
 }
 
-int net_listen_tcp(const struct config_addr *addr, int backlog, char *err, size_t errlen)
+/* Bind (and for a stream socket, listen) on a numeric address; see
+ * net_listen_tcp. */
+static int bind_config_addr(const struct config_addr *addr, int type, int backlog, char *err,
+			    size_t errlen)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl;
@@ -81,10 +84,10 @@ int net_listen_tcp(const struct config_addr *addr, int backlog, char *err, size_
 		snprintf(err, errlen, "listen address %s: host must be an IP address", shown);
 		return -EINVAL;
 	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 && addr->host[0] == '\0' && errno == EAFNOSUPPORT) {
 		net_parse_numeric("0.0.0.0", addr->port, &ss, &sl);
-		fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		fd = socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	}
 	if (fd < 0) {
 		ret = -errno;
@@ -95,13 +98,24 @@ int net_listen_tcp(const struct config_addr *addr, int backlog, char *err, size_
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (ss.ss_family == AF_INET6 && addr->host[0] == '\0')
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, backlog) < 0) {
+	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 ||
+	    (type == SOCK_STREAM && listen(fd, backlog) < 0)) {
 		ret = -errno;
 		snprintf(err, errlen, "cannot listen on %s: %s", shown, strerror(errno));
 		close(fd);
 		return ret;
 	}
 	return fd;
+}
+
+int net_listen_tcp(const struct config_addr *addr, int backlog, char *err, size_t errlen)
+{
+	return bind_config_addr(addr, SOCK_STREAM, backlog, err, errlen);
+}
+
+int net_bind_udp(const struct config_addr *addr, char *err, size_t errlen)
+{
+	return bind_config_addr(addr, SOCK_DGRAM, 0, err, errlen);
 }
 
 int net_listen_unix(const char *path, int backlog, char *err, size_t errlen)

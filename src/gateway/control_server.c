@@ -27,6 +27,7 @@
 #include "anyproxy/net.h"
 #include "anyproxy/table.h"
 #include "anyproxy/tls.h"
+#include "forward.h"
 #include "gateway.h"
 
 #define CONTROL_DEADLINE_MS 5000
@@ -164,6 +165,30 @@ static int answer_groups(struct gateway *gw, struct table_writer *w, const char 
 	return ret ? -ENOSPC : 0;
 }
 
+static int answer_forwards(struct gateway *gw, struct table_writer *w, const char *arg)
+{
+	char addr[300];
+	int ret = table_write_header(w, table_forward_columns, TABLE_FORWARD_NCOLUMNS);
+
+	for (size_t i = 0; i < gw->nforwards && ret == 0; i++) {
+		const struct gw_forward *fw = &gw->forwards[i];
+
+		ret |= table_write_row_begin(w);
+		ret |= table_write_str(w, fw->cfg->name);
+		config_addr_format(&fw->cfg->listen_addr, addr, sizeof(addr));
+		ret |= table_write_str(w, addr);
+		ret |= table_write_str(w, fw->cfg->group);
+		config_addr_format(&fw->cfg->target, addr, sizeof(addr));
+		ret |= table_write_str(w, addr);
+		ret |= table_write_str(w, fw->cfg->protocol == CONFIG_FORWARD_UDP ? "udp" : "tcp");
+		ret |= table_write_uint(w, fw->active);
+		ret |= table_write_uint(w, fw->total);
+		ret |= table_write_uint(w, fw->refused);
+		ret |= table_write_row_end(w);
+	}
+	return ret ? -ENOSPC : 0;
+}
+
 static int answer_version(struct gateway *gw, struct table_writer *w, const char *arg)
 {
 	int ret = table_write_header(w, table_version_columns, TABLE_VERSION_NCOLUMNS);
@@ -221,6 +246,7 @@ static int (*const answers[TABLE_NCOMMANDS])(struct gateway *gw, struct table_wr
 	[TABLE_CMD_CLIENT] = answer_client,
 	[TABLE_CMD_VERSION] = answer_version,
 	[TABLE_CMD_STATS] = answer_stats,
+	[TABLE_CMD_FORWARDS] = answer_forwards,
 };
 
 /* Is gid among the peer's supplementary groups? Errors count as no. */

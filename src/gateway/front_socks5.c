@@ -9,23 +9,56 @@
  * refused: a greeting offering no method gets METHOD 0xff, a malformed
  * RFC 1929 message STATUS 0x01, a malformed request the REP code
  * socks5_reply_for_request_error picks.
+ *
+ * UDP ASSOCIATE (RFC 1928 section 7): the reply names a UDP socket bound
+ * on the address the TCP connection arrived at; datagrams to it from the
+ * client (the TCP peer's address, and the port it declared, or else the
+ * port of its first datagram) go to the group's agent as DGRAM frames,
+ * the agent's replies come back to that address only. Fragments (FRAG not
+ * 0) are dropped. The association ends with the TCP connection, after
+ * [gateway] udp_idle_timeout_ms without a datagram, or when the agent
+ * ends it (the TCP connection is then closed).
  */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "anyproxy/common.h"
 #include "anyproxy/log.h"
 #include "anyproxy/socks5.h"
+#include "anyproxy/udp.h"
 #include "anyproxy/username.h"
+#include "dgram.h"
 #include "front.h"
+#include "gateway.h"
 #include "proxy.h"
 
-enum s5_state { S5_GREETING, S5_AUTH, S5_REQUEST, S5_WAIT_OPEN, S5_RELAY, S5_FAILED };
+enum s5_state { S5_GREETING, S5_AUTH, S5_REQUEST, S5_WAIT_OPEN, S5_RELAY, S5_UDP, S5_FAILED };
 
 static const char *const s5_state_names[] = {
-	[S5_GREETING] = "greeting", [S5_AUTH] = "auth",   [S5_REQUEST] = "request",
-	[S5_WAIT_OPEN] = "wait-open", [S5_RELAY] = "relay", [S5_FAILED] = "failed",
+	[S5_GREETING] = "greeting", [S5_AUTH] = "auth",	    [S5_REQUEST] = "request",
+	[S5_WAIT_OPEN] = "wait-open", [S5_RELAY] = "relay", [S5_UDP] = "udp",
+	[S5_FAILED] = "failed",
+};
+
+/* The largest datagram a client may send: its header and what one DGRAM
+ * carries (one byte more shows a longer one as cut, and it is dropped). */
+#define S5_UDP_DATAGRAM_MAX (SOCKS5_UDP_HEADER_MAX + FRAME_DGRAM_MAX_DATA + 1)
+
+/* A UDP ASSOCIATE: its relay socket and its association. It outlives the
+ * TCP connection until its socket's close completes (udp.h). */
+struct s5_udp {
+	struct user_conn *uc; /* NULL once the TCP connection is gone */
+	struct udp_socket udp;
+	struct gw_assoc assoc;
+	struct sockaddr_storage client; /* the TCP peer; its port once known */
+	bool client_port_known;
+	struct timer idle; /* [gateway] udp_idle_timeout_ms */
+	uint64_t last_active_ms;
+	uint64_t dropped; /* from strangers, fragments, malformed, too long */
 };
 
 /* Room for the largest auth and request messages plus early data. */
@@ -39,6 +72,7 @@ struct s5_session {
 	size_t len;
 	uint8_t buf[S5_BUF_BYTES];
 	struct username_identity id; /* what on_auth admitted (zero: no auth) */
+	struct s5_udp *udp;	     /* S5_UDP */
 };
 
 static void set_state(struct user_conn *uc, struct s5_session *s, enum s5_state next)
@@ -129,6 +163,277 @@ static int on_auth(struct user_conn *uc, struct s5_session *s, const uint8_t *p,
 	return ret;
 }
 
+/* ---- UDP ASSOCIATE ---- */
+
+/* An IPv4-mapped IPv6 address (a dual-stack listener's IPv4 peer) as the
+ * IPv4 address it is, so the UDP socket and comparisons use one form. */
+static void unmap(struct sockaddr_storage *ss)
+{
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+
+	if (ss->ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+		return;
+	sin.sin_port = sin6->sin6_port;
+	memcpy(&sin.sin_addr, sin6->sin6_addr.s6_addr + 12, 4);
+	memset(ss, 0, sizeof(*ss));
+	memcpy(ss, &sin, sizeof(sin));
+}
+
+static bool same_ip(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+	if (a->ss_family != b->sa_family)
+		return false;
+	if (a->ss_family == AF_INET)
+		return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
+			      &((const struct sockaddr_in *)(const void *)b)->sin_addr, 4) == 0;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+		      &((const struct sockaddr_in6 *)(const void *)b)->sin6_addr, 16) == 0;
+}
+
+static uint16_t port_of(const struct sockaddr *sa)
+{
+	return sa->sa_family == AF_INET ? ((const struct sockaddr_in *)(const void *)sa)->sin_port
+					: ((const struct sockaddr_in6 *)(const void *)sa)->sin6_port;
+}
+
+static void set_port(struct sockaddr_storage *ss, uint16_t port_be)
+{
+	if (ss->ss_family == AF_INET)
+		((struct sockaddr_in *)ss)->sin_port = port_be;
+	else
+		((struct sockaddr_in6 *)ss)->sin6_port = port_be;
+}
+
+/* The association is over for the TCP connection: close it (once). */
+static void udp_end(struct s5_udp *u, const char *why)
+{
+	if (u->uc)
+		relay_close(&u->uc->relay, why);
+}
+
+static void udp_idle_fire(struct ring *r, struct timer *t)
+{
+	struct s5_udp *u = container_of(t, struct s5_udp, idle);
+	uint32_t idle_ms = u->uc->gw->cfg->gateway.udp_idle_timeout_ms;
+	uint64_t quiet = now_ms() - u->last_active_ms;
+
+	if (quiet < idle_ms) {
+		timer_arm(r, &u->idle, idle_ms - quiet);
+		return;
+	}
+	log_info("SOCKS5 UDP association idle, closing", LF_S("client_id", u->assoc.client_id),
+		 LF_U("idle_ms", quiet));
+	udp_end(u, "UDP association idle");
+}
+
+/* A datagram from the client: checked, stripped of its header, sent on. */
+static void udp_from_client(struct udp_socket *us, const struct sockaddr *from, socklen_t fromlen,
+			    const uint8_t *p, size_t n)
+{
+	struct s5_udp *u = container_of(us, struct s5_udp, udp);
+	struct sockaddr_storage src;
+	struct socks5_udp_header h;
+	struct stream_target target;
+	int hl;
+
+	if (!u->uc)
+		return;
+	memset(&src, 0, sizeof(src));
+	memcpy(&src, from, MIN((size_t)fromlen, sizeof(src)));
+	unmap(&src);
+	/* only the client may use the relay: its address, and its port */
+	if (!same_ip(&u->client, (struct sockaddr *)&src) ||
+	    (u->client_port_known && port_of((struct sockaddr *)&src) !=
+						port_of((struct sockaddr *)&u->client))) {
+		u->dropped++;
+		return;
+	}
+	hl = socks5_parse_udp_header(p, n, &h);
+	if (hl < 0 || h.frag != 0) {
+		/* fragments: RFC 1928 lets a relay without reassembly drop them */
+		u->dropped++;
+		log_debug("SOCKS5 UDP datagram dropped", LF_S("reason", hl < 0 ? "malformed header"
+								       : "fragment (FRAG not 0)"));
+		return;
+	}
+	if (!u->client_port_known) {
+		set_port(&u->client, port_of((struct sockaddr *)&src));
+		u->client_port_known = true;
+	}
+	if (h.port == 0) {
+		u->dropped++;
+		return;
+	}
+	memset(&target, 0, sizeof(target));
+	target.addr_type = h.addr_type; /* SOCKS5 ATYP values are the frame's */
+	memcpy(target.addr, h.addr, sizeof(target.addr));
+	target.domain = h.domain;
+	target.port = h.port;
+	u->last_active_ms = now_ms();
+	gw_assoc_send(u->uc->gw, &u->assoc, &target, p + hl, n - (size_t)hl);
+}
+
+static void udp_closed(struct udp_socket *us)
+{
+	struct s5_udp *u = container_of(us, struct s5_udp, udp);
+
+	free(u);
+}
+
+static const struct udp_socket_ops s5_udp_ops = {
+	.on_datagram = udp_from_client,
+	.on_closed = udp_closed,
+};
+
+/* A reply of the agent: to the client, with the source in its header. */
+static void udp_to_client(struct gw_assoc *as, const struct frame *f)
+{
+	struct s5_udp *u = container_of(as, struct s5_udp, assoc);
+	uint8_t out[SOCKS5_UDP_REPLY_HEADER_MAX + FRAME_DGRAM_MAX_DATA];
+	struct sockaddr_storage src;
+	size_t hl;
+
+	if (!u->client_port_known) {
+		u->dropped++; /* nowhere to send it yet */
+		return;
+	}
+	memset(&src, 0, sizeof(src));
+	if (f->dgram.addr_type == FRAME_ADDR_IPV4) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&src;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, f->dgram.addr, 4);
+		sin->sin_port = htons(f->dgram.port);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&src;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, f->dgram.addr, 16);
+		sin6->sin6_port = htons(f->dgram.port);
+	}
+	hl = socks5_encode_udp_header(out, (struct sockaddr *)&src);
+	memcpy(out + hl, f->dgram.data.ptr, f->dgram.data.len);
+	u->last_active_ms = now_ms();
+	if (udp_socket_send(&u->udp, (struct sockaddr *)&u->client,
+			    u->client.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+							   : sizeof(struct sockaddr_in6),
+			    out, hl + f->dgram.data.len) < 0)
+		u->dropped++;
+}
+
+static void udp_assoc_ended(struct gw_assoc *as, uint8_t reason, const char *why)
+{
+	struct s5_udp *u = container_of(as, struct s5_udp, assoc);
+
+	log_info("SOCKS5 UDP association ended by the agent", LF_S("client_id", as->client_id),
+		 LF_S("reason", frame_open_reason_name(reason)), LF_S("why", why));
+	udp_end(u, "UDP association ended by the agent");
+}
+
+static const struct gw_assoc_ops s5_assoc_ops = {
+	.on_datagram = udp_to_client,
+	.on_closed = udp_assoc_ended,
+};
+
+/* The UDP socket of an association: on the address the TCP connection
+ * arrived at, any port. fd or -errno. */
+static int udp_bind_local(int tcp_fd, struct sockaddr_storage *bound)
+{
+	socklen_t len = sizeof(*bound);
+	int fd, err;
+
+	if (getsockname(tcp_fd, (struct sockaddr *)bound, &len) < 0)
+		return -errno;
+	unmap(bound);
+	set_port(bound, 0);
+	fd = socket(bound->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	len = bound->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+					  : sizeof(struct sockaddr_in6);
+	if (bind(fd, (struct sockaddr *)bound, len) < 0 ||
+	    getsockname(fd, (struct sockaddr *)bound, &len) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static void udp_associate(struct user_conn *uc, struct s5_session *s,
+			  const struct socks5_request *rq)
+{
+	struct sockaddr_storage bound;
+	socklen_t len = sizeof(struct sockaddr_storage);
+	uint8_t msg[SOCKS5_REPLY_MAX];
+	char why[160];
+	struct s5_udp *u;
+	uint8_t reason;
+	int fd;
+
+	proxy_handshake_over(uc);
+	log_info("Gateway received request", LF_S("user", s->id.full), LF_S("group", s->id.group),
+		 LF_S("proxy", "socks5"), LF_S("command", "UDP ASSOCIATE"));
+	u = calloc(1, sizeof(*u));
+	if (!u) {
+		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "out of memory");
+		return;
+	}
+	if (getpeername(uc->relay.fd, (struct sockaddr *)&u->client, &len) < 0) {
+		free(u);
+		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "no peer address");
+		return;
+	}
+	unmap(&u->client);
+	/* the port the client says it will send from; 0: its first datagram's */
+	set_port(&u->client, htons(rq->port));
+	u->client_port_known = rq->port != 0;
+	fd = udp_bind_local(uc->relay.fd, &bound);
+	if (fd < 0) {
+		free(u);
+		log_warn("SOCKS5 UDP relay socket failed", LF_S("error", strerror(-fd)));
+		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "no UDP relay socket");
+		return;
+	}
+	reason = gw_assoc_open(uc->gw, &u->assoc, &s->id, "socks5", &s5_assoc_ops, u, why,
+			       sizeof(why));
+	if (reason) {
+		close(fd);
+		free(u);
+		log_info("SOCKS5 request failed", LF_S("reason", frame_open_reason_name(reason)),
+			 LF_S("error", why));
+		fail_request(uc, socks5_reply_for_open_reason(reason), why);
+		return;
+	}
+	if (udp_socket_open(&u->udp, &uc->gw->ring, fd, S5_UDP_DATAGRAM_MAX, &s5_udp_ops) < 0) {
+		gw_assoc_close(&u->assoc);
+		free(u);
+		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "out of memory");
+		return;
+	}
+	u->uc = uc;
+	u->last_active_ms = now_ms();
+	timer_init(&u->idle, udp_idle_fire);
+	timer_arm(&uc->gw->ring, &u->idle, uc->gw->cfg->gateway.udp_idle_timeout_ms);
+	s->udp = u;
+	set_state(uc, s, S5_UDP);
+	relay_write(&uc->relay, msg,
+		    socks5_encode_reply(msg, SOCKS5_REP_SUCCEEDED, (struct sockaddr *)&bound), 0);
+	/* the TCP connection stays open: its end is the association's end */
+	relay_read(&uc->relay, true);
+}
+
+/* The TCP connection is gone: so is the association (its socket frees
+ * the struct once its close completes). */
+static void udp_teardown(struct user_conn *uc, struct s5_udp *u)
+{
+	timer_disarm(&uc->gw->ring, &u->idle);
+	gw_assoc_close(&u->assoc);
+	u->uc = NULL;
+	udp_socket_close(&u->udp);
+}
+
 static int on_request(struct user_conn *uc, struct s5_session *s, const uint8_t *p, size_t n)
 {
 	struct socks5_request rq;
@@ -145,6 +450,10 @@ static int on_request(struct user_conn *uc, struct s5_session *s, const uint8_t 
 	}
 	if (ret == 0)
 		return 0;
+	if (rq.command == SOCKS5_CMD_UDP_ASSOCIATE) {
+		udp_associate(uc, s, &rq);
+		return -EPERM; /* nothing more is parsed: the state is S5_UDP or S5_FAILED */
+	}
 	if (rq.command != SOCKS5_CMD_CONNECT) {
 		fail_request(uc, SOCKS5_REP_COMMAND_NOT_SUPPORTED, "command not supported");
 		return -EPERM;
@@ -213,6 +522,14 @@ static void socks5_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
 {
 	struct s5_session *s = uc->proto;
 
+	if (s->state == S5_UDP) {
+		/* nothing is expected on the TCP connection; its end ends the
+		 * association */
+		if (n == 0)
+			relay_close(&uc->relay, "client closed the UDP association");
+		return;
+	}
+
 	if (s->state >= S5_RELAY)
 		return; /* S5_FAILED: the refusal is on its way, then the close */
 	if (n == 0) {
@@ -260,6 +577,10 @@ static void socks5_open_result(struct user_conn *uc, uint8_t reason, const char 
 
 static void socks5_closed(struct user_conn *uc)
 {
+	struct s5_session *s = uc->proto;
+
+	if (s && s->udp)
+		udp_teardown(uc, s->udp);
 	free(uc->proto);
 	uc->proto = NULL;
 }

@@ -15,6 +15,8 @@
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
 #include "anyproxy/tls.h"
+#include "dgram.h"
+#include "forward.h"
 #include "front.h"
 #include "gateway.h"
 #include "proxy.h"
@@ -194,6 +196,10 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 	}
 	gt->authenticated = true;
 	ok.hello_ok.version = FRAME_VERSION;
+	/* the capabilities both sides have: an older agent gets no datagram */
+	ok.hello_ok.capabilities = f->hello.capabilities & FRAME_CAP_DATAGRAM;
+	gt->datagrams = (ok.hello_ok.capabilities & FRAME_CAP_DATAGRAM) != 0;
+	gt->next_assoc_id = 1;
 	ok.hello_ok.ping_interval_ms = cfg->gateway.ping_interval_ms;
 	ok.hello_ok.stream_window = GATEWAY_STREAM_WINDOW;
 	tunnel_send(gt->tunnel, &ok);
@@ -236,6 +242,10 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 			 LF_U("replica", gt->reg.replica),
 			 LF_S("reason", frame_error_name(f->error.code)));
 		return 0;
+	case FRAME_DGRAM_OPEN:
+	case FRAME_DGRAM:
+	case FRAME_DGRAM_CLOSE:
+		return gw_assoc_on_frame(gt, f, why);
 	case FRAME_ERROR:
 		log_warn("Client reported an error", LF_S("client_id", gt->client_id),
 			 LF_S("code", frame_error_name(f->error.code)));
@@ -261,6 +271,7 @@ static void gw_on_closed(struct tunnel *t, const char *reason)
 	char client_id[FRAME_MAX_ID_LEN + 1];
 
 	snprintf(client_id, sizeof(client_id), "%s", gt->client_id);
+	gw_assoc_tunnel_closed(gt);
 	if (gt->reg.client) {
 		if (registry_leave(&gw->registry, &gt->reg))
 			log_info("Client disconnected", LF_S("client_id", client_id),
@@ -320,6 +331,8 @@ static bool gw_tunnel_usable(const struct reg_tunnel *rt, void *ctx)
 	const struct gw_tunnel *gt = rt->owner;
 	uint32_t max = gw->cfg->gateway.max_streams_per_tunnel;
 
+	if (gw->picking_datagrams)
+		return gt->datagrams; /* an association is no stream */
 	return !max || gt->tunnel->nstreams < max;
 }
 
@@ -429,6 +442,7 @@ static void gateway_stop(struct gateway *gw, int signo)
 	listener_stop(&gw->ring, &gw->http_listener);
 	metrics_server_close(&gw->metrics);
 	listener_stop(&gw->ring, &gw->https_listener);
+	forward_stop_all(gw);
 	/* users still in their handshake have nothing to finish */
 	proxy_close_handshaking(gw, "gateway shutdown");
 	/* open streams may finish; each tunnel closes after its last one */
@@ -652,6 +666,8 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	if (ret == 0)
 		ret = proxy_listen(gw, &gw->https_listener, &cfg->https, &https_frontend,
 				   GW_PROXY_HTTPS);
+	if (ret == 0)
+		ret = forward_listen_all(gw);
 	if (ret < 0)
 		return ret;
 	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
@@ -685,6 +701,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		return ret;
 	if (gw->https_listener.fd >= 0)
 		listener_start(&gw->ring, &gw->https_listener);
+	forward_start_all(gw);
 	apply_limits(gw);
 	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
 	log_info("Gateway started", LF_S("tunnel_addr", shown),
@@ -717,10 +734,13 @@ void gateway_destroy(struct gateway *gw)
 	metrics_server_destroy(&gw->metrics);
 	listener_stop(&gw->ring, &gw->https_listener);
 	tls_ctx_free(gw->https_listener.tls);
+	forward_stop_all(gw);
 	registry_destroy(&gw->registry);
 	gw_stats_free(&gw->stats);
 	bufring_exit(&gw->bufs, &gw->ring);
 	tls_ctx_free(gw->tls);
 	notify_exit(&gw->notify);
 	ring_exit(&gw->ring);
+	/* after the ring: no operation of theirs is left in the kernel */
+	forward_free_all(gw);
 }

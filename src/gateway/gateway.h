@@ -45,6 +45,7 @@
 
 struct handshake_budget;
 struct proxy_frontend;
+struct gw_forward;
 
 /* A listening socket served by one accept at a time, re-armed from its
  * completion unless paused. */
@@ -111,6 +112,9 @@ struct gw_tunnel {
 	bool authenticated;
 	bool in_handshake; /* counted in gateway.tunnel_budget */
 	uint64_t accepted_us; /* for the handshake's duration (stats.h) */
+	bool datagrams;	   /* HELLO and HELLO_OK set FRAME_CAP_DATAGRAM */
+	struct gw_assoc *assocs; /* datagram associations on it, by id (dgram.c, uthash) */
+	uint32_t next_assoc_id;
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	/* gateway.tunnels, for shutdown and reload: a utlist DL list (the
 	 * head's prev is the tail, not NULL: only the DL_* macros touch these) */
@@ -127,6 +131,8 @@ struct gateway {
 	struct listener socks5_listener;
 	struct listener http_listener;
 	struct listener https_listener;
+	struct gw_forward *forwards; /* [forward.NAME] listeners (forward.h) */
+	size_t nforwards;
 	struct bufring bufs; /* receive buffers for users' sockets */
 	struct registry registry;
 	struct gw_tunnel *tunnels; /* newest first, a utlist DL list (gateway.c) */
@@ -138,6 +144,8 @@ struct gateway {
 	/* max_handshakes: connections in their handshake, per side */
 	struct handshake_budget tunnel_budget, user_budget;
 	unsigned handshake_peak; /* most at once since memory was last trimmed */
+	bool picking_datagrams; /* registry_pick for an association: DATAGRAM tunnels only */
+	uint64_t dgrams_dropped; /* datagrams toward agents not sent (tunnel full, too long) */
 	/* issue 11: suspect tunnels and retries inside a group */
 	uint64_t tunnels_suspected;  /* times a tunnel became suspect */
 	uint64_t open_retries;       /* OPENs sent again to another agent (proxy.c) */

@@ -31,6 +31,12 @@ static void user_handshake_over(struct user_conn *uc)
 	handshake_end(uc->gw, &uc->gw->user_budget, &uc->in_handshake);
 }
 
+void proxy_handshake_over(struct user_conn *uc)
+{
+	user_handshake_over(uc);
+	proxy_deadline(uc, 0, "handshake");
+}
+
 static void user_socket_data(struct relay *r, const uint8_t *p, size_t n)
 {
 	struct user_conn *uc = container_of(r, struct user_conn, relay);
@@ -146,6 +152,7 @@ void proxy_accept(struct listener *l, int fd)
 	struct gateway *gw = l->owner;
 	const struct proxy_frontend *fe = l->frontend;
 	struct user_conn *uc;
+	int ret;
 
 	if (gw->stopping) {
 		close(fd);
@@ -178,12 +185,15 @@ void proxy_accept(struct listener *l, int fd)
 	timer_init(&uc->deadline, deadline_fire);
 	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
 	proxy_await_request(uc);
-	if ((l->tls && relay_tls_start(&uc->relay, l->tls, fe->tls_alpn) < 0) ||
-	    fe->session_start(uc) < 0) {
+	ret = l->tls ? relay_tls_start(&uc->relay, l->tls, fe->tls_alpn) : 0;
+	if (ret == 0)
+		ret = fe->session_start(uc);
+	if (ret < 0) {
 		relay_close(&uc->relay, "out of memory");
 		return;
 	}
-	relay_read(&uc->relay, true);
+	if (ret == 0)
+		relay_read(&uc->relay, true);
 }
 
 void proxy_close_all(struct gateway *gw, const char *why)
@@ -382,6 +392,16 @@ static void no_agent_text(char *buf, size_t len, const char *group, bool default
 	else
 		snprintf(buf, len, "no clients available in group '%s'%s", group,
 			 default_tried ? " or default group" : "");
+}
+
+const char *proxy_no_fallback(const struct gateway *gw, const struct username_identity *id)
+{
+	/* a tenant's traffic never crosses into the default group's agents */
+	if (id->group_len && config_group_auth(gw->cfg, id->group, id->group_len))
+		return "the group has a [group.NAME] section";
+	if (id->group_len && !gw->cfg->gateway.fallback_to_default)
+		return "fallback_to_default is off";
+	return NULL;
 }
 
 /* ---- opening, with a retry inside the group ---- */
@@ -596,11 +616,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	uc->client_id[0] = '\0';
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
-	/* a tenant's traffic never crosses into the default group's agents */
-	if (id->group_len && config_group_auth(gw->cfg, id->group, id->group_len))
-		no_fallback = "the group has a [group.NAME] section";
-	else if (id->group_len && !gw->cfg->gateway.fallback_to_default)
-		no_fallback = "fallback_to_default is off";
+	no_fallback = proxy_no_fallback(gw, id);
 	rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
 	if (!rt && full) {
 		char msg[160];

@@ -56,7 +56,9 @@ struct proxy_frontend {
 	 * listener serves TLS ("http/1.1"); NULL: none */
 	const char *tls_alpn;
 	/* Constructor: set up uc->proto for a fresh connection before its
-	 * first byte is read. 0, or -ENOMEM (the connection is closed). */
+	 * first byte is read. 0 (read the handshake), 1 (read nothing in
+	 * owner mode: the session has no handshake, it opened or closed
+	 * already), or -ENOMEM (the connection is closed). */
 	int (*session_start)(struct user_conn *uc);
 	/* [gateway] max_connections is reached: encode, in the protocol's
 	 * terms, the few bytes sent to a user refused at accept (no session
@@ -125,6 +127,16 @@ void proxy_accept(struct listener *l, int fd);
  * outcome. */
 void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target);
+
+/* Why id's group may not fall back to the default group ("the group has a
+ * [group.NAME] section", "fallback_to_default is off"), or NULL when it may:
+ * the one rule for streams and datagram associations alike. */
+const char *proxy_no_fallback(const struct gateway *gw, const struct username_identity *id);
+
+/* The handshake ended without a stream (a SOCKS5 UDP ASSOCIATE): stop
+ * counting it against max_handshakes and stop its deadline; the front end
+ * bounds what follows itself. */
+void proxy_handshake_over(struct user_conn *uc);
 
 /* The stream of this request is over (HTTP forwarding moves on to the
  * next request): stop counting it in its client's statistics. */

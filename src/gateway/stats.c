@@ -84,6 +84,7 @@ static const char *proxy_name(size_t p)
 		[GW_PROXY_SOCKS5] = &socks5_frontend,
 		[GW_PROXY_HTTP] = &http_frontend,
 		[GW_PROXY_HTTPS] = &https_frontend,
+		[GW_PROXY_FORWARD] = &forward_frontend,
 	};
 
 	return fronts[p]->name;

@@ -29,6 +29,7 @@ enum gw_proxy {
 	GW_PROXY_SOCKS5,
 	GW_PROXY_HTTP,
 	GW_PROXY_HTTPS,
+	GW_PROXY_FORWARD, /* [forward.NAME] TCP forwards, together */
 	GW_NPROXIES
 };
 

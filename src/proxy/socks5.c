@@ -34,6 +34,10 @@
 /* Offsets inside a request. */
 #define REQUEST_CMD_OFFSET 1
 #define REQUEST_ATYP_OFFSET 3
+#define ATYP_SIZE 1
+/* Offsets inside a UDP request header (RFC 1928 section 7). */
+#define UDP_FRAG_OFFSET 2
+#define UDP_ATYP_OFFSET 3
 
 /* ATYP values travel in OPEN unchanged (int casts: the enums differ). */
 _Static_assert((int)SOCKS5_ADDR_IPV4 == (int)FRAME_ADDR_IPV4, "IPv4 ATYP");
@@ -121,20 +125,27 @@ static bool host_byte(uint8_t c)
 	return grammar_host_byte(c) || c == '.' || c == ':' || c == '[' || c == ']';
 }
 
-int socks5_parse_request(const uint8_t *buf, size_t len, struct socks5_request *r)
-{
-	const uint8_t *addr;
-	size_t addr_size, size, i;
-	uint8_t addr_type;
+/* Where an address's parts go (a request's, a UDP header's). */
+struct address_out {
+	uint8_t *addr_type;
+	uint16_t *port;
+	uint8_t *addr; /* 16 bytes */
+	size_t *domain_len;
+	char *domain; /* SOCKS5_NAME_MAX + 1 bytes */
+};
 
-	if (len < 1)
-		return 0;
-	if (buf[0] != SOCKS5_VERSION)
-		return -EPROTO;
-	if (len < REQUEST_HEADER_SIZE)
-		return 0;
-	addr = buf + REQUEST_HEADER_SIZE;
-	addr_type = buf[REQUEST_ATYP_OFFSET];
+/*
+ * ATYP | DST.ADDR | DST.PORT at p[0..len) (len >= 1): their size, 0 when
+ * len cuts them short, -EAFNOSUPPORT or -EINVAL as socks5_parse_request
+ * says (each as soon as the bytes proving it are present). out is written
+ * only for a complete address.
+ */
+static int parse_address(const uint8_t *p, size_t len, const struct address_out *out)
+{
+	const uint8_t *addr = p + 1;
+	uint8_t addr_type = p[0];
+	size_t addr_size, size, i;
+
 	switch (addr_type) {
 	case SOCKS5_ADDR_IPV4:
 		addr_size = IPV4_ADDR_SIZE;
@@ -143,7 +154,7 @@ int socks5_parse_request(const uint8_t *buf, size_t len, struct socks5_request *
 		addr_size = IPV6_ADDR_SIZE;
 		break;
 	case SOCKS5_ADDR_DOMAIN:
-		if (len < REQUEST_HEADER_SIZE + DOMAIN_LEN_SIZE)
+		if (len < ATYP_SIZE + DOMAIN_LEN_SIZE)
 			return 0;
 		if (addr[0] < MIN_DOMAIN_LEN)
 			return -EINVAL;
@@ -152,30 +163,78 @@ int socks5_parse_request(const uint8_t *buf, size_t len, struct socks5_request *
 		 * cut it short (also in log lines), and control bytes, spaces or
 		 * escapes have no place in a host name. Checked on the bytes
 		 * present so far, so the verdict never waits for the rest. */
-		for (i = DOMAIN_LEN_SIZE; i < addr_size && REQUEST_HEADER_SIZE + i < len; i++)
+		for (i = DOMAIN_LEN_SIZE; i < addr_size && ATYP_SIZE + i < len; i++)
 			if (!host_byte(addr[i]))
 				return -EINVAL;
 		break;
 	default:
 		return -EAFNOSUPPORT;
 	}
-	size = REQUEST_HEADER_SIZE + addr_size + PORT_SIZE;
+	size = ATYP_SIZE + addr_size + PORT_SIZE;
 	if (len < size)
 		return 0;
 
-	r->command = buf[REQUEST_CMD_OFFSET];
-	r->addr_type = addr_type;
-	r->port = get_be16(addr + addr_size);
-	memset(r->addr, 0, sizeof(r->addr));
+	*out->addr_type = addr_type;
+	*out->port = get_be16(addr + addr_size);
+	memset(out->addr, 0, IPV6_ADDR_SIZE);
 	if (addr_type == SOCKS5_ADDR_DOMAIN) {
-		r->domain_len = addr_size - DOMAIN_LEN_SIZE;
-		copy_name(r->domain, addr + DOMAIN_LEN_SIZE, r->domain_len);
+		*out->domain_len = addr_size - DOMAIN_LEN_SIZE;
+		copy_name(out->domain, addr + DOMAIN_LEN_SIZE, *out->domain_len);
 	} else {
-		memcpy(r->addr, addr, addr_size);
-		r->domain_len = 0;
-		r->domain[0] = '\0';
+		memcpy(out->addr, addr, addr_size);
+		*out->domain_len = 0;
+		out->domain[0] = '\0';
 	}
 	return (int)size;
+}
+
+int socks5_parse_request(const uint8_t *buf, size_t len, struct socks5_request *r)
+{
+	const struct address_out out = { &r->addr_type, &r->port, r->addr, &r->domain_len,
+					 r->domain };
+	int ret;
+
+	if (len < 1)
+		return 0;
+	if (buf[0] != SOCKS5_VERSION)
+		return -EPROTO;
+	if (len < REQUEST_HEADER_SIZE)
+		return 0;
+	ret = parse_address(buf + REQUEST_ATYP_OFFSET, len - REQUEST_ATYP_OFFSET, &out);
+	if (ret <= 0)
+		return ret;
+	r->command = buf[REQUEST_CMD_OFFSET];
+	return REQUEST_ATYP_OFFSET + ret;
+}
+
+int socks5_parse_udp_header(const uint8_t *buf, size_t len, struct socks5_udp_header *h)
+{
+	const struct address_out out = { &h->addr_type, &h->port, h->addr, &h->domain_len,
+					 h->domain };
+	int ret;
+
+	/* a datagram is whole: a header it cuts short is malformed */
+	if (len <= UDP_ATYP_OFFSET)
+		return -EBADMSG;
+	ret = parse_address(buf + UDP_ATYP_OFFSET, len - UDP_ATYP_OFFSET, &out);
+	if (ret == 0)
+		return -EBADMSG;
+	if (ret < 0)
+		return ret;
+	h->frag = buf[UDP_FRAG_OFFSET];
+	return UDP_ATYP_OFFSET + ret;
+}
+
+size_t socks5_encode_udp_header(uint8_t *out, const struct sockaddr *from)
+{
+	/* the reply's REP byte position is RSV's second byte and CMD's FRAG's:
+	 * the same layout as a reply, with RSV RSV FRAG=0 in front */
+	size_t n = socks5_encode_reply(out, 0, from);
+
+	out[0] = 0; /* RSV */
+	out[1] = 0; /* RSV */
+	out[2] = 0; /* FRAG */
+	return n;
 }
 
 size_t socks5_encode_method(uint8_t out[2], uint8_t method)

@@ -37,7 +37,8 @@
 #define ERROR_MIN_SIZE (ERROR_FIXED_SIZE + STR8_SIZE(0))
 #define ERROR_MAX_SIZE (ERROR_FIXED_SIZE + STR8_SIZE(FRAME_MAX_TEXT_LEN))
 /* OPEN: window, addr_type, address, port, user, group. */
-#define OPEN_FIXED_SIZE (4 + 1)
+#define OPEN_WINDOW_SIZE 4
+#define OPEN_FIXED_SIZE (OPEN_WINDOW_SIZE + 1)
 #define OPEN_PORT_SIZE 2
 #define OPEN_MIN_SIZE \
 	(OPEN_FIXED_SIZE + STR8_SIZE(MIN_DOMAIN_LEN) + OPEN_PORT_SIZE + 2 * STR8_SIZE(0))
@@ -54,6 +55,12 @@
 #define FIN_SIZE 0
 #define RST_SIZE 1
 #define PING_SIZE 8
+/* DGRAM_OPEN: user, group. */
+#define DGRAM_OPEN_MIN_SIZE (2 * STR8_SIZE(0))
+#define DGRAM_OPEN_MAX_SIZE (STR8_SIZE(FRAME_MAX_TEXT_LEN) + STR8_SIZE(FRAME_MAX_ID_LEN))
+/* DGRAM: addr_type, address, port, then the datagram (maybe empty). */
+#define DGRAM_MIN_SIZE (1 + STR8_SIZE(MIN_DOMAIN_LEN) + OPEN_PORT_SIZE)
+#define DGRAM_CLOSE_SIZE 1
 
 _Static_assert(FRAME_MAX_TEXT_LEN <= MAX_STR8_LEN, "text fields are str8");
 _Static_assert(FRAME_MAX_ID_LEN <= MAX_STR8_LEN, "id fields are str8");
@@ -62,6 +69,8 @@ _Static_assert(PING_SIZE == sizeof(((struct frame *)0)->ping.opaque), "ping.opaq
 _Static_assert(HELLO_MAX_SIZE <= FRAME_MAX_PAYLOAD, "HELLO fits one frame");
 _Static_assert(OPEN_MAX_SIZE <= FRAME_MAX_PAYLOAD, "OPEN fits one frame");
 _Static_assert(FRAME_MAX_PAYLOAD <= UINT16_MAX, "length is a BE16");
+_Static_assert(FRAME_DGRAM_ADDR_MAX == 1 + STR8_SIZE(FRAME_MAX_TEXT_LEN) + OPEN_PORT_SIZE,
+	       "the longest DGRAM address part");
 
 /* FRAME_MAX_PAYLOAD is an expression, so its value is spelled for messages. */
 #define MAX_PAYLOAD_TEXT "16376"
@@ -101,7 +110,7 @@ struct frame_kind {
 #define STREAM_KIND(type, label, min, max) \
 	KIND(type, label, ON_STREAM, min, max, label ": stream id 0")
 
-static const struct frame_kind frame_kinds[FRAME_GOAWAY + 1] = {
+static const struct frame_kind frame_kinds[FRAME_TYPE_MAX + 1] = {
 	TUNNEL_KIND(FRAME_HELLO, "HELLO", HELLO_MIN_SIZE, HELLO_MAX_SIZE),
 	TUNNEL_KIND(FRAME_HELLO_OK, "HELLO_OK", HELLO_OK_SIZE, HELLO_OK_SIZE),
 	TUNNEL_KIND(FRAME_ERROR, "ERROR", ERROR_MIN_SIZE, ERROR_MAX_SIZE),
@@ -115,6 +124,9 @@ static const struct frame_kind frame_kinds[FRAME_GOAWAY + 1] = {
 	TUNNEL_KIND(FRAME_PING, "PING", PING_SIZE, PING_SIZE),
 	TUNNEL_KIND(FRAME_PONG, "PONG", PING_SIZE, PING_SIZE),
 	TUNNEL_KIND(FRAME_GOAWAY, "GOAWAY", ERROR_MIN_SIZE, ERROR_MAX_SIZE),
+	STREAM_KIND(FRAME_DGRAM_OPEN, "DGRAM_OPEN", DGRAM_OPEN_MIN_SIZE, DGRAM_OPEN_MAX_SIZE),
+	STREAM_KIND(FRAME_DGRAM, "DGRAM", DGRAM_MIN_SIZE, FRAME_MAX_PAYLOAD),
+	STREAM_KIND(FRAME_DGRAM_CLOSE, "DGRAM_CLOSE", DGRAM_CLOSE_SIZE, DGRAM_CLOSE_SIZE),
 };
 #undef STREAM_KIND
 #undef TUNNEL_KIND
@@ -176,6 +188,12 @@ static const struct str_rule open_group_rule =
 	STR_RULE("OPEN", "group", 0, FRAME_MAX_ID_LEN);
 static const struct str_rule open_fail_message_rule =
 	STR_RULE("OPEN_FAIL", "message", 0, FRAME_MAX_TEXT_LEN);
+static const struct str_rule dgram_open_user_rule =
+	STR_RULE("DGRAM_OPEN", "user", 0, FRAME_MAX_TEXT_LEN);
+static const struct str_rule dgram_open_group_rule =
+	STR_RULE("DGRAM_OPEN", "group", 0, FRAME_MAX_ID_LEN);
+static const struct str_rule dgram_domain_rule =
+	STR_RULE("DGRAM", "domain", MIN_DOMAIN_LEN, FRAME_MAX_TEXT_LEN);
 #undef STR_RULE
 
 static const struct str_rule *message_rule(uint8_t type)
@@ -283,16 +301,42 @@ static int decode_error(const uint8_t *p, size_t len, struct frame *f, const cha
 	return expect_end(&r, f->type, why);
 }
 
-static int decode_open(const uint8_t *p, size_t len, struct frame *f, const char **why)
+/* An address as OPEN and DGRAM carry it (addr_type, address, port) and
+ * the reasons a frame gives when it breaks the rules. */
+struct addr_rule {
+	const struct str_rule *domain;
+	const char *why_type, *why_truncated, *why_port_truncated, *why_port0;
+};
+
+static const struct addr_rule open_addr_rule = {
+	&open_domain_rule, "OPEN: unknown addr_type", "OPEN: address truncated",
+	"OPEN: port truncated", "OPEN: port 0",
+};
+static const struct addr_rule dgram_addr_rule = {
+	&dgram_domain_rule, "DGRAM: unknown addr_type", "DGRAM: address truncated",
+	"DGRAM: port truncated", "DGRAM: port 0",
+};
+
+/* The address fields of one frame, wherever they live in struct frame. */
+struct addr_fields {
+	uint8_t *type;
+	uint8_t *addr; /* 16 bytes */
+	struct frame_str *domain;
+	uint16_t *port;
+};
+
+static int read_addr(struct reader *r, const struct addr_rule *rule, struct addr_fields a,
+		     const char **why)
 {
-	struct reader r = { p + OPEN_FIXED_SIZE, p + len };
 	const uint8_t *q;
-	size_t addr_len;
+	size_t addr_len = 0;
 	int err;
 
-	f->open.window = get_be32(p);
-	f->open.addr_type = p[4];
-	switch (f->open.addr_type) {
+	q = read_bytes(r, 1, rule->why_truncated, why);
+	if (!q)
+		return -EBADMSG;
+	*a.type = *q;
+	switch (*a.type) {
 	case FRAME_ADDR_IPV4:
 		addr_len = IPV4_ADDR_SIZE;
 		break;
@@ -300,29 +344,43 @@ static int decode_open(const uint8_t *p, size_t len, struct frame *f, const char
 		addr_len = IPV6_ADDR_SIZE;
 		break;
 	case FRAME_ADDR_DOMAIN:
-		addr_len = 0;
-		err = read_str8(&r, &open_domain_rule, &f->open.domain, why);
+		err = read_str8(r, rule->domain, a.domain, why);
 		if (err)
 			return err;
 		break;
 	default:
-		*why = "OPEN: unknown addr_type";
+		*why = rule->why_type;
 		return -EBADMSG;
 	}
 	if (addr_len) {
-		q = read_bytes(&r, addr_len, "OPEN: address truncated", why);
+		q = read_bytes(r, addr_len, rule->why_truncated, why);
 		if (!q)
 			return -EBADMSG;
-		memcpy(f->open.addr, q, addr_len);
+		memcpy(a.addr, q, addr_len);
 	}
-	q = read_bytes(&r, OPEN_PORT_SIZE, "OPEN: port truncated", why);
+	q = read_bytes(r, OPEN_PORT_SIZE, rule->why_port_truncated, why);
 	if (!q)
 		return -EBADMSG;
-	f->open.port = get_be16(q);
-	if (f->open.port == 0) {
-		*why = "OPEN: port 0";
+	*a.port = get_be16(q);
+	if (*a.port == 0) {
+		*why = rule->why_port0;
 		return -EBADMSG;
 	}
+	return 0;
+}
+
+static int decode_open(const uint8_t *p, size_t len, struct frame *f, const char **why)
+{
+	struct reader r = { p + OPEN_WINDOW_SIZE, p + len };
+	int err;
+
+	f->open.window = get_be32(p);
+	err = read_addr(&r, &open_addr_rule,
+			(struct addr_fields){ &f->open.addr_type, f->open.addr, &f->open.domain,
+					      &f->open.port },
+			why);
+	if (err)
+		return err;
 	if ((err = read_str8(&r, &open_user_rule, &f->open.user, why)) ||
 	    (err = read_str8(&r, &open_group_rule, &f->open.group, why)))
 		return err;
@@ -339,6 +397,38 @@ static int decode_open_fail(const uint8_t *p, size_t len, struct frame *f, const
 	if (err)
 		return err;
 	return expect_end(&r, f->type, why);
+}
+
+static int decode_dgram_open(const uint8_t *p, size_t len, struct frame *f, const char **why)
+{
+	struct reader r = { p, p + len };
+	int err;
+
+	if ((err = read_str8(&r, &dgram_open_user_rule, &f->dgram_open.user, why)) ||
+	    (err = read_str8(&r, &dgram_open_group_rule, &f->dgram_open.group, why)))
+		return err;
+	return expect_end(&r, f->type, why);
+}
+
+/* The datagram is the rest of the payload: every length is valid, up to
+ * FRAME_DGRAM_MAX_DATA (what the encoder writes, whatever the address). */
+static int decode_dgram(const uint8_t *p, size_t len, struct frame *f, const char **why)
+{
+	struct reader r = { p, p + len };
+	int err = read_addr(&r, &dgram_addr_rule,
+			    (struct addr_fields){ &f->dgram.addr_type, f->dgram.addr,
+						  &f->dgram.domain, &f->dgram.port },
+			    why);
+
+	if (err)
+		return err;
+	f->dgram.data.ptr = r.pos;
+	f->dgram.data.len = (size_t)(r.end - r.pos);
+	if (f->dgram.data.len > FRAME_DGRAM_MAX_DATA) {
+		*why = "DGRAM: datagram over FRAME_DGRAM_MAX_DATA bytes";
+		return -EBADMSG;
+	}
+	return 0;
 }
 
 static int decode_payload(const uint8_t *p, size_t len, struct frame *f, const char **why)
@@ -378,6 +468,13 @@ static int decode_payload(const uint8_t *p, size_t len, struct frame *f, const c
 	case FRAME_PING:
 	case FRAME_PONG:
 		memcpy(f->ping.opaque, p, PING_SIZE);
+		return 0;
+	case FRAME_DGRAM_OPEN:
+		return decode_dgram_open(p, len, f, why);
+	case FRAME_DGRAM:
+		return decode_dgram(p, len, f, why);
+	case FRAME_DGRAM_CLOSE:
+		f->dgram_close.reason = p[0];
 		return 0;
 	}
 	/* Not reached: check_header() admits only the types handled above. */
@@ -532,33 +629,58 @@ static void encode_hello_ok(struct writer *w, const struct frame *f)
 	put_u32(w, f->hello_ok.stream_window);
 }
 
-static int encode_open(struct writer *w, const struct frame *f)
+static int put_addr(struct writer *w, const struct addr_rule *rule, uint8_t type,
+		    const uint8_t *addr, struct frame_str domain, uint16_t port)
 {
 	int err;
 
-	put_u32(w, f->open.window);
-	put_u8(w, f->open.addr_type);
-	switch (f->open.addr_type) {
+	put_u8(w, type);
+	switch (type) {
 	case FRAME_ADDR_IPV4:
-		put_bytes(w, f->open.addr, IPV4_ADDR_SIZE);
+		put_bytes(w, addr, IPV4_ADDR_SIZE);
 		break;
 	case FRAME_ADDR_IPV6:
-		put_bytes(w, f->open.addr, IPV6_ADDR_SIZE);
+		put_bytes(w, addr, IPV6_ADDR_SIZE);
 		break;
 	case FRAME_ADDR_DOMAIN:
-		err = put_str8(w, &open_domain_rule, f->open.domain);
+		err = put_str8(w, rule->domain, domain);
 		if (err)
 			return err;
 		break;
 	default:
 		return -EINVAL;
 	}
-	if (f->open.port == 0)
+	if (port == 0)
 		return -EINVAL;
-	put_u16(w, f->open.port);
+	put_u16(w, port);
+	return 0;
+}
+
+static int encode_open(struct writer *w, const struct frame *f)
+{
+	int err;
+
+	put_u32(w, f->open.window);
+	err = put_addr(w, &open_addr_rule, f->open.addr_type, f->open.addr, f->open.domain,
+		       f->open.port);
+	if (err)
+		return err;
 	if ((err = put_str8(w, &open_user_rule, f->open.user)) ||
 	    (err = put_str8(w, &open_group_rule, f->open.group)))
 		return err;
+	return 0;
+}
+
+static int encode_dgram(struct writer *w, const struct frame *f)
+{
+	int err = put_addr(w, &dgram_addr_rule, f->dgram.addr_type, f->dgram.addr,
+			   f->dgram.domain, f->dgram.port);
+
+	if (err)
+		return err;
+	if (f->dgram.data.len > FRAME_DGRAM_MAX_DATA || (f->dgram.data.len && !f->dgram.data.ptr))
+		return -EINVAL;
+	put_bytes(w, f->dgram.data.ptr, f->dgram.data.len);
 	return 0;
 }
 
@@ -600,6 +722,16 @@ static int encode_payload(struct writer *w, const struct frame *f)
 	case FRAME_PING:
 	case FRAME_PONG:
 		put_bytes(w, f->ping.opaque, PING_SIZE);
+		return 0;
+	case FRAME_DGRAM_OPEN:
+		if (put_str8(w, &dgram_open_user_rule, f->dgram_open.user) ||
+		    put_str8(w, &dgram_open_group_rule, f->dgram_open.group))
+			return -EINVAL;
+		return 0;
+	case FRAME_DGRAM:
+		return encode_dgram(w, f);
+	case FRAME_DGRAM_CLOSE:
+		put_u8(w, f->dgram_close.reason);
 		return 0;
 	}
 	return -EINVAL;

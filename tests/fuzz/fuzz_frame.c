@@ -75,6 +75,16 @@ static bool frames_equal(const struct frame *a, const struct frame *b)
 	case FRAME_PING:
 	case FRAME_PONG:
 		return memcmp(a->ping.opaque, b->ping.opaque, sizeof(a->ping.opaque)) == 0;
+	case FRAME_DGRAM_OPEN:
+		return str_equal(a->dgram_open.user, b->dgram_open.user) &&
+		       str_equal(a->dgram_open.group, b->dgram_open.group);
+	case FRAME_DGRAM:
+		return a->dgram.addr_type == b->dgram.addr_type &&
+		       memcmp(a->dgram.addr, b->dgram.addr, sizeof(a->dgram.addr)) == 0 &&
+		       str_equal(a->dgram.domain, b->dgram.domain) &&
+		       a->dgram.port == b->dgram.port && str_equal(a->dgram.data, b->dgram.data);
+	case FRAME_DGRAM_CLOSE:
+		return a->dgram_close.reason == b->dgram_close.reason;
 	}
 	return false; /* the decoder returned a type it does not define */
 }

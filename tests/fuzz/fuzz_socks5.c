@@ -245,10 +245,57 @@ static void check_handshake(const uint8_t *data, size_t size)
 	check_parse(REQUEST, data + off, size - off, &out);
 }
 
+/* The input as one UDP ASSOCIATE datagram: a header within the input and
+ * SOCKS5_UDP_HEADER_MAX, output written only on success, a domain of
+ * host-name bytes, and an IP header that re-encodes to the same bytes
+ * (RSV and FRAG aside). */
+static void check_udp_header(const uint8_t *data, size_t size)
+{
+	struct socks5_udp_header h, before;
+	uint8_t again[SOCKS5_UDP_REPLY_HEADER_MAX];
+	struct sockaddr_storage ss;
+	int r;
+
+	memset(&h, CANARY, sizeof(h));
+	memcpy(&before, &h, sizeof(h));
+	r = socks5_parse_udp_header(data, size, &h);
+	if (r <= 0) {
+		if ((r != -EBADMSG && r != -EAFNOSUPPORT && r != -EINVAL) ||
+		    memcmp(&before, &h, sizeof(h)) != 0)
+			abort();
+		return;
+	}
+	if ((size_t)r > size || r > SOCKS5_UDP_HEADER_MAX || h.frag != data[2])
+		abort();
+	if (h.addr_type == SOCKS5_ADDR_DOMAIN) {
+		if (!h.domain_len || strlen(h.domain) != h.domain_len)
+			abort();
+		return;
+	}
+	memset(&ss, 0, sizeof(ss));
+	if (h.addr_type == SOCKS5_ADDR_IPV4) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, h.addr, 4);
+		sin->sin_port = htons(h.port);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, h.addr, 16);
+		sin6->sin6_port = htons(h.port);
+	}
+	if (socks5_encode_udp_header(again, (struct sockaddr *)&ss) != (size_t)r ||
+	    memcmp(again + 3, data + 3, (size_t)r - 3) != 0)
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	union parse_output out;
 
+	check_udp_header(data, size);
 	check_parse(AUTH, data, size, &out);
 	check_parse(REQUEST, data, size, &out);
 	check_handshake(data, size);

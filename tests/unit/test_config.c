@@ -7,6 +7,7 @@
  * certificate files (config_load only checks that they are readable), so the
  * configurations below use relative paths like "server.crt".
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
@@ -648,6 +649,114 @@ static void test_group_sections(void **state)
 	/* the agent has no group sections */
 	expect_error(CONFIG_CLIENT, CLIENT_MIN "[group.a]\nauth_password = x\n", 7, NULL,
 		     "unknown section");
+}
+
+/* [forward.NAME]: parsed once, every key checked, restart-only on reload. */
+static void test_forward_sections(void **state)
+{
+	struct config cfg, fresh;
+	const struct config_forward *f;
+	struct sockaddr_in in4 = { .sin_family = AF_INET };
+	struct sockaddr_in6 in6 = { .sin6_family = AF_INET6 };
+	char restart[256];
+
+	load_ok(&cfg, CONFIG_GATEWAY,
+		GATEWAY_MIN "[forward.ssh]\nlisten_addr = 127.0.0.1:2222\ntarget = db.internal:22\n"
+			    "group = prod.eu\nallowed_sources = 127.0.0.2/32, 10.0.0.0/8\n"
+			    "allowed_sources = 2001:db8::/32\n"
+			    "[forward.web]\nlisten_addr = :8088\ntarget = [::1]:80\nprotocol = tcp\n");
+	assert_int_equal(cfg.nforwards, 2);
+	f = &cfg.forwards[0];
+	assert_string_equal(f->name, "ssh");
+	assert_string_equal(f->group, "prod.eu");
+	assert_string_equal(f->target.host, "db.internal");
+	assert_int_equal(f->target.port, 22);
+	assert_int_equal(f->listen_addr.port, 2222);
+	assert_int_equal(f->nsources, 3);
+	inet_pton(AF_INET, "127.0.0.2", &in4.sin_addr);
+	assert_true(config_forward_source_allowed(f, (struct sockaddr *)&in4));
+	inet_pton(AF_INET, "127.0.0.1", &in4.sin_addr);
+	assert_false(config_forward_source_allowed(f, (struct sockaddr *)&in4));
+	inet_pton(AF_INET, "10.200.3.4", &in4.sin_addr);
+	assert_true(config_forward_source_allowed(f, (struct sockaddr *)&in4));
+	inet_pton(AF_INET6, "::ffff:10.1.2.3", &in6.sin6_addr); /* a dual-stack socket's IPv4 */
+	assert_true(config_forward_source_allowed(f, (struct sockaddr *)&in6));
+	inet_pton(AF_INET6, "2001:db8:ffff::1", &in6.sin6_addr);
+	assert_true(config_forward_source_allowed(f, (struct sockaddr *)&in6));
+	inet_pton(AF_INET6, "2001:db9::1", &in6.sin6_addr);
+	assert_false(config_forward_source_allowed(f, (struct sockaddr *)&in6));
+	f = &cfg.forwards[1];
+	assert_string_equal(f->group, "");
+	assert_string_equal(f->target.host, "::1");
+	assert_int_equal(f->nsources, 0);
+	assert_true(config_forward_source_allowed(f, (struct sockaddr *)&in4));
+
+	/* the same forwards reload quietly; a changed one needs a restart */
+	load_ok(&fresh, CONFIG_GATEWAY,
+		GATEWAY_MIN "[forward.ssh]\nlisten_addr = 127.0.0.1:2222\ntarget = db.internal:22\n"
+			    "group = prod.eu\nallowed_sources = 127.0.0.2/32, 10.0.0.0/8\n"
+			    "allowed_sources = 2001:db8::/32\n"
+			    "[forward.web]\nlisten_addr = :8088\ntarget = [::1]:80\n");
+	assert_int_equal(config_reload(&cfg, &fresh, restart, sizeof(restart)), 0);
+	config_free(&fresh);
+	load_ok(&fresh, CONFIG_GATEWAY,
+		GATEWAY_MIN "[forward.ssh]\nlisten_addr = 127.0.0.1:2222\ntarget = db.internal:22\n");
+	assert_int_equal(config_reload(&cfg, &fresh, restart, sizeof(restart)), 1);
+	assert_non_null(strstr(restart, "[forward.NAME]"));
+	assert_int_equal(cfg.nforwards, 2); /* kept */
+	config_free(&fresh);
+	config_free(&cfg);
+
+#define FWD(body) GATEWAY_MIN "[forward.f]\n" body
+	expect_error(CONFIG_GATEWAY, FWD("target = h:1\n"), 6, NULL,
+		     "[forward.f] listen_addr: required key is missing");
+	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\n"), 6, NULL,
+		     "[forward.f] target: required key is missing");
+	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\ntarget = :22\n"), 8, NULL,
+		     "needs a host");
+	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\ntarget = h:0\n"), 8, NULL, "port");
+	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\ntarget = h:1\ngroup = a/b\n"), 9,
+		     NULL, "not a group id");
+	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\ntarget = h:1\nprotocol = sctp\n"),
+		     9, NULL, "expected tcp or udp");
+	expect_error(CONFIG_GATEWAY,
+		     FWD("listen_addr = :9000\ntarget = h:1\nallowed_sources = 10.0.0.1/8\n"), 9,
+		     NULL, "bits set past the /8 prefix");
+	expect_error(CONFIG_GATEWAY,
+		     FWD("listen_addr = :9000\ntarget = h:1\nallowed_sources = 10.0.0.0/33\n"), 9,
+		     NULL, "not an address or a CIDR");
+	expect_error(CONFIG_GATEWAY,
+		     FWD("listen_addr = :9000\ntarget = h:1\nallowed_sources = host.example\n"), 9,
+		     NULL, "not an address or a CIDR");
+	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\nlisten_addr = :9001\n"), 8, NULL,
+		     "duplicate key");
+	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\nport = 1\n"), 8, NULL,
+		     "[forward.f] port: unknown key");
+	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :8443\ntarget = h:1\n"), 6, NULL,
+		     "same port as [gateway] listen_addr");
+	expect_error(CONFIG_GATEWAY,
+		     FWD("listen_addr = :9000\ntarget = h:1\n[forward.g]\nlisten_addr = "
+			 "127.0.0.1:9000\ntarget = h:2\n"),
+		     9, NULL, "same port as [forward.f] listen_addr");
+	expect_error(CONFIG_GATEWAY,
+		     FWD("listen_addr = :9000\ntarget = h:1\n[forward.f]\n"), 9, NULL,
+		     "section appears twice");
+	/* TCP and UDP ports are apart: DNS on both is fine */
+	load_ok(&cfg, CONFIG_GATEWAY,
+		FWD("listen_addr = :53\ntarget = ns:53\n[forward.g]\nlisten_addr = :53\n"
+		    "target = ns:53\nprotocol = udp\n[forward.h]\nlisten_addr = :8443\n"
+		    "target = h:1\nprotocol = udp\n"));
+	assert_int_equal(cfg.forwards[1].protocol, CONFIG_FORWARD_UDP);
+	config_free(&cfg);
+	expect_error(CONFIG_GATEWAY,
+		     FWD("listen_addr = :53\ntarget = ns:53\nprotocol = udp\n[forward.g]\n"
+			 "listen_addr = 127.0.0.1:53\ntarget = ns:53\nprotocol = udp\n"),
+		     10, NULL, "same port as [forward.f] listen_addr");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[forward.a b]\n", 6, NULL,
+		     "a forward name has only");
+	expect_error(CONFIG_CLIENT, CLIENT_MIN "[forward.f]\nlisten_addr = :9000\n", 7, NULL,
+		     "unknown section");
+#undef FWD
 }
 
 /* [group.NAME] agent_username / agent_password: the group's own agent
@@ -1675,6 +1784,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_host_pattern_check_is_registered, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_group_sections, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forward_sections, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_swaps_live_keys_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gateway_addr_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_agent_credentials, setup, teardown),

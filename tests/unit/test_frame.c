@@ -136,6 +136,23 @@ static void check_frame(const char *name, const struct frame *want, const struct
 		if (memcmp(want->ping.opaque, got->ping.opaque, sizeof(want->ping.opaque)) != 0)
 			fail_msg("%s: ping.opaque differs", name);
 		break;
+	case FRAME_DGRAM_OPEN:
+		CHECK_STR(name, want, got, dgram_open.user);
+		CHECK_STR(name, want, got, dgram_open.group);
+		break;
+	case FRAME_DGRAM:
+		CHECK_FIELD(name, want, got, dgram.addr_type);
+		if (want->dgram.addr_type == FRAME_ADDR_DOMAIN)
+			CHECK_STR(name, want, got, dgram.domain);
+		else if (memcmp(want->dgram.addr, got->dgram.addr,
+				want->dgram.addr_type == FRAME_ADDR_IPV4 ? 4 : 16) != 0)
+			fail_msg("%s: dgram.addr differs", name);
+		CHECK_FIELD(name, want, got, dgram.port);
+		CHECK_STR(name, want, got, dgram.data);
+		break;
+	case FRAME_DGRAM_CLOSE:
+		CHECK_FIELD(name, want, got, dgram_close.reason);
+		break;
 	default:
 		fail_msg("%s: no comparison for type 0x%02x", name, want->type);
 	}
@@ -226,11 +243,28 @@ static size_t valid_cases(struct valid_case *c, size_t cap)
 	    .ping = { .opaque = { 1, 2, 3, 4, 5, 6, 7, 8 } });
 	ADD("PONG", FRAME_HEADER_SIZE + 8, .type = FRAME_PONG,
 	    .ping = { .opaque = { 0xff, 0, 0xff, 0, 0xff, 0, 0xff, 0 } });
+	ADD("DGRAM_OPEN empty", FRAME_HEADER_SIZE + 2, .type = FRAME_DGRAM_OPEN, .stream_id = 1);
+	ADD("DGRAM_OPEN max", FRAME_HEADER_SIZE + 1 + 255 + 1 + FRAME_MAX_ID_LEN,
+	    .type = FRAME_DGRAM_OPEN, .stream_id = UINT32_MAX,
+	    .dgram_open = { .user = span(3, 255), .group = span(9, FRAME_MAX_ID_LEN) });
+	ADD("DGRAM IPv4 empty datagram", FRAME_HEADER_SIZE + 1 + 4 + 2, .type = FRAME_DGRAM,
+	    .stream_id = 2,
+	    .dgram = { .addr_type = FRAME_ADDR_IPV4, .addr = { 127, 0, 0, 1 }, .port = 53 });
+	ADD("DGRAM IPv6", FRAME_HEADER_SIZE + 1 + 16 + 2 + 100, .type = FRAME_DGRAM,
+	    .stream_id = 3,
+	    .dgram = { .addr_type = FRAME_ADDR_IPV6, .addr = { [15] = 1 }, .port = UINT16_MAX,
+		       .data = span(0, 100) });
+	ADD("DGRAM domain, largest datagram", FRAME_MAX_SIZE, .type = FRAME_DGRAM,
+	    .stream_id = 4,
+	    .dgram = { .addr_type = FRAME_ADDR_DOMAIN, .domain = span(1, 255), .port = 1,
+		       .data = span(0, FRAME_DGRAM_MAX_DATA) });
+	ADD("DGRAM_CLOSE", FRAME_HEADER_SIZE + 1, .type = FRAME_DGRAM_CLOSE, .stream_id = 5,
+	    .dgram_close = { .reason = FRAME_OPEN_LIMIT });
 #undef ADD
 	return n;
 }
 
-#define MAX_VALID_CASES 32
+#define MAX_VALID_CASES 40
 
 static void test_round_trip(void **state)
 {
@@ -338,6 +372,35 @@ static const struct malformed_case malformed_cases[] = {
 	  -EPROTONOSUPPORT, "unknown frame type" },
 	{ "type 0xff", WIRE(0xff, 0, 0x10, 0, 0, 0, 0, 0),
 	  -EPROTONOSUPPORT, "unknown frame type" },
+	{ "type 0x33", WIRE(0x33, 0, 0, 1, 0, 0, 0, 1),
+	  -EPROTONOSUPPORT, "unknown frame type" },
+	{ "DGRAM on stream 0", WIRE(0x31, 0, 0, 7, 0, 0, 0, 0),
+	  -EBADMSG, "DGRAM: stream id 0" },
+	{ "DGRAM_CLOSE length 2", WIRE(0x32, 0, 0, 2, 0, 0, 0, 1),
+	  -EBADMSG, "DGRAM_CLOSE: bad payload length" },
+	{ "DGRAM_OPEN length 1", WIRE(0x30, 0, 0, 1, 0, 0, 0, 1),
+	  -EBADMSG, "DGRAM_OPEN: bad payload length" },
+	{ "DGRAM_OPEN trailing byte",
+	  WIRE(0x30, 0, 0, 3, 0, 0, 0, 1, 0, 0, 'x'),
+	  -EBADMSG, "DGRAM_OPEN: trailing bytes" },
+	{ "DGRAM_OPEN group truncated",
+	  WIRE(0x30, 0, 0, 3, 0, 0, 0, 1, 0, 2, 'x'),
+	  -EBADMSG, "DGRAM_OPEN: group truncated" },
+	{ "DGRAM port 0",
+	  WIRE(0x31, 0, 0, 7, 0, 0, 0, 1, 1, 127, 0, 0, 1, 0, 0),
+	  -EBADMSG, "DGRAM: port 0" },
+	{ "DGRAM addr_type 2",
+	  WIRE(0x31, 0, 0, 7, 0, 0, 0, 1, 2, 127, 0, 0, 1, 0, 53),
+	  -EBADMSG, "DGRAM: unknown addr_type" },
+	{ "DGRAM IPv6 address truncated",
+	  WIRE(0x31, 0, 0, 7, 0, 0, 0, 1, 4, 0, 0, 0, 0, 0, 53),
+	  -EBADMSG, "DGRAM: address truncated" },
+	{ "DGRAM domain empty",
+	  WIRE(0x31, 0, 0, 5, 0, 0, 0, 1, 3, 0, 'a', 0, 53),
+	  -EBADMSG, "DGRAM: domain empty" },
+	{ "DGRAM port truncated",
+	  WIRE(0x31, 0, 0, 5, 0, 0, 0, 1, 3, 2, 'a', 'b', 0),
+	  -EBADMSG, "DGRAM: port truncated" },
 	{ "HELLO on a stream", WIRE(0x01, 0, 0, 21, 0, 0, 0, 1),
 	  -EBADMSG, "HELLO: stream id not 0" },
 	{ "PING on a stream", WIRE(0x20, 0, 0, 8, 0x80, 0, 0, 0),
@@ -548,6 +611,18 @@ static void test_malformed_long_fields(void **state)
 	wire_open_group(&w, FRAME_MAX_ID_LEN + 1);
 	check_malformed("OPEN group 65", w.b, w.len, -EBADMSG, "OPEN: group over 64 bytes");
 
+	/* a DGRAM may not carry more than any address leaves room for */
+	wire_header(&w, FRAME_DGRAM, 1);
+	wire_bytes(&w, (const uint8_t[]){ FRAME_ADDR_IPV4, 10, 0, 0, 1, 0, 53 }, 7);
+	wire_bytes(&w, pattern, FRAME_DGRAM_MAX_DATA + 1);
+	wire_done(&w);
+	check_malformed("DGRAM datagram over the limit", w.b, w.len, -EBADMSG,
+			"DGRAM: datagram over FRAME_DGRAM_MAX_DATA bytes");
+	w.len--;
+	wire_done(&w);
+	assert_int_equal(frame_decode(w.b, w.len, &got, NULL), w.len);
+	assert_int_equal(got.dgram.data.len, FRAME_DGRAM_MAX_DATA);
+
 	/* The same builders at the limit produce valid frames. */
 	wire_hello(&w, FRAME_MAX_ID_LEN, FRAME_MAX_ID_LEN);
 	assert_int_equal(frame_decode(w.b, w.len, &got, NULL), w.len);
@@ -602,7 +677,7 @@ static void test_encode_rejects_bad_fields(void **state)
 	assert_true(frame_encode(buf, sizeof(buf), &hello) > 0);
 	assert_true(frame_encode(buf, sizeof(buf), &open) > 0);
 
-	BAD("unknown type", hello, F.type = 0x30);
+	BAD("unknown type", hello, F.type = 0x33);
 	BAD("HELLO on a stream", hello, F.stream_id = 1);
 	BAD("HELLO client_id empty", hello, F.hello.client_id = empty);
 	BAD("HELLO client_id 65", hello, F.hello.client_id = span(0, FRAME_MAX_ID_LEN + 1));
@@ -725,6 +800,13 @@ static const uint8_t golden_open[] = {
 	0x02, 'e', 'u',                                 /* group */
 };
 
+static const uint8_t golden_dgram[] = {
+	0x31, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x07, /* DGRAM, 9 bytes, association 7 */
+	0x01, 0x7f, 0x00, 0x00, 0x01,                   /* IPv4 127.0.0.1 */
+	0x00, 0x35,                                     /* port 53 */
+	'h', 'i',                                       /* the datagram */
+};
+
 static void check_golden(const char *name, const struct frame *f, const uint8_t *wire,
 			 size_t len)
 {
@@ -750,6 +832,11 @@ static void test_golden_vectors(void **state)
 		.type = FRAME_DATA, .stream_id = 0x01020304,
 		.data = { (const uint8_t *)"hi", 2 },
 	};
+	const struct frame dgram = {
+		.type = FRAME_DGRAM, .stream_id = 7,
+		.dgram = { .addr_type = FRAME_ADDR_IPV4, .addr = { 127, 0, 0, 1 }, .port = 53,
+			   .data = text("hi") },
+	};
 	const struct frame open = {
 		.type = FRAME_OPEN, .stream_id = 1,
 		.open = { .window = 256 * 1024, .addr_type = FRAME_ADDR_DOMAIN,
@@ -760,6 +847,7 @@ static void test_golden_vectors(void **state)
 	check_golden("HELLO", &hello, golden_hello, sizeof(golden_hello));
 	check_golden("DATA", &data, golden_data, sizeof(golden_data));
 	check_golden("OPEN", &open, golden_open, sizeof(golden_open));
+	check_golden("DGRAM", &dgram, golden_dgram, sizeof(golden_dgram));
 }
 
 /* Reserved bytes are sent as 0 and ignored on receipt (docs/protocol.md). */
@@ -813,7 +901,9 @@ static void test_names(void **state)
 		{ FRAME_DATA, "DATA" },         { FRAME_WINDOW, "WINDOW" },
 		{ FRAME_FIN, "FIN" },           { FRAME_RST, "RST" },
 		{ FRAME_PING, "PING" },         { FRAME_PONG, "PONG" },
-		{ FRAME_GOAWAY, "GOAWAY" },     { 0x00, "UNKNOWN" },
+		{ FRAME_GOAWAY, "GOAWAY" },     { FRAME_DGRAM_OPEN, "DGRAM_OPEN" },
+		{ FRAME_DGRAM, "DGRAM" },       { FRAME_DGRAM_CLOSE, "DGRAM_CLOSE" },
+		{ 0x00, "UNKNOWN" },
 		{ 0x04, "UNKNOWN" },            { 0xff, "UNKNOWN" },
 	};
 	size_t i;

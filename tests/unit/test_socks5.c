@@ -599,6 +599,59 @@ static void test_encode_reply(void **state)
 	}
 }
 
+/* RFC 1928 section 7: the header before every datagram of a UDP ASSOCIATE. */
+static void test_udp_header(void **state)
+{
+	static const uint8_t v4[] = { 0, 0, 0, 1, 127, 0, 0, 1, 0, 53, 'q', 'r' };
+	static const uint8_t v6[] = { 0xff, 0xff, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0,
+				      0, 0, 0, 0, 0, 0, 0, 1, 0x1f, 0x90 };
+	static const uint8_t name[] = { 0, 0, 7, 3, 9, 'l', 'o', 'c', 'a', 'l', 'h', 'o', 's', 't',
+					0, 7, 'x' };
+	struct socks5_udp_header h;
+	struct sockaddr_in6 from6 = { .sin6_family = AF_INET6, .sin6_port = htons(8080) };
+	uint8_t out[SOCKS5_UDP_REPLY_HEADER_MAX];
+	size_t k;
+
+	assert_int_equal(socks5_parse_udp_header(place(v4, sizeof(v4)), sizeof(v4), &h),
+			 10);
+	assert_int_equal(h.frag, 0);
+	assert_int_equal(h.addr_type, SOCKS5_ADDR_IPV4);
+	assert_memory_equal(h.addr, ((const uint8_t[]){ 127, 0, 0, 1 }), 4);
+	assert_int_equal(h.port, 53);
+	/* RSV is not checked; the data may be empty */
+	assert_int_equal(socks5_parse_udp_header(place(v6, sizeof(v6)), sizeof(v6), &h),
+			 22);
+	assert_int_equal(h.addr_type, SOCKS5_ADDR_IPV6);
+	assert_int_equal(h.addr[15], 1);
+	assert_int_equal(h.port, 8080);
+	/* FRAG is reported, for the caller to drop */
+	assert_int_equal(socks5_parse_udp_header(place(name, sizeof(name)), sizeof(name),
+						 &h),
+			 16);
+	assert_int_equal(h.frag, 7);
+	assert_string_equal(h.domain, "localhost");
+	assert_int_equal(h.port, 7);
+	/* a datagram shorter than its header is malformed, at every length */
+	for (k = 0; k < 10; k++)
+		assert_int_equal(socks5_parse_udp_header(place(v4, k), k, &h), -EBADMSG);
+	for (k = 4; k < 16; k++)
+		assert_int_equal(socks5_parse_udp_header(place(name, k), k, &h), -EBADMSG);
+	assert_int_equal(socks5_parse_udp_header(place((const uint8_t[]){ 0, 0, 0, 2, 1 },
+							      5),
+						 5, &h),
+			 -EAFNOSUPPORT);
+	assert_int_equal(socks5_parse_udp_header(place((const uint8_t[]){ 0, 0, 0, 3, 1,
+										 '/', 0, 1 },
+							      8),
+						 8, &h),
+			 -EINVAL);
+	/* a reply's header: RSV 0, FRAG 0, the source address */
+	assert_int_equal(inet_pton(AF_INET6, "::1", &from6.sin6_addr), 1);
+	assert_int_equal(socks5_encode_udp_header(out, (struct sockaddr *)&from6), 22);
+	assert_memory_equal(out, ((const uint8_t[]){ 0, 0, 0, 4 }), 4);
+	assert_memory_equal(out + 4, v6 + 4, 18);
+}
+
 /* The reply sent to the user parses as a request would, byte for byte in
  * the fields they share: proves the two layouts agree. */
 static void test_reply_parses_back(void **state)
@@ -696,6 +749,7 @@ int main(void)
 		cmocka_unit_test(test_reply_parses_back),
 		cmocka_unit_test(test_reply_for_open_reason),
 		cmocka_unit_test(test_reply_names),
+		cmocka_unit_test(test_udp_header),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -525,6 +525,10 @@ static void test_commands(void **state)
 	assert_true(table_commands[TABLE_CMD_VERSION].one_row);
 	assert_false(table_commands[TABLE_CMD_CLIENTS].one_row);
 	assert_false(table_commands[TABLE_CMD_GROUPS].one_row);
+	/* forwards: a list, no argument, read-only */
+	assert_ptr_equal(table_command_find("forwards"), &table_commands[TABLE_CMD_FORWARDS]);
+	assert_false(table_commands[TABLE_CMD_FORWARDS].one_row);
+	assert_null(table_commands[TABLE_CMD_FORWARDS].arg);
 	/* drain and undrain take an ID, reply one row and need privilege;
 	 * nothing else changes state */
 	assert_ptr_equal(table_command_find("drain"), &table_commands[TABLE_CMD_DRAIN]);

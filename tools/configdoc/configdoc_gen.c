@@ -134,6 +134,24 @@ void config_write_markdown(FILE *out)
 	      "Must not be empty. |\n",
 	      out);
 
+	fputs("\n## [forward.NAME]\n\n" CONFIG_FORWARD_HELP " Read by anyproxy-gateway.\n\n"
+	      "| Key | Type | Default | Required | Description |\n|---|---|---|---|---|\n"
+	      "| `listen_addr` | address | | yes | Where the gateway listens for this forward "
+	      "(host:port, [v6]:port or :port); no other listener of the same protocol may "
+	      "use its port. |\n"
+	      "| `target` | address | | yes | Where the agent connects, as the agent sees it: "
+	      "a host name (resolved by the agent) or an address, and a port. |\n"
+	      "| `group` | group id | `\"\"` (the default group) | no | The group whose agents "
+	      "carry the connections. |\n"
+	      "| `protocol` | `tcp` or `udp` | `tcp` | no | `udp`: each client (source address "
+	      "and port) gets its own datagram association through the tunnel, ended after "
+	      "[gateway] udp_idle_timeout_ms; needs agents that carry datagrams. A TCP and a "
+	      "UDP forward may share a port number. |\n"
+	      "| `allowed_sources` | list of CIDRs | (every source) | no | Addresses or CIDRs "
+	      "(192.0.2.0/24, 2001:db8::/32) that may connect; others are closed at once and "
+	      "logged. Comma-separated, may repeat. |\n",
+	      out);
+
 	fputs("\n## Checks across keys\n\n", out);
 	for (size_t i = 0; i < config_nrules; i++)
 		fprintf(out, "- %s\n", config_rules[i]);
@@ -217,5 +235,10 @@ void config_write_example(FILE *out, enum config_program program)
 		fputs("; auth_username = user\n; auth_password = production-only-password\n"
 		      "; agent_username = production_agent\n"
 		      "; agent_password = production-agents-only-password\n", out);
+		fputs("\n; [forward.ssh]\n", out);
+		write_comment(out, CONFIG_FORWARD_HELP);
+		fputs("; listen_addr = :2222\n; target = build-host.internal:22\n"
+		      "; group = production\n; protocol = tcp\n"
+		      "; allowed_sources = 192.0.2.0/24, 2001:db8::/32\n", out);
 	}
 }

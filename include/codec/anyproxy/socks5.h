@@ -21,6 +21,8 @@
  *   status     VER=1 (1) | STATUS (1)
  *   request    VER=5 (1) | CMD (1) | RSV (1) | ATYP (1) | DST.ADDR | DST.PORT (2)
  *   reply      VER=5 (1) | REP (1) | RSV=0 (1) | ATYP (1) | BND.ADDR | BND.PORT (2)
+ *   UDP header RSV (2) | FRAG (1) | ATYP (1) | DST.ADDR | DST.PORT (2), then DATA:
+ *              before every datagram relayed for a UDP ASSOCIATE (section 7)
  *
  * DST.ADDR / BND.ADDR: ATYP 1 = 4-byte IPv4, ATYP 4 = 16-byte IPv6, ATYP 3 =
  * one length byte then that many bytes of domain name. Ports are big-endian.
@@ -47,6 +49,8 @@
 #define SOCKS5_AUTH_MAX (1 + 1 + SOCKS5_NAME_MAX + 1 + SOCKS5_NAME_MAX) /* 513 */
 #define SOCKS5_REQUEST_MAX (4 + 1 + SOCKS5_NAME_MAX + 2)             /* 262 */
 #define SOCKS5_REPLY_MAX (4 + 16 + 2)                                /* 22 */
+#define SOCKS5_UDP_HEADER_MAX SOCKS5_REQUEST_MAX                     /* 262 */
+#define SOCKS5_UDP_REPLY_HEADER_MAX SOCKS5_REPLY_MAX                 /* 22 */
 
 /* Authentication methods (RFC 1928 section 3). */
 enum socks5_method {
@@ -117,6 +121,17 @@ struct socks5_request {
 	char domain[SOCKS5_NAME_MAX + 1]; /* NUL-terminated, host-name bytes only; "" if none */
 };
 
+/* The header of one datagram of a UDP ASSOCIATE (destination, or the
+ * source of a reply). */
+struct socks5_udp_header {
+	uint8_t frag;	   /* 0: a whole datagram; others are fragments */
+	uint8_t addr_type; /* enum socks5_addr_type */
+	uint16_t port;	   /* host byte order; 0 is passed through */
+	uint8_t addr[16];
+	size_t domain_len;
+	char domain[SOCKS5_NAME_MAX + 1]; /* as in struct socks5_request */
+};
+
 /*
  * Method selection. -EPROTO: VER is not 5 (not a SOCKS5 client: there is no
  * reply it would understand). -ENOPROTOOPT: NMETHODS is 0, a SOCKS5 client
@@ -159,6 +174,20 @@ int socks5_parse_request(const uint8_t *buf, size_t len, struct socks5_request *
  * SOCKS5_REP_GENERAL_FAILURE.
  */
 uint8_t socks5_reply_for_request_error(int err);
+
+/*
+ * The UDP request header at the start of one datagram buf[0..len) (a
+ * datagram is always whole). Returns the header's size (the data follows
+ * it, maybe empty), -EBADMSG when the datagram is shorter than its header,
+ * or -EAFNOSUPPORT / -EINVAL for the address as socks5_parse_request.
+ * RSV is not checked; FRAG is returned for the caller to judge (we drop
+ * fragments: RFC 1928 lets a server without reassembly do so).
+ */
+int socks5_parse_udp_header(const uint8_t *buf, size_t len, struct socks5_udp_header *h);
+/* The header of a reply from `from` (AF_INET or AF_INET6) into out (room
+ * for SOCKS5_UDP_REPLY_HEADER_MAX bytes): RSV 0, FRAG 0, the address.
+ * Returns 10 (IPv4) or 22 (IPv6). */
+size_t socks5_encode_udp_header(uint8_t *out, const struct sockaddr *from);
 
 /* Method selection reply: VER 5, METHOD. Returns 2. */
 size_t socks5_encode_method(uint8_t out[2], uint8_t method);

@@ -38,6 +38,7 @@
  *                exactly one row, or "ERR no such client: ID"
  *                                                    table_drain_columns
  *   undrain ID   clear the mark; the same reply       table_drain_columns
+ *   forwards     one row per [forward.NAME] section   table_forward_columns
  *
  * Commands with `changes_state` (drain, undrain) are answered only for a
  * privileged peer; the gateway replies "ERR permission denied: ..." to
@@ -74,11 +75,13 @@ enum table_type {
 #define TABLE_GROUP_NCOLUMNS 5
 #define TABLE_VERSION_NCOLUMNS 4
 #define TABLE_DRAIN_NCOLUMNS 4
+#define TABLE_FORWARD_NCOLUMNS 8
 /* "name:type" strings, ready for table_write_header(). */
 extern const char *const table_client_columns[TABLE_CLIENT_NCOLUMNS];
 extern const char *const table_group_columns[TABLE_GROUP_NCOLUMNS];
 extern const char *const table_version_columns[TABLE_VERSION_NCOLUMNS];
 extern const char *const table_drain_columns[TABLE_DRAIN_NCOLUMNS];
+extern const char *const table_forward_columns[TABLE_FORWARD_NCOLUMNS];
 
 /* ---- commands ------------------------------------------------------------ */
 
@@ -91,6 +94,7 @@ enum table_command_id {
 	TABLE_CMD_DRAIN,
 	TABLE_CMD_UNDRAIN,
 	TABLE_CMD_STATS,
+	TABLE_CMD_FORWARDS,
 	TABLE_NCOMMANDS
 };
 

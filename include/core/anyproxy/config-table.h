@@ -51,6 +51,8 @@
 
 #define CONFIG_GROUP_HELP "Per-group credentials: a [group.NAME] section gives the group NAME its own users' password (and optionally user name), and optionally its own agent credential. Users asking for that group (user name user.NAME) must give auth_username/auth_password instead of the listener's, so one tenant cannot pick another tenant's agents. With agent_password, only agents presenting agent_username/agent_password join NAME (and own its client_ids); the shared [gateway] credential no longer can. Groups without a section use the listener's credentials for users and the shared [gateway] credential for agents (unless [gateway] require_group_section is on). Sections may repeat for any number of groups; they reload on SIGHUP (agents whose credential was removed or changed are then closed); they have no environment overrides."
 
+#define CONFIG_FORWARD_HELP "Port forwarding: a [forward.NAME] section opens listen_addr on the gateway, and each connection to it goes, with no handshake, to target through an agent of group (SSH or a web application in a private network, on a gateway port). The agent resolves target and applies its allowed_hosts/forbidden_hosts to it as to every proxied target; a group with a [group.NAME] section never falls back to the default group, other groups do while [gateway] fallback_to_default is on. Sections may repeat; NAME is an id (A-Z a-z 0-9 . _ : -) that logs and apctl forwards show. The set of forwards and all their keys need a restart (a SIGHUP that changes them is logged and not applied); they have no environment overrides."
+
 struct config_key;
 
 /*
@@ -173,6 +175,24 @@ void config_free_string(char **s, bool secret);
 int config_check_credential(const void *field, char *why, size_t whylen);
 int config_check_socks5_username(const void *field, char *why, size_t whylen);
 int config_check_http_username(const void *field, char *why, size_t whylen);
+
+/* Two listening addresses that would share a port: the same port on the
+ * same host, or on any host when either listens on all addresses. */
+bool config_addrs_collide(const struct config_addr *a, const struct config_addr *b);
+
+/* [forward.NAME] sections (config_forward.c), for the loader and reload.
+ * open: a section header (name[0..len) after the prefix); pair: one of its
+ * keys, into the last section opened; check: after the file, required keys
+ * and listening ports (*line: the section's); each 0, -EINVAL with the
+ * reason in why, or -ENOMEM. */
+int config_forward_open(struct config *cfg, const char *name, size_t len, int line, char *why,
+			size_t whylen);
+int config_forward_pair(struct config *cfg, const char *key, const char *value, char *why,
+			size_t whylen);
+int config_forwards_check(const struct config *cfg, int *line, char *why, size_t whylen);
+void config_forwards_free(struct config *cfg);
+/* Do the two configurations' forwards differ in anything? */
+bool config_forwards_differ(const struct config *a, const struct config *b);
 
 /* The function registered for a check, or NULL. */
 config_item_check_fn config_registered_check(enum config_check which);

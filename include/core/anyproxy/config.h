@@ -82,12 +82,45 @@ struct config_group_auth {
 #define CONFIG_GROUP_SECTION_PREFIX "group."
 #define CONFIG_GROUPS_MAX 1024
 
+/* [forward.NAME] sections of the gateway: a port on the gateway whose
+ * connections go, without any handshake, to one target through one group's
+ * agents (config_forward.c). */
+enum config_forward_protocol {
+	CONFIG_FORWARD_TCP,
+	CONFIG_FORWARD_UDP,
+};
+
+/* One allowed_sources entry: an address and the length of its prefix. */
+struct config_cidr {
+	int family;       /* AF_INET or AF_INET6 */
+	uint8_t addr[16]; /* network order; bits past prefix are 0 */
+	uint8_t prefix;   /* 0..32 or 0..128 */
+};
+
+struct config_forward {
+	char *name;                     /* NAME: an id (grammar.h), 1..ID_MAX_BYTES */
+	struct config_addr listen_addr; /* required */
+	char *group;                    /* "" (the default group) when absent */
+	struct config_addr target;      /* required: a host name or an address, and a port */
+	enum config_forward_protocol protocol;
+	struct config_cidr *sources; /* allowed_sources; none: every source */
+	size_t nsources;
+	int line;      /* of the section header, for errors */
+	unsigned seen; /* keys given, for duplicates (config_forward.c) */
+};
+
+#define CONFIG_FORWARD_SECTION_PREFIX "forward."
+#define CONFIG_FORWARDS_MAX 256
+
 struct config {
 	enum config_program program;
 	/* per-group proxy credentials; when a group has a section, only its
 	 * password admits user.NAME (one tenant cannot pick another's exit) */
 	struct config_group_auth *groups;
 	size_t ngroups;
+	/* [forward.NAME] sections, in file order; restart-only as a whole */
+	struct config_forward *forwards;
+	size_t nforwards;
 
 	struct {
 		struct config_addr listen_addr;
@@ -102,6 +135,7 @@ struct config {
 		uint32_t ping_timeout_ms;
 		uint32_t open_timeout_ms;     /* an agent's answer to OPEN */
 		uint32_t idle_timeout_ms;     /* 0: off */
+		uint32_t udp_idle_timeout_ms; /* datagram associations */
 		uint32_t shutdown_timeout_ms;
 		uint32_t max_connections;     /* 0: derived from RLIMIT_NOFILE */
 		uint32_t max_handshakes;      /* per side: tunnel port, proxy ports */
@@ -219,6 +253,12 @@ int config_reload(struct config *live, struct config *fresh, char *restart, size
 /* The [group.NAME] credentials for group, or NULL. */
 const struct config_group_auth *config_group_auth(const struct config *cfg, const char *group,
 						  size_t group_len);
+
+/* Does the forward admit a connection from sa (AF_INET or AF_INET6; an
+ * IPv4-mapped IPv6 address counts as the IPv4 one)? A forward without
+ * allowed_sources admits every source. */
+struct sockaddr;
+bool config_forward_source_allowed(const struct config_forward *f, const struct sockaddr *sa);
 
 /* Format "host:port" ("[v6]:port" for IPv6 literals) into buf. */
 void config_addr_format(const struct config_addr *a, char *buf, size_t len);

@@ -22,6 +22,9 @@ void net_format_peer(int fd, char *buf, size_t len);
  * workers can each own a listener. Returns the fd or -errno with err set. */
 int net_listen_tcp(const struct config_addr *addr, int backlog, char *err, size_t errlen);
 
+/* The same for a UDP socket (no listen): the fd or -errno with err set. */
+int net_bind_udp(const struct config_addr *addr, char *err, size_t errlen);
+
 /* Unix stream listener at path, mode 0600, creating the parent folder
  * (0755) if missing and replacing a stale socket file. fd or -errno. */
 int net_listen_unix(const char *path, int backlog, char *err, size_t errlen);

@@ -44,7 +44,23 @@ enum frame_type {
 	FRAME_PING = 0x20,
 	FRAME_PONG = 0x21,
 	FRAME_GOAWAY = 0x22,
+	/* datagrams (UDP forwards, SOCKS5 UDP ASSOCIATE): only on a tunnel
+	 * where both HELLO and HELLO_OK set FRAME_CAP_DATAGRAM */
+	FRAME_DGRAM_OPEN = 0x30,
+	FRAME_DGRAM = 0x31,
+	FRAME_DGRAM_CLOSE = 0x32,
 };
+#define FRAME_TYPE_MAX FRAME_DGRAM_CLOSE
+
+/* Capability bits of HELLO and HELLO_OK: in use on a tunnel only when both
+ * set them. */
+#define FRAME_CAP_DATAGRAM (1u << 0) /* DGRAM_OPEN, DGRAM, DGRAM_CLOSE */
+
+/* The longest address part of a DGRAM (atyp, a str8 domain, port), and so
+ * the most datagram bytes every DGRAM can carry whatever its address. A
+ * longer datagram is not sent (dropped and counted by its sender). */
+#define FRAME_DGRAM_ADDR_MAX (1 + 1 + FRAME_MAX_TEXT_LEN + 2)
+#define FRAME_DGRAM_MAX_DATA (FRAME_MAX_PAYLOAD - FRAME_DGRAM_ADDR_MAX)
 
 /* ERROR and GOAWAY codes */
 enum frame_error_code {
@@ -135,6 +151,21 @@ struct frame {
 		struct {
 			uint8_t opaque[8];
 		} ping; /* PING and PONG */
+		struct {
+			struct frame_str user, group; /* for the agent's logs */
+		} dgram_open;
+		struct {
+			/* gateway -> agent: the destination; agent -> gateway:
+			 * the source of the reply */
+			uint8_t addr_type;
+			uint8_t addr[16];
+			struct frame_str domain; /* FRAME_ADDR_DOMAIN */
+			uint16_t port;		 /* 1..65535 */
+			struct frame_str data;	 /* 0..FRAME_DGRAM_MAX_DATA bytes */
+		} dgram;
+		struct {
+			uint8_t reason; /* enum frame_open_reason */
+		} dgram_close;
 	};
 };
 
