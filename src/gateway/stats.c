@@ -11,6 +11,7 @@
 #include "anyproxy/tls.h"
 #include "front.h"
 #include "gateway.h"
+#include "forward.h"
 #include "stats.h"
 
 struct gw_group_stats *gw_stats_group(struct gw_stats *st, const char *group_id)
@@ -322,6 +323,44 @@ static void write_clients(struct metrics_writer *w, struct gateway *gw)
 	free(clients);
 }
 
+/* [forward.NAME]: connections (TCP) or clients (UDP) by forward, and the
+ * sources allowed_sources refused (datagrams, for a UDP forward). */
+static void write_forwards(struct metrics_writer *w, struct gateway *gw)
+{
+	size_t i;
+
+	metrics_family(w, "anyproxy_gateway_forward_connections", METRICS_GAUGE,
+		       "Connections open now through each port forward (UDP: clients with an "
+		       "association).");
+	for (i = 0; i < gw->nforwards; i++) {
+		const struct gw_forward *fw = &gw->forwards[i];
+		struct metrics_label l[] = { L("forward", fw->cfg->name) };
+
+		metrics_sample(w, "anyproxy_gateway_forward_connections", l, 1,
+			       fw->cfg->protocol == CONFIG_FORWARD_UDP ? fw->nclients : fw->active);
+	}
+	metrics_family(w, "anyproxy_gateway_forward_connections_total", METRICS_COUNTER,
+		       "Connections accepted by each TCP port forward (UDP: clients seen).");
+	for (i = 0; i < gw->nforwards; i++) {
+		const struct gw_forward *fw = &gw->forwards[i];
+		struct metrics_label l[] = { L("forward", fw->cfg->name) };
+
+		metrics_sample(w, "anyproxy_gateway_forward_connections_total", l, 1, fw->total);
+	}
+	metrics_family(w, "anyproxy_gateway_forward_refused_total", METRICS_COUNTER,
+		       "Connections (UDP: datagrams) refused by a forward's allowed_sources.");
+	for (i = 0; i < gw->nforwards; i++) {
+		const struct gw_forward *fw = &gw->forwards[i];
+		struct metrics_label l[] = { L("forward", fw->cfg->name) };
+
+		metrics_sample(w, "anyproxy_gateway_forward_refused_total", l, 1, fw->refused);
+	}
+	metrics_family(w, "anyproxy_gateway_datagrams_dropped_total", METRICS_COUNTER,
+		       "Datagrams toward agents not sent (tunnel full, too long).");
+	metrics_sample(w, "anyproxy_gateway_datagrams_dropped_total", NULL, 0,
+		       gw->dgrams_dropped);
+}
+
 static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
 {
 	const struct handshake_budget *sides[] = { &gw->user_budget, &gw->tunnel_budget };
@@ -386,6 +425,7 @@ void gw_stats_collect(struct metrics_writer *w, void *arg)
 		       gw->tunnels_suspected);
 	write_groups(w, gw);
 	write_clients(w, gw);
+	write_forwards(w, gw);
 	write_handshakes(w, gw);
 	metrics_family(w, "anyproxy_gateway_open_duration_seconds", METRICS_HISTOGRAM,
 		       "From OPEN sent to the agent's OPEN_OK or OPEN_FAIL (or the gateway's "

@@ -244,6 +244,13 @@ def setup(env):
                                       "auth_username": h.PROXY_USER,
                                       "auth_password": h.PROXY_PASS})
     add_section(config, "metrics", {"listen_addr": "127.0.0.1:%d" % env.gw_metrics})
+    # a TCP port forward into the agent's group, to an echo server
+    env.fw_echo = h.RawServer(h.echo_handler)
+    env.servers.append(env.fw_echo)
+    env.fw_port = h.free_port()
+    add_section(config, "forward.fw", {"listen_addr": "127.0.0.1:%d" % env.fw_port,
+                                       "target": "127.0.0.1:%d" % env.fw_echo.port,
+                                       "group": GROUP})
     env.gw = env.start("gateway", "gateway", config)
     env.gw.http_port, env.gw.socks_port = http_port, socks_port
     env.wait_gateway_ready(env.gw)
@@ -298,6 +305,10 @@ GATEWAY_FAMILIES = {
     "anyproxy_gateway_bytes_total": "counter",
     "anyproxy_gateway_client_bytes_total": "counter",
     "anyproxy_gateway_client_tunnels": "gauge",
+    "anyproxy_gateway_forward_connections": "gauge",
+    "anyproxy_gateway_forward_connections_total": "counter",
+    "anyproxy_gateway_forward_refused_total": "counter",
+    "anyproxy_gateway_datagrams_dropped_total": "counter",
     "anyproxy_gateway_open_retries_total": "counter",
     "anyproxy_gateway_tunnels_suspected_total": "counter",
     "anyproxy_gateway_groups": "gauge",
@@ -505,6 +516,28 @@ def test_apctl_stats_agrees_with_the_scrape(env):
             "the earlier requests are counted: %r" % js)
 
 
+def test_forwards_are_counted(env):
+    """A connection through [forward.fw] is counted by the forward and as an
+    open of proxy "forward"."""
+    g0, _ = scrape(env.gw_metrics, "gateway")
+    s = socket.create_connection(("127.0.0.1", env.fw_port), timeout=5)
+    try:
+        s.sendall(b"ping")
+        h.check(h.recv_exact(s, 4) == b"ping", "echo through the forward")
+        g1, _ = scrape(env.gw_metrics, "gateway")
+        h.check(value(g1, "anyproxy_gateway_forward_connections", forward="fw") == 1,
+                "one connection open through the forward")
+    finally:
+        s.close()
+    h.check(value(g1, "anyproxy_gateway_forward_connections_total", forward="fw") ==
+            value(g0, "anyproxy_gateway_forward_connections_total", forward="fw") + 1,
+            "one connection accepted by the forward")
+    h.check(value(g1, "anyproxy_gateway_opens_total", proxy="forward", result="ok") ==
+            value(g0, "anyproxy_gateway_opens_total", proxy="forward", result="ok") + 1,
+            "the forward's open counted under proxy=forward")
+    settled(env)
+
+
 def test_suspect_tunnel_is_exported(env):
     """A hung agent (SIGSTOP) misses a PONG: the gateway exports its tunnel
     as suspect until it answers again after SIGCONT."""
@@ -647,6 +680,7 @@ if __name__ == "__main__":
         test_exposition_is_valid,
         test_counters_move_exactly,
         test_apctl_stats_agrees_with_the_scrape,
+        test_forwards_are_counted,
         test_suspect_tunnel_is_exported,
         test_endpoint_answers_only_get_metrics,
         test_grafana_dashboard_names_existing_metrics,
