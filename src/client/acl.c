@@ -111,11 +111,6 @@ static bool is_digit(uint8_t c)
 	return c >= '0' && c <= '9';
 }
 
-static bool is_hex_digit(uint8_t c)
-{
-	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
 static uint8_t to_lower(uint8_t c)
 {
 	return c >= 'A' && c <= 'Z' ? (uint8_t)(c - 'A' + 'a') : c;
@@ -136,7 +131,7 @@ static bool parse_ipv6_text(const uint8_t *p, size_t n, uint8_t out[IPV6_BYTES])
 	if (n == 0 || n > IPV6_TEXT_MAX)
 		return false;
 	for (i = 0; i < n; i++)
-		if (!is_hex_digit(p[i]) && p[i] != ':' && p[i] != '.')
+		if (grammar_hex_value(p[i]) < 0 && p[i] != ':' && p[i] != '.')
 			return false;
 	memcpy(text, p, n);
 	text[n] = '\0';
@@ -165,7 +160,7 @@ static bool label_looks_numeric(const char *label)
 	const char *p = hex ? label + 2 : label;
 
 	for (; *p; p++)
-		if (!(hex ? is_hex_digit((uint8_t)*p) : is_digit((uint8_t)*p)))
+		if (!(hex ? grammar_hex_value((uint8_t)*p) >= 0 : is_digit((uint8_t)*p)))
 			return false;
 	return true;
 }

@@ -558,17 +558,6 @@ static bool userinfo_char(char c)
 	       (c != '\0' && strchr("-._~!$&'()*+,;=", c));
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * Percent-decode the user name (user) or the password [s, s + n) into a
  * new string. Refused: a byte that must be encoded, a bad %XX, a decoded
@@ -589,8 +578,8 @@ static int decode_credential(const char *s, size_t n, bool user, char **out, cha
 		char c = s[i];
 
 		if (c == '%') {
-			int hi = i + 2 < n ? hex_digit(s[i + 1]) : -1;
-			int lo = i + 2 < n ? hex_digit(s[i + 2]) : -1;
+			int hi = i + 2 < n ? grammar_hex_value((uint8_t)s[i + 1]) : -1;
+			int lo = i + 2 < n ? grammar_hex_value((uint8_t)s[i + 2]) : -1;
 
 			if (hi < 0 || lo < 0) {
 				snprintf(why, whylen, "bad percent-encoding in the %s: expected %%XX "

@@ -32,6 +32,17 @@ bool grammar_host_byte(uint8_t c)
 	       c == '-' || c == '_';
 }
 
+int grammar_hex_value(uint8_t c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 int grammar_host_name(const char *s, size_t len, const char **why)
 {
 	size_t label_len = 0;

@@ -56,17 +56,6 @@ static bool is_alpha(uint8_t c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-static int hex_value(uint8_t c)
-{
-	if (is_digit(c))
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static bool is_tchar(uint8_t c)
 {
 	if (is_digit(c) || is_alpha(c))
@@ -458,7 +447,7 @@ static int parse_ipv6(struct http_str host, struct http_target *t, const char **
 		return fail(why, -EBADMSG, "bad IPv6 literal");
 	/* Hex, colons and an embedded IPv4 tail only: no zone id, no IPvFuture. */
 	for (i = 0; i < host.len; i++)
-		if (hex_value(host.ptr[i]) < 0 && host.ptr[i] != ':' && host.ptr[i] != '.')
+		if (grammar_hex_value(host.ptr[i]) < 0 && host.ptr[i] != ':' && host.ptr[i] != '.')
 			return fail(why, -EBADMSG, "bad IPv6 literal");
 	memcpy(text, host.ptr, host.len);
 	text[host.len] = '\0';
@@ -477,7 +466,7 @@ static bool label_is_numeric(const uint8_t *p, size_t n)
 
 	if (n >= 2 && p[0] == '0' && ascii_lower(p[1]) == 'x') {
 		for (i = 2; i < n; i++)
-			if (hex_value(p[i]) < 0)
+			if (grammar_hex_value(p[i]) < 0)
 				return false;
 		return true;
 	}
@@ -529,7 +518,7 @@ static bool bare_ipv6(struct http_str a)
 	for (size_t i = 0; i < a.len; i++) {
 		if (a.ptr[i] == ':')
 			colons++;
-		else if (hex_value(a.ptr[i]) < 0 && a.ptr[i] != '.')
+		else if (grammar_hex_value(a.ptr[i]) < 0 && a.ptr[i] != '.')
 			return false;
 	}
 	return colons >= 6 || memmem(a.ptr, a.len, "::", 2);
@@ -1026,7 +1015,7 @@ static int chunked_step(struct http_chunked *c, uint8_t ch)
 	switch (c->state) {
 	case CH_SIZE_START:
 	case CH_SIZE:
-		d = hex_value(ch);
+		d = grammar_hex_value(ch);
 		if (d >= 0) {
 			if (c->size > ((uint64_t)HTTP_MAX_BODY_BYTES - (uint64_t)d) >> HEX_BITS)
 				return chunked_fail(c, "chunk size over limit");

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <ctype.h>
 #include <string.h>
 
 #include "anyproxy/grammar.h"
@@ -60,6 +61,17 @@ static void test_host_bytes(void **state)
 		assert_int_equal(grammar_host_byte((uint8_t)c), want);
 		/* in a name, every byte but the label bytes and '.' is refused */
 		assert_int_equal(grammar_host_name(name, 3, &why), want || c == '.' ? 3 : -EINVAL);
+	}
+}
+
+static void test_hex_values(void **state)
+{
+	const char *digits = "0123456789abcdef";
+
+	for (unsigned c = 0; c < 256; c++) {
+		const char *at = c ? strchr(digits, tolower((int)c)) : NULL;
+
+		assert_int_equal(grammar_hex_value((uint8_t)c), at ? (int)(at - digits) : -1);
 	}
 }
 
@@ -254,6 +266,7 @@ int main(void)
 		cmocka_unit_test(test_id_span),
 		cmocka_unit_test(test_id_lengths),
 		cmocka_unit_test(test_host_bytes),
+		cmocka_unit_test(test_hex_values),
 		cmocka_unit_test(test_host_names),
 		cmocka_unit_test(test_utf8_all_pairs),
 		cmocka_unit_test(test_utf8_boundaries),

@@ -77,6 +77,9 @@ bool grammar_id_valid(const char *s, size_t len, size_t min_len);
 /* Is c allowed in a label of a host name? A-Z a-z 0-9 - _ */
 bool grammar_host_byte(uint8_t c);
 
+/* The value of hexadecimal digit c (0-9 a-f A-F): 0..15, or -1. */
+int grammar_hex_value(uint8_t c);
+
 /* Is s[0..len) a host name (any bytes; nothing past len is read)? Returns
  * the length of the name without its one optional trailing dot
  * (1..GRAMMAR_HOST_MAX), or -EINVAL with *why pointing to a static
