@@ -121,15 +121,14 @@ void agent_stats_collect(struct metrics_writer *w, void *arg)
 				 AP_WOLFSSL_AESNI);
 	metrics_write_process(w);
 	write_tunnels(w, a);
-	metrics_family(w, "anyproxy_agent_reconnects_total", METRICS_COUNTER,
-		       "Reconnection attempts scheduled after a tunnel failed or ended.");
-	metrics_sample(w, "anyproxy_agent_reconnects_total", NULL, 0, st->reconnects);
-	metrics_family(w, "anyproxy_agent_streams", METRICS_GAUGE,
-		       "Streams open (target connections, connecting or relaying).");
-	metrics_sample(w, "anyproxy_agent_streams", NULL, 0, a->ntargets);
-	metrics_family(w, "anyproxy_agent_streams_total", METRICS_COUNTER,
-		       "OPENs taken from the gateway.");
-	metrics_sample(w, "anyproxy_agent_streams_total", NULL, 0, st->streams_total);
+	metrics_write_value(w, "anyproxy_agent_reconnects_total", METRICS_COUNTER,
+			    "Reconnection attempts scheduled after a tunnel failed or ended.",
+			    st->reconnects);
+	metrics_write_value(w, "anyproxy_agent_streams", METRICS_GAUGE,
+			    "Streams open (target connections, connecting or relaying).",
+			    a->ntargets);
+	metrics_write_value(w, "anyproxy_agent_streams_total", METRICS_COUNTER,
+			    "OPENs taken from the gateway.", st->streams_total);
 	metrics_family(w, "anyproxy_agent_opens_total", METRICS_COUNTER,
 		       "OPENs answered, by outcome (ok, refused, dns, timeout, denied, "
 		       "unreachable, limit, error).");

@@ -12,7 +12,7 @@
 #include "anyproxy/metrics.h"
 
 const uint64_t metrics_latency_bounds_us[METRICS_LATENCY_NBUCKETS] = {
-	500,	 1000,	  2500,	   5000,    10000,   25000,   50000,
+	500,    1000,   2500,   5000,    10000,   25000,   50000,
 	100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
 };
 
@@ -87,9 +87,10 @@ static void put_escaped(struct metrics_writer *w, const char *s, bool quote)
 	const char *run = s;
 
 	for (; *s; s++) {
-		const char *esc = *s == '\\' ? "\\\\" : *s == '\n' ? "\\n"
-			       : (quote && *s == '"') ? "\\\""
-						      : NULL;
+		const char *esc = *s == '\\'             ? "\\\\"
+				  : *s == '\n'           ? "\\n"
+				  : (quote && *s == '"') ? "\\\""
+							 : NULL;
 
 		if (!esc)
 			continue;
@@ -204,6 +205,13 @@ void metrics_sample(struct metrics_writer *w, const char *name, const struct met
 	puts_w(w, "\n");
 }
 
+void metrics_write_value(struct metrics_writer *w, const char *name, enum metrics_type type,
+			 const char *help, uint64_t value)
+{
+	metrics_family(w, name, type, help);
+	metrics_sample(w, name, NULL, 0, value);
+}
+
 void metrics_write_histogram(struct metrics_writer *w, const char *name,
 			     const struct metrics_label *labels, size_t nlabels,
 			     const struct metrics_histogram *h)
@@ -291,18 +299,17 @@ void metrics_write_process(struct metrics_writer *w)
 	struct rlimit rl;
 
 	if (fds >= 0) {
-		metrics_family(w, "process_open_fds", METRICS_GAUGE, "Open file descriptors.");
-		metrics_sample(w, "process_open_fds", NULL, 0, (uint64_t)fds);
+		metrics_write_value(w, "process_open_fds", METRICS_GAUGE, "Open file descriptors.",
+				    (uint64_t)fds);
 	}
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-		metrics_family(w, "process_max_fds", METRICS_GAUGE,
-			       "The soft limit of open file descriptors (RLIMIT_NOFILE).");
-		metrics_sample(w, "process_max_fds", NULL, 0, (uint64_t)rl.rlim_cur);
+		metrics_write_value(w, "process_max_fds", METRICS_GAUGE,
+				    "The soft limit of open file descriptors (RLIMIT_NOFILE).",
+				    (uint64_t)rl.rlim_cur);
 	}
 	if (rss >= 0) {
-		metrics_family(w, "process_resident_memory_bytes", METRICS_GAUGE,
-			       "Resident memory size in bytes.");
-		metrics_sample(w, "process_resident_memory_bytes", NULL, 0, (uint64_t)rss);
+		metrics_write_value(w, "process_resident_memory_bytes", METRICS_GAUGE,
+				    "Resident memory size in bytes.", (uint64_t)rss);
 	}
 }
 

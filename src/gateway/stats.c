@@ -33,7 +33,7 @@ void gw_stats_free(struct gw_stats *st)
 {
 	struct gw_group_stats *g, *tmp;
 
-	HASH_ITER(hh, st->groups, g, tmp) {
+	HASH_ITER (hh, st->groups, g, tmp) {
 		HASH_DEL(st->groups, g);
 		free(g);
 	}
@@ -75,7 +75,7 @@ void gw_stats_prune(struct gateway *gw)
 {
 	struct gw_group_stats *g, *tmp;
 
-	HASH_ITER(hh, gw->stats.groups, g, tmp)
+	HASH_ITER (hh, gw->stats.groups, g, tmp)
 		maybe_retire(gw, g);
 }
 
@@ -120,14 +120,14 @@ static void totals(struct gateway *gw, struct gw_totals *t)
 	t->streams_total = st->retired_streams_total;
 	t->bytes_in = st->retired_bytes_in;
 	t->bytes_out = st->retired_bytes_out;
-	HASH_ITER(hh, st->groups, g, tmp) {
+	HASH_ITER (hh, st->groups, g, tmp) {
 		t->streams += group_streams(g, g->streams_active);
 		t->streams_total += group_streams(g, g->streams_total);
 		t->bytes_in += g->bytes_in;
 		t->bytes_out += g->bytes_out;
 	}
 	t->fallbacks = st->fallbacks;
-	HASH_ITER(hh, gw->registry.groups, rg, rtmp) {
+	HASH_ITER (hh, gw->registry.groups, rg, rtmp) {
 		t->groups++;
 		t->agents += rg->nclients;
 		t->tunnels += registry_group_tunnels(rg);
@@ -136,7 +136,10 @@ static void totals(struct gateway *gw, struct gw_totals *t)
 	t->handshakes_tunnel = gw->tunnel_budget.count;
 }
 
-#define TOTAL(name) { #name, offsetof(struct gw_totals, name) }
+#define TOTAL(name)                                     \
+	{                                               \
+#name, offsetof(struct gw_totals, name) \
+	}
 
 /* The columns of `apctl stats`, in order; opens_RESULT columns follow
  * streams_total, one per enum frame_open_result. */
@@ -144,11 +147,20 @@ static const struct {
 	const char *name;
 	size_t offset;
 } total_columns[] = {
-	TOTAL(user_connections), TOTAL(user_connections_total), TOTAL(user_refused_total),
-	TOTAL(streams),		 TOTAL(streams_total),		TOTAL(bytes_in),
-	TOTAL(bytes_out),	 TOTAL(auth_failures),		TOTAL(fallbacks),
-	TOTAL(groups),		 TOTAL(agents),			TOTAL(tunnels),
-	TOTAL(handshakes_proxy), TOTAL(handshakes_tunnel),
+	TOTAL(user_connections),
+	TOTAL(user_connections_total),
+	TOTAL(user_refused_total),
+	TOTAL(streams),
+	TOTAL(streams_total),
+	TOTAL(bytes_in),
+	TOTAL(bytes_out),
+	TOTAL(auth_failures),
+	TOTAL(fallbacks),
+	TOTAL(groups),
+	TOTAL(agents),
+	TOTAL(tunnels),
+	TOTAL(handshakes_proxy),
+	TOTAL(handshakes_tunnel),
 };
 
 #define STATS_NCOLUMNS (ARRAY_SIZE(total_columns) + FRAME_NRESULTS)
@@ -173,8 +185,8 @@ int gw_stats_write_table(struct gateway *gw, struct table_writer *w)
 	ret = table_write_header(w, cols, n);
 	ret |= table_write_row_begin(w);
 	for (i = 0; i < ARRAY_SIZE(total_columns); i++)
-		ret |= table_write_uint(w, *(const uint64_t *)((const char *)&t +
-							       total_columns[i].offset));
+		ret |= table_write_uint(
+			w, *(const uint64_t *)((const char *)&t + total_columns[i].offset));
 	for (i = 0; i < FRAME_NRESULTS; i++)
 		ret |= table_write_uint(w, t.opens[i]);
 	ret |= table_write_row_end(w);
@@ -183,7 +195,10 @@ int gw_stats_write_table(struct gateway *gw, struct table_writer *w)
 
 /* ---- metrics ---- */
 
-#define L(n, v) { (n), (v) }
+#define L(n, v)          \
+	{                \
+		(n), (v) \
+	}
 
 static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 {
@@ -234,7 +249,7 @@ static void write_groups(struct metrics_writer *w, struct gateway *gw)
 
 	metrics_family(w, "anyproxy_gateway_streams", METRICS_GAUGE,
 		       "Streams open, by proxy listener and the group of the agent serving them.");
-	HASH_ITER(hh, gw->stats.groups, g, tmp)
+	HASH_ITER (hh, gw->stats.groups, g, tmp)
 		for (p = 0; p < GW_NPROXIES; p++) {
 			struct metrics_label l[] = { L("proxy", proxy_name(p)), L("group", g->id) };
 
@@ -242,7 +257,7 @@ static void write_groups(struct metrics_writer *w, struct gateway *gw)
 		}
 	metrics_family(w, "anyproxy_gateway_streams_total", METRICS_COUNTER,
 		       "Streams opened to agents, by proxy listener and group.");
-	HASH_ITER(hh, gw->stats.groups, g, tmp)
+	HASH_ITER (hh, gw->stats.groups, g, tmp)
 		for (p = 0; p < GW_NPROXIES; p++) {
 			struct metrics_label l[] = { L("proxy", proxy_name(p)), L("group", g->id) };
 
@@ -251,7 +266,7 @@ static void write_groups(struct metrics_writer *w, struct gateway *gw)
 		}
 	metrics_family(w, "anyproxy_gateway_bytes_total", METRICS_COUNTER,
 		       "Stream payload by group; direction out is user -> target.");
-	HASH_ITER(hh, gw->stats.groups, g, tmp) {
+	HASH_ITER (hh, gw->stats.groups, g, tmp) {
 		struct metrics_label in[] = { L("group", g->id), L("direction", "in") };
 		struct metrics_label out[] = { L("group", g->id), L("direction", "out") };
 
@@ -262,9 +277,8 @@ static void write_groups(struct metrics_writer *w, struct gateway *gw)
 		w->error = w->error ? w->error : -ENOMEM;
 		return;
 	}
-	metrics_family(w, "anyproxy_gateway_groups", METRICS_GAUGE,
-		       "Groups with at least one agent.");
-	metrics_sample(w, "anyproxy_gateway_groups", NULL, 0, n);
+	metrics_write_value(w, "anyproxy_gateway_groups", METRICS_GAUGE,
+			    "Groups with at least one agent.", n);
 	metrics_family(w, "anyproxy_gateway_agents", METRICS_GAUGE,
 		       "Agents (client ids) connected, by group.");
 	for (i = 0; i < n; i++) {
@@ -355,10 +369,9 @@ static void write_forwards(struct metrics_writer *w, struct gateway *gw)
 
 		metrics_sample(w, "anyproxy_gateway_forward_refused_total", l, 1, fw->refused);
 	}
-	metrics_family(w, "anyproxy_gateway_datagrams_dropped_total", METRICS_COUNTER,
-		       "Datagrams toward agents not sent (tunnel full, too long).");
-	metrics_sample(w, "anyproxy_gateway_datagrams_dropped_total", NULL, 0,
-		       gw->dgrams_dropped);
+	metrics_write_value(w, "anyproxy_gateway_datagrams_dropped_total", METRICS_COUNTER,
+			    "Datagrams toward agents not sent (tunnel full, too long).",
+			    gw->dgrams_dropped);
 }
 
 static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
@@ -409,20 +422,19 @@ void gw_stats_collect(struct metrics_writer *w, void *arg)
 				 AP_WOLFSSL_AESNI);
 	metrics_write_process(w);
 	write_proxies(w, st);
-	metrics_family(w, "anyproxy_gateway_user_refused_total", METRICS_COUNTER,
-		       "Users refused at accept because max_connections was reached.");
-	metrics_sample(w, "anyproxy_gateway_user_refused_total", NULL, 0, gw->refused_over_limit);
-	metrics_family(w, "anyproxy_gateway_fallbacks_total", METRICS_COUNTER,
-		       "Requests for a group without a serving agent sent to the default group.");
-	metrics_sample(w, "anyproxy_gateway_fallbacks_total", NULL, 0, st->fallbacks);
-	metrics_family(w, "anyproxy_gateway_open_retries_total", METRICS_COUNTER,
-		       "OPENs sent again to another agent of the group after a failure or no "
-		       "answer.");
-	metrics_sample(w, "anyproxy_gateway_open_retries_total", NULL, 0, gw->open_retries);
-	metrics_family(w, "anyproxy_gateway_tunnels_suspected_total", METRICS_COUNTER,
-		       "Times a tunnel became suspect.");
-	metrics_sample(w, "anyproxy_gateway_tunnels_suspected_total", NULL, 0,
-		       gw->tunnels_suspected);
+	metrics_write_value(w, "anyproxy_gateway_user_refused_total", METRICS_COUNTER,
+			    "Users refused at accept because max_connections was reached.",
+			    gw->refused_over_limit);
+	metrics_write_value(w, "anyproxy_gateway_fallbacks_total", METRICS_COUNTER,
+			    "Requests for a group without a serving agent sent to the default "
+			    "group.",
+			    st->fallbacks);
+	metrics_write_value(w, "anyproxy_gateway_open_retries_total", METRICS_COUNTER,
+			    "OPENs sent again to another agent of the group after a failure or no "
+			    "answer.",
+			    gw->open_retries);
+	metrics_write_value(w, "anyproxy_gateway_tunnels_suspected_total", METRICS_COUNTER,
+			    "Times a tunnel became suspect.", gw->tunnels_suspected);
 	write_groups(w, gw);
 	write_clients(w, gw);
 	write_forwards(w, gw);

@@ -102,6 +102,10 @@ void metrics_family(struct metrics_writer *w, const char *name, enum metrics_typ
 /* One sample of a counter or gauge. */
 void metrics_sample(struct metrics_writer *w, const char *name, const struct metrics_label *labels,
 		    size_t nlabels, uint64_t value);
+/* A family of one series without labels: its HELP and TYPE lines and the
+ * sample. */
+void metrics_write_value(struct metrics_writer *w, const char *name, enum metrics_type type,
+			 const char *help, uint64_t value);
 /* The series of one histogram (NAME_bucket with le, NAME_sum, NAME_count);
  * labels must not contain "le". */
 void metrics_write_histogram(struct metrics_writer *w, const char *name,
