@@ -14,6 +14,7 @@
 #include "anyproxy/tunnel.h"
 
 static void tunnel_flush(struct tunnel *t);
+static void tunnel_flush_later(struct tunnel *t);
 static void tunnel_arm_recv(struct tunnel *t);
 
 /* Until HELLO is answered, a gateway tunnel receives like a user connection:
@@ -32,6 +33,7 @@ static void tunnel_release(struct tunnel *t)
 {
 	if (t->state != TUNNEL_CLOSING || t->inflight)
 		return;
+	ring_undefer(t->ring, &t->flush_later);
 	t->ops->on_closed(t, t->close_reason);
 	close(t->fd);
 	tls_conn_free(&t->tls);
@@ -135,7 +137,7 @@ static void send_done(struct ring *r, struct ring_op *op, int res, uint32_t flag
 		}
 	} else if (t->state != TUNNEL_CLOSING) {
 		buf_consume(&t->sending, (size_t)res);
-		tunnel_flush(t);
+		tunnel_flush_later(t);
 		if (t->waiters && tunnel_queued(t) < TUNNEL_OUT_BUDGET / 2)
 			stream_tunnel_writable(t);
 	}
@@ -167,6 +169,20 @@ static void tunnel_flush(struct tunnel *t)
 	t->inflight++;
 }
 
+static void flush_later_run(struct ring *r, struct ring_deferred *d)
+{
+	tunnel_flush(container_of(d, struct tunnel, flush_later));
+}
+
+/* Output made while the loop handles completions leaves in one send, once
+ * they are all handled (a stream's 64 KiB of DATA in one send instead of
+ * its first record alone, the OPENs and FINs of many streams together). */
+static void tunnel_flush_later(struct tunnel *t)
+{
+	if (!t->send_armed && t->state != TUNNEL_CLOSING)
+		ring_defer(t->ring, &t->flush_later);
+}
+
 size_t tunnel_queued(const struct tunnel *t)
 {
 	return buf_used(&t->tls.out) + buf_used(&t->sending);
@@ -187,7 +203,7 @@ int tunnel_send(struct tunnel *t, const struct frame *f)
 	if (ret < 0)
 		return ret;
 	t->bytes_out += (uint64_t)n;
-	tunnel_flush(t);
+	tunnel_flush_later(t);
 	return 0;
 }
 
@@ -505,6 +521,7 @@ struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool 
 	buf_init(&t->sending, TLS_OUT_MAX);
 	timer_init(&t->deadline, deadline_fire);
 	timer_init(&t->ping_timer, ping_fire);
+	ring_deferred_init(&t->flush_later, flush_later_run);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	net_format_peer(fd, t->peer, sizeof(t->peer));
 	if (t->preauth_bufs)

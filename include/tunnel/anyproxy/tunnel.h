@@ -70,6 +70,8 @@ struct tunnel {
 	struct buf plain;   /* decrypted bytes not yet decoded */
 	struct buf sending; /* ciphertext owned by the kernel until the send completes */
 	struct ring_op recv_op, send_op, close_op;
+	/* frames queued in this loop iteration go out in one send at its end */
+	struct ring_deferred flush_later;
 	struct timer deadline; /* handshake deadline, then liveness check */
 	struct timer ping_timer;
 	uint32_t ping_interval_ms, ping_timeout_ms;
