@@ -10,6 +10,8 @@
 #include "anyproxy/relay.h"
 
 static void relay_arm_recv(struct relay *r);
+
+_Static_assert(BUFRING_HEADROOM >= FRAME_HEADER_SIZE, "no room for a frame header");
 static void relay_arm_send(struct relay *r);
 
 /* ---- teardown ---- */
@@ -150,9 +152,11 @@ static void recv_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 		r->ops->on_socket_data(r, bufring_addr(r->bufs, (uint16_t)bid), (size_t)res);
 		bufring_recycle(r->bufs, (uint16_t)bid);
 	} else if (!buf_used(&r->pending) && stream_send_room(&r->stream) >= (size_t)res) {
-		/* fast path: straight from the receive buffer into the tunnel */
-		int ret = stream_write(&r->stream, bufring_addr(r->bufs, (uint16_t)bid),
-				       (size_t)res);
+		/* fast path: straight from the receive buffer into the tunnel,
+		 * each DATA frame's header written in the buffer's headroom or
+		 * over bytes already encrypted */
+		int ret = stream_write_in_place(&r->stream, bufring_addr(r->bufs, (uint16_t)bid),
+						(size_t)res);
 
 		bufring_recycle(r->bufs, (uint16_t)bid);
 		if (ret < 0) {

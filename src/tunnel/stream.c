@@ -148,7 +148,9 @@ size_t stream_send_room(const struct stream *s)
 	return MIN((size_t)s->send_credit, TUNNEL_OUT_BUDGET - queued);
 }
 
-int stream_write(struct stream *s, const uint8_t *p, size_t n)
+/* in_place: p is the caller's to overwrite, with FRAME_HEADER_SIZE bytes
+ * before it (stream_write_in_place). */
+static int write_data(struct stream *s, uint8_t *wp, const uint8_t *p, size_t n)
 {
 	struct frame f = { .type = FRAME_DATA };
 	int ret;
@@ -161,9 +163,16 @@ int stream_write(struct stream *s, const uint8_t *p, size_t n)
 	while (n) {
 		size_t chunk = MIN(n, (size_t)FRAME_MAX_PAYLOAD);
 
-		f.data.ptr = p;
-		f.data.len = chunk;
-		ret = tunnel_send(s->tunnel, &f);
+		/* in place, each header overwrites the end of the chunk before
+		 * it, which is encrypted already */
+		if (wp) {
+			ret = tunnel_send_data(s->tunnel, s->id, wp, chunk);
+			wp += chunk;
+		} else {
+			f.data.ptr = p;
+			f.data.len = chunk;
+			ret = tunnel_send(s->tunnel, &f);
+		}
 		if (ret < 0)
 			return ret;
 		s->send_credit -= (uint32_t)chunk;
@@ -175,6 +184,16 @@ int stream_write(struct stream *s, const uint8_t *p, size_t n)
 		n -= chunk;
 	}
 	return 0;
+}
+
+int stream_write(struct stream *s, const uint8_t *p, size_t n)
+{
+	return write_data(s, NULL, p, n);
+}
+
+int stream_write_in_place(struct stream *s, uint8_t *p, size_t n)
+{
+	return write_data(s, p, p, n);
 }
 
 void stream_consumed(struct stream *s, size_t n)

@@ -15,6 +15,7 @@
 
 static void tunnel_flush(struct tunnel *t);
 static void tunnel_flush_later(struct tunnel *t);
+static int seal_record(struct tunnel *t);
 static void tunnel_arm_recv(struct tunnel *t);
 
 /* Until HELLO is answered, a gateway tunnel receives like a user connection:
@@ -38,6 +39,7 @@ static void tunnel_release(struct tunnel *t)
 	close(t->fd);
 	tls_conn_free(&t->tls);
 	buf_release(&t->plain);
+	buf_release(&t->record);
 	buf_release(&t->sending);
 	free(t);
 }
@@ -79,6 +81,7 @@ void tunnel_close_after(struct tunnel *t, const struct frame *f, const char *rea
 		return;
 	if (f)
 		tunnel_send(t, f);
+	seal_record(t); /* the frames go before close_notify */
 	tls_shutdown(&t->tls);
 	/* drains pass close_reason itself: copying it onto itself is undefined
 	 * (glibc left it empty) */
@@ -122,6 +125,24 @@ void tunnel_send_error(struct tunnel *t, uint8_t type, uint16_t code, const char
 
 /* ---- output ---- */
 
+/* Encrypt the frames gathered in t->record as one TLS record. 0, or
+ * -ENOBUFS (TLS output over its bound: they stay, the next flush after a
+ * send retries) or -EPROTO. */
+static int seal_record(struct tunnel *t)
+{
+	int ret;
+
+	if (!buf_used(&t->record))
+		return 0;
+	ret = tls_write(&t->tls, buf_head(&t->record), buf_used(&t->record));
+	if (ret < 0)
+		return ret;
+	buf_consume(&t->record, buf_used(&t->record));
+	if (preauth(t))
+		buf_release(&t->record);
+	return 0;
+}
+
 static void send_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
 {
 	struct tunnel *t = container_of(op, struct tunnel, send_op);
@@ -148,6 +169,10 @@ static void tunnel_flush(struct tunnel *t)
 {
 	if (t->send_armed || t->state == TUNNEL_CLOSING)
 		return;
+	if (seal_record(t) == -EPROTO) {
+		tunnel_close(t, "TLS encryption failed");
+		return;
+	}
 	if (!buf_used(&t->sending) && buf_used(&t->tls.out)) {
 		/* swap: wolfSSL keeps appending to the other buffer while the
 		 * kernel owns this one */
@@ -185,21 +210,58 @@ static void tunnel_flush_later(struct tunnel *t)
 
 size_t tunnel_queued(const struct tunnel *t)
 {
-	return buf_used(&t->tls.out) + buf_used(&t->sending);
+	return buf_used(&t->record) + buf_used(&t->tls.out) + buf_used(&t->sending);
 }
 
 int tunnel_send(struct tunnel *t, const struct frame *f)
 {
-	uint8_t frame_buf[FRAME_MAX_SIZE];
 	ssize_t n;
 	int ret;
 
 	if (t->state == TUNNEL_CLOSING || t->close_when_flushed)
 		return -EPIPE;
-	n = frame_encode(frame_buf, sizeof(frame_buf), f);
+	/* t->record holds whole frames from its start (it is only ever
+	 * emptied whole), so it has room up to FRAME_MAX_SIZE */
+	for (;;) {
+		long room = buf_reserve(&t->record, FRAME_MAX_SIZE - buf_used(&t->record));
+
+		if (room < 0)
+			return (int)room;
+		n = frame_encode(t->record.data + t->record.len, (size_t)room, f);
+		if (n != -ENOSPC || !buf_used(&t->record))
+			break;
+		ret = seal_record(t); /* full: encrypt it, start the next */
+		if (ret < 0)
+			return ret;
+	}
 	if (n < 0)
 		return (int)n;
-	ret = tls_write(&t->tls, frame_buf, (size_t)n);
+	t->record.len += (size_t)n;
+	t->bytes_out += (uint64_t)n;
+	tunnel_flush_later(t);
+	return 0;
+}
+
+int tunnel_send_data(struct tunnel *t, uint32_t stream_id, uint8_t *p, size_t len)
+{
+	uint8_t *frame = p - FRAME_HEADER_SIZE;
+	size_t n = FRAME_HEADER_SIZE + len;
+	int ret;
+
+	if (len <= TUNNEL_GATHER_MAX) {
+		struct frame f = { .type = FRAME_DATA, .stream_id = stream_id };
+
+		f.data.ptr = p;
+		f.data.len = len;
+		return tunnel_send(t, &f);
+	}
+	if (t->state == TUNNEL_CLOSING || t->close_when_flushed)
+		return -EPIPE;
+	ret = seal_record(t); /* the frames before it go first */
+	if (ret < 0)
+		return ret;
+	frame_put_data_header(frame, stream_id, (uint16_t)len);
+	ret = tls_write(&t->tls, frame, n);
 	if (ret < 0)
 		return ret;
 	t->bytes_out += (uint64_t)n;
@@ -518,6 +580,7 @@ struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool 
 	t->state = TUNNEL_HANDSHAKE;
 	t->next_stream_id = 1;
 	buf_init(&t->plain, TUNNEL_PLAIN_MAX);
+	buf_init(&t->record, FRAME_MAX_SIZE);
 	buf_init(&t->sending, TLS_OUT_MAX);
 	timer_init(&t->deadline, deadline_fire);
 	timer_init(&t->ping_timer, ping_fire);

@@ -100,6 +100,11 @@ void stream_open_fail(struct stream *s, uint8_t reason, const char *message);
 size_t stream_send_room(const struct stream *s);
 /* Send n <= stream_send_room() bytes as DATA. 0 or -EPIPE / -ENOBUFS. */
 int stream_write(struct stream *s, const uint8_t *p, size_t n);
+/* The same for a buffer the caller gives up (a receive buffer about to be
+ * recycled): FRAME_HEADER_SIZE writable bytes precede p and the bytes of p
+ * are overwritten, because each DATA frame is built and encrypted in place
+ * (tunnel_send_data) instead of being copied first. */
+int stream_write_in_place(struct stream *s, uint8_t *p, size_t n);
 /* n received bytes left the owner's buffers: return credit when worth it. */
 void stream_consumed(struct stream *s, size_t n);
 /* Call on_writable once room appears. */

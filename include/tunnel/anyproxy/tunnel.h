@@ -68,6 +68,9 @@ struct tunnel {
 	unsigned inflight;
 	struct tls_conn tls;
 	struct buf plain;   /* decrypted bytes not yet decoded */
+	/* frames encoded straight into the plaintext of the next TLS record,
+	 * sealed (encrypted) when full or when the output is flushed */
+	struct buf record;
 	struct buf sending; /* ciphertext owned by the kernel until the send completes */
 	struct ring_op recv_op, send_op, close_op;
 	/* frames queued in this loop iteration go out in one send at its end */
@@ -100,9 +103,19 @@ struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool 
 			  const char *server_name, const struct tunnel_ops *ops, void *owner,
 			  uint32_t handshake_timeout_ms, struct bufring *preauth_bufs);
 
-/* Encode, encrypt and queue f. 0, -ENOBUFS (output over its bound: the
- * caller holds back), -EINVAL (bad frame) or -EPIPE (closing). */
+/* Encode f and queue it; frames sent in one loop iteration share TLS
+ * records (encrypted at the latest before the iteration ends). 0, -ENOBUFS
+ * (output over its bound: the caller holds back), -EINVAL (bad frame) or
+ * -EPIPE (closing). */
 int tunnel_send(struct tunnel *t, const struct frame *f);
+/* DATA frames of at most this payload are gathered with other frames into
+ * one record; larger ones are encrypted in place (tunnel_send_data). */
+#define TUNNEL_GATHER_MAX 2048
+/* DATA of len (1..FRAME_MAX_PAYLOAD) bytes at p, for a buffer the caller
+ * gives up: FRAME_HEADER_SIZE writable bytes precede p, where the header is
+ * written so that the frame is encrypted straight from the caller's buffer
+ * as one record, without a copy. Returns as tunnel_send. */
+int tunnel_send_data(struct tunnel *t, uint32_t stream_id, uint8_t *p, size_t len);
 
 /* HELLO exchange done: start PING every interval, drop after timeout of
  * silence. */
