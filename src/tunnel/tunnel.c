@@ -407,6 +407,43 @@ static void drain_frames(struct tunnel *t)
 		buf_release(&t->plain);
 }
 
+/* Right after a frame header was read into the empty plain: if it starts a
+ * DATA frame whose payload is all in the record wolfSSL just decrypted and
+ * whose stream can take it (stream_data_buffer), decrypt the payload
+ * straight into the stream owner's buffer, skipping plain and the copy out
+ * of it. 1 (delivered, or the frame takes the usual way: drain_frames sees
+ * it), or -EPROTO / -EPIPE as tls_read. */
+static int data_direct(struct tunnel *t, char *err, size_t errlen)
+{
+	const uint8_t *h = buf_head(&t->plain);
+	struct stream *s = NULL;
+	uint8_t *dst;
+	size_t len;
+	int ret;
+
+	if (buf_used(&t->plain) != FRAME_HEADER_SIZE || h[0] != FRAME_DATA || h[1] != 0)
+		return 1;
+	len = get_be16(h + 2);
+	if (!len || len > FRAME_MAX_PAYLOAD || tls_pending(&t->tls) < len)
+		return 1;
+	dst = stream_data_buffer(t, get_be32(h + 4), len, &s);
+	if (!dst)
+		return 1;
+	ret = tls_read(&t->tls, dst, len, err, errlen);
+	if (ret != (int)len) {
+		/* cannot be: the bytes were decrypted already */
+		if (ret >= 0)
+			snprintf(err, errlen, "decrypted record shorter than announced");
+		return ret < 0 ? ret : -EPROTO;
+	}
+	buf_consume(&t->plain, FRAME_HEADER_SIZE);
+	t->bytes_in += FRAME_HEADER_SIZE + len;
+	t->last_rx_ms = now_ms();
+	suspect_clear(t);
+	stream_data_written(s, len);
+	return 1;
+}
+
 static void process_input(struct tunnel *t)
 {
 	char err[200];
@@ -434,13 +471,21 @@ static void process_input(struct tunnel *t)
 	}
 	for (;;) {
 		long room = buf_reserve(&t->plain, FRAME_MAX_SIZE);
+		bool boundary = !buf_used(&t->plain) && t->state == TUNNEL_OPEN;
 
 		if (room < 0) {
 			tunnel_close(t, "frame buffer full");
 			return;
 		}
-		ret = tls_read(&t->tls, t->plain.data + t->plain.len, (size_t)room, err,
-			       sizeof(err));
+		/* at a frame boundary, the header alone: a DATA frame's payload
+		 * may then go straight to its owner (data_direct) */
+		ret = tls_read(&t->tls, t->plain.data + t->plain.len,
+			       boundary ? FRAME_HEADER_SIZE : (size_t)room, err, sizeof(err));
+		if (ret > 0) {
+			t->plain.len += (size_t)ret;
+			if (boundary)
+				ret = data_direct(t, err, sizeof(err));
+		}
 		if (ret == 0)
 			break;
 		if (ret < 0) {
@@ -450,7 +495,6 @@ static void process_input(struct tunnel *t)
 			tunnel_close(t, why);
 			return;
 		}
-		t->plain.len += (size_t)ret;
 		drain_frames(t);
 		if (input_done(t)) {
 			tunnel_flush(t);
