@@ -57,7 +57,11 @@ static void relay_finish(struct relay *r, const char *why, bool abort)
 
 		setsockopt(r->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	}
-	shutdown(r->fd, SHUT_RDWR);
+	/* ends the operations in flight; a clean end with none (both sides
+	 * closed, all sent: the usual one) leaves the FIN to close() and
+	 * saves the call, which would fail with ENOTCONN there anyway */
+	if (abort || r->recv_armed || r->send_armed)
+		shutdown(r->fd, SHUT_RDWR);
 	if (r->recv_armed || r->send_armed)
 		ring_cancel_fd(r->ring, r->fd);
 	/* free in a completion, never under the caller */
