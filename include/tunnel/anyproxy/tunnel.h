@@ -6,8 +6,13 @@
  *
  * Data path: ring recv -> tls.in -> wolfSSL -> plain -> frame_decode ->
  * ops->on_frame (the gateway receives into provided ring buffers until
- * HELLO is answered, see tunnel_new); tunnel_send -> frame_encode -> wolfSSL -> tls.out -> ring
- * send. PING/PONG and the deadlines are handled here.
+ * HELLO is answered, see tunnel_new); a DATA payload whole in its record
+ * is decrypted straight into its stream owner's buffer instead
+ * (stream_ops.data_buffer). tunnel_send -> frame_encode into the next
+ * record's plaintext (t->record) -> wolfSSL -> tls.out -> ring send, once
+ * per loop iteration (ring_defer); bulk DATA is encrypted in place from the
+ * relay's receive buffer (tunnel_send_data). PING/PONG and the deadlines
+ * are handled here.
  *
  * Life cycle: tunnel_new() starts the TLS handshake under a deadline that
  * also covers the HELLO exchange; the owner calls tunnel_established() once
