@@ -89,6 +89,30 @@ static void relay_check_done(struct relay *r)
 
 /* ---- socket -> stream ---- */
 
+/* Keep socket bytes the stream has no room for yet. An empty pending
+ * buffer starts FRAME_HEADER_SIZE bytes in, so that its bytes can later
+ * go out in place (send_pending) like a receive buffer's. */
+static int pending_keep(struct relay *r, const uint8_t *p, size_t n)
+{
+	if (!buf_used(&r->pending)) {
+		long room = buf_reserve(&r->pending, FRAME_HEADER_SIZE + n);
+
+		if (room < 0)
+			return (int)room;
+		r->pending.off = r->pending.len = FRAME_HEADER_SIZE;
+	}
+	return buf_append(&r->pending, p, n);
+}
+
+static int send_pending(struct relay *r, size_t n)
+{
+	/* pending_keep left header room in front; once the bytes were moved
+	 * (appended to while not empty: rare) the copying write does */
+	if (r->pending.off >= FRAME_HEADER_SIZE)
+		return stream_write_in_place(&r->stream, buf_head(&r->pending), n);
+	return stream_write(&r->stream, buf_head(&r->pending), n);
+}
+
 /* Move pending socket bytes into the stream as far as room allows. */
 static int pump_pending(struct relay *r)
 {
@@ -99,13 +123,13 @@ static int pump_pending(struct relay *r)
 		return 0;
 	room = stream_send_room(&r->stream);
 	if (room < n) {
-		if (room && stream_write(&r->stream, buf_head(&r->pending), room) < 0)
+		if (room && send_pending(r, room) < 0)
 			return -EPIPE;
 		buf_consume(&r->pending, room);
 		stream_want_writable(&r->stream);
 		return 1;
 	}
-	if (stream_write(&r->stream, buf_head(&r->pending), n) < 0)
+	if (send_pending(r, n) < 0)
 		return -EPIPE;
 	buf_consume(&r->pending, n);
 	buf_release(&r->pending);
@@ -155,24 +179,25 @@ static void recv_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 	if (!r->pumping) {
 		r->ops->on_socket_data(r, bufring_addr(r->bufs, (uint16_t)bid), (size_t)res);
 		bufring_recycle(r->bufs, (uint16_t)bid);
-	} else if (!buf_used(&r->pending) && stream_send_room(&r->stream) >= (size_t)res) {
-		/* fast path: straight from the receive buffer into the tunnel,
-		 * each DATA frame's header written in the buffer's headroom or
-		 * over bytes already encrypted */
-		int ret = stream_write_in_place(&r->stream, bufring_addr(r->bufs, (uint16_t)bid),
-						(size_t)res);
+	} else {
+		uint8_t *p = bufring_addr(r->bufs, (uint16_t)bid);
+		size_t now = buf_used(&r->pending) ? 0
+						    : MIN(stream_send_room(&r->stream), (size_t)res);
+		int ret = 0;
 
+		/* what the stream takes now goes straight from the receive
+		 * buffer into the tunnel, each DATA frame's header written in
+		 * the buffer's headroom or over bytes already encrypted; only
+		 * the rest is kept */
+		if (now)
+			ret = stream_write_in_place(&r->stream, p, now);
+		if (ret == 0 && now < (size_t)res) {
+			ret = pending_keep(r, p + now, (size_t)res - now);
+			if (ret == 0 && pump_pending(r) < 0)
+				ret = -EPIPE;
+		}
 		bufring_recycle(r->bufs, (uint16_t)bid);
 		if (ret < 0) {
-			relay_close(r, "stream gone");
-			return;
-		}
-	} else {
-		int ret = buf_append(&r->pending, bufring_addr(r->bufs, (uint16_t)bid),
-				     (size_t)res);
-
-		bufring_recycle(r->bufs, (uint16_t)bid);
-		if (ret < 0 || pump_pending(r) < 0) {
 			relay_close(r, "stream gone");
 			return;
 		}
@@ -402,7 +427,7 @@ void relay_pump(struct relay *r, const uint8_t *first, size_t n)
 	r->pumping = true;
 	r->stream.ops = &relay_pump_ops;
 	r->stream.owner = r;
-	if (n && buf_append(&r->pending, first, n) < 0) {
+	if (n && pending_keep(r, first, n) < 0) {
 		relay_close(r, "out of memory");
 		return;
 	}
