@@ -11,7 +11,7 @@ int bufring_init(struct bufring *b, struct ring *r, uint16_t group, unsigned ent
 {
 	struct io_uring_buf_reg reg;
 	size_t ring_bytes = entries * sizeof(struct io_uring_buf);
-	size_t mem_bytes = (size_t)entries * buf_size;
+	size_t mem_bytes = (size_t)entries * (buf_size + BUFRING_HEADROOM);
 	unsigned i;
 	int ret;
 
@@ -62,7 +62,7 @@ void bufring_exit(struct bufring *b, struct ring *r)
 	if (!b->br)
 		return;
 	io_uring_unregister_buf_ring(&r->uring, b->group);
-	munmap(b->mem, (size_t)b->entries * b->buf_size);
+	munmap(b->mem, (size_t)b->entries * (b->buf_size + BUFRING_HEADROOM));
 	munmap(b->br, b->entries * sizeof(struct io_uring_buf));
 	memset(b, 0, sizeof(*b));
 }

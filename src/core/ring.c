@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <utlist.h>
 
 #include "anyproxy/common.h"
 #include "anyproxy/log.h"
@@ -240,6 +241,31 @@ void ring_set_before_wait(struct ring *r, ring_hook_cb cb, void *arg)
 	r->before_wait_arg = arg;
 }
 
+void ring_defer(struct ring *r, struct ring_deferred *d)
+{
+	if (d->prev)
+		return;
+	DL_APPEND(r->deferred, d);
+}
+
+void ring_undefer(struct ring *r, struct ring_deferred *d)
+{
+	if (!d->prev)
+		return;
+	DL_DELETE(r->deferred, d);
+	d->prev = d->next = NULL;
+}
+
+static void deferred_run(struct ring *r)
+{
+	struct ring_deferred *d;
+
+	while ((d = r->deferred)) {
+		ring_undefer(r, d);
+		d->cb(r, d);
+	}
+}
+
 int ring_run(struct ring *r)
 {
 	while (!r->stop) {
@@ -249,6 +275,7 @@ int ring_run(struct ring *r)
 		long wait_ms;
 		int ret;
 
+		deferred_run(r);
 		if (r->before_wait)
 			r->before_wait(r, r->before_wait_arg);
 		wait_ms = timers_next(r);

@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,9 +166,9 @@ void proxy_accept(struct listener *l, int fd)
 		close(fd);
 		return;
 	}
-	/* relayed bytes go out as they come: Nagle would hold a small write
-	 * back until the previous one is acknowledged */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	/* TCP_NODELAY comes from the listening socket (net_listen_tcp):
+	 * Nagle would hold a small write back until the previous one is
+	 * acknowledged */
 	uc->gw = gw;
 	uc->fe = fe;
 	uc->listener_cfg = l->proxy_cfg;

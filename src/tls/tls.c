@@ -490,6 +490,13 @@ int tls_read(struct tls_conn *c, void *dst, size_t len, char *err, size_t errlen
 	return tls_error(c, ret, err, errlen);
 }
 
+size_t tls_pending(struct tls_conn *c)
+{
+	int n = c->ssl ? wolfSSL_pending(c->ssl) : 0;
+
+	return n > 0 ? (size_t)n : 0;
+}
+
 int tls_write(struct tls_conn *c, const void *src, size_t len)
 {
 	int ret = wolfSSL_write(c->ssl, src, (int)len);

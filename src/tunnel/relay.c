@@ -11,6 +11,8 @@
 #include "anyproxy/relay.h"
 
 static void relay_arm_recv(struct relay *r);
+
+_Static_assert(BUFRING_HEADROOM >= FRAME_HEADER_SIZE, "no room for a frame header");
 static void relay_arm_send(struct relay *r);
 static void tls_received(struct relay *r, const uint8_t *p, size_t n);
 static void tls_peer_closed(struct relay *r);
@@ -73,7 +75,11 @@ static void relay_finish(struct relay *r, const char *why, bool abort)
 
 		setsockopt(r->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	}
-	shutdown(r->fd, SHUT_RDWR);
+	/* ends the operations in flight; a clean end with none (both sides
+	 * closed, all sent: the usual one) leaves the FIN to close() and
+	 * saves the call, which would fail with ENOTCONN there anyway */
+	if (abort || r->recv_armed || r->send_armed)
+		shutdown(r->fd, SHUT_RDWR);
 	if (r->recv_armed || r->send_armed)
 		ring_cancel_fd(r->ring, r->fd);
 	/* free in a completion, never under the caller */
@@ -101,6 +107,30 @@ static void relay_check_done(struct relay *r)
 
 /* ---- socket -> stream ---- */
 
+/* Keep socket bytes the stream has no room for yet. An empty pending
+ * buffer starts FRAME_HEADER_SIZE bytes in, so that its bytes can later
+ * go out in place (send_pending) like a receive buffer's. */
+static int pending_keep(struct relay *r, const uint8_t *p, size_t n)
+{
+	if (!buf_used(&r->pending)) {
+		long room = buf_reserve(&r->pending, FRAME_HEADER_SIZE + n);
+
+		if (room < 0)
+			return (int)room;
+		r->pending.off = r->pending.len = FRAME_HEADER_SIZE;
+	}
+	return buf_append(&r->pending, p, n);
+}
+
+static int send_pending(struct relay *r, size_t n)
+{
+	/* pending_keep left header room in front; once the bytes were moved
+	 * (appended to while not empty: rare) the copying write does */
+	if (r->pending.off >= FRAME_HEADER_SIZE)
+		return stream_write_in_place(&r->stream, buf_head(&r->pending), n);
+	return stream_write(&r->stream, buf_head(&r->pending), n);
+}
+
 /* Move pending socket bytes into the stream as far as room allows. */
 static int pump_pending(struct relay *r)
 {
@@ -111,13 +141,13 @@ static int pump_pending(struct relay *r)
 		return 0;
 	room = stream_send_room(&r->stream);
 	if (room < n) {
-		if (room && stream_write(&r->stream, buf_head(&r->pending), room) < 0)
+		if (room && send_pending(r, room) < 0)
 			return -EPIPE;
 		buf_consume(&r->pending, room);
 		stream_want_writable(&r->stream);
 		return 1;
 	}
-	if (stream_write(&r->stream, buf_head(&r->pending), n) < 0)
+	if (send_pending(r, n) < 0)
 		return -EPIPE;
 	buf_consume(&r->pending, n);
 	buf_release(&r->pending);
@@ -176,22 +206,25 @@ static void recv_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 	if (!r->pumping) {
 		r->ops->on_socket_data(r, bufring_addr(r->bufs, (uint16_t)bid), (size_t)res);
 		bufring_recycle(r->bufs, (uint16_t)bid);
-	} else if (!buf_used(&r->pending) && stream_send_room(&r->stream) >= (size_t)res) {
-		/* fast path: straight from the receive buffer into the tunnel */
-		int ret = stream_write(&r->stream, bufring_addr(r->bufs, (uint16_t)bid),
-				       (size_t)res);
+	} else {
+		uint8_t *p = bufring_addr(r->bufs, (uint16_t)bid);
+		size_t now = buf_used(&r->pending) ? 0
+						    : MIN(stream_send_room(&r->stream), (size_t)res);
+		int ret = 0;
 
+		/* what the stream takes now goes straight from the receive
+		 * buffer into the tunnel, each DATA frame's header written in
+		 * the buffer's headroom or over bytes already encrypted; only
+		 * the rest is kept */
+		if (now)
+			ret = stream_write_in_place(&r->stream, p, now);
+		if (ret == 0 && now < (size_t)res) {
+			ret = pending_keep(r, p + now, (size_t)res - now);
+			if (ret == 0 && pump_pending(r) < 0)
+				ret = -EPIPE;
+		}
 		bufring_recycle(r->bufs, (uint16_t)bid);
 		if (ret < 0) {
-			relay_close(r, "stream gone");
-			return;
-		}
-	} else {
-		int ret = buf_append(&r->pending, bufring_addr(r->bufs, (uint16_t)bid),
-				     (size_t)res);
-
-		bufring_recycle(r->bufs, (uint16_t)bid);
-		if (ret < 0 || pump_pending(r) < 0) {
 			relay_close(r, "stream gone");
 			return;
 		}
@@ -388,6 +421,26 @@ static int pump_on_data(struct stream *s, const uint8_t *p, size_t n)
 	return relay_write(r, p, n, n);
 }
 
+/* relay_write without the copy: the tunnel decrypts into our queue */
+static uint8_t *pump_data_buffer(struct stream *s, size_t n)
+{
+	struct relay *r = s->owner;
+
+	if (r->closing || r->shut_wr || buf_reserve(&r->out, n) < 0)
+		return NULL; /* on_data says why */
+	return r->out.data + r->out.len;
+}
+
+static int pump_data_written(struct stream *s, size_t n)
+{
+	struct relay *r = s->owner;
+
+	r->out.len += n;
+	r->out_stream_debt += n;
+	relay_arm_send(r);
+	return 0;
+}
+
 static void pump_on_fin(struct stream *s)
 {
 	struct relay *r = s->owner;
@@ -425,6 +478,8 @@ static void pump_on_writable(struct stream *s)
 
 const struct stream_ops relay_pump_ops = {
 	.on_data = pump_on_data,
+	.data_buffer = pump_data_buffer,
+	.data_written = pump_data_written,
 	.on_fin = pump_on_fin,
 	.on_reset = pump_on_reset,
 	.on_writable = pump_on_writable,
@@ -435,7 +490,7 @@ void relay_pump(struct relay *r, const uint8_t *first, size_t n)
 	r->pumping = true;
 	r->stream.ops = &relay_pump_ops;
 	r->stream.owner = r;
-	if (n && buf_append(&r->pending, first, n) < 0) {
+	if (n && pending_keep(r, first, n) < 0) {
 		relay_close(r, "out of memory");
 		return;
 	}

@@ -148,7 +148,9 @@ size_t stream_send_room(const struct stream *s)
 	return MIN((size_t)s->send_credit, TUNNEL_OUT_BUDGET - queued);
 }
 
-int stream_write(struct stream *s, const uint8_t *p, size_t n)
+/* in_place: p is the caller's to overwrite, with FRAME_HEADER_SIZE bytes
+ * before it (stream_write_in_place). */
+static int write_data(struct stream *s, uint8_t *wp, const uint8_t *p, size_t n)
 {
 	struct frame f = { .type = FRAME_DATA };
 	int ret;
@@ -161,9 +163,16 @@ int stream_write(struct stream *s, const uint8_t *p, size_t n)
 	while (n) {
 		size_t chunk = MIN(n, (size_t)FRAME_MAX_PAYLOAD);
 
-		f.data.ptr = p;
-		f.data.len = chunk;
-		ret = tunnel_send(s->tunnel, &f);
+		/* in place, each header overwrites the end of the chunk before
+		 * it, which is encrypted already */
+		if (wp) {
+			ret = tunnel_send_data(s->tunnel, s->id, wp, chunk);
+			wp += chunk;
+		} else {
+			f.data.ptr = p;
+			f.data.len = chunk;
+			ret = tunnel_send(s->tunnel, &f);
+		}
 		if (ret < 0)
 			return ret;
 		s->send_credit -= (uint32_t)chunk;
@@ -175,6 +184,16 @@ int stream_write(struct stream *s, const uint8_t *p, size_t n)
 		n -= chunk;
 	}
 	return 0;
+}
+
+int stream_write(struct stream *s, const uint8_t *p, size_t n)
+{
+	return write_data(s, NULL, p, n);
+}
+
+int stream_write_in_place(struct stream *s, uint8_t *p, size_t n)
+{
+	return write_data(s, p, p, n);
 }
 
 void stream_consumed(struct stream *s, size_t n)
@@ -239,6 +258,34 @@ static void message_copy(char *dst, size_t cap, const struct frame_str *m)
 	dst[n] = '\0';
 }
 
+static void count_received(struct stream *s, size_t n)
+{
+	s->recv_unreturned += (uint32_t)n;
+	s->bytes_received += n;
+	for (size_t i = 0; i < STREAM_COUNTS; i++)
+		if (s->count_received[i])
+			*s->count_received[i] += n;
+}
+
+uint8_t *stream_data_buffer(struct tunnel *t, uint32_t id, size_t n, struct stream **sp)
+{
+	struct stream *s = id ? find(t, id) : NULL;
+
+	/* what stream_handle_frame accepts for DATA, and nothing else */
+	if (!s || !s->ops->data_buffer || !s->open || s->fin_received ||
+	    n > s->recv_window - s->recv_unreturned)
+		return NULL;
+	*sp = s;
+	return s->ops->data_buffer(s, n);
+}
+
+void stream_data_written(struct stream *s, size_t n)
+{
+	count_received(s, n);
+	if (s->ops->data_written(s, n) < 0)
+		stream_reset(s, FRAME_OPEN_GENERAL);
+}
+
 int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **why)
 {
 	struct stream *s;
@@ -279,11 +326,7 @@ int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **wh
 			*why = "DATA beyond the granted window";
 			return -EPROTO;
 		}
-		s->recv_unreturned += (uint32_t)f->data.len;
-		s->bytes_received += f->data.len;
-		for (size_t i = 0; i < STREAM_COUNTS; i++)
-			if (s->count_received[i])
-				*s->count_received[i] += f->data.len;
+		count_received(s, f->data.len);
 		if (s->ops->on_data(s, f->data.ptr, f->data.len) < 0)
 			stream_reset(s, FRAME_OPEN_GENERAL);
 		return 0;

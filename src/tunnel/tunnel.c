@@ -14,6 +14,8 @@
 #include "anyproxy/tunnel.h"
 
 static void tunnel_flush(struct tunnel *t);
+static void tunnel_flush_later(struct tunnel *t);
+static int seal_record(struct tunnel *t);
 static void tunnel_arm_recv(struct tunnel *t);
 
 /* Until HELLO is answered, a gateway tunnel receives like a user connection:
@@ -32,10 +34,12 @@ static void tunnel_release(struct tunnel *t)
 {
 	if (t->state != TUNNEL_CLOSING || t->inflight)
 		return;
+	ring_undefer(t->ring, &t->flush_later);
 	t->ops->on_closed(t, t->close_reason);
 	close(t->fd);
 	tls_conn_free(&t->tls);
 	buf_release(&t->plain);
+	buf_release(&t->record);
 	buf_release(&t->sending);
 	free(t);
 }
@@ -77,6 +81,7 @@ void tunnel_close_after(struct tunnel *t, const struct frame *f, const char *rea
 		return;
 	if (f)
 		tunnel_send(t, f);
+	seal_record(t); /* the frames go before close_notify */
 	tls_shutdown(&t->tls);
 	/* drains pass close_reason itself: copying it onto itself is undefined
 	 * (glibc left it empty) */
@@ -120,6 +125,24 @@ void tunnel_send_error(struct tunnel *t, uint8_t type, uint16_t code, const char
 
 /* ---- output ---- */
 
+/* Encrypt the frames gathered in t->record as one TLS record. 0, or
+ * -ENOBUFS (TLS output over its bound: they stay, the next flush after a
+ * send retries) or -EPROTO. */
+static int seal_record(struct tunnel *t)
+{
+	int ret;
+
+	if (!buf_used(&t->record))
+		return 0;
+	ret = tls_write(&t->tls, buf_head(&t->record), buf_used(&t->record));
+	if (ret < 0)
+		return ret;
+	buf_consume(&t->record, buf_used(&t->record));
+	if (preauth(t))
+		buf_release(&t->record);
+	return 0;
+}
+
 static void send_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
 {
 	struct tunnel *t = container_of(op, struct tunnel, send_op);
@@ -135,7 +158,7 @@ static void send_done(struct ring *r, struct ring_op *op, int res, uint32_t flag
 		}
 	} else if (t->state != TUNNEL_CLOSING) {
 		buf_consume(&t->sending, (size_t)res);
-		tunnel_flush(t);
+		tunnel_flush_later(t);
 		if (t->waiters && tunnel_queued(t) < TUNNEL_OUT_BUDGET / 2)
 			stream_tunnel_writable(t);
 	}
@@ -146,6 +169,10 @@ static void tunnel_flush(struct tunnel *t)
 {
 	if (t->send_armed || t->state == TUNNEL_CLOSING)
 		return;
+	if (seal_record(t) == -EPROTO) {
+		tunnel_close(t, "TLS encryption failed");
+		return;
+	}
 	if (!buf_used(&t->sending) && buf_used(&t->tls.out)) {
 		/* swap: wolfSSL keeps appending to the other buffer while the
 		 * kernel owns this one */
@@ -167,27 +194,78 @@ static void tunnel_flush(struct tunnel *t)
 	t->inflight++;
 }
 
+static void flush_later_run(struct ring *r, struct ring_deferred *d)
+{
+	tunnel_flush(container_of(d, struct tunnel, flush_later));
+}
+
+/* Output made while the loop handles completions leaves in one send, once
+ * they are all handled (a stream's 64 KiB of DATA in one send instead of
+ * its first record alone, the OPENs and FINs of many streams together). */
+static void tunnel_flush_later(struct tunnel *t)
+{
+	if (!t->send_armed && t->state != TUNNEL_CLOSING)
+		ring_defer(t->ring, &t->flush_later);
+}
+
 size_t tunnel_queued(const struct tunnel *t)
 {
-	return buf_used(&t->tls.out) + buf_used(&t->sending);
+	return buf_used(&t->record) + buf_used(&t->tls.out) + buf_used(&t->sending);
 }
 
 int tunnel_send(struct tunnel *t, const struct frame *f)
 {
-	uint8_t frame_buf[FRAME_MAX_SIZE];
 	ssize_t n;
 	int ret;
 
 	if (t->state == TUNNEL_CLOSING || t->close_when_flushed)
 		return -EPIPE;
-	n = frame_encode(frame_buf, sizeof(frame_buf), f);
+	/* t->record holds whole frames from its start (it is only ever
+	 * emptied whole), so it has room up to FRAME_MAX_SIZE */
+	for (;;) {
+		long room = buf_reserve(&t->record, FRAME_MAX_SIZE - buf_used(&t->record));
+
+		if (room < 0)
+			return (int)room;
+		n = frame_encode(t->record.data + t->record.len, (size_t)room, f);
+		if (n != -ENOSPC || !buf_used(&t->record))
+			break;
+		ret = seal_record(t); /* full: encrypt it, start the next */
+		if (ret < 0)
+			return ret;
+	}
 	if (n < 0)
 		return (int)n;
-	ret = tls_write(&t->tls, frame_buf, (size_t)n);
+	t->record.len += (size_t)n;
+	t->bytes_out += (uint64_t)n;
+	tunnel_flush_later(t);
+	return 0;
+}
+
+int tunnel_send_data(struct tunnel *t, uint32_t stream_id, uint8_t *p, size_t len)
+{
+	uint8_t *frame = p - FRAME_HEADER_SIZE;
+	size_t n = FRAME_HEADER_SIZE + len;
+	int ret;
+
+	if (len <= TUNNEL_GATHER_MAX) {
+		struct frame f = { .type = FRAME_DATA, .stream_id = stream_id };
+
+		f.data.ptr = p;
+		f.data.len = len;
+		return tunnel_send(t, &f);
+	}
+	if (t->state == TUNNEL_CLOSING || t->close_when_flushed)
+		return -EPIPE;
+	ret = seal_record(t); /* the frames before it go first */
+	if (ret < 0)
+		return ret;
+	frame_put_data_header(frame, stream_id, (uint16_t)len);
+	ret = tls_write(&t->tls, frame, n);
 	if (ret < 0)
 		return ret;
 	t->bytes_out += (uint64_t)n;
-	tunnel_flush(t);
+	tunnel_flush_later(t);
 	return 0;
 }
 
@@ -329,6 +407,43 @@ static void drain_frames(struct tunnel *t)
 		buf_release(&t->plain);
 }
 
+/* Right after a frame header was read into the empty plain: if it starts a
+ * DATA frame whose payload is all in the record wolfSSL just decrypted and
+ * whose stream can take it (stream_data_buffer), decrypt the payload
+ * straight into the stream owner's buffer, skipping plain and the copy out
+ * of it. 1 (delivered, or the frame takes the usual way: drain_frames sees
+ * it), or -EPROTO / -EPIPE as tls_read. */
+static int data_direct(struct tunnel *t, char *err, size_t errlen)
+{
+	const uint8_t *h = buf_head(&t->plain);
+	struct stream *s = NULL;
+	uint8_t *dst;
+	size_t len;
+	int ret;
+
+	if (buf_used(&t->plain) != FRAME_HEADER_SIZE || h[0] != FRAME_DATA || h[1] != 0)
+		return 1;
+	len = get_be16(h + 2);
+	if (!len || len > FRAME_MAX_PAYLOAD || tls_pending(&t->tls) < len)
+		return 1;
+	dst = stream_data_buffer(t, get_be32(h + 4), len, &s);
+	if (!dst)
+		return 1;
+	ret = tls_read(&t->tls, dst, len, err, errlen);
+	if (ret != (int)len) {
+		/* cannot be: the bytes were decrypted already */
+		if (ret >= 0)
+			snprintf(err, errlen, "decrypted record shorter than announced");
+		return ret < 0 ? ret : -EPROTO;
+	}
+	buf_consume(&t->plain, FRAME_HEADER_SIZE);
+	t->bytes_in += FRAME_HEADER_SIZE + len;
+	t->last_rx_ms = now_ms();
+	suspect_clear(t);
+	stream_data_written(s, len);
+	return 1;
+}
+
 static void process_input(struct tunnel *t)
 {
 	char err[200];
@@ -356,13 +471,21 @@ static void process_input(struct tunnel *t)
 	}
 	for (;;) {
 		long room = buf_reserve(&t->plain, FRAME_MAX_SIZE);
+		bool boundary = !buf_used(&t->plain) && t->state == TUNNEL_OPEN;
 
 		if (room < 0) {
 			tunnel_close(t, "frame buffer full");
 			return;
 		}
-		ret = tls_read(&t->tls, t->plain.data + t->plain.len, (size_t)room, err,
-			       sizeof(err));
+		/* at a frame boundary, the header alone: a DATA frame's payload
+		 * may then go straight to its owner (data_direct) */
+		ret = tls_read(&t->tls, t->plain.data + t->plain.len,
+			       boundary ? FRAME_HEADER_SIZE : (size_t)room, err, sizeof(err));
+		if (ret > 0) {
+			t->plain.len += (size_t)ret;
+			if (boundary)
+				ret = data_direct(t, err, sizeof(err));
+		}
 		if (ret == 0)
 			break;
 		if (ret < 0) {
@@ -372,7 +495,6 @@ static void process_input(struct tunnel *t)
 			tunnel_close(t, why);
 			return;
 		}
-		t->plain.len += (size_t)ret;
 		drain_frames(t);
 		if (input_done(t)) {
 			tunnel_flush(t);
@@ -502,9 +624,11 @@ struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool 
 	t->state = TUNNEL_HANDSHAKE;
 	t->next_stream_id = 1;
 	buf_init(&t->plain, TUNNEL_PLAIN_MAX);
+	buf_init(&t->record, FRAME_MAX_SIZE);
 	buf_init(&t->sending, TLS_OUT_MAX);
 	timer_init(&t->deadline, deadline_fire);
 	timer_init(&t->ping_timer, ping_fire);
+	ring_deferred_init(&t->flush_later, flush_later_run);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	net_format_peer(fd, t->peer, sizeof(t->peer));
 	if (t->preauth_bufs)

@@ -340,6 +340,83 @@ static void test_before_wait_work_counts_for_the_wait(void **state)
 	ring_exit(&r);
 }
 
+/* ---- deferred work (ring_defer) ---- */
+
+static struct {
+	struct ring_deferred d[3];
+	int order[8];
+	int n;
+	int seen_by_hook; /* how many had run when the hook first saw any */
+	int hook_calls, seen_at_call;
+	struct timer queue, stop, guard;
+} dp;
+
+static void deferred_note(struct ring *r, struct ring_deferred *d)
+{
+	int i = (int)(d - dp.d);
+
+	if (dp.n < 8)
+		dp.order[dp.n++] = i;
+	if (i == 0)
+		ring_defer(r, &dp.d[2]); /* queued by a callback: same pass */
+}
+
+static void deferred_queue(struct ring *r, struct timer *t)
+{
+	ring_defer(r, &dp.d[0]);
+	ring_defer(r, &dp.d[1]);
+	ring_defer(r, &dp.d[0]); /* queued already: nothing */
+	ring_undefer(r, &dp.d[1]);
+	ring_undefer(r, &dp.d[1]); /* not queued: nothing */
+}
+
+static void deferred_stop(struct ring *r, struct timer *t)
+{
+	ring_stop(r);
+}
+
+static void deferred_hook(struct ring *r, void *arg)
+{
+	dp.hook_calls++;
+	if (dp.n && !dp.seen_by_hook) {
+		dp.seen_by_hook = dp.n;
+		dp.seen_at_call = dp.hook_calls;
+		timer_arm(r, &dp.stop, 0);
+	}
+}
+
+/* Queued work runs once, in queue order, in the iteration after it was
+ * queued and before the before_wait hook; what a callback queues runs in
+ * the same pass; an item taken off never runs. */
+static void test_deferred_work_runs_once_before_the_hook(void **state)
+{
+	struct ring r;
+
+	memset(&dp, 0, sizeof(dp));
+	assert_int_equal(ring_init(&r, 64), 0);
+	for (int i = 0; i < 3; i++)
+		ring_deferred_init(&dp.d[i], deferred_note);
+	ring_set_before_wait(&r, deferred_hook, NULL);
+	timer_init(&dp.queue, deferred_queue);
+	timer_init(&dp.stop, deferred_stop);
+	timer_init(&dp.guard, deferred_stop); /* ends the loop should they never run */
+	timer_arm(&r, &dp.queue, 1);
+	timer_arm(&r, &dp.guard, 2000);
+	assert_int_equal(ring_run(&r), 0);
+	timer_disarm(&r, &dp.guard);
+	/* queued in the first iteration (by the timer), run in the second
+	 * before its hook */
+	assert_int_equal(dp.seen_at_call, 2);
+	assert_int_equal(dp.n, 2);
+	assert_int_equal(dp.order[0], 0);
+	assert_int_equal(dp.order[1], 2);
+	assert_int_equal(dp.seen_by_hook, 2);
+	assert_null(r.deferred);
+	for (int i = 0; i < 3; i++)
+		assert_null(dp.d[i].prev);
+	ring_exit(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -351,6 +428,7 @@ int main(void)
 		cmocka_unit_test(test_signal_through_signalfd),
 		cmocka_unit_test(test_before_wait_runs_once_per_iteration),
 		cmocka_unit_test(test_before_wait_work_counts_for_the_wait),
+		cmocka_unit_test(test_deferred_work_runs_once_before_the_hook),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,6 +16,10 @@
 
 #define BUFRING_ENTRIES 64
 #define BUFRING_BUF_SIZE (64 * 1024)
+/* Bytes in front of every buffer that its receiver may write: a header put
+ * before the received data lets them leave as one piece without a copy (the
+ * tunnel's DATA frames). A multiple of 64, so the data stays cache-aligned. */
+#define BUFRING_HEADROOM 64
 
 struct bufring {
 	struct io_uring_buf_ring *br;
@@ -32,9 +36,11 @@ int bufring_init(struct bufring *b, struct ring *r, uint16_t group, unsigned ent
 		 unsigned buf_size);
 void bufring_exit(struct bufring *b, struct ring *r);
 
+/* The first byte of buffer bid; BUFRING_HEADROOM bytes before it are the
+ * owner's too. */
 static inline uint8_t *bufring_addr(const struct bufring *b, uint16_t bid)
 {
-	return b->mem + (size_t)bid * b->buf_size;
+	return b->mem + (size_t)bid * (b->buf_size + BUFRING_HEADROOM) + BUFRING_HEADROOM;
 }
 
 /* Give buffer bid back to the kernel. */

@@ -54,6 +54,16 @@ struct timer {
 typedef void (*ring_signal_cb)(struct ring *r, int signo);
 typedef void (*ring_hook_cb)(struct ring *r, void *arg);
 
+struct ring_deferred;
+typedef void (*ring_deferred_cb)(struct ring *r, struct ring_deferred *d);
+
+/* Work put off to the end of the loop iteration (ring_defer), embedded in
+ * its owner like a ring_op. prev is NULL while it is not queued. */
+struct ring_deferred {
+	struct ring_deferred *prev, *next;
+	ring_deferred_cb cb;
+};
+
 struct ring {
 	struct io_uring uring;
 	bool initialised;
@@ -65,6 +75,8 @@ struct ring {
 	struct ring_op signal_op;
 	struct signalfd_siginfo signal_info;
 	ring_signal_cb on_signal;
+	/* queued with ring_defer, run before the hook (utlist DL list) */
+	struct ring_deferred *deferred;
 	/* run once per iteration before the wait (ring_set_before_wait) */
 	ring_hook_cb before_wait;
 	void *before_wait_arg;
@@ -97,6 +109,23 @@ static inline void ring_sqe_set_op(struct io_uring_sqe *sqe, struct ring_op *op)
  * follows. cb NULL removes it.
  */
 void ring_set_before_wait(struct ring *r, ring_hook_cb cb, void *arg);
+
+/*
+ * Run d->cb once, after the completions and timers of this iteration and
+ * before the submission that ends it (before the before_wait hook): an
+ * owner that produces output in many steps of one iteration (a tunnel
+ * encrypting the frames of many streams) hands it to the kernel in one
+ * operation. Queueing a queued item does nothing. Items queued by a
+ * callback run in the same pass. The owner must ring_undefer() before it
+ * frees the memory holding d.
+ */
+static inline void ring_deferred_init(struct ring_deferred *d, ring_deferred_cb cb)
+{
+	d->prev = d->next = NULL;
+	d->cb = cb;
+}
+void ring_defer(struct ring *r, struct ring_deferred *d);
+void ring_undefer(struct ring *r, struct ring_deferred *d);
 
 /* Run until ring_stop(). Returns 0, or -errno if the ring itself failed. */
 int ring_run(struct ring *r);

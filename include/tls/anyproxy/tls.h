@@ -113,6 +113,10 @@ int tls_handshake(struct tls_conn *c, char *err, size_t errlen);
  * cleanly, -EPROTO on a TLS error (err set). */
 int tls_read(struct tls_conn *c, void *buf, size_t len, char *err, size_t errlen);
 
+/* Decrypted bytes of the current record not yet read: a tls_read of up to
+ * this many returns them all without needing more input. */
+size_t tls_pending(struct tls_conn *c);
+
 /* Encrypt all of buf into c->out. Returns len, or -ENOBUFS if out is over
  * its bound (nothing is lost: the caller retries after sending), -EPROTO. */
 int tls_write(struct tls_conn *c, const void *buf, size_t len);

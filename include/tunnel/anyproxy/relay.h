@@ -49,8 +49,9 @@ struct relay_ops {
 	void (*on_closed)(struct relay *r, const char *why);
 };
 
-/* Data from the socket not yet accepted by the stream: at most one receive. */
-#define RELAY_PENDING_MAX BUFRING_BUF_SIZE
+/* Data from the socket not yet accepted by the stream: at most one receive,
+ * after room for a frame header (relay.c, pending_keep). */
+#define RELAY_PENDING_MAX (BUFRING_BUF_SIZE + FRAME_HEADER_SIZE)
 /* Bytes queued for the socket beyond the stream window (handshake replies,
  * rewritten HTTP heads). */
 #define RELAY_OUT_MAX (STREAM_WINDOW_BYTES + 64 * 1024)

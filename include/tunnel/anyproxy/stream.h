@@ -38,6 +38,12 @@ struct stream_ops {
 	 * calls stream_consumed() as they leave its buffers. Non-zero return
 	 * resets the stream. */
 	int (*on_data)(struct stream *s, const uint8_t *p, size_t n);
+	/* Optional, both or neither: DATA decrypted straight into the owner's
+	 * buffer. data_buffer returns room for n bytes (valid until the next
+	 * call into the stream), or NULL to take them through on_data;
+	 * data_written says that n bytes were put there, as on_data would. */
+	uint8_t *(*data_buffer)(struct stream *s, size_t n);
+	int (*data_written)(struct stream *s, size_t n);
 	/* The peer half-closed: no more DATA will come. */
 	void (*on_fin)(struct stream *s);
 	/* The stream is gone (RST from the peer, or the tunnel died); s is
@@ -100,6 +106,11 @@ void stream_open_fail(struct stream *s, uint8_t reason, const char *message);
 size_t stream_send_room(const struct stream *s);
 /* Send n <= stream_send_room() bytes as DATA. 0 or -EPIPE / -ENOBUFS. */
 int stream_write(struct stream *s, const uint8_t *p, size_t n);
+/* The same for a buffer the caller gives up (a receive buffer about to be
+ * recycled): FRAME_HEADER_SIZE writable bytes precede p and the bytes of p
+ * are overwritten, because each DATA frame is built and encrypted in place
+ * (tunnel_send_data) instead of being copied first. */
+int stream_write_in_place(struct stream *s, uint8_t *p, size_t n);
 /* n received bytes left the owner's buffers: return credit when worth it. */
 void stream_consumed(struct stream *s, size_t n);
 /* Call on_writable once room appears. */
@@ -114,6 +125,13 @@ void stream_detach(struct stream *s);
 
 /* Called by the tunnel. */
 int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **why);
+/* A DATA frame of n payload bytes for stream id is next: the buffer to
+ * decrypt its payload into (*sp its stream), or NULL when it must go
+ * through stream_handle_frame (no such stream, not open, beyond the window,
+ * or an owner without data_buffer). */
+uint8_t *stream_data_buffer(struct tunnel *t, uint32_t id, size_t n, struct stream **sp);
+/* ... and the n bytes are in it. */
+void stream_data_written(struct stream *s, size_t n);
 void stream_tunnel_closed(struct tunnel *t, const char *why);
 void stream_tunnel_writable(struct tunnel *t);
 

@@ -6,8 +6,13 @@
  *
  * Data path: ring recv -> tls.in -> wolfSSL -> plain -> frame_decode ->
  * ops->on_frame (the gateway receives into provided ring buffers until
- * HELLO is answered, see tunnel_new); tunnel_send -> frame_encode -> wolfSSL -> tls.out -> ring
- * send. PING/PONG and the deadlines are handled here.
+ * HELLO is answered, see tunnel_new); a DATA payload whole in its record
+ * is decrypted straight into its stream owner's buffer instead
+ * (stream_ops.data_buffer). tunnel_send -> frame_encode into the next
+ * record's plaintext (t->record) -> wolfSSL -> tls.out -> ring send, once
+ * per loop iteration (ring_defer); bulk DATA is encrypted in place from the
+ * relay's receive buffer (tunnel_send_data). PING/PONG and the deadlines
+ * are handled here.
  *
  * Life cycle: tunnel_new() starts the TLS handshake under a deadline that
  * also covers the HELLO exchange; the owner calls tunnel_established() once
@@ -68,8 +73,13 @@ struct tunnel {
 	unsigned inflight;
 	struct tls_conn tls;
 	struct buf plain;   /* decrypted bytes not yet decoded */
+	/* frames encoded straight into the plaintext of the next TLS record,
+	 * sealed (encrypted) when full or when the output is flushed */
+	struct buf record;
 	struct buf sending; /* ciphertext owned by the kernel until the send completes */
 	struct ring_op recv_op, send_op, close_op;
+	/* frames queued in this loop iteration go out in one send at its end */
+	struct ring_deferred flush_later;
 	struct timer deadline; /* handshake deadline, then liveness check */
 	struct timer ping_timer;
 	uint32_t ping_interval_ms, ping_timeout_ms;
@@ -98,9 +108,19 @@ struct tunnel *tunnel_new(struct ring *r, int fd, struct WOLFSSL_CTX *ctx, bool 
 			  const char *server_name, const struct tunnel_ops *ops, void *owner,
 			  uint32_t handshake_timeout_ms, struct bufring *preauth_bufs);
 
-/* Encode, encrypt and queue f. 0, -ENOBUFS (output over its bound: the
- * caller holds back), -EINVAL (bad frame) or -EPIPE (closing). */
+/* Encode f and queue it; frames sent in one loop iteration share TLS
+ * records (encrypted at the latest before the iteration ends). 0, -ENOBUFS
+ * (output over its bound: the caller holds back), -EINVAL (bad frame) or
+ * -EPIPE (closing). */
 int tunnel_send(struct tunnel *t, const struct frame *f);
+/* DATA frames of at most this payload are gathered with other frames into
+ * one record; larger ones are encrypted in place (tunnel_send_data). */
+#define TUNNEL_GATHER_MAX 2048
+/* DATA of len (1..FRAME_MAX_PAYLOAD) bytes at p, for a buffer the caller
+ * gives up: FRAME_HEADER_SIZE writable bytes precede p, where the header is
+ * written so that the frame is encrypted straight from the caller's buffer
+ * as one record, without a copy. Returns as tunnel_send. */
+int tunnel_send_data(struct tunnel *t, uint32_t stream_id, uint8_t *p, size_t len);
 
 /* HELLO exchange done: start PING every interval, drop after timeout of
  * silence. */
