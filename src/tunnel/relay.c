@@ -421,13 +421,15 @@ static int pump_on_data(struct stream *s, const uint8_t *p, size_t n)
 	return relay_write(r, p, n, n);
 }
 
-/* relay_write without the copy: the tunnel decrypts into our queue */
+/* relay_write without the copy: the tunnel decrypts into our queue. Not
+ * over TLS: there the queue holds ciphertext, and the plaintext must go
+ * through tls_write (on_data). */
 static uint8_t *pump_data_buffer(struct stream *s, size_t n)
 {
 	struct relay *r = s->owner;
 
-	if (r->closing || r->shut_wr || buf_reserve(&r->out, n) < 0)
-		return NULL; /* on_data says why */
+	if (r->tls || r->closing || r->shut_wr || buf_reserve(&r->out, n) < 0)
+		return NULL; /* on_data encrypts, or says why not */
 	return r->out.data + r->out.len;
 }
 
