@@ -517,7 +517,7 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 			return;
 		}
 		n = http_write_request_head(s->head_out, head_len + HTTP_REWRITE_GROWTH_BYTES, head,
-					    &t);
+					    &t, false);
 		if (n < 0) {
 			reply_error(uc, 431, "request head too large", NULL);
 			return;
