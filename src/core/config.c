@@ -193,7 +193,9 @@ const struct config_key config_keys[] = {
 	  .help = "How long an HTTP connection kept alive after a response waits for the "
 		  "next request before it is closed. Once the next request's first byte "
 		  "arrives, the rest of its head must come within [gateway] "
-		  "handshake_timeout_ms. A new value applies from the next wait on." },
+		  "handshake_timeout_ms. The agent's connection to the origin kept for the "
+		  "connection's next request (docs/operations.md, HTTP origin connections) "
+		  "closes with it. A new value applies from the next wait on." },
 	LISTENER_KEYS("proxy.socks5", socks5, ":1080", config_check_socks5_username),
 	LISTENER_KEYS("proxy.https", https, ":8443", config_check_http_username),
 	{ KEY("proxy.https", "tls_cert", file, GATEWAY, https.tls_cert),
