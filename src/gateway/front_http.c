@@ -647,6 +647,7 @@ static void reuse_kept_stream(struct user_conn *uc, const struct username_identi
 		 LF_S("client_id", uc->client_id), LF_S("origin_connection", "reused"));
 	s->stream_kept = false;
 	s->reused = true;
+	proxy_count_reused(uc);
 	uc->fe->on_open_result(uc, 0, "");
 }
 

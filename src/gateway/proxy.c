@@ -685,6 +685,11 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		    ret == -ENOMEM ? "out of memory" : "tunnel busy or closing");
 }
 
+void proxy_count_reused(struct user_conn *uc)
+{
+	uc->gw->stats.proxy[uc->proxy].opens[frame_open_result(0)]++;
+}
+
 void proxy_stream_done(struct user_conn *uc)
 {
 	/* credit owed to the old stream must not flow to the next one */

@@ -130,6 +130,11 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
  * next request): stop counting it in its client's statistics. */
 void proxy_stream_done(struct user_conn *uc);
 
+/* A request answered on the stream of the one before it (HTTP forwarding
+ * reusing the origin connection): counted with the requests answered, as
+ * an OPEN that succeeded. */
+void proxy_count_reused(struct user_conn *uc);
+
 /* The OPEN was answered with success: start pumping (SOCKS5, CONNECT). */
 void proxy_start_pump(struct user_conn *uc, const uint8_t *first, size_t n);
 

@@ -197,6 +197,7 @@ def test_sequential_requests_one_origin_connection(env):
     """20 GETs (and a HEAD) on one user connection: one stream, one agent
     connection to the origin, and the origin is asked to keep it."""
     before = h.stream_totals(env)
+    opens0 = env.apctl_json("stats")["opens_ok"]
     a0 = accepted(env)
     u = UserConn(env)
     try:
@@ -214,6 +215,8 @@ def test_sequential_requests_one_origin_connection(env):
     h.check(len(conns) == 1 and accepted(env) - a0 == 1,
             "22 requests used origin connections %r (%d accepted)" % (conns, accepted(env) - a0))
     h.expect_streams(env, before, {"def": 1}, "22 requests on one user connection")
+    opens = env.apctl_json("stats")["opens_ok"] - opens0
+    h.check(opens == 22, "requests answered (opens_ok): %d, expected 22" % opens)
     heads = [s[4] for s in env.origin.seen if s[3].startswith("/seq/")]
     h.check(all(b"\r\nConnection: keep-alive" in x for x in heads),
             "the origin was not asked to keep the connection: %r" % heads[:1])
