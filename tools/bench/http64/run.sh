@@ -9,6 +9,7 @@
 #         Default: direct tinyproxy haproxy-http anyproxy:http
 # Environment: ROUNDS (3), SECONDS_PER_RUN (5), CONNS (64), BENCH_PORT_BASE (17000;
 #              the origin is base+3), SHARED_BENCH (../shared/bench of the checkout),
+#              HTTP64_EXTRA_SYSTEMS (a folder of more system scripts, looked at first),
 #              HTTP64_BIN (build/bench-http64), ANYPROXY_BUILD (build/gcc),
 #              RESULTS_TSV (copy raw results there), KEEP_SCRATCH=1 (keep logs).
 # Prints a markdown report on stdout; progress goes to stderr.
@@ -29,7 +30,7 @@ CONNS="${CONNS:-64}"
 
 sys_script() {
     local d
-    for d in "$here/systems" "$top/tools/bench/systems" "$SHARED_BENCH/systems"; do
+    for d in ${HTTP64_EXTRA_SYSTEMS:-} "$here/systems" "$top/tools/bench/systems" "$SHARED_BENCH/systems"; do
         [ -x "$d/$1.sh" ] && { echo "$d/$1.sh"; return; }
     done
     echo "/nonexistent/$1.sh"
