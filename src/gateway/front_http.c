@@ -147,6 +147,7 @@ static void drop_kept_stream(struct user_conn *uc, const char *why)
 	if (!s->stream_kept)
 		return;
 	s->stream_kept = false;
+	uc->stream_idle = false;
 	log_debug("Kept origin connection dropped", LF_S("client_id", uc->client_id),
 		  LF_S("reason", why));
 	end_stream(uc);
@@ -275,15 +276,15 @@ static void next_request(struct user_conn *uc)
 	struct h_session *s = uc->proto;
 	/* the origin's connection may carry the next request of this user */
 	bool keep = s->req_done && s->resp_keep_alive && !s->user_eof && s->upstream_keep_alive &&
-		    s->origin_keep_alive && !s->resp_extra && uc->relay.stream.tunnel &&
-		    !uc->relay.stream.fin_received;
+		    s->origin_keep_alive && !s->resp_extra && !uc->relay.stream.fin_received &&
+		    proxy_stream_reusable(uc, s->origin->id.group);
 
 	s->awaiting_response = false;
 	s->reused = false;
 	free(s->head_out);
 	s->head_out = NULL;
 	if (keep)
-		s->stream_kept = true;
+		s->stream_kept = uc->stream_idle = true;
 	else
 		end_stream(uc);
 	buf_release(&s->resp);
@@ -646,6 +647,7 @@ static void reuse_kept_stream(struct user_conn *uc, const struct username_identi
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown),
 		 LF_S("client_id", uc->client_id), LF_S("origin_connection", "reused"));
 	s->stream_kept = false;
+	uc->stream_idle = false;
 	s->reused = true;
 	proxy_count_reused(uc);
 	uc->fe->on_open_result(uc, 0, "");
@@ -696,7 +698,8 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	s->method = head->method_kind;
 	s->connect = head->method_kind == HTTP_METHOD_CONNECT;
 	/* decided before save_origin() records this request's origin */
-	reuse = s->stream_kept && !s->connect && same_origin(s->origin, &id, &target);
+	reuse = s->stream_kept && !s->connect && same_origin(s->origin, &id, &target) &&
+		proxy_stream_reusable(uc, id.group);
 	if (!s->connect) {
 		ssize_t n;
 

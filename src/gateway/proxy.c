@@ -201,10 +201,40 @@ void proxy_close_handshaking(struct gateway *gw, const char *why)
 {
 	struct user_conn *uc, *tmp;
 
-	/* as in proxy_close_all: relay_close frees nothing synchronously */
+	/* as in proxy_close_all: relay_close frees nothing synchronously; an
+	 * HTTP connection between requests holds no request, even when it
+	 * keeps its stream for the next one */
 	DL_FOREACH_SAFE(gw->users, uc, tmp)
-		if (!uc->relay.stream.tunnel && !uc->relay.pumping)
+		if ((!uc->relay.stream.tunnel || uc->stream_idle) && !uc->relay.pumping)
 			relay_close(&uc->relay, why);
+}
+
+bool proxy_stream_reusable(const struct user_conn *uc, const char *group)
+{
+	const struct tunnel *t = uc->relay.stream.tunnel;
+	const struct gw_tunnel *gt;
+
+	if (!t || t->state != TUNNEL_OPEN || !uc->client || uc->client->drained ||
+	    uc->client->detached || uc->gw->stopping || strcmp(uc->client->group->id, group))
+		return false;
+	gt = t->owner;
+	return gt->reg.client == uc->client && !gt->reg.draining && !gt->reg.suspect;
+}
+
+void proxy_release_idle(struct gateway *gw, const struct reg_client *client,
+			const struct tunnel *t)
+{
+	struct user_conn *uc;
+
+	/* resets only: no user connection leaves the list during the walk */
+	DL_FOREACH(gw->users, uc) {
+		if (!uc->stream_idle || !uc->relay.stream.tunnel ||
+		    (client && uc->client != client) || (t && uc->relay.stream.tunnel != t))
+			continue;
+		uc->stream_idle = false;
+		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
+		proxy_stream_done(uc);
+	}
 }
 
 /* ---- authentication ---- */

@@ -15,6 +15,7 @@ The origin here counts the TCP connections it accepts and numbers the
 requests on each, so every case can tell reuse from new connections.
 """
 import os
+import signal
 import socket
 import sys
 import threading
@@ -390,6 +391,64 @@ def test_connection_close_request_is_not_kept(env):
         u.close()
 
 
+def test_drained_agent_is_not_held(env):
+    """apctl drain of the agent ends the kept stream at once (the origin
+    sees its connection close); after undrain the next request on the same
+    user connection takes a new stream."""
+    u = UserConn(env)
+    try:
+        c1 = ok_body(*u.request(env.origin.url("/d/1"), "judy")[::2], "/d/1")
+        rc, out, err = env.apctl("drain", "def")
+        h.check(rc == 0, "apctl drain: rc %d %s" % (rc, err))
+        try:
+            h.wait_until(lambda: c1 in env.origin.closed, 3 + h.slack(),
+                         "the kept origin connection to close on drain")
+        finally:
+            rc, out, err = env.apctl("undrain", "def")
+            h.check(rc == 0, "apctl undrain: rc %d %s" % (rc, err))
+        c2 = ok_body(*u.request(env.origin.url("/d/2"), "judy")[::2], "/d/2")
+        h.check(c2 != c1, "a released stream was used again")
+    finally:
+        u.close()
+
+
+def test_agent_going_away_is_not_held(env):
+    """An agent stopping (GOAWAY) with only kept streams open is not held
+    until the users' keep-alive ends: the gateway releases them and the
+    agent exits at once."""
+    spare = h.proxy_agent(env, "spare", "spare")
+    u = UserConn(env)
+    try:
+        c1 = ok_body(*u.request(env.origin.url("/a/1"), "kim.spare")[::2], "/a/1")
+        t0 = time.monotonic()
+        spare.send_signal(signal.SIGTERM)
+        rc = spare.wait_exit(10)
+        secs = time.monotonic() - t0
+        h.check(rc == 0 and secs < 3 + h.slack(),
+                "the agent took %.1f s (rc %s) to stop with a kept stream" % (secs, rc))
+        h.wait_until(lambda: c1 in env.origin.closed, 5, "the origin connection to close")
+    finally:
+        u.close()
+
+
+def test_gateway_shutdown_is_not_held(env):
+    """SIGTERM to the gateway closes an idle user connection at once even
+    when it keeps a stream (last: the shared gateway stops here)."""
+    u = UserConn(env)
+    try:
+        c1 = ok_body(*u.request(env.origin.url("/t/1"), "leo")[::2], "/t/1")
+        t0 = time.monotonic()
+        env.gwp.send_signal(signal.SIGTERM)
+        rc = env.gwp.wait_exit(10)
+        secs = time.monotonic() - t0
+        h.check(rc == 0 and secs < 2 + h.slack(),
+                "the gateway took %.1f s (rc %s) to stop" % (secs, rc))
+        h.check(u.closed_by_peer(2), "the user connection is still open")
+        h.wait_until(lambda: c1 in env.origin.closed, 5, "the origin connection to close")
+    finally:
+        u.close()
+
+
 if __name__ == "__main__":
     h.run([
         test_sequential_requests_one_origin_connection,
@@ -402,4 +461,7 @@ if __name__ == "__main__":
         test_stale_connection_not_retried_with_body,
         test_bytes_after_a_response_are_not_the_next_response,
         test_connection_close_request_is_not_kept,
+        test_drained_agent_is_not_held,
+        test_agent_going_away_is_not_held,
+        test_gateway_shutdown_is_not_held,
     ], fixture=setup)
