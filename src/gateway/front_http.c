@@ -638,14 +638,18 @@ static void reuse_kept_stream(struct user_conn *uc, const struct username_identi
 	char shown[GRAMMAR_TARGET_MAX];
 	bool name = t->addr_type == FRAME_ADDR_DOMAIN;
 
-	if (grammar_format_target(shown, sizeof(shown), t->addr_type,
-				  name ? (const void *)t->domain : t->addr,
-				  name ? strlen(t->domain) : t->addr_type == FRAME_ADDR_IPV4 ? 4 : 16,
-				  t->port) < 0)
-		snprintf(shown, sizeof(shown), "(invalid target):%u", t->port);
-	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
-		 LF_S("proxy", uc->fe->name), LF_S("target", shown),
-		 LF_S("client_id", uc->client_id), LF_S("origin_connection", "reused"));
+	if (log_enabled(LOG_INFO)) { /* the target is formatted for the log only */
+		if (grammar_format_target(shown, sizeof(shown), t->addr_type,
+					  name ? (const void *)t->domain : t->addr,
+					  name ? strlen(t->domain)
+					       : t->addr_type == FRAME_ADDR_IPV4 ? 4 : 16,
+					  t->port) < 0)
+			snprintf(shown, sizeof(shown), "(invalid target):%u", t->port);
+		log_info("Gateway received request", LF_S("user", id->full),
+			 LF_S("group", id->group), LF_S("proxy", uc->fe->name),
+			 LF_S("target", shown), LF_S("client_id", uc->client_id),
+			 LF_S("origin_connection", "reused"));
+	}
 	s->stream_kept = false;
 	uc->stream_idle = false;
 	s->reused = true;
