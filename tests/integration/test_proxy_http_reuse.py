@@ -199,6 +199,7 @@ def test_sequential_requests_one_origin_connection(env):
     connection to the origin, and the origin is asked to keep it."""
     before = h.stream_totals(env)
     opens0 = env.apctl_json("stats")["opens_ok"]
+    mark = env.gwp.mark()
     a0 = accepted(env)
     u = UserConn(env)
     try:
@@ -218,6 +219,12 @@ def test_sequential_requests_one_origin_connection(env):
     h.expect_streams(env, before, {"def": 1}, "22 requests on one user connection")
     opens = env.apctl_json("stats")["opens_ok"] - opens0
     h.check(opens == 22, "requests answered (opens_ok): %d, expected 22" % opens)
+
+    def reused_lines():
+        return [l for l in env.gwp.find("Gateway received request", mark)
+                if l.get("user") == "alice" and l.get("origin_connection") == "reused"]
+    h.wait_until(lambda: len(reused_lines()) == 21, 3,
+                 "21 'Gateway received request origin_connection=reused' lines")
     heads = [s[4] for s in env.origin.seen if s[3].startswith("/seq/")]
     h.check(all(b"\r\nConnection: keep-alive" in x for x in heads),
             "the origin was not asked to keep the connection: %r" % heads[:1])
