@@ -11,25 +11,27 @@
  * Requests are handled one at a time (a pipelined request waits in the
  * input buffer until the previous response is complete).
  *
- * Origin connection reuse: a request that lets the user connection stay
- * open goes to the origin with "Connection: keep-alive". When its response
- * ended exactly where its framing says, the origin allowed keep-alive and
- * the user connection goes on, the stream (and with it the agent's TCP
- * connection to the origin) is kept, idle, for the next request on this
- * user connection: taken when that request has the same identity (user
- * name and group, authenticated again for every request) and the same
- * target, reset otherwise. So at most one kept stream per user connection,
- * idle at most as long as the user connection ([proxy.http]
- * keepalive_timeout_ms); never shared between user connections, users or
- * groups. Bytes from the origin while no request is outstanding, bytes
- * after a response's end, and the origin closing the idle connection end
- * the kept stream. A request sent on a kept stream that the origin had
- * closed meanwhile (FIN or reset before any byte of the response) is sent
- * again on a new stream when it is idempotent and has no body; otherwise
- * the user gets the 502 as before. (Bytes the origin sends unasked that
- * arrive only after the next request went out cannot be told from its
- * response; they come from the origin that user asked, on that user's
- * connection, and reach no one else.)
+ * Origin connection reuse: a forwarded request goes to the origin with
+ * "Connection: keep-alive" when its user connection may carry another
+ * request or the origin pool is on ([proxy.http] origin_pool_idle_ms).
+ * When its response ended exactly where its framing says, the origin
+ * allowed keep-alive and nothing followed, the stream (and with it the
+ * agent's TCP connection to the origin) stays open, idle: kept for the
+ * next request on this user connection when that one has the same
+ * identity (user name and group, authenticated again for every request)
+ * and the same target; parked in the origin pool, when it is on
+ * (origin_pool.c), under that identity and target once the user
+ * connection ends or its next request goes elsewhere, and taken from
+ * there by a request of the same identity to the same target on any user
+ * connection. Never shared between users or groups. Bytes from the origin
+ * while no request is outstanding, bytes after a response's end, and the
+ * origin closing the idle connection end the stream. A request sent on a
+ * kept or parked stream that the origin had closed meanwhile (FIN or reset
+ * before any byte of the response) is sent again on a new stream when it
+ * is idempotent and has no body; otherwise the user gets the 502 as
+ * before. (Bytes the origin sends unasked that arrive only after the next
+ * request went out cannot be told from its response; they come from the
+ * origin that user asked, for that user, and reach no one else.)
  *
  * A response that ends before its request body was forwarded in full (a
  * 413 to an upload) ends the connection: the rest of that body must never
@@ -50,6 +52,7 @@
 #include "anyproxy/net.h"
 #include "anyproxy/bufring.h"
 #include "front.h"
+#include "origin_pool.h"
 #include "proxy.h"
 
 enum h_state { H_HEAD, H_DISCARD, H_WAIT_OPEN, H_FORWARD, H_LINGER, H_DONE };
@@ -139,8 +142,48 @@ static void end_stream(struct user_conn *uc)
 	proxy_stream_done(uc);
 }
 
-/* The kept stream is of no further use (why: for the debug line): reset. */
-static void drop_kept_stream(struct user_conn *uc, const char *why)
+/* The origin pool's key of o: group, user name and target, one per line
+ * (none of them can hold a line feed). Its length, 0 if it does not fit. */
+static size_t origin_key(const struct h_origin *o, char *out, size_t cap)
+{
+	const struct stream_target *t = &o->target;
+	bool name = t->addr_type == FRAME_ADDR_DOMAIN;
+	char shown[GRAMMAR_TARGET_MAX];
+	int n;
+
+	if (grammar_format_target(shown, sizeof(shown), t->addr_type,
+				  name ? (const void *)t->domain : t->addr,
+				  name ? strlen(t->domain) : t->addr_type == FRAME_ADDR_IPV4 ? 4 : 16,
+				  t->port) < 0)
+		return 0;
+	n = snprintf(out, cap, "%s\n%s\n%s", o->id.group, o->id.full, shown);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* Move the stream, idle after a complete response to the request s->origin
+ * describes, into the origin pool for a later user connection of the same
+ * identity (s->origin must still be that request's). True when it went. */
+static bool park_stream(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+	char key[ORIGIN_POOL_KEY_MAX];
+	size_t len;
+
+	if (!s->origin || !uc->relay.stream.tunnel || !origin_pool_enabled(uc->gw) ||
+	    !proxy_stream_reusable(uc, s->origin->id.group))
+		return false;
+	len = origin_key(s->origin, key, sizeof(key));
+	if (!len || origin_pool_put(uc->gw, key, len, &uc->relay.stream, uc->client,
+				    uc->relay.out_stream_debt) < 0)
+		return false;
+	log_debug("Origin connection parked", LF_S("client_id", uc->client_id));
+	proxy_stream_done(uc); /* the stream is the pool's now */
+	return true;
+}
+
+/* The kept stream is of no further use here (why: for the debug line):
+ * parked when park and the pool takes it, else reset. */
+static void drop_kept_stream(struct user_conn *uc, const char *why, bool park)
 {
 	struct h_session *s = uc->proto;
 
@@ -148,6 +191,8 @@ static void drop_kept_stream(struct user_conn *uc, const char *why)
 		return;
 	s->stream_kept = false;
 	uc->stream_idle = false;
+	if (park && park_stream(uc))
+		return;
 	log_debug("Kept origin connection dropped", LF_S("client_id", uc->client_id),
 		  LF_S("reason", why));
 	end_stream(uc);
@@ -274,18 +319,19 @@ static void start_linger(struct user_conn *uc)
 static void next_request(struct user_conn *uc)
 {
 	struct h_session *s = uc->proto;
-	/* the origin's connection may carry the next request of this user */
-	bool keep = s->req_done && s->resp_keep_alive && !s->user_eof && s->upstream_keep_alive &&
-		    s->origin_keep_alive && !s->resp_extra && !uc->relay.stream.fin_received &&
-		    proxy_stream_reusable(uc, s->origin->id.group);
+	/* the origin's connection may carry another request of this user:
+	 * the next one on this connection, or one on another (parked) */
+	bool reusable = s->req_done && s->upstream_keep_alive && s->origin_keep_alive &&
+			!s->resp_extra && !uc->relay.stream.fin_received &&
+			proxy_stream_reusable(uc, s->origin->id.group);
 
 	s->awaiting_response = false;
 	s->reused = false;
 	free(s->head_out);
 	s->head_out = NULL;
-	if (keep)
+	if (reusable && s->resp_keep_alive && !s->user_eof)
 		s->stream_kept = uc->stream_idle = true;
-	else
+	else if (!reusable || !park_stream(uc))
 		end_stream(uc);
 	buf_release(&s->resp);
 	if (!s->req_done) {
@@ -415,7 +461,7 @@ static int fwd_on_data(struct stream *st, const uint8_t *p, size_t n)
 
 	if (!s->awaiting_response) {
 		/* a kept stream: nothing was asked, so this is no response */
-		drop_kept_stream(uc, "the origin sent bytes while idle");
+		drop_kept_stream(uc, "the origin sent bytes while idle", false);
 		return 0;
 	}
 	if (n)
@@ -489,7 +535,7 @@ static void fwd_on_fin(struct stream *st)
 	struct h_session *s = uc->proto;
 
 	if (!s->awaiting_response) {
-		drop_kept_stream(uc, "the origin closed the idle connection");
+		drop_kept_stream(uc, "the origin closed the idle connection", false);
 		return;
 	}
 	if (!s->resp_head_done) {
@@ -513,7 +559,7 @@ static void fwd_on_reset(struct stream *st, uint8_t reason, const char *why)
 	struct h_session *s = uc->proto;
 
 	if (!s->awaiting_response) {
-		drop_kept_stream(uc, why);
+		drop_kept_stream(uc, why, false);
 		return;
 	}
 	if (!s->resp_head_done) {
@@ -629,10 +675,12 @@ static int save_origin(struct h_session *s, const struct username_identity *id,
 	return 0;
 }
 
-/* The request goes out on the kept stream: no OPEN, the agent's connection
- * to the origin is already there. Logged like proxy_open()'s requests. */
+/* The request goes out on the kept stream (how: "kept" from this user
+ * connection's last request, "pooled" from the origin pool): no OPEN, the
+ * agent's connection to the origin is already there. Logged like
+ * proxy_open()'s requests. */
 static void reuse_kept_stream(struct user_conn *uc, const struct username_identity *id,
-			      const struct stream_target *t)
+			      const struct stream_target *t, const char *how)
 {
 	struct h_session *s = uc->proto;
 	char shown[GRAMMAR_TARGET_MAX];
@@ -648,13 +696,32 @@ static void reuse_kept_stream(struct user_conn *uc, const struct username_identi
 		log_info("Gateway received request", LF_S("user", id->full),
 			 LF_S("group", id->group), LF_S("proxy", uc->fe->name),
 			 LF_S("target", shown), LF_S("client_id", uc->client_id),
-			 LF_S("origin_connection", "reused"));
+			 LF_S("origin_connection", how));
 	}
 	s->stream_kept = false;
 	uc->stream_idle = false;
 	s->reused = true;
 	proxy_count_reused(uc);
 	uc->fe->on_open_result(uc, 0, "");
+}
+
+/* A stream parked in the origin pool for this request's identity and
+ * target (s->origin), moved into this connection. True when there was one. */
+static bool take_parked_stream(struct user_conn *uc, const struct username_identity *id)
+{
+	struct h_session *s = uc->proto;
+	char key[ORIGIN_POOL_KEY_MAX];
+	struct reg_client *client;
+	size_t len = origin_key(s->origin, key, sizeof(key));
+
+	if (!len || uc->relay.stream.tunnel || uc->client)
+		return false; /* a stream of its own still: not expected here */
+	client = origin_pool_take(uc->gw, key, len, id->group, &uc->relay.stream,
+				  &forward_stream_ops, uc);
+	if (!client)
+		return false;
+	proxy_adopt_stream(uc, client);
+	return true;
 }
 
 static void handle_request(struct user_conn *uc, const struct http_head *head, size_t head_len)
@@ -701,9 +768,12 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	}
 	s->method = head->method_kind;
 	s->connect = head->method_kind == HTTP_METHOD_CONNECT;
-	/* decided before save_origin() records this request's origin */
+	/* decided before save_origin() records this request's origin: a kept
+	 * stream of another origin or identity is parked under its own */
 	reuse = s->stream_kept && !s->connect && same_origin(s->origin, &id, &target) &&
 		proxy_stream_reusable(uc, id.group);
+	if (!reuse)
+		drop_kept_stream(uc, "the next request goes elsewhere", true);
 	if (!s->connect) {
 		ssize_t n;
 
@@ -714,7 +784,11 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 		s->client_keep_alive = http_request_keep_alive(head);
 		/* the origin keeps its connection only for a user that may
 		 * send another request, and only one we can tell apart */
-		s->upstream_keep_alive = s->client_keep_alive && save_origin(s, &id, &target) == 0;
+		/* keep-alive upstream when this user connection may carry
+		 * another request, and with the origin pool even when it
+		 * closes after this one */
+		s->upstream_keep_alive = (s->client_keep_alive || origin_pool_enabled(uc->gw)) &&
+					 save_origin(s, &id, &target) == 0;
 		s->retryable = s->req_body.kind == HTTP_BODY_NONE && method_idempotent(head);
 		s->resp_started = false;
 		s->resp_extra = false;
@@ -737,10 +811,13 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	set_state(s, H_WAIT_OPEN);
 	relay_read(&uc->relay, false);
 	if (reuse) {
-		reuse_kept_stream(uc, &id, &target);
+		reuse_kept_stream(uc, &id, &target, "kept");
 		return;
 	}
-	drop_kept_stream(uc, "the next request goes elsewhere");
+	if (!s->connect && s->upstream_keep_alive && take_parked_stream(uc, &id)) {
+		reuse_kept_stream(uc, &id, &target, "pooled");
+		return;
+	}
 	proxy_open(uc, &id, &target);
 }
 
@@ -814,10 +891,12 @@ static void http_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
 	}
 	if (n == 0) {
 		s->user_eof = true;
-		if (s->state == H_HEAD && !buf_used(&s->in))
+		if (s->state == H_HEAD && !buf_used(&s->in)) {
+			drop_kept_stream(uc, "client closed", true);
 			relay_close_after_send(&uc->relay, "client closed");
-		else
+		} else {
 			process_input(uc);
+		}
 		return;
 	}
 	if (s->between_requests) {

@@ -16,6 +16,7 @@
 #include "anyproxy/net.h"
 #include "anyproxy/username.h"
 #include "gateway.h"
+#include "origin_pool.h"
 #include "proxy.h"
 
 /* ---- life cycle ---- */
@@ -207,18 +208,39 @@ void proxy_close_handshaking(struct gateway *gw, const char *why)
 	DL_FOREACH_SAFE(gw->users, uc, tmp)
 		if ((!uc->relay.stream.tunnel || uc->stream_idle) && !uc->relay.pumping)
 			relay_close(&uc->relay, why);
+	origin_pool_release(gw, NULL, NULL); /* parked streams hold no request */
+}
+
+bool proxy_agent_usable(const struct gateway *gw, const struct reg_client *client,
+			const struct tunnel *t, const char *group)
+{
+	const struct gw_tunnel *gt;
+
+	if (!t || t->state != TUNNEL_OPEN || !client || client->drained || client->detached ||
+	    gw->stopping || strcmp(client->group->id, group))
+		return false;
+	gt = t->owner;
+	return gt->reg.client == client && !gt->reg.draining && !gt->reg.suspect;
 }
 
 bool proxy_stream_reusable(const struct user_conn *uc, const char *group)
 {
-	const struct tunnel *t = uc->relay.stream.tunnel;
-	const struct gw_tunnel *gt;
+	return proxy_agent_usable(uc->gw, uc->client, uc->relay.stream.tunnel, group);
+}
 
-	if (!t || t->state != TUNNEL_OPEN || !uc->client || uc->client->drained ||
-	    uc->client->detached || uc->gw->stopping || strcmp(uc->client->group->id, group))
-		return false;
-	gt = t->owner;
-	return gt->reg.client == uc->client && !gt->reg.draining && !gt->reg.suspect;
+void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client)
+{
+	uc->client = client;
+	snprintf(uc->client_id, sizeof(uc->client_id), "%s", client->id);
+	client->streams_active++;
+	uc->relay.stream.count_sent[0] = &client->bytes_out;
+	uc->relay.stream.count_received[0] = &client->bytes_in;
+	uc->group_stats = gw_stats_group(&uc->gw->stats, client->group->id);
+	if (uc->group_stats) {
+		uc->group_stats->streams_active[uc->proxy]++;
+		uc->relay.stream.count_sent[1] = &uc->group_stats->bytes_out;
+		uc->relay.stream.count_received[1] = &uc->group_stats->bytes_in;
+	}
 }
 
 void proxy_release_idle(struct gateway *gw, const struct reg_client *client,
@@ -235,6 +257,7 @@ void proxy_release_idle(struct gateway *gw, const struct reg_client *client,
 		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
 		proxy_stream_done(uc);
 	}
+	origin_pool_release(gw, client, t);
 }
 
 /* ---- authentication ---- */
@@ -632,6 +655,12 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	else if (id->group_len && !gw->cfg->gateway.fallback_to_default)
 		no_fallback = "fallback_to_default is off";
 	rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
+	if (!rt && full && origin_pool_count(gw)) {
+		/* idle parked streams count on their tunnels: never at the
+		 * cost of a request */
+		origin_pool_release(gw, NULL, NULL);
+		rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
+	}
 	if (!rt && full) {
 		char msg[160];
 
@@ -717,6 +746,11 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 
 void proxy_count_reused(struct user_conn *uc)
 {
+	/* like proxy_open(): the request ends the user's handshake */
+	if (uc->in_handshake)
+		metrics_observe_us(&uc->gw->stats.proxy[uc->proxy].handshake,
+				   now_us() - uc->accepted_us);
+	user_handshake_over(uc);
 	uc->gw->stats.proxy[uc->proxy].opens[frame_open_result(0)]++;
 }
 

@@ -140,16 +140,25 @@ void proxy_stream_done(struct user_conn *uc);
  * and the agent of the group itself (a stream that fell back to the default
  * group is not kept for the group). */
 bool proxy_stream_reusable(const struct user_conn *uc, const char *group);
+/* The same test for a stream of client's agent on tunnel t (a parked one). */
+bool proxy_agent_usable(const struct gateway *gw, const struct reg_client *client,
+			const struct tunnel *t, const char *group);
+
+/* uc->relay.stream was moved in from the origin pool: count it as an open
+ * stream of client's agent (client: a reference the caller hands over),
+ * as proxy_open() does for a new one, without counting a new stream. */
+void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client);
 
 /* End the streams only kept for a next request (stream_idle) of client's
- * agent, or on tunnel t (either may be NULL: any): an agent drained with
- * apctl or going away (GOAWAY) is not held by idle HTTP connections. */
+ * agent, or on tunnel t (either may be NULL: any), and those parked in the
+ * origin pool: an agent drained with apctl or going away (GOAWAY) is not
+ * held by idle HTTP connections. */
 void proxy_release_idle(struct gateway *gw, const struct reg_client *client,
 			const struct tunnel *t);
 
-/* A request answered on the stream of the one before it (HTTP forwarding
- * reusing the origin connection): counted with the requests answered, as
- * an OPEN that succeeded. */
+/* A request answered on a stream it did not open (HTTP forwarding reusing
+ * the origin connection): it ends the user's handshake like proxy_open()
+ * and is counted with the requests answered, as an OPEN that succeeded. */
 void proxy_count_reused(struct user_conn *uc);
 
 /* The OPEN was answered with success: start pumping (SOCKS5, CONNECT). */

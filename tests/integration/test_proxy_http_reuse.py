@@ -3,13 +3,17 @@
 
 Consecutive absolute-URI requests on one user connection to the same origin
 with the same identity go out on one stream, so the agent keeps one TCP
-connection to the origin ("Connection: keep-alive" upstream). Another user,
-another group or another origin never takes it. The kept connection lives no
-longer than the user connection ([proxy.http] keepalive_timeout_ms); the
-origin closing it is noticed; a request that meets a connection the origin
-has just closed is sent again on a new one when it is idempotent and has no
-body, and answered 502 otherwise; bytes after a response's end are never
-taken for the next response.
+connection to the origin ("Connection: keep-alive" upstream). When the user
+connection ends or moves on to another origin, the idle stream is parked in
+the gateway's origin pool, and a later user connection of the same identity
+to the same origin takes it. Another user, another group or another origin
+never takes it. A parked connection is closed after [proxy.http]
+origin_pool_idle_ms (the pool is off by default; on here); a
+kept one when its user connection times out; the origin closing either is
+noticed; a request that meets a connection the origin has just closed is
+sent again on a new one when it is idempotent and has no body, and answered
+502 otherwise; bytes after a response's end are never taken for the next
+response.
 
 The origin here counts the TCP connections it accepts and numbers the
 requests on each, so every case can tell reuse from new connections.
@@ -25,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 KEEPALIVE_MS = 1500  # [proxy.http] keepalive_timeout_ms of this gateway
+POOL_IDLE_MS = 4000  # [proxy.http] origin_pool_idle_ms of this gateway (default 0: off)
 AGENTS = {"prod": "production", "test": "testing", "def": None}
 
 
@@ -122,7 +127,8 @@ def setup(env):
     # no proxy credentials on the listener: every user name is admitted to
     # the groups without a section, so users differ by name only
     env.gwp = h.proxy_gateway(env, user=None,
-                              gw_env={"PROXY_HTTP_KEEPALIVE_TIMEOUT_MS": str(KEEPALIVE_MS)})
+                              gw_env={"PROXY_HTTP_KEEPALIVE_TIMEOUT_MS": str(KEEPALIVE_MS),
+                                      "PROXY_HTTP_ORIGIN_POOL_IDLE_MS": str(POOL_IDLE_MS)})
     for cid, group in AGENTS.items():
         h.proxy_agent(env, cid, group)
     env.origin = CountingOrigin()
@@ -222,30 +228,32 @@ def test_sequential_requests_one_origin_connection(env):
 
     def reused_lines():
         return [l for l in env.gwp.find("Gateway received request", mark)
-                if l.get("user") == "alice" and l.get("origin_connection") == "reused"]
+                if l.get("user") == "alice" and l.get("origin_connection") == "kept"]
     h.wait_until(lambda: len(reused_lines()) == 21, 3,
-                 "21 'Gateway received request origin_connection=reused' lines")
+                 "21 'Gateway received request origin_connection=kept' lines")
     heads = [s[4] for s in env.origin.seen if s[3].startswith("/seq/")]
     h.check(all(b"\r\nConnection: keep-alive" in x for x in heads),
             "the origin was not asked to keep the connection: %r" % heads[:1])
 
 
 def test_different_users_never_share(env):
-    """alice, bob, alice, alice on one user connection: a new origin
-    connection whenever the user changes, reuse only for the same user."""
+    """amy, bob, amy, amy, anonymous on one user connection: a user's
+    connection is never another's; amy gets hers back (parked while bob's
+    request went out)."""
     a0 = accepted(env)
     u = UserConn(env)
     try:
-        c1 = ok_body(*u.request(env.origin.url("/u/1"), "alice")[::2], "/u/1")
+        c1 = ok_body(*u.request(env.origin.url("/u/1"), "amy")[::2], "/u/1")
         c2 = ok_body(*u.request(env.origin.url("/u/2"), "bob")[::2], "/u/2")
-        c3 = ok_body(*u.request(env.origin.url("/u/3"), "alice")[::2], "/u/3")
-        c4 = ok_body(*u.request(env.origin.url("/u/4"), "alice")[::2], "/u/4")
+        c3 = ok_body(*u.request(env.origin.url("/u/3"), "amy")[::2], "/u/3")
+        c4 = ok_body(*u.request(env.origin.url("/u/4"), "amy")[::2], "/u/4")
         c5 = ok_body(*u.request(env.origin.url("/u/5"))[::2], "/u/5")  # anonymous
+        c6 = ok_body(*u.request(env.origin.url("/u/6"), "bob")[::2], "/u/6")
     finally:
         u.close()
-    h.check(len({c1, c2, c3, c5}) == 4 and c4 == c3,
-            "origin connections by request: %r" % ([c1, c2, c3, c4, c5],))
-    h.check(accepted(env) - a0 == 4, "%d origin connections, expected 4"
+    h.check(len({c1, c2, c5}) == 3 and c3 == c1 and c4 == c1 and c6 == c2,
+            "origin connections by request: %r" % ([c1, c2, c3, c4, c5, c6],))
+    h.check(accepted(env) - a0 == 3, "%d origin connections, expected 3"
             % (accepted(env) - a0))
 
 
@@ -260,41 +268,68 @@ def test_different_groups_never_share(env):
         c2 = ok_body(*u.request(env.origin.url("/g/2"), "user.production")[::2], "/g/2")
         c3 = ok_body(*u.request(env.origin.url("/g/3"), "user.testing")[::2], "/g/3")
         c4 = ok_body(*u.request(env.origin.url("/g/4"), "user.production")[::2], "/g/4")
+        c5 = ok_body(*u.request(env.origin.url("/g/5"), "user.testing")[::2], "/g/5")
     finally:
         u.close()
-    h.check(c1 == c2 and len({c1, c3, c4}) == 3, "origin connections: %r" % ([c1, c2, c3, c4],))
-    h.expect_streams(env, before, {"prod": 2, "test": 1}, "requests of two groups")
-    h.check(accepted(env) - a0 == 3, "%d origin connections" % (accepted(env) - a0))
+    h.check(c1 == c2 == c4 and c3 == c5 and c3 != c1,
+            "origin connections: %r" % ([c1, c2, c3, c4, c5],))
+    h.expect_streams(env, before, {"prod": 1, "test": 1}, "requests of two groups")
+    h.check(accepted(env) - a0 == 2, "%d origin connections" % (accepted(env) - a0))
 
 
-def test_other_origin_and_connect_drop_the_kept_stream(env):
-    """A request to another origin (here: another port) takes a new stream
-    and the kept one is closed: the origin sees its connection end."""
+def test_other_origin_parks_the_kept_stream(env):
+    """A request to another origin (here: another port) takes a new stream;
+    the kept one goes to the pool, where another user connection of the
+    same user finds it."""
     other = CountingOrigin()
     env.servers.append(other)
     u = UserConn(env)
+    v = UserConn(env)
     try:
         c1 = ok_body(*u.request(env.origin.url("/o/1"), "carol")[::2], "/o/1")
         st, _, body = u.request(other.url("/o/2"), "carol")
         h.check(st == 200 and body.startswith(b"conn=1 "), "other origin: %d %r" % (st, body))
-        h.wait_until(lambda: c1 in env.origin.closed, 5,
-                     "the first origin's connection to close once it is not kept")
+        c3 = ok_body(*v.request(env.origin.url("/o/3"), "carol")[::2], "/o/3")
+        h.check(c3 == c1 and c1 not in env.origin.closed,
+                "the parked connection %d was not taken (got %d)" % (c1, c3))
     finally:
         u.close()
+        v.close()
 
 
-def test_user_connection_end_closes_the_origin_connection(env):
-    """The kept connection never outlives the user connection: closed when
-    the user closes, and when the keep-alive wait of the user connection
-    ([proxy.http] keepalive_timeout_ms) ends."""
+def test_parked_connection_lifetime(env):
+    """The user closes: the origin connection is parked, not closed; a new
+    user connection of the same user takes it, one of another user does
+    not; unused, it is closed after origin_pool_idle_ms."""
+    a0 = accepted(env)
     u = UserConn(env)
     c1 = ok_body(*u.request(env.origin.url("/e/1"), "dave")[::2], "/e/1")
     u.close()
-    h.wait_until(lambda: c1 in env.origin.closed, 5, "the origin connection to close")
+    time.sleep(0.3)
+    h.check(c1 not in env.origin.closed, "the origin connection closed with the user's")
+    other = UserConn(env)
+    same = UserConn(env)
+    try:
+        c2 = ok_body(*other.request(env.origin.url("/e/2"), "eve")[::2], "/e/2")
+        c3 = ok_body(*same.request(env.origin.url("/e/3"), "dave")[::2], "/e/3")
+    finally:
+        other.close()
+        same.close()
+    h.check(c2 != c1 and c3 == c1, "connections: dave %d, eve %d, dave again %d" % (c1, c2, c3))
+    h.check(accepted(env) - a0 == 2, "%d origin connections, expected 2" % (accepted(env) - a0))
+    t0 = time.monotonic()
+    h.wait_until(lambda: c1 in env.origin.closed and c2 in env.origin.closed,
+                 POOL_IDLE_MS / 1000.0 + 5, "the parked connections to close")
+    h.check(time.monotonic() - t0 >= POOL_IDLE_MS / 1000.0 * 0.5,
+            "parked connections closed long before the pool's idle time")
 
+
+def test_user_connection_timeout_closes_the_origin_connection(env):
+    """A kept connection is not parked when the keep-alive wait of its user
+    connection ([proxy.http] keepalive_timeout_ms) ends: both close."""
     u = UserConn(env)
     try:
-        c2 = ok_body(*u.request(env.origin.url("/e/2"), "dave")[::2], "/e/2")
+        c2 = ok_body(*u.request(env.origin.url("/e/4"), "fred")[::2], "/e/4")
         t0 = time.monotonic()
         h.check(u.closed_by_peer(KEEPALIVE_MS / 1000.0 + 5),
                 "the gateway kept the idle user connection")
@@ -382,20 +417,27 @@ def test_bytes_after_a_response_are_not_the_next_response(env):
         u.close()
 
 
-def test_connection_close_request_is_not_kept(env):
-    """A user request with "Connection: close" goes to the origin with
-    "Connection: close": nothing is kept."""
-    u = UserConn(env)
-    try:
-        n0 = len(env.origin.seen)
-        st, f, body = u.request(env.origin.url("/c/1"), "ivan", close=True)
-        c1 = ok_body(st, body, "/c/1")
-        h.check(f.get("connection") == "close", "response: %r" % f)
-        h.check(b"\r\nConnection: close" in env.origin.seen[n0][4],
-                "the origin saw %r" % env.origin.seen[n0][4])
-        h.wait_until(lambda: c1 in env.origin.closed, 5, "the origin connection to close")
-    finally:
-        u.close()
+def test_connection_close_requests_share_the_origin_connection(env):
+    """Users that send one request per connection ("Connection: close"):
+    each user connection is closed after its response, but the origin is
+    asked to keep its connection, which goes to the pool and serves the
+    next user connection."""
+    a0 = accepted(env)
+    conns = []
+    for i in range(5):
+        u = UserConn(env)
+        try:
+            n0 = len(env.origin.seen)
+            st, f, body = u.request(env.origin.url("/c/%d" % i), "ivan", close=True)
+            conns.append(ok_body(st, body, "/c/%d" % i))
+            h.check(f.get("connection") == "close", "response: %r" % f)
+            h.check(b"\r\nConnection: keep-alive" in env.origin.seen[n0][4],
+                    "the origin saw %r" % env.origin.seen[n0][4])
+            h.check(u.closed_by_peer(2), "the gateway kept the user connection")
+        finally:
+            u.close()
+    h.check(len(set(conns)) == 1 and accepted(env) - a0 == 1,
+            "5 one-request user connections used origin connections %r" % conns)
 
 
 def test_drained_agent_is_not_held(env):
@@ -461,13 +503,14 @@ if __name__ == "__main__":
         test_sequential_requests_one_origin_connection,
         test_different_users_never_share,
         test_different_groups_never_share,
-        test_other_origin_and_connect_drop_the_kept_stream,
-        test_user_connection_end_closes_the_origin_connection,
+        test_other_origin_parks_the_kept_stream,
+        test_parked_connection_lifetime,
+        test_user_connection_timeout_closes_the_origin_connection,
         test_origin_closing_the_idle_connection,
         test_stale_connection_retried_for_idempotent_request,
         test_stale_connection_not_retried_with_body,
         test_bytes_after_a_response_are_not_the_next_response,
-        test_connection_close_request_is_not_kept,
+        test_connection_close_requests_share_the_origin_connection,
         test_drained_agent_is_not_held,
         test_agent_going_away_is_not_held,
         test_gateway_shutdown_is_not_held,
