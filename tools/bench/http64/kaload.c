@@ -6,7 +6,8 @@
  * Host, and Proxy-Authorization: Basic when --user is given) to the HTTP
  * proxy (or "GET /rr" straight to the target with --direct), read the
  * whole response (Content-Length framing, or until EOF when it has none),
- * and send the next request on the same connection. When the response said
+ * and send the next request on the same connection (--close: every request
+ * says "Connection: close", one request per connection). When the response said
  * "Connection: close" (or the server closed the idle connection) the loop
  * reconnects; "connects" in the result counts every TCP connection opened.
  * Latency: from writing the request (from connect() when a new connection
@@ -64,6 +65,7 @@ static int nconns = 64;
 static double duration = 5, max_time, io_timeout = 15;
 static uint64_t max_count, max_errors = 1000;
 static int verbose_errors = 5;
+static int close_each; /* --close: one request per connection */
 
 static char req[OBUF];
 static int req_len;
@@ -145,8 +147,11 @@ static void build_request(void)
 		b64(up, enc);
 		snprintf(auth, sizeof(auth), "Proxy-Authorization: Basic %s\r\n", enc);
 	}
+	if (close_each)
+		strncat(auth, "Connection: close\r\n", sizeof(auth) - strlen(auth) - 1);
 	if (direct)
-		req_len = snprintf(req, sizeof(req), "GET /rr HTTP/1.1\r\nHost: %s\r\n\r\n", tgt);
+		req_len = snprintf(req, sizeof(req), "GET /rr HTTP/1.1\r\nHost: %s\r\n%s\r\n", tgt,
+				   close_each ? "Connection: close\r\n" : "");
 	else
 		req_len = snprintf(req, sizeof(req),
 				   "GET http://%s/rr HTTP/1.1\r\nHost: %s\r\n%s\r\n", tgt, tgt,
@@ -522,7 +527,8 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: kaload --target H:P (--direct | --proxy H:P) [--user U --pass P]\n"
 		"         [--conns N] [--duration D] [--count K] [--max-time T]\n"
-		"         [--io-timeout T] [--max-errors E] [--label L] [--quiet-errors]\n");
+		"         [--io-timeout T] [--max-errors E] [--label L] [--quiet-errors]\n"
+		"         [--close]  (\"Connection: close\": one request per connection)\n");
 	exit(2);
 }
 
@@ -539,6 +545,10 @@ int main(int argc, char **argv)
 		}
 		if (!strcmp(a, "--quiet-errors")) {
 			verbose_errors = 0;
+			continue;
+		}
+		if (!strcmp(a, "--close")) {
+			close_each = 1;
 			continue;
 		}
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;

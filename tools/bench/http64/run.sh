@@ -11,6 +11,7 @@
 #              the origin is base+3), SHARED_BENCH (../shared/bench of the checkout),
 #              HTTP64_EXTRA_SYSTEMS (a folder of more system scripts, looked at first),
 #              HTTP64_BIN (build/bench-http64), ANYPROXY_BUILD (build/gcc),
+#              KALOAD_ARGS (more kaload arguments, e.g. --close),
 #              RESULTS_TSV (copy raw results there), KEEP_SCRATCH=1 (keep logs).
 # Prints a markdown report on stdout; progress goes to stderr.
 set -euo pipefail
@@ -35,7 +36,7 @@ sys_script() {
     done
     echo "/nonexistent/$1.sh"
 }
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 case "${1:-}" in -h | --help) usage ;; esac
 if [ $# -gt 0 ]; then systems=("$@"); else systems=(direct tinyproxy haproxy-http anyproxy:http); fi
 for s in "${systems[@]}"; do
@@ -148,7 +149,7 @@ measure() {
     pids0=$(sys_pids "$sdir")
     cpu0=$(cpu_ticks $pids0)
     oc0=$(origin_accepted)
-    "$HTTP64_BIN/kaload" $proxy_args --target "$rr_t" --conns "$CONNS" \
+    "$HTTP64_BIN/kaload" $proxy_args ${KALOAD_ARGS:-} --target "$rr_t" --conns "$CONNS" \
         --duration "$SECONDS_PER_RUN" --label "$sys" </dev/null >"$sdir/kaload.out" \
         2>"$sdir/kaload.err" || rc=$?
     local pids1 cpu1 oc1 res pcpu="-"
@@ -178,7 +179,7 @@ done
     echo "## Proxy benchmark: http-64"
     echo
     echo "- date: $start_ts; host: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)"
-    echo "- rounds: $ROUNDS, systems interleaved per round; values are medians over rounds; $CONNS connections, ${SECONDS_PER_RUN} s each"
+    echo "- rounds: $ROUNDS, systems interleaved per round; values are medians over rounds; $CONNS connections, ${SECONDS_PER_RUN} s each${KALOAD_ARGS:+; kaload $KALOAD_ARGS}"
     echo
     "$here/report.sh" "$results"
 } | tee "$scratch/report.md"
