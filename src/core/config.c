@@ -199,7 +199,20 @@ const struct config_key config_keys[] = {
 	  .help = "How long an HTTP connection kept alive after a response waits for the "
 		  "next request before it is closed. Once the next request's first byte "
 		  "arrives, the rest of its head must come within [gateway] "
-		  "handshake_timeout_ms. A new value applies from the next wait on." },
+		  "handshake_timeout_ms. The agent's connection to the origin kept for the "
+		  "connection's next request (docs/operations.md, HTTP origin connections) "
+		  "closes with it when the wait ends. A new value applies from the next "
+		  "wait on." },
+	/* off by default: with it, apctl's streams_total no longer counts one
+	 * stream per HTTP request; 4 s is a good value (origin_pool.h) */
+	{ KEY("proxy.http", "origin_pool_idle_ms", uint32, GATEWAY, http.origin_pool_idle_ms),
+	  .default_value = "0", RANGE(0, CONFIG_TIMEOUT_MAX_MS),
+	  .help = "HTTP forwarding (also [proxy.https]): how long the agent's connection to "
+		  "an origin, idle after a user connection is done with it, is kept in the "
+		  "gateway's origin pool for another connection of the same user to the "
+		  "same origin (docs/operations.md, HTTP origin connections). 0: no pool, "
+		  "a connection is reused only by the next request on its own user "
+		  "connection. A new value applies to connections parked from then on." },
 	LISTENER_KEYS("proxy.socks5", socks5, ":1080", config_check_socks5_username),
 	LISTENER_KEYS("proxy.https", https, ":8443", config_check_http_username),
 	{ KEY("proxy.https", "tls_cert", file, GATEWAY, https.tls_cert),

@@ -29,6 +29,7 @@
 #include "anyproxy/tls.h"
 #include "forward.h"
 #include "gateway.h"
+#include "proxy.h"
 
 #define CONTROL_DEADLINE_MS 5000
 #define CONTROL_LISTEN_BACKLOG 64
@@ -217,6 +218,8 @@ static int answer_set_drained(struct gateway *gw, struct table_writer *w, const 
 	if (ret < 0)
 		return table_write_error(w, "out of memory");
 	c = registry_find_client(&gw->registry, id);
+	if (drain && c)
+		proxy_release_idle(gw, c, NULL);
 	log_info(drain ? "Client drained: no new streams" : "Client undrained",
 		 LF_S("client_id", id), LF_S("group_id", c ? c->group->id : ""),
 		 LF_S("connected", c ? "yes" : "no"),

@@ -11,6 +11,28 @@
  * Requests are handled one at a time (a pipelined request waits in the
  * input buffer until the previous response is complete).
  *
+ * Origin connection reuse: a forwarded request goes to the origin with
+ * "Connection: keep-alive" when its user connection may carry another
+ * request or the origin pool is on ([proxy.http] origin_pool_idle_ms).
+ * When its response ended exactly where its framing says, the origin
+ * allowed keep-alive and nothing followed, the stream (and with it the
+ * agent's TCP connection to the origin) stays open, idle: kept for the
+ * next request on this user connection when that one has the same
+ * identity (user name and group, authenticated again for every request)
+ * and the same target; parked in the origin pool, when it is on
+ * (origin_pool.c), under that identity and target once the user
+ * connection ends or its next request goes elsewhere, and taken from
+ * there by a request of the same identity to the same target on any user
+ * connection. Never shared between users or groups. Bytes from the origin
+ * while no request is outstanding, bytes after a response's end, and the
+ * origin closing the idle connection end the stream. A request sent on a
+ * kept or parked stream that the origin had closed meanwhile (FIN or reset
+ * before any byte of the response) is sent again on a new stream when it
+ * is idempotent and has no body; otherwise the user gets the 502 as
+ * before. (Bytes the origin sends unasked that arrive only after the next
+ * request went out cannot be told from its response; they come from the
+ * origin that user asked, for that user, and reach no one else.)
+ *
  * A response that ends before its request body was forwarded in full (a
  * 413 to an upload) ends the connection: the rest of that body must never
  * be read as a request (request smuggling), so it is drained and dropped
@@ -24,11 +46,13 @@
 #include <string.h>
 
 #include "anyproxy/common.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/http.h"
 #include "anyproxy/log.h"
 #include "anyproxy/net.h"
 #include "anyproxy/bufring.h"
 #include "front.h"
+#include "origin_pool.h"
 #include "proxy.h"
 
 enum h_state { H_HEAD, H_DISCARD, H_WAIT_OPEN, H_FORWARD, H_LINGER, H_DONE };
@@ -60,6 +84,16 @@ static const char *const h_state_names[] = {
  * needs a few; the last one says "Connection: close". */
 #define H_AUTH_REFUSALS_MAX 10
 
+/* Where the stream of the request leads and for whom: a kept stream serves
+ * only a request with the same identity and target; a request retried on a
+ * new stream is opened with these. Allocated with the first forwarded
+ * request. */
+struct h_origin {
+	struct username_identity id;
+	struct stream_target target; /* domain points to .domain; user, group unused */
+	char domain[HTTP_MAX_HOST_BYTES + 1];
+};
+
 struct h_session {
 	enum h_state state;
 	bool connect;           /* CONNECT, not forwarding */
@@ -77,6 +111,16 @@ struct h_session {
 	bool resp_head_done;
 	bool resp_keep_alive;
 	struct http_body_state resp_body;
+	/* origin connection reuse (see the top of this file) */
+	struct h_origin *origin;  /* NULL until a request was forwarded */
+	bool upstream_keep_alive; /* the request asked the origin to keep the connection */
+	bool origin_keep_alive;   /* the response lets the connection carry another request */
+	bool resp_started;        /* a byte of the response came from the origin */
+	bool resp_extra;          /* bytes came after the response's end */
+	bool awaiting_response;   /* a request went out on the stream; its response is not over */
+	bool stream_kept;         /* the stream is open and idle for the next request */
+	bool reused;              /* the request in flight went out on a kept stream */
+	bool retryable;           /* idempotent without a body: may be sent again */
 };
 
 static void set_state(struct h_session *s, enum h_state next)
@@ -96,6 +140,62 @@ static void end_stream(struct user_conn *uc)
 	if (uc->relay.stream.tunnel)
 		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
 	proxy_stream_done(uc);
+}
+
+/* The origin pool's key of o: group, user name and target, one per line
+ * (none of them can hold a line feed). Its length, 0 if it does not fit. */
+static size_t origin_key(const struct h_origin *o, char *out, size_t cap)
+{
+	const struct stream_target *t = &o->target;
+	bool name = t->addr_type == FRAME_ADDR_DOMAIN;
+	char shown[GRAMMAR_TARGET_MAX];
+	int n;
+
+	if (grammar_format_target(shown, sizeof(shown), t->addr_type,
+				  name ? (const void *)t->domain : t->addr,
+				  name ? strlen(t->domain) : t->addr_type == FRAME_ADDR_IPV4 ? 4 : 16,
+				  t->port) < 0)
+		return 0;
+	n = snprintf(out, cap, "%s\n%s\n%s", o->id.group, o->id.full, shown);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* Move the stream, idle after a complete response to the request s->origin
+ * describes, into the origin pool for a later user connection of the same
+ * identity (s->origin must still be that request's). True when it went. */
+static bool park_stream(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+	char key[ORIGIN_POOL_KEY_MAX];
+	size_t len;
+
+	if (!s->origin || !uc->relay.stream.tunnel || !origin_pool_enabled(uc->gw) ||
+	    !proxy_stream_reusable(uc, s->origin->id.group))
+		return false;
+	len = origin_key(s->origin, key, sizeof(key));
+	if (!len || origin_pool_put(uc->gw, key, len, &uc->relay.stream, uc->client,
+				    uc->relay.out_stream_debt) < 0)
+		return false;
+	log_debug("Origin connection parked", LF_S("client_id", uc->client_id));
+	proxy_stream_done(uc); /* the stream is the pool's now */
+	return true;
+}
+
+/* The kept stream is of no further use here (why: for the debug line):
+ * parked when park and the pool takes it, else reset. */
+static void drop_kept_stream(struct user_conn *uc, const char *why, bool park)
+{
+	struct h_session *s = uc->proto;
+
+	if (!s->stream_kept)
+		return;
+	s->stream_kept = false;
+	uc->stream_idle = false;
+	if (park && park_stream(uc))
+		return;
+	log_debug("Kept origin connection dropped", LF_S("client_id", uc->client_id),
+		  LF_S("reason", why));
+	end_stream(uc);
 }
 
 /* May the user still be sending the body of the request being answered?
@@ -219,8 +319,20 @@ static void start_linger(struct user_conn *uc)
 static void next_request(struct user_conn *uc)
 {
 	struct h_session *s = uc->proto;
+	/* the origin's connection may carry another request of this user:
+	 * the next one on this connection, or one on another (parked) */
+	bool reusable = s->req_done && s->upstream_keep_alive && s->origin_keep_alive &&
+			!s->resp_extra && !uc->relay.stream.fin_received &&
+			proxy_stream_reusable(uc, s->origin->id.group);
 
-	end_stream(uc);
+	s->awaiting_response = false;
+	s->reused = false;
+	free(s->head_out);
+	s->head_out = NULL;
+	if (reusable && s->resp_keep_alive && !s->user_eof)
+		s->stream_kept = uc->stream_idle = true;
+	else if (!reusable || !park_stream(uc))
+		end_stream(uc);
 	buf_release(&s->resp);
 	if (!s->req_done) {
 		start_linger(uc);
@@ -261,8 +373,13 @@ static int forward_response_body(struct user_conn *uc, const uint8_t *p, size_t 
 		relay_close(&uc->relay, "user connection gone");
 		return -EPIPE;
 	}
-	if ((size_t)k < n && uc->relay.stream.tunnel)
-		stream_consumed(&uc->relay.stream, n - (size_t)k); /* trailing junk */
+	if ((size_t)k < n) {
+		/* bytes after the end: never the next response (the stream is
+		 * not kept), dropped */
+		s->resp_extra = true;
+		if (uc->relay.stream.tunnel)
+			stream_consumed(&uc->relay.stream, n - (size_t)k);
+	}
 	if (done)
 		next_request(uc);
 	return 0;
@@ -305,6 +422,8 @@ static int handle_response_head(struct user_conn *uc)
 			reply_error(uc, 502, "bad response framing from the origin", NULL);
 			return -EBADMSG;
 		}
+		s->origin_keep_alive = http_response_keep_alive(&head) &&
+				       s->resp_body.kind != HTTP_BODY_UNTIL_CLOSE;
 		/* Keep-alive only once the request body has been forwarded in
 		 * full. A final response that starts earlier (a 413 to an upload)
 		 * leaves body bytes on the connection that nothing may parse as a
@@ -340,6 +459,13 @@ static int fwd_on_data(struct stream *st, const uint8_t *p, size_t n)
 	struct h_session *s = uc->proto;
 	int ret;
 
+	if (!s->awaiting_response) {
+		/* a kept stream: nothing was asked, so this is no response */
+		drop_kept_stream(uc, "the origin sent bytes while idle", false);
+		return 0;
+	}
+	if (n)
+		s->resp_started = true;
 	if (s->resp_head_done)
 		return forward_response_body(uc, p, n);
 	if (buf_append(&s->resp, p, n) < 0) {
@@ -369,12 +495,52 @@ static int fwd_on_data(struct stream *st, const uint8_t *p, size_t n)
 	return 0;
 }
 
+/* proxy_open() for the request again, on a fresh stream. */
+static void open_request(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+
+	set_state(s, H_WAIT_OPEN);
+	relay_read(&uc->relay, false);
+	proxy_open(uc, &s->origin->id, &s->origin->target);
+}
+
+/*
+ * A request went out on a kept stream and the stream ended before any byte
+ * of the response: the origin had closed the idle connection (or the
+ * tunnel went away) while the request was on its way. Sent again on a new
+ * stream, once, when that cannot repeat an effect the user did not ask
+ * for (idempotent, no body) and nothing of the response reached the user.
+ * True when it was.
+ */
+static bool retry_on_new_stream(struct user_conn *uc, const char *why)
+{
+	struct h_session *s = uc->proto;
+
+	if (!s->reused || !s->retryable || s->resp_started || !s->head_out || !s->origin)
+		return false;
+	log_debug("Kept origin connection was gone, request sent again",
+		  LF_S("client_id", uc->client_id), LF_S("reason", why));
+	end_stream(uc);
+	s->reused = false;
+	s->awaiting_response = false;
+	s->req_done = false;
+	open_request(uc);
+	return true;
+}
+
 static void fwd_on_fin(struct stream *st)
 {
 	struct user_conn *uc = st->owner;
 	struct h_session *s = uc->proto;
 
+	if (!s->awaiting_response) {
+		drop_kept_stream(uc, "the origin closed the idle connection", false);
+		return;
+	}
 	if (!s->resp_head_done) {
+		if (retry_on_new_stream(uc, "the origin closed"))
+			return;
 		reply_error(uc, 502, "the origin closed without a response", NULL);
 		return;
 	}
@@ -392,10 +558,17 @@ static void fwd_on_reset(struct stream *st, uint8_t reason, const char *why)
 	struct user_conn *uc = st->owner;
 	struct h_session *s = uc->proto;
 
-	if (!s->resp_head_done)
+	if (!s->awaiting_response) {
+		drop_kept_stream(uc, why, false);
+		return;
+	}
+	if (!s->resp_head_done) {
+		if (retry_on_new_stream(uc, why))
+			return;
 		reply_error(uc, 502, "the connection to the origin failed", NULL);
-	else
+	} else {
 		relay_close(&uc->relay, why);
+	}
 }
 
 static void forward_request_body(struct user_conn *uc);
@@ -458,6 +631,99 @@ static void forward_request_body(struct user_conn *uc)
 	relay_read(&uc->relay, false);
 }
 
+/* RFC 9110 §9.2.2: sending these twice has the effect of sending them once. */
+static bool method_idempotent(const struct http_head *head)
+{
+	static const char *const methods[] = { "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE" };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(methods); i++)
+		if (head->method.len == strlen(methods[i]) &&
+		    !memcmp(head->method.ptr, methods[i], head->method.len))
+			return true;
+	return false;
+}
+
+static bool same_origin(const struct h_origin *o, const struct username_identity *id,
+			const struct stream_target *t)
+{
+	if (o->id.full_len != id->full_len || memcmp(o->id.full, id->full, id->full_len) ||
+	    strcmp(o->id.group, id->group) || o->target.addr_type != t->addr_type ||
+	    o->target.port != t->port)
+		return false;
+	if (t->addr_type == FRAME_ADDR_DOMAIN)
+		return !strcmp(o->target.domain, t->domain);
+	return !memcmp(o->target.addr, t->addr, sizeof(t->addr));
+}
+
+/* Remember where this request goes and for whom (struct h_origin). */
+static int save_origin(struct h_session *s, const struct username_identity *id,
+		       const struct stream_target *t)
+{
+	if (!s->origin)
+		s->origin = malloc(sizeof(*s->origin));
+	if (!s->origin)
+		return -ENOMEM;
+	s->origin->id = *id;
+	s->origin->target = *t;
+	s->origin->target.user = NULL;
+	s->origin->target.group = NULL;
+	if (t->addr_type == FRAME_ADDR_DOMAIN) {
+		snprintf(s->origin->domain, sizeof(s->origin->domain), "%s", t->domain);
+		s->origin->target.domain = s->origin->domain;
+	}
+	return 0;
+}
+
+/* The request goes out on the kept stream (how: "kept" from this user
+ * connection's last request, "pooled" from the origin pool): no OPEN, the
+ * agent's connection to the origin is already there. Logged like
+ * proxy_open()'s requests. */
+static void reuse_kept_stream(struct user_conn *uc, const struct username_identity *id,
+			      const struct stream_target *t, const char *how)
+{
+	struct h_session *s = uc->proto;
+	char shown[GRAMMAR_TARGET_MAX];
+	bool name = t->addr_type == FRAME_ADDR_DOMAIN;
+
+	if (log_enabled(LOG_INFO)) { /* the target is formatted for the log only */
+		if (grammar_format_target(shown, sizeof(shown), t->addr_type,
+					  name ? (const void *)t->domain : t->addr,
+					  name ? strlen(t->domain)
+					       : t->addr_type == FRAME_ADDR_IPV4 ? 4 : 16,
+					  t->port) < 0)
+			snprintf(shown, sizeof(shown), "(invalid target):%u", t->port);
+		log_info("Gateway received request", LF_S("user", id->full),
+			 LF_S("group", id->group), LF_S("proxy", uc->fe->name),
+			 LF_S("target", shown), LF_S("client_id", uc->client_id),
+			 LF_S("origin_connection", how));
+	}
+	s->stream_kept = false;
+	uc->stream_idle = false;
+	s->reused = true;
+	proxy_count_reused(uc);
+	uc->fe->on_open_result(uc, 0, "");
+}
+
+/* A stream parked in the origin pool for this request's identity and
+ * target (s->origin), moved into this connection. True when there was one. */
+static bool take_parked_stream(struct user_conn *uc, const struct username_identity *id)
+{
+	struct h_session *s = uc->proto;
+	char key[ORIGIN_POOL_KEY_MAX];
+	struct reg_client *client;
+	size_t len = origin_key(s->origin, key, sizeof(key));
+
+	if (!len || uc->relay.stream.tunnel || uc->client)
+		return false; /* a stream of its own still: not expected here */
+	client = origin_pool_take(uc->gw, key, len, id->group, &uc->relay.stream,
+				  &forward_stream_ops, uc);
+	if (!client)
+		return false;
+	proxy_adopt_stream(uc, client);
+	return true;
+}
+
 static void handle_request(struct user_conn *uc, const struct http_head *head, size_t head_len)
 {
 	struct h_session *s = uc->proto;
@@ -467,7 +733,7 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	struct stream_target target;
 	char host[HTTP_MAX_HOST_BYTES + 1];
 	const char *why = NULL;
-	bool ok;
+	bool ok, reuse;
 	int ret;
 
 	ret = http_proxy_credentials(head, &cred, &why);
@@ -502,6 +768,12 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	}
 	s->method = head->method_kind;
 	s->connect = head->method_kind == HTTP_METHOD_CONNECT;
+	/* decided before save_origin() records this request's origin: a kept
+	 * stream of another origin or identity is parked under its own */
+	reuse = s->stream_kept && !s->connect && same_origin(s->origin, &id, &target) &&
+		proxy_stream_reusable(uc, id.group);
+	if (!reuse)
+		drop_kept_stream(uc, "the next request goes elsewhere", true);
 	if (!s->connect) {
 		ssize_t n;
 
@@ -510,6 +782,17 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 			return;
 		}
 		s->client_keep_alive = http_request_keep_alive(head);
+		/* the origin keeps its connection only for a user that may
+		 * send another request, and only one we can tell apart */
+		/* keep-alive upstream when this user connection may carry
+		 * another request, and with the origin pool even when it
+		 * closes after this one */
+		s->upstream_keep_alive = (s->client_keep_alive || origin_pool_enabled(uc->gw)) &&
+					 save_origin(s, &id, &target) == 0;
+		s->retryable = s->req_body.kind == HTTP_BODY_NONE && method_idempotent(head);
+		s->resp_started = false;
+		s->resp_extra = false;
+		s->origin_keep_alive = false;
 		free(s->head_out);
 		s->head_out = malloc(head_len + HTTP_REWRITE_GROWTH_BYTES);
 		if (!s->head_out) {
@@ -517,7 +800,7 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 			return;
 		}
 		n = http_write_request_head(s->head_out, head_len + HTTP_REWRITE_GROWTH_BYTES, head,
-					    &t);
+					    &t, s->upstream_keep_alive);
 		if (n < 0) {
 			reply_error(uc, 431, "request head too large", NULL);
 			return;
@@ -527,6 +810,14 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	buf_consume(&s->in, head_len);
 	set_state(s, H_WAIT_OPEN);
 	relay_read(&uc->relay, false);
+	if (reuse) {
+		reuse_kept_stream(uc, &id, &target, "kept");
+		return;
+	}
+	if (!s->connect && s->upstream_keep_alive && take_parked_stream(uc, &id)) {
+		reuse_kept_stream(uc, &id, &target, "pooled");
+		return;
+	}
 	proxy_open(uc, &id, &target);
 }
 
@@ -600,10 +891,12 @@ static void http_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
 	}
 	if (n == 0) {
 		s->user_eof = true;
-		if (s->state == H_HEAD && !buf_used(&s->in))
+		if (s->state == H_HEAD && !buf_used(&s->in)) {
+			drop_kept_stream(uc, "client closed", true);
 			relay_close_after_send(&uc->relay, "client closed");
-		else
+		} else {
 			process_input(uc);
+		}
 		return;
 	}
 	if (s->between_requests) {
@@ -645,12 +938,16 @@ static void http_open_result(struct user_conn *uc, uint8_t reason, const char *m
 	}
 	proxy_watch_idle(uc);
 	uc->relay.stream.ops = &forward_stream_ops;
+	s->awaiting_response = true;
 	if (stream_write(&uc->relay.stream, s->head_out, s->head_out_len) < 0) {
 		relay_close(&uc->relay, "stream gone");
 		return;
 	}
-	free(s->head_out);
-	s->head_out = NULL;
+	if (!s->reused || !s->retryable) {
+		/* kept for a retry on a new stream only (retry_on_new_stream) */
+		free(s->head_out);
+		s->head_out = NULL;
+	}
 	set_state(s, H_FORWARD);
 	forward_request_body(uc);
 }
@@ -664,6 +961,7 @@ static void http_closed(struct user_conn *uc)
 	buf_release(&s->in);
 	buf_release(&s->resp);
 	free(s->head_out);
+	free(s->origin);
 	free(s);
 	uc->proto = NULL;
 }

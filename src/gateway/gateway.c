@@ -241,6 +241,7 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 		log_info("Client draining", LF_S("client_id", gt->client_id),
 			 LF_U("replica", gt->reg.replica),
 			 LF_S("reason", frame_error_name(f->error.code)));
+		proxy_release_idle(gt->gw, NULL, t);
 		return 0;
 	case FRAME_DGRAM_OPEN:
 	case FRAME_DGRAM:

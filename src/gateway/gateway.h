@@ -152,6 +152,7 @@ struct gateway {
 	struct log_rate suspect_rate; /* "Tunnel suspect" WARNs */
 	struct log_rate answer_rate;  /* "Tunnel answers again" INFOs */
 	struct user_conn *users; /* newest first, a utlist DL list (proxy.c) */
+	struct origin_pool *origin_pool; /* parked HTTP origin streams (origin_pool.c) */
 	/* set by gateway.c, called by proxy.c once a user connection is freed:
 	 * a stopping gateway exits after the last one (proxy.c never calls
 	 * into gateway.c) */

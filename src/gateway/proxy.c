@@ -15,6 +15,7 @@
 #include "anyproxy/net.h"
 #include "anyproxy/username.h"
 #include "gateway.h"
+#include "origin_pool.h"
 #include "proxy.h"
 
 /* ---- life cycle ---- */
@@ -210,10 +211,62 @@ void proxy_close_handshaking(struct gateway *gw, const char *why)
 {
 	struct user_conn *uc, *tmp;
 
-	/* as in proxy_close_all: relay_close frees nothing synchronously */
+	/* as in proxy_close_all: relay_close frees nothing synchronously; an
+	 * HTTP connection between requests holds no request, even when it
+	 * keeps its stream for the next one */
 	DL_FOREACH_SAFE(gw->users, uc, tmp)
-		if (!uc->relay.stream.tunnel && !uc->relay.pumping)
+		if ((!uc->relay.stream.tunnel || uc->stream_idle) && !uc->relay.pumping)
 			relay_close(&uc->relay, why);
+	origin_pool_release(gw, NULL, NULL); /* parked streams hold no request */
+}
+
+bool proxy_agent_usable(const struct gateway *gw, const struct reg_client *client,
+			const struct tunnel *t, const char *group)
+{
+	const struct gw_tunnel *gt;
+
+	if (!t || t->state != TUNNEL_OPEN || !client || client->drained || client->detached ||
+	    gw->stopping || strcmp(client->group->id, group))
+		return false;
+	gt = t->owner;
+	return gt->reg.client == client && !gt->reg.draining && !gt->reg.suspect;
+}
+
+bool proxy_stream_reusable(const struct user_conn *uc, const char *group)
+{
+	return proxy_agent_usable(uc->gw, uc->client, uc->relay.stream.tunnel, group);
+}
+
+void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client)
+{
+	uc->client = client;
+	snprintf(uc->client_id, sizeof(uc->client_id), "%s", client->id);
+	client->streams_active++;
+	uc->relay.stream.count_sent[0] = &client->bytes_out;
+	uc->relay.stream.count_received[0] = &client->bytes_in;
+	uc->group_stats = gw_stats_group(&uc->gw->stats, client->group->id);
+	if (uc->group_stats) {
+		uc->group_stats->streams_active[uc->proxy]++;
+		uc->relay.stream.count_sent[1] = &uc->group_stats->bytes_out;
+		uc->relay.stream.count_received[1] = &uc->group_stats->bytes_in;
+	}
+}
+
+void proxy_release_idle(struct gateway *gw, const struct reg_client *client,
+			const struct tunnel *t)
+{
+	struct user_conn *uc;
+
+	/* resets only: no user connection leaves the list during the walk */
+	DL_FOREACH(gw->users, uc) {
+		if (!uc->stream_idle || !uc->relay.stream.tunnel ||
+		    (client && uc->client != client) || (t && uc->relay.stream.tunnel != t))
+			continue;
+		uc->stream_idle = false;
+		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
+		proxy_stream_done(uc);
+	}
+	origin_pool_release(gw, client, t);
 }
 
 /* ---- authentication ---- */
@@ -617,6 +670,12 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
 	no_fallback = proxy_no_fallback(gw, id);
 	rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
+	if (!rt && full && origin_pool_count(gw)) {
+		/* idle parked streams count on their tunnels: never at the
+		 * cost of a request */
+		origin_pool_release(gw, NULL, NULL);
+		rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
+	}
 	if (!rt && full) {
 		char msg[160];
 
@@ -698,6 +757,16 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		return;
 	open_failed(uc, FRAME_OPEN_GENERAL,
 		    ret == -ENOMEM ? "out of memory" : "tunnel busy or closing");
+}
+
+void proxy_count_reused(struct user_conn *uc)
+{
+	/* like proxy_open(): the request ends the user's handshake */
+	if (uc->in_handshake)
+		metrics_observe_us(&uc->gw->stats.proxy[uc->proxy].handshake,
+				   now_us() - uc->accepted_us);
+	user_handshake_over(uc);
+	uc->gw->stats.proxy[uc->proxy].opens[frame_open_result(0)]++;
 }
 
 void proxy_stream_done(struct user_conn *uc)

@@ -81,6 +81,9 @@ struct user_conn {
 	const struct config_listener *listener_cfg;
 	struct timer deadline; /* handshake, waiting for the agent, or idle watch */
 	bool idle_watch;       /* deadline is the idle timeout */
+	/* the stream is only kept for a next request (HTTP forwarding): no
+	 * request on it; shutdown and drains may end it (proxy_release_idle) */
+	bool stream_idle;
 	const char *phase;     /* what the deadline waits for, for its log line */
 	bool in_handshake; /* counted in gateway.user_budget until its first proxy_open */
 	/* the request's OPEN while no agent accepted it (proxy.c): what a retry
@@ -141,6 +144,34 @@ void proxy_handshake_over(struct user_conn *uc);
 /* The stream of this request is over (HTTP forwarding moves on to the
  * next request): stop counting it in its client's statistics. */
 void proxy_stream_done(struct user_conn *uc);
+
+/* May the request of a user of group take this connection's stream, kept
+ * from the request before (HTTP forwarding)? Only while its agent would be
+ * picked for a new stream of that very group: registered, not drained, its
+ * tunnel open, not draining (GOAWAY) nor suspect, the gateway not stopping,
+ * and the agent of the group itself (a stream that fell back to the default
+ * group is not kept for the group). */
+bool proxy_stream_reusable(const struct user_conn *uc, const char *group);
+/* The same test for a stream of client's agent on tunnel t (a parked one). */
+bool proxy_agent_usable(const struct gateway *gw, const struct reg_client *client,
+			const struct tunnel *t, const char *group);
+
+/* uc->relay.stream was moved in from the origin pool: count it as an open
+ * stream of client's agent (client: a reference the caller hands over),
+ * as proxy_open() does for a new one, without counting a new stream. */
+void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client);
+
+/* End the streams only kept for a next request (stream_idle) of client's
+ * agent, or on tunnel t (either may be NULL: any), and those parked in the
+ * origin pool: an agent drained with apctl or going away (GOAWAY) is not
+ * held by idle HTTP connections. */
+void proxy_release_idle(struct gateway *gw, const struct reg_client *client,
+			const struct tunnel *t);
+
+/* A request answered on a stream it did not open (HTTP forwarding reusing
+ * the origin connection): it ends the user's handshake like proxy_open()
+ * and is counted with the requests answered, as an OPEN that succeeded. */
+void proxy_count_reused(struct user_conn *uc);
 
 /* The OPEN was answered with success: start pumping (SOCKS5, CONNECT). */
 void proxy_start_pump(struct user_conn *uc, const uint8_t *first, size_t n);

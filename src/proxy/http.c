@@ -672,6 +672,12 @@ bool http_request_keep_alive(const struct http_head *req)
 	return req->minor_version == 1 || http_header_has_token(req, "Connection", "keep-alive");
 }
 
+bool http_response_keep_alive(const struct http_head *resp)
+{
+	/* RFC 9112 §9.3: the same persistence rule both ways */
+	return http_request_keep_alive(resp);
+}
+
 /* ---- Basic proxy credentials (RFC 7617) -------------------------------- */
 
 static int base64_value(uint8_t c)
@@ -1293,7 +1299,7 @@ static int put_fields(struct writer *w, const struct http_head *h, bool drop_hos
 }
 
 ssize_t http_write_request_head(uint8_t *out, size_t cap, const struct http_head *req,
-				const struct http_target *t)
+				const struct http_target *t, bool keep_alive)
 {
 	struct writer w = { .out = out, .cap = cap };
 
@@ -1308,7 +1314,7 @@ ssize_t http_write_request_head(uint8_t *out, size_t cap, const struct http_head
 	put_text(&w, "\r\n");
 	if (put_fields(&w, req, true))
 		return -EINVAL;
-	put_text(&w, "Connection: close\r\n\r\n");
+	put_text(&w, keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n");
 	return writer_result(&w);
 }
 

@@ -53,6 +53,28 @@ void stream_detach(struct stream *s)
 		tunnel_close_after(t, NULL, t->close_reason);
 }
 
+void stream_move(struct stream *dst, struct stream *src, const struct stream_ops *ops,
+		 void *owner)
+{
+	struct tunnel *t = src->tunnel;
+	bool waiting = src->waiting_writable;
+
+	if (t) {
+		unwait(src);
+		HASH_DELETE(hh, t->streams, src);
+	}
+	*dst = *src;
+	memset(&dst->hh, 0, sizeof(dst->hh));
+	dst->ops = ops;
+	dst->owner = owner;
+	if (t) {
+		HASH_ADD(hh, t->streams, id, sizeof(dst->id), dst);
+		if (waiting)
+			stream_want_writable(dst);
+	}
+	memset(src, 0, sizeof(*src));
+}
+
 static int send_simple(struct stream *s, uint8_t type)
 {
 	struct frame f = { .type = type, .stream_id = s->id };

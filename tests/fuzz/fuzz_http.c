@@ -205,15 +205,15 @@ static void check_same_framing(const struct http_body_state *a, const struct htt
 }
 
 static void check_request_rewrite(ssize_t head_len, const struct http_target *t,
-				  const struct http_body_state *b)
+				  const struct http_body_state *b, bool keep_alive)
 {
-	ssize_t n = http_write_request_head(written, sizeof(written), &head, t);
+	ssize_t n = http_write_request_head(written, sizeof(written), &head, t, keep_alive);
 	size_t fields = kept_fields(&head, true) + 2; /* Host, Connection */
 	struct http_body_state b2;
 	ssize_t m;
 
 	CHECK(n > 0 && n <= head_len + HTTP_REWRITE_GROWTH_BYTES);
-	CHECK(http_write_request_head(written, (size_t)n - 1, &head, t) == -ENOSPC);
+	CHECK(http_write_request_head(written, (size_t)n - 1, &head, t, keep_alive) == -ENOSPC);
 	m = http_parse_request(written, (size_t)n, &again, NULL);
 	if (n > HTTP_MAX_HEAD_BYTES || fields > HTTP_MAX_HEADERS) {
 		CHECK(m == -EMSGSIZE);
@@ -230,6 +230,8 @@ static void check_request_rewrite(ssize_t head_len, const struct http_target *t,
 	CHECK(str_is_nocase(again.headers[0].name, "host") &&
 	      str_same(again.headers[0].value, t->authority));
 	CHECK(str_is_nocase(again.headers[fields - 1].name, "connection"));
+	/* what the origin reads is what was asked for */
+	CHECK(http_request_keep_alive(&again) == keep_alive);
 	check_fields_kept(&head, &again, 1, true);
 	CHECK(http_request_body(&again, &b2, NULL) == 0);
 	check_same_framing(b, &b2);
@@ -255,6 +257,7 @@ static void check_response_rewrite(ssize_t head_len, const struct http_body_stat
 	CHECK(str_same(again.reason, head.reason));
 	CHECK(again.header_count == fields);
 	CHECK(http_header_has_token(&again, "Connection", keep_alive ? "keep-alive" : "close"));
+	CHECK(http_response_keep_alive(&again) == keep_alive);
 	check_fields_kept(&head, &again, 0, false);
 	CHECK(http_response_body(&again, HTTP_METHOD_OTHER, &b2, NULL) == 0);
 	check_same_framing(b, &b2);
@@ -416,7 +419,7 @@ static void check_request(const uint8_t *data, size_t size)
 	CHECK(b.kind == HTTP_BODY_NONE || b.kind == HTTP_BODY_LENGTH ||
 	      b.kind == HTTP_BODY_CHUNKED);
 	if (!target_err && head.method_kind != HTTP_METHOD_CONNECT)
-		check_request_rewrite(n, &t, &b);
+		check_request_rewrite(n, &t, &b, size & 1);
 	check_chunked(data + n, size - (size_t)n);
 }
 
@@ -444,6 +447,8 @@ static void check_response(const uint8_t *data, size_t size)
 			CHECK(b.kind == HTTP_BODY_NONE);
 	}
 	CHECK(http_response_body(&head, HTTP_METHOD_OTHER, &b, NULL) == 0);
+	/* an explicit close is never read as persistence */
+	CHECK(!http_response_keep_alive(&head) || !http_header_has_token(&head, "Connection", "close"));
 	check_response_rewrite(n, &b, size & 1);
 	check_chunked(data + n, size - (size_t)n);
 }

@@ -855,6 +855,34 @@ static void test_keep_alive(void **state)
 	}
 }
 
+static const struct keep_alive_case response_keep_alive_cases[] = {
+	{ "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true },
+	{ "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false },
+	{ "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, Close\r\n\r\n", false },
+	{ "HTTP/1.1 204 No Content\r\nConnection: x, close\r\n\r\n", false },
+	{ "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\n\r\n", true },
+	{ "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false },
+	{ "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", true },
+	{ "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", false },
+	{ "HTTP/1.0 200 OK\r\nProxy-Connection: keep-alive\r\n\r\n", false },
+};
+
+static void test_response_keep_alive(void **state)
+{
+	struct http_head h;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(response_keep_alive_cases); i++) {
+		const char *in = response_keep_alive_cases[i].head;
+
+		assert_int_equal(http_parse_response((const uint8_t *)in, strlen(in), &h, NULL),
+				 strlen(in));
+		if (http_response_keep_alive(&h) != response_keep_alive_cases[i].keep_alive)
+			fail_msg("case %zu: keep-alive should be %d", i,
+				 response_keep_alive_cases[i].keep_alive);
+	}
+}
+
 /* ---- Basic credentials ------------------------------------------------- */
 
 static size_t base64_encode(const uint8_t *in, size_t n, char *out)
@@ -1572,7 +1600,7 @@ static ssize_t write_request(uint8_t *out, size_t cap, const void *arg)
 {
 	const struct request_write *w = arg;
 
-	return http_write_request_head(out, cap, w->req, w->t);
+	return http_write_request_head(out, cap, w->req, w->t, false);
 }
 
 struct request_writer_case {
@@ -1635,20 +1663,32 @@ static void test_write_request_head(void **state)
 		check_writer(c->name, write_request, &w, c->out);
 
 		/* What we write parses back. */
-		n = http_write_request_head(out, sizeof(out), &h, &t);
+		n = http_write_request_head(out, sizeof(out), &h, &t, false);
 		assert_int_equal(http_parse_request(out, (size_t)n, &again, NULL), n);
 		assert_int_equal(again.header_count, c->out_fields);
+		assert_false(http_request_keep_alive(&again));
+
+		/* Kept alive: the same head but the last field, which asks the
+		 * origin to keep the connection, whatever the version. */
+		n = http_write_request_head(out, sizeof(out), &h, &t, true);
+		assert_int_equal(http_parse_request(out, (size_t)n, &again, NULL), n);
+		assert_int_equal(again.header_count, c->out_fields);
+		assert_true(http_request_keep_alive(&again));
+		assert_int_equal((size_t)n, strlen(c->out) - strlen("close") + strlen("keep-alive"));
+		assert_memory_equal(out, c->out, strlen(c->out) - strlen("close\r\n\r\n"));
+		assert_memory_equal(out + n - strlen("keep-alive\r\n\r\n"), "keep-alive\r\n\r\n",
+				    strlen("keep-alive\r\n\r\n"));
 	}
 
 	/* A head that did not pass http_request_body is refused. */
 	parse_request_copy("POST http://a/ HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", &h);
 	assert_int_equal(http_parse_target(&h, &t, NULL), 0);
-	assert_int_equal(http_write_request_head(out, sizeof(out), &h, &t), -EINVAL);
+	assert_int_equal(http_write_request_head(out, sizeof(out), &h, &t, false), -EINVAL);
 
 	/* CONNECT has no origin-form. */
 	parse_request_copy("CONNECT a:443 HTTP/1.1\r\n\r\n", &h);
 	assert_int_equal(http_parse_target(&h, &t, NULL), 0);
-	assert_int_equal(http_write_request_head(out, sizeof(out), &h, &t), -EINVAL);
+	assert_int_equal(http_write_request_head(out, sizeof(out), &h, &t, false), -EINVAL);
 }
 
 struct response_write {
@@ -1796,7 +1836,7 @@ static void test_rewrite_growth(void **state)
 	assert_int_equal(in_len, build_len);
 	assert_int_equal(http_parse_target(&h, &t, NULL), 0);
 	assert_int_equal(http_request_body(&h, &b, NULL), 0);
-	n = http_write_request_head(out, sizeof(out), &h, &t);
+	n = http_write_request_head(out, sizeof(out), &h, &t, true);
 	assert_true(n > in_len && n <= in_len + HTTP_REWRITE_GROWTH_BYTES);
 
 	build_reset();
@@ -1826,6 +1866,7 @@ int main(void)
 		cmocka_unit_test(test_header_lookup),
 		cmocka_unit_test(test_hop_by_hop),
 		cmocka_unit_test(test_keep_alive),
+		cmocka_unit_test(test_response_keep_alive),
 		cmocka_unit_test(test_basic_decode),
 		cmocka_unit_test(test_proxy_credentials),
 		cmocka_unit_test(test_request_framing),

@@ -200,6 +200,44 @@ static void test_detach_a_requeued_waiter(void **state)
 	assert_int_equal(check_wait_list(f), 0);
 }
 
+/* stream_move: the stream keeps its id, table entry and place among the
+ * waiters (re-queued at the end), its frames and wake-ups reach the new
+ * owner, and the old struct is left detached. */
+static void test_move_a_waiting_stream(void **state)
+{
+	struct fixture *f = *state;
+	struct stream *found;
+	uint32_t id = 2;
+
+	add_waiters(f, 3);
+	f->n = 4;
+	f->w[1].s.send_credit = 1234;
+	stream_move(&f->w[3].s, &f->w[1].s, &ops, &f->w[3]);
+	assert_null(f->w[1].s.tunnel);
+	assert_false(f->w[1].s.waiting_writable);
+	assert_ptr_equal(f->w[3].s.tunnel, &f->t);
+	assert_int_equal(f->w[3].s.id, 2);
+	assert_int_equal(f->w[3].s.send_credit, 1234);
+	assert_ptr_equal(f->w[3].s.owner, &f->w[3]);
+	assert_int_equal(f->t.nstreams, 3);
+	HASH_FIND(hh, f->t.streams, &id, sizeof(id), found);
+	assert_ptr_equal(found, &f->w[3].s);
+	assert_int_equal(check_wait_list(f), 3);
+	stream_tunnel_writable(&f->t);
+	assert_int_equal(f->w[0].woken, 1);
+	assert_int_equal(f->w[1].woken, 0);
+	assert_int_equal(f->w[2].woken, 1);
+	assert_int_equal(f->w[3].woken, 1);
+	assert_int_equal(check_wait_list(f), 0);
+
+	/* a detached stream moves as it is, with nothing to relink */
+	stream_move(&f->w[1].s, &f->w[3].s, &ops, &f->w[1]);
+	stream_detach(&f->w[1].s);
+	stream_move(&f->w[3].s, &f->w[1].s, &ops, &f->w[3]);
+	assert_null(f->w[3].s.tunnel);
+	assert_int_equal(f->t.nstreams, 2);
+}
+
 /* Every callback re-queues itself: each is woken once, the loop ends, and
  * the list comes back whole in the original order. */
 static void test_everyone_requeues(void **state)
@@ -303,6 +341,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_requeue_self_then_detach_next, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_detach_a_requeued_waiter, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_everyone_requeues, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_move_a_waiting_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_random_actions_keep_the_list_whole, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_tunnel_closed_by_a_callback, setup, teardown),

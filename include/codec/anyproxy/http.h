@@ -15,6 +15,7 @@
  *                         where this one ends
  *   http_parse_response, http_response_body, http_write_response_head
  *                         the same for the origin's answer
+ *   http_response_keep_alive  whether the origin keeps the connection
  *   http_write_error      the gateway's own replies (400, 407, 502, ...)
  *
  * Return values follow common.h: parsers return the bytes consumed (> 0), 0
@@ -198,6 +199,11 @@ bool http_is_hop_by_hop(const struct http_head *h, const struct http_header *fie
  * "Connection: keep-alive". */
 bool http_request_keep_alive(const struct http_head *req);
 
+/* The same rule for a response head: whether the origin keeps its
+ * connection for another request once this response has ended (its body
+ * must also be framed: one that runs until close never allows it). */
+bool http_response_keep_alive(const struct http_head *resp);
+
 /* ---- Basic proxy credentials ------------------------------------------- */
 
 /* Decoded and NUL-terminated. Secrets: wipe with explicit_bzero after use. */
@@ -308,8 +314,9 @@ ssize_t http_body_scan(struct http_body_state *b, const uint8_t *buf, size_t len
  * The request head for the origin: "METHOD path?query HTTP/1.x", then
  * "Host: <authority>" from the target (RFC 9112 §3.2.2: a proxy replaces
  * the received Host with the target's), then every other field that is not
- * hop-by-hop, "Connection: close" (one upstream stream per request) and the
- * blank line. The version is the client's: we forward bodies without
+ * hop-by-hop, "Connection: keep-alive" when keep_alive (the gateway may
+ * send the next request of the same user to the same origin on this
+ * connection) or "Connection: close", and the blank line. The version is the client's: we forward bodies without
  * re-coding them, so an HTTP/1.0 client must not get a chunked answer.
  * Fields are written "name: value\r\n" with name and value bytes as
  * received; Content-Length fields collapse into one (RFC 9112 §6.3).
@@ -318,7 +325,7 @@ ssize_t http_body_scan(struct http_body_state *b, const uint8_t *buf, size_t len
  * -ENOSPC (never writes past cap) or -EINVAL.
  */
 ssize_t http_write_request_head(uint8_t *out, size_t cap, const struct http_head *req,
-				const struct http_target *t);
+				const struct http_target *t, bool keep_alive);
 
 /*
  * The response head for the user: "HTTP/1.1 <status> <reason>" as received,

@@ -64,6 +64,7 @@ struct config_listener {
 	char *auth_username;
 	char *auth_password;
 	uint32_t keepalive_timeout_ms; /* [proxy.http] only */
+	uint32_t origin_pool_idle_ms;  /* [proxy.http] only, for the whole gateway */
 	char *tls_cert; /* [proxy.https] only: TLS to the proxy */
 	char *tls_key;
 };

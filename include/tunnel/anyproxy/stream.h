@@ -122,6 +122,11 @@ int stream_send_fin(struct stream *s);
 void stream_reset(struct stream *s, uint8_t reason);
 /* Unlink without sending anything (both FINs done, or the owner is gone). */
 void stream_detach(struct stream *s);
+/* Move the live stream src into dst (another owner's struct), with its id,
+ * credit and state; from now on its frames reach dst through ops and
+ * owner. src is left detached (tunnel NULL). The peer sees nothing. */
+void stream_move(struct stream *dst, struct stream *src, const struct stream_ops *ops,
+		 void *owner);
 
 /* Called by the tunnel. */
 int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **why);
