@@ -260,12 +260,12 @@ const struct config_key config_keys[] = {
 		  "(mode 0600 or 0400): the agent warns at start otherwise." },
 	{ KEY("client", "client_id", string, CLIENT, client.client_id), .required = true,
 	  .check = check_client_id, .example = "prod-client-001", .restart = true,
-	  .help = "Name of this agent at the gateway: 1 to " CONFIG_XSTR(CONFIG_ID_MAX_BYTES)
+	  .help = "Name of this agent at the gateway: 1 to " CONFIG_ID_MAX_TEXT
 		  " of A-Z a-z 0-9 . _ : -" },
 	{ KEY("client", "group_id", string, CLIENT, client.group_id), .default_value = "",
 	  .check = check_group_id, .example = "production", .restart = true,
 	  .help = "Group this agent serves; users pick it with the proxy username "
-		  "user.group-id. Empty: the default group. Up to " CONFIG_XSTR(CONFIG_ID_MAX_BYTES) " of "
+		  "user.group-id. Empty: the default group. Up to " CONFIG_ID_MAX_TEXT " of "
 		  "A-Z a-z 0-9 . _ : -" },
 	{ KEY("client", "replicas", uint32, CLIENT, client.replicas), .default_value = "1",
 	  RANGE(1, CONFIG_REPLICAS_MAX), .restart = true,

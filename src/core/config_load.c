@@ -416,7 +416,7 @@ static int check_groups(struct load_ctx *ctx)
  * because config_load sets ini_max_line to that. Returns NULL at the end of
  * the file and on any error (recorded in ctx), which ends inih's loop.
  */
-#define LINE_TOO_LONG "line too long (max " CONFIG_XSTR(CONFIG_LINE_MAX_BYTES) " bytes)"
+#define LINE_TOO_LONG "line too long (max " CONFIG_LINE_MAX_TEXT " bytes)"
 
 /* An over-long line: name its key when the line starts like "key = ". */
 static void fail_long_line(struct load_ctx *ctx, const char *start, size_t n)
@@ -638,7 +638,7 @@ static int apply_environment(struct load_ctx *ctx)
 		ctx->origins[i].kind = ORIGIN_ENV;
 		if (strlen(value) > CONFIG_LINE_MAX_BYTES)
 			return fail_key(ctx, key, "value too long (max "
-					CONFIG_XSTR(CONFIG_LINE_MAX_BYTES) " bytes)");
+					CONFIG_LINE_MAX_TEXT " bytes)");
 		if (key->type->repeatable && key->type->free)
 			key->type->free(key, config_key_field(ctx->cfg, key));
 		err = set_value(ctx, key, value);

@@ -50,7 +50,7 @@ void config_write_markdown(FILE *out)
 	      "- Comments are whole lines starting with `;` or `#`. A `;` after a value is part\n"
 	      "  of the value, so passwords may contain it.\n"
 	      "- Values are taken literally: no quotes, no escapes (`\"x\"` keeps its quotes).\n"
-	      "- A line may be at most " CONFIG_XSTR(CONFIG_LINE_MAX_BYTES)
+	      "- A line may be at most " CONFIG_LINE_MAX_TEXT
 	      " bytes; a longer line is an error, never cut.\n"
 	      "- A key may appear once per file, except list keys.\n"
 	      "- Lists are comma-separated: `forbidden_hosts = localhost, 127.0.0.1`. Spaces\n"

@@ -48,6 +48,9 @@
 /* A numeric constant as text, for fixed messages: CONFIG_XSTR(CONFIG_PORT_MAX). */
 #define CONFIG_STR(x) #x
 #define CONFIG_XSTR(x) CONFIG_STR(x)
+/* limits spelled for messages and help texts */
+#define CONFIG_ID_MAX_TEXT CONFIG_XSTR(CONFIG_ID_MAX_BYTES)
+#define CONFIG_LINE_MAX_TEXT CONFIG_XSTR(CONFIG_LINE_MAX_BYTES)
 
 #define CONFIG_GROUP_HELP "Per-group credentials: a [group.NAME] section gives the group NAME its own users' password (and optionally user name), and optionally its own agent credential. Users asking for that group (user name user.NAME) must give auth_username/auth_password instead of the listener's, so one tenant cannot pick another tenant's agents. With agent_password, only agents presenting agent_username/agent_password join NAME (and own its client_ids); the shared [gateway] credential no longer can. Groups without a section use the listener's credentials for users and the shared [gateway] credential for agents (unless [gateway] require_group_section is on). Sections may repeat for any number of groups; they reload on SIGHUP (agents whose credential was removed or changed are then closed); they have no environment overrides."
 
