@@ -14,7 +14,7 @@
 /* Length of the character at the start of s[0..len) (len >= 1), 0 if none. */
 static inline size_t utf8_reference(const uint8_t *s, size_t len)
 {
-	static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+	static const uint32_t min_cp[5] = { 0, 0, 0x80, 0x800, 0x10000 };
 	size_t n;
 	uint32_t cp;
 

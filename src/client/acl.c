@@ -28,7 +28,7 @@
 #define IPV6_BYTES 16
 #define IPV4_BITS 32
 #define IPV6_BITS 128
-#define MAPPED_PREFIX_BITS 96 /* ::ffff:0:0/96 and ::/96 embed IPv4 in the last 32 bits */
+#define MAPPED_PREFIX_BITS 96   /* ::ffff:0:0/96 and ::/96 embed IPv4 in the last 32 bits */
 #define MAPPED_MARKER_OFFSET 10 /* the 0xffff of ::ffff:a.b.c.d */
 #define EMBEDDED_IPV4_OFFSET 12
 #define IPV6_TEXT_MAX (INET6_ADDRSTRLEN - 1)
@@ -40,9 +40,9 @@
 /* Whole-name matching (see compile_regex); case-insensitive, as glibc's
  * REG_ICASE was, so `~DB\.corp` still matches the lower-cased name; bytes,
  * never UTF-8 or Unicode properties (a canonical name is ASCII). */
-#define REGEX_OPTIONS                                                              \
-	(PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_CASELESS | PCRE2_NEVER_UTF | \
-	 PCRE2_NEVER_UCP | PCRE2_NEVER_BACKSLASH_C)
+#define REGEX_OPTIONS                                                                              \
+	(PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_CASELESS | PCRE2_NEVER_UTF | PCRE2_NEVER_UCP | \
+	 PCRE2_NEVER_BACKSLASH_C)
 /* Bounds on one match (docs/acl.md "Limits"). A name is at most 253 bytes:
  * a sensible regex needs at most a few hundred backtracking steps on the
  * longest, and a match that reaches the limit costs about 0.3 ms (JIT) or
@@ -51,9 +51,9 @@
  * 253-byte name that almost matches, and so reach it: such a regex denies
  * there (docs/acl.md says to match labels with [^.]+ instead). */
 #define REGEX_MATCH_LIMIT 100000
-#define REGEX_DEPTH_LIMIT 10000     /* nested backtracking points (interpreter) */
-#define REGEX_HEAP_LIMIT_KIB 4096   /* the interpreter's backtracking memory, in KiB */
-#define REGEX_NEST_MAX 64           /* nested parentheses, when compiling */
+#define REGEX_DEPTH_LIMIT 10000   /* nested backtracking points (interpreter) */
+#define REGEX_HEAP_LIMIT_KIB 4096 /* the interpreter's backtracking memory, in KiB */
+#define REGEX_NEST_MAX 64         /* nested parentheses, when compiling */
 #define LOOPBACK_IPV4 0x7f000001u
 /* RFC 6052's well-known NAT64 prefix, 64:ff9b::/96: the last 32 bits are
  * the IPv4 destination a translator connects to. */
@@ -276,8 +276,7 @@ static bool destination(int family, const uint8_t *addr, struct acl_addr *out)
  * IPv4 rule cannot be walked around through 64:ff9b::/96. Returns how many
  * were written to out (0 for another family).
  */
-static size_t destinations(int family, const uint8_t *addr,
-			   struct acl_addr out[DESTINATIONS_MAX])
+static size_t destinations(int family, const uint8_t *addr, struct acl_addr out[DESTINATIONS_MAX])
 {
 	if (!destination(family, addr, &out[0]))
 		return 0;
@@ -354,8 +353,7 @@ static int pattern_error(char *err, size_t errlen, const char *pattern, const ch
 }
 
 /* 1..max_digits decimal digits (all of s..s+n) whose value is at most max. */
-static bool parse_decimal(const char *s, size_t n, size_t max_digits, unsigned max,
-			  unsigned *out)
+static bool parse_decimal(const char *s, size_t n, size_t max_digits, unsigned max, unsigned *out)
 {
 	unsigned v = 0;
 	size_t i;
@@ -373,8 +371,7 @@ static bool parse_decimal(const char *s, size_t n, size_t max_digits, unsigned m
 	return true;
 }
 
-static int parse_port(const char *pattern, const char *s, uint16_t *port, char *err,
-		      size_t errlen)
+static int parse_port(const char *pattern, const char *s, uint16_t *port, char *err, size_t errlen)
 {
 	unsigned v;
 
@@ -427,8 +424,7 @@ static int normalise_net(const char *pattern, struct net *net, char *err, size_t
 
 /* An address or CIDR (text is NUL-terminated, without brackets or port). */
 static int parse_net(const char *pattern, const char *text, int family,
-		     const struct net_spelling *spelling, struct net *net, char *err,
-		     size_t errlen)
+		     const struct net_spelling *spelling, struct net *net, char *err, size_t errlen)
 {
 	char addr_text[ACL_PATTERN_MAX + 1];
 	const unsigned max_bits = family == AF_INET ? IPV4_BITS : IPV6_BITS;
@@ -552,7 +548,8 @@ static bool is_repetition(const char *p)
  */
 static const char *regex_refusal(const char *p)
 {
-	static const char *const port = "a regex takes no port, and ':' never occurs in a host name";
+	static const char *const port =
+		"a regex takes no port, and ':' never occurs in a host name";
 	const char *end;
 
 	while (*p) {
@@ -566,7 +563,8 @@ static const char *regex_refusal(const char *p)
 			if (p[1] == ':')
 				return port;
 			if (p[1] && strchr("<>`'", p[1]))
-				return "\\<, \\>, \\` and \\' are GNU regex anchors, which PCRE2 reads as "
+				return "\\<, \\>, \\` and \\' are GNU regex anchors, which PCRE2 "
+				       "reads as "
 				       "literal bytes: use \\b, ^ or $";
 			p += p[1] ? 2 : 1;
 			if (p[-1] != '\\' && strchr("gkxopP", p[-1]) && *p == '{') {
@@ -705,19 +703,18 @@ static int compile_regex(const char *pattern, const char *text, struct regex **o
 
 /* docs/acl.md lists these ranges; keep the two in step. */
 static const struct net loopback_nets[] = {
-	{ AF_INET, { 127 }, 8 },
-	{ AF_INET6, { [IPV6_BYTES - 1] = 1 }, IPV6_BITS }, /* ::1 */
+	{ AF_INET, { 127 }, 8 }, { AF_INET6, { [IPV6_BYTES - 1] = 1 }, IPV6_BITS }, /* ::1 */
 };
 
 static const struct net private_nets[] = {
-	{ AF_INET, { 10 }, 8 },                    /* RFC 1918 */
-	{ AF_INET, { 172, 16 }, 12 },              /* RFC 1918 */
-	{ AF_INET, { 192, 168 }, 16 },             /* RFC 1918 */
-	{ AF_INET, { 169, 254 }, 16 },             /* link-local, cloud metadata */
-	{ AF_INET, { 100, 64 }, 10 },              /* RFC 6598 shared (CGNAT) */
-	{ AF_INET6, { 0xfc }, 7 },                 /* unique local */
-	{ AF_INET6, { 0xfe, 0x80 }, 10 },          /* link-local */
-	{ AF_INET6, { 0xfe, 0xc0 }, 10 },          /* site-local (deprecated, still routed) */
+	{ AF_INET, { 10 }, 8 },           /* RFC 1918 */
+	{ AF_INET, { 172, 16 }, 12 },     /* RFC 1918 */
+	{ AF_INET, { 192, 168 }, 16 },    /* RFC 1918 */
+	{ AF_INET, { 169, 254 }, 16 },    /* link-local, cloud metadata */
+	{ AF_INET, { 100, 64 }, 10 },     /* RFC 6598 shared (CGNAT) */
+	{ AF_INET6, { 0xfc }, 7 },        /* unique local */
+	{ AF_INET6, { 0xfe, 0x80 }, 10 }, /* link-local */
+	{ AF_INET6, { 0xfe, 0xc0 }, 10 }, /* site-local (deprecated, still routed) */
 	{ AF_INET6, { 0x00, 0x64, 0xff, 0x9b, 0x00, 0x01 }, 48 }, /* RFC 8215 local NAT64 */
 };
 
@@ -774,8 +771,8 @@ static int parse_set(const char *pattern, const char *text, const struct acl_loc
 }
 
 /* A host name or domain suffix; numeric forms must be address rules. */
-static int parse_name(const char *pattern, const char *text, bool is_suffix,
-		      struct acl_rule *rule, char *err, size_t errlen)
+static int parse_name(const char *pattern, const char *text, bool is_suffix, struct acl_rule *rule,
+		      char *err, size_t errlen)
 {
 	struct acl_host host;
 	const char *why;
@@ -834,8 +831,8 @@ static int parse_host(const char *pattern, const char *host, const struct acl_lo
 
 /* Parse one pattern into rule (its text excepted); on failure nothing
  * needs freeing. */
-static int parse_pattern(const char *pattern, const struct acl_local *local,
-			 struct acl_rule *rule, char *err, size_t errlen)
+static int parse_pattern(const char *pattern, const struct acl_local *local, struct acl_rule *rule,
+			 char *err, size_t errlen)
 {
 	char host[ACL_PATTERN_MAX + 1];
 	struct net_spelling spelling = { .bracketed = false, .port_suffix = "" };
@@ -869,8 +866,7 @@ static int parse_pattern(const char *pattern, const struct acl_local *local,
 		if (!close)
 			return pattern_error(err, errlen, pattern, "missing ']'");
 		if (close[1] != '\0' && close[1] != ':')
-			return pattern_error(err, errlen, pattern,
-					     "only ':PORT' may follow ']'");
+			return pattern_error(err, errlen, pattern, "only ':PORT' may follow ']'");
 		if (close[1] == ':') {
 			rc = parse_port(pattern, close + 2, &rule->port, err, errlen);
 			if (rc < 0)
@@ -1204,8 +1200,8 @@ enum acl_verdict acl_check_name(const struct acl *forbidden, const struct acl *a
 	return verdict;
 }
 
-enum acl_verdict acl_check_addr(const struct acl *forbidden, const struct acl *allowed,
-				int family, const uint8_t *addr, uint16_t port, bool name_allowed,
+enum acl_verdict acl_check_addr(const struct acl *forbidden, const struct acl *allowed, int family,
+				const uint8_t *addr, uint16_t port, bool name_allowed,
 				const struct acl_rule **rule)
 {
 	const struct acl_rule *decided = NULL;

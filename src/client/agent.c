@@ -22,8 +22,8 @@ static void link_connect_next(struct agent_link *l);
 static void link_start(struct agent_link *l);
 
 static const char *const link_state_names[] = {
-	[LINK_WAIT] = "wait",	       [LINK_RESOLVE] = "resolve", [LINK_CONNECT] = "connect",
-	[LINK_HANDSHAKE] = "handshake", [LINK_UP] = "up",	   [LINK_DONE] = "done",
+	[LINK_WAIT] = "wait",           [LINK_RESOLVE] = "resolve", [LINK_CONNECT] = "connect",
+	[LINK_HANDSHAKE] = "handshake", [LINK_UP] = "up",           [LINK_DONE] = "done",
 };
 
 const char *agent_link_state_name(enum link_state state)
@@ -131,9 +131,8 @@ static void link_retry(struct agent_link *l, const char *why)
 	l->gateway->failures++;
 	a->stats.reconnects++;
 	log_warn("Reconnecting to gateway", LF_S("gateway", l->gateway->name),
-		 LF_U("replica", l->replica), LF_S("reason", why),
-		 LF_U("attempt", l->failures), LF_U("delay_ms", delay),
-		 LF_U("max_delay_ms", ceiling));
+		 LF_U("replica", l->replica), LF_S("reason", why), LF_U("attempt", l->failures),
+		 LF_U("delay_ms", delay), LF_U("max_delay_ms", ceiling));
 	timer_arm(&a->ring, &l->timer, delay);
 }
 
@@ -211,7 +210,8 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 				  "credential holds it; give every agent its own client_id",
 				  LF_S("gateway", l->gateway->name),
 				  LF_S("client_id", cfg->client.client_id),
-				  LF_S("group_id", cfg->client.group_id), LF_U("replica", l->replica));
+				  LF_S("group_id", cfg->client.group_id),
+				  LF_U("replica", l->replica));
 			/* the holder stays: asking again soon would only be refused */
 			l->stay_away = true;
 			break;
@@ -225,7 +225,8 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 			break;
 		default:
 			log_error("Gateway reported an error", LF_S("gateway", l->gateway->name),
-				  LF_S("code", frame_error_name(f->error.code)), LF_S("message", msg));
+				  LF_S("code", frame_error_name(f->error.code)),
+				  LF_S("message", msg));
 		}
 		snprintf(l->last_error, sizeof(l->last_error), "gateway error: %s",
 			 frame_error_name(f->error.code));

@@ -61,7 +61,7 @@ struct agent;
 /* One entry of gateway_addr: its links are a->links[first_link ..
  * first_link + a->cfg->client.replicas). */
 struct agent_gateway {
-	struct config_addr addr; /* a copy: gateway_addr needs a restart to change */
+	struct config_addr addr;             /* a copy: gateway_addr needs a restart to change */
 	char name[AGENT_GATEWAY_NAME_BYTES]; /* as configured; gateway= of every log line */
 	unsigned first_link;
 	uint64_t connects; /* tunnels that reached HELLO_OK, since start */
@@ -78,10 +78,10 @@ struct agent_denial {
 
 /* The agent's counters, exposed by the metrics endpoint (stats.c). */
 struct agent_stats {
-	uint64_t reconnects;    /* tunnel attempts that failed or ended */
-	uint64_t streams_total; /* OPENs taken */
+	uint64_t reconnects;            /* tunnel attempts that failed or ended */
+	uint64_t streams_total;         /* OPENs taken */
 	uint64_t opens[FRAME_NRESULTS]; /* by enum frame_open_result */
-	struct metrics_histogram dns;  /* target name lookups on the resolver pool */
+	struct metrics_histogram dns;   /* target name lookups on the resolver pool */
 	struct agent_denial *denials;
 	unsigned ndenials;
 	uint64_t denials_other; /* past AGENT_STATS_MAX_DENIAL_RULES */
@@ -109,7 +109,7 @@ struct agent_link {
 	bool stay_away; /* the gateway said: replaced, or id in use; wait the full cap */
 	bool datagrams; /* HELLO_OK set FRAME_CAP_DATAGRAM too */
 	struct dgram_assoc *assocs; /* datagram associations by id (dgram.c, uthash) */
-	unsigned failures; /* consecutive failed attempts, for logs */
+	unsigned failures;          /* consecutive failed attempts, for logs */
 	char last_error[256];
 };
 
@@ -118,7 +118,7 @@ struct agent {
 	struct config *cfg;
 	const struct cli_program *program; /* for reloading the same file */
 	struct WOLFSSL_CTX *tls;
-	struct hosts_table hosts; /* [client] hosts_file */
+	struct hosts_table hosts;        /* [client] hosts_file */
 	struct acl *allowed, *forbidden; /* compiled host rules, swapped on reload */
 	struct resolver *resolver;
 	struct bufring bufs;
@@ -129,9 +129,9 @@ struct agent {
 	unsigned nlinks;
 	unsigned ntargets; /* target connections alive (target.c) */
 	struct agent_stats stats;
-	struct metrics_server metrics; /* [metrics] listen_addr; ring NULL: off */
-	unsigned nassocs;  /* datagram associations not yet freed (dgram.c) */
-	uint64_t dgrams_denied;		/* datagrams the host rules refused */
+	struct metrics_server metrics;     /* [metrics] listen_addr; ring NULL: off */
+	unsigned nassocs;                  /* datagram associations not yet freed (dgram.c) */
+	uint64_t dgrams_denied;            /* datagrams the host rules refused */
 	struct log_rate dgram_denied_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	bool stopping;
 	struct timer shutdown_timer;

@@ -585,6 +585,6 @@ void dgram_close_all(struct agent_link *l, const char *why)
 {
 	struct dgram_assoc *as, *tmp;
 
-	HASH_ITER(hh, l->assocs, as, tmp)
+	HASH_ITER (hh, l->assocs, as, tmp)
 		assoc_close(as, false, FRAME_OPEN_GENERAL, why);
 }

@@ -110,8 +110,7 @@ static void arm_peek(struct egress_dial *d)
 
 	/* peek: only the heads are taken off the socket (take_heads), so what
 	 * follows them stays queued for TLS */
-	io_uring_prep_recv(sqe, d->fd, d->reply + d->taken, sizeof(d->reply) - d->taken,
-			   MSG_PEEK);
+	io_uring_prep_recv(sqe, d->fd, d->reply + d->taken, sizeof(d->reply) - d->taken, MSG_PEEK);
 	ring_sqe_set_op(sqe, &d->op);
 	d->phase = EGRESS_PEEK;
 }
@@ -232,8 +231,8 @@ int egress_dial_start(struct ring *r, int fd, const struct egress_target *target
 		close(fd);
 		return -ENOMEM;
 	}
-	n = http_connect_request(d->request, sizeof(d->request), target->authority,
-				 proxy->username, proxy->password);
+	n = http_connect_request(d->request, sizeof(d->request), target->authority, proxy->username,
+				 proxy->password);
 	if (n < 0) {
 		/* the config and gateway_addr were validated: a bug if it happens */
 		explicit_bzero(d->request, sizeof(d->request));

@@ -37,7 +37,7 @@ struct egress_target {
 	const char *gateway_name; /* gateway= of log lines */
 	unsigned replica;
 	const struct config_egress_proxy *proxy; /* host:port and credentials */
-	uint32_t timeout_ms;      /* for the whole exchange */
+	uint32_t timeout_ms;                     /* for the whole exchange */
 };
 
 /*

@@ -84,7 +84,7 @@ static void event_done(struct ring *r, struct ring_op *op, int ret, uint32_t fla
 	list = res->done;
 	res->done = NULL;
 	pthread_mutex_unlock(&res->lock);
-	DL_FOREACH_SAFE(list, req, tmp) { /* the list is ours now: freed as walked */
+	DL_FOREACH_SAFE (list, req, tmp) { /* the list is ours now: freed as walked */
 		if (!atomic_load(&req->cancelled))
 			req->cb(req->ctx, req->gai_error, req->gai_error ? NULL : req->result);
 		if (req->result)
@@ -151,9 +151,9 @@ void resolver_free(struct resolver *res)
 	pthread_mutex_unlock(&res->lock);
 	for (i = 0; i < res->nthreads; i++)
 		pthread_join(res->threads[i], NULL);
-	DL_FOREACH_SAFE(res->todo, req, tmp)
+	DL_FOREACH_SAFE (res->todo, req, tmp)
 		free(req);
-	DL_FOREACH_SAFE(res->done, req, tmp) {
+	DL_FOREACH_SAFE (res->done, req, tmp) {
 		if (req->result)
 			freeaddrinfo(req->result);
 		free(req);

@@ -33,9 +33,9 @@ struct target_conn {
 	struct relay relay; /* relay.stream is the tunnel stream */
 	struct agent_link *link;
 	enum target_state state;
-	bool aborted;       /* the gateway reset the stream before we connected */
+	bool aborted; /* the gateway reset the stream before we connected */
 	struct resolve_req *resolving;
-	int fd;             /* socket being connected */
+	int fd; /* socket being connected */
 	struct ring_op connect_op;
 	bool connect_armed;
 	struct timer deadline;
@@ -50,8 +50,8 @@ struct target_dial {
 	unsigned naddrs, addr_index;
 	int last_error; /* errno of the last failed connect */
 	uint16_t port;
-	bool name_allowed; /* the name matched allowed_hosts: its addresses may pass */
-	const char *denied_by; /* rule text of the first address refused, for the log */
+	bool name_allowed;             /* the name matched allowed_hosts: its addresses may pass */
+	const char *denied_by;         /* rule text of the first address refused, for the log */
 	char name[GRAMMAR_TARGET_MAX]; /* "host:port" for logs */
 	char user[FRAME_MAX_TEXT_LEN + 1];
 	uint64_t resolve_started_us; /* for the DNS duration histogram */
@@ -100,8 +100,8 @@ static void target_fail(struct target_conn *tc, uint8_t reason, const char *mess
 		stream_open_fail(&tc->relay.stream, reason, message);
 	}
 	log_info("Target connection failed", LF_S("target", tc->dial->name),
-		 LF_S("user", tc->dial->user),
-		 LF_S("reason", frame_open_reason_name(reason)), LF_S("error", message));
+		 LF_S("user", tc->dial->user), LF_S("reason", frame_open_reason_name(reason)),
+		 LF_S("error", message));
 	target_free(tc);
 }
 
@@ -143,7 +143,8 @@ static bool add_address(struct target_conn *tc, int family, const uint8_t *addr,
 	if (tc->dial->naddrs == TARGET_MAX_ADDRS)
 		return true;
 	inet_ntop(family, addr, text, sizeof(text));
-	net_parse_numeric(text, tc->dial->port, &tc->dial->addrs[tc->dial->naddrs], &tc->dial->addr_lens[tc->dial->naddrs]);
+	net_parse_numeric(text, tc->dial->port, &tc->dial->addrs[tc->dial->naddrs],
+			  &tc->dial->addr_lens[tc->dial->naddrs]);
 	tc->dial->naddrs++;
 	return true;
 }
@@ -225,7 +226,8 @@ static void target_connect_next(struct target_conn *tc)
 	struct sockaddr_storage *ss;
 
 	if (tc->dial->addr_index >= tc->dial->naddrs) {
-		target_fail(tc, reason_for_errno(tc->dial->last_error), strerror(tc->dial->last_error));
+		target_fail(tc, reason_for_errno(tc->dial->last_error),
+			    strerror(tc->dial->last_error));
 		return;
 	}
 	ss = &tc->dial->addrs[tc->dial->addr_index];
@@ -292,7 +294,8 @@ static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
 		if (ai->ai_family == AF_INET)
 			addr = (const uint8_t *)&((const struct sockaddr_in *)ai->ai_addr)->sin_addr;
 		else if (ai->ai_family == AF_INET6)
-			addr = (const uint8_t *)&((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+			addr = (const uint8_t *)&((const struct sockaddr_in6 *)ai->ai_addr)
+				       ->sin6_addr;
 		else
 			continue;
 		if (!add_address(tc, ai->ai_family, addr, &v))
@@ -318,7 +321,8 @@ static void early_on_reset(struct stream *s, uint8_t reason, const char *why)
 	struct agent *a = tc->link->agent;
 
 	tc->aborted = true;
-	log_debug("Stream reset before connect", LF_S("target", tc->dial->name), LF_S("reason", why));
+	log_debug("Stream reset before connect", LF_S("target", tc->dial->name),
+		  LF_S("reason", why));
 	if (tc->state == TARGET_RESOLVE) {
 		resolver_cancel(tc->resolving);
 		target_free(tc);
@@ -369,8 +373,8 @@ static int target_start(struct target_conn *tc, const struct acl_host *host)
 		target_connect_next(tc);
 		return 0;
 	}
-	v = acl_check_name(a->forbidden, a->allowed, host->name, tc->dial->port, &tc->dial->name_allowed,
-			   &rule);
+	v = acl_check_name(a->forbidden, a->allowed, host->name, tc->dial->port,
+			   &tc->dial->name_allowed, &rule);
 	if (v != ACL_ALLOW) {
 		target_deny(tc, v, rule ? acl_rule_text(rule) : NULL);
 		return 0;
@@ -438,8 +442,7 @@ int target_open(struct agent_link *l, const struct frame *f, const char **why)
 	}
 	a->stats.streams_total++;
 	log_debug("Stream open requested", LF_S("target", tc->dial->name),
-		  LF_S("user", tc->dial->user),
-		  LF_U("stream", f->stream_id));
+		  LF_S("user", tc->dial->user), LF_U("stream", f->stream_id));
 	tc->dial->port = f->open.port;
 	timer_arm(&a->ring, &tc->deadline, a->cfg->client.connect_timeout_ms);
 	switch (f->open.addr_type) {
@@ -455,9 +458,10 @@ int target_open(struct agent_link *l, const struct frame *f, const char **why)
 		break;
 	default:
 		/* case, trailing dot, escapes, every numeric IPv4 spelling */
-		if (acl_canonical_host(f->open.domain.ptr, f->open.domain.len, &host, &why_name) < 0) {
-			target_fail(tc, FRAME_OPEN_HOST_UNREACHABLE, why_name ? why_name
-									  : "invalid host name");
+		if (acl_canonical_host(f->open.domain.ptr, f->open.domain.len, &host, &why_name) <
+		    0) {
+			target_fail(tc, FRAME_OPEN_HOST_UNREACHABLE,
+				    why_name ? why_name : "invalid host name");
 			return 0;
 		}
 	}

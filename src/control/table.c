@@ -14,11 +14,9 @@
 #include "anyproxy/table.h"
 
 const char *const table_client_columns[TABLE_CLIENT_NCOLUMNS] = {
-	"client_id:s",      "group_id:s",       "tunnels:n",
-	"remote_addr:s",    "connected_since:s", "streams_active:n",
-	"streams_total:n",  "bytes_in:n",       "bytes_out:n",
-	"drained:b",
-	"suspect:s",
+	"client_id:s",       "group_id:s",       "tunnels:n",       "remote_addr:s",
+	"connected_since:s", "streams_active:n", "streams_total:n", "bytes_in:n",
+	"bytes_out:n",       "drained:b",        "suspect:s",
 };
 
 const char *const table_group_columns[TABLE_GROUP_NCOLUMNS] = {
@@ -26,24 +24,30 @@ const char *const table_group_columns[TABLE_GROUP_NCOLUMNS] = {
 };
 
 const char *const table_version_columns[TABLE_VERSION_NCOLUMNS] = {
-	"version:s", "wolfssl:s", "aesni:s", "uptime_s:n",
+	"version:s",
+	"wolfssl:s",
+	"aesni:s",
+	"uptime_s:n",
 };
 
 const char *const table_drain_columns[TABLE_DRAIN_NCOLUMNS] = {
-	"client_id:s", "connected:b", "drained:b", "streams_active:n",
+	"client_id:s",
+	"connected:b",
+	"drained:b",
+	"streams_active:n",
 };
 
 const char *const table_forward_columns[TABLE_FORWARD_NCOLUMNS] = {
-	"name:s",	      "listen_addr:s",	    "group_id:s", "target:s",
-	"protocol:s",	      "connections_active:n", "connections_total:n", "refused_sources:n",
+	"name:s",     "listen_addr:s",        "group_id:s",          "target:s",
+	"protocol:s", "connections_active:n", "connections_total:n", "refused_sources:n",
 };
 
 const struct table_command table_commands[TABLE_NCOMMANDS] = {
 	[TABLE_CMD_CLIENTS] = { "clients", NULL, "list connected clients, one row each", false,
 				false },
 	[TABLE_CMD_GROUPS] = { "groups", NULL,
-			       "list groups with their clients, tunnels and active streams",
-			       false, false },
+			       "list groups with their clients, tunnels and active streams", false,
+			       false },
 	[TABLE_CMD_CLIENT] = { "client", "ID", "show one client", true, false },
 	[TABLE_CMD_VERSION] = { "version", NULL,
 				"show the gateway's version, wolfSSL, AES-NI and uptime", true,
@@ -160,16 +164,15 @@ static ssize_t unescape(const char *src, size_t len, char *dst)
 
 static bool name_char(char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || c == '_';
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_';
 }
 
 /*
  * Checks one header field "name:type" (spec[0 .. len), not NUL-terminated).
  * On success stores the name's length and the type and returns 0.
  */
-static int column_spec_parse(const char *spec, size_t len, size_t *name_len,
-			     enum table_type *type)
+static int column_spec_parse(const char *spec, size_t len, size_t *name_len, enum table_type *type)
 {
 	const char *colon = memchr(spec, ':', len);
 	size_t i, n;
@@ -196,8 +199,7 @@ static bool command_valid(const char *s, size_t len)
 	if (len == 0 || len > TABLE_COMMAND_MAX_LEN)
 		return false;
 	for (i = 0; i < len; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') ||
-		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_' ||
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' ||
 		      s[i] == '-'))
 			return false;
 	return true;
@@ -253,8 +255,7 @@ const struct table_command *table_command_find(const char *name)
 
 /* ---- request line --------------------------------------------------------- */
 
-int table_request_format(char *buf, size_t size, const char *command,
-			 const char *arg)
+int table_request_format(char *buf, size_t size, const char *command, const char *arg)
 {
 	size_t command_len = strlen(command), need;
 	char *p;
@@ -276,8 +277,8 @@ int table_request_format(char *buf, size_t size, const char *command,
 	return (int)need;
 }
 
-int table_request_parse(const char *buf, size_t len, struct table_request *req,
-			char *err, size_t errlen)
+int table_request_parse(const char *buf, size_t len, struct table_request *req, char *err,
+			size_t errlen)
 {
 	const char *lf = memchr(buf, '\n', MIN(len, TABLE_REQUEST_MAX_BYTES));
 	const char *space;
@@ -286,8 +287,7 @@ int table_request_parse(const char *buf, size_t len, struct table_request *req,
 
 	if (!lf) {
 		if (len >= TABLE_REQUEST_MAX_BYTES)
-			return fail(err, errlen, -EPROTO,
-				    "request line longer than %d bytes",
+			return fail(err, errlen, -EPROTO, "request line longer than %d bytes",
 				    TABLE_REQUEST_MAX_BYTES);
 		return 0;
 	}
@@ -305,8 +305,7 @@ int table_request_parse(const char *buf, size_t len, struct table_request *req,
 	if (space) {
 		arg_len = unescape(space + 1, (size_t)(lf - space - 1), req->arg);
 		if (arg_len < 0)
-			return fail(err, errlen, -EPROTO,
-				    "bad escape in argument");
+			return fail(err, errlen, -EPROTO, "bad escape in argument");
 	}
 	req->arg[arg_len] = '\0';
 	return (int)(line_len + 1);
@@ -355,8 +354,7 @@ static void writer_put(struct table_writer *w, const char *s, size_t n)
 	w->len += n;
 }
 
-int table_write_header(struct table_writer *w, const char *const cols[],
-		       size_t ncols)
+int table_write_header(struct table_writer *w, const char *const cols[], size_t ncols)
 {
 	size_t name_len[TABLE_MAX_COLUMNS];
 	enum table_type type[TABLE_MAX_COLUMNS];
@@ -366,12 +364,10 @@ int table_write_header(struct table_writer *w, const char *const cols[],
 	if (w->len || ncols == 0 || ncols > TABLE_MAX_COLUMNS)
 		return -EINVAL;
 	for (i = 0; i < ncols; i++) {
-		if (column_spec_parse(cols[i], strlen(cols[i]), &name_len[i],
-				      &type[i]))
+		if (column_spec_parse(cols[i], strlen(cols[i]), &name_len[i], &type[i]))
 			return -EINVAL;
 		for (j = 0; j < i; j++)
-			if (name_len[j] == name_len[i] &&
-			    !memcmp(cols[j], cols[i], name_len[i]))
+			if (name_len[j] == name_len[i] && !memcmp(cols[j], cols[i], name_len[i]))
 				return -EINVAL;
 		need += strlen(cols[i]) + 1; /* TAB or the final LF */
 	}
@@ -399,8 +395,7 @@ int table_write_row_begin(struct table_writer *w)
 
 /* Reserves room for the next value of a column of this type and writes the
  * TAB before it; the caller then writes `bytes` bytes and counts the column. */
-static int writer_begin_value(struct table_writer *w, enum table_type type,
-			      size_t bytes)
+static int writer_begin_value(struct table_writer *w, enum table_type type, size_t bytes)
 {
 	int ret;
 
@@ -470,8 +465,7 @@ int table_write_error(struct table_writer *w, const char *message)
 	w->len = 0;
 	w->ncols = 0;
 	w->in_row = false;
-	ret = writer_reserve(w, sizeof("ERR\n") - 1 +
-				    (message_len ? 1 + message_len : 0));
+	ret = writer_reserve(w, sizeof("ERR\n") - 1 + (message_len ? 1 + message_len : 0));
 	if (ret)
 		return ret;
 	writer_put(w, "ERR", 3);
@@ -526,16 +520,15 @@ static size_t field_length(const char *line, size_t len)
 	return tab ? (size_t)(tab - line) : len;
 }
 
-static int parse_error_reply(const char *line, size_t len, bool last,
-			     char *storage, char *err, size_t errlen)
+static int parse_error_reply(const char *line, size_t len, bool last, char *storage, char *err,
+			     size_t errlen)
 {
 	ssize_t n = 0;
 
 	if (len > 3) {
 		n = unescape(line + 4, len - 4, storage);
 		if (n < 0)
-			return fail(err, errlen, -EPROTO,
-				    "line 1: bad escape in the ERR message");
+			return fail(err, errlen, -EPROTO, "line 1: bad escape in the ERR message");
 	}
 	if (!last)
 		return fail(err, errlen, -EPROTO, "line 2: data after ERR");
@@ -544,8 +537,8 @@ static int parse_error_reply(const char *line, size_t len, bool last,
 		    n ? storage : "the gateway reported an unspecified error");
 }
 
-static int parse_header(struct parse_cursor *c, struct table *t,
-			char **storage, char *err, size_t errlen)
+static int parse_header(struct parse_cursor *c, struct table *t, char **storage, char *err,
+			size_t errlen)
 {
 	size_t len, i, j, name_len;
 	const char *line;
@@ -555,17 +548,15 @@ static int parse_header(struct parse_cursor *c, struct table *t,
 	line = next_line(c, &len);
 	t->ncols = count_fields(line, len);
 	if (t->ncols > TABLE_MAX_COLUMNS)
-		return fail(err, errlen, -EPROTO,
-			    "line 2: %zu columns, at most %d allowed", t->ncols,
-			    TABLE_MAX_COLUMNS);
+		return fail(err, errlen, -EPROTO, "line 2: %zu columns, at most %d allowed",
+			    t->ncols, TABLE_MAX_COLUMNS);
 	t->cols = calloc(t->ncols, sizeof(*t->cols));
 	if (!t->cols)
 		return -ENOMEM;
 	for (i = 0; i < t->ncols; i++) {
 		size_t field_len = field_length(line, len);
 
-		if (column_spec_parse(line, field_len, &name_len,
-				      &t->cols[i].type))
+		if (column_spec_parse(line, field_len, &name_len, &t->cols[i].type))
 			return fail(err, errlen, -EPROTO,
 				    "line 2, column %zu: expected name:s, name:n "
 				    "or name:b with a name of [A-Za-z0-9_]",
@@ -576,8 +567,7 @@ static int parse_header(struct parse_cursor *c, struct table *t,
 		*storage += name_len + 1;
 		for (j = 0; j < i; j++)
 			if (!strcmp(t->cols[j].name, t->cols[i].name))
-				return fail(err, errlen, -EPROTO,
-					    "line 2: column %s appears twice",
+				return fail(err, errlen, -EPROTO, "line 2: column %s appears twice",
 					    t->cols[i].name);
 		line += field_len + 1;
 		len -= MIN(len, field_len + 1);
@@ -603,8 +593,8 @@ static int grow_rows(struct table *t, size_t *cap_rows)
 	return 0;
 }
 
-static int parse_row(struct parse_cursor *c, struct table *t, char **storage,
-		     char *err, size_t errlen)
+static int parse_row(struct parse_cursor *c, struct table *t, char **storage, char *err,
+		     size_t errlen)
 {
 	const char **cells = t->cells + t->nrows * t->ncols;
 	size_t len, i, nfields;
@@ -612,26 +602,22 @@ static int parse_row(struct parse_cursor *c, struct table *t, char **storage,
 
 	nfields = count_fields(line, len);
 	if (nfields != t->ncols)
-		return fail(err, errlen, -EPROTO,
-			    "line %zu: %zu fields, the header has %zu",
+		return fail(err, errlen, -EPROTO, "line %zu: %zu fields, the header has %zu",
 			    c->line_no, nfields, t->ncols);
 	for (i = 0; i < t->ncols; i++) {
 		size_t field_len = field_length(line, len);
 		ssize_t n = unescape(line, field_len, *storage);
 
 		if (n < 0)
-			return fail(err, errlen, -EPROTO,
-				    "line %zu, column %s: bad escape",
+			return fail(err, errlen, -EPROTO, "line %zu, column %s: bad escape",
 				    c->line_no, t->cols[i].name);
-		if (t->cols[i].type == TABLE_UINT &&
-		    !uint_text_valid(*storage, (size_t)n))
+		if (t->cols[i].type == TABLE_UINT && !uint_text_valid(*storage, (size_t)n))
 			return fail(err, errlen, -EPROTO,
 				    "line %zu, column %s: not an unsigned "
 				    "64-bit decimal number",
 				    c->line_no, t->cols[i].name);
 		if (t->cols[i].type == TABLE_BOOL && !bool_text_valid(*storage, (size_t)n))
-			return fail(err, errlen, -EPROTO,
-				    "line %zu, column %s: not true or false",
+			return fail(err, errlen, -EPROTO, "line %zu, column %s: not true or false",
 				    c->line_no, t->cols[i].name);
 		(*storage)[n] = '\0';
 		cells[i] = *storage;
@@ -648,8 +634,7 @@ static int parse_row(struct parse_cursor *c, struct table *t, char **storage,
  * length when unescaped, and its NUL takes the place of the TAB or LF that
  * followed it on the wire.
  */
-int table_parse(const char *buf, size_t len, struct table *t, char *err,
-		size_t errlen)
+int table_parse(const char *buf, size_t len, struct table *t, char *err, size_t errlen)
 {
 	struct parse_cursor c = { .pos = buf, .end = buf + len };
 	size_t first_len, cap_rows = 0;
@@ -671,10 +656,8 @@ int table_parse(const char *buf, size_t len, struct table *t, char *err,
 		return -ENOMEM;
 	storage = t->storage;
 	first = next_line(&c, &first_len);
-	if (first_len >= 3 && !memcmp(first, "ERR", 3) &&
-	    (first_len == 3 || first[3] == ' ')) {
-		ret = parse_error_reply(first, first_len, c.pos == c.end,
-					storage, err, errlen);
+	if (first_len >= 3 && !memcmp(first, "ERR", 3) && (first_len == 3 || first[3] == ' ')) {
+		ret = parse_error_reply(first, first_len, c.pos == c.end, storage, err, errlen);
 		goto out_free;
 	}
 	if (first_len != 2 || memcmp(first, "OK", 2)) {

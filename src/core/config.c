@@ -27,12 +27,12 @@
 
 /* Limits of the timing keys, in milliseconds. */
 #define CONFIG_TIMEOUT_MIN_MS 100
-#define CONFIG_TIMEOUT_MAX_MS 600000      /* 10 minutes */
-#define CONFIG_PING_MAX_MS 3600000        /* 1 hour */
-#define CONFIG_IDLE_MAX_MS 86400000       /* 1 day */
-#define CONFIG_LIMIT_MAX 1000000          /* connection and stream counts */
+#define CONFIG_TIMEOUT_MAX_MS 600000 /* 10 minutes */
+#define CONFIG_PING_MAX_MS 3600000   /* 1 hour */
+#define CONFIG_IDLE_MAX_MS 86400000  /* 1 day */
+#define CONFIG_LIMIT_MAX 1000000     /* connection and stream counts */
 #define CONFIG_RECONNECT_MIN_MS 10
-#define CONFIG_RECONNECT_MAX_MS 3600000   /* 1 hour */
+#define CONFIG_RECONNECT_MAX_MS 3600000 /* 1 hour */
 #define CONFIG_REPLICAS_MAX 64
 
 #define GATEWAY CONFIG_GATEWAY
@@ -51,8 +51,10 @@ static int check_unix_group(const void *field, char *why, size_t whylen);
 const struct config_section config_sections[] = {
 	{ "gateway", GATEWAY, "The tunnel listener that client agents connect to over TLS." },
 	{ "proxy.http", GATEWAY,
-	  "The HTTP proxy listener (plain HTTP and CONNECT). Disabled while listen_addr is empty." },
-	{ "proxy.socks5", GATEWAY, "The SOCKS5 proxy listener. Disabled while listen_addr is empty." },
+	  "The HTTP proxy listener (plain HTTP and CONNECT). Disabled while listen_addr is "
+	  "empty." },
+	{ "proxy.socks5", GATEWAY,
+	  "The SOCKS5 proxy listener. Disabled while listen_addr is empty." },
 	{ "proxy.https", GATEWAY,
 	  "The HTTP proxy over TLS: the same proxy as [proxy.http] (plain HTTP and CONNECT, "
 	  "the same authentication and group rules), but users reach it with TLS, so their "
@@ -67,25 +69,28 @@ const struct config_section config_sections[] = {
 };
 
 /* type names a descriptor of config_types.c: string, addr, uint32, ... */
-#define KEY(sec, key, type_name, progs, field)                             \
-	.section = (sec), .name = (key), .type = &config_type_##type_name, \
-	.programs = (progs), .offset = offsetof(struct config, field)
+#define KEY(sec, key, type_name, progs, field)                                                  \
+	.section = (sec), .name = (key), .type = &config_type_##type_name, .programs = (progs), \
+	.offset = offsetof(struct config, field)
 #define RANGE(lo, hi) .min = (lo), .max = (hi)
 
-#define LISTENER_KEYS(sec, field, example_addr, username_check)                         \
-	{ KEY(sec, "listen_addr", addr, GATEWAY, field.listen_addr),                    \
-	  .example = (example_addr), .restart = true,                                   \
-	  .help = "Address to listen on: host:port, [v6]:port or :port for all "        \
-		  "addresses. Empty: this listener is off." },                          \
-	{ KEY(sec, "auth_username", string, GATEWAY, field.auth_username),              \
-	  .check = (username_check), .example = "proxy_user",                           \
-	  .help = "Username users must give. A user selects a group by sending "        \
-		  "username.group-id; only the part before the first '.' is checked, "  \
-		  "so this name cannot contain '.'. Empty: no authentication." },       \
-	{ KEY(sec, "auth_password", secret, GATEWAY, field.auth_password),              \
-	  .check = config_check_credential,                                             \
-	  .help = "Password users must give with auth_username. For no authentication " \
-		  "leave both keys out: an empty password is refused." }
+#define LISTENER_KEYS(sec, field, example_addr, username_check)                                 \
+	{ KEY(sec, "listen_addr", addr, GATEWAY, field.listen_addr), .example = (example_addr), \
+	  .restart = true,                                                                      \
+	  .help = "Address to listen on: host:port, [v6]:port or :port for all "                \
+		  "addresses. Empty: this listener is off." },                                  \
+		{ KEY(sec, "auth_username", string, GATEWAY, field.auth_username),              \
+		  .check = (username_check), .example = "proxy_user",                           \
+		  .help = "Username users must give. A user selects a group by sending "        \
+			  "username.group-id; only the part before the first '.' is checked, "  \
+			  "so this name cannot contain '.'. Empty: no authentication." },       \
+	{                                                                                       \
+		KEY(sec, "auth_password", secret, GATEWAY, field.auth_password),                \
+			.check = config_check_credential,                                       \
+			.help = "Password users must give with auth_username. For no "          \
+				"authentication "                                               \
+				"leave both keys out: an empty password is refused."            \
+	}
 
 const struct config_key config_keys[] = {
 	{ KEY("gateway", "listen_addr", addr, GATEWAY, gateway.listen_addr),
@@ -105,16 +110,15 @@ const struct config_key config_keys[] = {
 		  "a certificate signed by it (as well as its password). A certificate with "
 		  "URI SANs anyproxy://agent/GROUP/CLIENT joins only as one of those "
 		  "pairs. Empty: agents authenticate with their password only." },
-	{ KEY("gateway", "auth_username", string, GATEWAY, gateway.auth_username),
-	  .required = true, .check = config_check_credential, .example = "gateway_user",
+	{ KEY("gateway", "auth_username", string, GATEWAY, gateway.auth_username), .required = true,
+	  .check = config_check_credential, .example = "gateway_user",
 	  .help = "Username agents must present when they connect (the agents' "
 		  "[client] auth_username)." },
-	{ KEY("gateway", "auth_password", secret, GATEWAY, gateway.auth_password),
-	  .required = true, .check = config_check_credential,
+	{ KEY("gateway", "auth_password", secret, GATEWAY, gateway.auth_password), .required = true,
+	  .check = config_check_credential,
 	  .help = "Password agents must present with auth_username. This shared credential "
 		  "joins only groups that have no agent_password of their own ([group.NAME])." },
-	{ KEY("gateway", "require_group_section", bool, GATEWAY,
-	      gateway.require_group_section),
+	{ KEY("gateway", "require_group_section", bool, GATEWAY, gateway.require_group_section),
 	  .default_value = "false",
 	  .help = "true: agents may join only groups that have a [group.NAME] section; an "
 		  "agent asking for any other group, the default group \"\" included (it "
@@ -173,13 +177,12 @@ const struct config_key config_keys[] = {
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
 	  .help = "Users' streams one group carries at once; more are refused (SOCKS5 0x01, "
 		  "HTTP 503). 0: no limit." },
-	{ KEY("gateway", "max_streams_per_tunnel", uint32, GATEWAY,
-	      gateway.max_streams_per_tunnel),
+	{ KEY("gateway", "max_streams_per_tunnel", uint32, GATEWAY, gateway.max_streams_per_tunnel),
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
 	  .help = "Streams one tunnel carries at once; a full tunnel gets no new stream "
 		  "(another tunnel of the group does, if any). 0: no limit." },
-	{ KEY("gateway", "max_clients", uint32, GATEWAY, gateway.max_clients),
-	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
+	{ KEY("gateway", "max_clients", uint32, GATEWAY, gateway.max_clients), .default_value = "0",
+	  RANGE(0, CONFIG_LIMIT_MAX),
 	  .help = "Agents (client_ids) registered at once; a new one beyond it is refused "
 		  "with ERROR limit. 0: no limit." },
 	{ KEY("gateway", "fallback_to_default", bool, GATEWAY, gateway.fallback_to_default),
@@ -270,12 +273,11 @@ const struct config_key config_keys[] = {
 	{ KEY("client", "replicas", uint32, CLIENT, client.replicas), .default_value = "1",
 	  RANGE(1, CONFIG_REPLICAS_MAX), .restart = true,
 	  .help = "Number of parallel tunnels this agent keeps open to each gateway." },
-	{ KEY("client", "auth_username", string, CLIENT, client.auth_username),
-	  .required = true, .check = config_check_credential, .example = "gateway_user",
+	{ KEY("client", "auth_username", string, CLIENT, client.auth_username), .required = true,
+	  .check = config_check_credential, .example = "gateway_user",
 	  .help = "Username presented to the gateway (its [gateway] auth_username)." },
-	{ KEY("client", "auth_password", secret, CLIENT, client.auth_password),
-	  .required = true, .check = config_check_credential,
-	  .help = "Password presented to the gateway." },
+	{ KEY("client", "auth_password", secret, CLIENT, client.auth_password), .required = true,
+	  .check = config_check_credential, .help = "Password presented to the gateway." },
 	{ KEY("client", "allowed_hosts", list, CLIENT, client.allowed_hosts),
 	  .example = "api.example.com, 10.1.0.0/16", .item_check = CONFIG_CHECK_HOST_PATTERN,
 	  .help = "Targets this agent may connect to. Empty: every target that "
@@ -304,8 +306,7 @@ const struct config_key config_keys[] = {
 	  .default_value = "500", RANGE(CONFIG_RECONNECT_MIN_MS, CONFIG_RECONNECT_MAX_MS),
 	  .help = "First wait before dialling the gateway again; it doubles (with jitter) "
 		  "after each failure." },
-	{ KEY("client", "reconnect_max_delay_ms", uint32, CLIENT,
-	      client.reconnect_max_delay_ms),
+	{ KEY("client", "reconnect_max_delay_ms", uint32, CLIENT, client.reconnect_max_delay_ms),
 	  .default_value = "30000", RANGE(CONFIG_RECONNECT_MIN_MS, CONFIG_RECONNECT_MAX_MS),
 	  .help = "Longest wait between two dials; at least reconnect_initial_delay_ms." },
 	{ KEY("client", "shutdown_timeout_ms", uint32, CLIENT, client.shutdown_timeout_ms),
@@ -328,14 +329,14 @@ const struct config_key config_keys[] = {
 	{ KEY("control", "socket", string, GATEWAY, control.socket), .restart = true,
 	  .default_value = "/run/anyproxy/gateway.sock", .check = check_socket_path,
 	  .help = "Path of the unix socket apctl connects to." },
-	{ KEY("control", "socket_mode", file_mode, GATEWAY, control.socket_mode),
-	  .restart = true, .default_value = "0660", RANGE(0600, 0777),
+	{ KEY("control", "socket_mode", file_mode, GATEWAY, control.socket_mode), .restart = true,
+	  .default_value = "0660", RANGE(0600, 0777),
 	  .help = "Permission bits of the control socket file. Whoever may write to it may "
 		  "run apctl's read-only commands (clients, groups, version); drain and "
 		  "undrain also need root, the gateway's user or socket_group "
 		  "(docs/apctl.md). 0666 lets every local user read." },
-	{ KEY("control", "socket_group", string, GATEWAY, control.socket_group),
-	  .restart = true, .check = check_unix_group, .example = "anyproxy-admin",
+	{ KEY("control", "socket_group", string, GATEWAY, control.socket_group), .restart = true,
+	  .check = check_unix_group, .example = "anyproxy-admin",
 	  .help = "Group (name or number) the control socket file is given; its members "
 		  "may connect (with socket_mode's group bits) and change state (drain, "
 		  "undrain). Unset: the gateway's own group. The gateway refuses to start "
@@ -431,9 +432,11 @@ static int check_id(const char *id, size_t min_len, char *why, size_t whylen)
 	}
 	for (const char *p = id + grammar_id_span(id, len); *p;) {
 		if (*p >= ' ' && *p < 0x7f)
-			snprintf(why, whylen, "may contain only A-Z a-z 0-9 . _ : - (found '%c')", *p);
+			snprintf(why, whylen, "may contain only A-Z a-z 0-9 . _ : - (found '%c')",
+				 *p);
 		else
-			snprintf(why, whylen, "may contain only A-Z a-z 0-9 . _ : - (found byte 0x%02x)",
+			snprintf(why, whylen,
+				 "may contain only A-Z a-z 0-9 . _ : - (found byte 0x%02x)",
 				 (unsigned char)*p);
 		return -EINVAL;
 	}
@@ -484,8 +487,9 @@ int config_check_http_username(const void *field, char *why, size_t whylen)
 	const char *s = *(char *const *)field;
 
 	if (s && strchr(s, ':')) {
-		snprintf(why, whylen, "must not contain ':' (HTTP Basic authentication "
-				      "separates username and password with it)");
+		snprintf(why, whylen,
+			 "must not contain ':' (HTTP Basic authentication "
+			 "separates username and password with it)");
 		return -EINVAL;
 	}
 	return config_check_socks5_username(field, why, whylen);
@@ -506,7 +510,8 @@ static int check_dial_addrs(const void *field, char *why, size_t whylen)
 
 	for (size_t i = 0; i < list->count; i++) {
 		if (!list->items[i].host[0]) {
-			snprintf(why, whylen, "needs a host: the agent dials it (host:port or "
+			snprintf(why, whylen,
+				 "needs a host: the agent dials it (host:port or "
 				 "[v6]:port)");
 			return -EINVAL;
 		}
@@ -522,8 +527,8 @@ static int check_server_name(const void *field, char *why, size_t whylen)
 
 	if (!s)
 		return 0;
-	problem = strchr(s, ':') ? config_ipv6_problem(s, strlen(s)) :
-				  config_hostname_problem(s, strlen(s));
+	problem = strchr(s, ':') ? config_ipv6_problem(s, strlen(s))
+				 : config_hostname_problem(s, strlen(s));
 	if (problem) {
 		snprintf(why, whylen, "%s", problem);
 		return -EINVAL;
@@ -557,8 +562,9 @@ static int check_unix_group(const void *field, char *why, size_t whylen)
 	}
 	for (const char *p = s; *p; p++) {
 		if ((unsigned char)*p <= ' ' || *p == ':' || *p == 0x7f) {
-			snprintf(why, whylen, "not a group name: it holds a space, ':' or a "
-					      "control character");
+			snprintf(why, whylen,
+				 "not a group name: it holds a space, ':' or a "
+				 "control character");
 			return -EINVAL;
 		}
 	}

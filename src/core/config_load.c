@@ -77,9 +77,9 @@ struct load_ctx {
 	size_t errlen;
 	bool failed;
 	FILE *file;
-	int line;       /* of the line inih is parsing */
-	int read_errno; /* reading the file failed with this */
-	const char *section; /* the section the lines belong to, for errors */
+	int line;                        /* of the line inih is parsing */
+	int read_errno;                  /* reading the file failed with this */
+	const char *section;             /* the section the lines belong to, for errors */
 	struct config_group_auth *group; /* inside a [group.NAME] section */
 	bool in_forward;                 /* inside a [forward.NAME] section (the last) */
 	struct key_origin origins[CONFIG_KEYS_MAX];
@@ -93,8 +93,8 @@ struct load_ctx {
  */
 __attribute__((format(printf, 4, 5))) static int fail(struct load_ctx *ctx,
 						      const struct key_origin *where,
-						      const struct config_key *key,
-						      const char *fmt, ...)
+						      const struct config_key *key, const char *fmt,
+						      ...)
 {
 	char var[CONFIG_ENV_NAME_BYTES];
 	size_t n = 0;
@@ -175,7 +175,8 @@ static int check_registrations(struct load_ctx *ctx)
 
 		if ((key->programs & ctx->program) && key->item_check != CONFIG_CHECK_NONE &&
 		    !config_registered_check(key->item_check))
-			return fail_key(ctx, key, "internal error: no check registered for its items");
+			return fail_key(ctx, key,
+					"internal error: no check registered for its items");
 	}
 	return 0;
 }
@@ -228,12 +229,12 @@ static int check_section_header(struct load_ctx *ctx, const char *line)
 		return open_group_section(ctx, name + strlen(CONFIG_GROUP_SECTION_PREFIX),
 					  len - strlen(CONFIG_GROUP_SECTION_PREFIX));
 	if (ctx->program == CONFIG_GATEWAY && len > strlen(CONFIG_FORWARD_SECTION_PREFIX) &&
-	    strncmp(name, CONFIG_FORWARD_SECTION_PREFIX, strlen(CONFIG_FORWARD_SECTION_PREFIX)) == 0)
+	    strncmp(name, CONFIG_FORWARD_SECTION_PREFIX, strlen(CONFIG_FORWARD_SECTION_PREFIX)) ==
+		    0)
 		return open_forward_section(ctx, name + strlen(CONFIG_FORWARD_SECTION_PREFIX),
 					    len - strlen(CONFIG_FORWARD_SECTION_PREFIX));
 
-	snprintf(name_copy, sizeof(name_copy), "%.*s", (int)MIN(len, sizeof(name_copy) - 1),
-		 name);
+	snprintf(name_copy, sizeof(name_copy), "%.*s", (int)MIN(len, sizeof(name_copy) - 1), name);
 	config_shown(name_copy, show);
 	if (section) {
 		/* Shared sections always match, so this one has a single owner. */
@@ -263,16 +264,18 @@ static int open_group_section(struct load_ctx *ctx, const char *name, size_t len
 	char id[CONFIG_ID_MAX_BYTES + 1], why[CONFIG_ID_MAX_BYTES + 128];
 
 	if (len > CONFIG_ID_MAX_BYTES) {
-		snprintf(why, sizeof(why), "[group.%.*s...]: group name longer than %d bytes",
-			 16, name, CONFIG_ID_MAX_BYTES);
+		snprintf(why, sizeof(why), "[group.%.*s...]: group name longer than %d bytes", 16,
+			 name, CONFIG_ID_MAX_BYTES);
 		return fail_line(ctx, why);
 	}
 	memcpy(id, name, len);
 	id[len] = '\0';
 	/* the ids agents join with and users name (grammar.h) */
 	if (grammar_id_span(id, len) != len) {
-		snprintf(why, sizeof(why), "[group.%s]: a group name has only "
-			 "A-Z a-z 0-9 . _ : -", id);
+		snprintf(why, sizeof(why),
+			 "[group.%s]: a group name has only "
+			 "A-Z a-z 0-9 . _ : -",
+			 id);
 		return fail_line(ctx, why);
 	}
 	if (config_group_auth(cfg, id, len)) {
@@ -332,8 +335,10 @@ static int group_pair(struct load_ctx *ctx, const char *name, const char *value)
 		field = &g->agent_password;
 		agent = true;
 	} else {
-		snprintf(why, sizeof(why), "[group.%s] %.64s: unknown key (auth_username, "
-			 "auth_password, agent_username, agent_password)", g->group, name);
+		snprintf(why, sizeof(why),
+			 "[group.%s] %.64s: unknown key (auth_username, "
+			 "auth_password, agent_username, agent_password)",
+			 g->group, name);
 		return fail_line(ctx, why);
 	}
 	if (*field) {
@@ -399,11 +404,15 @@ static int check_groups(struct load_ctx *ctx)
 		struct key_origin where = { ORIGIN_FILE, g->line };
 
 		if (!g->auth_password)
-			return fail(ctx, &where, NULL, "[group.%s] auth_password: required key is "
-				    "missing", g->group);
+			return fail(ctx, &where, NULL,
+				    "[group.%s] auth_password: required key is "
+				    "missing",
+				    g->group);
 		if (g->agent_username && !g->agent_password)
-			return fail(ctx, &where, NULL, "[group.%s] agent_username: set without "
-				    "agent_password (set both, or agent_password alone)", g->group);
+			return fail(ctx, &where, NULL,
+				    "[group.%s] agent_username: set without "
+				    "agent_password (set both, or agent_password alone)",
+				    g->group);
 	}
 	return 0;
 }
@@ -428,8 +437,8 @@ static void fail_long_line(struct load_ctx *ctx, const char *start, size_t n)
 	while (i < n && isspace((unsigned char)start[i]))
 		i++;
 	key_len = 0;
-	while (i + key_len < n && (isalnum((unsigned char)start[i + key_len]) ||
-				   start[i + key_len] == '_') &&
+	while (i + key_len < n &&
+	       (isalnum((unsigned char)start[i + key_len]) || start[i + key_len] == '_') &&
 	       key_len < sizeof(key) - 1)
 		key_len++;
 	if (key_len && ctx->section && memchr(start + i + key_len, '=', n - i - key_len)) {
@@ -578,8 +587,8 @@ static void configure_inih(void)
 {
 	ini_max_line = CONFIG_INIH_LINE_BYTES;
 	ini_use_stack = true;
-	ini_allow_multiline = false;   /* an indented line is not a continuation */
-	ini_allow_bom = false;         /* read_config_line strips it */
+	ini_allow_multiline = false;       /* an indented line is not a continuation */
+	ini_allow_bom = false;             /* read_config_line strips it */
 	ini_allow_inline_comments = false; /* "pass ;word" keeps its ';' */
 	ini_allow_no_value = false;
 	ini_stop_on_first_error = true;
@@ -637,8 +646,8 @@ static int apply_environment(struct load_ctx *ctx)
 			continue;
 		ctx->origins[i].kind = ORIGIN_ENV;
 		if (strlen(value) > CONFIG_LINE_MAX_BYTES)
-			return fail_key(ctx, key, "value too long (max "
-					CONFIG_LINE_MAX_TEXT " bytes)");
+			return fail_key(ctx, key,
+					"value too long (max " CONFIG_LINE_MAX_TEXT " bytes)");
 		if (key->type->repeatable && key->type->free)
 			key->type->free(key, config_key_field(ctx->cfg, key));
 		err = set_value(ctx, key, value);
@@ -739,8 +748,9 @@ static int check_ping(struct load_ctx *ctx, const struct config_key *interval_ke
 
 	if (timeout > interval)
 		return 0;
-	snprintf(why, sizeof(why), "ping_timeout_ms (%u) must be greater than ping_interval_ms (%u)",
-		 timeout, interval);
+	snprintf(why, sizeof(why),
+		 "ping_timeout_ms (%u) must be greater than ping_interval_ms (%u)", timeout,
+		 interval);
 	return fail_key(ctx, blame(ctx, interval_key, timeout_key), why);
 }
 
@@ -762,10 +772,8 @@ static int check_pair(struct load_ctx *ctx, const struct config_key *a, const st
 static int check_listener_ports(struct load_ctx *ctx)
 {
 	const struct config_key *listeners[] = {
-		CONFIG_KEY_OF(gateway.listen_addr),
-		CONFIG_KEY_OF(http.listen_addr),
-		CONFIG_KEY_OF(socks5.listen_addr),
-		CONFIG_KEY_OF(metrics.listen_addr),
+		CONFIG_KEY_OF(gateway.listen_addr), CONFIG_KEY_OF(http.listen_addr),
+		CONFIG_KEY_OF(socks5.listen_addr),  CONFIG_KEY_OF(metrics.listen_addr),
 		CONFIG_KEY_OF(https.listen_addr),
 	};
 
@@ -775,7 +783,8 @@ static int check_listener_ports(struct load_ctx *ctx)
 			const struct config_key *blamed, *other;
 			char why[160];
 
-			if (!config_addrs_collide(config_key_field(ctx->cfg, a), config_key_field(ctx->cfg, b)))
+			if (!config_addrs_collide(config_key_field(ctx->cfg, a),
+						  config_key_field(ctx->cfg, b)))
 				continue;
 			blamed = blame(ctx, a, b);
 			other = blamed == a ? b : a;
@@ -803,8 +812,10 @@ static int check_https_files(struct load_ctx *ctx)
 
 		if (key_is_set(ctx->cfg, files[i]))
 			continue;
-		snprintf(why, sizeof(why), "set without %s (a TLS listener needs tls_cert "
-			 "and tls_key)", files[i]->name);
+		snprintf(why, sizeof(why),
+			 "set without %s (a TLS listener needs tls_cert "
+			 "and tls_key)",
+			 files[i]->name);
 		return fail_key(ctx, addr, why);
 	}
 	return 0;
@@ -854,8 +865,10 @@ static int validate_client(struct load_ctx *ctx)
 		char why[160];
 
 		snprintf(why, sizeof(why),
-			 "reconnect_max_delay_ms (%u) must be at least reconnect_initial_delay_ms (%u)",
-			 cfg->client.reconnect_max_delay_ms, cfg->client.reconnect_initial_delay_ms);
+			 "reconnect_max_delay_ms (%u) must be at least reconnect_initial_delay_ms "
+			 "(%u)",
+			 cfg->client.reconnect_max_delay_ms,
+			 cfg->client.reconnect_initial_delay_ms);
 		return fail_key(ctx, blame(ctx, initial, max), why);
 	}
 	return check_pair(ctx, CONFIG_KEY_OF(client.tls_cert), CONFIG_KEY_OF(client.tls_key));
@@ -876,11 +889,15 @@ static int validate(struct load_ctx *ctx)
 	return err;
 }
 
-int config_load(struct config *cfg, enum config_program program, const char *path,
-		char *err, size_t errlen)
+int config_load(struct config *cfg, enum config_program program, const char *path, char *err,
+		size_t errlen)
 {
 	struct load_ctx ctx = {
-		.cfg = cfg, .program = program, .path = path, .err = err, .errlen = errlen,
+		.cfg = cfg,
+		.program = program,
+		.path = path,
+		.err = err,
+		.errlen = errlen,
 	};
 	int rc;
 

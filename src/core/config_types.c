@@ -236,8 +236,8 @@ void config_free_string(char **s, bool secret)
 }
 
 /* An empty value leaves a string key without a default unset (NULL). */
-static int parse_string(const struct config_key *key, void *field, const char *value,
-			char *why, size_t whylen)
+static int parse_string(const struct config_key *key, void *field, const char *value, char *why,
+			size_t whylen)
 {
 	char **s = field, *copy = NULL;
 
@@ -427,15 +427,17 @@ const struct config_type config_type_list = {
 
 /* ---- booleans and numbers ---- */
 
-static int parse_bool_field(const struct config_key *key, void *field, const char *value,
-			    char *why, size_t whylen)
+static int parse_bool_field(const struct config_key *key, void *field, const char *value, char *why,
+			    size_t whylen)
 {
 	char show[CONFIG_SHOWN_BYTES];
 
 	if (config_parse_bool(value, field) == 0)
 		return 0;
-	snprintf(why, MIN(whylen, CONFIG_VALUE_WHY_BYTES), "bad boolean '%s': expected true or "
-		 "false (also yes/no, on/off, 1/0)", config_shown(value, show));
+	snprintf(why, MIN(whylen, CONFIG_VALUE_WHY_BYTES),
+		 "bad boolean '%s': expected true or "
+		 "false (also yes/no, on/off, 1/0)",
+		 config_shown(value, show));
 	return -EINVAL;
 }
 
@@ -516,8 +518,8 @@ const struct config_type config_type_file_mode = {
 
 /* ---- addresses ---- */
 
-static int parse_addr_field(const struct config_key *key, void *field, const char *value,
-			    char *why, size_t whylen)
+static int parse_addr_field(const struct config_key *key, void *field, const char *value, char *why,
+			    size_t whylen)
 {
 	return config_parse_addr(value, field, why, MIN(whylen, CONFIG_VALUE_WHY_BYTES));
 }
@@ -582,14 +584,17 @@ static int decode_credential(const char *s, size_t n, bool user, char **out, cha
 			int lo = i + 2 < n ? grammar_hex_value((uint8_t)s[i + 2]) : -1;
 
 			if (hi < 0 || lo < 0) {
-				snprintf(why, whylen, "bad percent-encoding in the %s: expected %%XX "
-					 "with two hex digits", what);
+				snprintf(why, whylen,
+					 "bad percent-encoding in the %s: expected %%XX "
+					 "with two hex digits",
+					 what);
 				goto refuse;
 			}
 			c = (char)(hi * 16 + lo);
 			i += 2;
 		} else if (!userinfo_char(c) && (user || c != ':')) {
-			snprintf(why, whylen, "the %s holds a character that must be "
+			snprintf(why, whylen,
+				 "the %s holds a character that must be "
 				 "percent-encoded (as %%XX; '@' is %%40, ':' in a user name %%3A)",
 				 what);
 			goto refuse;
@@ -599,7 +604,8 @@ static int decode_credential(const char *s, size_t n, bool user, char **out, cha
 			goto refuse;
 		}
 		if (user && c == ':') {
-			snprintf(why, whylen, "the user name must not contain ':' (Basic "
+			snprintf(why, whylen,
+				 "the user name must not contain ':' (Basic "
 				 "authentication separates user name and password with it)");
 			goto refuse;
 		}
@@ -641,11 +647,12 @@ int config_parse_egress_proxy(const char *s, struct config_egress_proxy *out, ch
 		return 0;
 	if (strncasecmp(s, CONFIG_EGRESS_SCHEME, scheme_len) != 0) {
 		if (strncasecmp(s, "https://", strlen("https://")) == 0)
-			snprintf(why, whylen, "an https:// proxy (TLS to the proxy) is not "
+			snprintf(why, whylen,
+				 "an https:// proxy (TLS to the proxy) is not "
 				 "supported: expected " CONFIG_EGRESS_FORM);
 		else
-			snprintf(why, whylen, "the scheme must be http: expected "
-				 CONFIG_EGRESS_FORM);
+			snprintf(why, whylen,
+				 "the scheme must be http: expected " CONFIG_EGRESS_FORM);
 		return -EINVAL;
 	}
 	rest = s + scheme_len;
@@ -654,8 +661,10 @@ int config_parse_egress_proxy(const char *s, struct config_egress_proxy *out, ch
 		end--;
 	if (memchr(rest, '/', (size_t)(end - rest)) || memchr(rest, '?', (size_t)(end - rest)) ||
 	    memchr(rest, '#', (size_t)(end - rest))) {
-		snprintf(why, whylen, "no path, query or fragment may follow host:port (expected "
-			 CONFIG_EGRESS_FORM "; percent-encode '/', '?' and '#' in a user name "
+		snprintf(why, whylen,
+			 "no path, query or fragment may follow host:port "
+			 "(expected " CONFIG_EGRESS_FORM
+			 "; percent-encode '/', '?' and '#' in a user name "
 			 "or password)");
 		return -EINVAL;
 	}
@@ -664,12 +673,14 @@ int config_parse_egress_proxy(const char *s, struct config_egress_proxy *out, ch
 		const char *colon = memchr(rest, ':', (size_t)(at - rest));
 
 		if (memchr(rest, '@', (size_t)(at - rest))) {
-			snprintf(why, whylen, "more than one '@': percent-encode '@' in the user "
+			snprintf(why, whylen,
+				 "more than one '@': percent-encode '@' in the user "
 				 "name or password as %%40");
 			return -EINVAL;
 		}
 		if (!colon) {
-			snprintf(why, whylen, "a user name needs its password: expected "
+			snprintf(why, whylen,
+				 "a user name needs its password: expected "
 				 "http://user:password@host:port");
 			return -EINVAL;
 		}
@@ -704,11 +715,12 @@ fail:
 	return err;
 }
 
-static int parse_egress_proxy_field(const struct config_key *key, void *field,
-				    const char *value, char *why, size_t whylen)
+static int parse_egress_proxy_field(const struct config_key *key, void *field, const char *value,
+				    char *why, size_t whylen)
 {
 	struct config_egress_proxy fresh;
-	int err = config_parse_egress_proxy(value, &fresh, why, MIN(whylen, CONFIG_VALUE_WHY_BYTES));
+	int err =
+		config_parse_egress_proxy(value, &fresh, why, MIN(whylen, CONFIG_VALUE_WHY_BYTES));
 
 	if (err)
 		return err;
@@ -765,8 +777,8 @@ static bool same_addr(const struct config_addr *a, const struct config_addr *b)
 /* Append the comma-separated addresses of value (trimmed, empty items
  * skipped); each is parsed as an address key's value, and one already in
  * the list, or one beyond key->max items, is refused. */
-static int parse_addr_list(const struct config_key *key, void *field, const char *value,
-			   char *why, size_t whylen)
+static int parse_addr_list(const struct config_key *key, void *field, const char *value, char *why,
+			   size_t whylen)
 {
 	struct config_addr_list *list = field;
 	const char *p = value;
@@ -783,7 +795,8 @@ static int parse_addr_list(const struct config_key *key, void *field, const char
 			continue;
 		n = (size_t)(end - start);
 		if (n >= sizeof(item)) {
-			snprintf(why, whylen, "address longer than %d bytes", CONFIG_LINE_MAX_BYTES);
+			snprintf(why, whylen, "address longer than %d bytes",
+				 CONFIG_LINE_MAX_BYTES);
 			return -EINVAL;
 		}
 		memcpy(item, start, n);
@@ -792,7 +805,8 @@ static int parse_addr_list(const struct config_key *key, void *field, const char
 			return -EINVAL;
 		for (size_t i = 0; i < list->count; i++) {
 			if (same_addr(&list->items[i], &addr)) {
-				snprintf(why, whylen, "'%s' is listed twice", config_shown(item, show));
+				snprintf(why, whylen, "'%s' is listed twice",
+					 config_shown(item, show));
 				return -EINVAL;
 			}
 		}

@@ -65,7 +65,8 @@ int grammar_host_name(const char *s, size_t len, const char **why)
 			}
 			label_len = 0;
 		} else if (!grammar_host_byte((uint8_t)s[i])) {
-			*why = "byte not allowed in a host name (only letters, digits, '-', '_', '.')";
+			*why = "byte not allowed in a host name (only letters, digits, '-', '_', "
+			       "'.')";
 			return -EINVAL;
 		} else if (++label_len > GRAMMAR_LABEL_MAX) {
 			*why = "label longer than 63 bytes in host name";

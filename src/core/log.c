@@ -695,8 +695,7 @@ uint64_t log_dropped_lines(void)
 	return __atomic_load_n(&log_dropped_total, __ATOMIC_RELAXED);
 }
 
-void log_emit(enum log_level level, const char *msg, const struct log_field *fields,
-	      size_t nfields)
+void log_emit(enum log_level level, const char *msg, const struct log_field *fields, size_t nfields)
 {
 	struct line l;
 	int saved_errno = errno; /* callers log in error paths, then read errno */

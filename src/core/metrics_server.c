@@ -206,8 +206,8 @@ static void accept_done(struct ring *r, struct ring_op *op, int res, uint32_t fl
 			close(res); /* closed meanwhile */
 		else
 			conn_start(s, res);
-	} else if (s->fd >= 0 && (res == -EMFILE || res == -ENFILE || res == -ENOBUFS ||
-				  res == -ENOMEM)) {
+	} else if (s->fd >= 0 &&
+		   (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM)) {
 		timer_arm(r, &s->retry, METRICS_ACCEPT_RETRY_MS);
 		return;
 	}
@@ -260,7 +260,7 @@ void metrics_server_close(struct metrics_server *s)
 	close(s->fd);
 	s->fd = -1;
 	/* each connection's operation in flight completes and frees it */
-	DL_FOREACH(s->conns, c) {
+	DL_FOREACH (s->conns, c) {
 		c->closing = true;
 		shutdown(c->fd, SHUT_RDWR);
 		ring_cancel_fd(s->ring, c->fd);
@@ -274,7 +274,7 @@ void metrics_server_destroy(struct metrics_server *s)
 	if (!s->ring)
 		return;
 	metrics_server_close(s);
-	DL_FOREACH_SAFE(s->conns, c, tmp) {
+	DL_FOREACH_SAFE (s->conns, c, tmp) {
 		timer_disarm(s->ring, &c->deadline);
 		close(c->fd);
 		buf_release(&c->reply);

@@ -46,8 +46,7 @@ void net_format_peer(int fd, char *buf, size_t len)
 	net_format_sockaddr((struct sockaddr *)&ss, buf, len);
 }
 
-int net_parse_numeric(const char *host, unsigned port, struct sockaddr_storage *ss,
-		      socklen_t *len)
+int net_parse_numeric(const char *host, unsigned port, struct sockaddr_storage *ss, socklen_t *len)
 {
 	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;

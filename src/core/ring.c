@@ -285,11 +285,12 @@ int ring_run(struct ring *r)
 			ts.tv_nsec = (wait_ms % 1000) * 1000000L;
 		}
 		/* cqe must not be NULL: liburing 2.3 crashes on it */
-		ret = io_uring_submit_and_wait_timeout(&r->uring, &cqe, 1, wait_ms >= 0 ? &ts : NULL,
-						       NULL);
+		ret = io_uring_submit_and_wait_timeout(&r->uring, &cqe, 1,
+						       wait_ms >= 0 ? &ts : NULL, NULL);
 		if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
 			return ret;
-		io_uring_for_each_cqe(&r->uring, head, cqe) {
+		io_uring_for_each_cqe(&r->uring, head, cqe)
+		{
 			struct ring_op *op = io_uring_cqe_get_data(cqe);
 
 			seen++;

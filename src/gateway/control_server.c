@@ -243,13 +243,10 @@ static int answer_stats(struct gateway *gw, struct table_writer *w, const char *
 /* How the gateway answers each read-only command of the protocol's table
  * (table.h); the names, arguments and help live there, once. */
 static int (*const answers[TABLE_NCOMMANDS])(struct gateway *gw, struct table_writer *w,
-					       const char *arg) = {
-	[TABLE_CMD_CLIENTS] = answer_clients,
-	[TABLE_CMD_GROUPS] = answer_groups,
-	[TABLE_CMD_CLIENT] = answer_client,
-	[TABLE_CMD_VERSION] = answer_version,
-	[TABLE_CMD_STATS] = answer_stats,
-	[TABLE_CMD_FORWARDS] = answer_forwards,
+					     const char *arg) = {
+	[TABLE_CMD_CLIENTS] = answer_clients, [TABLE_CMD_GROUPS] = answer_groups,
+	[TABLE_CMD_CLIENT] = answer_client,   [TABLE_CMD_VERSION] = answer_version,
+	[TABLE_CMD_STATS] = answer_stats,     [TABLE_CMD_FORWARDS] = answer_forwards,
 };
 
 /* Is gid among the peer's supplementary groups? Errors count as no. */
@@ -309,8 +306,7 @@ static int dispatch(struct gateway *gw, int fd, struct table_writer *w,
 		return table_write_error(w, "permission denied: changing state needs root, "
 					    "the gateway's user or the control socket's group");
 	}
-	return answer_set_drained(gw, w, req->arg, cmd == &table_commands[TABLE_CMD_DRAIN],
-				  &peer);
+	return answer_set_drained(gw, w, req->arg, cmd == &table_commands[TABLE_CMD_DRAIN], &peer);
 }
 
 static void control_send_more(struct control_conn *c);
@@ -457,7 +453,8 @@ int control_listen(struct gateway *gw, char *err, size_t errlen)
 		close(fd);
 		return ret;
 	}
-	gw->control_listener = (struct listener){ .fd = fd, .name = "control",
-						  .on_accept = control_accept, .owner = gw };
+	gw->control_listener = (struct listener){
+		.fd = fd, .name = "control", .on_accept = control_accept, .owner = gw
+	};
 	return 0;
 }

@@ -160,6 +160,6 @@ void gw_assoc_tunnel_closed(struct gw_tunnel *gt)
 {
 	struct gw_assoc *as, *tmp;
 
-	HASH_ITER(hh, gt->assocs, as, tmp)
+	HASH_ITER (hh, gt->assocs, as, tmp)
 		ended(as, FRAME_OPEN_GENERAL, "tunnel closed");
 }

@@ -8,9 +8,9 @@
 
 #include "proxy.h"
 
-extern const struct proxy_frontend socks5_frontend; /* front_socks5.c, [socks5] */
-extern const struct proxy_frontend http_frontend;   /* front_http.c, [http] */
-extern const struct proxy_frontend https_frontend;  /* front_http.c, [proxy.https] */
+extern const struct proxy_frontend socks5_frontend;  /* front_socks5.c, [socks5] */
+extern const struct proxy_frontend http_frontend;    /* front_http.c, [http] */
+extern const struct proxy_frontend https_frontend;   /* front_http.c, [proxy.https] */
 extern const struct proxy_frontend forward_frontend; /* front_forward.c, [forward.NAME] */
 
 #endif

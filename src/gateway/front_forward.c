@@ -372,7 +372,7 @@ void forward_free_all(struct gateway *gw)
 		if (fw->udp.fd >= 0)
 			close(fw->udp.fd);
 		free(fw->udp.buf);
-		HASH_ITER(hh, fw->clients, c, tmp) {
+		HASH_ITER (hh, fw->clients, c, tmp) {
 			HASH_DEL(fw->clients, c);
 			free(c);
 		}

@@ -58,8 +58,8 @@
 enum h_state { H_HEAD, H_DISCARD, H_WAIT_OPEN, H_FORWARD, H_LINGER, H_DONE };
 
 static const char *const h_state_names[] = {
-	[H_HEAD] = "head", [H_DISCARD] = "discard", [H_WAIT_OPEN] = "wait-open",
-	[H_FORWARD] = "forward", [H_LINGER] = "linger", [H_DONE] = "done",
+	[H_HEAD] = "head",       [H_DISCARD] = "discard", [H_WAIT_OPEN] = "wait-open",
+	[H_FORWARD] = "forward", [H_LINGER] = "linger",   [H_DONE] = "done",
 };
 
 /* The user's bytes not yet handled: one head plus one receive. */
@@ -96,18 +96,18 @@ struct h_origin {
 
 struct h_session {
 	enum h_state state;
-	bool connect;           /* CONNECT, not forwarding */
+	bool connect; /* CONNECT, not forwarding */
 	bool client_keep_alive;
 	bool user_eof;
 	enum http_method method;
-	struct buf in;           /* user -> gateway, not yet handled */
-	uint8_t *head_out;       /* rewritten request head, until OPEN_OK */
+	struct buf in;     /* user -> gateway, not yet handled */
+	uint8_t *head_out; /* rewritten request head, until OPEN_OK */
 	size_t head_out_len;
 	struct http_body_state req_body; /* also the refused body H_DISCARD drops */
 	bool req_done;
 	unsigned int auth_refusals; /* 407s sent on this connection */
 	bool between_requests;      /* kept alive, no byte of the next request yet */
-	struct buf resp;         /* origin's response head being collected */
+	struct buf resp;            /* origin's response head being collected */
 	bool resp_head_done;
 	bool resp_keep_alive;
 	struct http_body_state resp_body;
@@ -153,7 +153,9 @@ static size_t origin_key(const struct h_origin *o, char *out, size_t cap)
 
 	if (grammar_format_target(shown, sizeof(shown), t->addr_type,
 				  name ? (const void *)t->domain : t->addr,
-				  name ? strlen(t->domain) : t->addr_type == FRAME_ADDR_IPV4 ? 4 : 16,
+				  name                              ? strlen(t->domain)
+				  : t->addr_type == FRAME_ADDR_IPV4 ? 4
+								    : 16,
 				  t->port) < 0)
 		return 0;
 	n = snprintf(out, cap, "%s\n%s\n%s", o->id.group, o->id.full, shown);
@@ -241,8 +243,7 @@ static void reply_error(struct user_conn *uc, int status, const char *text, cons
  * says "Connection: close", after a lingering close when a body may be on
  * its way, so that it is never parsed as a request (request smuggling).
  */
-static void reply_auth_required(struct user_conn *uc, const struct http_head *head,
-				size_t head_len)
+static void reply_auth_required(struct user_conn *uc, const struct http_head *head, size_t head_len)
 {
 	struct h_session *s = uc->proto;
 	struct http_body_state body = { 0 };
@@ -394,13 +395,15 @@ static int handle_response_head(struct user_conn *uc)
 	const char *why = NULL;
 
 	for (;;) {
-		ssize_t len = http_parse_response(buf_head(&s->resp), buf_used(&s->resp), &head, &why);
+		ssize_t len =
+			http_parse_response(buf_head(&s->resp), buf_used(&s->resp), &head, &why);
 		ssize_t n;
 
 		if (len == 0)
 			return 0;
 		if (len < 0) {
-			log_info("Bad response from the origin", LF_S("error", why ? why : "malformed"));
+			log_info("Bad response from the origin",
+				 LF_S("error", why ? why : "malformed"));
 			reply_error(uc, 502, "bad response from the origin", NULL);
 			return -EBADMSG;
 		}
@@ -689,8 +692,9 @@ static void reuse_kept_stream(struct user_conn *uc, const struct username_identi
 	if (log_enabled(LOG_INFO)) { /* the target is formatted for the log only */
 		if (grammar_format_target(shown, sizeof(shown), t->addr_type,
 					  name ? (const void *)t->domain : t->addr,
-					  name ? strlen(t->domain)
-					       : t->addr_type == FRAME_ADDR_IPV4 ? 4 : 16,
+					  name                              ? strlen(t->domain)
+					  : t->addr_type == FRAME_ADDR_IPV4 ? 4
+									    : 16,
 					  t->port) < 0)
 			snprintf(shown, sizeof(shown), "(invalid target):%u", t->port);
 		log_info("Gateway received request", LF_S("user", id->full),
@@ -758,7 +762,8 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	memset(&target, 0, sizeof(target));
 	target.port = t.port;
 	if (t.host_type == HTTP_HOST_IPV4 || t.host_type == HTTP_HOST_IPV6) {
-		target.addr_type = t.host_type == HTTP_HOST_IPV4 ? FRAME_ADDR_IPV4 : FRAME_ADDR_IPV6;
+		target.addr_type = t.host_type == HTTP_HOST_IPV4 ? FRAME_ADDR_IPV4
+								 : FRAME_ADDR_IPV6;
 		memcpy(target.addr, t.addr, sizeof(target.addr));
 	} else {
 		target.addr_type = FRAME_ADDR_DOMAIN;
@@ -886,7 +891,8 @@ static void http_socket_data(struct user_conn *uc, const uint8_t *p, size_t n)
 	if (s->state == H_LINGER) {
 		/* the rest of a body the origin did not wait for: dropped */
 		if (n == 0)
-			relay_close_after_send(&uc->relay, "response complete, request body dropped");
+			relay_close_after_send(&uc->relay,
+					       "response complete, request body dropped");
 		return;
 	}
 	if (n == 0) {

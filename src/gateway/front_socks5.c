@@ -39,7 +39,7 @@
 enum s5_state { S5_GREETING, S5_AUTH, S5_REQUEST, S5_WAIT_OPEN, S5_RELAY, S5_UDP, S5_FAILED };
 
 static const char *const s5_state_names[] = {
-	[S5_GREETING] = "greeting", [S5_AUTH] = "auth",	    [S5_REQUEST] = "request",
+	[S5_GREETING] = "greeting",   [S5_AUTH] = "auth",   [S5_REQUEST] = "request",
 	[S5_WAIT_OPEN] = "wait-open", [S5_RELAY] = "relay", [S5_UDP] = "udp",
 	[S5_FAILED] = "failed",
 };
@@ -72,7 +72,7 @@ struct s5_session {
 	size_t len;
 	uint8_t buf[S5_BUF_BYTES];
 	struct username_identity id; /* what on_auth admitted (zero: no auth) */
-	struct s5_udp *udp;	     /* S5_UDP */
+	struct s5_udp *udp;          /* S5_UDP */
 };
 
 static void set_state(struct user_conn *uc, struct s5_session *s, enum s5_state next)
@@ -148,8 +148,7 @@ static int on_auth(struct user_conn *uc, struct s5_session *s, const uint8_t *p,
 	}
 	if (ret <= 0)
 		return ret;
-	ok = proxy_authenticate(uc, a.username, a.username_len, a.password, a.password_len,
-				&s->id);
+	ok = proxy_authenticate(uc, a.username, a.username_len, a.password, a.password_len, &s->id);
 	explicit_bzero(&a, sizeof(a));
 	if (!ok) {
 		reply_and_close(uc, msg, socks5_encode_auth_status(msg, false),
@@ -193,8 +192,9 @@ static bool same_ip(const struct sockaddr_storage *a, const struct sockaddr *b)
 
 static uint16_t port_of(const struct sockaddr *sa)
 {
-	return sa->sa_family == AF_INET ? ((const struct sockaddr_in *)(const void *)sa)->sin_port
-					: ((const struct sockaddr_in6 *)(const void *)sa)->sin6_port;
+	return sa->sa_family == AF_INET
+		       ? ((const struct sockaddr_in *)(const void *)sa)->sin_port
+		       : ((const struct sockaddr_in6 *)(const void *)sa)->sin6_port;
 }
 
 static void set_port(struct sockaddr_storage *ss, uint16_t port_be)
@@ -244,8 +244,8 @@ static void udp_from_client(struct udp_socket *us, const struct sockaddr *from, 
 	unmap(&src);
 	/* only the client may use the relay: its address, and its port */
 	if (!same_ip(&u->client, (struct sockaddr *)&src) ||
-	    (u->client_port_known && port_of((struct sockaddr *)&src) !=
-						port_of((struct sockaddr *)&u->client))) {
+	    (u->client_port_known &&
+	     port_of((struct sockaddr *)&src) != port_of((struct sockaddr *)&u->client))) {
 		u->dropped++;
 		return;
 	}
@@ -253,8 +253,8 @@ static void udp_from_client(struct udp_socket *us, const struct sockaddr *from, 
 	if (hl < 0 || h.frag != 0) {
 		/* fragments: RFC 1928 lets a relay without reassembly drop them */
 		u->dropped++;
-		log_debug("SOCKS5 UDP datagram dropped", LF_S("reason", hl < 0 ? "malformed header"
-								       : "fragment (FRAG not 0)"));
+		log_debug("SOCKS5 UDP datagram dropped",
+			  LF_S("reason", hl < 0 ? "malformed header" : "fragment (FRAG not 0)"));
 		return;
 	}
 	if (!u->client_port_known) {

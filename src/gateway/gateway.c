@@ -148,7 +148,8 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 
 	copy_str(gt->client_id, sizeof(gt->client_id), &f->hello.client_id);
 	if (f->hello.version != FRAME_VERSION) {
-		reject(gt, FRAME_ERR_VERSION, "unsupported protocol version", "unsupported version");
+		reject(gt, FRAME_ERR_VERSION, "unsupported protocol version",
+		       "unsupported version");
 		return 0;
 	}
 	if (!valid_id(&f->hello.client_id, 1) || !valid_id(&f->hello.group_id, 0)) {
@@ -164,8 +165,9 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 	/* a certificate bound to groups and ids (URI SANs) joins only as one */
 	bound = tls_peer_binding(&gt->tunnel->tls, group_id, gt->client_id);
 	if (bound == -EACCES) {
-		reject_auth(gt, group_id, "the client certificate is bound to other groups or "
-					  "client ids");
+		reject_auth(gt, group_id,
+			    "the client certificate is bound to other groups or "
+			    "client ids");
 		return 0;
 	}
 	if (bound == -ENOKEY && cfg->gateway.client_ca) {
@@ -421,7 +423,7 @@ static void shutdown_expired(struct ring *r, struct timer *t)
 	/* tunnel_close frees nothing synchronously (gw_on_closed unlinks and
 	 * frees in a later completion), so the walk loses no entry; _SAFE
 	 * still survives losing the current one */
-	DL_FOREACH_SAFE(gw->tunnels, gt, tmp)
+	DL_FOREACH_SAFE (gw->tunnels, gt, tmp)
 		tunnel_close(gt->tunnel, "gateway shutdown");
 	proxy_close_all(gw, "gateway shutdown");
 }
@@ -434,8 +436,8 @@ static void gateway_stop(struct gateway *gw, int signo)
 		return;
 	gw->stopping = true;
 	notify_stopping(&gw->notify);
-	log_info("Gateway stopping", LF_S("signal", strsignal(signo)), LF_U("tunnels", gw->ntunnels),
-		 LF_U("users", gw->nusers),
+	log_info("Gateway stopping", LF_S("signal", strsignal(signo)),
+		 LF_U("tunnels", gw->ntunnels), LF_U("users", gw->nusers),
 		 LF_U("shutdown_timeout_ms", gw->cfg->gateway.shutdown_timeout_ms));
 	listener_stop(&gw->ring, &gw->tunnel_listener);
 	listener_stop(&gw->ring, &gw->control_listener);
@@ -447,7 +449,7 @@ static void gateway_stop(struct gateway *gw, int signo)
 	/* users still in their handshake have nothing to finish */
 	proxy_close_handshaking(gw, "gateway shutdown");
 	/* open streams may finish; each tunnel closes after its last one */
-	DL_FOREACH_SAFE(gw->tunnels, gt, tmp) /* closes, as shutdown_expired */
+	DL_FOREACH_SAFE (gw->tunnels, gt, tmp) /* closes, as shutdown_expired */
 		tunnel_drain(gt->tunnel, FRAME_ERR_SHUTDOWN, "gateway shutting down");
 	timer_init(&gw->shutdown_timer, shutdown_expired);
 	timer_arm(&gw->ring, &gw->shutdown_timer, gw->cfg->gateway.shutdown_timeout_ms);
@@ -463,8 +465,7 @@ static bool same_text(const char *a, const char *b)
 
 /* Why a group's agent credential under old differs from the one under now,
  * or NULL when it is the same. */
-static const char *admission_change(const struct gw_admission *old,
-				    const struct gw_admission *now)
+static const char *admission_change(const struct gw_admission *old, const struct gw_admission *now)
 {
 	if (now->kind == GW_CRED_REFUSED)
 		return "require_group_section refuses the group now";
@@ -487,7 +488,7 @@ static void recheck_agents(struct gateway *gw, const struct config *old)
 	struct gw_tunnel *gt, *tmp;
 
 	/* closes tunnels, as shutdown_expired: none leaves the list here */
-	DL_FOREACH_SAFE(gw->tunnels, gt, tmp) {
+	DL_FOREACH_SAFE (gw->tunnels, gt, tmp) {
 		char group_id[FRAME_MAX_ID_LEN + 1];
 		struct gw_admission before, now;
 		const char *why;
@@ -529,8 +530,8 @@ static void gateway_reload(struct gateway *gw)
 			  LF_S("error", err));
 		return;
 	}
-	tls = tls_ctx_server(fresh.gateway.tls_cert, fresh.gateway.tls_key,
-			     fresh.gateway.client_ca, err, sizeof(err));
+	tls = tls_ctx_server(fresh.gateway.tls_cert, fresh.gateway.tls_key, fresh.gateway.client_ca,
+			     err, sizeof(err));
 	if (!tls) {
 		log_error("Configuration reload failed; the running configuration stays",
 			  LF_S("error", err));
@@ -618,8 +619,14 @@ static int proxy_listen(struct gateway *gw, struct listener *l, const struct con
 		tls_ctx_free(tls);
 		return fd;
 	}
-	*l = (struct listener){ .fd = fd, .name = name, .on_accept = proxy_accept, .owner = gw,
-				.frontend = fe, .proxy_cfg = cfg, .proxy = proxy, .tls = tls };
+	*l = (struct listener){ .fd = fd,
+				.name = name,
+				.on_accept = proxy_accept,
+				.owner = gw,
+				.frontend = fe,
+				.proxy_cfg = cfg,
+				.proxy = proxy,
+				.tls = tls };
 	config_addr_format(&cfg->listen_addr, shown, sizeof(shown));
 	log_info("Proxy listening", LF_S("proxy", name), LF_S("addr", shown),
 		 LF_S("auth", cfg->auth_username || cfg->auth_password ? "password" : "none"),
@@ -676,8 +683,9 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		log_error("Cannot open the tunnel listener", LF_S("error", err));
 		return fd;
 	}
-	gw->tunnel_listener = (struct listener){ .fd = fd, .name = "tunnel",
-						 .on_accept = tunnel_accept, .owner = gw };
+	gw->tunnel_listener = (struct listener){
+		.fd = fd, .name = "tunnel", .on_accept = tunnel_accept, .owner = gw
+	};
 	ret = control_listen(gw, err, sizeof(err));
 	if (ret < 0) {
 		log_error("Cannot open the control socket", LF_S("error", err));
@@ -689,7 +697,8 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 						       .listeners = { &gw->tunnel_listener } };
 	gw->user_budget = (struct handshake_budget){
 		.name = "proxy",
-		.listeners = { &gw->socks5_listener, &gw->http_listener, &gw->https_listener } };
+		.listeners = { &gw->socks5_listener, &gw->http_listener, &gw->https_listener }
+	};
 	listener_start(&gw->ring, &gw->tunnel_listener);
 	listener_start(&gw->ring, &gw->control_listener);
 	if (gw->socks5_listener.fd >= 0)

@@ -53,8 +53,8 @@ struct listener {
 	int fd;
 	struct ring_op op;
 	struct timer retry; /* re-arm after EMFILE/ENFILE */
-	bool armed;  /* an accept is in flight (its completion is still to come) */
-	bool paused; /* its side is at max_handshakes: no accept is armed */
+	bool armed;         /* an accept is in flight (its completion is still to come) */
+	bool paused;        /* its side is at max_handshakes: no accept is armed */
 	const char *name;
 	void (*on_accept)(struct listener *l, int fd);
 	void *owner;
@@ -74,13 +74,13 @@ struct listener {
  * new connections wait in the kernel's backlog; below it they accept
  * again (gateway.c "handshakes"). */
 struct handshake_budget {
-	const char *name;	       /* "tunnel" or "proxy", for the log */
+	const char *name;              /* "tunnel" or "proxy", for the log */
 	struct listener *listeners[3]; /* the side's listeners; NULL: none */
-	unsigned count;		       /* connections in their handshake */
-	bool paused;		       /* count reached max_handshakes */
-	bool pause_logged;	       /* this pause had its WARN: resuming is INFO */
-	uint64_t pauses;	       /* times the side paused since start */
-	uint64_t paused_at_ms;	       /* when the current pause began */
+	unsigned count;                /* connections in their handshake */
+	bool paused;                   /* count reached max_handshakes */
+	bool pause_logged;             /* this pause had its WARN: resuming is INFO */
+	uint64_t pauses;               /* times the side paused since start */
+	uint64_t paused_at_ms;         /* when the current pause began */
 	struct log_rate pause_rate;    /* pause WARNs: one per LOG_FLOOD_PERIOD_MS */
 };
 
@@ -110,9 +110,9 @@ struct gw_tunnel {
 	struct tunnel *tunnel;
 	struct reg_tunnel reg;
 	bool authenticated;
-	bool in_handshake; /* counted in gateway.tunnel_budget */
-	uint64_t accepted_us; /* for the handshake's duration (stats.h) */
-	bool datagrams;	   /* HELLO and HELLO_OK set FRAME_CAP_DATAGRAM */
+	bool in_handshake;       /* counted in gateway.tunnel_budget */
+	uint64_t accepted_us;    /* for the handshake's duration (stats.h) */
+	bool datagrams;          /* HELLO and HELLO_OK set FRAME_CAP_DATAGRAM */
 	struct gw_assoc *assocs; /* datagram associations on it, by id (dgram.c, uthash) */
 	uint32_t next_assoc_id;
 	char client_id[FRAME_MAX_ID_LEN + 1];
@@ -137,27 +137,27 @@ struct gateway {
 	struct registry registry;
 	struct gw_tunnel *tunnels; /* newest first, a utlist DL list (gateway.c) */
 	unsigned ntunnels;
-	unsigned nusers; /* users' connections alive (proxy.c) */
-	uint64_t refused_over_limit; /* users refused by max_connections */
+	unsigned nusers;              /* users' connections alive (proxy.c) */
+	uint64_t refused_over_limit;  /* users refused by max_connections */
 	struct log_rate refusal_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
-	uint32_t max_users; /* max_connections in force (0 in the file: derived) */
+	uint32_t max_users;           /* max_connections in force (0 in the file: derived) */
 	/* max_handshakes: connections in their handshake, per side */
 	struct handshake_budget tunnel_budget, user_budget;
 	unsigned handshake_peak; /* most at once since memory was last trimmed */
-	bool picking_datagrams; /* registry_pick for an association: DATAGRAM tunnels only */
+	bool picking_datagrams;  /* registry_pick for an association: DATAGRAM tunnels only */
 	uint64_t dgrams_dropped; /* datagrams toward agents not sent (tunnel full, too long) */
 	/* issue 11: suspect tunnels and retries inside a group */
-	uint64_t tunnels_suspected;  /* times a tunnel became suspect */
-	uint64_t open_retries;       /* OPENs sent again to another agent (proxy.c) */
-	struct log_rate suspect_rate; /* "Tunnel suspect" WARNs */
-	struct log_rate answer_rate;  /* "Tunnel answers again" INFOs */
-	struct user_conn *users; /* newest first, a utlist DL list (proxy.c) */
+	uint64_t tunnels_suspected;      /* times a tunnel became suspect */
+	uint64_t open_retries;           /* OPENs sent again to another agent (proxy.c) */
+	struct log_rate suspect_rate;    /* "Tunnel suspect" WARNs */
+	struct log_rate answer_rate;     /* "Tunnel answers again" INFOs */
+	struct user_conn *users;         /* newest first, a utlist DL list (proxy.c) */
 	struct origin_pool *origin_pool; /* parked HTTP origin streams (origin_pool.c) */
 	/* set by gateway.c, called by proxy.c once a user connection is freed:
 	 * a stopping gateway exits after the last one (proxy.c never calls
 	 * into gateway.c) */
 	void (*on_user_closed)(struct gateway *gw);
-	struct gw_stats stats;	 /* metrics and apctl stats (stats.h) */
+	struct gw_stats stats;         /* metrics and apctl stats (stats.h) */
 	struct metrics_server metrics; /* [metrics] listen_addr; ring NULL: off */
 	time_t started;
 	bool stopping;

@@ -146,7 +146,8 @@ void handshake_begin(struct gateway *gw, struct handshake_budget *b, bool *count
 	*counted = true;
 	b->count++;
 	budget_update(gw, b);
-	gw->handshake_peak = MAX(gw->handshake_peak, gw->tunnel_budget.count + gw->user_budget.count);
+	gw->handshake_peak =
+		MAX(gw->handshake_peak, gw->tunnel_budget.count + gw->user_budget.count);
 }
 
 void handshake_end(struct gateway *gw, struct handshake_budget *b, bool *counted)

@@ -236,8 +236,8 @@ void origin_pool_release(struct gateway *gw, const struct reg_client *client,
 	 * each removal */
 	while ((op = gw->origin_pool)) {
 		found = NULL;
-		HASH_ITER(hh, op->keys, k, ktmp) {
-			DL_FOREACH(k->entries, p) {
+		HASH_ITER (hh, op->keys, k, ktmp) {
+			DL_FOREACH (k->entries, p) {
 				if ((client && p->client != client) || (t && p->st.tunnel != t))
 					continue;
 				found = p;

@@ -203,7 +203,7 @@ void proxy_close_all(struct gateway *gw, const char *why)
 	/* relay_close frees nothing synchronously (user_closed unlinks and
 	 * frees in a later completion), so no entry leaves the list during
 	 * the walk; _SAFE still survives losing the current one */
-	DL_FOREACH_SAFE(gw->users, uc, tmp)
+	DL_FOREACH_SAFE (gw->users, uc, tmp)
 		relay_close(&uc->relay, why);
 }
 
@@ -214,7 +214,7 @@ void proxy_close_handshaking(struct gateway *gw, const char *why)
 	/* as in proxy_close_all: relay_close frees nothing synchronously; an
 	 * HTTP connection between requests holds no request, even when it
 	 * keeps its stream for the next one */
-	DL_FOREACH_SAFE(gw->users, uc, tmp)
+	DL_FOREACH_SAFE (gw->users, uc, tmp)
 		if ((!uc->relay.stream.tunnel || uc->stream_idle) && !uc->relay.pumping)
 			relay_close(&uc->relay, why);
 	origin_pool_release(gw, NULL, NULL); /* parked streams hold no request */
@@ -252,13 +252,12 @@ void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client)
 	}
 }
 
-void proxy_release_idle(struct gateway *gw, const struct reg_client *client,
-			const struct tunnel *t)
+void proxy_release_idle(struct gateway *gw, const struct reg_client *client, const struct tunnel *t)
 {
 	struct user_conn *uc;
 
 	/* resets only: no user connection leaves the list during the walk */
-	DL_FOREACH(gw->users, uc) {
+	DL_FOREACH (gw->users, uc) {
 		if (!uc->stream_idle || !uc->relay.stream.tunnel ||
 		    (client && uc->client != client) || (t && uc->relay.stream.tunnel != t))
 			continue;
@@ -348,9 +347,9 @@ bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t use
 		return true;
 	uc->gw->stats.proxy[uc->proxy].auth_failures++;
 	net_format_peer(uc->relay.fd, peer, sizeof(peer));
-	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name),
-		 LF_S("user", id->full), LF_S("group", id->group),
-		 LF_S("reason", "wrong user name or password"), LF_S("remote_addr", peer));
+	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name), LF_S("user", id->full),
+		 LF_S("group", id->group), LF_S("reason", "wrong user name or password"),
+		 LF_S("remote_addr", peer));
 	return false;
 }
 
@@ -465,9 +464,9 @@ struct proxy_open_state {
 	struct username_identity id;
 	struct stream_target target; /* domain, user and group point below */
 	char domain[FRAME_MAX_TEXT_LEN + 1];
-	char shown[GRAMMAR_TARGET_MAX];	  /* the target for logs */
+	char shown[GRAMMAR_TARGET_MAX];   /* the target for logs */
 	char group[FRAME_MAX_ID_LEN + 1]; /* whose agents are tried (after a fallback: "") */
-	struct reg_client **tried;	  /* referenced, so no address is reused */
+	struct reg_client **tried;        /* referenced, so no address is reused */
 	unsigned ntried, tried_cap;
 	uint8_t reason; /* the most specific failure so far (0: none yet) */
 	char message[FRAME_MAX_TEXT_LEN + 1];
@@ -680,11 +679,12 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		char msg[160];
 
 		snprintf(msg, sizeof(msg),
-			 "stream limit of group '%s' reached (every tunnel at max_streams_per_tunnel)",
+			 "stream limit of group '%s' reached (every tunnel at "
+			 "max_streams_per_tunnel)",
 			 id->group);
 		log_warn("Group's tunnels are full, user refused", LF_S("group", id->group),
-			 LF_S("user", id->full), LF_U("max_streams_per_tunnel",
-						      gw->cfg->gateway.max_streams_per_tunnel));
+			 LF_S("user", id->full),
+			 LF_U("max_streams_per_tunnel", gw->cfg->gateway.max_streams_per_tunnel));
 		log_request_failed(uc, id->full, id->group, shown, FRAME_OPEN_LIMIT, msg);
 		open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;
@@ -735,7 +735,8 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	}
 	st = calloc(1, sizeof(*st));
 	if (!st) {
-		log_request_failed(uc, id->full, id->group, shown, FRAME_OPEN_GENERAL, "out of memory");
+		log_request_failed(uc, id->full, id->group, shown, FRAME_OPEN_GENERAL,
+				   "out of memory");
 		open_result(uc, FRAME_OPEN_GENERAL, "out of memory");
 		return;
 	}

@@ -52,10 +52,10 @@ struct gw_proxy_stats {
 
 struct gw_stats {
 	struct gw_proxy_stats proxy[GW_NPROXIES];
-	uint64_t fallbacks; /* streams sent to the default group instead */
+	uint64_t fallbacks;                        /* streams sent to the default group instead */
 	struct metrics_histogram tunnel_handshake; /* accept -> HELLO_OK */
-	struct metrics_histogram open_latency;	   /* OPEN sent -> OPEN_OK / OPEN_FAIL */
-	struct gw_group_stats *groups;		   /* by id */
+	struct metrics_histogram open_latency;     /* OPEN sent -> OPEN_OK / OPEN_FAIL */
+	struct gw_group_stats *groups;             /* by id */
 	/* what the dropped groups had counted, for the totals */
 	uint64_t retired_streams_total, retired_bytes_in, retired_bytes_out;
 };

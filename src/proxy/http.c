@@ -65,7 +65,7 @@ static bool is_tchar(uint8_t c)
 	case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
 	case '+': case '-': case '.': case '^': case '_': case '`': case '|':
 	case '~':
-	/* clang-format on */
+		/* clang-format on */
 		return true;
 	default:
 		return false;
@@ -197,8 +197,8 @@ static int parse_version(struct http_str v, int *minor, const char **why)
 {
 	const uint8_t *p = v.ptr;
 
-	if (v.len != VERSION_LEN || memcmp(p, "HTTP/", 5) != 0 || !is_digit(p[5]) ||
-	    p[6] != '.' || !is_digit(p[7]))
+	if (v.len != VERSION_LEN || memcmp(p, "HTTP/", 5) != 0 || !is_digit(p[5]) || p[6] != '.' ||
+	    !is_digit(p[7]))
 		return fail(why, -EBADMSG, "malformed HTTP version");
 	if (p[5] != '1' || (p[7] != '0' && p[7] != '1'))
 		return fail(why, -EPROTONOSUPPORT, "HTTP version not supported");
@@ -641,8 +641,8 @@ bool http_header_has_token(const struct http_head *h, const char *name, const ch
 }
 
 static const char *const hop_by_hop_fields[] = {
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authorization",
-	"Proxy-Authenticate", "TE", "Trailer", "Upgrade",
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authorization", "Proxy-Authenticate",
+	"TE",         "Trailer",          "Upgrade",
 };
 
 bool http_is_hop_by_hop(const struct http_head *h, const struct http_header *field)
@@ -822,7 +822,8 @@ static int content_length(const struct http_head *h, uint64_t *length, struct ht
 			if (first.ptr) {
 				if (element.len != first.len ||
 				    memcmp(element.ptr, first.ptr, first.len) != 0)
-					return fail(why, -EBADMSG, "differing Content-Length values");
+					return fail(why, -EBADMSG,
+						    "differing Content-Length values");
 				continue;
 			}
 			for (i = 0; i < element.len; i++) {
@@ -847,8 +848,8 @@ static int content_length(const struct http_head *h, uint64_t *length, struct ht
 
 enum transfer_coding {
 	TE_ABSENT,
-	TE_CHUNKED,      /* chunked is the final coding */
-	TE_NOT_CHUNKED,  /* codings, chunked not final */
+	TE_CHUNKED,     /* chunked is the final coding */
+	TE_NOT_CHUNKED, /* codings, chunked not final */
 };
 
 /* Transfer-Encoding (RFC 9112 §6.1): a list of codings over every field,
@@ -887,8 +888,7 @@ static void body_init(struct http_body_state *b, enum http_body_kind kind, uint6
 
 /* The framing fields of any message: 1 for a Content-Length (in *length),
  * 0 without, or -EBADMSG; *te gets the Transfer-Encoding verdict. */
-static int framing_fields(const struct http_head *h, int *te, uint64_t *length,
-			  const char **why)
+static int framing_fields(const struct http_head *h, int *te, uint64_t *length, const char **why)
 {
 	struct http_str digits;
 
@@ -960,17 +960,17 @@ enum chunked_state {
 	CH_BWS,            /* whitespace that must lead to ';' */
 	CH_EXT_NAME_START, /* BWS, then the first tchar of a name */
 	CH_EXT_NAME,
-	CH_EXT_NAME_BWS,   /* whitespace after a name: '=' or ';' next */
+	CH_EXT_NAME_BWS, /* whitespace after a name: '=' or ';' next */
 	CH_EXT_VALUE_START,
-	CH_EXT_VALUE,      /* token value */
-	CH_EXT_QUOTED,     /* inside a quoted-string value */
+	CH_EXT_VALUE,  /* token value */
+	CH_EXT_QUOTED, /* inside a quoted-string value */
 	CH_EXT_QUOTED_PAIR,
 	CH_EXT_QUOTED_END,
 	CH_SIZE_LF,
 	CH_DATA,
 	CH_DATA_CR,
 	CH_DATA_LF,
-	CH_TRAILER_START,  /* a field line or the final CRLF */
+	CH_TRAILER_START, /* a field line or the final CRLF */
 	CH_TRAILER_NAME,
 	CH_TRAILER_VALUE,
 	CH_TRAILER_LF,

@@ -64,10 +64,11 @@ static uint8_t *put_basic(uint8_t *p, const char *user, const char *password)
 			bits = bits << 8 | in[k];
 		}
 		for (k = 0; k < BASE64_QUANTUM_CHARS; k++) {
-			unsigned shift = (unsigned)(BASE64_QUANTUM_CHARS - 1 - k) * BASE64_BITS_PER_CHAR;
+			unsigned shift =
+				(unsigned)(BASE64_QUANTUM_CHARS - 1 - k) * BASE64_BITS_PER_CHAR;
 
-			*p++ = k <= n ? (uint8_t)base64_alphabet[(bits >> shift) & BASE64_CHAR_MASK] :
-					(uint8_t)'=';
+			*p++ = k <= n ? (uint8_t)base64_alphabet[(bits >> shift) & BASE64_CHAR_MASK]
+				      : (uint8_t)'=';
 		}
 	}
 	explicit_bzero(in, sizeof(in));
@@ -108,10 +109,11 @@ static bool authority_ok(const char *a)
 	return true;
 }
 
-ssize_t http_connect_request(uint8_t *out, size_t cap, const char *authority,
-			     const char *username, const char *password)
+ssize_t http_connect_request(uint8_t *out, size_t cap, const char *authority, const char *username,
+			     const char *password)
 {
-	static const char line_end[] = " HTTP/1.1\r\nHost: ", basic[] = "Proxy-Authorization: Basic ";
+	static const char line_end[] = " HTTP/1.1\r\nHost: ",
+			  basic[] = "Proxy-Authorization: Basic ";
 	size_t alen = strlen(authority), need;
 	uint8_t *p = out;
 

@@ -47,8 +47,8 @@ _Static_assert(SOCKS5_NAME_MAX <= FRAME_MAX_TEXT_LEN, "a SOCKS5 domain fits OPEN
 _Static_assert(IPV6_ADDR_SIZE == sizeof(((struct socks5_request *)0)->addr), "addr holds IPv6");
 _Static_assert(SOCKS5_GREETING_MAX == 257, "RFC 1928 greeting size");
 _Static_assert(SOCKS5_AUTH_MAX == 513, "RFC 1929 request size");
-_Static_assert(SOCKS5_REQUEST_MAX == REQUEST_HEADER_SIZE + DOMAIN_LEN_SIZE + SOCKS5_NAME_MAX +
-					     PORT_SIZE,
+_Static_assert(SOCKS5_REQUEST_MAX ==
+		       REQUEST_HEADER_SIZE + DOMAIN_LEN_SIZE + SOCKS5_NAME_MAX + PORT_SIZE,
 	       "largest request carries the longest domain");
 _Static_assert(SOCKS5_REPLY_MAX == REQUEST_HEADER_SIZE + IPV6_ADDR_SIZE + PORT_SIZE,
 	       "largest reply carries IPv6");

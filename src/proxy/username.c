@@ -43,8 +43,7 @@ static int refuse(struct username_identity *out, const char **why, int err, cons
 	return err;
 }
 
-int username_parse(const char *full, size_t len, struct username_identity *out,
-		   const char **why)
+int username_parse(const char *full, size_t len, struct username_identity *out, const char **why)
 {
 	struct username_parts parts;
 	size_t i;
@@ -55,8 +54,7 @@ int username_parse(const char *full, size_t len, struct username_identity *out,
 			      "group longer than " XSTRINGIFY(USERNAME_GROUP_MAX) " bytes");
 	/* the alphabet agents' group_id is admitted with (grammar.h) */
 	if (grammar_id_span(parts.group, parts.group_len) != parts.group_len)
-		return refuse(out, why, -EINVAL,
-				      "group holds a byte outside A-Z a-z 0-9 . _ : -");
+		return refuse(out, why, -EINVAL, "group holds a byte outside A-Z a-z 0-9 . _ : -");
 	if (parts.base_len > USERNAME_BASE_MAX)
 		return refuse(out, why, -ENAMETOOLONG,
 			      "user name longer than " XSTRINGIFY(USERNAME_BASE_MAX) " bytes");

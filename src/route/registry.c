@@ -353,7 +353,7 @@ int registry_list_clients(struct registry *reg, struct reg_client ***out, size_t
 	*out = calloc(n ? n : 1, sizeof(**out));
 	if (!*out)
 		return -ENOMEM;
-	HASH_ITER(hh, reg->clients, c, tmp)
+	HASH_ITER (hh, reg->clients, c, tmp)
 		(*out)[i++] = c;
 	qsort(*out, n, sizeof(**out), cmp_client);
 	*count = n;
@@ -368,7 +368,7 @@ int registry_list_groups(struct registry *reg, struct reg_group ***out, size_t *
 	*out = calloc(n ? n : 1, sizeof(**out));
 	if (!*out)
 		return -ENOMEM;
-	HASH_ITER(hh, reg->groups, g, tmp)
+	HASH_ITER (hh, reg->groups, g, tmp)
 		(*out)[i++] = g;
 	qsort(*out, n, sizeof(**out), cmp_group);
 	*count = n;
@@ -408,12 +408,12 @@ void registry_destroy(struct registry *reg)
 	struct reg_client *c, *tmp;
 	struct reg_drain *d, *dtmp;
 
-	HASH_ITER(hh, reg->drained, d, dtmp) {
+	HASH_ITER (hh, reg->drained, d, dtmp) {
 		HASH_DEL(reg->drained, d);
 		free(d);
 	}
 
-	HASH_ITER(hh, reg->clients, c, tmp) {
+	HASH_ITER (hh, reg->clients, c, tmp) {
 		unsigned i;
 
 		for (i = 0; i < c->ntunnels; i++)

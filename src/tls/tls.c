@@ -224,11 +224,14 @@ struct WOLFSSL_CTX *tls_ctx_server(const char *cert, const char *key, const char
 #ifndef WOLFSSL_ALWAYS_VERIFY_CB
 		/* without it wolfSSL never shows us a certificate that passed, so
 		 * bindings could not be enforced: refuse rather than ignore them */
-		snprintf(err, errlen, "client_ca: this wolfSSL build cannot report client "
-			 "certificates (it lacks WOLFSSL_ALWAYS_VERIFY_CB); build with tools/setup.sh");
+		snprintf(err, errlen,
+			 "client_ca: this wolfSSL build cannot report client "
+			 "certificates (it lacks WOLFSSL_ALWAYS_VERIFY_CB); build with "
+			 "tools/setup.sh");
 		goto fail;
 #endif
-		wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+		wolfSSL_CTX_set_verify(ctx,
+				       WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT,
 				       verify_peer);
 		/* a resumed session presents no certificate: full handshakes only */
 		if (wolfSSL_CTX_no_ticket_TLSv13(ctx) != 0) {
@@ -342,8 +345,7 @@ bool tls_first_record_in(const struct tls_conn *c)
 	return buf_used(&c->in) >= TLS_RECORD_HEADER_BYTES + len;
 }
 
-int tls_conn_init(struct tls_conn *c, struct WOLFSSL_CTX *ctx, bool server,
-		  const char *server_name)
+int tls_conn_init(struct tls_conn *c, struct WOLFSSL_CTX *ctx, bool server, const char *server_name)
 {
 	int ret = tls_conn_prepare(c, ctx);
 

@@ -42,7 +42,7 @@
 #define OPEN_PORT_SIZE 2
 #define OPEN_MIN_SIZE \
 	(OPEN_FIXED_SIZE + STR8_SIZE(MIN_DOMAIN_LEN) + OPEN_PORT_SIZE + 2 * STR8_SIZE(0))
-#define OPEN_MAX_SIZE \
+#define OPEN_MAX_SIZE                                                       \
 	(OPEN_FIXED_SIZE + STR8_SIZE(FRAME_MAX_TEXT_LEN) + OPEN_PORT_SIZE + \
 	 STR8_SIZE(FRAME_MAX_TEXT_LEN) + STR8_SIZE(FRAME_MAX_ID_LEN))
 #define OPEN_OK_SIZE 4
@@ -78,9 +78,9 @@ _Static_assert(FRAME_MAX_PAYLOAD == 16376, "update MAX_PAYLOAD_TEXT");
 
 /* Which stream ids a frame type may carry. */
 enum stream_class {
-	ON_TUNNEL,  /* stream id 0 only */
-	ON_STREAM,  /* non-zero stream id only */
-	ON_EITHER,  /* WINDOW: 0 credits the whole tunnel, else one stream */
+	ON_TUNNEL, /* stream id 0 only */
+	ON_STREAM, /* non-zero stream id only */
+	ON_EITHER, /* WINDOW: 0 credits the whole tunnel, else one stream */
 };
 
 /* Everything the header alone tells about a type: its name, where it may
@@ -95,7 +95,7 @@ struct frame_kind {
 	const char *why_trailing; /* bytes left after the last field */
 };
 
-#define KIND(type, label, cls, min, max, stream_reason)       \
+#define KIND(type, label, cls, min, max, stream_reason)     \
 	[type] = {                                          \
 		.name = label,                              \
 		.where = cls,                               \
@@ -159,13 +159,11 @@ struct str_rule {
 	const char *why_truncated, *why_short, *why_long;
 };
 
-#define STR_RULE(frame, field, min, max)                                          \
-	{                                                                         \
-		.min_len = min,                                                   \
-		.max_len = max,                                                   \
-		.why_truncated = frame ": " field " truncated",                   \
-		.why_short = frame ": " field " empty",                           \
-		.why_long = frame ": " field " over " EXPAND_STRINGIFY(max) " bytes", \
+#define STR_RULE(frame, field, min, max)                                                        \
+	{                                                                                       \
+		.min_len = min, .max_len = max, .why_truncated = frame ": " field " truncated", \
+		.why_short = frame ": " field " empty",                                         \
+		.why_long = frame ": " field " over " EXPAND_STRINGIFY(max) " bytes",           \
 	}
 
 static const struct str_rule hello_client_id_rule =
@@ -182,10 +180,8 @@ static const struct str_rule goaway_message_rule =
 	STR_RULE("GOAWAY", "message", 0, FRAME_MAX_TEXT_LEN);
 static const struct str_rule open_domain_rule =
 	STR_RULE("OPEN", "domain", MIN_DOMAIN_LEN, FRAME_MAX_TEXT_LEN);
-static const struct str_rule open_user_rule =
-	STR_RULE("OPEN", "user", 0, FRAME_MAX_TEXT_LEN);
-static const struct str_rule open_group_rule =
-	STR_RULE("OPEN", "group", 0, FRAME_MAX_ID_LEN);
+static const struct str_rule open_user_rule = STR_RULE("OPEN", "user", 0, FRAME_MAX_TEXT_LEN);
+static const struct str_rule open_group_rule = STR_RULE("OPEN", "group", 0, FRAME_MAX_ID_LEN);
 static const struct str_rule open_fail_message_rule =
 	STR_RULE("OPEN_FAIL", "message", 0, FRAME_MAX_TEXT_LEN);
 static const struct str_rule dgram_open_user_rule =
@@ -309,12 +305,18 @@ struct addr_rule {
 };
 
 static const struct addr_rule open_addr_rule = {
-	&open_domain_rule, "OPEN: unknown addr_type", "OPEN: address truncated",
-	"OPEN: port truncated", "OPEN: port 0",
+	&open_domain_rule,
+	"OPEN: unknown addr_type",
+	"OPEN: address truncated",
+	"OPEN: port truncated",
+	"OPEN: port 0",
 };
 static const struct addr_rule dgram_addr_rule = {
-	&dgram_domain_rule, "DGRAM: unknown addr_type", "DGRAM: address truncated",
-	"DGRAM: port truncated", "DGRAM: port 0",
+	&dgram_domain_rule,
+	"DGRAM: unknown addr_type",
+	"DGRAM: address truncated",
+	"DGRAM: port truncated",
+	"DGRAM: port 0",
 };
 
 /* The address fields of one frame, wherever they live in struct frame. */
@@ -673,8 +675,8 @@ static int encode_open(struct writer *w, const struct frame *f)
 
 static int encode_dgram(struct writer *w, const struct frame *f)
 {
-	int err = put_addr(w, &dgram_addr_rule, f->dgram.addr_type, f->dgram.addr,
-			   f->dgram.domain, f->dgram.port);
+	int err = put_addr(w, &dgram_addr_rule, f->dgram.addr_type, f->dgram.addr, f->dgram.domain,
+			   f->dgram.port);
 
 	if (err)
 		return err;
@@ -772,16 +774,11 @@ void frame_put_data_header(uint8_t *buf, uint32_t stream_id, uint16_t len)
 #define UNKNOWN_NAME "UNKNOWN"
 
 static const char *const error_names[] = {
-	[FRAME_ERR_NONE] = "NONE",
-	[FRAME_ERR_AUTH] = "AUTH",
-	[FRAME_ERR_VERSION] = "VERSION",
-	[FRAME_ERR_BAD_HELLO] = "BAD_HELLO",
-	[FRAME_ERR_REPLACED] = "REPLACED",
-	[FRAME_ERR_PROTOCOL] = "PROTOCOL",
-	[FRAME_ERR_LIMIT] = "LIMIT",
-	[FRAME_ERR_SHUTDOWN] = "SHUTDOWN",
-	[FRAME_ERR_TIMEOUT] = "TIMEOUT",
-	[FRAME_ERR_ID_IN_USE] = "ID_IN_USE",
+	[FRAME_ERR_NONE] = "NONE",         [FRAME_ERR_AUTH] = "AUTH",
+	[FRAME_ERR_VERSION] = "VERSION",   [FRAME_ERR_BAD_HELLO] = "BAD_HELLO",
+	[FRAME_ERR_REPLACED] = "REPLACED", [FRAME_ERR_PROTOCOL] = "PROTOCOL",
+	[FRAME_ERR_LIMIT] = "LIMIT",       [FRAME_ERR_SHUTDOWN] = "SHUTDOWN",
+	[FRAME_ERR_TIMEOUT] = "TIMEOUT",   [FRAME_ERR_ID_IN_USE] = "ID_IN_USE",
 };
 
 static const char *const open_reason_names[] = {

@@ -209,7 +209,7 @@ static void recv_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 	} else {
 		uint8_t *p = bufring_addr(r->bufs, (uint16_t)bid);
 		size_t now = buf_used(&r->pending) ? 0
-						    : MIN(stream_send_room(&r->stream), (size_t)res);
+						   : MIN(stream_send_room(&r->stream), (size_t)res);
 		int ret = 0;
 
 		/* what the stream takes now goes straight from the receive
@@ -581,8 +581,7 @@ static void tls_process(struct relay *r)
 	}
 	t->secure = true;
 	log_debug("User TLS established", LF_S("version", tls_conn_version(&t->conn)),
-		  LF_S("cipher", tls_conn_cipher(&t->conn)),
-		  LF_S("alpn", tls_conn_alpn(&t->conn)));
+		  LF_S("cipher", tls_conn_cipher(&t->conn)), LF_S("alpn", tls_conn_alpn(&t->conn)));
 	tls_deliver(r);
 }
 

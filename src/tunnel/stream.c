@@ -53,8 +53,7 @@ void stream_detach(struct stream *s)
 		tunnel_close_after(t, NULL, t->close_reason);
 }
 
-void stream_move(struct stream *dst, struct stream *src, const struct stream_ops *ops,
-		 void *owner)
+void stream_move(struct stream *dst, struct stream *src, const struct stream_ops *ops, void *owner)
 {
 	struct tunnel *t = src->tunnel;
 	bool waiting = src->waiting_writable;
@@ -152,8 +151,9 @@ void stream_open_fail(struct stream *s, uint8_t reason, const char *message)
 	if (!s->tunnel)
 		return;
 	f.open_fail.reason = reason;
-	f.open_fail.message = (struct frame_str){ (const uint8_t *)message,
-						  MIN(strlen(message), (size_t)FRAME_MAX_TEXT_LEN) };
+	f.open_fail.message =
+		(struct frame_str){ (const uint8_t *)message,
+				    MIN(strlen(message), (size_t)FRAME_MAX_TEXT_LEN) };
 	tunnel_send(s->tunnel, &f);
 	stream_detach(s);
 }
@@ -335,9 +335,8 @@ int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **wh
 		}
 		message_copy(msg, sizeof(msg), &f->open_fail.message);
 		stream_detach(s);
-		s->ops->on_open_result(s, f->open_fail.reason ? f->open_fail.reason
-							    : FRAME_OPEN_GENERAL,
-				       msg);
+		s->ops->on_open_result(
+			s, f->open_fail.reason ? f->open_fail.reason : FRAME_OPEN_GENERAL, msg);
 		return 0;
 	case FRAME_DATA:
 		if (!s->open || s->fin_received) {
@@ -385,7 +384,7 @@ void stream_tunnel_closed(struct tunnel *t, const char *why)
 {
 	struct stream *s, *tmp;
 
-	HASH_ITER(hh, t->streams, s, tmp) {
+	HASH_ITER (hh, t->streams, s, tmp) {
 		stream_detach(s);
 		if (!s->open && s->ops->on_open_result)
 			s->ops->on_open_result(s, FRAME_OPEN_GENERAL, why);
@@ -406,7 +405,7 @@ void stream_tunnel_writable(struct tunnel *t)
 	 * at the first unmarked head: a stream that queues itself again (or
 	 * still lacks room) is not revisited here. */
 	DL_FOREACH2(t->waiters, s, wait_next)
-		s->wake_pending = true;
+	s->wake_pending = true;
 	while ((s = t->waiters) && s->wake_pending) {
 		unwait(s);
 		if (!stream_send_room(s)) {

@@ -159,8 +159,8 @@ static void check_verdicts_name(const struct acl *acl, const char *name, uint16_
 
 	check(!match || forbids);
 	v = acl_check_name(acl, NULL, name, port, &name_allowed, &rule);
-	check(forbids ? v == ACL_DENY_FORBIDDEN && rule == forbids :
-			v == ACL_ALLOW && name_allowed && !rule);
+	check(forbids ? v == ACL_DENY_FORBIDDEN && rule == forbids
+		      : v == ACL_ALLOW && name_allowed && !rule);
 	v = acl_check_name(NULL, acl, name, port, &name_allowed, &rule);
 	if (match)
 		check(v == ACL_ALLOW && name_allowed && rule == match);
@@ -243,14 +243,13 @@ static void check_name_target(const struct pattern_set *set, const char *name, u
 		if (is_exact_name_pattern(set->text[i])) {
 			size_t n = strlen(set->text[i]);
 
-			check(acl_canonical_host((const uint8_t *)set->text[i], n, &host,
-						 NULL) == 0 &&
+			check(acl_canonical_host((const uint8_t *)set->text[i], n, &host, NULL) ==
+				      0 &&
 			      host.kind == ACL_HOST_NAME && strcmp(host.name, name) == 0);
 			if (len < ACL_NAME_MAX) {
 				prefixed[0] = name[0] == 'x' ? 'y' : 'x';
 				memcpy(prefixed + 1, name, len + 1);
-				check(!acl_match_name(set->one[i], prefixed, port,
-						      ACL_FORBIDS));
+				check(!acl_match_name(set->one[i], prefixed, port, ACL_FORBIDS));
 			}
 		}
 	}
@@ -291,8 +290,7 @@ static void check_same_rule(const struct acl *acl, const struct acl_addr *a, int
 	      acl_match_addr(acl, family, bytes, port));
 }
 
-static void check_addr_forms(const struct pattern_set *set, const struct acl_addr *a,
-			     uint16_t port)
+static void check_addr_forms(const struct pattern_set *set, const struct acl_addr *a, uint16_t port)
 {
 	char text[INET6_ADDRSTRLEN + 2];
 	uint8_t v6[IPV6_BYTES] = { 0 };
@@ -331,8 +329,7 @@ static void check_addr_forms(const struct pattern_set *set, const struct acl_add
 
 static bool is_canonical_byte(char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-	       c == '.';
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
 }
 
 static void check_canonical_name(const char *name)
@@ -370,8 +367,8 @@ static void check_spellings(const uint8_t *target, size_t len, const struct acl_
 	if (len + 1 > sizeof(other))
 		return;
 	for (i = 0; i < len; i++)
-		other[i] = target[i] >= 'a' && target[i] <= 'z' ? (uint8_t)(target[i] - 'a' + 'A') :
-								  target[i];
+		other[i] = target[i] >= 'a' && target[i] <= 'z' ? (uint8_t)(target[i] - 'a' + 'A')
+								: target[i];
 	check(acl_canonical_host(other, len, &again, NULL) == 0 && same_host(host, &again));
 	if (host->kind == ACL_HOST_NAME && target[len - 1] != '.') {
 		memcpy(other, target, len);

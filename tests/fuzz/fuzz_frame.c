@@ -51,11 +51,9 @@ static bool frames_equal(const struct frame *a, const struct frame *b)
 		       str_equal(a->error.message, b->error.message);
 	case FRAME_OPEN:
 		/* The decoder zeroes the frame first, so unused addr bytes agree. */
-		return a->open.window == b->open.window &&
-		       a->open.addr_type == b->open.addr_type &&
+		return a->open.window == b->open.window && a->open.addr_type == b->open.addr_type &&
 		       memcmp(a->open.addr, b->open.addr, sizeof(a->open.addr)) == 0 &&
-		       str_equal(a->open.domain, b->open.domain) &&
-		       a->open.port == b->open.port &&
+		       str_equal(a->open.domain, b->open.domain) && a->open.port == b->open.port &&
 		       str_equal(a->open.user, b->open.user) &&
 		       str_equal(a->open.group, b->open.group);
 	case FRAME_OPEN_OK:

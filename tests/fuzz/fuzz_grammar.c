@@ -34,7 +34,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Longest output of one input byte: \u00XX. */
-#define JSON_OUT_MAX(n) ((n) * GRAMMAR_JSON_UNIT_MAX)
+#define JSON_OUT_MAX(n) ((n)*GRAMMAR_JSON_UNIT_MAX)
 /* The longest input checked whole (longer inputs: their prefix). */
 #define FUZZ_MAX_INPUT 4096
 
@@ -109,7 +109,8 @@ static void check_json(const uint8_t *data, size_t size, enum grammar_json_ws ws
 	for (size_t i = 0; i < size; i += used) {
 		size_t left = size - i;
 		size_t n = grammar_json_unit((const char *)data + i,
-					     left < GRAMMAR_UTF8_MAX_BYTES ? left : GRAMMAR_UTF8_MAX_BYTES,
+					     left < GRAMMAR_UTF8_MAX_BYTES ? left
+									   : GRAMMAR_UTF8_MAX_BYTES,
 					     ws, (char *)out + pos, &used);
 
 		CHECK(n >= 1 && n <= GRAMMAR_JSON_UNIT_MAX);
@@ -152,7 +153,8 @@ static void check_target(const uint8_t *data, size_t size)
 	size -= 3;
 
 	if (size >= 4) {
-		n = grammar_format_target(buf, GRAMMAR_TARGET_MAX, GRAMMAR_ADDR_IPV4, data, 4, port);
+		n = grammar_format_target(buf, GRAMMAR_TARGET_MAX, GRAMMAR_ADDR_IPV4, data, 4,
+					  port);
 		CHECK(n > 0);
 		memcpy(host, buf, (size_t)(strchr(buf, ':') - buf));
 		host[strchr(buf, ':') - buf] = '\0';
@@ -164,7 +166,8 @@ static void check_target(const uint8_t *data, size_t size)
 	if (size >= 16) {
 		char *end;
 
-		n = grammar_format_target(buf, GRAMMAR_TARGET_MAX, GRAMMAR_ADDR_IPV6, data, 16, port);
+		n = grammar_format_target(buf, GRAMMAR_TARGET_MAX, GRAMMAR_ADDR_IPV6, data, 16,
+					  port);
 		CHECK(n > 0 && buf[0] == '[');
 		end = strchr(buf, ']');
 		CHECK(end != NULL);
@@ -174,7 +177,8 @@ static void check_target(const uint8_t *data, size_t size)
 		check_target_text(buf, n, host, strlen(host), true, port);
 	}
 	{
-		size_t len = size > GRAMMAR_TARGET_DOMAIN_MAX + 1 ? GRAMMAR_TARGET_DOMAIN_MAX + 1 : size;
+		size_t len = size > GRAMMAR_TARGET_DOMAIN_MAX + 1 ? GRAMMAR_TARGET_DOMAIN_MAX + 1
+								  : size;
 		bool valid = len >= 1 && len <= GRAMMAR_TARGET_DOMAIN_MAX && !memchr(data, 0, len);
 		int m;
 

@@ -116,12 +116,10 @@ static bool valid_parse_error(ssize_t n)
 	return n == -EBADMSG || n == -EMSGSIZE || n == -EPROTONOSUPPORT;
 }
 
-typedef ssize_t (*parse_fn)(const uint8_t *buf, size_t len, struct http_head *h,
-			    const char **why);
+typedef ssize_t (*parse_fn)(const uint8_t *buf, size_t len, struct http_head *h, const char **why);
 
 /* The whole input's result n, then what its prefixes must give. */
-static ssize_t parse_checked(parse_fn parse, const uint8_t *data, size_t size,
-			     struct http_head *h)
+static ssize_t parse_checked(parse_fn parse, const uint8_t *data, size_t size, struct http_head *h)
 {
 	const char *why = NULL;
 	ssize_t n = parse(data, size, h, &why);
@@ -176,8 +174,8 @@ static size_t kept_fields(const struct http_head *h, bool drop_host)
 /* Fields of `out` from index `first` are the kept fields of `in`, in
  * order, names and values as received; the one Content-Length is compared
  * through the framing instead. */
-static void check_fields_kept(const struct http_head *in, const struct http_head *out,
-			      size_t first, bool drop_host)
+static void check_fields_kept(const struct http_head *in, const struct http_head *out, size_t first,
+			      bool drop_host)
 {
 	bool length_seen = false;
 	size_t i, o = first;
@@ -361,7 +359,8 @@ static void check_credentials(const uint8_t *value, size_t len)
 		CHECK(memcmp(&c, &zero, sizeof(c)) == 0);
 		return;
 	}
-	CHECK(c.username_len <= HTTP_MAX_USERNAME_BYTES && c.password_len <= HTTP_MAX_PASSWORD_BYTES);
+	CHECK(c.username_len <= HTTP_MAX_USERNAME_BYTES &&
+	      c.password_len <= HTTP_MAX_PASSWORD_BYTES);
 	CHECK(c.username[c.username_len] == '\0' && c.password[c.password_len] == '\0');
 	CHECK(strlen(c.username) == c.username_len && strlen(c.password) == c.password_len);
 	CHECK(!memchr(c.username, ':', c.username_len));
@@ -448,7 +447,8 @@ static void check_response(const uint8_t *data, size_t size)
 	}
 	CHECK(http_response_body(&head, HTTP_METHOD_OTHER, &b, NULL) == 0);
 	/* an explicit close is never read as persistence */
-	CHECK(!http_response_keep_alive(&head) || !http_header_has_token(&head, "Connection", "close"));
+	CHECK(!http_response_keep_alive(&head) ||
+	      !http_header_has_token(&head, "Connection", "close"));
 	check_response_rewrite(n, &b, size & 1);
 	check_chunked(data + n, size - (size_t)n);
 }

@@ -46,8 +46,8 @@ static void check_reply(const uint8_t *data, size_t size)
 		return;
 	}
 	if ((size_t)n > size || n > HTTP_CONNECT_REPLY_MAX_BYTES || r.status < 200 ||
-	    r.status > 599 || (r.reason.len && (r.reason.ptr < data ||
-						r.reason.ptr + r.reason.len > data + n)))
+	    r.status > 599 ||
+	    (r.reason.len && (r.reason.ptr < data || r.reason.ptr + r.reason.len > data + n)))
 		abort();
 	if (http_connect_reply(data, (size_t)n, &again, NULL) != n || again.status != r.status ||
 	    again.reason.len != r.reason.len || again.reason.ptr != r.reason.ptr)

@@ -81,8 +81,8 @@ static void check_split(const char *full, size_t len)
 		abort();
 	if (u.group + u.group_len != full + len)
 		abort();
-	if (u.base_len == len ? u.group_len != 0 :
-				(full[u.base_len] != '.' || u.group != full + u.base_len + 1))
+	if (u.base_len == len ? u.group_len != 0
+			      : (full[u.base_len] != '.' || u.group != full + u.base_len + 1))
 		abort();
 }
 
@@ -175,8 +175,7 @@ static void check_request(const uint8_t *p, int r, const struct socks5_request *
 }
 
 /* Parse one message at p and check every promise; returns the result. */
-static int check_parse(enum message_kind kind, const uint8_t *p, size_t n,
-		       union parse_output *out)
+static int check_parse(enum message_kind kind, const uint8_t *p, size_t n, union parse_output *out)
 {
 	const size_t max = message_max[kind];
 	union parse_output scratch;

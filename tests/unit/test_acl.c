@@ -350,7 +350,9 @@ static const struct bad_pattern_case bad_pattern_cases[] = {
 	{ "exa mple.com", "space, control or non-ASCII" },
 	{ "example.com ", "space, control or non-ASCII" },
 	{ "ex\tample.com", "'ex?ample.com': space, control or non-ASCII" },
-	{ "b\xc3\xbc" "cher.de", "'b??cher.de': space, control or non-ASCII" },
+	{ "b\xc3\xbc"
+	  "cher.de",
+	  "'b??cher.de': space, control or non-ASCII" },
 	{ "10.0.0.1/8", "'10.0.0.1/8': host bits set; did you mean 10.0.0.0/8?" },
 	{ "192.168.1.1/16:22", "host bits set; did you mean 192.168.0.0/16:22?" },
 	{ "fd00::1/8", "host bits set; did you mean fd00::/8?" },
@@ -557,8 +559,8 @@ static const struct match_case match_cases[] = {
 	{ { "~[a-z]\\d\\.corp" }, "a1.corp", 80, "~[a-z]\\d\\.corp" },
 	{ { "~\\bdb\\b.*" }, "db.corp", 80, "~\\bdb\\b.*" },
 	{ { "~\\bdb\\b.*" }, "dba.corp", 80, NULL },
-	{ { "~a++" }, "aaa", 80, "~a++" },  /* possessive in PCRE2 */
-	{ { "~a++a" }, "aaa", 80, NULL },   /* ... so it gives nothing back */
+	{ { "~a++" }, "aaa", 80, "~a++" }, /* possessive in PCRE2 */
+	{ { "~a++a" }, "aaa", 80, NULL },  /* ... so it gives nothing back */
 	{ { "~\\Qa.b\\E" }, "a.b", 80, "~\\Qa.b\\E" },
 	{ { "~\\Qa.b\\E" }, "axb", 80, NULL },
 	{ { "~(a?){2}" }, "aa", 80, "~(a?){2}" }, /* once refused as costly */
@@ -810,8 +812,12 @@ static void test_regex_limit_fails_closed(void **state)
 static void test_regex_decides_on_longest_names(void **state)
 {
 	static const char *const sensible[] = {
-		"~(?:[a-z0-9-]{1,63}\\.)*[a-z0-9-]{1,63}", "~((a)|(b)|(\\.))*", "~([ab]+\\.?)*",
-		"~(.*\\.)?(a|b)+", "~.*a.*b.*", "~(ab|a|b)*(\\.(ab|b|a)+)*",
+		"~(?:[a-z0-9-]{1,63}\\.)*[a-z0-9-]{1,63}",
+		"~((a)|(b)|(\\.))*",
+		"~([ab]+\\.?)*",
+		"~(.*\\.)?(a|b)+",
+		"~.*a.*b.*",
+		"~(ab|a|b)*(\\.(ab|b|a)+)*",
 	};
 	char longest[ACL_NAME_MAX + 1];
 	size_t i, j;
@@ -842,10 +848,23 @@ static void test_regex_decides_on_longest_names(void **state)
 static void test_costly_regexes_are_bounded(void **state)
 {
 	static const char *const costly[] = {
-		"~((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)+", "~(a{2}){0,500}", "~a{2049}",
-		"~(ab?){257}", "~a{0,257}", "~(a|b|){2}c?", "~(a?){2}", "~(a*b*c*d*){17}",
-		"~(\\bp*)+", "~(^)*", "~(a|$)+", "~(()+)+", "~((a+)+)+b((((((((c+)+)+)+)+)+)+)+)+",
-		"~(a|aa)+[0-9]", "~.*a.*b.*c.*d.*e", "~(.*)*x", "~(a*)*(b*)*[0-9]",
+		"~((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)+",
+		"~(a{2}){0,500}",
+		"~a{2049}",
+		"~(ab?){257}",
+		"~a{0,257}",
+		"~(a|b|){2}c?",
+		"~(a?){2}",
+		"~(a*b*c*d*){17}",
+		"~(\\bp*)+",
+		"~(^)*",
+		"~(a|$)+",
+		"~(()+)+",
+		"~((a+)+)+b((((((((c+)+)+)+)+)+)+)+)+",
+		"~(a|aa)+[0-9]",
+		"~.*a.*b.*c.*d.*e",
+		"~(.*)*x",
+		"~(a*)*(b*)*[0-9]",
 		"~(?:(?:a|a)+)+[0-9]",
 	};
 	char label[ACL_LABEL_MAX + 1], longest[ACL_NAME_MAX + 1];
@@ -921,8 +940,14 @@ struct set_edge_case {
 	bool in;
 };
 
-#define IN(set, target) { set, target, true }
-#define OUT(set, target) { set, target, false }
+#define IN(set, target)           \
+	{                         \
+		set, target, true \
+	}
+#define OUT(set, target)           \
+	{                          \
+		set, target, false \
+	}
 
 static const struct set_edge_case set_edge_cases[] = {
 	/* @loopback: 127.0.0.0/8, ::1, and what connects there */
@@ -1159,8 +1184,8 @@ static void test_mapped_forms_agree(void **state)
 					 v4_targets[i]);
 			/* no IPv6 rule here covers 64:ff9b::/96 */
 			if (acl_match_addr(acl, AF_INET6, nat64, ports[j]) != want)
-				fail_msg("64:ff9b::%s:%u differs from %s", v4_targets[i],
-					 ports[j], v4_targets[i]);
+				fail_msg("64:ff9b::%s:%u differs from %s", v4_targets[i], ports[j],
+					 v4_targets[i]);
 		}
 	}
 	/* Another family never matches, not even an any-host rule. */
@@ -1184,9 +1209,18 @@ struct decision_case {
 	const char *want_rule;              /* that denial's rule, or NULL */
 };
 
-#define PRODUCTION { "localhost", "127.0.0.1", "192.168.0.0/16" }
-#define SETS { "@loopback", "@private", "@local" } /* docs/acl.md's production list */
-#define NONE { NULL }
+#define PRODUCTION                                         \
+	{                                                  \
+		"localhost", "127.0.0.1", "192.168.0.0/16" \
+	}
+#define SETS                                      \
+	{                                         \
+		"@loopback", "@private", "@local" \
+	} /* docs/acl.md's production list */
+#define NONE         \
+	{            \
+		NULL \
+	}
 
 /* clang-format off */
 static const struct decision_case decision_cases[] = {
@@ -1301,8 +1335,8 @@ static void check_decision(const struct decision_case *c)
 	if (host.kind == ACL_HOST_ADDR) {
 		addrs[naddrs++] = host.addr;
 	} else {
-		name_verdict = acl_check_name(forbidden, allowed, host.name, c->port,
-					      &name_allowed, &rule);
+		name_verdict = acl_check_name(forbidden, allowed, host.name, c->port, &name_allowed,
+					      &rule);
 		if (name_verdict != ACL_ALLOW) {
 			verdict = name_verdict;
 			first_denial = rule;
@@ -1336,8 +1370,8 @@ static void check_decision(const struct decision_case *c)
 		fail_msg("%s: verdict %s, want %s", c->label, acl_verdict_name(verdict),
 			 acl_verdict_name(c->want_verdict));
 	if (verdict != ACL_ALLOW &&
-	    (c->want_rule ? !first_denial || strcmp(acl_rule_text(first_denial), c->want_rule) :
-			    first_denial != NULL))
+	    (c->want_rule ? !first_denial || strcmp(acl_rule_text(first_denial), c->want_rule)
+			  : first_denial != NULL))
 		fail_msg("%s: denial names '%s', want '%s'", c->label,
 			 first_denial ? acl_rule_text(first_denial) : "(none)",
 			 c->want_rule ? c->want_rule : "(none)");

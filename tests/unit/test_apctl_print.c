@@ -25,8 +25,7 @@ static void parse_ok(const char *reply, struct table *t)
 }
 
 /* Runs a print function into a string. */
-static char *capture(void (*print)(FILE *, const struct table *),
-		     const struct table *t)
+static char *capture(void (*print)(FILE *, const struct table *), const struct table *t)
 {
 	char *text = NULL;
 	size_t size = 0;
@@ -85,9 +84,12 @@ static void test_aligned_clients(void **state)
 
 	parse_ok(clients_reply, &t);
 	assert_output(capture(apctl_print_aligned, &t),
-		"CLIENT_ID  GROUP_ID   TUNNELS  REMOTE_ADDR     CONNECTED_SINCE       STREAMS_ACTIVE  STREAMS_TOTAL  BYTES_IN  BYTES_OUT\n"
-		"edge-1     prod             2  10.0.0.5:41234  2026-01-02T03:04:05Z               3           1234   1048576          0\n"
-		"lab        (default)        1  [::1]:5000      2026-01-02T03:04:06Z               0              7        12         34\n");
+		      "CLIENT_ID  GROUP_ID   TUNNELS  REMOTE_ADDR     CONNECTED_SINCE       "
+		      "STREAMS_ACTIVE  STREAMS_TOTAL  BYTES_IN  BYTES_OUT\n"
+		      "edge-1     prod             2  10.0.0.5:41234  2026-01-02T03:04:05Z         "
+		      "      3           1234   1048576          0\n"
+		      "lab        (default)        1  [::1]:5000      2026-01-02T03:04:06Z         "
+		      "      0              7        12         34\n");
 	table_free(&t);
 }
 
@@ -101,15 +103,13 @@ static void test_suspect_column(void **state)
 	struct table t;
 
 	parse_ok(reply, &t);
-	assert_output(capture(apctl_print_aligned, &t),
-		"CLIENT_ID  SUSPECT\n"
-		"a          -\n"
-		"b          0,2\n");
-	assert_output(capture_json(&t, false),
-		"[\n"
-		"  {\"client_id\":\"a\",\"suspect\":\"\"},\n"
-		"  {\"client_id\":\"b\",\"suspect\":\"0,2\"}\n"
-		"]\n");
+	assert_output(capture(apctl_print_aligned, &t), "CLIENT_ID  SUSPECT\n"
+							"a          -\n"
+							"b          0,2\n");
+	assert_output(capture_json(&t, false), "[\n"
+					       "  {\"client_id\":\"a\",\"suspect\":\"\"},\n"
+					       "  {\"client_id\":\"b\",\"suspect\":\"0,2\"}\n"
+					       "]\n");
 	table_free(&t);
 }
 
@@ -122,12 +122,12 @@ static void test_aligned_hostile_values(void **state)
 	parse_ok("OK\nn:n\tname:s\tnote:s\n"
 		 "7\ta\\tb\tcaf\xc3\xa9\n"
 		 "12345\t\x1b[0m\t\xff\n"
-		 "0\t\xe2\x82\xac\tx\\\\y\n", &t);
-	assert_output(capture(apctl_print_aligned, &t),
-		"    N  NAME     NOTE\n"
-		"    7  a\\tb     caf\xc3\xa9\n"
-		"12345  \\x1b[0m  \\xff\n"
-		"    0  \xe2\x82\xac        x\\\\y\n");
+		 "0\t\xe2\x82\xac\tx\\\\y\n",
+		 &t);
+	assert_output(capture(apctl_print_aligned, &t), "    N  NAME     NOTE\n"
+							"    7  a\\tb     caf\xc3\xa9\n"
+							"12345  \\x1b[0m  \\xff\n"
+							"    0  \xe2\x82\xac        x\\\\y\n");
 	table_free(&t);
 }
 
@@ -136,26 +136,25 @@ static void test_kv_client(void **state)
 	struct table t;
 
 	parse_ok(clients_reply, &t);
-	assert_output(capture(apctl_print_kv, &t),
-		"client_id:       edge-1\n"
-		"group_id:        prod\n"
-		"tunnels:         2\n"
-		"remote_addr:     10.0.0.5:41234\n"
-		"connected_since: 2026-01-02T03:04:05Z\n"
-		"streams_active:  3\n"
-		"streams_total:   1234\n"
-		"bytes_in:        1048576\n"
-		"bytes_out:       0\n"
-		"\n"
-		"client_id:       lab\n"
-		"group_id:        (default)\n"
-		"tunnels:         1\n"
-		"remote_addr:     [::1]:5000\n"
-		"connected_since: 2026-01-02T03:04:06Z\n"
-		"streams_active:  0\n"
-		"streams_total:   7\n"
-		"bytes_in:        12\n"
-		"bytes_out:       34\n");
+	assert_output(capture(apctl_print_kv, &t), "client_id:       edge-1\n"
+						   "group_id:        prod\n"
+						   "tunnels:         2\n"
+						   "remote_addr:     10.0.0.5:41234\n"
+						   "connected_since: 2026-01-02T03:04:05Z\n"
+						   "streams_active:  3\n"
+						   "streams_total:   1234\n"
+						   "bytes_in:        1048576\n"
+						   "bytes_out:       0\n"
+						   "\n"
+						   "client_id:       lab\n"
+						   "group_id:        (default)\n"
+						   "tunnels:         1\n"
+						   "remote_addr:     [::1]:5000\n"
+						   "connected_since: 2026-01-02T03:04:06Z\n"
+						   "streams_active:  0\n"
+						   "streams_total:   7\n"
+						   "bytes_in:        12\n"
+						   "bytes_out:       34\n");
 	table_free(&t);
 }
 
@@ -180,21 +179,21 @@ static void test_json_clients(void **state)
 
 	parse_ok(clients_reply, &t);
 	assert_output(capture_json(&t, false),
-		"[\n"
-		"  {\"client_id\":\"edge-1\",\"group_id\":\"prod\",\"tunnels\":2,"
-		"\"remote_addr\":\"10.0.0.5:41234\","
-		"\"connected_since\":\"2026-01-02T03:04:05Z\",\"streams_active\":3,"
-		"\"streams_total\":1234,\"bytes_in\":1048576,\"bytes_out\":0},\n"
-		"  {\"client_id\":\"lab\",\"group_id\":\"\",\"tunnels\":1,"
-		"\"remote_addr\":\"[::1]:5000\","
-		"\"connected_since\":\"2026-01-02T03:04:06Z\",\"streams_active\":0,"
-		"\"streams_total\":7,\"bytes_in\":12,\"bytes_out\":34}\n"
-		"]\n");
+		      "[\n"
+		      "  {\"client_id\":\"edge-1\",\"group_id\":\"prod\",\"tunnels\":2,"
+		      "\"remote_addr\":\"10.0.0.5:41234\","
+		      "\"connected_since\":\"2026-01-02T03:04:05Z\",\"streams_active\":3,"
+		      "\"streams_total\":1234,\"bytes_in\":1048576,\"bytes_out\":0},\n"
+		      "  {\"client_id\":\"lab\",\"group_id\":\"\",\"tunnels\":1,"
+		      "\"remote_addr\":\"[::1]:5000\","
+		      "\"connected_since\":\"2026-01-02T03:04:06Z\",\"streams_active\":0,"
+		      "\"streams_total\":7,\"bytes_in\":12,\"bytes_out\":34}\n"
+		      "]\n");
 	assert_output(capture_json(&t, true),
-		"{\"client_id\":\"edge-1\",\"group_id\":\"prod\",\"tunnels\":2,"
-		"\"remote_addr\":\"10.0.0.5:41234\","
-		"\"connected_since\":\"2026-01-02T03:04:05Z\",\"streams_active\":3,"
-		"\"streams_total\":1234,\"bytes_in\":1048576,\"bytes_out\":0}\n");
+		      "{\"client_id\":\"edge-1\",\"group_id\":\"prod\",\"tunnels\":2,"
+		      "\"remote_addr\":\"10.0.0.5:41234\","
+		      "\"connected_since\":\"2026-01-02T03:04:05Z\",\"streams_active\":3,"
+		      "\"streams_total\":1234,\"bytes_in\":1048576,\"bytes_out\":0}\n");
 	table_free(&t);
 }
 
@@ -207,14 +206,15 @@ static void test_json_escapes(void **state)
 		 "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\n"
 		 /* stray continuation, overlong, surrogate, past U+10FFFF,
 		  * cut sequence */
-		 "\x80|\xc0\xaf|\xed\xa0\x80|\xf4\x90\x80\x80|\xe2\x82\n", &t);
+		 "\x80|\xc0\xaf|\xed\xa0\x80|\xf4\x90\x80\x80|\xe2\x82\n",
+		 &t);
 	assert_output(capture_json(&t, false),
-		"[\n"
-		"  {\"v\":\"q\\\"b\\\\s/\\t\\n\\r\\u0001\\u001f\\u007f\"},\n"
-		"  {\"v\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"},\n"
-		"  {\"v\":\"\\u0080|\\u00c0\\u00af|\\u00ed\\u00a0\\u0080|"
-		"\\u00f4\\u0090\\u0080\\u0080|\\u00e2\\u0082\"}\n"
-		"]\n");
+		      "[\n"
+		      "  {\"v\":\"q\\\"b\\\\s/\\t\\n\\r\\u0001\\u001f\\u007f\"},\n"
+		      "  {\"v\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"},\n"
+		      "  {\"v\":\"\\u0080|\\u00c0\\u00af|\\u00ed\\u00a0\\u0080|"
+		      "\\u00f4\\u0090\\u0080\\u0080|\\u00e2\\u0082\"}\n"
+		      "]\n");
 	table_free(&t);
 }
 
@@ -226,11 +226,11 @@ static void test_bool_columns_and_json_line(void **state)
 
 	parse_ok("OK\nclient_id:s\tdrained:b\tstreams_active:n\n"
 		 "a\ttrue\t12\n"
-		 "bb\tfalse\t0\n", &t);
-	assert_output(capture(apctl_print_aligned, &t),
-		      "CLIENT_ID  DRAINED  STREAMS_ACTIVE\n"
-		      "a          true                 12\n"
-		      "bb         false                 0\n");
+		 "bb\tfalse\t0\n",
+		 &t);
+	assert_output(capture(apctl_print_aligned, &t), "CLIENT_ID  DRAINED  STREAMS_ACTIVE\n"
+							"a          true                 12\n"
+							"bb         false                 0\n");
 	assert_output(capture_json(&t, true),
 		      "{\"client_id\":\"a\",\"drained\":true,\"streams_active\":12}\n");
 	assert_output(capture(apctl_print_json_line, &t),

@@ -34,18 +34,43 @@
 /* Every environment variable config_load reads; cleared before each test so
  * the caller's environment cannot change the results. */
 static const char *const config_env_vars[] = {
-	"GATEWAY_LISTEN_ADDR", "GATEWAY_TLS_CERT", "GATEWAY_TLS_KEY", "GATEWAY_CLIENT_CA",
-	"GATEWAY_AUTH_USERNAME", "GATEWAY_AUTH_PASSWORD", "GATEWAY_HANDSHAKE_TIMEOUT_MS",
-	"GATEWAY_PING_INTERVAL_MS", "GATEWAY_PING_TIMEOUT_MS", "PROXY_HTTP_LISTEN_ADDR",
-	"PROXY_HTTP_AUTH_USERNAME", "PROXY_HTTP_AUTH_PASSWORD", "PROXY_SOCKS5_LISTEN_ADDR",
-	"PROXY_SOCKS5_AUTH_USERNAME", "PROXY_SOCKS5_AUTH_PASSWORD", "CLIENT_GATEWAY_ADDR",
-	"CLIENT_GATEWAY_TLS_CERT", "CLIENT_GATEWAY_SERVER_NAME", "CLIENT_TLS_CERT",
-	"CLIENT_TLS_KEY", "CLIENT_CLIENT_ID", "CLIENT_GROUP_ID", "CLIENT_REPLICAS",
-	"CLIENT_AUTH_USERNAME", "CLIENT_AUTH_PASSWORD", "CLIENT_ALLOWED_HOSTS",
-	"CLIENT_FORBIDDEN_HOSTS", "CLIENT_HANDSHAKE_TIMEOUT_MS", "CLIENT_PING_INTERVAL_MS",
-	"CLIENT_PING_TIMEOUT_MS", "CLIENT_RECONNECT_INITIAL_DELAY_MS",
-	"CLIENT_RECONNECT_MAX_DELAY_MS", "CLIENT_CONNECT_TIMEOUT_MS", "LOG_LEVEL", "LOG_FORMAT",
-	"LOG_OUTPUT", "CONTROL_SOCKET",
+	"GATEWAY_LISTEN_ADDR",
+	"GATEWAY_TLS_CERT",
+	"GATEWAY_TLS_KEY",
+	"GATEWAY_CLIENT_CA",
+	"GATEWAY_AUTH_USERNAME",
+	"GATEWAY_AUTH_PASSWORD",
+	"GATEWAY_HANDSHAKE_TIMEOUT_MS",
+	"GATEWAY_PING_INTERVAL_MS",
+	"GATEWAY_PING_TIMEOUT_MS",
+	"PROXY_HTTP_LISTEN_ADDR",
+	"PROXY_HTTP_AUTH_USERNAME",
+	"PROXY_HTTP_AUTH_PASSWORD",
+	"PROXY_SOCKS5_LISTEN_ADDR",
+	"PROXY_SOCKS5_AUTH_USERNAME",
+	"PROXY_SOCKS5_AUTH_PASSWORD",
+	"CLIENT_GATEWAY_ADDR",
+	"CLIENT_GATEWAY_TLS_CERT",
+	"CLIENT_GATEWAY_SERVER_NAME",
+	"CLIENT_TLS_CERT",
+	"CLIENT_TLS_KEY",
+	"CLIENT_CLIENT_ID",
+	"CLIENT_GROUP_ID",
+	"CLIENT_REPLICAS",
+	"CLIENT_AUTH_USERNAME",
+	"CLIENT_AUTH_PASSWORD",
+	"CLIENT_ALLOWED_HOSTS",
+	"CLIENT_FORBIDDEN_HOSTS",
+	"CLIENT_HANDSHAKE_TIMEOUT_MS",
+	"CLIENT_PING_INTERVAL_MS",
+	"CLIENT_PING_TIMEOUT_MS",
+	"CLIENT_RECONNECT_INITIAL_DELAY_MS",
+	"CLIENT_RECONNECT_MAX_DELAY_MS",
+	"CLIENT_CONNECT_TIMEOUT_MS",
+	"LOG_LEVEL",
+	"LOG_FORMAT",
+	"LOG_OUTPUT",
+	"CONTROL_SOCKET",
 };
 
 static const char *const cert_files[] = {
@@ -57,19 +82,19 @@ static char saved_cwd[PATH_MAX];
 static char config_path[PATH_MAX]; /* the file of the last load_text() */
 static char err[ERR_BYTES];
 
-#define GATEWAY_MIN                          \
-	"[gateway]\n"                        \
-	"tls_cert = server.crt\n"            \
-	"tls_key = server.key\n"             \
-	"auth_username = gateway_user\n"     \
+#define GATEWAY_MIN                      \
+	"[gateway]\n"                    \
+	"tls_cert = server.crt\n"        \
+	"tls_key = server.key\n"         \
+	"auth_username = gateway_user\n" \
 	"auth_password = gateway_password\n"
 
-#define CLIENT_MIN                                    \
-	"[client]\n"                                  \
-	"gateway_addr = gateway.example.com:8443\n"   \
-	"gateway_tls_cert = server.crt\n"             \
-	"client_id = prod-client-001\n"               \
-	"auth_username = gateway_user\n"              \
+#define CLIENT_MIN                                  \
+	"[client]\n"                                \
+	"gateway_addr = gateway.example.com:8443\n" \
+	"gateway_tls_cert = server.crt\n"           \
+	"client_id = prod-client-001\n"             \
+	"auth_username = gateway_user\n"            \
 	"auth_password = gateway_password\n"
 
 static void write_file(const char *path, const char *data, size_t len)
@@ -109,8 +134,7 @@ static int teardown(void **state)
 }
 
 /* Write len bytes of data to a new file (mkstemp) and load it. */
-static int load_bytes(struct config *cfg, enum config_program program, const char *data,
-		      size_t len)
+static int load_bytes(struct config *cfg, enum config_program program, const char *data, size_t len)
 {
 	int fd;
 
@@ -310,28 +334,25 @@ static void test_spec_deployment_examples(void **state)
 	struct config cfg;
 
 	load_ok(&cfg, CONFIG_CLIENT,
-		CLIENT_MIN
-		"group_id = production\n"
-		"replicas = 3\n"
-		"forbidden_hosts = localhost, 127.0.0.1, 192.168.0.0/16\n");
+		CLIENT_MIN "group_id = production\n"
+			   "replicas = 3\n"
+			   "forbidden_hosts = localhost, 127.0.0.1, 192.168.0.0/16\n");
 	assert_int_equal(cfg.client.replicas, 3);
 	assert_int_equal(cfg.client.forbidden_hosts.count, 3);
 	assert_string_equal(cfg.client.forbidden_hosts.items[2], "192.168.0.0/16");
 	config_free(&cfg);
 
 	load_ok(&cfg, CONFIG_CLIENT,
-		CLIENT_MIN
-		"group_id = testing\n"
-		"replicas = 2\n"
-		"forbidden_hosts = localhost\n"
-		"forbidden_hosts = 127.0.0.1\n");
+		CLIENT_MIN "group_id = testing\n"
+			   "replicas = 2\n"
+			   "forbidden_hosts = localhost\n"
+			   "forbidden_hosts = 127.0.0.1\n");
 	assert_int_equal(cfg.client.forbidden_hosts.count, 2);
 	config_free(&cfg);
 
 	load_ok(&cfg, CONFIG_CLIENT,
-		CLIENT_MIN
-		"group_id = development\n"
-		"allowed_hosts = .*\n");
+		CLIENT_MIN "group_id = development\n"
+			   "allowed_hosts = .*\n");
 	assert_int_equal(cfg.client.allowed_hosts.count, 1);
 	assert_string_equal(cfg.client.allowed_hosts.items[0], ".*");
 	config_free(&cfg);
@@ -346,11 +367,10 @@ static void test_log_section(void **state)
 	struct config cfg;
 
 	load_ok(&cfg, CONFIG_CLIENT,
-		CLIENT_MIN
-		"[log]\n"
-		"level = debug\n"
-		"format = json\n"
-		"output = /var/log/anyproxy/client.log\n");
+		CLIENT_MIN "[log]\n"
+			   "level = debug\n"
+			   "format = json\n"
+			   "output = /var/log/anyproxy/client.log\n");
 	assert_int_equal(cfg.log.level, LOG_DEBUG);
 	assert_int_equal(cfg.log.format, LOG_FORMAT_JSON);
 	assert_string_equal(cfg.log.output, "/var/log/anyproxy/client.log");
@@ -381,11 +401,10 @@ static void test_lists(void **state)
 	struct config cfg;
 
 	load_ok(&cfg, CONFIG_CLIENT,
-		CLIENT_MIN
-		"allowed_hosts = a.example.com,b.example.com\n"
-		"allowed_hosts =  c.example.com , , d.example.com,\n"
-		"allowed_hosts =\n"
-		"forbidden_hosts = ,\n");
+		CLIENT_MIN "allowed_hosts = a.example.com,b.example.com\n"
+			   "allowed_hosts =  c.example.com , , d.example.com,\n"
+			   "allowed_hosts =\n"
+			   "forbidden_hosts = ,\n");
 	assert_int_equal(cfg.client.allowed_hosts.count, 4);
 	assert_string_equal(cfg.client.allowed_hosts.items[0], "a.example.com");
 	assert_string_equal(cfg.client.allowed_hosts.items[1], "b.example.com");
@@ -520,11 +539,11 @@ static void test_reload_swaps_live_keys_only(void **state)
 }
 
 /* CLIENT_MIN without its gateway_addr line (line 2), for the list tests. */
-#define CLIENT_NO_GATEWAY                       \
-	"[client]\n"                            \
-	"gateway_tls_cert = server.crt\n"       \
-	"client_id = prod-client-001\n"         \
-	"auth_username = gateway_user\n"        \
+#define CLIENT_NO_GATEWAY                 \
+	"[client]\n"                      \
+	"gateway_tls_cert = server.crt\n" \
+	"client_id = prod-client-001\n"   \
+	"auth_username = gateway_user\n"  \
 	"auth_password = gateway_password\n"
 
 /* [client] gateway_addr is a list: comma-separated and repeated lines
@@ -644,8 +663,9 @@ static void test_group_sections(void **state)
 		     "a group name has only");
 	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[group.a]\nauth_password = x\nport = 1\n", 8,
 		     "[group.a] port", "unknown key");
-	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[group.a]\nauth_username = a.b\nauth_password = x\n",
-		     7, "[group.a] auth_username", "'.'");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[group.a]\nauth_username = a.b\nauth_password = x\n", 7,
+		     "[group.a] auth_username", "'.'");
 	/* the agent has no group sections */
 	expect_error(CONFIG_CLIENT, CLIENT_MIN "[group.a]\nauth_password = x\n", 7, NULL,
 		     "unknown section");
@@ -661,10 +681,11 @@ static void test_forward_sections(void **state)
 	char restart[256];
 
 	load_ok(&cfg, CONFIG_GATEWAY,
-		GATEWAY_MIN "[forward.ssh]\nlisten_addr = 127.0.0.1:2222\ntarget = db.internal:22\n"
-			    "group = prod.eu\nallowed_sources = 127.0.0.2/32, 10.0.0.0/8\n"
-			    "allowed_sources = 2001:db8::/32\n"
-			    "[forward.web]\nlisten_addr = :8088\ntarget = [::1]:80\nprotocol = tcp\n");
+		GATEWAY_MIN
+		"[forward.ssh]\nlisten_addr = 127.0.0.1:2222\ntarget = db.internal:22\n"
+		"group = prod.eu\nallowed_sources = 127.0.0.2/32, 10.0.0.0/8\n"
+		"allowed_sources = 2001:db8::/32\n"
+		"[forward.web]\nlisten_addr = :8088\ntarget = [::1]:80\nprotocol = tcp\n");
 	assert_int_equal(cfg.nforwards, 2);
 	f = &cfg.forwards[0];
 	assert_string_equal(f->name, "ssh");
@@ -700,7 +721,8 @@ static void test_forward_sections(void **state)
 	assert_int_equal(config_reload(&cfg, &fresh, restart, sizeof(restart)), 0);
 	config_free(&fresh);
 	load_ok(&fresh, CONFIG_GATEWAY,
-		GATEWAY_MIN "[forward.ssh]\nlisten_addr = 127.0.0.1:2222\ntarget = db.internal:22\n");
+		GATEWAY_MIN
+		"[forward.ssh]\nlisten_addr = 127.0.0.1:2222\ntarget = db.internal:22\n");
 	assert_int_equal(config_reload(&cfg, &fresh, restart, sizeof(restart)), 1);
 	assert_non_null(strstr(restart, "[forward.NAME]"));
 	assert_int_equal(cfg.nforwards, 2); /* kept */
@@ -717,8 +739,8 @@ static void test_forward_sections(void **state)
 	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\ntarget = h:0\n"), 8, NULL, "port");
 	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\ntarget = h:1\ngroup = a/b\n"), 9,
 		     NULL, "not a group id");
-	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\ntarget = h:1\nprotocol = sctp\n"),
-		     9, NULL, "expected tcp or udp");
+	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\ntarget = h:1\nprotocol = sctp\n"), 9,
+		     NULL, "expected tcp or udp");
 	expect_error(CONFIG_GATEWAY,
 		     FWD("listen_addr = :9000\ntarget = h:1\nallowed_sources = 10.0.0.1/8\n"), 9,
 		     NULL, "bits set past the /8 prefix");
@@ -738,9 +760,8 @@ static void test_forward_sections(void **state)
 		     FWD("listen_addr = :9000\ntarget = h:1\n[forward.g]\nlisten_addr = "
 			 "127.0.0.1:9000\ntarget = h:2\n"),
 		     9, NULL, "same port as [forward.f] listen_addr");
-	expect_error(CONFIG_GATEWAY,
-		     FWD("listen_addr = :9000\ntarget = h:1\n[forward.f]\n"), 9, NULL,
-		     "section appears twice");
+	expect_error(CONFIG_GATEWAY, FWD("listen_addr = :9000\ntarget = h:1\n[forward.f]\n"), 9,
+		     NULL, "section appears twice");
 	/* TCP and UDP ports are apart: DNS on both is fine */
 	load_ok(&cfg, CONFIG_GATEWAY,
 		FWD("listen_addr = :53\ntarget = ns:53\n[forward.g]\nlisten_addr = :53\n"
@@ -768,11 +789,12 @@ static void test_group_agent_credentials(void **state)
 	const struct config_group_auth *g;
 
 	load_ok(&cfg, CONFIG_GATEWAY,
-		GATEWAY_MIN "[group.production]\nauth_password = prod-users\n"
-			    "agent_password = prod-agents\n"
-			    "[group.eu.west]\nauth_password = eu-users\nagent_username = eu.agent:1\n"
-			    "agent_password = eu-agents\n"
-			    "[group.staging]\nauth_password = staging-users\n");
+		GATEWAY_MIN
+		"[group.production]\nauth_password = prod-users\n"
+		"agent_password = prod-agents\n"
+		"[group.eu.west]\nauth_password = eu-users\nagent_username = eu.agent:1\n"
+		"agent_password = eu-agents\n"
+		"[group.staging]\nauth_password = staging-users\n");
 	g = config_group_auth(&cfg, "production", 10);
 	assert_null(g->agent_username); /* the gateway's auth_username */
 	assert_string_equal(g->agent_password, "prod-agents");
@@ -792,20 +814,20 @@ static void test_group_agent_credentials(void **state)
 	expect_error(CONFIG_GATEWAY,
 		     GATEWAY_MIN "[group.p]\nauth_password = u\nagent_username = agent\n", 6,
 		     "[group.p] agent_username", "set without agent_password");
-	expect_error(CONFIG_GATEWAY,
-		     GATEWAY_MIN "[group.p]\nauth_password = u\nagent_password =\n", 8,
-		     "[group.p] agent_password", "empty secret");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[group.p]\nauth_password = u\nagent_password =\n",
+		     8, "[group.p] agent_password", "empty secret");
 	expect_error(CONFIG_GATEWAY,
 		     GATEWAY_MIN "[group.p]\nauth_password = u\nagent_username =\n"
-				 "agent_password = a\n", 8,
-		     "[group.p] agent_username", "must not be empty");
+				 "agent_password = a\n",
+		     8, "[group.p] agent_username", "must not be empty");
 	expect_error(CONFIG_GATEWAY,
 		     GATEWAY_MIN "[group.p]\nauth_password = u\nagent_password = a\n"
-				 "agent_password = b\n", 9,
-		     "[group.p] agent_password", "duplicate key");
+				 "agent_password = b\n",
+		     9, "[group.p] agent_password", "duplicate key");
 	expect_error(CONFIG_GATEWAY,
 		     GATEWAY_MIN "[group.p]\nauth_password = u\nagent_pasword = a\n", 8,
-		     "[group.p] agent_pasword", "unknown key (auth_username, auth_password, "
+		     "[group.p] agent_pasword",
+		     "unknown key (auth_username, auth_password, "
 		     "agent_username, agent_password)");
 	/* a password that is refused is never repeated in the error */
 	snprintf(text, sizeof(text),
@@ -835,7 +857,8 @@ static void test_line_of_1500_bytes_fails(void **state)
 {
 	char text[TEXT_BYTES];
 
-	snprintf(text, sizeof(text), "[gateway]\n%s\n" GATEWAY_MIN, long_line("; a comment ", 1500));
+	snprintf(text, sizeof(text), "[gateway]\n%s\n" GATEWAY_MIN,
+		 long_line("; a comment ", 1500));
 	expect_error(CONFIG_GATEWAY, text, 2, NULL, "line too long (max 1024 bytes)");
 }
 
@@ -857,9 +880,11 @@ static void test_ipv6_addresses(void **state)
 		{ "[::1]:8080", "::1", "[::1]:8080", 8080 },
 		{ "[2001:db8::10]:443", "2001:db8::10", "[2001:db8::10]:443", 443 },
 		{ "[::]:1", "::", "[::]:1", 1 },
-		{ "[::ffff:192.0.2.1]:65535", "::ffff:192.0.2.1", "[::ffff:192.0.2.1]:65535", 65535 },
+		{ "[::ffff:192.0.2.1]:65535", "::ffff:192.0.2.1", "[::ffff:192.0.2.1]:65535",
+		  65535 },
 		{ "127.0.0.1:1080", "127.0.0.1", "127.0.0.1:1080", 1080 },
-		{ "gw-1.example_x.com:8443", "gw-1.example_x.com", "gw-1.example_x.com:8443", 8443 },
+		{ "gw-1.example_x.com:8443", "gw-1.example_x.com", "gw-1.example_x.com:8443",
+		  8443 },
 		{ ":8080", "", ":8080", 8080 },
 	};
 	struct config_addr addr;
@@ -902,8 +927,8 @@ static void test_ipv6_in_config(void **state)
 
 static void test_unknown_key(void **state)
 {
-	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "listen_adr = :8443\n", 6,
-		     "[gateway] listen_adr", "unknown key");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "listen_adr = :8443\n", 6, "[gateway] listen_adr",
+		     "unknown key");
 }
 
 static void test_unknown_key_points_to_its_section(void **state)
@@ -1159,8 +1184,8 @@ static void test_missing_cert_file(void **state)
 		     "[client]\ngateway_addr = gw:1\ngateway_tls_cert = /nonexistent/ca.crt\n"
 		     "client_id = c\nauth_username = u\nauth_password = p\n",
 		     3, "[client] gateway_tls_cert", "No such file or directory");
-	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "client_ca = nope.crt\n", 6,
-		     "[gateway] client_ca", "cannot read 'nope.crt'");
+	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "client_ca = nope.crt\n", 6, "[gateway] client_ca",
+		     "cannot read 'nope.crt'");
 }
 
 static void test_unreadable_cert_file(void **state)
@@ -1191,9 +1216,10 @@ static void test_ping_timeout_must_exceed_interval(void **state)
 
 static void test_reconnect_max_below_initial(void **state)
 {
-	expect_error(CONFIG_CLIENT, CLIENT_MIN "reconnect_max_delay_ms = 400\n", 7,
-		     "[client] reconnect_max_delay_ms",
-		     "reconnect_max_delay_ms (400) must be at least reconnect_initial_delay_ms (500)");
+	expect_error(
+		CONFIG_CLIENT, CLIENT_MIN "reconnect_max_delay_ms = 400\n", 7,
+		"[client] reconnect_max_delay_ms",
+		"reconnect_max_delay_ms (400) must be at least reconnect_initial_delay_ms (500)");
 	expect_error(CONFIG_CLIENT, CLIENT_MIN "reconnect_initial_delay_ms = 40000\n", 7,
 		     "[client] reconnect_initial_delay_ms", "must be at least");
 }
@@ -1214,8 +1240,8 @@ static void test_client_tls_pair(void **state)
 static void test_listener_auth_pair(void **state)
 {
 	expect_error(CONFIG_GATEWAY,
-		     GATEWAY_MIN "[proxy.http]\nlisten_addr = :8080\nauth_username = proxy_user\n", 8,
-		     "[proxy.http] auth_username", "set without auth_password");
+		     GATEWAY_MIN "[proxy.http]\nlisten_addr = :8080\nauth_username = proxy_user\n",
+		     8, "[proxy.http] auth_username", "set without auth_password");
 	expect_error(CONFIG_GATEWAY,
 		     GATEWAY_MIN "[proxy.socks5]\nlisten_addr = :1080\nauth_password = s3cret\n", 8,
 		     "[proxy.socks5] auth_password", "set without auth_username");
@@ -1300,8 +1326,8 @@ static void test_listener_ports_may_differ_by_host(void **state)
 static void test_proxy_username_rules(void **state)
 {
 	expect_error(CONFIG_GATEWAY,
-		     GATEWAY_MIN "[proxy.socks5]\nauth_username = user.prod\nauth_password = p\n", 7,
-		     "[proxy.socks5] auth_username", "must not contain '.'");
+		     GATEWAY_MIN "[proxy.socks5]\nauth_username = user.prod\nauth_password = p\n",
+		     7, "[proxy.socks5] auth_username", "must not contain '.'");
 	expect_error(CONFIG_GATEWAY,
 		     GATEWAY_MIN "[proxy.http]\nauth_username = us:er\nauth_password = p\n", 7,
 		     "[proxy.http] auth_username", "must not contain ':'");
@@ -1432,7 +1458,8 @@ static void test_egress_proxy_errors(void **state)
 		{ "http://u:hunter2%0a@proxy.corp:3128", "password holds a control character" },
 		{ "http://u%3Ax:hunter2@proxy.corp:3128", "user name must not contain ':'" },
 		{ "http://u:hunter 2@proxy.corp:3128", "password holds a character that must be" },
-		{ "http://u\"x:hunter2@proxy.corp:3128", "user name holds a character that must be" },
+		{ "http://u\"x:hunter2@proxy.corp:3128",
+		  "user name holds a character that must be" },
 		{ "http://u:hunter2@proxy corp:3128", "bad proxy address: byte not allowed" },
 	};
 	char text[TEXT_BYTES], why[256];
@@ -1474,7 +1501,8 @@ static void test_egress_proxy_reloads(void **state)
 	char restart[256];
 
 	load_ok(&live, CONFIG_CLIENT, CLIENT_MIN "egress_proxy = http://u:wrong@proxy.corp:3128\n");
-	load_ok(&fresh, CONFIG_CLIENT, CLIENT_MIN "egress_proxy = http://u:right@proxy.corp:3128\n");
+	load_ok(&fresh, CONFIG_CLIENT,
+		CLIENT_MIN "egress_proxy = http://u:right@proxy.corp:3128\n");
 	assert_int_equal(config_reload(&live, &fresh, restart, sizeof(restart)), 0);
 	assert_string_equal(restart, "");
 	assert_string_equal(live.client.egress_proxy.password, "right");
@@ -1581,7 +1609,8 @@ static void test_env_replaces_list(void **state)
 static void test_env_bad_values(void **state)
 {
 	setenv("CLIENT_REPLICAS", "0", 1);
-	expect_env_error(CONFIG_CLIENT, CLIENT_MIN, "CLIENT_REPLICAS", "0 is out of range (1 to 64)");
+	expect_env_error(CONFIG_CLIENT, CLIENT_MIN, "CLIENT_REPLICAS",
+			 "0 is out of range (1 to 64)");
 	unsetenv("CLIENT_REPLICAS");
 
 	setenv("CLIENT_GATEWAY_ADDR", "gw", 1);
@@ -1618,10 +1647,12 @@ static void test_empty_secrets_refused(void **state)
 				 "auth_password =\n",
 		     9, "[proxy.http] auth_password", "empty secret");
 	/* without a username too: an empty password never means "no auth" */
-	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy.http]\nlisten_addr = :8080\nauth_password = \n",
-		     8, "[proxy.http] auth_password", "empty secret");
-	expect_error(CONFIG_GATEWAY, GATEWAY_MIN "[proxy.socks5]\nlisten_addr = :1080\nauth_password =\n",
-		     8, "[proxy.socks5] auth_password", "empty secret");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.http]\nlisten_addr = :8080\nauth_password = \n", 8,
+		     "[proxy.http] auth_password", "empty secret");
+	expect_error(CONFIG_GATEWAY,
+		     GATEWAY_MIN "[proxy.socks5]\nlisten_addr = :1080\nauth_password =\n", 8,
+		     "[proxy.socks5] auth_password", "empty secret");
 	expect_error(CONFIG_CLIENT,
 		     "[client]\ngateway_addr = gw.example.com:8443\ngateway_tls_cert = server.crt\n"
 		     "client_id = c1\nauth_username = u\nauth_password =\n",
@@ -1780,7 +1811,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_line_of_1000_bytes_works, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_line_limit_is_1024_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_line_of_1500_bytes_fails, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_host_patterns_checked_per_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_patterns_checked_per_line, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_host_pattern_check_is_registered, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_group_sections, setup, teardown),
@@ -1808,7 +1840,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_addresses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_host_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_addr_needs_host, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_gateway_listen_addr_not_empty, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gateway_listen_addr_not_empty, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_bad_number_not_digits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_number_overflow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_number_out_of_range, setup, teardown),

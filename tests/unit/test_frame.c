@@ -64,12 +64,12 @@ static void check_str(const char *name, const char *field, struct frame_str want
 		fail_msg("%s: %s bytes differ", name, field);
 }
 
-#define CHECK_FIELD(name, want, got, field)                                          \
-	do {                                                                         \
-		if ((want)->field != (got)->field)                                   \
-			fail_msg("%s: " #field " is %llu, want %llu", name,          \
-				 (unsigned long long)(got)->field,                   \
-				 (unsigned long long)(want)->field);                 \
+#define CHECK_FIELD(name, want, got, field)                                 \
+	do {                                                                \
+		if ((want)->field != (got)->field)                          \
+			fail_msg("%s: " #field " is %llu, want %llu", name, \
+				 (unsigned long long)(got)->field,          \
+				 (unsigned long long)(want)->field);        \
 	} while (0)
 #define CHECK_STR(name, want, got, field) check_str(name, #field, (want)->field, (got)->field)
 
@@ -168,38 +168,51 @@ struct valid_case {
 
 /* Payload sizes spelled out per the layouts in docs/protocol.md. */
 #define HELLO_MAX_WIRE (FRAME_HEADER_SIZE + 16 + 2 * (1 + FRAME_MAX_ID_LEN) + 2 * (1 + 255))
-#define OPEN_MAX_WIRE (FRAME_HEADER_SIZE + 4 + 1 + (1 + 255) + 2 + (1 + 255) + (1 + FRAME_MAX_ID_LEN))
+#define OPEN_MAX_WIRE \
+	(FRAME_HEADER_SIZE + 4 + 1 + (1 + 255) + 2 + (1 + 255) + (1 + FRAME_MAX_ID_LEN))
 
 /* Built at run time: the string fields point into `pattern`. */
 static size_t valid_cases(struct valid_case *c, size_t cap)
 {
 	size_t n = 0;
 
-#define ADD(label, wire_size, ...)                                                    \
-	do {                                                                          \
-		assert_true(n < cap);                                                 \
-		c[n++] = (struct valid_case){ .name = label, .size = wire_size,       \
-					      .f = { __VA_ARGS__ } };                 \
+#define ADD(label, wire_size, ...)                                    \
+	do {                                                          \
+		assert_true(n < cap);                                 \
+		c[n++] = (struct valid_case){ .name = label,          \
+					      .size = wire_size,      \
+					      .f = { __VA_ARGS__ } }; \
 	} while (0)
 
 	ADD("HELLO max", HELLO_MAX_WIRE, .type = FRAME_HELLO, .stream_id = 0,
-	    .hello = { .version = FRAME_VERSION, .replica = UINT16_MAX,
-		       .capabilities = UINT32_MAX, .instance = UINT64_MAX,
+	    .hello = { .version = FRAME_VERSION,
+		       .replica = UINT16_MAX,
+		       .capabilities = UINT32_MAX,
+		       .instance = UINT64_MAX,
 		       .client_id = span(0, FRAME_MAX_ID_LEN),
 		       .group_id = span(100, FRAME_MAX_ID_LEN),
-		       .username = span(200, 255), .password = span(500, 255) });
+		       .username = span(200, 255),
+		       .password = span(500, 255) });
 	ADD("HELLO min, empty group", FRAME_HEADER_SIZE + 21, .type = FRAME_HELLO,
 	    .hello = { .version = 0, .client_id = text("a") });
 	ADD("HELLO typical", FRAME_HEADER_SIZE + 16 + 7 + 8 + 6 + 7, .type = FRAME_HELLO,
-	    .hello = { .version = FRAME_VERSION, .replica = 3, .instance = 0x1122334455667788,
-		       .client_id = text("edge-1"), .group_id = text("prod.eu"),
-		       .username = text("agent"), .password = text("s3cret") });
+	    .hello = { .version = FRAME_VERSION,
+		       .replica = 3,
+		       .instance = 0x1122334455667788,
+		       .client_id = text("edge-1"),
+		       .group_id = text("prod.eu"),
+		       .username = text("agent"),
+		       .password = text("s3cret") });
 	ADD("HELLO_OK", FRAME_HEADER_SIZE + 16, .type = FRAME_HELLO_OK,
-	    .hello_ok = { .version = FRAME_VERSION, .capabilities = 0x80000001,
-			  .ping_interval_ms = 15000, .stream_window = 256 * 1024 });
+	    .hello_ok = { .version = FRAME_VERSION,
+			  .capabilities = 0x80000001,
+			  .ping_interval_ms = 15000,
+			  .stream_window = 256 * 1024 });
 	ADD("HELLO_OK max", FRAME_HEADER_SIZE + 16, .type = FRAME_HELLO_OK,
-	    .hello_ok = { .version = UINT8_MAX, .capabilities = UINT32_MAX,
-			  .ping_interval_ms = UINT32_MAX, .stream_window = UINT32_MAX });
+	    .hello_ok = { .version = UINT8_MAX,
+			  .capabilities = UINT32_MAX,
+			  .ping_interval_ms = UINT32_MAX,
+			  .stream_window = UINT32_MAX });
 	ADD("ERROR empty message", FRAME_HEADER_SIZE + 3, .type = FRAME_ERROR,
 	    .error = { .code = FRAME_ERR_AUTH });
 	ADD("ERROR max message", FRAME_HEADER_SIZE + 3 + 255, .type = FRAME_ERROR,
@@ -208,20 +221,31 @@ static size_t valid_cases(struct valid_case *c, size_t cap)
 	    .error = { .code = FRAME_ERR_SHUTDOWN, .message = text("stopping") });
 	ADD("OPEN IPv4 port 1", FRAME_HEADER_SIZE + 4 + 1 + 4 + 2 + 1 + 1, .type = FRAME_OPEN,
 	    .stream_id = 1,
-	    .open = { .window = 0, .addr_type = FRAME_ADDR_IPV4, .addr = { 192, 0, 2, 1 },
+	    .open = { .window = 0,
+		      .addr_type = FRAME_ADDR_IPV4,
+		      .addr = { 192, 0, 2, 1 },
 		      .port = 1 });
-	ADD("OPEN IPv6 port 65535", FRAME_HEADER_SIZE + 4 + 1 + 16 + 2 + 6 + 3,
-	    .type = FRAME_OPEN, .stream_id = UINT32_MAX,
-	    .open = { .window = UINT32_MAX, .addr_type = FRAME_ADDR_IPV6,
+	ADD("OPEN IPv6 port 65535", FRAME_HEADER_SIZE + 4 + 1 + 16 + 2 + 6 + 3, .type = FRAME_OPEN,
+	    .stream_id = UINT32_MAX,
+	    .open = { .window = UINT32_MAX,
+		      .addr_type = FRAME_ADDR_IPV6,
 		      .addr = { 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 },
-		      .port = UINT16_MAX, .user = text("alice"), .group = text("eu") });
+		      .port = UINT16_MAX,
+		      .user = text("alice"),
+		      .group = text("eu") });
 	ADD("OPEN domain min", FRAME_HEADER_SIZE + 4 + 1 + 2 + 2 + 1 + 1, .type = FRAME_OPEN,
 	    .stream_id = 2,
-	    .open = { .window = 256 * 1024, .addr_type = FRAME_ADDR_DOMAIN,
-		      .domain = text("x"), .port = 80 });
+	    .open = { .window = 256 * 1024,
+		      .addr_type = FRAME_ADDR_DOMAIN,
+		      .domain = text("x"),
+		      .port = 80 });
 	ADD("OPEN max", OPEN_MAX_WIRE, .type = FRAME_OPEN, .stream_id = 3,
-	    .open = { .window = 1, .addr_type = FRAME_ADDR_DOMAIN, .domain = span(11, 255),
-		      .port = 443, .user = span(300, 255), .group = span(600, FRAME_MAX_ID_LEN) });
+	    .open = { .window = 1,
+		      .addr_type = FRAME_ADDR_DOMAIN,
+		      .domain = span(11, 255),
+		      .port = 443,
+		      .user = span(300, 255),
+		      .group = span(600, FRAME_MAX_ID_LEN) });
 	ADD("OPEN_OK", FRAME_HEADER_SIZE + 4, .type = FRAME_OPEN_OK, .stream_id = 5,
 	    .open_ok = { .window = 65536 });
 	ADD("OPEN_FAIL empty message", FRAME_HEADER_SIZE + 2, .type = FRAME_OPEN_FAIL,
@@ -250,13 +274,15 @@ static size_t valid_cases(struct valid_case *c, size_t cap)
 	ADD("DGRAM IPv4 empty datagram", FRAME_HEADER_SIZE + 1 + 4 + 2, .type = FRAME_DGRAM,
 	    .stream_id = 2,
 	    .dgram = { .addr_type = FRAME_ADDR_IPV4, .addr = { 127, 0, 0, 1 }, .port = 53 });
-	ADD("DGRAM IPv6", FRAME_HEADER_SIZE + 1 + 16 + 2 + 100, .type = FRAME_DGRAM,
-	    .stream_id = 3,
-	    .dgram = { .addr_type = FRAME_ADDR_IPV6, .addr = { [15] = 1 }, .port = UINT16_MAX,
+	ADD("DGRAM IPv6", FRAME_HEADER_SIZE + 1 + 16 + 2 + 100, .type = FRAME_DGRAM, .stream_id = 3,
+	    .dgram = { .addr_type = FRAME_ADDR_IPV6,
+		       .addr = { [15] = 1 },
+		       .port = UINT16_MAX,
 		       .data = span(0, 100) });
-	ADD("DGRAM domain, largest datagram", FRAME_MAX_SIZE, .type = FRAME_DGRAM,
-	    .stream_id = 4,
-	    .dgram = { .addr_type = FRAME_ADDR_DOMAIN, .domain = span(1, 255), .port = 1,
+	ADD("DGRAM domain, largest datagram", FRAME_MAX_SIZE, .type = FRAME_DGRAM, .stream_id = 4,
+	    .dgram = { .addr_type = FRAME_ADDR_DOMAIN,
+		       .domain = span(1, 255),
+		       .port = 1,
 		       .data = span(0, FRAME_DGRAM_MAX_DATA) });
 	ADD("DGRAM_CLOSE", FRAME_HEADER_SIZE + 1, .type = FRAME_DGRAM_CLOSE, .stream_id = 5,
 	    .dgram_close = { .reason = FRAME_OPEN_LIMIT });
@@ -356,153 +382,120 @@ struct malformed_case {
 
 /* Cases that end right after the header prove the error needs no payload. */
 static const struct malformed_case malformed_cases[] = {
-	{ "flags set", WIRE(0x15, 0x01, 0, 0, 0, 0, 0, 1),
-	  -EBADMSG, "frame flags not 0" },
-	{ "length one over limit", WIRE(0x13, 0, 0x3f, 0xf9, 0, 0, 0, 1),
-	  -EMSGSIZE, "frame length over limit 16376" },
-	{ "length 0xffff", WIRE(0x13, 0, 0xff, 0xff, 0, 0, 0, 1),
-	  -EMSGSIZE, "frame length over limit 16376" },
-	{ "type 0x00", WIRE(0x00, 0, 0, 0, 0, 0, 0, 0),
-	  -EPROTONOSUPPORT, "unknown frame type" },
-	{ "type 0x04", WIRE(0x04, 0, 0, 4, 0, 0, 0, 0),
-	  -EPROTONOSUPPORT, "unknown frame type" },
-	{ "type 0x17", WIRE(0x17, 0, 0, 0, 0, 0, 0, 1),
-	  -EPROTONOSUPPORT, "unknown frame type" },
-	{ "type 0x23", WIRE(0x23, 0, 0, 0, 0, 0, 0, 0),
-	  -EPROTONOSUPPORT, "unknown frame type" },
-	{ "type 0xff", WIRE(0xff, 0, 0x10, 0, 0, 0, 0, 0),
-	  -EPROTONOSUPPORT, "unknown frame type" },
-	{ "type 0x33", WIRE(0x33, 0, 0, 1, 0, 0, 0, 1),
-	  -EPROTONOSUPPORT, "unknown frame type" },
-	{ "DGRAM on stream 0", WIRE(0x31, 0, 0, 7, 0, 0, 0, 0),
-	  -EBADMSG, "DGRAM: stream id 0" },
-	{ "DGRAM_CLOSE length 2", WIRE(0x32, 0, 0, 2, 0, 0, 0, 1),
-	  -EBADMSG, "DGRAM_CLOSE: bad payload length" },
-	{ "DGRAM_OPEN length 1", WIRE(0x30, 0, 0, 1, 0, 0, 0, 1),
-	  -EBADMSG, "DGRAM_OPEN: bad payload length" },
-	{ "DGRAM_OPEN trailing byte",
-	  WIRE(0x30, 0, 0, 3, 0, 0, 0, 1, 0, 0, 'x'),
-	  -EBADMSG, "DGRAM_OPEN: trailing bytes" },
-	{ "DGRAM_OPEN group truncated",
-	  WIRE(0x30, 0, 0, 3, 0, 0, 0, 1, 0, 2, 'x'),
-	  -EBADMSG, "DGRAM_OPEN: group truncated" },
-	{ "DGRAM port 0",
-	  WIRE(0x31, 0, 0, 7, 0, 0, 0, 1, 1, 127, 0, 0, 1, 0, 0),
-	  -EBADMSG, "DGRAM: port 0" },
-	{ "DGRAM addr_type 2",
-	  WIRE(0x31, 0, 0, 7, 0, 0, 0, 1, 2, 127, 0, 0, 1, 0, 53),
-	  -EBADMSG, "DGRAM: unknown addr_type" },
-	{ "DGRAM IPv6 address truncated",
-	  WIRE(0x31, 0, 0, 7, 0, 0, 0, 1, 4, 0, 0, 0, 0, 0, 53),
+	{ "flags set", WIRE(0x15, 0x01, 0, 0, 0, 0, 0, 1), -EBADMSG, "frame flags not 0" },
+	{ "length one over limit", WIRE(0x13, 0, 0x3f, 0xf9, 0, 0, 0, 1), -EMSGSIZE,
+	  "frame length over limit 16376" },
+	{ "length 0xffff", WIRE(0x13, 0, 0xff, 0xff, 0, 0, 0, 1), -EMSGSIZE,
+	  "frame length over limit 16376" },
+	{ "type 0x00", WIRE(0x00, 0, 0, 0, 0, 0, 0, 0), -EPROTONOSUPPORT, "unknown frame type" },
+	{ "type 0x04", WIRE(0x04, 0, 0, 4, 0, 0, 0, 0), -EPROTONOSUPPORT, "unknown frame type" },
+	{ "type 0x17", WIRE(0x17, 0, 0, 0, 0, 0, 0, 1), -EPROTONOSUPPORT, "unknown frame type" },
+	{ "type 0x23", WIRE(0x23, 0, 0, 0, 0, 0, 0, 0), -EPROTONOSUPPORT, "unknown frame type" },
+	{ "type 0xff", WIRE(0xff, 0, 0x10, 0, 0, 0, 0, 0), -EPROTONOSUPPORT, "unknown frame type" },
+	{ "type 0x33", WIRE(0x33, 0, 0, 1, 0, 0, 0, 1), -EPROTONOSUPPORT, "unknown frame type" },
+	{ "DGRAM on stream 0", WIRE(0x31, 0, 0, 7, 0, 0, 0, 0), -EBADMSG, "DGRAM: stream id 0" },
+	{ "DGRAM_CLOSE length 2", WIRE(0x32, 0, 0, 2, 0, 0, 0, 1), -EBADMSG,
+	  "DGRAM_CLOSE: bad payload length" },
+	{ "DGRAM_OPEN length 1", WIRE(0x30, 0, 0, 1, 0, 0, 0, 1), -EBADMSG,
+	  "DGRAM_OPEN: bad payload length" },
+	{ "DGRAM_OPEN trailing byte", WIRE(0x30, 0, 0, 3, 0, 0, 0, 1, 0, 0, 'x'), -EBADMSG,
+	  "DGRAM_OPEN: trailing bytes" },
+	{ "DGRAM_OPEN group truncated", WIRE(0x30, 0, 0, 3, 0, 0, 0, 1, 0, 2, 'x'), -EBADMSG,
+	  "DGRAM_OPEN: group truncated" },
+	{ "DGRAM port 0", WIRE(0x31, 0, 0, 7, 0, 0, 0, 1, 1, 127, 0, 0, 1, 0, 0), -EBADMSG,
+	  "DGRAM: port 0" },
+	{ "DGRAM addr_type 2", WIRE(0x31, 0, 0, 7, 0, 0, 0, 1, 2, 127, 0, 0, 1, 0, 53), -EBADMSG,
+	  "DGRAM: unknown addr_type" },
+	{ "DGRAM IPv6 address truncated", WIRE(0x31, 0, 0, 7, 0, 0, 0, 1, 4, 0, 0, 0, 0, 0, 53),
 	  -EBADMSG, "DGRAM: address truncated" },
-	{ "DGRAM domain empty",
-	  WIRE(0x31, 0, 0, 5, 0, 0, 0, 1, 3, 0, 'a', 0, 53),
-	  -EBADMSG, "DGRAM: domain empty" },
-	{ "DGRAM port truncated",
-	  WIRE(0x31, 0, 0, 5, 0, 0, 0, 1, 3, 2, 'a', 'b', 0),
-	  -EBADMSG, "DGRAM: port truncated" },
-	{ "HELLO on a stream", WIRE(0x01, 0, 0, 21, 0, 0, 0, 1),
-	  -EBADMSG, "HELLO: stream id not 0" },
-	{ "PING on a stream", WIRE(0x20, 0, 0, 8, 0x80, 0, 0, 0),
-	  -EBADMSG, "PING: stream id not 0" },
-	{ "GOAWAY on a stream", WIRE(0x22, 0, 0, 3, 0, 0, 0, 2),
-	  -EBADMSG, "GOAWAY: stream id not 0" },
-	{ "OPEN on stream 0", WIRE(0x10, 0, 0, 11, 0, 0, 0, 0),
-	  -EBADMSG, "OPEN: stream id 0" },
-	{ "DATA on stream 0", WIRE(0x13, 0, 0, 1, 0, 0, 0, 0),
-	  -EBADMSG, "DATA: stream id 0" },
-	{ "FIN on stream 0", WIRE(0x15, 0, 0, 0, 0, 0, 0, 0),
-	  -EBADMSG, "FIN: stream id 0" },
-	{ "empty DATA", WIRE(0x13, 0, 0, 0, 0, 0, 0, 1),
-	  -EBADMSG, "DATA: bad payload length" },
-	{ "FIN with payload", WIRE(0x15, 0, 0, 1, 0, 0, 0, 1),
-	  -EBADMSG, "FIN: bad payload length" },
-	{ "PING 7 bytes", WIRE(0x20, 0, 0, 7, 0, 0, 0, 0),
-	  -EBADMSG, "PING: bad payload length" },
-	{ "HELLO_OK 17 bytes", WIRE(0x02, 0, 0, 17, 0, 0, 0, 0),
-	  -EBADMSG, "HELLO_OK: bad payload length" },
-	{ "WINDOW 5 bytes", WIRE(0x14, 0, 0, 5, 0, 0, 0, 1),
-	  -EBADMSG, "WINDOW: bad payload length" },
-	{ "HELLO below minimum", WIRE(0x01, 0, 0, 20, 0, 0, 0, 0),
-	  -EBADMSG, "HELLO: bad payload length" },
-	{ "HELLO above maximum", WIRE(0x01, 0, 0x02, 0x93, 0, 0, 0, 0),
-	  -EBADMSG, "HELLO: bad payload length" },
-	{ "OPEN below minimum", WIRE(0x10, 0, 0, 10, 0, 0, 0, 1),
-	  -EBADMSG, "OPEN: bad payload length" },
-	{ "ERROR without message length", WIRE(0x03, 0, 0, 2, 0, 0, 0, 0),
-	  -EBADMSG, "ERROR: bad payload length" },
+	{ "DGRAM domain empty", WIRE(0x31, 0, 0, 5, 0, 0, 0, 1, 3, 0, 'a', 0, 53), -EBADMSG,
+	  "DGRAM: domain empty" },
+	{ "DGRAM port truncated", WIRE(0x31, 0, 0, 5, 0, 0, 0, 1, 3, 2, 'a', 'b', 0), -EBADMSG,
+	  "DGRAM: port truncated" },
+	{ "HELLO on a stream", WIRE(0x01, 0, 0, 21, 0, 0, 0, 1), -EBADMSG,
+	  "HELLO: stream id not 0" },
+	{ "PING on a stream", WIRE(0x20, 0, 0, 8, 0x80, 0, 0, 0), -EBADMSG,
+	  "PING: stream id not 0" },
+	{ "GOAWAY on a stream", WIRE(0x22, 0, 0, 3, 0, 0, 0, 2), -EBADMSG,
+	  "GOAWAY: stream id not 0" },
+	{ "OPEN on stream 0", WIRE(0x10, 0, 0, 11, 0, 0, 0, 0), -EBADMSG, "OPEN: stream id 0" },
+	{ "DATA on stream 0", WIRE(0x13, 0, 0, 1, 0, 0, 0, 0), -EBADMSG, "DATA: stream id 0" },
+	{ "FIN on stream 0", WIRE(0x15, 0, 0, 0, 0, 0, 0, 0), -EBADMSG, "FIN: stream id 0" },
+	{ "empty DATA", WIRE(0x13, 0, 0, 0, 0, 0, 0, 1), -EBADMSG, "DATA: bad payload length" },
+	{ "FIN with payload", WIRE(0x15, 0, 0, 1, 0, 0, 0, 1), -EBADMSG,
+	  "FIN: bad payload length" },
+	{ "PING 7 bytes", WIRE(0x20, 0, 0, 7, 0, 0, 0, 0), -EBADMSG, "PING: bad payload length" },
+	{ "HELLO_OK 17 bytes", WIRE(0x02, 0, 0, 17, 0, 0, 0, 0), -EBADMSG,
+	  "HELLO_OK: bad payload length" },
+	{ "WINDOW 5 bytes", WIRE(0x14, 0, 0, 5, 0, 0, 0, 1), -EBADMSG,
+	  "WINDOW: bad payload length" },
+	{ "HELLO below minimum", WIRE(0x01, 0, 0, 20, 0, 0, 0, 0), -EBADMSG,
+	  "HELLO: bad payload length" },
+	{ "HELLO above maximum", WIRE(0x01, 0, 0x02, 0x93, 0, 0, 0, 0), -EBADMSG,
+	  "HELLO: bad payload length" },
+	{ "OPEN below minimum", WIRE(0x10, 0, 0, 10, 0, 0, 0, 1), -EBADMSG,
+	  "OPEN: bad payload length" },
+	{ "ERROR without message length", WIRE(0x03, 0, 0, 2, 0, 0, 0, 0), -EBADMSG,
+	  "ERROR: bad payload length" },
 
 	{ "HELLO client_id empty",
-	  WIRE(0x01, 0, 0, 21, 0, 0, 0, 0,
-	       1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
-	       0, 1, 'g', 0, 0),
+	  WIRE(0x01, 0, 0, 21, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1,
+	       'g', 0, 0),
 	  -EBADMSG, "HELLO: client_id empty" },
 	{ "HELLO password truncated",
-	  WIRE(0x01, 0, 0, 23, 0, 0, 0, 0,
-	       1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
-	       1, 'c', 0, 0, 5, 'p', 'w'),
+	  WIRE(0x01, 0, 0, 23, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 'c',
+	       0, 0, 5, 'p', 'w'),
 	  -EBADMSG, "HELLO: password truncated" },
 	{ "HELLO password length missing",
-	  WIRE(0x01, 0, 0, 21, 0, 0, 0, 0,
-	       1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
-	       2, 'c', 'd', 0, 0),
+	  WIRE(0x01, 0, 0, 21, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 'c',
+	       'd', 0, 0),
 	  -EBADMSG, "HELLO: password truncated" },
 	{ "HELLO trailing byte",
-	  WIRE(0x01, 0, 0, 22, 0, 0, 0, 0,
-	       1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
-	       1, 'c', 0, 0, 0, 0),
+	  WIRE(0x01, 0, 0, 22, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 'c',
+	       0, 0, 0, 0),
 	  -EBADMSG, "HELLO: trailing bytes" },
-	{ "ERROR message truncated",
-	  WIRE(0x03, 0, 0, 5, 0, 0, 0, 0, 0, 5, 5, 'a', 'b'),
-	  -EBADMSG, "ERROR: message truncated" },
-	{ "ERROR trailing byte",
-	  WIRE(0x03, 0, 0, 4, 0, 0, 0, 0, 0, 5, 0, 'x'),
-	  -EBADMSG, "ERROR: trailing bytes" },
-	{ "GOAWAY trailing byte",
-	  WIRE(0x22, 0, 0, 4, 0, 0, 0, 0, 0, 7, 0, 'x'),
-	  -EBADMSG, "GOAWAY: trailing bytes" },
-	{ "OPEN port 0",
-	  WIRE(0x10, 0, 0, 13, 0, 0, 0, 1, 0, 4, 0, 0, 1, 127, 0, 0, 1, 0, 0, 0, 0),
+	{ "ERROR message truncated", WIRE(0x03, 0, 0, 5, 0, 0, 0, 0, 0, 5, 5, 'a', 'b'), -EBADMSG,
+	  "ERROR: message truncated" },
+	{ "ERROR trailing byte", WIRE(0x03, 0, 0, 4, 0, 0, 0, 0, 0, 5, 0, 'x'), -EBADMSG,
+	  "ERROR: trailing bytes" },
+	{ "GOAWAY trailing byte", WIRE(0x22, 0, 0, 4, 0, 0, 0, 0, 0, 7, 0, 'x'), -EBADMSG,
+	  "GOAWAY: trailing bytes" },
+	{ "OPEN port 0", WIRE(0x10, 0, 0, 13, 0, 0, 0, 1, 0, 4, 0, 0, 1, 127, 0, 0, 1, 0, 0, 0, 0),
 	  -EBADMSG, "OPEN: port 0" },
 	{ "OPEN addr_type 0",
-	  WIRE(0x10, 0, 0, 13, 0, 0, 0, 1, 0, 4, 0, 0, 0, 127, 0, 0, 1, 0, 80, 0, 0),
-	  -EBADMSG, "OPEN: unknown addr_type" },
+	  WIRE(0x10, 0, 0, 13, 0, 0, 0, 1, 0, 4, 0, 0, 0, 127, 0, 0, 1, 0, 80, 0, 0), -EBADMSG,
+	  "OPEN: unknown addr_type" },
 	{ "OPEN addr_type 2",
-	  WIRE(0x10, 0, 0, 13, 0, 0, 0, 1, 0, 4, 0, 0, 2, 127, 0, 0, 1, 0, 80, 0, 0),
-	  -EBADMSG, "OPEN: unknown addr_type" },
+	  WIRE(0x10, 0, 0, 13, 0, 0, 0, 1, 0, 4, 0, 0, 2, 127, 0, 0, 1, 0, 80, 0, 0), -EBADMSG,
+	  "OPEN: unknown addr_type" },
 	{ "OPEN IPv6 address truncated",
-	  WIRE(0x10, 0, 0, 11, 0, 0, 0, 1, 0, 4, 0, 0, 4, 0x20, 1, 0xd, 0xb8, 0, 0),
-	  -EBADMSG, "OPEN: address truncated" },
-	{ "OPEN domain empty",
-	  WIRE(0x10, 0, 0, 11, 0, 0, 0, 1, 0, 4, 0, 0, 3, 0, 0, 80, 1, 'u', 0),
+	  WIRE(0x10, 0, 0, 11, 0, 0, 0, 1, 0, 4, 0, 0, 4, 0x20, 1, 0xd, 0xb8, 0, 0), -EBADMSG,
+	  "OPEN: address truncated" },
+	{ "OPEN domain empty", WIRE(0x10, 0, 0, 11, 0, 0, 0, 1, 0, 4, 0, 0, 3, 0, 0, 80, 1, 'u', 0),
 	  -EBADMSG, "OPEN: domain empty" },
 	{ "OPEN domain truncated",
-	  WIRE(0x10, 0, 0, 11, 0, 0, 0, 1, 0, 4, 0, 0, 3, 9, 'a', 'b', 'c', 'd', 'e'),
-	  -EBADMSG, "OPEN: domain truncated" },
+	  WIRE(0x10, 0, 0, 11, 0, 0, 0, 1, 0, 4, 0, 0, 3, 9, 'a', 'b', 'c', 'd', 'e'), -EBADMSG,
+	  "OPEN: domain truncated" },
 	{ "OPEN port truncated",
 	  WIRE(0x10, 0, 0, 12, 0, 0, 0, 1, 0, 4, 0, 0, 3, 6, 'a', 'b', 'c', 'd', 'e', 'f'),
 	  -EBADMSG, "OPEN: port truncated" },
 	{ "OPEN user and group missing",
-	  WIRE(0x10, 0, 0, 11, 0, 0, 0, 1, 0, 4, 0, 0, 1, 127, 0, 0, 1, 0, 80),
-	  -EBADMSG, "OPEN: user truncated" },
+	  WIRE(0x10, 0, 0, 11, 0, 0, 0, 1, 0, 4, 0, 0, 1, 127, 0, 0, 1, 0, 80), -EBADMSG,
+	  "OPEN: user truncated" },
 	{ "OPEN user truncated",
 	  WIRE(0x10, 0, 0, 14, 0, 0, 0, 1, 0, 4, 0, 0, 1, 127, 0, 0, 1, 0, 80, 3, 'a', 'b'),
 	  -EBADMSG, "OPEN: user truncated" },
 	{ "OPEN trailing byte",
-	  WIRE(0x10, 0, 0, 14, 0, 0, 0, 1, 0, 4, 0, 0, 1, 127, 0, 0, 1, 0, 80, 0, 0, 0),
-	  -EBADMSG, "OPEN: trailing bytes" },
-	{ "OPEN_FAIL message truncated",
-	  WIRE(0x12, 0, 0, 3, 0, 0, 0, 1, 5, 2, 'x'),
-	  -EBADMSG, "OPEN_FAIL: message truncated" },
-	{ "OPEN_FAIL trailing byte",
-	  WIRE(0x12, 0, 0, 3, 0, 0, 0, 1, 5, 0, 'x'),
-	  -EBADMSG, "OPEN_FAIL: trailing bytes" },
-	{ "WINDOW increment 0",
-	  WIRE(0x14, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0),
-	  -EBADMSG, "WINDOW: increment 0" },
-	{ "tunnel WINDOW increment 0",
-	  WIRE(0x14, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0),
-	  -EBADMSG, "WINDOW: increment 0" },
+	  WIRE(0x10, 0, 0, 14, 0, 0, 0, 1, 0, 4, 0, 0, 1, 127, 0, 0, 1, 0, 80, 0, 0, 0), -EBADMSG,
+	  "OPEN: trailing bytes" },
+	{ "OPEN_FAIL message truncated", WIRE(0x12, 0, 0, 3, 0, 0, 0, 1, 5, 2, 'x'), -EBADMSG,
+	  "OPEN_FAIL: message truncated" },
+	{ "OPEN_FAIL trailing byte", WIRE(0x12, 0, 0, 3, 0, 0, 0, 1, 5, 0, 'x'), -EBADMSG,
+	  "OPEN_FAIL: trailing bytes" },
+	{ "WINDOW increment 0", WIRE(0x14, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0), -EBADMSG,
+	  "WINDOW: increment 0" },
+	{ "tunnel WINDOW increment 0", WIRE(0x14, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0), -EBADMSG,
+	  "WINDOW: increment 0" },
 };
 
 static void check_malformed(const char *name, const uint8_t *bytes, size_t len, int err,
@@ -606,8 +599,7 @@ static void test_malformed_long_fields(void **state)
 	check_malformed("HELLO client_id 65", w.b, w.len, -EBADMSG,
 			"HELLO: client_id over 64 bytes");
 	wire_hello(&w, 1, FRAME_MAX_ID_LEN + 1);
-	check_malformed("HELLO group_id 65", w.b, w.len, -EBADMSG,
-			"HELLO: group_id over 64 bytes");
+	check_malformed("HELLO group_id 65", w.b, w.len, -EBADMSG, "HELLO: group_id over 64 bytes");
 	wire_open_group(&w, FRAME_MAX_ID_LEN + 1);
 	check_malformed("OPEN group 65", w.b, w.len, -EBADMSG, "OPEN: group over 64 bytes");
 
@@ -654,8 +646,10 @@ static void test_encode_rejects_bad_fields(void **state)
 		.hello = { .version = FRAME_VERSION, .client_id = text("c") },
 	};
 	const struct frame open = {
-		.type = FRAME_OPEN, .stream_id = 1,
-		.open = { .addr_type = FRAME_ADDR_DOMAIN, .domain = text("example.com"),
+		.type = FRAME_OPEN,
+		.stream_id = 1,
+		.open = { .addr_type = FRAME_ADDR_DOMAIN,
+			  .domain = text("example.com"),
 			  .port = 443 },
 	};
 	struct {
@@ -665,12 +659,12 @@ static void test_encode_rejects_bad_fields(void **state)
 	uint8_t buf[FRAME_MAX_SIZE + 64];
 	size_t n = 0, i;
 
-#define BAD(label, base, ...)                                      \
-	do {                                                       \
-		cases[n].name = label;                             \
-		cases[n].f = base;                                 \
-		__VA_ARGS__;                                       \
-		n++;                                               \
+#define BAD(label, base, ...)          \
+	do {                           \
+		cases[n].name = label; \
+		cases[n].f = base;     \
+		__VA_ARGS__;           \
+		n++;                   \
 	} while (0)
 #define F cases[n].f
 
@@ -725,9 +719,12 @@ static void test_concatenated_frames(void **state)
 {
 	const struct frame sent[] = {
 		{ .type = FRAME_HELLO_OK, .hello_ok = { .version = 1, .stream_window = 4096 } },
-		{ .type = FRAME_OPEN, .stream_id = 1,
-		  .open = { .window = 4096, .addr_type = FRAME_ADDR_IPV4,
-			    .addr = { 10, 1, 2, 3 }, .port = 8080 } },
+		{ .type = FRAME_OPEN,
+		  .stream_id = 1,
+		  .open = { .window = 4096,
+			    .addr_type = FRAME_ADDR_IPV4,
+			    .addr = { 10, 1, 2, 3 },
+			    .port = 8080 } },
 		{ .type = FRAME_OPEN_OK, .stream_id = 1, .open_ok = { .window = 8192 } },
 		{ .type = FRAME_DATA, .stream_id = 1, .data = { pattern, 1000 } },
 		{ .type = FRAME_WINDOW, .stream_id = 1, .window = { .increment = 1000 } },
@@ -780,35 +777,34 @@ static const uint8_t golden_hello[] = {
 	0x01, 0x00, 0x00, 0x02,                         /* version 1, reserved, replica 2 */
 	0x00, 0x00, 0x00, 0x00,                         /* capabilities */
 	0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, /* instance */
-	0x06, 'e', 'd', 'g', 'e', '-', '1',             /* client_id */
-	0x04, 'p', 'r', 'o', 'd',                       /* group_id */
-	0x02, 'g', 'w',                                 /* username */
-	0x02, 'p', 'w',                                 /* password */
+	0x06, 'e',  'd',  'g',  'e',  '-',  '1',        /* client_id */
+	0x04, 'p',  'r',  'o',  'd',                    /* group_id */
+	0x02, 'g',  'w',                                /* username */
+	0x02, 'p',  'w',                                /* password */
 };
 
 static const uint8_t golden_data[] = {
 	0x13, 0x00, 0x00, 0x02, 0x01, 0x02, 0x03, 0x04, /* DATA, 2 bytes, stream 0x01020304 */
-	'h', 'i',
+	'h',  'i',
 };
 
 static const uint8_t golden_open[] = {
 	0x10, 0x00, 0x00, 0x1c, 0x00, 0x00, 0x00, 0x01, /* OPEN, 28 bytes, stream 1 */
 	0x00, 0x04, 0x00, 0x00,                         /* window 256 KiB */
-	0x03, 0x0b, 'e', 'x', 'a', 'm', 'p', 'l', 'e', '.', 'c', 'o', 'm',
-	0x01, 0xbb,                                     /* port 443 */
-	0x05, 'a', 'l', 'i', 'c', 'e',                  /* user */
-	0x02, 'e', 'u',                                 /* group */
+	0x03, 0x0b, 'e',  'x',  'a',  'm',  'p',  'l',
+	'e',  '.',  'c',  'o',  'm',  0x01, 0xbb, /* port 443 */
+	0x05, 'a',  'l',  'i',  'c',  'e',        /* user */
+	0x02, 'e',  'u',                          /* group */
 };
 
 static const uint8_t golden_dgram[] = {
 	0x31, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x07, /* DGRAM, 9 bytes, association 7 */
 	0x01, 0x7f, 0x00, 0x00, 0x01,                   /* IPv4 127.0.0.1 */
 	0x00, 0x35,                                     /* port 53 */
-	'h', 'i',                                       /* the datagram */
+	'h',  'i',                                      /* the datagram */
 };
 
-static void check_golden(const char *name, const struct frame *f, const uint8_t *wire,
-			 size_t len)
+static void check_golden(const char *name, const struct frame *f, const uint8_t *wire, size_t len)
 {
 	uint8_t buf[64];
 	struct frame got;
@@ -824,24 +820,36 @@ static void test_golden_vectors(void **state)
 {
 	const struct frame hello = {
 		.type = FRAME_HELLO,
-		.hello = { .version = 1, .replica = 2, .instance = 0x0102030405060708,
-			   .client_id = text("edge-1"), .group_id = text("prod"),
-			   .username = text("gw"), .password = text("pw") },
+		.hello = { .version = 1,
+			   .replica = 2,
+			   .instance = 0x0102030405060708,
+			   .client_id = text("edge-1"),
+			   .group_id = text("prod"),
+			   .username = text("gw"),
+			   .password = text("pw") },
 	};
 	const struct frame data = {
-		.type = FRAME_DATA, .stream_id = 0x01020304,
+		.type = FRAME_DATA,
+		.stream_id = 0x01020304,
 		.data = { (const uint8_t *)"hi", 2 },
 	};
 	const struct frame dgram = {
-		.type = FRAME_DGRAM, .stream_id = 7,
-		.dgram = { .addr_type = FRAME_ADDR_IPV4, .addr = { 127, 0, 0, 1 }, .port = 53,
+		.type = FRAME_DGRAM,
+		.stream_id = 7,
+		.dgram = { .addr_type = FRAME_ADDR_IPV4,
+			   .addr = { 127, 0, 0, 1 },
+			   .port = 53,
 			   .data = text("hi") },
 	};
 	const struct frame open = {
-		.type = FRAME_OPEN, .stream_id = 1,
-		.open = { .window = 256 * 1024, .addr_type = FRAME_ADDR_DOMAIN,
-			  .domain = text("example.com"), .port = 443,
-			  .user = text("alice"), .group = text("eu") },
+		.type = FRAME_OPEN,
+		.stream_id = 1,
+		.open = { .window = 256 * 1024,
+			  .addr_type = FRAME_ADDR_DOMAIN,
+			  .domain = text("example.com"),
+			  .port = 443,
+			  .user = text("alice"),
+			  .group = text("eu") },
 	};
 
 	check_golden("HELLO", &hello, golden_hello, sizeof(golden_hello));
@@ -879,7 +887,8 @@ static void test_put_data_header(void **state)
 	size_t i;
 
 	for (i = 0; i < ARRAY_SIZE(lens); i++) {
-		const struct frame f = { .type = FRAME_DATA, .stream_id = 0xdeadbeef,
+		const struct frame f = { .type = FRAME_DATA,
+					 .stream_id = 0xdeadbeef,
 					 .data = { pattern, lens[i] } };
 
 		assert_int_equal(frame_encode(want, sizeof(want), &f), FRAME_HEADER_SIZE + lens[i]);
@@ -895,16 +904,16 @@ static void test_names(void **state)
 		uint8_t type;
 		const char *name;
 	} types[] = {
-		{ FRAME_HELLO, "HELLO" },       { FRAME_HELLO_OK, "HELLO_OK" },
-		{ FRAME_ERROR, "ERROR" },       { FRAME_OPEN, "OPEN" },
-		{ FRAME_OPEN_OK, "OPEN_OK" },   { FRAME_OPEN_FAIL, "OPEN_FAIL" },
-		{ FRAME_DATA, "DATA" },         { FRAME_WINDOW, "WINDOW" },
-		{ FRAME_FIN, "FIN" },           { FRAME_RST, "RST" },
-		{ FRAME_PING, "PING" },         { FRAME_PONG, "PONG" },
-		{ FRAME_GOAWAY, "GOAWAY" },     { FRAME_DGRAM_OPEN, "DGRAM_OPEN" },
-		{ FRAME_DGRAM, "DGRAM" },       { FRAME_DGRAM_CLOSE, "DGRAM_CLOSE" },
-		{ 0x00, "UNKNOWN" },
-		{ 0x04, "UNKNOWN" },            { 0xff, "UNKNOWN" },
+		{ FRAME_HELLO, "HELLO" },     { FRAME_HELLO_OK, "HELLO_OK" },
+		{ FRAME_ERROR, "ERROR" },     { FRAME_OPEN, "OPEN" },
+		{ FRAME_OPEN_OK, "OPEN_OK" }, { FRAME_OPEN_FAIL, "OPEN_FAIL" },
+		{ FRAME_DATA, "DATA" },       { FRAME_WINDOW, "WINDOW" },
+		{ FRAME_FIN, "FIN" },         { FRAME_RST, "RST" },
+		{ FRAME_PING, "PING" },       { FRAME_PONG, "PONG" },
+		{ FRAME_GOAWAY, "GOAWAY" },   { FRAME_DGRAM_OPEN, "DGRAM_OPEN" },
+		{ FRAME_DGRAM, "DGRAM" },     { FRAME_DGRAM_CLOSE, "DGRAM_CLOSE" },
+		{ 0x00, "UNKNOWN" },          { 0x04, "UNKNOWN" },
+		{ 0xff, "UNKNOWN" },
 	};
 	size_t i;
 
@@ -927,8 +936,7 @@ static void test_names(void **state)
 	assert_string_equal(frame_open_reason_name(0), "UNKNOWN");
 	assert_string_equal(frame_open_reason_name(FRAME_OPEN_GENERAL), "GENERAL");
 	assert_string_equal(frame_open_reason_name(FRAME_OPEN_NOT_ALLOWED), "NOT_ALLOWED");
-	assert_string_equal(frame_open_reason_name(FRAME_OPEN_NET_UNREACHABLE),
-			    "NET_UNREACHABLE");
+	assert_string_equal(frame_open_reason_name(FRAME_OPEN_NET_UNREACHABLE), "NET_UNREACHABLE");
 	assert_string_equal(frame_open_reason_name(FRAME_OPEN_HOST_UNREACHABLE),
 			    "HOST_UNREACHABLE");
 	assert_string_equal(frame_open_reason_name(FRAME_OPEN_REFUSED), "REFUSED");

@@ -55,7 +55,7 @@ static void test_host_bytes(void **state)
 
 	for (unsigned c = 0; c < 256; c++) {
 		bool want = c != 0 && strchr(allowed, (int)c) != NULL;
-		char name[3] = {'a', (char)c, 'b'};
+		char name[3] = { 'a', (char)c, 'b' };
 		const char *why = NULL;
 
 		assert_int_equal(grammar_host_byte((uint8_t)c), want);
@@ -117,12 +117,12 @@ static void test_host_names(void **state)
  * at both ends of their range, and every cut length. */
 static void test_utf8_all_pairs(void **state)
 {
-	static const uint8_t tails[] = {0x80, 0xbf, 0x00, 0x41, 0xc0};
+	static const uint8_t tails[] = { 0x80, 0xbf, 0x00, 0x41, 0xc0 };
 
 	for (unsigned a = 0; a < 256; a++) {
 		for (unsigned b = 0; b < 256; b++) {
 			for (size_t t = 0; t < sizeof(tails); t++) {
-				uint8_t s[4] = {(uint8_t)a, (uint8_t)b, tails[t], tails[t]};
+				uint8_t s[4] = { (uint8_t)a, (uint8_t)b, tails[t], tails[t] };
 
 				for (size_t len = 1; len <= 4; len++)
 					assert_int_equal(grammar_utf8_len((const char *)s, len),
@@ -135,21 +135,21 @@ static void test_utf8_all_pairs(void **state)
 static void test_utf8_boundaries(void **state)
 {
 	assert_int_equal(grammar_utf8_len("\x7f", 1), 1);
-	assert_int_equal(grammar_utf8_len("\xc2\x80", 2), 2);          /* U+0080 */
-	assert_int_equal(grammar_utf8_len("\xc1\xbf", 2), 0);          /* overlong U+007F */
-	assert_int_equal(grammar_utf8_len("\xe0\xa0\x80", 3), 3);      /* U+0800 */
-	assert_int_equal(grammar_utf8_len("\xe0\x9f\xbf", 3), 0);      /* overlong U+07FF */
-	assert_int_equal(grammar_utf8_len("\xed\x9f\xbf", 3), 3);      /* U+D7FF */
-	assert_int_equal(grammar_utf8_len("\xed\xa0\x80", 3), 0);      /* U+D800 */
-	assert_int_equal(grammar_utf8_len("\xed\xbf\xbf", 3), 0);      /* U+DFFF */
-	assert_int_equal(grammar_utf8_len("\xee\x80\x80", 3), 3);      /* U+E000 */
-	assert_int_equal(grammar_utf8_len("\xf0\x90\x80\x80", 4), 4);  /* U+10000 */
-	assert_int_equal(grammar_utf8_len("\xf0\x8f\xbf\xbf", 4), 0);  /* overlong */
-	assert_int_equal(grammar_utf8_len("\xf4\x8f\xbf\xbf", 4), 4);  /* U+10FFFF */
-	assert_int_equal(grammar_utf8_len("\xf4\x90\x80\x80", 4), 0);  /* U+110000 */
-	assert_int_equal(grammar_utf8_len("\xf0\x9f\x98\x80", 3), 0);  /* cut by len */
+	assert_int_equal(grammar_utf8_len("\xc2\x80", 2), 2);         /* U+0080 */
+	assert_int_equal(grammar_utf8_len("\xc1\xbf", 2), 0);         /* overlong U+007F */
+	assert_int_equal(grammar_utf8_len("\xe0\xa0\x80", 3), 3);     /* U+0800 */
+	assert_int_equal(grammar_utf8_len("\xe0\x9f\xbf", 3), 0);     /* overlong U+07FF */
+	assert_int_equal(grammar_utf8_len("\xed\x9f\xbf", 3), 3);     /* U+D7FF */
+	assert_int_equal(grammar_utf8_len("\xed\xa0\x80", 3), 0);     /* U+D800 */
+	assert_int_equal(grammar_utf8_len("\xed\xbf\xbf", 3), 0);     /* U+DFFF */
+	assert_int_equal(grammar_utf8_len("\xee\x80\x80", 3), 3);     /* U+E000 */
+	assert_int_equal(grammar_utf8_len("\xf0\x90\x80\x80", 4), 4); /* U+10000 */
+	assert_int_equal(grammar_utf8_len("\xf0\x8f\xbf\xbf", 4), 0); /* overlong */
+	assert_int_equal(grammar_utf8_len("\xf4\x8f\xbf\xbf", 4), 4); /* U+10FFFF */
+	assert_int_equal(grammar_utf8_len("\xf4\x90\x80\x80", 4), 0); /* U+110000 */
+	assert_int_equal(grammar_utf8_len("\xf0\x9f\x98\x80", 3), 0); /* cut by len */
 	assert_int_equal(grammar_utf8_len("\xe2\x82", 2), 0);
-	assert_int_equal(grammar_utf8_len("\xe2\x82\0", 3), 0);        /* cut by a NUL */
+	assert_int_equal(grammar_utf8_len("\xe2\x82\0", 3), 0); /* cut by a NUL */
 }
 
 /* A whole string through grammar_json_unit, for the tests below. */
@@ -199,7 +199,8 @@ static void test_json_every_byte(void **state)
 			assert_int_equal(used, 1);
 			if (c == '"' || c == '\\')
 				assert_true(n == 2 && unit[0] == '\\' && unit[1] == in);
-			else if (ws == GRAMMAR_JSON_WS_SHORT && (c == '\n' || c == '\r' || c == '\t'))
+			else if (ws == GRAMMAR_JSON_WS_SHORT &&
+				 (c == '\n' || c == '\r' || c == '\t'))
 				assert_true(n == 2 && unit[0] == '\\');
 			else if (c >= 0x20 && c < 0x7f)
 				assert_true(n == 1 && unit[0] == in);
@@ -211,10 +212,10 @@ static void test_json_every_byte(void **state)
 
 static void test_target_format(void **state)
 {
-	static const uint8_t v4[4] = {192, 0, 2, 1};
-	static const uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
-	static const uint8_t v6max[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-					  0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe};
+	static const uint8_t v4[4] = { 192, 0, 2, 1 };
+	static const uint8_t v6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+	static const uint8_t v6max[16] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+					   0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe };
 	char buf[GRAMMAR_TARGET_MAX];
 
 	assert_int_equal(grammar_format_target(buf, sizeof(buf), GRAMMAR_ADDR_IPV4, v4, 4, 80), 12);
@@ -223,7 +224,8 @@ static void test_target_format(void **state)
 			 17);
 	assert_string_equal(buf, "[2001:db8::1]:443");
 	assert_int_equal(grammar_format_target(buf, sizeof(buf), GRAMMAR_ADDR_DOMAIN, "example.com",
-					       11, 65535), 17);
+					       11, 65535),
+			 17);
 	assert_string_equal(buf, "example.com:65535");
 	assert_int_equal(grammar_format_target(buf, sizeof(buf), GRAMMAR_ADDR_IPV6, v6max, 16, 0),
 			 43);
@@ -262,18 +264,12 @@ static void test_target_longest(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_id_bytes),
-		cmocka_unit_test(test_id_span),
-		cmocka_unit_test(test_id_lengths),
-		cmocka_unit_test(test_host_bytes),
-		cmocka_unit_test(test_hex_values),
-		cmocka_unit_test(test_host_names),
-		cmocka_unit_test(test_utf8_all_pairs),
-		cmocka_unit_test(test_utf8_boundaries),
-		cmocka_unit_test(test_json_escapes),
-		cmocka_unit_test(test_json_every_byte),
-		cmocka_unit_test(test_target_format),
-		cmocka_unit_test(test_target_longest),
+		cmocka_unit_test(test_id_bytes),       cmocka_unit_test(test_id_span),
+		cmocka_unit_test(test_id_lengths),     cmocka_unit_test(test_host_bytes),
+		cmocka_unit_test(test_hex_values),     cmocka_unit_test(test_host_names),
+		cmocka_unit_test(test_utf8_all_pairs), cmocka_unit_test(test_utf8_boundaries),
+		cmocka_unit_test(test_json_escapes),   cmocka_unit_test(test_json_every_byte),
+		cmocka_unit_test(test_target_format),  cmocka_unit_test(test_target_longest),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

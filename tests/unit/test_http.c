@@ -47,11 +47,11 @@ static bool str_equals(struct http_str s, const char *want)
 	return s.len == strlen(want) && (s.len == 0 || memcmp(s.ptr, want, s.len) == 0);
 }
 
-#define CHECK_STR(name, field, got, want)                                                 \
-	do {                                                                              \
-		if (!str_equals(got, want))                                               \
-			fail_msg("%s: %s is \"%.*s\", want \"%s\"", name, field,          \
-				 (int)(got).len, (const char *)(got).ptr, want);          \
+#define CHECK_STR(name, field, got, want)                                                        \
+	do {                                                                                     \
+		if (!str_equals(got, want))                                                      \
+			fail_msg("%s: %s is \"%.*s\", want \"%s\"", name, field, (int)(got).len, \
+				 (const char *)(got).ptr, want);                                 \
 	} while (0)
 
 /* A scratch text buffer for inputs built at run time. */
@@ -112,14 +112,14 @@ static const struct valid_request valid_requests[] = {
 	  "User-Agent: curl/7.88.1\r\nProxy-Connection: Keep-Alive\r\n\r\n",
 	  "CONNECT", HTTP_METHOD_CONNECT, "example.com:443", 1, 3, 0, 0, "Host",
 	  "example.com:443" },
-	{ "HEAD", "HEAD http://a/ HTTP/1.1\r\n\r\n", "HEAD", HTTP_METHOD_HEAD, "http://a/", 1, 0,
-	  0, 0, NULL, NULL },
+	{ "HEAD", "HEAD http://a/ HTTP/1.1\r\n\r\n", "HEAD", HTTP_METHOD_HEAD, "http://a/", 1, 0, 0,
+	  0, NULL, NULL },
 	{ "methods are case-sensitive", "connect a:1 HTTP/1.1\r\n\r\n", "connect",
 	  HTTP_METHOD_OTHER, "a:1", 1, 0, 0, 0, NULL, NULL },
 	{ "extension method", "M-SEARCH* http://a/ HTTP/1.0\r\n\r\n", "M-SEARCH*",
 	  HTTP_METHOD_OTHER, "http://a/", 0, 0, 0, 0, NULL, NULL },
-	{ "HTTP/1.0 bare LF", "GET http://a/ HTTP/1.0\nHost: a\nX: y\n\n", "GET",
-	  HTTP_METHOD_OTHER, "http://a/", 0, 2, 0, 1, "X", "y" },
+	{ "HTTP/1.0 bare LF", "GET http://a/ HTTP/1.0\nHost: a\nX: y\n\n", "GET", HTTP_METHOD_OTHER,
+	  "http://a/", 0, 2, 0, 1, "X", "y" },
 	{ "mixed line ends", "GET http://a/ HTTP/1.1\nHost: a\r\n\n", "GET", HTTP_METHOD_OTHER,
 	  "http://a/", 1, 1, 0, 0, "Host", "a" },
 	{ "leading empty lines", "\r\n\n\r\nPOST http://a/ HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
@@ -158,8 +158,7 @@ static void check_valid_request(const struct valid_request *c)
 		fail_msg("%s: method does not start after the empty lines", c->name);
 	if (c->check_name) {
 		CHECK_STR(c->name, "field name", h.headers[c->check_index].name, c->check_name);
-		CHECK_STR(c->name, "field value", h.headers[c->check_index].value,
-			  c->check_value);
+		CHECK_STR(c->name, "field value", h.headers[c->check_index].value, c->check_value);
 	}
 	for (k = 0; k < len; k++) {
 		why = NULL;
@@ -211,9 +210,8 @@ static const struct malformed malformed_requests[] = {
 	  "bare CR in head" },
 	{ "space before colon", "GET http://a/ HTTP/1.1\r\nHost : a\r\n\r\n", 0, -EBADMSG,
 	  "whitespace before colon in field line" },
-	{ "tab before colon",
-	  "POST http://a/ HTTP/1.1\r\nTransfer-Encoding\t: chunked\r\n\r\n", 0, -EBADMSG,
-	  "whitespace before colon in field line" },
+	{ "tab before colon", "POST http://a/ HTTP/1.1\r\nTransfer-Encoding\t: chunked\r\n\r\n", 0,
+	  -EBADMSG, "whitespace before colon in field line" },
 	{ "obs-fold space", "GET http://a/ HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 0, -EBADMSG,
 	  "obs-fold (line folding) in head" },
 	{ "obs-fold tab", "GET http://a/ HTTP/1.1\r\nX: a\r\n\tb\r\n\r\n", 0, -EBADMSG,
@@ -236,8 +234,7 @@ static const struct malformed malformed_requests[] = {
 	  "field line without colon" },
 	{ "method not a token", "G(ET http://a/ HTTP/1.1\r\n\r\n", 0, -EBADMSG,
 	  "method is not a token" },
-	{ "empty method", " GET http://a/ HTTP/1.1\r\n\r\n", 0, -EBADMSG,
-	  "method is not a token" },
+	{ "empty method", " GET http://a/ HTTP/1.1\r\n\r\n", 0, -EBADMSG, "method is not a token" },
 	{ "tab after method", "GET\thttp://a/ HTTP/1.1\r\n\r\n", 0, -EBADMSG,
 	  "method is not a token" },
 	{ "TLS ClientHello", CLIENT_HELLO, sizeof(CLIENT_HELLO) - 1, -EBADMSG,
@@ -256,8 +253,7 @@ static const struct malformed malformed_requests[] = {
 	  "malformed HTTP version" },
 	{ "version 1.10", "GET http://a/ HTTP/1.10\r\n\r\n", 0, -EBADMSG,
 	  "malformed HTTP version" },
-	{ "version HTTP/2", "GET http://a/ HTTP/2\r\n\r\n", 0, -EBADMSG,
-	  "malformed HTTP version" },
+	{ "version HTTP/2", "GET http://a/ HTTP/2\r\n\r\n", 0, -EBADMSG, "malformed HTTP version" },
 	{ "version 1.2", "GET http://a/ HTTP/1.2\r\n\r\n", 0, -EPROTONOSUPPORT,
 	  "HTTP version not supported" },
 	{ "version 2.0 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 0, -EPROTONOSUPPORT,
@@ -366,13 +362,14 @@ static void test_limits(void **state)
 	build_sized_request(HTTP_MAX_HEAD_BYTES);
 	n = http_parse_request(place(build_buf, build_len), build_len, &h, NULL);
 	assert_int_equal(n, HTTP_MAX_HEAD_BYTES);
-	assert_int_equal(http_parse_request(place(build_buf, build_len - 1), build_len - 1, &h,
-					    NULL), 0);
+	assert_int_equal(
+		http_parse_request(place(build_buf, build_len - 1), build_len - 1, &h, NULL), 0);
 
 	build_sized_request(HTTP_MAX_HEAD_BYTES + 1);
 	/* Need more while the limit is not reached ... */
 	assert_int_equal(http_parse_request(place(build_buf, HTTP_MAX_HEAD_BYTES - 1),
-					    HTTP_MAX_HEAD_BYTES - 1, &h, NULL), 0);
+					    HTTP_MAX_HEAD_BYTES - 1, &h, NULL),
+			 0);
 	/* ... too large as soon as it is, without waiting for the end. */
 	why = NULL;
 	n = http_parse_request(place(build_buf, HTTP_MAX_HEAD_BYTES), HTTP_MAX_HEAD_BYTES, &h,
@@ -387,8 +384,8 @@ static void test_limits(void **state)
 	build_repeat('\n', HTTP_MAX_HEAD_BYTES);
 	assert_int_equal(http_parse_request(place(build_buf, build_len), build_len, &h, NULL),
 			 -EMSGSIZE);
-	assert_int_equal(http_parse_request(place(build_buf, build_len - 1), build_len - 1, &h,
-					    NULL), 0);
+	assert_int_equal(
+		http_parse_request(place(build_buf, build_len - 1), build_len - 1, &h, NULL), 0);
 
 	/* Responses have the same limits. */
 	build_reset();
@@ -417,8 +414,7 @@ struct valid_response {
 };
 
 static const struct valid_response valid_responses[] = {
-	{ "200 OK", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: x\r\n\r\n", 200, "OK", 1,
-	  2 },
+	{ "200 OK", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: x\r\n\r\n", 200, "OK", 1, 2 },
 	{ "HTTP/1.0 404", "HTTP/1.0 404 Not Found\r\n\r\n", 404, "Not Found", 0, 0 },
 	{ "no reason, no space", "HTTP/1.1 204\r\nDate: x\r\n\r\n", 204, "", 1, 1 },
 	{ "empty reason", "HTTP/1.1 304 \r\n\r\n", 304, "", 1, 0 },
@@ -501,40 +497,46 @@ struct target_case {
 #define BAD_HOST_BYTE "byte not allowed in a host name (only letters, digits, '-', '_', '.')"
 #define BARE_IPV6 "IPv6 address in target without brackets (write [v6]:port)"
 #define NOT_IPV4 "numeric host is not an IPv4 address"
-#define TARGET_BAD(label, meth, tgt, reason) \
-	{ .name = label, .method = meth, .target = tgt, .why = reason }
-#define TARGET(label, meth, tgt, host_type, host_text, port_number, auth, path_text,     \
-	       query_text)                                                                  \
-	{ .name = label, .method = meth, .target = tgt, .type = host_type,                  \
-	  .host = host_text, .port = port_number, .authority = auth, .path = path_text,      \
-	  .query = query_text }
-#define TARGET_IP(label, meth, tgt, host_type, host_text, port_number, auth, path_text,  \
-		  query_text, ...)                                                          \
-	{ .name = label, .method = meth, .target = tgt, .type = host_type,                  \
-	  .host = host_text, .port = port_number, .authority = auth, .path = path_text,      \
-	  .query = query_text, .addr = (const uint8_t[]){ __VA_ARGS__ } }
+#define TARGET_BAD(label, meth, tgt, reason)                                \
+	{                                                                   \
+		.name = label, .method = meth, .target = tgt, .why = reason \
+	}
+#define TARGET(label, meth, tgt, host_type, host_text, port_number, auth, path_text, query_text) \
+	{                                                                                        \
+		.name = label, .method = meth, .target = tgt, .type = host_type,                 \
+		.host = host_text, .port = port_number, .authority = auth, .path = path_text,    \
+		.query = query_text                                                              \
+	}
+#define TARGET_IP(label, meth, tgt, host_type, host_text, port_number, auth, path_text,       \
+		  query_text, ...)                                                            \
+	{                                                                                     \
+		.name = label, .method = meth, .target = tgt, .type = host_type,              \
+		.host = host_text, .port = port_number, .authority = auth, .path = path_text, \
+		.query = query_text, .addr = (const uint8_t[])                                \
+		{                                                                             \
+			__VA_ARGS__                                                           \
+		}                                                                             \
+	}
 
 static const struct target_case target_cases[] = {
 	/* CONNECT: authority-form, port required */
-	TARGET("name", "CONNECT", "example.com:443",
-	       HTTP_HOST_NAME, "example.com", 443, "example.com:443", "", ""),
-	TARGET_IP("IPv4", "CONNECT", "192.0.2.1:8443",
-		  HTTP_HOST_IPV4, "192.0.2.1", 8443, "192.0.2.1:8443", "", "",
-		  192, 0, 2, 1),
-	TARGET_IP("IPv6", "CONNECT", "[2001:db8::1]:443",
-		  HTTP_HOST_IPV6, "2001:db8::1", 443, "[2001:db8::1]:443", "", "",
-		  0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1),
-	TARGET_IP("IPv6 with IPv4 tail", "CONNECT", "[::ffff:192.0.2.1]:1",
-		  HTTP_HOST_IPV6, "::ffff:192.0.2.1", 1, "[::ffff:192.0.2.1]:1", "", "",
-		  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1),
-	TARGET("port 65535", "CONNECT", "a:65535",
-	       HTTP_HOST_NAME, "a", 65535, "a:65535", "", ""),
-	TARGET("leading zeros in port", "CONNECT", "a:00443",
-	       HTTP_HOST_NAME, "a", 443, "a:00443", "", ""),
-	TARGET("FQDN with dot", "CONNECT", "example.com.:443",
-	       HTTP_HOST_NAME, "example.com.", 443, "example.com.:443", "", ""),
-	TARGET("underscore and digits", "CONNECT", "_srv.3com-x.example:22",
-	       HTTP_HOST_NAME, "_srv.3com-x.example", 22, "_srv.3com-x.example:22", "", ""),
+	TARGET("name", "CONNECT", "example.com:443", HTTP_HOST_NAME, "example.com", 443,
+	       "example.com:443", "", ""),
+	TARGET_IP("IPv4", "CONNECT", "192.0.2.1:8443", HTTP_HOST_IPV4, "192.0.2.1", 8443,
+		  "192.0.2.1:8443", "", "", 192, 0, 2, 1),
+	TARGET_IP("IPv6", "CONNECT", "[2001:db8::1]:443", HTTP_HOST_IPV6, "2001:db8::1", 443,
+		  "[2001:db8::1]:443", "", "", 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+		  0, 1),
+	TARGET_IP("IPv6 with IPv4 tail", "CONNECT", "[::ffff:192.0.2.1]:1", HTTP_HOST_IPV6,
+		  "::ffff:192.0.2.1", 1, "[::ffff:192.0.2.1]:1", "", "", 0, 0, 0, 0, 0, 0, 0, 0, 0,
+		  0, 0xff, 0xff, 192, 0, 2, 1),
+	TARGET("port 65535", "CONNECT", "a:65535", HTTP_HOST_NAME, "a", 65535, "a:65535", "", ""),
+	TARGET("leading zeros in port", "CONNECT", "a:00443", HTTP_HOST_NAME, "a", 443, "a:00443",
+	       "", ""),
+	TARGET("FQDN with dot", "CONNECT", "example.com.:443", HTTP_HOST_NAME, "example.com.", 443,
+	       "example.com.:443", "", ""),
+	TARGET("underscore and digits", "CONNECT", "_srv.3com-x.example:22", HTTP_HOST_NAME,
+	       "_srv.3com-x.example", 22, "_srv.3com-x.example:22", "", ""),
 	TARGET_BAD("no port", "CONNECT", "example.com", "port missing in target"),
 	TARGET_BAD("empty port", "CONNECT", "example.com:", "port missing in target"),
 	TARGET_BAD("IPv6 no port", "CONNECT", "[::1]", "port missing in target"),
@@ -547,8 +549,7 @@ static const struct target_case target_cases[] = {
 	TARGET_BAD("two colons", "CONNECT", "a:1:2", "port is not a number"),
 	TARGET_BAD("IPv6 without brackets", "CONNECT", "::1:443", BARE_IPV6),
 	TARGET_BAD("full IPv6 without brackets", "CONNECT", "2001:db8::1:443", BARE_IPV6),
-	TARGET_BAD("v4-mapped IPv6 without brackets", "CONNECT", "::ffff:10.0.0.1:443",
-		   BARE_IPV6),
+	TARGET_BAD("v4-mapped IPv6 without brackets", "CONNECT", "::ffff:10.0.0.1:443", BARE_IPV6),
 	TARGET_BAD("two ports", "CONNECT", "example.com:443:443", "port is not a number"),
 	TARGET_BAD("full IPv6 written out without brackets", "CONNECT", "1:2:3:4:5:6:7:8:443",
 		   BARE_IPV6),
@@ -577,38 +578,32 @@ static const struct target_case target_cases[] = {
 	TARGET_BAD("absolute URI to CONNECT", "CONNECT", "http://a:443/", "port is not a number"),
 
 	/* absolute-form */
-	TARGET("bare host", "GET", "http://example.com",
-	       HTTP_HOST_NAME, "example.com", 80, "example.com", "/", ""),
-	TARGET("root", "GET", "http://example.com/",
-	       HTTP_HOST_NAME, "example.com", 80, "example.com", "/", ""),
-	TARGET("port, path, query", "POST", "http://example.com:8080/a/b?x=1&y=2",
-	       HTTP_HOST_NAME, "example.com", 8080, "example.com:8080", "/a/b", "?x=1&y=2"),
-	TARGET("query without path", "GET", "http://example.com?x=1",
-	       HTTP_HOST_NAME, "example.com", 80, "example.com", "/", "?x=1"),
-	TARGET("empty query", "GET", "http://a/p?",
-	       HTTP_HOST_NAME, "a", 80, "a", "/p", "?"),
-	TARGET("scheme case", "GET", "HTTP://Example.COM/X",
-	       HTTP_HOST_NAME, "Example.COM", 80, "Example.COM", "/X", ""),
-	TARGET("empty port", "GET", "http://a:/x",
-	       HTTP_HOST_NAME, "a", 80, "a:", "/x", ""),
-	TARGET("hex-looking label", "GET", "http://0x.example/",
-	       HTTP_HOST_NAME, "0x.example", 80, "0x.example", "/", ""),
-	TARGET("hex-looking last label", "GET", "http://a.0xfg/",
-	       HTTP_HOST_NAME, "a.0xfg", 80, "a.0xfg", "/", ""),
-	TARGET_IP("IPv6 absolute", "GET", "http://[::1]:8080/x",
-		  HTTP_HOST_IPV6, "::1", 8080, "[::1]:8080", "/x", "",
-		  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1),
-	TARGET_IP("IPv6 default port", "GET", "http://[::1]/",
-		  HTTP_HOST_IPV6, "::1", 80, "[::1]", "/", "",
-		  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1),
-	TARGET_IP("IPv4 absolute", "GET", "http://127.0.0.1:3128/",
-		  HTTP_HOST_IPV4, "127.0.0.1", 3128, "127.0.0.1:3128", "/", "",
-		  127, 0, 0, 1),
-	TARGET("at-sign in path", "GET", "http://a/u@b",
-	       HTTP_HOST_NAME, "a", 80, "a", "/u@b", ""),
-	TARGET("colon in query", "GET", "http://a?b:c",
-	       HTTP_HOST_NAME, "a", 80, "a", "/", "?b:c"),
-	TARGET_BAD("userinfo", "GET", "http://user:pass@example.com/", "userinfo in request target"),
+	TARGET("bare host", "GET", "http://example.com", HTTP_HOST_NAME, "example.com", 80,
+	       "example.com", "/", ""),
+	TARGET("root", "GET", "http://example.com/", HTTP_HOST_NAME, "example.com", 80,
+	       "example.com", "/", ""),
+	TARGET("port, path, query", "POST", "http://example.com:8080/a/b?x=1&y=2", HTTP_HOST_NAME,
+	       "example.com", 8080, "example.com:8080", "/a/b", "?x=1&y=2"),
+	TARGET("query without path", "GET", "http://example.com?x=1", HTTP_HOST_NAME, "example.com",
+	       80, "example.com", "/", "?x=1"),
+	TARGET("empty query", "GET", "http://a/p?", HTTP_HOST_NAME, "a", 80, "a", "/p", "?"),
+	TARGET("scheme case", "GET", "HTTP://Example.COM/X", HTTP_HOST_NAME, "Example.COM", 80,
+	       "Example.COM", "/X", ""),
+	TARGET("empty port", "GET", "http://a:/x", HTTP_HOST_NAME, "a", 80, "a:", "/x", ""),
+	TARGET("hex-looking label", "GET", "http://0x.example/", HTTP_HOST_NAME, "0x.example", 80,
+	       "0x.example", "/", ""),
+	TARGET("hex-looking last label", "GET", "http://a.0xfg/", HTTP_HOST_NAME, "a.0xfg", 80,
+	       "a.0xfg", "/", ""),
+	TARGET_IP("IPv6 absolute", "GET", "http://[::1]:8080/x", HTTP_HOST_IPV6, "::1", 8080,
+		  "[::1]:8080", "/x", "", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1),
+	TARGET_IP("IPv6 default port", "GET", "http://[::1]/", HTTP_HOST_IPV6, "::1", 80, "[::1]",
+		  "/", "", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1),
+	TARGET_IP("IPv4 absolute", "GET", "http://127.0.0.1:3128/", HTTP_HOST_IPV4, "127.0.0.1",
+		  3128, "127.0.0.1:3128", "/", "", 127, 0, 0, 1),
+	TARGET("at-sign in path", "GET", "http://a/u@b", HTTP_HOST_NAME, "a", 80, "a", "/u@b", ""),
+	TARGET("colon in query", "GET", "http://a?b:c", HTTP_HOST_NAME, "a", 80, "a", "/", "?b:c"),
+	TARGET_BAD("userinfo", "GET", "http://user:pass@example.com/",
+		   "userinfo in request target"),
 	TARGET_BAD("user only", "GET", "http://user@example.com/", "userinfo in request target"),
 	TARGET_BAD("https", "GET", "https://example.com/", "https:// target needs CONNECT"),
 	TARGET_BAD("HTTPS", "GET", "HTTPS://example.com/", "https:// target needs CONNECT"),
@@ -699,7 +694,8 @@ static void test_targets(void **state)
 				build(".");
 			build(":443 HTTP/1.1\r\n\r\n");
 			len = build_len;
-			assert_int_equal(http_parse_request(place(build_buf, len), len, &h, NULL), len);
+			assert_int_equal(http_parse_request(place(build_buf, len), len, &h, NULL),
+					 len);
 			err = http_parse_target(&h, &t, &why);
 			if (!lengths[i].why) {
 				assert_int_equal(err, 0);
@@ -769,26 +765,25 @@ struct hop_case {
 
 static void test_hop_by_hop(void **state)
 {
-	static const char head[] =
-		"GET http://a/ HTTP/1.1\r\n"
-		"Host: a\r\n"
-		"Connection: keep-alive, X-Named, content-length\r\n"
-		"connection: Transfer-Encoding,x-other , host\r\n"
-		"Proxy-Connection: Keep-Alive\r\n"
-		"Keep-Alive: timeout=5\r\n"
-		"Proxy-Authorization: Basic dTpw\r\n"
-		"Proxy-Authenticate: Basic\r\n"
-		"te: trailers\r\n"
-		"Trailer: X-Sum\r\n"
-		"Upgrade: websocket\r\n"
-		"X-Named: 1\r\n"
-		"x-named: 2\r\n"
-		"X-Other: 3\r\n"
-		"X-Not-Named: 4\r\n"
-		"Content-Length: 0\r\n"
-		"Transfer-Encoding: chunked\r\n"
-		"Accept: */*\r\n"
-		"\r\n";
+	static const char head[] = "GET http://a/ HTTP/1.1\r\n"
+				   "Host: a\r\n"
+				   "Connection: keep-alive, X-Named, content-length\r\n"
+				   "connection: Transfer-Encoding,x-other , host\r\n"
+				   "Proxy-Connection: Keep-Alive\r\n"
+				   "Keep-Alive: timeout=5\r\n"
+				   "Proxy-Authorization: Basic dTpw\r\n"
+				   "Proxy-Authenticate: Basic\r\n"
+				   "te: trailers\r\n"
+				   "Trailer: X-Sum\r\n"
+				   "Upgrade: websocket\r\n"
+				   "X-Named: 1\r\n"
+				   "x-named: 2\r\n"
+				   "X-Other: 3\r\n"
+				   "X-Not-Named: 4\r\n"
+				   "Content-Length: 0\r\n"
+				   "Transfer-Encoding: chunked\r\n"
+				   "Accept: */*\r\n"
+				   "\r\n";
 	static const struct hop_case want[] = {
 		{ "Host", true }, /* named by a Connection field */
 		{ "Connection", true },
@@ -804,7 +799,7 @@ static void test_hop_by_hop(void **state)
 		{ "x-named", true },
 		{ "X-Other", true },
 		{ "X-Not-Named", false },
-		{ "Content-Length", false },   /* framing: never stripped */
+		{ "Content-Length", false },    /* framing: never stripped */
 		{ "Transfer-Encoding", false }, /* forwarded with the chunked body */
 		{ "Accept", false },
 	};
@@ -832,8 +827,7 @@ static const struct keep_alive_case keep_alive_cases[] = {
 	{ "GET http://a/ HTTP/1.1\r\n\r\n", true },
 	{ "GET http://a/ HTTP/1.1\r\nConnection: close\r\n\r\n", false },
 	{ "GET http://a/ HTTP/1.1\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", false },
-	{ "GET http://a/ HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
-	  false },
+	{ "GET http://a/ HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", false },
 	{ "GET http://a/ HTTP/1.1\r\nProxy-Connection: close\r\n\r\n", true },
 	{ "GET http://a/ HTTP/1.0\r\n\r\n", false },
 	{ "GET http://a/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true },
@@ -931,29 +925,33 @@ static const struct basic_case basic_cases[] = {
 	{ "no credentials", "Basic", -EBADMSG, "credentials are not padded base64", NULL },
 	{ "only spaces", "Basic  ", -EBADMSG, "credentials are not padded base64", NULL },
 	{ "unpadded", "Basic dXNlcjpwYXM", -EBADMSG, "credentials are not padded base64", NULL },
-	{ "extra padding", "Basic dXNlcjpwYXNz==", -EBADMSG,
-	  "credentials are not padded base64", NULL },
-	{ "bad character", "Basic dXNl*jpwYXNz", -EBADMSG, "credentials are not padded base64", NULL },
-	{ "URL-safe alphabet", "Basic dXNlcjpw-_-_", -EBADMSG,
-	  "credentials are not padded base64", NULL },
+	{ "extra padding", "Basic dXNlcjpwYXNz==", -EBADMSG, "credentials are not padded base64",
+	  NULL },
+	{ "bad character", "Basic dXNl*jpwYXNz", -EBADMSG, "credentials are not padded base64",
+	  NULL },
+	{ "URL-safe alphabet", "Basic dXNlcjpw-_-_", -EBADMSG, "credentials are not padded base64",
+	  NULL },
 	{ "all padding", "Basic ====", -EBADMSG, "credentials are not padded base64", NULL },
 	{ "three pads", "Basic d===", -EBADMSG, "credentials are not padded base64", NULL },
 	{ "pad in the middle", "Basic dX=z", -EBADMSG, "credentials are not padded base64", NULL },
 	{ "padded quantum then more", "Basic dTo=dTo=", -EBADMSG,
 	  "credentials are not padded base64", NULL },
-	{ "stray bits, one pad", "Basic dTp=", -EBADMSG, "credentials are not canonical base64", NULL },
-	{ "stray bits, two pads", "Basic dR==", -EBADMSG,
-	  "credentials are not canonical base64", NULL },
+	{ "stray bits, one pad", "Basic dTp=", -EBADMSG, "credentials are not canonical base64",
+	  NULL },
+	{ "stray bits, two pads", "Basic dR==", -EBADMSG, "credentials are not canonical base64",
+	  NULL },
 	{ "NUL in user", "Basic dQA6cA==", -EBADMSG, "NUL in credentials", NULL },
 	{ "NUL in password", "Basic dTpwAA==", -EBADMSG, "NUL in credentials", NULL },
-	{ "tab after scheme", "Basic\tdXNlcjpwYXNz", -EBADMSG, "malformed Proxy-Authorization", NULL },
+	{ "tab after scheme", "Basic\tdXNlcjpwYXNz", -EBADMSG, "malformed Proxy-Authorization",
+	  NULL },
 	{ "empty value", "", -EBADMSG, "malformed Proxy-Authorization", NULL },
 	{ "no scheme", " dXNlcjpwYXNz", -EBADMSG, "malformed Proxy-Authorization", NULL },
-	{ "Bearer", "Bearer abc.def", -EOPNOTSUPP, "Proxy-Authorization scheme is not Basic", NULL },
-	{ "Digest", "Digest username=\"u\"", -EOPNOTSUPP,
-	  "Proxy-Authorization scheme is not Basic", NULL },
-	{ "Basicx", "Basicx dXNlcjpwYXNz", -EOPNOTSUPP,
-	  "Proxy-Authorization scheme is not Basic", NULL },
+	{ "Bearer", "Bearer abc.def", -EOPNOTSUPP, "Proxy-Authorization scheme is not Basic",
+	  NULL },
+	{ "Digest", "Digest username=\"u\"", -EOPNOTSUPP, "Proxy-Authorization scheme is not Basic",
+	  NULL },
+	{ "Basicx", "Basicx dXNlcjpwYXNz", -EOPNOTSUPP, "Proxy-Authorization scheme is not Basic",
+	  NULL },
 };
 
 static void check_basic(const char *name, const char *value, size_t len, int want_err,
@@ -979,8 +977,8 @@ static void check_basic(const char *name, const char *value, size_t len, int wan
 		return;
 	}
 	if (c.username_len != strlen(want_why_or_user) ||
-	    strcmp(c.username, want_why_or_user) != 0 ||
-	    c.password_len != strlen(want_password) || strcmp(c.password, want_password) != 0)
+	    strcmp(c.username, want_why_or_user) != 0 || c.password_len != strlen(want_password) ||
+	    strcmp(c.password, want_password) != 0)
 		fail_msg("%s: got \"%s\":\"%s\"", name, c.username, c.password);
 }
 
@@ -1042,7 +1040,8 @@ static void test_proxy_credentials(void **state)
 	assert_string_equal(c.password, "pass");
 
 	parse_or_fail("GET http://a/ HTTP/1.1\r\nProxy-Authorization: Basic dXNlcjpwYXNz\r\n"
-		      "Proxy-Authorization: Basic dTpw\r\n\r\n", &h);
+		      "Proxy-Authorization: Basic dTpw\r\n\r\n",
+		      &h);
 	assert_int_equal(http_proxy_credentials(&h, &c, &why), -EBADMSG);
 	assert_string_equal(why, "several Proxy-Authorization fields");
 
@@ -1055,16 +1054,20 @@ static void test_proxy_credentials(void **state)
 struct framing_case {
 	const char *name;
 	const char *head;
-	int err;          /* 0: valid */
-	const char *why;  /* error reason */
+	int err;         /* 0: valid */
+	const char *why; /* error reason */
 	enum http_body_kind kind;
 	uint64_t length;
 };
 
-#define FRAMING_OK(label, text, body_kind, body_length) \
-	{ .name = label, .head = text, .kind = body_kind, .length = body_length }
-#define FRAMING_BAD(label, text, reason) \
-	{ .name = label, .head = text, .err = -EBADMSG, .why = reason }
+#define FRAMING_OK(label, text, body_kind, body_length)                               \
+	{                                                                             \
+		.name = label, .head = text, .kind = body_kind, .length = body_length \
+	}
+#define FRAMING_BAD(label, text, reason)                                    \
+	{                                                                   \
+		.name = label, .head = text, .err = -EBADMSG, .why = reason \
+	}
 
 #define NOT_FINAL "chunked is not the final transfer coding"
 #define BOTH "both Transfer-Encoding and Content-Length"
@@ -1078,10 +1081,10 @@ static const struct framing_case request_framing[] = {
 	FRAMING_OK("CL leading zeros", REQ11 "Content-Length: 007\r\n\r\n", HTTP_BODY_LENGTH, 7),
 	FRAMING_OK("CL in HTTP/1.0", REQ10 "Content-Length: 3\r\n\r\n", HTTP_BODY_LENGTH, 3),
 	FRAMING_OK("CL list identical", REQ11 "Content-Length: 5, 5\r\n\r\n", HTTP_BODY_LENGTH, 5),
-	FRAMING_OK("CL repeated identical",
-		   REQ11 "Content-Length: 5\r\ncontent-length: 5\r\n\r\n", HTTP_BODY_LENGTH, 5),
-	FRAMING_OK("CL max", REQ11 "Content-Length: 9223372036854775807\r\n\r\n",
-		   HTTP_BODY_LENGTH, 9223372036854775807ULL),
+	FRAMING_OK("CL repeated identical", REQ11 "Content-Length: 5\r\ncontent-length: 5\r\n\r\n",
+		   HTTP_BODY_LENGTH, 5),
+	FRAMING_OK("CL max", REQ11 "Content-Length: 9223372036854775807\r\n\r\n", HTTP_BODY_LENGTH,
+		   9223372036854775807ULL),
 	FRAMING_BAD("CL over max", REQ11 "Content-Length: 9223372036854775808\r\n\r\n",
 		    "Content-Length over limit"),
 	FRAMING_BAD("CL over 64 bits", REQ11 "Content-Length: 99999999999999999999\r\n\r\n",
@@ -1113,7 +1116,8 @@ static const struct framing_case request_framing[] = {
 	FRAMING_BAD("TE identity", REQ11 "Transfer-Encoding: identity\r\n\r\n", NOT_FINAL),
 	FRAMING_BAD("TE lookalike", REQ11 "Transfer-Encoding: xchunked\r\n\r\n", NOT_FINAL),
 	FRAMING_BAD("TE chunked then gzip field",
-		    REQ11 "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n", NOT_FINAL),
+		    REQ11 "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+		    NOT_FINAL),
 	FRAMING_BAD("TE chunked twice", REQ11 "Transfer-Encoding: chunked, chunked\r\n\r\n",
 		    "chunked applied twice"),
 	FRAMING_BAD("TE chunked in two fields",
@@ -1188,8 +1192,8 @@ static const struct response_framing_case response_framing[] = {
 	  HTTP_METHOD_OTHER },
 	{ FRAMING_OK("200 CL 0", RESP11 "Content-Length: 0\r\n\r\n", HTTP_BODY_LENGTH, 0),
 	  HTTP_METHOD_OTHER },
-	{ FRAMING_OK("200 chunked", RESP11 "Transfer-Encoding: chunked\r\n\r\n",
-		     HTTP_BODY_CHUNKED, 0),
+	{ FRAMING_OK("200 chunked", RESP11 "Transfer-Encoding: chunked\r\n\r\n", HTTP_BODY_CHUNKED,
+		     0),
 	  HTTP_METHOD_OTHER },
 	{ FRAMING_OK("200 gzip, chunked", RESP11 "Transfer-Encoding: gzip, chunked\r\n\r\n",
 		     HTTP_BODY_CHUNKED, 0),
@@ -1230,8 +1234,8 @@ static const struct response_framing_case response_framing[] = {
 	{ FRAMING_BAD("101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
 		      "101 Switching Protocols without Upgrade"),
 	  HTTP_METHOD_OTHER },
-	{ FRAMING_BAD("TE and CL",
-		      RESP11 "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", BOTH),
+	{ FRAMING_BAD("TE and CL", RESP11 "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+		      BOTH),
 	  HTTP_METHOD_OTHER },
 	{ FRAMING_BAD("TE in HTTP/1.0", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
 		      "Transfer-Encoding in HTTP/1.0"),
@@ -1282,16 +1286,21 @@ static void test_response_framing(void **state)
 struct chunked_case {
 	const char *name;
 	const char *bytes;
-	size_t len;        /* 0: strlen(bytes) */
-	size_t consumed;   /* valid: where the body ends (bytes after it follow) */
-	const char *why;   /* NULL: valid and complete */
+	size_t len;      /* 0: strlen(bytes) */
+	size_t consumed; /* valid: where the body ends (bytes after it follow) */
+	const char *why; /* NULL: valid and complete */
 };
 
 /* Bytes that follow a complete body in every valid case. */
 #define NEXT_MESSAGE "GET http://next/ HTTP/1.1\r\n"
-#define VALID(label, body) \
-	{ label, body NEXT_MESSAGE, sizeof(body NEXT_MESSAGE) - 1, sizeof(body) - 1, NULL }
-#define BAD(label, body, reason) { label, body, sizeof(body) - 1, 0, reason }
+#define VALID(label, body)                                                                      \
+	{                                                                                       \
+		label, body NEXT_MESSAGE, sizeof(body NEXT_MESSAGE) - 1, sizeof(body) - 1, NULL \
+	}
+#define BAD(label, body, reason)                         \
+	{                                                \
+		label, body, sizeof(body) - 1, 0, reason \
+	}
 
 static const struct chunked_case chunked_cases[] = {
 	VALID("empty body", "0\r\n\r\n"),
@@ -1374,7 +1383,8 @@ static ssize_t scan_in_slices(const uint8_t *bytes, size_t len, unsigned seed, b
 		if (n < 0) {
 			*why = c.why;
 			/* Errors are sticky. */
-			assert_int_equal(http_chunked_scan(&c, (const uint8_t *)"0\r\n\r\n", 5, done),
+			assert_int_equal(http_chunked_scan(&c, (const uint8_t *)"0\r\n\r\n", 5,
+							   done),
 					 -EBADMSG);
 			return n;
 		}
@@ -1411,8 +1421,8 @@ static void check_chunked(const struct chunked_case *c)
 				fail_msg("%s (seed %u): returned %zd (%s), want \"%s\"", c->name,
 					 seed, n, why ? why : "-", c->why);
 		} else if (n != (ssize_t)c->consumed || !done) {
-			fail_msg("%s (seed %u): returned %zd done %d (%s), want %zu", c->name,
-				 seed, n, done, why ? why : "-", c->consumed);
+			fail_msg("%s (seed %u): returned %zd done %d (%s), want %zu", c->name, seed,
+				 n, done, why ? why : "-", c->consumed);
 		}
 	}
 }
@@ -1443,8 +1453,8 @@ static const struct padded_chunked_case padded_chunked_cases[] = {
 	/* a size line of exactly HTTP_MAX_CHUNK_LINE_BYTES before its CRLF */
 	{ "longest size line", "1;", 'e', HTTP_MAX_CHUNK_LINE_BYTES - 2, "\r\nx\r\n0\r\n\r\n",
 	  NULL },
-	{ "size line over limit", "1;", 'e', HTTP_MAX_CHUNK_LINE_BYTES - 1,
-	  "\r\nx\r\n0\r\n\r\n", LINE_OVER },
+	{ "size line over limit", "1;", 'e', HTTP_MAX_CHUNK_LINE_BYTES - 1, "\r\nx\r\n0\r\n\r\n",
+	  LINE_OVER },
 	/* leading zeros count too: they cannot go on forever */
 	{ "endless zeros", "", '0', HTTP_MAX_CHUNK_LINE_BYTES + 1, "", LINE_OVER },
 	/* a trailer section of exactly HTTP_MAX_TRAILER_BYTES, then one more */
@@ -1468,8 +1478,8 @@ static void test_chunked_limits(void **state)
 		build("%s", p->before);
 		build_repeat(p->pad, p->pad_len);
 		build("%s", p->after);
-		c = (struct chunked_case){ p->name, build_buf, build_len,
-					   p->why ? 0 : build_len, p->why };
+		c = (struct chunked_case){ p->name, build_buf, build_len, p->why ? 0 : build_len,
+					   p->why };
 		check_chunked(&c);
 	}
 
@@ -1565,8 +1575,8 @@ static void check_writer(const char *name, write_fn fn, const void *arg, const c
 	}
 	n = fn(guarded(want_len), want_len, arg);
 	if (n != (ssize_t)want_len || memcmp(guarded(want_len), want, want_len) != 0)
-		fail_msg("%s: wrote %zd bytes:\n%.*s\nwant:\n%s", name, n,
-			 n > 0 ? (int)n : 0, (const char *)guarded(want_len), want);
+		fail_msg("%s: wrote %zd bytes:\n%.*s\nwant:\n%s", name, n, n > 0 ? (int)n : 0,
+			 (const char *)guarded(want_len), want);
 }
 
 /* Heads for the writer tests live outside the guard area, which the
@@ -1616,12 +1626,14 @@ static const struct request_writer_case request_writer_cases[] = {
 	  "Accept: */*\r\nProxy-Connection: Keep-Alive\r\n"
 	  "Proxy-Authorization: Basic dXNlcjpwYXNz\r\n\r\n",
 	  "GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n"
-	  "Connection: close\r\n\r\n", 4 },
+	  "Connection: close\r\n\r\n",
+	  4 },
 	{ "no Host, port, query",
 	  "POST http://example.com:8080/api/v1?x=1&y HTTP/1.1\r\nContent-Length: 3\r\n"
 	  "content-type: text/plain\r\n\r\n",
 	  "POST /api/v1?x=1&y HTTP/1.1\r\nHost: example.com:8080\r\nContent-Length: 3\r\n"
-	  "content-type: text/plain\r\nConnection: close\r\n\r\n", 4 },
+	  "content-type: text/plain\r\nConnection: close\r\n\r\n",
+	  4 },
 	{ "Host replaced by the target's",
 	  "GET http://real.example/ HTTP/1.1\r\nHost: other.example\r\nhost: third\r\n\r\n",
 	  "GET / HTTP/1.1\r\nHost: real.example\r\nConnection: close\r\n\r\n", 2 },
@@ -1630,14 +1642,16 @@ static const struct request_writer_case request_writer_cases[] = {
 	  "Keep-Alive: 300\r\nX-Hop: 1\r\nTE: trailers\r\nTrailer: X-Sum\r\nUpgrade: h2c\r\n"
 	  "Transfer-Encoding: chunked\r\nX-Keep:  v  \r\n\r\n",
 	  "PUT /x HTTP/1.1\r\nHost: [::1]:81\r\nTransfer-Encoding: chunked\r\nX-Keep: v\r\n"
-	  "Connection: close\r\n\r\n", 4 },
+	  "Connection: close\r\n\r\n",
+	  4 },
 	{ "Content-Length fields collapse",
 	  "POST http://a/ HTTP/1.1\r\ncontent-length: 5, 5\r\nX: 1\r\nContent-Length: 5\r\n\r\n",
 	  "POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\nX: 1\r\nConnection: close\r\n\r\n",
 	  4 },
 	{ "HTTP/1.0 keeps its version, bare LF normalised",
 	  "GET http://a?q HTTP/1.0\nUser-Agent: old\nX-Empty:\n\n",
-	  "GET /?q HTTP/1.0\r\nHost: a\r\nUser-Agent: old\r\nX-Empty: \r\nConnection: close\r\n\r\n",
+	  "GET /?q HTTP/1.0\r\nHost: a\r\nUser-Agent: old\r\nX-Empty: \r\nConnection: "
+	  "close\r\n\r\n",
 	  4 },
 	{ "framing named by Connection is kept",
 	  "POST http://a/ HTTP/1.1\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\n",
@@ -1674,7 +1688,8 @@ static void test_write_request_head(void **state)
 		assert_int_equal(http_parse_request(out, (size_t)n, &again, NULL), n);
 		assert_int_equal(again.header_count, c->out_fields);
 		assert_true(http_request_keep_alive(&again));
-		assert_int_equal((size_t)n, strlen(c->out) - strlen("close") + strlen("keep-alive"));
+		assert_int_equal((size_t)n,
+				 strlen(c->out) - strlen("close") + strlen("keep-alive"));
 		assert_memory_equal(out, c->out, strlen(c->out) - strlen("close\r\n\r\n"));
 		assert_memory_equal(out + n - strlen("keep-alive\r\n\r\n"), "keep-alive\r\n\r\n",
 				    strlen("keep-alive\r\n\r\n"));
@@ -1711,7 +1726,8 @@ static void test_write_response_head(void **state)
 
 	parse_response_copy("HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n"
 			    "Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nServer:  x \r\n"
-			    "Set-Cookie: a=b\r\nSet-Cookie: c=d\r\n\r\n", &h);
+			    "Set-Cookie: a=b\r\nSet-Cookie: c=d\r\n\r\n",
+			    &h);
 	check_writer("keep-alive", write_response, &w,
 		     "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nServer: x\r\nSet-Cookie: a=b\r\n"
 		     "Set-Cookie: c=d\r\nConnection: keep-alive\r\n\r\n");
@@ -1724,7 +1740,8 @@ static void test_write_response_head(void **state)
 	check_writer("no reason", write_response, &w, "HTTP/1.1 204 \r\nConnection: close\r\n\r\n");
 
 	parse_response_copy("HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n"
-			    "Trailer: X\r\nConnection: X-A\r\nX-A: 1\r\n\r\n", &h);
+			    "Trailer: X\r\nConnection: X-A\r\nX-A: 1\r\n\r\n",
+			    &h);
 	w.keep_alive = true;
 	check_writer("chunked", write_response, &w,
 		     "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n"

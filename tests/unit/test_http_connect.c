@@ -291,12 +291,9 @@ static void test_reply_limit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_request_golden),
-		cmocka_unit_test(test_request_round_trip),
-		cmocka_unit_test(test_request_refused),
-		cmocka_unit_test(test_request_max),
-		cmocka_unit_test(test_reply_valid),
-		cmocka_unit_test(test_reply_malformed),
+		cmocka_unit_test(test_request_golden),  cmocka_unit_test(test_request_round_trip),
+		cmocka_unit_test(test_request_refused), cmocka_unit_test(test_request_max),
+		cmocka_unit_test(test_reply_valid),     cmocka_unit_test(test_reply_malformed),
 		cmocka_unit_test(test_reply_limit),
 	};
 

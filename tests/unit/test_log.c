@@ -183,13 +183,13 @@ static void test_json_utf8(void **state)
 	check_json("\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80");
 	/* Anything else is escaped byte by byte, so the output is valid JSON. */
 	check_json("\xff", "\\u00ff");
-	check_json("\xc3", "\\u00c3");                      /* truncated sequence */
-	check_json("\xc3(", "\\u00c3(");                    /* bad continuation */
-	check_json("\xc0\xaf", "\\u00c0\\u00af");           /* overlong '/' */
-	check_json("\xe0\x80\xaf", "\\u00e0\\u0080\\u00af"); /* overlong */
-	check_json("\xed\xa0\x80", "\\u00ed\\u00a0\\u0080"); /* surrogate */
+	check_json("\xc3", "\\u00c3");                                  /* truncated sequence */
+	check_json("\xc3(", "\\u00c3(");                                /* bad continuation */
+	check_json("\xc0\xaf", "\\u00c0\\u00af");                       /* overlong '/' */
+	check_json("\xe0\x80\xaf", "\\u00e0\\u0080\\u00af");            /* overlong */
+	check_json("\xed\xa0\x80", "\\u00ed\\u00a0\\u0080");            /* surrogate */
 	check_json("\xf4\x90\x80\x80", "\\u00f4\\u0090\\u0080\\u0080"); /* > U+10FFFF */
-	check_json("\x80", "\\u0080");                      /* lone continuation */
+	check_json("\x80", "\\u0080");                                  /* lone continuation */
 }
 
 static void test_json_truncation(void **state)
@@ -388,7 +388,7 @@ static void test_batch_waits_for_flush_in_order(void **state)
 	assert_matches(read_sink(), "^" TIMESTAMP_RE " INFO one n=1\n" TIMESTAMP_RE
 				    " WARN two n=2\n" TIMESTAMP_RE " INFO three n=3\n$");
 	log_info("four", LF_U("n", 4));
-	log_batch_end(); /* writes what is queued ... */
+	log_batch_end();                /* writes what is queued ... */
 	log_info("five", LF_U("n", 5)); /* ... and later lines go out at once */
 	assert_matches(read_sink(), "three n=3\n" TIMESTAMP_RE " INFO four n=4\n" TIMESTAMP_RE
 				    " INFO five n=5\n$");
@@ -437,8 +437,8 @@ static void test_full_batch_drops_and_counts(void **state)
 	assert_int_equal(kept + dropped, total);
 	assert_true(kept * (BULK_VALUE_BYTES + 40) <= BATCH_BYTES);
 	note = p;
-	snprintf(expect, sizeof(expect), " WARN Log lines dropped lines=%llu reason=",
-		 (unsigned long long)dropped);
+	snprintf(expect, sizeof(expect),
+		 " WARN Log lines dropped lines=%llu reason=", (unsigned long long)dropped);
 	assert_memory_equal(note + 24, expect, strlen(expect));
 	assert_matches(strchr(note, '\n') + 1, "^" TIMESTAMP_RE " INFO later k=v\n$");
 	free(out);
@@ -601,7 +601,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_switches_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_setup_keeps_sink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_logging_preserves_errno, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_batch_waits_for_flush_in_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_waits_for_flush_in_order, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_error_is_flushed_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_batch_drops_and_counts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_threads_write_at_once, setup, teardown),

@@ -183,12 +183,9 @@ static void test_parse_request(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_counter_and_labels),
-		cmocka_unit_test(test_histogram),
-		cmocka_unit_test(test_bad_names_are_sticky),
-		cmocka_unit_test(test_body_limit),
-		cmocka_unit_test(test_process_and_build_info),
-		cmocka_unit_test(test_parse_request),
+		cmocka_unit_test(test_counter_and_labels),     cmocka_unit_test(test_histogram),
+		cmocka_unit_test(test_bad_names_are_sticky),   cmocka_unit_test(test_body_limit),
+		cmocka_unit_test(test_process_and_build_info), cmocka_unit_test(test_parse_request),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

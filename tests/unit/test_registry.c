@@ -122,7 +122,8 @@ static void test_tunnels_spread_and_draining_skipped(void **state)
 
 	registry_join(&f->reg, &f->t[0], "p1", "g", 1, 0, "a");
 	registry_join(&f->reg, &f->t[1], "p1", "g", 1, 1, "a");
-	assert_ptr_not_equal(registry_pick(&f->reg, "g", true, &fb, &full), registry_pick(&f->reg, "g", true, &fb, &full));
+	assert_ptr_not_equal(registry_pick(&f->reg, "g", true, &fb, &full),
+			     registry_pick(&f->reg, "g", true, &fb, &full));
 	f->t[0].draining = true;
 	for (int i = 0; i < 4; i++)
 		assert_ptr_equal(registry_pick(&f->reg, "g", true, &fb, &full), &f->t[1]);
@@ -317,7 +318,8 @@ static void test_other_group_cannot_take_id(void **state)
 	assert_int_equal(registry_join(&f->reg, &f->t[2], "prod-client-001", "", 2, 0, "evil"),
 			 -EADDRINUSE);
 	assert_int_equal(registry_join(&f->reg, &f->t[3], "prod-client-001", "staging", 1, 0,
-				       "evil"), -EADDRINUSE);
+				       "evil"),
+			 -EADDRINUSE);
 	assert_int_equal(f->ev.n, 0);
 	assert_null(f->t[2].client);
 	assert_null(f->t[3].client);
@@ -434,7 +436,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_round_robin_and_fallback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tunnels_spread_and_draining_skipped, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(test_full_group_does_not_fall_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_group_does_not_fall_back, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_replicas_weigh, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_suspect_skipped_unless_all_are, setup,
 						teardown),

@@ -253,8 +253,8 @@ static void test_signal_through_signalfd(void **state)
 /* ---- the before-wait hook ---- */
 
 struct hook_probe {
-	int calls;       /* hook runs so far */
-	int seen[3];     /* hook runs when timer i fired */
+	int calls;   /* hook runs so far */
+	int seen[3]; /* hook runs when timer i fired */
 	struct timer t[3];
 	struct timer late; /* armed by the hook itself */
 	struct timer guard;

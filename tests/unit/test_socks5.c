@@ -138,8 +138,7 @@ union parse_output {
  * consume a message wrote to it. */
 #define CANARY 0xa5
 
-static int parse(enum message_kind kind, const uint8_t *buf, size_t len,
-		 union parse_output *out)
+static int parse(enum message_kind kind, const uint8_t *buf, size_t len, union parse_output *out)
 {
 	union parse_output before;
 	int n = 0;
@@ -204,12 +203,12 @@ static const struct greeting_case greeting_cases[] = {
 	{ "GSSAPI only", WIRE(0x05, 0x01, 0x01), false, false },
 	{ "user/pass first, then GSSAPI and no-auth", WIRE(0x05, 0x03, 0x02, 0x01, 0x00), true,
 	  true },
-	{ "duplicates and unknown methods", WIRE(0x05, 0x05, 0x80, 0x02, 0xff, 0x02, 0x01),
-	  false, true },
-	{ "255 methods, every value but 0xff", greeting_all_methods,
-	  sizeof(greeting_all_methods), true, true },
-	{ "255 methods, none known", greeting_unknown_methods,
-	  sizeof(greeting_unknown_methods), false, false },
+	{ "duplicates and unknown methods", WIRE(0x05, 0x05, 0x80, 0x02, 0xff, 0x02, 0x01), false,
+	  true },
+	{ "255 methods, every value but 0xff", greeting_all_methods, sizeof(greeting_all_methods),
+	  true, true },
+	{ "255 methods, none known", greeting_unknown_methods, sizeof(greeting_unknown_methods),
+	  false, false },
 };
 
 static void test_greeting_valid(void **state)
@@ -334,8 +333,7 @@ static void test_request_valid(void **state)
 		const struct socks5_request *r = &out.request;
 
 		check_framing(REQUEST, c->name, c->bytes, c->len, &out);
-		if (r->command != c->command || r->addr_type != c->addr_type ||
-		    r->port != c->port)
+		if (r->command != c->command || r->addr_type != c->addr_type || r->port != c->port)
 			fail_msg("%s: command %u addr_type %u port %u, want %u %u %u", c->name,
 				 r->command, r->addr_type, r->port, c->command, c->addr_type,
 				 c->port);
@@ -444,7 +442,9 @@ static void test_domain_bytes(void **state)
 	unsigned int c;
 
 	for (c = 0; c <= UINT8_MAX; c++) {
-		const uint8_t msg[] = { 0x05, 0x01, 0x00, 0x03, 3, 'a', (uint8_t)c, 'b', 0x00, 0x50 };
+		const uint8_t msg[] = {
+			0x05, 0x01, 0x00, 0x03, 3, 'a', (uint8_t)c, 'b', 0x00, 0x50
+		};
 		bool allowed = c != 0 && strchr(host_alphabet, (int)c) != NULL;
 		int n = parse(REQUEST, place(msg, sizeof(msg)), sizeof(msg), &out);
 
@@ -467,8 +467,13 @@ static void test_reply_for_request_error(void **state)
 static void test_pipelined_handshake(void **state)
 {
 	static const uint8_t stream[] = "\x05\x02\x00\x02"
-					"\x01\x0a" "user.green" "\x02" "pw"
-					"\x05\x01\x00\x03\x07" "a.b.com" "\x01\xbb";
+					"\x01\x0a"
+					"user.green"
+					"\x02"
+					"pw"
+					"\x05\x01\x00\x03\x07"
+					"a.b.com"
+					"\x01\xbb";
 	const size_t len = sizeof(stream) - 1;
 	const uint8_t *p = place(stream, len);
 	union parse_output out;
@@ -541,14 +546,14 @@ static const struct reply_case reply_cases[] = {
 	       0x02, 0x01, 0xbb) },
 	{ "success, IPv4-mapped IPv6 stays IPv6", SOCKS5_REP_SUCCEEDED, BOUND_IPV6,
 	  "::ffff:10.0.0.1", 1,
-	  WIRE(0x05, 0x00, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1,
-	       0x00, 0x01) },
+	  WIRE(0x05, 0x00, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1, 0x00,
+	       0x01) },
 	{ "failure, no address", SOCKS5_REP_GENERAL_FAILURE, BOUND_NULL, NULL, 0,
 	  WIRE(0x05, 0x01, 0x00, 0x01, 0, 0, 0, 0, 0, 0) },
 	{ "network unreachable, no address", SOCKS5_REP_NETWORK_UNREACHABLE, BOUND_NULL, NULL, 0,
 	  WIRE(0x05, 0x03, 0x00, 0x01, 0, 0, 0, 0, 0, 0) },
-	{ "address type not supported", SOCKS5_REP_ADDRESS_TYPE_NOT_SUPPORTED, BOUND_NULL, NULL,
-	  0, WIRE(0x05, 0x08, 0x00, 0x01, 0, 0, 0, 0, 0, 0) },
+	{ "address type not supported", SOCKS5_REP_ADDRESS_TYPE_NOT_SUPPORTED, BOUND_NULL, NULL, 0,
+	  WIRE(0x05, 0x08, 0x00, 0x01, 0, 0, 0, 0, 0, 0) },
 	{ "AF_UNIX address sent as none", SOCKS5_REP_SUCCEEDED, BOUND_UNIX, NULL, 0,
 	  WIRE(0x05, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0) },
 };
@@ -603,31 +608,27 @@ static void test_encode_reply(void **state)
 static void test_udp_header(void **state)
 {
 	static const uint8_t v4[] = { 0, 0, 0, 1, 127, 0, 0, 1, 0, 53, 'q', 'r' };
-	static const uint8_t v6[] = { 0xff, 0xff, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0,
-				      0, 0, 0, 0, 0, 0, 0, 1, 0x1f, 0x90 };
-	static const uint8_t name[] = { 0, 0, 7, 3, 9, 'l', 'o', 'c', 'a', 'l', 'h', 'o', 's', 't',
-					0, 7, 'x' };
+	static const uint8_t v6[] = { 0xff, 0xff, 0, 4, 0, 0, 0, 0, 0, 0,    0,
+				      0,    0,    0, 0, 0, 0, 0, 0, 1, 0x1f, 0x90 };
+	static const uint8_t name[] = { 0,   0,   7,   3,   9,   'l', 'o', 'c', 'a',
+					'l', 'h', 'o', 's', 't', 0,   7,   'x' };
 	struct socks5_udp_header h;
 	struct sockaddr_in6 from6 = { .sin6_family = AF_INET6, .sin6_port = htons(8080) };
 	uint8_t out[SOCKS5_UDP_REPLY_HEADER_MAX];
 	size_t k;
 
-	assert_int_equal(socks5_parse_udp_header(place(v4, sizeof(v4)), sizeof(v4), &h),
-			 10);
+	assert_int_equal(socks5_parse_udp_header(place(v4, sizeof(v4)), sizeof(v4), &h), 10);
 	assert_int_equal(h.frag, 0);
 	assert_int_equal(h.addr_type, SOCKS5_ADDR_IPV4);
 	assert_memory_equal(h.addr, ((const uint8_t[]){ 127, 0, 0, 1 }), 4);
 	assert_int_equal(h.port, 53);
 	/* RSV is not checked; the data may be empty */
-	assert_int_equal(socks5_parse_udp_header(place(v6, sizeof(v6)), sizeof(v6), &h),
-			 22);
+	assert_int_equal(socks5_parse_udp_header(place(v6, sizeof(v6)), sizeof(v6), &h), 22);
 	assert_int_equal(h.addr_type, SOCKS5_ADDR_IPV6);
 	assert_int_equal(h.addr[15], 1);
 	assert_int_equal(h.port, 8080);
 	/* FRAG is reported, for the caller to drop */
-	assert_int_equal(socks5_parse_udp_header(place(name, sizeof(name)), sizeof(name),
-						 &h),
-			 16);
+	assert_int_equal(socks5_parse_udp_header(place(name, sizeof(name)), sizeof(name), &h), 16);
 	assert_int_equal(h.frag, 7);
 	assert_string_equal(h.domain, "localhost");
 	assert_int_equal(h.port, 7);
@@ -636,14 +637,11 @@ static void test_udp_header(void **state)
 		assert_int_equal(socks5_parse_udp_header(place(v4, k), k, &h), -EBADMSG);
 	for (k = 4; k < 16; k++)
 		assert_int_equal(socks5_parse_udp_header(place(name, k), k, &h), -EBADMSG);
-	assert_int_equal(socks5_parse_udp_header(place((const uint8_t[]){ 0, 0, 0, 2, 1 },
-							      5),
-						 5, &h),
+	assert_int_equal(socks5_parse_udp_header(place((const uint8_t[]){ 0, 0, 0, 2, 1 }, 5), 5,
+						 &h),
 			 -EAFNOSUPPORT);
-	assert_int_equal(socks5_parse_udp_header(place((const uint8_t[]){ 0, 0, 0, 3, 1,
-										 '/', 0, 1 },
-							      8),
-						 8, &h),
+	assert_int_equal(socks5_parse_udp_header(
+				 place((const uint8_t[]){ 0, 0, 0, 3, 1, '/', 0, 1 }, 8), 8, &h),
 			 -EINVAL);
 	/* a reply's header: RSV 0, FRAG 0, the source address */
 	assert_int_equal(inet_pton(AF_INET6, "::1", &from6.sin6_addr), 1);

@@ -114,7 +114,8 @@ static void add_waiters(struct fixture *f, unsigned n)
 	for (unsigned i = 0; i < n; i++) {
 		struct waiter *w = &f->w[i];
 
-		assert_int_equal(stream_accept(&w->s, &f->t, i + 1, STREAM_WINDOW_BYTES, &ops, w), 0);
+		assert_int_equal(stream_accept(&w->s, &f->t, i + 1, STREAM_WINDOW_BYTES, &ops, w),
+				 0);
 		w->s.open = true;
 		assert_true(stream_send_room(&w->s) > 0);
 		stream_want_writable(&w->s);
@@ -338,7 +339,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_waking_one_detaches_the_next, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_requeue_self_then_detach_next, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_requeue_self_then_detach_next, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_detach_a_requeued_waiter, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_everyone_requeues, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_move_a_waiting_stream, setup, teardown),

@@ -21,18 +21,13 @@
 /* Values a gateway might have to carry: separators, escapes, nothing, bytes
  * that are not UTF-8, a terminal escape sequence. */
 static const char *const hostile[] = {
-	"tab\there",
-	"line\nbreak\r\n",
-	"back\\slash\\",
-	"",
-	"\\t is not a tab",
-	"\xff\xfe not utf-8 \xc0\xaf",
-	"\x1b[31mred",
-	"caf\xc3\xa9 \xe2\x82\xac",
+	"tab\there",        "line\nbreak\r\n",
+	"back\\slash\\",    "",
+	"\\t is not a tab", "\xff\xfe not utf-8 \xc0\xaf",
+	"\x1b[31mred",      "caf\xc3\xa9 \xe2\x82\xac",
 };
 
-static const char *const mixed_columns[] = { "name:s", "count:n",
-					     "group_id:s" };
+static const char *const mixed_columns[] = { "name:s", "count:n", "group_id:s" };
 
 /* The reply the writer builds, as a NUL-terminated copy for comparisons. */
 static char *writer_text(const struct table_writer *w)
@@ -45,8 +40,8 @@ static char *writer_text(const struct table_writer *w)
 	return s;
 }
 
-static void write_mixed_row(struct table_writer *w, const char *name,
-			    uint64_t count, const char *group)
+static void write_mixed_row(struct table_writer *w, const char *name, uint64_t count,
+			    const char *group)
 {
 	assert_int_equal(table_write_row_begin(w), 0);
 	assert_int_equal(table_write_str(w, name), 0);
@@ -59,13 +54,11 @@ static void parse_ok(const char *reply, struct table *t)
 {
 	char err[ERR_BYTES] = "";
 
-	assert_int_equal(table_parse(reply, strlen(reply), t, err, sizeof(err)),
-			 0);
+	assert_int_equal(table_parse(reply, strlen(reply), t, err, sizeof(err)), 0);
 }
 
 /* Asserts that reply is rejected with code and that err contains needle. */
-static void parse_fails(const char *reply, size_t len, int code,
-			const char *needle)
+static void parse_fails(const char *reply, size_t len, int code, const char *needle)
 {
 	char err[ERR_BYTES] = "";
 	struct table t;
@@ -91,8 +84,7 @@ static void test_round_trip_hostile_values(void **state)
 	size_t i;
 
 	table_writer_init(&w, TABLE_REPLY_MAX_BYTES);
-	assert_int_equal(table_write_header(&w, mixed_columns,
-					    ARRAY_SIZE(mixed_columns)), 0);
+	assert_int_equal(table_write_header(&w, mixed_columns, ARRAY_SIZE(mixed_columns)), 0);
 	for (i = 0; i < ARRAY_SIZE(hostile); i++)
 		write_mixed_row(&w, hostile[i], i, hostile[ARRAY_SIZE(hostile) - 1 - i]);
 	write_mixed_row(&w, "max", UINT64_MAX, "");
@@ -119,8 +111,7 @@ static void test_round_trip_hostile_values(void **state)
 		snprintf(count, sizeof(count), "%zu", i);
 		assert_string_equal(table_cell(&t, i, 0), hostile[i]);
 		assert_string_equal(table_cell(&t, i, 1), count);
-		assert_string_equal(table_cell(&t, i, 2),
-				    hostile[ARRAY_SIZE(hostile) - 1 - i]);
+		assert_string_equal(table_cell(&t, i, 2), hostile[ARRAY_SIZE(hostile) - 1 - i]);
 	}
 	assert_string_equal(table_cell(&t, i, 1), "18446744073709551615");
 	assert_string_equal(table_cell(&t, i, 2), "");
@@ -154,8 +145,7 @@ static void test_empty_table(void **state)
 	struct table t;
 
 	table_writer_init(&w, TABLE_REPLY_MAX_BYTES);
-	assert_int_equal(table_write_header(&w, table_group_columns,
-					    TABLE_GROUP_NCOLUMNS), 0);
+	assert_int_equal(table_write_header(&w, table_group_columns, TABLE_GROUP_NCOLUMNS), 0);
 	assert_int_equal(table_parse(w.buf, w.len, &t, NULL, 0), 0);
 	assert_int_equal(t.ncols, TABLE_GROUP_NCOLUMNS);
 	assert_int_equal(t.nrows, 0);
@@ -195,9 +185,18 @@ static void test_parse_rejects_bad_header(void **state)
 static void test_parse_rejects_bad_numbers(void **state)
 {
 	static const char *const bad[] = {
-		"12a", "-1", "+1", "01", "", " 1", "1.5", "0x10",
-		"18446744073709551616", "99999999999999999999",
-		"100000000000000000000", "1\\n",
+		"12a",
+		"-1",
+		"+1",
+		"01",
+		"",
+		" 1",
+		"1.5",
+		"0x10",
+		"18446744073709551616",
+		"99999999999999999999",
+		"100000000000000000000",
+		"1\\n",
 	};
 	char reply[128];
 	size_t i;
@@ -222,8 +221,8 @@ static void test_parse_accepts_number_edges(void **state)
 /* b columns: exactly "true" or "false", both ways. */
 static void test_bool_round_trip_and_rejects(void **state)
 {
-	static const char *const bad[] = { "", "True", "TRUE", "1", "0", "yes", "truee",
-					   "fals", " true", "false\\n" };
+	static const char *const bad[] = { "",    "True",  "TRUE", "1",     "0",
+					   "yes", "truee", "fals", " true", "false\\n" };
 	static const char *const cols[] = { "on:b", "n:n" };
 	struct table_writer w;
 	char reply[64], *text;
@@ -278,8 +277,7 @@ static void test_parse_err_reply(void **state)
 	const char *reply = "ERR no such client: a\\tb\\\\c\n";
 	size_t i;
 
-	parse_fails(reply, strlen(reply), -EREMOTEIO,
-		    "no such client: a\tb\\c");
+	parse_fails(reply, strlen(reply), -EREMOTEIO, "no such client: a\tb\\c");
 	for (i = 0; i < ARRAY_SIZE(unspecified); i++)
 		parse_fails(unspecified[i], strlen(unspecified[i]), -EREMOTEIO,
 			    "unspecified error");
@@ -291,8 +289,7 @@ static void test_parse_err_truncates_to_errlen(void **state)
 	char err[7];
 	struct table t;
 
-	assert_int_equal(table_parse(reply, strlen(reply), &t, err, sizeof(err)),
-			 -EREMOTEIO);
+	assert_int_equal(table_parse(reply, strlen(reply), &t, err, sizeof(err)), -EREMOTEIO);
 	assert_string_equal(err, "a long");
 }
 
@@ -396,17 +393,13 @@ static void test_column_lists_are_valid(void **state)
 	struct table_writer w;
 
 	table_writer_init(&w, TABLE_REPLY_MAX_BYTES);
-	assert_int_equal(table_write_header(&w, table_client_columns,
-					    TABLE_CLIENT_NCOLUMNS), 0);
+	assert_int_equal(table_write_header(&w, table_client_columns, TABLE_CLIENT_NCOLUMNS), 0);
 	table_writer_free(&w);
-	assert_int_equal(table_write_header(&w, table_group_columns,
-					    TABLE_GROUP_NCOLUMNS), 0);
+	assert_int_equal(table_write_header(&w, table_group_columns, TABLE_GROUP_NCOLUMNS), 0);
 	table_writer_free(&w);
-	assert_int_equal(table_write_header(&w, table_version_columns,
-					    TABLE_VERSION_NCOLUMNS), 0);
+	assert_int_equal(table_write_header(&w, table_version_columns, TABLE_VERSION_NCOLUMNS), 0);
 	table_writer_free(&w);
-	assert_int_equal(table_write_header(&w, table_drain_columns,
-					    TABLE_DRAIN_NCOLUMNS), 0);
+	assert_int_equal(table_write_header(&w, table_drain_columns, TABLE_DRAIN_NCOLUMNS), 0);
 	table_writer_free(&w);
 }
 
@@ -422,16 +415,14 @@ static void test_request_round_trip(void **state)
 	n = table_request_format(line, sizeof(line), "clients", NULL);
 	assert_int_equal(n, 8);
 	assert_string_equal(line, "clients\n");
-	assert_int_equal(table_request_parse(line, (size_t)n, &req, err,
-					     sizeof(err)), n);
+	assert_int_equal(table_request_parse(line, (size_t)n, &req, err, sizeof(err)), n);
 	assert_string_equal(req.command, "clients");
 	assert_false(req.has_arg);
 	assert_string_equal(req.arg, "");
 
 	n = table_request_format(line, sizeof(line), "client", "id with\ttab\\");
 	assert_string_equal(line, "client id with\\ttab\\\\\n");
-	assert_int_equal(table_request_parse(line, (size_t)n, &req, err,
-					     sizeof(err)), n);
+	assert_int_equal(table_request_parse(line, (size_t)n, &req, err, sizeof(err)), n);
 	assert_string_equal(req.command, "client");
 	assert_true(req.has_arg);
 	assert_string_equal(req.arg, "id with\ttab\\");
@@ -446,32 +437,25 @@ static void test_request_parse_edges(void **state)
 	/* Need more: no LF yet. */
 	assert_int_equal(table_request_parse("clie", 4, &req, err, sizeof(err)), 0);
 	/* Only the first line is consumed. */
-	assert_int_equal(table_request_parse("groups\nrest", 11, &req, err,
-					     sizeof(err)), 7);
+	assert_int_equal(table_request_parse("groups\nrest", 11, &req, err, sizeof(err)), 7);
 	assert_string_equal(req.command, "groups");
 
 	memset(line, 'a', sizeof(line));
-	assert_int_equal(table_request_parse(line, sizeof(line), &req, err,
-					     sizeof(err)), -EPROTO);
+	assert_int_equal(table_request_parse(line, sizeof(line), &req, err, sizeof(err)), -EPROTO);
 	assert_non_null(strstr(err, "longer than"));
 	/* A line of exactly the limit is not too long: its 511-letter
 	 * command is what fails. */
 	line[TABLE_REQUEST_MAX_BYTES - 1] = '\n';
-	assert_int_equal(table_request_parse(line, TABLE_REQUEST_MAX_BYTES, &req,
-					     err, sizeof(err)), -EPROTO);
+	assert_int_equal(table_request_parse(line, TABLE_REQUEST_MAX_BYTES, &req, err, sizeof(err)),
+			 -EPROTO);
 	assert_string_equal(err, "bad command");
 
-	assert_int_equal(table_request_parse("\n", 1, &req, err, sizeof(err)),
-			 -EPROTO);
-	assert_int_equal(table_request_parse("Clients\n", 8, &req, err,
-					     sizeof(err)), -EPROTO);
-	assert_int_equal(table_request_parse("clients\r\n", 9, &req, err,
-					     sizeof(err)), -EPROTO);
-	assert_int_equal(table_request_parse("client a\\x\n", 11, &req, err,
-					     sizeof(err)), -EPROTO);
+	assert_int_equal(table_request_parse("\n", 1, &req, err, sizeof(err)), -EPROTO);
+	assert_int_equal(table_request_parse("Clients\n", 8, &req, err, sizeof(err)), -EPROTO);
+	assert_int_equal(table_request_parse("clients\r\n", 9, &req, err, sizeof(err)), -EPROTO);
+	assert_int_equal(table_request_parse("client a\\x\n", 11, &req, err, sizeof(err)), -EPROTO);
 	assert_string_equal(err, "bad escape in argument");
-	assert_int_equal(table_request_parse("client a\0b\n", 11, &req, err,
-					     sizeof(err)), -EPROTO);
+	assert_int_equal(table_request_parse("client a\0b\n", 11, &req, err, sizeof(err)), -EPROTO);
 	assert_string_equal(err, "NUL byte in request");
 }
 
@@ -480,17 +464,14 @@ static void test_request_format_limits(void **state)
 	char line[TABLE_REQUEST_MAX_BYTES * 2];
 	char arg[TABLE_REQUEST_MAX_BYTES];
 
-	assert_int_equal(table_request_format(line, sizeof(line), "bad cmd", NULL),
-			 -EINVAL);
-	assert_int_equal(table_request_format(line, sizeof(line), "", NULL),
-			 -EINVAL);
+	assert_int_equal(table_request_format(line, sizeof(line), "bad cmd", NULL), -EINVAL);
+	assert_int_equal(table_request_format(line, sizeof(line), "", NULL), -EINVAL);
 	assert_int_equal(table_request_format(line, 8, "clients", NULL), -ENOSPC);
 	assert_int_equal(table_request_format(line, 9, "clients", NULL), 8);
 	/* "client " + arg + LF must stay within the request limit. */
 	memset(arg, 'x', sizeof(arg) - 1);
 	arg[sizeof(arg) - 1] = '\0';
-	assert_int_equal(table_request_format(line, sizeof(line), "client", arg),
-			 -ENOSPC);
+	assert_int_equal(table_request_format(line, sizeof(line), "client", arg), -ENOSPC);
 	arg[TABLE_REQUEST_MAX_BYTES - 8] = '\0';
 	assert_int_equal(table_request_format(line, sizeof(line), "client", arg),
 			 TABLE_REQUEST_MAX_BYTES);
@@ -516,8 +497,8 @@ static void test_commands(void **state)
 
 		assert_non_null(c->name);
 		assert_non_null(c->help);
-		assert_true(table_request_format(line, sizeof(line), c->name,
-						 c->arg ? "x" : NULL) > 0);
+		assert_true(table_request_format(line, sizeof(line), c->name, c->arg ? "x" : NULL) >
+			    0);
 	}
 	/* the protocol's contract (table.h): client ID and version are one row */
 	assert_string_equal(table_commands[TABLE_CMD_CLIENT].arg, "ID");

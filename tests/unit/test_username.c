@@ -77,8 +77,8 @@ static const struct split_case split_cases[] = {
 	{ "user.prod", 6, T("user"), T("p") },
 };
 
-static void check_split(const char *name, const char *full, size_t len,
-			const char *base, size_t base_len, const char *group, size_t group_len)
+static void check_split(const char *name, const char *full, size_t len, const char *base,
+			size_t base_len, const char *group, size_t group_len)
 {
 	struct username_parts parts;
 
@@ -105,8 +105,8 @@ static void test_split_cases(void **state)
 	for (i = 0; i < ARRAY_SIZE(split_cases); i++) {
 		const struct split_case *c = &split_cases[i];
 
-		check_split(c->full, place(c->full, c->len), c->len, c->base, c->base_len,
-			    c->group, c->group_len);
+		check_split(c->full, place(c->full, c->len), c->len, c->base, c->base_len, c->group,
+			    c->group_len);
 	}
 }
 
@@ -117,8 +117,7 @@ static void test_split_long(void **state)
 	size_t dot;
 
 	memset(name, 'u', sizeof(name));
-	check_split("no dot", place(name, sizeof(name)), sizeof(name), name, sizeof(name),
-		    "", 0);
+	check_split("no dot", place(name, sizeof(name)), sizeof(name), name, sizeof(name), "", 0);
 	for (dot = 0; dot < sizeof(name); dot += sizeof(name) / 8 - 1) {
 		memset(name, 'u', sizeof(name));
 		name[dot] = '.';
@@ -128,8 +127,8 @@ static void test_split_long(void **state)
 	}
 	memset(name, 'u', sizeof(name));
 	name[sizeof(name) - 1] = '.';
-	check_split("dot last", place(name, sizeof(name)), sizeof(name), name,
-		    sizeof(name) - 1, "", 0);
+	check_split("dot last", place(name, sizeof(name)), sizeof(name), name, sizeof(name) - 1, "",
+		    0);
 }
 
 /* ---- username_parse ---- */
@@ -196,18 +195,22 @@ static const struct parse_case parse_cases[] = {
 	{ T("."), 0 },
 	{ T(".grp"), 0 },
 	{ T("a..b"), 0 },
-	{ T("user.Production"), 0 },          /* case is kept, not folded */
-	{ T("user.a:b_c-d.e"), 0 },           /* the whole id alphabet */
-	{ T("us:er.g"), 0 },                  /* ':' is fine in a base (SOCKS5) */
-	{ T("\xc3\xbc" "ser.g"), 0 },        /* non-ASCII base bytes are fine */
-	{ T("user name.g"), 0 },              /* so is a space */
+	{ T("user.Production"), 0 }, /* case is kept, not folded */
+	{ T("user.a:b_c-d.e"), 0 },  /* the whole id alphabet */
+	{ T("us:er.g"), 0 },         /* ':' is fine in a base (SOCKS5) */
+	{ T("\xc3\xbc"
+	    "ser.g"),
+	  0 },                   /* non-ASCII base bytes are fine */
+	{ T("user name.g"), 0 }, /* so is a space */
 	/* group bytes outside A-Z a-z 0-9 . _ : - */
 	{ T("user.prod uction"), -EINVAL },
 	{ T("user.prod\0x"), -EINVAL },
 	{ T("user.prod\x01"), -EINVAL },
 	{ T("user.prod\n"), -EINVAL },
 	{ T("user.prod\x7f"), -EINVAL },
-	{ T("user.pr\xc3\xb6" "d"), -EINVAL },
+	{ T("user.pr\xc3\xb6"
+	    "d"),
+	  -EINVAL },
 	{ T("user.prod/eu"), -EINVAL },
 	{ T("user.prod@x"), -EINVAL },
 	{ T("user.a+b"), -EINVAL },
@@ -263,12 +266,10 @@ static void test_parse_limits(void **state)
 	memcpy(name + 5 + USERNAME_GROUP_MAX, "X", 1);
 	check_refused("64-byte group + X", name, 5 + USERNAME_GROUP_MAX + 1, -ENAMETOOLONG);
 	memcpy(name + 5 + USERNAME_GROUP_MAX, ".anything", 9);
-	check_refused("64-byte group + .anything", name, 5 + USERNAME_GROUP_MAX + 9,
-		      -ENAMETOOLONG);
+	check_refused("64-byte group + .anything", name, 5 + USERNAME_GROUP_MAX + 9, -ENAMETOOLONG);
 	/* the base: USERNAME_BASE_MAX bytes and no more, with or without group */
 	memset(name, 'u', sizeof(name));
-	check_parsed("base at the limit", name, USERNAME_BASE_MAX, name, USERNAME_BASE_MAX, "",
-		     0);
+	check_parsed("base at the limit", name, USERNAME_BASE_MAX, name, USERNAME_BASE_MAX, "", 0);
 	check_refused("base over the limit", name, USERNAME_BASE_MAX + 1, -ENAMETOOLONG);
 	name[USERNAME_BASE_MAX] = '.';
 	memset(name + USERNAME_BASE_MAX + 1, 'g', USERNAME_GROUP_MAX);
@@ -332,12 +333,9 @@ static void test_anonymous(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_split_cases),
-		cmocka_unit_test(test_split_long),
-		cmocka_unit_test(test_parse_cases),
-		cmocka_unit_test(test_parse_limits),
-		cmocka_unit_test(test_parse_every_byte),
-		cmocka_unit_test(test_anonymous),
+		cmocka_unit_test(test_split_cases),      cmocka_unit_test(test_split_long),
+		cmocka_unit_test(test_parse_cases),      cmocka_unit_test(test_parse_limits),
+		cmocka_unit_test(test_parse_every_byte), cmocka_unit_test(test_anonymous),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -96,10 +96,8 @@ static void test_buf_append_exact(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_secret_equal),
-		cmocka_unit_test(test_be_roundtrip),
-		cmocka_unit_test(test_buf_bounded),
-		cmocka_unit_test(test_buf_reserve),
+		cmocka_unit_test(test_secret_equal),     cmocka_unit_test(test_be_roundtrip),
+		cmocka_unit_test(test_buf_bounded),      cmocka_unit_test(test_buf_reserve),
 		cmocka_unit_test(test_buf_append_exact),
 	};
 

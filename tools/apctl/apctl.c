@@ -40,8 +40,7 @@ static void print_help(FILE *out)
 	for (i = 0; i < ARRAY_SIZE(table_commands); i++) {
 		const struct table_command *c = &table_commands[i];
 
-		width = MAX(width, strlen(c->name) +
-					   (c->arg ? strlen(c->arg) + 1 : 0));
+		width = MAX(width, strlen(c->name) + (c->arg ? strlen(c->arg) + 1 : 0));
 	}
 	fprintf(out,
 		"usage: apctl [-s SOCKET] [--json] COMMAND [ARG]\n"
@@ -57,18 +56,17 @@ static void print_help(FILE *out)
 		int len = (int)strlen(c->name);
 
 		if (c->arg)
-			fprintf(out, "  %s %-*s  %s\n", c->name,
-				(int)width - len - 1, c->arg, c->help);
-		else
-			fprintf(out, "  %-*s  %s\n", (int)width, c->name,
+			fprintf(out, "  %s %-*s  %s\n", c->name, (int)width - len - 1, c->arg,
 				c->help);
+		else
+			fprintf(out, "  %-*s  %s\n", (int)width, c->name, c->help);
 	}
 	fprintf(out, "  %-*s  %s\n", (int)width, APCTL_WATCH_COMMAND, APCTL_WATCH_HELP);
 	fprintf(out,
 		"\n"
 		"options:\n"
-		"  -s, --socket PATH  the gateway's control socket (default: $"
-		APCTL_SOCKET_ENV ",\n"
+		"  -s, --socket PATH  the gateway's control socket (default: $" APCTL_SOCKET_ENV
+		",\n"
 		"                     else " TABLE_DEFAULT_SOCKET ")\n"
 		"  -j, --json         print JSON instead of aligned text\n"
 		"  -i, --interval S   watch: seconds between refreshes (default 1,\n"
@@ -154,8 +152,7 @@ static int reply_grow(struct reply *r)
 		return 0;
 	if (r->cap > TABLE_REPLY_MAX_BYTES)
 		return -EFBIG;
-	cap = r->cap ? MIN(r->cap * 2, TABLE_REPLY_MAX_BYTES + 1) :
-		       REPLY_INITIAL_BYTES;
+	cap = r->cap ? MIN(r->cap * 2, TABLE_REPLY_MAX_BYTES + 1) : REPLY_INITIAL_BYTES;
 	buf = realloc(r->buf, cap);
 	if (!buf)
 		return -ENOMEM;
@@ -217,16 +214,15 @@ int apctl_exchange(const char *path, const char *request, struct reply *r)
 	}
 	ret = send_request(fd, request, strlen(request));
 	if (ret) {
-		fprintf(stderr, "apctl: cannot send to the gateway at %s: %s\n",
-			path, strerror(-ret));
+		fprintf(stderr, "apctl: cannot send to the gateway at %s: %s\n", path,
+			strerror(-ret));
 		close(fd);
 		return APCTL_EXIT_FAILED;
 	}
 	ret = read_reply(fd, deadline_ms, r);
 	close(fd);
 	if (ret == -ETIMEDOUT)
-		fprintf(stderr,
-			"apctl: no complete reply from the gateway at %s within %d ms\n",
+		fprintf(stderr, "apctl: no complete reply from the gateway at %s within %d ms\n",
 			path, APCTL_TIMEOUT_MS);
 	else if (ret == -EFBIG)
 		fprintf(stderr,
@@ -234,8 +230,7 @@ int apctl_exchange(const char *path, const char *request, struct reply *r)
 			"than %zu MiB; giving up\n",
 			path, TABLE_REPLY_MAX_BYTES >> 20);
 	else if (ret)
-		fprintf(stderr,
-			"apctl: cannot read from the gateway at %s: %s\n", path,
+		fprintf(stderr, "apctl: cannot read from the gateway at %s: %s\n", path,
 			strerror(-ret));
 	return ret ? APCTL_EXIT_FAILED : APCTL_EXIT_OK;
 }
@@ -249,15 +244,13 @@ int apctl_parse_reply(const struct table_command *cmd, const struct reply *r, st
 	if (ret == -EREMOTEIO || ret == -EPROTO) {
 		/* The gateway's own words: shown so they cannot drive the
 		 * terminal. */
-		fputs(ret == -EPROTO ? "apctl: bad reply from the gateway: " :
-				       "apctl: ", stderr);
+		fputs(ret == -EPROTO ? "apctl: bad reply from the gateway: " : "apctl: ", stderr);
 		apctl_print_value(stderr, err);
 		fputc('\n', stderr);
 		return APCTL_EXIT_FAILED;
 	}
 	if (ret) {
-		fprintf(stderr, "apctl: cannot read the reply: %s\n",
-			strerror(-ret));
+		fprintf(stderr, "apctl: cannot read the reply: %s\n", strerror(-ret));
 		return APCTL_EXIT_FAILED;
 	}
 	if (cmd->one_row && t->nrows != 1) {
@@ -272,8 +265,7 @@ int apctl_parse_reply(const struct table_command *cmd, const struct reply *r, st
 }
 
 /* Parses and prints the reply; returns the exit code. */
-static int show_reply(const struct table_command *cmd, const struct reply *r,
-		      bool json)
+static int show_reply(const struct table_command *cmd, const struct reply *r, bool json)
 {
 	struct table t;
 	int ret = apctl_parse_reply(cmd, r, &t);
@@ -311,8 +303,7 @@ int main(int argc, char **argv)
 	int opt, nargs, ret;
 
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":s:ji:n:hV", long_options, NULL)) !=
-	       -1) {
+	while ((opt = getopt_long(argc, argv, ":s:ji:n:hV", long_options, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			if (!*optarg)
@@ -335,8 +326,7 @@ int main(int argc, char **argv)
 			printf("apctl %s\n", AP_VERSION);
 			return APCTL_EXIT_OK;
 		case ':':
-			return usage_error("%s needs an argument",
-					   argv[optind - 1]);
+			return usage_error("%s needs an argument", argv[optind - 1]);
 		default:
 			if (optopt)
 				return usage_error("unknown option -%c", optopt);
@@ -379,8 +369,7 @@ int main(int argc, char **argv)
 		ret = show_reply(cmd, &reply, json);
 	free(reply.buf);
 	if (fflush(stdout) || ferror(stdout)) {
-		fprintf(stderr, "apctl: cannot write the output: %s\n",
-			strerror(errno));
+		fprintf(stderr, "apctl: cannot write the output: %s\n", strerror(errno));
 		return APCTL_EXIT_FAILED;
 	}
 	return ret;

@@ -92,21 +92,18 @@ static void put_spaces(FILE *out, size_t n)
 static void put_upper(FILE *out, const char *name)
 {
 	for (; *name; name++)
-		putc(*name >= 'a' && *name <= 'z' ? *name - 'a' + 'A' : *name,
-		     out);
+		putc(*name >= 'a' && *name <= 'z' ? *name - 'a' + 'A' : *name, out);
 }
 
 /* Pad a cell `width` columns wide to its column's width: numbers are padded
  * before, text after, and the last column gets no trailing blanks. */
-static void pad_before(FILE *out, const struct table *t, size_t col,
-		       size_t width, size_t col_width)
+static void pad_before(FILE *out, const struct table *t, size_t col, size_t width, size_t col_width)
 {
 	if (t->cols[col].type == TABLE_UINT)
 		put_spaces(out, col_width - width);
 }
 
-static void pad_after(FILE *out, const struct table *t, size_t col,
-		      size_t width, size_t col_width)
+static void pad_after(FILE *out, const struct table *t, size_t col, size_t width, size_t col_width)
 {
 	if (col + 1 == t->ncols)
 		return;
@@ -123,8 +120,8 @@ void apctl_print_aligned(FILE *out, const struct table *t)
 	for (col = 0; col < t->ncols; col++) {
 		col_width[col] = strlen(t->cols[col].name);
 		for (row = 0; row < t->nrows; row++)
-			col_width[col] = MAX(col_width[col],
-					     display_width(shown_value(t, row, col)));
+			col_width[col] =
+				MAX(col_width[col], display_width(shown_value(t, row, col)));
 	}
 	for (col = 0; col < t->ncols; col++) {
 		size_t width = strlen(t->cols[col].name);

@@ -144,8 +144,8 @@ static int refresh(const char *path, bool json, bool tty, bool first, uint32_t i
 			fputs(WATCH_CLEAR_SCREEN, stdout);
 		else if (!first)
 			putchar('\n');
-		printf("apctl watch  %s  %s  every %u.%03u s\n\n", path, now,
-		       interval_ms / 1000, interval_ms % 1000);
+		printf("apctl watch  %s  %s  every %u.%03u s\n\n", path, now, interval_ms / 1000,
+		       interval_ms % 1000);
 		if (ret == APCTL_EXIT_OK) {
 			apctl_print_aligned(stdout, &groups);
 			putchar('\n');
@@ -184,7 +184,8 @@ int apctl_watch(const char *path, bool json, const char *interval, const char *c
 
 	if (interval && parse_interval_ms(interval, &interval_ms) < 0)
 		return usage_error("bad --interval '%s': seconds from 0.1 to 3600, at most "
-				   "3 decimals", interval);
+				   "3 decimals",
+				   interval);
 	if (count && parse_count(count, &limit) < 0)
 		return usage_error("bad --count '%s': a whole number from 1 to %u", count,
 				   WATCH_MAX_COUNT);

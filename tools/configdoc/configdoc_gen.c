@@ -19,7 +19,8 @@ static void program_list(unsigned programs, char *buf, size_t len)
 	const unsigned both = CONFIG_GATEWAY | CONFIG_CLIENT;
 
 	snprintf(buf, len, "%s%s%s", programs & CONFIG_GATEWAY ? "anyproxy-gateway" : "",
-		 programs == both ? " and " : "", programs & CONFIG_CLIENT ? "anyproxy-client" : "");
+		 programs == both ? " and " : "",
+		 programs & CONFIG_CLIENT ? "anyproxy-client" : "");
 }
 
 /* Markdown table cells must not contain '|'. */
@@ -76,7 +77,8 @@ void config_write_markdown(FILE *out)
 	      "value came from, and the program exits with status 2:\n"
 	      "\n"
 	      "```\n"
-	      "gateway.ini:12: [gateway] tls_cert: cannot read 'certs/server.crt': No such file or directory\n"
+	      "gateway.ini:12: [gateway] tls_cert: cannot read 'certs/server.crt': No such file or "
+	      "directory\n"
 	      "gateway.ini: [gateway] auth_password: required key is missing\n"
 	      "environment CLIENT_REPLICAS: 0 is out of range (1 to 64)\n"
 	      "```\n"
@@ -92,7 +94,8 @@ void config_write_markdown(FILE *out)
 		program_list(section->programs, programs, sizeof(programs));
 		fprintf(out, "\n## [%s]\n\n%s Read by %s.\n\n", section->name, section->help,
 			programs);
-		fputs("| Key | Type | Default | Required | Environment | On SIGHUP | Description |\n"
+		fputs("| Key | Type | Default | Required | Environment | On SIGHUP "
+		      "| Description |\n"
 		      "|---|---|---|---|---|---|---|\n",
 		      out);
 		for (size_t i = 0; i < config_nkeys; i++) {
@@ -187,14 +190,17 @@ static void write_example_key(FILE *out, const struct config_key *key)
 	fputc('\n', out);
 	write_comment(out, key->help);
 	if (key->type->secret)
-		snprintf(note, sizeof(note), "%s Keep it out of this file if you can: set %s instead.",
+		snprintf(note, sizeof(note),
+			 "%s Keep it out of this file if you can: set %s instead.",
 			 key->required ? "Required." : "Optional.", var);
 	else if (key->required || key->default_value)
 		snprintf(note, sizeof(note), "%s Environment: %s.",
 			 key->required ? "Required." : "Optional.", var);
 	else
-		snprintf(note, sizeof(note), "Optional, unset by default (the value below is an "
-			 "example). Environment: %s.", var);
+		snprintf(note, sizeof(note),
+			 "Optional, unset by default (the value below is an "
+			 "example). Environment: %s.",
+			 var);
 	write_comment(out, note);
 
 	if (key->type->secret)
@@ -234,11 +240,13 @@ void config_write_example(FILE *out, enum config_program program)
 		write_comment(out, CONFIG_GROUP_HELP);
 		fputs("; auth_username = user\n; auth_password = production-only-password\n"
 		      "; agent_username = production_agent\n"
-		      "; agent_password = production-agents-only-password\n", out);
+		      "; agent_password = production-agents-only-password\n",
+		      out);
 		fputs("\n; [forward.ssh]\n", out);
 		write_comment(out, CONFIG_FORWARD_HELP);
 		fputs("; listen_addr = :2222\n; target = build-host.internal:22\n"
 		      "; group = production\n; protocol = tcp\n"
-		      "; allowed_sources = 192.0.2.0/24, 2001:db8::/32\n", out);
+		      "; allowed_sources = 192.0.2.0/24, 2001:db8::/32\n",
+		      out);
 	}
 }

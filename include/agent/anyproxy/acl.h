@@ -51,8 +51,8 @@
 
 #define ACL_NAME_MAX GRAMMAR_HOST_MAX   /* bytes of a canonical host name, no trailing dot */
 #define ACL_LABEL_MAX GRAMMAR_LABEL_MAX /* bytes of one label of a host name */
-#define ACL_PATTERN_MAX 1024 /* bytes of one pattern (a configuration line's worth) */
-#define ACL_ADDR_BYTES 16    /* room for an IPv6 address; IPv4 uses the first 4 */
+#define ACL_PATTERN_MAX 1024            /* bytes of one pattern (a configuration line's worth) */
+#define ACL_ADDR_BYTES 16               /* room for an IPv6 address; IPv4 uses the first 4 */
 
 struct acl;      /* a compiled list of rules */
 struct acl_rule; /* one rule of a list; lives as long as its list */
@@ -195,8 +195,8 @@ enum acl_verdict acl_check_name(const struct acl *forbidden, const struct acl *a
  * else ACL_DENY_NOT_ALLOWED, which is also the verdict for an address of
  * any other family. *rule is the rule that decided, or NULL.
  */
-enum acl_verdict acl_check_addr(const struct acl *forbidden, const struct acl *allowed,
-				int family, const uint8_t *addr, uint16_t port, bool name_allowed,
+enum acl_verdict acl_check_addr(const struct acl *forbidden, const struct acl *allowed, int family,
+				const uint8_t *addr, uint16_t port, bool name_allowed,
 				const struct acl_rule **rule);
 
 #endif

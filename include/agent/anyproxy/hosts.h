@@ -18,8 +18,8 @@
 #define HOSTS_MAX_LINE_BYTES 1024
 
 struct hosts_entry {
-	char *name;      /* lower case, no trailing dot */
-	int family;      /* AF_INET or AF_INET6 */
+	char *name; /* lower case, no trailing dot */
+	int family; /* AF_INET or AF_INET6 */
 	uint8_t addr[16];
 };
 

@@ -56,7 +56,7 @@
 #define HTTP_MAX_HOST_BYTES 254     /* host in a target: GRAMMAR_HOST_MAX and a final dot */
 #define HTTP_MAX_USERNAME_BYTES 255 /* Basic credentials, decoded */
 #define HTTP_MAX_PASSWORD_BYTES 255
-#define HTTP_MAX_CHUNK_LINE_BYTES 4096   /* chunk size + extensions, before CRLF */
+#define HTTP_MAX_CHUNK_LINE_BYTES 4096             /* chunk size + extensions, before CRLF */
 #define HTTP_MAX_TRAILER_BYTES HTTP_MAX_HEAD_BYTES /* whole trailer section */
 /* The largest Content-Length or chunk size accepted: every peer, including
  * those that parse into a signed 64-bit integer, reads it the same way. */
@@ -97,12 +97,12 @@ enum http_method {
 /* A parsed request or response head. Request fields are empty in a
  * response and response fields zero in a request. */
 struct http_head {
-	struct http_str method;      /* request: a token, case-sensitive */
+	struct http_str method;       /* request: a token, case-sensitive */
 	enum http_method method_kind; /* request: HEAD and CONNECT recognised */
-	struct http_str target;      /* request: as received, see http_parse_target */
-	int status;                  /* response: 100..599 */
-	struct http_str reason;      /* response: reason phrase, may be empty */
-	int minor_version;           /* HTTP/1.<minor_version>: 0 or 1 */
+	struct http_str target;       /* request: as received, see http_parse_target */
+	int status;                   /* response: 100..599 */
+	struct http_str reason;       /* response: reason phrase, may be empty */
+	int minor_version;            /* HTTP/1.<minor_version>: 0 or 1 */
 	size_t header_count;
 	struct http_header headers[HTTP_MAX_HEADERS];
 };
@@ -144,15 +144,15 @@ enum http_host_type {
 /* Where a proxy request goes. */
 struct http_target {
 	enum http_host_type host_type;
-	struct http_str host;      /* name or address text, no brackets */
-	uint8_t addr[16];          /* IPV4: addr[0..3]; IPV6: all 16 bytes */
+	struct http_str host; /* name or address text, no brackets */
+	uint8_t addr[16];     /* IPV4: addr[0..3]; IPV6: all 16 bytes */
 	uint16_t port;
 	struct http_str authority; /* host[:port] as received, brackets kept */
 	/* Absolute-form only (empty for CONNECT); the origin-form target is
 	 * path followed by query. path points to a static "/" when the URI
 	 * has none. */
 	struct http_str path;
-	struct http_str query;     /* "?..." or empty */
+	struct http_str query; /* "?..." or empty */
 };
 
 /*
@@ -243,9 +243,9 @@ enum http_body_kind {
  * http_chunked_init. */
 struct http_chunked {
 	uint8_t state;
-	uint64_t size;       /* chunk size being read, then data bytes left */
-	size_t line_bytes;   /* bytes of the current size line / trailer section */
-	const char *why;     /* reason of the (sticky) error */
+	uint64_t size;     /* chunk size being read, then data bytes left */
+	size_t line_bytes; /* bytes of the current size line / trailer section */
+	const char *why;   /* reason of the (sticky) error */
 };
 
 void http_chunked_init(struct http_chunked *c);

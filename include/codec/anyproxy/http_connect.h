@@ -37,8 +37,8 @@
 #define HTTP_CONNECT_AUTHORITY_MAX_BYTES (HTTP_MAX_HOST_BYTES + sizeof("[]:65535") - 1)
 /* The longest request http_connect_request writes: the line, Host, the
  * Basic credentials (base64 of user ':' password) and the blank line. */
-#define HTTP_CONNECT_REQUEST_MAX_BYTES                                                   \
-	(2 * HTTP_CONNECT_AUTHORITY_MAX_BYTES +                                           \
+#define HTTP_CONNECT_REQUEST_MAX_BYTES          \
+	(2 * HTTP_CONNECT_AUTHORITY_MAX_BYTES + \
 	 (HTTP_MAX_USERNAME_BYTES + 1 + HTTP_MAX_PASSWORD_BYTES + 2) / 3 * 4 + 128)
 
 /* The final answer. reason points into the parsed buffer. */
@@ -59,8 +59,8 @@ struct http_connect_reply {
  * HTTP_CONNECT_REQUEST_MAX_BYTES always fits. out holds the credentials
  * in base64: the caller wipes it once sent.
  */
-ssize_t http_connect_request(uint8_t *out, size_t cap, const char *authority,
-			     const char *username, const char *password);
+ssize_t http_connect_request(uint8_t *out, size_t cap, const char *authority, const char *username,
+			     const char *password);
 
 /*
  * Parse the proxy's answer at the start of buf: interim heads (1xx other

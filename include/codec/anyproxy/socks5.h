@@ -45,12 +45,12 @@
 
 /* Largest message of each kind, in bytes: a caller that has collected this
  * many bytes without a complete message has a bug, never a slow client. */
-#define SOCKS5_GREETING_MAX (2 + SOCKS5_METHODS_MAX)                 /* 257 */
+#define SOCKS5_GREETING_MAX (2 + SOCKS5_METHODS_MAX)                    /* 257 */
 #define SOCKS5_AUTH_MAX (1 + 1 + SOCKS5_NAME_MAX + 1 + SOCKS5_NAME_MAX) /* 513 */
-#define SOCKS5_REQUEST_MAX (4 + 1 + SOCKS5_NAME_MAX + 2)             /* 262 */
-#define SOCKS5_REPLY_MAX (4 + 16 + 2)                                /* 22 */
-#define SOCKS5_UDP_HEADER_MAX SOCKS5_REQUEST_MAX                     /* 262 */
-#define SOCKS5_UDP_REPLY_HEADER_MAX SOCKS5_REPLY_MAX                 /* 22 */
+#define SOCKS5_REQUEST_MAX (4 + 1 + SOCKS5_NAME_MAX + 2)                /* 262 */
+#define SOCKS5_REPLY_MAX (4 + 16 + 2)                                   /* 22 */
+#define SOCKS5_UDP_HEADER_MAX SOCKS5_REQUEST_MAX                        /* 262 */
+#define SOCKS5_UDP_REPLY_HEADER_MAX SOCKS5_REPLY_MAX                    /* 22 */
 
 /* Authentication methods (RFC 1928 section 3). */
 enum socks5_method {
@@ -124,9 +124,9 @@ struct socks5_request {
 /* The header of one datagram of a UDP ASSOCIATE (destination, or the
  * source of a reply). */
 struct socks5_udp_header {
-	uint8_t frag;	   /* 0: a whole datagram; others are fragments */
+	uint8_t frag;      /* 0: a whole datagram; others are fragments */
 	uint8_t addr_type; /* enum socks5_addr_type */
-	uint16_t port;	   /* host byte order; 0 is passed through */
+	uint16_t port;     /* host byte order; 0 is passed through */
 	uint8_t addr[16];
 	size_t domain_len;
 	char domain[SOCKS5_NAME_MAX + 1]; /* as in struct socks5_request */

@@ -72,8 +72,7 @@ struct username_identity {
  * not NULL) names the rule that was broken and *out is left zeroed, so no
  * caller can use half a name. Never reads outside full[0..len).
  */
-int username_parse(const char *full, size_t len, struct username_identity *out,
-		   const char **why);
+int username_parse(const char *full, size_t len, struct username_identity *out, const char **why);
 
 /* The identity of a user who gave no user name at all: the default group. */
 void username_anonymous(struct username_identity *out);

@@ -99,10 +99,10 @@ enum table_command_id {
 };
 
 struct table_command {
-	const char *name; /* COMMAND on the wire */
-	const char *arg;  /* the argument's name ("ID"); NULL: takes none */
-	const char *help; /* one line for apctl --help */
-	bool one_row;     /* an OK reply has exactly one row */
+	const char *name;   /* COMMAND on the wire */
+	const char *arg;    /* the argument's name ("ID"); NULL: takes none */
+	const char *help;   /* one line for apctl --help */
+	bool one_row;       /* an OK reply has exactly one row */
 	bool changes_state; /* only privileged peers may send it */
 };
 
@@ -125,8 +125,7 @@ struct table_request {
  * terminated). arg may be NULL. Returns the line length, -EINVAL for a bad
  * command, or -ENOSPC when it does not fit size or TABLE_REQUEST_MAX_BYTES.
  */
-int table_request_format(char *buf, size_t size, const char *command,
-			 const char *arg);
+int table_request_format(char *buf, size_t size, const char *command, const char *arg);
 
 /*
  * Parse one request line from the first len bytes of buf. Returns the bytes
@@ -134,8 +133,8 @@ int table_request_format(char *buf, size_t size, const char *command,
  * -EPROTO with a reason in err (line longer than TABLE_REQUEST_MAX_BYTES,
  * bad command, bad escape, NUL byte). Never allocates.
  */
-int table_request_parse(const char *buf, size_t len, struct table_request *req,
-			char *err, size_t errlen);
+int table_request_parse(const char *buf, size_t len, struct table_request *req, char *err,
+			size_t errlen);
 
 /* ---- reply writer (gateway side) --------------------------------------- */
 
@@ -162,9 +161,9 @@ struct table_writer {
 	size_t len;
 	size_t cap;
 	size_t max_bytes;
-	size_t ncols;                        /* 0 until the header is written */
-	char types[TABLE_MAX_COLUMNS];       /* enum table_type per column */
-	size_t col;                          /* next value's column in a row */
+	size_t ncols;                  /* 0 until the header is written */
+	char types[TABLE_MAX_COLUMNS]; /* enum table_type per column */
+	size_t col;                    /* next value's column in a row */
 	bool in_row;
 };
 
@@ -173,8 +172,7 @@ void table_writer_free(struct table_writer *w);
 
 /* Writes "OK" LF and the header line. cols are "name:type" strings; the
  * writer must be empty. */
-int table_write_header(struct table_writer *w, const char *const cols[],
-		       size_t ncols);
+int table_write_header(struct table_writer *w, const char *const cols[], size_t ncols);
 int table_write_row_begin(struct table_writer *w);
 /* One value of a TABLE_STRING column, escaped on the way. */
 int table_write_str(struct table_writer *w, const char *value);
@@ -208,8 +206,7 @@ struct table {
 	char *storage;
 };
 
-static inline const char *table_cell(const struct table *t, size_t row,
-				     size_t col)
+static inline const char *table_cell(const struct table *t, size_t row, size_t col)
 {
 	return t->cells[row * t->ncols + col];
 }
@@ -223,8 +220,7 @@ static inline const char *table_cell(const struct table *t, size_t row,
  * value other than true or false, NUL
  * byte), -ENOMEM. On any failure t is left empty and needs no table_free().
  */
-int table_parse(const char *buf, size_t len, struct table *t, char *err,
-		size_t errlen);
+int table_parse(const char *buf, size_t len, struct table *t, char *err, size_t errlen);
 void table_free(struct table *t);
 
 /* The letter of c's two-byte wire escape ("\\", "\t", "\n", "\r"), or 0

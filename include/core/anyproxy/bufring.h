@@ -55,7 +55,6 @@ static inline int bufring_cqe_bid(uint32_t cqe_flags)
 }
 
 /* Prepare a recv of at most len bytes into a buffer of this ring. */
-void bufring_prep_recv(struct bufring *b, struct ring *r, struct ring_op *op, int fd,
-		       size_t len);
+void bufring_prep_recv(struct bufring *b, struct ring *r, struct ring_op *op, int fd, size_t len);
 
 #endif

@@ -52,9 +52,28 @@
 #define CONFIG_ID_MAX_TEXT CONFIG_XSTR(CONFIG_ID_MAX_BYTES)
 #define CONFIG_LINE_MAX_TEXT CONFIG_XSTR(CONFIG_LINE_MAX_BYTES)
 
-#define CONFIG_GROUP_HELP "Per-group credentials: a [group.NAME] section gives the group NAME its own users' password (and optionally user name), and optionally its own agent credential. Users asking for that group (user name user.NAME) must give auth_username/auth_password instead of the listener's, so one tenant cannot pick another tenant's agents. With agent_password, only agents presenting agent_username/agent_password join NAME (and own its client_ids); the shared [gateway] credential no longer can. Groups without a section use the listener's credentials for users and the shared [gateway] credential for agents (unless [gateway] require_group_section is on). Sections may repeat for any number of groups; they reload on SIGHUP (agents whose credential was removed or changed are then closed); they have no environment overrides."
+#define CONFIG_GROUP_HELP                                                                          \
+	"Per-group credentials: a [group.NAME] section gives the group NAME its own users' "       \
+	"password (and optionally user name), and optionally its own agent credential. Users "     \
+	"asking for that group (user name user.NAME) must give auth_username/auth_password "       \
+	"instead of the listener's, so one tenant cannot pick another tenant's agents. With "      \
+	"agent_password, only agents presenting agent_username/agent_password join NAME (and own " \
+	"its client_ids); the shared [gateway] credential no longer can. Groups without a "        \
+	"section use the listener's credentials for users and the shared [gateway] credential "    \
+	"for agents (unless [gateway] require_group_section is on). Sections may repeat for any "  \
+	"number of groups; they reload on SIGHUP (agents whose credential was removed or changed " \
+	"are then closed); they have no environment overrides."
 
-#define CONFIG_FORWARD_HELP "Port forwarding: a [forward.NAME] section opens listen_addr on the gateway, and each connection to it goes, with no handshake, to target through an agent of group (SSH or a web application in a private network, on a gateway port). The agent resolves target and applies its allowed_hosts/forbidden_hosts to it as to every proxied target; a group with a [group.NAME] section never falls back to the default group, other groups do while [gateway] fallback_to_default is on. Sections may repeat; NAME is an id (A-Z a-z 0-9 . _ : -) that logs and apctl forwards show. The set of forwards and all their keys need a restart (a SIGHUP that changes them is logged and not applied); they have no environment overrides."
+#define CONFIG_FORWARD_HELP                                                                        \
+	"Port forwarding: a [forward.NAME] section opens listen_addr on the gateway, and each "    \
+	"connection to it goes, with no handshake, to target through an agent of group (SSH or a " \
+	"web application in a private network, on a gateway port). The agent resolves target and " \
+	"applies its allowed_hosts/forbidden_hosts to it as to every proxied target; a group "     \
+	"with a [group.NAME] section never falls back to the default group, other groups do "      \
+	"while [gateway] fallback_to_default is on. Sections may repeat; NAME is an id (A-Z a-z "  \
+	"0-9 . _ : -) that logs and apctl forwards show. The set of forwards and all their keys "  \
+	"need a restart (a SIGHUP that changes them is logged and not applied); they have no "     \
+	"environment overrides."
 
 struct config_key;
 
@@ -110,7 +129,7 @@ struct config_key {
 	config_key_check_fn check; /* NULL: the type's parsing is enough */
 	const char *example;       /* reference-INI value when there is no default */
 	const char *help;
-	bool restart;              /* SIGHUP cannot change it: needs a restart */
+	bool restart; /* SIGHUP cannot change it: needs a restart */
 	/* list items: checked as each is read (so errors name its line) by
 	 * the function registered for this check (config_register_check) */
 	enum config_check item_check;
@@ -153,7 +172,7 @@ static inline void *config_key_field(struct config *cfg, const struct config_key
  * "password", in the table (whose type must then be secret, checked at
  * every load) and in [group.NAME] sections alike. */
 bool config_secret_key_name(const char *name);
-#define CONFIG_EMPTY_SECRET_WHY                                             \
+#define CONFIG_EMPTY_SECRET_WHY                                               \
 	"empty secret: an empty password is refused (give a value, or leave " \
 	"the key out where it is optional)"
 

@@ -65,7 +65,7 @@ struct config_listener {
 	char *auth_password;
 	uint32_t keepalive_timeout_ms; /* [proxy.http] only */
 	uint32_t origin_pool_idle_ms;  /* [proxy.http] only, for the whole gateway */
-	char *tls_cert; /* [proxy.https] only: TLS to the proxy */
+	char *tls_cert;                /* [proxy.https] only: TLS to the proxy */
 	char *tls_key;
 };
 
@@ -127,7 +127,7 @@ struct config {
 		struct config_addr listen_addr;
 		char *tls_cert;
 		char *tls_key;
-		char *client_ca; /* mutual TLS: agents must present a cert from it */
+		char *client_ca;     /* mutual TLS: agents must present a cert from it */
 		char *auth_username; /* the shared agent credential */
 		char *auth_password;
 		bool require_group_section; /* agents only for groups with a section */
@@ -138,8 +138,8 @@ struct config {
 		uint32_t idle_timeout_ms;     /* 0: off */
 		uint32_t udp_idle_timeout_ms; /* datagram associations */
 		uint32_t shutdown_timeout_ms;
-		uint32_t max_connections;     /* 0: derived from RLIMIT_NOFILE */
-		uint32_t max_handshakes;      /* per side: tunnel port, proxy ports */
+		uint32_t max_connections;           /* 0: derived from RLIMIT_NOFILE */
+		uint32_t max_handshakes;            /* per side: tunnel port, proxy ports */
 		uint32_t max_connections_per_group; /* limits: 0 = none */
 		uint32_t max_streams_per_tunnel;
 		uint32_t max_clients;
@@ -153,9 +153,9 @@ struct config {
 	struct {
 		struct config_addr_list gateway_addr; /* 1 to CONFIG_GATEWAYS_MAX */
 		char *gateway_tls_cert;
-		char *gateway_server_name; /* NULL: each gateway's own host part */
+		char *gateway_server_name;               /* NULL: each gateway's own host part */
 		struct config_egress_proxy egress_proxy; /* the gateways through a proxy */
-		char *tls_cert;            /* optional client certificate (mTLS) */
+		char *tls_cert;                          /* optional client certificate (mTLS) */
 		char *tls_key;
 		char *client_id;
 		char *group_id;
@@ -175,9 +175,9 @@ struct config {
 	} client;
 
 	struct {
-		int level;            /* enum log_level */
+		int level; /* enum log_level */
 		enum log_format format;
-		char *output;         /* "stderr", "stdout" or a file path */
+		char *output; /* "stderr", "stdout" or a file path */
 	} log;
 
 	struct {
@@ -229,8 +229,8 @@ int config_register_check(enum config_check which, config_item_check_fn fn);
  * everything is already freed and *cfg is zeroed (calling config_free() on
  * it again is harmless).
  */
-int config_load(struct config *cfg, enum config_program program, const char *path,
-		char *err, size_t errlen);
+int config_load(struct config *cfg, enum config_program program, const char *path, char *err,
+		size_t errlen);
 void config_free(struct config *cfg);
 
 /*

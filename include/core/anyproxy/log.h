@@ -69,12 +69,12 @@ static inline bool log_enabled(enum log_level level)
 void log_emit(enum log_level level, const char *msg, const struct log_field *fields,
 	      size_t nfields);
 
-#define log_at(level, msg, ...)                                           \
-	do {                                                              \
-		if (log_enabled(level)) {                                 \
+#define log_at(level, msg, ...)                                            \
+	do {                                                               \
+		if (log_enabled(level)) {                                  \
 			const struct log_field log_f_[] = { __VA_ARGS__ }; \
-			log_emit(level, msg, log_f_, ARRAY_SIZE(log_f_)); \
-		}                                                         \
+			log_emit(level, msg, log_f_, ARRAY_SIZE(log_f_));  \
+		}                                                          \
 	} while (0)
 
 #define log_debug(msg, ...) log_at(LOG_DEBUG, msg, __VA_ARGS__)

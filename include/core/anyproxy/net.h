@@ -31,7 +31,6 @@ int net_listen_unix(const char *path, int backlog, char *err, size_t errlen);
 
 /* Fill ss from a numeric host and port; -EINVAL if host is not an IP
  * literal (callers resolve names elsewhere, never on the loop). */
-int net_parse_numeric(const char *host, unsigned port, struct sockaddr_storage *ss,
-		      socklen_t *len);
+int net_parse_numeric(const char *host, unsigned port, struct sockaddr_storage *ss, socklen_t *len);
 
 #endif

@@ -69,9 +69,9 @@ struct reg_client {
 	time_t connected_since;
 	uint64_t streams_active, streams_total;
 	uint64_t bytes_in, bytes_out; /* stream payload, user -> target = out */
-	bool drained;   /* its id is in registry.drained: no new streams */
-	unsigned refs;  /* holders of a pointer besides the registry */
-	bool detached;  /* gone from the registry, kept alive by refs */
+	bool drained;                 /* its id is in registry.drained: no new streams */
+	unsigned refs;                /* holders of a pointer besides the registry */
+	bool detached;                /* gone from the registry, kept alive by refs */
 	UT_hash_handle hh;
 };
 

@@ -31,8 +31,8 @@ struct WOLFSSL;
 struct tls_conn {
 	struct WOLFSSL *ssl;
 	struct WOLFSSL_CTX *ctx; /* referenced between prepare and start only */
-	struct buf in;  /* received ciphertext not yet consumed by wolfSSL */
-	struct buf out; /* ciphertext produced by wolfSSL, not yet handed to a send */
+	struct buf in;           /* received ciphertext not yet consumed by wolfSSL */
+	struct buf out;          /* ciphertext produced by wolfSSL, not yet handed to a send */
 	bool handshake_done;
 	bool peer_closed; /* close_notify or EOF seen */
 	/* server side with a client CA: set while verifying the peer's

@@ -27,8 +27,8 @@
 #define FRAME_HEADER_SIZE 8
 #define FRAME_MAX_SIZE 16384
 #define FRAME_MAX_PAYLOAD (FRAME_MAX_SIZE - FRAME_HEADER_SIZE)
-#define FRAME_MAX_ID_LEN ID_MAX_BYTES    /* client_id, group_id */
-#define FRAME_MAX_TEXT_LEN 255 /* user names, passwords, messages, domains */
+#define FRAME_MAX_ID_LEN ID_MAX_BYTES /* client_id, group_id */
+#define FRAME_MAX_TEXT_LEN 255        /* user names, passwords, messages, domains */
 
 enum frame_type {
 	FRAME_HELLO = 0x01,
@@ -65,15 +65,15 @@ enum frame_type {
 /* ERROR and GOAWAY codes */
 enum frame_error_code {
 	FRAME_ERR_NONE = 0,
-	FRAME_ERR_AUTH = 1,       /* wrong gateway credentials */
-	FRAME_ERR_VERSION = 2,    /* unsupported protocol version */
-	FRAME_ERR_BAD_HELLO = 3,  /* HELLO fields invalid */
-	FRAME_ERR_REPLACED = 4,   /* another process took this client_id */
-	FRAME_ERR_PROTOCOL = 5,   /* malformed or unexpected frame */
-	FRAME_ERR_LIMIT = 6,      /* a configured limit was reached */
-	FRAME_ERR_SHUTDOWN = 7,   /* peer is stopping (GOAWAY) */
-	FRAME_ERR_TIMEOUT = 8,    /* handshake or liveness deadline */
-	FRAME_ERR_ID_IN_USE = 9,  /* client_id held by another group or credential */
+	FRAME_ERR_AUTH = 1,      /* wrong gateway credentials */
+	FRAME_ERR_VERSION = 2,   /* unsupported protocol version */
+	FRAME_ERR_BAD_HELLO = 3, /* HELLO fields invalid */
+	FRAME_ERR_REPLACED = 4,  /* another process took this client_id */
+	FRAME_ERR_PROTOCOL = 5,  /* malformed or unexpected frame */
+	FRAME_ERR_LIMIT = 6,     /* a configured limit was reached */
+	FRAME_ERR_SHUTDOWN = 7,  /* peer is stopping (GOAWAY) */
+	FRAME_ERR_TIMEOUT = 8,   /* handshake or liveness deadline */
+	FRAME_ERR_ID_IN_USE = 9, /* client_id held by another group or credential */
 };
 
 /* OPEN_FAIL and RST reasons; values follow SOCKS5 REP codes where one exists. */
@@ -126,7 +126,7 @@ struct frame {
 		struct {
 			uint32_t window; /* sender's receive window for this stream */
 			uint8_t addr_type;
-			uint8_t addr[16];       /* IPv4 (4) or IPv6 (16) bytes */
+			uint8_t addr[16];        /* IPv4 (4) or IPv6 (16) bytes */
 			struct frame_str domain; /* FRAME_ADDR_DOMAIN */
 			uint16_t port;
 			struct frame_str user, group; /* for the agent's logs */
@@ -160,8 +160,8 @@ struct frame {
 			uint8_t addr_type;
 			uint8_t addr[16];
 			struct frame_str domain; /* FRAME_ADDR_DOMAIN */
-			uint16_t port;		 /* 1..65535 */
-			struct frame_str data;	 /* 0..FRAME_DGRAM_MAX_DATA bytes */
+			uint16_t port;           /* 1..65535 */
+			struct frame_str data;   /* 0..FRAME_DGRAM_MAX_DATA bytes */
 		} dgram;
 		struct {
 			uint8_t reason; /* enum frame_open_reason */

@@ -72,7 +72,7 @@ struct relay_ops {
  */
 struct relay_tls {
 	struct tls_conn conn;
-	const char *alpn;   /* the one ALPN protocol offered; NULL: none */
+	const char *alpn;       /* the one ALPN protocol offered; NULL: none */
 	struct ring_op kick_op; /* deferred delivery (relay_read turning on) */
 	struct relay *kick_owner;
 	bool kick_armed;
@@ -89,9 +89,9 @@ struct relay {
 	bool pumping;
 	bool reading; /* owner mode: deliver socket data */
 	bool recv_armed, send_armed;
-	bool sock_eof;        /* the socket's peer closed its side */
-	bool shut_wr;         /* we closed our side of the socket */
-	bool shut_after_send; /* owner mode: close our side once out is sent */
+	bool sock_eof;         /* the socket's peer closed its side */
+	bool shut_wr;          /* we closed our side of the socket */
+	bool shut_after_send;  /* owner mode: close our side once out is sent */
 	bool close_after_send; /* owner mode: finish once out is sent */
 	bool closing;
 	unsigned inflight;
@@ -100,10 +100,10 @@ struct relay {
 	size_t out_stream_debt; /* stream bytes inside out, credit to return */
 	struct buf pending;     /* from the socket, waiting for stream room */
 	struct ring_op recv_op, send_op, close_op;
-	struct relay_tls *tls; /* NULL: plain socket (relay_tls_start) */
+	struct relay_tls *tls;   /* NULL: plain socket (relay_tls_start) */
 	uint64_t last_active_ms; /* last byte received or sent on the socket */
-	uint64_t bytes_up;   /* socket -> stream */
-	uint64_t bytes_down; /* stream -> socket */
+	uint64_t bytes_up;       /* socket -> stream */
+	uint64_t bytes_down;     /* stream -> socket */
 	char why[128];
 };
 

@@ -73,7 +73,7 @@ struct stream {
 	/* tunnel.waiters, a utlist DL list: the head's wait_prev is the tail,
 	 * not NULL, so only the DL_*2 macros touch these */
 	struct stream *wait_prev, *wait_next;
-	uint64_t bytes_sent, bytes_received;   /* DATA payload */
+	uint64_t bytes_sent, bytes_received; /* DATA payload */
 	/* optional live totals to add to (the gateway: its client's and its
 	 * group's) */
 	uint64_t *count_sent[STREAM_COUNTS], *count_received[STREAM_COUNTS];
@@ -125,8 +125,7 @@ void stream_detach(struct stream *s);
 /* Move the live stream src into dst (another owner's struct), with its id,
  * credit and state; from now on its frames reach dst through ops and
  * owner. src is left detached (tunnel NULL). The peer sees nothing. */
-void stream_move(struct stream *dst, struct stream *src, const struct stream_ops *ops,
-		 void *owner);
+void stream_move(struct stream *dst, struct stream *src, const struct stream_ops *ops, void *owner);
 
 /* Called by the tunnel. */
 int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **why);

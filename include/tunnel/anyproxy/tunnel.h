@@ -72,7 +72,7 @@ struct tunnel {
 	bool recv_armed, send_armed;
 	unsigned inflight;
 	struct tls_conn tls;
-	struct buf plain;   /* decrypted bytes not yet decoded */
+	struct buf plain; /* decrypted bytes not yet decoded */
 	/* frames encoded straight into the plaintext of the next TLS record,
 	 * sealed (encrypted) when full or when the output is flushed */
 	struct buf record;
@@ -93,8 +93,8 @@ struct tunnel {
 	struct stream *streams;       /* by id (uthash) */
 	unsigned nstreams;
 	uint32_t next_stream_id;
-	struct stream *waiters;       /* want output room, oldest first (utlist DL) */
-	char peer[64];                /* "ip:port" of the other end */
+	struct stream *waiters; /* want output room, oldest first (utlist DL) */
+	char peer[64];          /* "ip:port" of the other end */
 	char close_reason[160];
 };
 

@@ -49,8 +49,8 @@ struct conn {
 	uint32_t events;
 	int ilen;
 	int ooff;
-	int fresh;   /* connection opened for the current request */
-	int reqs;    /* requests answered on this connection */
+	int fresh; /* connection opened for the current request */
+	int reqs;  /* requests answered on this connection */
 	int close_after;
 	uint64_t body_need; /* UINT64_MAX: until EOF */
 	uint64_t body_got;

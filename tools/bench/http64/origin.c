@@ -31,9 +31,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define IN_MAX 8192        /* request bytes buffered per connection */
-#define OUT_MAX 4096       /* responses queued per connection */
-#define MAX_FDS 65536      /* descriptors this server tracks */
+#define IN_MAX 8192   /* request bytes buffered per connection */
+#define OUT_MAX 4096  /* responses queued per connection */
+#define MAX_FDS 65536 /* descriptors this server tracks */
 
 static const char body[] = "ok";
 
@@ -147,7 +147,8 @@ static long long header_num(const char *h, int len, const char *name)
 static int flush_out(struct conn *c)
 {
 	while (c->ooff < c->olen) {
-		ssize_t n = send(c->fd, c->out + c->ooff, (size_t)(c->olen - c->ooff), MSG_NOSIGNAL);
+		ssize_t n =
+			send(c->fd, c->out + c->ooff, (size_t)(c->olen - c->ooff), MSG_NOSIGNAL);
 
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -185,10 +186,11 @@ static void respond(struct conn *c, int status, int close_after)
 		return;
 	}
 	if (status == 200)
-		n = snprintf(c->out + c->olen, OUT_MAX - c->olen,
-			     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-			     "%s\r\n%s",
-			     sizeof(body) - 1, close_after ? "Connection: close\r\n" : "", body);
+		n = snprintf(
+			c->out + c->olen, OUT_MAX - c->olen,
+			"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+			"%s\r\n%s",
+			sizeof(body) - 1, close_after ? "Connection: close\r\n" : "", body);
 	else
 		n = snprintf(c->out + c->olen, OUT_MAX - c->olen,
 			     "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
