@@ -33,7 +33,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 packages=(build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
     liburing-dev libinih-dev libcmocka-dev uthash-dev libpcre2-dev
     autoconf automake libtool dpkg-dev
-    scdoc curl openssl python3 iproute2 procps psmisc haproxy tinyproxy)
+    clang-format scdoc curl openssl python3 iproute2 procps psmisc haproxy tinyproxy)
 # Installed only as peers the tests start themselves (in the foreground, on
 # free loopback ports): the system services their packages enable are
 # stopped and disabled when we install them (an idle open proxy on
