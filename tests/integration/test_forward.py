@@ -14,7 +14,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -81,37 +80,9 @@ def upper_after_eof(conn):
                                                      hashlib.sha256(got).hexdigest().encode()))
 
 
-class UdpServer:
-    """A UDP server on host answering each datagram with answer(data):
-    DNS-style, the reply echoes the request's first two bytes (its id)."""
-
-    def __init__(self, host="127.0.0.1", answer=None):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.answer = answer or (lambda d: d[:2] + b"\x81\x80" + d[4:])
-        self.seen = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self):
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(65536)
-            except (socket.timeout, TimeoutError):
-                continue
-            except OSError:
-                return
-            self.seen.append((data, peer))
-            self.sock.sendto(self.answer(data), peer)
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
+def UdpServer(host="127.0.0.1"):
+    """DNS-style: the reply echoes the request's first two bytes (its id)."""
+    return h.UdpServer(host, answer=lambda d: d[:2] + b"\x81\x80" + d[4:])
 
 
 def dns_query(qid, name):

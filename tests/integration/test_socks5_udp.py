@@ -15,7 +15,6 @@ import os
 import socket
 import struct
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -23,41 +22,8 @@ import harness as h  # noqa: E402
 DENIED = "Datagram denied by host rules"
 
 
-class UdpEcho:
-    """A UDP server on host echoing every datagram with a prefix; records
-    what it received."""
-
-    def __init__(self, host="127.0.0.1"):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
-        self.sock.settimeout(0.1)
-        self.host = host
-        self.port = self.sock.getsockname()[1]
-        self.seen = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self):
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(65536)
-            except (socket.timeout, TimeoutError):
-                continue
-            except OSError:
-                return
-            self.seen.append(data)
-            self.sock.sendto(b"echo:" + data, peer)
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
-
-
 def echo(env, host="127.0.0.1"):
-    e = UdpEcho(host)
+    e = h.UdpServer(host, answer=lambda d: b"echo:" + d)
     env.servers.append(e)
     return e
 
@@ -172,7 +138,7 @@ def test_denied_fragment_and_stranger(env):
     line = agent.wait_for_log(DENIED, 5)
     h.check(line["target"] == "127.0.0.3:%d" % forbidden.port and line["user"] == h.PROXY_USER,
             "denial line: %r" % line)
-    h.check(forbidden.seen == [], "the forbidden echo received %r" % forbidden.seen)
+    h.check(forbidden.received() == [], "the forbidden echo received %r" % forbidden.received())
     a.send("127.0.0.1", allowed.port, b"frag", frag=1)
     h.check(a.recv(timeout=1) is None, "a fragment was relayed")
     stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -182,7 +148,7 @@ def test_denied_fragment_and_stranger(env):
     a.send("127.0.0.1", allowed.port, b"ok")
     r = a.recv()
     h.check(r == ("127.0.0.1", allowed.port, b"echo:ok"), "after the drops: %r" % (r,))
-    h.check(allowed.seen == [b"ok"], "the echo received %r" % allowed.seen)
+    h.check(allowed.received() == [b"ok"], "the echo received %r" % allowed.received())
     a.close()
 
 
@@ -199,7 +165,7 @@ def test_first_datagram_port(env):
     other.close()
     a.send("127.0.0.1", e.port, b"second")
     h.check(a.recv() == ("127.0.0.1", e.port, b"echo:second"), "reply to the second")
-    h.check(e.seen == [b"first", b"second"], "the echo received %r" % e.seen)
+    h.check(e.received() == [b"first", b"second"], "the echo received %r" % e.received())
     a.close()
 
 
@@ -217,7 +183,7 @@ def test_ends_with_tcp(env):
     h.check(line["reason"] == "closed by the gateway", "agent close line: %r" % line)
     a.send("127.0.0.1", e.port, b"after")
     h.check(a.recv(timeout=1) is None, "the relay answered after the TCP close")
-    h.check(e.seen == [b"one"], "the echo received %r" % e.seen)
+    h.check(e.received() == [b"one"], "the echo received %r" % e.received())
     a.udp.close()
 
 

@@ -24,7 +24,7 @@ code lives in the modules, each importing only from the ones above it:
     certificates  CAs and server certificates from tools/gen-certs.sh
     data          deterministic payloads (gen_chunks) and their hashes
     clients       tunnel frames, FrameConn, TLS, raw SOCKS5/HTTP clients, curl
-    servers       RawServer and handlers, FakeServer, HTTP(S) targets, Blackhole
+    servers       RawServer and handlers, UdpServer, FakeServer, HTTP(S) targets, Blackhole
     processes     Daemon and its log, TestEnv, proxy_gateway, apctl, ChildScript
     measurements  RSS, fd counts, PeakWatch, sockets, stream counters
     runner        run(): the cases, TAP output, the summary line
@@ -57,7 +57,8 @@ from .clients import (ERR_AUTH, ERR_BAD_HELLO, ERR_PROTOCOL, ERR_REPLACED, ERR_V
                       parse_frames, proxy_stream, read_http_body, read_http_head,
                       read_until_closed, recv_exact, socks5_open, socks5_target_bytes, str8,
                       tls_connect, tls_context)
-from .servers import (Blackhole, FakeServer, HttpTarget, HttpsTarget, RawServer, echo_handler,
+from .servers import (Blackhole, FakeServer, HttpTarget, HttpsTarget, RawServer, UdpServer,
+                      echo_handler,
                       endless_stream, hash_until_eof, respond_after_eof, send_stream, ticker)
 from .processes import (ChildScript, Daemon, LogLine, TestEnv, apctl, end_child, parse_kv,
                         parse_table, proxy_agent, proxy_gateway, write_ini)
@@ -92,7 +93,8 @@ __all__ = [
     "read_http_body", "read_http_head", "read_until_closed", "recv_exact", "socks5_open",
     "socks5_target_bytes", "str8", "tls_connect", "tls_context",
     # servers
-    "Blackhole", "FakeServer", "HttpTarget", "HttpsTarget", "RawServer", "echo_handler",
+    "Blackhole", "FakeServer", "HttpTarget", "HttpsTarget", "RawServer", "UdpServer",
+    "echo_handler",
     "endless_stream", "hash_until_eof", "respond_after_eof", "send_stream", "ticker",
     # processes
     "ChildScript", "Daemon", "LogLine", "TestEnv", "apctl", "end_child", "parse_kv",

@@ -84,6 +84,44 @@ class RawServer:
         self.sock.close()
 
 
+class UdpServer:
+    """A UDP server on host (IPv4 or IPv6) answering each datagram with
+    answer(data); seen lists (data, peer) of every datagram received."""
+
+    def __init__(self, host="127.0.0.1", answer=lambda d: d):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.1)
+        self.host = host
+        self.port = self.sock.getsockname()[1]
+        self.answer = answer
+        self.seen = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65536)
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return
+            self.seen.append((data, peer))
+            self.sock.sendto(self.answer(data), peer)
+
+    def received(self):
+        """The payloads received, in order."""
+        return [d for d, _ in self.seen]
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
 class FakeServer(RawServer):
     """A plain TCP server on 127.0.0.1 standing where a gateway should be.
     greeting: bytes sent to each connection after accept (None: stay silent).
