@@ -29,8 +29,25 @@ static inline struct buf *out_queue(struct relay *r)
 
 /* ---- teardown ---- */
 
+/* Keep why as the close reason (a copy: the caller's text may be on its
+ * stack). Without memory the previous reason, or none, stays. */
+static void set_why(struct relay *r, const char *why)
+{
+	char *copy;
+
+	if (!why || why == r->why)
+		return;
+	copy = strndup(why, RELAY_WHY_MAX - 1);
+	if (!copy)
+		return;
+	free(r->why);
+	r->why = copy;
+}
+
 static void relay_release(struct relay *r)
 {
+	char *why;
+
 	if (!r->closing || r->inflight)
 		return;
 	close(r->fd);
@@ -43,7 +60,10 @@ static void relay_release(struct relay *r)
 		free(r->tls);
 		r->tls = NULL;
 	}
-	r->ops->on_closed(r, r->why);
+	why = r->why;
+	r->why = NULL;
+	r->ops->on_closed(r, why ? why : "closed"); /* may free r */
+	free(why);
 }
 
 static void close_done(struct ring *ring, struct ring_op *op, int res, uint32_t flags)
@@ -61,8 +81,7 @@ static void relay_finish(struct relay *r, const char *why, bool abort)
 	if (r->closing)
 		return;
 	r->closing = true;
-	if (why != r->why)
-		snprintf(r->why, sizeof(r->why), "%s", why);
+	set_why(r, why);
 	if (r->stream.tunnel) {
 		if (abort)
 			stream_reset(&r->stream, FRAME_OPEN_GENERAL);
@@ -398,7 +417,7 @@ void relay_close_after_send(struct relay *r, const char *why)
 {
 	if (r->closing)
 		return;
-	snprintf(r->why, sizeof(r->why), "%s", why);
+	set_why(r, why);
 	r->close_after_send = true;
 	r->reading = false;
 	if (r->stream.tunnel)
@@ -520,10 +539,10 @@ void relay_init(struct relay *r, struct ring *ring, struct bufring *bufs, int fd
 
 /* ---- TLS transport (relay_tls_start) ---- */
 
-/* Words in the log for "TLS", kept short: why[] is 128 bytes. */
+/* Words in the log for "TLS", kept short: a reason is at most RELAY_WHY_MAX. */
 static void tls_failed(struct relay *r, const char *what, const char *err)
 {
-	char why[sizeof(r->why)];
+	char why[RELAY_WHY_MAX];
 
 	snprintf(why, sizeof(why), "%.24s: %.100s", what, err);
 	relay_arm_send(r); /* an alert wolfSSL queued goes out first */
@@ -630,7 +649,7 @@ static void tls_deliver(struct relay *r)
 			return;
 		}
 		if (n < 0) {
-			char why[sizeof(r->why)];
+			char why[RELAY_WHY_MAX];
 
 			snprintf(why, sizeof(why), "TLS error: %s", err);
 			relay_close(r, why);

@@ -80,6 +80,9 @@ struct relay_tls {
 	bool secure;      /* handshake complete */
 };
 
+/* The longest close reason kept (longer ones are cut, for the log only). */
+#define RELAY_WHY_MAX 128
+
 struct relay {
 	struct ring *ring;
 	struct bufring *bufs;
@@ -104,7 +107,9 @@ struct relay {
 	uint64_t last_active_ms; /* last byte received or sent on the socket */
 	uint64_t bytes_up;       /* socket -> stream */
 	uint64_t bytes_down;     /* stream -> socket */
-	char why[128];
+	/* why it closes, for on_closed and its log line: allocated when the
+	 * close begins, not carried by every open connection */
+	char *why;
 };
 
 /* Set up everything but r->stream, which stream_open/stream_accept own
