@@ -38,13 +38,14 @@ struct target_conn {
 	int fd; /* socket being connected */
 	struct ring_op connect_op;
 	bool connect_armed;
-	struct timer deadline;
 	struct target_dial *dial; /* until connected: freed when the relay starts */
 };
 
 /* What only the connect phase needs; an established (maybe idle) stream
  * does not carry it, which keeps an idle proxied connection small. */
 struct target_dial {
+	struct target_conn *tc;
+	struct timer deadline; /* connect_timeout_ms: resolving and connecting */
 	struct sockaddr_storage addrs[TARGET_MAX_ADDRS];
 	socklen_t addr_lens[TARGET_MAX_ADDRS];
 	unsigned naddrs, addr_index;
@@ -61,7 +62,8 @@ static void target_free(struct target_conn *tc)
 {
 	struct agent *a = tc->link->agent;
 
-	timer_disarm(&a->ring, &tc->deadline);
+	if (tc->dial)
+		timer_disarm(&a->ring, &tc->dial->deadline);
 	if (tc->fd >= 0)
 		close(tc->fd);
 	free(tc->dial);
@@ -180,7 +182,7 @@ static void connected(struct target_conn *tc)
 	struct agent *a = tc->link->agent;
 	int fd = tc->fd;
 
-	timer_disarm(&a->ring, &tc->deadline);
+	timer_disarm(&a->ring, &tc->dial->deadline);
 	tc->fd = -1;
 	tc->state = TARGET_RELAY;
 	relay_init(&tc->relay, &a->ring, &a->bufs, fd, &target_relay_ops);
@@ -249,7 +251,7 @@ static void target_connect_next(struct target_conn *tc)
 
 static void deadline_fire(struct ring *r, struct timer *t)
 {
-	struct target_conn *tc = container_of(t, struct target_conn, deadline);
+	struct target_conn *tc = container_of(t, struct target_dial, deadline)->tc;
 
 	if (tc->state == TARGET_CONNECT && tc->connect_armed) {
 		ring_cancel_fd(r, tc->fd); /* completes with -ECANCELED */
@@ -327,7 +329,7 @@ static void early_on_reset(struct stream *s, uint8_t reason, const char *why)
 		resolver_cancel(tc->resolving);
 		target_free(tc);
 	} else if (tc->connect_armed) {
-		timer_disarm(&a->ring, &tc->deadline);
+		timer_disarm(&a->ring, &tc->dial->deadline);
 		ring_cancel_fd(&a->ring, tc->fd); /* connect_done frees */
 	}
 }
@@ -428,7 +430,8 @@ int target_open(struct agent_link *l, const struct frame *f, const char **why)
 	tc->link = l;
 	tc->fd = -1;
 	a->ntargets++;
-	timer_init(&tc->deadline, deadline_fire);
+	tc->dial->tc = tc;
+	timer_init(&tc->dial->deadline, deadline_fire);
 	format_target(tc, f);
 	n = MIN(f->open.user.len, sizeof(tc->dial->user) - 1);
 	memcpy(tc->dial->user, f->open.user.ptr, n);
@@ -444,7 +447,7 @@ int target_open(struct agent_link *l, const struct frame *f, const char **why)
 	log_debug("Stream open requested", LF_S("target", tc->dial->name),
 		  LF_S("user", tc->dial->user), LF_U("stream", f->stream_id));
 	tc->dial->port = f->open.port;
-	timer_arm(&a->ring, &tc->deadline, a->cfg->client.connect_timeout_ms);
+	timer_arm(&a->ring, &tc->dial->deadline, a->cfg->client.connect_timeout_ms);
 	switch (f->open.addr_type) {
 	case FRAME_ADDR_IPV4:
 		host.kind = ACL_HOST_ADDR;
