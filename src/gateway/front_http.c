@@ -998,23 +998,22 @@ static ssize_t https_encode_refusal(uint8_t *buf, size_t size)
 }
 
 /* [proxy.https]: the same front end, over the relay's TLS (proxy_accept). */
+/* The session operations both HTTP front ends share. */
+#define HTTP_SESSION_OPS                                                         \
+	.session_start = http_session_start, .on_open_result = http_open_result, \
+	.on_socket_data = http_socket_data, .on_closed = http_closed
+
 const struct proxy_frontend https_frontend = {
 	.name = "https",
 	.failed_line = "HTTPS request failed",
 	.tls_alpn = "http/1.1",
-	.session_start = http_session_start,
 	.encode_refusal = https_encode_refusal,
-	.on_open_result = http_open_result,
-	.on_socket_data = http_socket_data,
-	.on_closed = http_closed,
+	HTTP_SESSION_OPS,
 };
 
 const struct proxy_frontend http_frontend = {
 	.name = "http",
 	.failed_line = "HTTP request failed",
-	.session_start = http_session_start,
 	.encode_refusal = http_encode_refusal,
-	.on_open_result = http_open_result,
-	.on_socket_data = http_socket_data,
-	.on_closed = http_closed,
+	HTTP_SESSION_OPS,
 };
