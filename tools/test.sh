@@ -14,6 +14,8 @@ build_root=${BUILD_ROOT:-$top/build}
 fuzz_seconds=${FUZZ_SECONDS:-20}
 passed=0 failed=0 skipped=0
 failures=()
+excerpts=$(mktemp)
+trap 'rm -f "$excerpts"' EXIT
 
 step() { echo; echo "=== $* ==="; }
 
@@ -24,14 +26,27 @@ export PKG_CONFIG_PATH="$wolf_prefix/lib/pkgconfig"
 count_meson() {
     local log="$1/meson-logs/testlog.json" line p f s
     [ -f "$log" ] || { failed=$((failed + 1)); failures+=("$1: no test log"); return; }
-    read -r p f s < <(python3 - "$log" <<'PY'
+    read -r p f s < <(python3 - "$log" "$excerpts" <<'PY'
 import json, sys
 p = f = s = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line)["result"]
-    if r in ("OK", "EXPECTEDFAIL"): p += 1
-    elif r == "SKIP": s += 1
-    else: f += 1; print(json.loads(line)["name"], file=sys.stderr)
+with open(sys.argv[2], "a") as out:
+    for line in open(sys.argv[1]):
+        t = json.loads(line)
+        r = t["result"]
+        if r in ("OK", "EXPECTEDFAIL"): p += 1
+        elif r == "SKIP": s += 1
+        else:
+            f += 1
+            # CI shows only the end of this script's output: keep the lines
+            # that say why, to print them again just before the totals.
+            text = (t.get("stdout") or "") + (t.get("stderr") or "")
+            lines = text.splitlines()
+            keep = []
+            for i, l in enumerate(lines):
+                if l.startswith(("not ok", "Bail out!")) or "ERROR: " in l or "runtime error:" in l:
+                    keep += lines[i:i + 12] + ["..."]
+            out.write("--- %s (%s): %s\n" % (t["name"], sys.argv[1].split("/meson-logs")[0], r))
+            out.write("\n".join(keep[:60] or lines[-30:]) + "\n")
 print(p, f, s)
 PY
 )
@@ -88,6 +103,7 @@ done <<<"$fuzz_out"
 if ! grep -q "^fuzz " <<<"$fuzz_out"; then failed=$((failed + 1)); failures+=("fuzz build"); fi
 
 echo
+if [ -s "$excerpts" ]; then echo "=== why the failed tests failed ==="; cat "$excerpts"; echo; fi
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]
