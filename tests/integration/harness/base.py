@@ -4,6 +4,7 @@ and credentials the tests configure, failures (check, fail), bounded waits
 """
 
 import os
+import random
 import socket
 import sys
 import time
@@ -128,8 +129,40 @@ def slack(seconds=1.0):
 
 # ---- small utilities -----------------------------------------------------------
 
+# Ports for daemons are drawn below the kernel's ephemeral range, so that no
+# outgoing connection (a curl, HAProxy's health checks, an agent's dial) can
+# take one as its local port while a test restarts a daemon on the same
+# ports; a port the kernel hands out for port 0 could be taken that way.
+PORT_POOL_LOW = 10000
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port):
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A port on 127.0.0.1, free for TCP and UDP a moment ago, outside the
+    ephemeral range when the range leaves room below it."""
+    high = _ephemeral_low()
+    if high - PORT_POOL_LOW >= 1000:
+        for _ in range(200):
+            port = random.randrange(PORT_POOL_LOW, high)
+            if _bindable(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
