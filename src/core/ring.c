@@ -75,6 +75,13 @@ struct io_uring_sqe *ring_get_sqe(struct ring *r)
 	}
 }
 
+void ring_submit_now(struct ring *r)
+{
+	/* a refusal leaves the entries queued: the loop submits them at the
+	 * end of the iteration as always */
+	(void)io_uring_submit(&r->uring);
+}
+
 /* ---- timers: an intrusive pairing heap keyed by expires_ms ----
  *
  * Every armed timer is a node; the root fires first. A node's children hang

@@ -67,12 +67,15 @@ void listener_start(struct ring *r, struct listener *l)
 }
 
 /* Stop accepting; connections that arrive wait in the listen backlog. The
- * accept in flight is cancelled (one that completes first is taken). */
+ * accept in flight is cancelled (one that completes first is taken), at
+ * once: a connection made after the pause's WARN is never accepted. */
 static void listener_pause(struct ring *r, struct listener *l)
 {
 	l->paused = true;
-	if (l->armed && l->fd >= 0)
+	if (l->armed && l->fd >= 0) {
 		ring_cancel_fd(r, l->fd);
+		ring_submit_now(r);
+	}
 }
 
 /* Accept again. An accept still in flight (its cancel not yet completed)

@@ -381,12 +381,13 @@ def test_max_handshakes(env):
     try:
         # -- the proxy ports' budget --
         mark = gwp.mark()
-        base_fd = h.baseline_fd_count(gwp.pid)
         held += [raw(gwp.socks_port), raw(gwp.http_port), raw(gwp.socks_port)]
-        # the three are accepted before the next come (else either listener
-        # could take a newcomer in the same turn)
-        h.wait_until(lambda: h.fd_count(gwp.pid) >= base_fd + 3, 5 + h.slack(),
-                     "the gateway to accept the three silent users")
+        # the newcomers come only once the gateway has counted the three
+        # and paused (its WARN): the kernel completes an armed accept
+        # before the loop counts it, so a descriptor count would let a
+        # newcomer race the pause on the other proxy listener
+        h.wait_until(lambda: side_lines(gwp, PAUSED, "proxy", mark), 5 + h.slack(),
+                     "the gateway to count the three silent users and pause")
         w_socks = raw(gwp.socks_port, b"\x05\x01\x02")
         w_http = raw(gwp.http_port, connect_head("127.0.0.1", echo.port))
         waiting += [w_socks, w_http]

@@ -94,6 +94,10 @@ void ring_exit(struct ring *r);
  * process logs why and aborts (a bug, not a condition callers could
  * handle). */
 struct io_uring_sqe *ring_get_sqe(struct ring *r);
+/* Hand the queued entries to the kernel now instead of at the end of the
+ * iteration: for a rare operation (a cancel) that must have taken effect
+ * before anything the iteration does next is seen outside (a log line). */
+void ring_submit_now(struct ring *r);
 
 static inline void ring_sqe_set_op(struct io_uring_sqe *sqe, struct ring_op *op)
 {
