@@ -336,7 +336,7 @@ static bool gw_tunnel_usable(const struct reg_tunnel *rt, void *ctx)
 
 	if (gw->picking_datagrams)
 		return gt->datagrams; /* an association is no stream */
-	return !max || gt->tunnel->nstreams < max;
+	return !max || gt->tunnel->streams.count < max;
 }
 
 /* The registry replaced this tunnel (same client id, newer agent). */

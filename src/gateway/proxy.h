@@ -80,22 +80,24 @@ struct user_conn {
 	const struct proxy_frontend *fe;
 	const struct config_listener *listener_cfg;
 	struct timer deadline; /* handshake, waiting for the agent, or idle watch */
-	bool idle_watch;       /* deadline is the idle timeout */
-	/* the stream is only kept for a next request (HTTP forwarding): no
-	 * request on it; shutdown and drains may end it (proxy_release_idle) */
-	bool stream_idle;
-	const char *phase; /* what the deadline waits for, for its log line */
-	bool in_handshake; /* counted in gateway.user_budget until its first proxy_open */
+	const char *phase;     /* what the deadline waits for, for its log line */
 	/* the request's OPEN while no agent accepted it (proxy.c): what a retry
 	 * with the next agent of the group needs; NULL otherwise */
 	struct proxy_open_state *open;
 	struct reg_client *client;            /* referenced while counted in its statistics */
 	struct gw_group_stats *group_stats;   /* its group's, while a stream is counted */
-	unsigned proxy;                       /* enum gw_proxy: the listener's, for statistics */
 	uint64_t accepted_us;                 /* for the handshake's duration */
 	uint64_t open_started_us;             /* OPEN sent, answer pending (0: none) */
-	char client_id[FRAME_MAX_ID_LEN + 1]; /* the agent of the request, "" before one */
 	void *proto;                          /* front end's state (handshake buffer, HTTP state) */
+	char client_id[FRAME_MAX_ID_LEN + 1]; /* the agent of the request, "" before one */
+	/* the small fields fill the padding after client_id (one user_conn
+	 * per open connection: docs/benchmarks.md, idle memory) */
+	bool idle_watch; /* deadline is the idle timeout */
+	/* the stream is only kept for a next request (HTTP forwarding): no
+	 * request on it; shutdown and drains may end it (proxy_release_idle) */
+	bool stream_idle;
+	bool in_handshake; /* counted in gateway.user_budget until its first proxy_open */
+	uint8_t proxy;     /* enum gw_proxy: the listener's, for statistics */
 	/* gateway.users, for shutdown: a utlist DL list (the head's prev
 	 * is the tail, not NULL: only the DL_* macros touch these) */
 	struct user_conn *prev, *next;

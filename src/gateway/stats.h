@@ -32,6 +32,8 @@ enum gw_proxy {
 	GW_PROXY_FORWARD, /* [forward.NAME] TCP forwards, together */
 	GW_NPROXIES
 };
+/* user_conn.proxy (proxy.h) holds one in a byte */
+_Static_assert(GW_NPROXIES <= UINT8_MAX, "enum gw_proxy fits in a uint8_t");
 
 /* Counters of one group that an agent serves. */
 struct gw_group_stats {

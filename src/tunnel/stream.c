@@ -1,5 +1,6 @@
 /* stream.c — streams inside a tunnel: ids, credit, FIN, RST (see stream.h). */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <utlist.h>
 
@@ -12,18 +13,107 @@
  * frames, and the sender never runs dry on a fast path. */
 #define STREAM_WINDOW_UPDATE_DIVISOR 4
 
-static struct stream *find(struct tunnel *t, uint32_t id)
-{
-	struct stream *s;
+/* ---- the table of a tunnel's streams (stream.h struct stream_table) ---- */
 
-	HASH_FIND(hh, t->streams, &id, sizeof(id), s);
-	return s;
+#define TABLE_MIN_SLOTS 8u
+#define TABLE_MAX_SLOTS (1u << 31)
+
+static uint32_t home(const struct stream_table *st, uint32_t id)
+{
+	/* Fibonacci hashing: sequential ids spread evenly, and ids chosen by
+	 * the peer do not simply pile up on one slot */
+	return (uint32_t)(id * 2654435769u) >> st->shift;
 }
 
+static uint32_t slot_of(const struct stream_table *st, uint32_t id)
+{
+	uint32_t i = home(st, id);
+
+	while (st->slots[i] && st->slots[i]->id != id)
+		i = (i + 1) & st->mask;
+	return i;
+}
+
+struct stream *stream_find(struct tunnel *t, uint32_t id)
+{
+	const struct stream_table *st = &t->streams;
+
+	return st->slots ? st->slots[slot_of(st, id)] : NULL;
+}
+
+static int table_resize(struct stream_table *st, uint32_t nslots)
+{
+	struct stream **old = st->slots;
+	uint32_t oldn = st->slots ? st->mask + 1 : 0;
+	struct stream **slots = calloc(nslots, sizeof(*slots));
+
+	if (!slots)
+		return -ENOMEM;
+	st->slots = slots;
+	st->mask = nslots - 1;
+	st->shift = (uint8_t)(32 - __builtin_ctz(nslots));
+	for (uint32_t i = 0; i < oldn; i++)
+		if (old[i])
+			slots[slot_of(st, old[i]->id)] = old[i];
+	free(old);
+	return 0;
+}
+
+/* Room for one more stream: 0 or -ENOMEM (then nothing changed). */
+static int table_reserve(struct stream_table *st)
+{
+	uint32_t n = st->slots ? st->mask + 1 : 0;
+
+	if (n && (uint64_t)(st->count + 1) * 2 <= n)
+		return 0;
+	if (n >= TABLE_MAX_SLOTS)
+		return -ENOMEM;
+	return table_resize(st, n ? n * 2 : TABLE_MIN_SLOTS);
+}
+
+/* After table_reserve. */
+static void table_insert(struct stream_table *st, struct stream *s)
+{
+	st->slots[slot_of(st, s->id)] = s;
+	st->count++;
+}
+
+static void table_delete(struct stream_table *st, uint32_t id)
+{
+	uint32_t i = slot_of(st, id), j = i;
+
+	st->slots[i] = NULL;
+	st->count--;
+	/* backward shift: pull later members of the run into the hole unless
+	 * their home lies cyclically in (hole, their slot] */
+	for (;;) {
+		j = (j + 1) & st->mask;
+		if (!st->slots[j])
+			break;
+		uint32_t k = home(st, st->slots[j]->id);
+		bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+		if (stays)
+			continue;
+		st->slots[i] = st->slots[j];
+		st->slots[j] = NULL;
+		i = j;
+	}
+	/* give memory back after a wave; a failed shrink keeps the larger table */
+	if (!st->no_shrink && st->mask + 1 > TABLE_MIN_SLOTS &&
+	    (uint64_t)st->count * 8 < st->mask + 1)
+		(void)table_resize(st, (st->mask + 1) / 2);
+}
+
+void stream_table_free(struct stream_table *st)
+{
+	free(st->slots);
+	memset(st, 0, sizeof(*st));
+}
+
+/* After table_reserve. */
 static void link_stream(struct tunnel *t, struct stream *s)
 {
-	HASH_ADD(hh, t->streams, id, sizeof(s->id), s);
-	t->nstreams++;
+	table_insert(&t->streams, s);
 	s->tunnel = t;
 }
 
@@ -46,10 +136,9 @@ void stream_detach(struct stream *s)
 	if (!t)
 		return;
 	unwait(s);
-	HASH_DELETE(hh, t->streams, s);
-	t->nstreams--;
+	table_delete(&t->streams, s->id);
 	s->tunnel = NULL;
-	if (t->close_when_idle && !t->nstreams)
+	if (t->close_when_idle && !t->streams.count)
 		tunnel_close_after(t, NULL, t->close_reason);
 }
 
@@ -58,16 +147,13 @@ void stream_move(struct stream *dst, struct stream *src, const struct stream_ops
 	struct tunnel *t = src->tunnel;
 	bool waiting = src->waiting_writable;
 
-	if (t) {
+	if (t)
 		unwait(src);
-		HASH_DELETE(hh, t->streams, src);
-	}
 	*dst = *src;
-	memset(&dst->hh, 0, sizeof(dst->hh));
 	dst->ops = ops;
 	dst->owner = owner;
 	if (t) {
-		HASH_ADD(hh, t->streams, id, sizeof(dst->id), dst);
+		t->streams.slots[slot_of(&t->streams, dst->id)] = dst;
 		if (waiting)
 			stream_want_writable(dst);
 	}
@@ -90,13 +176,16 @@ int stream_open(struct stream *s, struct tunnel *t, const struct stream_target *
 
 	if (t->state != TUNNEL_OPEN)
 		return -EPIPE;
+	ret = table_reserve(&t->streams);
+	if (ret < 0)
+		return ret;
 	memset(s, 0, sizeof(*s));
 	/* ids wrap and skip live ones, so a late frame never hits a new stream */
 	do {
 		id = t->next_stream_id++;
 		if (t->next_stream_id == 0)
 			t->next_stream_id = 1;
-	} while (id == 0 || find(t, id));
+	} while (id == 0 || stream_find(t, id));
 	s->id = id;
 	s->ops = ops;
 	s->owner = owner;
@@ -121,8 +210,13 @@ int stream_open(struct stream *s, struct tunnel *t, const struct stream_target *
 int stream_accept(struct stream *s, struct tunnel *t, uint32_t id, uint32_t peer_window,
 		  const struct stream_ops *ops, void *owner)
 {
-	if (find(t, id))
+	int ret;
+
+	if (stream_find(t, id))
 		return -EEXIST;
+	ret = table_reserve(&t->streams);
+	if (ret < 0)
+		return ret;
 	memset(s, 0, sizeof(*s));
 	s->id = id;
 	s->ops = ops;
@@ -291,7 +385,7 @@ static void count_received(struct stream *s, size_t n)
 
 uint8_t *stream_data_buffer(struct tunnel *t, uint32_t id, size_t n, struct stream **sp)
 {
-	struct stream *s = id ? find(t, id) : NULL;
+	struct stream *s = id ? stream_find(t, id) : NULL;
 
 	/* what stream_handle_frame accepts for DATA, and nothing else */
 	if (!s || !s->ops->data_buffer || !s->open || s->fin_received ||
@@ -315,7 +409,7 @@ int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **wh
 
 	if (f->stream_id == 0)
 		return 0; /* tunnel-level WINDOW: no meaning in v1 */
-	s = find(t, f->stream_id);
+	s = stream_find(t, f->stream_id);
 	if (!s)
 		return 0; /* raced with our RST or OPEN_FAIL: drop */
 	switch (f->type) {
@@ -382,15 +476,24 @@ int stream_handle_frame(struct tunnel *t, const struct frame *f, const char **wh
 
 void stream_tunnel_closed(struct tunnel *t, const char *why)
 {
-	struct stream *s, *tmp;
+	struct stream_table *st = &t->streams;
+	struct stream *s;
 
-	HASH_ITER (hh, t->streams, s, tmp) {
-		stream_detach(s);
-		if (!s->open && s->ops->on_open_result)
-			s->ops->on_open_result(s, FRAME_OPEN_GENERAL, why);
-		else
-			s->ops->on_reset(s, FRAME_OPEN_GENERAL, why);
+	/* A callback may detach (and free) any stream, but no stream joins a
+	 * closing tunnel and the table does not shrink meanwhile: the slots
+	 * before i stay empty and a backward shift never moves a stream into
+	 * them, so one pass reaches every stream. */
+	st->no_shrink = true;
+	for (uint32_t i = 0; st->count && i <= st->mask; i++) {
+		while (st->count && (s = st->slots[i])) {
+			stream_detach(s);
+			if (!s->open && s->ops->on_open_result)
+				s->ops->on_open_result(s, FRAME_OPEN_GENERAL, why);
+			else
+				s->ops->on_reset(s, FRAME_OPEN_GENERAL, why);
+		}
 	}
+	st->no_shrink = false;
 }
 
 void stream_tunnel_writable(struct tunnel *t)

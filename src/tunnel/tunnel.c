@@ -41,6 +41,7 @@ static void tunnel_release(struct tunnel *t)
 	buf_release(&t->plain);
 	buf_release(&t->record);
 	buf_release(&t->sending);
+	stream_table_free(&t->streams);
 	free(t);
 }
 
@@ -107,7 +108,7 @@ void tunnel_drain(struct tunnel *t, uint16_t code, const char *message)
 	tunnel_send(t, &f);
 	snprintf(t->close_reason, sizeof(t->close_reason), "%s", message);
 	t->close_when_idle = true;
-	if (!t->nstreams)
+	if (!t->streams.count)
 		tunnel_close_after(t, NULL, t->close_reason);
 }
 

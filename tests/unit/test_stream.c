@@ -5,8 +5,10 @@
  * so no ring, socket or TLS session is needed. The callbacks do what real
  * owners may do while being woken: detach another stream, re-queue
  * themselves or another, close the tunnel. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +106,7 @@ static int teardown(void **state)
 
 	for (unsigned i = 0; i < f->n; i++)
 		stream_detach(&f->w[i].s);
+	stream_table_free(&f->t.streams);
 	free(f);
 	return 0;
 }
@@ -207,8 +210,6 @@ static void test_detach_a_requeued_waiter(void **state)
 static void test_move_a_waiting_stream(void **state)
 {
 	struct fixture *f = *state;
-	struct stream *found;
-	uint32_t id = 2;
 
 	add_waiters(f, 3);
 	f->n = 4;
@@ -220,9 +221,8 @@ static void test_move_a_waiting_stream(void **state)
 	assert_int_equal(f->w[3].s.id, 2);
 	assert_int_equal(f->w[3].s.send_credit, 1234);
 	assert_ptr_equal(f->w[3].s.owner, &f->w[3]);
-	assert_int_equal(f->t.nstreams, 3);
-	HASH_FIND(hh, f->t.streams, &id, sizeof(id), found);
-	assert_ptr_equal(found, &f->w[3].s);
+	assert_int_equal(f->t.streams.count, 3);
+	assert_ptr_equal(stream_find(&f->t, 2), &f->w[3].s);
 	assert_int_equal(check_wait_list(f), 3);
 	stream_tunnel_writable(&f->t);
 	assert_int_equal(f->w[0].woken, 1);
@@ -236,7 +236,7 @@ static void test_move_a_waiting_stream(void **state)
 	stream_detach(&f->w[1].s);
 	stream_move(&f->w[3].s, &f->w[1].s, &ops, &f->w[3]);
 	assert_null(f->w[3].s.tunnel);
-	assert_int_equal(f->t.nstreams, 2);
+	assert_int_equal(f->t.streams.count, 2);
 }
 
 /* Every callback re-queues itself: each is woken once, the loop ends, and
@@ -331,8 +331,139 @@ static void test_tunnel_closed_by_a_callback(void **state)
 		assert_null(f->w[i].s.tunnel);
 		assert_int_equal(f->w[i].reset, 1);
 	}
-	assert_int_equal(f->t.nstreams, 0);
+	assert_int_equal(f->t.streams.count, 0);
 	assert_int_equal(check_wait_list(f), 0);
+}
+
+/* The id table (stream.h struct stream_table) under many streams: ids in
+ * sequence, ids that share their low bits, and ids the peer picks at random;
+ * every live id is found, every detached one is gone, and the table gives
+ * memory back once most streams ended. */
+#define TABLE_STREAMS 4096
+
+static void check_table(struct tunnel *t, struct waiter *w, const bool *live, unsigned n)
+{
+	unsigned count = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct stream *found = stream_find(t, w[i].s.id);
+
+		if (live[i]) {
+			assert_ptr_equal(found, &w[i].s);
+			count++;
+		} else {
+			assert_true(found != &w[i].s);
+		}
+	}
+	assert_int_equal(t->streams.count, count);
+	assert_true((uint64_t)t->streams.count * 2 <= t->streams.mask + 1);
+}
+
+static void test_id_table(void **state)
+{
+	struct waiter *w = calloc(TABLE_STREAMS, sizeof(*w));
+	bool *live = calloc(TABLE_STREAMS, sizeof(*live));
+	struct tunnel t = { .state = TUNNEL_OPEN };
+	uint32_t x = 12345;
+
+	assert_non_null(w);
+	assert_non_null(live);
+	for (unsigned i = 0; i < TABLE_STREAMS; i++) {
+		uint32_t id;
+
+		if (i % 3 == 0)
+			id = i + 1; /* in sequence */
+		else if (i % 3 == 1)
+			id = (i + 1) << 16; /* the same low bits */
+		else
+			id = 0x80000000u | (x = x * 1103515245u + 12345u) >> 1; /* "random" */
+		if (stream_find(&t, id)) {
+			live[i] = false;
+			w[i].s.id = 0;
+			continue;
+		}
+		assert_int_equal(stream_accept(&w[i].s, &t, id, STREAM_WINDOW_BYTES, &ops, &w[i]),
+				 0);
+		assert_int_equal(stream_accept(&w[i].s, &t, id, STREAM_WINDOW_BYTES, &ops, &w[i]),
+				 -EEXIST);
+		live[i] = true;
+	}
+	check_table(&t, w, live, TABLE_STREAMS);
+	/* end 15 of every 16, in an order unlike the insertion's */
+	for (unsigned k = 0; k < TABLE_STREAMS; k++) {
+		unsigned i = (k * 2654435761u) % TABLE_STREAMS;
+
+		if (live[i] && i % 16) {
+			stream_detach(&w[i].s);
+			live[i] = false;
+		}
+		if (k % 512 == 0)
+			check_table(&t, w, live, TABLE_STREAMS);
+	}
+	check_table(&t, w, live, TABLE_STREAMS);
+	assert_true(t.streams.mask + 1 <= 4 * 8 * TABLE_STREAMS / 16);
+	for (unsigned i = 0; i < TABLE_STREAMS; i++)
+		if (live[i])
+			stream_detach(&w[i].s);
+	assert_int_equal(t.streams.count, 0);
+	stream_table_free(&t.streams);
+	free(live);
+	free(w);
+}
+
+/* stream_tunnel_closed with callbacks that detach other streams (as a
+ * closing user connection may end the streams it keeps): each stream is
+ * either reset once or was detached by another's callback, and none is
+ * left in the table. */
+static struct waiter *close_all;
+static unsigned close_detached;
+
+static void on_reset_detach_next(struct stream *s, uint8_t reason, const char *why)
+{
+	struct waiter *w = s->owner;
+
+	w->reset++;
+	for (struct waiter *o = w + 1; o < close_all + TABLE_STREAMS && o <= w + 3; o++) {
+		if (o->s.tunnel) {
+			stream_detach(&o->s);
+			close_detached++;
+			break;
+		}
+	}
+}
+
+static void test_tunnel_closed_reaches_every_stream(void **state)
+{
+	static const struct stream_ops detaching_ops = {
+		.on_data = on_data,
+		.on_fin = on_fin,
+		.on_reset = on_reset_detach_next,
+		.on_writable = on_writable,
+	};
+	struct tunnel t = { .state = TUNNEL_OPEN };
+	unsigned resets = 0;
+
+	close_all = calloc(TABLE_STREAMS, sizeof(*close_all));
+	close_detached = 0;
+	assert_non_null(close_all);
+	for (unsigned i = 0; i < TABLE_STREAMS; i++) {
+		assert_int_equal(stream_accept(&close_all[i].s, &t, (i + 1) * 7919u,
+					       STREAM_WINDOW_BYTES, &detaching_ops, &close_all[i]),
+				 0);
+		close_all[i].s.open = true;
+	}
+	t.state = TUNNEL_CLOSING;
+	stream_tunnel_closed(&t, "test");
+	for (unsigned i = 0; i < TABLE_STREAMS; i++) {
+		assert_null(close_all[i].s.tunnel);
+		assert_true(close_all[i].reset <= 1);
+		resets += close_all[i].reset;
+	}
+	assert_int_equal(resets + close_detached, TABLE_STREAMS);
+	assert_true(close_detached > 0);
+	assert_int_equal(t.streams.count, 0);
+	stream_table_free(&t.streams);
+	free(close_all);
 }
 
 int main(void)
@@ -347,6 +478,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_random_actions_keep_the_list_whole, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_tunnel_closed_by_a_callback, setup, teardown),
+		cmocka_unit_test(test_id_table),
+		cmocka_unit_test(test_tunnel_closed_reaches_every_stream),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

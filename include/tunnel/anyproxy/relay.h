@@ -87,17 +87,18 @@ struct relay {
 	struct ring *ring;
 	struct bufring *bufs;
 	const struct relay_ops *ops;
-	int fd;
 	struct stream stream;
-	bool pumping;
-	bool reading; /* owner mode: deliver socket data */
-	bool recv_armed, send_armed;
-	bool sock_eof;         /* the socket's peer closed its side */
-	bool shut_wr;          /* we closed our side of the socket */
-	bool shut_after_send;  /* owner mode: close our side once out is sent */
-	bool close_after_send; /* owner mode: finish once out is sent */
-	bool closing;
+	int fd;
 	unsigned inflight;
+	/* one-bit flags, as in struct stream: a relay per open connection */
+	bool pumping : 1;
+	bool reading : 1; /* owner mode: deliver socket data */
+	bool recv_armed : 1, send_armed : 1;
+	bool sock_eof : 1;         /* the socket's peer closed its side */
+	bool shut_wr : 1;          /* we closed our side of the socket */
+	bool shut_after_send : 1;  /* owner mode: close our side once out is sent */
+	bool close_after_send : 1; /* owner mode: finish once out is sent */
+	bool closing : 1;
 	struct buf out;         /* to the socket, queued */
 	struct buf sending;     /* to the socket, owned by the kernel until sent */
 	size_t out_stream_debt; /* stream bytes inside out, credit to return */

@@ -22,7 +22,6 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <uthash.h>
 
 #include "anyproxy/frame.h"
 
@@ -56,20 +55,38 @@ struct stream_ops {
 	void (*on_open_result)(struct stream *s, uint8_t reason, const char *message);
 };
 
+/* A tunnel's streams by id: open addressing with linear probing over
+ * pointers, at most half full, deletion by backward shift (no tombstones).
+ * 8 bytes a slot instead of a 56-byte hash handle in every stream, which
+ * every open connection carries twice (gateway and agent). */
+struct stream_table {
+	struct stream **slots; /* NULL while empty */
+	uint32_t mask;         /* slots - 1; a power of two minus one */
+	uint32_t count;
+	uint8_t shift;  /* 32 - log2(slots): a Fibonacci hash's top bits index */
+	bool no_shrink; /* stream_tunnel_closed is walking the slots */
+};
+
+/* Free a table's slots (its streams are not touched). */
+void stream_table_free(struct stream_table *st);
+/* The stream of t with this id, or NULL. */
+struct stream *stream_find(struct tunnel *t, uint32_t id);
+
 struct stream {
-	UT_hash_handle hh; /* in tunnel->streams, by id */
 	struct tunnel *tunnel;
-	uint32_t id;
 	const struct stream_ops *ops;
 	void *owner;
+	uint32_t id;
 	uint32_t send_credit;     /* bytes we may still send */
 	uint32_t recv_window;     /* the window we granted */
 	uint32_t recv_unreturned; /* received, credit not yet returned */
 	uint32_t recv_consumed;   /* delivered onwards, not yet announced */
-	bool open;                /* OPEN_OK sent (agent) or received (gateway) */
-	bool fin_sent, fin_received;
-	bool waiting_writable;
-	bool wake_pending; /* on the list when stream_tunnel_writable began */
+	/* flags as one-bit fields: every open connection carries two streams'
+	 * worth (gateway and agent), so their bytes count (docs/benchmarks.md) */
+	bool open : 1; /* OPEN_OK sent (agent) or received (gateway) */
+	bool fin_sent : 1, fin_received : 1;
+	bool waiting_writable : 1;
+	bool wake_pending : 1; /* on the list when stream_tunnel_writable began */
 	/* tunnel.waiters, a utlist DL list: the head's wait_prev is the tail,
 	 * not NULL, so only the DL_*2 macros touch these */
 	struct stream *wait_prev, *wait_next;

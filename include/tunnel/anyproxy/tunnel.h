@@ -90,8 +90,7 @@ struct tunnel {
 	bool suspect;
 	uint64_t suspect_since_ms;
 	uint64_t bytes_in, bytes_out; /* plaintext frame bytes */
-	struct stream *streams;       /* by id (uthash) */
-	unsigned nstreams;
+	struct stream_table streams;  /* by id (stream.h) */
 	uint32_t next_stream_id;
 	struct stream *waiters; /* want output room, oldest first (utlist DL) */
 	char peer[64];          /* "ip:port" of the other end */
