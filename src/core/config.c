@@ -175,8 +175,8 @@ const struct config_key config_keys[] = {
 	{ KEY("gateway", "max_connections_per_group", uint32, GATEWAY,
 	      gateway.max_connections_per_group),
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
-	  .help = "Users' streams one group carries at once; more are refused (SOCKS5 0x01, "
-		  "HTTP 503). 0: no limit." },
+	  .help = "Users' streams one group carries at once, a SOCKS5 UDP association counting "
+		  "as one; more are refused (SOCKS5 0x01, HTTP 503). 0: no limit." },
 	{ KEY("gateway", "max_streams_per_tunnel", uint32, GATEWAY, gateway.max_streams_per_tunnel),
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
 	  .help = "Streams one tunnel carries at once; a full tunnel gets no new stream "

@@ -50,8 +50,12 @@ uint8_t gw_assoc_open(struct gateway *gw, struct gw_assoc *as, const struct user
 		return FRAME_OPEN_NET_UNREACHABLE;
 	}
 	if (fell_back)
-		log_warn("No clients available in group, falling back to default",
-			 LF_S("group", id->group));
+		proxy_log_fallback(gw, id->group);
+	if (proxy_group_full(gw, rt->client->group, id->full)) {
+		snprintf(msg, msglen, "connection limit of group '%s' reached",
+			 rt->client->group->id);
+		return FRAME_OPEN_LIMIT;
+	}
 	gt = rt->owner;
 	as->gt = gt;
 	as->id = next_id(gt);
@@ -67,6 +71,10 @@ uint8_t gw_assoc_open(struct gateway *gw, struct gw_assoc *as, const struct user
 		return FRAME_OPEN_GENERAL;
 	}
 	HASH_ADD(hh, gt->assocs, id, sizeof(as->id), as);
+	as->client = rt->client;
+	registry_client_get(as->client);
+	as->client->streams_active++;
+	as->client->streams_total++;
 	log_info("Datagram association opened", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", proxy), LF_S("client_id", as->client_id),
 		 LF_U("association", as->id));
@@ -104,6 +112,16 @@ int gw_assoc_send(struct gateway *gw, struct gw_assoc *as, const struct stream_t
 	return 0;
 }
 
+/* The association no longer counts as a stream of its agent. */
+static void uncount(struct gw_assoc *as)
+{
+	if (!as->client)
+		return;
+	as->client->streams_active--;
+	registry_client_put(as->client);
+	as->client = NULL;
+}
+
 void gw_assoc_close(struct gw_assoc *as)
 {
 	struct frame f = { .type = FRAME_DGRAM_CLOSE, .stream_id = as->id };
@@ -117,12 +135,14 @@ void gw_assoc_close(struct gw_assoc *as)
 		  LF_U("association", as->id), LF_U("sent", as->sent),
 		  LF_U("received", as->received), LF_U("dropped", as->dropped));
 	as->gt = NULL;
+	uncount(as);
 }
 
 static void ended(struct gw_assoc *as, uint8_t reason, const char *why)
 {
 	HASH_DEL(as->gt->assocs, as);
 	as->gt = NULL;
+	uncount(as);
 	log_debug("Datagram association ended", LF_S("client_id", as->client_id),
 		  LF_U("association", as->id), LF_S("reason", frame_open_reason_name(reason)),
 		  LF_S("why", why));

@@ -35,13 +35,18 @@ struct gw_assoc {
 	const struct gw_assoc_ops *ops;
 	void *owner;
 	char client_id[FRAME_MAX_ID_LEN + 1]; /* the agent that carries it, for logs */
+	/* the agent, referenced while open: an association counts as one of
+	 * its streams (apctl clients, [gateway] max_connections_per_group) */
+	struct reg_client *client;
 	uint64_t sent, received, dropped;
 };
 
 /* Pick an agent of id's group that carries datagrams (the default group
  * where the group may fall back) and send DGRAM_OPEN. proxy names the
- * front end for the log. Returns 0, or the FRAME_OPEN_* reason with a
- * message for the log (NET_UNREACHABLE: no such agent). */
+ * front end for the log. The association counts as a stream of the agent
+ * and its group until it ends. Returns 0, or the FRAME_OPEN_* reason with
+ * a message for the log (NET_UNREACHABLE: no such agent; LIMIT: the
+ * group is at max_connections_per_group). */
 uint8_t gw_assoc_open(struct gateway *gw, struct gw_assoc *as, const struct username_identity *id,
 		      const char *proxy, const struct gw_assoc_ops *ops, void *owner, char *msg,
 		      size_t msglen);

@@ -646,6 +646,29 @@ static void open_timed_out(struct user_conn *uc)
 	open_failed(uc, FRAME_OPEN_TIMEOUT, "the agent did not answer within open_timeout_ms");
 }
 
+void proxy_log_fallback(struct gateway *gw, const char *group)
+{
+	char msg[128];
+
+	gw->stats.fallbacks++;
+	/* the spec's words, the group inside them, so that its greps find the
+	 * line (a group is A-Z a-z 0-9 . _ : - only) */
+	snprintf(msg, sizeof(msg),
+		 "No clients available in group group=%s, falling back to default", group);
+	log_warn(msg, LF_S("group", group));
+}
+
+bool proxy_group_full(struct gateway *gw, const struct reg_group *g, const char *user)
+{
+	uint32_t max = gw->cfg->gateway.max_connections_per_group;
+
+	if (!max || registry_group_streams_active(g) < max)
+		return false;
+	log_warn("Group connection limit reached, user refused", LF_S("group", g->id),
+		 LF_S("user", user), LF_U("max_connections_per_group", max));
+	return true;
+}
+
 void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target)
 {
@@ -704,31 +727,17 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		return;
 	}
 	if (fell_back) {
-		char msg[128];
-
-		gw->stats.fallbacks++;
-		/* the spec's words, the group inside them, so that its greps
-		 * find the line (a group is A-Z a-z 0-9 . _ : - only) */
-		snprintf(msg, sizeof(msg),
-			 "No clients available in group group=%s, falling back to default",
-			 id->group);
-		log_warn(msg, LF_S("group", id->group));
+		proxy_log_fallback(gw, id->group);
 		log_info("Selected client from default group", LF_S("client_id", rt->client->id));
 	} else {
 		log_info("Selected client from group", LF_S("group", id->group),
 			 LF_S("client_id", rt->client->id));
 	}
-	if (gw->cfg->gateway.max_connections_per_group &&
-	    registry_group_streams_active(rt->client->group) >=
-		    gw->cfg->gateway.max_connections_per_group) {
+	if (proxy_group_full(gw, rt->client->group, id->full)) {
 		char msg[160];
 
 		snprintf(msg, sizeof(msg), "connection limit of group '%s' reached",
 			 rt->client->group->id);
-		log_warn("Group connection limit reached, user refused",
-			 LF_S("group", rt->client->group->id), LF_S("user", id->full),
-			 LF_U("max_connections_per_group",
-			      gw->cfg->gateway.max_connections_per_group));
 		log_request_failed(uc, id->full, id->group, shown, FRAME_OPEN_LIMIT, msg);
 		open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;

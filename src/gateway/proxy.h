@@ -103,6 +103,13 @@ struct user_conn {
 	struct user_conn *prev, *next;
 };
 
+/* A request fell back from its group to the default group: count it and
+ * log the spec's WARN. */
+void proxy_log_fallback(struct gateway *gw, const char *group);
+/* Group g is at [gateway] max_connections_per_group (its agents' streams
+ * and datagram associations): logs the refusal of user and returns true. */
+bool proxy_group_full(struct gateway *gw, const struct reg_group *g, const char *user);
+
 /* Close every user connection (shutdown deadline). */
 void proxy_close_all(struct gateway *gw, const char *why);
 /* Close the user connections that have no stream yet (shutdown). */

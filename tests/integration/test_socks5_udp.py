@@ -223,6 +223,38 @@ def test_gateway_stops_with_open_association(env):
     a.close()
 
 
+def test_group_limit_counts_associations(env):
+    """[gateway] max_connections_per_group = 1: an open association is one
+    of its agent's streams (apctl clients) and fills the group, so a second
+    association and a TCP CONNECT of the group are refused (REP 0x01, the
+    limit's WARN); once it ends, the group is served again."""
+    e = echo(env)
+    gw = h.proxy_gateway(env, max_connections_per_group=1)
+    h.proxy_agent(env, "a1", "prod")
+    a = Association(gw, user=USER)
+    h.check(a.rep == 0, "first association: REP %d" % a.rep)
+    a.send("127.0.0.1", e.port, b"one")
+    h.check(a.recv() is not None, "no reply on the first association")
+    row = env.clients()["a1"]
+    h.check(row["streams_active"] == 1, "apctl clients while the association is open: %r"
+            % row)
+    mark = gw.mark()
+    b = Association(gw, user=USER)
+    h.check(b.rep == 0x01, "second association at the group limit: REP %d" % b.rep)
+    b.close()
+    line = gw.wait_for_log("Group connection limit reached, user refused", 5, since=mark)
+    h.check(line["group"] == "prod", repr(line))
+    r = h.socks5_open(gw.socks_port, "127.0.0.1", e.port, user=USER)
+    r.sock.close()
+    h.check(r.rep == 0x01, "CONNECT at the group limit: %r" % r)
+    a.close()
+    h.wait_until(lambda: env.clients()["a1"]["streams_active"] == 0, 5 + h.slack(),
+                 "the ended association to leave apctl's stream count")
+    c = Association(gw, user=USER)
+    h.check(c.rep == 0, "association after the first ended: REP %d" % c.rep)
+    c.close()
+
+
 def test_idle_association_closed(env):
     """With [gateway] udp_idle_timeout_ms = 1000, an association that
     carries nothing is ended and its TCP connection closed; the agent ends
@@ -244,4 +276,5 @@ def test_idle_association_closed(env):
 if __name__ == "__main__":
     h.run([test_ipv4_ipv6_and_name, test_denied_fragment_and_stranger, test_first_datagram_port,
            test_ends_with_tcp, test_sectioned_group_without_agent,
-           test_gateway_stops_with_open_association, test_idle_association_closed])
+           test_gateway_stops_with_open_association, test_group_limit_counts_associations,
+           test_idle_association_closed])
