@@ -1,9 +1,11 @@
 /* cli.c — command line and start-up shared by both daemons (see cli.h). */
+#include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "ap-build.h"
 #include "anyproxy/cli.h"
@@ -38,6 +40,30 @@ static void usage(const struct cli_program *prog, FILE *out)
 		"Every key can be overridden by the environment variable SECTION_KEY,\n"
 		"e.g. CLIENT_GROUP_ID=production. See docs/config.md.\n",
 		prog->name, prog->summary, prog->default_config);
+}
+
+/* A proxy holds two descriptors per relayed connection, and the soft limit
+ * that shells and most service managers hand down is 1024: raise it to the
+ * hard limit (as Go's runtime does for every program since 1.19). Nothing
+ * here uses select(), whose FD_SETSIZE is why the soft limit stays low. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_warn("Open files limit not raised", LF_S("error", strerror(errno)),
+			 LF_U("soft", was), LF_U("hard", rl.rlim_max));
+		return;
+	}
+	if (rl.rlim_max == RLIM_INFINITY)
+		log_info("Open files limit raised", LF_U("from", was), LF_S("to", "unlimited"));
+	else
+		log_info("Open files limit raised", LF_U("from", was), LF_U("to", rl.rlim_max));
 }
 
 int cli_start(const struct cli_program *prog, int argc, char **argv, struct config *cfg)
@@ -104,6 +130,7 @@ int cli_start(const struct cli_program *prog, int argc, char **argv, struct conf
 		return CLI_EXIT_CONFIG;
 	}
 	config_warn_exposed_files(cfg, path);
+	raise_nofile();
 	return -1;
 }
 

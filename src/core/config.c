@@ -159,7 +159,8 @@ const struct config_key config_keys[] = {
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
 	  .help = "Users' connections the gateway serves at once; more are refused (SOCKS5 "
 		  "05 FF, HTTP 503). 0: derived from the open-file limit, keeping a reserve "
-		  "for agents' tunnels, their handshakes and apctl: soft RLIMIT_NOFILE minus "
+		  "for agents' tunnels, their handshakes and apctl: RLIMIT_NOFILE (its soft "
+		  "limit, raised to the hard one at start) minus "
 		  "(64 + max_handshakes + RLIMIT_NOFILE/16), but at least half of "
 		  "RLIMIT_NOFILE. The value in force is logged at start and on reload." },
 	{ KEY("gateway", "max_handshakes", uint32, GATEWAY, gateway.max_handshakes),

@@ -551,13 +551,14 @@ NOFILE = 64
 
 
 class LimitedDaemon(h.Daemon):
-    """A Daemon started with RLIMIT_NOFILE = NOFILE (soft and hard)."""
+    """A Daemon started with RLIMIT_NOFILE = .nofile (soft, hard)."""
+    nofile = (NOFILE, NOFILE)
 
     def start(self):
         binary = h.gateway_bin() if self.kind == "gateway" else h.client_bin()
 
         def lower():
-            resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([binary, "-c", self.config] + self.args,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -571,7 +572,7 @@ class LimitedDaemon(h.Daemon):
         return self
 
 
-def limited_proxy_gateway(env, **keys):
+def limited_proxy_gateway(env, nofile=(NOFILE, NOFILE), **keys):
     merged = dict(h.PROXY_GATEWAY)
     merged.update(keys)
     config = env.gateway_config("gateway", **merged)
@@ -581,6 +582,7 @@ def limited_proxy_gateway(env, **keys):
             f.write("\n[%s]\nlisten_addr = 127.0.0.1:%d\nauth_username = %s\n"
                     "auth_password = %s\n" % (section, port, U, P))
     gw = LimitedDaemon(env, "gateway", "gateway", config)
+    gw.nofile = nofile
     env.daemons.append(gw)
     gw.start()
     gw.http_port, gw.socks_port = http_port, socks_port
@@ -589,6 +591,22 @@ def limited_proxy_gateway(env, **keys):
     for port in (http_port, socks_port):
         h.wait_until(lambda: h._port_open("127.0.0.1", port), 5, "listener %d" % port)
     return gw
+
+
+def test_soft_nofile_raised_to_hard(env):
+    """Started with a soft RLIMIT_NOFILE of 256 under a hard one of 4096 (a
+    shell's or service manager's usual 1024 under a higher hard limit), the
+    gateway raises the soft limit to the hard one, says so, and derives its
+    connection limit from the raised value."""
+    gwp = limited_proxy_gateway(env, nofile=(256, 4096))
+    with open("/proc/%d/limits" % gwp.pid) as f:
+        row = [l for l in f if l.startswith("Max open files")]
+    h.check(row and row[0].split()[3:5] == ["4096", "4096"],
+            "the gateway's open files limit: %r" % row)
+    line = gwp.wait_for_log("Open files limit raised", 5)
+    h.check(line.level == "INFO" and line["from"] == "256" and line["to"] == "4096", repr(line))
+    line = gwp.wait_for_log("Connection limit", 5)
+    h.check(line["rlimit_nofile"] == "4096", "connection limit derived from %r" % line)
 
 
 def test_accept_survives_emfile(env):
@@ -665,6 +683,7 @@ def test_accept_survives_emfile(env):
 
 if __name__ == "__main__":
     h.run([
+        test_soft_nofile_raised_to_hard,
         test_slowloris_socks5_and_http,
         test_connect_timeout_silent_target,
         test_idle_timeout_not_a_read_deadline,
