@@ -173,6 +173,17 @@ const struct config_key config_keys[] = {
 		  "never refused). A handshake takes a round trip or two, so 1024 at once is far "
 		  "above what real agents and users need, while 1024 TLS sessions in progress "
 		  "cost the gateway at most about 50 MiB." },
+	{ KEY("gateway", "max_tunnel_handshakes_per_address", uint32, GATEWAY,
+	      gateway.max_tunnel_handshakes_per_address),
+	  .default_value = "64", RANGE(0, CONFIG_LIMIT_MAX),
+	  .help = "Connections one source address (an IPv6 source: its /64) may have in their "
+		  "handshake at once on the tunnel port; a connection over it is closed at "
+		  "once. Without it one address could hold the whole max_handshakes budget of "
+		  "the tunnel port with silent connections and keep every agent from "
+		  "reconnecting. Agents on one host need one handshake per tunnel (replicas "
+		  "per gateway), so 64 leaves room for many agents behind one address. The "
+		  "proxy ports have no such bound: many users share one NAT address, and "
+		  "their budget is their own. 0: no limit." },
 	{ KEY("gateway", "max_connections_per_group", uint32, GATEWAY,
 	      gateway.max_connections_per_group),
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),

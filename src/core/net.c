@@ -46,6 +46,26 @@ void net_format_peer(int fd, char *buf, size_t len)
 	net_format_sockaddr((struct sockaddr *)&ss, buf, len);
 }
 
+int net_source_key(const struct sockaddr *sa, uint8_t key[NET_SOURCE_KEY_BYTES])
+{
+	memset(key, 0, NET_SOURCE_KEY_BYTES);
+	if (sa->sa_family == AF_INET) {
+		memcpy(key, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return 0;
+	}
+	if (sa->sa_family != AF_INET6)
+		return -EAFNOSUPPORT;
+	const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	if (IN6_IS_ADDR_V4MAPPED(a6)) {
+		memcpy(key, &a6->s6_addr[12], 4);
+		return 0;
+	}
+	/* the /64, marked so that no IPv4 key can equal it */
+	memcpy(key, a6->s6_addr, 8);
+	key[15] = 6;
+	return 0;
+}
+
 int net_parse_numeric(const char *host, unsigned port, struct sockaddr_storage *ss, socklen_t *len)
 {
 	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;

@@ -23,6 +23,7 @@
 
 static void handshake_over(struct gw_tunnel *gt)
 {
+	handshake_source_drop(&gt->gw->tunnel_budget, &gt->source);
 	handshake_end(gt->gw, &gt->gw->tunnel_budget, &gt->in_handshake);
 }
 
@@ -354,22 +355,35 @@ static void gw_on_evict(struct reg_tunnel *rt, uint16_t code, void *ctx)
 static void tunnel_accept(struct listener *l, int fd)
 {
 	struct gateway *gw = l->owner;
+	struct sockaddr_storage peer;
+	socklen_t peer_len = sizeof(peer);
+	struct hs_source *source = NULL;
 	struct gw_tunnel *gt;
 
 	if (gw->stopping) {
 		close(fd);
 		return;
 	}
-	gt = calloc(1, sizeof(*gt));
-	if (!gt) {
+	if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0 &&
+	    handshake_source_take(&gw->tunnel_budget,
+				  gw->cfg->gateway.max_tunnel_handshakes_per_address,
+				  (struct sockaddr *)&peer, &source) < 0) {
 		close(fd);
 		return;
 	}
+	gt = calloc(1, sizeof(*gt));
+	if (!gt) {
+		handshake_source_drop(&gw->tunnel_budget, &source);
+		close(fd);
+		return;
+	}
+	gt->source = source;
 	gt->gw = gw;
 	gt->accepted_us = now_us();
 	gt->tunnel = tunnel_new(&gw->ring, fd, gw->tls, true, NULL, &gw_tunnel_ops, gt,
 				gw->cfg->gateway.handshake_timeout_ms, &gw->bufs);
 	if (!gt->tunnel) {
+		handshake_source_drop(&gw->tunnel_budget, &gt->source);
 		free(gt);
 		return;
 	}
@@ -746,6 +760,7 @@ void gateway_destroy(struct gateway *gw)
 	tls_ctx_free(gw->https_listener.tls);
 	forward_stop_all(gw);
 	registry_destroy(&gw->registry);
+	handshake_sources_free(&gw->tunnel_budget);
 	gw_stats_free(&gw->stats);
 	bufring_exit(&gw->bufs, &gw->ring);
 	tls_ctx_free(gw->tls);

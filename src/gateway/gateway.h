@@ -82,6 +82,12 @@ struct handshake_budget {
 	uint64_t pauses;               /* times the side paused since start */
 	uint64_t paused_at_ms;         /* when the current pause began */
 	struct log_rate pause_rate;    /* pause WARNs: one per LOG_FLOOD_PERIOD_MS */
+	/* handshakes per source address (the tunnel side: [gateway]
+	 * max_tunnel_handshakes_per_address), uthash by key; entries live
+	 * while their count is above 0 */
+	struct hs_source *sources;
+	uint64_t refused_per_address; /* connections closed over that bound */
+	struct log_rate refuse_rate;  /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 };
 
 /* The credential that admitted an agent tunnel (its reg_tunnel.credential):
@@ -110,10 +116,11 @@ struct gw_tunnel {
 	struct tunnel *tunnel;
 	struct reg_tunnel reg;
 	bool authenticated;
-	bool in_handshake;       /* counted in gateway.tunnel_budget */
-	uint64_t accepted_us;    /* for the handshake's duration (stats.h) */
-	bool datagrams;          /* HELLO and HELLO_OK set FRAME_CAP_DATAGRAM */
-	struct gw_assoc *assocs; /* datagram associations on it, by id (dgram.c, uthash) */
+	bool in_handshake;        /* counted in gateway.tunnel_budget */
+	struct hs_source *source; /* its address's count there; NULL: not counted */
+	uint64_t accepted_us;     /* for the handshake's duration (stats.h) */
+	bool datagrams;           /* HELLO and HELLO_OK set FRAME_CAP_DATAGRAM */
+	struct gw_assoc *assocs;  /* datagram associations on it, by id (dgram.c, uthash) */
 	uint32_t next_assoc_id;
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	/* gateway.tunnels, for shutdown and reload: a utlist DL list (the
@@ -179,6 +186,15 @@ void gateway_destroy(struct gateway *gw);
  * wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
 void handshake_begin(struct gateway *gw, struct handshake_budget *b, bool *counted);
 void handshake_end(struct gateway *gw, struct handshake_budget *b, bool *counted);
+/* Count a connection from peer against side b's bound per source address
+ * (max; 0: none, *src stays NULL). 0, or -EBUSY over the bound (then the
+ * caller closes the connection: the refusal is counted and logged here). */
+int handshake_source_take(struct handshake_budget *b, uint32_t max, const struct sockaddr *peer,
+			  struct hs_source **src);
+/* The connection's handshake ended (or it closed): uncount it, once. */
+void handshake_source_drop(struct handshake_budget *b, struct hs_source **src);
+/* Free what is left of b's per-address counts (shutdown). */
+void handshake_sources_free(struct handshake_budget *b);
 /* max_handshakes was reloaded: pause or resume each side to match it */
 void handshake_limit_changed(struct gateway *gw);
 

@@ -3,12 +3,15 @@
  * pauses them. Used by gateway.c and proxy.c; calls neither. */
 #include <errno.h>
 #include <malloc.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <uthash.h>
 
 #include "anyproxy/common.h"
 #include "anyproxy/log.h"
+#include "anyproxy/net.h"
 #include "gateway.h"
 
 /* ---- listeners ---- */
@@ -173,4 +176,69 @@ void handshake_limit_changed(struct gateway *gw)
 {
 	budget_update(gw, &gw->tunnel_budget);
 	budget_update(gw, &gw->user_budget);
+}
+
+/* ---- handshakes per source address ---- */
+
+struct hs_source {
+	uint8_t key[NET_SOURCE_KEY_BYTES];
+	unsigned count;
+	UT_hash_handle hh;
+};
+
+int handshake_source_take(struct handshake_budget *b, uint32_t max, const struct sockaddr *peer,
+			  struct hs_source **src)
+{
+	uint8_t key[NET_SOURCE_KEY_BYTES];
+	struct hs_source *e;
+	char shown[64];
+
+	*src = NULL;
+	if (!max || net_source_key(peer, key) < 0)
+		return 0;
+	HASH_FIND(hh, b->sources, key, sizeof(key), e);
+	if (e && e->count >= max) {
+		b->refused_per_address++;
+		if (!log_rate_allow(&b->refuse_rate, now_ms()))
+			return -EBUSY;
+		net_format_sockaddr(peer, shown, sizeof(shown));
+		log_warn("Handshakes from one address over the limit, connection closed",
+			 LF_S("side", b->name), LF_S("remote_addr", shown),
+			 LF_U("max_handshakes_per_address", max),
+			 LF_U("refused_total", b->refused_per_address));
+		return -EBUSY;
+	}
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (!e)
+			return 0; /* not counted: max_handshakes still bounds the side */
+		memcpy(e->key, key, sizeof(key));
+		HASH_ADD(hh, b->sources, key, sizeof(e->key), e);
+	}
+	e->count++;
+	*src = e;
+	return 0;
+}
+
+void handshake_source_drop(struct handshake_budget *b, struct hs_source **src)
+{
+	struct hs_source *e = *src;
+
+	if (!e)
+		return;
+	*src = NULL;
+	if (--e->count)
+		return;
+	HASH_DEL(b->sources, e);
+	free(e);
+}
+
+void handshake_sources_free(struct handshake_budget *b)
+{
+	struct hs_source *e, *tmp;
+
+	HASH_ITER (hh, b->sources, e, tmp) {
+		HASH_DEL(b->sources, e);
+		free(e);
+	}
 }

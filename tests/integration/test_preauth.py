@@ -167,9 +167,11 @@ def test_half_open_tls_handshakes_memory(env):
     32 MiB, an agent registers meanwhile, and once the flood is closed the
     RSS is back within 4 MiB of the baseline."""
     # max_handshakes through the environment: a gateway without the key
-    # ignores it and shows what the flood costs it
+    # ignores it and shows what the flood costs it; the flood comes from
+    # one address, so the per-address bound is off here
     gw = env.gateway(log_level="info", handshake_timeout_ms=120000,
-                     env=dict(NO_PERTURB, GATEWAY_MAX_HANDSHAKES="20000"))
+                     env=dict(NO_PERTURB, GATEWAY_MAX_HANDSHAKES="20000",
+                              GATEWAY_MAX_TUNNEL_HANDSHAKES_PER_ADDRESS="0"))
     # warm-up: one agent in and out, so that the baseline is a warm process
     warm = env.agent("warm", **{"log_level": "info"})
     warm.stop()
@@ -510,12 +512,57 @@ def test_max_handshakes(env):
             s.close()
 
 
+def raw_from(source, port, payload=b""):
+    """raw() from a chosen loopback source address."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    if payload:
+        s.sendall(payload)
+    return s
+
+
+def test_tunnel_handshakes_per_address(env):
+    """max_tunnel_handshakes_per_address = 3: three silent TLS connections
+    from 127.0.0.1 fill that address's share, so a fourth from it is closed
+    at once (a WARN naming the address, the metric's counter), while one
+    from 127.0.0.2 still waits for its handshake like any other; a new
+    agent from 127.0.0.1 registers once the three are gone."""
+    gwp = h.proxy_gateway(env, max_tunnel_handshakes_per_address=3,
+                          handshake_timeout_ms=60000)
+    h.proxy_agent(env, "a")
+    held = []
+    try:
+        mark = gwp.mark()
+        held += [raw(env.port, TLS_HEADER) for _ in range(3)]
+        fourth = raw(env.port, TLS_HEADER)
+        h.check(answer_within(fourth, 5) == b"",
+                "a 4th handshake from 127.0.0.1 was not closed at once")
+        fourth.close()
+        line = gwp.wait_for_log("Handshakes from one address over the limit", 5, since=mark)
+        h.check(line["side"] == "tunnel" and line["remote_addr"].startswith("127.0.0.1:") and
+                line["max_handshakes_per_address"] == "3" and line["refused_total"] == "1",
+                repr(line))
+        other = raw_from("127.0.0.2", env.port, TLS_HEADER)
+        held.append(other)
+        h.check(answer_within(other, NO_ANSWER_S) is None,
+                "a handshake from 127.0.0.2 was closed: the bound is per address")
+        c = h.proxy_agent(env, "c", wait=False)
+        for s in held[:3]:
+            s.close()
+        del held[:3]
+        env.wait_listed("c", timeout=h.RECONNECT_MAX + 5 + h.slack(2), daemon=c)
+        h.check("a" in env.clients(), "agent a was dropped")
+    finally:
+        for s in held:
+            s.close()
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--flood":
         run_flood(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
         sys.exit(0)
     h.run([
         test_max_handshakes,
+        test_tunnel_handshakes_per_address,
         test_half_open_tls_handshakes_memory,
         test_idle_flood_keeps_agents_and_apctl,
     ])

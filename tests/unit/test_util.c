@@ -1,14 +1,17 @@
 /* Unit tests: common.h helpers and the bounded buffer. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include <cmocka.h>
 
 #include "anyproxy/buf.h"
 #include "anyproxy/common.h"
+#include "anyproxy/net.h"
 
 static void test_secret_equal(void **state)
 {
@@ -93,12 +96,46 @@ static void test_buf_append_exact(void **state)
 	buf_release(&b);
 }
 
+/* net_source_key: IPv4 and IPv4-mapped IPv6 give the same key, an IPv6
+ * address counts by its /64, and no IPv6 key equals an IPv4 one. */
+static void key_of(const char *text, uint8_t key[NET_SOURCE_KEY_BYTES])
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	assert_int_equal(net_parse_numeric(text, 80, &ss, &len), 0);
+	assert_int_equal(net_source_key((struct sockaddr *)&ss, key), 0);
+}
+
+static void test_source_key(void **state)
+{
+	uint8_t a[NET_SOURCE_KEY_BYTES], b[NET_SOURCE_KEY_BYTES];
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+
+	key_of("192.0.2.7", a);
+	key_of("::ffff:192.0.2.7", b);
+	assert_memory_equal(a, b, sizeof(a));
+	key_of("192.0.2.8", b);
+	assert_memory_not_equal(a, b, sizeof(a));
+	key_of("2001:db8:1:2::1", a);
+	key_of("2001:db8:1:2:ffff:ffff:ffff:ffff", b);
+	assert_memory_equal(a, b, sizeof(a));
+	key_of("2001:db8:1:3::1", b);
+	assert_memory_not_equal(a, b, sizeof(a));
+	/* ::c000:207 has the IPv4 key's bytes in its last 32 bits, 0.0.0.0 its
+	 * zero first 64: neither may meet an IPv4 key */
+	key_of("::", a);
+	key_of("0.0.0.0", b);
+	assert_memory_not_equal(a, b, sizeof(a));
+	assert_int_equal(net_source_key((struct sockaddr *)&un, a), -EAFNOSUPPORT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_secret_equal),     cmocka_unit_test(test_be_roundtrip),
 		cmocka_unit_test(test_buf_bounded),      cmocka_unit_test(test_buf_reserve),
-		cmocka_unit_test(test_buf_append_exact),
+		cmocka_unit_test(test_buf_append_exact), cmocka_unit_test(test_source_key),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

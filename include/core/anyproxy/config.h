@@ -138,9 +138,10 @@ struct config {
 		uint32_t idle_timeout_ms;     /* 0: off */
 		uint32_t udp_idle_timeout_ms; /* datagram associations */
 		uint32_t shutdown_timeout_ms;
-		uint32_t max_connections;           /* 0: derived from RLIMIT_NOFILE */
-		uint32_t max_handshakes;            /* per side: tunnel port, proxy ports */
-		uint32_t max_connections_per_group; /* limits: 0 = none */
+		uint32_t max_connections;                   /* 0: derived from RLIMIT_NOFILE */
+		uint32_t max_handshakes;                    /* per side: tunnel port, proxy ports */
+		uint32_t max_tunnel_handshakes_per_address; /* tunnel port, per source */
+		uint32_t max_connections_per_group;         /* limits: 0 = none */
 		uint32_t max_streams_per_tunnel;
 		uint32_t max_clients;
 		bool fallback_to_default; /* groups without a section only */

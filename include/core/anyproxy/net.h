@@ -6,6 +6,7 @@
 #define ANYPROXY_NET_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "anyproxy/config.h"
@@ -16,6 +17,12 @@
 void net_format_sockaddr(const struct sockaddr *sa, char *buf, size_t len);
 /* The peer address of a connected socket, formatted as above. */
 void net_format_peer(int fd, char *buf, size_t len);
+
+/* What a per-address limit counts a peer by: an IPv4 address (an
+ * IPv4-mapped IPv6 one too) or an IPv6 /64, the block one subscriber gets,
+ * as 16 bytes with the rest zero. -EAFNOSUPPORT for other families. */
+#define NET_SOURCE_KEY_BYTES 16
+int net_source_key(const struct sockaddr *sa, uint8_t key[NET_SOURCE_KEY_BYTES]);
 
 /* Bind and listen on a numeric address ("" host = all addresses, IPv6
  * dual-stack when available). SO_REUSEADDR; SO_REUSEPORT so that several
