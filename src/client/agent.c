@@ -889,9 +889,8 @@ static void worker_teardown(struct agent_worker *w)
 	if (w->ring_ready)
 		ring_exit(&w->ring);
 	w->ring_ready = false;
-	if (w->wake_fd >= 0)
-		close(w->wake_fd);
-	w->wake_fd = -1;
+	/* wake_fd stays open until agent_destroy: worker 0 may still write
+	 * to it (a late stop), and a closed number could be reused */
 }
 
 static void worker_start_links(struct agent_worker *w)
@@ -1091,6 +1090,8 @@ void agent_destroy(struct agent *a)
 	if (a->workers)
 		worker_teardown(&a->workers[0]);
 	for (i = 0; i < a->nworkers; i++) {
+		if (a->workers[i].wake_fd >= 0)
+			close(a->workers[i].wake_fd);
 		agent_stats_free(&a->workers[i].stats);
 		pthread_mutex_destroy(&a->workers[i].stats_lock);
 	}

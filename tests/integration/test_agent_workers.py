@@ -19,6 +19,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -163,6 +164,38 @@ def test_two_workers_carry_reload_and_drain(env):
     h.check(m.get(("anyproxy_agent_streams_total", ())) == n,
             "anyproxy_agent_streams_total %r, want %d" % (m.get(("anyproxy_agent_streams_total",
                                                                   ())), n))
+
+    # scrapes (worker 0 reads every worker's counters) while both workers
+    # relay: the sums stay consistent (and a TSan build sees the reads)
+    errors = []
+
+    def streams(k):
+        try:
+            for j in range(6):
+                s = open_stream(gw, ("socks5", "connect")[(k + j) % 2], "127.0.0.1", echo.port)
+                try:
+                    roundtrip(s, "concurrent %d.%d" % (k, j), size=16384, seed=k * 8 + j + 1)
+                finally:
+                    s.close()
+        except Exception as e:  # reported by the main thread
+            errors.append("%d: %r" % (k, e))
+    threads = [threading.Thread(target=streams, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    last = 0
+    while any(t.is_alive() for t in threads):
+        total = sum(per_worker(scrape(metrics_port)))
+        h.check(total >= last, "per-worker streams went back: %r after %r" % (total, last))
+        last = total
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    h.check(not errors, "concurrent streams failed: %r" % errors)
+    n += 4 * 6
+    m = scrape(metrics_port)
+    h.check(sum(per_worker(m)) == n and m.get(("anyproxy_agent_streams_total", ())) == n,
+            "after the concurrent streams: per worker %r, total %r, want %d"
+            % (per_worker(m), m.get(("anyproxy_agent_streams_total", ())), n))
 
     # SIGHUP: the echo server's address is forbidden now, on every worker
     agent_config(env, metrics_port, WORKERS, REPLICAS, forbidden="127.0.0.1")
