@@ -970,7 +970,7 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	struct agent_worker *w0;
 	char err[512];
 	uint64_t seed;
-	unsigned g, i;
+	unsigned g, i, nworkers;
 	int ret;
 
 	memset(a, 0, sizeof(*a));
@@ -982,13 +982,14 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	/* the config bounds both: at most CONFIG_GATEWAYS_MAX * CONFIG_REPLICAS_MAX */
 	a->ngateways = (unsigned)cfg->client.gateway_addr.count;
 	a->nlinks = a->ngateways * cfg->client.replicas;
-	a->nworkers =
+	nworkers =
 		agent_workers_count(cfg->client.workers, sysconf(_SC_NPROCESSORS_ONLN), a->nlinks);
 	a->gateways = calloc(a->ngateways, sizeof(*a->gateways));
 	a->links = calloc(a->nlinks, sizeof(*a->links));
-	a->workers = calloc(a->nworkers, sizeof(*a->workers));
+	a->workers = calloc(nworkers, sizeof(*a->workers));
 	if (!a->gateways || !a->links || !a->workers)
 		return -ENOMEM;
+	a->nworkers = nworkers; /* agent_destroy walks them from here on */
 	for (i = 0; i < a->nworkers; i++) {
 		struct agent_worker *w = &a->workers[i];
 
@@ -1071,6 +1072,7 @@ int agent_run(struct agent *a)
 	if (ret < 0) {
 		log_error("Event loop failed", LF_S("error", strerror(-ret)));
 		agent_stop_others(a);
+		a->run_failed = true; /* no "Agent stopped" line */
 	}
 	return ret;
 }
@@ -1083,7 +1085,7 @@ void agent_destroy(struct agent *a)
 	for (i = 1; i < a->nworkers; i++)
 		if (a->workers[i].thread_started)
 			pthread_join(a->workers[i].thread, NULL);
-	if (a->workers && a->start > 0)
+	if (a->workers && a->start > 0 && !a->run_failed)
 		log_info("Agent stopped", LF_S("client_id", a->cfg->client.client_id));
 	metrics_server_destroy(&a->metrics);
 	notify_exit(&a->notify);

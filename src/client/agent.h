@@ -16,6 +16,11 @@
  *
  * Links never give up; every failure schedules the next attempt after an
  * exponential, fully jittered delay capped at reconnect_max_delay_ms.
+ *
+ * Links are spread over [client] workers threads (struct agent_worker):
+ * link i and everything it carries run on worker i % nworkers only. What
+ * the workers share (cfg, TLS context, hosts, host rules) is read-only for
+ * them and replaced by worker 0 while the others are paused (agent_reload).
  */
 #ifndef ANYPROXY_AGENT_H
 #define ANYPROXY_AGENT_H
@@ -186,6 +191,7 @@ struct agent {
 	unsigned nworkers;
 	struct metrics_server metrics; /* [metrics] listen_addr; ring NULL: off */
 	bool stopping;                 /* worker 0: SIGTERM or SIGINT taken */
+	bool run_failed;               /* worker 0's loop failed */
 	bool stop_requested;           /* atomic: the other workers drain too */
 	bool ready_requested;          /* atomic: a worker asked for READY=1 */
 	struct notify notify;          /* the service manager (systemd Type=notify) */
