@@ -165,9 +165,12 @@ def test_two_workers_carry_reload_and_drain(env):
             "anyproxy_agent_streams_total %r, want %d" % (m.get(("anyproxy_agent_streams_total",
                                                                   ())), n))
 
-    # scrapes (worker 0 reads every worker's counters) while both workers
-    # relay: the sums stay consistent (and a TSan build sees the reads)
+    # scrapes (worker 0 reads every worker's counters) and reloads (worker 0
+    # pauses the other) while both workers relay: the sums stay consistent,
+    # no stream notices the reloads (and a TSan build sees the reads)
     errors = []
+    hup_mark = ag.mark()
+    hups = 0
 
     def streams(k):
         try:
@@ -187,10 +190,14 @@ def test_two_workers_carry_reload_and_drain(env):
         total = sum(per_worker(scrape(metrics_port)))
         h.check(total >= last, "per-worker streams went back: %r after %r" % (total, last))
         last = total
+        if hups < 3:
+            ag.send_signal(signal.SIGHUP)
+            hups += 1
         time.sleep(0.02)
     for t in threads:
         t.join()
     h.check(not errors, "concurrent streams failed: %r" % errors)
+    ag.wait_for_log("Configuration reloaded", 5 + h.slack(), since=hup_mark, count=hups)
     n += 4 * 6
     m = scrape(metrics_port)
     h.check(sum(per_worker(m)) == n and m.get(("anyproxy_agent_streams_total", ())) == n,
