@@ -82,15 +82,16 @@ static unsigned gateway_tunnels_up(const struct agent_link *l)
 	return st.up;
 }
 
-/* The links of worker w: i from w->index, step nworkers (workers.h). */
-#define for_each_worker_link(w, i) \
-	for (i = (w)->index; i < (w)->agent->nlinks; i += (w)->agent->nworkers)
-
+/* Is every link of w done? Worker w owns links w->index, w->index +
+ * nworkers, ... (agent_link_worker, workers.h); the loops over a worker's
+ * links below step the same way. */
 static bool worker_links_done(const struct agent_worker *w)
 {
 	unsigned i;
 
-	for_each_worker_link(w, i) if (w->agent->links[i].state != LINK_DONE) return false;
+	for (i = w->index; i < w->agent->nlinks; i += w->agent->nworkers)
+		if (w->agent->links[i].state != LINK_DONE)
+			return false;
 	return true;
 }
 
@@ -565,8 +566,9 @@ static void shutdown_expired(struct ring *r, struct timer *t)
 	struct agent_worker *w = container_of(t, struct agent_worker, shutdown_timer);
 	unsigned i;
 
-	for_each_worker_link(w, i) if (w->agent->links[i].tunnel)
-		tunnel_close(w->agent->links[i].tunnel, "agent shutdown");
+	for (i = w->index; i < w->agent->nlinks; i += w->agent->nworkers)
+		if (w->agent->links[i].tunnel)
+			tunnel_close(w->agent->links[i].tunnel, "agent shutdown");
 }
 
 /* On w's own thread: drain its links (GOAWAY), end its loop when done. */
@@ -576,8 +578,7 @@ static void worker_stop(struct agent_worker *w)
 	unsigned i;
 
 	w->stopping = true;
-	for_each_worker_link(w, i)
-	{
+	for (i = w->index; i < a->nlinks; i += a->nworkers) {
 		struct agent_link *l = &a->links[i];
 
 		switch (l->state) {
@@ -897,7 +898,8 @@ static void worker_start_links(struct agent_worker *w)
 {
 	unsigned i;
 
-	for_each_worker_link(w, i) link_start(&w->agent->links[i]);
+	for (i = w->index; i < w->agent->nlinks; i += w->agent->nworkers)
+		link_start(&w->agent->links[i]);
 }
 
 /* Workers 1..: set up, wait for the others, run the links, tear down. */
