@@ -1,11 +1,13 @@
 /* agent.c — keeps the tunnels to every gateway up (see agent.h). */
 #include <errno.h>
 #include <ifaddrs.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -47,10 +49,10 @@ int agent_gateway_state(const struct agent *a, unsigned index, struct agent_gate
 	memset(out, 0, sizeof(*out));
 	out->name = gw->name;
 	out->replicas = replicas;
-	out->connects = gw->connects;
-	out->failures = gw->failures;
+	out->connects = AGENT_READ(gw->connects);
+	out->failures = AGENT_READ(gw->failures);
 	for (i = gw->first_link; i < gw->first_link + replicas; i++) {
-		switch (a->links[i].state) {
+		switch (AGENT_READ(a->links[i].state)) {
 		case LINK_UP:
 			out->up++;
 			break;
@@ -80,38 +82,58 @@ static unsigned gateway_tunnels_up(const struct agent_link *l)
 	return st.up;
 }
 
-static bool all_links_done(const struct agent *a)
+/* Is every link of w done? Worker w owns links w->index, w->index +
+ * nworkers, ... (agent_link_worker, workers.h); the loops over a worker's
+ * links below step the same way. */
+static bool worker_links_done(const struct agent_worker *w)
 {
 	unsigned i;
 
-	for (i = 0; i < a->nlinks; i++)
-		if (a->links[i].state != LINK_DONE)
+	for (i = w->index; i < w->agent->nlinks; i += w->agent->nworkers)
+		if (w->agent->links[i].state != LINK_DONE)
 			return false;
 	return true;
 }
 
-void agent_maybe_exit(struct agent *a)
+void agent_worker_maybe_exit(struct agent_worker *w)
 {
-	if (a->stopping && !a->ntargets && !a->nassocs && all_links_done(a))
-		ring_stop(&a->ring);
+	if (w->stopping && !w->ntargets && !w->nassocs && worker_links_done(w))
+		ring_stop(&w->ring);
+}
+
+static void worker_wake(struct agent_worker *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_error("Cannot wake a worker", LF_U("worker", w->index),
+			  LF_S("error", strerror(errno)));
+}
+
+void agent_ready(struct agent_worker *w)
+{
+	struct agent *a = w->agent;
+
+	if (!w->index)
+		notify_ready(&a->notify);
+	else if (!__atomic_exchange_n(&a->ready_requested, true, __ATOMIC_RELAXED))
+		worker_wake(&a->workers[0]); /* READY=1 is worker 0's to send */
 }
 
 static void link_finish(struct agent_link *l)
 {
-	struct agent *a = l->agent;
-
-	l->state = LINK_DONE;
-	timer_disarm(&a->ring, &l->timer);
-	agent_maybe_exit(a);
+	link_set_state(l, LINK_DONE);
+	timer_disarm(&l->worker->ring, &l->timer);
+	agent_worker_maybe_exit(l->worker);
 }
 
 /* Something failed: wait, then start over. */
 static void link_retry(struct agent_link *l, const char *why)
 {
-	struct agent *a = l->agent;
+	struct agent_worker *w = l->worker;
 	uint32_t ceiling, delay;
 
-	if (a->stopping) {
+	if (w->stopping) {
 		link_finish(l);
 		return;
 	}
@@ -125,15 +147,15 @@ static void link_retry(struct agent_link *l, const char *why)
 	} else {
 		delay = backoff_next(&l->backoff, &ceiling);
 	}
-	notify_ready(&a->notify); /* the first attempt is over, even if it failed */
-	l->state = LINK_WAIT;
+	agent_ready(w); /* the first attempt is over, even if it failed */
+	link_set_state(l, LINK_WAIT);
 	l->failures++;
-	l->gateway->failures++;
-	a->stats.reconnects++;
+	AGENT_ADD(l->gateway->failures);
+	AGENT_INC(w->stats.reconnects);
 	log_warn("Reconnecting to gateway", LF_S("gateway", l->gateway->name),
 		 LF_U("replica", l->replica), LF_S("reason", why), LF_U("attempt", l->failures),
 		 LF_U("delay_ms", delay), LF_U("max_delay_ms", ceiling));
-	timer_arm(&a->ring, &l->timer, delay);
+	timer_arm(&w->ring, &l->timer, delay);
 }
 
 /* ---- tunnel callbacks ---- */
@@ -173,18 +195,18 @@ static int link_on_frame(struct tunnel *t, const struct frame *f, const char **w
 			*why = "unexpected HELLO_OK";
 			return -EPROTO;
 		}
-		l->state = LINK_UP;
+		link_set_state(l, LINK_UP);
 		l->datagrams = (f->hello_ok.capabilities & FRAME_CAP_DATAGRAM) != 0;
 		backoff_reset(&l->backoff);
 		l->failures = 0;
-		l->gateway->connects++;
+		AGENT_ADD(l->gateway->connects);
 		tunnel_established(t, cfg->client.ping_interval_ms, cfg->client.ping_timeout_ms);
 		log_info("Connected to gateway", LF_S("gateway", l->gateway->name),
 			 LF_S("address", t->peer), LF_S("client_id", cfg->client.client_id),
 			 LF_S("group_id", cfg->client.group_id), LF_U("replica", l->replica),
 			 LF_U("tunnels_up", gateway_tunnels_up(l)),
-			 LF_U("replicas", cfg->client.replicas));
-		notify_ready(&l->agent->notify);
+			 LF_U("replicas", cfg->client.replicas), LF_U("worker", l->worker->index));
+		agent_ready(l->worker);
 		return 0;
 	case FRAME_ERROR:
 	case FRAME_GOAWAY:
@@ -255,8 +277,8 @@ static void link_on_closed(struct tunnel *t, const char *reason)
 
 	dgram_close_all(l, "tunnel closed");
 	l->tunnel = NULL;
-	l->state = LINK_WAIT; /* not up any more, for tunnels_up below */
-	if (was_up && l->agent->stopping)
+	link_set_state(l, LINK_WAIT); /* not up any more, for tunnels_up below */
+	if (was_up && l->worker->stopping)
 		log_info("Disconnected from gateway", LF_S("gateway", l->gateway->name),
 			 LF_U("replica", l->replica), LF_S("reason", reason),
 			 LF_U("tunnels_up", gateway_tunnels_up(l)));
@@ -264,7 +286,7 @@ static void link_on_closed(struct tunnel *t, const char *reason)
 		log_warn("Disconnected from gateway", LF_S("gateway", l->gateway->name),
 			 LF_U("replica", l->replica), LF_S("reason", reason),
 			 LF_U("tunnels_up", gateway_tunnels_up(l)));
-	else if (!l->agent->stopping)
+	else if (!l->worker->stopping)
 		log_error("Gateway connection failed", LF_S("gateway", l->gateway->name),
 			  LF_S("address", t->peer), LF_U("replica", l->replica),
 			  LF_S("reason", reason));
@@ -295,9 +317,9 @@ static void link_begin_tls(struct agent_link *l, int fd)
 {
 	struct agent *a = l->agent;
 
-	l->state = LINK_HANDSHAKE;
-	l->tunnel = tunnel_new(&a->ring, fd, a->tls, false, link_server_name(l), &link_tunnel_ops,
-			       l, a->cfg->client.handshake_timeout_ms, NULL);
+	link_set_state(l, LINK_HANDSHAKE);
+	l->tunnel = tunnel_new(&l->worker->ring, fd, a->tls, false, link_server_name(l),
+			       &link_tunnel_ops, l, a->cfg->client.handshake_timeout_ms, NULL);
 	if (!l->tunnel)
 		link_retry(l, "out of memory");
 }
@@ -308,7 +330,7 @@ static void egress_done(void *owner, int fd, const char *error)
 	struct agent_link *l = owner;
 
 	l->connect_fd = -1;
-	if (l->agent->stopping) {
+	if (l->worker->stopping) {
 		if (fd >= 0)
 			close(fd);
 		link_finish(l);
@@ -333,7 +355,7 @@ static void link_egress(struct agent_link *l, int fd)
 	};
 
 	l->connect_fd = fd; /* for agent_stop's cancel */
-	if (egress_dial_start(&a->ring, fd, &target, egress_done, l) < 0) {
+	if (egress_dial_start(&l->worker->ring, fd, &target, egress_done, l) < 0) {
 		l->connect_fd = -1;
 		link_retry(l, "cannot start the CONNECT exchange with the egress proxy");
 	}
@@ -342,7 +364,7 @@ static void link_egress(struct agent_link *l, int fd)
 static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
 {
 	struct agent_link *l = container_of(op, struct agent_link, connect_op);
-	struct agent *a = l->agent;
+	struct agent_worker *w = l->worker;
 	char where[128];
 	int fd = l->connect_fd;
 
@@ -350,9 +372,9 @@ static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t f
 	l->connect_fd = -1;
 	timer_disarm(r, &l->timer);
 	net_format_sockaddr((struct sockaddr *)&l->addrs[l->addr_index], where, sizeof(where));
-	if (res < 0 || a->stopping) {
+	if (res < 0 || w->stopping) {
 		close(fd);
-		if (a->stopping) {
+		if (w->stopping) {
 			link_finish(l);
 			return;
 		}
@@ -399,13 +421,13 @@ static void link_connect_next(struct agent_link *l)
 		link_connect_next(l);
 		return;
 	}
-	l->state = LINK_CONNECT;
+	link_set_state(l, LINK_CONNECT);
 	l->connect_fd = fd;
 	l->connect_op.cb = connect_done;
-	ring_prep_connect(&a->ring, &l->connect_op, fd, (struct sockaddr *)ss,
+	ring_prep_connect(&l->worker->ring, &l->connect_op, fd, (struct sockaddr *)ss,
 			  l->addr_lens[l->addr_index]);
 	l->connect_armed = true;
-	timer_arm(&a->ring, &l->timer, a->cfg->client.handshake_timeout_ms);
+	timer_arm(&l->worker->ring, &l->timer, a->cfg->client.handshake_timeout_ms);
 }
 
 static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
@@ -438,7 +460,7 @@ static void link_start(struct agent_link *l)
 	struct agent *a = l->agent;
 	const struct config_addr *ga = &l->gateway->addr;
 
-	if (a->stopping) {
+	if (l->worker->stopping) {
 		link_finish(l);
 		return;
 	}
@@ -453,36 +475,110 @@ static void link_start(struct agent_link *l)
 		link_connect_next(l);
 		return;
 	}
-	l->state = LINK_RESOLVE;
-	l->resolving = resolver_lookup(a->resolver, ga->host, ga->port, resolved, l);
+	link_set_state(l, LINK_RESOLVE);
+	l->resolving = resolver_lookup(l->worker->resolver, ga->host, ga->port, resolved, l);
 	if (!l->resolving)
 		link_retry(l, "resolver busy");
+}
+
+/* ---- pauses and wake-ups between workers ---- */
+
+/*
+ * Worker 0 pauses the others to replace what they share (agent_reload):
+ * each one, woken through its eventfd, counts itself in and waits until
+ * worker 0 resumes them. The mutex orders the swap before everything the
+ * workers do next, and nothing old is freed before they are all paused.
+ */
+static void worker_pause_point(struct agent_worker *w)
+{
+	struct agent *a = w->agent;
+
+	pthread_mutex_lock(&a->park_lock);
+	if (w->park_seen != a->park_gen) {
+		w->park_seen = a->park_gen;
+		a->parked++;
+		pthread_cond_broadcast(&a->park_cond);
+		while (a->park_released != w->park_seen)
+			pthread_cond_wait(&a->park_cond, &a->park_lock);
+	}
+	pthread_mutex_unlock(&a->park_lock);
+}
+
+/* Worker 0: return once every other worker is paused (or has ended). */
+static void agent_pause(struct agent *a)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&a->park_lock);
+	a->park_gen++;
+	a->parked = 0;
+	pthread_mutex_unlock(&a->park_lock);
+	for (i = 1; i < a->nworkers; i++)
+		worker_wake(&a->workers[i]);
+	pthread_mutex_lock(&a->park_lock);
+	while (a->parked + a->exited < a->nworkers - 1)
+		pthread_cond_wait(&a->park_cond, &a->park_lock);
+	pthread_mutex_unlock(&a->park_lock);
+}
+
+static void agent_resume(struct agent *a)
+{
+	pthread_mutex_lock(&a->park_lock);
+	a->park_released = a->park_gen;
+	pthread_cond_broadcast(&a->park_cond);
+	pthread_mutex_unlock(&a->park_lock);
+}
+
+static void worker_stop(struct agent_worker *w);
+static void worker_wake_arm(struct agent_worker *w);
+
+static void worker_woken(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct agent_worker *w = container_of(op, struct agent_worker, wake_op);
+	struct agent *a = w->agent;
+
+	w->wake_armed = false;
+	if (res == -ECANCELED)
+		return;
+	if (w->index) {
+		worker_pause_point(w);
+		if (__atomic_load_n(&a->stop_requested, __ATOMIC_ACQUIRE) && !w->stopping)
+			worker_stop(w);
+	} else if (__atomic_load_n(&a->ready_requested, __ATOMIC_RELAXED)) {
+		notify_ready(&a->notify); /* sent once; later calls do nothing */
+	}
+	worker_wake_arm(w);
+}
+
+static void worker_wake_arm(struct agent_worker *w)
+{
+	if (w->wake_armed)
+		return;
+	w->wake_op.cb = worker_woken;
+	ring_prep_read(&w->ring, &w->wake_op, w->wake_fd, &w->wake_value, sizeof(w->wake_value));
+	w->wake_armed = true;
 }
 
 /* ---- signals and shutdown ---- */
 
 static void shutdown_expired(struct ring *r, struct timer *t)
 {
-	struct agent *a = container_of(t, struct agent, shutdown_timer);
+	struct agent_worker *w = container_of(t, struct agent_worker, shutdown_timer);
 	unsigned i;
 
-	for (i = 0; i < a->nlinks; i++)
-		if (a->links[i].tunnel)
-			tunnel_close(a->links[i].tunnel, "agent shutdown");
+	for (i = w->index; i < w->agent->nlinks; i += w->agent->nworkers)
+		if (w->agent->links[i].tunnel)
+			tunnel_close(w->agent->links[i].tunnel, "agent shutdown");
 }
 
-static void agent_stop(struct agent *a, int signo)
+/* On w's own thread: drain its links (GOAWAY), end its loop when done. */
+static void worker_stop(struct agent_worker *w)
 {
+	struct agent *a = w->agent;
 	unsigned i;
 
-	if (a->stopping)
-		return;
-	a->stopping = true;
-	notify_stopping(&a->notify);
-	metrics_server_close(&a->metrics);
-	log_info("Agent stopping", LF_S("signal", strsignal(signo)), LF_U("streams", a->ntargets),
-		 LF_U("shutdown_timeout_ms", a->cfg->client.shutdown_timeout_ms));
-	for (i = 0; i < a->nlinks; i++) {
+	w->stopping = true;
+	for (i = w->index; i < a->nlinks; i += a->nworkers) {
 		struct agent_link *l = &a->links[i];
 
 		switch (l->state) {
@@ -495,7 +591,7 @@ static void agent_stop(struct agent *a, int signo)
 			link_finish(l);
 			break;
 		case LINK_CONNECT:
-			ring_cancel_fd(&a->ring, l->connect_fd);
+			ring_cancel_fd(&w->ring, l->connect_fd);
 			break;
 		case LINK_HANDSHAKE:
 			tunnel_close(l->tunnel, "agent shutdown");
@@ -508,8 +604,43 @@ static void agent_stop(struct agent *a, int signo)
 			break;
 		}
 	}
-	timer_init(&a->shutdown_timer, shutdown_expired);
-	timer_arm(&a->ring, &a->shutdown_timer, a->cfg->client.shutdown_timeout_ms);
+	timer_init(&w->shutdown_timer, shutdown_expired);
+	timer_arm(&w->ring, &w->shutdown_timer, a->cfg->client.shutdown_timeout_ms);
+	agent_worker_maybe_exit(w);
+}
+
+/* Streams open on every worker (relaxed loads: a count for logs and status). */
+static unsigned agent_streams(const struct agent *a)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < a->nworkers; i++)
+		n += AGENT_READ(a->workers[i].ntargets);
+	return n;
+}
+
+/* The other workers end their loops too (worker 0 stops, or its loop failed). */
+static void agent_stop_others(struct agent *a)
+{
+	unsigned i;
+
+	__atomic_store_n(&a->stop_requested, true, __ATOMIC_RELEASE);
+	for (i = 1; i < a->nworkers; i++)
+		worker_wake(&a->workers[i]);
+}
+
+static void agent_stop(struct agent *a, int signo)
+{
+	if (a->stopping)
+		return;
+	a->stopping = true;
+	notify_stopping(&a->notify);
+	metrics_server_close(&a->metrics);
+	log_info("Agent stopping", LF_S("signal", strsignal(signo)),
+		 LF_U("streams", agent_streams(a)),
+		 LF_U("shutdown_timeout_ms", a->cfg->client.shutdown_timeout_ms));
+	agent_stop_others(a);
+	worker_stop(&a->workers[0]);
 }
 
 static struct agent *signal_owner;
@@ -645,14 +776,21 @@ static void log_egress_proxy(const struct config *cfg, const char *msg)
 }
 
 /* SIGHUP: credentials, certificates, host rules, deadlines and the log
- * change for what comes next; tunnels and streams go on untouched. */
+ * change for what comes next; tunnels and streams go on untouched. The
+ * other workers are paused while the running configuration and the rules
+ * are swapped (agent_pause), and the old ones freed after they resume. */
 static void agent_reload(struct agent *a)
 {
 	struct agent_rules_set set;
 	struct config fresh;
 	char err[512], restart[512];
+	int kept, log_ret;
 
 	log_info("SIGHUP received", LF_S("action", "reloading the configuration"));
+	if (a->stopping) {
+		log_warn("Configuration reload skipped", LF_S("reason", "the agent is stopping"));
+		return;
+	}
 	if (cli_reload(a->program, &fresh, err, sizeof(err)) < 0) {
 		log_error("Configuration reload failed; the running configuration stays",
 			  LF_S("error", err));
@@ -664,17 +802,22 @@ static void agent_reload(struct agent *a)
 		config_free(&fresh);
 		return;
 	}
-	if (config_reload(a->cfg, &fresh, restart, sizeof(restart)))
+	agent_pause(a);
+	kept = config_reload(a->cfg, &fresh, restart, sizeof(restart));
+	swap_rules(a, &set);
+	log_ret = cli_apply_log(a->cfg);
+	agent_resume(a);
+	if (kept)
 		log_warn("Some changes need a restart and were not applied", LF_S("keys", restart));
 	config_free(&fresh);
-	swap_rules(a, &set);
 	free_rules(&set);
-	if (cli_apply_log(a->cfg) < 0)
+	if (log_ret < 0)
 		log_error("Cannot reopen the log output", LF_S("output", a->cfg->log.output));
 	log_egress_proxy(a->cfg, "The next dials go through the egress proxy");
-	log_info("Configuration reloaded", LF_U("targets", a->ntargets),
+	log_info("Configuration reloaded", LF_U("targets", agent_streams(a)),
 		 LF_U("allowed_hosts", acl_rule_count(a->allowed)),
-		 LF_U("forbidden_hosts", acl_rule_count(a->forbidden)));
+		 LF_U("forbidden_hosts", acl_rule_count(a->forbidden)),
+		 LF_U("workers", a->nworkers));
 }
 
 static void on_signal(struct ring *r, int signo)
@@ -697,26 +840,172 @@ static void agent_status(void *arg, char *buf, size_t len)
 	unsigned i, up = 0;
 
 	for (i = 0; i < a->nlinks; i++)
-		up += a->links[i].state == LINK_UP;
+		up += AGENT_READ(a->links[i].state) == LINK_UP;
 	snprintf(buf, len, "%stunnels up %u/%u, streams %u", a->stopping ? "stopping: " : "", up,
-		 a->nlinks, a->ntargets);
+		 a->nlinks, agent_streams(a));
+}
+
+/* What a worker needs besides its ring, made on its own thread (the ring
+ * takes submissions from the thread that made it): the receive buffers,
+ * the resolver pool, the wake-up eventfd. 0 or -errno (logged). */
+static int worker_setup(struct agent_worker *w)
+{
+	struct agent *a = w->agent;
+	int ret;
+
+	ret = bufring_init(&w->bufs, &w->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
+	if (ret < 0) {
+		log_error("Cannot register receive buffers", LF_U("worker", w->index),
+			  LF_S("error", strerror(-ret)));
+		return ret;
+	}
+	w->bufs_ready = true;
+	w->resolver = resolver_new(&w->ring, AGENT_RESOLVER_THREADS,
+				   agent_worker_share(AGENT_RESOLVER_MAX_PENDING, a->nworkers));
+	if (!w->resolver) {
+		ret = -errno;
+		log_error("Cannot start the resolver", LF_U("worker", w->index),
+			  LF_S("error", strerror(errno)));
+		return ret < 0 ? ret : -ENOMEM;
+	}
+	w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (w->wake_fd < 0) {
+		ret = -errno;
+		log_error("Cannot create the worker's eventfd", LF_U("worker", w->index),
+			  LF_S("error", strerror(-ret)));
+		return ret;
+	}
+	worker_wake_arm(w);
+	return 0;
+}
+
+/* The ring-bound part of a worker, freed on the thread that runs it. */
+static void worker_teardown(struct agent_worker *w)
+{
+	resolver_free(w->resolver);
+	w->resolver = NULL;
+	if (w->bufs_ready)
+		bufring_exit(&w->bufs, &w->ring);
+	w->bufs_ready = false;
+	if (w->ring_ready)
+		ring_exit(&w->ring);
+	w->ring_ready = false;
+	/* wake_fd stays open until agent_destroy: worker 0 may still write
+	 * to it (a late stop), and a closed number could be reused */
+}
+
+static void worker_start_links(struct agent_worker *w)
+{
+	unsigned i;
+
+	for (i = w->index; i < w->agent->nlinks; i += w->agent->nworkers)
+		link_start(&w->agent->links[i]);
+}
+
+/* Workers 1..: set up, wait for the others, run the links, tear down. */
+static void *worker_main(void *arg)
+{
+	struct agent_worker *w = arg;
+	struct agent *a = w->agent;
+	int ret, start;
+
+	ret = cli_worker_loop_init(&w->ring, AGENT_RING_ENTRIES);
+	if (ret == 0) {
+		w->ring_ready = true;
+		ret = worker_setup(w);
+	}
+	pthread_mutex_lock(&a->park_lock);
+	w->init_error = ret;
+	a->initialised++;
+	pthread_cond_broadcast(&a->park_cond);
+	while (!a->start)
+		pthread_cond_wait(&a->park_cond, &a->park_lock);
+	start = a->start;
+	pthread_mutex_unlock(&a->park_lock);
+	if (start > 0) {
+		worker_start_links(w);
+		ret = cli_loop_run(&w->ring);
+		if (ret < 0)
+			log_error("Event loop failed", LF_U("worker", w->index),
+				  LF_S("error", strerror(-ret)));
+	}
+	worker_teardown(w);
+	pthread_mutex_lock(&a->park_lock);
+	a->exited++;
+	pthread_cond_broadcast(&a->park_cond);
+	pthread_mutex_unlock(&a->park_lock);
+	return NULL;
+}
+
+/* Start workers 1.. and wait for their set-up. 0, or -errno when one
+ * failed (each started thread is told to end; agent_destroy joins). */
+static int start_workers(struct agent *a)
+{
+	int ret = 0;
+	unsigned i, started = 0;
+
+	for (i = 1; i < a->nworkers; i++) {
+		struct agent_worker *w = &a->workers[i];
+
+		ret = -pthread_create(&w->thread, NULL, worker_main, w);
+		if (ret < 0) {
+			log_error("Cannot start a worker thread", LF_U("worker", i),
+				  LF_S("error", strerror(-ret)));
+			break;
+		}
+		w->thread_started = true;
+		started++;
+	}
+	pthread_mutex_lock(&a->park_lock);
+	while (a->initialised < started)
+		pthread_cond_wait(&a->park_cond, &a->park_lock);
+	for (i = 1; i < a->nworkers && !ret; i++)
+		ret = a->workers[i].init_error;
+	a->start = ret < 0 ? -1 : 1;
+	pthread_cond_broadcast(&a->park_cond);
+	pthread_mutex_unlock(&a->park_lock);
+	return ret;
 }
 
 int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg)
 {
+	struct agent_worker *w0;
 	char err[512];
 	uint64_t seed;
-	unsigned g, i;
+	unsigned g, i, nworkers;
 	int ret;
 
 	memset(a, 0, sizeof(*a));
 	a->cfg = cfg;
 	a->program = program;
+	pthread_mutex_init(&a->park_lock, NULL);
+	pthread_cond_init(&a->park_cond, NULL);
 	signal_owner = a;
-	ret = cli_loop_init(&a->ring, 1024, on_signal);
+	/* the config bounds both: at most CONFIG_GATEWAYS_MAX * CONFIG_REPLICAS_MAX */
+	a->ngateways = (unsigned)cfg->client.gateway_addr.count;
+	a->nlinks = a->ngateways * cfg->client.replicas;
+	nworkers =
+		agent_workers_count(cfg->client.workers, sysconf(_SC_NPROCESSORS_ONLN), a->nlinks);
+	a->gateways = calloc(a->ngateways, sizeof(*a->gateways));
+	a->links = calloc(a->nlinks, sizeof(*a->links));
+	a->workers = calloc(nworkers, sizeof(*a->workers));
+	if (!a->gateways || !a->links || !a->workers)
+		return -ENOMEM;
+	a->nworkers = nworkers; /* agent_destroy walks them from here on */
+	for (i = 0; i < a->nworkers; i++) {
+		struct agent_worker *w = &a->workers[i];
+
+		w->agent = a;
+		w->index = i;
+		w->wake_fd = -1;
+		pthread_mutex_init(&w->stats_lock, NULL);
+	}
+	w0 = &a->workers[0];
+	ret = cli_loop_init(&w0->ring, AGENT_RING_ENTRIES, on_signal);
 	if (ret < 0)
 		return ret;
-	notify_init(&a->notify, &a->ring);
+	w0->ring_ready = true;
+	notify_init(&a->notify, &w0->ring);
 	{
 		struct agent_rules_set set;
 
@@ -726,32 +1015,20 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 		}
 		swap_rules(a, &set);
 	}
-	ret = bufring_init(&a->bufs, &a->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
-	if (ret < 0) {
-		log_error("Cannot register receive buffers", LF_S("error", strerror(-ret)));
+	ret = worker_setup(w0);
+	if (ret < 0)
 		return ret;
-	}
-	a->resolver = resolver_new(&a->ring, AGENT_RESOLVER_THREADS, AGENT_RESOLVER_MAX_PENDING);
-	if (!a->resolver) {
-		log_error("Cannot start the resolver", LF_S("error", strerror(errno)));
-		return -ENOMEM;
-	}
 	if (getrandom(&a->instance, sizeof(a->instance), 0) != sizeof(a->instance))
 		a->instance = now_ms() ^ ((uint64_t)getpid() << 32);
-	/* the config bounds both: at most CONFIG_GATEWAYS_MAX * CONFIG_REPLICAS_MAX */
-	a->ngateways = (unsigned)cfg->client.gateway_addr.count;
-	a->nlinks = a->ngateways * cfg->client.replicas;
-	a->gateways = calloc(a->ngateways, sizeof(*a->gateways));
-	a->links = calloc(a->nlinks, sizeof(*a->links));
-	if (!a->gateways || !a->links)
-		return -ENOMEM;
-	ret = metrics_server_open(&a->metrics, &a->ring, &cfg->metrics.listen_addr,
+	ret = metrics_server_open(&a->metrics, &w0->ring, &cfg->metrics.listen_addr,
 				  agent_stats_collect, a);
 	if (ret < 0)
 		return ret;
 	log_info("Agent started", LF_U("gateways", a->ngateways),
 		 LF_S("client_id", cfg->client.client_id), LF_S("group_id", cfg->client.group_id),
 		 LF_U("replicas", cfg->client.replicas), LF_S("tls", tls_library_version()));
+	log_info("Agent workers", LF_U("workers", a->nworkers),
+		 LF_U("configured", cfg->client.workers), LF_U("tunnels", a->nlinks));
 	for (g = 0; g < a->ngateways; g++) {
 		struct agent_gateway *gw = &a->gateways[g];
 
@@ -764,6 +1041,7 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 			if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
 				seed = a->instance + i;
 			l->agent = a;
+			l->worker = &a->workers[agent_link_worker(i, a->nworkers)];
 			l->gateway = gw;
 			l->replica = i - gw->first_link;
 			l->connect_fd = -1;
@@ -775,33 +1053,53 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	/* READY=1 waits for the first tunnel, or the first failed attempt */
 	notify_set_status(&a->notify, agent_status, a);
 	log_egress_proxy(cfg, "Dialling the gateways through the egress proxy");
-	/* links start once all are set up: a failure may log tunnels_up */
-	for (i = 0; i < a->nlinks; i++) {
-		if (i % cfg->client.replicas == 0)
-			log_info("Dialling gateway", LF_S("gateway", a->links[i].gateway->name),
-				 LF_U("replicas", cfg->client.replicas),
-				 LF_S("server_name", link_server_name(&a->links[i])));
-		link_start(&a->links[i]);
-	}
+	for (g = 0; g < a->ngateways; g++)
+		log_info("Dialling gateway", LF_S("gateway", a->gateways[g].name),
+			 LF_U("replicas", cfg->client.replicas),
+			 LF_S("server_name",
+			      link_server_name(&a->links[a->gateways[g].first_link])));
+	/* the other threads start their links once every worker is set up
+	 * (a failure may log tunnels_up, which reads every link) */
+	ret = start_workers(a);
+	if (ret < 0)
+		return ret;
+	worker_start_links(w0);
 	return 0;
 }
 
 int agent_run(struct agent *a)
 {
-	int ret = cli_loop_run(&a->ring);
+	int ret = cli_loop_run(&a->workers[0].ring);
 
-	if (ret < 0)
+	if (ret < 0) {
 		log_error("Event loop failed", LF_S("error", strerror(-ret)));
-	else
-		log_info("Agent stopped", LF_S("client_id", a->cfg->client.client_id));
+		agent_stop_others(a);
+		a->run_failed = true; /* no "Agent stopped" line */
+	}
 	return ret;
 }
 
 void agent_destroy(struct agent *a)
 {
+	unsigned i;
+
+	/* the other workers end once they have drained (agent_stop) */
+	for (i = 1; i < a->nworkers; i++)
+		if (a->workers[i].thread_started)
+			pthread_join(a->workers[i].thread, NULL);
+	if (a->workers && a->start > 0 && !a->run_failed)
+		log_info("Agent stopped", LF_S("client_id", a->cfg->client.client_id));
 	metrics_server_destroy(&a->metrics);
-	agent_stats_free(&a->stats);
-	resolver_free(a->resolver);
+	notify_exit(&a->notify);
+	if (a->workers)
+		worker_teardown(&a->workers[0]);
+	for (i = 0; i < a->nworkers; i++) {
+		if (a->workers[i].wake_fd >= 0)
+			close(a->workers[i].wake_fd);
+		agent_stats_free(&a->workers[i].stats);
+		pthread_mutex_destroy(&a->workers[i].stats_lock);
+	}
+	free(a->workers);
 	free(a->links);
 	free(a->gateways);
 	{
@@ -809,7 +1107,6 @@ void agent_destroy(struct agent *a)
 
 		free_rules(&set);
 	}
-	bufring_exit(&a->bufs, &a->ring);
-	notify_exit(&a->notify);
-	ring_exit(&a->ring);
+	pthread_mutex_destroy(&a->park_lock);
+	pthread_cond_destroy(&a->park_cond);
 }

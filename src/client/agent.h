@@ -16,10 +16,16 @@
  *
  * Links never give up; every failure schedules the next attempt after an
  * exponential, fully jittered delay capped at reconnect_max_delay_ms.
+ *
+ * Links are spread over [client] workers threads (struct agent_worker):
+ * link i and everything it carries run on worker i % nworkers only. What
+ * the workers share (cfg, TLS context, hosts, host rules) is read-only for
+ * them and replaced by worker 0 while the others are paused (agent_reload).
  */
 #ifndef ANYPROXY_AGENT_H
 #define ANYPROXY_AGENT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 
@@ -36,10 +42,16 @@
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
 #include "anyproxy/udp.h"
+#include "anyproxy/workers.h"
 
 #define AGENT_MAX_GATEWAY_ADDRS 8
+/* Resolver threads of each worker's pool; AGENT_RESOLVER_MAX_PENDING
+ * lookups in flight for the whole agent, shared evenly by the workers
+ * (agent_worker_share). */
 #define AGENT_RESOLVER_THREADS 2
 #define AGENT_RESOLVER_MAX_PENDING 1024
+/* Submission queue entries of each worker's ring. */
+#define AGENT_RING_ENTRIES 1024
 /* Host-rule denials are counted per (verdict, rule) for this many distinct
  * rules; denials by further rules are counted under rule "(other)". */
 #define AGENT_STATS_MAX_DENIAL_RULES 256
@@ -57,6 +69,18 @@ enum link_state {
 };
 
 struct agent;
+struct agent_worker;
+
+/*
+ * A counter one worker writes and worker 0 reads (metrics, STATUS=, log
+ * lines counting tunnels): relaxed atomic stores and loads keep the reads
+ * free of data races without ordering anything. AGENT_ADD is for counters
+ * more than one worker writes (a gateway's, whose links are spread).
+ */
+#define AGENT_INC(var) __atomic_store_n(&(var), (var) + 1, __ATOMIC_RELAXED)
+#define AGENT_DEC(var) __atomic_store_n(&(var), (var)-1, __ATOMIC_RELAXED)
+#define AGENT_ADD(var) __atomic_fetch_add(&(var), 1, __ATOMIC_RELAXED)
+#define AGENT_READ(var) __atomic_load_n(&(var), __ATOMIC_RELAXED)
 
 /* One entry of gateway_addr: its links are a->links[first_link ..
  * first_link + a->cfg->client.replicas). */
@@ -64,6 +88,7 @@ struct agent_gateway {
 	struct config_addr addr;             /* a copy: gateway_addr needs a restart to change */
 	char name[AGENT_GATEWAY_NAME_BYTES]; /* as configured; gateway= of every log line */
 	unsigned first_link;
+	/* written by the workers of its links (AGENT_ADD), read with AGENT_READ */
 	uint64_t connects; /* tunnels that reached HELLO_OK, since start */
 	uint64_t failures; /* attempts that failed and tunnels that closed, since start */
 };
@@ -76,7 +101,9 @@ struct agent_denial {
 	struct agent_denial *next;
 };
 
-/* The agent's counters, exposed by the metrics endpoint (stats.c). */
+/* A worker's counters, exposed by the metrics endpoint (stats.c), summed
+ * over the workers. The scalars change with AGENT_INC; dns and the denials
+ * only under the worker's stats_lock. */
 struct agent_stats {
 	uint64_t reconnects;            /* tunnel attempts that failed or ended */
 	uint64_t streams_total;         /* OPENs taken */
@@ -89,9 +116,10 @@ struct agent_stats {
 
 struct agent_link {
 	struct agent *agent;
+	struct agent_worker *worker; /* its ring runs everything of this link */
 	struct agent_gateway *gateway;
-	unsigned replica; /* 0 .. replicas-1, per gateway */
-	enum link_state state;
+	unsigned replica;      /* 0 .. replicas-1, per gateway */
+	enum link_state state; /* set with link_set_state: other workers read it */
 	struct backoff backoff;
 	struct timer timer; /* backoff wait, or connect deadline */
 	struct resolve_req *resolving;
@@ -113,35 +141,83 @@ struct agent_link {
 	char last_error[256];
 };
 
-struct agent {
+/*
+ * One thread with its own ring (docs/scaling.md "Agent workers"): link i
+ * belongs to worker i % nworkers, with its tunnel, streams, target
+ * connections, datagram associations and all their timers. Worker 0 is the
+ * main thread and also keeps signals, reloads, metrics and notify.
+ */
+struct agent_worker {
+	struct agent *agent;
+	unsigned index;
 	struct ring ring;
+	struct bufring bufs;
+	struct resolver *resolver;
+	pthread_t thread; /* workers 1..: joined by agent_destroy */
+	bool thread_started;
+	bool ring_ready, bufs_ready;
+	int init_error; /* the thread's set-up: 0 or -errno (under agent.park_lock) */
+	/* woken by worker 0 (reload pause, stop): an eventfd read on the ring */
+	int wake_fd;
+	uint64_t wake_value;
+	struct ring_op wake_op;
+	bool wake_armed;
+	unsigned park_seen; /* the last pause this worker took part in */
+	bool stopping;      /* this worker drains its links */
+	struct timer shutdown_timer;
+	/* counters read by worker 0 (AGENT_INC / AGENT_READ) */
+	unsigned ntargets; /* target connections alive (target.c) */
+	unsigned nassocs;  /* datagram associations not yet freed (dgram.c) */
+	uint64_t dgrams_denied;
+	struct log_rate dgram_denied_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
+	struct agent_stats stats;
+	pthread_mutex_t stats_lock; /* stats.dns and stats.denials */
+};
+
+struct agent {
 	struct config *cfg;
 	const struct cli_program *program; /* for reloading the same file */
+	/* read by every worker; replaced only while the others are paused
+	 * (agent_reload), so no worker ever sees a half-made swap */
 	struct WOLFSSL_CTX *tls;
 	struct hosts_table hosts;        /* [client] hosts_file */
 	struct acl *allowed, *forbidden; /* compiled host rules, swapped on reload */
-	struct resolver *resolver;
-	struct bufring bufs;
 	uint64_t instance;
 	struct agent_gateway *gateways; /* one per gateway_addr entry, in its order */
 	unsigned ngateways;
 	struct agent_link *links; /* ngateways * replicas, grouped by gateway */
 	unsigned nlinks;
-	unsigned ntargets; /* target connections alive (target.c) */
-	struct agent_stats stats;
-	struct metrics_server metrics;     /* [metrics] listen_addr; ring NULL: off */
-	unsigned nassocs;                  /* datagram associations not yet freed (dgram.c) */
-	uint64_t dgrams_denied;            /* datagrams the host rules refused */
-	struct log_rate dgram_denied_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
-	bool stopping;
-	struct timer shutdown_timer;
-	struct notify notify; /* the service manager (systemd Type=notify) */
+	struct agent_worker *workers; /* nworkers; workers[0] runs on the main thread */
+	unsigned nworkers;
+	struct metrics_server metrics; /* [metrics] listen_addr; ring NULL: off */
+	bool stopping;                 /* worker 0: SIGTERM or SIGINT taken */
+	bool run_failed;               /* worker 0's loop failed */
+	bool stop_requested;           /* atomic: the other workers drain too */
+	bool ready_requested;          /* atomic: a worker asked for READY=1 */
+	struct notify notify;          /* the service manager (systemd Type=notify) */
+	/* pauses (agent_reload) and the workers' set-up, under park_lock */
+	pthread_mutex_t park_lock;
+	pthread_cond_t park_cond;
+	unsigned park_gen;      /* pauses asked for */
+	unsigned park_released; /* pauses over */
+	unsigned parked;        /* workers paused in the current one */
+	unsigned exited;        /* workers whose loop has ended */
+	int start;              /* 0: wait; 1: run; -1: set-up failed, end */
+	unsigned initialised;   /* workers that finished their set-up */
 };
+
+static inline void link_set_state(struct agent_link *l, enum link_state state)
+{
+	__atomic_store_n(&l->state, state, __ATOMIC_RELAXED);
+}
 
 struct cli_program;
 int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg);
-/* Stop the loop once every link is done and no target connection is left. */
-void agent_maybe_exit(struct agent *a);
+/* Stop w's loop once it drains, every link of it is done and no target
+ * connection or association of it is left. */
+void agent_worker_maybe_exit(struct agent_worker *w);
+/* READY=1 for the service manager, from any worker. */
+void agent_ready(struct agent_worker *w);
 struct dgram_assoc;
 /* target.c: an OPEN arrived on l's tunnel. 0, or -EPROTO with *why set. */
 int target_open(struct agent_link *l, const struct frame *f, const char **why);
@@ -149,14 +225,19 @@ int agent_run(struct agent *a);
 
 /* stats.c: count a host-rule denial; the metrics' collect callback (arg:
  * the agent); free the counters. */
-void agent_stats_denied(struct agent_stats *st, enum acl_verdict verdict, const char *rule);
+void agent_stats_denied(struct agent_stats *st, enum acl_verdict verdict, const char *rule,
+			uint64_t count);
 void agent_stats_collect(struct metrics_writer *w, void *arg);
+/* A host-rule denial, and a name lookup's duration, on worker w (under its
+ * stats_lock: the metrics read them from worker 0). */
+void agent_worker_denied(struct agent_worker *w, enum acl_verdict verdict, const char *rule);
+void agent_worker_dns(struct agent_worker *w, uint64_t us);
 void agent_stats_free(struct agent_stats *st);
 void agent_destroy(struct agent *a);
 
 /*
- * Per-gateway tunnel state, for status output and metrics (read on the
- * agent's loop thread). Counts are of the gateway's `replicas` links now;
+ * Per-gateway tunnel state, for status output and metrics (any thread:
+ * the link states are read with relaxed atomic loads). Counts are of the gateway's `replicas` links now;
  * connects and failures count since start.
  */
 struct agent_gateway_state {

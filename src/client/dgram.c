@@ -100,13 +100,13 @@ struct dgram_assoc {
 
 static void assoc_release(struct dgram_assoc *as)
 {
-	struct agent *a = as->link->agent;
+	struct agent_worker *w = as->link->worker;
 
 	if (as->open_socks)
 		return;
 	free(as);
-	a->nassocs--;
-	agent_maybe_exit(a);
+	AGENT_DEC(w->nassocs);
+	agent_worker_maybe_exit(w);
 }
 
 static void sock_closed(struct udp_socket *u)
@@ -124,7 +124,7 @@ static void sock_closed(struct udp_socket *u)
  * closed. send_close: tell the gateway (DGRAM_CLOSE reason). */
 static void assoc_close(struct dgram_assoc *as, bool send_close, uint8_t reason, const char *why)
 {
-	struct agent *a = as->link->agent;
+	struct agent_worker *w = as->link->worker;
 	struct dgram_queued *q;
 
 	if (as->closing)
@@ -140,7 +140,7 @@ static void assoc_close(struct dgram_assoc *as, bool send_close, uint8_t reason,
 	log_debug("Datagram association closed", LF_U("association", as->id),
 		  LF_S("user", as->user), LF_U("sent", as->sent), LF_U("received", as->received),
 		  LF_U("dropped", as->dropped), LF_S("reason", why));
-	timer_disarm(&a->ring, &as->idle);
+	timer_disarm(&w->ring, &as->idle);
 	if (as->resolving)
 		resolver_cancel(as->resolving);
 	as->resolving = NULL;
@@ -256,7 +256,7 @@ static struct dgram_sock *sock_for(struct dgram_assoc *as, int family)
 		return NULL;
 	s->assoc = as;
 	/* one byte more than a DGRAM carries: a longer reply shows as cut */
-	if (udp_socket_open(&s->udp, &as->link->agent->ring, fd, FRAME_DGRAM_MAX_DATA + 1,
+	if (udp_socket_open(&s->udp, &as->link->worker->ring, fd, FRAME_DGRAM_MAX_DATA + 1,
 			    &sock_ops) < 0)
 		return NULL;
 	s->open = true;
@@ -288,14 +288,15 @@ static void log_denied(struct dgram_assoc *as, const char *target, enum acl_verd
 		       const char *rule)
 {
 	struct agent *a = as->link->agent;
+	struct agent_worker *w = as->link->worker;
 
 	as->dropped++;
-	a->dgrams_denied++;
-	if (log_rate_allow(&a->dgram_denied_rate, now_ms()))
+	AGENT_INC(w->dgrams_denied);
+	if (log_rate_allow(&w->dgram_denied_rate, now_ms()))
 		log_warn("Datagram denied by host rules",
 			 LF_S("client_id", a->cfg->client.client_id), LF_S("target", target),
 			 LF_S("user", as->user), LF_S("verdict", acl_verdict_name(v)),
-			 LF_S("rule", rule ? rule : "-"), LF_U("denied_total", a->dgrams_denied));
+			 LF_S("rule", rule ? rule : "-"), LF_U("denied_total", w->dgrams_denied));
 }
 
 static void send_checked_addr(struct dgram_assoc *as, const struct acl_addr *dst, uint16_t port,
@@ -378,7 +379,7 @@ static void resolved(void *ctx, int gai_error, const struct addrinfo *res);
  * resolving the first that is not. */
 static void queue_run(struct dgram_assoc *as)
 {
-	struct agent *a = as->link->agent;
+	struct agent_worker *w = as->link->worker;
 	struct dgram_queued *q;
 
 	while ((q = as->queue) && !as->resolving) {
@@ -386,7 +387,7 @@ static void queue_run(struct dgram_assoc *as)
 
 		if (!e) {
 			as->resolving =
-				resolver_lookup(a->resolver, q->name, q->port, resolved, as);
+				resolver_lookup(w->resolver, q->name, q->port, resolved, as);
 			if (as->resolving) {
 				snprintf(as->resolving_name, sizeof(as->resolving_name), "%s",
 					 q->name);
@@ -528,7 +529,7 @@ static void dgram_send(struct dgram_assoc *as, const struct frame *f)
 
 static int dgram_open(struct agent_link *l, const struct frame *f, const char **why)
 {
-	struct agent *a = l->agent;
+	struct agent_worker *w = l->worker;
 	struct dgram_assoc *as;
 	size_t n;
 
@@ -537,14 +538,14 @@ static int dgram_open(struct agent_link *l, const struct frame *f, const char **
 		*why = "DGRAM_OPEN for an association id in use";
 		return -EPROTO;
 	}
-	if (a->stopping || HASH_COUNT(l->assocs) >= DGRAM_MAX_PER_TUNNEL ||
+	if (w->stopping || HASH_COUNT(l->assocs) >= DGRAM_MAX_PER_TUNNEL ||
 	    !(as = calloc(1, sizeof(*as)))) {
 		struct frame c = { .type = FRAME_DGRAM_CLOSE, .stream_id = f->stream_id };
 
-		c.dgram_close.reason = a->stopping ? FRAME_OPEN_GENERAL : FRAME_OPEN_LIMIT;
+		c.dgram_close.reason = w->stopping ? FRAME_OPEN_GENERAL : FRAME_OPEN_LIMIT;
 		tunnel_send(l->tunnel, &c);
 		log_warn("Datagram association refused", LF_U("association", f->stream_id),
-			 LF_S("reason", a->stopping ? "agent is stopping"
+			 LF_S("reason", w->stopping ? "agent is stopping"
 						    : "too many associations on the tunnel"));
 		return 0;
 	}
@@ -554,9 +555,9 @@ static int dgram_open(struct agent_link *l, const struct frame *f, const char **
 	memcpy(as->user, f->dgram_open.user.ptr, n);
 	as->last_active_ms = now_ms();
 	timer_init(&as->idle, idle_fire);
-	timer_arm(&a->ring, &as->idle, DGRAM_IDLE_MS);
+	timer_arm(&w->ring, &as->idle, DGRAM_IDLE_MS);
 	HASH_ADD(hh, l->assocs, id, sizeof(as->id), as);
-	a->nassocs++;
+	AGENT_INC(w->nassocs);
 	log_debug("Datagram association opened", LF_U("association", as->id),
 		  LF_S("user", as->user));
 	return 0;

@@ -62,16 +62,16 @@ struct target_dial {
 
 static void target_free(struct target_conn *tc)
 {
-	struct agent *a = tc->link->agent;
+	struct agent_worker *w = tc->link->worker;
 
 	if (tc->dial)
-		timer_disarm(&a->ring, &tc->dial->deadline);
+		timer_disarm(&w->ring, &tc->dial->deadline);
 	if (tc->fd >= 0)
 		close(tc->fd);
 	free(tc->dial);
 	free(tc);
-	a->ntargets--;
-	agent_maybe_exit(a);
+	AGENT_DEC(w->ntargets);
+	agent_worker_maybe_exit(w);
 }
 
 static uint8_t reason_for_errno(int err)
@@ -100,7 +100,7 @@ static uint8_t reason_for_errno(int err)
 static void target_fail(struct target_conn *tc, uint8_t reason, const char *message)
 {
 	if (!tc->aborted) {
-		tc->link->agent->stats.opens[frame_open_result(reason)]++;
+		AGENT_INC(tc->link->worker->stats.opens[frame_open_result(reason)]);
 		stream_open_fail(&tc->relay.stream, reason, message);
 	}
 	log_info("Target connection failed", LF_S("target", tc->dial->name),
@@ -114,13 +114,14 @@ static void target_fail(struct target_conn *tc, uint8_t reason, const char *mess
 static void target_deny(struct target_conn *tc, enum acl_verdict verdict, const char *rule)
 {
 	struct agent *a = tc->link->agent;
+	struct agent_worker *w = tc->link->worker;
 
 	log_warn("Target denied by host rules", LF_S("client_id", a->cfg->client.client_id),
 		 LF_S("target", tc->dial->name), LF_S("user", tc->dial->user),
 		 LF_S("verdict", acl_verdict_name(verdict)), LF_S("rule", rule ? rule : "-"));
-	agent_stats_denied(&a->stats, verdict, rule);
+	agent_worker_denied(w, verdict, rule);
 	if (!tc->aborted) {
-		a->stats.opens[FRAME_RESULT_DENIED]++;
+		AGENT_INC(w->stats.opens[FRAME_RESULT_DENIED]);
 		stream_open_fail(&tc->relay.stream, FRAME_OPEN_NOT_ALLOWED,
 				 verdict == ACL_DENY_FORBIDDEN ? "target forbidden by the agent"
 							       : "target not allowed by the agent");
@@ -181,18 +182,18 @@ static void target_connect_next(struct target_conn *tc);
 
 static void connected(struct target_conn *tc)
 {
-	struct agent *a = tc->link->agent;
+	struct agent_worker *w = tc->link->worker;
 	int fd = tc->fd;
 
-	timer_disarm(&a->ring, &tc->dial->deadline);
+	timer_disarm(&w->ring, &tc->dial->deadline);
 	tc->fd = -1;
 	tc->state = TARGET_RELAY;
-	relay_init(&tc->relay, &a->ring, &a->bufs, fd, &target_relay_ops);
+	relay_init(&tc->relay, &w->ring, &w->bufs, fd, &target_relay_ops);
 	if (stream_open_ok(&tc->relay.stream) < 0) {
 		relay_close(&tc->relay, "tunnel gone");
 		return;
 	}
-	a->stats.opens[FRAME_RESULT_OK]++;
+	AGENT_INC(w->stats.opens[FRAME_RESULT_OK]);
 	log_debug("Target connected", LF_S("target", tc->dial->name),
 		  LF_U("stream", tc->relay.stream.id));
 	free(tc->dial);
@@ -226,7 +227,7 @@ static void connect_done(struct ring *r, struct ring_op *op, int res, uint32_t f
 
 static void target_connect_next(struct target_conn *tc)
 {
-	struct agent *a = tc->link->agent;
+	struct agent_worker *w = tc->link->worker;
 	struct sockaddr_storage *ss;
 
 	if (tc->dial->addr_index >= tc->dial->naddrs) {
@@ -246,7 +247,7 @@ static void target_connect_next(struct target_conn *tc)
 	setsockopt(tc->fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	tc->state = TARGET_CONNECT;
 	tc->connect_op.cb = connect_done;
-	ring_prep_connect(&a->ring, &tc->connect_op, tc->fd, (struct sockaddr *)ss,
+	ring_prep_connect(&w->ring, &tc->connect_op, tc->fd, (struct sockaddr *)ss,
 			  tc->dial->addr_lens[tc->dial->addr_index]);
 	tc->connect_armed = true;
 }
@@ -258,8 +259,7 @@ static void deadline_fire(struct ring *r, struct timer *t)
 	if (tc->state == TARGET_CONNECT && tc->connect_armed) {
 		ring_cancel_fd(r, tc->fd); /* completes with -ECANCELED */
 	} else if (tc->state == TARGET_RESOLVE) {
-		metrics_observe_us(&tc->link->agent->stats.dns,
-				   now_us() - tc->dial->resolve_started_us);
+		agent_worker_dns(tc->link->worker, now_us() - tc->dial->resolve_started_us);
 		resolver_cancel(tc->resolving);
 		tc->resolving = NULL;
 		target_fail(tc, FRAME_OPEN_TIMEOUT, "name resolution timed out");
@@ -287,7 +287,7 @@ static void resolved(void *ctx, int gai_error, const struct addrinfo *res)
 	const struct addrinfo *ai;
 
 	tc->resolving = NULL;
-	metrics_observe_us(&tc->link->agent->stats.dns, now_us() - tc->dial->resolve_started_us);
+	agent_worker_dns(tc->link->worker, now_us() - tc->dial->resolve_started_us);
 	if (gai_error) {
 		target_fail(tc, FRAME_OPEN_DNS_FAILED, gai_strerror(gai_error));
 		return;
@@ -322,7 +322,7 @@ static void early_on_fin(struct stream *s)
 static void early_on_reset(struct stream *s, uint8_t reason, const char *why)
 {
 	struct target_conn *tc = s->owner;
-	struct agent *a = tc->link->agent;
+	struct agent_worker *w = tc->link->worker;
 
 	tc->aborted = true;
 	log_debug("Stream reset before connect", LF_S("target", tc->dial->name),
@@ -331,8 +331,8 @@ static void early_on_reset(struct stream *s, uint8_t reason, const char *why)
 		resolver_cancel(tc->resolving);
 		target_free(tc);
 	} else if (tc->connect_armed) {
-		timer_disarm(&a->ring, &tc->dial->deadline);
-		ring_cancel_fd(&a->ring, tc->fd); /* connect_done frees */
+		timer_disarm(&w->ring, &tc->dial->deadline);
+		ring_cancel_fd(&w->ring, tc->fd); /* connect_done frees */
 	}
 }
 
@@ -366,6 +366,7 @@ static void format_target(struct target_conn *tc, const struct frame *f)
 static int target_start(struct target_conn *tc, const struct acl_host *host)
 {
 	struct agent *a = tc->link->agent;
+	struct agent_worker *w = tc->link->worker;
 	const struct acl_rule *rule = NULL;
 	enum acl_verdict v;
 
@@ -400,7 +401,7 @@ static int target_start(struct target_conn *tc, const struct acl_host *host)
 	}
 	tc->state = TARGET_RESOLVE;
 	tc->dial->resolve_started_us = now_us();
-	tc->resolving = resolver_lookup(a->resolver, host->name, tc->dial->port, resolved, tc);
+	tc->resolving = resolver_lookup(w->resolver, host->name, tc->dial->port, resolved, tc);
 	if (!tc->resolving)
 		target_fail(tc, FRAME_OPEN_GENERAL, "resolver busy");
 	return 0;
@@ -409,12 +410,13 @@ static int target_start(struct target_conn *tc, const struct acl_host *host)
 int target_open(struct agent_link *l, const struct frame *f, const char **why)
 {
 	struct agent *a = l->agent;
+	struct agent_worker *w = l->worker;
 	struct target_conn *tc;
 	struct acl_host host;
 	const char *why_name = NULL;
 	size_t n;
 
-	if (a->stopping) {
+	if (w->stopping) {
 		struct stream tmp;
 
 		/* refuse without keeping anything: a draining agent opens nothing */
@@ -431,7 +433,7 @@ int target_open(struct agent_link *l, const struct frame *f, const char **why)
 	}
 	tc->link = l;
 	tc->fd = -1;
-	a->ntargets++;
+	AGENT_INC(w->ntargets);
 	tc->dial->tc = tc;
 	timer_init(&tc->dial->deadline, deadline_fire);
 	format_target(tc, f);
@@ -441,15 +443,15 @@ int target_open(struct agent_link *l, const struct frame *f, const char **why)
 			  &target_early_ops, tc) < 0) {
 		free(tc->dial);
 		free(tc);
-		a->ntargets--;
+		AGENT_DEC(w->ntargets);
 		*why = "OPEN for a stream id in use";
 		return -EPROTO;
 	}
-	a->stats.streams_total++;
+	AGENT_INC(w->stats.streams_total);
 	log_debug("Stream open requested", LF_S("target", tc->dial->name),
 		  LF_S("user", tc->dial->user), LF_U("stream", f->stream_id));
 	tc->dial->port = f->open.port;
-	timer_arm(&a->ring, &tc->dial->deadline, a->cfg->client.connect_timeout_ms);
+	timer_arm(&w->ring, &tc->dial->deadline, a->cfg->client.connect_timeout_ms);
 	switch (f->open.addr_type) {
 	case FRAME_ADDR_IPV4:
 		host.kind = ACL_HOST_ADDR;

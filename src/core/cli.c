@@ -20,7 +20,8 @@ static const char *loaded_path;
 
 /* Wakes the loop so the before-wait hook flushes again; nothing to do in
  * the callback itself. One loop per daemon, so one timer. */
-static struct timer log_retry;
+/* per thread: each loop thread flushes its own batch on its own ring */
+static _Thread_local struct timer log_retry;
 
 void cli_print_version(const struct cli_program *prog)
 {
@@ -154,6 +155,18 @@ static void flush_log_before_wait(struct ring *r, void *arg)
 		timer_arm(r, &log_retry, CLI_LOG_RETRY_MS);
 }
 
+int cli_worker_loop_init(struct ring *r, unsigned entries)
+{
+	int ret = ring_init(r, entries);
+
+	if (ret < 0) {
+		log_error("Cannot create io_uring", LF_S("error", strerror(-ret)));
+		return ret;
+	}
+	ring_set_before_wait(r, flush_log_before_wait, NULL);
+	return 0;
+}
+
 int cli_loop_run(struct ring *r)
 {
 	int batching = log_batch_begin();
@@ -161,6 +174,7 @@ int cli_loop_run(struct ring *r)
 
 	if (batching < 0)
 		log_warn("Log lines are written one by one", LF_S("error", strerror(-batching)));
+	timer_init(&log_retry, log_retry_due);
 	ret = ring_run(r);
 	timer_disarm(r, &log_retry);
 	if (batching == 0)
@@ -178,7 +192,6 @@ int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal)
 		return ret;
 	}
 	signal(SIGPIPE, SIG_IGN); /* sends use MSG_NOSIGNAL; this covers the rest */
-	timer_init(&log_retry, log_retry_due);
 	ring_set_before_wait(r, flush_log_before_wait, NULL);
 	ret = ring_watch_signals(r, signals, (int)ARRAY_SIZE(signals), on_signal);
 	if (ret < 0)

@@ -285,6 +285,11 @@ const struct config_key config_keys[] = {
 	{ KEY("client", "replicas", uint32, CLIENT, client.replicas), .default_value = "1",
 	  RANGE(1, CONFIG_REPLICAS_MAX), .restart = true,
 	  .help = "Number of parallel tunnels this agent keeps open to each gateway." },
+	{ KEY("client", "workers", uint32, CLIENT, client.workers), .default_value = "0",
+	  RANGE(0, CONFIG_CLIENT_WORKERS_MAX), .restart = true,
+	  .help = "Threads carrying the tunnels, each with its own io_uring ring; tunnel i "
+		  "(of gateways x replicas) runs on thread i % workers. 0: one per online "
+		  "CPU. Never more than there are tunnels." },
 	{ KEY("client", "auth_username", string, CLIENT, client.auth_username), .required = true,
 	  .check = config_check_credential, .example = "gateway_user",
 	  .help = "Username presented to the gateway (its [gateway] auth_username)." },

@@ -331,6 +331,7 @@ AGENT_FAMILIES = {
     "anyproxy_agent_reconnects_total": "counter",
     "anyproxy_agent_streams": "gauge",
     "anyproxy_agent_streams_total": "counter",
+    "anyproxy_agent_worker_streams_total": "counter",
     "anyproxy_agent_opens_total": "counter",
     "anyproxy_agent_host_denials_total": "counter",
     "anyproxy_agent_dns_duration_seconds": "histogram",

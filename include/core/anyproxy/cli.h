@@ -46,9 +46,15 @@ int cli_apply_log(const struct config *cfg);
  * SIGHUP delivered to on_signal through the ring, and log lines written
  * once per iteration by the ring's before-wait hook. 0 or -errno (logged). */
 int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal);
+/* Another loop thread of the same daemon (created in that thread): its
+ * ring and the same per-iteration log flush, without signals (they stay
+ * with the main loop; block them before starting the thread). 0 or
+ * -errno (logged). */
+int cli_worker_loop_init(struct ring *r, unsigned entries);
 
 /* ring_run with the loop thread's log lines batched (log.h) while it runs;
- * everything queued is written before it returns. */
+ * everything queued is written before it returns. Each loop thread has its
+ * own batch and retry timer. */
 int cli_loop_run(struct ring *r);
 
 /* "anyproxy-gateway 0.1.0 (wolfSSL 5.5.4 (AES-NI), liburing 2.3)" */

@@ -36,6 +36,8 @@ struct config_list {
 
 /* Most gateways one agent dials ([client] gateway_addr). */
 #define CONFIG_GATEWAYS_MAX 16
+/* [client] workers: threads asked for (the agent runs at most one per link) */
+#define CONFIG_CLIENT_WORKERS_MAX 1024
 
 /* A list of addresses, in the order given; no two are the same host
  * (compared without case) and port. */
@@ -161,6 +163,7 @@ struct config {
 		char *client_id;
 		char *group_id;
 		uint32_t replicas;
+		uint32_t workers; /* 0: one per online CPU (src/client/workers.c) */
 		char *auth_username;
 		char *auth_password;
 		struct config_list allowed_hosts;
