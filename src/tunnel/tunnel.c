@@ -60,7 +60,9 @@ void tunnel_close(struct tunnel *t, const char *reason)
 	if (t->state == TUNNEL_CLOSING)
 		return;
 	t->state = TUNNEL_CLOSING;
-	if (reason != t->close_reason)
+	/* A drain we began ends with its own reason, even when the peer,
+	 * told by our GOAWAY, closes the connection before we do. */
+	if (reason != t->close_reason && !t->close_when_idle)
 		snprintf(t->close_reason, sizeof(t->close_reason), "%s", reason);
 	stream_tunnel_closed(t, t->close_reason);
 	timer_disarm(t->ring, &t->deadline);
