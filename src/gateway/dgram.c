@@ -36,7 +36,8 @@ uint8_t gw_assoc_open(struct gateway *gw, struct gw_assoc *as, const struct user
 	memset(as, 0, sizeof(*as));
 	/* only tunnels whose agent speaks datagrams (gw_tunnel_usable) */
 	gw->picking_datagrams = true;
-	rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
+	rt = registry_pick(&gw->registry, GATEWAY_WORKER_MAIN, id->group, !no_fallback, &fell_back,
+			   &full);
 	gw->picking_datagrams = false;
 	if (!rt) {
 		snprintf(msg, msglen, "no clients carrying datagrams available in group '%s'%s",

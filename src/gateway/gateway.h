@@ -42,6 +42,9 @@
  * once, freed memory is given back to the system when the last one ends
  * (cli.c keeps freed memory in the heap for the relays' sake). */
 #define GATEWAY_TRIM_AFTER_HANDSHAKES 256
+/* The worker thread that runs the loop: the only one so far (every
+ * reg_tunnel.worker is this, and picks prefer it). */
+#define GATEWAY_WORKER_MAIN 0
 
 struct handshake_budget;
 struct proxy_frontend;

@@ -580,7 +580,8 @@ static void open_failed(struct user_conn *uc, uint8_t reason, const char *messag
 	open_note_failure(st, reason, message);
 	snprintf(failed, sizeof(failed), "%s", uc->client_id);
 	while (!gw->stopping &&
-	       (rt = registry_pick_other(&gw->registry, st->group, st->tried, st->ntried, &full))) {
+	       (rt = registry_pick_other(&gw->registry, GATEWAY_WORKER_MAIN, st->group, st->tried,
+					 st->ntried, &full))) {
 		gw->open_retries++;
 		log_info("Retrying the request with another agent of the group",
 			 LF_S("group", st->group), LF_S("user", st->id.full),
@@ -691,12 +692,14 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
 	no_fallback = proxy_no_fallback(gw, id);
-	rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
+	rt = registry_pick(&gw->registry, GATEWAY_WORKER_MAIN, id->group, !no_fallback, &fell_back,
+			   &full);
 	if (!rt && full && origin_pool_count(gw)) {
 		/* idle parked streams count on their tunnels: never at the
 		 * cost of a request */
 		origin_pool_release(gw, NULL, NULL);
-		rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
+		rt = registry_pick(&gw->registry, GATEWAY_WORKER_MAIN, id->group, !no_fallback,
+				   &fell_back, &full);
 	}
 	if (!rt && full) {
 		char msg[160];

@@ -218,13 +218,16 @@ static bool skipped(const struct reg_client *c, struct reg_client *const *skip, 
  * The cursor (g->rr: client index, g->rr_tunnel: tunnel index in it) moves
  * past the tunnel picked; one walk visits every tunnel once. Suspect tunnels
  * are taken only when allow_suspect says so (the caller's second pass).
+ * The first candidate of worker `worker` wins; failing one, the first
+ * candidate of any worker (registry.h).
  */
-static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g,
+static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g, unsigned worker,
 				     struct reg_client *const *skip, unsigned nskip,
 				     bool allow_suspect, bool *full)
 {
 	unsigned total = registry_group_tunnels(g), ci = g->rr % g->nclients, ti = g->rr_tunnel;
-	unsigned k;
+	unsigned k, first_ci = 0, first_ti = 0;
+	struct reg_tunnel *first = NULL;
 
 	for (k = 0; k < total; k++) {
 		struct reg_client *c = g->clients[ci];
@@ -243,14 +246,25 @@ static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g,
 			*full = true;
 			continue;
 		}
-		g->rr = ci;
-		g->rr_tunnel = ti;
-		return t;
+		if (t->worker == worker) {
+			g->rr = ci;
+			g->rr_tunnel = ti;
+			return t;
+		}
+		if (!first) {
+			first = t;
+			first_ci = ci;
+			first_ti = ti;
+		}
 	}
-	return NULL;
+	if (first) {
+		g->rr = first_ci;
+		g->rr_tunnel = first_ti;
+	}
+	return first;
 }
 
-static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g,
+static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g, unsigned worker,
 				     struct reg_client *const *skip, unsigned nskip, bool *full)
 {
 	struct reg_tunnel *t;
@@ -258,29 +272,30 @@ static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g,
 	*full = false;
 	if (!g)
 		return NULL;
-	t = group_walk(reg, g, skip, nskip, false, full);
+	t = group_walk(reg, g, worker, skip, nskip, false, full);
 	/* every candidate is suspect: try one anyway rather than fail (it may
 	 * only have been slow; a hung one costs one more open deadline) */
-	return t ? t : group_walk(reg, g, skip, nskip, true, full);
+	return t ? t : group_walk(reg, g, worker, skip, nskip, true, full);
 }
 
-struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool may_fall_back,
-				 bool *fell_back, bool *full)
+struct reg_tunnel *registry_pick(struct registry *reg, unsigned worker, const char *group_id,
+				 bool may_fall_back, bool *fell_back, bool *full)
 {
-	struct reg_tunnel *t = group_pick(reg, registry_find_group(reg, group_id), NULL, 0, full);
+	struct reg_tunnel *t =
+		group_pick(reg, registry_find_group(reg, group_id), worker, NULL, 0, full);
 
 	*fell_back = false;
 	if (t || *full || !may_fall_back || group_id[0] == '\0')
 		return t;
-	t = group_pick(reg, registry_find_group(reg, ""), NULL, 0, full);
+	t = group_pick(reg, registry_find_group(reg, ""), worker, NULL, 0, full);
 	*fell_back = t != NULL;
 	return t;
 }
 
-struct reg_tunnel *registry_pick_other(struct registry *reg, const char *group_id,
+struct reg_tunnel *registry_pick_other(struct registry *reg, unsigned worker, const char *group_id,
 				       struct reg_client *const *skip, unsigned nskip, bool *full)
 {
-	return group_pick(reg, registry_find_group(reg, group_id), skip, nskip, full);
+	return group_pick(reg, registry_find_group(reg, group_id), worker, skip, nskip, full);
 }
 
 struct reg_client *registry_find_client(struct registry *reg, const char *client_id)
