@@ -212,22 +212,35 @@ static bool skipped(const struct reg_client *c, struct reg_client *const *skip, 
 	return false;
 }
 
+/* May t take the stream in this pass? (*full: it was only too busy.) */
+static bool candidate(struct registry *reg, const struct reg_client *c, const struct reg_tunnel *t,
+		      bool allow_suspect, bool *full)
+{
+	if (c->drained || t->draining || (t->suspect && !allow_suspect))
+		return false;
+	if (reg->usable && !reg->usable(t, reg->ctx)) {
+		*full = true;
+		return false;
+	}
+	return true;
+}
+
 /*
  * Round-robin over the group's tunnels, not its clients, so that a client
  * with three replicas carries three times the streams of a client with one.
  * The cursor (g->rr: client index, g->rr_tunnel: tunnel index in it) moves
  * past the tunnel picked; one walk visits every tunnel once. Suspect tunnels
  * are taken only when allow_suspect says so (the caller's second pass).
- * The first candidate of worker `worker` wins; failing one, the first
- * candidate of any worker (registry.h).
+ * The walk decides the client; among that client's candidates a tunnel of
+ * worker `worker` is taken instead of the one the cursor stands on
+ * (registry.h), which leaves every client's share as it was.
  */
 static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g, unsigned worker,
 				     struct reg_client *const *skip, unsigned nskip,
 				     bool allow_suspect, bool *full)
 {
 	unsigned total = registry_group_tunnels(g), ci = g->rr % g->nclients, ti = g->rr_tunnel;
-	unsigned k, first_ci = 0, first_ti = 0;
-	struct reg_tunnel *first = NULL;
+	unsigned k, j;
 
 	for (k = 0; k < total; k++) {
 		struct reg_client *c = g->clients[ci];
@@ -239,29 +252,22 @@ static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g, 
 			c = g->clients[ci];
 		}
 		t = c->tunnels[ti++];
-		if (c->drained || t->draining || (t->suspect && !allow_suspect) ||
-		    skipped(c, skip, nskip))
+		if (skipped(c, skip, nskip) || !candidate(reg, c, t, allow_suspect, full))
 			continue;
-		if (reg->usable && !reg->usable(t, reg->ctx)) {
-			*full = true;
-			continue;
-		}
-		if (t->worker == worker) {
-			g->rr = ci;
-			g->rr_tunnel = ti;
+		g->rr = ci;
+		g->rr_tunnel = ti;
+		if (t->worker == worker)
 			return t;
+		for (j = 0; j < c->ntunnels; j++) {
+			struct reg_tunnel *o = c->tunnels[j];
+
+			if (o != t && o->worker == worker && !(o->suspect && !t->suspect) &&
+			    candidate(reg, c, o, allow_suspect, full))
+				return o;
 		}
-		if (!first) {
-			first = t;
-			first_ci = ci;
-			first_ti = ti;
-		}
+		return t;
 	}
-	if (first) {
-		g->rr = first_ci;
-		g->rr_tunnel = first_ti;
-	}
-	return first;
+	return NULL;
 }
 
 static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g, unsigned worker,

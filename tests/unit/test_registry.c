@@ -431,62 +431,70 @@ static void test_drained_client_skipped_and_remembered(void **state)
 	assert_int_equal(registry_set_drained(&f->reg, "c", true), 0);
 }
 
-/* A pick prefers the caller's worker among candidates of equal standing:
- * round-robin over its own tunnels, another worker's only when none of its
- * own can take the stream; a healthy remote tunnel beats a suspect local
- * one. */
+/* The round-robin decides the agent; among its tunnels one of the caller's
+ * worker is taken, never a suspect one instead of a sound one. Each agent
+ * keeps the share its tunnels weigh. */
 static void test_pick_prefers_own_worker(void **state)
 {
 	struct fixture *f = *state;
 	struct reg_client *tried[1];
-	int seen[4] = { 0 };
+	int seen[5] = { 0 };
 	bool fb, full;
 
-	f->t[0].worker = 0;
+	f->t[0].worker = 0; /* a */
 	f->t[1].worker = 1;
-	f->t[2].worker = 0;
+	f->t[2].worker = 0; /* b */
 	f->t[3].worker = 1;
+	f->t[4].worker = 0; /* c: one tunnel */
 	registry_join(&f->reg, &f->t[0], "a", "g", 1, 0, "a");
 	registry_join(&f->reg, &f->t[1], "a", "g", 1, 1, "a");
 	registry_join(&f->reg, &f->t[2], "b", "g", 2, 0, "b");
 	registry_join(&f->reg, &f->t[3], "b", "g", 2, 1, "b");
-	for (int i = 0; i < 8; i++) {
-		struct reg_tunnel *t = registry_pick(&f->reg, 1, "g", false, &fb, &full);
-
-		assert_int_equal(t->worker, 1);
-		seen[t - f->t]++;
-	}
-	/* both of worker 1's tunnels in turn */
+	registry_join(&f->reg, &f->t[4], "c", "g", 3, 0, "c");
+	for (int i = 0; i < 10; i++)
+		seen[registry_pick(&f->reg, 1, "g", false, &fb, &full) - f->t]++;
+	/* worker 1's tunnels of a and b, c's only one; shares 2:2:1 */
+	assert_int_equal(seen[0], 0);
 	assert_int_equal(seen[1], 4);
+	assert_int_equal(seen[2], 0);
 	assert_int_equal(seen[3], 4);
-	/* the two workers' picks interleaved: each still gets its own */
-	for (int i = 0; i < 6; i++) {
-		assert_int_equal(registry_pick(&f->reg, 0, "g", false, &fb, &full)->worker, 0);
-		assert_int_equal(registry_pick(&f->reg, 1, "g", false, &fb, &full)->worker, 1);
-	}
-	/* worker 1's tunnels cannot take it: another worker's serves */
+	assert_int_equal(seen[4], 2);
+	memset(seen, 0, sizeof(seen));
+	for (int i = 0; i < 10; i++)
+		seen[registry_pick(&f->reg, 0, "g", false, &fb, &full) - f->t]++;
+	assert_int_equal(seen[0], 4);
+	assert_int_equal(seen[2], 4);
+	assert_int_equal(seen[4], 2);
+	/* a's tunnel on worker 1 drains: worker 1 gets a's other one (a's
+	 * share is then one tunnel's, as without workers) */
 	f->t[1].draining = true;
-	f->t[3].suspect = true;
-	for (int i = 0; i < 4; i++)
-		assert_int_equal(registry_pick(&f->reg, 1, "g", false, &fb, &full)->worker, 0);
-	/* every tunnel suspect: the local one is preferred again */
-	f->t[0].suspect = f->t[2].suspect = true;
-	assert_ptr_equal(registry_pick(&f->reg, 1, "g", false, &fb, &full), &f->t[3]);
-	f->t[0].suspect = f->t[2].suspect = f->t[3].suspect = false;
+	memset(seen, 0, sizeof(seen));
+	for (int i = 0; i < 10; i++)
+		seen[registry_pick(&f->reg, 1, "g", false, &fb, &full) - f->t]++;
+	assert_true(seen[0] > 0);
+	assert_int_equal(seen[1], 0);
+	/* b's tunnel on worker 1 is suspect: never taken for the sound one */
 	f->t[1].draining = false;
-	/* a retry skips the failed client's tunnels, local or not */
-	tried[0] = f->t[1].client;
-	for (int i = 0; i < 3; i++)
-		assert_ptr_equal(registry_pick_other(&f->reg, 1, "g", tried, 1, &full), &f->t[3]);
-	tried[0] = f->t[3].client;
-	for (int i = 0; i < 3; i++)
-		assert_ptr_equal(registry_pick_other(&f->reg, 0, "g", tried, 1, &full), &f->t[0]);
-	/* a worker without a tunnel of the group: plain round-robin */
-	seen[0] = seen[1] = seen[2] = seen[3] = 0;
-	for (int i = 0; i < 8; i++)
-		seen[registry_pick(&f->reg, 7, "g", false, &fb, &full) - f->t]++;
+	f->t[3].suspect = true;
+	memset(seen, 0, sizeof(seen));
+	for (int i = 0; i < 10; i++)
+		seen[registry_pick(&f->reg, 1, "g", false, &fb, &full) - f->t]++;
+	assert_int_equal(seen[3], 0);
+	assert_true(seen[2] > 0);
+	/* every tunnel suspect: tried anyway, the caller's preferred */
+	for (int i = 0; i < 5; i++)
+		f->t[i].suspect = true;
 	for (int i = 0; i < 4; i++)
-		assert_int_equal(seen[i], 2);
+		assert_int_not_equal(registry_pick(&f->reg, 1, "g", false, &fb, &full), &f->t[0]);
+	for (int i = 0; i < 5; i++)
+		f->t[i].suspect = false;
+	/* a retry skips the failed client's tunnels whatever their worker */
+	tried[0] = f->t[1].client;
+	for (int i = 0; i < 6; i++) {
+		struct reg_tunnel *t = registry_pick_other(&f->reg, 1, "g", tried, 1, &full);
+
+		assert_true(t == &f->t[3] || t == &f->t[4]);
+	}
 }
 
 int main(void)

@@ -131,12 +131,12 @@ bool registry_leave(struct registry *reg, struct reg_tunnel *t);
  * clients (apctl drain), draining tunnels (GOAWAY) and full ones (as the
  * usable callback says). Suspect tunnels are skipped while another can
  * take the stream, and tried when every candidate is suspect.
- * Among the candidates of equal standing (both usable and not suspect, or
- * both suspect in the second pass) a tunnel of worker `worker` (the
- * caller's thread) is taken before one of another worker: the stream then
- * needs no handover between threads. Over a walk the round-robin still
- * visits each of the caller's tunnels in turn; tunnels of other workers
- * get the caller's streams only when none of its own can take them.
+ * The round-robin decides the agent (client); among that agent's tunnels
+ * that can take the stream, one of worker `worker` (the caller's thread)
+ * is taken before the one the cursor stands on, never a suspect one
+ * instead of a sound one: the stream then needs no handover between
+ * threads, and every agent's share of the group stays what its tunnels
+ * weigh.
  * A group without a serving agent falls back to the default group ("")
  * when may_fall_back says so (sets *fell_back); the caller decides (the
  * registry knows nothing of tenants or config). A group whose agents are
