@@ -54,7 +54,7 @@ struct control_conn {
 
 static void control_free(struct control_conn *c)
 {
-	timer_disarm(&c->gw->ring, &c->deadline);
+	timer_disarm(&gw_main(c->gw)->ring, &c->deadline);
 	close(c->fd);
 	table_writer_free(&c->reply);
 	free(c);
@@ -219,7 +219,7 @@ static int answer_set_drained(struct gateway *gw, struct table_writer *w, const 
 		return table_write_error(w, "out of memory");
 	c = registry_find_client(&gw->registry, id);
 	if (drain && c)
-		proxy_release_idle(gw, c, NULL);
+		proxy_release_idle(gw_main(gw), c, NULL);
 	log_info(drain ? "Client drained: no new streams" : "Client undrained",
 		 LF_S("client_id", id), LF_S("group_id", c ? c->group->id : ""),
 		 LF_S("connected", c ? "yes" : "no"),
@@ -330,7 +330,8 @@ static void send_done(struct ring *r, struct ring_op *op, int res, uint32_t flag
 static void control_send_more(struct control_conn *c)
 {
 	c->op.cb = send_done;
-	ring_prep_send(&c->gw->ring, &c->op, c->fd, c->reply.buf + c->sent, c->reply.len - c->sent);
+	ring_prep_send(&gw_main(c->gw)->ring, &c->op, c->fd, c->reply.buf + c->sent,
+		       c->reply.len - c->sent);
 }
 
 static void recv_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
@@ -384,9 +385,9 @@ void control_accept(struct listener *l, int fd)
 	c->fd = fd;
 	table_writer_init(&c->reply, TABLE_REPLY_MAX_BYTES);
 	timer_init(&c->deadline, control_deadline);
-	timer_arm(&gw->ring, &c->deadline, CONTROL_DEADLINE_MS);
+	timer_arm(&gw_main(gw)->ring, &c->deadline, CONTROL_DEADLINE_MS);
 	c->op.cb = recv_done;
-	ring_prep_recv(&gw->ring, &c->op, fd, c->request, sizeof(c->request));
+	ring_prep_recv(&gw_main(gw)->ring, &c->op, fd, c->request, sizeof(c->request));
 }
 
 /* The group the socket file gets: [control] socket_group by name or number,

@@ -171,7 +171,7 @@ static void udp_client_free(struct forward_udp_client *c)
 {
 	struct gw_forward *fw = c->fw;
 
-	timer_disarm(&fw->gw->ring, &c->idle);
+	timer_disarm(&gw_main(fw->gw)->ring, &c->idle);
 	HASH_DEL(fw->clients, c);
 	fw->nclients--;
 	fw->active--;
@@ -257,7 +257,7 @@ static struct forward_udp_client *udp_client_for(struct gw_forward *fw, const st
 	c->fromlen = fromlen;
 	c->last_active_ms = now_ms();
 	timer_init(&c->idle, udp_client_idle);
-	timer_arm(&fw->gw->ring, &c->idle, fw->gw->cfg->gateway.udp_idle_timeout_ms);
+	timer_arm(&gw_main(fw->gw)->ring, &c->idle, fw->gw->cfg->gateway.udp_idle_timeout_ms);
 	HASH_ADD(hh, fw->clients, from, sizeof(c->from), c);
 	fw->nclients++;
 	fw->active++;
@@ -325,14 +325,14 @@ int forward_listen_all(struct gateway *gw)
 		fw->cfg = f;
 		if (udp) {
 			/* one byte more than a DGRAM carries: a longer one shows as cut */
-			if (udp_socket_open(&fw->udp, &gw->ring, fd, FRAME_DGRAM_MAX_DATA + 1,
-					    &udp_forward_ops) < 0)
+			if (udp_socket_open(&fw->udp, &gw_main(gw)->ring, fd,
+					    FRAME_DGRAM_MAX_DATA + 1, &udp_forward_ops) < 0)
 				return -ENOMEM;
 		} else {
 			fw->listener = (struct listener){ .fd = fd,
 							  .name = f->name,
 							  .on_accept = proxy_accept,
-							  .owner = gw,
+							  .owner = gw_main(gw),
 							  .frontend = &forward_frontend,
 							  .proxy = GW_PROXY_FORWARD,
 							  .proxy_cfg = &fw->no_credentials };
@@ -351,13 +351,13 @@ void forward_start_all(struct gateway *gw)
 {
 	for (size_t i = 0; i < gw->nforwards; i++)
 		if (gw->forwards[i].listener.fd >= 0)
-			listener_start(&gw->ring, &gw->forwards[i].listener);
+			listener_start(&gw_main(gw)->ring, &gw->forwards[i].listener);
 }
 
 void forward_stop_all(struct gateway *gw)
 {
 	for (size_t i = 0; i < gw->nforwards; i++) {
-		listener_stop(&gw->ring, &gw->forwards[i].listener);
+		listener_stop(&gw_main(gw)->ring, &gw->forwards[i].listener);
 		udp_socket_close(&gw->forwards[i].udp);
 	}
 }

@@ -175,7 +175,7 @@ static bool park_stream(struct user_conn *uc)
 	    !proxy_stream_reusable(uc, s->origin->id.group))
 		return false;
 	len = origin_key(s->origin, key, sizeof(key));
-	if (!len || origin_pool_put(uc->gw, key, len, &uc->relay.stream, uc->client,
+	if (!len || origin_pool_put(uc->w, key, len, &uc->relay.stream, uc->client,
 				    uc->relay.out_stream_debt) < 0)
 		return false;
 	log_debug("Origin connection parked", LF_S("client_id", uc->client_id));
@@ -720,7 +720,7 @@ static bool take_parked_stream(struct user_conn *uc, const struct username_ident
 
 	if (!len || uc->relay.stream.tunnel || uc->client)
 		return false; /* a stream of its own still: not expected here */
-	client = origin_pool_take(uc->gw, key, len, id->group, &uc->relay.stream,
+	client = origin_pool_take(uc->w, key, len, id->group, &uc->relay.stream,
 				  &forward_stream_ops, uc);
 	if (!client)
 		return false;

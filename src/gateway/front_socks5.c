@@ -406,7 +406,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 		fail_request(uc, socks5_reply_for_open_reason(reason), why);
 		return;
 	}
-	if (udp_socket_open(&u->udp, &uc->gw->ring, fd, S5_UDP_DATAGRAM_MAX, &s5_udp_ops) < 0) {
+	if (udp_socket_open(&u->udp, &uc->w->ring, fd, S5_UDP_DATAGRAM_MAX, &s5_udp_ops) < 0) {
 		gw_assoc_close(&u->assoc);
 		free(u);
 		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "out of memory");
@@ -415,7 +415,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 	u->uc = uc;
 	u->last_active_ms = now_ms();
 	timer_init(&u->idle, udp_idle_fire);
-	timer_arm(&uc->gw->ring, &u->idle, uc->gw->cfg->gateway.udp_idle_timeout_ms);
+	timer_arm(&uc->w->ring, &u->idle, uc->gw->cfg->gateway.udp_idle_timeout_ms);
 	s->udp = u;
 	set_state(uc, s, S5_UDP);
 	relay_write(&uc->relay, msg,
@@ -428,7 +428,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
  * the struct once its close completes). */
 static void udp_teardown(struct user_conn *uc, struct s5_udp *u)
 {
-	timer_disarm(&uc->gw->ring, &u->idle);
+	timer_disarm(&uc->w->ring, &u->idle);
 	gw_assoc_close(&u->assoc);
 	u->uc = NULL;
 	udp_socket_close(&u->udp);

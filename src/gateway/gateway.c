@@ -23,8 +23,8 @@
 
 static void handshake_over(struct gw_tunnel *gt)
 {
-	handshake_source_drop(&gt->gw->tunnel_budget, &gt->source);
-	handshake_end(gt->gw, &gt->gw->tunnel_budget, &gt->in_handshake);
+	handshake_source_drop(&gt->w->tunnel_budget, &gt->source);
+	handshake_end(gt->w, &gt->w->tunnel_budget, &gt->in_handshake);
 }
 
 /* ---- agent tunnels ---- */
@@ -186,6 +186,7 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 		return 0;
 	}
 	gt->reg.owner = gt;
+	gt->reg.worker = (uint16_t)gt->w->index;
 	gt->reg.credential = adm.kind | (bound == 1 ? GW_CRED_CERT_BOUND : 0);
 	ret = registry_join(&gw->registry, &gt->reg, gt->client_id, group_id, f->hello.instance,
 			    f->hello.replica, gt->tunnel->peer);
@@ -244,7 +245,7 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 		log_info("Client draining", LF_S("client_id", gt->client_id),
 			 LF_U("replica", gt->reg.replica),
 			 LF_S("reason", frame_error_name(f->error.code)));
-		proxy_release_idle(gt->gw, NULL, t);
+		proxy_release_idle(gt->w, NULL, t);
 		return 0;
 	case FRAME_DGRAM_OPEN:
 	case FRAME_DGRAM:
@@ -261,17 +262,18 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 	}
 }
 
-/* Stop the loop once stopping and nothing is left open. */
-static void gateway_maybe_exit(struct gateway *gw)
+/* Stop a worker's loop once stopping and nothing is left open on it. */
+static void worker_maybe_exit(struct gw_worker *w)
 {
-	if (gw->stopping && gw->ntunnels == 0 && gw->nusers == 0)
-		ring_stop(&gw->ring);
+	if (w->gw->stopping && w->ntunnels == 0 && w->nusers == 0)
+		ring_stop(&w->ring);
 }
 
 static void gw_on_closed(struct tunnel *t, const char *reason)
 {
 	struct gw_tunnel *gt = t->owner;
 	struct gateway *gw = gt->gw;
+	struct gw_worker *w = gt->w;
 	char client_id[FRAME_MAX_ID_LEN + 1];
 
 	snprintf(client_id, sizeof(client_id), "%s", gt->client_id);
@@ -287,13 +289,13 @@ static void gw_on_closed(struct tunnel *t, const char *reason)
 		log_info("Tunnel closed before authentication", LF_S("remote_addr", t->peer),
 			 LF_S("reason", reason));
 	}
-	DL_DELETE(gw->tunnels, gt);
-	gw->ntunnels--;
+	DL_DELETE(w->tunnels, gt);
+	w->ntunnels--;
 	handshake_over(gt);
 	if (gt->authenticated)
 		gw_stats_prune(gw); /* its group may be gone */
 	free(gt);
-	gateway_maybe_exit(gw);
+	worker_maybe_exit(w);
 }
 
 /* A tunnel missed a deadline (no PONG, or an OPEN not answered within
@@ -354,7 +356,8 @@ static void gw_on_evict(struct reg_tunnel *rt, uint16_t code, void *ctx)
 
 static void tunnel_accept(struct listener *l, int fd)
 {
-	struct gateway *gw = l->owner;
+	struct gw_worker *w = l->owner;
+	struct gateway *gw = w->gw;
 	struct sockaddr_storage peer;
 	socklen_t peer_len = sizeof(peer);
 	struct hs_source *source = NULL;
@@ -365,7 +368,7 @@ static void tunnel_accept(struct listener *l, int fd)
 		return;
 	}
 	if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0 &&
-	    handshake_source_take(&gw->tunnel_budget,
+	    handshake_source_take(&w->tunnel_budget,
 				  gw->cfg->gateway.max_tunnel_handshakes_per_address,
 				  (struct sockaddr *)&peer, &source) < 0) {
 		close(fd);
@@ -373,23 +376,24 @@ static void tunnel_accept(struct listener *l, int fd)
 	}
 	gt = calloc(1, sizeof(*gt));
 	if (!gt) {
-		handshake_source_drop(&gw->tunnel_budget, &source);
+		handshake_source_drop(&w->tunnel_budget, &source);
 		close(fd);
 		return;
 	}
 	gt->source = source;
 	gt->gw = gw;
+	gt->w = w;
 	gt->accepted_us = now_us();
-	gt->tunnel = tunnel_new(&gw->ring, fd, gw->tls, true, NULL, &gw_tunnel_ops, gt,
-				gw->cfg->gateway.handshake_timeout_ms, &gw->bufs);
+	gt->tunnel = tunnel_new(&w->ring, fd, gw->tls, true, NULL, &gw_tunnel_ops, gt,
+				gw->cfg->gateway.handshake_timeout_ms, &w->bufs);
 	if (!gt->tunnel) {
-		handshake_source_drop(&gw->tunnel_budget, &gt->source);
+		handshake_source_drop(&w->tunnel_budget, &gt->source);
 		free(gt);
 		return;
 	}
-	DL_PREPEND(gw->tunnels, gt);
-	gw->ntunnels++;
-	handshake_begin(gw, &gw->tunnel_budget, &gt->in_handshake);
+	DL_PREPEND(w->tunnels, gt);
+	w->ntunnels++;
+	handshake_begin(w, &w->tunnel_budget, &gt->in_handshake);
 	log_debug("Tunnel accepted", LF_S("remote_addr", gt->tunnel->peer));
 }
 
@@ -429,45 +433,63 @@ static void apply_limits(struct gateway *gw)
 
 static void shutdown_expired(struct ring *r, struct timer *t)
 {
-	struct gateway *gw = container_of(t, struct gateway, shutdown_timer);
+	struct gw_worker *w = container_of(t, struct gw_worker, shutdown_timer);
 	struct gw_tunnel *gt, *tmp;
 
-	log_warn("Shutdown timeout: closing what is left", LF_U("tunnels", gw->ntunnels),
-		 LF_U("users", gw->nusers));
+	log_warn("Shutdown timeout: closing what is left", LF_U("worker", w->index),
+		 LF_U("tunnels", w->ntunnels), LF_U("users", w->nusers));
 	/* tunnel_close frees nothing synchronously (gw_on_closed unlinks and
 	 * frees in a later completion), so the walk loses no entry; _SAFE
 	 * still survives losing the current one */
-	DL_FOREACH_SAFE (gw->tunnels, gt, tmp)
+	DL_FOREACH_SAFE (w->tunnels, gt, tmp)
 		tunnel_close(gt->tunnel, "gateway shutdown");
-	proxy_close_all(gw, "gateway shutdown");
+	proxy_close_all(w, "gateway shutdown");
+}
+
+/* Tunnels alive on every worker. */
+static unsigned gateway_tunnels(const struct gateway *gw)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < gw->nworkers; i++)
+		n += gw->workers[i].ntunnels;
+	return n;
+}
+
+/* One worker's part of a shutdown, on its own thread: stop accepting,
+ * close the users in their handshake, drain the tunnels (GOAWAY), and
+ * bound the rest by shutdown_timeout_ms. */
+static void worker_stop(struct gw_worker *w)
+{
+	struct gw_tunnel *gt, *tmp;
+
+	listener_stop(&w->ring, &w->tunnel_listener);
+	listener_stop(&w->ring, &w->socks5_listener);
+	listener_stop(&w->ring, &w->http_listener);
+	listener_stop(&w->ring, &w->https_listener);
+	/* users still in their handshake have nothing to finish */
+	proxy_close_handshaking(w, "gateway shutdown");
+	/* open streams may finish; each tunnel closes after its last one */
+	DL_FOREACH_SAFE (w->tunnels, gt, tmp) /* closes, as shutdown_expired */
+		tunnel_drain(gt->tunnel, FRAME_ERR_SHUTDOWN, "gateway shutting down");
+	timer_init(&w->shutdown_timer, shutdown_expired);
+	timer_arm(&w->ring, &w->shutdown_timer, w->gw->cfg->gateway.shutdown_timeout_ms);
+	worker_maybe_exit(w);
 }
 
 static void gateway_stop(struct gateway *gw, int signo)
 {
-	struct gw_tunnel *gt, *tmp;
-
 	if (gw->stopping)
 		return;
 	gw->stopping = true;
 	notify_stopping(&gw->notify);
 	log_info("Gateway stopping", LF_S("signal", strsignal(signo)),
-		 LF_U("tunnels", gw->ntunnels), LF_U("users", gw->nusers),
+		 LF_U("tunnels", gateway_tunnels(gw)), LF_U("users", gw->nusers),
 		 LF_U("shutdown_timeout_ms", gw->cfg->gateway.shutdown_timeout_ms));
-	listener_stop(&gw->ring, &gw->tunnel_listener);
-	listener_stop(&gw->ring, &gw->control_listener);
-	listener_stop(&gw->ring, &gw->socks5_listener);
-	listener_stop(&gw->ring, &gw->http_listener);
+	listener_stop(&gw_main(gw)->ring, &gw->control_listener);
 	metrics_server_close(&gw->metrics);
-	listener_stop(&gw->ring, &gw->https_listener);
 	forward_stop_all(gw);
-	/* users still in their handshake have nothing to finish */
-	proxy_close_handshaking(gw, "gateway shutdown");
-	/* open streams may finish; each tunnel closes after its last one */
-	DL_FOREACH_SAFE (gw->tunnels, gt, tmp) /* closes, as shutdown_expired */
-		tunnel_drain(gt->tunnel, FRAME_ERR_SHUTDOWN, "gateway shutting down");
-	timer_init(&gw->shutdown_timer, shutdown_expired);
-	timer_arm(&gw->ring, &gw->shutdown_timer, gw->cfg->gateway.shutdown_timeout_ms);
-	gateway_maybe_exit(gw);
+	worker_stop(gw_main(gw));
 }
 
 static struct gateway *signal_owner;
@@ -502,7 +524,7 @@ static void recheck_agents(struct gateway *gw, const struct config *old)
 	struct gw_tunnel *gt, *tmp;
 
 	/* closes tunnels, as shutdown_expired: none leaves the list here */
-	DL_FOREACH_SAFE (gw->tunnels, gt, tmp) {
+	DL_FOREACH_SAFE (gw_main(gw)->tunnels, gt, tmp) {
 		char group_id[FRAME_MAX_ID_LEN + 1];
 		struct gw_admission before, now;
 		const char *why;
@@ -554,7 +576,7 @@ static void gateway_reload(struct gateway *gw)
 	}
 	/* [proxy.https]: a new certificate for new connections (a listener
 	 * that the file no longer configures runs on with the one it has) */
-	if (gw->https_listener.fd >= 0 && fresh.https.tls_cert && fresh.https.tls_key) {
+	if (gw_main(gw)->https_listener.fd >= 0 && fresh.https.tls_cert && fresh.https.tls_key) {
 		https_tls = tls_ctx_server_users(fresh.https.tls_cert, fresh.https.tls_key, err,
 						 sizeof(err));
 		if (!https_tls) {
@@ -572,15 +594,15 @@ static void gateway_reload(struct gateway *gw)
 	tls_ctx_free(gw->tls); /* tunnels keep the old context until they close */
 	gw->tls = tls;
 	if (https_tls) {
-		tls_ctx_free(gw->https_listener.tls); /* users keep theirs */
-		gw->https_listener.tls = https_tls;
+		tls_ctx_free(gw_main(gw)->https_listener.tls); /* users keep theirs */
+		gw_main(gw)->https_listener.tls = https_tls;
 	}
 	if (cli_apply_log(gw->cfg) < 0)
 		log_error("Cannot reopen the log output", LF_S("output", gw->cfg->log.output));
 	apply_limits(gw);
 	/* a new max_handshakes pauses or resumes a side at once */
-	handshake_limit_changed(gw);
-	log_info("Configuration reloaded", LF_U("tunnels", gw->ntunnels),
+	handshake_limit_changed(gw_main(gw));
+	log_info("Configuration reloaded", LF_U("tunnels", gateway_tunnels(gw)),
 		 LF_U("users", gw->nusers));
 }
 
@@ -605,12 +627,12 @@ static void gateway_status(void *arg, char *buf, size_t len)
 	const struct gateway *gw = arg;
 
 	snprintf(buf, len, "%sagents %u, tunnels %u, users %u", gw->stopping ? "stopping: " : "",
-		 registry_client_count(&gw->registry), gw->ntunnels, gw->nusers);
+		 registry_client_count(&gw->registry), gateway_tunnels(gw), gw->nusers);
 }
 
 /* Open a proxy listener if its listen_addr is set: its connections speak
  * to front end fe. 0 or -errno. */
-static int proxy_listen(struct gateway *gw, struct listener *l, const struct config_listener *cfg,
+static int proxy_listen(struct gw_worker *w, struct listener *l, const struct config_listener *cfg,
 			const struct proxy_frontend *fe, enum gw_proxy proxy)
 {
 	const char *name = fe->name;
@@ -636,7 +658,7 @@ static int proxy_listen(struct gateway *gw, struct listener *l, const struct con
 	*l = (struct listener){ .fd = fd,
 				.name = name,
 				.on_accept = proxy_accept,
-				.owner = gw,
+				.owner = w,
 				.frontend = fe,
 				.proxy_cfg = cfg,
 				.proxy = proxy,
@@ -648,48 +670,27 @@ static int proxy_listen(struct gateway *gw, struct listener *l, const struct con
 	return 0;
 }
 
-int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg)
+/* Worker w's listeners (SO_REUSEPORT: every worker binds the same
+ * ports) and receive buffers, on its ring. 0 or -errno (logged). */
+static int worker_open(struct gw_worker *w)
 {
-	char err[512], shown[300];
+	struct gateway *gw = w->gw;
+	const struct config *cfg = gw->cfg;
+	char err[512];
 	int ret, fd;
 
-	memset(gw, 0, sizeof(*gw));
-	gw->cfg = cfg;
-	gw->program = program;
-	gw->started = time(NULL);
-	gw->tunnel_listener.fd = -1;
-	gw->control_listener.fd = -1;
-	gw->socks5_listener.fd = -1;
-	gw->http_listener.fd = -1;
-	gw->https_listener.fd = -1;
-	registry_init(&gw->registry, gw_on_evict, gw);
-	gw->registry.usable = gw_tunnel_usable;
-	signal_owner = gw;
-	ret = cli_loop_init(&gw->ring, 4096, on_signal);
-	if (ret < 0)
-		return ret;
-	notify_init(&gw->notify, &gw->ring);
-	gw->tls = tls_ctx_server(cfg->gateway.tls_cert, cfg->gateway.tls_key,
-				 cfg->gateway.client_ca, err, sizeof(err));
-	if (!gw->tls) {
-		log_error("Cannot set up TLS", LF_S("error", err));
-		return -EINVAL;
-	}
-	ret = bufring_init(&gw->bufs, &gw->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
+	ret = bufring_init(&w->bufs, &w->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
 	if (ret < 0) {
-		log_error("Cannot register receive buffers", LF_S("error", strerror(-ret)));
+		log_error("Cannot register receive buffers", LF_U("worker", w->index),
+			  LF_S("error", strerror(-ret)));
 		return ret;
 	}
-	ret = proxy_listen(gw, &gw->socks5_listener, &cfg->socks5, &socks5_frontend,
-			   GW_PROXY_SOCKS5);
+	ret = proxy_listen(w, &w->socks5_listener, &cfg->socks5, &socks5_frontend, GW_PROXY_SOCKS5);
 	if (ret == 0)
-		ret = proxy_listen(gw, &gw->http_listener, &cfg->http, &http_frontend,
-				   GW_PROXY_HTTP);
+		ret = proxy_listen(w, &w->http_listener, &cfg->http, &http_frontend, GW_PROXY_HTTP);
 	if (ret == 0)
-		ret = proxy_listen(gw, &gw->https_listener, &cfg->https, &https_frontend,
+		ret = proxy_listen(w, &w->https_listener, &cfg->https, &https_frontend,
 				   GW_PROXY_HTTPS);
-	if (ret == 0)
-		ret = forward_listen_all(gw);
 	if (ret < 0)
 		return ret;
 	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
@@ -697,39 +698,91 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		log_error("Cannot open the tunnel listener", LF_S("error", err));
 		return fd;
 	}
-	gw->tunnel_listener = (struct listener){
-		.fd = fd, .name = "tunnel", .on_accept = tunnel_accept, .owner = gw
+	w->tunnel_listener = (struct listener){
+		.fd = fd, .name = "tunnel", .on_accept = tunnel_accept, .owner = w
 	};
+	w->tunnel_budget =
+		(struct handshake_budget){ .name = "tunnel", .listeners = { &w->tunnel_listener } };
+	w->user_budget = (struct handshake_budget){
+		.name = "proxy",
+		.listeners = { &w->socks5_listener, &w->http_listener, &w->https_listener }
+	};
+	return 0;
+}
+
+/* Arm the accepts of w's listeners. */
+static void worker_start(struct gw_worker *w)
+{
+	listener_start(&w->ring, &w->tunnel_listener);
+	if (w->socks5_listener.fd >= 0)
+		listener_start(&w->ring, &w->socks5_listener);
+	if (w->http_listener.fd >= 0)
+		listener_start(&w->ring, &w->http_listener);
+	if (w->https_listener.fd >= 0)
+		listener_start(&w->ring, &w->https_listener);
+}
+
+static void worker_init(struct gateway *gw, unsigned index)
+{
+	struct gw_worker *w = &gw->workers[index];
+
+	w->gw = gw;
+	w->index = index;
+	w->tunnel_listener.fd = -1;
+	w->socks5_listener.fd = -1;
+	w->http_listener.fd = -1;
+	w->https_listener.fd = -1;
+}
+
+int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg)
+{
+	char err[512], shown[300];
+	int ret;
+
+	memset(gw, 0, sizeof(*gw));
+	gw->cfg = cfg;
+	gw->program = program;
+	gw->started = time(NULL);
+	gw->nworkers = 1;
+	worker_init(gw, 0);
+	gw->control_listener.fd = -1;
+	registry_init(&gw->registry, gw_on_evict, gw);
+	gw->registry.usable = gw_tunnel_usable;
+	signal_owner = gw;
+	ret = cli_loop_init(&gw_main(gw)->ring, 4096, on_signal);
+	if (ret < 0)
+		return ret;
+	notify_init(&gw->notify, &gw_main(gw)->ring);
+	gw->tls = tls_ctx_server(cfg->gateway.tls_cert, cfg->gateway.tls_key,
+				 cfg->gateway.client_ca, err, sizeof(err));
+	if (!gw->tls) {
+		log_error("Cannot set up TLS", LF_S("error", err));
+		return -EINVAL;
+	}
+	ret = worker_open(gw_main(gw));
+	if (ret == 0)
+		ret = forward_listen_all(gw);
+	if (ret < 0)
+		return ret;
 	ret = control_listen(gw, err, sizeof(err));
 	if (ret < 0) {
 		log_error("Cannot open the control socket", LF_S("error", err));
 		return ret;
 	}
 	/* the control socket has no budget: it is never paused */
-	gw->on_user_closed = gateway_maybe_exit;
-	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel",
-						       .listeners = { &gw->tunnel_listener } };
-	gw->user_budget = (struct handshake_budget){
-		.name = "proxy",
-		.listeners = { &gw->socks5_listener, &gw->http_listener, &gw->https_listener }
-	};
-	listener_start(&gw->ring, &gw->tunnel_listener);
-	listener_start(&gw->ring, &gw->control_listener);
-	if (gw->socks5_listener.fd >= 0)
-		listener_start(&gw->ring, &gw->socks5_listener);
-	if (gw->http_listener.fd >= 0)
-		listener_start(&gw->ring, &gw->http_listener);
-	ret = metrics_server_open(&gw->metrics, &gw->ring, &cfg->metrics.listen_addr,
+	gw->on_user_closed = worker_maybe_exit;
+	worker_start(gw_main(gw));
+	listener_start(&gw_main(gw)->ring, &gw->control_listener);
+	ret = metrics_server_open(&gw->metrics, &gw_main(gw)->ring, &cfg->metrics.listen_addr,
 				  gw_stats_collect, gw);
 	if (ret < 0)
 		return ret;
-	if (gw->https_listener.fd >= 0)
-		listener_start(&gw->ring, &gw->https_listener);
 	forward_start_all(gw);
 	apply_limits(gw);
 	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
 	log_info("Gateway started", LF_S("tunnel_addr", shown),
-		 LF_S("control_socket", cfg->control.socket), LF_S("tls", tls_library_version()));
+		 LF_S("control_socket", cfg->control.socket), LF_S("tls", tls_library_version()),
+		 LF_U("workers", gw->nworkers));
 	/* every listener is bound: connections are accepted from now on */
 	notify_set_status(&gw->notify, gateway_status, gw);
 	notify_ready(&gw->notify);
@@ -738,7 +791,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 
 int gateway_run(struct gateway *gw)
 {
-	int ret = cli_loop_run(&gw->ring);
+	int ret = cli_loop_run(&gw_main(gw)->ring);
 
 	if (ret < 0)
 		log_error("Event loop failed", LF_S("error", strerror(-ret)));
@@ -747,25 +800,30 @@ int gateway_run(struct gateway *gw)
 	return ret;
 }
 
+static void worker_close(struct gw_worker *w)
+{
+	listener_stop(&w->ring, &w->tunnel_listener);
+	listener_stop(&w->ring, &w->socks5_listener);
+	listener_stop(&w->ring, &w->http_listener);
+	listener_stop(&w->ring, &w->https_listener);
+	tls_ctx_free(w->https_listener.tls);
+	handshake_sources_free(&w->tunnel_budget);
+	bufring_exit(&w->bufs, &w->ring);
+}
+
 void gateway_destroy(struct gateway *gw)
 {
 	if (gw->control_bound)
 		unlink(gw->cfg->control.socket);
-	listener_stop(&gw->ring, &gw->tunnel_listener);
-	listener_stop(&gw->ring, &gw->control_listener);
-	listener_stop(&gw->ring, &gw->socks5_listener);
-	listener_stop(&gw->ring, &gw->http_listener);
+	listener_stop(&gw_main(gw)->ring, &gw->control_listener);
 	metrics_server_destroy(&gw->metrics);
-	listener_stop(&gw->ring, &gw->https_listener);
-	tls_ctx_free(gw->https_listener.tls);
 	forward_stop_all(gw);
+	worker_close(gw_main(gw));
 	registry_destroy(&gw->registry);
-	handshake_sources_free(&gw->tunnel_budget);
 	gw_stats_free(&gw->stats);
-	bufring_exit(&gw->bufs, &gw->ring);
 	tls_ctx_free(gw->tls);
 	notify_exit(&gw->notify);
-	ring_exit(&gw->ring);
+	ring_exit(&gw_main(gw)->ring);
 	/* after the ring: no operation of theirs is left in the kernel */
 	forward_free_all(gw);
 }

@@ -129,53 +129,79 @@ struct gw_tunnel {
 	/* gateway.tunnels, for shutdown and reload: a utlist DL list (the
 	 * head's prev is the tail, not NULL: only the DL_* macros touch these) */
 	struct gw_tunnel *prev, *next;
+	struct gw_worker *w; /* the worker that owns it (its ring runs the tunnel) */
 };
 
-struct gateway {
+/*
+ * One worker: a thread with its own ring, receive buffers and listening
+ * sockets (SO_REUSEPORT: the kernel spreads connections over the workers'
+ * listeners). It owns, for their whole life, the tunnels it accepted and
+ * the user connections that run on it. Worker 0 is the main thread; it
+ * also runs what exists once per process (struct gateway).
+ */
+struct gw_worker {
+	struct gateway *gw;
+	unsigned index;
 	struct ring ring;
-	struct config *cfg;
-	const struct cli_program *program; /* for reloading the same file */
-	struct WOLFSSL_CTX *tls;
+	struct bufring bufs; /* receive buffers for users' sockets */
 	struct listener tunnel_listener;
-	struct listener control_listener;
 	struct listener socks5_listener;
 	struct listener http_listener;
 	struct listener https_listener;
-	struct gw_forward *forwards; /* [forward.NAME] listeners (forward.h) */
-	size_t nforwards;
-	struct bufring bufs; /* receive buffers for users' sockets */
-	struct registry registry;
 	struct gw_tunnel *tunnels; /* newest first, a utlist DL list (gateway.c) */
 	unsigned ntunnels;
-	unsigned nusers;              /* users' connections alive (proxy.c) */
+	unsigned nusers;         /* users' connections alive on this worker (proxy.c) */
+	struct user_conn *users; /* newest first, a utlist DL list (proxy.c) */
+	/* max_handshakes: connections in their handshake, per side */
+	struct handshake_budget tunnel_budget, user_budget;
+	unsigned handshake_peak;         /* most at once since memory was last trimmed */
+	struct origin_pool *origin_pool; /* parked HTTP origin streams (origin_pool.c) */
+	struct timer shutdown_timer;
+};
+
+/* The number of workers a gateway runs at most. */
+#define GATEWAY_WORKERS_MAX 1
+
+struct gateway {
+	struct config *cfg;
+	const struct cli_program *program; /* for reloading the same file */
+	struct WOLFSSL_CTX *tls;
+	struct listener control_listener;
+	struct gw_forward *forwards; /* [forward.NAME] listeners (forward.h), on worker 0 */
+	size_t nforwards;
+	struct gw_worker workers[GATEWAY_WORKERS_MAX];
+	unsigned nworkers;
+	struct registry registry;
+	unsigned nusers;              /* users' connections alive, every worker (proxy.c) */
 	uint64_t refused_over_limit;  /* users refused by max_connections */
 	struct log_rate refusal_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	uint32_t max_users;           /* max_connections in force (0 in the file: derived) */
-	/* max_handshakes: connections in their handshake, per side */
-	struct handshake_budget tunnel_budget, user_budget;
-	unsigned handshake_peak; /* most at once since memory was last trimmed */
-	bool picking_datagrams;  /* registry_pick for an association: DATAGRAM tunnels only */
-	uint64_t dgrams_dropped; /* datagrams toward agents not sent (tunnel full, too long) */
+	bool picking_datagrams;       /* registry_pick for an association: DATAGRAM tunnels only */
+	uint64_t dgrams_dropped;      /* datagrams toward agents not sent (tunnel full, too long) */
 	/* issue 11: suspect tunnels and retries inside a group */
-	uint64_t tunnels_suspected;      /* times a tunnel became suspect */
-	uint64_t open_retries;           /* OPENs sent again to another agent (proxy.c) */
-	struct log_rate suspect_rate;    /* "Tunnel suspect" WARNs */
-	struct log_rate answer_rate;     /* "Tunnel answers again" INFOs */
-	struct user_conn *users;         /* newest first, a utlist DL list (proxy.c) */
-	struct origin_pool *origin_pool; /* parked HTTP origin streams (origin_pool.c) */
+	uint64_t tunnels_suspected;   /* times a tunnel became suspect */
+	uint64_t open_retries;        /* OPENs sent again to another agent (proxy.c) */
+	struct log_rate suspect_rate; /* "Tunnel suspect" WARNs */
+	struct log_rate answer_rate;  /* "Tunnel answers again" INFOs */
 	/* set by gateway.c, called by proxy.c once a user connection is freed:
 	 * a stopping gateway exits after the last one (proxy.c never calls
 	 * into gateway.c) */
-	void (*on_user_closed)(struct gateway *gw);
+	void (*on_user_closed)(struct gw_worker *w);
 	struct gw_stats stats;         /* metrics and apctl stats (stats.h) */
 	struct metrics_server metrics; /* [metrics] listen_addr; ring NULL: off */
 	time_t started;
 	bool stopping;
-	bool control_bound; /* we created the socket file */
-	gid_t control_gid;  /* the socket file's group: may change state */
-	struct timer shutdown_timer;
+	bool control_bound;   /* we created the socket file */
+	gid_t control_gid;    /* the socket file's group: may change state */
 	struct notify notify; /* the service manager (systemd Type=notify) */
 };
+
+/* Worker 0: the main thread's, which also runs the once-per-process parts
+ * (signals, control socket, metrics, notify, forwards). */
+static inline struct gw_worker *gw_main(struct gateway *gw)
+{
+	return &gw->workers[0];
+}
 
 struct cli_program;
 int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg);
@@ -187,8 +213,8 @@ void gateway_destroy(struct gateway *gw);
  * end the handshake. The side pauses its listeners on reaching
  * max_handshakes and resumes below it; the heap is trimmed after a large
  * wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
-void handshake_begin(struct gateway *gw, struct handshake_budget *b, bool *counted);
-void handshake_end(struct gateway *gw, struct handshake_budget *b, bool *counted);
+void handshake_begin(struct gw_worker *w, struct handshake_budget *b, bool *counted);
+void handshake_end(struct gw_worker *w, struct handshake_budget *b, bool *counted);
 /* Count a connection from peer against side b's bound per source address
  * (max; 0: none, *src stays NULL). 0, or -EBUSY over the bound (then the
  * caller closes the connection: the refusal is counted and logged here). */
@@ -199,7 +225,7 @@ void handshake_source_drop(struct handshake_budget *b, struct hs_source **src);
 /* Free what is left of b's per-address counts (shutdown). */
 void handshake_sources_free(struct handshake_budget *b);
 /* max_handshakes was reloaded: pause or resume each side to match it */
-void handshake_limit_changed(struct gateway *gw);
+void handshake_limit_changed(struct gw_worker *w);
 
 /* start (arm an accept) and stop every kind of listener (listener.c) */
 void listener_start(struct ring *r, struct listener *l);

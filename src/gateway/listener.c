@@ -107,8 +107,9 @@ void listener_stop(struct ring *r, struct listener *l)
 
 /* Pause or resume side b's listeners to match its count and the bound in
  * force. During shutdown the listeners are closed: nothing to do. */
-static void budget_update(struct gateway *gw, struct handshake_budget *b)
+static void budget_update(struct gw_worker *w, struct handshake_budget *b)
 {
+	struct gateway *gw = w->gw;
 	uint32_t max = gw->cfg->gateway.max_handshakes;
 	bool full = b->count >= max;
 	uint64_t now;
@@ -121,9 +122,9 @@ static void budget_update(struct gateway *gw, struct handshake_budget *b)
 		if (!b->listeners[i])
 			continue;
 		if (full)
-			listener_pause(&gw->ring, b->listeners[i]);
+			listener_pause(&w->ring, b->listeners[i]);
 		else
-			listener_resume(&gw->ring, b->listeners[i]);
+			listener_resume(&w->ring, b->listeners[i]);
 	}
 	now = now_ms();
 	if (!full) {
@@ -147,35 +148,34 @@ static void budget_update(struct gateway *gw, struct handshake_budget *b)
 		 LF_U("pauses_total", b->pauses));
 }
 
-void handshake_begin(struct gateway *gw, struct handshake_budget *b, bool *counted)
+void handshake_begin(struct gw_worker *w, struct handshake_budget *b, bool *counted)
 {
 	*counted = true;
 	b->count++;
-	budget_update(gw, b);
-	gw->handshake_peak =
-		MAX(gw->handshake_peak, gw->tunnel_budget.count + gw->user_budget.count);
+	budget_update(w, b);
+	w->handshake_peak = MAX(w->handshake_peak, w->tunnel_budget.count + w->user_budget.count);
 }
 
-void handshake_end(struct gateway *gw, struct handshake_budget *b, bool *counted)
+void handshake_end(struct gw_worker *w, struct handshake_budget *b, bool *counted)
 {
 	if (!*counted)
 		return;
 	*counted = false;
 	b->count--;
-	budget_update(gw, b);
-	if (gw->tunnel_budget.count || gw->user_budget.count ||
-	    gw->handshake_peak < GATEWAY_TRIM_AFTER_HANDSHAKES)
+	budget_update(w, b);
+	if (w->tunnel_budget.count || w->user_budget.count ||
+	    w->handshake_peak < GATEWAY_TRIM_AFTER_HANDSHAKES)
 		return;
 	/* the wave is over: what its connections held is free but kept by
 	 * glibc, in the middle of the heap as much as at its top */
-	gw->handshake_peak = 0;
+	w->handshake_peak = 0;
 	malloc_trim(0);
 }
 
-void handshake_limit_changed(struct gateway *gw)
+void handshake_limit_changed(struct gw_worker *w)
 {
-	budget_update(gw, &gw->tunnel_budget);
-	budget_update(gw, &gw->user_budget);
+	budget_update(w, &w->tunnel_budget);
+	budget_update(w, &w->user_budget);
 }
 
 /* ---- handshakes per source address ---- */

@@ -16,7 +16,7 @@ struct pool_key;
 
 struct pooled {
 	struct stream st; /* ops: pooled_ops, owner: this */
-	struct gateway *gw;
+	struct gw_worker *w;
 	struct pool_key *key;
 	struct reg_client *client; /* referenced */
 	struct timer idle;
@@ -45,11 +45,11 @@ struct origin_pool {
 	unsigned n;
 };
 
-static struct origin_pool *pool_of(struct gateway *gw)
+static struct origin_pool *pool_of(struct gw_worker *w)
 {
-	if (!gw->origin_pool)
-		gw->origin_pool = calloc(1, sizeof(struct origin_pool));
-	return gw->origin_pool;
+	if (!w->origin_pool)
+		w->origin_pool = calloc(1, sizeof(struct origin_pool));
+	return w->origin_pool;
 }
 
 static struct pool_agent *agent_of(struct origin_pool *op, const struct reg_client *client)
@@ -63,12 +63,12 @@ static struct pool_agent *agent_of(struct origin_pool *op, const struct reg_clie
 /* Take p out of the pool and free it; reset its stream when reset. */
 static void pooled_remove(struct pooled *p, bool reset)
 {
-	struct gateway *gw = p->gw;
-	struct origin_pool *op = gw->origin_pool;
+	struct gw_worker *w = p->w;
+	struct origin_pool *op = w->origin_pool;
 	struct pool_key *k = p->key;
 	struct pool_agent *a = agent_of(op, p->client);
 
-	timer_disarm(&gw->ring, &p->idle);
+	timer_disarm(&w->ring, &p->idle);
 	DL_DELETE(k->entries, p);
 	if (--k->n == 0) {
 		HASH_DEL(op->keys, k);
@@ -80,7 +80,7 @@ static void pooled_remove(struct pooled *p, bool reset)
 	}
 	if (--op->n == 0) { /* both tables are empty too */
 		free(op);
-		gw->origin_pool = NULL;
+		w->origin_pool = NULL;
 	}
 	registry_client_put(p->client);
 	if (reset && p->st.tunnel)
@@ -132,10 +132,10 @@ bool origin_pool_enabled(const struct gateway *gw)
 	return gw->cfg->http.origin_pool_idle_ms != 0;
 }
 
-int origin_pool_put(struct gateway *gw, const char *key, size_t key_len, struct stream *s,
+int origin_pool_put(struct gw_worker *w, const char *key, size_t key_len, struct stream *s,
 		    struct reg_client *client, size_t owed_credit)
 {
-	uint32_t idle_ms = gw->cfg->http.origin_pool_idle_ms;
+	uint32_t idle_ms = w->gw->cfg->http.origin_pool_idle_ms;
 	struct origin_pool *op;
 	struct pool_agent *a;
 	struct pool_key *k;
@@ -143,7 +143,7 @@ int origin_pool_put(struct gateway *gw, const char *key, size_t key_len, struct 
 
 	if (!idle_ms)
 		return -EOPNOTSUPP;
-	op = pool_of(gw);
+	op = pool_of(w);
 	if (!op)
 		return -ENOMEM;
 	if (key_len > ORIGIN_POOL_KEY_MAX || !s->tunnel)
@@ -178,7 +178,7 @@ int origin_pool_put(struct gateway *gw, const char *key, size_t key_len, struct 
 		k->len = key_len;
 		HASH_ADD_KEYPTR(hh, op->keys, k->text, k->len, k);
 	}
-	p->gw = gw;
+	p->w = w;
 	p->key = k;
 	p->client = client;
 	registry_client_get(client);
@@ -192,11 +192,11 @@ int origin_pool_put(struct gateway *gw, const char *key, size_t key_len, struct 
 	a->n++;
 	op->n++;
 	timer_init(&p->idle, pooled_expired);
-	timer_arm(&gw->ring, &p->idle, idle_ms);
+	timer_arm(&w->ring, &p->idle, idle_ms);
 	return 0;
 }
 
-struct reg_client *origin_pool_take(struct gateway *gw, const char *key, size_t key_len,
+struct reg_client *origin_pool_take(struct gw_worker *w, const char *key, size_t key_len,
 				    const char *group, struct stream *s,
 				    const struct stream_ops *ops, void *owner)
 {
@@ -206,14 +206,14 @@ struct reg_client *origin_pool_take(struct gateway *gw, const char *key, size_t 
 	struct pooled *p;
 
 	for (;;) {
-		op = gw->origin_pool; /* a removal may have freed it */
+		op = w->origin_pool; /* a removal may have freed it */
 		if (!op)
 			return NULL;
 		HASH_FIND(hh, op->keys, key, key_len, k);
 		if (!k)
 			return NULL;
 		p = k->entries->prev; /* the newest: the least likely to be stale */
-		if (p->st.tunnel && proxy_agent_usable(gw, p->client, p->st.tunnel, group))
+		if (p->st.tunnel && proxy_agent_usable(w->gw, p->client, p->st.tunnel, group))
 			break;
 		pooled_remove(p, true); /* k may be gone: look it up again */
 	}
@@ -224,7 +224,7 @@ struct reg_client *origin_pool_take(struct gateway *gw, const char *key, size_t 
 	return client;
 }
 
-void origin_pool_release(struct gateway *gw, const struct reg_client *client,
+void origin_pool_release(struct gw_worker *w, const struct reg_client *client,
 			 const struct tunnel *t)
 {
 	struct origin_pool *op;
@@ -234,7 +234,7 @@ void origin_pool_release(struct gateway *gw, const struct reg_client *client,
 	/* a reset may end a tunnel and with it other parked streams, which
 	 * leave the lists (and maybe the pool) under us: start over after
 	 * each removal */
-	while ((op = gw->origin_pool)) {
+	while ((op = w->origin_pool)) {
 		found = NULL;
 		HASH_ITER (hh, op->keys, k, ktmp) {
 			DL_FOREACH (k->entries, p) {
@@ -252,7 +252,7 @@ void origin_pool_release(struct gateway *gw, const struct reg_client *client,
 	}
 }
 
-unsigned origin_pool_count(const struct gateway *gw)
+unsigned origin_pool_count(const struct gw_worker *w)
 {
-	return gw->origin_pool ? gw->origin_pool->n : 0;
+	return w->origin_pool ? w->origin_pool->n : 0;
 }

@@ -28,7 +28,7 @@
  * Counted from proxy_accept; handshake_end counts it once. */
 static void user_handshake_over(struct user_conn *uc)
 {
-	handshake_end(uc->gw, &uc->gw->user_budget, &uc->in_handshake);
+	handshake_end(uc->w, &uc->w->user_budget, &uc->in_handshake);
 }
 
 void proxy_handshake_over(struct user_conn *uc)
@@ -52,8 +52,9 @@ static void user_closed(struct relay *r, const char *why)
 {
 	struct user_conn *uc = container_of(r, struct user_conn, relay);
 	struct gateway *gw = uc->gw;
+	struct gw_worker *w = uc->w;
 
-	timer_disarm(&gw->ring, &uc->deadline);
+	timer_disarm(&w->ring, &uc->deadline);
 	open_state_free(uc);
 	proxy_stream_done(uc);
 	user_handshake_over(uc);
@@ -62,10 +63,11 @@ static void user_closed(struct relay *r, const char *why)
 		  LF_U("bytes_down", r->bytes_down), LF_S("reason", why));
 	uc->fe->on_closed(uc);
 	gw->stats.proxy[uc->proxy].connections--;
-	DL_DELETE(gw->users, uc);
+	DL_DELETE(w->users, uc);
 	free(uc);
+	w->nusers--;
 	gw->nusers--;
-	gw->on_user_closed(gw);
+	gw->on_user_closed(w);
 }
 
 const struct relay_ops proxy_relay_ops = {
@@ -107,9 +109,9 @@ void proxy_deadline(struct user_conn *uc, uint32_t ms, const char *phase)
 	uc->idle_watch = false;
 	uc->phase = phase;
 	if (ms)
-		timer_arm(&uc->gw->ring, &uc->deadline, ms);
+		timer_arm(&uc->w->ring, &uc->deadline, ms);
 	else
-		timer_disarm(&uc->gw->ring, &uc->deadline);
+		timer_disarm(&uc->w->ring, &uc->deadline);
 }
 
 void proxy_await_request(struct user_conn *uc)
@@ -124,9 +126,9 @@ void proxy_watch_idle(struct user_conn *uc)
 	uc->idle_watch = idle_ms != 0;
 	uc->relay.last_active_ms = now_ms();
 	if (idle_ms)
-		timer_arm(&uc->gw->ring, &uc->deadline, idle_ms);
+		timer_arm(&uc->w->ring, &uc->deadline, idle_ms);
 	else
-		timer_disarm(&uc->gw->ring, &uc->deadline);
+		timer_disarm(&uc->w->ring, &uc->deadline);
 }
 
 /* [gateway] max_connections: say so in the user's protocol and close. A
@@ -149,7 +151,8 @@ static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_fro
 
 void proxy_accept(struct listener *l, int fd)
 {
-	struct gateway *gw = l->owner;
+	struct gw_worker *w = l->owner;
+	struct gateway *gw = w->gw;
 	const struct proxy_frontend *fe = l->frontend;
 	struct user_conn *uc;
 	int ret;
@@ -171,19 +174,21 @@ void proxy_accept(struct listener *l, int fd)
 	 * Nagle would hold a small write back until the previous one is
 	 * acknowledged */
 	uc->gw = gw;
+	uc->w = w;
 	uc->fe = fe;
 	uc->listener_cfg = l->proxy_cfg;
 	uc->proxy = l->proxy;
 	uc->accepted_us = now_us();
 	gw->stats.proxy[uc->proxy].connections++;
 	gw->stats.proxy[uc->proxy].connections_total++;
-	DL_PREPEND(gw->users, uc);
+	DL_PREPEND(w->users, uc);
+	w->nusers++;
 	gw->nusers++;
 	/* max_handshakes needs no check here: at the bound the proxy ports'
 	 * listeners are paused (gateway.c) */
-	handshake_begin(gw, &gw->user_budget, &uc->in_handshake);
+	handshake_begin(w, &w->user_budget, &uc->in_handshake);
 	timer_init(&uc->deadline, deadline_fire);
-	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
+	relay_init(&uc->relay, &w->ring, &w->bufs, fd, &proxy_relay_ops);
 	proxy_await_request(uc);
 	ret = l->tls ? relay_tls_start(&uc->relay, l->tls, fe->tls_alpn) : 0;
 	if (ret == 0)
@@ -196,28 +201,28 @@ void proxy_accept(struct listener *l, int fd)
 		relay_read(&uc->relay, true);
 }
 
-void proxy_close_all(struct gateway *gw, const char *why)
+void proxy_close_all(struct gw_worker *w, const char *why)
 {
 	struct user_conn *uc, *tmp;
 
 	/* relay_close frees nothing synchronously (user_closed unlinks and
 	 * frees in a later completion), so no entry leaves the list during
 	 * the walk; _SAFE still survives losing the current one */
-	DL_FOREACH_SAFE (gw->users, uc, tmp)
+	DL_FOREACH_SAFE (w->users, uc, tmp)
 		relay_close(&uc->relay, why);
 }
 
-void proxy_close_handshaking(struct gateway *gw, const char *why)
+void proxy_close_handshaking(struct gw_worker *w, const char *why)
 {
 	struct user_conn *uc, *tmp;
 
 	/* as in proxy_close_all: relay_close frees nothing synchronously; an
 	 * HTTP connection between requests holds no request, even when it
 	 * keeps its stream for the next one */
-	DL_FOREACH_SAFE (gw->users, uc, tmp)
+	DL_FOREACH_SAFE (w->users, uc, tmp)
 		if ((!uc->relay.stream.tunnel || uc->stream_idle) && !uc->relay.pumping)
 			relay_close(&uc->relay, why);
-	origin_pool_release(gw, NULL, NULL); /* parked streams hold no request */
+	origin_pool_release(w, NULL, NULL); /* parked streams hold no request */
 }
 
 bool proxy_agent_usable(const struct gateway *gw, const struct reg_client *client,
@@ -252,12 +257,13 @@ void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client)
 	}
 }
 
-void proxy_release_idle(struct gateway *gw, const struct reg_client *client, const struct tunnel *t)
+void proxy_release_idle(struct gw_worker *w, const struct reg_client *client,
+			const struct tunnel *t)
 {
 	struct user_conn *uc;
 
 	/* resets only: no user connection leaves the list during the walk */
-	DL_FOREACH (gw->users, uc) {
+	DL_FOREACH (w->users, uc) {
 		if (!uc->stream_idle || !uc->relay.stream.tunnel ||
 		    (client && uc->client != client) || (t && uc->relay.stream.tunnel != t))
 			continue;
@@ -265,7 +271,7 @@ void proxy_release_idle(struct gateway *gw, const struct reg_client *client, con
 		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
 		proxy_stream_done(uc);
 	}
-	origin_pool_release(gw, client, t);
+	origin_pool_release(w, client, t);
 }
 
 /* ---- authentication ---- */
@@ -579,9 +585,8 @@ static void open_failed(struct user_conn *uc, uint8_t reason, const char *messag
 	proxy_stream_done(uc);
 	open_note_failure(st, reason, message);
 	snprintf(failed, sizeof(failed), "%s", uc->client_id);
-	while (!gw->stopping &&
-	       (rt = registry_pick_other(&gw->registry, GATEWAY_WORKER_MAIN, st->group, st->tried,
-					 st->ntried, &full))) {
+	while (!gw->stopping && (rt = registry_pick_other(&gw->registry, uc->w->index, st->group,
+							  st->tried, st->ntried, &full))) {
 		gw->open_retries++;
 		log_info("Retrying the request with another agent of the group",
 			 LF_S("group", st->group), LF_S("user", st->id.full),
@@ -692,14 +697,13 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
 	no_fallback = proxy_no_fallback(gw, id);
-	rt = registry_pick(&gw->registry, GATEWAY_WORKER_MAIN, id->group, !no_fallback, &fell_back,
-			   &full);
-	if (!rt && full && origin_pool_count(gw)) {
+	rt = registry_pick(&gw->registry, uc->w->index, id->group, !no_fallback, &fell_back, &full);
+	if (!rt && full && origin_pool_count(uc->w)) {
 		/* idle parked streams count on their tunnels: never at the
 		 * cost of a request */
-		origin_pool_release(gw, NULL, NULL);
-		rt = registry_pick(&gw->registry, GATEWAY_WORKER_MAIN, id->group, !no_fallback,
-				   &fell_back, &full);
+		origin_pool_release(uc->w, NULL, NULL);
+		rt = registry_pick(&gw->registry, uc->w->index, id->group, !no_fallback, &fell_back,
+				   &full);
 	}
 	if (!rt && full) {
 		char msg[160];

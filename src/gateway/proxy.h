@@ -33,6 +33,7 @@
 #include "anyproxy/username.h"
 
 struct gateway;
+struct gw_worker;
 struct listener;
 
 /* The longest refusal a front end's encode_refusal may write. */
@@ -77,6 +78,7 @@ struct proxy_frontend {
 struct user_conn {
 	struct relay relay;
 	struct gateway *gw;
+	struct gw_worker *w; /* the worker it runs on (proxy_accept, or a handover) */
 	const struct proxy_frontend *fe;
 	const struct config_listener *listener_cfg;
 	struct timer deadline; /* handshake, waiting for the agent, or idle watch */
@@ -111,9 +113,9 @@ void proxy_log_fallback(struct gateway *gw, const char *group);
 bool proxy_group_full(struct gateway *gw, const struct reg_group *g, const char *user);
 
 /* Close every user connection (shutdown deadline). */
-void proxy_close_all(struct gateway *gw, const char *why);
+void proxy_close_all(struct gw_worker *w, const char *why);
 /* Close the user connections that have no stream yet (shutdown). */
-void proxy_close_handshaking(struct gateway *gw, const char *why);
+void proxy_close_handshaking(struct gw_worker *w, const char *why);
 
 /* The relay callbacks every front end installs. */
 extern const struct relay_ops proxy_relay_ops;
@@ -174,7 +176,7 @@ void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client);
  * agent, or on tunnel t (either may be NULL: any), and those parked in the
  * origin pool: an agent drained with apctl or going away (GOAWAY) is not
  * held by idle HTTP connections. */
-void proxy_release_idle(struct gateway *gw, const struct reg_client *client,
+void proxy_release_idle(struct gw_worker *w, const struct reg_client *client,
 			const struct tunnel *t);
 
 /* A request answered on a stream it did not open (HTTP forwarding reusing

@@ -132,8 +132,10 @@ static void totals(struct gateway *gw, struct gw_totals *t)
 		t->agents += rg->nclients;
 		t->tunnels += registry_group_tunnels(rg);
 	}
-	t->handshakes_proxy = gw->user_budget.count;
-	t->handshakes_tunnel = gw->tunnel_budget.count;
+	for (unsigned i = 0; i < gw->nworkers; i++) {
+		t->handshakes_proxy += gw->workers[i].user_budget.count;
+		t->handshakes_tunnel += gw->workers[i].tunnel_budget.count;
+	}
 }
 
 #define TOTAL(name)                                     \
@@ -374,35 +376,52 @@ static void write_forwards(struct metrics_writer *w, struct gateway *gw)
 			    gw->dgrams_dropped);
 }
 
+/* One side's budget summed over the workers (0: proxy, 1: tunnel). */
+static void side_sum(const struct gateway *gw, size_t side, uint64_t *count, uint64_t *pauses,
+		     uint64_t *refused)
+{
+	*count = *pauses = *refused = 0;
+	for (unsigned i = 0; i < gw->nworkers; i++) {
+		const struct handshake_budget *b = side ? &gw->workers[i].tunnel_budget
+							: &gw->workers[i].user_budget;
+
+		*count += b->count;
+		*pauses += b->pauses;
+		*refused += b->refused_per_address;
+	}
+}
+
 static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
 {
-	const struct handshake_budget *sides[] = { &gw->user_budget, &gw->tunnel_budget };
+	static const char *const sides[] = { "proxy", "tunnel" };
+	uint64_t count[2], pauses[2], refused[2];
 	size_t i, p;
 
+	for (i = 0; i < ARRAY_SIZE(sides); i++)
+		side_sum(gw, i, &count[i], &pauses[i], &refused[i]);
 	metrics_family(w, "anyproxy_gateway_handshakes", METRICS_GAUGE,
 		       "Connections in their handshake (not yet authenticated), by side: proxy "
 		       "(both proxy ports) or tunnel.");
 	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]->name) };
+		struct metrics_label l[] = { L("side", sides[i]) };
 
-		metrics_sample(w, "anyproxy_gateway_handshakes", l, 1, sides[i]->count);
+		metrics_sample(w, "anyproxy_gateway_handshakes", l, 1, count[i]);
 	}
 	metrics_family(w, "anyproxy_gateway_handshake_pauses_total", METRICS_COUNTER,
 		       "Times a side reached max_handshakes and stopped accepting.");
 	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]->name) };
+		struct metrics_label l[] = { L("side", sides[i]) };
 
-		metrics_sample(w, "anyproxy_gateway_handshake_pauses_total", l, 1,
-			       sides[i]->pauses);
+		metrics_sample(w, "anyproxy_gateway_handshake_pauses_total", l, 1, pauses[i]);
 	}
 	metrics_family(w, "anyproxy_gateway_handshakes_refused_per_address_total", METRICS_COUNTER,
 		       "Connections closed because their source address was at "
 		       "max_tunnel_handshakes_per_address (side tunnel).");
 	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]->name) };
+		struct metrics_label l[] = { L("side", sides[i]) };
 
 		metrics_sample(w, "anyproxy_gateway_handshakes_refused_per_address_total", l, 1,
-			       sides[i]->refused_per_address);
+			       refused[i]);
 	}
 	metrics_family(w, "anyproxy_gateway_handshake_duration_seconds", METRICS_HISTOGRAM,
 		       "From accept to an authenticated first request (listener socks5, http) "
