@@ -32,6 +32,81 @@ struct pool_key {
 	char text[];
 };
 
+/* gateway.pool_dir: the parked streams of a key on each worker. */
+struct pool_dir {
+	UT_hash_handle hh;
+	unsigned *count; /* [gateway.nworkers] */
+	size_t len;
+	char text[];
+};
+
+/* Count a stream of key k parked on w (delta +1) or taken out (-1). */
+static void dir_count(struct gw_worker *w, const char *key, size_t len, int delta)
+{
+	struct gateway *gw = w->gw;
+	struct pool_dir *d;
+	unsigned i;
+
+	gw_lock(gw);
+	HASH_FIND(hh, gw->pool_dir, key, len, d);
+	if (!d && delta > 0) {
+		d = calloc(1, sizeof(*d) + len);
+		if (d)
+			d->count = calloc(gw->nworkers, sizeof(*d->count));
+		if (!d || !d->count) {
+			free(d);
+			gw_unlock(gw);
+			return; /* not found elsewhere: only a missed reuse */
+		}
+		memcpy(d->text, key, len);
+		d->len = len;
+		HASH_ADD_KEYPTR(hh, gw->pool_dir, d->text, d->len, d);
+	}
+	if (!d) {
+		gw_unlock(gw);
+		return;
+	}
+	if (delta > 0)
+		d->count[w->index]++;
+	else if (d->count[w->index])
+		d->count[w->index]--;
+	for (i = 0; i < gw->nworkers && !d->count[i]; i++)
+		;
+	if (i == gw->nworkers) {
+		HASH_DEL(gw->pool_dir, d);
+		free(d->count);
+		free(d);
+	}
+	gw_unlock(gw);
+}
+
+int origin_pool_elsewhere(struct gw_worker *w, const char *key, size_t key_len)
+{
+	struct gateway *gw = w->gw;
+	struct pool_dir *d;
+	int found = -1;
+	unsigned i;
+
+	gw_lock(gw);
+	HASH_FIND(hh, gw->pool_dir, key, key_len, d);
+	for (i = 0; d && i < gw->nworkers && found < 0; i++)
+		if (i != w->index && d->count[i])
+			found = (int)i;
+	gw_unlock(gw);
+	return found;
+}
+
+void origin_pool_dir_free(struct gateway *gw)
+{
+	struct pool_dir *d, *tmp;
+
+	HASH_ITER (hh, gw->pool_dir, d, tmp) {
+		HASH_DEL(gw->pool_dir, d);
+		free(d->count);
+		free(d);
+	}
+}
+
 /* Parked streams of one agent, for ORIGIN_POOL_PER_AGENT_MAX. */
 struct pool_agent {
 	UT_hash_handle hh;
@@ -69,6 +144,7 @@ static void pooled_remove(struct pooled *p, bool reset)
 	struct pool_agent *a = agent_of(op, p->client);
 
 	timer_disarm(&w->ring, &p->idle);
+	dir_count(w, k->text, k->len, -1);
 	DL_DELETE(k->entries, p);
 	if (--k->n == 0) {
 		HASH_DEL(op->keys, k);
@@ -78,11 +154,14 @@ static void pooled_remove(struct pooled *p, bool reset)
 		HASH_DEL(op->agents, a);
 		free(a);
 	}
+	__atomic_store_n(&w->parked, op->n - 1, __ATOMIC_RELAXED);
 	if (--op->n == 0) { /* both tables are empty too */
 		free(op);
 		w->origin_pool = NULL;
 	}
+	gw_lock(w->gw);
 	registry_client_put(p->client);
+	gw_unlock(w->gw);
 	if (reset && p->st.tunnel)
 		stream_reset(&p->st, FRAME_OPEN_GENERAL);
 	free(p);
@@ -181,16 +260,20 @@ int origin_pool_put(struct gw_worker *w, const char *key, size_t key_len, struct
 	p->w = w;
 	p->key = k;
 	p->client = client;
+	gw_lock(w->gw);
 	registry_client_get(client);
+	gw_unlock(w->gw);
 	stream_move(&p->st, s, &pooled_ops, p);
 	memset(p->st.count_sent, 0, sizeof(p->st.count_sent));
 	memset(p->st.count_received, 0, sizeof(p->st.count_received));
 	if (owed_credit)
 		stream_consumed(&p->st, owed_credit);
 	DL_APPEND(k->entries, p);
+	dir_count(w, k->text, k->len, +1);
 	k->n++;
 	a->n++;
 	op->n++;
+	__atomic_store_n(&w->parked, op->n, __ATOMIC_RELAXED);
 	timer_init(&p->idle, pooled_expired);
 	timer_arm(&w->ring, &p->idle, idle_ms);
 	return 0;
@@ -218,7 +301,9 @@ struct reg_client *origin_pool_take(struct gw_worker *w, const char *key, size_t
 		pooled_remove(p, true); /* k may be gone: look it up again */
 	}
 	client = p->client;
+	gw_lock(w->gw);
 	registry_client_get(client);
+	gw_unlock(w->gw);
 	stream_move(s, &p->st, ops, owner);
 	pooled_remove(p, false);
 	return client;
@@ -255,4 +340,31 @@ void origin_pool_release(struct gw_worker *w, const struct reg_client *client,
 unsigned origin_pool_count(const struct gw_worker *w)
 {
 	return w->origin_pool ? w->origin_pool->n : 0;
+}
+
+void origin_pool_release_drained(struct gw_worker *w)
+{
+	struct origin_pool *op;
+	struct pool_key *k, *ktmp;
+	struct pooled *p, *found;
+
+	/* as origin_pool_release: start over after each removal */
+	while ((op = w->origin_pool)) {
+		found = NULL;
+		gw_lock(w->gw);
+		HASH_ITER (hh, op->keys, k, ktmp) {
+			DL_FOREACH (k->entries, p) {
+				if (!p->client->drained)
+					continue;
+				found = p;
+				break;
+			}
+			if (found)
+				break;
+		}
+		gw_unlock(w->gw);
+		if (!found)
+			return;
+		pooled_remove(found, true);
+	}
 }

@@ -62,5 +62,11 @@ void origin_pool_release(struct gw_worker *w, const struct reg_client *client,
 
 /* Parked streams now (for tests and stats). */
 unsigned origin_pool_count(const struct gw_worker *w);
+/* Another worker holding a stream parked under key (its index), or -1. */
+int origin_pool_elsewhere(struct gw_worker *w, const char *key, size_t key_len);
+/* Free the directory of parked keys (shutdown). */
+void origin_pool_dir_free(struct gateway *gw);
+/* Remove the parked streams of drained agents (apctl drain, on each worker). */
+void origin_pool_release_drained(struct gw_worker *w);
 
 #endif
