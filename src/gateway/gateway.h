@@ -1,8 +1,10 @@
 /*
  * gateway.h — anyproxy-gateway's state, private to src/gateway/.
  *
- * One loop thread owns everything here. (Workers on more cores will each
- * own a ring and their listeners; the registry is the only shared part.)
+ * [gateway] workers threads (struct gw_worker), each with its ring, its
+ * listeners, its tunnels and the user connections running on it; what
+ * they share (struct gateway: the registry, the statistics, the budgets)
+ * is under gateway.lock (docs/scaling.md "Gateway workers").
  */
 #ifndef ANYPROXY_GATEWAY_H
 #define ANYPROXY_GATEWAY_H
@@ -146,7 +148,7 @@ struct gw_tunnel {
 	struct gw_assoc *assocs;  /* datagram associations on it, by id (dgram.c, uthash) */
 	uint32_t next_assoc_id;
 	char client_id[FRAME_MAX_ID_LEN + 1];
-	/* gateway.tunnels, for shutdown and reload: a utlist DL list (the
+	/* gw_worker.tunnels, for shutdown and reload: a utlist DL list (the
 	 * head's prev is the tail, not NULL: only the DL_* macros touch these) */
 	struct gw_tunnel *prev, *next;
 	struct gw_worker *w; /* the worker that owns it (its ring runs the tunnel) */

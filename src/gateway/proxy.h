@@ -110,7 +110,7 @@ struct user_conn {
 	uint8_t moves;
 	uint16_t move_to;
 	uint16_t move_polls;
-	/* gateway.users, for shutdown: a utlist DL list (the head's prev
+	/* gw_worker.users (or, moving, its inbox): a utlist DL list (the head's prev
 	 * is the tail, not NULL: only the DL_* macros touch these) */
 	struct user_conn *prev, *next;
 };
