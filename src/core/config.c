@@ -163,6 +163,13 @@ const struct config_key config_keys[] = {
 		  "limit, raised to the hard one at start) minus "
 		  "(64 + max_handshakes + RLIMIT_NOFILE/16), but at least half of "
 		  "RLIMIT_NOFILE. The value in force is logged at start and on reload." },
+	{ KEY("gateway", "workers", uint32, GATEWAY, gateway.workers), .default_value = "0",
+	  RANGE(0, CONFIG_GATEWAY_WORKERS_MAX), .restart = true,
+	  .help = "Threads serving agents and users, each with its own io_uring ring and its "
+		  "own SO_REUSEPORT listeners on the tunnel and proxy ports (the kernel spreads "
+		  "connections over them). A tunnel stays on the thread that accepted it; a "
+		  "user's connection moves to the thread of the tunnel its request picked. "
+		  "0: one per online CPU." },
 	{ KEY("gateway", "max_handshakes", uint32, GATEWAY, gateway.max_handshakes),
 	  .default_value = "1024", RANGE(1, CONFIG_LIMIT_MAX),
 	  .help = "Connections in their handshake at once, counted separately on the tunnel "

@@ -366,3 +366,11 @@ void ring_cancel_fd(struct ring *r, int fd)
 	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
 	ring_sqe_set_op(sqe, NULL);
 }
+
+void ring_cancel_op(struct ring *r, struct ring_op *op)
+{
+	struct io_uring_sqe *sqe = ring_get_sqe(r);
+
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+	ring_sqe_set_op(sqe, NULL);
+}

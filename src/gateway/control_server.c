@@ -54,7 +54,7 @@ struct control_conn {
 
 static void control_free(struct control_conn *c)
 {
-	timer_disarm(&c->gw->ring, &c->deadline);
+	timer_disarm(&gw_main(c->gw)->ring, &c->deadline);
 	close(c->fd);
 	table_writer_free(&c->reply);
 	free(c);
@@ -106,8 +106,8 @@ static int write_client_row(struct table_writer *w, const struct reg_client *c)
 	ret |= table_write_str(w, since);
 	ret |= table_write_uint(w, c->streams_active);
 	ret |= table_write_uint(w, c->streams_total);
-	ret |= table_write_uint(w, c->bytes_in);
-	ret |= table_write_uint(w, c->bytes_out);
+	ret |= table_write_uint(w, GW_READ(&c->bytes_in));
+	ret |= table_write_uint(w, GW_READ(&c->bytes_out));
 	ret |= table_write_bool(w, c->drained);
 	ret |= table_write_str(w, suspect);
 	ret |= table_write_row_end(w);
@@ -182,7 +182,7 @@ static int answer_forwards(struct gateway *gw, struct table_writer *w, const cha
 		config_addr_format(&fw->cfg->target, addr, sizeof(addr));
 		ret |= table_write_str(w, addr);
 		ret |= table_write_str(w, fw->cfg->protocol == CONFIG_FORWARD_UDP ? "udp" : "tcp");
-		ret |= table_write_uint(w, fw->active);
+		ret |= table_write_uint(w, GW_READ(&fw->active));
 		ret |= table_write_uint(w, fw->total);
 		ret |= table_write_uint(w, fw->refused);
 		ret |= table_write_row_end(w);
@@ -209,8 +209,13 @@ static int answer_set_drained(struct gateway *gw, struct table_writer *w, const 
 {
 	char msg[TABLE_REQUEST_MAX_BYTES + 32];
 	struct reg_client *c;
-	int ret = registry_set_drained(&gw->registry, id, drain);
+	int ret;
+	unsigned i;
 
+	gw_lock(gw);
+	ret = registry_set_drained(&gw->registry, id, drain);
+	if (ret < 0)
+		gw_unlock(gw);
 	if (ret == -ENOENT) {
 		snprintf(msg, sizeof(msg), "no such client: %s", id);
 		return table_write_error(w, msg);
@@ -218,8 +223,12 @@ static int answer_set_drained(struct gateway *gw, struct table_writer *w, const 
 	if (ret < 0)
 		return table_write_error(w, "out of memory");
 	c = registry_find_client(&gw->registry, id);
-	if (drain && c)
-		proxy_release_idle(gw, c, NULL);
+	if (drain && c) {
+		/* every worker lets go of the agent's idle streams */
+		__atomic_fetch_add(&gw->release_gen, 1, __ATOMIC_RELAXED);
+		for (i = 0; i < gw->nworkers; i++)
+			gateway_wake(&gw->workers[i]);
+	}
 	log_info(drain ? "Client drained: no new streams" : "Client undrained",
 		 LF_S("client_id", id), LF_S("group_id", c ? c->group->id : ""),
 		 LF_S("connected", c ? "yes" : "no"),
@@ -232,6 +241,7 @@ static int answer_set_drained(struct gateway *gw, struct table_writer *w, const 
 	ret |= table_write_bool(w, drain);
 	ret |= table_write_uint(w, c ? c->streams_active : 0);
 	ret |= table_write_row_end(w);
+	gw_unlock(gw);
 	return ret ? -ENOSPC : 0;
 }
 
@@ -291,8 +301,15 @@ static int dispatch(struct gateway *gw, int fd, struct table_writer *w,
 	if ((cmd->arg != NULL) != req->has_arg)
 		return table_write_error(w, cmd->arg ? "this command needs an argument"
 						     : "this command takes no argument");
-	if (!cmd->changes_state)
-		return answers[cmd - table_commands](gw, w, req->arg);
+	if (!cmd->changes_state) {
+		int ret;
+
+		/* the registry and the statistics are the workers' too */
+		gw_lock(gw);
+		ret = answers[cmd - table_commands](gw, w, req->arg);
+		gw_unlock(gw);
+		return ret;
+	}
 	/* a peer whose credentials cannot be read may not */
 	allowed = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0;
 	if (!allowed)
@@ -330,7 +347,8 @@ static void send_done(struct ring *r, struct ring_op *op, int res, uint32_t flag
 static void control_send_more(struct control_conn *c)
 {
 	c->op.cb = send_done;
-	ring_prep_send(&c->gw->ring, &c->op, c->fd, c->reply.buf + c->sent, c->reply.len - c->sent);
+	ring_prep_send(&gw_main(c->gw)->ring, &c->op, c->fd, c->reply.buf + c->sent,
+		       c->reply.len - c->sent);
 }
 
 static void recv_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
@@ -384,9 +402,9 @@ void control_accept(struct listener *l, int fd)
 	c->fd = fd;
 	table_writer_init(&c->reply, TABLE_REPLY_MAX_BYTES);
 	timer_init(&c->deadline, control_deadline);
-	timer_arm(&gw->ring, &c->deadline, CONTROL_DEADLINE_MS);
+	timer_arm(&gw_main(gw)->ring, &c->deadline, CONTROL_DEADLINE_MS);
 	c->op.cb = recv_done;
-	ring_prep_recv(&gw->ring, &c->op, fd, c->request, sizeof(c->request));
+	ring_prep_recv(&gw_main(gw)->ring, &c->op, fd, c->request, sizeof(c->request));
 }
 
 /* The group the socket file gets: [control] socket_group by name or number,

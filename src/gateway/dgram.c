@@ -23,9 +23,9 @@ static uint32_t next_id(struct gw_tunnel *gt)
 	return id;
 }
 
-uint8_t gw_assoc_open(struct gateway *gw, struct gw_assoc *as, const struct username_identity *id,
-		      const char *proxy, const struct gw_assoc_ops *ops, void *owner, char *msg,
-		      size_t msglen)
+uint8_t gw_assoc_open(struct gateway *gw, unsigned worker, struct gw_assoc *as,
+		      const struct username_identity *id, const char *proxy,
+		      const struct gw_assoc_ops *ops, void *owner, char *msg, size_t msglen)
 {
 	const char *no_fallback = proxy_no_fallback(gw, id);
 	struct frame f = { .type = FRAME_DGRAM_OPEN };
@@ -35,10 +35,13 @@ uint8_t gw_assoc_open(struct gateway *gw, struct gw_assoc *as, const struct user
 
 	memset(as, 0, sizeof(*as));
 	/* only tunnels whose agent speaks datagrams (gw_tunnel_usable) */
+	gw_lock(gw);
 	gw->picking_datagrams = true;
-	rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
+	gw->picking_worker = worker;
+	rt = registry_pick(&gw->registry, worker, id->group, !no_fallback, &fell_back, &full);
 	gw->picking_datagrams = false;
 	if (!rt) {
+		gw_unlock(gw);
 		snprintf(msg, msglen, "no clients carrying datagrams available in group '%s'%s",
 			 id->group, no_fallback ? "" : " or default group");
 		if (no_fallback)
@@ -54,6 +57,7 @@ uint8_t gw_assoc_open(struct gateway *gw, struct gw_assoc *as, const struct user
 	if (proxy_group_full(gw, rt->client->group, id->full)) {
 		snprintf(msg, msglen, "connection limit of group '%s' reached",
 			 rt->client->group->id);
+		gw_unlock(gw);
 		return FRAME_OPEN_LIMIT;
 	}
 	gt = rt->owner;
@@ -66,6 +70,7 @@ uint8_t gw_assoc_open(struct gateway *gw, struct gw_assoc *as, const struct user
 	f.dgram_open.user = (struct frame_str){ (const uint8_t *)id->base, id->base_len };
 	f.dgram_open.group = (struct frame_str){ (const uint8_t *)id->group, id->group_len };
 	if (tunnel_send(gt->tunnel, &f) < 0) {
+		gw_unlock(gw);
 		as->gt = NULL;
 		snprintf(msg, msglen, "tunnel busy or closing");
 		return FRAME_OPEN_GENERAL;
@@ -75,6 +80,7 @@ uint8_t gw_assoc_open(struct gateway *gw, struct gw_assoc *as, const struct user
 	registry_client_get(as->client);
 	as->client->streams_active++;
 	as->client->streams_total++;
+	gw_unlock(gw);
 	log_info("Datagram association opened", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", proxy), LF_S("client_id", as->client_id),
 		 LF_U("association", as->id));
@@ -92,7 +98,7 @@ int gw_assoc_send(struct gateway *gw, struct gw_assoc *as, const struct stream_t
 	/* datagrams are lossy: never queue one behind a full tunnel */
 	if (n > FRAME_DGRAM_MAX_DATA || tunnel_queued(as->gt->tunnel) > TUNNEL_OUT_BUDGET) {
 		as->dropped++;
-		gw->dgrams_dropped++;
+		GW_ADD(&gw->dgrams_dropped, 1);
 		return -ENOBUFS;
 	}
 	f.dgram.addr_type = dst->addr_type;
@@ -105,7 +111,7 @@ int gw_assoc_send(struct gateway *gw, struct gw_assoc *as, const struct stream_t
 	ret = tunnel_send(as->gt->tunnel, &f);
 	if (ret < 0) {
 		as->dropped++;
-		gw->dgrams_dropped++;
+		GW_ADD(&gw->dgrams_dropped, 1);
 		return ret;
 	}
 	as->sent++;
@@ -115,11 +121,18 @@ int gw_assoc_send(struct gateway *gw, struct gw_assoc *as, const struct stream_t
 /* The association no longer counts as a stream of its agent. */
 static void uncount(struct gw_assoc *as)
 {
+	struct gateway *gw;
+
 	if (!as->client)
 		return;
+	gw = as->gt ? as->gt->gw : NULL;
+	if (gw)
+		gw_lock(gw);
 	as->client->streams_active--;
 	registry_client_put(as->client);
 	as->client = NULL;
+	if (gw)
+		gw_unlock(gw);
 }
 
 void gw_assoc_close(struct gw_assoc *as)
@@ -134,15 +147,15 @@ void gw_assoc_close(struct gw_assoc *as)
 	log_debug("Datagram association closed", LF_S("client_id", as->client_id),
 		  LF_U("association", as->id), LF_U("sent", as->sent),
 		  LF_U("received", as->received), LF_U("dropped", as->dropped));
+	uncount(as); /* while as->gt still names the gateway */
 	as->gt = NULL;
-	uncount(as);
 }
 
 static void ended(struct gw_assoc *as, uint8_t reason, const char *why)
 {
 	HASH_DEL(as->gt->assocs, as);
-	as->gt = NULL;
 	uncount(as);
+	as->gt = NULL;
 	log_debug("Datagram association ended", LF_S("client_id", as->client_id),
 		  LF_U("association", as->id), LF_S("reason", frame_open_reason_name(reason)),
 		  LF_S("why", why));
@@ -182,4 +195,22 @@ void gw_assoc_tunnel_closed(struct gw_tunnel *gt)
 
 	HASH_ITER (hh, gt->assocs, as, tmp)
 		ended(as, FRAME_OPEN_GENERAL, "tunnel closed");
+}
+
+int gw_assoc_worker(struct gateway *gw, unsigned worker, const struct username_identity *id)
+{
+	const char *no_fallback = proxy_no_fallback(gw, id);
+	struct reg_tunnel *rt;
+	bool fell_back, full;
+	int w = -1;
+
+	gw_lock(gw);
+	gw->picking_datagrams = true;
+	gw->picking_worker = GW_ANY_WORKER;
+	rt = registry_pick(&gw->registry, worker, id->group, !no_fallback, &fell_back, &full);
+	if (rt)
+		w = rt->worker;
+	gw->picking_datagrams = false;
+	gw_unlock(gw);
+	return w;
 }

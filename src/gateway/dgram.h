@@ -47,9 +47,12 @@ struct gw_assoc {
  * and its group until it ends. Returns 0, or the FRAME_OPEN_* reason with
  * a message for the log (NET_UNREACHABLE: no such agent; LIMIT: the
  * group is at max_connections_per_group). */
-uint8_t gw_assoc_open(struct gateway *gw, struct gw_assoc *as, const struct username_identity *id,
-		      const char *proxy, const struct gw_assoc_ops *ops, void *owner, char *msg,
-		      size_t msglen);
+/* The worker an association of id would live on (the worker of a tunnel
+ * that speaks datagrams, this one's preferred), or -1 when none. */
+int gw_assoc_worker(struct gateway *gw, unsigned worker, const struct username_identity *id);
+uint8_t gw_assoc_open(struct gateway *gw, unsigned worker, struct gw_assoc *as,
+		      const struct username_identity *id, const char *proxy,
+		      const struct gw_assoc_ops *ops, void *owner, char *msg, size_t msglen);
 /* One datagram of n (<= FRAME_DGRAM_MAX_DATA) bytes to dst. 0, or -errno
  * when it was dropped (the tunnel's output is over its budget, too long). */
 int gw_assoc_send(struct gateway *gw, struct gw_assoc *as, const struct stream_target *dst,

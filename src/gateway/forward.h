@@ -33,7 +33,46 @@ struct forward_udp_client {
 	struct gw_assoc assoc;
 	struct timer idle; /* [gateway] udp_idle_timeout_ms */
 	uint64_t last_active_ms;
+	bool remote;                   /* a placeholder: the client is served on another worker */
+	struct forward_udp_switch *sw; /* the placeholder's, with the remote */
 };
+
+/*
+ * A client whose association lives on another worker's tunnel (the
+ * association must be on its tunnel's ring): on that worker the forward's
+ * address is bound again (SO_REUSEPORT) and connected to the client, and
+ * the kernel hands the client's datagrams to that connected socket from
+ * then on. Worker 0 keeps a placeholder (forward_udp_client.remote) for an
+ * idle timeout, so that datagrams racing the switch open nothing twice.
+ */
+/* What a remote client and worker 0's placeholder share (two references,
+ * relaxed atomics): whether the remote one has ended, so that the
+ * client's next datagram on the shared socket opens a new one. */
+struct forward_udp_switch {
+	unsigned ended;
+	unsigned refs;
+};
+
+struct forward_udp_remote {
+	struct gw_forward *fw;
+	struct forward_udp_switch *sw;
+	struct gw_worker *w;
+	struct udp_socket udp;
+	struct gw_assoc assoc;
+	struct timer idle;
+	uint64_t last_active_ms;
+	struct sockaddr_storage from;
+	socklen_t fromlen;
+	uint8_t *first; /* the datagram that opened it, until sent */
+	size_t nfirst;
+	bool assoc_open;
+	struct forward_udp_remote *prev, *next; /* the worker's inbox, then its list */
+};
+
+/* On worker w (woken): set up the remote clients handed to it. */
+void forward_take_remotes(struct gw_worker *w);
+/* On worker w (stopping): end its remote clients. */
+void forward_close_remotes(struct gw_worker *w);
 
 /* One forward at run time. Its section lives as long as the gateway (the
  * set of forwards needs a restart, config_reload keeps it). */
@@ -53,7 +92,7 @@ struct gw_forward {
 	/* protocol = udp: the forward's socket and its clients */
 	struct udp_socket udp;
 	struct forward_udp_client *clients;
-	unsigned nclients;
+	unsigned nclients; /* atomic: remote clients count on their worker */
 };
 
 /* Open a listener for every [forward.NAME] section (gw->forwards). 0, or

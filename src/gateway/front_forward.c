@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <utlist.h>
 
 #include "anyproxy/common.h"
 #include "anyproxy/log.h"
@@ -107,7 +108,7 @@ static int forward_session_start(struct user_conn *uc)
 	struct stream_target target;
 
 	uc->proto = fw; /* not owned: the forward outlives its connections */
-	fw->active++;
+	GW_ADD(&fw->active, 1);
 	fw->total++;
 	if (!source_allowed(uc, fw)) {
 		relay_close_after_send(&uc->relay, "source not in allowed_sources");
@@ -145,7 +146,7 @@ static void forward_closed(struct user_conn *uc)
 {
 	struct gw_forward *fw = uc->proto;
 
-	fw->active--;
+	__atomic_fetch_sub(&fw->active, 1, __ATOMIC_RELAXED);
 	uc->proto = NULL;
 }
 
@@ -167,14 +168,19 @@ const struct proxy_frontend forward_frontend = {
 
 /* ---- UDP forwards ---- */
 
+static void switch_put(struct forward_udp_switch *sw);
+
 static void udp_client_free(struct forward_udp_client *c)
 {
 	struct gw_forward *fw = c->fw;
 
-	timer_disarm(&fw->gw->ring, &c->idle);
+	timer_disarm(&gw_main(fw->gw)->ring, &c->idle);
 	HASH_DEL(fw->clients, c);
-	fw->nclients--;
-	fw->active--;
+	switch_put(c->sw);
+	if (!c->remote) {
+		__atomic_fetch_sub(&fw->nclients, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&fw->active, 1, __ATOMIC_RELAXED);
+	}
 	free(c);
 }
 
@@ -188,9 +194,11 @@ static void udp_client_idle(struct ring *r, struct timer *t)
 		timer_arm(r, &c->idle, idle_ms - quiet);
 		return;
 	}
-	log_debug("Forward client idle, association ended", LF_S("forward", c->fw->cfg->name),
-		  LF_U("idle_ms", quiet));
-	gw_assoc_close(&c->assoc);
+	if (!c->remote) {
+		log_debug("Forward client idle, association ended",
+			  LF_S("forward", c->fw->cfg->name), LF_U("idle_ms", quiet));
+		gw_assoc_close(&c->assoc);
+	}
 	udp_client_free(c);
 }
 
@@ -219,10 +227,246 @@ static const struct gw_assoc_ops udp_client_ops = {
 	.on_closed = udp_client_ended,
 };
 
+/* ---- UDP clients served on another worker ---- */
+
+static void switch_put(struct forward_udp_switch *sw)
+{
+	if (sw && __atomic_sub_fetch(&sw->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		free(sw);
+}
+
+static void remote_free(struct forward_udp_remote *r)
+{
+	struct gw_worker *w = r->w;
+
+	DL_DELETE(w->udp_remotes, r);
+	w->nremotes--;
+	__atomic_store_n(&r->sw->ended, 1, __ATOMIC_RELAXED);
+	switch_put(r->sw);
+	__atomic_fetch_sub(&r->fw->nclients, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_sub(&r->fw->active, 1, __ATOMIC_RELAXED);
+	free(r->first);
+	free(r);
+	w->gw->on_user_closed(w);
+}
+
+static void remote_end(struct forward_udp_remote *r)
+{
+	timer_disarm(&r->w->ring, &r->idle);
+	if (r->assoc_open) {
+		r->assoc_open = false;
+		gw_assoc_close(&r->assoc);
+	}
+	udp_socket_close(&r->udp); /* remote_closed frees r */
+}
+
+static void remote_datagram(struct udp_socket *u, const struct sockaddr *from, socklen_t fromlen,
+			    const uint8_t *p, size_t n)
+{
+	struct forward_udp_remote *r = container_of(u, struct forward_udp_remote, udp);
+	struct stream_target target;
+
+	if (!r->assoc_open)
+		return;
+	r->last_active_ms = now_ms();
+	forward_target(r->fw->cfg, &target);
+	gw_assoc_send(r->fw->gw, &r->assoc, &target, p, n);
+}
+
+static void remote_closed(struct udp_socket *u)
+{
+	remote_free(container_of(u, struct forward_udp_remote, udp));
+}
+
+static const struct udp_socket_ops remote_udp_ops = {
+	.on_datagram = remote_datagram,
+	.on_closed = remote_closed,
+};
+
+static void remote_reply(struct gw_assoc *as, const struct frame *f)
+{
+	struct forward_udp_remote *r = container_of(as, struct forward_udp_remote, assoc);
+
+	r->last_active_ms = now_ms();
+	if (udp_socket_send(&r->udp, NULL, 0, f->dgram.data.ptr, f->dgram.data.len) < 0)
+		as->dropped++;
+}
+
+static void remote_ended(struct gw_assoc *as, uint8_t reason, const char *why)
+{
+	struct forward_udp_remote *r = container_of(as, struct forward_udp_remote, assoc);
+
+	log_info("Forward association ended by the agent", LF_S("forward", r->fw->cfg->name),
+		 LF_S("reason", frame_open_reason_name(reason)), LF_S("why", why));
+	r->assoc_open = false;
+	remote_end(r);
+}
+
+static const struct gw_assoc_ops remote_assoc_ops = {
+	.on_datagram = remote_reply,
+	.on_closed = remote_ended,
+};
+
+static void remote_idle(struct ring *ring, struct timer *t)
+{
+	struct forward_udp_remote *r = container_of(t, struct forward_udp_remote, idle);
+	uint32_t idle_ms = r->fw->gw->cfg->gateway.udp_idle_timeout_ms;
+	uint64_t quiet = now_ms() - r->last_active_ms;
+
+	if (quiet < idle_ms) {
+		timer_arm(ring, &r->idle, idle_ms - quiet);
+		return;
+	}
+	log_debug("Forward client idle, association ended", LF_S("forward", r->fw->cfg->name),
+		  LF_U("idle_ms", quiet));
+	remote_end(r);
+}
+
+/* On its new worker: bind, connect, associate, send the first datagram.
+ * False when r is gone already. */
+static bool remote_start(struct gw_worker *w, struct forward_udp_remote *r)
+{
+	struct gw_forward *fw = r->fw;
+	struct username_identity id;
+	struct stream_target target;
+	char err[256], msg[160];
+	uint8_t reason;
+	int fd;
+
+	r->w = w;
+	DL_APPEND(w->udp_remotes, r);
+	w->nremotes++;
+	timer_init(&r->idle, remote_idle);
+	fd = net_bind_udp(&fw->cfg->listen_addr, err, sizeof(err));
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&r->from, r->fromlen) < 0) {
+		snprintf(err, sizeof(err), "connect: %s", strerror(errno));
+		close(fd);
+		fd = -1;
+	}
+	if (fd < 0 ||
+	    udp_socket_open(&r->udp, &w->ring, fd, FRAME_DGRAM_MAX_DATA + 1, &remote_udp_ops) < 0) {
+		log_warn("Forward client socket failed, datagram dropped",
+			 LF_S("forward", fw->cfg->name), LF_S("error", fd < 0 ? err : "memory"));
+		remote_free(r);
+		return false;
+	}
+	forward_identity(fw, &id);
+	reason = gw_assoc_open(fw->gw, w->index, &r->assoc, &id, forward_frontend.name,
+			       &remote_assoc_ops, r, msg, sizeof(msg));
+	if (reason) {
+		gw_lock(fw->gw); /* the rate is worker 0's too */
+		if (log_rate_allow(&fw->failure_rate, now_ms()))
+			log_warn("Forward target not reached, datagram dropped",
+				 LF_S("forward", fw->cfg->name), LF_S("group", fw->cfg->group),
+				 LF_S("reason", frame_open_reason_name(reason)),
+				 LF_S("error", msg));
+		gw_unlock(fw->gw);
+		udp_socket_close(&r->udp);
+		return true;
+	}
+	r->assoc_open = true;
+	r->last_active_ms = now_ms();
+	timer_arm(&w->ring, &r->idle, fw->gw->cfg->gateway.udp_idle_timeout_ms);
+	forward_target(fw->cfg, &target);
+	gw_assoc_send(fw->gw, &r->assoc, &target, r->first, r->nfirst);
+	free(r->first);
+	r->first = NULL;
+	return true;
+}
+
+void forward_take_remotes(struct gw_worker *w)
+{
+	struct forward_udp_remote *list, *r, *tmp;
+
+	gw_lock(w->gw);
+	list = w->udp_inbox;
+	w->udp_inbox = NULL;
+	gw_unlock(w->gw);
+	DL_FOREACH_SAFE (list, r, tmp) {
+		DL_DELETE(list, r);
+		if (remote_start(w, r) && w->stopping && !r->udp.closing)
+			remote_end(r); /* came too late */
+	}
+}
+
+void forward_close_remotes(struct gw_worker *w)
+{
+	struct forward_udp_remote *r, *tmp;
+
+	/* remote_end frees nothing synchronously (remote_closed does) */
+	DL_FOREACH_SAFE (w->udp_remotes, r, tmp)
+		if (!r->udp.closing)
+			remote_end(r);
+}
+
+/* On worker 0, a new client: when the tunnel its association would use
+ * is another worker's, hand the client (its first datagram with it) to
+ * that worker and keep c as a placeholder. True when handed over. */
+static bool udp_hand_over(struct gw_forward *fw, struct forward_udp_client *c,
+			  const struct sockaddr_storage *key, socklen_t fromlen, const uint8_t *p,
+			  size_t n)
+{
+	struct gateway *gw = fw->gw;
+	struct username_identity id;
+	struct forward_udp_remote *r;
+	struct gw_worker *to;
+	int w;
+
+	forward_identity(fw, &id);
+	w = gw_assoc_worker(gw, GATEWAY_WORKER_MAIN, &id);
+	if (w <= 0)
+		return false;
+	r = calloc(1, sizeof(*r));
+	if (r)
+		r->sw = calloc(1, sizeof(*r->sw));
+	if (!r || !r->sw || !(r->first = malloc(n ? n : 1))) {
+		if (r)
+			free(r->sw);
+		free(r);
+		free(c);
+		return true; /* dropped */
+	}
+	r->sw->refs = 2; /* r's and the placeholder's */
+	c->sw = r->sw;
+	memcpy(r->first, p, n);
+	r->nfirst = n;
+	r->fw = fw;
+	r->from = *key;
+	r->fromlen = fromlen;
+	GW_ADD(&fw->nclients, 1);
+	GW_ADD(&fw->active, 1);
+	fw->total++;
+	to = &gw->workers[w];
+	gw_lock(gw);
+	if (to->exited) {
+		gw_unlock(gw);
+		__atomic_fetch_sub(&fw->nclients, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&fw->active, 1, __ATOMIC_RELAXED);
+		free(r->first);
+		free(r->sw);
+		free(r);
+		free(c); /* its sw went with r's */
+		return true;
+	}
+	DL_APPEND(to->udp_inbox, r);
+	gw_unlock(gw);
+	gateway_wake(to);
+	/* the placeholder: datagrams racing the switch open nothing */
+	c->remote = true;
+	c->fw = fw;
+	c->from = *key;
+	c->fromlen = fromlen;
+	c->last_active_ms = now_ms();
+	timer_init(&c->idle, udp_client_idle);
+	timer_arm(&gw_main(gw)->ring, &c->idle, gw->cfg->gateway.udp_idle_timeout_ms);
+	HASH_ADD(hh, fw->clients, from, sizeof(c->from), c);
+	return true;
+}
+
 /* The client of a source address, opened on its first datagram; NULL:
  * the datagram is dropped (refused source, limit, no agent). */
 static struct forward_udp_client *udp_client_for(struct gw_forward *fw, const struct sockaddr *from,
-						 socklen_t fromlen)
+						 socklen_t fromlen, const uint8_t *p, size_t n)
 {
 	struct sockaddr_storage key;
 	struct forward_udp_client *c;
@@ -233,22 +477,30 @@ static struct forward_udp_client *udp_client_for(struct gw_forward *fw, const st
 	memset(&key, 0, sizeof(key));
 	memcpy(&key, from, MIN((size_t)fromlen, sizeof(key)));
 	HASH_FIND(hh, fw->clients, &key, sizeof(key), c);
+	if (c && c->remote && __atomic_load_n(&c->sw->ended, __ATOMIC_RELAXED)) {
+		udp_client_free(c); /* served elsewhere no more: a new one */
+		c = NULL;
+	}
 	if (c)
 		return c;
-	if (!source_admitted(fw, from) || fw->nclients >= FORWARD_UDP_MAX_CLIENTS)
+	if (!source_admitted(fw, from) || GW_READ(&fw->nclients) >= FORWARD_UDP_MAX_CLIENTS)
 		return NULL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
 	forward_identity(fw, &id);
-	reason = gw_assoc_open(fw->gw, &c->assoc, &id, forward_frontend.name, &udp_client_ops, c,
-			       msg, sizeof(msg));
+	if (udp_hand_over(fw, c, &key, fromlen, p, n))
+		return NULL;
+	reason = gw_assoc_open(fw->gw, GATEWAY_WORKER_MAIN, &c->assoc, &id, forward_frontend.name,
+			       &udp_client_ops, c, msg, sizeof(msg));
 	if (reason) {
+		gw_lock(fw->gw);
 		if (log_rate_allow(&fw->failure_rate, now_ms()))
 			log_warn("Forward target not reached, datagram dropped",
 				 LF_S("forward", fw->cfg->name), LF_S("group", fw->cfg->group),
 				 LF_S("reason", frame_open_reason_name(reason)),
 				 LF_S("error", msg));
+		gw_unlock(fw->gw);
 		free(c);
 		return NULL;
 	}
@@ -257,10 +509,10 @@ static struct forward_udp_client *udp_client_for(struct gw_forward *fw, const st
 	c->fromlen = fromlen;
 	c->last_active_ms = now_ms();
 	timer_init(&c->idle, udp_client_idle);
-	timer_arm(&fw->gw->ring, &c->idle, fw->gw->cfg->gateway.udp_idle_timeout_ms);
+	timer_arm(&gw_main(fw->gw)->ring, &c->idle, fw->gw->cfg->gateway.udp_idle_timeout_ms);
 	HASH_ADD(hh, fw->clients, from, sizeof(c->from), c);
-	fw->nclients++;
-	fw->active++;
+	GW_ADD(&fw->nclients, 1);
+	GW_ADD(&fw->active, 1);
 	fw->total++;
 	return c;
 }
@@ -272,11 +524,11 @@ static void udp_forward_datagram(struct udp_socket *u, const struct sockaddr *fr
 	struct forward_udp_client *c;
 	struct stream_target target;
 
-	if (fw->gw->stopping)
+	if (GW_READ(&fw->gw->stopping))
 		return;
-	c = udp_client_for(fw, from, fromlen);
-	if (!c)
-		return;
+	c = udp_client_for(fw, from, fromlen, p, n);
+	if (!c || c->remote)
+		return; /* dropped, handed over, or racing the switch */
 	c->last_active_ms = now_ms();
 	forward_target(fw->cfg, &target);
 	gw_assoc_send(fw->gw, &c->assoc, &target, p, n);
@@ -325,14 +577,14 @@ int forward_listen_all(struct gateway *gw)
 		fw->cfg = f;
 		if (udp) {
 			/* one byte more than a DGRAM carries: a longer one shows as cut */
-			if (udp_socket_open(&fw->udp, &gw->ring, fd, FRAME_DGRAM_MAX_DATA + 1,
-					    &udp_forward_ops) < 0)
+			if (udp_socket_open(&fw->udp, &gw_main(gw)->ring, fd,
+					    FRAME_DGRAM_MAX_DATA + 1, &udp_forward_ops) < 0)
 				return -ENOMEM;
 		} else {
 			fw->listener = (struct listener){ .fd = fd,
 							  .name = f->name,
 							  .on_accept = proxy_accept,
-							  .owner = gw,
+							  .owner = gw_main(gw),
 							  .frontend = &forward_frontend,
 							  .proxy = GW_PROXY_FORWARD,
 							  .proxy_cfg = &fw->no_credentials };
@@ -351,13 +603,13 @@ void forward_start_all(struct gateway *gw)
 {
 	for (size_t i = 0; i < gw->nforwards; i++)
 		if (gw->forwards[i].listener.fd >= 0)
-			listener_start(&gw->ring, &gw->forwards[i].listener);
+			listener_start(&gw_main(gw)->ring, &gw->forwards[i].listener);
 }
 
 void forward_stop_all(struct gateway *gw)
 {
 	for (size_t i = 0; i < gw->nforwards; i++) {
-		listener_stop(&gw->ring, &gw->forwards[i].listener);
+		listener_stop(&gw_main(gw)->ring, &gw->forwards[i].listener);
 		udp_socket_close(&gw->forwards[i].udp);
 	}
 }
@@ -374,6 +626,7 @@ void forward_free_all(struct gateway *gw)
 		free(fw->udp.buf);
 		HASH_ITER (hh, fw->clients, c, tmp) {
 			HASH_DEL(fw->clients, c);
+			switch_put(c->sw);
 			free(c);
 		}
 	}

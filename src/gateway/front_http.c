@@ -175,7 +175,7 @@ static bool park_stream(struct user_conn *uc)
 	    !proxy_stream_reusable(uc, s->origin->id.group))
 		return false;
 	len = origin_key(s->origin, key, sizeof(key));
-	if (!len || origin_pool_put(uc->gw, key, len, &uc->relay.stream, uc->client,
+	if (!len || origin_pool_put(uc->w, key, len, &uc->relay.stream, uc->client,
 				    uc->relay.out_stream_debt) < 0)
 		return false;
 	log_debug("Origin connection parked", LF_S("client_id", uc->client_id));
@@ -720,11 +720,30 @@ static bool take_parked_stream(struct user_conn *uc, const struct username_ident
 
 	if (!len || uc->relay.stream.tunnel || uc->client)
 		return false; /* a stream of its own still: not expected here */
-	client = origin_pool_take(uc->gw, key, len, id->group, &uc->relay.stream,
+	client = origin_pool_take(uc->w, key, len, id->group, &uc->relay.stream,
 				  &forward_stream_ops, uc);
 	if (!client)
 		return false;
 	proxy_adopt_stream(uc, client);
+	return true;
+}
+
+/* A stream parked for this request (s->origin) on another worker: the
+ * connection moves there (once per request). True when it does. */
+static bool parked_elsewhere(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+	char key[ORIGIN_POOL_KEY_MAX];
+	size_t len = origin_key(s->origin, key, sizeof(key));
+	int w;
+
+	if (!len || uc->relay.stream.tunnel || uc->client)
+		return false;
+	w = origin_pool_elsewhere(uc->w, key, len);
+	if (w < 0)
+		return false;
+	uc->moves = 0;
+	proxy_move_to(uc, (unsigned)w);
 	return true;
 }
 
@@ -823,7 +842,23 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 		reuse_kept_stream(uc, &id, &target, "pooled");
 		return;
 	}
+	if (!s->connect && s->upstream_keep_alive && parked_elsewhere(uc)) {
+		return; /* http_moved takes it there */
+	}
 	proxy_open(uc, &id, &target);
+}
+
+/* The request moved to the worker holding a stream parked for it
+ * (parked_elsewhere): take that stream there, or open one as usual. */
+static void http_moved(struct user_conn *uc)
+{
+	struct h_session *s = uc->proto;
+
+	if (take_parked_stream(uc, &s->origin->id)) {
+		reuse_kept_stream(uc, &s->origin->id, &s->origin->target, "pooled");
+		return;
+	}
+	proxy_open(uc, &s->origin->id, &s->origin->target);
 }
 
 /* Drop the body of a request refused with 407 (reply_auth_required).
@@ -1001,7 +1036,7 @@ static ssize_t https_encode_refusal(uint8_t *buf, size_t size)
 /* The session operations both HTTP front ends share. */
 #define HTTP_SESSION_OPS                                                         \
 	.session_start = http_session_start, .on_open_result = http_open_result, \
-	.on_socket_data = http_socket_data, .on_closed = http_closed
+	.on_socket_data = http_socket_data, .on_closed = http_closed, .on_moved = http_moved
 
 const struct proxy_frontend https_frontend = {
 	.name = "https",

@@ -73,6 +73,10 @@ struct s5_session {
 	uint8_t buf[S5_BUF_BYTES];
 	struct username_identity id; /* what on_auth admitted (zero: no auth) */
 	struct s5_udp *udp;          /* S5_UDP */
+	/* UDP ASSOCIATE moved to the worker of a datagram tunnel (its
+	 * associations live there): the request's port, kept for s5_moved */
+	bool udp_moved;
+	uint16_t udp_port;
 };
 
 static void set_state(struct user_conn *uc, struct s5_session *s, enum s5_state next)
@@ -373,8 +377,23 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 	int fd;
 
 	proxy_handshake_over(uc);
-	log_info("Gateway received request", LF_S("user", s->id.full), LF_S("group", s->id.group),
-		 LF_S("proxy", "socks5"), LF_S("command", "UDP ASSOCIATE"));
+	if (!s->udp_moved) {
+		int w;
+
+		log_info("Gateway received request", LF_S("user", s->id.full),
+			 LF_S("group", s->id.group), LF_S("proxy", "socks5"),
+			 LF_S("command", "UDP ASSOCIATE"));
+		/* the association lives on a datagram tunnel's worker */
+		w = gw_assoc_worker(uc->gw, uc->w->index, &s->id);
+		if (w >= 0 && (unsigned)w != uc->w->index) {
+			s->udp_moved = true;
+			s->udp_port = rq->port;
+			set_state(uc, s, S5_WAIT_OPEN);
+			relay_read(&uc->relay, false);
+			proxy_move_to(uc, (unsigned)w);
+			return;
+		}
+	}
 	u = calloc(1, sizeof(*u));
 	if (!u) {
 		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "out of memory");
@@ -396,8 +415,8 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "no UDP relay socket");
 		return;
 	}
-	reason = gw_assoc_open(uc->gw, &u->assoc, &s->id, "socks5", &s5_assoc_ops, u, why,
-			       sizeof(why));
+	reason = gw_assoc_open(uc->gw, uc->w->index, &u->assoc, &s->id, "socks5", &s5_assoc_ops, u,
+			       why, sizeof(why));
 	if (reason) {
 		close(fd);
 		free(u);
@@ -406,7 +425,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 		fail_request(uc, socks5_reply_for_open_reason(reason), why);
 		return;
 	}
-	if (udp_socket_open(&u->udp, &uc->gw->ring, fd, S5_UDP_DATAGRAM_MAX, &s5_udp_ops) < 0) {
+	if (udp_socket_open(&u->udp, &uc->w->ring, fd, S5_UDP_DATAGRAM_MAX, &s5_udp_ops) < 0) {
 		gw_assoc_close(&u->assoc);
 		free(u);
 		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "out of memory");
@@ -415,7 +434,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 	u->uc = uc;
 	u->last_active_ms = now_ms();
 	timer_init(&u->idle, udp_idle_fire);
-	timer_arm(&uc->gw->ring, &u->idle, uc->gw->cfg->gateway.udp_idle_timeout_ms);
+	timer_arm(&uc->w->ring, &u->idle, uc->gw->cfg->gateway.udp_idle_timeout_ms);
 	s->udp = u;
 	set_state(uc, s, S5_UDP);
 	relay_write(&uc->relay, msg,
@@ -428,7 +447,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
  * the struct once its close completes). */
 static void udp_teardown(struct user_conn *uc, struct s5_udp *u)
 {
-	timer_disarm(&uc->gw->ring, &u->idle);
+	timer_disarm(&uc->w->ring, &u->idle);
 	gw_assoc_close(&u->assoc);
 	u->uc = NULL;
 	udp_socket_close(&u->udp);
@@ -600,6 +619,17 @@ static ssize_t socks5_encode_refusal(uint8_t *buf, size_t size)
 	return (ssize_t)socks5_encode_method(buf, SOCKS5_METHOD_NO_ACCEPTABLE);
 }
 
+/* UDP ASSOCIATE continues on the worker it moved to. */
+static void s5_moved(struct user_conn *uc)
+{
+	struct s5_session *s = uc->proto;
+	struct socks5_request rq;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.port = s->udp_port;
+	udp_associate(uc, s, &rq);
+}
+
 const struct proxy_frontend socks5_frontend = {
 	.name = "socks5",
 	.failed_line = "SOCKS5 request failed",
@@ -608,4 +638,5 @@ const struct proxy_frontend socks5_frontend = {
 	.on_open_result = socks5_open_result,
 	.on_socket_data = socks5_socket_data,
 	.on_closed = socks5_closed,
+	.on_moved = s5_moved,
 };

@@ -1,10 +1,12 @@
 /* gateway.c — tunnel listener, agent authentication, registry, shutdown. */
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <utlist.h>
@@ -19,13 +21,22 @@
 #include "forward.h"
 #include "front.h"
 #include "gateway.h"
+#include "origin_pool.h"
 #include "proxy.h"
 
 static void handshake_over(struct gw_tunnel *gt)
 {
-	handshake_source_drop(&gt->gw->tunnel_budget, &gt->source);
-	handshake_end(gt->gw, &gt->gw->tunnel_budget, &gt->in_handshake);
+	struct gateway *gw = gt->gw;
+
+	if (gt->source) {
+		gw_lock(gw);
+		handshake_source_drop(&gw->tunnel_budget, &gt->source);
+		gw_unlock(gw);
+	}
+	handshake_end(gt->w, &gw->tunnel_budget, &gt->in_handshake);
 }
+
+static void take_evictions(struct gw_worker *w);
 
 /* ---- agent tunnels ---- */
 
@@ -175,33 +186,40 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 		reject_auth(gt, group_id, "no client certificate was verified in this handshake");
 		return 0;
 	}
-	if (gw->stopping) {
+	if (GW_READ(&gw->stopping)) {
 		reject(gt, FRAME_ERR_SHUTDOWN, "gateway is shutting down", "gateway is stopping");
 		return 0;
 	}
+	/* the capabilities both sides have: an older agent gets no datagram */
+	ok.hello_ok.capabilities = f->hello.capabilities & FRAME_CAP_DATAGRAM;
+	gt->datagrams = (ok.hello_ok.capabilities & FRAME_CAP_DATAGRAM) != 0;
+	gw_lock(gw);
 	if (cfg->gateway.max_clients && !registry_find_client(&gw->registry, gt->client_id) &&
 	    registry_client_count(&gw->registry) >= cfg->gateway.max_clients) {
+		gw_unlock(gw);
 		reject(gt, FRAME_ERR_LIMIT, "the gateway's agent limit is reached",
 		       "max_clients reached");
 		return 0;
 	}
 	gt->reg.owner = gt;
+	gt->reg.worker = (uint16_t)gt->w->index;
 	gt->reg.credential = adm.kind | (bound == 1 ? GW_CRED_CERT_BOUND : 0);
 	ret = registry_join(&gw->registry, &gt->reg, gt->client_id, group_id, f->hello.instance,
 			    f->hello.replica, gt->tunnel->peer);
 	if (ret == -EADDRINUSE) {
 		reject_id_in_use(gt, group_id);
+		gw_unlock(gw);
 		return 0;
 	}
+	gw_unlock(gw);
+	/* a tunnel it replaced on this worker hears it now (others: woken) */
+	take_evictions(gt->w);
 	if (ret < 0) {
 		reject(gt, FRAME_ERR_LIMIT, "gateway out of memory", "out of memory");
 		return 0;
 	}
 	gt->authenticated = true;
 	ok.hello_ok.version = FRAME_VERSION;
-	/* the capabilities both sides have: an older agent gets no datagram */
-	ok.hello_ok.capabilities = f->hello.capabilities & FRAME_CAP_DATAGRAM;
-	gt->datagrams = (ok.hello_ok.capabilities & FRAME_CAP_DATAGRAM) != 0;
 	gt->next_assoc_id = 1;
 	ok.hello_ok.ping_interval_ms = cfg->gateway.ping_interval_ms;
 	ok.hello_ok.stream_window = GATEWAY_STREAM_WINDOW;
@@ -211,7 +229,8 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 		log_info("Client connected", LF_S("client_id", gt->client_id),
 			 LF_S("group_id", group_id), LF_S("remote_addr", gt->tunnel->peer));
 	log_debug("Tunnel registered", LF_S("client_id", gt->client_id),
-		  LF_U("replica", f->hello.replica), LF_S("remote_addr", gt->tunnel->peer));
+		  LF_U("replica", f->hello.replica), LF_S("remote_addr", gt->tunnel->peer),
+		  LF_U("worker", gt->w->index));
 	return 0;
 }
 
@@ -232,19 +251,23 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 		}
 		ret = handle_hello(gt, f);
 		if (gt->authenticated) {
+			gw_lock(gt->gw);
 			metrics_observe_us(&gt->gw->stats.tunnel_handshake,
 					   now_us() - gt->accepted_us);
+			gw_unlock(gt->gw);
 			handshake_over(gt);
 		}
 		return ret;
 	}
 	switch (f->type) {
 	case FRAME_GOAWAY:
+		gw_lock(gt->gw);
 		gt->reg.draining = true;
+		gw_unlock(gt->gw);
 		log_info("Client draining", LF_S("client_id", gt->client_id),
 			 LF_U("replica", gt->reg.replica),
 			 LF_S("reason", frame_error_name(f->error.code)));
-		proxy_release_idle(gt->gw, NULL, t);
+		proxy_release_idle(gt->w, NULL, t);
 		return 0;
 	case FRAME_DGRAM_OPEN:
 	case FRAME_DGRAM:
@@ -261,39 +284,71 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 	}
 }
 
-/* Stop the loop once stopping and nothing is left open. */
-static void gateway_maybe_exit(struct gateway *gw)
+/* Stop a worker's loop once stopping and nothing is left open on it nor
+ * on its way to it. */
+static void worker_maybe_exit(struct gw_worker *w)
 {
-	if (gw->stopping && gw->ntunnels == 0 && gw->nusers == 0)
-		ring_stop(&gw->ring);
+	struct gateway *gw = w->gw;
+
+	if (!GW_READ(&gw->stopping) || w->ntunnels || w->nusers || w->nremotes)
+		return;
+	gw_lock(gw);
+	if (w->inbox || w->udp_inbox || w->exited) {
+		gw_unlock(gw);
+		return;
+	}
+	w->exited = true; /* nothing is handed to it from now on */
+	gw->nexited++;
+	pthread_cond_broadcast(&gw->park_cond);
+	gw_unlock(gw);
+	ring_stop(&w->ring);
 }
 
 static void gw_on_closed(struct tunnel *t, const char *reason)
 {
 	struct gw_tunnel *gt = t->owner;
 	struct gateway *gw = gt->gw;
+	struct gw_worker *w = gt->w;
 	char client_id[FRAME_MAX_ID_LEN + 1];
 
 	snprintf(client_id, sizeof(client_id), "%s", gt->client_id);
 	gw_assoc_tunnel_closed(gt);
+	gw_lock(gw);
+	if (gt->evict_queued) { /* replaced and closed before it heard so */
+		struct gw_tunnel **pp = &w->evictions;
+
+		while (*pp != gt)
+			pp = &(*pp)->evict_next;
+		*pp = gt->evict_next;
+		gt->evict_queued = false;
+	}
 	if (gt->reg.client) {
-		if (registry_leave(&gw->registry, &gt->reg))
+		bool last = registry_leave(&gw->registry, &gt->reg);
+
+		gw_unlock(gw);
+		if (last)
 			log_info("Client disconnected", LF_S("client_id", client_id),
 				 LF_S("reason", reason));
 		else
 			log_debug("Tunnel closed", LF_S("client_id", client_id),
 				  LF_S("reason", reason));
-	} else if (!gt->authenticated) {
+	} else {
+		gw_unlock(gw);
+	}
+	if (!gt->authenticated) {
 		log_info("Tunnel closed before authentication", LF_S("remote_addr", t->peer),
 			 LF_S("reason", reason));
 	}
-	DL_DELETE(gw->tunnels, gt);
-	gw->ntunnels--;
+	DL_DELETE(w->tunnels, gt);
+	__atomic_store_n(&w->ntunnels, w->ntunnels - 1, __ATOMIC_RELAXED);
 	handshake_over(gt);
-	if (gt->authenticated)
+	if (gt->authenticated) {
+		gw_lock(gw);
 		gw_stats_prune(gw); /* its group may be gone */
+		gw_unlock(gw);
+	}
 	free(gt);
-	gateway_maybe_exit(gw);
+	worker_maybe_exit(w);
 }
 
 /* A tunnel missed a deadline (no PONG, or an OPEN not answered within
@@ -305,6 +360,7 @@ static void gw_on_suspect(struct tunnel *t, bool suspect, const char *why)
 	struct gateway *gw = gt->gw;
 	uint64_t now = now_ms();
 
+	gw_lock(gw);
 	gt->reg.suspect = suspect;
 	if (suspect) {
 		gw->tunnels_suspected++;
@@ -313,12 +369,12 @@ static void gw_on_suspect(struct tunnel *t, bool suspect, const char *why)
 				 LF_S("client_id", gt->client_id), LF_U("replica", gt->reg.replica),
 				 LF_S("remote_addr", t->peer), LF_S("reason", why),
 				 LF_U("suspected_total", gw->tunnels_suspected));
-		return;
-	}
-	if (log_rate_allow(&gw->answer_rate, now))
+	} else if (log_rate_allow(&gw->answer_rate, now)) {
 		log_info("Tunnel answers again", LF_S("client_id", gt->client_id),
 			 LF_U("replica", gt->reg.replica),
 			 LF_U("suspect_ms", now - t->suspect_since_ms));
+	}
+	gw_unlock(gw);
 }
 
 static const struct tunnel_ops gw_tunnel_ops = {
@@ -328,68 +384,109 @@ static const struct tunnel_ops gw_tunnel_ops = {
 	.on_suspect = gw_on_suspect,
 };
 
-/* [gateway] max_streams_per_tunnel: a full tunnel takes no new stream. */
+/* [gateway] max_streams_per_tunnel: a full tunnel takes no new stream.
+ * Under gateway.lock, from any worker (the count is the owner's, read
+ * relaxed). */
 static bool gw_tunnel_usable(const struct reg_tunnel *rt, void *ctx)
 {
 	const struct gateway *gw = ctx;
 	const struct gw_tunnel *gt = rt->owner;
 	uint32_t max = gw->cfg->gateway.max_streams_per_tunnel;
 
+	/* an association is no stream; it lives on the picking worker */
 	if (gw->picking_datagrams)
-		return gt->datagrams; /* an association is no stream */
-	return !max || gt->tunnel->streams.count < max;
+		return gt->datagrams &&
+		       (gw->picking_worker == GW_ANY_WORKER || rt->worker == gw->picking_worker);
+	return !max || GW_READ(&gt->tunnel->streams.count) < max;
 }
 
-/* The registry replaced this tunnel (same client id, newer agent). */
+/* The registry replaced this tunnel (same client id, newer agent), under
+ * gateway.lock on any worker: its owner sends the ERROR (take_evictions). */
 static void gw_on_evict(struct reg_tunnel *rt, uint16_t code, void *ctx)
 {
 	struct gw_tunnel *gt = rt->owner;
 
-	log_warn("Client tunnel replaced", LF_S("client_id", gt->client_id),
-		 LF_U("replica", rt->replica), LF_S("old_remote_addr", gt->tunnel->peer),
-		 LF_S("reason", frame_error_name(code)));
-	tunnel_send_error(gt->tunnel, FRAME_ERROR, code,
-			  "replaced by a newer connection with the same client_id");
+	gt->evict_code = code;
+	if (gt->evict_queued)
+		return;
+	gt->evict_queued = true;
+	gt->evict_next = gt->w->evictions;
+	gt->w->evictions = gt;
+	gateway_wake(gt->w);
+}
+
+/* On w's thread: tell its replaced tunnels (only w frees them). */
+static void take_evictions(struct gw_worker *w)
+{
+	struct gw_tunnel *gt, *next;
+
+	gw_lock(w->gw);
+	gt = w->evictions;
+	w->evictions = NULL;
+	for (next = gt; next; next = next->evict_next)
+		next->evict_queued = false;
+	gw_unlock(w->gw);
+	for (; gt; gt = next) {
+		next = gt->evict_next;
+		log_warn("Client tunnel replaced", LF_S("client_id", gt->client_id),
+			 LF_U("replica", gt->reg.replica),
+			 LF_S("old_remote_addr", gt->tunnel->peer),
+			 LF_S("reason", frame_error_name(gt->evict_code)));
+		tunnel_send_error(gt->tunnel, FRAME_ERROR, gt->evict_code,
+				  "replaced by a newer connection with the same client_id");
+	}
 }
 
 static void tunnel_accept(struct listener *l, int fd)
 {
-	struct gateway *gw = l->owner;
+	struct gw_worker *w = l->owner;
+	struct gateway *gw = w->gw;
 	struct sockaddr_storage peer;
 	socklen_t peer_len = sizeof(peer);
 	struct hs_source *source = NULL;
 	struct gw_tunnel *gt;
 
-	if (gw->stopping) {
+	if (GW_READ(&gw->stopping)) {
 		close(fd);
 		return;
 	}
-	if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0 &&
-	    handshake_source_take(&gw->tunnel_budget,
-				  gw->cfg->gateway.max_tunnel_handshakes_per_address,
-				  (struct sockaddr *)&peer, &source) < 0) {
-		close(fd);
-		return;
+	if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) {
+		int ret;
+
+		gw_lock(gw);
+		ret = handshake_source_take(&gw->tunnel_budget,
+					    gw->cfg->gateway.max_tunnel_handshakes_per_address,
+					    (struct sockaddr *)&peer, &source);
+		gw_unlock(gw);
+		if (ret < 0) {
+			close(fd);
+			return;
+		}
 	}
 	gt = calloc(1, sizeof(*gt));
 	if (!gt) {
+		gw_lock(gw);
 		handshake_source_drop(&gw->tunnel_budget, &source);
+		gw_unlock(gw);
 		close(fd);
 		return;
 	}
 	gt->source = source;
 	gt->gw = gw;
+	gt->w = w;
 	gt->accepted_us = now_us();
-	gt->tunnel = tunnel_new(&gw->ring, fd, gw->tls, true, NULL, &gw_tunnel_ops, gt,
-				gw->cfg->gateway.handshake_timeout_ms, &gw->bufs);
+	gt->tunnel = tunnel_new(&w->ring, fd, gw->tls, true, NULL, &gw_tunnel_ops, gt,
+				gw->cfg->gateway.handshake_timeout_ms, &w->bufs);
 	if (!gt->tunnel) {
+		gw_lock(gw);
 		handshake_source_drop(&gw->tunnel_budget, &gt->source);
+		gw_unlock(gw);
 		free(gt);
 		return;
 	}
-	DL_PREPEND(gw->tunnels, gt);
-	gw->ntunnels++;
-	handshake_begin(gw, &gw->tunnel_budget, &gt->in_handshake);
+	DL_PREPEND(w->tunnels, gt);
+	__atomic_store_n(&w->ntunnels, w->ntunnels + 1, __ATOMIC_RELAXED);
+	handshake_begin(w, &gw->tunnel_budget, &gt->in_handshake);
 	log_debug("Tunnel accepted", LF_S("remote_addr", gt->tunnel->peer));
 }
 
@@ -406,7 +503,7 @@ static void apply_limits(struct gateway *gw)
 	uint64_t nofile, reserve;
 
 	if (cfg->gateway.max_connections) {
-		gw->max_users = cfg->gateway.max_connections;
+		__atomic_store_n(&gw->max_users, cfg->gateway.max_connections, __ATOMIC_RELAXED);
 		log_info("Connection limit", LF_U("max_connections", gw->max_users),
 			 LF_S("source", "configured"),
 			 LF_U("max_handshakes", cfg->gateway.max_handshakes));
@@ -418,56 +515,193 @@ static void apply_limits(struct gateway *gw)
 	reserve = GATEWAY_FD_RESERVE_FIXED + cfg->gateway.max_handshakes +
 		  nofile / GATEWAY_FD_TUNNEL_SHARE;
 	reserve = MIN(reserve, nofile / 2);
-	gw->max_users = (uint32_t)MAX(nofile - reserve, (uint64_t)1);
+	__atomic_store_n(&gw->max_users, (uint32_t)MAX(nofile - reserve, (uint64_t)1),
+			 __ATOMIC_RELAXED);
 	log_info("Connection limit", LF_U("max_connections", gw->max_users),
 		 LF_S("source", "derived from RLIMIT_NOFILE"), LF_U("rlimit_nofile", nofile),
 		 LF_U("reserved_fds", reserve),
 		 LF_U("max_handshakes", cfg->gateway.max_handshakes));
 }
 
-/* ---- signals and shutdown ---- */
+/* ---- wake-ups, pauses and shutdown between workers ---- */
+
+void gateway_wake(struct gw_worker *w)
+{
+	uint64_t one = 1;
+
+	if (w->wake_fd >= 0 && write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_error("Cannot wake a worker", LF_U("worker", w->index),
+			  LF_S("error", strerror(errno)));
+}
+
+/* Tunnels alive on every worker (relaxed reads: for logs and status). */
+static unsigned gateway_tunnels(const struct gateway *gw)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < gw->nworkers; i++)
+		n += GW_READ(&gw->workers[i].ntunnels);
+	return n;
+}
 
 static void shutdown_expired(struct ring *r, struct timer *t)
 {
-	struct gateway *gw = container_of(t, struct gateway, shutdown_timer);
+	struct gw_worker *w = container_of(t, struct gw_worker, shutdown_timer);
 	struct gw_tunnel *gt, *tmp;
 
-	log_warn("Shutdown timeout: closing what is left", LF_U("tunnels", gw->ntunnels),
-		 LF_U("users", gw->nusers));
+	log_warn("Shutdown timeout: closing what is left", LF_U("worker", w->index),
+		 LF_U("tunnels", w->ntunnels), LF_U("users", w->nusers));
 	/* tunnel_close frees nothing synchronously (gw_on_closed unlinks and
 	 * frees in a later completion), so the walk loses no entry; _SAFE
 	 * still survives losing the current one */
-	DL_FOREACH_SAFE (gw->tunnels, gt, tmp)
+	DL_FOREACH_SAFE (w->tunnels, gt, tmp)
 		tunnel_close(gt->tunnel, "gateway shutdown");
-	proxy_close_all(gw, "gateway shutdown");
+	proxy_close_all(w, "gateway shutdown");
+}
+
+/* One worker's part of a shutdown, on its own thread: stop accepting,
+ * close the users in their handshake, drain the tunnels (GOAWAY), and
+ * bound the rest by shutdown_timeout_ms. */
+static void worker_stop(struct gw_worker *w)
+{
+	struct gw_tunnel *gt, *tmp;
+
+	w->stopping = true;
+	listener_stop(&w->ring, &w->tunnel_listener);
+	listener_stop(&w->ring, &w->socks5_listener);
+	listener_stop(&w->ring, &w->http_listener);
+	listener_stop(&w->ring, &w->https_listener);
+	/* users still in their handshake have nothing to finish */
+	proxy_close_handshaking(w, "gateway shutdown");
+	forward_close_remotes(w);
+	/* open streams may finish; each tunnel closes after its last one */
+	DL_FOREACH_SAFE (w->tunnels, gt, tmp) /* closes, as shutdown_expired */
+		tunnel_drain(gt->tunnel, FRAME_ERR_SHUTDOWN, "gateway shutting down");
+	timer_init(&w->shutdown_timer, shutdown_expired);
+	timer_arm(&w->ring, &w->shutdown_timer, w->gw->cfg->gateway.shutdown_timeout_ms);
+	worker_maybe_exit(w);
+}
+
+static void after_reload(struct gw_worker *w, const struct config *old);
+
+/*
+ * Worker 0 pauses the others to replace what they share (gateway_reload):
+ * each one, woken through its eventfd, counts itself in and waits until
+ * worker 0 resumes them; then it applies the reload to its own tunnels and
+ * listeners (after_reload) and counts itself out, after which worker 0
+ * frees the old values. The mutex orders the swap before everything the
+ * workers do next.
+ */
+static void worker_pause_point(struct gw_worker *w)
+{
+	struct gateway *gw = w->gw;
+	const struct config *old = NULL;
+
+	gw_lock(gw);
+	if (w->park_seen != gw->park_gen) {
+		w->park_seen = gw->park_gen;
+		gw->parked++;
+		pthread_cond_broadcast(&gw->park_cond);
+		while (gw->park_released != w->park_seen)
+			pthread_cond_wait(&gw->park_cond, &gw->lock);
+		old = gw->reload_old;
+	}
+	gw_unlock(gw);
+	if (!old)
+		return;
+	after_reload(w, old);
+	gw_lock(gw);
+	gw->rechecked++;
+	pthread_cond_broadcast(&gw->park_cond);
+	gw_unlock(gw);
+}
+
+/* Worker 0: return once every other worker is paused (or has ended). */
+static void gateway_pause(struct gateway *gw)
+{
+	unsigned i;
+
+	gw_lock(gw);
+	gw->park_gen++;
+	gw->parked = 0;
+	gw->rechecked = 0;
+	gw_unlock(gw);
+	for (i = 1; i < gw->nworkers; i++)
+		gateway_wake(&gw->workers[i]);
+	gw_lock(gw);
+	while (gw->parked + gw->nexited < gw->nworkers - 1)
+		pthread_cond_wait(&gw->park_cond, &gw->lock);
+	gw_unlock(gw);
+}
+
+/* Worker 0: let the others go on, and return once they applied old's
+ * reload (old may be freed then). */
+static void gateway_resume(struct gateway *gw, struct config *old)
+{
+	gw_lock(gw);
+	gw->reload_old = old;
+	gw->park_released = gw->park_gen;
+	pthread_cond_broadcast(&gw->park_cond);
+	while (gw->rechecked + gw->nexited < gw->parked)
+		pthread_cond_wait(&gw->park_cond, &gw->lock);
+	gw->reload_old = NULL;
+	gw_unlock(gw);
+}
+
+static void worker_wake_arm(struct gw_worker *w);
+
+static void worker_woken(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct gw_worker *w = container_of(op, struct gw_worker, wake_op);
+	struct gateway *gw = w->gw;
+	unsigned gen;
+
+	w->wake_armed = false;
+	if (res == -ECANCELED)
+		return;
+	if (w->index)
+		worker_pause_point(w);
+	take_evictions(w);
+	proxy_take_inbox(w);
+	forward_take_remotes(w);
+	handshake_sync(w);
+	gen = GW_READ(&gw->release_gen);
+	if (gen != w->release_seen) {
+		w->release_seen = gen;
+		proxy_release_drained(w);
+	}
+	if (GW_READ(&gw->stop_requested) && !w->stopping)
+		worker_stop(w);
+	worker_wake_arm(w);
+}
+
+static void worker_wake_arm(struct gw_worker *w)
+{
+	if (w->wake_armed)
+		return;
+	w->wake_op.cb = worker_woken;
+	ring_prep_read(&w->ring, &w->wake_op, w->wake_fd, &w->wake_value, sizeof(w->wake_value));
+	w->wake_armed = true;
 }
 
 static void gateway_stop(struct gateway *gw, int signo)
 {
-	struct gw_tunnel *gt, *tmp;
+	unsigned i;
 
-	if (gw->stopping)
+	if (GW_READ(&gw->stopping))
 		return;
-	gw->stopping = true;
+	__atomic_store_n(&gw->stopping, true, __ATOMIC_RELAXED);
 	notify_stopping(&gw->notify);
 	log_info("Gateway stopping", LF_S("signal", strsignal(signo)),
-		 LF_U("tunnels", gw->ntunnels), LF_U("users", gw->nusers),
+		 LF_U("tunnels", gateway_tunnels(gw)), LF_U("users", GW_READ(&gw->nusers)),
 		 LF_U("shutdown_timeout_ms", gw->cfg->gateway.shutdown_timeout_ms));
-	listener_stop(&gw->ring, &gw->tunnel_listener);
-	listener_stop(&gw->ring, &gw->control_listener);
-	listener_stop(&gw->ring, &gw->socks5_listener);
-	listener_stop(&gw->ring, &gw->http_listener);
+	listener_stop(&gw_main(gw)->ring, &gw->control_listener);
 	metrics_server_close(&gw->metrics);
-	listener_stop(&gw->ring, &gw->https_listener);
 	forward_stop_all(gw);
-	/* users still in their handshake have nothing to finish */
-	proxy_close_handshaking(gw, "gateway shutdown");
-	/* open streams may finish; each tunnel closes after its last one */
-	DL_FOREACH_SAFE (gw->tunnels, gt, tmp) /* closes, as shutdown_expired */
-		tunnel_drain(gt->tunnel, FRAME_ERR_SHUTDOWN, "gateway shutting down");
-	timer_init(&gw->shutdown_timer, shutdown_expired);
-	timer_arm(&gw->ring, &gw->shutdown_timer, gw->cfg->gateway.shutdown_timeout_ms);
-	gateway_maybe_exit(gw);
+	__atomic_store_n(&gw->stop_requested, true, __ATOMIC_RELAXED);
+	for (i = 1; i < gw->nworkers; i++)
+		gateway_wake(&gw->workers[i]);
+	worker_stop(gw_main(gw));
 }
 
 static struct gateway *signal_owner;
@@ -493,48 +727,66 @@ static const char *admission_change(const struct gw_admission *old, const struct
 	return NULL;
 }
 
-/* After a reload: new rules apply to new HELLOs, and an admitted agent whose
- * group no longer takes the credential it was admitted with is closed with
- * ERROR(AUTH). old is the configuration before the reload: every registered
- * tunnel was admitted under it (the previous reload closed the others). */
-static void recheck_agents(struct gateway *gw, const struct config *old)
+/* After a reload, on worker w: new rules apply to new HELLOs, and an
+ * admitted agent whose group no longer takes the credential it was
+ * admitted with is closed with ERROR(AUTH). old is the configuration
+ * before the reload: every registered tunnel was admitted under it (the
+ * previous reload closed the others). */
+static void recheck_agents(struct gw_worker *w, const struct config *old)
 {
+	struct gateway *gw = w->gw;
 	struct gw_tunnel *gt, *tmp;
 
 	/* closes tunnels, as shutdown_expired: none leaves the list here */
-	DL_FOREACH_SAFE (gw->tunnels, gt, tmp) {
+	DL_FOREACH_SAFE (w->tunnels, gt, tmp) {
 		char group_id[FRAME_MAX_ID_LEN + 1];
 		struct gw_admission before, now;
 		const char *why;
 
-		if (!gt->reg.client) /* not (or no longer) registered */
+		gw_lock(gw);
+		if (!gt->reg.client) { /* not (or no longer) registered */
+			gw_unlock(gw);
 			continue;
+		}
 		snprintf(group_id, sizeof(group_id), "%s", gt->reg.client->group->id);
 		before = admission_for(old, group_id);
 		now = admission_for(gw->cfg, group_id);
 		why = admission_change(&before, &now);
-		if (!why && (gt->reg.credential & GW_CRED_KIND_MASK) == (uint32_t)now.kind)
+		if (!why && (gt->reg.credential & GW_CRED_KIND_MASK) == (uint32_t)now.kind) {
+			gw_unlock(gw);
 			continue;
+		}
+		/* out of the registry at once: no new stream, and the agent's
+		 * next HELLO is judged by the new rules alone */
+		registry_leave(&gw->registry, &gt->reg);
+		gw_unlock(gw);
 		log_warn("Client credential revoked", LF_S("client_id", gt->client_id),
 			 LF_S("group_id", group_id), LF_U("replica", gt->reg.replica),
 			 LF_S("remote_addr", gt->tunnel->peer),
 			 LF_S("reason", why ? why : "the credential was changed"));
-		/* out of the registry at once: no new stream, and the agent's
-		 * next HELLO is judged by the new rules alone */
-		registry_leave(&gw->registry, &gt->reg);
 		tunnel_send_error(gt->tunnel, FRAME_ERROR, FRAME_ERR_AUTH,
 				  "the gateway no longer admits this agent's credential");
 	}
 }
 
+/* What each worker does on its own thread after a reload. */
+static void after_reload(struct gw_worker *w, const struct config *old)
+{
+	recheck_agents(w, old);
+	/* a new max_handshakes pauses or resumes a side at once */
+	handshake_limit_changed(w);
+}
+
 /* SIGHUP: certificates, credentials, deadlines and the log change for what
  * comes next; open tunnels and streams go on untouched. A bad file leaves
- * everything as it was. */
+ * everything as it was. The other workers are paused while the running
+ * configuration and the contexts are replaced. */
 static void gateway_reload(struct gateway *gw)
 {
 	struct config fresh;
-	struct WOLFSSL_CTX *tls, *https_tls = NULL;
+	struct WOLFSSL_CTX *tls, **https_tls;
 	char err[512], restart[512];
+	unsigned i;
 	int ret;
 
 	log_info("SIGHUP received", LF_S("action", "reloading the configuration"));
@@ -552,36 +804,55 @@ static void gateway_reload(struct gateway *gw)
 		config_free(&fresh);
 		return;
 	}
+	https_tls = calloc(gw->nworkers, sizeof(*https_tls));
+	if (!https_tls) {
+		log_error("Configuration reload failed; the running configuration stays",
+			  LF_S("error", "out of memory"));
+		tls_ctx_free(tls);
+		config_free(&fresh);
+		return;
+	}
 	/* [proxy.https]: a new certificate for new connections (a listener
-	 * that the file no longer configures runs on with the one it has) */
-	if (gw->https_listener.fd >= 0 && fresh.https.tls_cert && fresh.https.tls_key) {
-		https_tls = tls_ctx_server_users(fresh.https.tls_cert, fresh.https.tls_key, err,
-						 sizeof(err));
-		if (!https_tls) {
+	 * that the file no longer configures runs on with the one it has);
+	 * one context per worker's listener */
+	for (i = 0; i < gw->nworkers; i++) {
+		if (gw->workers[i].https_listener.fd < 0 || !fresh.https.tls_cert ||
+		    !fresh.https.tls_key)
+			continue;
+		https_tls[i] = tls_ctx_server_users(fresh.https.tls_cert, fresh.https.tls_key, err,
+						    sizeof(err));
+		if (!https_tls[i]) {
 			log_error("Configuration reload failed; the running configuration stays",
 				  LF_S("proxy", "https"), LF_S("error", err));
+			while (i--)
+				tls_ctx_free(https_tls[i]);
+			free(https_tls);
 			tls_ctx_free(tls);
 			config_free(&fresh);
 			return;
 		}
 	}
+	gateway_pause(gw);
 	if (config_reload(gw->cfg, &fresh, restart, sizeof(restart)))
 		log_warn("Some changes need a restart and were not applied", LF_S("keys", restart));
-	recheck_agents(gw, &fresh); /* fresh holds the values before the reload now */
-	config_free(&fresh);
 	tls_ctx_free(gw->tls); /* tunnels keep the old context until they close */
 	gw->tls = tls;
-	if (https_tls) {
-		tls_ctx_free(gw->https_listener.tls); /* users keep theirs */
-		gw->https_listener.tls = https_tls;
+	for (i = 0; i < gw->nworkers; i++) {
+		if (!https_tls[i])
+			continue;
+		tls_ctx_free(gw->workers[i].https_listener.tls); /* users keep theirs */
+		gw->workers[i].https_listener.tls = https_tls[i];
 	}
+	free(https_tls);
 	if (cli_apply_log(gw->cfg) < 0)
 		log_error("Cannot reopen the log output", LF_S("output", gw->cfg->log.output));
 	apply_limits(gw);
-	/* a new max_handshakes pauses or resumes a side at once */
-	handshake_limit_changed(gw);
-	log_info("Configuration reloaded", LF_U("tunnels", gw->ntunnels),
-		 LF_U("users", gw->nusers));
+	/* fresh holds the values before the reload now */
+	after_reload(gw_main(gw), &fresh);
+	gateway_resume(gw, &fresh);
+	config_free(&fresh);
+	log_info("Configuration reloaded", LF_U("tunnels", gateway_tunnels(gw)),
+		 LF_U("users", GW_READ(&gw->nusers)), LF_U("workers", gw->nworkers));
 }
 
 static void on_signal(struct ring *r, int signo)
@@ -602,15 +873,20 @@ static void on_signal(struct ring *r, int signo)
 /* STATUS= for the service manager (systemctl status). */
 static void gateway_status(void *arg, char *buf, size_t len)
 {
-	const struct gateway *gw = arg;
+	struct gateway *gw = arg;
+	unsigned agents;
 
-	snprintf(buf, len, "%sagents %u, tunnels %u, users %u", gw->stopping ? "stopping: " : "",
-		 registry_client_count(&gw->registry), gw->ntunnels, gw->nusers);
+	gw_lock(gw);
+	agents = registry_client_count(&gw->registry);
+	gw_unlock(gw);
+	snprintf(buf, len, "%sagents %u, tunnels %u, users %u",
+		 GW_READ(&gw->stopping) ? "stopping: " : "", agents, gateway_tunnels(gw),
+		 GW_READ(&gw->nusers));
 }
 
 /* Open a proxy listener if its listen_addr is set: its connections speak
  * to front end fe. 0 or -errno. */
-static int proxy_listen(struct gateway *gw, struct listener *l, const struct config_listener *cfg,
+static int proxy_listen(struct gw_worker *w, struct listener *l, const struct config_listener *cfg,
 			const struct proxy_frontend *fe, enum gw_proxy proxy)
 {
 	const char *name = fe->name;
@@ -636,11 +912,13 @@ static int proxy_listen(struct gateway *gw, struct listener *l, const struct con
 	*l = (struct listener){ .fd = fd,
 				.name = name,
 				.on_accept = proxy_accept,
-				.owner = gw,
+				.owner = w,
 				.frontend = fe,
 				.proxy_cfg = cfg,
 				.proxy = proxy,
 				.tls = tls };
+	if (w->index) /* the same on every worker: said once */
+		return 0;
 	config_addr_format(&cfg->listen_addr, shown, sizeof(shown));
 	log_info("Proxy listening", LF_S("proxy", name), LF_S("addr", shown),
 		 LF_S("auth", cfg->auth_username || cfg->auth_password ? "password" : "none"),
@@ -648,48 +926,28 @@ static int proxy_listen(struct gateway *gw, struct listener *l, const struct con
 	return 0;
 }
 
-int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg)
+/* Worker w's listeners (SO_REUSEPORT: every worker binds the same
+ * ports) and receive buffers, on its ring. 0 or -errno (logged). */
+static int worker_open(struct gw_worker *w)
 {
-	char err[512], shown[300];
+	struct gateway *gw = w->gw;
+	const struct config *cfg = gw->cfg;
+	char err[512];
 	int ret, fd;
 
-	memset(gw, 0, sizeof(*gw));
-	gw->cfg = cfg;
-	gw->program = program;
-	gw->started = time(NULL);
-	gw->tunnel_listener.fd = -1;
-	gw->control_listener.fd = -1;
-	gw->socks5_listener.fd = -1;
-	gw->http_listener.fd = -1;
-	gw->https_listener.fd = -1;
-	registry_init(&gw->registry, gw_on_evict, gw);
-	gw->registry.usable = gw_tunnel_usable;
-	signal_owner = gw;
-	ret = cli_loop_init(&gw->ring, 4096, on_signal);
-	if (ret < 0)
-		return ret;
-	notify_init(&gw->notify, &gw->ring);
-	gw->tls = tls_ctx_server(cfg->gateway.tls_cert, cfg->gateway.tls_key,
-				 cfg->gateway.client_ca, err, sizeof(err));
-	if (!gw->tls) {
-		log_error("Cannot set up TLS", LF_S("error", err));
-		return -EINVAL;
-	}
-	ret = bufring_init(&gw->bufs, &gw->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
+	ret = bufring_init(&w->bufs, &w->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
 	if (ret < 0) {
-		log_error("Cannot register receive buffers", LF_S("error", strerror(-ret)));
+		log_error("Cannot register receive buffers", LF_U("worker", w->index),
+			  LF_S("error", strerror(-ret)));
 		return ret;
 	}
-	ret = proxy_listen(gw, &gw->socks5_listener, &cfg->socks5, &socks5_frontend,
-			   GW_PROXY_SOCKS5);
+	w->bufs_ready = true;
+	ret = proxy_listen(w, &w->socks5_listener, &cfg->socks5, &socks5_frontend, GW_PROXY_SOCKS5);
 	if (ret == 0)
-		ret = proxy_listen(gw, &gw->http_listener, &cfg->http, &http_frontend,
-				   GW_PROXY_HTTP);
+		ret = proxy_listen(w, &w->http_listener, &cfg->http, &http_frontend, GW_PROXY_HTTP);
 	if (ret == 0)
-		ret = proxy_listen(gw, &gw->https_listener, &cfg->https, &https_frontend,
+		ret = proxy_listen(w, &w->https_listener, &cfg->https, &https_frontend,
 				   GW_PROXY_HTTPS);
-	if (ret == 0)
-		ret = forward_listen_all(gw);
 	if (ret < 0)
 		return ret;
 	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
@@ -697,39 +955,205 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		log_error("Cannot open the tunnel listener", LF_S("error", err));
 		return fd;
 	}
-	gw->tunnel_listener = (struct listener){
-		.fd = fd, .name = "tunnel", .on_accept = tunnel_accept, .owner = gw
+	w->tunnel_listener = (struct listener){
+		.fd = fd, .name = "tunnel", .on_accept = tunnel_accept, .owner = w
 	};
+	return 0;
+}
+
+/* Arm the accepts of w's listeners. */
+static void worker_start(struct gw_worker *w)
+{
+	listener_start(&w->ring, &w->tunnel_listener);
+	if (w->socks5_listener.fd >= 0)
+		listener_start(&w->ring, &w->socks5_listener);
+	if (w->http_listener.fd >= 0)
+		listener_start(&w->ring, &w->http_listener);
+	if (w->https_listener.fd >= 0)
+		listener_start(&w->ring, &w->https_listener);
+}
+
+/* Workers 1..: set up on the thread (the ring is single-issuer: it is
+ * made where it runs), wait for the others, run, tear down. */
+static void worker_close(struct gw_worker *w);
+
+static void *worker_main(void *arg)
+{
+	struct gw_worker *w = arg;
+	struct gateway *gw = w->gw;
+	int ret, start;
+
+	ret = cli_worker_loop_init(&w->ring, GATEWAY_RING_ENTRIES);
+	if (ret == 0) {
+		w->ring_ready = true;
+		ret = worker_open(w);
+	}
+	if (ret == 0)
+		worker_wake_arm(w);
+	gw_lock(gw);
+	w->init_error = ret;
+	gw->initialised++;
+	pthread_cond_broadcast(&gw->park_cond);
+	while (!gw->start)
+		pthread_cond_wait(&gw->park_cond, &gw->lock);
+	start = gw->start;
+	gw_unlock(gw);
+	if (start > 0) {
+		worker_start(w);
+		handshake_sync(w);
+		ret = cli_loop_run(&w->ring);
+		if (ret < 0)
+			log_error("Event loop failed", LF_U("worker", w->index),
+				  LF_S("error", strerror(-ret)));
+	}
+	worker_close(w);
+	gw_lock(gw);
+	if (!w->exited) {
+		w->exited = true;
+		gw->nexited++;
+	}
+	pthread_cond_broadcast(&gw->park_cond);
+	gw_unlock(gw);
+	return NULL;
+}
+
+/* Start workers 1.. and wait for their set-up. 0, or -errno when one
+ * failed (each started thread is told to end; gateway_destroy joins). */
+static int start_workers(struct gateway *gw)
+{
+	unsigned i, started = 0;
+	int ret = 0;
+
+	for (i = 1; i < gw->nworkers; i++) {
+		struct gw_worker *w = &gw->workers[i];
+
+		ret = -pthread_create(&w->thread, NULL, worker_main, w);
+		if (ret < 0) {
+			log_error("Cannot start a worker thread", LF_U("worker", i),
+				  LF_S("error", strerror(-ret)));
+			break;
+		}
+		w->thread_started = true;
+		started++;
+	}
+	gw_lock(gw);
+	while (gw->initialised < started)
+		pthread_cond_wait(&gw->park_cond, &gw->lock);
+	for (i = 1; i < gw->nworkers && !ret; i++)
+		ret = gw->workers[i].init_error;
+	gw->start = ret < 0 ? -1 : 1;
+	pthread_cond_broadcast(&gw->park_cond);
+	gw_unlock(gw);
+	return ret;
+}
+
+/* [gateway] workers in force: the configured number, 0 meaning one per
+ * online CPU (1 when unknown). */
+static unsigned workers_count(uint32_t configured)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (configured)
+		return configured;
+	if (cpus < 1)
+		return 1;
+	return cpus > CONFIG_GATEWAY_WORKERS_MAX ? CONFIG_GATEWAY_WORKERS_MAX : (unsigned)cpus;
+}
+
+int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg)
+{
+	pthread_mutexattr_t attr;
+	char err[512], shown[300];
+	unsigned i, n;
+	int ret;
+
+	memset(gw, 0, sizeof(*gw));
+	gw->cfg = cfg;
+	gw->program = program;
+	gw->started = time(NULL);
+	/* recursive: a few paths that hold it call helpers that take it */
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&gw->lock, &attr);
+	pthread_mutexattr_destroy(&attr);
+	pthread_cond_init(&gw->park_cond, NULL);
+	gw->control_listener.fd = -1;
+	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel", .side = GW_SIDE_TUNNEL };
+	gw->user_budget = (struct handshake_budget){ .name = "proxy", .side = GW_SIDE_PROXY };
+	registry_init(&gw->registry, gw_on_evict, gw);
+	gw->registry.usable = gw_tunnel_usable;
+	n = workers_count(cfg->gateway.workers);
+	/* one malloc arena for every worker (their per-thread caches take the
+	 * small allocations): what a wave of handshakes freed on any worker
+	 * goes back to the system with malloc_trim (listener.c) */
+	if (n > 1)
+		mallopt(M_ARENA_MAX, 1);
+	gw->workers = calloc(n, sizeof(*gw->workers));
+	if (!gw->workers)
+		return -ENOMEM;
+	gw->nworkers = n; /* gateway_destroy walks them from here on */
+	for (i = 0; i < n; i++) {
+		struct gw_worker *w = &gw->workers[i];
+
+		w->gw = gw;
+		w->index = i;
+		w->tunnel_listener.fd = -1;
+		w->socks5_listener.fd = -1;
+		w->http_listener.fd = -1;
+		w->https_listener.fd = -1;
+		w->wake_fd = -1;
+	}
+	for (i = 0; i < n; i++) {
+		struct gw_worker *w = &gw->workers[i];
+
+		w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (w->wake_fd < 0) {
+			ret = -errno;
+			log_error("Cannot create the worker's eventfd", LF_U("worker", i),
+				  LF_S("error", strerror(-ret)));
+			return ret;
+		}
+	}
+	signal_owner = gw;
+	ret = cli_loop_init(&gw_main(gw)->ring, GATEWAY_RING_ENTRIES, on_signal);
+	if (ret < 0)
+		return ret;
+	gw_main(gw)->ring_ready = true;
+	notify_init(&gw->notify, &gw_main(gw)->ring);
+	gw->tls = tls_ctx_server(cfg->gateway.tls_cert, cfg->gateway.tls_key,
+				 cfg->gateway.client_ca, err, sizeof(err));
+	if (!gw->tls) {
+		log_error("Cannot set up TLS", LF_S("error", err));
+		return -EINVAL;
+	}
+	ret = worker_open(gw_main(gw));
+	if (ret == 0)
+		ret = forward_listen_all(gw);
+	if (ret < 0)
+		return ret;
 	ret = control_listen(gw, err, sizeof(err));
 	if (ret < 0) {
 		log_error("Cannot open the control socket", LF_S("error", err));
 		return ret;
 	}
 	/* the control socket has no budget: it is never paused */
-	gw->on_user_closed = gateway_maybe_exit;
-	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel",
-						       .listeners = { &gw->tunnel_listener } };
-	gw->user_budget = (struct handshake_budget){
-		.name = "proxy",
-		.listeners = { &gw->socks5_listener, &gw->http_listener, &gw->https_listener }
-	};
-	listener_start(&gw->ring, &gw->tunnel_listener);
-	listener_start(&gw->ring, &gw->control_listener);
-	if (gw->socks5_listener.fd >= 0)
-		listener_start(&gw->ring, &gw->socks5_listener);
-	if (gw->http_listener.fd >= 0)
-		listener_start(&gw->ring, &gw->http_listener);
-	ret = metrics_server_open(&gw->metrics, &gw->ring, &cfg->metrics.listen_addr,
+	gw->on_user_closed = worker_maybe_exit;
+	apply_limits(gw);
+	ret = start_workers(gw);
+	if (ret < 0)
+		return ret;
+	worker_wake_arm(gw_main(gw));
+	worker_start(gw_main(gw));
+	listener_start(&gw_main(gw)->ring, &gw->control_listener);
+	ret = metrics_server_open(&gw->metrics, &gw_main(gw)->ring, &cfg->metrics.listen_addr,
 				  gw_stats_collect, gw);
 	if (ret < 0)
 		return ret;
-	if (gw->https_listener.fd >= 0)
-		listener_start(&gw->ring, &gw->https_listener);
 	forward_start_all(gw);
-	apply_limits(gw);
 	config_addr_format(&cfg->gateway.listen_addr, shown, sizeof(shown));
 	log_info("Gateway started", LF_S("tunnel_addr", shown),
-		 LF_S("control_socket", cfg->control.socket), LF_S("tls", tls_library_version()));
+		 LF_S("control_socket", cfg->control.socket), LF_S("tls", tls_library_version()),
+		 LF_U("workers", gw->nworkers));
 	/* every listener is bound: connections are accepted from now on */
 	notify_set_status(&gw->notify, gateway_status, gw);
 	notify_ready(&gw->notify);
@@ -738,7 +1162,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 
 int gateway_run(struct gateway *gw)
 {
-	int ret = cli_loop_run(&gw->ring);
+	int ret = cli_loop_run(&gw_main(gw)->ring);
 
 	if (ret < 0)
 		log_error("Event loop failed", LF_S("error", strerror(-ret)));
@@ -747,25 +1171,66 @@ int gateway_run(struct gateway *gw)
 	return ret;
 }
 
+/* The ring-bound part of a worker, on the thread that runs it. */
+static void worker_close(struct gw_worker *w)
+{
+	if (!w->ring_ready)
+		return;
+	listener_stop(&w->ring, &w->tunnel_listener);
+	listener_stop(&w->ring, &w->socks5_listener);
+	listener_stop(&w->ring, &w->http_listener);
+	listener_stop(&w->ring, &w->https_listener);
+	tls_ctx_free(w->https_listener.tls);
+	w->https_listener.tls = NULL;
+	if (w->bufs_ready)
+		bufring_exit(&w->bufs, &w->ring);
+	if (w->index) /* worker 0's ring also runs what gateway_destroy closes */
+		ring_exit(&w->ring);
+}
+
 void gateway_destroy(struct gateway *gw)
 {
+	unsigned i;
+
+	if (gw->workers) {
+		/* the others end too (worker 0 stopped, or its start failed) */
+		gw_lock(gw);
+		if (!gw->start)
+			gw->start = -1;
+		pthread_cond_broadcast(&gw->park_cond);
+		gw_unlock(gw);
+		__atomic_store_n(&gw->stopping, true, __ATOMIC_RELAXED);
+		__atomic_store_n(&gw->stop_requested, true, __ATOMIC_RELAXED);
+		for (i = 1; i < gw->nworkers; i++)
+			gateway_wake(&gw->workers[i]);
+		for (i = 1; i < gw->nworkers; i++)
+			if (gw->workers[i].thread_started)
+				pthread_join(gw->workers[i].thread, NULL);
+	}
 	if (gw->control_bound)
 		unlink(gw->cfg->control.socket);
-	listener_stop(&gw->ring, &gw->tunnel_listener);
-	listener_stop(&gw->ring, &gw->control_listener);
-	listener_stop(&gw->ring, &gw->socks5_listener);
-	listener_stop(&gw->ring, &gw->http_listener);
-	metrics_server_destroy(&gw->metrics);
-	listener_stop(&gw->ring, &gw->https_listener);
-	tls_ctx_free(gw->https_listener.tls);
-	forward_stop_all(gw);
+	if (gw->nworkers) {
+		listener_stop(&gw_main(gw)->ring, &gw->control_listener);
+		metrics_server_destroy(&gw->metrics);
+		forward_stop_all(gw);
+		worker_close(gw_main(gw));
+	}
 	registry_destroy(&gw->registry);
+	origin_pool_dir_free(gw);
 	handshake_sources_free(&gw->tunnel_budget);
 	gw_stats_free(&gw->stats);
-	bufring_exit(&gw->bufs, &gw->ring);
 	tls_ctx_free(gw->tls);
-	notify_exit(&gw->notify);
-	ring_exit(&gw->ring);
+	if (gw->nworkers) {
+		notify_exit(&gw->notify);
+		if (gw_main(gw)->ring_ready)
+			ring_exit(&gw_main(gw)->ring);
+	}
 	/* after the ring: no operation of theirs is left in the kernel */
 	forward_free_all(gw);
+	for (i = 0; i < gw->nworkers; i++)
+		if (gw->workers[i].wake_fd >= 0)
+			close(gw->workers[i].wake_fd);
+	free(gw->workers);
+	pthread_cond_destroy(&gw->park_cond);
+	pthread_mutex_destroy(&gw->lock);
 }

@@ -1,12 +1,15 @@
 /*
  * gateway.h — anyproxy-gateway's state, private to src/gateway/.
  *
- * One loop thread owns everything here. (Workers on more cores will each
- * own a ring and their listeners; the registry is the only shared part.)
+ * [gateway] workers threads (struct gw_worker), each with its ring, its
+ * listeners, its tunnels and the user connections running on it; what
+ * they share (struct gateway: the registry, the statistics, the budgets)
+ * is under gateway.lock (docs/scaling.md "Gateway workers").
  */
 #ifndef ANYPROXY_GATEWAY_H
 #define ANYPROXY_GATEWAY_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <sys/types.h>
 #include <time.h>
@@ -42,6 +45,21 @@
  * once, freed memory is given back to the system when the last one ends
  * (cli.c keeps freed memory in the heap for the relays' sake). */
 #define GATEWAY_TRIM_AFTER_HANDSHAKES 256
+/* ... this long after the wave's last handshake: the other workers free
+ * what their last connections held meanwhile. */
+#define GATEWAY_TRIM_DELAY_MS 200
+/* Worker 0: the main thread (signals, control socket, metrics, notify,
+ * forwards, the UDP side of [forward.NAME]). */
+#define GATEWAY_WORKER_MAIN 0
+/* gateway.picking_worker: a datagram tunnel of any worker */
+#define GW_ANY_WORKER ((unsigned)-1)
+/* A request moves between workers at most this many times (its tunnel
+ * may close while it moves: it then picks again, maybe elsewhere). */
+#define GATEWAY_HANDOVERS_MAX 4
+/* A connection waiting to move checks this often that nothing of it is
+ * left in flight on its ring. */
+#define GATEWAY_HANDOVER_RETRY_MS 1
+#define GATEWAY_RING_ENTRIES 4096
 
 struct handshake_budget;
 struct proxy_frontend;
@@ -70,18 +88,20 @@ struct listener {
 };
 
 /* [gateway] max_handshakes for one side: the tunnel port, or the proxy
- * ports together. At the bound the side's listeners stop accepting, and
- * new connections wait in the kernel's backlog; below it they accept
- * again (gateway.c "handshakes"). */
+ * ports together, over every worker (shared, under gateway.lock). At the
+ * bound every worker's listeners of the side stop accepting, and new
+ * connections wait in the kernel's backlog; below it they accept again
+ * (listener.c "handshakes"). */
 struct handshake_budget {
-	const char *name;              /* "tunnel" or "proxy", for the log */
-	struct listener *listeners[3]; /* the side's listeners; NULL: none */
-	unsigned count;                /* connections in their handshake */
-	bool paused;                   /* count reached max_handshakes */
-	bool pause_logged;             /* this pause had its WARN: resuming is INFO */
-	uint64_t pauses;               /* times the side paused since start */
-	uint64_t paused_at_ms;         /* when the current pause began */
-	struct log_rate pause_rate;    /* pause WARNs: one per LOG_FLOOD_PERIOD_MS */
+	const char *name;           /* "tunnel" or "proxy", for the log */
+	unsigned side;              /* GW_SIDE_* */
+	unsigned count;             /* connections in their handshake */
+	bool paused;                /* count reached max_handshakes */
+	unsigned pause_acks;        /* workers whose listeners paused since */
+	bool pause_logged;          /* this pause had its WARN: resuming is INFO */
+	uint64_t pauses;            /* times the side paused since start */
+	uint64_t paused_at_ms;      /* when the current pause began */
+	struct log_rate pause_rate; /* pause WARNs: one per LOG_FLOOD_PERIOD_MS */
 	/* handshakes per source address (the tunnel side: [gateway]
 	 * max_tunnel_handshakes_per_address), uthash by key; entries live
 	 * while their count is above 0 */
@@ -113,6 +133,11 @@ struct gw_admission {
 /* One agent tunnel as the gateway sees it. */
 struct gw_tunnel {
 	struct gateway *gw;
+	/* replaced by another tunnel's HELLO (registry on_evict, under
+	 * gateway.lock): the owner worker sends the ERROR (its evictions) */
+	struct gw_tunnel *evict_next;
+	uint16_t evict_code;
+	bool evict_queued;
 	struct tunnel *tunnel;
 	struct reg_tunnel reg;
 	bool authenticated;
@@ -123,56 +148,149 @@ struct gw_tunnel {
 	struct gw_assoc *assocs;  /* datagram associations on it, by id (dgram.c, uthash) */
 	uint32_t next_assoc_id;
 	char client_id[FRAME_MAX_ID_LEN + 1];
-	/* gateway.tunnels, for shutdown and reload: a utlist DL list (the
+	/* gw_worker.tunnels, for shutdown and reload: a utlist DL list (the
 	 * head's prev is the tail, not NULL: only the DL_* macros touch these) */
 	struct gw_tunnel *prev, *next;
+	struct gw_worker *w; /* the worker that owns it (its ring runs the tunnel) */
 };
 
-struct gateway {
+/*
+ * One worker: a thread with its own ring, receive buffers and listening
+ * sockets (SO_REUSEPORT: the kernel spreads connections over the workers'
+ * listeners). It owns, for their whole life, the tunnels it accepted and
+ * the user connections that run on it. Worker 0 is the main thread; it
+ * also runs what exists once per process (struct gateway).
+ */
+struct gw_worker {
+	struct gateway *gw;
+	unsigned index;
 	struct ring ring;
-	struct config *cfg;
-	const struct cli_program *program; /* for reloading the same file */
-	struct WOLFSSL_CTX *tls;
+	struct bufring bufs; /* receive buffers for users' sockets */
 	struct listener tunnel_listener;
-	struct listener control_listener;
 	struct listener socks5_listener;
 	struct listener http_listener;
 	struct listener https_listener;
-	struct gw_forward *forwards; /* [forward.NAME] listeners (forward.h) */
-	size_t nforwards;
-	struct bufring bufs; /* receive buffers for users' sockets */
-	struct registry registry;
 	struct gw_tunnel *tunnels; /* newest first, a utlist DL list (gateway.c) */
 	unsigned ntunnels;
-	unsigned nusers;              /* users' connections alive (proxy.c) */
+	unsigned nusers;                 /* users' connections alive on this worker (proxy.c) */
+	struct user_conn *users;         /* newest first, a utlist DL list (proxy.c) */
+	struct origin_pool *origin_pool; /* parked HTTP origin streams (origin_pool.c) */
+	struct timer shutdown_timer;
+	bool side_paused[2];     /* its listeners of each side are paused (GW_SIDE_*) */
+	struct timer trim_timer; /* malloc_trim after a wave (listener.c) */
+	uint64_t pause_acked[2]; /* the last pause of each side it counted in for */
+	bool stopping;           /* worker_stop ran on it */
+	/* the thread (workers 1..) and its wake-ups: an eventfd read armed
+	 * on its ring, written by other workers (gateway.c) */
+	pthread_t thread;
+	bool thread_started, ring_ready, bufs_ready;
+	int init_error;
+	int wake_fd;
+	uint64_t wake_value;
+	struct ring_op wake_op;
+	bool wake_armed;
+	unsigned park_seen;    /* the last pause it joined */
+	unsigned release_seen; /* the last gateway.release_gen it acted on */
+	/* under gateway.lock: users handed over to it, not yet taken (a
+	 * utlist DL list through user_conn prev/next), and how many are on
+	 * their way; tunnels of its to be told they were replaced */
+	struct user_conn *inbox;
+	unsigned in_transit;
+	struct gw_tunnel *evictions;
+	/* UDP forward clients handed to it (inbox, under lock), and those it
+	 * serves (its own) */
+	struct forward_udp_remote *udp_inbox, *udp_remotes;
+	unsigned nremotes;
+	bool exited; /* its loop ended: nothing more is handed to it */
+	/* relaxed atomics, read by the metrics */
+	uint64_t streams_total; /* streams opened by this worker's users */
+	uint64_t handovers_in;  /* users handed over to this worker */
+	unsigned parked;        /* streams in its origin pool (relaxed) */
+};
+
+/* The two sides of max_handshakes. */
+enum { GW_SIDE_PROXY = 0, GW_SIDE_TUNNEL = 1 };
+
+struct gateway {
+	struct config *cfg;
+	const struct cli_program *program; /* for reloading the same file */
+	struct WOLFSSL_CTX *tls;
+	struct listener control_listener;
+	struct gw_forward *forwards; /* [forward.NAME] listeners (forward.h), on worker 0 */
+	size_t nforwards;
+	struct gw_worker *workers; /* nworkers of them; [0] is the main thread */
+	unsigned nworkers;
+	/* everything shared by the workers: the registry, the statistics and
+	 * every reg_client, the handshake budgets, the counters below, the
+	 * workers' inboxes; short critical sections, never across I/O */
+	pthread_mutex_t lock;
+	pthread_cond_t park_cond; /* pauses (reload) and start-up, with lock */
+	unsigned park_gen, park_released, parked, rechecked, initialised, nexited;
+	int start;                 /* workers 1..: 1 run, -1 end at once (lock) */
+	struct config *reload_old; /* during a reload's pause: the values before */
+	unsigned release_gen;      /* bumped by apctl drain: idle streams are checked */
+	bool stop_requested;       /* atomic: workers 1.. stop */
+	uint64_t handovers;        /* atomic: users moved between workers */
+	struct handshake_budget tunnel_budget, user_budget; /* under lock */
+	/* which workers hold parked origin streams of a key (origin_pool.c,
+	 * under lock): a request finds one parked on another worker */
+	struct pool_dir *pool_dir;
+	unsigned handshake_peak; /* most at once since memory was last trimmed (lock) */
+	struct registry registry;
+	unsigned nusers;              /* users' connections alive, every worker (atomic) */
 	uint64_t refused_over_limit;  /* users refused by max_connections */
 	struct log_rate refusal_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	uint32_t max_users;           /* max_connections in force (0 in the file: derived) */
-	/* max_handshakes: connections in their handshake, per side */
-	struct handshake_budget tunnel_budget, user_budget;
-	unsigned handshake_peak; /* most at once since memory was last trimmed */
-	bool picking_datagrams;  /* registry_pick for an association: DATAGRAM tunnels only */
-	uint64_t dgrams_dropped; /* datagrams toward agents not sent (tunnel full, too long) */
+	bool picking_datagrams;       /* registry_pick for an association: DATAGRAM tunnels only */
+	unsigned picking_worker;      /* ... of this worker (the association lives there) */
+	uint64_t dgrams_dropped;      /* datagrams toward agents not sent (tunnel full, too long) */
 	/* issue 11: suspect tunnels and retries inside a group */
-	uint64_t tunnels_suspected;      /* times a tunnel became suspect */
-	uint64_t open_retries;           /* OPENs sent again to another agent (proxy.c) */
-	struct log_rate suspect_rate;    /* "Tunnel suspect" WARNs */
-	struct log_rate answer_rate;     /* "Tunnel answers again" INFOs */
-	struct user_conn *users;         /* newest first, a utlist DL list (proxy.c) */
-	struct origin_pool *origin_pool; /* parked HTTP origin streams (origin_pool.c) */
+	uint64_t tunnels_suspected;   /* times a tunnel became suspect */
+	uint64_t open_retries;        /* OPENs sent again to another agent (proxy.c) */
+	struct log_rate suspect_rate; /* "Tunnel suspect" WARNs */
+	struct log_rate answer_rate;  /* "Tunnel answers again" INFOs */
 	/* set by gateway.c, called by proxy.c once a user connection is freed:
 	 * a stopping gateway exits after the last one (proxy.c never calls
 	 * into gateway.c) */
-	void (*on_user_closed)(struct gateway *gw);
+	void (*on_user_closed)(struct gw_worker *w);
 	struct gw_stats stats;         /* metrics and apctl stats (stats.h) */
 	struct metrics_server metrics; /* [metrics] listen_addr; ring NULL: off */
 	time_t started;
 	bool stopping;
-	bool control_bound; /* we created the socket file */
-	gid_t control_gid;  /* the socket file's group: may change state */
-	struct timer shutdown_timer;
+	bool control_bound;   /* we created the socket file */
+	gid_t control_gid;    /* the socket file's group: may change state */
 	struct notify notify; /* the service manager (systemd Type=notify) */
 };
+
+/* Worker 0: the main thread's, which also runs the once-per-process parts
+ * (signals, control socket, metrics, notify, forwards). */
+static inline struct gw_worker *gw_main(struct gateway *gw)
+{
+	return &gw->workers[0];
+}
+
+static inline void gw_lock(struct gateway *gw)
+{
+	pthread_mutex_lock(&gw->lock);
+}
+
+static inline void gw_unlock(struct gateway *gw)
+{
+	pthread_mutex_unlock(&gw->lock);
+}
+
+/* Relaxed atomics for counters other threads read. */
+#define GW_ADD(p, n) __atomic_fetch_add((p), (n), __ATOMIC_RELAXED)
+#define GW_READ(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+
+/* gateway.c: wake worker w (its eventfd): it looks at its inbox, its
+ * evictions, pauses and stop requests. */
+void gateway_wake(struct gw_worker *w);
+/* proxy.c: take the users handed over to w (on w's thread). */
+void proxy_take_inbox(struct gw_worker *w);
+/* listener.c: pause or resume w's listeners to match the shared budgets
+ * (on w's thread). */
+void handshake_sync(struct gw_worker *w);
 
 struct cli_program;
 int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg);
@@ -184,8 +302,8 @@ void gateway_destroy(struct gateway *gw);
  * end the handshake. The side pauses its listeners on reaching
  * max_handshakes and resumes below it; the heap is trimmed after a large
  * wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
-void handshake_begin(struct gateway *gw, struct handshake_budget *b, bool *counted);
-void handshake_end(struct gateway *gw, struct handshake_budget *b, bool *counted);
+void handshake_begin(struct gw_worker *w, struct handshake_budget *b, bool *counted);
+void handshake_end(struct gw_worker *w, struct handshake_budget *b, bool *counted);
 /* Count a connection from peer against side b's bound per source address
  * (max; 0: none, *src stays NULL). 0, or -EBUSY over the bound (then the
  * caller closes the connection: the refusal is counted and logged here). */
@@ -196,7 +314,9 @@ void handshake_source_drop(struct handshake_budget *b, struct hs_source **src);
 /* Free what is left of b's per-address counts (shutdown). */
 void handshake_sources_free(struct handshake_budget *b);
 /* max_handshakes was reloaded: pause or resume each side to match it */
-void handshake_limit_changed(struct gateway *gw);
+void handshake_limit_changed(struct gw_worker *w);
+/* The proxy side's listeners of w, or its tunnel listener (side). */
+struct listener *side_listener(struct gw_worker *w, unsigned side, size_t i);
 
 /* start (arm an accept) and stop every kind of listener (listener.c) */
 void listener_start(struct ring *r, struct listener *l);

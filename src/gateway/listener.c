@@ -105,80 +105,199 @@ void listener_stop(struct ring *r, struct listener *l)
 
 /* ---- handshakes ---- */
 
-/* Pause or resume side b's listeners to match its count and the bound in
- * force. During shutdown the listeners are closed: nothing to do. */
-static void budget_update(struct gateway *gw, struct handshake_budget *b)
+struct listener *side_listener(struct gw_worker *w, unsigned side, size_t i)
 {
-	uint32_t max = gw->cfg->gateway.max_handshakes;
-	bool full = b->count >= max;
-	uint64_t now;
+	if (side == GW_SIDE_TUNNEL)
+		return i == 0 ? &w->tunnel_listener : NULL;
+	switch (i) {
+	case 0:
+		return &w->socks5_listener;
+	case 1:
+		return &w->http_listener;
+	case 2:
+		return &w->https_listener;
+	default:
+		return NULL;
+	}
+}
+
+/* A pause or resume was logged on this thread: its log batch is written
+ * before the lock is released (budget_logged: a write that never waits,
+ * and rare), so that a side's transitions, logged by different workers,
+ * reach the log in their order. */
+static _Thread_local bool transition_logged;
+
+static void budget_logged(void)
+{
+	if (transition_logged) {
+		transition_logged = false;
+		log_flush();
+	}
+}
+
+/* Workers whose loops still run (under gateway.lock). */
+static unsigned running_workers(const struct gateway *gw)
+{
+	return gw->nworkers - gw->nexited;
+}
+
+/* Pause or resume w's listeners of side b to match b->paused. Under
+ * gateway.lock; the last worker to pause logs the side's WARN, so that no
+ * listener accepts after it. */
+static void side_sync(struct gw_worker *w, struct handshake_budget *b)
+{
+	struct gateway *gw = w->gw;
+	bool want = b->paused && !w->stopping;
 	size_t i;
 
-	if (full == b->paused || gw->stopping)
-		return;
-	b->paused = full;
-	for (i = 0; i < ARRAY_SIZE(b->listeners); i++) {
-		if (!b->listeners[i])
-			continue;
-		if (full)
-			listener_pause(&gw->ring, b->listeners[i]);
-		else
-			listener_resume(&gw->ring, b->listeners[i]);
+	if (w->side_paused[b->side] != want && !w->stopping) {
+		w->side_paused[b->side] = want;
+		for (i = 0; i < 3; i++) {
+			struct listener *l = side_listener(w, b->side, i);
+
+			if (!l || l->fd < 0)
+				continue;
+			if (want)
+				listener_pause(&w->ring, l);
+			else
+				listener_resume(&w->ring, l);
+		}
 	}
-	now = now_ms();
-	if (!full) {
-		if (b->pause_logged)
-			log_info("Handshake limit: accepting again", LF_S("side", b->name),
-				 LF_U("in_handshake", b->count), LF_U("max_handshakes", max),
-				 LF_U("paused_ms", now - b->paused_at_ms));
-		else
-			log_debug("Handshake limit: accepting again", LF_S("side", b->name),
-				  LF_U("in_handshake", b->count),
-				  LF_U("paused_ms", now - b->paused_at_ms));
+	/* each worker counts itself in once per pause */
+	if (!b->paused || w->pause_acked[b->side] == b->pauses)
+		return;
+	w->pause_acked[b->side] = b->pauses;
+	if (++b->pause_acks < running_workers(gw))
+		return;
+	b->pause_logged = log_rate_allow(&b->pause_rate, b->paused_at_ms);
+	transition_logged = true;
+	if (!b->pause_logged) { /* every listener has paused: said at DEBUG */
+		log_debug("Handshake limit reached, accepting paused", LF_S("side", b->name),
+			  LF_U("in_handshake", b->count), LF_U("pauses_total", b->pauses));
 		return;
 	}
-	b->pauses++;
-	b->paused_at_ms = now;
-	b->pause_logged = log_rate_allow(&b->pause_rate, now);
-	if (!b->pause_logged)
-		return;
 	log_warn("Handshake limit reached, accepting paused", LF_S("side", b->name),
-		 LF_U("in_handshake", b->count), LF_U("max_handshakes", max),
+		 LF_U("in_handshake", b->count),
+		 LF_U("max_handshakes", gw->cfg->gateway.max_handshakes),
 		 LF_U("pauses_total", b->pauses));
 }
 
-void handshake_begin(struct gateway *gw, struct handshake_budget *b, bool *counted)
+/* Decide, under gateway.lock, whether side b pauses or resumes; true when
+ * the other workers must be told. */
+static bool budget_update(struct gw_worker *w, struct handshake_budget *b)
 {
-	*counted = true;
-	b->count++;
-	budget_update(gw, b);
-	gw->handshake_peak =
-		MAX(gw->handshake_peak, gw->tunnel_budget.count + gw->user_budget.count);
+	struct gateway *gw = w->gw;
+	uint32_t max = gw->cfg->gateway.max_handshakes;
+	bool full = b->count >= max;
+	uint64_t now;
+
+	if (full == b->paused || GW_READ(&gw->stopping))
+		return false;
+	b->paused = full;
+	now = now_ms();
+	if (full) {
+		b->pauses++;
+		b->paused_at_ms = now;
+		b->pause_acks = 0;
+		b->pause_logged = false;
+	} else if (b->pause_logged) {
+		transition_logged = true;
+		log_info("Handshake limit: accepting again", LF_S("side", b->name),
+			 LF_U("in_handshake", b->count), LF_U("max_handshakes", max),
+			 LF_U("paused_ms", now - b->paused_at_ms));
+	} else {
+		transition_logged = true;
+		log_debug("Handshake limit: accepting again", LF_S("side", b->name),
+			  LF_U("in_handshake", b->count), LF_U("paused_ms", now - b->paused_at_ms));
+	}
+	side_sync(w, b);
+	return gw->nworkers > 1;
 }
 
-void handshake_end(struct gateway *gw, struct handshake_budget *b, bool *counted)
+static void wake_others(struct gw_worker *w)
 {
-	if (!*counted)
-		return;
-	*counted = false;
-	b->count--;
-	budget_update(gw, b);
-	if (gw->tunnel_budget.count || gw->user_budget.count ||
-	    gw->handshake_peak < GATEWAY_TRIM_AFTER_HANDSHAKES)
-		return;
+	unsigned i;
+
+	for (i = 0; i < w->gw->nworkers; i++)
+		if (i != w->index)
+			gateway_wake(&w->gw->workers[i]);
+}
+
+void handshake_sync(struct gw_worker *w)
+{
+	struct gateway *gw = w->gw;
+
+	gw_lock(gw);
+	side_sync(w, &gw->tunnel_budget);
+	side_sync(w, &gw->user_budget);
+	budget_logged();
+	gw_unlock(gw);
+}
+
+void handshake_begin(struct gw_worker *w, struct handshake_budget *b, bool *counted)
+{
+	struct gateway *gw = w->gw;
+	bool tell;
+
+	gw_lock(gw);
+	*counted = true;
+	b->count++;
+	tell = budget_update(w, b);
+	gw->handshake_peak =
+		MAX(gw->handshake_peak, gw->tunnel_budget.count + gw->user_budget.count);
+	budget_logged();
+	gw_unlock(gw);
+	if (tell)
+		wake_others(w);
+}
+
+static void trim_due(struct ring *r, struct timer *t)
+{
 	/* the wave is over: what its connections held is free but kept by
-	 * glibc, in the middle of the heap as much as at its top */
-	gw->handshake_peak = 0;
+	 * glibc, in the middle of the heap as much as at its top (every
+	 * thread's arena) */
 	malloc_trim(0);
 }
 
-void handshake_limit_changed(struct gateway *gw)
+void handshake_end(struct gw_worker *w, struct handshake_budget *b, bool *counted)
 {
-	budget_update(gw, &gw->tunnel_budget);
-	budget_update(gw, &gw->user_budget);
+	struct gateway *gw = w->gw;
+	bool tell, trim = false;
+
+	if (!*counted)
+		return;
+	gw_lock(gw);
+	*counted = false;
+	b->count--;
+	tell = budget_update(w, b);
+	if (!gw->tunnel_budget.count && !gw->user_budget.count &&
+	    gw->handshake_peak >= GATEWAY_TRIM_AFTER_HANDSHAKES) {
+		gw->handshake_peak = 0;
+		trim = true;
+	}
+	budget_logged();
+	gw_unlock(gw);
+	if (tell)
+		wake_others(w);
+	if (trim && !timer_armed(&w->trim_timer)) {
+		timer_init(&w->trim_timer, trim_due);
+		timer_arm(&w->ring, &w->trim_timer, GATEWAY_TRIM_DELAY_MS);
+	}
 }
 
-/* ---- handshakes per source address ---- */
+void handshake_limit_changed(struct gw_worker *w)
+{
+	struct gateway *gw = w->gw;
+	bool tell;
+
+	gw_lock(gw);
+	tell = budget_update(w, &gw->tunnel_budget);
+	tell |= budget_update(w, &gw->user_budget);
+	budget_logged();
+	gw_unlock(gw);
+	if (tell)
+		wake_others(w);
+}
 
 struct hs_source {
 	uint8_t key[NET_SOURCE_KEY_BYTES];

@@ -16,7 +16,7 @@ struct pool_key;
 
 struct pooled {
 	struct stream st; /* ops: pooled_ops, owner: this */
-	struct gateway *gw;
+	struct gw_worker *w;
 	struct pool_key *key;
 	struct reg_client *client; /* referenced */
 	struct timer idle;
@@ -32,6 +32,81 @@ struct pool_key {
 	char text[];
 };
 
+/* gateway.pool_dir: the parked streams of a key on each worker. */
+struct pool_dir {
+	UT_hash_handle hh;
+	unsigned *count; /* [gateway.nworkers] */
+	size_t len;
+	char text[];
+};
+
+/* Count a stream of key k parked on w (delta +1) or taken out (-1). */
+static void dir_count(struct gw_worker *w, const char *key, size_t len, int delta)
+{
+	struct gateway *gw = w->gw;
+	struct pool_dir *d;
+	unsigned i;
+
+	gw_lock(gw);
+	HASH_FIND(hh, gw->pool_dir, key, len, d);
+	if (!d && delta > 0) {
+		d = calloc(1, sizeof(*d) + len);
+		if (d)
+			d->count = calloc(gw->nworkers, sizeof(*d->count));
+		if (!d || !d->count) {
+			free(d);
+			gw_unlock(gw);
+			return; /* not found elsewhere: only a missed reuse */
+		}
+		memcpy(d->text, key, len);
+		d->len = len;
+		HASH_ADD_KEYPTR(hh, gw->pool_dir, d->text, d->len, d);
+	}
+	if (!d) {
+		gw_unlock(gw);
+		return;
+	}
+	if (delta > 0)
+		d->count[w->index]++;
+	else if (d->count[w->index])
+		d->count[w->index]--;
+	for (i = 0; i < gw->nworkers && !d->count[i]; i++)
+		;
+	if (i == gw->nworkers) {
+		HASH_DEL(gw->pool_dir, d);
+		free(d->count);
+		free(d);
+	}
+	gw_unlock(gw);
+}
+
+int origin_pool_elsewhere(struct gw_worker *w, const char *key, size_t key_len)
+{
+	struct gateway *gw = w->gw;
+	struct pool_dir *d;
+	int found = -1;
+	unsigned i;
+
+	gw_lock(gw);
+	HASH_FIND(hh, gw->pool_dir, key, key_len, d);
+	for (i = 0; d && i < gw->nworkers && found < 0; i++)
+		if (i != w->index && d->count[i])
+			found = (int)i;
+	gw_unlock(gw);
+	return found;
+}
+
+void origin_pool_dir_free(struct gateway *gw)
+{
+	struct pool_dir *d, *tmp;
+
+	HASH_ITER (hh, gw->pool_dir, d, tmp) {
+		HASH_DEL(gw->pool_dir, d);
+		free(d->count);
+		free(d);
+	}
+}
+
 /* Parked streams of one agent, for ORIGIN_POOL_PER_AGENT_MAX. */
 struct pool_agent {
 	UT_hash_handle hh;
@@ -45,11 +120,11 @@ struct origin_pool {
 	unsigned n;
 };
 
-static struct origin_pool *pool_of(struct gateway *gw)
+static struct origin_pool *pool_of(struct gw_worker *w)
 {
-	if (!gw->origin_pool)
-		gw->origin_pool = calloc(1, sizeof(struct origin_pool));
-	return gw->origin_pool;
+	if (!w->origin_pool)
+		w->origin_pool = calloc(1, sizeof(struct origin_pool));
+	return w->origin_pool;
 }
 
 static struct pool_agent *agent_of(struct origin_pool *op, const struct reg_client *client)
@@ -63,12 +138,13 @@ static struct pool_agent *agent_of(struct origin_pool *op, const struct reg_clie
 /* Take p out of the pool and free it; reset its stream when reset. */
 static void pooled_remove(struct pooled *p, bool reset)
 {
-	struct gateway *gw = p->gw;
-	struct origin_pool *op = gw->origin_pool;
+	struct gw_worker *w = p->w;
+	struct origin_pool *op = w->origin_pool;
 	struct pool_key *k = p->key;
 	struct pool_agent *a = agent_of(op, p->client);
 
-	timer_disarm(&gw->ring, &p->idle);
+	timer_disarm(&w->ring, &p->idle);
+	dir_count(w, k->text, k->len, -1);
 	DL_DELETE(k->entries, p);
 	if (--k->n == 0) {
 		HASH_DEL(op->keys, k);
@@ -78,11 +154,14 @@ static void pooled_remove(struct pooled *p, bool reset)
 		HASH_DEL(op->agents, a);
 		free(a);
 	}
+	__atomic_store_n(&w->parked, op->n - 1, __ATOMIC_RELAXED);
 	if (--op->n == 0) { /* both tables are empty too */
 		free(op);
-		gw->origin_pool = NULL;
+		w->origin_pool = NULL;
 	}
+	gw_lock(w->gw);
 	registry_client_put(p->client);
+	gw_unlock(w->gw);
 	if (reset && p->st.tunnel)
 		stream_reset(&p->st, FRAME_OPEN_GENERAL);
 	free(p);
@@ -132,10 +211,10 @@ bool origin_pool_enabled(const struct gateway *gw)
 	return gw->cfg->http.origin_pool_idle_ms != 0;
 }
 
-int origin_pool_put(struct gateway *gw, const char *key, size_t key_len, struct stream *s,
+int origin_pool_put(struct gw_worker *w, const char *key, size_t key_len, struct stream *s,
 		    struct reg_client *client, size_t owed_credit)
 {
-	uint32_t idle_ms = gw->cfg->http.origin_pool_idle_ms;
+	uint32_t idle_ms = w->gw->cfg->http.origin_pool_idle_ms;
 	struct origin_pool *op;
 	struct pool_agent *a;
 	struct pool_key *k;
@@ -143,7 +222,7 @@ int origin_pool_put(struct gateway *gw, const char *key, size_t key_len, struct 
 
 	if (!idle_ms)
 		return -EOPNOTSUPP;
-	op = pool_of(gw);
+	op = pool_of(w);
 	if (!op)
 		return -ENOMEM;
 	if (key_len > ORIGIN_POOL_KEY_MAX || !s->tunnel)
@@ -178,25 +257,29 @@ int origin_pool_put(struct gateway *gw, const char *key, size_t key_len, struct 
 		k->len = key_len;
 		HASH_ADD_KEYPTR(hh, op->keys, k->text, k->len, k);
 	}
-	p->gw = gw;
+	p->w = w;
 	p->key = k;
 	p->client = client;
+	gw_lock(w->gw);
 	registry_client_get(client);
+	gw_unlock(w->gw);
 	stream_move(&p->st, s, &pooled_ops, p);
 	memset(p->st.count_sent, 0, sizeof(p->st.count_sent));
 	memset(p->st.count_received, 0, sizeof(p->st.count_received));
 	if (owed_credit)
 		stream_consumed(&p->st, owed_credit);
 	DL_APPEND(k->entries, p);
+	dir_count(w, k->text, k->len, +1);
 	k->n++;
 	a->n++;
 	op->n++;
+	__atomic_store_n(&w->parked, op->n, __ATOMIC_RELAXED);
 	timer_init(&p->idle, pooled_expired);
-	timer_arm(&gw->ring, &p->idle, idle_ms);
+	timer_arm(&w->ring, &p->idle, idle_ms);
 	return 0;
 }
 
-struct reg_client *origin_pool_take(struct gateway *gw, const char *key, size_t key_len,
+struct reg_client *origin_pool_take(struct gw_worker *w, const char *key, size_t key_len,
 				    const char *group, struct stream *s,
 				    const struct stream_ops *ops, void *owner)
 {
@@ -206,25 +289,27 @@ struct reg_client *origin_pool_take(struct gateway *gw, const char *key, size_t 
 	struct pooled *p;
 
 	for (;;) {
-		op = gw->origin_pool; /* a removal may have freed it */
+		op = w->origin_pool; /* a removal may have freed it */
 		if (!op)
 			return NULL;
 		HASH_FIND(hh, op->keys, key, key_len, k);
 		if (!k)
 			return NULL;
 		p = k->entries->prev; /* the newest: the least likely to be stale */
-		if (p->st.tunnel && proxy_agent_usable(gw, p->client, p->st.tunnel, group))
+		if (p->st.tunnel && proxy_agent_usable(w->gw, p->client, p->st.tunnel, group))
 			break;
 		pooled_remove(p, true); /* k may be gone: look it up again */
 	}
 	client = p->client;
+	gw_lock(w->gw);
 	registry_client_get(client);
+	gw_unlock(w->gw);
 	stream_move(s, &p->st, ops, owner);
 	pooled_remove(p, false);
 	return client;
 }
 
-void origin_pool_release(struct gateway *gw, const struct reg_client *client,
+void origin_pool_release(struct gw_worker *w, const struct reg_client *client,
 			 const struct tunnel *t)
 {
 	struct origin_pool *op;
@@ -234,7 +319,7 @@ void origin_pool_release(struct gateway *gw, const struct reg_client *client,
 	/* a reset may end a tunnel and with it other parked streams, which
 	 * leave the lists (and maybe the pool) under us: start over after
 	 * each removal */
-	while ((op = gw->origin_pool)) {
+	while ((op = w->origin_pool)) {
 		found = NULL;
 		HASH_ITER (hh, op->keys, k, ktmp) {
 			DL_FOREACH (k->entries, p) {
@@ -252,7 +337,34 @@ void origin_pool_release(struct gateway *gw, const struct reg_client *client,
 	}
 }
 
-unsigned origin_pool_count(const struct gateway *gw)
+unsigned origin_pool_count(const struct gw_worker *w)
 {
-	return gw->origin_pool ? gw->origin_pool->n : 0;
+	return w->origin_pool ? w->origin_pool->n : 0;
+}
+
+void origin_pool_release_drained(struct gw_worker *w)
+{
+	struct origin_pool *op;
+	struct pool_key *k, *ktmp;
+	struct pooled *p, *found;
+
+	/* as origin_pool_release: start over after each removal */
+	while ((op = w->origin_pool)) {
+		found = NULL;
+		gw_lock(w->gw);
+		HASH_ITER (hh, op->keys, k, ktmp) {
+			DL_FOREACH (k->entries, p) {
+				if (!p->client->drained)
+					continue;
+				found = p;
+				break;
+			}
+			if (found)
+				break;
+		}
+		gw_unlock(w->gw);
+		if (!found)
+			return;
+		pooled_remove(found, true);
+	}
 }

@@ -23,6 +23,7 @@
 #include "anyproxy/stream.h"
 
 struct gateway;
+struct gw_worker;
 
 /* How long a parked stream waits unused: [proxy.http] origin_pool_idle_ms,
  * 0 (the default) for no pool. A few seconds is best: under the idle
@@ -43,23 +44,29 @@ bool origin_pool_enabled(const struct gateway *gw);
  * client. owed_credit: bytes received on it that its owner has not
  * returned credit for yet (returned now). 0, or -ENOSPC (a bound reached),
  * -EOPNOTSUPP (no pool) or -ENOMEM, and then s is untouched. */
-int origin_pool_put(struct gateway *gw, const char *key, size_t key_len, struct stream *s,
+int origin_pool_put(struct gw_worker *w, const char *key, size_t key_len, struct stream *s,
 		    struct reg_client *client, size_t owed_credit);
 
 /* Take the most recently parked stream under key whose agent is still
  * usable for group (proxy_agent_usable), moving it into *s with ops and
  * owner. Returns its agent, referenced for the caller, or NULL (nothing
  * parked, or only streams of unusable agents: those are reset). */
-struct reg_client *origin_pool_take(struct gateway *gw, const char *key, size_t key_len,
+struct reg_client *origin_pool_take(struct gw_worker *w, const char *key, size_t key_len,
 				    const char *group, struct stream *s,
 				    const struct stream_ops *ops, void *owner);
 
 /* Reset the parked streams of client's agent, or on tunnel t (NULL: any;
  * both NULL: all). */
-void origin_pool_release(struct gateway *gw, const struct reg_client *client,
+void origin_pool_release(struct gw_worker *w, const struct reg_client *client,
 			 const struct tunnel *t);
 
 /* Parked streams now (for tests and stats). */
-unsigned origin_pool_count(const struct gateway *gw);
+unsigned origin_pool_count(const struct gw_worker *w);
+/* Another worker holding a stream parked under key (its index), or -1. */
+int origin_pool_elsewhere(struct gw_worker *w, const char *key, size_t key_len);
+/* Free the directory of parked keys (shutdown). */
+void origin_pool_dir_free(struct gateway *gw);
+/* Remove the parked streams of drained agents (apctl drain, on each worker). */
+void origin_pool_release_drained(struct gw_worker *w);
 
 #endif

@@ -28,7 +28,7 @@
  * Counted from proxy_accept; handshake_end counts it once. */
 static void user_handshake_over(struct user_conn *uc)
 {
-	handshake_end(uc->gw, &uc->gw->user_budget, &uc->in_handshake);
+	handshake_end(uc->w, &uc->gw->user_budget, &uc->in_handshake);
 }
 
 void proxy_handshake_over(struct user_conn *uc)
@@ -52,8 +52,9 @@ static void user_closed(struct relay *r, const char *why)
 {
 	struct user_conn *uc = container_of(r, struct user_conn, relay);
 	struct gateway *gw = uc->gw;
+	struct gw_worker *w = uc->w;
 
-	timer_disarm(&gw->ring, &uc->deadline);
+	timer_disarm(&w->ring, &uc->deadline);
 	open_state_free(uc);
 	proxy_stream_done(uc);
 	user_handshake_over(uc);
@@ -61,11 +62,14 @@ static void user_closed(struct relay *r, const char *why)
 		  LF_S("client_id", uc->client_id), LF_U("bytes_up", r->bytes_up),
 		  LF_U("bytes_down", r->bytes_down), LF_S("reason", why));
 	uc->fe->on_closed(uc);
+	gw_lock(gw);
 	gw->stats.proxy[uc->proxy].connections--;
-	DL_DELETE(gw->users, uc);
+	gw_unlock(gw);
+	DL_DELETE(w->users, uc);
 	free(uc);
-	gw->nusers--;
-	gw->on_user_closed(gw);
+	w->nusers--;
+	__atomic_fetch_sub(&gw->nusers, 1, __ATOMIC_RELAXED);
+	gw->on_user_closed(w);
 }
 
 const struct relay_ops proxy_relay_ops = {
@@ -73,11 +77,17 @@ const struct relay_ops proxy_relay_ops = {
 	.on_closed = user_closed,
 };
 
+static void handover_try(struct user_conn *uc);
+
 static void deadline_fire(struct ring *r, struct timer *t)
 {
 	struct user_conn *uc = container_of(t, struct user_conn, deadline);
 	uint32_t idle_ms = uc->gw->cfg->gateway.idle_timeout_ms;
 
+	if (uc->moving) {
+		handover_try(uc);
+		return;
+	}
 	if (uc->idle_watch) {
 		/* lazy: activity only stamps the relay; the timer checks here */
 		uint64_t quiet = now_ms() - uc->relay.last_active_ms;
@@ -107,9 +117,9 @@ void proxy_deadline(struct user_conn *uc, uint32_t ms, const char *phase)
 	uc->idle_watch = false;
 	uc->phase = phase;
 	if (ms)
-		timer_arm(&uc->gw->ring, &uc->deadline, ms);
+		timer_arm(&uc->w->ring, &uc->deadline, ms);
 	else
-		timer_disarm(&uc->gw->ring, &uc->deadline);
+		timer_disarm(&uc->w->ring, &uc->deadline);
 }
 
 void proxy_await_request(struct user_conn *uc)
@@ -124,9 +134,9 @@ void proxy_watch_idle(struct user_conn *uc)
 	uc->idle_watch = idle_ms != 0;
 	uc->relay.last_active_ms = now_ms();
 	if (idle_ms)
-		timer_arm(&uc->gw->ring, &uc->deadline, idle_ms);
+		timer_arm(&uc->w->ring, &uc->deadline, idle_ms);
 	else
-		timer_disarm(&uc->gw->ring, &uc->deadline);
+		timer_disarm(&uc->w->ring, &uc->deadline);
 }
 
 /* [gateway] max_connections: say so in the user's protocol and close. A
@@ -139,31 +149,38 @@ static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_fro
 	if (n > 0 && send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		log_debug("Refusal not sent", LF_S("error", strerror(errno)));
 	close(fd);
+	gw_lock(gw);
 	gw->refused_over_limit++;
 	/* a flood of users must not become a flood of log lines */
 	if (log_rate_allow(&gw->refusal_rate, now_ms()))
 		log_warn("Connection limit reached, user refused", LF_S("proxy", fe->name),
 			 LF_U("max_connections", gw->max_users),
 			 LF_U("refused_total", gw->refused_over_limit));
+	gw_unlock(gw);
 }
 
 void proxy_accept(struct listener *l, int fd)
 {
-	struct gateway *gw = l->owner;
+	struct gw_worker *w = l->owner;
+	struct gateway *gw = w->gw;
 	const struct proxy_frontend *fe = l->frontend;
 	struct user_conn *uc;
 	int ret;
 
-	if (gw->stopping) {
+	if (GW_READ(&gw->stopping)) {
 		close(fd);
 		return;
 	}
-	if (gw->nusers >= gw->max_users) {
+	/* counted first, then compared: two workers cannot both take the
+	 * last place */
+	if (GW_ADD(&gw->nusers, 1) >= GW_READ(&gw->max_users)) {
+		__atomic_fetch_sub(&gw->nusers, 1, __ATOMIC_RELAXED);
 		refuse_over_limit(gw, fd, fe);
 		return;
 	}
 	uc = calloc(1, sizeof(*uc));
 	if (!uc) {
+		__atomic_fetch_sub(&gw->nusers, 1, __ATOMIC_RELAXED);
 		close(fd);
 		return;
 	}
@@ -171,19 +188,22 @@ void proxy_accept(struct listener *l, int fd)
 	 * Nagle would hold a small write back until the previous one is
 	 * acknowledged */
 	uc->gw = gw;
+	uc->w = w;
 	uc->fe = fe;
 	uc->listener_cfg = l->proxy_cfg;
 	uc->proxy = l->proxy;
 	uc->accepted_us = now_us();
+	gw_lock(gw);
 	gw->stats.proxy[uc->proxy].connections++;
 	gw->stats.proxy[uc->proxy].connections_total++;
-	DL_PREPEND(gw->users, uc);
-	gw->nusers++;
+	gw_unlock(gw);
+	DL_PREPEND(w->users, uc);
+	w->nusers++;
 	/* max_handshakes needs no check here: at the bound the proxy ports'
 	 * listeners are paused (gateway.c) */
-	handshake_begin(gw, &gw->user_budget, &uc->in_handshake);
+	handshake_begin(w, &gw->user_budget, &uc->in_handshake);
 	timer_init(&uc->deadline, deadline_fire);
-	relay_init(&uc->relay, &gw->ring, &gw->bufs, fd, &proxy_relay_ops);
+	relay_init(&uc->relay, &w->ring, &w->bufs, fd, &proxy_relay_ops);
 	proxy_await_request(uc);
 	ret = l->tls ? relay_tls_start(&uc->relay, l->tls, fe->tls_alpn) : 0;
 	if (ret == 0)
@@ -196,40 +216,44 @@ void proxy_accept(struct listener *l, int fd)
 		relay_read(&uc->relay, true);
 }
 
-void proxy_close_all(struct gateway *gw, const char *why)
+void proxy_close_all(struct gw_worker *w, const char *why)
 {
 	struct user_conn *uc, *tmp;
 
 	/* relay_close frees nothing synchronously (user_closed unlinks and
 	 * frees in a later completion), so no entry leaves the list during
 	 * the walk; _SAFE still survives losing the current one */
-	DL_FOREACH_SAFE (gw->users, uc, tmp)
+	DL_FOREACH_SAFE (w->users, uc, tmp)
 		relay_close(&uc->relay, why);
 }
 
-void proxy_close_handshaking(struct gateway *gw, const char *why)
+void proxy_close_handshaking(struct gw_worker *w, const char *why)
 {
 	struct user_conn *uc, *tmp;
 
 	/* as in proxy_close_all: relay_close frees nothing synchronously; an
 	 * HTTP connection between requests holds no request, even when it
 	 * keeps its stream for the next one */
-	DL_FOREACH_SAFE (gw->users, uc, tmp)
+	DL_FOREACH_SAFE (w->users, uc, tmp)
 		if ((!uc->relay.stream.tunnel || uc->stream_idle) && !uc->relay.pumping)
 			relay_close(&uc->relay, why);
-	origin_pool_release(gw, NULL, NULL); /* parked streams hold no request */
+	origin_pool_release(w, NULL, NULL); /* parked streams hold no request */
 }
 
 bool proxy_agent_usable(const struct gateway *gw, const struct reg_client *client,
 			const struct tunnel *t, const char *group)
 {
 	const struct gw_tunnel *gt;
+	bool ok;
 
-	if (!t || t->state != TUNNEL_OPEN || !client || client->drained || client->detached ||
-	    gw->stopping || strcmp(client->group->id, group))
+	if (!t || t->state != TUNNEL_OPEN || !client || GW_READ(&gw->stopping))
 		return false;
 	gt = t->owner;
-	return gt->reg.client == client && !gt->reg.draining && !gt->reg.suspect;
+	gw_lock((struct gateway *)gw);
+	ok = !client->drained && !client->detached && !strcmp(client->group->id, group) &&
+	     gt->reg.client == client && !gt->reg.draining && !gt->reg.suspect;
+	gw_unlock((struct gateway *)gw);
+	return ok;
 }
 
 bool proxy_stream_reusable(const struct user_conn *uc, const char *group)
@@ -239,6 +263,7 @@ bool proxy_stream_reusable(const struct user_conn *uc, const char *group)
 
 void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client)
 {
+	gw_lock(uc->gw);
 	uc->client = client;
 	snprintf(uc->client_id, sizeof(uc->client_id), "%s", client->id);
 	client->streams_active++;
@@ -250,14 +275,16 @@ void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client)
 		uc->relay.stream.count_sent[1] = &uc->group_stats->bytes_out;
 		uc->relay.stream.count_received[1] = &uc->group_stats->bytes_in;
 	}
+	gw_unlock(uc->gw);
 }
 
-void proxy_release_idle(struct gateway *gw, const struct reg_client *client, const struct tunnel *t)
+void proxy_release_idle(struct gw_worker *w, const struct reg_client *client,
+			const struct tunnel *t)
 {
 	struct user_conn *uc;
 
 	/* resets only: no user connection leaves the list during the walk */
-	DL_FOREACH (gw->users, uc) {
+	DL_FOREACH (w->users, uc) {
 		if (!uc->stream_idle || !uc->relay.stream.tunnel ||
 		    (client && uc->client != client) || (t && uc->relay.stream.tunnel != t))
 			continue;
@@ -265,7 +292,29 @@ void proxy_release_idle(struct gateway *gw, const struct reg_client *client, con
 		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
 		proxy_stream_done(uc);
 	}
-	origin_pool_release(gw, client, t);
+	origin_pool_release(w, client, t);
+}
+
+void proxy_release_drained(struct gw_worker *w)
+{
+	struct user_conn *uc;
+
+	/* resets only: no user connection leaves the list during the walk */
+	DL_FOREACH (w->users, uc) {
+		bool drained;
+
+		if (!uc->stream_idle || !uc->relay.stream.tunnel || !uc->client)
+			continue;
+		gw_lock(uc->gw);
+		drained = uc->client->drained;
+		gw_unlock(uc->gw);
+		if (!drained)
+			continue;
+		uc->stream_idle = false;
+		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
+		proxy_stream_done(uc);
+	}
+	origin_pool_release_drained(w);
 }
 
 /* ---- authentication ---- */
@@ -314,7 +363,9 @@ bool proxy_credentials_refused(const struct user_conn *uc, const char *why)
 {
 	char peer[64];
 
+	gw_lock(uc->gw);
 	uc->gw->stats.proxy[uc->proxy].auth_failures++;
+	gw_unlock(uc->gw);
 	net_format_peer(uc->relay.fd, peer, sizeof(peer));
 	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name), LF_S("reason", why),
 		 LF_S("remote_addr", peer));
@@ -345,7 +396,9 @@ bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t use
 		return proxy_credentials_refused(uc, why);
 	if (check_credentials(uc, id, password, password_len))
 		return true;
+	gw_lock(uc->gw);
 	uc->gw->stats.proxy[uc->proxy].auth_failures++;
+	gw_unlock(uc->gw);
 	net_format_peer(uc->relay.fd, peer, sizeof(peer));
 	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name), LF_S("user", id->full),
 		 LF_S("group", id->group), LF_S("reason", "wrong user name or password"),
@@ -375,9 +428,11 @@ static void count_open_result(struct user_conn *uc, uint8_t reason)
 {
 	struct gw_stats *st = &uc->gw->stats;
 
+	gw_lock(uc->gw);
 	st->proxy[uc->proxy].opens[frame_open_result(reason)]++;
 	if (uc->open_started_us)
 		metrics_observe_us(&st->open_latency, now_us() - uc->open_started_us);
+	gw_unlock(uc->gw);
 	uc->open_started_us = 0;
 }
 
@@ -468,6 +523,12 @@ struct proxy_open_state {
 	char group[FRAME_MAX_ID_LEN + 1]; /* whose agents are tried (after a fallback: "") */
 	struct reg_client **tried;        /* referenced, so no address is reused */
 	unsigned ntried, tried_cap;
+	/* the agent whose tunnel on another worker the request moves to
+	 * (referenced): it is taken there if it still can (open_resume) */
+	struct reg_client *moving_to;
+	/* moved to a worker whose origin pool holds the streams that fill the
+	 * group's tunnels: they give way there first (open_resume) */
+	bool reopen;
 	uint8_t reason; /* the most specific failure so far (0: none yet) */
 	char message[FRAME_MAX_TEXT_LEN + 1];
 };
@@ -479,8 +540,12 @@ static void open_state_free(struct user_conn *uc)
 
 	if (!st)
 		return;
+	gw_lock(uc->gw);
 	for (i = 0; i < st->ntried; i++)
 		registry_client_put(st->tried[i]);
+	if (st->moving_to)
+		registry_client_put(st->moving_to);
+	gw_unlock(uc->gw);
 	free(st->tried);
 	free(st);
 	uc->open = NULL;
@@ -524,14 +589,24 @@ static void open_note_failure(struct proxy_open_state *st, uint8_t reason, const
 	snprintf(st->message, sizeof(st->message), "%s", message);
 }
 
+static void handover_begin(struct user_conn *uc, struct reg_tunnel *rt);
+
 /* Send the OPEN to rt's agent. 0, or -errno when the tunnel cannot take it
- * (the agent counts as tried either way). */
+ * (the agent counts as tried either way), or PROXY_MOVING: rt belongs to
+ * another worker, the user connection moves there first and picks again
+ * (proxy_take_inbox). Under gateway.lock (rt is valid while it is held). */
+#define PROXY_MOVING 1
 static int open_send(struct user_conn *uc, struct reg_tunnel *rt)
 {
 	struct proxy_open_state *st = uc->open;
 	struct gw_tunnel *gt = rt->owner;
+	bool exhausted = uc->moves >= GATEWAY_HANDOVERS_MAX;
 	int ret;
 
+	if (rt->worker != uc->w->index && !exhausted) {
+		handover_begin(uc, rt);
+		return PROXY_MOVING;
+	}
 	if (st->ntried == st->tried_cap) {
 		unsigned cap = st->tried_cap ? st->tried_cap * 2 : 4;
 		struct reg_client **p = realloc(st->tried, cap * sizeof(*p));
@@ -544,6 +619,8 @@ static int open_send(struct user_conn *uc, struct reg_tunnel *rt)
 	st->tried[st->ntried++] = rt->client;
 	registry_client_get(rt->client);
 	snprintf(uc->client_id, sizeof(uc->client_id), "%s", rt->client->id);
+	if (rt->worker != uc->w->index) /* moved too often: taken as failed */
+		return -EAGAIN;
 	ret = stream_open(&uc->relay.stream, gt->tunnel, &st->target, &user_stream_ops, uc);
 	if (ret < 0)
 		return ret;
@@ -551,6 +628,7 @@ static int open_send(struct user_conn *uc, struct reg_tunnel *rt)
 	registry_client_get(uc->client);
 	uc->client->streams_active++;
 	uc->client->streams_total++;
+	GW_ADD(&uc->w->streams_total, 1);
 	uc->relay.stream.count_sent[0] = &uc->client->bytes_out;
 	uc->relay.stream.count_received[0] = &uc->client->bytes_in;
 	uc->group_stats = gw_stats_group(&uc->gw->stats, rt->client->group->id);
@@ -579,8 +657,10 @@ static void open_failed(struct user_conn *uc, uint8_t reason, const char *messag
 	proxy_stream_done(uc);
 	open_note_failure(st, reason, message);
 	snprintf(failed, sizeof(failed), "%s", uc->client_id);
-	while (!gw->stopping &&
-	       (rt = registry_pick_other(&gw->registry, st->group, st->tried, st->ntried, &full))) {
+	gw_lock(gw);
+	while (!GW_READ(&gw->stopping) &&
+	       (rt = registry_pick_other(&gw->registry, uc->w->index, st->group, st->tried,
+					 st->ntried, &full))) {
 		gw->open_retries++;
 		log_info("Retrying the request with another agent of the group",
 			 LF_S("group", st->group), LF_S("user", st->id.full),
@@ -589,8 +669,10 @@ static void open_failed(struct user_conn *uc, uint8_t reason, const char *messag
 			 LF_S("client_id", rt->client->id), LF_U("attempt", st->ntried + 1),
 			 LF_U("retries_total", gw->open_retries));
 		ret = open_send(uc, rt);
-		if (ret == 0)
+		if (ret >= 0) {
+			gw_unlock(gw);
 			return;
+		}
 		if (ret == -ENOMEM) { /* rt was not recorded as tried: stop here */
 			open_note_failure(st, FRAME_OPEN_GENERAL, "out of memory");
 			break;
@@ -599,6 +681,7 @@ static void open_failed(struct user_conn *uc, uint8_t reason, const char *messag
 		reason = FRAME_OPEN_GENERAL;
 		open_note_failure(st, reason, "tunnel busy or closing");
 	}
+	gw_unlock(gw);
 	if (st->ntried > 1)
 		log_info("Every agent of the group failed the request", LF_S("group", st->group),
 			 LF_S("user", st->id.full), LF_S("target", st->shown),
@@ -650,7 +733,9 @@ void proxy_log_fallback(struct gateway *gw, const char *group)
 {
 	char msg[128];
 
+	gw_lock(gw);
 	gw->stats.fallbacks++;
+	gw_unlock(gw);
 	/* the spec's words, the group inside them, so that its greps find the
 	 * line (a group is A-Z a-z 0-9 . _ : - only) */
 	snprintf(msg, sizeof(msg),
@@ -669,6 +754,40 @@ bool proxy_group_full(struct gateway *gw, const struct reg_group *g, const char 
 	return true;
 }
 
+static struct proxy_open_state *open_state_new(const struct username_identity *id,
+					       const struct stream_target *target,
+					       const char *shown);
+static void handover_start(struct user_conn *uc, unsigned worker);
+
+/* The group's tunnels are full and this worker parks none of their
+ * streams: another worker's origin pool may (the streams live on their
+ * tunnel's worker). The request moves there, where the pool gives way.
+ * True when it moves. */
+static bool open_where_parked(struct user_conn *uc, const struct username_identity *id,
+			      const struct stream_target *target, const char *shown)
+{
+	struct gateway *gw = uc->gw;
+	struct proxy_open_state *st;
+	unsigned i;
+
+	if (uc->moves >= GATEWAY_HANDOVERS_MAX)
+		return false;
+	for (i = 0; i < gw->nworkers; i++)
+		if (i != uc->w->index && GW_READ(&gw->workers[i].parked))
+			break;
+	if (i == gw->nworkers)
+		return false;
+	st = open_state_new(id, target, shown);
+	if (!st)
+		return false;
+	snprintf(st->group, sizeof(st->group), "%s", id->group);
+	st->reopen = true;
+	uc->open = st;
+	uc->open_started_us = now_us();
+	handover_start(uc, i);
+	return true;
+}
+
 void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target)
 {
@@ -680,24 +799,36 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	bool fell_back, full;
 	int ret;
 
-	if (uc->in_handshake)
+	if (uc->in_handshake) {
+		gw_lock(gw);
 		metrics_observe_us(&gw->stats.proxy[uc->proxy].handshake,
 				   now_us() - uc->accepted_us);
+		gw_unlock(gw);
+	}
 	user_handshake_over(uc);
 	open_state_free(uc);
+	uc->moves = 0;
 	proxy_show_target(target, shown);
 	/* a kept-alive HTTP connection's earlier request is not this one */
 	uc->client_id[0] = '\0';
 	log_info("Gateway received request", LF_S("user", id->full), LF_S("group", id->group),
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
 	no_fallback = proxy_no_fallback(gw, id);
-	rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
-	if (!rt && full && origin_pool_count(gw)) {
+	gw_lock(gw);
+	rt = registry_pick(&gw->registry, uc->w->index, id->group, !no_fallback, &fell_back, &full);
+	if (!rt && full && origin_pool_count(uc->w)) {
 		/* idle parked streams count on their tunnels: never at the
 		 * cost of a request */
-		origin_pool_release(gw, NULL, NULL);
-		rt = registry_pick(&gw->registry, id->group, !no_fallback, &fell_back, &full);
+		gw_unlock(gw);
+		origin_pool_release(uc->w, NULL, NULL);
+		gw_lock(gw);
+		rt = registry_pick(&gw->registry, uc->w->index, id->group, !no_fallback, &fell_back,
+				   &full);
 	}
+	if (!rt)
+		gw_unlock(gw);
+	if (!rt && full && open_where_parked(uc, id, target, shown))
+		return;
 	if (!rt && full) {
 		char msg[160];
 
@@ -738,33 +869,28 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 
 		snprintf(msg, sizeof(msg), "connection limit of group '%s' reached",
 			 rt->client->group->id);
+		gw_unlock(gw);
 		log_request_failed(uc, id->full, id->group, shown, FRAME_OPEN_LIMIT, msg);
 		open_result(uc, FRAME_OPEN_LIMIT, msg);
 		return;
 	}
-	st = calloc(1, sizeof(*st));
+	st = open_state_new(id, target, shown);
 	if (!st) {
+		gw_unlock(gw);
 		log_request_failed(uc, id->full, id->group, shown, FRAME_OPEN_GENERAL,
 				   "out of memory");
 		open_result(uc, FRAME_OPEN_GENERAL, "out of memory");
 		return;
 	}
-	st->id = *id;
-	st->target = *target;
-	if (target->addr_type == FRAME_ADDR_DOMAIN) {
-		snprintf(st->domain, sizeof(st->domain), "%s", target->domain);
-		st->target.domain = st->domain;
-	}
-	st->target.user = st->id.base;
-	st->target.group = st->id.group;
-	memcpy(st->shown, shown, sizeof(st->shown));
 	/* retries stay in the group that serves the request */
 	snprintf(st->group, sizeof(st->group), "%s", rt->client->group->id);
 	uc->open = st;
 	uc->open_started_us = now_us();
 	ret = open_send(uc, rt);
-	if (ret == 0)
+	gw_unlock(gw);
+	if (ret >= 0)
 		return;
+	log_debug("OPEN not sent", LF_S("client_id", uc->client_id), LF_S("error", strerror(-ret)));
 	open_failed(uc, FRAME_OPEN_GENERAL,
 		    ret == -ENOMEM ? "out of memory" : "tunnel busy or closing");
 }
@@ -772,11 +898,13 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 void proxy_count_reused(struct user_conn *uc)
 {
 	/* like proxy_open(): the request ends the user's handshake */
+	gw_lock(uc->gw);
 	if (uc->in_handshake)
 		metrics_observe_us(&uc->gw->stats.proxy[uc->proxy].handshake,
 				   now_us() - uc->accepted_us);
-	user_handshake_over(uc);
 	uc->gw->stats.proxy[uc->proxy].opens[frame_open_result(0)]++;
+	gw_unlock(uc->gw);
+	user_handshake_over(uc);
 }
 
 void proxy_stream_done(struct user_conn *uc)
@@ -785,18 +913,218 @@ void proxy_stream_done(struct user_conn *uc)
 	uc->relay.out_stream_debt = 0;
 	memset(uc->relay.stream.count_sent, 0, sizeof(uc->relay.stream.count_sent));
 	memset(uc->relay.stream.count_received, 0, sizeof(uc->relay.stream.count_received));
+	if (!uc->group_stats && !uc->client)
+		return;
+	gw_lock(uc->gw);
 	if (uc->group_stats)
 		gw_stats_stream_done(uc->gw, uc->group_stats, uc->proxy);
 	uc->group_stats = NULL;
-	if (!uc->client)
-		return;
-	uc->client->streams_active--;
-	registry_client_put(uc->client);
-	uc->client = NULL;
+	if (uc->client) {
+		uc->client->streams_active--;
+		registry_client_put(uc->client);
+		uc->client = NULL;
+	}
+	gw_unlock(uc->gw);
 }
 
 void proxy_start_pump(struct user_conn *uc, const uint8_t *first, size_t n)
 {
 	proxy_watch_idle(uc);
 	relay_pump(&uc->relay, first, n);
+}
+
+/* ---- handover to the worker of the tunnel ---- */
+
+/* Polls of GATEWAY_HANDOVER_RETRY_MS for the operations in flight to end
+ * (a send to a user who does not read); then the connection closes. */
+#define PROXY_HANDOVER_POLLS_MAX 5000
+
+/* Under gateway.lock (open_send): the request's tunnel is on another
+ * worker. From the next loop iteration on (never under the relay's own
+ * callbacks), handover_try waits until nothing of the connection is in
+ * flight on this ring, then queues it for that worker. */
+static void handover_begin(struct user_conn *uc, struct reg_tunnel *rt)
+{
+	struct proxy_open_state *st = uc->open;
+
+	if (st->moving_to)
+		registry_client_put(st->moving_to);
+	st->moving_to = rt->client;
+	registry_client_get(rt->client);
+	handover_start(uc, rt->worker);
+}
+
+static void handover_try(struct user_conn *uc)
+{
+	struct relay *r = &uc->relay;
+	struct gw_worker *w = uc->w, *to;
+	struct gateway *gw = uc->gw;
+
+	if (r->closing)
+		return;
+	if (r->stream.tunnel) { /* not expected: the stream is done before a pick */
+		relay_close(r, "a stream still open at a handover");
+		return;
+	}
+	if (r->recv_armed)
+		relay_cancel_recv(r);
+	if (r->inflight) {
+		if (++uc->move_polls > PROXY_HANDOVER_POLLS_MAX) {
+			relay_close(r, "handover to another worker stalled");
+			return;
+		}
+		timer_arm(&w->ring, &uc->deadline, GATEWAY_HANDOVER_RETRY_MS);
+		return;
+	}
+	gw_lock(gw);
+	to = &gw->workers[uc->move_to];
+	if (to->exited || GW_READ(&gw->stopping)) {
+		gw_unlock(gw);
+		uc->moving = false;
+		if (uc->move_front)
+			uc->fe->on_moved(uc); /* goes on here */
+		else
+			open_failed(uc, FRAME_OPEN_GENERAL, "the gateway is stopping");
+		return;
+	}
+	DL_DELETE(w->users, uc);
+	w->nusers--;
+	DL_APPEND(to->inbox, uc);
+	gw_unlock(gw);
+	/* uc is the other worker's from here on */
+	GW_ADD(&gw->handovers, 1);
+	gateway_wake(to);
+	gw->on_user_closed(w);
+}
+
+/* Under gateway.lock: a tunnel of agent c on worker w that can take a
+ * stream now (a sound one before a suspect one), or NULL. */
+static struct reg_tunnel *agent_tunnel_on(struct gateway *gw, struct reg_client *c, unsigned w)
+{
+	struct reg_tunnel *found = NULL;
+	unsigned i;
+
+	if (c->detached || c->drained)
+		return NULL;
+	for (i = 0; i < c->ntunnels; i++) {
+		struct reg_tunnel *t = c->tunnels[i];
+
+		if (t->worker != w || t->draining ||
+		    (gw->registry.usable && !gw->registry.usable(t, gw->registry.ctx)))
+			continue;
+		if (!t->suspect)
+			return t;
+		if (!found)
+			found = t;
+	}
+	return found;
+}
+
+/* On the new worker: the agent the request moved for takes it if it still
+ * can (its tunnel here may have closed meanwhile); otherwise the request
+ * picks again, preferring this worker's tunnels. */
+static void open_resume(struct user_conn *uc)
+{
+	struct gateway *gw = uc->gw;
+	struct proxy_open_state *st = uc->open;
+	struct reg_tunnel *rt = NULL;
+	bool full = false;
+	int ret;
+
+	if (!st) {
+		relay_close(&uc->relay, "moved without a request");
+		return;
+	}
+	if (st->reopen) { /* the parked streams here give way first */
+		st->reopen = false;
+		origin_pool_release(uc->w, NULL, NULL);
+	}
+	gw_lock(gw);
+	if (st->moving_to) {
+		if (!GW_READ(&gw->stopping))
+			rt = agent_tunnel_on(gw, st->moving_to, uc->w->index);
+		registry_client_put(st->moving_to);
+		st->moving_to = NULL;
+	}
+	if (!rt && !GW_READ(&gw->stopping))
+		rt = registry_pick_other(&gw->registry, uc->w->index, st->group, st->tried,
+					 st->ntried, &full);
+	if (rt) {
+		ret = open_send(uc, rt);
+		gw_unlock(gw);
+		if (ret >= 0)
+			return;
+		log_debug("OPEN not sent after a handover", LF_S("client_id", uc->client_id),
+			  LF_S("error", strerror(-ret)));
+		open_failed(uc, FRAME_OPEN_GENERAL,
+			    ret == -ENOMEM ? "out of memory" : "tunnel busy or closing");
+		return;
+	}
+	gw_unlock(gw);
+	open_failed(uc, full ? FRAME_OPEN_LIMIT : FRAME_OPEN_NET_UNREACHABLE,
+		    full ? "every tunnel of the group is full" : "no agent of the group is left");
+}
+
+void proxy_take_inbox(struct gw_worker *w)
+{
+	struct gateway *gw = w->gw;
+	struct user_conn *list, *uc, *tmp;
+
+	gw_lock(gw);
+	list = w->inbox;
+	w->inbox = NULL;
+	gw_unlock(gw);
+	DL_FOREACH_SAFE (list, uc, tmp) {
+		DL_DELETE(list, uc);
+		uc->w = w;
+		uc->relay.ring = &w->ring;
+		uc->relay.bufs = &w->bufs;
+		uc->moving = false;
+		DL_PREPEND(w->users, uc);
+		w->nusers++;
+		GW_ADD(&w->handovers_in, 1);
+		if (uc->move_front)
+			uc->fe->on_moved(uc);
+		else
+			open_resume(uc);
+	}
+}
+
+static struct proxy_open_state *open_state_new(const struct username_identity *id,
+					       const struct stream_target *target,
+					       const char *shown)
+{
+	struct proxy_open_state *st = calloc(1, sizeof(*st));
+
+	if (!st)
+		return NULL;
+	st->id = *id;
+	st->target = *target;
+	if (target->addr_type == FRAME_ADDR_DOMAIN) {
+		snprintf(st->domain, sizeof(st->domain), "%s", target->domain);
+		st->target.domain = st->domain;
+	}
+	st->target.user = st->id.base;
+	st->target.group = st->id.group;
+	snprintf(st->shown, sizeof(st->shown), "%s", shown);
+	return st;
+}
+
+/* Move to worker `worker` and resume the request there (open_resume). */
+static void handover_start(struct user_conn *uc, unsigned worker)
+{
+	uc->moving = true;
+	uc->move_front = false;
+	uc->move_to = (uint16_t)worker;
+	uc->moves++;
+	uc->move_polls = 0;
+	uc->idle_watch = false;
+	uc->phase = "moving to another worker";
+	timer_arm(&uc->w->ring, &uc->deadline, 0);
+}
+
+void proxy_move_to(struct user_conn *uc, unsigned worker)
+{
+	handover_start(uc, worker);
+	uc->move_front = true;
 }

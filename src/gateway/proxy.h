@@ -33,6 +33,7 @@
 #include "anyproxy/username.h"
 
 struct gateway;
+struct gw_worker;
 struct listener;
 
 /* The longest refusal a front end's encode_refusal may write. */
@@ -72,11 +73,15 @@ struct proxy_frontend {
 	void (*on_socket_data)(struct user_conn *uc, const uint8_t *p, size_t n);
 	/* the relay finished; free protocol state (not uc itself) */
 	void (*on_closed)(struct user_conn *uc);
+	/* the connection moved to another worker at its own request
+	 * (proxy_move_to) and runs there now; NULL: it never asks */
+	void (*on_moved)(struct user_conn *uc);
 };
 
 struct user_conn {
 	struct relay relay;
 	struct gateway *gw;
+	struct gw_worker *w; /* the worker it runs on (proxy_accept, or a handover) */
 	const struct proxy_frontend *fe;
 	const struct config_listener *listener_cfg;
 	struct timer deadline; /* handshake, waiting for the agent, or idle watch */
@@ -98,7 +103,14 @@ struct user_conn {
 	bool stream_idle;
 	bool in_handshake; /* counted in gateway.user_budget until its first proxy_open */
 	uint8_t proxy;     /* enum gw_proxy: the listener's, for statistics */
-	/* gateway.users, for shutdown: a utlist DL list (the head's prev
+	/* handover (proxy.c): waiting to move to worker move_to, the times
+	 * this request moved, and the deadline's polls while waiting */
+	bool moving;
+	bool move_front; /* proxy_move_to: fe->on_moved resumes it */
+	uint8_t moves;
+	uint16_t move_to;
+	uint16_t move_polls;
+	/* gw_worker.users (or, moving, its inbox): a utlist DL list (the head's prev
 	 * is the tail, not NULL: only the DL_* macros touch these) */
 	struct user_conn *prev, *next;
 };
@@ -111,9 +123,9 @@ void proxy_log_fallback(struct gateway *gw, const char *group);
 bool proxy_group_full(struct gateway *gw, const struct reg_group *g, const char *user);
 
 /* Close every user connection (shutdown deadline). */
-void proxy_close_all(struct gateway *gw, const char *why);
+void proxy_close_all(struct gw_worker *w, const char *why);
 /* Close the user connections that have no stream yet (shutdown). */
-void proxy_close_handshaking(struct gateway *gw, const char *why);
+void proxy_close_handshaking(struct gw_worker *w, const char *why);
 
 /* The relay callbacks every front end installs. */
 extern const struct relay_ops proxy_relay_ops;
@@ -174,8 +186,19 @@ void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client);
  * agent, or on tunnel t (either may be NULL: any), and those parked in the
  * origin pool: an agent drained with apctl or going away (GOAWAY) is not
  * held by idle HTTP connections. */
-void proxy_release_idle(struct gateway *gw, const struct reg_client *client,
+void proxy_release_idle(struct gw_worker *w, const struct reg_client *client,
 			const struct tunnel *t);
+
+/* Move the connection to worker `worker` (its request is authenticated,
+ * nothing of a stream is linked, reading is off): from the next loop
+ * iteration on it waits until nothing of it is in flight, then continues
+ * on that worker with fe->on_moved (or on this one, if that worker is
+ * stopping). */
+void proxy_move_to(struct user_conn *uc, unsigned worker);
+
+/* The same for every agent drained with apctl (on each worker, woken by
+ * the drain). */
+void proxy_release_drained(struct gw_worker *w);
 
 /* A request answered on a stream it did not open (HTTP forwarding reusing
  * the origin connection): it ends the user's handshake like proxy_open()

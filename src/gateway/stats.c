@@ -59,8 +59,8 @@ static void maybe_retire(struct gateway *gw, struct gw_group_stats *g)
 	if (group_streams(g, g->streams_active) || registry_find_group(&gw->registry, g->id))
 		return;
 	st->retired_streams_total += group_streams(g, g->streams_total);
-	st->retired_bytes_in += g->bytes_in;
-	st->retired_bytes_out += g->bytes_out;
+	st->retired_bytes_in += GW_READ(&g->bytes_in);
+	st->retired_bytes_out += GW_READ(&g->bytes_out);
 	HASH_DEL(st->groups, g);
 	free(g);
 }
@@ -123,8 +123,8 @@ static void totals(struct gateway *gw, struct gw_totals *t)
 	HASH_ITER (hh, st->groups, g, tmp) {
 		t->streams += group_streams(g, g->streams_active);
 		t->streams_total += group_streams(g, g->streams_total);
-		t->bytes_in += g->bytes_in;
-		t->bytes_out += g->bytes_out;
+		t->bytes_in += GW_READ(&g->bytes_in);
+		t->bytes_out += GW_READ(&g->bytes_out);
 	}
 	t->fallbacks = st->fallbacks;
 	HASH_ITER (hh, gw->registry.groups, rg, rtmp) {
@@ -174,8 +174,10 @@ int gw_stats_write_table(struct gateway *gw, struct table_writer *w)
 	size_t i, n = 0;
 	int ret;
 
+	gw_lock(gw);
 	gw_stats_prune(gw);
 	totals(gw, &t);
+	gw_unlock(gw);
 	for (i = 0; i < ARRAY_SIZE(total_columns); i++)
 		snprintf(names[n++], sizeof(names[0]), "%s:n", total_columns[i].name);
 	for (i = 0; i < FRAME_NRESULTS; i++)
@@ -270,8 +272,8 @@ static void write_groups(struct metrics_writer *w, struct gateway *gw)
 		struct metrics_label in[] = { L("group", g->id), L("direction", "in") };
 		struct metrics_label out[] = { L("group", g->id), L("direction", "out") };
 
-		metrics_sample(w, "anyproxy_gateway_bytes_total", in, 2, g->bytes_in);
-		metrics_sample(w, "anyproxy_gateway_bytes_total", out, 2, g->bytes_out);
+		metrics_sample(w, "anyproxy_gateway_bytes_total", in, 2, GW_READ(&g->bytes_in));
+		metrics_sample(w, "anyproxy_gateway_bytes_total", out, 2, GW_READ(&g->bytes_out));
 	}
 	if (registry_list_groups(&gw->registry, &groups, &n) < 0) {
 		w->error = w->error ? w->error : -ENOMEM;
@@ -315,8 +317,10 @@ static void write_clients(struct metrics_writer *w, struct gateway *gw)
 		struct metrics_label out[] = { L("group", c->group->id), L("client", c->id),
 					       L("direction", "out") };
 
-		metrics_sample(w, "anyproxy_gateway_client_bytes_total", in, 3, c->bytes_in);
-		metrics_sample(w, "anyproxy_gateway_client_bytes_total", out, 3, c->bytes_out);
+		metrics_sample(w, "anyproxy_gateway_client_bytes_total", in, 3,
+			       GW_READ(&c->bytes_in));
+		metrics_sample(w, "anyproxy_gateway_client_bytes_total", out, 3,
+			       GW_READ(&c->bytes_out));
 	}
 	metrics_family(w, "anyproxy_gateway_client_tunnels", METRICS_GAUGE,
 		       "Tunnels by connected agent; suspect ones (a missed PONG or OPEN deadline) "
@@ -351,7 +355,8 @@ static void write_forwards(struct metrics_writer *w, struct gateway *gw)
 		struct metrics_label l[] = { L("forward", fw->cfg->name) };
 
 		metrics_sample(w, "anyproxy_gateway_forward_connections", l, 1,
-			       fw->cfg->protocol == CONFIG_FORWARD_UDP ? fw->nclients : fw->active);
+			       fw->cfg->protocol == CONFIG_FORWARD_UDP ? GW_READ(&fw->nclients)
+								       : GW_READ(&fw->active));
 	}
 	metrics_family(w, "anyproxy_gateway_forward_connections_total", METRICS_COUNTER,
 		       "Connections accepted by each TCP port forward (UDP: clients seen).");
@@ -371,38 +376,51 @@ static void write_forwards(struct metrics_writer *w, struct gateway *gw)
 	}
 	metrics_write_value(w, "anyproxy_gateway_datagrams_dropped_total", METRICS_COUNTER,
 			    "Datagrams toward agents not sent (tunnel full, too long).",
-			    gw->dgrams_dropped);
+			    GW_READ(&gw->dgrams_dropped));
+}
+
+/* One side's budget (0: proxy, 1: tunnel). */
+static void side_sum(const struct gateway *gw, size_t side, uint64_t *count, uint64_t *pauses,
+		     uint64_t *refused)
+{
+	const struct handshake_budget *b = side ? &gw->tunnel_budget : &gw->user_budget;
+
+	*count = b->count;
+	*pauses = b->pauses;
+	*refused = b->refused_per_address;
 }
 
 static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
 {
-	const struct handshake_budget *sides[] = { &gw->user_budget, &gw->tunnel_budget };
+	static const char *const sides[] = { "proxy", "tunnel" };
+	uint64_t count[2], pauses[2], refused[2];
 	size_t i, p;
 
+	for (i = 0; i < ARRAY_SIZE(sides); i++)
+		side_sum(gw, i, &count[i], &pauses[i], &refused[i]);
 	metrics_family(w, "anyproxy_gateway_handshakes", METRICS_GAUGE,
 		       "Connections in their handshake (not yet authenticated), by side: proxy "
 		       "(both proxy ports) or tunnel.");
 	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]->name) };
+		struct metrics_label l[] = { L("side", sides[i]) };
 
-		metrics_sample(w, "anyproxy_gateway_handshakes", l, 1, sides[i]->count);
+		metrics_sample(w, "anyproxy_gateway_handshakes", l, 1, count[i]);
 	}
 	metrics_family(w, "anyproxy_gateway_handshake_pauses_total", METRICS_COUNTER,
 		       "Times a side reached max_handshakes and stopped accepting.");
 	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]->name) };
+		struct metrics_label l[] = { L("side", sides[i]) };
 
-		metrics_sample(w, "anyproxy_gateway_handshake_pauses_total", l, 1,
-			       sides[i]->pauses);
+		metrics_sample(w, "anyproxy_gateway_handshake_pauses_total", l, 1, pauses[i]);
 	}
 	metrics_family(w, "anyproxy_gateway_handshakes_refused_per_address_total", METRICS_COUNTER,
 		       "Connections closed because their source address was at "
 		       "max_tunnel_handshakes_per_address (side tunnel).");
 	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]->name) };
+		struct metrics_label l[] = { L("side", sides[i]) };
 
 		metrics_sample(w, "anyproxy_gateway_handshakes_refused_per_address_total", l, 1,
-			       sides[i]->refused_per_address);
+			       refused[i]);
 	}
 	metrics_family(w, "anyproxy_gateway_handshake_duration_seconds", METRICS_HISTOGRAM,
 		       "From accept to an authenticated first request (listener socks5, http) "
@@ -421,11 +439,46 @@ static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
 	}
 }
 
+/* Per worker: streams opened there and users handed over to it; the
+ * handovers in all (relaxed reads). */
+static void write_workers(struct metrics_writer *w, struct gateway *gw)
+{
+	unsigned i;
+
+	metrics_write_value(w, "anyproxy_gateway_workers", METRICS_GAUGE,
+			    "Worker threads ([gateway] workers in force).", gw->nworkers);
+	metrics_write_value(w, "anyproxy_gateway_handovers_total", METRICS_COUNTER,
+			    "User connections moved to the worker that owns the tunnel their "
+			    "request picked.",
+			    GW_READ(&gw->handovers));
+	metrics_family(w, "anyproxy_gateway_worker_streams_total", METRICS_COUNTER,
+		       "Streams opened to agents, by the worker that carries them.");
+	for (i = 0; i < gw->nworkers; i++) {
+		char idx[16];
+		struct metrics_label l[] = { L("worker", idx) };
+
+		snprintf(idx, sizeof(idx), "%u", i);
+		metrics_sample(w, "anyproxy_gateway_worker_streams_total", l, 1,
+			       GW_READ(&gw->workers[i].streams_total));
+	}
+	metrics_family(w, "anyproxy_gateway_worker_handovers_total", METRICS_COUNTER,
+		       "User connections handed over to each worker.");
+	for (i = 0; i < gw->nworkers; i++) {
+		char idx[16];
+		struct metrics_label l[] = { L("worker", idx) };
+
+		snprintf(idx, sizeof(idx), "%u", i);
+		metrics_sample(w, "anyproxy_gateway_worker_handovers_total", l, 1,
+			       GW_READ(&gw->workers[i].handovers_in));
+	}
+}
+
 void gw_stats_collect(struct metrics_writer *w, void *arg)
 {
 	struct gateway *gw = arg;
 	const struct gw_stats *st = &gw->stats;
 
+	gw_lock(gw);
 	gw_stats_prune(gw);
 	metrics_write_build_info(w, "anyproxy-gateway", AP_VERSION, tls_library_version(),
 				 AP_WOLFSSL_AESNI);
@@ -453,4 +506,6 @@ void gw_stats_collect(struct metrics_writer *w, void *arg)
 		       "own timeout).");
 	metrics_write_histogram(w, "anyproxy_gateway_open_duration_seconds", NULL, 0,
 				&st->open_latency);
+	gw_unlock(gw);
+	write_workers(w, gw);
 }

@@ -212,19 +212,35 @@ static bool skipped(const struct reg_client *c, struct reg_client *const *skip, 
 	return false;
 }
 
+/* May t take the stream in this pass? (*full: it was only too busy.) */
+static bool candidate(struct registry *reg, const struct reg_client *c, const struct reg_tunnel *t,
+		      bool allow_suspect, bool *full)
+{
+	if (c->drained || t->draining || (t->suspect && !allow_suspect))
+		return false;
+	if (reg->usable && !reg->usable(t, reg->ctx)) {
+		*full = true;
+		return false;
+	}
+	return true;
+}
+
 /*
  * Round-robin over the group's tunnels, not its clients, so that a client
  * with three replicas carries three times the streams of a client with one.
  * The cursor (g->rr: client index, g->rr_tunnel: tunnel index in it) moves
  * past the tunnel picked; one walk visits every tunnel once. Suspect tunnels
  * are taken only when allow_suspect says so (the caller's second pass).
+ * The walk decides the client; among that client's candidates a tunnel of
+ * worker `worker` is taken instead of the one the cursor stands on
+ * (registry.h), which leaves every client's share as it was.
  */
-static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g,
+static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g, unsigned worker,
 				     struct reg_client *const *skip, unsigned nskip,
 				     bool allow_suspect, bool *full)
 {
 	unsigned total = registry_group_tunnels(g), ci = g->rr % g->nclients, ti = g->rr_tunnel;
-	unsigned k;
+	unsigned k, j;
 
 	for (k = 0; k < total; k++) {
 		struct reg_client *c = g->clients[ci];
@@ -236,21 +252,25 @@ static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g,
 			c = g->clients[ci];
 		}
 		t = c->tunnels[ti++];
-		if (c->drained || t->draining || (t->suspect && !allow_suspect) ||
-		    skipped(c, skip, nskip))
+		if (skipped(c, skip, nskip) || !candidate(reg, c, t, allow_suspect, full))
 			continue;
-		if (reg->usable && !reg->usable(t, reg->ctx)) {
-			*full = true;
-			continue;
-		}
 		g->rr = ci;
 		g->rr_tunnel = ti;
+		if (t->worker == worker)
+			return t;
+		for (j = 0; j < c->ntunnels; j++) {
+			struct reg_tunnel *o = c->tunnels[j];
+
+			if (o != t && o->worker == worker && !(o->suspect && !t->suspect) &&
+			    candidate(reg, c, o, allow_suspect, full))
+				return o;
+		}
 		return t;
 	}
 	return NULL;
 }
 
-static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g,
+static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g, unsigned worker,
 				     struct reg_client *const *skip, unsigned nskip, bool *full)
 {
 	struct reg_tunnel *t;
@@ -258,29 +278,30 @@ static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g,
 	*full = false;
 	if (!g)
 		return NULL;
-	t = group_walk(reg, g, skip, nskip, false, full);
+	t = group_walk(reg, g, worker, skip, nskip, false, full);
 	/* every candidate is suspect: try one anyway rather than fail (it may
 	 * only have been slow; a hung one costs one more open deadline) */
-	return t ? t : group_walk(reg, g, skip, nskip, true, full);
+	return t ? t : group_walk(reg, g, worker, skip, nskip, true, full);
 }
 
-struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool may_fall_back,
-				 bool *fell_back, bool *full)
+struct reg_tunnel *registry_pick(struct registry *reg, unsigned worker, const char *group_id,
+				 bool may_fall_back, bool *fell_back, bool *full)
 {
-	struct reg_tunnel *t = group_pick(reg, registry_find_group(reg, group_id), NULL, 0, full);
+	struct reg_tunnel *t =
+		group_pick(reg, registry_find_group(reg, group_id), worker, NULL, 0, full);
 
 	*fell_back = false;
 	if (t || *full || !may_fall_back || group_id[0] == '\0')
 		return t;
-	t = group_pick(reg, registry_find_group(reg, ""), NULL, 0, full);
+	t = group_pick(reg, registry_find_group(reg, ""), worker, NULL, 0, full);
 	*fell_back = t != NULL;
 	return t;
 }
 
-struct reg_tunnel *registry_pick_other(struct registry *reg, const char *group_id,
+struct reg_tunnel *registry_pick_other(struct registry *reg, unsigned worker, const char *group_id,
 				       struct reg_client *const *skip, unsigned nskip, bool *full)
 {
-	return group_pick(reg, registry_find_group(reg, group_id), skip, nskip, full);
+	return group_pick(reg, registry_find_group(reg, group_id), worker, skip, nskip, full);
 }
 
 struct reg_client *registry_find_client(struct registry *reg, const char *client_id)

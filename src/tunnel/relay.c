@@ -193,6 +193,9 @@ static void recv_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 
 	r->inflight--;
 	r->recv_armed = false;
+	r->recv_cancelled = false;
+	if (res == -ECANCELED && !r->closing && !r->pumping && !r->reading)
+		return; /* relay_cancel_recv: nothing came, nothing to do */
 	if (r->closing || res < 0 || res == 0) {
 		if (bid >= 0)
 			bufring_recycle(r->bufs, (uint16_t)bid);
@@ -278,6 +281,14 @@ static void relay_arm_recv(struct relay *r)
 	bufring_prep_recv(r->bufs, r->ring, &r->recv_op, r->fd, len);
 	r->recv_armed = true;
 	r->inflight++;
+}
+
+void relay_cancel_recv(struct relay *r)
+{
+	if (!r->recv_armed || r->recv_cancelled)
+		return;
+	r->recv_cancelled = true;
+	ring_cancel_op(r->ring, &r->recv_op);
 }
 
 void relay_read(struct relay *r, bool on)

@@ -75,7 +75,8 @@ static int table_reserve(struct stream_table *st)
 static void table_insert(struct stream_table *st, struct stream *s)
 {
 	st->slots[slot_of(st, s->id)] = s;
-	st->count++;
+	/* a relaxed store: a gateway worker reads other threads' counts */
+	__atomic_store_n(&st->count, st->count + 1, __ATOMIC_RELAXED);
 }
 
 static void table_delete(struct stream_table *st, uint32_t id)
@@ -83,7 +84,7 @@ static void table_delete(struct stream_table *st, uint32_t id)
 	uint32_t i = slot_of(st, id), j = i;
 
 	st->slots[i] = NULL;
-	st->count--;
+	__atomic_store_n(&st->count, st->count - 1, __ATOMIC_RELAXED);
 	/* backward shift: pull later members of the run into the hole unless
 	 * their home lies cyclically in (hole, their slot] */
 	for (;;) {
@@ -294,8 +295,8 @@ static int write_data(struct stream *s, uint8_t *wp, const uint8_t *p, size_t n)
 		s->send_credit -= (uint32_t)chunk;
 		s->bytes_sent += chunk;
 		for (size_t i = 0; i < STREAM_COUNTS; i++)
-			if (s->count_sent[i])
-				*s->count_sent[i] += chunk;
+			if (s->count_sent[i]) /* shared by threads (gateway workers) */
+				__atomic_fetch_add(s->count_sent[i], chunk, __ATOMIC_RELAXED);
 		p += chunk;
 		n -= chunk;
 	}
@@ -380,7 +381,7 @@ static void count_received(struct stream *s, size_t n)
 	s->bytes_received += n;
 	for (size_t i = 0; i < STREAM_COUNTS; i++)
 		if (s->count_received[i])
-			*s->count_received[i] += n;
+			__atomic_fetch_add(s->count_received[i], n, __ATOMIC_RELAXED);
 }
 
 uint8_t *stream_data_buffer(struct tunnel *t, uint32_t id, size_t n, struct stream **sp)

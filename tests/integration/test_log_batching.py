@@ -24,8 +24,11 @@ import harness as h  # noqa: E402
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 LINE = re.compile(r"^" + TIMESTAMP + r" (DEBUG|INFO|WARN|ERROR) \S")
 # SOCKS5 users offering only a method the gateway does not take: each one
-# is refused at once and costs the gateway several DEBUG and INFO lines.
-USERS = 1500
+# is refused at once and costs the gateway several DEBUG and INFO lines
+# (about 300 bytes): enough to fill the FIFO (64 KiB) and the batch of each
+# of the gateway's WORKERS threads (256 KiB each).
+USERS = 4000
+WORKERS = 2
 CHECK_EVERY = 250
 
 
@@ -35,7 +38,8 @@ def log_to_fifo(env):
     os.mkfifo(fifo, 0o600)
     rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     # Its log is not in gateway.log (wait=False: do not wait for it there).
-    gw = h.proxy_gateway(env, http=False, wait=False, gw_env={"LOG_OUTPUT": fifo})
+    gw = h.proxy_gateway(env, http=False, wait=False, gw_env={"LOG_OUTPUT": fifo},
+                           workers=WORKERS)
     h.wait_until(lambda: h.apctl(env.control, "groups")[0] == 0, 5 + h.slack(),
                  "apctl to answer")
     return gw, rfd

@@ -477,7 +477,12 @@ def test_max_handshakes(env):
         # -- SIGHUP changes the bound at once --
         # with held[0:2] the proxy side is full again; the backlog is
         # FIFO: the next two wait
+        mark = gwp.mark()
         held.append(raw(gwp.socks_port))
+        # every worker's listeners pause before the newcomers come (the
+        # line is written once the last one has)
+        h.wait_until(lambda: side_lines(gwp, PAUSED, "proxy", mark), 5 + h.slack(),
+                     "the proxy side to pause again")
         more = [raw(gwp.socks_port, b"\x05\x01\x02"), raw(gwp.socks_port, b"\x05\x01\x02")]
         waiting += more
         h.check(answer_within(more[0], NO_ANSWER_S) is None,
@@ -487,11 +492,15 @@ def test_max_handshakes(env):
             text = f.read()
         with open(cfg, "w") as f:
             f.write(text.replace("max_handshakes = 3", "max_handshakes = 5"))
+        mark = gwp.mark()
         gwp.send_signal(signal.SIGHUP)
         for m in more:
             m.settimeout(5 + h.slack())
             h.check(h.recv_exact(m, 2) == b"\x05\x02", "after SIGHUP to 5 a waiting user "
                     "was not served")
+        # the two fill the new bound: every worker pauses before the sixth
+        h.wait_until(lambda: side_lines(gwp, PAUSED, "proxy", mark), 5 + h.slack(),
+                     "the proxy side to pause at the new bound")
         sixth = raw(gwp.socks_port, b"\x05\x01\x02")
         waiting.append(sixth)
         got = answer_within(sixth, NO_ANSWER_S)
@@ -533,6 +542,10 @@ def test_tunnel_handshakes_per_address(env):
     try:
         mark = gwp.mark()
         held += [raw(env.port, TLS_HEADER) for _ in range(3)]
+        # the gateway's workers accept in parallel: the fourth comes once
+        # the three are counted
+        h.wait_until(lambda: len(gwp.find("Tunnel accepted", since=mark)) >= 3, 5 + h.slack(),
+                     "the gateway to count the three")
         fourth = raw(env.port, TLS_HEADER)
         h.check(answer_within(fourth, 5) == b"",
                 "a 4th handshake from 127.0.0.1 was not closed at once")

@@ -83,35 +83,36 @@ static void test_round_robin_and_fallback(void **state)
 	registry_join(&f->reg, &f->t[0], "p1", "production", 1, 0, "a");
 	registry_join(&f->reg, &f->t[1], "p2", "production", 2, 0, "b");
 	registry_join(&f->reg, &f->t[2], "d1", "", 3, 0, "c");
-	a = registry_pick(&f->reg, "production", true, &fell_back, &full);
+	a = registry_pick(&f->reg, 0, "production", true, &fell_back, &full);
 	assert_false(fell_back);
-	b = registry_pick(&f->reg, "production", true, &fell_back, &full);
-	c = registry_pick(&f->reg, "production", true, &fell_back, &full);
+	b = registry_pick(&f->reg, 0, "production", true, &fell_back, &full);
+	c = registry_pick(&f->reg, 0, "production", true, &fell_back, &full);
 	assert_ptr_not_equal(a, b);
 	assert_ptr_equal(a, c);
 	/* unknown group: the default group serves, flagged as a fallback */
-	assert_ptr_equal(registry_pick(&f->reg, "nonexistent", true, &fell_back, &full), &f->t[2]);
+	assert_ptr_equal(registry_pick(&f->reg, 0, "nonexistent", true, &fell_back, &full),
+			 &f->t[2]);
 	assert_true(fell_back);
 	/* default group itself is not a fallback */
-	assert_ptr_equal(registry_pick(&f->reg, "", true, &fell_back, &full), &f->t[2]);
+	assert_ptr_equal(registry_pick(&f->reg, 0, "", true, &fell_back, &full), &f->t[2]);
 	assert_false(fell_back);
 	/* the caller forbids the fallback: nothing, however often asked */
 	for (int i = 0; i < 3; i++) {
 		fell_back = true;
-		assert_null(registry_pick(&f->reg, "nonexistent", false, &fell_back, &full));
+		assert_null(registry_pick(&f->reg, 0, "nonexistent", false, &fell_back, &full));
 		assert_false(fell_back);
 		assert_false(full);
 	}
 	/* ... which changes nothing for a group with an agent, nor for the
 	 * default group itself */
-	assert_ptr_equal(registry_pick(&f->reg, "", false, &fell_back, &full), &f->t[2]);
+	assert_ptr_equal(registry_pick(&f->reg, 0, "", false, &fell_back, &full), &f->t[2]);
 	assert_false(fell_back);
-	a = registry_pick(&f->reg, "production", false, &fell_back, &full);
+	a = registry_pick(&f->reg, 0, "production", false, &fell_back, &full);
 	assert_true(a == &f->t[0] || a == &f->t[1]);
 	assert_false(fell_back);
 	/* no default client: nothing */
 	registry_leave(&f->reg, &f->t[2]);
-	assert_null(registry_pick(&f->reg, "nonexistent", true, &fell_back, &full));
+	assert_null(registry_pick(&f->reg, 0, "nonexistent", true, &fell_back, &full));
 	assert_false(fell_back);
 }
 
@@ -122,13 +123,13 @@ static void test_tunnels_spread_and_draining_skipped(void **state)
 
 	registry_join(&f->reg, &f->t[0], "p1", "g", 1, 0, "a");
 	registry_join(&f->reg, &f->t[1], "p1", "g", 1, 1, "a");
-	assert_ptr_not_equal(registry_pick(&f->reg, "g", true, &fb, &full),
-			     registry_pick(&f->reg, "g", true, &fb, &full));
+	assert_ptr_not_equal(registry_pick(&f->reg, 0, "g", true, &fb, &full),
+			     registry_pick(&f->reg, 0, "g", true, &fb, &full));
 	f->t[0].draining = true;
 	for (int i = 0; i < 4; i++)
-		assert_ptr_equal(registry_pick(&f->reg, "g", true, &fb, &full), &f->t[1]);
+		assert_ptr_equal(registry_pick(&f->reg, 0, "g", true, &fb, &full), &f->t[1]);
 	f->t[1].draining = true;
-	assert_null(registry_pick(&f->reg, "g", true, &fb, &full));
+	assert_null(registry_pick(&f->reg, 0, "g", true, &fb, &full));
 }
 
 /* Streams are spread over tunnels: a client with three replicas gets three
@@ -144,7 +145,7 @@ static void test_replicas_weigh(void **state)
 	registry_join(&f->reg, &f->t[2], "big", "g", 1, 2, "a");
 	registry_join(&f->reg, &f->t[3], "small", "g", 2, 0, "b");
 	for (int i = 0; i < 40; i++) {
-		struct reg_tunnel *t = registry_pick(&f->reg, "g", false, &fb, &full);
+		struct reg_tunnel *t = registry_pick(&f->reg, 0, "g", false, &fb, &full);
 
 		assert_non_null(t);
 		if (t == &f->t[3])
@@ -158,7 +159,7 @@ static void test_replicas_weigh(void **state)
 	registry_leave(&f->reg, &f->t[0]);
 	heavy = light = 0;
 	for (int i = 0; i < 30; i++) {
-		if (registry_pick(&f->reg, "g", false, &fb, &full) == &f->t[3])
+		if (registry_pick(&f->reg, 0, "g", false, &fb, &full) == &f->t[3])
 			light++;
 		else
 			heavy++;
@@ -178,14 +179,14 @@ static void test_suspect_skipped_unless_all_are(void **state)
 	registry_join(&f->reg, &f->t[1], "b", "g", 2, 0, "b");
 	f->t[0].suspect = true;
 	for (int i = 0; i < 4; i++)
-		assert_ptr_equal(registry_pick(&f->reg, "g", false, &fb, &full), &f->t[1]);
+		assert_ptr_equal(registry_pick(&f->reg, 0, "g", false, &fb, &full), &f->t[1]);
 	f->t[1].suspect = true;
-	assert_non_null(registry_pick(&f->reg, "g", false, &fb, &full));
+	assert_non_null(registry_pick(&f->reg, 0, "g", false, &fb, &full));
 	assert_false(full);
 	/* answered again: back in the rotation */
 	f->t[0].suspect = f->t[1].suspect = false;
-	assert_ptr_not_equal(registry_pick(&f->reg, "g", false, &fb, &full),
-			     registry_pick(&f->reg, "g", false, &fb, &full));
+	assert_ptr_not_equal(registry_pick(&f->reg, 0, "g", false, &fb, &full),
+			     registry_pick(&f->reg, 0, "g", false, &fb, &full));
 }
 
 /* The retry pick skips the clients already tried, all their tunnels, and
@@ -202,13 +203,13 @@ static void test_pick_other_skips_tried_clients(void **state)
 	registry_join(&f->reg, &f->t[3], "d", "", 3, 0, "d");
 	tried[0] = registry_find_client(&f->reg, "a");
 	for (int i = 0; i < 3; i++)
-		assert_ptr_equal(registry_pick_other(&f->reg, "g", tried, 1, &full), &f->t[2]);
+		assert_ptr_equal(registry_pick_other(&f->reg, 0, "g", tried, 1, &full), &f->t[2]);
 	tried[1] = registry_find_client(&f->reg, "b");
-	assert_null(registry_pick_other(&f->reg, "g", tried, 2, &full));
+	assert_null(registry_pick_other(&f->reg, 0, "g", tried, 2, &full));
 	assert_false(full);
 	/* a suspect untried tunnel is still tried: it is the last chance */
 	f->t[2].suspect = true;
-	assert_ptr_equal(registry_pick_other(&f->reg, "g", tried, 1, &full), &f->t[2]);
+	assert_ptr_equal(registry_pick_other(&f->reg, 0, "g", tried, 1, &full), &f->t[2]);
 	(void)fb;
 }
 
@@ -231,16 +232,16 @@ static void test_full_group_does_not_fall_back(void **state)
 	full_tunnel = &f->t[0];
 	/* one tunnel full: the other one of the same agent takes the stream */
 	for (int i = 0; i < 3; i++)
-		assert_ptr_equal(registry_pick(&f->reg, "g", true, &fb, &full), &f->t[1]);
+		assert_ptr_equal(registry_pick(&f->reg, 0, "g", true, &fb, &full), &f->t[1]);
 	/* both full: refused as busy, never sent to the default group */
 	registry_leave(&f->reg, &f->t[1]);
-	assert_null(registry_pick(&f->reg, "g", true, &fb, &full));
+	assert_null(registry_pick(&f->reg, 0, "g", true, &fb, &full));
 	assert_true(full);
 	assert_false(fb);
 	/* a draining group is not busy: it falls back */
 	full_tunnel = NULL;
 	f->t[0].draining = true;
-	assert_ptr_equal(registry_pick(&f->reg, "g", true, &fb, &full), &f->t[2]);
+	assert_ptr_equal(registry_pick(&f->reg, 0, "g", true, &fb, &full), &f->t[2]);
 	assert_true(fb);
 	assert_false(full);
 	f->reg.usable = NULL;
@@ -404,10 +405,11 @@ static void test_drained_client_skipped_and_remembered(void **state)
 	g = registry_find_group(&f->reg, "g");
 	assert_int_equal(registry_group_drained(g), 1);
 	for (i = 0; i < 4; i++)
-		assert_ptr_equal(registry_pick(&f->reg, "g", false, &fell_back, &full), &f->t[1]);
+		assert_ptr_equal(registry_pick(&f->reg, 0, "g", false, &fell_back, &full),
+				 &f->t[1]);
 	/* the only other client gone: nothing to pick, and it is not "full" */
 	registry_leave(&f->reg, &f->t[1]);
-	assert_null(registry_pick(&f->reg, "g", false, &fell_back, &full));
+	assert_null(registry_pick(&f->reg, 0, "g", false, &fell_back, &full));
 	assert_false(full);
 	/* the mark holds for the id across a reconnect */
 	registry_leave(&f->reg, &f->t[0]);
@@ -415,10 +417,10 @@ static void test_drained_client_skipped_and_remembered(void **state)
 	assert_int_equal(registry_set_drained(&f->reg, "a", true), 0);
 	registry_join(&f->reg, &f->t[2], "a", "g", 3, 0, "x");
 	assert_true(registry_find_client(&f->reg, "a")->drained);
-	assert_null(registry_pick(&f->reg, "g", false, &fell_back, &full));
+	assert_null(registry_pick(&f->reg, 0, "g", false, &fell_back, &full));
 	assert_int_equal(registry_set_drained(&f->reg, "a", false), 0);
 	assert_false(registry_find_client(&f->reg, "a")->drained);
-	assert_ptr_equal(registry_pick(&f->reg, "g", false, &fell_back, &full), &f->t[2]);
+	assert_ptr_equal(registry_pick(&f->reg, 0, "g", false, &fell_back, &full), &f->t[2]);
 	/* clearing a mark on a gone client works once, then the id is unknown */
 	assert_int_equal(registry_set_drained(&f->reg, "a", true), 0);
 	registry_leave(&f->reg, &f->t[2]);
@@ -427,6 +429,72 @@ static void test_drained_client_skipped_and_remembered(void **state)
 	/* a mark left at destroy is freed (ASan would see a leak) */
 	registry_join(&f->reg, &f->t[3], "c", "g", 4, 0, "x");
 	assert_int_equal(registry_set_drained(&f->reg, "c", true), 0);
+}
+
+/* The round-robin decides the agent; among its tunnels one of the caller's
+ * worker is taken, never a suspect one instead of a sound one. Each agent
+ * keeps the share its tunnels weigh. */
+static void test_pick_prefers_own_worker(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_client *tried[1];
+	int seen[5] = { 0 };
+	bool fb, full;
+
+	f->t[0].worker = 0; /* a */
+	f->t[1].worker = 1;
+	f->t[2].worker = 0; /* b */
+	f->t[3].worker = 1;
+	f->t[4].worker = 0; /* c: one tunnel */
+	registry_join(&f->reg, &f->t[0], "a", "g", 1, 0, "a");
+	registry_join(&f->reg, &f->t[1], "a", "g", 1, 1, "a");
+	registry_join(&f->reg, &f->t[2], "b", "g", 2, 0, "b");
+	registry_join(&f->reg, &f->t[3], "b", "g", 2, 1, "b");
+	registry_join(&f->reg, &f->t[4], "c", "g", 3, 0, "c");
+	for (int i = 0; i < 10; i++)
+		seen[registry_pick(&f->reg, 1, "g", false, &fb, &full) - f->t]++;
+	/* worker 1's tunnels of a and b, c's only one; shares 2:2:1 */
+	assert_int_equal(seen[0], 0);
+	assert_int_equal(seen[1], 4);
+	assert_int_equal(seen[2], 0);
+	assert_int_equal(seen[3], 4);
+	assert_int_equal(seen[4], 2);
+	memset(seen, 0, sizeof(seen));
+	for (int i = 0; i < 10; i++)
+		seen[registry_pick(&f->reg, 0, "g", false, &fb, &full) - f->t]++;
+	assert_int_equal(seen[0], 4);
+	assert_int_equal(seen[2], 4);
+	assert_int_equal(seen[4], 2);
+	/* a's tunnel on worker 1 drains: worker 1 gets a's other one (a's
+	 * share is then one tunnel's, as without workers) */
+	f->t[1].draining = true;
+	memset(seen, 0, sizeof(seen));
+	for (int i = 0; i < 10; i++)
+		seen[registry_pick(&f->reg, 1, "g", false, &fb, &full) - f->t]++;
+	assert_true(seen[0] > 0);
+	assert_int_equal(seen[1], 0);
+	/* b's tunnel on worker 1 is suspect: never taken for the sound one */
+	f->t[1].draining = false;
+	f->t[3].suspect = true;
+	memset(seen, 0, sizeof(seen));
+	for (int i = 0; i < 10; i++)
+		seen[registry_pick(&f->reg, 1, "g", false, &fb, &full) - f->t]++;
+	assert_int_equal(seen[3], 0);
+	assert_true(seen[2] > 0);
+	/* every tunnel suspect: tried anyway, the caller's preferred */
+	for (int i = 0; i < 5; i++)
+		f->t[i].suspect = true;
+	for (int i = 0; i < 4; i++)
+		assert_int_not_equal(registry_pick(&f->reg, 1, "g", false, &fb, &full), &f->t[0]);
+	for (int i = 0; i < 5; i++)
+		f->t[i].suspect = false;
+	/* a retry skips the failed client's tunnels whatever their worker */
+	tried[0] = f->t[1].client;
+	for (int i = 0; i < 6; i++) {
+		struct reg_tunnel *t = registry_pick_other(&f->reg, 1, "g", tried, 1, &full);
+
+		assert_true(t == &f->t[3] || t == &f->t[4]);
+	}
 }
 
 int main(void)
@@ -443,6 +511,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pick_other_skips_tried_clients, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_pick_prefers_own_worker, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_same_replica_replaces_stale_tunnel, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_single_tunnel_swap_keeps_client, setup,

@@ -38,6 +38,8 @@ struct config_list {
 #define CONFIG_GATEWAYS_MAX 16
 /* [client] workers: threads asked for (the agent runs at most one per link) */
 #define CONFIG_CLIENT_WORKERS_MAX 1024
+/* [gateway] workers: threads (each with its ring and listeners) */
+#define CONFIG_GATEWAY_WORKERS_MAX 256
 
 /* A list of addresses, in the order given; no two are the same host
  * (compared without case) and port. */
@@ -142,6 +144,7 @@ struct config {
 		uint32_t shutdown_timeout_ms;
 		uint32_t max_connections;                   /* 0: derived from RLIMIT_NOFILE */
 		uint32_t max_handshakes;                    /* per side: tunnel port, proxy ports */
+		uint32_t workers;                           /* 0: one per online CPU (gateway.c) */
 		uint32_t max_tunnel_handshakes_per_address; /* tunnel port, per source */
 		uint32_t max_connections_per_group;         /* limits: 0 = none */
 		uint32_t max_streams_per_tunnel;

@@ -54,6 +54,9 @@ struct reg_tunnel {
 	 * opaque to the registry, which only compares it for equality */
 	uint32_t credential;
 	void *owner;
+	/* the worker thread whose ring runs the tunnel (set by the owner
+	 * before registry_join(); a pick prefers the caller's: see below) */
+	uint16_t worker;
 };
 
 struct reg_group;
@@ -128,18 +131,26 @@ bool registry_leave(struct registry *reg, struct reg_tunnel *t);
  * clients (apctl drain), draining tunnels (GOAWAY) and full ones (as the
  * usable callback says). Suspect tunnels are skipped while another can
  * take the stream, and tried when every candidate is suspect.
+ * The round-robin decides the agent (client); among that agent's tunnels
+ * that can take the stream, one of worker `worker` (the caller's thread)
+ * is taken before the one the cursor stands on, never a suspect one
+ * instead of a sound one: the stream then needs no handover between
+ * threads, and every agent's share of the group stays what its tunnels
+ * weigh.
  * A group without a serving agent falls back to the default group ("")
  * when may_fall_back says so (sets *fell_back); the caller decides (the
  * registry knows nothing of tenants or config). A group whose agents are
  * all full never does: it is there, just busy (sets *full). NULL when no
  * tunnel can take the stream.
  */
-struct reg_tunnel *registry_pick(struct registry *reg, const char *group_id, bool may_fall_back,
-				 bool *fell_back, bool *full);
+struct reg_tunnel *registry_pick(struct registry *reg, unsigned worker, const char *group_id,
+				 bool may_fall_back, bool *fell_back, bool *full);
 /* The same within group_id only (no fallback), never picking a tunnel of
- * the nskip clients in skip: the next agent after skip failed a request. */
-struct reg_tunnel *registry_pick_other(struct registry *reg, const char *group_id,
-				       struct reg_client *const *skip, unsigned nskip, bool *full);
+ * the nskip clients in skip: the next agent after skip failed a request
+ * (the caller's worker preferred likewise). */
+struct reg_tunnel *registry_pick_other(struct registry *reg, unsigned worker,
+				       const char *group_id, struct reg_client *const *skip,
+				       unsigned nskip, bool *full);
 
 struct reg_client *registry_find_client(struct registry *reg, const char *client_id);
 

@@ -99,10 +99,11 @@ struct relay {
 	bool shut_after_send : 1;  /* owner mode: close our side once out is sent */
 	bool close_after_send : 1; /* owner mode: finish once out is sent */
 	bool closing : 1;
-	struct buf out;         /* to the socket, queued */
-	struct buf sending;     /* to the socket, owned by the kernel until sent */
-	size_t out_stream_debt; /* stream bytes inside out, credit to return */
-	struct buf pending;     /* from the socket, waiting for stream room */
+	bool recv_cancelled : 1; /* relay_cancel_recv sent its cancel */
+	struct buf out;          /* to the socket, queued */
+	struct buf sending;      /* to the socket, owned by the kernel until sent */
+	size_t out_stream_debt;  /* stream bytes inside out, credit to return */
+	struct buf pending;      /* from the socket, waiting for stream room */
 	struct ring_op recv_op, send_op, close_op;
 	struct relay_tls *tls;   /* NULL: plain socket (relay_tls_start) */
 	uint64_t last_active_ms; /* last byte received or sent on the socket */
@@ -135,6 +136,10 @@ void relay_close_after_send(struct relay *r, const char *why);
 /* Switch to pump mode; the stream must be open. first/n: bytes the owner
  * already read from the socket that belong to the stream. */
 void relay_pump(struct relay *r, const uint8_t *first, size_t n);
+/* Owner mode, not reading: cancel the receive in flight (the connection
+ * moves to another thread's ring once r->inflight is 0). Data it received
+ * first is still delivered. */
+void relay_cancel_recv(struct relay *r);
 /* Abort: reset the stream (if linked), close the socket. */
 void relay_close(struct relay *r, const char *why);
 

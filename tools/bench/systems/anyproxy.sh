@@ -6,7 +6,8 @@
 # ANYPROXY_REPLICAS (default 1) and ANYPROXY_AGENT_WORKERS (default 0: one
 # per CPU, never more than the tunnels) set the agent's [client] replicas
 # and workers: ANYPROXY_REPLICAS=2 ANYPROXY_AGENT_WORKERS=2 runs two agent
-# threads.
+# threads. ANYPROXY_GATEWAY_WORKERS (default 0: one per CPU) sets the
+# gateway's [gateway] workers.
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 top="$(cd "$here/../../.." && pwd)"
 bench_lib="${BENCH_LIB:-$top/../shared/bench/systems/lib.sh}"
@@ -15,6 +16,7 @@ verb=${1:-}; scratch=${2:-}; variant=${3:-socks5}
 [ -n "$scratch" ] || die "usage: $0 start|stop SCRATCH [socks5|http]"
 build="${ANYPROXY_BUILD:-$top/build/gcc}"
 replicas="${ANYPROXY_REPLICAS:-1}"; agent_workers="${ANYPROXY_AGENT_WORKERS:-0}"
+gateway_workers="${ANYPROXY_GATEWAY_WORKERS:-0}"
 tport=$((BENCH_PORT_BASE + 151)); sport=$((BENCH_PORT_BASE + 152)); hport=$((BENCH_PORT_BASE + 153))
 case "$verb" in
 start)
@@ -28,6 +30,7 @@ tls_cert = $scratch/certs/server.crt
 tls_key = $scratch/certs/server.key
 auth_username = bench
 auth_password = bench-tunnel-secret
+workers = $gateway_workers
 [proxy.socks5]
 listen_addr = 127.0.0.1:$sport
 [proxy.http]
