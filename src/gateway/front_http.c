@@ -171,7 +171,7 @@ static bool park_stream(struct user_conn *uc)
 	char key[ORIGIN_POOL_KEY_MAX];
 	size_t len;
 
-	if (!s->origin || !uc->relay.stream.tunnel || !origin_pool_enabled(uc->gw) ||
+	if (!s->origin || !uc->relay.stream.tunnel || !origin_pool_enabled(proxy_gateway_of(uc)) ||
 	    !proxy_stream_reusable(uc, s->origin->id.group))
 		return false;
 	len = origin_key(s->origin, key, sizeof(key));
@@ -811,8 +811,9 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 		/* keep-alive upstream when this user connection may carry
 		 * another request, and with the origin pool even when it
 		 * closes after this one */
-		s->upstream_keep_alive = (s->client_keep_alive || origin_pool_enabled(uc->gw)) &&
-					 save_origin(s, &id, &target) == 0;
+		s->upstream_keep_alive =
+			(s->client_keep_alive || origin_pool_enabled(proxy_gateway_of(uc))) &&
+			save_origin(s, &id, &target) == 0;
 		s->retryable = s->req_body.kind == HTTP_BODY_NONE && method_idempotent(head);
 		s->resp_started = false;
 		s->resp_extra = false;

@@ -219,7 +219,7 @@ static void udp_end(struct s5_udp *u, const char *why)
 static void udp_idle_fire(struct ring *r, struct timer *t)
 {
 	struct s5_udp *u = container_of(t, struct s5_udp, idle);
-	uint32_t idle_ms = u->uc->gw->cfg->gateway.udp_idle_timeout_ms;
+	uint32_t idle_ms = u->uc->w->gw->cfg->gateway.udp_idle_timeout_ms;
 	uint64_t quiet = now_ms() - u->last_active_ms;
 
 	if (quiet < idle_ms) {
@@ -275,7 +275,7 @@ static void udp_from_client(struct udp_socket *us, const struct sockaddr *from, 
 	target.domain = h.domain;
 	target.port = h.port;
 	u->last_active_ms = now_ms();
-	gw_assoc_send(u->uc->gw, &u->assoc, &target, p + hl, n - (size_t)hl);
+	gw_assoc_send(u->uc->w->gw, &u->assoc, &target, p + hl, n - (size_t)hl);
 }
 
 static void udp_closed(struct udp_socket *us)
@@ -384,7 +384,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 			 LF_S("group", s->id.group), LF_S("proxy", "socks5"),
 			 LF_S("command", "UDP ASSOCIATE"));
 		/* the association lives on a datagram tunnel's worker */
-		w = gw_assoc_worker(uc->gw, uc->w->index, &s->id);
+		w = gw_assoc_worker(uc->w->gw, uc->w->index, &s->id);
 		if (w >= 0 && (unsigned)w != uc->w->index) {
 			s->udp_moved = true;
 			s->udp_port = rq->port;
@@ -415,8 +415,8 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "no UDP relay socket");
 		return;
 	}
-	reason = gw_assoc_open(uc->gw, uc->w->index, &u->assoc, &s->id, "socks5", &s5_assoc_ops, u,
-			       why, sizeof(why));
+	reason = gw_assoc_open(uc->w->gw, uc->w->index, &u->assoc, &s->id, "socks5", &s5_assoc_ops,
+			       u, why, sizeof(why));
 	if (reason) {
 		close(fd);
 		free(u);
@@ -434,7 +434,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 	u->uc = uc;
 	u->last_active_ms = now_ms();
 	timer_init(&u->idle, udp_idle_fire);
-	timer_arm(&uc->w->ring, &u->idle, uc->gw->cfg->gateway.udp_idle_timeout_ms);
+	timer_arm(&uc->w->ring, &u->idle, uc->w->gw->cfg->gateway.udp_idle_timeout_ms);
 	s->udp = u;
 	set_state(uc, s, S5_UDP);
 	relay_write(&uc->relay, msg,

@@ -28,7 +28,7 @@
  * Counted from proxy_accept; handshake_end counts it once. */
 static void user_handshake_over(struct user_conn *uc)
 {
-	handshake_end(uc->w, &uc->gw->user_budget, &uc->in_handshake);
+	handshake_end(uc->w, &uc->w->gw->user_budget, &uc->in_handshake);
 }
 
 void proxy_handshake_over(struct user_conn *uc)
@@ -51,7 +51,7 @@ static void count_open_result(struct user_conn *uc, uint8_t reason);
 static void user_closed(struct relay *r, const char *why)
 {
 	struct user_conn *uc = container_of(r, struct user_conn, relay);
-	struct gateway *gw = uc->gw;
+	struct gateway *gw = uc->w->gw;
 	struct gw_worker *w = uc->w;
 
 	timer_disarm(&w->ring, &uc->deadline);
@@ -82,7 +82,7 @@ static void handover_try(struct user_conn *uc);
 static void deadline_fire(struct ring *r, struct timer *t)
 {
 	struct user_conn *uc = container_of(t, struct user_conn, deadline);
-	uint32_t idle_ms = uc->gw->cfg->gateway.idle_timeout_ms;
+	uint32_t idle_ms = uc->w->gw->cfg->gateway.idle_timeout_ms;
 
 	if (uc->moving) {
 		handover_try(uc);
@@ -124,12 +124,12 @@ void proxy_deadline(struct user_conn *uc, uint32_t ms, const char *phase)
 
 void proxy_await_request(struct user_conn *uc)
 {
-	proxy_deadline(uc, uc->gw->cfg->gateway.handshake_timeout_ms, "handshake");
+	proxy_deadline(uc, uc->w->gw->cfg->gateway.handshake_timeout_ms, "handshake");
 }
 
 void proxy_watch_idle(struct user_conn *uc)
 {
-	uint32_t idle_ms = uc->gw->cfg->gateway.idle_timeout_ms;
+	uint32_t idle_ms = uc->w->gw->cfg->gateway.idle_timeout_ms;
 
 	uc->idle_watch = idle_ms != 0;
 	uc->relay.last_active_ms = now_ms();
@@ -187,7 +187,6 @@ void proxy_accept(struct listener *l, int fd)
 	/* TCP_NODELAY comes from the listening socket (net_listen_tcp):
 	 * Nagle would hold a small write back until the previous one is
 	 * acknowledged */
-	uc->gw = gw;
 	uc->w = w;
 	uc->fe = fe;
 	uc->listener_cfg = l->proxy_cfg;
@@ -258,24 +257,24 @@ bool proxy_agent_usable(const struct gateway *gw, const struct reg_client *clien
 
 bool proxy_stream_reusable(const struct user_conn *uc, const char *group)
 {
-	return proxy_agent_usable(uc->gw, uc->client, uc->relay.stream.tunnel, group);
+	return proxy_agent_usable(uc->w->gw, uc->client, uc->relay.stream.tunnel, group);
 }
 
 void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client)
 {
-	gw_lock(uc->gw);
+	gw_lock(uc->w->gw);
 	uc->client = client;
 	snprintf(uc->client_id, sizeof(uc->client_id), "%s", client->id);
 	client->streams_active++;
 	uc->relay.stream.count_sent[0] = &client->bytes_out;
 	uc->relay.stream.count_received[0] = &client->bytes_in;
-	uc->group_stats = gw_stats_group(&uc->gw->stats, client->group->id);
+	uc->group_stats = gw_stats_group(&uc->w->gw->stats, client->group->id);
 	if (uc->group_stats) {
 		uc->group_stats->streams_active[uc->proxy]++;
 		uc->relay.stream.count_sent[1] = &uc->group_stats->bytes_out;
 		uc->relay.stream.count_received[1] = &uc->group_stats->bytes_in;
 	}
-	gw_unlock(uc->gw);
+	gw_unlock(uc->w->gw);
 }
 
 void proxy_release_idle(struct gw_worker *w, const struct reg_client *client,
@@ -305,9 +304,9 @@ void proxy_release_drained(struct gw_worker *w)
 
 		if (!uc->stream_idle || !uc->relay.stream.tunnel || !uc->client)
 			continue;
-		gw_lock(uc->gw);
+		gw_lock(uc->w->gw);
 		drained = uc->client->drained;
-		gw_unlock(uc->gw);
+		gw_unlock(uc->w->gw);
 		if (!drained)
 			continue;
 		uc->stream_idle = false;
@@ -343,7 +342,7 @@ static bool check_credentials(const struct user_conn *uc, const struct username_
 	int user_ok, pass_ok;
 
 	/* a group with its own section admits only its own password */
-	g = config_group_auth(uc->gw->cfg, id->group, id->group_len);
+	g = config_group_auth(uc->w->gw->cfg, id->group, id->group_len);
 	if (g) {
 		want_user = g->auth_username ? g->auth_username : l->auth_username;
 		want_password = g->auth_password;
@@ -363,9 +362,9 @@ bool proxy_credentials_refused(const struct user_conn *uc, const char *why)
 {
 	char peer[64];
 
-	gw_lock(uc->gw);
-	uc->gw->stats.proxy[uc->proxy].auth_failures++;
-	gw_unlock(uc->gw);
+	gw_lock(uc->w->gw);
+	uc->w->gw->stats.proxy[uc->proxy].auth_failures++;
+	gw_unlock(uc->w->gw);
 	net_format_peer(uc->relay.fd, peer, sizeof(peer));
 	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name), LF_S("reason", why),
 		 LF_S("remote_addr", peer));
@@ -396,9 +395,9 @@ bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t use
 		return proxy_credentials_refused(uc, why);
 	if (check_credentials(uc, id, password, password_len))
 		return true;
-	gw_lock(uc->gw);
-	uc->gw->stats.proxy[uc->proxy].auth_failures++;
-	gw_unlock(uc->gw);
+	gw_lock(uc->w->gw);
+	uc->w->gw->stats.proxy[uc->proxy].auth_failures++;
+	gw_unlock(uc->w->gw);
 	net_format_peer(uc->relay.fd, peer, sizeof(peer));
 	log_warn("Proxy authentication failed", LF_S("proxy", uc->fe->name), LF_S("user", id->full),
 		 LF_S("group", id->group), LF_S("reason", "wrong user name or password"),
@@ -426,13 +425,13 @@ static void user_open_result(struct stream *s, uint8_t reason, const char *messa
  * from the first OPEN to the answer too (retries included). */
 static void count_open_result(struct user_conn *uc, uint8_t reason)
 {
-	struct gw_stats *st = &uc->gw->stats;
+	struct gw_stats *st = &uc->w->gw->stats;
 
-	gw_lock(uc->gw);
+	gw_lock(uc->w->gw);
 	st->proxy[uc->proxy].opens[frame_open_result(reason)]++;
 	if (uc->open_started_us)
 		metrics_observe_us(&st->open_latency, now_us() - uc->open_started_us);
-	gw_unlock(uc->gw);
+	gw_unlock(uc->w->gw);
 	uc->open_started_us = 0;
 }
 
@@ -540,12 +539,12 @@ static void open_state_free(struct user_conn *uc)
 
 	if (!st)
 		return;
-	gw_lock(uc->gw);
+	gw_lock(uc->w->gw);
 	for (i = 0; i < st->ntried; i++)
 		registry_client_put(st->tried[i]);
 	if (st->moving_to)
 		registry_client_put(st->moving_to);
-	gw_unlock(uc->gw);
+	gw_unlock(uc->w->gw);
 	free(st->tried);
 	free(st);
 	uc->open = NULL;
@@ -631,14 +630,14 @@ static int open_send(struct user_conn *uc, struct reg_tunnel *rt)
 	GW_ADD(&uc->w->streams_total, 1);
 	uc->relay.stream.count_sent[0] = &uc->client->bytes_out;
 	uc->relay.stream.count_received[0] = &uc->client->bytes_in;
-	uc->group_stats = gw_stats_group(&uc->gw->stats, rt->client->group->id);
+	uc->group_stats = gw_stats_group(&uc->w->gw->stats, rt->client->group->id);
 	if (uc->group_stats) {
 		uc->group_stats->streams_active[uc->proxy]++;
 		uc->group_stats->streams_total[uc->proxy]++;
 		uc->relay.stream.count_sent[1] = &uc->group_stats->bytes_out;
 		uc->relay.stream.count_received[1] = &uc->group_stats->bytes_in;
 	}
-	proxy_deadline(uc, uc->gw->cfg->gateway.open_timeout_ms, "waiting for the agent");
+	proxy_deadline(uc, uc->w->gw->cfg->gateway.open_timeout_ms, "waiting for the agent");
 	return 0;
 }
 
@@ -648,7 +647,7 @@ static int open_send(struct user_conn *uc, struct reg_tunnel *rt)
 static void open_failed(struct user_conn *uc, uint8_t reason, const char *message)
 {
 	struct proxy_open_state *st = uc->open;
-	struct gateway *gw = uc->gw;
+	struct gateway *gw = uc->w->gw;
 	char failed[FRAME_MAX_ID_LEN + 1], msg[FRAME_MAX_TEXT_LEN + 1];
 	struct reg_tunnel *rt;
 	bool full;
@@ -721,12 +720,17 @@ static void open_timed_out(struct user_conn *uc)
 
 	log_warn("Agent did not answer the OPEN in time", LF_S("client_id", uc->client_id),
 		 LF_S("target", uc->open->shown),
-		 LF_U("open_timeout_ms", uc->gw->cfg->gateway.open_timeout_ms));
+		 LF_U("open_timeout_ms", uc->w->gw->cfg->gateway.open_timeout_ms));
 	if (t) {
 		tunnel_suspect(t, "OPEN not answered within open_timeout_ms");
 		stream_reset(&uc->relay.stream, FRAME_OPEN_TIMEOUT);
 	}
 	open_failed(uc, FRAME_OPEN_TIMEOUT, "the agent did not answer within open_timeout_ms");
+}
+
+struct gateway *proxy_gateway_of(const struct user_conn *uc)
+{
+	return uc->w->gw;
 }
 
 void proxy_log_fallback(struct gateway *gw, const char *group)
@@ -766,7 +770,7 @@ static void handover_start(struct user_conn *uc, unsigned worker);
 static bool open_where_parked(struct user_conn *uc, const struct username_identity *id,
 			      const struct stream_target *target, const char *shown)
 {
-	struct gateway *gw = uc->gw;
+	struct gateway *gw = uc->w->gw;
 	struct proxy_open_state *st;
 	unsigned i;
 
@@ -791,7 +795,7 @@ static bool open_where_parked(struct user_conn *uc, const struct username_identi
 void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		const struct stream_target *target)
 {
-	struct gateway *gw = uc->gw;
+	struct gateway *gw = uc->w->gw;
 	char shown[GRAMMAR_TARGET_MAX];
 	struct proxy_open_state *st;
 	struct reg_tunnel *rt;
@@ -898,12 +902,12 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 void proxy_count_reused(struct user_conn *uc)
 {
 	/* like proxy_open(): the request ends the user's handshake */
-	gw_lock(uc->gw);
+	gw_lock(uc->w->gw);
 	if (uc->in_handshake)
-		metrics_observe_us(&uc->gw->stats.proxy[uc->proxy].handshake,
+		metrics_observe_us(&uc->w->gw->stats.proxy[uc->proxy].handshake,
 				   now_us() - uc->accepted_us);
-	uc->gw->stats.proxy[uc->proxy].opens[frame_open_result(0)]++;
-	gw_unlock(uc->gw);
+	uc->w->gw->stats.proxy[uc->proxy].opens[frame_open_result(0)]++;
+	gw_unlock(uc->w->gw);
 	user_handshake_over(uc);
 }
 
@@ -915,16 +919,16 @@ void proxy_stream_done(struct user_conn *uc)
 	memset(uc->relay.stream.count_received, 0, sizeof(uc->relay.stream.count_received));
 	if (!uc->group_stats && !uc->client)
 		return;
-	gw_lock(uc->gw);
+	gw_lock(uc->w->gw);
 	if (uc->group_stats)
-		gw_stats_stream_done(uc->gw, uc->group_stats, uc->proxy);
+		gw_stats_stream_done(uc->w->gw, uc->group_stats, uc->proxy);
 	uc->group_stats = NULL;
 	if (uc->client) {
 		uc->client->streams_active--;
 		registry_client_put(uc->client);
 		uc->client = NULL;
 	}
-	gw_unlock(uc->gw);
+	gw_unlock(uc->w->gw);
 }
 
 void proxy_start_pump(struct user_conn *uc, const uint8_t *first, size_t n)
@@ -958,7 +962,7 @@ static void handover_try(struct user_conn *uc)
 {
 	struct relay *r = &uc->relay;
 	struct gw_worker *w = uc->w, *to;
-	struct gateway *gw = uc->gw;
+	struct gateway *gw = uc->w->gw;
 
 	if (r->closing)
 		return;
@@ -1025,7 +1029,7 @@ static struct reg_tunnel *agent_tunnel_on(struct gateway *gw, struct reg_client 
  * picks again, preferring this worker's tunnels. */
 static void open_resume(struct user_conn *uc)
 {
-	struct gateway *gw = uc->gw;
+	struct gateway *gw = uc->w->gw;
 	struct proxy_open_state *st = uc->open;
 	struct reg_tunnel *rt = NULL;
 	bool full = false;

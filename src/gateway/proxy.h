@@ -80,8 +80,9 @@ struct proxy_frontend {
 
 struct user_conn {
 	struct relay relay;
-	struct gateway *gw;
-	struct gw_worker *w; /* the worker it runs on (proxy_accept, or a handover) */
+	/* the worker it runs on (proxy_accept, or a handover); the gateway is
+	 * w->gw (no pointer of its own: one per open connection) */
+	struct gw_worker *w;
 	const struct proxy_frontend *fe;
 	const struct config_listener *listener_cfg;
 	struct timer deadline; /* handshake, waiting for the agent, or idle watch */
@@ -114,6 +115,9 @@ struct user_conn {
 	 * is the tail, not NULL: only the DL_* macros touch these) */
 	struct user_conn *prev, *next;
 };
+
+/* The gateway uc belongs to (for files that do not see struct gw_worker). */
+struct gateway *proxy_gateway_of(const struct user_conn *uc);
 
 /* A request fell back from its group to the default group: count it and
  * log the spec's WARN. */

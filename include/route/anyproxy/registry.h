@@ -148,9 +148,8 @@ struct reg_tunnel *registry_pick(struct registry *reg, unsigned worker, const ch
 /* The same within group_id only (no fallback), never picking a tunnel of
  * the nskip clients in skip: the next agent after skip failed a request
  * (the caller's worker preferred likewise). */
-struct reg_tunnel *registry_pick_other(struct registry *reg, unsigned worker,
-				       const char *group_id, struct reg_client *const *skip,
-				       unsigned nskip, bool *full);
+struct reg_tunnel *registry_pick_other(struct registry *reg, unsigned worker, const char *group_id,
+				       struct reg_client *const *skip, unsigned nskip, bool *full);
 
 struct reg_client *registry_find_client(struct registry *reg, const char *client_id);
 
