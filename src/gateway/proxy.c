@@ -1053,6 +1053,19 @@ static void open_resume(struct user_conn *uc)
 	if (!rt && !GW_READ(&gw->stopping))
 		rt = registry_pick_other(&gw->registry, uc->w->index, st->group, st->tried,
 					 st->ntried, &full);
+	/* the group's count may have grown while the request moved: the limit
+	 * proxy_open checked holds here too */
+	if (rt && proxy_group_full(gw, rt->client->group, st->id.full)) {
+		char msg[160];
+
+		snprintf(msg, sizeof(msg), "connection limit of group '%s' reached",
+			 rt->client->group->id);
+		gw_unlock(gw);
+		log_request_failed(uc, st->id.full, st->id.group, st->shown, FRAME_OPEN_LIMIT, msg);
+		open_state_free(uc);
+		open_result(uc, FRAME_OPEN_LIMIT, msg);
+		return;
+	}
 	if (rt) {
 		ret = open_send(uc, rt);
 		gw_unlock(gw);
