@@ -150,10 +150,13 @@ def test_slowloris_socks5_and_http(env):
                 "%s slowloris closed after %.2f s; handshake_timeout_ms is %d ms (limit %.1f s)"
                 % (key, secs, h.HANDSHAKE_TIMEOUT_MS, limit))
         h.check(sent >= 5, "%s: the drip did not run (%d bytes)" % (key, sent))
-    lines = [l for l in gwp.find("User connection timed out", since=mark)
-             if l.get("phase") == "handshake"]
-    h.check(len(lines) >= 2, "the gateway should log 'User connection timed out phase=handshake' "
-            "for both: %r" % lines)
+    # each worker writes its log lines at the end of its loop iteration,
+    # which may come just after the client saw its connection close
+    def timed_out():
+        return [l for l in gwp.find("User connection timed out", since=mark)
+                if l.get("phase") == "handshake"]
+    h.wait_until(lambda: len(timed_out()) >= 2, 5,
+                 "the gateway to log 'User connection timed out phase=handshake' for both")
 
 
 CONNECT_TIMEOUT_MS = 2000
@@ -293,6 +296,10 @@ def test_idle_timeout_not_a_read_deadline(env):
                     "is %d" % (how, secs, IDLE_MS))
         h.check(len(got) >= 10, "the receive-only user got %d ticks in 4.5 s" % len(got))
         h.check(sum(sink_got) >= 10, "the send-only target got %d bytes" % sum(sink_got))
+        # a worker writes its lines at the end of its loop iteration, which
+        # may come just after the client saw the close
+        h.wait_until(lambda: len(gwp.find("User connection idle, closing", since=mark)) >= 2,
+                     5, "the gateway to log both quiet connections as idle")
         idle_lines = gwp.find("User connection idle, closing", since=mark)
         h.check(len(idle_lines) == 2, "exactly the 2 quiet connections should be closed as idle "
                 "so far: %r" % idle_lines)
