@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -101,15 +100,6 @@ void agent_worker_maybe_exit(struct agent_worker *w)
 		ring_stop(&w->ring);
 }
 
-static void worker_wake(struct agent_worker *w)
-{
-	uint64_t one = 1;
-
-	if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_error("Cannot wake a worker", LF_U("worker", w->index),
-			  LF_S("error", strerror(errno)));
-}
-
 void agent_ready(struct agent_worker *w)
 {
 	struct agent *a = w->agent;
@@ -117,7 +107,7 @@ void agent_ready(struct agent_worker *w)
 	if (!w->index)
 		notify_ready(&a->notify);
 	else if (!__atomic_exchange_n(&a->ready_requested, true, __ATOMIC_RELAXED))
-		worker_wake(&a->workers[0]); /* READY=1 is worker 0's to send */
+		wg_wake(&a->workers[0].wg); /* READY=1 is worker 0's to send */
 }
 
 static void link_finish(struct agent_link *l)
@@ -481,85 +471,30 @@ static void link_start(struct agent_link *l)
 		link_retry(l, "resolver busy");
 }
 
-/* ---- pauses and wake-ups between workers ---- */
-
-/*
- * Worker 0 pauses the others to replace what they share (agent_reload):
- * each one, woken through its eventfd, counts itself in and waits until
- * worker 0 resumes them. The mutex orders the swap before everything the
- * workers do next, and nothing old is freed before they are all paused.
- */
-static void worker_pause_point(struct agent_worker *w)
-{
-	struct agent *a = w->agent;
-
-	pthread_mutex_lock(&a->park_lock);
-	if (w->park_seen != a->park_gen) {
-		w->park_seen = a->park_gen;
-		a->parked++;
-		pthread_cond_broadcast(&a->park_cond);
-		while (a->park_released != w->park_seen)
-			pthread_cond_wait(&a->park_cond, &a->park_lock);
-	}
-	pthread_mutex_unlock(&a->park_lock);
-}
-
-/* Worker 0: return once every other worker is paused (or has ended). */
-static void agent_pause(struct agent *a)
-{
-	unsigned i;
-
-	pthread_mutex_lock(&a->park_lock);
-	a->park_gen++;
-	a->parked = 0;
-	pthread_mutex_unlock(&a->park_lock);
-	for (i = 1; i < a->nworkers; i++)
-		worker_wake(&a->workers[i]);
-	pthread_mutex_lock(&a->park_lock);
-	while (a->parked + a->exited < a->nworkers - 1)
-		pthread_cond_wait(&a->park_cond, &a->park_lock);
-	pthread_mutex_unlock(&a->park_lock);
-}
-
-static void agent_resume(struct agent *a)
-{
-	pthread_mutex_lock(&a->park_lock);
-	a->park_released = a->park_gen;
-	pthread_cond_broadcast(&a->park_cond);
-	pthread_mutex_unlock(&a->park_lock);
-}
+/* ---- wake-ups between workers ---- */
 
 static void worker_stop(struct agent_worker *w);
-static void worker_wake_arm(struct agent_worker *w);
 
-static void worker_woken(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+/*
+ * A wake-up on a worker's loop (workgroup.h). Workers 1..: a reload's
+ * pause (agent_reload swaps what they share while they wait, so none sees
+ * a half-made swap or freed rules), or a stop. Worker 0: READY=1 asked for
+ * by another worker.
+ */
+static void worker_woken(struct wg_member *m)
 {
-	struct agent_worker *w = container_of(op, struct agent_worker, wake_op);
+	struct agent_worker *w = container_of(m, struct agent_worker, wg);
 	struct agent *a = w->agent;
+	void *handed;
 
-	w->wake_armed = false;
-	if (res == -ECANCELED)
-		return;
 	if (w->index) {
-		worker_pause_point(w);
+		wg_pause_point(m, &handed);
 		if (__atomic_load_n(&a->stop_requested, __ATOMIC_ACQUIRE) && !w->stopping)
 			worker_stop(w);
 	} else if (__atomic_load_n(&a->ready_requested, __ATOMIC_RELAXED)) {
 		notify_ready(&a->notify); /* sent once; later calls do nothing */
 	}
-	worker_wake_arm(w);
 }
-
-static void worker_wake_arm(struct agent_worker *w)
-{
-	if (w->wake_armed)
-		return;
-	w->wake_op.cb = worker_woken;
-	ring_prep_read(&w->ring, &w->wake_op, w->wake_fd, &w->wake_value, sizeof(w->wake_value));
-	w->wake_armed = true;
-}
-
-/* ---- signals and shutdown ---- */
 
 static void shutdown_expired(struct ring *r, struct timer *t)
 {
@@ -622,11 +557,8 @@ static unsigned agent_streams(const struct agent *a)
 /* The other workers end their loops too (worker 0 stops, or its loop failed). */
 static void agent_stop_others(struct agent *a)
 {
-	unsigned i;
-
 	__atomic_store_n(&a->stop_requested, true, __ATOMIC_RELEASE);
-	for (i = 1; i < a->nworkers; i++)
-		worker_wake(&a->workers[i]);
+	wg_wake_others(&a->workgroup);
 }
 
 static void agent_stop(struct agent *a, int signo)
@@ -778,7 +710,7 @@ static void log_egress_proxy(const struct config *cfg, const char *msg)
 /* SIGHUP: credentials, certificates, host rules, deadlines and the log
  * change for what comes next; tunnels and streams go on untouched. The
  * other workers are paused while the running configuration and the rules
- * are swapped (agent_pause), and the old ones freed after they resume. */
+ * are swapped (wg_pause), and the old ones freed after they resume. */
 static void agent_reload(struct agent *a)
 {
 	struct agent_rules_set set;
@@ -802,11 +734,11 @@ static void agent_reload(struct agent *a)
 		config_free(&fresh);
 		return;
 	}
-	agent_pause(a);
+	wg_pause(&a->workgroup);
 	kept = config_reload(a->cfg, &fresh, restart, sizeof(restart));
 	swap_rules(a, &set);
 	log_ret = cli_apply_log(a->cfg);
-	agent_resume(a);
+	wg_resume(&a->workgroup, NULL);
 	if (kept)
 		log_warn("Some changes need a restart and were not applied", LF_S("keys", restart));
 	config_free(&fresh);
@@ -868,14 +800,10 @@ static int worker_setup(struct agent_worker *w)
 			  LF_S("error", strerror(errno)));
 		return ret < 0 ? ret : -ENOMEM;
 	}
-	w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (w->wake_fd < 0) {
-		ret = -errno;
-		log_error("Cannot create the worker's eventfd", LF_U("worker", w->index),
-			  LF_S("error", strerror(-ret)));
+	ret = wg_open_wake(&w->wg);
+	if (ret < 0)
 		return ret;
-	}
-	worker_wake_arm(w);
+	wg_arm(&w->wg, &w->ring, worker_woken);
 	return 0;
 }
 
@@ -890,8 +818,7 @@ static void worker_teardown(struct agent_worker *w)
 	if (w->ring_ready)
 		ring_exit(&w->ring);
 	w->ring_ready = false;
-	/* wake_fd stays open until agent_destroy: worker 0 may still write
-	 * to it (a late stop), and a closed number could be reused */
+	/* its eventfd stays open until wg_destroy (agent_destroy) */
 }
 
 static void worker_start_links(struct agent_worker *w)
@@ -905,24 +832,15 @@ static void worker_start_links(struct agent_worker *w)
 /* Workers 1..: set up, wait for the others, run the links, tear down. */
 static void *worker_main(void *arg)
 {
-	struct agent_worker *w = arg;
-	struct agent *a = w->agent;
-	int ret, start;
+	struct agent_worker *w = container_of(arg, struct agent_worker, wg);
+	int ret;
 
 	ret = cli_worker_loop_init(&w->ring, AGENT_RING_ENTRIES);
 	if (ret == 0) {
 		w->ring_ready = true;
 		ret = worker_setup(w);
 	}
-	pthread_mutex_lock(&a->park_lock);
-	w->init_error = ret;
-	a->initialised++;
-	pthread_cond_broadcast(&a->park_cond);
-	while (!a->start)
-		pthread_cond_wait(&a->park_cond, &a->park_lock);
-	start = a->start;
-	pthread_mutex_unlock(&a->park_lock);
-	if (start > 0) {
+	if (wg_ready(&w->wg, ret) > 0) {
 		worker_start_links(w);
 		ret = cli_loop_run(&w->ring);
 		if (ret < 0)
@@ -930,41 +848,8 @@ static void *worker_main(void *arg)
 				  LF_S("error", strerror(-ret)));
 	}
 	worker_teardown(w);
-	pthread_mutex_lock(&a->park_lock);
-	a->exited++;
-	pthread_cond_broadcast(&a->park_cond);
-	pthread_mutex_unlock(&a->park_lock);
+	wg_exited(&w->wg);
 	return NULL;
-}
-
-/* Start workers 1.. and wait for their set-up. 0, or -errno when one
- * failed (each started thread is told to end; agent_destroy joins). */
-static int start_workers(struct agent *a)
-{
-	int ret = 0;
-	unsigned i, started = 0;
-
-	for (i = 1; i < a->nworkers; i++) {
-		struct agent_worker *w = &a->workers[i];
-
-		ret = -pthread_create(&w->thread, NULL, worker_main, w);
-		if (ret < 0) {
-			log_error("Cannot start a worker thread", LF_U("worker", i),
-				  LF_S("error", strerror(-ret)));
-			break;
-		}
-		w->thread_started = true;
-		started++;
-	}
-	pthread_mutex_lock(&a->park_lock);
-	while (a->initialised < started)
-		pthread_cond_wait(&a->park_cond, &a->park_lock);
-	for (i = 1; i < a->nworkers && !ret; i++)
-		ret = a->workers[i].init_error;
-	a->start = ret < 0 ? -1 : 1;
-	pthread_cond_broadcast(&a->park_cond);
-	pthread_mutex_unlock(&a->park_lock);
-	return ret;
 }
 
 int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg)
@@ -978,18 +863,17 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	memset(a, 0, sizeof(*a));
 	a->cfg = cfg;
 	a->program = program;
-	pthread_mutex_init(&a->park_lock, NULL);
-	pthread_cond_init(&a->park_cond, NULL);
+	pthread_mutex_init(&a->wg_lock, NULL);
 	signal_owner = a;
 	/* the config bounds both: at most CONFIG_GATEWAYS_MAX * CONFIG_REPLICAS_MAX */
 	a->ngateways = (unsigned)cfg->client.gateway_addr.count;
 	a->nlinks = a->ngateways * cfg->client.replicas;
-	nworkers =
-		agent_workers_count(cfg->client.workers, sysconf(_SC_NPROCESSORS_ONLN), a->nlinks);
+	nworkers = wg_count(cfg->client.workers, sysconf(_SC_NPROCESSORS_ONLN), a->nlinks);
 	a->gateways = calloc(a->ngateways, sizeof(*a->gateways));
 	a->links = calloc(a->nlinks, sizeof(*a->links));
 	a->workers = calloc(nworkers, sizeof(*a->workers));
-	if (!a->gateways || !a->links || !a->workers)
+	if (!a->gateways || !a->links || !a->workers ||
+	    wg_init(&a->workgroup, &a->wg_lock, nworkers) < 0)
 		return -ENOMEM;
 	a->nworkers = nworkers; /* agent_destroy walks them from here on */
 	for (i = 0; i < a->nworkers; i++) {
@@ -997,7 +881,7 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 
 		w->agent = a;
 		w->index = i;
-		w->wake_fd = -1;
+		wg_set(&a->workgroup, i, &w->wg);
 		pthread_mutex_init(&w->stats_lock, NULL);
 	}
 	w0 = &a->workers[0];
@@ -1060,7 +944,7 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 			      link_server_name(&a->links[a->gateways[g].first_link])));
 	/* the other threads start their links once every worker is set up
 	 * (a failure may log tunnels_up, which reads every link) */
-	ret = start_workers(a);
+	ret = wg_start(&a->workgroup, worker_main);
 	if (ret < 0)
 		return ret;
 	worker_start_links(w0);
@@ -1084,18 +968,15 @@ void agent_destroy(struct agent *a)
 	unsigned i;
 
 	/* the other workers end once they have drained (agent_stop) */
-	for (i = 1; i < a->nworkers; i++)
-		if (a->workers[i].thread_started)
-			pthread_join(a->workers[i].thread, NULL);
-	if (a->workers && a->start > 0 && !a->run_failed)
+	wg_join(&a->workgroup);
+	if (a->workers && a->workgroup.start > 0 && !a->run_failed)
 		log_info("Agent stopped", LF_S("client_id", a->cfg->client.client_id));
 	metrics_server_destroy(&a->metrics);
 	notify_exit(&a->notify);
 	if (a->workers)
 		worker_teardown(&a->workers[0]);
+	wg_destroy(&a->workgroup);
 	for (i = 0; i < a->nworkers; i++) {
-		if (a->workers[i].wake_fd >= 0)
-			close(a->workers[i].wake_fd);
 		agent_stats_free(&a->workers[i].stats);
 		pthread_mutex_destroy(&a->workers[i].stats_lock);
 	}
@@ -1107,6 +988,5 @@ void agent_destroy(struct agent *a)
 
 		free_rules(&set);
 	}
-	pthread_mutex_destroy(&a->park_lock);
-	pthread_cond_destroy(&a->park_cond);
+	pthread_mutex_destroy(&a->wg_lock);
 }

@@ -42,6 +42,7 @@
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
 #include "anyproxy/udp.h"
+#include "anyproxy/workgroup.h"
 #include "anyproxy/workers.h"
 
 #define AGENT_MAX_GATEWAY_ADDRS 8
@@ -153,17 +154,11 @@ struct agent_worker {
 	struct ring ring;
 	struct bufring bufs;
 	struct resolver *resolver;
-	pthread_t thread; /* workers 1..: joined by agent_destroy */
-	bool thread_started;
+	/* its thread, start-up, pauses and wake-ups (reload pause, stop,
+	 * READY=1 for worker 0): in agent.workgroup */
+	struct wg_member wg;
 	bool ring_ready, bufs_ready;
-	int init_error; /* the thread's set-up: 0 or -errno (under agent.park_lock) */
-	/* woken by worker 0 (reload pause, stop): an eventfd read on the ring */
-	int wake_fd;
-	uint64_t wake_value;
-	struct ring_op wake_op;
-	bool wake_armed;
-	unsigned park_seen; /* the last pause this worker took part in */
-	bool stopping;      /* this worker drains its links */
+	bool stopping; /* this worker drains its links */
 	struct timer shutdown_timer;
 	/* counters read by worker 0 (AGENT_INC / AGENT_READ) */
 	unsigned ntargets; /* target connections alive (target.c) */
@@ -195,15 +190,10 @@ struct agent {
 	bool stop_requested;           /* atomic: the other workers drain too */
 	bool ready_requested;          /* atomic: a worker asked for READY=1 */
 	struct notify notify;          /* the service manager (systemd Type=notify) */
-	/* pauses (agent_reload) and the workers' set-up, under park_lock */
-	pthread_mutex_t park_lock;
-	pthread_cond_t park_cond;
-	unsigned park_gen;      /* pauses asked for */
-	unsigned park_released; /* pauses over */
-	unsigned parked;        /* workers paused in the current one */
-	unsigned exited;        /* workers whose loop has ended */
-	int start;              /* 0: wait; 1: run; -1: set-up failed, end */
-	unsigned initialised;   /* workers that finished their set-up */
+	/* the workers' start-up, pauses (agent_reload) and exits, under
+	 * wg_lock */
+	pthread_mutex_t wg_lock;
+	struct workgroup workgroup;
 };
 
 static inline void link_set_state(struct agent_link *l, enum link_state state)

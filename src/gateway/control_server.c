@@ -227,7 +227,7 @@ static int answer_set_drained(struct gateway *gw, struct table_writer *w, const 
 		/* every worker lets go of the agent's idle streams */
 		__atomic_fetch_add(&gw->release_gen, 1, __ATOMIC_RELAXED);
 		for (i = 0; i < gw->nworkers; i++)
-			gateway_wake(&gw->workers[i]);
+			wg_wake(&gw->workers[i].wg);
 	}
 	log_info(drain ? "Client drained: no new streams" : "Client undrained",
 		 LF_S("client_id", id), LF_S("group_id", c ? c->group->id : ""),

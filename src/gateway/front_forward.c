@@ -438,7 +438,7 @@ static bool udp_hand_over(struct gw_forward *fw, struct forward_udp_client *c,
 	fw->total++;
 	to = &gw->workers[w];
 	gw_lock(gw);
-	if (to->exited) {
+	if (to->wg.exited) {
 		gw_unlock(gw);
 		__atomic_fetch_sub(&fw->nclients, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_sub(&fw->active, 1, __ATOMIC_RELAXED);
@@ -450,7 +450,7 @@ static bool udp_hand_over(struct gw_forward *fw, struct forward_udp_client *c,
 	}
 	DL_APPEND(to->udp_inbox, r);
 	gw_unlock(gw);
-	gateway_wake(to);
+	wg_wake(&to->wg);
 	/* the placeholder: datagrams racing the switch open nothing */
 	c->remote = true;
 	c->fw = fw;

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <utlist.h>
@@ -293,13 +292,11 @@ static void worker_maybe_exit(struct gw_worker *w)
 	if (!GW_READ(&gw->stopping) || w->ntunnels || w->nusers || w->nremotes)
 		return;
 	gw_lock(gw);
-	if (w->inbox || w->udp_inbox || w->exited) {
+	if (w->inbox || w->udp_inbox || w->wg.exited) {
 		gw_unlock(gw);
 		return;
 	}
-	w->exited = true; /* nothing is handed to it from now on */
-	gw->nexited++;
-	pthread_cond_broadcast(&gw->park_cond);
+	wg_exited_locked(&w->wg); /* nothing is handed to it from now on */
 	gw_unlock(gw);
 	ring_stop(&w->ring);
 }
@@ -412,7 +409,7 @@ static void gw_on_evict(struct reg_tunnel *rt, uint16_t code, void *ctx)
 	gt->evict_queued = true;
 	gt->evict_next = gt->w->evictions;
 	gt->w->evictions = gt;
-	gateway_wake(gt->w);
+	wg_wake(&gt->w->wg);
 }
 
 /* On w's thread: tell its replaced tunnels (only w frees them). */
@@ -525,15 +522,6 @@ static void apply_limits(struct gateway *gw)
 
 /* ---- wake-ups, pauses and shutdown between workers ---- */
 
-void gateway_wake(struct gw_worker *w)
-{
-	uint64_t one = 1;
-
-	if (w->wake_fd >= 0 && write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_error("Cannot wake a worker", LF_U("worker", w->index),
-			  LF_S("error", strerror(errno)));
-}
-
 /* Tunnels alive on every worker (relaxed reads: for logs and status). */
 static unsigned gateway_tunnels(const struct gateway *gw)
 {
@@ -585,82 +573,23 @@ static void worker_stop(struct gw_worker *w)
 static void after_reload(struct gw_worker *w, const struct config *old);
 
 /*
- * Worker 0 pauses the others to replace what they share (gateway_reload):
- * each one, woken through its eventfd, counts itself in and waits until
- * worker 0 resumes them; then it applies the reload to its own tunnels and
- * listeners (after_reload) and counts itself out, after which worker 0
- * frees the old values. The mutex orders the swap before everything the
- * workers do next.
+ * A wake-up on a worker's loop (workgroup.h). Workers 1.. first take part
+ * in a reload's pause: worker 0 replaces what they share while they wait
+ * (gateway_reload), hands them the configuration from before, and they
+ * apply the reload to their own tunnels and listeners (after_reload)
+ * before it frees that. Then whatever other workers handed it.
  */
-static void worker_pause_point(struct gw_worker *w)
+static void worker_woken(struct wg_member *m)
 {
+	struct gw_worker *w = container_of(m, struct gw_worker, wg);
 	struct gateway *gw = w->gw;
-	const struct config *old = NULL;
-
-	gw_lock(gw);
-	if (w->park_seen != gw->park_gen) {
-		w->park_seen = gw->park_gen;
-		gw->parked++;
-		pthread_cond_broadcast(&gw->park_cond);
-		while (gw->park_released != w->park_seen)
-			pthread_cond_wait(&gw->park_cond, &gw->lock);
-		old = gw->reload_old;
-	}
-	gw_unlock(gw);
-	if (!old)
-		return;
-	after_reload(w, old);
-	gw_lock(gw);
-	gw->rechecked++;
-	pthread_cond_broadcast(&gw->park_cond);
-	gw_unlock(gw);
-}
-
-/* Worker 0: return once every other worker is paused (or has ended). */
-static void gateway_pause(struct gateway *gw)
-{
-	unsigned i;
-
-	gw_lock(gw);
-	gw->park_gen++;
-	gw->parked = 0;
-	gw->rechecked = 0;
-	gw_unlock(gw);
-	for (i = 1; i < gw->nworkers; i++)
-		gateway_wake(&gw->workers[i]);
-	gw_lock(gw);
-	while (gw->parked + gw->nexited < gw->nworkers - 1)
-		pthread_cond_wait(&gw->park_cond, &gw->lock);
-	gw_unlock(gw);
-}
-
-/* Worker 0: let the others go on, and return once they applied old's
- * reload (old may be freed then). */
-static void gateway_resume(struct gateway *gw, struct config *old)
-{
-	gw_lock(gw);
-	gw->reload_old = old;
-	gw->park_released = gw->park_gen;
-	pthread_cond_broadcast(&gw->park_cond);
-	while (gw->rechecked + gw->nexited < gw->parked)
-		pthread_cond_wait(&gw->park_cond, &gw->lock);
-	gw->reload_old = NULL;
-	gw_unlock(gw);
-}
-
-static void worker_wake_arm(struct gw_worker *w);
-
-static void worker_woken(struct ring *r, struct ring_op *op, int res, uint32_t flags)
-{
-	struct gw_worker *w = container_of(op, struct gw_worker, wake_op);
-	struct gateway *gw = w->gw;
+	void *old = NULL;
 	unsigned gen;
 
-	w->wake_armed = false;
-	if (res == -ECANCELED)
-		return;
-	if (w->index)
-		worker_pause_point(w);
+	if (w->index && wg_pause_point(m, &old) && old) {
+		after_reload(w, old);
+		wg_done(m);
+	}
 	take_evictions(w);
 	proxy_take_inbox(w);
 	forward_take_remotes(w);
@@ -672,22 +601,10 @@ static void worker_woken(struct ring *r, struct ring_op *op, int res, uint32_t f
 	}
 	if (GW_READ(&gw->stop_requested) && !w->stopping)
 		worker_stop(w);
-	worker_wake_arm(w);
-}
-
-static void worker_wake_arm(struct gw_worker *w)
-{
-	if (w->wake_armed)
-		return;
-	w->wake_op.cb = worker_woken;
-	ring_prep_read(&w->ring, &w->wake_op, w->wake_fd, &w->wake_value, sizeof(w->wake_value));
-	w->wake_armed = true;
 }
 
 static void gateway_stop(struct gateway *gw, int signo)
 {
-	unsigned i;
-
 	if (GW_READ(&gw->stopping))
 		return;
 	__atomic_store_n(&gw->stopping, true, __ATOMIC_RELAXED);
@@ -699,8 +616,7 @@ static void gateway_stop(struct gateway *gw, int signo)
 	metrics_server_close(&gw->metrics);
 	forward_stop_all(gw);
 	__atomic_store_n(&gw->stop_requested, true, __ATOMIC_RELAXED);
-	for (i = 1; i < gw->nworkers; i++)
-		gateway_wake(&gw->workers[i]);
+	wg_wake_others(&gw->workgroup);
 	worker_stop(gw_main(gw));
 }
 
@@ -832,7 +748,7 @@ static void gateway_reload(struct gateway *gw)
 			return;
 		}
 	}
-	gateway_pause(gw);
+	wg_pause(&gw->workgroup);
 	if (config_reload(gw->cfg, &fresh, restart, sizeof(restart)))
 		log_warn("Some changes need a restart and were not applied", LF_S("keys", restart));
 	tls_ctx_free(gw->tls); /* tunnels keep the old context until they close */
@@ -849,7 +765,7 @@ static void gateway_reload(struct gateway *gw)
 	apply_limits(gw);
 	/* fresh holds the values before the reload now */
 	after_reload(gw_main(gw), &fresh);
-	gateway_resume(gw, &fresh);
+	wg_resume(&gw->workgroup, &fresh);
 	config_free(&fresh);
 	log_info("Configuration reloaded", LF_U("tunnels", gateway_tunnels(gw)),
 		 LF_U("users", GW_READ(&gw->nusers)), LF_U("workers", gw->nworkers));
@@ -979,9 +895,8 @@ static void worker_close(struct gw_worker *w);
 
 static void *worker_main(void *arg)
 {
-	struct gw_worker *w = arg;
-	struct gateway *gw = w->gw;
-	int ret, start;
+	struct gw_worker *w = container_of(arg, struct gw_worker, wg);
+	int ret;
 
 	ret = cli_worker_loop_init(&w->ring, GATEWAY_RING_ENTRIES);
 	if (ret == 0) {
@@ -989,16 +904,8 @@ static void *worker_main(void *arg)
 		ret = worker_open(w);
 	}
 	if (ret == 0)
-		worker_wake_arm(w);
-	gw_lock(gw);
-	w->init_error = ret;
-	gw->initialised++;
-	pthread_cond_broadcast(&gw->park_cond);
-	while (!gw->start)
-		pthread_cond_wait(&gw->park_cond, &gw->lock);
-	start = gw->start;
-	gw_unlock(gw);
-	if (start > 0) {
+		wg_arm(&w->wg, &w->ring, worker_woken);
+	if (wg_ready(&w->wg, ret) > 0) {
 		worker_start(w);
 		handshake_sync(w);
 		ret = cli_loop_run(&w->ring);
@@ -1007,57 +914,8 @@ static void *worker_main(void *arg)
 				  LF_S("error", strerror(-ret)));
 	}
 	worker_close(w);
-	gw_lock(gw);
-	if (!w->exited) {
-		w->exited = true;
-		gw->nexited++;
-	}
-	pthread_cond_broadcast(&gw->park_cond);
-	gw_unlock(gw);
+	wg_exited(&w->wg);
 	return NULL;
-}
-
-/* Start workers 1.. and wait for their set-up. 0, or -errno when one
- * failed (each started thread is told to end; gateway_destroy joins). */
-static int start_workers(struct gateway *gw)
-{
-	unsigned i, started = 0;
-	int ret = 0;
-
-	for (i = 1; i < gw->nworkers; i++) {
-		struct gw_worker *w = &gw->workers[i];
-
-		ret = -pthread_create(&w->thread, NULL, worker_main, w);
-		if (ret < 0) {
-			log_error("Cannot start a worker thread", LF_U("worker", i),
-				  LF_S("error", strerror(-ret)));
-			break;
-		}
-		w->thread_started = true;
-		started++;
-	}
-	gw_lock(gw);
-	while (gw->initialised < started)
-		pthread_cond_wait(&gw->park_cond, &gw->lock);
-	for (i = 1; i < gw->nworkers && !ret; i++)
-		ret = gw->workers[i].init_error;
-	gw->start = ret < 0 ? -1 : 1;
-	pthread_cond_broadcast(&gw->park_cond);
-	gw_unlock(gw);
-	return ret;
-}
-
-/* [gateway] workers in force: the configured number, 0 meaning one per
- * online CPU (1 when unknown). */
-static unsigned workers_count(uint32_t configured)
-{
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-
-	if (configured)
-		return configured;
-	if (cpus < 1)
-		return 1;
-	return cpus > CONFIG_GATEWAY_WORKERS_MAX ? CONFIG_GATEWAY_WORKERS_MAX : (unsigned)cpus;
 }
 
 int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg)
@@ -1076,20 +934,21 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
 	pthread_mutex_init(&gw->lock, &attr);
 	pthread_mutexattr_destroy(&attr);
-	pthread_cond_init(&gw->park_cond, NULL);
 	gw->control_listener.fd = -1;
 	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel", .side = GW_SIDE_TUNNEL };
 	gw->user_budget = (struct handshake_budget){ .name = "proxy", .side = GW_SIDE_PROXY };
 	registry_init(&gw->registry, gw_on_evict, gw);
 	gw->registry.usable = gw_tunnel_usable;
-	n = workers_count(cfg->gateway.workers);
+	/* [gateway] workers; the config bounds it by CONFIG_GATEWAY_WORKERS_MAX */
+	n = wg_count(cfg->gateway.workers, sysconf(_SC_NPROCESSORS_ONLN),
+		     CONFIG_GATEWAY_WORKERS_MAX);
 	/* one malloc arena for every worker (their per-thread caches take the
 	 * small allocations): what a wave of handshakes freed on any worker
 	 * goes back to the system with malloc_trim (listener.c) */
 	if (n > 1)
 		mallopt(M_ARENA_MAX, 1);
 	gw->workers = calloc(n, sizeof(*gw->workers));
-	if (!gw->workers)
+	if (!gw->workers || wg_init(&gw->workgroup, &gw->lock, n) < 0)
 		return -ENOMEM;
 	gw->nworkers = n; /* gateway_destroy walks them from here on */
 	for (i = 0; i < n; i++) {
@@ -1101,18 +960,13 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		w->socks5_listener.fd = -1;
 		w->http_listener.fd = -1;
 		w->https_listener.fd = -1;
-		w->wake_fd = -1;
+		wg_set(&gw->workgroup, i, &w->wg);
 	}
+	/* every eventfd before any thread runs: workers wake each other */
 	for (i = 0; i < n; i++) {
-		struct gw_worker *w = &gw->workers[i];
-
-		w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (w->wake_fd < 0) {
-			ret = -errno;
-			log_error("Cannot create the worker's eventfd", LF_U("worker", i),
-				  LF_S("error", strerror(-ret)));
+		ret = wg_open_wake(&gw->workers[i].wg);
+		if (ret < 0)
 			return ret;
-		}
 	}
 	signal_owner = gw;
 	ret = cli_loop_init(&gw_main(gw)->ring, GATEWAY_RING_ENTRIES, on_signal);
@@ -1139,10 +993,10 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	/* the control socket has no budget: it is never paused */
 	gw->on_user_closed = worker_maybe_exit;
 	apply_limits(gw);
-	ret = start_workers(gw);
+	ret = wg_start(&gw->workgroup, worker_main);
 	if (ret < 0)
 		return ret;
-	worker_wake_arm(gw_main(gw));
+	wg_arm(&gw_main(gw)->wg, &gw_main(gw)->ring, worker_woken);
 	worker_start(gw_main(gw));
 	listener_start(&gw_main(gw)->ring, &gw->control_listener);
 	ret = metrics_server_open(&gw->metrics, &gw_main(gw)->ring, &cfg->metrics.listen_addr,
@@ -1190,22 +1044,13 @@ static void worker_close(struct gw_worker *w)
 
 void gateway_destroy(struct gateway *gw)
 {
-	unsigned i;
-
 	if (gw->workers) {
 		/* the others end too (worker 0 stopped, or its start failed) */
-		gw_lock(gw);
-		if (!gw->start)
-			gw->start = -1;
-		pthread_cond_broadcast(&gw->park_cond);
-		gw_unlock(gw);
+		wg_end(&gw->workgroup);
 		__atomic_store_n(&gw->stopping, true, __ATOMIC_RELAXED);
 		__atomic_store_n(&gw->stop_requested, true, __ATOMIC_RELAXED);
-		for (i = 1; i < gw->nworkers; i++)
-			gateway_wake(&gw->workers[i]);
-		for (i = 1; i < gw->nworkers; i++)
-			if (gw->workers[i].thread_started)
-				pthread_join(gw->workers[i].thread, NULL);
+		wg_wake_others(&gw->workgroup);
+		wg_join(&gw->workgroup);
 	}
 	if (gw->control_bound)
 		unlink(gw->cfg->control.socket);
@@ -1227,10 +1072,7 @@ void gateway_destroy(struct gateway *gw)
 	}
 	/* after the ring: no operation of theirs is left in the kernel */
 	forward_free_all(gw);
-	for (i = 0; i < gw->nworkers; i++)
-		if (gw->workers[i].wake_fd >= 0)
-			close(gw->workers[i].wake_fd);
+	wg_destroy(&gw->workgroup);
 	free(gw->workers);
-	pthread_cond_destroy(&gw->park_cond);
 	pthread_mutex_destroy(&gw->lock);
 }

@@ -22,6 +22,7 @@
 #include "anyproxy/registry.h"
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
+#include "anyproxy/workgroup.h"
 #include "stats.h"
 
 /* Connections the kernel completes and holds for a listener that is not
@@ -180,16 +181,11 @@ struct gw_worker {
 	struct timer trim_timer; /* malloc_trim after a wave (listener.c) */
 	uint64_t pause_acked[2]; /* the last pause of each side it counted in for */
 	bool stopping;           /* worker_stop ran on it */
-	/* the thread (workers 1..) and its wake-ups: an eventfd read armed
-	 * on its ring, written by other workers (gateway.c) */
-	pthread_t thread;
-	bool thread_started, ring_ready, bufs_ready;
-	int init_error;
-	int wake_fd;
-	uint64_t wake_value;
-	struct ring_op wake_op;
-	bool wake_armed;
-	unsigned park_seen;    /* the last pause it joined */
+	/* its thread, start-up, pauses and wake-ups (workgroup.h): in
+	 * gateway.workgroup, under gateway.lock; exited there means its loop
+	 * ended and nothing more is handed to it */
+	struct wg_member wg;
+	bool ring_ready, bufs_ready;
 	unsigned release_seen; /* the last gateway.release_gen it acted on */
 	/* under gateway.lock: users handed over to it, not yet taken (a
 	 * utlist DL list through user_conn prev/next), and how many are on
@@ -201,7 +197,6 @@ struct gw_worker {
 	 * serves (its own) */
 	struct forward_udp_remote *udp_inbox, *udp_remotes;
 	unsigned nremotes;
-	bool exited; /* its loop ended: nothing more is handed to it */
 	/* relaxed atomics, read by the metrics */
 	uint64_t streams_total; /* streams opened by this worker's users */
 	uint64_t handovers_in;  /* users handed over to this worker */
@@ -224,13 +219,10 @@ struct gateway {
 	 * every reg_client, the handshake budgets, the counters below, the
 	 * workers' inboxes; short critical sections, never across I/O */
 	pthread_mutex_t lock;
-	pthread_cond_t park_cond; /* pauses (reload) and start-up, with lock */
-	unsigned park_gen, park_released, parked, rechecked, initialised, nexited;
-	int start;                 /* workers 1..: 1 run, -1 end at once (lock) */
-	struct config *reload_old; /* during a reload's pause: the values before */
-	unsigned release_gen;      /* bumped by apctl drain: idle streams are checked */
-	bool stop_requested;       /* atomic: workers 1.. stop */
-	uint64_t handovers;        /* atomic: users moved between workers */
+	struct workgroup workgroup; /* start-up, pauses (reload), exits; with lock */
+	unsigned release_gen;       /* bumped by apctl drain: idle streams are checked */
+	bool stop_requested;        /* atomic: workers 1.. stop */
+	uint64_t handovers;         /* atomic: users moved between workers */
 	struct handshake_budget tunnel_budget, user_budget; /* under lock */
 	/* which workers hold parked origin streams of a key (origin_pool.c,
 	 * under lock): a request finds one parked on another worker */
@@ -283,9 +275,8 @@ static inline void gw_unlock(struct gateway *gw)
 #define GW_ADD(p, n) __atomic_fetch_add((p), (n), __ATOMIC_RELAXED)
 #define GW_READ(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 
-/* gateway.c: wake worker w (its eventfd): it looks at its inbox, its
- * evictions, pauses and stop requests. */
-void gateway_wake(struct gw_worker *w);
+/* wg_wake(&w->wg) (workgroup.h) makes worker w look at its inbox, its
+ * evictions, pauses and stop requests (gateway.c worker_woken). */
 /* proxy.c: take the users handed over to w (on w's thread). */
 void proxy_take_inbox(struct gw_worker *w);
 /* listener.c: pause or resume w's listeners to match the shared budgets

@@ -138,7 +138,7 @@ static void budget_logged(void)
 /* Workers whose loops still run (under gateway.lock). */
 static unsigned running_workers(const struct gateway *gw)
 {
-	return gw->nworkers - gw->nexited;
+	return gw->nworkers - gw->workgroup.exited;
 }
 
 /* Pause or resume w's listeners of side b to match b->paused. Under
@@ -220,7 +220,7 @@ static void wake_others(struct gw_worker *w)
 
 	for (i = 0; i < w->gw->nworkers; i++)
 		if (i != w->index)
-			gateway_wake(&w->gw->workers[i]);
+			wg_wake(&w->gw->workers[i].wg);
 }
 
 void handshake_sync(struct gw_worker *w)

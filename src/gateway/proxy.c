@@ -982,7 +982,7 @@ static void handover_try(struct user_conn *uc)
 	}
 	gw_lock(gw);
 	to = &gw->workers[uc->move_to];
-	if (to->exited || GW_READ(&gw->stopping)) {
+	if (to->wg.exited || GW_READ(&gw->stopping)) {
 		gw_unlock(gw);
 		uc->moving = false;
 		if (uc->move_front)
@@ -997,7 +997,7 @@ static void handover_try(struct user_conn *uc)
 	gw_unlock(gw);
 	/* uc is the other worker's from here on */
 	GW_ADD(&gw->handovers, 1);
-	gateway_wake(to);
+	wg_wake(&to->wg);
 	gw->on_user_closed(w);
 }
 

@@ -6,24 +6,25 @@
 #include <cmocka.h>
 
 #include "anyproxy/workers.h"
+#include "anyproxy/workgroup.h"
 
 static void test_count_default_is_cpus(void **state)
 {
-	assert_int_equal(agent_workers_count(0, 4, 16), 4);
-	assert_int_equal(agent_workers_count(0, 1, 16), 1);
+	assert_int_equal(wg_count(0, 4, 16), 4);
+	assert_int_equal(wg_count(0, 1, 16), 1);
 	/* sysconf failed: one worker, never zero */
-	assert_int_equal(agent_workers_count(0, -1, 16), 1);
-	assert_int_equal(agent_workers_count(0, 0, 16), 1);
+	assert_int_equal(wg_count(0, -1, 16), 1);
+	assert_int_equal(wg_count(0, 0, 16), 1);
 }
 
 static void test_count_bounded_by_links(void **state)
 {
-	assert_int_equal(agent_workers_count(8, 2, 4), 4);
-	assert_int_equal(agent_workers_count(0, 64, 3), 3);
-	assert_int_equal(agent_workers_count(2, 64, 4), 2);
-	assert_int_equal(agent_workers_count(5, 1, 1), 1);
+	assert_int_equal(wg_count(8, 2, 4), 4);
+	assert_int_equal(wg_count(0, 64, 3), 3);
+	assert_int_equal(wg_count(2, 64, 4), 2);
+	assert_int_equal(wg_count(5, 1, 1), 1);
 	/* no links at all cannot happen (the config needs a gateway); still 1 */
-	assert_int_equal(agent_workers_count(3, 2, 0), 1);
+	assert_int_equal(wg_count(3, 2, 0), 1);
 }
 
 static void test_links_round_robin(void **state)

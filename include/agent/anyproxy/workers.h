@@ -4,15 +4,12 @@
  *
  * [client] workers asks for a number of threads, 0 meaning one per online
  * CPU; a worker without a link would only idle, so the agent runs
- * min(workers, links). Link i belongs to worker i % workers: the replicas
+ * min(workers, links) (wg_count, workgroup.h). Link i belongs to worker i % workers: the replicas
  * of one gateway land on different workers.
  */
 #ifndef ANYPROXY_WORKERS_H
 #define ANYPROXY_WORKERS_H
 
-/* The number of workers to run: configured (0: online_cpus, itself taken
- * as 1 when unknown, i.e. not positive), at most nlinks, at least 1. */
-unsigned agent_workers_count(unsigned configured, long online_cpus, unsigned nlinks);
 /* The worker that owns link `link` of nworkers (nworkers >= 1). */
 unsigned agent_link_worker(unsigned link, unsigned nworkers);
 /* One worker's part of a bound for the whole agent: total / nworkers,
