@@ -146,17 +146,10 @@ static void end_stream(struct user_conn *uc)
  * (none of them can hold a line feed). Its length, 0 if it does not fit. */
 static size_t origin_key(const struct h_origin *o, char *out, size_t cap)
 {
-	const struct stream_target *t = &o->target;
-	bool name = t->addr_type == FRAME_ADDR_DOMAIN;
 	char shown[GRAMMAR_TARGET_MAX];
 	int n;
 
-	if (grammar_format_target(shown, sizeof(shown), t->addr_type,
-				  name ? (const void *)t->domain : t->addr,
-				  name                              ? strlen(t->domain)
-				  : t->addr_type == FRAME_ADDR_IPV4 ? 4
-								    : 16,
-				  t->port) < 0)
+	if (proxy_show_target(&o->target, shown) < 0)
 		return 0;
 	n = snprintf(out, cap, "%s\n%s\n%s", o->id.group, o->id.full, shown);
 	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
@@ -687,16 +680,9 @@ static void reuse_kept_stream(struct user_conn *uc, const struct username_identi
 {
 	struct h_session *s = uc->proto;
 	char shown[GRAMMAR_TARGET_MAX];
-	bool name = t->addr_type == FRAME_ADDR_DOMAIN;
 
 	if (log_enabled(LOG_INFO)) { /* the target is formatted for the log only */
-		if (grammar_format_target(shown, sizeof(shown), t->addr_type,
-					  name ? (const void *)t->domain : t->addr,
-					  name                              ? strlen(t->domain)
-					  : t->addr_type == FRAME_ADDR_IPV4 ? 4
-									    : 16,
-					  t->port) < 0)
-			snprintf(shown, sizeof(shown), "(invalid target):%u", t->port);
+		proxy_show_target(t, shown);
 		log_info("Gateway received request", LF_S("user", id->full),
 			 LF_S("group", id->group), LF_S("proxy", uc->fe->name),
 			 LF_S("target", shown), LF_S("client_id", uc->client_id),

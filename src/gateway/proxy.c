@@ -407,16 +407,16 @@ bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t use
 
 /* ---- routing ---- */
 
-/* The target for logs. Every target the front ends build fits (domains
- * are at most GRAMMAR_TARGET_DOMAIN_MAX bytes, C strings hold no NUL). */
-static void proxy_show_target(const struct stream_target *t, char shown[GRAMMAR_TARGET_MAX])
+int proxy_show_target(const struct stream_target *t, char shown[GRAMMAR_TARGET_MAX])
 {
 	bool name = t->addr_type == FRAME_ADDR_DOMAIN;
 	size_t len = name ? strlen(t->domain) : t->addr_type == FRAME_ADDR_IPV4 ? 4 : 16;
+	int ret = grammar_format_target(shown, GRAMMAR_TARGET_MAX, t->addr_type,
+					name ? (const void *)t->domain : t->addr, len, t->port);
 
-	if (grammar_format_target(shown, GRAMMAR_TARGET_MAX, t->addr_type,
-				  name ? (const void *)t->domain : t->addr, len, t->port) < 0)
+	if (ret < 0)
 		snprintf(shown, GRAMMAR_TARGET_MAX, "(invalid target):%u", t->port);
+	return ret;
 }
 
 static void user_open_result(struct stream *s, uint8_t reason, const char *message);

@@ -116,6 +116,12 @@ struct user_conn {
 	struct user_conn *prev, *next;
 };
 
+/* The target for logs, "host:port" (grammar_format_target). Every target
+ * the front ends build fits (domains are at most GRAMMAR_TARGET_DOMAIN_MAX
+ * bytes, C strings hold no NUL); one that does not shows as
+ * "(invalid target):PORT" and the call returns < 0. */
+int proxy_show_target(const struct stream_target *t, char shown[GRAMMAR_TARGET_MAX]);
+
 /* The gateway uc belongs to (for files that do not see struct gw_worker). */
 struct gateway *proxy_gateway_of(const struct user_conn *uc);
 
