@@ -15,9 +15,7 @@ tunnels round-robin, so a few streams reach both workers.
 - workers = 1 with replicas = 2 runs one worker, as before.
 """
 import os
-import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -34,34 +32,10 @@ WORKER_SERIES = "anyproxy_agent_worker_streams_total"
 
 # ---- helpers ---------------------------------------------------------------------------
 
-def scrape(port):
-    """The agent's metrics as {(name, labels): value}."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        how, _, data = h.read_until_closed(s, 10 + h.slack())
-    finally:
-        s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    h.check(b" 200 " in head.split(b"\r\n")[0], "metrics answer: %r" % head[:80])
-    out = {}
-    for line in body.decode().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$', line)
-        h.check(m is not None, "metrics line not understood: %r" % line)
-        labels = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', m.group(3) or "")))
-        out[(m.group(1), labels)] = float(m.group(4))
-    return out
-
 
 def per_worker(metrics):
     return [metrics.get((WORKER_SERIES, (("worker", str(i)),)), 0) for i in range(WORKERS)]
 
-
-def add_section(path, section, keys):
-    with open(path, "a") as f:
-        f.write("\n[%s]\n" % section + "".join("%s = %s\n" % kv for kv in keys.items()))
 
 
 def agent_config(env, metrics_port, workers, replicas, forbidden=None):
@@ -70,16 +44,9 @@ def agent_config(env, metrics_port, workers, replicas, forbidden=None):
         keys["forbidden_hosts"] = forbidden
     config = env.client_config("agent-" + AGENT, AGENT, GROUP, replicas, workers=workers,
                                **keys)
-    add_section(config, "metrics", {"listen_addr": "127.0.0.1:%d" % metrics_port})
+    h.add_section(config, "metrics", {"listen_addr": "127.0.0.1:%d" % metrics_port})
     return config
 
-
-def port_open(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def start(env, workers, replicas):
@@ -89,7 +56,8 @@ def start(env, workers, replicas):
     metrics_port = h.free_port()
     config = agent_config(env, metrics_port, workers, replicas)
     ag = env.agent(AGENT, GROUP, replicas, config=config)
-    h.wait_until(lambda: port_open(metrics_port), 5 + h.slack(), "the agent's metrics")
+    h.wait_until(lambda: h._port_open("127.0.0.1", metrics_port), 5 + h.slack(),
+                 "the agent's metrics")
     return gw, ag, echo, config, metrics_port
 
 
@@ -146,7 +114,7 @@ def test_two_workers_carry_reload_and_drain(env):
 
     # streams through both proxies, to an address and to a name (the
     # resolver pool of each worker)
-    before = per_worker(scrape(metrics_port))
+    before = per_worker(h.scrape_metrics(metrics_port))
     n = 0
     for how in ("socks5", "connect"):
         for host in ("127.0.0.1", "127.0.0.1", "localhost", "127.0.0.1"):
@@ -156,11 +124,11 @@ def test_two_workers_carry_reload_and_drain(env):
             finally:
                 s.close()
             n += 1
-    after = per_worker(scrape(metrics_port))
+    after = per_worker(h.scrape_metrics(metrics_port))
     moved = [a - b for a, b in zip(after, before)]
     h.check(sum(moved) == n, "workers took %r streams, want %d in all" % (moved, n))
     h.check(all(m > 0 for m in moved), "a worker carried no stream: %r" % moved)
-    m = scrape(metrics_port)
+    m = h.scrape_metrics(metrics_port)
     h.check(m.get(("anyproxy_agent_streams_total", ())) == n,
             "anyproxy_agent_streams_total %r, want %d" % (m.get(("anyproxy_agent_streams_total",
                                                                   ())), n))
@@ -187,7 +155,7 @@ def test_two_workers_carry_reload_and_drain(env):
         t.start()
     last = 0
     while any(t.is_alive() for t in threads):
-        total = sum(per_worker(scrape(metrics_port)))
+        total = sum(per_worker(h.scrape_metrics(metrics_port)))
         h.check(total >= last, "per-worker streams went back: %r after %r" % (total, last))
         last = total
         if hups < 3:
@@ -199,7 +167,7 @@ def test_two_workers_carry_reload_and_drain(env):
     h.check(not errors, "concurrent streams failed: %r" % errors)
     ag.wait_for_log("Configuration reloaded", 5 + h.slack(), since=hup_mark, count=hups)
     n += 4 * 6
-    m = scrape(metrics_port)
+    m = h.scrape_metrics(metrics_port)
     h.check(sum(per_worker(m)) == n and m.get(("anyproxy_agent_streams_total", ())) == n,
             "after the concurrent streams: per worker %r, total %r, want %d"
             % (per_worker(m), m.get(("anyproxy_agent_streams_total", ())), n))
@@ -211,12 +179,12 @@ def test_two_workers_carry_reload_and_drain(env):
     ag.wait_for_log("Configuration reloaded", 5 + h.slack(), since=mark)
     h.check(not ag.find("Some changes need a restart", since=mark),
             "the reload reported a restart-only change:\n%s" % ag.tail(5))
-    before = per_worker(scrape(metrics_port))
+    before = per_worker(h.scrape_metrics(metrics_port))
     for i in range(2 * REPLICAS):
         how = ("socks5", "connect")[i % 2]
         h.check(refused(gw, how, "127.0.0.1", echo.port),
                 "%s #%d to a forbidden target was not refused\n%s" % (how, i, ag.tail(4)))
-    after = per_worker(scrape(metrics_port))
+    after = per_worker(h.scrape_metrics(metrics_port))
     moved = [a - b for a, b in zip(after, before)]
     h.check(sum(moved) == 2 * REPLICAS and all(m > 0 for m in moved),
             "denied streams per worker %r: both workers must have refused some" % moved)
@@ -234,7 +202,7 @@ def test_two_workers_carry_reload_and_drain(env):
     # agent drains, and it exits 0 once they are closed
     socks = [open_stream(gw, ("socks5", "connect")[i % 2], "127.0.0.1", echo.port)
              for i in range(REPLICAS)]
-    h.check(per_worker(scrape(metrics_port)) != [0] * WORKERS, "no streams counted")
+    h.check(per_worker(h.scrape_metrics(metrics_port)) != [0] * WORKERS, "no streams counted")
     mark = ag.mark()
     ag.send_signal(signal.SIGTERM)
     ag.wait_for_log("Agent stopping", 5 + h.slack(), since=mark)
@@ -259,7 +227,7 @@ def test_one_worker(env):
             roundtrip(s, "%s #%d" % (how, i), seed=i + 1)
         finally:
             s.close()
-    m = scrape(metrics_port)
+    m = h.scrape_metrics(metrics_port)
     h.check(per_worker(m) == [4, 0], "per-worker streams %r, want [4, 0]" % per_worker(m))
     h.check((WORKER_SERIES, (("worker", "1"),)) not in m, "a series for a worker that is not")
 

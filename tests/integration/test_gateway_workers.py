@@ -22,7 +22,6 @@ it (g3's single tunnel lives on one worker: about half of its users move).
 - SIGTERM exits 0 with streams open on both workers.
 """
 import os
-import re
 import signal
 import socket
 import ssl
@@ -37,26 +36,6 @@ NEW_PASS = "proxy_pass_two"
 
 
 # ---- helpers ---------------------------------------------------------------------------
-
-def scrape(port):
-    """The gateway's metrics as {(name, labels): value}."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        _how, _, data = h.read_until_closed(s, 10 + h.slack())
-    finally:
-        s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    h.check(b" 200 " in head.split(b"\r\n")[0], "metrics answer: %r" % head[:80])
-    out = {}
-    for line in body.decode().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$', line)
-        h.check(m is not None, "metrics line not understood: %r" % line)
-        labels = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', m.group(3) or "")))
-        out[(m.group(1), labels)] = float(m.group(4))
-    return out
 
 
 def per_worker(metrics, series):
@@ -135,7 +114,7 @@ def test_two_workers_carry_hand_over_reload_drain(env):
             "'Gateway started workers=%d' not logged: %r" % (WORKERS, line))
     workers_of = [l.get("worker") for l in env.gwp.find("Tunnel registered")]
     h.note("tunnels by worker: %r" % workers_of)
-    before = scrape(env.metrics)
+    before = h.scrape_metrics(env.metrics)
 
     # streams of every group through every proxy, several at once
     open_socks = []
@@ -165,7 +144,7 @@ def test_two_workers_carry_hand_over_reload_drain(env):
         finally:
             c.close()
 
-    after = scrape(env.metrics)
+    after = h.scrape_metrics(env.metrics)
     streams = [a - b for a, b in zip(per_worker(after, "anyproxy_gateway_worker_streams_total"),
                                      per_worker(before,
                                                 "anyproxy_gateway_worker_streams_total"))]

@@ -221,17 +221,6 @@ def total(fams, family, series=None, **labels):
 
 # ---- the daemons ---------------------------------------------------------------------
 
-def add_section(path, section, keys):
-    with open(path, "a") as f:
-        f.write("\n[%s]\n" % section + "".join("%s = %s\n" % kv for kv in keys.items()))
-
-
-def port_open(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def setup(env):
@@ -240,28 +229,29 @@ def setup(env):
     http_port, socks_port = h.free_port(), h.free_port()
     config = env.gateway_config("gateway", **h.PROXY_GATEWAY)
     for section, port in (("proxy.http", http_port), ("proxy.socks5", socks_port)):
-        add_section(config, section, {"listen_addr": "127.0.0.1:%d" % port,
+        h.add_section(config, section, {"listen_addr": "127.0.0.1:%d" % port,
                                       "auth_username": h.PROXY_USER,
                                       "auth_password": h.PROXY_PASS})
-    add_section(config, "metrics", {"listen_addr": "127.0.0.1:%d" % env.gw_metrics})
+    h.add_section(config, "metrics", {"listen_addr": "127.0.0.1:%d" % env.gw_metrics})
     # a TCP port forward into the agent's group, to an echo server
     env.fw_echo = h.RawServer(h.echo_handler)
     env.servers.append(env.fw_echo)
     env.fw_port = h.free_port()
-    add_section(config, "forward.fw", {"listen_addr": "127.0.0.1:%d" % env.fw_port,
+    h.add_section(config, "forward.fw", {"listen_addr": "127.0.0.1:%d" % env.fw_port,
                                        "target": "127.0.0.1:%d" % env.fw_echo.port,
                                        "group": GROUP})
     env.gw = env.start("gateway", "gateway", config)
     env.gw.http_port, env.gw.socks_port = http_port, socks_port
     env.wait_gateway_ready(env.gw)
     for port in (http_port, socks_port, env.gw_metrics):
-        h.wait_until(lambda: port_open(port), 5 + h.slack(), "listener on %d" % port)
+        h.wait_until(lambda: h._port_open("127.0.0.1", port), 5 + h.slack(),
+                     "listener on %d" % port)
     config = env.client_config("agent-m", AGENT, GROUP, forbidden_hosts=FORBIDDEN,
                                **h.PROXY_CLIENT)
-    add_section(config, "metrics", {"listen_addr": "127.0.0.1:%d" % env.agent_metrics})
+    h.add_section(config, "metrics", {"listen_addr": "127.0.0.1:%d" % env.agent_metrics})
     env.agent_d = env.start("client", "agent-m", config)
     env.wait_listed(AGENT, tunnels=1, daemon=env.agent_d)
-    h.wait_until(lambda: port_open(env.agent_metrics), 5 + h.slack(),
+    h.wait_until(lambda: h._port_open("127.0.0.1", env.agent_metrics), 5 + h.slack(),
                  "the agent's metrics listener")
 
     def echo(c):

@@ -55,12 +55,14 @@ from .clients import (ERR_AUTH, ERR_BAD_HELLO, ERR_PROTOCOL, ERR_REPLACED, ERR_V
                       FRAME_PONG, FrameConn, Socks5Result, basic_auth, client_hello_bytes,
                       closed_state, curl, curl_sha256, error_code, frame, hello, http_connect,
                       parse_frames, proxy_stream, read_http_body, read_http_head,
-                      read_until_closed, recv_exact, socks5_open, socks5_target_bytes, str8,
+                      read_until_closed, recv_exact, scrape_metrics, socks5_open,
+                      socks5_target_bytes, str8,
                       tls_connect, tls_context)
 from .servers import (Blackhole, FakeServer, HttpTarget, HttpsTarget, RawServer, UdpServer,
                       echo_handler,
                       endless_stream, hash_until_eof, respond_after_eof, send_stream, ticker)
-from .processes import (ChildScript, Daemon, LogLine, TestEnv, apctl, end_child, parse_kv,
+from .processes import (ChildScript, Daemon, LogLine, TestEnv, add_section, apctl, end_child,
+                        parse_kv,
                         parse_table, proxy_agent, proxy_gateway, write_ini)
 from .measurements import (PeakWatch, baseline_fd_count, expect_streams, fd_count, local_addrs,
                            rss_kib, stream_delta, stream_totals)
@@ -90,14 +92,14 @@ __all__ = [
     "FRAME_GOAWAY", "FRAME_HELLO", "FRAME_HELLO_OK", "FRAME_PING", "FRAME_PONG", "FrameConn",
     "Socks5Result", "basic_auth", "client_hello_bytes", "closed_state", "curl", "curl_sha256",
     "error_code", "frame", "hello", "http_connect", "parse_frames", "proxy_stream",
-    "read_http_body", "read_http_head", "read_until_closed", "recv_exact", "socks5_open",
-    "socks5_target_bytes", "str8", "tls_connect", "tls_context",
+    "read_http_body", "read_http_head", "read_until_closed", "recv_exact", "scrape_metrics",
+    "socks5_open", "socks5_target_bytes", "str8", "tls_connect", "tls_context",
     # servers
     "Blackhole", "FakeServer", "HttpTarget", "HttpsTarget", "RawServer", "UdpServer",
     "echo_handler",
     "endless_stream", "hash_until_eof", "respond_after_eof", "send_stream", "ticker",
     # processes
-    "ChildScript", "Daemon", "LogLine", "TestEnv", "apctl", "end_child", "parse_kv",
+    "ChildScript", "Daemon", "LogLine", "TestEnv", "add_section", "apctl", "end_child", "parse_kv",
     "parse_table", "proxy_agent", "proxy_gateway", "write_ini",
     # measurements
     "PeakWatch", "baseline_fd_count", "expect_streams", "fd_count", "local_addrs", "rss_kib",

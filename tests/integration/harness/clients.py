@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 
-from .base import GW_PASS, GW_USER, PROXY_PASS, PROXY_USER, check, fail
+from .base import GW_PASS, GW_USER, PROXY_PASS, PROXY_USER, check, fail, slack
 
 
 # ---- tunnel frames (docs/protocol.md, include/tunnel/anyproxy/frame.h) -------------------
@@ -111,6 +111,28 @@ def read_until_closed(sock, timeout):
 
 
 # ---- raw proxy clients ---------------------------------------------------------
+
+def scrape_metrics(port):
+    """A daemon's metrics endpoint on 127.0.0.1:port as {(name, labels):
+    value}, labels a sorted tuple of (label, value)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        _how, _, data = read_until_closed(s, 10 + slack())
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    check(b" 200 " in head.split(b"\r\n")[0], "metrics answer: %r" % head[:80])
+    out = {}
+    for line in body.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$', line)
+        check(m is not None, "metrics line not understood: %r" % line)
+        labels = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', m.group(3) or "")))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
 
 def recv_exact(sock, n):
     data = b""

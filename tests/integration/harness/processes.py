@@ -27,6 +27,12 @@ from .servers import FakeServer
 
 # ---- config files --------------------------------------------------------------
 
+def add_section(path, section, keys):
+    """Append [section] with keys to the INI file at path."""
+    with open(path, "a") as f:
+        f.write("\n[%s]\n" % section + "".join("%s = %s\n" % kv for kv in keys.items()))
+
+
 def write_ini(path, sections):
     """sections: {section: {key: value}}; None values are left out."""
     lines = []
