@@ -155,6 +155,70 @@ def test_denying_agent_is_retried_on_the_other(env):
             "retry line: %r" % last)
 
 
+SVC = "svc.test"  # resolved by each agent's own hosts_file, never by DNS
+
+
+def hosts_file(env, name, address):
+    path = os.path.join(env.dir, name + ".hosts")
+    with open(path, "w") as f:
+        f.write("# test hosts file (never /etc/hosts)\n%s %s\n" % (address, SVC))
+    return path
+
+
+def retries_metric(gw):
+    m = h.scrape_metrics(gw.metrics_port)
+    return m.get(("anyproxy_gateway_open_retries_total", ()), 0)
+
+
+def test_agent_whose_network_refuses_is_retried_on_the_other(env):
+    """Two agents of one group resolve the same name differently (each its
+    own hosts_file): for "dark" svc.test is 127.0.0.3, where nothing
+    listens, so its connect is refused by its network, not by its host
+    rules; for "ok" it is the target's 127.0.0.1. Every request succeeds
+    through "ok"; each one "dark" refused is retried once, logged with
+    reason REFUSED and counted in anyproxy_gateway_open_retries_total."""
+    gw = h.proxy_gateway(env, metrics=True)
+    dark = h.proxy_agent(env, "dark", "g", hosts_file=hosts_file(env, "dark", "127.0.0.3"))
+    h.proxy_agent(env, "ok", "g", hosts_file=hosts_file(env, "ok", "127.0.0.1"))
+    t = target(env)
+    url = "http://%s:%d/info" % (SVC, t.port)
+    before = h.stream_totals(env)
+    retries0 = retries_metric(gw)
+    mark = gw.mark()
+    for i in range(10):
+        r, body, code = curl_http(gw, "user.g", url)
+        h.check(r.returncode == 0 and code == 200,
+                "HTTP request %d: rc %d code %d %r" % (i, r.returncode, code, r.stderr))
+        h.check(json.loads(body)["server"] == "A", "request %d answered %r" % (i, body[:100]))
+    for i in range(4):
+        rep = socks_rep(gw, "user.g", SVC, t.port)
+        h.check(rep == 0, "SOCKS5 request %d: REP %r" % (i, rep))
+    d = {}
+
+    def counted():
+        d.clear()
+        d.update(h.stream_delta(before, h.stream_totals(env)))
+        return d.get("ok") == 14
+    h.wait_until(counted, 3, "14 streams on ok")
+    h.check(d.get("dark", 0) >= 1, "the agent whose network refuses was never tried: %r" % d)
+    retries = gw.find("Retrying the request with another agent of the group", mark)
+    h.check(len(retries) == d["dark"],
+            "one retry line per refusal (%d streams on dark), found %d:\n%s"
+            % (d["dark"], len(retries), gw.tail(20)))
+    for line in retries:
+        h.check(line.get("failed_client_id") == "dark" and line.get("client_id") == "ok"
+                and line.get("reason") == "REFUSED" and line.get("group") == "g"
+                and line.get("attempt") == "2", "retry line: %r" % line)
+    failed = dark.find("Target connection failed")
+    h.check(len(failed) == d["dark"] and all(l.get("reason") == "REFUSED" for l in failed),
+            "dark logs one refused connect per stream (%d): %r" % (d["dark"], failed))
+    h.check(not gw.find("Every agent of the group failed the request", mark),
+            "no request failed everywhere:\n%s" % gw.tail(20))
+    moved = retries_metric(gw) - retries0
+    h.check(moved == d["dark"], "anyproxy_gateway_open_retries_total moved by %r, want %d"
+            % (moved, d["dark"]))
+
+
 def test_denial_everywhere_stays_a_denial(env):
     """Both agents refuse the target: HTTP 403 and SOCKS5 0x02 after both
     were tried; with one denial and one refused connection the denial wins
@@ -253,6 +317,7 @@ if __name__ == "__main__":
         test_replicas_weigh_in_the_spread,
         test_missed_pong_marks_suspect_until_it_answers,
         test_denying_agent_is_retried_on_the_other,
+        test_agent_whose_network_refuses_is_retried_on_the_other,
         test_denial_everywhere_stays_a_denial,
         test_hung_agent_costs_one_open_deadline,
         test_open_timeout_everywhere_is_a_timeout,
