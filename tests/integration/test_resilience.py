@@ -171,14 +171,18 @@ def retries_metric(gw):
 
 
 def test_agent_whose_network_refuses_is_retried_on_the_other(env):
-    """Two agents of one group resolve the same name differently (each its
-    own hosts_file): for "dark" svc.test is 127.0.0.3, where nothing
-    listens, so its connect is refused by its network, not by its host
-    rules; for "ok" it is the target's 127.0.0.1. Every request succeeds
-    through "ok"; each one "dark" refused is retried once, logged with
-    reason REFUSED and counted in anyproxy_gateway_open_retries_total."""
+    """Three agents of one group resolve the same name differently (each
+    its own hosts_file), so two fail by their network, not by their host
+    rules: for "dark" svc.test is 127.0.0.3, where nothing listens
+    (REFUSED); for "void" it is 127.255.255.255 (ENETUNREACH, nothing
+    sent: HOST_UNREACHABLE); for "ok" it is the target's 127.0.0.1. Every
+    request succeeds through "ok"; every stream a failing agent carried is
+    one retry, logged with that agent's reason and counted in
+    anyproxy_gateway_open_retries_total."""
     gw = h.proxy_gateway(env, metrics=True)
-    dark = h.proxy_agent(env, "dark", "g", hosts_file=hosts_file(env, "dark", "127.0.0.3"))
+    bad = {"dark": ("127.0.0.3", "REFUSED"), "void": ("127.255.255.255", "HOST_UNREACHABLE")}
+    daemons = {cid: h.proxy_agent(env, cid, "g", hosts_file=hosts_file(env, cid, addr))
+               for cid, (addr, _) in bad.items()}
     h.proxy_agent(env, "ok", "g", hosts_file=hosts_file(env, "ok", "127.0.0.1"))
     t = target(env)
     url = "http://%s:%d/info" % (SVC, t.port)
@@ -200,23 +204,28 @@ def test_agent_whose_network_refuses_is_retried_on_the_other(env):
         d.update(h.stream_delta(before, h.stream_totals(env)))
         return d.get("ok") == 14
     h.wait_until(counted, 3 + h.slack(), "14 streams on ok")
-    h.check(d.get("dark", 0) >= 1, "the agent whose network refuses was never tried: %r" % d)
+    h.note("streams: %r" % d)
+    failures = sum(d.get(cid, 0) for cid in bad)
+    for cid in bad:
+        h.check(d.get(cid, 0) >= 1, "%s, whose network fails, was never tried: %r" % (cid, d))
     retries = gw.find("Retrying the request with another agent of the group", mark)
-    h.check(len(retries) == d["dark"],
-            "one retry line per refusal (%d streams on dark), found %d:\n%s"
-            % (d["dark"], len(retries), gw.tail(20)))
+    h.check(len(retries) == failures,
+            "one retry line per failed stream (%r), found %d:\n%s"
+            % (d, len(retries), gw.tail(20)))
     for line in retries:
-        h.check(line.get("failed_client_id") == "dark" and line.get("client_id") == "ok"
-                and line.get("reason") == "REFUSED" and line.get("group") == "g"
-                and line.get("attempt") == "2", "retry line: %r" % line)
-    failed = dark.find("Target connection failed")
-    h.check(len(failed) == d["dark"] and all(l.get("reason") == "REFUSED" for l in failed),
-            "dark logs one refused connect per stream (%d): %r" % (d["dark"], failed))
+        failed = line.get("failed_client_id")
+        h.check(failed in bad and line.get("reason") == bad[failed][1] and
+                line.get("client_id") not in (None, failed) and line.get("group") == "g" and
+                line.get("attempt") in ("2", "3"), "retry line: %r" % line)
+    for cid, (_, reason) in bad.items():
+        lines = daemons[cid].find("Target connection failed")
+        h.check(len(lines) == d[cid] and all(l.get("reason") == reason for l in lines),
+                "%s logs one %s per stream (%d): %r" % (cid, reason, d[cid], lines))
     h.check(not gw.find("Every agent of the group failed the request", mark),
             "no request failed everywhere:\n%s" % gw.tail(20))
     moved = retries_metric(gw) - retries0
-    h.check(moved == d["dark"], "anyproxy_gateway_open_retries_total moved by %r, want %d"
-            % (moved, d["dark"]))
+    h.check(moved == failures, "anyproxy_gateway_open_retries_total moved by %r, want %d"
+            % (moved, failures))
 
 
 def test_denial_everywhere_stays_a_denial(env):
