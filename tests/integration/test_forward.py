@@ -367,8 +367,9 @@ def test_udp_forward(env):
 def test_udp_forward_forbidden_target(env):
     """A UDP forward to a target the agent's forbidden_hosts names: the
     association opens (the gateway cannot know the agent's rules), but the
-    agent drops every datagram and logs the denial, so nothing reaches the
-    target and no answer comes back. The same agent carries a UDP forward
+    agent drops every datagram, logs the denial and counts it in
+    anyproxy_agent_host_denials_total, so nothing reaches the target and no
+    answer comes back. The same agent carries a UDP forward
     to an allowed target, so it is the rule, not the agent, that drops."""
     denied = UdpServer("127.0.0.3")
     allowed = UdpServer()
@@ -380,7 +381,15 @@ def test_udp_forward_forbidden_target(env):
                                "yes": {"listen_addr": "127.0.0.1:%d" % aport,
                                        "target": "127.0.0.1:%d" % allowed.port,
                                        "protocol": "udp"}})
-    agent = h.proxy_agent(env, "a1", forbidden_hosts="127.0.0.3")
+    config = env.client_config("agent-a1", "a1", forbidden_hosts="127.0.0.3",
+                               **h.PROXY_CLIENT)
+    metrics_port = h.free_port()
+    h.add_section(config, "metrics", {"listen_addr": "127.0.0.1:%d" % metrics_port})
+    agent = env.agent("a1", config=config)
+    h.wait_until(lambda: h._port_open("127.0.0.1", metrics_port), 5 + h.slack(),
+                 "the agent's metrics listener")
+    denials = ("anyproxy_agent_host_denials_total",
+               (("rule", "127.0.0.3"), ("verdict", "forbidden")))
     mark = gw.mark()
     for qid in (0x0101, 0x0202):
         h.check(udp_exchange(dport, dns_query(qid, "forbidden.internal"), timeout=1) is None,
@@ -394,6 +403,9 @@ def test_udp_forward_forbidden_target(env):
     h.check(udp_exchange(aport, q) == q[:2] + b"\x81\x80" + q[4:],
             "the allowed forward through the same agent got no answer")
     h.check(denied.seen == [], "the forbidden target received %r" % denied.seen)
+    # each dropped datagram is a host-rule denial in the agent's metrics
+    got = h.scrape_metrics(metrics_port).get(denials, 0)
+    h.check(got == 2, "%s%r: %r, want 2 (one per datagram)" % (denials[0], denials[1], got))
     # what the gateway sees: three associations opened through a1 (one per
     # client socket), nothing refused or failed at its end
     opened = gw.find("Datagram association opened", since=mark)
