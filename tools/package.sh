@@ -16,8 +16,10 @@
 # Contents: /usr/bin/{anyproxy-gateway,anyproxy-client,apctl} (stripped),
 # the man pages, /lib/systemd/system/anyproxy-gateway.service and
 # anyproxy-client@.service, the example and reference configurations in
-# /usr/share/doc/anyproxy/examples, and the examples again as conffiles in
-# /etc/anyproxy (mode 0640, group anyproxy after installation). Installing
+# /usr/share/doc/anyproxy/examples (the example deployments of
+# configs/examples in a folder each below it), the Grafana dashboard in
+# /usr/share/doc/anyproxy/grafana, and the top-level examples again as
+# conffiles in /etc/anyproxy (mode 0640, group anyproxy after installation). Installing
 # creates the system user and group anyproxy and /etc/anyproxy/certs; no
 # service is enabled or started (the examples hold example passwords).
 # Purging removes the user, /var/log/anyproxy and the enablement links.
@@ -71,8 +73,15 @@ for b in anyproxy-gateway anyproxy-client apctl; do
         exit 1
     fi
 done
-for d in lib/systemd/system usr/share/man/man8 usr/share/doc/anyproxy/examples; do
+for d in lib/systemd/system usr/share/man/man8 usr/share/doc/anyproxy/examples \
+    usr/share/doc/anyproxy/grafana; do
     [ -d "$root/$d" ] || { say "meson install wrote nothing to /$d"; exit 1; }
+done
+# every example deployment of the source tree, file for file
+for f in "$top"/configs/examples/*/*.ini; do
+    rel=${f#"$top/configs/"}
+    [ -f "$root/usr/share/doc/anyproxy/$rel" ] ||
+        { say "meson install did not install /usr/share/doc/anyproxy/$rel"; exit 1; }
 done
 gzip -9n "$root"/usr/share/man/man8/*.8
 # the examples become the conffiles the units read (client-NAME.ini for

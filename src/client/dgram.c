@@ -292,6 +292,7 @@ static void log_denied(struct dgram_assoc *as, const char *target, enum acl_verd
 
 	as->dropped++;
 	AGENT_INC(w->dgrams_denied);
+	agent_worker_denied(w, v, rule); /* anyproxy_agent_host_denials_total */
 	if (log_rate_allow(&w->dgram_denied_rate, now_ms()))
 		log_warn("Datagram denied by host rules",
 			 LF_S("client_id", a->cfg->client.client_id), LF_S("target", target),

@@ -5,8 +5,9 @@ A [forward.NAME] section opens a port on the gateway whose connections go,
 with no handshake, to one target through an agent of one group. Each case
 runs a real gateway with forwards and real agents, and talks to the forward
 port with real clients (curl, raw sockets): HTTP, a raw TCP exchange with a
-half-close, allowed_sources, a target the agent's host rules forbid, the
-agent going away and coming back, group isolation, and apctl forwards.
+half-close in each direction, allowed_sources, a TCP and a UDP target the
+agent's host rules forbid, the agent going away and coming back, group
+isolation, and apctl forwards.
 """
 import hashlib
 import os
@@ -147,6 +148,59 @@ def test_half_close(env):
                                                      hashlib.sha256(payload).hexdigest().encode())
     h.check(answer == want, "half-closed exchange: got %d bytes, want %d" % (len(answer),
                                                                              len(want)))
+
+
+def greet_then_hash(results, size, seed):
+    """RawServer handler factory: send `size` bytes of gen_chunks(seed),
+    close the write side first (FIN to the user while the user still
+    sends), then read to EOF and record (length, sha256) in results."""
+    def handler(conn):
+        for c in h.gen_chunks(size, seed):
+            conn.sendall(c)
+        conn.shutdown(socket.SHUT_WR)
+        digest, n = hashlib.sha256(), 0
+        while True:
+            b = conn.recv(1 << 20)
+            if not b:
+                break
+            digest.update(b)
+            n += len(b)
+        results.append((n, digest.hexdigest()))
+    return handler
+
+
+def test_half_close_by_the_target(env):
+    """The other direction: the target sends its greeting and closes its
+    write side first. The user gets the whole greeting and then EOF, and
+    can still send: everything it sends after that reaches the target
+    (which records what it read); the user's own FIN then ends the
+    connection."""
+    greeting, payload = 200000, h.gen_bytes(300000, 4)
+    results = []
+    target = h.RawServer(greet_then_hash(results, greeting, 9))
+    env.servers.append(target)
+    port = h.free_port()
+    forward_gateway(env, {"greet": {"listen_addr": "127.0.0.1:%d" % port,
+                                    "target": "127.0.0.1:%d" % target.port}})
+    h.proxy_agent(env, "a1")
+    s = connect(port)
+    try:
+        got = read_all(s)
+        h.check(got == h.gen_bytes(greeting, 9),
+                "the greeting before the target's FIN: got %d bytes, want %d"
+                % (len(got), greeting))
+        h.check(env.apctl_json("forwards")[0]["connections_active"] == 1,
+                "the target's FIN ended the whole connection")
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        h.wait_until(lambda: results, 5 + h.slack(), "the target to read to EOF")
+    finally:
+        s.close()
+    h.check(results == [(len(payload), hashlib.sha256(payload).hexdigest())],
+            "after its FIN the target read %r, want %d bytes" % (results, len(payload)))
+    h.check(not target.errors, "target errors: %r" % target.errors)
+    h.wait_until(lambda: env.apctl_json("forwards")[0]["connections_active"] == 0,
+                 5 + h.slack(), "the connection to end after both FINs")
 
 
 def test_allowed_sources(env):
@@ -310,6 +364,60 @@ def test_udp_forward(env):
     h.check(all(p[0] == "127.0.0.1" for _, p in server.seen), "server saw %r" % server.seen)
 
 
+def test_udp_forward_forbidden_target(env):
+    """A UDP forward to a target the agent's forbidden_hosts names: the
+    association opens (the gateway cannot know the agent's rules), but the
+    agent drops every datagram, logs the denial and counts it in
+    anyproxy_agent_host_denials_total, so nothing reaches the target and no
+    answer comes back. The same agent carries a UDP forward
+    to an allowed target, so it is the rule, not the agent, that drops."""
+    denied = UdpServer("127.0.0.3")
+    allowed = UdpServer()
+    env.servers += [denied, allowed]
+    dport, aport = h.free_port(), h.free_port()
+    gw = forward_gateway(env, {"no": {"listen_addr": "127.0.0.1:%d" % dport,
+                                      "target": "127.0.0.3:%d" % denied.port,
+                                      "protocol": "udp"},
+                               "yes": {"listen_addr": "127.0.0.1:%d" % aport,
+                                       "target": "127.0.0.1:%d" % allowed.port,
+                                       "protocol": "udp"}})
+    config = env.client_config("agent-a1", "a1", forbidden_hosts="127.0.0.3",
+                               **h.PROXY_CLIENT)
+    metrics_port = h.free_port()
+    h.add_section(config, "metrics", {"listen_addr": "127.0.0.1:%d" % metrics_port})
+    agent = env.agent("a1", config=config)
+    h.wait_until(lambda: h._port_open("127.0.0.1", metrics_port), 5 + h.slack(),
+                 "the agent's metrics listener")
+    denials = ("anyproxy_agent_host_denials_total",
+               (("rule", "127.0.0.3"), ("verdict", "forbidden")))
+    mark = gw.mark()
+    for qid in (0x0101, 0x0202):
+        h.check(udp_exchange(dport, dns_query(qid, "forbidden.internal"), timeout=1) is None,
+                "a datagram to a forbidden target was answered")
+    line = agent.wait_for_log("Datagram denied by host rules", 5)
+    h.check(line.level == "WARN" and line["user"] == "forward:no" and
+            line["target"] == "127.0.0.3:%d" % denied.port and
+            line["verdict"] == "forbidden" and line["rule"] == "127.0.0.3",
+            "the agent's denial line: %r" % line)
+    q = dns_query(0x0303, "allowed.internal")
+    h.check(udp_exchange(aport, q) == q[:2] + b"\x81\x80" + q[4:],
+            "the allowed forward through the same agent got no answer")
+    h.check(denied.seen == [], "the forbidden target received %r" % denied.seen)
+    # each dropped datagram is a host-rule denial in the agent's metrics
+    got = h.scrape_metrics(metrics_port).get(denials, 0)
+    h.check(got == 2, "%s%r: %r, want 2 (one per datagram)" % (denials[0], denials[1], got))
+    # what the gateway sees: three associations opened through a1 (one per
+    # client socket), nothing refused or failed at its end
+    opened = gw.find("Datagram association opened", since=mark)
+    h.check(len([l for l in opened if l.get("client_id") == "a1"]) == 3,
+            "associations opened: %r" % opened)
+    h.check(not gw.find("Forward target not reached", since=mark),
+            "the gateway reported the forward target as not reached")
+    rows = {r["name"]: r for r in env.apctl_json("forwards")}
+    h.check(rows["no"]["connections_total"] == 2 and rows["no"]["refused_sources"] == 0,
+            "apctl forwards row of the forbidden forward: %r" % rows["no"])
+
+
 def test_udp_old_agent(env):
     """An agent without the DATAGRAM capability (HELLO capabilities 0: an
     older version) gets no DGRAM frame: the gateway's HELLO_OK does not
@@ -395,7 +503,8 @@ def test_reload_keeps_forwards(env):
 
 
 if __name__ == "__main__":
-    h.run([test_http_through_forward, test_half_close, test_allowed_sources,
-           test_forbidden_target, test_agent_away_and_back, test_default_group_fallback,
-           test_config_refused, test_udp_forward, test_udp_old_agent,
+    h.run([test_http_through_forward, test_half_close, test_half_close_by_the_target,
+           test_allowed_sources, test_forbidden_target, test_agent_away_and_back,
+           test_default_group_fallback, test_config_refused, test_udp_forward,
+           test_udp_forward_forbidden_target, test_udp_old_agent,
            test_udp_forward_agent_back, test_reload_keeps_forwards])

@@ -4,9 +4,14 @@
 
 One gateway (SOCKS5 and HTTP proxies, [metrics] on a free port) and one
 agent of group "mg" (its own [metrics] port, a forbidden_hosts rule for
-127.0.0.3) serve every case. Each case scrapes both endpoints before and
-after a few requests and asserts that the counters moved by exactly what
-the requests caused: counters are compared, never times.
+127.0.0.3, connect_timeout_ms 1 s) serve every case; one case adds two
+default-group agents for the fallback and retry counters and stops them
+again. Each case scrapes both endpoints before and after a few requests
+and asserts that the counters moved by exactly what the requests caused:
+counters are compared, never times. Every open result the agent can give
+is provoked on loopback: refused (a closed port), dns (a name glibc
+refuses without asking a server), timeout (a listener whose accept queue
+is full), unreachable (127.255.255.255), denied (forbidden_hosts).
 
 Every body is checked by a strict parser of the text exposition (HELP and
 TYPE before the samples, metric and label name grammar, label escaping,
@@ -33,6 +38,10 @@ UP_BYTES = 1000     # what the echo target reads ...
 DOWN_BYTES = 3000   # ... and what it answers
 METRICS_REQUEST_MAX_BYTES = 4096  # metrics.h
 METRICS_MAX_CONNECTIONS = 8       # metrics.h
+HANDSHAKE_TIMEOUT_MS = 10000  # the gateway's: the default, not the harness's fast 1500
+CONNECT_TIMEOUT_MS = 1000     # the agent's: a silent target times out fast
+UNRESOLVABLE = "-nonexistent.invalid"  # glibc refuses it before asking any DNS server
+UNREACHABLE = "127.255.255.255"        # connect() fails with ENETUNREACH, nothing sent
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DASHBOARD = os.path.join(ROOT, "configs", "grafana", "anyproxy.json")
 
@@ -227,7 +236,10 @@ def setup(env):
     env.gw_metrics = h.free_port()
     env.agent_metrics = h.free_port()
     http_port, socks_port = h.free_port(), h.free_port()
-    config = env.gateway_config("gateway", **h.PROXY_GATEWAY)
+    # handshakes held open by test_handshakes_are_exported live until the
+    # test closes them, not until a short deadline cuts them
+    config = env.gateway_config("gateway", handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS,
+                                **h.PROXY_GATEWAY)
     for section, port in (("proxy.http", http_port), ("proxy.socks5", socks_port)):
         h.add_section(config, section, {"listen_addr": "127.0.0.1:%d" % port,
                                       "auth_username": h.PROXY_USER,
@@ -247,7 +259,7 @@ def setup(env):
         h.wait_until(lambda: h._port_open("127.0.0.1", port), 5 + h.slack(),
                      "listener on %d" % port)
     config = env.client_config("agent-m", AGENT, GROUP, forbidden_hosts=FORBIDDEN,
-                               **h.PROXY_CLIENT)
+                               connect_timeout_ms=CONNECT_TIMEOUT_MS, **h.PROXY_CLIENT)
     h.add_section(config, "metrics", {"listen_addr": "127.0.0.1:%d" % env.agent_metrics})
     env.agent_d = env.start("client", "agent-m", config)
     env.wait_listed(AGENT, tunnels=1, daemon=env.agent_d)
@@ -475,6 +487,144 @@ def test_counters_move_exactly(env):
     h.check(dns == 1, "DNS lookups timed: %r, want 1 (localhost)" % dns)
 
 
+def test_failed_opens_by_result(env):
+    """Each kind of failed target is one open of its result on both sides:
+    dns (a name glibc refuses), timeout (a listener whose accept queue is
+    full, past the agent's connect_timeout_ms) and unreachable."""
+    settled(env)
+    hole = h.Blackhole()
+    env.servers.append(hole)
+    g0, _ = scrape(env.gw_metrics, "gateway")
+    a0, _ = scrape(env.agent_metrics, "agent")
+    user = "%s.%s" % (h.PROXY_USER, GROUP)
+    for host, port, rep in ((UNRESOLVABLE, 80, 4), ("127.0.0.1", hole.port, 6),
+                            (UNREACHABLE, 80, 4)):
+        r = socks5_request(env, host, port, user)
+        h.check(r.rep == rep, "%s:%d: REP %r, want %d" % (host, port, r.rep, rep))
+    settled(env)
+    g1, _ = scrape(env.gw_metrics, "gateway")
+    a1, _ = scrape(env.agent_metrics, "agent")
+    for result in ("dns", "timeout", "unreachable", "ok", "refused", "denied", "no_agent"):
+        want = 1 if result in ("dns", "timeout", "unreachable") else 0
+        got = (value(g1, "anyproxy_gateway_opens_total", proxy="socks5", result=result) -
+               value(g0, "anyproxy_gateway_opens_total", proxy="socks5", result=result))
+        h.check(got == want, "gateway opens_total{socks5,%s} moved by %r, want %d"
+                % (result, got, want))
+        got = (value(a1, "anyproxy_agent_opens_total", result=result) -
+               value(a0, "anyproxy_agent_opens_total", result=result))
+        h.check(got == want, "agent opens_total{%s} moved by %r, want %d" % (result, got, want))
+    dns = (value(a1, "anyproxy_agent_dns_duration_seconds",
+                 "anyproxy_agent_dns_duration_seconds_count") -
+           value(a0, "anyproxy_agent_dns_duration_seconds",
+                 "anyproxy_agent_dns_duration_seconds_count"))
+    h.check(dns == 1, "DNS lookups timed: %r, want 1 (the failed one)" % dns)
+
+
+def test_handshakes_are_exported(env):
+    """Connections held silent before their handshake are the pre-auth
+    gauge, by side, and go when closed; every tunnel that reached HELLO_OK
+    is one tunnel handshake timed."""
+    settled(env)
+    g0, _ = scrape(env.gw_metrics, "gateway")
+    a0, _ = scrape(env.agent_metrics, "agent")
+    base_proxy = value(g0, "anyproxy_gateway_handshakes", side="proxy")
+    base_tunnel = value(g0, "anyproxy_gateway_handshakes", side="tunnel")
+    h.check(base_proxy == 0 and base_tunnel == 0,
+            "no handshake in progress at rest: proxy %r tunnel %r" % (base_proxy, base_tunnel))
+    tunnel_hs = value(g0, "anyproxy_gateway_handshake_duration_seconds",
+                      "anyproxy_gateway_handshake_duration_seconds_count", listener="tunnel")
+    connects = total(a0, "anyproxy_agent_gateway_connects_total")
+    h.check(connects >= 1 and tunnel_hs == connects,
+            "tunnel handshakes timed %r, the agent's tunnels that reached HELLO_OK %r"
+            % (tunnel_hs, connects))
+    held = []
+    try:
+        for port, n in ((env.gw.socks_port, 3), (env.gw.http_port, 2), (env.port, 4)):
+            held += [socket.create_connection(("127.0.0.1", port), timeout=5)
+                     for _ in range(n)]
+        # half a SOCKS5 greeting and half an HTTP head: still before auth
+        held[0].sendall(b"\x05")
+        held[3].sendall(b"CONNECT 127.0.0.2:1 HTTP/1.1\r\n")
+        want = {"proxy": 5, "tunnel": 4}
+        last = {}
+
+        def held_counted():
+            g, _ = scrape(env.gw_metrics, "gateway")
+            last.update({side: value(g, "anyproxy_gateway_handshakes", side=side)
+                         for side in want})
+            return last == want
+        try:
+            h.wait_until(held_counted, 2 + h.slack(), "the held handshakes to be counted")
+        except h.TestFailure:
+            h.fail("anyproxy_gateway_handshakes is %r, want %r" % (last, want))
+    finally:
+        for s in held:
+            s.close()
+    last.clear()
+    try:
+        h.wait_until(lambda: held_counted() or last == {"proxy": 0, "tunnel": 0},
+                     2 + h.slack(), "the closed handshakes to leave the gauge")
+    except h.TestFailure:
+        h.fail("after closing: anyproxy_gateway_handshakes is %r" % last)
+
+
+def default_agent(env, cid, **keys):
+    """An agent of the default group (started and stopped by one case)."""
+    return env.agent(cid, None, **dict(h.PROXY_CLIENT, **keys))
+
+
+def test_fallbacks_and_retries_are_counted(env):
+    """Users of a group without agents fall back to the default group,
+    whose two agents are "d-deny" (forbidden_hosts refuses the echo's
+    address) and "d-ok": every request succeeds; fallbacks_total moves by
+    the number of requests, open_retries_total by the number of streams
+    d-deny refused, and the tunnel handshake histogram by the two new
+    tunnels. Both agents leave again at the end."""
+    settled(env)
+    g0, _ = scrape(env.gw_metrics, "gateway")
+    agents = [default_agent(env, "d-deny", forbidden_hosts="127.0.0.2"),
+              default_agent(env, "d-ok")]
+    try:
+        before = h.stream_totals(env)
+        mark = env.gw.mark()
+        n = 6
+        for i in range(n):
+            r = socks5_request(env, "127.0.0.2", env.echo.port, h.PROXY_USER + ".empty")
+            h.check(r.rep == 0, "fallback request %d: %r" % (i, r))
+        settled(env)
+        g1, _ = scrape(env.gw_metrics, "gateway")
+        d = h.stream_delta(before, h.stream_totals(env))
+        h.check(d.get("d-ok") == n and d.get("d-deny", 0) >= 1 and set(d) <= {"d-ok", "d-deny"},
+                "streams: %r, want %d on d-ok and some on d-deny" % (d, n))
+
+        def dg(family, series=None, **labels):
+            return value(g1, family, series, **labels) - value(g0, family, series, **labels)
+        lines = env.gw.find("No clients available in group group=empty, falling back to "
+                            "default", mark)
+        h.check(len(lines) == n, "fallback lines: %d, want %d" % (len(lines), n))
+        h.check(dg("anyproxy_gateway_fallbacks_total") == n,
+                "fallbacks_total moved by %r, want %d"
+                % (dg("anyproxy_gateway_fallbacks_total"), n))
+        retries = env.gw.find("Retrying the request with another agent of the group", mark)
+        h.check(len(retries) == d["d-deny"], "retry lines %d, streams refused by d-deny %d"
+                % (len(retries), d["d-deny"]))
+        h.check(dg("anyproxy_gateway_open_retries_total") == d["d-deny"],
+                "open_retries_total moved by %r, want %d"
+                % (dg("anyproxy_gateway_open_retries_total"), d["d-deny"]))
+        h.check(dg("anyproxy_gateway_opens_total", proxy="socks5", result="ok") == n,
+                "opens ok moved by %r, want %d (a retried request is one open)"
+                % (dg("anyproxy_gateway_opens_total", proxy="socks5", result="ok"), n))
+        hs = dg("anyproxy_gateway_handshake_duration_seconds",
+                "anyproxy_gateway_handshake_duration_seconds_count", listener="tunnel")
+        h.check(hs == 2, "tunnel handshakes timed: %r, want 2 (the two new agents)" % hs)
+    finally:
+        for a in agents:
+            rc = a.stop()
+            h.check(rc == 0, "%s exited %r" % (a.name, rc))
+    for cid in ("d-deny", "d-ok"):
+        env.wait_gone(cid, 5 + h.slack())
+
+
 def test_apctl_stats_agrees_with_the_scrape(env):
     settled(env)
     g, _ = scrape(env.gw_metrics, "gateway")
@@ -675,8 +825,13 @@ if __name__ == "__main__":
     h.run([
         test_exposition_is_valid,
         test_counters_move_exactly,
+        test_failed_opens_by_result,
+        test_handshakes_are_exported,
         test_apctl_stats_agrees_with_the_scrape,
         test_forwards_are_counted,
+        # after the apctl comparison: the default group's series leave with
+        # its agents while apctl stats keeps what they counted
+        test_fallbacks_and_retries_are_counted,
         test_suspect_tunnel_is_exported,
         test_endpoint_answers_only_get_metrics,
         test_grafana_dashboard_names_existing_metrics,

@@ -6,7 +6,9 @@ gateways' proxy ports. Every request through HAProxy succeeds and both
 gateways carry some; after kill -9 of one gateway and HAProxy's health
 check, every request succeeds through the other; restarted on the same
 ports, the agents return to it and requests reach it again. A GOAWAY from
-one gateway touches only that gateway's tunnels.
+one gateway touches only that gateway's tunnels. Each agent's metrics
+(anyproxy_agent_tunnels{gateway,state}) show one label set per gateway,
+and a killed gateway's tunnels not up while the other's stay up.
 
 Gateways share nothing (docs/scaling.md): here each has its own tunnel
 port, proxy ports and control socket on 127.0.0.1.
@@ -58,18 +60,50 @@ def ready(env, gw, since=0):
 
 
 def agents(env, gws):
-    """One agent per group, each listing both gateways; waits until both
-    gateways list it with all its tunnels."""
+    """One agent per group, each listing both gateways and serving [metrics]
+    on .metrics_port; waits until both gateways list it with all its
+    tunnels."""
     addrs = ", ".join("127.0.0.1:%d" % gw.tunnel_port for gw in gws.values())
     out = {}
     for cid, (group, _) in GROUPS.items():
-        merged = dict(h.PROXY_CLIENT)
-        out[cid] = env.agent(cid, group_id=group or None, replicas=REPLICAS, wait=False,
-                             gateway_addr=addrs, **merged)
+        config = env.client_config("agent-" + cid, cid, group or None, REPLICAS,
+                                   gateway_addr=addrs, **h.PROXY_CLIENT)
+        metrics_port = h.free_port()
+        h.add_section(config, "metrics", {"listen_addr": "127.0.0.1:%d" % metrics_port})
+        out[cid] = env.agent(cid, replicas=REPLICAS, wait=False, config=config)
+        out[cid].metrics_port = metrics_port
     for cid, d in out.items():
         for gw in gws.values():
             env.wait_listed(cid, tunnels=REPLICAS, daemon=d, socket_path=gw.control)
     return out
+
+
+def tunnel_states(d):
+    """{gateway: {state: tunnels}} from the agent's anyproxy_agent_tunnels."""
+    out = {}
+    for (name, labels), v in h.scrape_metrics(d.metrics_port).items():
+        if name == "anyproxy_agent_tunnels":
+            lab = dict(labels)
+            out.setdefault(lab["gateway"], {})[lab["state"]] = int(v)
+    return out
+
+
+def wait_tunnels_up(d, want, timeout, what):
+    """Wait until the agent exports `want` ({gateway: tunnels up}) and every
+    gateway's tunnels add up to REPLICAS; returns the last states."""
+    last = {}
+
+    def reached():
+        last.clear()
+        last.update(tunnel_states(d))
+        return (set(last) == set(want) and
+                all(sum(st.values()) == REPLICAS for st in last.values()) and
+                all(last[g].get("up") == n for g, n in want.items()))
+    try:
+        h.wait_until(reached, timeout, what)
+    except h.TestFailure:
+        h.fail("%s: %s exports %r, want up %r" % (what, d.name, last, want))
+    return last
 
 
 def totals(env, gw):
@@ -220,6 +254,10 @@ def test_agent_tunnels_to_every_gateway(env):
         c = env.clients(gw.control)
         h.check(c["p1"]["group_id"] == "production" and c["d1"]["group_id"] == "",
                 "%s lists %r" % (gw.name, c))
+    # the metrics name each gateway in its own label set, all replicas up
+    for cid, d in ds.items():
+        wait_tunnels_up(d, {"127.0.0.1:%d" % gw.tunnel_port: REPLICAS for gw in gws.values()},
+                        2 + h.slack(), "%s's tunnels in its metrics" % cid)
 
 
 def test_agent_shutdown_drains_every_gateway(env):
@@ -275,6 +313,13 @@ def test_haproxy_in_front_of_two_gateways(env):
         h.check(not [l for l in d.find("Disconnected from gateway", since=marks[cid])
                      if l.get("gateway") != "127.0.0.1:%d" % a.tunnel_port],
                 "%s lost a tunnel to gw-b when gw-a died" % cid)
+    # the agents' metrics: gw-a's tunnels are not up (waiting, reconnecting),
+    # gw-b's all are
+    name_a, name_b = ("127.0.0.1:%d" % gw.tunnel_port for gw in (a, b))
+    for cid, d in ds.items():
+        st = wait_tunnels_up(d, {name_a: 0, name_b: REPLICAS}, 2 + h.slack(),
+                             "%s's metrics after gw-a died" % cid)
+        h.note("%s exports %r" % (cid, st))
     before_b = totals(env, b)
     batch(hap, target, "gw-a killed, marked down")
     got = carried(env, b, before_b)
@@ -294,6 +339,9 @@ def test_haproxy_in_front_of_two_gateways(env):
     for cid, d in ds.items():
         env.wait_listed(cid, tunnels=REPLICAS, timeout=deadline, daemon=d, socket_path=a.control)
     h.note("agents back on gw-a %.2f s after its restart" % (time.monotonic() - t0))
+    for cid, d in ds.items():
+        wait_tunnels_up(d, {name_a: REPLICAS, name_b: REPLICAS}, 2 + h.slack(),
+                        "%s's metrics after gw-a restarted" % cid)
     hap.wait_status("gw-a", "UP", 5 + h.slack())
     before = {gw.name: totals(env, gw) for gw in gws.values()}
     batch(hap, target, "gw-a restarted")

@@ -4,7 +4,9 @@ the package"): tools/package.sh builds build/pkg/anyproxy_VERSION_ARCH.deb;
 `apt-get install ./…deb` installs it without the network (its Depends are
 what the build already uses), the installed binaries answer --version (with
 wolfSSL linked in statically) and --check-config on the installed examples
-as the system user the package created, the installed units pass
+(the conffiles and every example deployment of configs/examples, installed
+in /usr/share/doc/anyproxy/examples) as the system user the package
+created, the Grafana dashboard is installed, the installed units pass
 systemd-analyze verify where it can run, an upgrade to a newer version
 keeps the operator's change to a conffile (the release's copy beside it as
 .dpkg-dist), and `apt-get remove --purge`
@@ -21,6 +23,7 @@ is not packaged (skipped: the plain build's run covers it).
 """
 import glob
 import grp
+import json
 import os
 import pwd
 import shutil
@@ -36,6 +39,11 @@ ETC = "/etc/anyproxy"
 CERTS = ETC + "/certs"
 EXAMPLES = ["gateway.ini", "client-default.ini", "client-production.ini",
             "client-development.ini", "client-testing.ini"]
+DOC = "/usr/share/doc/anyproxy"
+# the example deployments of configs/examples, as installed below DOC/examples
+DEPLOYMENT_FILES = sorted(os.path.relpath(f, os.path.join(h.CONFIGS, "examples"))
+                          for f in glob.glob(os.path.join(h.CONFIGS, "examples", "*", "*.ini")))
+DASHBOARD = DOC + "/grafana/anyproxy.json"
 APT_ENV = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
 
 
@@ -139,6 +147,15 @@ def check_installed(deb, files):
         h.check("/usr/bin/" + b in files, "the package has no /usr/bin/%s" % b)
     for unit in ("anyproxy-gateway.service", "anyproxy-client@.service"):
         h.check("/lib/systemd/system/" + unit in files, "the package has no unit %s" % unit)
+    h.check(DEPLOYMENT_FILES, "no example deployments in configs/examples")
+    shipped = sorted(os.path.relpath(f, DOC + "/examples") for f in files
+                     if f.startswith(DOC + "/examples/") and f.count("/") == 7 and
+                     f.endswith(".ini"))
+    h.check(shipped == DEPLOYMENT_FILES, "example deployments in the package %r, in "
+            "configs/examples %r" % (shipped, DEPLOYMENT_FILES))
+    h.check(DASHBOARD in files, "the package has no %s" % DASHBOARD)
+    with open(DASHBOARD) as f:
+        h.check(json.load(f).get("panels"), "the installed dashboard has no panels")
     conffiles = set(run(["dpkg-query", "--control-show", PACKAGE, "conffiles"],
                         check=False).stdout.split())
     for ex in EXAMPLES:
@@ -178,6 +195,16 @@ def check_examples():
         h.check(p.returncode == 0 and "is valid" in p.stdout,
                 "%s --check-config on %s as anyproxy: rc %d\n%s"
                 % (binary, ex, p.returncode, p.stdout))
+    # the example deployments, as installed in the doc folder (their relative
+    # certs/ paths taken from /etc/anyproxy, as a unit would)
+    for rel in DEPLOYMENT_FILES:
+        path = os.path.join(DOC, "examples", rel)
+        binary = ("/usr/bin/anyproxy-gateway" if os.path.basename(rel) == "gateway.ini"
+                  else "/usr/bin/anyproxy-client")
+        p = as_anyproxy([binary, "-c", path, "--check-config"], cwd=ETC)
+        h.check(p.returncode == 0 and "is valid" in p.stdout,
+                "%s --check-config on the installed %s: rc %d\n%s"
+                % (binary, path, p.returncode, p.stdout))
     # an ordinary user cannot read them (they hold passwords)
     p = run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
              "/usr/bin/anyproxy-gateway", "-c", os.path.join(ETC, "gateway.ini"),

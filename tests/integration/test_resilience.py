@@ -155,6 +155,79 @@ def test_denying_agent_is_retried_on_the_other(env):
             "retry line: %r" % last)
 
 
+SVC = "svc.test"  # resolved by each agent's own hosts_file, never by DNS
+
+
+def hosts_file(env, name, address):
+    path = os.path.join(env.dir, name + ".hosts")
+    with open(path, "w") as f:
+        f.write("# test hosts file (never /etc/hosts)\n%s %s\n" % (address, SVC))
+    return path
+
+
+def retries_metric(gw):
+    m = h.scrape_metrics(gw.metrics_port)
+    return m.get(("anyproxy_gateway_open_retries_total", ()), 0)
+
+
+def test_agent_whose_network_refuses_is_retried_on_the_other(env):
+    """Three agents of one group resolve the same name differently (each
+    its own hosts_file), so two fail by their network, not by their host
+    rules: for "dark" svc.test is 127.0.0.3, where nothing listens
+    (REFUSED); for "void" it is 127.255.255.255 (ENETUNREACH, nothing
+    sent: HOST_UNREACHABLE); for "ok" it is the target's 127.0.0.1. Every
+    request succeeds through "ok"; every stream a failing agent carried is
+    one retry, logged with that agent's reason and counted in
+    anyproxy_gateway_open_retries_total."""
+    gw = h.proxy_gateway(env, metrics=True)
+    bad = {"dark": ("127.0.0.3", "REFUSED"), "void": ("127.255.255.255", "HOST_UNREACHABLE")}
+    daemons = {cid: h.proxy_agent(env, cid, "g", hosts_file=hosts_file(env, cid, addr))
+               for cid, (addr, _) in bad.items()}
+    h.proxy_agent(env, "ok", "g", hosts_file=hosts_file(env, "ok", "127.0.0.1"))
+    t = target(env)
+    url = "http://%s:%d/info" % (SVC, t.port)
+    before = h.stream_totals(env)
+    retries0 = retries_metric(gw)
+    mark = gw.mark()
+    for i in range(10):
+        r, body, code = curl_http(gw, "user.g", url)
+        h.check(r.returncode == 0 and code == 200,
+                "HTTP request %d: rc %d code %d %r" % (i, r.returncode, code, r.stderr))
+        h.check(json.loads(body)["server"] == "A", "request %d answered %r" % (i, body[:100]))
+    for i in range(4):
+        rep = socks_rep(gw, "user.g", SVC, t.port)
+        h.check(rep == 0, "SOCKS5 request %d: REP %r" % (i, rep))
+    d = {}
+
+    def counted():
+        d.clear()
+        d.update(h.stream_delta(before, h.stream_totals(env)))
+        return d.get("ok") == 14
+    h.wait_until(counted, 3 + h.slack(), "14 streams on ok")
+    h.note("streams: %r" % d)
+    failures = sum(d.get(cid, 0) for cid in bad)
+    for cid in bad:
+        h.check(d.get(cid, 0) >= 1, "%s, whose network fails, was never tried: %r" % (cid, d))
+    retries = gw.find("Retrying the request with another agent of the group", mark)
+    h.check(len(retries) == failures,
+            "one retry line per failed stream (%r), found %d:\n%s"
+            % (d, len(retries), gw.tail(20)))
+    for line in retries:
+        failed = line.get("failed_client_id")
+        h.check(failed in bad and line.get("reason") == bad[failed][1] and
+                line.get("client_id") not in (None, failed) and line.get("group") == "g" and
+                line.get("attempt") in ("2", "3"), "retry line: %r" % line)
+    for cid, (_, reason) in bad.items():
+        lines = daemons[cid].find("Target connection failed")
+        h.check(len(lines) == d[cid] and all(l.get("reason") == reason for l in lines),
+                "%s logs one %s per stream (%d): %r" % (cid, reason, d[cid], lines))
+    h.check(not gw.find("Every agent of the group failed the request", mark),
+            "no request failed everywhere:\n%s" % gw.tail(20))
+    moved = retries_metric(gw) - retries0
+    h.check(moved == failures, "anyproxy_gateway_open_retries_total moved by %r, want %d"
+            % (moved, failures))
+
+
 def test_denial_everywhere_stays_a_denial(env):
     """Both agents refuse the target: HTTP 403 and SOCKS5 0x02 after both
     were tried; with one denial and one refused connection the denial wins
@@ -253,6 +326,7 @@ if __name__ == "__main__":
         test_replicas_weigh_in_the_spread,
         test_missed_pong_marks_suspect_until_it_answers,
         test_denying_agent_is_retried_on_the_other,
+        test_agent_whose_network_refuses_is_retried_on_the_other,
         test_denial_everywhere_stays_a_denial,
         test_hung_agent_costs_one_open_deadline,
         test_open_timeout_everywhere_is_a_timeout,

@@ -497,18 +497,21 @@ class TestEnv:
 # ---- proxy tests: a gateway with its proxies ----------------------------------
 
 def proxy_gateway(env, name="gateway", http=True, socks5=True, user=PROXY_USER,
-                  password=PROXY_PASS, wait=True, gw_env=None, https=False, **keys):
+                  password=PROXY_PASS, wait=True, gw_env=None, https=False, metrics=False,
+                  **keys):
     """Start a gateway with [proxy.http] and [proxy.socks5] listeners on free
     127.0.0.1 ports (http / socks5 False: that listener is off; user None: no
     proxy authentication). https True adds [proxy.https] with env.certs'
-    server certificate. The Daemon gets .http_port, .socks_port and
-    .https_port."""
+    server certificate; metrics True adds [metrics] (scrape it with
+    scrape_metrics(gw.metrics_port)). The Daemon gets .http_port,
+    .socks_port, .https_port and .metrics_port."""
     merged = dict(PROXY_GATEWAY)
     merged.update(keys)
     config = env.gateway_config(name, **merged)
     http_port = free_port() if http else None
     socks_port = free_port() if socks5 else None
     https_port = free_port() if https else None
+    metrics_port = free_port() if metrics else None
     extra = {}
     for section, port in (("proxy.http", http_port), ("proxy.socks5", socks_port),
                           ("proxy.https", https_port)):
@@ -522,6 +525,8 @@ def proxy_gateway(env, name="gateway", http=True, socks5=True, user=PROXY_USER,
             keys_["tls_cert"] = os.path.join(env.certs, "server.crt")
             keys_["tls_key"] = os.path.join(env.certs, "server.key")
         extra[section] = keys_
+    if metrics_port:
+        extra["metrics"] = {"listen_addr": "127.0.0.1:%d" % metrics_port}
     with open(config) as f:
         text = f.read()
     lines = []
@@ -535,11 +540,12 @@ def proxy_gateway(env, name="gateway", http=True, socks5=True, user=PROXY_USER,
     gw.http_port = http_port
     gw.socks_port = socks_port
     gw.https_port = https_port
+    gw.metrics_port = metrics_port
     if env.gw is None or not env.gw.alive():
         env.gw = gw
     if wait:
         env.wait_gateway_ready(gw)
-        for port in (http_port, socks_port, https_port):
+        for port in (http_port, socks_port, https_port, metrics_port):
             if port:
                 wait_until(lambda: _port_open("127.0.0.1", port), 5 + slack(),
                            "the proxy listener on 127.0.0.1:%d" % port)
