@@ -12,6 +12,8 @@
 /* Return credit once a quarter of the window was consumed: few WINDOW
  * frames, and the sender never runs dry on a fast path. */
 #define STREAM_WINDOW_UPDATE_DIVISOR 4
+/* the sender is starved with less than this part of the window left */
+#define STREAM_WINDOW_STARVED_DIVISOR 8
 
 /* ---- the table of a tunnel's streams (stream.h struct stream_table) ---- */
 
@@ -313,20 +315,43 @@ int stream_write_in_place(struct stream *s, uint8_t *p, size_t n)
 	return write_data(s, p, p, n);
 }
 
+uint32_t stream_credit_due(struct stream *s, size_t n, uint32_t now)
+{
+	s->recv_consumed += (uint32_t)n;
+	/* after the sender ran dry, the bytes it sent left us within
+	 * STREAM_WINDOW_GROW_US: the window, not our reader, held it back */
+	if (s->starved && s->recv_unreturned - s->recv_consumed <=
+				  s->recv_window / STREAM_WINDOW_UPDATE_DIVISOR) {
+		s->grow = now - s->starved_at <= STREAM_WINDOW_GROW_US &&
+			  s->recv_window < STREAM_WINDOW_MAX;
+		s->starved = false;
+	}
+	if (s->recv_consumed < s->recv_window / STREAM_WINDOW_UPDATE_DIVISOR)
+		return 0;
+	return s->recv_consumed +
+	       (s->grow ? MIN(s->recv_window, STREAM_WINDOW_MAX - s->recv_window) : 0);
+}
+
+void stream_credit_returned(struct stream *s, uint32_t increment)
+{
+	s->recv_window += increment - s->recv_consumed;
+	s->recv_unreturned -= s->recv_consumed;
+	s->recv_consumed = 0;
+	s->grow = false;
+}
+
 void stream_consumed(struct stream *s, size_t n)
 {
 	struct frame f = { .type = FRAME_WINDOW };
+	/* the clock only matters, and is only read, while the sender is starved */
+	uint32_t increment = stream_credit_due(s, n, s->starved ? (uint32_t)now_us() : 0);
 
-	s->recv_consumed += (uint32_t)n;
-	if (!s->tunnel || s->fin_received ||
-	    s->recv_consumed < s->recv_window / STREAM_WINDOW_UPDATE_DIVISOR)
+	if (!increment || !s->tunnel || s->fin_received)
 		return;
 	f.stream_id = s->id;
-	f.window.increment = s->recv_consumed;
-	if (tunnel_send(s->tunnel, &f) == 0) {
-		s->recv_unreturned -= s->recv_consumed;
-		s->recv_consumed = 0;
-	}
+	f.window.increment = increment;
+	if (tunnel_send(s->tunnel, &f) == 0)
+		stream_credit_returned(s, increment);
 }
 
 void stream_want_writable(struct stream *s)
@@ -378,6 +403,11 @@ static void message_copy(char *dst, size_t cap, const struct frame_str *m)
 static void count_received(struct stream *s, size_t n)
 {
 	s->recv_unreturned += (uint32_t)n;
+	if (!s->starved &&
+	    s->recv_window - s->recv_unreturned < s->recv_window / STREAM_WINDOW_STARVED_DIVISOR) {
+		s->starved = true;
+		s->starved_at = (uint32_t)now_us();
+	}
 	s->bytes_received += n;
 	for (size_t i = 0; i < STREAM_COUNTS; i++)
 		if (s->count_received[i])

@@ -1,4 +1,5 @@
-/* Unit tests: a tunnel's writable wait list (stream_tunnel_writable).
+/* Unit tests: a tunnel's writable wait list (stream_tunnel_writable), its
+ * stream id table, and the growth of a stream's receive window.
  *
  * The tunnel is a zeroed struct tunnel in state OPEN with nothing queued:
  * every open stream with credit has room, and nothing here sends a frame,
@@ -411,6 +412,124 @@ static void test_id_table(void **state)
 	free(w);
 }
 
+/* ---- window growth (stream_credit_due) ---- */
+
+static uint8_t payload[FRAME_MAX_PAYLOAD];
+
+/* n bytes of DATA for s from the peer, in frames of at most
+ * FRAME_MAX_PAYLOAD. */
+static void receive(struct tunnel *t, struct stream *s, size_t n)
+{
+	const char *why = NULL;
+
+	while (n) {
+		struct frame f = { .type = FRAME_DATA, .stream_id = s->id };
+
+		f.data.ptr = payload;
+		f.data.len = MIN(n, sizeof(payload));
+		assert_int_equal(stream_handle_frame(t, &f, &why), 0);
+		n -= f.data.len;
+	}
+}
+
+/* The credit a sender holds (what it may still send), as the receiver
+ * sees it once every increment it returned has arrived. */
+static uint32_t credit(const struct stream *s)
+{
+	return s->recv_window - s->recv_unreturned;
+}
+
+/* One round: the sender spends all its credit, the receiver hands it on
+ * `after` microseconds later (in one piece); returns the increment sent. */
+static uint32_t round_trip(struct tunnel *t, struct stream *s, uint32_t after)
+{
+	uint32_t sent = credit(s), inc;
+
+	receive(t, s, sent);
+	inc = stream_credit_due(s, sent, (uint32_t)now_us() + after);
+	assert_true(inc >= sent);
+	stream_credit_returned(s, inc);
+	assert_int_equal(s->recv_unreturned, 0);
+	return inc;
+}
+
+static void test_window_grows_when_the_reader_keeps_up(void **state)
+{
+	struct tunnel t = { .state = TUNNEL_OPEN };
+	struct waiter w = { 0 };
+
+	assert_int_equal(stream_accept(&w.s, &t, 7, STREAM_WINDOW_BYTES, &ops, &w), 0);
+	w.s.open = true;
+	/* the sender ran dry and the bytes left at once: the window doubles */
+	assert_int_equal(round_trip(&t, &w.s, 0), 2 * STREAM_WINDOW_BYTES);
+	assert_int_equal(w.s.recv_window, 2 * STREAM_WINDOW_BYTES);
+	assert_int_equal(credit(&w.s), 2 * STREAM_WINDOW_BYTES);
+	/* and doubles again, up to STREAM_WINDOW_MAX and no further */
+	for (int i = 0; i < 8; i++)
+		round_trip(&t, &w.s, 0);
+	assert_int_equal(w.s.recv_window, STREAM_WINDOW_MAX);
+	assert_int_equal(round_trip(&t, &w.s, 0), STREAM_WINDOW_MAX);
+	/* a received DATA beyond the window is still refused */
+	{
+		const char *why = NULL;
+		struct frame f = { .type = FRAME_DATA, .stream_id = 7 };
+
+		receive(&t, &w.s, STREAM_WINDOW_MAX);
+		f.data.ptr = payload;
+		f.data.len = 1;
+		assert_int_equal(stream_handle_frame(&t, &f, &why), -EPROTO);
+	}
+	stream_detach(&w.s);
+	stream_table_free(&t.streams);
+}
+
+static void test_window_stays_for_a_slow_reader(void **state)
+{
+	struct tunnel t = { .state = TUNNEL_OPEN };
+	struct waiter w = { 0 };
+	uint32_t inc;
+
+	assert_int_equal(stream_accept(&w.s, &t, 9, STREAM_WINDOW_BYTES, &ops, &w), 0);
+	w.s.open = true;
+	/* the bytes left only after STREAM_WINDOW_GROW_US: no growth */
+	assert_int_equal(round_trip(&t, &w.s, STREAM_WINDOW_GROW_US + 1000), STREAM_WINDOW_BYTES);
+	assert_int_equal(w.s.recv_window, STREAM_WINDOW_BYTES);
+	/* a reader that takes a quarter at a time while the rest waits: the
+	 * credit comes back as consumed, the window never grows */
+	for (int i = 0; i < 16; i++) {
+		receive(&t, &w.s, credit(&w.s));
+		inc = stream_credit_due(&w.s, STREAM_WINDOW_BYTES / 4, (uint32_t)now_us());
+		assert_int_equal(inc, STREAM_WINDOW_BYTES / 4);
+		stream_credit_returned(&w.s, inc);
+	}
+	assert_int_equal(w.s.recv_window, STREAM_WINDOW_BYTES);
+	/* less than a quarter consumed: nothing due yet */
+	assert_int_equal(stream_credit_due(&w.s, 100, (uint32_t)now_us()), 0);
+	stream_detach(&w.s);
+	stream_table_free(&t.streams);
+}
+
+static void test_window_stays_when_credit_suffices(void **state)
+{
+	struct tunnel t = { .state = TUNNEL_OPEN };
+	struct waiter w = { 0 };
+	uint32_t inc;
+
+	assert_int_equal(stream_accept(&w.s, &t, 11, STREAM_WINDOW_BYTES, &ops, &w), 0);
+	w.s.open = true;
+	/* the sender never comes near the end of its credit: however fast the
+	 * bytes leave, the window stays */
+	for (int i = 0; i < 16; i++) {
+		receive(&t, &w.s, STREAM_WINDOW_BYTES / 2);
+		inc = stream_credit_due(&w.s, STREAM_WINDOW_BYTES / 2, (uint32_t)now_us());
+		assert_int_equal(inc, STREAM_WINDOW_BYTES / 2);
+		stream_credit_returned(&w.s, inc);
+	}
+	assert_int_equal(w.s.recv_window, STREAM_WINDOW_BYTES);
+	stream_detach(&w.s);
+	stream_table_free(&t.streams);
+}
+
 /* stream_tunnel_closed with callbacks that detach other streams (as a
  * closing user connection may end the streams it keeps): each stream is
  * either reset once or was detached by another's callback, and none is
@@ -480,6 +599,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tunnel_closed_by_a_callback, setup, teardown),
 		cmocka_unit_test(test_id_table),
 		cmocka_unit_test(test_tunnel_closed_reaches_every_stream),
+		cmocka_unit_test(test_window_grows_when_the_reader_keeps_up),
+		cmocka_unit_test(test_window_stays_for_a_slow_reader),
+		cmocka_unit_test(test_window_stays_when_credit_suffices),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

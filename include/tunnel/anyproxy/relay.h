@@ -54,7 +54,7 @@ struct relay_ops {
 #define RELAY_PENDING_MAX (BUFRING_BUF_SIZE + FRAME_HEADER_SIZE)
 /* Bytes queued for the socket beyond the stream window (handshake replies,
  * rewritten HTTP heads). */
-#define RELAY_OUT_MAX (STREAM_WINDOW_BYTES + 64 * 1024)
+#define RELAY_OUT_MAX (STREAM_WINDOW_MAX + 64 * 1024)
 /* TLS: ciphertext queued for the socket may exceed RELAY_OUT_MAX by the
  * records' own bytes (header, tag: 22 to 29 per record of up to 16 KiB)
  * and a handshake flight (the certificate chain). */

@@ -28,7 +28,15 @@
 struct tunnel;
 struct stream;
 
+/* The receive window a stream starts with (OPEN, OPEN_OK) and the most it
+ * may grow to (stream_consumed): a stream whose sender came to the end of
+ * its credit, and whose bytes then left the receiver within
+ * STREAM_WINDOW_GROW_US, doubles its window, so a fast stream is not held
+ * to 256 KiB per credit round trip (the tunnel's latency, or the loops');
+ * a stream whose reader is slow does not grow. */
 #define STREAM_WINDOW_BYTES (256 * 1024)
+#define STREAM_WINDOW_MAX (1024 * 1024)
+#define STREAM_WINDOW_GROW_US 5000
 /* Live totals a stream adds its DATA payload to (struct stream count_*). */
 #define STREAM_COUNTS 2
 
@@ -81,12 +89,15 @@ struct stream {
 	uint32_t recv_window;     /* the window we granted */
 	uint32_t recv_unreturned; /* received, credit not yet returned */
 	uint32_t recv_consumed;   /* delivered onwards, not yet announced */
+	uint32_t starved_at;      /* now_us() when starved was set, truncated */
 	/* flags as one-bit fields: every open connection carries two streams'
 	 * worth (gateway and agent), so their bytes count (docs/benchmarks.md) */
 	bool open : 1; /* OPEN_OK sent (agent) or received (gateway) */
 	bool fin_sent : 1, fin_received : 1;
 	bool waiting_writable : 1;
 	bool wake_pending : 1; /* on the list when stream_tunnel_writable began */
+	bool starved : 1;      /* the sender came near the end of its credit */
+	bool grow : 1;         /* ... and its bytes left fast: grow the window */
 	/* tunnel.waiters, a utlist DL list: the head's wait_prev is the tail,
 	 * not NULL, so only the DL_*2 macros touch these */
 	struct stream *wait_prev, *wait_next;
@@ -130,6 +141,12 @@ int stream_write(struct stream *s, const uint8_t *p, size_t n);
 int stream_write_in_place(struct stream *s, uint8_t *p, size_t n);
 /* n received bytes left the owner's buffers: return credit when worth it. */
 void stream_consumed(struct stream *s, size_t n);
+/* stream_consumed's bookkeeping, apart for tests: the WINDOW increment due
+ * after n more bytes left at now (now_us(), truncated), 0 while less than a
+ * quarter window is due; more than the consumed bytes when the window
+ * grows. stream_credit_returned records an increment that was sent. */
+uint32_t stream_credit_due(struct stream *s, size_t n, uint32_t now);
+void stream_credit_returned(struct stream *s, uint32_t increment);
 /* Call on_writable once room appears. */
 void stream_want_writable(struct stream *s);
 
