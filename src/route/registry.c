@@ -229,7 +229,9 @@ static bool candidate(struct registry *reg, const struct reg_client *c, const st
  * Round-robin over the group's tunnels, not its clients, so that a client
  * with three replicas carries three times the streams of a client with one.
  * The cursor (g->rr: client index, g->rr_tunnel: tunnel index in it) moves
- * past the tunnel picked; one walk visits every tunnel once. Suspect tunnels
+ * past the tunnel picked (not for a retry's pick: else the agent after a
+ * failing one would always be retried, and the failing one always picked
+ * first); one walk visits every tunnel once. Suspect tunnels
  * are taken only when allow_suspect says so (the caller's second pass).
  * The walk decides the client; among that client's candidates a tunnel of
  * worker `worker` is taken instead of the one the cursor stands on
@@ -254,8 +256,10 @@ static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g, 
 		t = c->tunnels[ti++];
 		if (skipped(c, skip, nskip) || !candidate(reg, c, t, allow_suspect, full))
 			continue;
-		g->rr = ci;
-		g->rr_tunnel = ti;
+		if (!nskip) { /* a retry leaves the cursor where the first pick put it */
+			g->rr = ci;
+			g->rr_tunnel = ti;
+		}
 		if (t->worker == worker)
 			return t;
 		for (j = 0; j < c->ntunnels; j++) {

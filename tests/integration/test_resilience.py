@@ -208,6 +208,11 @@ def test_agent_whose_network_refuses_is_retried_on_the_other(env):
     failures = sum(d.get(cid, 0) for cid in bad)
     for cid in bad:
         h.check(d.get(cid, 0) >= 1, "%s, whose network fails, was never tried: %r" % (cid, d))
+    # each agent is picked first only in its turn (a retry does not move the
+    # round-robin): 3 failed streams per 3 requests, 28 if every request
+    # began with the two failing agents
+    h.check(failures <= 14 + 2, "%d failed streams for 14 requests: the failing agents "
+            "were picked first out of turn: %r" % (failures, d))
     retries = gw.find("Retrying the request with another agent of the group", mark)
     h.check(len(retries) == failures,
             "one retry line per failed stream (%r), found %d:\n%s"

@@ -213,6 +213,32 @@ static void test_pick_other_skips_tried_clients(void **state)
 	(void)fb;
 }
 
+/* A retry's pick leaves the round-robin where the first pick put it: with
+ * one agent that always fails, it is picked first only in its turn. */
+static void test_retry_does_not_move_the_cursor(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_client *tried[1];
+	unsigned first_bad = 0;
+	bool fb, full;
+
+	registry_join(&f->reg, &f->t[0], "bad", "g", 1, 0, "a");
+	registry_join(&f->reg, &f->t[1], "ok1", "g", 2, 0, "a");
+	registry_join(&f->reg, &f->t[2], "ok2", "g", 3, 0, "a");
+	for (int i = 0; i < 30; i++) {
+		struct reg_tunnel *t = registry_pick(&f->reg, 0, "g", false, &fb, &full);
+
+		assert_non_null(t);
+		if (t != &f->t[0])
+			continue;
+		first_bad++;
+		tried[0] = registry_find_client(&f->reg, "bad");
+		t = registry_pick_other(&f->reg, 0, "g", tried, 1, &full);
+		assert_true(t == &f->t[1] || t == &f->t[2]);
+	}
+	assert_int_equal(first_bad, 10);
+}
+
 static const struct reg_tunnel *full_tunnel;
 
 static bool usable_unless_full(const struct reg_tunnel *t, void *ctx)
@@ -510,6 +536,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_suspect_skipped_unless_all_are, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pick_other_skips_tried_clients, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_retry_does_not_move_the_cursor, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pick_prefers_own_worker, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_same_replica_replaces_stale_tunnel, setup,
