@@ -800,11 +800,21 @@ static void gateway_status(void *arg, char *buf, size_t len)
 		 GW_READ(&gw->nusers));
 }
 
+/* The front end of each proxy index of the statistics (front.h: this file
+ * alone names them). */
+static const struct proxy_frontend *const proxy_frontends[GW_NPROXIES] = {
+	[GW_PROXY_SOCKS5] = &socks5_frontend,
+	[GW_PROXY_HTTP] = &http_frontend,
+	[GW_PROXY_HTTPS] = &https_frontend,
+	[GW_PROXY_FORWARD] = &forward_frontend,
+};
+
 /* Open a proxy listener if its listen_addr is set: its connections speak
- * to front end fe. 0 or -errno. */
+ * to the front end of proxy. 0 or -errno. */
 static int proxy_listen(struct gw_worker *w, struct listener *l, const struct config_listener *cfg,
-			const struct proxy_frontend *fe, enum gw_proxy proxy)
+			enum gw_proxy proxy)
 {
+	const struct proxy_frontend *fe = proxy_frontends[proxy];
 	const char *name = fe->name;
 	char err[512], shown[300];
 	struct WOLFSSL_CTX *tls = NULL;
@@ -858,12 +868,11 @@ static int worker_open(struct gw_worker *w)
 		return ret;
 	}
 	w->bufs_ready = true;
-	ret = proxy_listen(w, &w->socks5_listener, &cfg->socks5, &socks5_frontend, GW_PROXY_SOCKS5);
+	ret = proxy_listen(w, &w->socks5_listener, &cfg->socks5, GW_PROXY_SOCKS5);
 	if (ret == 0)
-		ret = proxy_listen(w, &w->http_listener, &cfg->http, &http_frontend, GW_PROXY_HTTP);
+		ret = proxy_listen(w, &w->http_listener, &cfg->http, GW_PROXY_HTTP);
 	if (ret == 0)
-		ret = proxy_listen(w, &w->https_listener, &cfg->https, &https_frontend,
-				   GW_PROXY_HTTPS);
+		ret = proxy_listen(w, &w->https_listener, &cfg->https, GW_PROXY_HTTPS);
 	if (ret < 0)
 		return ret;
 	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
@@ -937,6 +946,8 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	gw->control_listener.fd = -1;
 	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel", .side = GW_SIDE_TUNNEL };
 	gw->user_budget = (struct handshake_budget){ .name = "proxy", .side = GW_SIDE_PROXY };
+	for (i = 0; i < GW_NPROXIES; i++)
+		gw->stats.proxy[i].name = proxy_frontends[i]->name;
 	registry_init(&gw->registry, gw_on_evict, gw);
 	gw->registry.usable = gw_tunnel_usable;
 	/* [gateway] workers; the config bounds it by CONFIG_GATEWAY_WORKERS_MAX */

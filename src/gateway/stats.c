@@ -9,7 +9,6 @@
 #include "anyproxy/common.h"
 #include "anyproxy/table.h"
 #include "anyproxy/tls.h"
-#include "front.h"
 #include "gateway.h"
 #include "forward.h"
 #include "stats.h"
@@ -77,18 +76,6 @@ void gw_stats_prune(struct gateway *gw)
 
 	HASH_ITER (hh, gw->stats.groups, g, tmp)
 		maybe_retire(gw, g);
-}
-
-static const char *proxy_name(size_t p)
-{
-	static const struct proxy_frontend *const fronts[GW_NPROXIES] = {
-		[GW_PROXY_SOCKS5] = &socks5_frontend,
-		[GW_PROXY_HTTP] = &http_frontend,
-		[GW_PROXY_HTTPS] = &https_frontend,
-		[GW_PROXY_FORWARD] = &forward_frontend,
-	};
-
-	return fronts[p]->name;
 }
 
 /* ---- global totals (apctl stats) ---- */
@@ -209,7 +196,7 @@ static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 	metrics_family(w, "anyproxy_gateway_user_connections", METRICS_GAUGE,
 		       "Users' connections open, by proxy listener.");
 	for (p = 0; p < GW_NPROXIES; p++) {
-		struct metrics_label l[] = { L("proxy", proxy_name(p)) };
+		struct metrics_label l[] = { L("proxy", st->proxy[p].name) };
 
 		metrics_sample(w, "anyproxy_gateway_user_connections", l, 1,
 			       st->proxy[p].connections);
@@ -217,7 +204,7 @@ static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 	metrics_family(w, "anyproxy_gateway_user_connections_total", METRICS_COUNTER,
 		       "Users' connections accepted, by proxy listener.");
 	for (p = 0; p < GW_NPROXIES; p++) {
-		struct metrics_label l[] = { L("proxy", proxy_name(p)) };
+		struct metrics_label l[] = { L("proxy", st->proxy[p].name) };
 
 		metrics_sample(w, "anyproxy_gateway_user_connections_total", l, 1,
 			       st->proxy[p].connections_total);
@@ -225,7 +212,7 @@ static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 	metrics_family(w, "anyproxy_gateway_auth_failures_total", METRICS_COUNTER,
 		       "Users refused for their credentials, by proxy listener.");
 	for (p = 0; p < GW_NPROXIES; p++) {
-		struct metrics_label l[] = { L("proxy", proxy_name(p)) };
+		struct metrics_label l[] = { L("proxy", st->proxy[p].name) };
 
 		metrics_sample(w, "anyproxy_gateway_auth_failures_total", l, 1,
 			       st->proxy[p].auth_failures);
@@ -235,7 +222,7 @@ static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 		       "dns, timeout, denied, no_agent, unreachable, limit, error).");
 	for (p = 0; p < GW_NPROXIES; p++)
 		for (r = 0; r < FRAME_NRESULTS; r++) {
-			struct metrics_label l[] = { L("proxy", proxy_name(p)),
+			struct metrics_label l[] = { L("proxy", st->proxy[p].name),
 						     L("result", frame_open_result_name(r)) };
 
 			metrics_sample(w, "anyproxy_gateway_opens_total", l, 2,
@@ -253,7 +240,8 @@ static void write_groups(struct metrics_writer *w, struct gateway *gw)
 		       "Streams open, by proxy listener and the group of the agent serving them.");
 	HASH_ITER (hh, gw->stats.groups, g, tmp)
 		for (p = 0; p < GW_NPROXIES; p++) {
-			struct metrics_label l[] = { L("proxy", proxy_name(p)), L("group", g->id) };
+			struct metrics_label l[] = { L("proxy", gw->stats.proxy[p].name),
+						     L("group", g->id) };
 
 			metrics_sample(w, "anyproxy_gateway_streams", l, 2, g->streams_active[p]);
 		}
@@ -261,7 +249,8 @@ static void write_groups(struct metrics_writer *w, struct gateway *gw)
 		       "Streams opened to agents, by proxy listener and group.");
 	HASH_ITER (hh, gw->stats.groups, g, tmp)
 		for (p = 0; p < GW_NPROXIES; p++) {
-			struct metrics_label l[] = { L("proxy", proxy_name(p)), L("group", g->id) };
+			struct metrics_label l[] = { L("proxy", gw->stats.proxy[p].name),
+						     L("group", g->id) };
 
 			metrics_sample(w, "anyproxy_gateway_streams_total", l, 2,
 				       g->streams_total[p]);
@@ -426,7 +415,7 @@ static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
 		       "From accept to an authenticated first request (listener socks5, http) "
 		       "or to HELLO_OK (listener tunnel).");
 	for (p = 0; p < GW_NPROXIES; p++) {
-		struct metrics_label l[] = { L("listener", proxy_name(p)) };
+		struct metrics_label l[] = { L("listener", gw->stats.proxy[p].name) };
 
 		metrics_write_histogram(w, "anyproxy_gateway_handshake_duration_seconds", l, 1,
 					&gw->stats.proxy[p].handshake);
