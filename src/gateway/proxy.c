@@ -239,25 +239,9 @@ void proxy_close_handshaking(struct gw_worker *w, const char *why)
 	origin_pool_release(w, NULL, NULL); /* parked streams hold no request */
 }
 
-bool proxy_agent_usable(const struct gateway *gw, const struct reg_client *client,
-			const struct tunnel *t, const char *group)
-{
-	const struct gw_tunnel *gt;
-	bool ok;
-
-	if (!t || t->state != TUNNEL_OPEN || !client || GW_READ(&gw->stopping))
-		return false;
-	gt = t->owner;
-	gw_lock((struct gateway *)gw);
-	ok = !client->drained && !client->detached && !strcmp(client->group->id, group) &&
-	     gt->reg.client == client && !gt->reg.draining && !gt->reg.suspect;
-	gw_unlock((struct gateway *)gw);
-	return ok;
-}
-
 bool proxy_stream_reusable(const struct user_conn *uc, const char *group)
 {
-	return proxy_agent_usable(uc->w->gw, uc->client, uc->relay.stream.tunnel, group);
+	return gw_agent_usable(uc->w->gw, uc->client, uc->relay.stream.tunnel, group);
 }
 
 void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client)
