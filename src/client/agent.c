@@ -561,8 +561,10 @@ static void agent_stop_others(struct agent *a)
 	wg_wake_others(&a->workgroup);
 }
 
-static void agent_stop(struct agent *a, int signo)
+static void agent_stop(void *owner, int signo)
 {
+	struct agent *a = owner;
+
 	if (a->stopping)
 		return;
 	a->stopping = true;
@@ -574,8 +576,6 @@ static void agent_stop(struct agent *a, int signo)
 	agent_stop_others(a);
 	worker_stop(&a->workers[0]);
 }
-
-static struct agent *signal_owner;
 
 /* What a configuration needs built before it can take over: everything
  * that can fail is made here, so a bad file changes nothing. */
@@ -711,8 +711,9 @@ static void log_egress_proxy(const struct config *cfg, const char *msg)
  * change for what comes next; tunnels and streams go on untouched. The
  * other workers are paused while the running configuration and the rules
  * are swapped (wg_pause), and the old ones freed after they resume. */
-static void agent_reload(struct agent *a)
+static void agent_reload(void *owner)
 {
+	struct agent *a = owner;
 	struct agent_rules_set set;
 	struct config fresh;
 	char err[512], restart[512];
@@ -750,17 +751,6 @@ static void agent_reload(struct agent *a)
 		 LF_U("allowed_hosts", acl_rule_count(a->allowed)),
 		 LF_U("forbidden_hosts", acl_rule_count(a->forbidden)),
 		 LF_U("workers", a->nworkers));
-}
-
-static void on_signal(struct ring *r, int signo)
-{
-	if (signo == SIGHUP) {
-		notify_reloading(&signal_owner->notify);
-		agent_reload(signal_owner);
-		notify_reloaded(&signal_owner->notify);
-		return;
-	}
-	agent_stop(signal_owner, signo);
 }
 
 /* ---- set-up ---- */
@@ -864,7 +854,6 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	a->cfg = cfg;
 	a->program = program;
 	pthread_mutex_init(&a->wg_lock, NULL);
-	signal_owner = a;
 	/* the config bounds both: at most CONFIG_GATEWAYS_MAX * CONFIG_REPLICAS_MAX */
 	a->ngateways = (unsigned)cfg->client.gateway_addr.count;
 	a->nlinks = a->ngateways * cfg->client.replicas;
@@ -885,7 +874,11 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 		pthread_mutex_init(&w->stats_lock, NULL);
 	}
 	w0 = &a->workers[0];
-	ret = cli_loop_init(&w0->ring, AGENT_RING_ENTRIES, on_signal);
+	ret = cli_loop_init(&w0->ring, AGENT_RING_ENTRIES,
+			    &(struct cli_daemon){ .owner = a,
+						  .notify = &a->notify,
+						  .reload = agent_reload,
+						  .stop = agent_stop });
 	if (ret < 0)
 		return ret;
 	w0->ring_ready = true;

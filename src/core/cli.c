@@ -10,6 +10,7 @@
 #include "ap-build.h"
 #include "anyproxy/cli.h"
 #include "anyproxy/log.h"
+#include "anyproxy/notify.h"
 
 /* The file cli_start loaded, for cli_reload. */
 static const char *loaded_path;
@@ -182,7 +183,23 @@ int cli_loop_run(struct ring *r)
 	return ret;
 }
 
-int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal)
+/* The daemon whose loop watches the signals (cli_loop_init). */
+static struct cli_daemon signal_daemon;
+
+static void on_signal(struct ring *r, int signo)
+{
+	const struct cli_daemon *d = &signal_daemon;
+
+	if (signo == SIGHUP) {
+		notify_reloading(d->notify);
+		d->reload(d->owner);
+		notify_reloaded(d->notify);
+		return;
+	}
+	d->stop(d->owner, signo);
+}
+
+int cli_loop_init(struct ring *r, unsigned entries, const struct cli_daemon *daemon)
 {
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
 	int ret = ring_init(r, entries);
@@ -193,6 +210,7 @@ int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal)
 	}
 	signal(SIGPIPE, SIG_IGN); /* sends use MSG_NOSIGNAL; this covers the rest */
 	ring_set_before_wait(r, flush_log_before_wait, NULL);
+	signal_daemon = *daemon;
 	ret = ring_watch_signals(r, signals, (int)ARRAY_SIZE(signals), on_signal);
 	if (ret < 0)
 		log_error("Cannot watch signals", LF_S("error", strerror(-ret)));

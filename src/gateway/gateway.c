@@ -603,8 +603,10 @@ static void worker_woken(struct wg_member *m)
 		worker_stop(w);
 }
 
-static void gateway_stop(struct gateway *gw, int signo)
+static void gateway_stop(void *owner, int signo)
 {
+	struct gateway *gw = owner;
+
 	if (GW_READ(&gw->stopping))
 		return;
 	__atomic_store_n(&gw->stopping, true, __ATOMIC_RELAXED);
@@ -619,8 +621,6 @@ static void gateway_stop(struct gateway *gw, int signo)
 	wg_wake_others(&gw->workgroup);
 	worker_stop(gw_main(gw));
 }
-
-static struct gateway *signal_owner;
 
 static bool same_text(const char *a, const char *b)
 {
@@ -697,8 +697,9 @@ static void after_reload(struct gw_worker *w, const struct config *old)
  * comes next; open tunnels and streams go on untouched. A bad file leaves
  * everything as it was. The other workers are paused while the running
  * configuration and the contexts are replaced. */
-static void gateway_reload(struct gateway *gw)
+static void gateway_reload(void *owner)
 {
+	struct gateway *gw = owner;
 	struct config fresh;
 	struct WOLFSSL_CTX *tls, **https_tls;
 	char err[512], restart[512];
@@ -769,19 +770,6 @@ static void gateway_reload(struct gateway *gw)
 	config_free(&fresh);
 	log_info("Configuration reloaded", LF_U("tunnels", gateway_tunnels(gw)),
 		 LF_U("users", GW_READ(&gw->nusers)), LF_U("workers", gw->nworkers));
-}
-
-static void on_signal(struct ring *r, int signo)
-{
-	struct gateway *gw = signal_owner;
-
-	if (signo == SIGHUP) {
-		notify_reloading(&gw->notify);
-		gateway_reload(gw);
-		notify_reloaded(&gw->notify);
-		return;
-	}
-	gateway_stop(gw, signo);
 }
 
 /* ---- set-up ---- */
@@ -979,8 +967,11 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		if (ret < 0)
 			return ret;
 	}
-	signal_owner = gw;
-	ret = cli_loop_init(&gw_main(gw)->ring, GATEWAY_RING_ENTRIES, on_signal);
+	ret = cli_loop_init(&gw_main(gw)->ring, GATEWAY_RING_ENTRIES,
+			    &(struct cli_daemon){ .owner = gw,
+						  .notify = &gw->notify,
+						  .reload = gateway_reload,
+						  .stop = gateway_stop });
 	if (ret < 0)
 		return ret;
 	gw_main(gw)->ring_ready = true;

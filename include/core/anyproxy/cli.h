@@ -12,6 +12,8 @@
 #include "anyproxy/config.h"
 #include "anyproxy/ring.h"
 
+struct notify;
+
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAILURE 1 /* runtime failure */
 #define CLI_EXIT_CONFIG 2  /* bad command line or configuration */
@@ -42,10 +44,21 @@ int cli_reload(const struct cli_program *prog, struct config *fresh, char *err, 
 /* (Re)open the log as cfg says. 0 or -errno. */
 int cli_apply_log(const struct config *cfg);
 
+/* What a daemon does on its signals (cli_loop_init): SIGHUP reloads
+ * between the service manager's RELOADING=1 and READY=1 (notify.h), SIGTERM
+ * and SIGINT stop. owner is the daemon (struct gateway, struct agent). */
+struct cli_daemon {
+	void *owner;
+	struct notify *notify;
+	void (*reload)(void *owner);
+	void (*stop)(void *owner, int signo);
+};
+
 /* A daemon's event loop: the ring, SIGPIPE ignored, SIGTERM, SIGINT and
- * SIGHUP delivered to on_signal through the ring, and log lines written
- * once per iteration by the ring's before-wait hook. 0 or -errno (logged). */
-int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal);
+ * SIGHUP delivered through the ring to daemon's callbacks (copied: one
+ * daemon per process, as signals are), and log lines written once per
+ * iteration by the ring's before-wait hook. 0 or -errno (logged). */
+int cli_loop_init(struct ring *r, unsigned entries, const struct cli_daemon *daemon);
 /* Another loop thread of the same daemon (created in that thread): its
  * ring and the same per-iteration log flush, without signals (they stay
  * with the main loop; block them before starting the thread). 0 or
