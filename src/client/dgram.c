@@ -161,12 +161,9 @@ static void assoc_close(struct dgram_assoc *as, bool send_close, uint8_t reason,
 static void idle_fire(struct ring *r, struct timer *t)
 {
 	struct dgram_assoc *as = container_of(t, struct dgram_assoc, idle);
-	uint64_t quiet = now_ms() - as->last_active_ms;
 
-	if (quiet < DGRAM_IDLE_MS) {
-		timer_arm(r, &as->idle, DGRAM_IDLE_MS - quiet);
+	if (timer_rearm_unless_idle(r, &as->idle, as->last_active_ms, DGRAM_IDLE_MS, NULL))
 		return;
-	}
 	assoc_close(as, true, FRAME_OPEN_GENERAL, "idle");
 }
 

@@ -187,13 +187,11 @@ static void udp_client_free(struct forward_udp_client *c)
 static void udp_client_idle(struct ring *r, struct timer *t)
 {
 	struct forward_udp_client *c = container_of(t, struct forward_udp_client, idle);
-	uint32_t idle_ms = c->fw->gw->cfg->gateway.udp_idle_timeout_ms;
-	uint64_t quiet = now_ms() - c->last_active_ms;
+	uint64_t quiet;
 
-	if (quiet < idle_ms) {
-		timer_arm(r, &c->idle, idle_ms - quiet);
+	if (timer_rearm_unless_idle(r, &c->idle, c->last_active_ms,
+				    c->fw->gw->cfg->gateway.udp_idle_timeout_ms, &quiet))
 		return;
-	}
 	if (!c->remote) {
 		log_debug("Forward client idle, association ended",
 			  LF_S("forward", c->fw->cfg->name), LF_U("idle_ms", quiet));
@@ -310,13 +308,11 @@ static const struct gw_assoc_ops remote_assoc_ops = {
 static void remote_idle(struct ring *ring, struct timer *t)
 {
 	struct forward_udp_remote *r = container_of(t, struct forward_udp_remote, idle);
-	uint32_t idle_ms = r->fw->gw->cfg->gateway.udp_idle_timeout_ms;
-	uint64_t quiet = now_ms() - r->last_active_ms;
+	uint64_t quiet;
 
-	if (quiet < idle_ms) {
-		timer_arm(ring, &r->idle, idle_ms - quiet);
+	if (timer_rearm_unless_idle(ring, &r->idle, r->last_active_ms,
+				    r->fw->gw->cfg->gateway.udp_idle_timeout_ms, &quiet))
 		return;
-	}
 	log_debug("Forward client idle, association ended", LF_S("forward", r->fw->cfg->name),
 		  LF_U("idle_ms", quiet));
 	remote_end(r);

@@ -90,14 +90,13 @@ static void deadline_fire(struct ring *r, struct timer *t)
 	}
 	if (uc->idle_watch) {
 		/* lazy: activity only stamps the relay; the timer checks here */
-		uint64_t quiet = now_ms() - uc->relay.last_active_ms;
+		uint64_t quiet;
 
 		if (!idle_ms)
 			return; /* switched off by a reload */
-		if (quiet < idle_ms) {
-			timer_arm(r, &uc->deadline, idle_ms - quiet);
+		if (timer_rearm_unless_idle(r, &uc->deadline, uc->relay.last_active_ms, idle_ms,
+					    &quiet))
 			return;
-		}
 		log_info("User connection idle, closing", LF_S("proxy", uc->fe->name),
 			 LF_S("client_id", uc->client_id), LF_U("idle_ms", quiet));
 		relay_close(&uc->relay, "idle timeout");
