@@ -7,6 +7,7 @@
 
 #include "ap-build.h"
 #include "anyproxy/common.h"
+#include "anyproxy/idhash.h"
 #include "anyproxy/table.h"
 #include "anyproxy/tls.h"
 #include "gateway.h"
@@ -17,14 +18,7 @@ struct gw_group_stats *gw_stats_group(struct gw_stats *st, const char *group_id)
 {
 	struct gw_group_stats *g;
 
-	HASH_FIND_STR(st->groups, group_id, g);
-	if (g)
-		return g;
-	g = calloc(1, sizeof(*g));
-	if (!g)
-		return NULL;
-	snprintf(g->id, sizeof(g->id), "%s", group_id);
-	HASH_ADD_STR(st->groups, id, g);
+	IDHASH_GET(st->groups, group_id, g);
 	return g;
 }
 
