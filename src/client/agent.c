@@ -819,28 +819,32 @@ static void worker_start_links(struct agent_worker *w)
 		link_start(&w->agent->links[i]);
 }
 
-/* Workers 1..: set up, wait for the others, run the links, tear down. */
-static void *worker_main(void *arg)
+/* Workers 1..: set up, wait for the others, run the links, tear down
+ * (cli_worker_run). */
+static int agent_thread_setup(struct wg_member *m)
 {
-	struct agent_worker *w = container_of(arg, struct agent_worker, wg);
-	int ret;
+	struct agent_worker *w = container_of(m, struct agent_worker, wg);
 
-	ret = cli_worker_loop_init(&w->ring, AGENT_RING_ENTRIES);
-	if (ret == 0) {
-		w->ring_ready = true;
-		ret = worker_setup(w);
-	}
-	if (wg_ready(&w->wg, ret) > 0) {
-		worker_start_links(w);
-		ret = cli_loop_run(&w->ring);
-		if (ret < 0)
-			log_error("Event loop failed", LF_U("worker", w->index),
-				  LF_S("error", strerror(-ret)));
-	}
-	worker_teardown(w);
-	wg_exited(&w->wg);
-	return NULL;
+	w->ring_ready = true;
+	return worker_setup(w);
 }
+
+static void agent_thread_start(struct wg_member *m)
+{
+	worker_start_links(container_of(m, struct agent_worker, wg));
+}
+
+static void agent_thread_teardown(struct wg_member *m)
+{
+	worker_teardown(container_of(m, struct agent_worker, wg));
+}
+
+static const struct cli_worker_ops agent_threads = {
+	.ring_entries = AGENT_RING_ENTRIES,
+	.setup = agent_thread_setup,
+	.start = agent_thread_start,
+	.teardown = agent_thread_teardown,
+};
 
 int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg)
 {
@@ -870,7 +874,7 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 
 		w->agent = a;
 		w->index = i;
-		wg_set(&a->workgroup, i, &w->wg);
+		wg_set(&a->workgroup, i, &w->wg, &w->ring);
 		pthread_mutex_init(&w->stats_lock, NULL);
 	}
 	w0 = &a->workers[0];
@@ -937,7 +941,7 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 			      link_server_name(&a->links[a->gateways[g].first_link])));
 	/* the other threads start their links once every worker is set up
 	 * (a failure may log tunnels_up, which reads every link) */
-	ret = wg_start(&a->workgroup, worker_main);
+	ret = cli_workers_start(&a->workgroup, &agent_threads);
 	if (ret < 0)
 		return ret;
 	worker_start_links(w0);

@@ -11,6 +11,7 @@
 #include "anyproxy/cli.h"
 #include "anyproxy/log.h"
 #include "anyproxy/notify.h"
+#include "anyproxy/workgroup.h"
 
 /* The file cli_start loaded, for cli_reload. */
 static const char *loaded_path;
@@ -166,6 +167,35 @@ int cli_worker_loop_init(struct ring *r, unsigned entries)
 	}
 	ring_set_before_wait(r, flush_log_before_wait, NULL);
 	return 0;
+}
+
+/* The daemon's worker steps (cli_workers_start). */
+static const struct cli_worker_ops *worker_ops;
+
+static void *worker_thread(void *arg)
+{
+	const struct cli_worker_ops *ops = worker_ops;
+	struct wg_member *m = arg;
+	int ret = cli_worker_loop_init(m->ring, ops->ring_entries);
+
+	if (ret == 0)
+		ret = ops->setup(m);
+	if (wg_ready(m, ret) > 0) {
+		ops->start(m);
+		ret = cli_loop_run(m->ring);
+		if (ret < 0)
+			log_error("Event loop failed", LF_U("worker", m->index),
+				  LF_S("error", strerror(-ret)));
+	}
+	ops->teardown(m);
+	wg_exited(m);
+	return NULL;
+}
+
+int cli_workers_start(struct workgroup *wg, const struct cli_worker_ops *ops)
+{
+	worker_ops = ops;
+	return wg_start(wg, worker_thread);
 }
 
 int cli_loop_run(struct ring *r)

@@ -887,33 +887,41 @@ static void worker_start(struct gw_worker *w)
 }
 
 /* Workers 1..: set up on the thread (the ring is single-issuer: it is
- * made where it runs), wait for the others, run, tear down. */
+ * made where it runs), wait for the others, run, tear down; the steps
+ * cli_workers_start runs. */
 static void worker_close(struct gw_worker *w);
 
-static void *worker_main(void *arg)
+static int gw_thread_setup(struct wg_member *m)
 {
-	struct gw_worker *w = container_of(arg, struct gw_worker, wg);
+	struct gw_worker *w = container_of(m, struct gw_worker, wg);
 	int ret;
 
-	ret = cli_worker_loop_init(&w->ring, GATEWAY_RING_ENTRIES);
-	if (ret == 0) {
-		w->ring_ready = true;
-		ret = worker_open(w);
-	}
+	w->ring_ready = true;
+	ret = worker_open(w);
 	if (ret == 0)
 		wg_arm(&w->wg, &w->ring, worker_woken);
-	if (wg_ready(&w->wg, ret) > 0) {
-		worker_start(w);
-		handshake_sync(w);
-		ret = cli_loop_run(&w->ring);
-		if (ret < 0)
-			log_error("Event loop failed", LF_U("worker", w->index),
-				  LF_S("error", strerror(-ret)));
-	}
-	worker_close(w);
-	wg_exited(&w->wg);
-	return NULL;
+	return ret;
 }
+
+static void gw_thread_start(struct wg_member *m)
+{
+	struct gw_worker *w = container_of(m, struct gw_worker, wg);
+
+	worker_start(w);
+	handshake_sync(w);
+}
+
+static void gw_thread_teardown(struct wg_member *m)
+{
+	worker_close(container_of(m, struct gw_worker, wg));
+}
+
+static const struct cli_worker_ops gw_threads = {
+	.ring_entries = GATEWAY_RING_ENTRIES,
+	.setup = gw_thread_setup,
+	.start = gw_thread_start,
+	.teardown = gw_thread_teardown,
+};
 
 int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg)
 {
@@ -959,7 +967,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		w->socks5_listener.fd = -1;
 		w->http_listener.fd = -1;
 		w->https_listener.fd = -1;
-		wg_set(&gw->workgroup, i, &w->wg);
+		wg_set(&gw->workgroup, i, &w->wg, &w->ring);
 	}
 	/* every eventfd before any thread runs: workers wake each other */
 	for (i = 0; i < n; i++) {
@@ -995,7 +1003,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	/* the control socket has no budget: it is never paused */
 	gw->on_user_closed = worker_maybe_exit;
 	apply_limits(gw);
-	ret = wg_start(&gw->workgroup, worker_main);
+	ret = cli_workers_start(&gw->workgroup, &gw_threads);
 	if (ret < 0)
 		return ret;
 	wg_arm(&gw_main(gw)->wg, &gw_main(gw)->ring, worker_woken);
