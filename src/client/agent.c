@@ -775,12 +775,9 @@ static int worker_setup(struct agent_worker *w)
 	struct agent *a = w->agent;
 	int ret;
 
-	ret = bufring_init(&w->bufs, &w->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
-	if (ret < 0) {
-		log_error("Cannot register receive buffers", LF_U("worker", w->index),
-			  LF_S("error", strerror(-ret)));
+	ret = bufring_init_worker(&w->bufs, &w->ring, w->index);
+	if (ret < 0)
 		return ret;
-	}
 	w->bufs_ready = true;
 	w->resolver = resolver_new(&w->ring, AGENT_RESOLVER_THREADS,
 				   agent_worker_share(AGENT_RESOLVER_MAX_PENDING, a->nworkers));

@@ -849,12 +849,9 @@ static int worker_open(struct gw_worker *w)
 	char err[512];
 	int ret, fd;
 
-	ret = bufring_init(&w->bufs, &w->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
-	if (ret < 0) {
-		log_error("Cannot register receive buffers", LF_U("worker", w->index),
-			  LF_S("error", strerror(-ret)));
+	ret = bufring_init_worker(&w->bufs, &w->ring, w->index);
+	if (ret < 0)
 		return ret;
-	}
 	w->bufs_ready = true;
 	ret = proxy_listen(w, &w->socks5_listener, &cfg->socks5, GW_PROXY_SOCKS5);
 	if (ret == 0)

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "anyproxy/bufring.h"
 #include "anyproxy/common.h"
 #include "anyproxy/ring.h"
 
@@ -107,6 +108,21 @@ static void test_rearm_unless_idle(void **state)
 	assert_true(timer_rearm_unless_idle(&r, &p.t, now_ms(), 1000, NULL));
 	assert_true(timer_armed(&p.t));
 	timer_disarm(&r, &p.t);
+	ring_exit(&r);
+}
+
+/* A daemon worker's receive buffers: the daemons' sizes, group 0. */
+static void test_bufring_init_worker(void **state)
+{
+	struct ring r;
+	struct bufring b;
+
+	assert_int_equal(ring_init(&r, 64), 0);
+	assert_int_equal(bufring_init_worker(&b, &r, 1), 0);
+	assert_int_equal(b.entries, BUFRING_ENTRIES);
+	assert_int_equal(b.buf_size, BUFRING_BUF_SIZE);
+	assert_int_equal(b.group, 0);
+	bufring_exit(&b, &r);
 	ring_exit(&r);
 }
 
@@ -456,6 +472,7 @@ int main(void)
 		cmocka_unit_test(test_timers_fire_in_order_and_disarm),
 		cmocka_unit_test(test_rearm_moves_deadline),
 		cmocka_unit_test(test_rearm_unless_idle),
+		cmocka_unit_test(test_bufring_init_worker),
 		cmocka_unit_test(test_recv_completion_reaches_its_op),
 		cmocka_unit_test(test_get_sqe_beyond_sq_size_submits_every_op),
 		cmocka_unit_test(test_thousands_of_timers),
