@@ -561,8 +561,10 @@ static void agent_stop_others(struct agent *a)
 	wg_wake_others(&a->workgroup);
 }
 
-static void agent_stop(struct agent *a, int signo)
+static void agent_stop(void *owner, int signo)
 {
+	struct agent *a = owner;
+
 	if (a->stopping)
 		return;
 	a->stopping = true;
@@ -574,8 +576,6 @@ static void agent_stop(struct agent *a, int signo)
 	agent_stop_others(a);
 	worker_stop(&a->workers[0]);
 }
-
-static struct agent *signal_owner;
 
 /* What a configuration needs built before it can take over: everything
  * that can fail is made here, so a bad file changes nothing. */
@@ -711,8 +711,9 @@ static void log_egress_proxy(const struct config *cfg, const char *msg)
  * change for what comes next; tunnels and streams go on untouched. The
  * other workers are paused while the running configuration and the rules
  * are swapped (wg_pause), and the old ones freed after they resume. */
-static void agent_reload(struct agent *a)
+static void agent_reload(void *owner)
 {
+	struct agent *a = owner;
 	struct agent_rules_set set;
 	struct config fresh;
 	char err[512], restart[512];
@@ -752,17 +753,6 @@ static void agent_reload(struct agent *a)
 		 LF_U("workers", a->nworkers));
 }
 
-static void on_signal(struct ring *r, int signo)
-{
-	if (signo == SIGHUP) {
-		notify_reloading(&signal_owner->notify);
-		agent_reload(signal_owner);
-		notify_reloaded(&signal_owner->notify);
-		return;
-	}
-	agent_stop(signal_owner, signo);
-}
-
 /* ---- set-up ---- */
 
 /* STATUS= for the service manager (systemctl status). */
@@ -785,12 +775,9 @@ static int worker_setup(struct agent_worker *w)
 	struct agent *a = w->agent;
 	int ret;
 
-	ret = bufring_init(&w->bufs, &w->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
-	if (ret < 0) {
-		log_error("Cannot register receive buffers", LF_U("worker", w->index),
-			  LF_S("error", strerror(-ret)));
+	ret = bufring_init_worker(&w->bufs, &w->ring, w->index);
+	if (ret < 0)
 		return ret;
-	}
 	w->bufs_ready = true;
 	w->resolver = resolver_new(&w->ring, AGENT_RESOLVER_THREADS,
 				   agent_worker_share(AGENT_RESOLVER_MAX_PENDING, a->nworkers));
@@ -829,28 +816,32 @@ static void worker_start_links(struct agent_worker *w)
 		link_start(&w->agent->links[i]);
 }
 
-/* Workers 1..: set up, wait for the others, run the links, tear down. */
-static void *worker_main(void *arg)
+/* Workers 1..: set up, wait for the others, run the links, tear down
+ * (cli_worker_run). */
+static int agent_thread_setup(struct wg_member *m)
 {
-	struct agent_worker *w = container_of(arg, struct agent_worker, wg);
-	int ret;
+	struct agent_worker *w = container_of(m, struct agent_worker, wg);
 
-	ret = cli_worker_loop_init(&w->ring, AGENT_RING_ENTRIES);
-	if (ret == 0) {
-		w->ring_ready = true;
-		ret = worker_setup(w);
-	}
-	if (wg_ready(&w->wg, ret) > 0) {
-		worker_start_links(w);
-		ret = cli_loop_run(&w->ring);
-		if (ret < 0)
-			log_error("Event loop failed", LF_U("worker", w->index),
-				  LF_S("error", strerror(-ret)));
-	}
-	worker_teardown(w);
-	wg_exited(&w->wg);
-	return NULL;
+	w->ring_ready = true;
+	return worker_setup(w);
 }
+
+static void agent_thread_start(struct wg_member *m)
+{
+	worker_start_links(container_of(m, struct agent_worker, wg));
+}
+
+static void agent_thread_teardown(struct wg_member *m)
+{
+	worker_teardown(container_of(m, struct agent_worker, wg));
+}
+
+static const struct cli_worker_ops agent_threads = {
+	.ring_entries = AGENT_RING_ENTRIES,
+	.setup = agent_thread_setup,
+	.start = agent_thread_start,
+	.teardown = agent_thread_teardown,
+};
 
 int agent_init(struct agent *a, const struct cli_program *program, struct config *cfg)
 {
@@ -864,7 +855,6 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 	a->cfg = cfg;
 	a->program = program;
 	pthread_mutex_init(&a->wg_lock, NULL);
-	signal_owner = a;
 	/* the config bounds both: at most CONFIG_GATEWAYS_MAX * CONFIG_REPLICAS_MAX */
 	a->ngateways = (unsigned)cfg->client.gateway_addr.count;
 	a->nlinks = a->ngateways * cfg->client.replicas;
@@ -881,11 +871,15 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 
 		w->agent = a;
 		w->index = i;
-		wg_set(&a->workgroup, i, &w->wg);
+		wg_set(&a->workgroup, i, &w->wg, &w->ring);
 		pthread_mutex_init(&w->stats_lock, NULL);
 	}
 	w0 = &a->workers[0];
-	ret = cli_loop_init(&w0->ring, AGENT_RING_ENTRIES, on_signal);
+	ret = cli_loop_init(&w0->ring, AGENT_RING_ENTRIES,
+			    &(struct cli_daemon){ .owner = a,
+						  .notify = &a->notify,
+						  .reload = agent_reload,
+						  .stop = agent_stop });
 	if (ret < 0)
 		return ret;
 	w0->ring_ready = true;
@@ -944,7 +938,7 @@ int agent_init(struct agent *a, const struct cli_program *program, struct config
 			      link_server_name(&a->links[a->gateways[g].first_link])));
 	/* the other threads start their links once every worker is set up
 	 * (a failure may log tunnels_up, which reads every link) */
-	ret = wg_start(&a->workgroup, worker_main);
+	ret = cli_workers_start(&a->workgroup, &agent_threads);
 	if (ret < 0)
 		return ret;
 	worker_start_links(w0);

@@ -99,7 +99,7 @@ struct agent_denial {
 	enum acl_verdict verdict;
 	char *rule; /* the rule's text; "" when no rule matched (not allowed) */
 	uint64_t count;
-	struct agent_denial *next;
+	struct agent_denial *next; /* utlist LL_, newest first */
 };
 
 /* A worker's counters, exposed by the metrics endpoint (stats.c), summed
@@ -110,7 +110,7 @@ struct agent_stats {
 	uint64_t streams_total;         /* OPENs taken */
 	uint64_t opens[FRAME_NRESULTS]; /* by enum frame_open_result */
 	struct metrics_histogram dns;   /* target name lookups on the resolver pool */
-	struct agent_denial *denials;
+	struct agent_denial *denials;   /* utlist LL_ */
 	unsigned ndenials;
 	uint64_t denials_other; /* past AGENT_STATS_MAX_DENIAL_RULES */
 };

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <uthash.h>
+#include <utlist.h>
 
 #include "anyproxy/common.h"
 #include "anyproxy/grammar.h"
@@ -62,8 +63,10 @@ struct dgram_peer {
 	uint16_t port;
 };
 
+/* A datagram waiting behind a name lookup, in as->queue (utlist DL_: the
+ * head's prev is the tail, so appending stays O(1)). */
 struct dgram_queued {
-	struct dgram_queued *next;
+	struct dgram_queued *prev, *next;
 	uint16_t port;
 	char name[ACL_NAME_MAX + 1];
 	size_t len;
@@ -90,7 +93,7 @@ struct dgram_assoc {
 	unsigned next_name;
 	struct dgram_peer peers[DGRAM_PEERS_MAX];
 	unsigned npeers, next_peer;
-	struct dgram_queued *queue, *queue_tail;
+	struct dgram_queued *queue; /* utlist DL_, in arrival order */
 	unsigned nqueued;
 	struct resolve_req *resolving;
 	char resolving_name[ACL_NAME_MAX + 1];
@@ -125,7 +128,7 @@ static void sock_closed(struct udp_socket *u)
 static void assoc_close(struct dgram_assoc *as, bool send_close, uint8_t reason, const char *why)
 {
 	struct agent_worker *w = as->link->worker;
-	struct dgram_queued *q;
+	struct dgram_queued *q, *tmp;
 
 	if (as->closing)
 		return;
@@ -144,8 +147,8 @@ static void assoc_close(struct dgram_assoc *as, bool send_close, uint8_t reason,
 	if (as->resolving)
 		resolver_cancel(as->resolving);
 	as->resolving = NULL;
-	while ((q = as->queue)) {
-		as->queue = q->next;
+	DL_FOREACH_SAFE (as->queue, q, tmp) {
+		DL_DELETE(as->queue, q);
 		free(q);
 	}
 	if (as->s4.open)
@@ -158,12 +161,9 @@ static void assoc_close(struct dgram_assoc *as, bool send_close, uint8_t reason,
 static void idle_fire(struct ring *r, struct timer *t)
 {
 	struct dgram_assoc *as = container_of(t, struct dgram_assoc, idle);
-	uint64_t quiet = now_ms() - as->last_active_ms;
 
-	if (quiet < DGRAM_IDLE_MS) {
-		timer_arm(r, &as->idle, DGRAM_IDLE_MS - quiet);
+	if (timer_rearm_unless_idle(r, &as->idle, as->last_active_ms, DGRAM_IDLE_MS, NULL))
 		return;
-	}
 	assoc_close(as, true, FRAME_OPEN_GENERAL, "idle");
 }
 
@@ -399,9 +399,7 @@ static void queue_run(struct dgram_assoc *as)
 		} else {
 			send_named(as, e, q->data, q->len);
 		}
-		as->queue = q->next;
-		if (!as->queue)
-			as->queue_tail = NULL;
+		DL_DELETE(as->queue, q);
 		as->nqueued--;
 		free(q);
 	}
@@ -511,17 +509,12 @@ static void dgram_send(struct dgram_assoc *as, const struct frame *f)
 		as->dropped++;
 		return;
 	}
-	q->next = NULL;
 	q->port = f->dgram.port;
 	snprintf(q->name, sizeof(q->name), "%s", host.name);
 	q->len = f->dgram.data.len;
 	if (q->len)
 		memcpy(q->data, f->dgram.data.ptr, q->len);
-	if (as->queue_tail)
-		as->queue_tail->next = q;
-	else
-		as->queue = q;
-	as->queue_tail = q;
+	DL_APPEND(as->queue, q);
 	as->nqueued++;
 	queue_run(as);
 }

@@ -2,12 +2,12 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "anyproxy/common.h"
+#include "anyproxy/grammar.h"
 #include "anyproxy/hosts.h"
 
 #define HOSTS_FILE_MAX_BYTES (4 * 1024 * 1024)
@@ -21,21 +21,13 @@ void hosts_free(struct hosts_table *t)
 	t->count = 0;
 }
 
-static bool valid_name_char(unsigned char c)
-{
-	return isalnum(c) || c == '-' || c == '_' || c == '.';
-}
-
-/* Add (name, address); name is lower-cased and loses one trailing dot. */
+/* Add (name, address); name is a host name (grammar_host_name) of len
+ * bytes without its trailing dot, and is stored lower-cased. */
 static int add_entry(struct hosts_table *t, const char *name, size_t len, int family,
 		     const uint8_t *addr, size_t *cap)
 {
 	struct hosts_entry *e;
 
-	if (len && name[len - 1] == '.')
-		len--;
-	if (!len)
-		return -EINVAL;
 	if (t->count == HOSTS_MAX_ENTRIES)
 		return -E2BIG;
 	if (t->count == *cap) {
@@ -86,17 +78,18 @@ static int parse_line(struct hosts_table *t, char *line, size_t *cap, const char
 		return -EINVAL;
 	}
 	for (; tok; tok = strtok_r(NULL, " \t\r", &save)) {
-		for (const char *p = tok; *p; p++) {
-			if (!valid_name_char((unsigned char)*p)) {
-				*why = "invalid character in a name";
-				return -EINVAL;
-			}
+		/* The rule of every other host name (targets, host rules): a
+		 * name the agent could never be asked for is a mistake. */
+		ret = grammar_host_name(tok, strlen(tok), why);
+		if (ret < 0)
+			return ret;
+		ret = add_entry(t, tok, (size_t)ret, family, addr, cap);
+		if (ret == -E2BIG) {
+			*why = "too many entries";
+			return -EINVAL;
 		}
-		ret = add_entry(t, tok, strlen(tok), family, addr, cap);
-		if (ret < 0) {
-			*why = ret == -E2BIG ? "too many entries" : "invalid name";
-			return ret == -ENOMEM ? -ENOMEM : -EINVAL;
-		}
+		if (ret < 0)
+			return ret;
 	}
 	return 0;
 }

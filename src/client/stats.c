@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 #include "ap-build.h"
 #include "anyproxy/common.h"
@@ -16,7 +17,7 @@ void agent_stats_denied(struct agent_stats *st, enum acl_verdict verdict, const 
 
 	if (!rule)
 		rule = "";
-	for (d = st->denials; d; d = d->next)
+	LL_FOREACH (st->denials, d)
 		if (d->verdict == verdict && !strcmp(d->rule, rule)) {
 			d->count += count;
 			return;
@@ -29,8 +30,7 @@ void agent_stats_denied(struct agent_stats *st, enum acl_verdict verdict, const 
 	}
 	d->verdict = verdict;
 	d->count = count;
-	d->next = st->denials;
-	st->denials = d;
+	LL_PREPEND(st->denials, d);
 	st->ndenials++;
 }
 
@@ -50,10 +50,10 @@ void agent_worker_dns(struct agent_worker *w, uint64_t us)
 
 void agent_stats_free(struct agent_stats *st)
 {
-	struct agent_denial *d, *next;
+	struct agent_denial *d, *tmp;
 
-	for (d = st->denials; d; d = next) {
-		next = d->next;
+	LL_FOREACH_SAFE (st->denials, d, tmp) {
+		LL_DELETE(st->denials, d);
 		free(d->rule);
 		free(d);
 	}
@@ -114,7 +114,7 @@ static void write_denials(struct metrics_writer *w, const struct agent_stats *st
 		       "Targets refused by the host rules, by verdict (forbidden, not_allowed) and "
 		       "the rule that refused them (\"\" when no allowed rule matched; \"(other)\" "
 		       "past the distinct-rule bound).");
-	for (d = st->denials; d; d = d->next) {
+	LL_FOREACH (st->denials, d) {
 		struct metrics_label l[] = { { "verdict", verdict_label(d->verdict) },
 					     { "rule", d->rule } };
 
@@ -154,7 +154,7 @@ static void sum_workers(const struct agent *a, struct agent_stats *sum, uint64_t
 			sum->dns.buckets[r] += wk->stats.dns.buckets[r];
 		sum->dns.sum_us += wk->stats.dns.sum_us;
 		sum->dns.count += wk->stats.dns.count;
-		for (d = wk->stats.denials; d; d = d->next)
+		LL_FOREACH (wk->stats.denials, d)
 			agent_stats_denied(sum, d->verdict, d->rule, d->count);
 		sum->denials_other += wk->stats.denials_other;
 		pthread_mutex_unlock(&wk->stats_lock);

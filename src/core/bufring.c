@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include "anyproxy/bufring.h"
+#include "anyproxy/log.h"
 
 int bufring_init(struct bufring *b, struct ring *r, uint16_t group, unsigned entries,
 		 unsigned buf_size)
@@ -55,6 +56,16 @@ int bufring_init(struct bufring *b, struct ring *r, uint16_t group, unsigned ent
 				      (int)b->mask, (int)i);
 	io_uring_buf_ring_advance(b->br, (int)entries);
 	return 0;
+}
+
+int bufring_init_worker(struct bufring *b, struct ring *r, unsigned worker)
+{
+	int ret = bufring_init(b, r, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
+
+	if (ret < 0)
+		log_error("Cannot register receive buffers", LF_U("worker", worker),
+			  LF_S("error", strerror(-ret)));
+	return ret;
 }
 
 void bufring_exit(struct bufring *b, struct ring *r)

@@ -10,6 +10,8 @@
 #include "ap-build.h"
 #include "anyproxy/cli.h"
 #include "anyproxy/log.h"
+#include "anyproxy/notify.h"
+#include "anyproxy/workgroup.h"
 
 /* The file cli_start loaded, for cli_reload. */
 static const char *loaded_path;
@@ -167,6 +169,35 @@ int cli_worker_loop_init(struct ring *r, unsigned entries)
 	return 0;
 }
 
+/* The daemon's worker steps (cli_workers_start). */
+static const struct cli_worker_ops *worker_ops;
+
+static void *worker_thread(void *arg)
+{
+	const struct cli_worker_ops *ops = worker_ops;
+	struct wg_member *m = arg;
+	int ret = cli_worker_loop_init(m->ring, ops->ring_entries);
+
+	if (ret == 0)
+		ret = ops->setup(m);
+	if (wg_ready(m, ret) > 0) {
+		ops->start(m);
+		ret = cli_loop_run(m->ring);
+		if (ret < 0)
+			log_error("Event loop failed", LF_U("worker", m->index),
+				  LF_S("error", strerror(-ret)));
+	}
+	ops->teardown(m);
+	wg_exited(m);
+	return NULL;
+}
+
+int cli_workers_start(struct workgroup *wg, const struct cli_worker_ops *ops)
+{
+	worker_ops = ops;
+	return wg_start(wg, worker_thread);
+}
+
 int cli_loop_run(struct ring *r)
 {
 	int batching = log_batch_begin();
@@ -182,7 +213,23 @@ int cli_loop_run(struct ring *r)
 	return ret;
 }
 
-int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal)
+/* The daemon whose loop watches the signals (cli_loop_init). */
+static struct cli_daemon signal_daemon;
+
+static void on_signal(struct ring *r, int signo)
+{
+	const struct cli_daemon *d = &signal_daemon;
+
+	if (signo == SIGHUP) {
+		notify_reloading(d->notify);
+		d->reload(d->owner);
+		notify_reloaded(d->notify);
+		return;
+	}
+	d->stop(d->owner, signo);
+}
+
+int cli_loop_init(struct ring *r, unsigned entries, const struct cli_daemon *daemon)
 {
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
 	int ret = ring_init(r, entries);
@@ -193,6 +240,7 @@ int cli_loop_init(struct ring *r, unsigned entries, ring_signal_cb on_signal)
 	}
 	signal(SIGPIPE, SIG_IGN); /* sends use MSG_NOSIGNAL; this covers the rest */
 	ring_set_before_wait(r, flush_log_before_wait, NULL);
+	signal_daemon = *daemon;
 	ret = ring_watch_signals(r, signals, (int)ARRAY_SIZE(signals), on_signal);
 	if (ret < 0)
 		log_error("Cannot watch signals", LF_S("error", strerror(-ret)));

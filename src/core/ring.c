@@ -177,6 +177,20 @@ void timer_arm(struct ring *r, struct timer *t, uint64_t after_ms)
 	r->timers = timer_meld(r->timers, t);
 }
 
+bool timer_rearm_unless_idle(struct ring *r, struct timer *t, uint64_t last_active_ms,
+			     uint64_t idle_ms, uint64_t *quiet_ms)
+{
+	uint64_t quiet = now_ms() - last_active_ms;
+
+	if (quiet_ms)
+		*quiet_ms = quiet;
+	if (quiet < idle_ms) {
+		timer_arm(r, t, idle_ms - quiet);
+		return true;
+	}
+	return false;
+}
+
 /* Fire due timers. A callback that re-arms with a zero delay waits for the
  * next turn of the loop: at most the timers present at entry fire. */
 static void timers_run(struct ring *r)

@@ -32,10 +32,11 @@ int wg_init(struct workgroup *wg, pthread_mutex_t *lock, unsigned n)
 	return 0;
 }
 
-void wg_set(struct workgroup *wg, unsigned index, struct wg_member *m)
+void wg_set(struct workgroup *wg, unsigned index, struct wg_member *m, struct ring *r)
 {
 	m->wg = wg;
 	m->index = index;
+	m->ring = r;
 	m->wake_fd = -1;
 	wg->members[index] = m;
 }

@@ -1,7 +1,9 @@
 /*
  * front.h — the proxy front ends the gateway offers. Each is a struct
  * proxy_frontend (proxy.h) defined in its own file; gateway.c hands each
- * to the listener of its section, and nothing else names them.
+ * to the listener of its section and tells the statistics their names
+ * (struct gw_proxy_stats.name), and nothing else names them (but
+ * front_forward.c its own).
  */
 #ifndef ANYPROXY_GATEWAY_FRONT_H
 #define ANYPROXY_GATEWAY_FRONT_H

@@ -168,6 +168,19 @@ const struct proxy_frontend forward_frontend = {
 
 /* ---- UDP forwards ---- */
 
+/* A UDP forward's association was refused (reason, msg): the datagram is
+ * dropped, said at a bounded rate (fw->failure_rate, shared by every
+ * worker: under gateway.lock). */
+static void udp_unreached(struct gw_forward *fw, uint8_t reason, const char *msg)
+{
+	gw_lock(fw->gw);
+	if (log_rate_allow(&fw->failure_rate, now_ms()))
+		log_warn("Forward target not reached, datagram dropped",
+			 LF_S("forward", fw->cfg->name), LF_S("group", fw->cfg->group),
+			 LF_S("reason", frame_open_reason_name(reason)), LF_S("error", msg));
+	gw_unlock(fw->gw);
+}
+
 static void switch_put(struct forward_udp_switch *sw);
 
 static void udp_client_free(struct forward_udp_client *c)
@@ -184,21 +197,32 @@ static void udp_client_free(struct forward_udp_client *c)
 	free(c);
 }
 
+/* The idle watch of a client of fw, from its timer t: armed again while
+ * the client is active ([gateway] udp_idle_timeout_ms); true once it is
+ * idle, and then logged when log is set (a placeholder for a client served
+ * on another worker is not: that worker's watch logs). */
+static bool forward_client_idle(struct ring *r, struct timer *t, uint64_t last_active_ms,
+				const struct gw_forward *fw, bool log)
+{
+	uint64_t quiet;
+
+	if (timer_rearm_unless_idle(r, t, last_active_ms, fw->gw->cfg->gateway.udp_idle_timeout_ms,
+				    &quiet))
+		return false;
+	if (log)
+		log_debug("Forward client idle, association ended", LF_S("forward", fw->cfg->name),
+			  LF_U("idle_ms", quiet));
+	return true;
+}
+
 static void udp_client_idle(struct ring *r, struct timer *t)
 {
 	struct forward_udp_client *c = container_of(t, struct forward_udp_client, idle);
-	uint32_t idle_ms = c->fw->gw->cfg->gateway.udp_idle_timeout_ms;
-	uint64_t quiet = now_ms() - c->last_active_ms;
 
-	if (quiet < idle_ms) {
-		timer_arm(r, &c->idle, idle_ms - quiet);
+	if (!forward_client_idle(r, &c->idle, c->last_active_ms, c->fw, !c->remote))
 		return;
-	}
-	if (!c->remote) {
-		log_debug("Forward client idle, association ended",
-			  LF_S("forward", c->fw->cfg->name), LF_U("idle_ms", quiet));
+	if (!c->remote)
 		gw_assoc_close(&c->assoc);
-	}
 	udp_client_free(c);
 }
 
@@ -310,16 +334,9 @@ static const struct gw_assoc_ops remote_assoc_ops = {
 static void remote_idle(struct ring *ring, struct timer *t)
 {
 	struct forward_udp_remote *r = container_of(t, struct forward_udp_remote, idle);
-	uint32_t idle_ms = r->fw->gw->cfg->gateway.udp_idle_timeout_ms;
-	uint64_t quiet = now_ms() - r->last_active_ms;
 
-	if (quiet < idle_ms) {
-		timer_arm(ring, &r->idle, idle_ms - quiet);
-		return;
-	}
-	log_debug("Forward client idle, association ended", LF_S("forward", r->fw->cfg->name),
-		  LF_U("idle_ms", quiet));
-	remote_end(r);
+	if (forward_client_idle(ring, &r->idle, r->last_active_ms, r->fw, true))
+		remote_end(r);
 }
 
 /* On its new worker: bind, connect, associate, send the first datagram.
@@ -354,13 +371,7 @@ static bool remote_start(struct gw_worker *w, struct forward_udp_remote *r)
 	reason = gw_assoc_open(fw->gw, w->index, &r->assoc, &id, forward_frontend.name,
 			       &remote_assoc_ops, r, msg, sizeof(msg));
 	if (reason) {
-		gw_lock(fw->gw); /* the rate is worker 0's too */
-		if (log_rate_allow(&fw->failure_rate, now_ms()))
-			log_warn("Forward target not reached, datagram dropped",
-				 LF_S("forward", fw->cfg->name), LF_S("group", fw->cfg->group),
-				 LF_S("reason", frame_open_reason_name(reason)),
-				 LF_S("error", msg));
-		gw_unlock(fw->gw);
+		udp_unreached(fw, reason, msg);
 		udp_socket_close(&r->udp);
 		return true;
 	}
@@ -494,13 +505,7 @@ static struct forward_udp_client *udp_client_for(struct gw_forward *fw, const st
 	reason = gw_assoc_open(fw->gw, GATEWAY_WORKER_MAIN, &c->assoc, &id, forward_frontend.name,
 			       &udp_client_ops, c, msg, sizeof(msg));
 	if (reason) {
-		gw_lock(fw->gw);
-		if (log_rate_allow(&fw->failure_rate, now_ms()))
-			log_warn("Forward target not reached, datagram dropped",
-				 LF_S("forward", fw->cfg->name), LF_S("group", fw->cfg->group),
-				 LF_S("reason", frame_open_reason_name(reason)),
-				 LF_S("error", msg));
-		gw_unlock(fw->gw);
+		udp_unreached(fw, reason, msg);
 		free(c);
 		return NULL;
 	}

@@ -219,13 +219,11 @@ static void udp_end(struct s5_udp *u, const char *why)
 static void udp_idle_fire(struct ring *r, struct timer *t)
 {
 	struct s5_udp *u = container_of(t, struct s5_udp, idle);
-	uint32_t idle_ms = u->uc->w->gw->cfg->gateway.udp_idle_timeout_ms;
-	uint64_t quiet = now_ms() - u->last_active_ms;
+	uint64_t quiet;
 
-	if (quiet < idle_ms) {
-		timer_arm(r, &u->idle, idle_ms - quiet);
+	if (timer_rearm_unless_idle(r, &u->idle, u->last_active_ms,
+				    u->uc->w->gw->cfg->gateway.udp_idle_timeout_ms, &quiet))
 		return;
-	}
 	log_info("SOCKS5 UDP association idle, closing", LF_S("client_id", u->assoc.client_id),
 		 LF_U("idle_ms", quiet));
 	udp_end(u, "UDP association idle");

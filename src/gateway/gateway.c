@@ -603,8 +603,10 @@ static void worker_woken(struct wg_member *m)
 		worker_stop(w);
 }
 
-static void gateway_stop(struct gateway *gw, int signo)
+static void gateway_stop(void *owner, int signo)
 {
+	struct gateway *gw = owner;
+
 	if (GW_READ(&gw->stopping))
 		return;
 	__atomic_store_n(&gw->stopping, true, __ATOMIC_RELAXED);
@@ -619,8 +621,6 @@ static void gateway_stop(struct gateway *gw, int signo)
 	wg_wake_others(&gw->workgroup);
 	worker_stop(gw_main(gw));
 }
-
-static struct gateway *signal_owner;
 
 static bool same_text(const char *a, const char *b)
 {
@@ -697,8 +697,9 @@ static void after_reload(struct gw_worker *w, const struct config *old)
  * comes next; open tunnels and streams go on untouched. A bad file leaves
  * everything as it was. The other workers are paused while the running
  * configuration and the contexts are replaced. */
-static void gateway_reload(struct gateway *gw)
+static void gateway_reload(void *owner)
 {
+	struct gateway *gw = owner;
 	struct config fresh;
 	struct WOLFSSL_CTX *tls, **https_tls;
 	char err[512], restart[512];
@@ -771,19 +772,6 @@ static void gateway_reload(struct gateway *gw)
 		 LF_U("users", GW_READ(&gw->nusers)), LF_U("workers", gw->nworkers));
 }
 
-static void on_signal(struct ring *r, int signo)
-{
-	struct gateway *gw = signal_owner;
-
-	if (signo == SIGHUP) {
-		notify_reloading(&gw->notify);
-		gateway_reload(gw);
-		notify_reloaded(&gw->notify);
-		return;
-	}
-	gateway_stop(gw, signo);
-}
-
 /* ---- set-up ---- */
 
 /* STATUS= for the service manager (systemctl status). */
@@ -800,11 +788,21 @@ static void gateway_status(void *arg, char *buf, size_t len)
 		 GW_READ(&gw->nusers));
 }
 
+/* The front end of each proxy index of the statistics (front.h: this file
+ * alone names them). */
+static const struct proxy_frontend *const proxy_frontends[GW_NPROXIES] = {
+	[GW_PROXY_SOCKS5] = &socks5_frontend,
+	[GW_PROXY_HTTP] = &http_frontend,
+	[GW_PROXY_HTTPS] = &https_frontend,
+	[GW_PROXY_FORWARD] = &forward_frontend,
+};
+
 /* Open a proxy listener if its listen_addr is set: its connections speak
- * to front end fe. 0 or -errno. */
+ * to the front end of proxy. 0 or -errno. */
 static int proxy_listen(struct gw_worker *w, struct listener *l, const struct config_listener *cfg,
-			const struct proxy_frontend *fe, enum gw_proxy proxy)
+			enum gw_proxy proxy)
 {
+	const struct proxy_frontend *fe = proxy_frontends[proxy];
 	const char *name = fe->name;
 	char err[512], shown[300];
 	struct WOLFSSL_CTX *tls = NULL;
@@ -851,19 +849,15 @@ static int worker_open(struct gw_worker *w)
 	char err[512];
 	int ret, fd;
 
-	ret = bufring_init(&w->bufs, &w->ring, 0, BUFRING_ENTRIES, BUFRING_BUF_SIZE);
-	if (ret < 0) {
-		log_error("Cannot register receive buffers", LF_U("worker", w->index),
-			  LF_S("error", strerror(-ret)));
+	ret = bufring_init_worker(&w->bufs, &w->ring, w->index);
+	if (ret < 0)
 		return ret;
-	}
 	w->bufs_ready = true;
-	ret = proxy_listen(w, &w->socks5_listener, &cfg->socks5, &socks5_frontend, GW_PROXY_SOCKS5);
+	ret = proxy_listen(w, &w->socks5_listener, &cfg->socks5, GW_PROXY_SOCKS5);
 	if (ret == 0)
-		ret = proxy_listen(w, &w->http_listener, &cfg->http, &http_frontend, GW_PROXY_HTTP);
+		ret = proxy_listen(w, &w->http_listener, &cfg->http, GW_PROXY_HTTP);
 	if (ret == 0)
-		ret = proxy_listen(w, &w->https_listener, &cfg->https, &https_frontend,
-				   GW_PROXY_HTTPS);
+		ret = proxy_listen(w, &w->https_listener, &cfg->https, GW_PROXY_HTTPS);
 	if (ret < 0)
 		return ret;
 	fd = net_listen_tcp(&cfg->gateway.listen_addr, GATEWAY_LISTEN_BACKLOG, err, sizeof(err));
@@ -890,33 +884,41 @@ static void worker_start(struct gw_worker *w)
 }
 
 /* Workers 1..: set up on the thread (the ring is single-issuer: it is
- * made where it runs), wait for the others, run, tear down. */
+ * made where it runs), wait for the others, run, tear down; the steps
+ * cli_workers_start runs. */
 static void worker_close(struct gw_worker *w);
 
-static void *worker_main(void *arg)
+static int gw_thread_setup(struct wg_member *m)
 {
-	struct gw_worker *w = container_of(arg, struct gw_worker, wg);
+	struct gw_worker *w = container_of(m, struct gw_worker, wg);
 	int ret;
 
-	ret = cli_worker_loop_init(&w->ring, GATEWAY_RING_ENTRIES);
-	if (ret == 0) {
-		w->ring_ready = true;
-		ret = worker_open(w);
-	}
+	w->ring_ready = true;
+	ret = worker_open(w);
 	if (ret == 0)
 		wg_arm(&w->wg, &w->ring, worker_woken);
-	if (wg_ready(&w->wg, ret) > 0) {
-		worker_start(w);
-		handshake_sync(w);
-		ret = cli_loop_run(&w->ring);
-		if (ret < 0)
-			log_error("Event loop failed", LF_U("worker", w->index),
-				  LF_S("error", strerror(-ret)));
-	}
-	worker_close(w);
-	wg_exited(&w->wg);
-	return NULL;
+	return ret;
 }
+
+static void gw_thread_start(struct wg_member *m)
+{
+	struct gw_worker *w = container_of(m, struct gw_worker, wg);
+
+	worker_start(w);
+	handshake_sync(w);
+}
+
+static void gw_thread_teardown(struct wg_member *m)
+{
+	worker_close(container_of(m, struct gw_worker, wg));
+}
+
+static const struct cli_worker_ops gw_threads = {
+	.ring_entries = GATEWAY_RING_ENTRIES,
+	.setup = gw_thread_setup,
+	.start = gw_thread_start,
+	.teardown = gw_thread_teardown,
+};
 
 int gateway_init(struct gateway *gw, const struct cli_program *program, struct config *cfg)
 {
@@ -937,6 +939,8 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	gw->control_listener.fd = -1;
 	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel", .side = GW_SIDE_TUNNEL };
 	gw->user_budget = (struct handshake_budget){ .name = "proxy", .side = GW_SIDE_PROXY };
+	for (i = 0; i < GW_NPROXIES; i++)
+		gw->stats.proxy[i].name = proxy_frontends[i]->name;
 	registry_init(&gw->registry, gw_on_evict, gw);
 	gw->registry.usable = gw_tunnel_usable;
 	/* [gateway] workers; the config bounds it by CONFIG_GATEWAY_WORKERS_MAX */
@@ -960,7 +964,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		w->socks5_listener.fd = -1;
 		w->http_listener.fd = -1;
 		w->https_listener.fd = -1;
-		wg_set(&gw->workgroup, i, &w->wg);
+		wg_set(&gw->workgroup, i, &w->wg, &w->ring);
 	}
 	/* every eventfd before any thread runs: workers wake each other */
 	for (i = 0; i < n; i++) {
@@ -968,8 +972,11 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 		if (ret < 0)
 			return ret;
 	}
-	signal_owner = gw;
-	ret = cli_loop_init(&gw_main(gw)->ring, GATEWAY_RING_ENTRIES, on_signal);
+	ret = cli_loop_init(&gw_main(gw)->ring, GATEWAY_RING_ENTRIES,
+			    &(struct cli_daemon){ .owner = gw,
+						  .notify = &gw->notify,
+						  .reload = gateway_reload,
+						  .stop = gateway_stop });
 	if (ret < 0)
 		return ret;
 	gw_main(gw)->ring_ready = true;
@@ -993,7 +1000,7 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	/* the control socket has no budget: it is never paused */
 	gw->on_user_closed = worker_maybe_exit;
 	apply_limits(gw);
-	ret = wg_start(&gw->workgroup, worker_main);
+	ret = cli_workers_start(&gw->workgroup, &gw_threads);
 	if (ret < 0)
 		return ret;
 	wg_arm(&gw_main(gw)->wg, &gw_main(gw)->ring, worker_woken);

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <string.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -274,6 +275,28 @@ static inline void gw_unlock(struct gateway *gw)
 /* Relaxed atomics for counters other threads read. */
 #define GW_ADD(p, n) __atomic_fetch_add((p), (n), __ATOMIC_RELAXED)
 #define GW_READ(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+
+/* Would client's agent, on its tunnel t, be picked for a new stream of
+ * group? Registered, not drained, t open and neither draining (GOAWAY) nor
+ * suspect, the gateway not stopping, and the agent of group itself (not a
+ * default-group fallback). The test of a stream kept for a next request
+ * (proxy_stream_reusable) and of a parked one (origin_pool_take); here,
+ * below both, so neither calls the other. Takes gateway.lock. */
+static inline bool gw_agent_usable(const struct gateway *gw, const struct reg_client *client,
+				   const struct tunnel *t, const char *group)
+{
+	const struct gw_tunnel *gt;
+	bool ok;
+
+	if (!t || t->state != TUNNEL_OPEN || !client || GW_READ(&gw->stopping))
+		return false;
+	gt = t->owner;
+	gw_lock((struct gateway *)gw);
+	ok = !client->drained && !client->detached && !strcmp(client->group->id, group) &&
+	     gt->reg.client == client && !gt->reg.draining && !gt->reg.suspect;
+	gw_unlock((struct gateway *)gw);
+	return ok;
+}
 
 /* wg_wake(&w->wg) (workgroup.h) makes worker w look at its inbox, its
  * evictions, pauses and stop requests (gateway.c worker_woken). */

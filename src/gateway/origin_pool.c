@@ -10,7 +10,6 @@
 #include "anyproxy/log.h"
 #include "gateway.h"
 #include "origin_pool.h"
-#include "proxy.h"
 
 struct pool_key;
 
@@ -296,7 +295,7 @@ struct reg_client *origin_pool_take(struct gw_worker *w, const char *key, size_t
 		if (!k)
 			return NULL;
 		p = k->entries->prev; /* the newest: the least likely to be stale */
-		if (p->st.tunnel && proxy_agent_usable(w->gw, p->client, p->st.tunnel, group))
+		if (p->st.tunnel && gw_agent_usable(w->gw, p->client, p->st.tunnel, group))
 			break;
 		pooled_remove(p, true); /* k may be gone: look it up again */
 	}

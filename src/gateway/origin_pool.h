@@ -48,7 +48,7 @@ int origin_pool_put(struct gw_worker *w, const char *key, size_t key_len, struct
 		    struct reg_client *client, size_t owed_credit);
 
 /* Take the most recently parked stream under key whose agent is still
- * usable for group (proxy_agent_usable), moving it into *s with ops and
+ * usable for group (gw_agent_usable), moving it into *s with ops and
  * owner. Returns its agent, referenced for the caller, or NULL (nothing
  * parked, or only streams of unusable agents: those are reset). */
 struct reg_client *origin_pool_take(struct gw_worker *w, const char *key, size_t key_len,

@@ -90,14 +90,13 @@ static void deadline_fire(struct ring *r, struct timer *t)
 	}
 	if (uc->idle_watch) {
 		/* lazy: activity only stamps the relay; the timer checks here */
-		uint64_t quiet = now_ms() - uc->relay.last_active_ms;
+		uint64_t quiet;
 
 		if (!idle_ms)
 			return; /* switched off by a reload */
-		if (quiet < idle_ms) {
-			timer_arm(r, &uc->deadline, idle_ms - quiet);
+		if (timer_rearm_unless_idle(r, &uc->deadline, uc->relay.last_active_ms, idle_ms,
+					    &quiet))
 			return;
-		}
 		log_info("User connection idle, closing", LF_S("proxy", uc->fe->name),
 			 LF_S("client_id", uc->client_id), LF_U("idle_ms", quiet));
 		relay_close(&uc->relay, "idle timeout");
@@ -239,25 +238,9 @@ void proxy_close_handshaking(struct gw_worker *w, const char *why)
 	origin_pool_release(w, NULL, NULL); /* parked streams hold no request */
 }
 
-bool proxy_agent_usable(const struct gateway *gw, const struct reg_client *client,
-			const struct tunnel *t, const char *group)
-{
-	const struct gw_tunnel *gt;
-	bool ok;
-
-	if (!t || t->state != TUNNEL_OPEN || !client || GW_READ(&gw->stopping))
-		return false;
-	gt = t->owner;
-	gw_lock((struct gateway *)gw);
-	ok = !client->drained && !client->detached && !strcmp(client->group->id, group) &&
-	     gt->reg.client == client && !gt->reg.draining && !gt->reg.suspect;
-	gw_unlock((struct gateway *)gw);
-	return ok;
-}
-
 bool proxy_stream_reusable(const struct user_conn *uc, const char *group)
 {
-	return proxy_agent_usable(uc->w->gw, uc->client, uc->relay.stream.tunnel, group);
+	return gw_agent_usable(uc->w->gw, uc->client, uc->relay.stream.tunnel, group);
 }
 
 void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client)

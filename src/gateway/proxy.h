@@ -183,9 +183,6 @@ void proxy_stream_done(struct user_conn *uc);
  * and the agent of the group itself (a stream that fell back to the default
  * group is not kept for the group). */
 bool proxy_stream_reusable(const struct user_conn *uc, const char *group);
-/* The same test for a stream of client's agent on tunnel t (a parked one). */
-bool proxy_agent_usable(const struct gateway *gw, const struct reg_client *client,
-			const struct tunnel *t, const char *group);
 
 /* uc->relay.stream was moved in from the origin pool: count it as an open
  * stream of client's agent (client: a reference the caller hands over),

@@ -7,9 +7,9 @@
 
 #include "ap-build.h"
 #include "anyproxy/common.h"
+#include "anyproxy/idhash.h"
 #include "anyproxy/table.h"
 #include "anyproxy/tls.h"
-#include "front.h"
 #include "gateway.h"
 #include "forward.h"
 #include "stats.h"
@@ -18,14 +18,7 @@ struct gw_group_stats *gw_stats_group(struct gw_stats *st, const char *group_id)
 {
 	struct gw_group_stats *g;
 
-	HASH_FIND_STR(st->groups, group_id, g);
-	if (g)
-		return g;
-	g = calloc(1, sizeof(*g));
-	if (!g)
-		return NULL;
-	snprintf(g->id, sizeof(g->id), "%s", group_id);
-	HASH_ADD_STR(st->groups, id, g);
+	IDHASH_GET(st->groups, group_id, g);
 	return g;
 }
 
@@ -77,18 +70,6 @@ void gw_stats_prune(struct gateway *gw)
 
 	HASH_ITER (hh, gw->stats.groups, g, tmp)
 		maybe_retire(gw, g);
-}
-
-static const char *proxy_name(size_t p)
-{
-	static const struct proxy_frontend *const fronts[GW_NPROXIES] = {
-		[GW_PROXY_SOCKS5] = &socks5_frontend,
-		[GW_PROXY_HTTP] = &http_frontend,
-		[GW_PROXY_HTTPS] = &https_frontend,
-		[GW_PROXY_FORWARD] = &forward_frontend,
-	};
-
-	return fronts[p]->name;
 }
 
 /* ---- global totals (apctl stats) ---- */
@@ -209,7 +190,7 @@ static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 	metrics_family(w, "anyproxy_gateway_user_connections", METRICS_GAUGE,
 		       "Users' connections open, by proxy listener.");
 	for (p = 0; p < GW_NPROXIES; p++) {
-		struct metrics_label l[] = { L("proxy", proxy_name(p)) };
+		struct metrics_label l[] = { L("proxy", st->proxy[p].name) };
 
 		metrics_sample(w, "anyproxy_gateway_user_connections", l, 1,
 			       st->proxy[p].connections);
@@ -217,7 +198,7 @@ static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 	metrics_family(w, "anyproxy_gateway_user_connections_total", METRICS_COUNTER,
 		       "Users' connections accepted, by proxy listener.");
 	for (p = 0; p < GW_NPROXIES; p++) {
-		struct metrics_label l[] = { L("proxy", proxy_name(p)) };
+		struct metrics_label l[] = { L("proxy", st->proxy[p].name) };
 
 		metrics_sample(w, "anyproxy_gateway_user_connections_total", l, 1,
 			       st->proxy[p].connections_total);
@@ -225,7 +206,7 @@ static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 	metrics_family(w, "anyproxy_gateway_auth_failures_total", METRICS_COUNTER,
 		       "Users refused for their credentials, by proxy listener.");
 	for (p = 0; p < GW_NPROXIES; p++) {
-		struct metrics_label l[] = { L("proxy", proxy_name(p)) };
+		struct metrics_label l[] = { L("proxy", st->proxy[p].name) };
 
 		metrics_sample(w, "anyproxy_gateway_auth_failures_total", l, 1,
 			       st->proxy[p].auth_failures);
@@ -235,7 +216,7 @@ static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 		       "dns, timeout, denied, no_agent, unreachable, limit, error).");
 	for (p = 0; p < GW_NPROXIES; p++)
 		for (r = 0; r < FRAME_NRESULTS; r++) {
-			struct metrics_label l[] = { L("proxy", proxy_name(p)),
+			struct metrics_label l[] = { L("proxy", st->proxy[p].name),
 						     L("result", frame_open_result_name(r)) };
 
 			metrics_sample(w, "anyproxy_gateway_opens_total", l, 2,
@@ -253,7 +234,8 @@ static void write_groups(struct metrics_writer *w, struct gateway *gw)
 		       "Streams open, by proxy listener and the group of the agent serving them.");
 	HASH_ITER (hh, gw->stats.groups, g, tmp)
 		for (p = 0; p < GW_NPROXIES; p++) {
-			struct metrics_label l[] = { L("proxy", proxy_name(p)), L("group", g->id) };
+			struct metrics_label l[] = { L("proxy", gw->stats.proxy[p].name),
+						     L("group", g->id) };
 
 			metrics_sample(w, "anyproxy_gateway_streams", l, 2, g->streams_active[p]);
 		}
@@ -261,7 +243,8 @@ static void write_groups(struct metrics_writer *w, struct gateway *gw)
 		       "Streams opened to agents, by proxy listener and group.");
 	HASH_ITER (hh, gw->stats.groups, g, tmp)
 		for (p = 0; p < GW_NPROXIES; p++) {
-			struct metrics_label l[] = { L("proxy", proxy_name(p)), L("group", g->id) };
+			struct metrics_label l[] = { L("proxy", gw->stats.proxy[p].name),
+						     L("group", g->id) };
 
 			metrics_sample(w, "anyproxy_gateway_streams_total", l, 2,
 				       g->streams_total[p]);
@@ -426,7 +409,7 @@ static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
 		       "From accept to an authenticated first request (listener socks5, http) "
 		       "or to HELLO_OK (listener tunnel).");
 	for (p = 0; p < GW_NPROXIES; p++) {
-		struct metrics_label l[] = { L("listener", proxy_name(p)) };
+		struct metrics_label l[] = { L("listener", gw->stats.proxy[p].name) };
 
 		metrics_write_histogram(w, "anyproxy_gateway_handshake_duration_seconds", l, 1,
 					&gw->stats.proxy[p].handshake);

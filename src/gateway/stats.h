@@ -45,6 +45,9 @@ struct gw_group_stats {
 };
 
 struct gw_proxy_stats {
+	/* the "proxy" label of its series: its front end's name, which
+	 * gateway.c (the one file that names the front ends) sets at start */
+	const char *name;
 	uint64_t connections; /* alive */
 	uint64_t connections_total;
 	uint64_t opens[FRAME_NRESULTS]; /* requests answered, by enum frame_open_result */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "anyproxy/common.h"
+#include "anyproxy/idhash.h"
 #include "anyproxy/registry.h"
 
 void registry_init(struct registry *reg, registry_evict_cb on_evict, void *ctx)
@@ -105,15 +106,9 @@ static void evict(struct registry *reg, struct reg_tunnel *t, uint16_t code)
 
 static struct reg_group *group_get(struct registry *reg, const char *group_id)
 {
-	struct reg_group *g = registry_find_group(reg, group_id);
+	struct reg_group *g;
 
-	if (g)
-		return g;
-	g = calloc(1, sizeof(*g));
-	if (!g)
-		return NULL;
-	snprintf(g->id, sizeof(g->id), "%s", group_id);
-	HASH_ADD_STR(reg->groups, id, g);
+	IDHASH_GET(reg->groups, group_id, g);
 	return g;
 }
 

@@ -4,10 +4,12 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "anyproxy/grammar.h"
 #include "anyproxy/hosts.h"
 
 static size_t lookup(const struct hosts_table *t, const char *name, int *fam, uint8_t (*a)[16])
@@ -52,8 +54,10 @@ static void test_errors_name_the_line(void **state)
 	} cases[] = {
 		{ "10.0.0.1 ok\nnot-an-address name\n", "line 2: not an IPv4 or IPv6 address" },
 		{ "10.0.0.1\n", "line 1: address without a name" },
-		{ "10.0.0.1 bad/name\n", "line 1: invalid character in a name" },
-		{ "10.0.0.1 .\n", "line 1: invalid name" },
+		{ "10.0.0.1 bad/name\n",
+		  "line 1: byte not allowed in a host name (only letters, digits, '-', '_', '.')" },
+		{ "10.0.0.1 .\n", "line 1: empty host name" },
+		{ "10.0.0.1 a..b\n", "line 1: empty label in host name" },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -66,6 +70,51 @@ static void test_errors_name_the_line(void **state)
 		assert_string_equal(err, cases[i].expect);
 		assert_null(t.entries);
 	}
+}
+
+/* Names follow grammar_host_name, the rule of targets and host rules:
+ * labels of at most 63 bytes, at most 253 bytes without the trailing dot. */
+static void test_name_length_limits(void **state)
+{
+	char text[512], label[GRAMMAR_LABEL_MAX + 2], name[GRAMMAR_HOST_MAX + 2];
+	struct hosts_table t;
+	char err[128];
+	int fam[1];
+	uint8_t a[1][16];
+
+	/* A 63-byte label and a 253-byte name (with a trailing dot) pass. */
+	memset(label, 'l', GRAMMAR_LABEL_MAX);
+	label[GRAMMAR_LABEL_MAX] = '\0';
+	memset(name, 'n', GRAMMAR_HOST_MAX);
+	for (size_t i = 63; i < GRAMMAR_HOST_MAX; i += 64)
+		name[i] = '.';
+	name[GRAMMAR_HOST_MAX] = '\0';
+	snprintf(text, sizeof(text), "10.0.0.1 %s.test %s.\n", label, name);
+	assert_int_equal(hosts_parse(text, strlen(text), &t, err, sizeof(err)), 0);
+	assert_int_equal(t.count, 2);
+	assert_int_equal(strlen(t.entries[1].name), GRAMMAR_HOST_MAX);
+	assert_int_equal(lookup(&t, name, fam, a), 1);
+	hosts_free(&t);
+
+	/* A 64-byte label is refused, and the whole file with it. */
+	memset(label, 'l', GRAMMAR_LABEL_MAX + 1);
+	label[GRAMMAR_LABEL_MAX + 1] = '\0';
+	snprintf(text, sizeof(text), "10.0.0.1 ok\n10.0.0.2 %s.test\n", label);
+	assert_int_equal(hosts_parse(text, strlen(text), &t, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "line 2: label longer than 63 bytes in host name");
+	assert_null(t.entries);
+
+	/* A 254-byte name is refused, with or without a trailing dot. */
+	memset(name, 'n', GRAMMAR_HOST_MAX + 1);
+	for (size_t i = 63; i < GRAMMAR_HOST_MAX + 1; i += 64)
+		name[i] = '.';
+	name[GRAMMAR_HOST_MAX + 1] = '\0';
+	snprintf(text, sizeof(text), "10.0.0.1 %s\n", name);
+	assert_int_equal(hosts_parse(text, strlen(text), &t, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "line 1: host name longer than 253 bytes");
+	snprintf(text, sizeof(text), "10.0.0.1 %s.\n", name);
+	assert_int_equal(hosts_parse(text, strlen(text), &t, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "line 1: host name longer than 253 bytes");
 }
 
 static void test_nul_and_long_lines_rejected(void **state)
@@ -99,6 +148,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_names_aliases_and_order),
 		cmocka_unit_test(test_errors_name_the_line),
+		cmocka_unit_test(test_name_length_limits),
 		cmocka_unit_test(test_nul_and_long_lines_rejected),
 		cmocka_unit_test(test_lookup_respects_max),
 	};

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "anyproxy/bufring.h"
 #include "anyproxy/common.h"
 #include "anyproxy/ring.h"
 
@@ -74,6 +75,54 @@ static void test_rearm_moves_deadline(void **state)
 	assert_int_equal(n, 1);
 	assert_int_equal(order[0], 2);
 	assert_true(now_ms() - start >= 30);
+	ring_exit(&r);
+}
+
+/* The lazy idle watch: armed again for what is left while there was
+ * activity within idle_ms, left disarmed once quiet that long. */
+static void test_rearm_unless_idle(void **state)
+{
+	struct ring r;
+	struct probe p = { .id = 1 };
+	uint64_t quiet = 0, before, after, last;
+
+	assert_int_equal(ring_init(&r, 64), 0);
+	timer_init(&p.t, probe_fire);
+
+	before = now_ms();
+	last = before - 300; /* active 300 ms ago, idle after 1000 */
+	assert_true(timer_rearm_unless_idle(&r, &p.t, last, 1000, &quiet));
+	after = now_ms();
+	assert_true(timer_armed(&p.t));
+	assert_in_range(quiet, 300, after - last);
+	/* due when the last activity is idle_ms old, not idle_ms from now */
+	assert_in_range(p.t.expires_ms, last + 1000, last + 1000 + (after - before));
+	timer_disarm(&r, &p.t);
+
+	last = now_ms() - 2000; /* quiet for longer than idle_ms */
+	assert_false(timer_rearm_unless_idle(&r, &p.t, last, 1000, &quiet));
+	assert_false(timer_armed(&p.t));
+	assert_true(quiet >= 2000);
+	/* quiet_ms may be NULL */
+	assert_false(timer_rearm_unless_idle(&r, &p.t, last, 1000, NULL));
+	assert_true(timer_rearm_unless_idle(&r, &p.t, now_ms(), 1000, NULL));
+	assert_true(timer_armed(&p.t));
+	timer_disarm(&r, &p.t);
+	ring_exit(&r);
+}
+
+/* A daemon worker's receive buffers: the daemons' sizes, group 0. */
+static void test_bufring_init_worker(void **state)
+{
+	struct ring r;
+	struct bufring b;
+
+	assert_int_equal(ring_init(&r, 64), 0);
+	assert_int_equal(bufring_init_worker(&b, &r, 1), 0);
+	assert_int_equal(b.entries, BUFRING_ENTRIES);
+	assert_int_equal(b.buf_size, BUFRING_BUF_SIZE);
+	assert_int_equal(b.group, 0);
+	bufring_exit(&b, &r);
 	ring_exit(&r);
 }
 
@@ -422,6 +471,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_timers_fire_in_order_and_disarm),
 		cmocka_unit_test(test_rearm_moves_deadline),
+		cmocka_unit_test(test_rearm_unless_idle),
+		cmocka_unit_test(test_bufring_init_worker),
 		cmocka_unit_test(test_recv_completion_reaches_its_op),
 		cmocka_unit_test(test_get_sqe_beyond_sq_size_submits_every_op),
 		cmocka_unit_test(test_thousands_of_timers),

@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
 
@@ -11,6 +12,7 @@
 
 #include "anyproxy/buf.h"
 #include "anyproxy/common.h"
+#include "anyproxy/idhash.h"
 #include "anyproxy/net.h"
 
 static void test_secret_equal(void **state)
@@ -130,12 +132,47 @@ static void test_source_key(void **state)
 	assert_int_equal(net_source_key((struct sockaddr *)&un, a), -EAFNOSUPPORT);
 }
 
+struct named {
+	char id[8];
+	int value;
+	UT_hash_handle hh;
+};
+
+/* IDHASH_GET: made zeroed on first use, the same entry after; an id that
+ * does not fit is refused, never cut. */
+static void test_idhash_get(void **state)
+{
+	struct named *table = NULL, *a, *b, *again, *e, *tmp;
+
+	IDHASH_GET(table, "alpha", a);
+	assert_non_null(a);
+	assert_string_equal(a->id, "alpha");
+	assert_int_equal(a->value, 0);
+	a->value = 7;
+	IDHASH_GET(table, "", b); /* the default group's id */
+	assert_non_null(b);
+	assert_ptr_not_equal(a, b);
+	IDHASH_GET(table, "alpha", again);
+	assert_ptr_equal(again, a);
+	assert_int_equal(again->value, 7);
+	IDHASH_GET(table, "1234567", e); /* 7 bytes + NUL: fits */
+	assert_non_null(e);
+	IDHASH_GET(table, "12345678", e); /* 8 bytes: does not */
+	assert_null(e);
+	assert_int_equal(HASH_COUNT(table), 3);
+	HASH_ITER (hh, table, e, tmp) {
+		HASH_DEL(table, e);
+		free(e);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_secret_equal),     cmocka_unit_test(test_be_roundtrip),
 		cmocka_unit_test(test_buf_bounded),      cmocka_unit_test(test_buf_reserve),
 		cmocka_unit_test(test_buf_append_exact), cmocka_unit_test(test_source_key),
+		cmocka_unit_test(test_idhash_get),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

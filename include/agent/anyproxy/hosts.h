@@ -3,7 +3,10 @@
  * at start-up and on reload, consulted before the system resolver.
  *
  * Format as /etc/hosts: "ADDRESS NAME [ALIAS...]" per line, '#' starts a
- * comment. Names are matched case-insensitively, without a trailing dot.
+ * comment. Names are host names by grammar.h's rule (the rule of targets
+ * and host rules: labels of 1..63 bytes, at most 253 bytes) and are matched
+ * case-insensitively, without a trailing dot. A line that breaks a rule
+ * refuses the whole file, with an error naming the line.
  * A name listed on several lines resolves to every address, in file order.
  * Parsing is pure (text in, table out); lookups allocate nothing.
  */

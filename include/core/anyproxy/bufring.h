@@ -35,6 +35,10 @@ struct bufring {
 int bufring_init(struct bufring *b, struct ring *r, uint16_t group, unsigned entries,
 		 unsigned buf_size);
 void bufring_exit(struct bufring *b, struct ring *r);
+/* A daemon worker's receive buffers: group 0, BUFRING_ENTRIES of
+ * BUFRING_BUF_SIZE bytes, a failure logged for worker `worker`. 0 or
+ * -errno. */
+int bufring_init_worker(struct bufring *b, struct ring *r, unsigned worker);
 
 /* The first byte of buffer bid; BUFRING_HEADROOM bytes before it are the
  * owner's too. */

@@ -152,6 +152,14 @@ static inline bool timer_armed(const struct timer *t)
 	return t->armed;
 }
 
+/* A lazy idle watch, from t's callback: activity only stamps
+ * last_active_ms (now_ms()), and the timer, armed for idle_ms, checks here.
+ * When the last activity is less than idle_ms ago, t is armed again for
+ * what is left and this returns true (not idle yet); otherwise false: idle
+ * for *quiet_ms (may be NULL) milliseconds, t stays disarmed. */
+bool timer_rearm_unless_idle(struct ring *r, struct timer *t, uint64_t last_active_ms,
+			     uint64_t idle_ms, uint64_t *quiet_ms);
+
 /* Convenience preparers: each gets an SQE, fills it and tags it with op. */
 void ring_prep_recv(struct ring *r, struct ring_op *op, int fd, void *buf, size_t len);
 void ring_prep_send(struct ring *r, struct ring_op *op, int fd, const void *buf, size_t len);

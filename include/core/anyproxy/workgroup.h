@@ -59,9 +59,10 @@ struct workgroup {
  * as 1 when unknown, i.e. not positive), at most cap, at least 1. */
 unsigned wg_count(unsigned configured, long online_cpus, unsigned cap);
 
-/* n workers under lock. 0 or -ENOMEM. Then wg_set each member. */
+/* n workers under lock. 0 or -ENOMEM. Then wg_set each member, with the
+ * ring its thread will run (made there, later). */
 int wg_init(struct workgroup *wg, pthread_mutex_t *lock, unsigned n);
-void wg_set(struct workgroup *wg, unsigned index, struct wg_member *m);
+void wg_set(struct workgroup *wg, unsigned index, struct wg_member *m, struct ring *r);
 /* The member's eventfd. 0 or -errno (logged). */
 int wg_open_wake(struct wg_member *m);
 /* Arm the member's wake-up read on r (its own ring, on its own thread):
