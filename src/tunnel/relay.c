@@ -309,6 +309,15 @@ static size_t queued_out(struct relay *r)
 	return buf_used(out_queue(r)) + buf_used(&r->sending);
 }
 
+/* Is there room in the queue for n more bytes? Its bound follows the
+ * window the stream granted, so bytes the owner rewrites longer (HTTP
+ * heads) overflow it as they did before the window grew. */
+static bool out_room(struct relay *r, size_t n)
+{
+	return queued_out(r) + n <=
+	       MAX(r->stream.recv_window, (uint32_t)STREAM_WINDOW_BYTES) + RELAY_OUT_SLACK;
+}
+
 /* sent bytes left the queue: return the stream credit they carried. */
 static void return_credit(struct relay *r, size_t sent)
 {
@@ -409,12 +418,14 @@ int relay_write(struct relay *r, const void *p, size_t n, size_t stream_bytes)
 		/* the bound is the plain queue's: the slack is the records' own */
 		if (r->tls->notify_sent || !r->tls->secure)
 			return -EPIPE;
-		if (queued_out(r) + n > RELAY_OUT_MAX)
+		if (!out_room(r, n))
 			return -ENOBUFS;
 		ret = tls_write(&r->tls->conn, p, n);
 		if (ret < 0)
 			return ret == -ENOBUFS ? ret : -EPIPE;
 	} else {
+		if (!out_room(r, n))
+			return -ENOBUFS;
 		ret = buf_append(&r->out, p, n);
 		if (ret < 0)
 			return ret;
@@ -458,7 +469,7 @@ static uint8_t *pump_data_buffer(struct stream *s, size_t n)
 {
 	struct relay *r = s->owner;
 
-	if (r->tls || r->closing || r->shut_wr || buf_reserve(&r->out, n) < 0)
+	if (r->tls || r->closing || r->shut_wr || !out_room(r, n) || buf_reserve(&r->out, n) < 0)
 		return NULL; /* on_data encrypts, or says why not */
 	return r->out.data + r->out.len;
 }

@@ -52,9 +52,12 @@ struct relay_ops {
 /* Data from the socket not yet accepted by the stream: at most one receive,
  * after room for a frame header (relay.c, pending_keep). */
 #define RELAY_PENDING_MAX (BUFRING_BUF_SIZE + FRAME_HEADER_SIZE)
-/* Bytes queued for the socket beyond the stream window (handshake replies,
- * rewritten HTTP heads). */
-#define RELAY_OUT_MAX (STREAM_WINDOW_MAX + 64 * 1024)
+/* Bytes queued for the socket beyond the stream's window (handshake
+ * replies, rewritten HTTP heads): the queue holds at most the window the
+ * stream granted (at least STREAM_WINDOW_BYTES) plus this, RELAY_OUT_MAX
+ * with the largest window. */
+#define RELAY_OUT_SLACK (64 * 1024)
+#define RELAY_OUT_MAX (STREAM_WINDOW_MAX + RELAY_OUT_SLACK)
 /* TLS: ciphertext queued for the socket may exceed RELAY_OUT_MAX by the
  * records' own bytes (header, tag: 22 to 29 per record of up to 16 KiB)
  * and a handshake flight (the certificate chain). */
