@@ -119,6 +119,28 @@ def socks_rep(gw, user, host, port):
     return r.rep
 
 
+def all_succeed_through_ok(env, gw, before, url, host, port):
+    """10 HTTP requests for url and 4 SOCKS5 CONNECTs to host:port by
+    user.g all succeed, answered by the target through agent "ok"; returns
+    the streams each agent carried since before (h.stream_totals)."""
+    for i in range(10):
+        r, body, code = curl_http(gw, "user.g", url)
+        h.check(r.returncode == 0 and code == 200,
+                "HTTP request %d: rc %d code %d %r" % (i, r.returncode, code, r.stderr))
+        h.check(json.loads(body)["server"] == "A", "request %d answered %r" % (i, body[:100]))
+    for i in range(4):
+        rep = socks_rep(gw, "user.g", host, port)
+        h.check(rep == 0, "SOCKS5 request %d: REP %r" % (i, rep))
+    d = {}
+
+    def counted():
+        d.clear()
+        d.update(h.stream_delta(before, h.stream_totals(env)))
+        return d.get("ok") == 14
+    h.wait_until(counted, 3 + h.slack(), "14 streams on ok")
+    return d
+
+
 def test_denying_agent_is_retried_on_the_other(env):
     """One agent's host rules refuse the target: every request still
     succeeds, through the other agent; each retry is logged and counted."""
@@ -128,21 +150,7 @@ def test_denying_agent_is_retried_on_the_other(env):
     t = target(env)
     before = h.stream_totals(env)
     mark = gw.mark()
-    for i in range(10):
-        r, body, code = curl_http(gw, "user.g", t.url("/info"))
-        h.check(r.returncode == 0 and code == 200,
-                "HTTP request %d: rc %d code %d %r" % (i, r.returncode, code, r.stderr))
-        h.check(json.loads(body)["server"] == "A", "request %d answered %r" % (i, body[:100]))
-    for i in range(4):
-        rep = socks_rep(gw, "user.g", "127.0.0.1", t.port)
-        h.check(rep == 0, "SOCKS5 request %d: REP %r" % (i, rep))
-    d = {}
-
-    def counted():
-        d.clear()
-        d.update(h.stream_delta(before, h.stream_totals(env)))
-        return d.get("ok") == 14
-    h.wait_until(counted, 3, "14 streams on ok")
+    d = all_succeed_through_ok(env, gw, before, t.url("/info"), "127.0.0.1", t.port)
     h.check(d.get("deny", 0) >= 1, "the denying agent was never tried: %r" % d)
     retries = gw.find("Retrying the request with another agent of the group", mark)
     h.check(len(retries) == d["deny"],
@@ -189,21 +197,7 @@ def test_agent_whose_network_refuses_is_retried_on_the_other(env):
     before = h.stream_totals(env)
     retries0 = retries_metric(gw)
     mark = gw.mark()
-    for i in range(10):
-        r, body, code = curl_http(gw, "user.g", url)
-        h.check(r.returncode == 0 and code == 200,
-                "HTTP request %d: rc %d code %d %r" % (i, r.returncode, code, r.stderr))
-        h.check(json.loads(body)["server"] == "A", "request %d answered %r" % (i, body[:100]))
-    for i in range(4):
-        rep = socks_rep(gw, "user.g", SVC, t.port)
-        h.check(rep == 0, "SOCKS5 request %d: REP %r" % (i, rep))
-    d = {}
-
-    def counted():
-        d.clear()
-        d.update(h.stream_delta(before, h.stream_totals(env)))
-        return d.get("ok") == 14
-    h.wait_until(counted, 3 + h.slack(), "14 streams on ok")
+    d = all_succeed_through_ok(env, gw, before, url, SVC, t.port)
     h.note("streams: %r" % d)
     failures = sum(d.get(cid, 0) for cid in bad)
     for cid in bad:
