@@ -315,6 +315,12 @@ int stream_write_in_place(struct stream *s, uint8_t *p, size_t n)
 	return write_data(s, p, p, n);
 }
 
+/* now (now_us(), truncated) in the units of stream.starved_at */
+static uint16_t stream_clock(uint32_t now)
+{
+	return (uint16_t)(now / STREAM_CLOCK_UNIT_US);
+}
+
 uint32_t stream_credit_due(struct stream *s, size_t n, uint32_t now)
 {
 	s->recv_consumed += (uint32_t)n;
@@ -322,7 +328,8 @@ uint32_t stream_credit_due(struct stream *s, size_t n, uint32_t now)
 	 * STREAM_WINDOW_GROW_US: the window, not our reader, held it back */
 	if (s->starved && s->recv_unreturned - s->recv_consumed <=
 				  s->recv_window / STREAM_WINDOW_UPDATE_DIVISOR) {
-		s->grow = now - s->starved_at <= STREAM_WINDOW_GROW_US &&
+		s->grow = (uint16_t)(stream_clock(now) - s->starved_at) <=
+				  STREAM_WINDOW_GROW_US / STREAM_CLOCK_UNIT_US &&
 			  s->recv_window < STREAM_WINDOW_MAX;
 		s->starved = false;
 	}
@@ -406,7 +413,7 @@ static void count_received(struct stream *s, size_t n)
 	if (!s->starved &&
 	    s->recv_window - s->recv_unreturned < s->recv_window / STREAM_WINDOW_STARVED_DIVISOR) {
 		s->starved = true;
-		s->starved_at = (uint32_t)now_us();
+		s->starved_at = stream_clock((uint32_t)now_us());
 	}
 	s->bytes_received += n;
 	for (size_t i = 0; i < STREAM_COUNTS; i++)

@@ -37,6 +37,7 @@ struct stream;
 #define STREAM_WINDOW_BYTES (256 * 1024)
 #define STREAM_WINDOW_MAX (1024 * 1024)
 #define STREAM_WINDOW_GROW_US 5000
+#define STREAM_CLOCK_UNIT_US 256 /* of stream.starved_at */
 /* Live totals a stream adds its DATA payload to (struct stream count_*). */
 #define STREAM_COUNTS 2
 
@@ -89,7 +90,6 @@ struct stream {
 	uint32_t recv_window;     /* the window we granted */
 	uint32_t recv_unreturned; /* received, credit not yet returned */
 	uint32_t recv_consumed;   /* delivered onwards, not yet announced */
-	uint32_t starved_at;      /* now_us() when starved was set, truncated */
 	/* flags as one-bit fields: every open connection carries two streams'
 	 * worth (gateway and agent), so their bytes count (docs/benchmarks.md) */
 	bool open : 1; /* OPEN_OK sent (agent) or received (gateway) */
@@ -98,6 +98,11 @@ struct stream {
 	bool wake_pending : 1; /* on the list when stream_tunnel_writable began */
 	bool starved : 1;      /* the sender came near the end of its credit */
 	bool grow : 1;         /* ... and its bytes left fast: grow the window */
+	/* when starved was set, in STREAM_CLOCK_UNIT_US, truncated to 16 bits
+	 * so that it fits beside the flags: only a difference of under
+	 * STREAM_WINDOW_GROW_US is looked for, so a wrap (every 16.7 s) can at
+	 * worst grow a window once */
+	uint16_t starved_at;
 	/* tunnel.waiters, a utlist DL list: the head's wait_prev is the tail,
 	 * not NULL, so only the DL_*2 macros touch these */
 	struct stream *wait_prev, *wait_next;
