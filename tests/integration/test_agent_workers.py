@@ -25,6 +25,7 @@ import harness as h  # noqa: E402
 
 GROUP = "wg"
 AGENT = "w-agent"
+USER = "%s.%s" % (h.PROXY_USER, GROUP)
 REPLICAS = 4
 WORKERS = 2
 WORKER_SERIES = "anyproxy_agent_worker_streams_total"
@@ -65,42 +66,13 @@ def start(env, workers, replicas):
     return gw, ag, echo, config, metrics_port
 
 
-def open_stream(gw, how, host, port):
-    """A relaying stream through the gateway's SOCKS5 or HTTP proxy."""
-    user = "%s.%s" % (h.PROXY_USER, GROUP)
-    if how == "socks5":
-        r = h.socks5_open(gw.socks_port, host, port, user=user)
-        if r.rep != 0:
-            r.sock.close()
-            h.fail("SOCKS5 CONNECT %s:%d: %r, expected REP 0x00" % (host, port, r))
-        return r.sock
-    s, status, _hd, _head, rest = h.http_connect(gw.http_port, host, port, user=user)
-    if status != 200:
-        s.close()
-        h.fail("CONNECT %s:%d: status %r, expected 200" % (host, port, status))
-    h.check(rest == b"", "bytes after the CONNECT answer: %r" % rest)
-    return s
-
-
-def roundtrip(sock, what, size=65536, seed=1):
-    payload = h.gen_bytes(size, seed)
-    sock.settimeout(10)
-    try:
-        sock.sendall(payload)
-        got = h.recv_exact(sock, len(payload))
-    except OSError as e:
-        h.fail("%s: echo round trip failed: %r" % (what, e))
-    h.check(got == payload, "%s: echo returned different bytes" % what)
-
-
 def refused(gw, how, host, port):
     """True when the proxy refused the target as the agent's rules say."""
-    user = "%s.%s" % (h.PROXY_USER, GROUP)
     if how == "socks5":
-        r = h.socks5_open(gw.socks_port, host, port, user=user)
+        r = h.socks5_open(gw.socks_port, host, port, user=USER)
         r.sock.close()
         return r.rep == 0x02
-    s, status, _hd, _head, _rest = h.http_connect(gw.http_port, host, port, user=user)
+    s, status, _hd, _head, _rest = h.http_connect(gw.http_port, host, port, user=USER)
     s.close()
     return status == 403
 
@@ -122,9 +94,9 @@ def test_two_workers_carry_reload_and_drain(env):
     n = 0
     for how in ("socks5", "connect"):
         for host in ("127.0.0.1", "127.0.0.1", "localhost", "127.0.0.1"):
-            s = open_stream(gw, how, host, echo.port)
+            s = h.proxy_stream(gw, how, host, echo.port, user=USER)
             try:
-                roundtrip(s, "%s %s #%d" % (how, host, n), seed=n + 1)
+                h.echo_roundtrip(s, "%s %s #%d" % (how, host, n), size=65536, seed=n + 1)
             finally:
                 s.close()
             n += 1
@@ -147,9 +119,10 @@ def test_two_workers_carry_reload_and_drain(env):
     def streams(k):
         try:
             for j in range(6):
-                s = open_stream(gw, ("socks5", "connect")[(k + j) % 2], "127.0.0.1", echo.port)
+                s = h.proxy_stream(gw, ("socks5", "connect")[(k + j) % 2], "127.0.0.1", echo.port,
+                                   user=USER)
                 try:
-                    roundtrip(s, "concurrent %d.%d" % (k, j), size=16384, seed=k * 8 + j + 1)
+                    h.echo_roundtrip(s, "concurrent %d.%d" % (k, j), size=16384, seed=k * 8 + j + 1)
                 finally:
                     s.close()
         except Exception as e:  # reported by the main thread
@@ -204,7 +177,7 @@ def test_two_workers_carry_reload_and_drain(env):
 
     # SIGTERM with a stream on every tunnel: they keep relaying while the
     # agent drains, and it exits 0 once they are closed
-    socks = [open_stream(gw, ("socks5", "connect")[i % 2], "127.0.0.1", echo.port)
+    socks = [h.proxy_stream(gw, ("socks5", "connect")[i % 2], "127.0.0.1", echo.port, user=USER)
              for i in range(REPLICAS)]
     h.check(per_worker(h.scrape_metrics(metrics_port)) != [0] * WORKERS, "no streams counted")
     mark = ag.mark()
@@ -212,7 +185,7 @@ def test_two_workers_carry_reload_and_drain(env):
     ag.wait_for_log("Agent stopping", 5 + h.slack(), since=mark)
     time.sleep(0.2)
     for i, s in enumerate(socks):
-        roundtrip(s, "stream %d while the agent drains" % i, size=4096, seed=i + 7)
+        h.echo_roundtrip(s, "stream %d while the agent drains" % i, size=4096, seed=i + 7)
         s.close()
     rc = ag.wait_exit(10 + h.slack(2))
     h.check(rc == 0, "agent exited %r after SIGTERM\n%s" % (rc, ag.tail(10)))
@@ -226,9 +199,9 @@ def test_one_worker(env):
     h.check({l.get("worker") for l in ag.find("Connected to gateway")} == {"0"},
             "every tunnel on worker 0")
     for i, how in enumerate(("socks5", "connect", "socks5", "connect")):
-        s = open_stream(gw, how, "127.0.0.1", echo.port)
+        s = h.proxy_stream(gw, how, "127.0.0.1", echo.port, user=USER)
         try:
-            roundtrip(s, "%s #%d" % (how, i), seed=i + 1)
+            h.echo_roundtrip(s, "%s #%d" % (how, i), size=65536, seed=i + 1)
         finally:
             s.close()
     m = h.scrape_metrics(metrics_port)

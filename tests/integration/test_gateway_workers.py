@@ -46,15 +46,6 @@ def user_of(group):
     return "%s.%s" % (h.PROXY_USER, group)
 
 
-def roundtrip(sock, what, size=16384, seed=1):
-    payload = h.gen_bytes(size, seed)
-    sock.settimeout(10)
-    try:
-        sock.sendall(payload)
-        got = h.recv_exact(sock, len(payload))
-    except OSError as e:
-        h.fail("%s: echo round trip failed: %r" % (what, e))
-    h.check(got == payload, "%s: echo returned different bytes" % what)
 
 
 def https_connect(env, host, port, user, password=h.PROXY_PASS):
@@ -124,10 +115,10 @@ def test_two_workers_carry_hand_over_reload_drain(env):
             for i in range(6):
                 s = open_stream(env, how, group, n)
                 open_socks.append(s)
-                roundtrip(s, "%s %s #%d" % (how, group, i), seed=n)
+                h.echo_roundtrip(s, "%s %s #%d" % (how, group, i), size=16384, seed=n)
                 n += 1
     for s in open_socks:
-        roundtrip(s, "again", size=4096, seed=7)
+        h.echo_roundtrip(s, "again", size=4096, seed=7)
     for s in open_socks:
         s.close()
 

@@ -73,16 +73,6 @@ def read_line(sock, timeout=5):
     return data[:-1].decode()
 
 
-def roundtrip(sock, what, size=4096, seed=None):
-    """Send size bytes and read them back; fail naming `what`."""
-    payload = h.gen_bytes(size, seed if seed is not None else size % 97 + 1)
-    sock.settimeout(10)
-    try:
-        sock.sendall(payload)
-        got = h.recv_exact(sock, len(payload))
-    except (OSError, ConnectionError) as e:
-        h.fail("%s: echo round trip of %d bytes failed: %r" % (what, size, e))
-    h.check(got == payload, "%s: echo returned different bytes" % what)
 
 
 def socks_open(gw, host, port, user=h.PROXY_USER, password=h.PROXY_PASS):
@@ -113,7 +103,7 @@ def expect_reached(gw, host, port, server, user=h.PROXY_USER, password=h.PROXY_P
         try:
             h.check(name == server, "%s %s:%d reached %r, expected %r"
                     % (opener.__name__, host, port, name, server))
-            roundtrip(s, "%s %s" % (opener.__name__, host))
+            h.echo_roundtrip(s, "%s %s" % (opener.__name__, host))
         finally:
             s.close()
 
@@ -212,8 +202,8 @@ def test_agent_reload_rules_keeps_open_streams(env):
     c1, name = connect_open(gw, "two.test", port)
     env.servers.append(c1)
     h.check(name == "two", "reached %r" % name)
-    roundtrip(s1, "SOCKS5 stream before the reload")
-    roundtrip(c1, "CONNECT stream before the reload")
+    h.echo_roundtrip(s1, "SOCKS5 stream before the reload")
+    h.echo_roundtrip(c1, "CONNECT stream before the reload")
     expect_reached(gw, "flip.test", port, "two")
     expect_denied(gw, ag, "127.0.0.3", port, "127.0.0.3")
     expect_denied(gw, ag, "three.test", port, "127.0.0.3")
@@ -233,8 +223,8 @@ def test_agent_reload_rules_keeps_open_streams(env):
 
     # the open streams go on, in both directions, with more than a window of data
     accepted2 = two.accepted
-    roundtrip(s1, "SOCKS5 stream opened before the reload", size=300000)
-    roundtrip(c1, "CONNECT stream opened before the reload", size=300000)
+    h.echo_roundtrip(s1, "SOCKS5 stream opened before the reload", size=300000)
+    h.echo_roundtrip(c1, "CONNECT stream opened before the reload", size=300000)
     # new streams follow the new rules: allowed before -> denied, and vice versa
     expect_denied(gw, ag, "127.0.0.2", port, "127.0.0.2")
     expect_denied(gw, ag, "two.test", port, "127.0.0.2")
@@ -243,8 +233,8 @@ def test_agent_reload_rules_keeps_open_streams(env):
     expect_reached(gw, "flip.test", port, "three")   # the hosts file was re-read
     h.check(two.accepted == accepted2, "127.0.0.2 was dialled %d times after it became "
             "forbidden" % (two.accepted - accepted2))
-    roundtrip(s1, "SOCKS5 stream after new streams were denied")
-    roundtrip(c1, "CONNECT stream after new streams were denied")
+    h.echo_roundtrip(s1, "SOCKS5 stream after new streams were denied")
+    h.echo_roundtrip(c1, "CONNECT stream after new streams were denied")
     for s in (s1, c1):
         s.shutdown(socket.SHUT_WR)
         how, _, data = h.read_until_closed(s, 5)
@@ -261,7 +251,7 @@ def test_agent_bad_reload_keeps_running_config(env):
     ag = start_agent(env, "r2", "127.0.0.3", hosts)
     s1, _ = socks_open(gw, "two.test", port)
     env.servers.append(s1)
-    roundtrip(s1, "stream before the reloads")
+    h.echo_roundtrip(s1, "stream before the reloads")
 
     garbage_pem = os.path.join(env.dir, "garbage.crt")
     with open(garbage_pem, "w") as f:
@@ -305,7 +295,7 @@ def test_agent_bad_reload_keeps_running_config(env):
         expect_denied(gw, ag, "three.test", port, "127.0.0.3")
         expect_reached(gw, "two.test", port, "two")
         expect_reached(gw, "127.0.0.2", port, "two")
-        roundtrip(s1, "stream opened before the reload, after %s" % what)
+        h.echo_roundtrip(s1, "stream opened before the reload, after %s" % what)
     h.check(ag.alive(), "the agent died")
     h.check(env.clients()["r2"]["tunnels"] == 1, "the agent lost its tunnel")
     h.check(not problems, "bad reloads:\n" + "\n".join(problems))
@@ -315,7 +305,7 @@ def test_agent_bad_reload_keeps_running_config(env):
     hup(ag)
     expect_denied(gw, ag, "two.test", port, "127.0.0.2")
     expect_reached(gw, "three.test", port, "three")
-    roundtrip(s1, "stream opened before all the reloads")
+    h.echo_roundtrip(s1, "stream opened before all the reloads")
     s1.close()
     no_secrets(env)
 
@@ -372,8 +362,8 @@ def test_gateway_reload_proxy_password(env):
     env.servers.append(s1)
     c1, _ = connect_open(gw, "127.0.0.3", port, password=OLD_PASS)
     env.servers.append(c1)
-    roundtrip(s1, "SOCKS5 relay before the reload")
-    roundtrip(c1, "CONNECT relay before the reload")
+    h.echo_roundtrip(s1, "SOCKS5 relay before the reload")
+    h.echo_roundtrip(c1, "CONNECT relay before the reload")
     proxy_auth_refused(gw, NEW_PASS)
 
     edit(gw.config, ("auth_password = " + OLD_PASS, "auth_password = " + NEW_PASS))
@@ -382,12 +372,12 @@ def test_gateway_reload_proxy_password(env):
     h.note("gateway reload logged after %.3f s: %s" % (time.monotonic() - t0, line.raw))
     h.check(not gw.find(NEEDS_RESTART, mark), "only reloadable keys changed: %r"
             % gw.find(NEEDS_RESTART, mark))
-    roundtrip(s1, "SOCKS5 relay opened before the reload", size=300000)
-    roundtrip(c1, "CONNECT relay opened before the reload", size=300000)
+    h.echo_roundtrip(s1, "SOCKS5 relay opened before the reload", size=300000)
+    h.echo_roundtrip(c1, "CONNECT relay opened before the reload", size=300000)
     proxy_auth_refused(gw, OLD_PASS)
     expect_reached(gw, "127.0.0.2", port, "two", password=NEW_PASS)
     expect_reached(gw, "127.0.0.3", port, "three", password=NEW_PASS)
-    roundtrip(s1, "SOCKS5 relay after new users came")
+    h.echo_roundtrip(s1, "SOCKS5 relay after new users came")
     s1.close()
     c1.close()
     h.check(env.clients()["g1"]["tunnels"] == 1, "the agent's tunnel did not survive")
@@ -422,7 +412,7 @@ def test_gateway_listen_addr_needs_restart(env):
                     "open without a restart" % p)
         finally:
             s.close()
-    roundtrip(s1, "SOCKS5 relay across the reload")
+    h.echo_roundtrip(s1, "SOCKS5 relay across the reload")
     s1.close()
     h.check(env.clients()["g2"]["tunnels"] == 1, "the agent's tunnel (old port) is gone")
     no_secrets(env, OLD_PASS, NEW_PASS)
@@ -437,7 +427,7 @@ def test_log_level_reload(env):
 
     def one_stream():
         s, _ = socks_open(gw, "127.0.0.2", port)
-        roundtrip(s, "stream")
+        h.echo_roundtrip(s, "stream")
         s.close()
         h.wait_until(lambda: env.clients()["l1"]["streams_active"] == 0, 5,
                      "the stream to finish")
