@@ -158,14 +158,7 @@ def greet_then_hash(results, size, seed):
         for c in h.gen_chunks(size, seed):
             conn.sendall(c)
         conn.shutdown(socket.SHUT_WR)
-        digest, n = hashlib.sha256(), 0
-        while True:
-            b = conn.recv(1 << 20)
-            if not b:
-                break
-            digest.update(b)
-            n += len(b)
-        results.append((n, digest.hexdigest()))
+        results.append(h.sha256_to_eof(conn))
     return handler
 
 

@@ -61,7 +61,8 @@ from .clients import (ERR_AUTH, ERR_BAD_HELLO, ERR_PROTOCOL, ERR_REPLACED, ERR_V
                       tls_connect, tls_context)
 from .servers import (Blackhole, FakeServer, HttpTarget, HttpsTarget, RawServer, UdpServer,
                       echo_handler,
-                      endless_stream, hash_until_eof, respond_after_eof, send_stream, ticker)
+                      endless_stream, hash_until_eof, respond_after_eof, send_stream,
+                      sha256_to_eof, ticker)
 from .processes import (ChildScript, Daemon, LogLine, TestEnv, add_section, apctl, end_child,
                         parse_kv,
                         parse_table, proxy_agent, proxy_gateway, write_ini)
@@ -99,7 +100,8 @@ __all__ = [
     # servers
     "Blackhole", "FakeServer", "HttpTarget", "HttpsTarget", "RawServer", "UdpServer",
     "echo_handler",
-    "endless_stream", "hash_until_eof", "respond_after_eof", "send_stream", "ticker",
+    "endless_stream", "hash_until_eof", "respond_after_eof", "send_stream", "sha256_to_eof",
+    "ticker",
     # processes
     "ChildScript", "Daemon", "LogLine", "TestEnv", "add_section", "apctl", "end_child", "parse_kv",
     "parse_table", "proxy_agent", "proxy_gateway", "write_ini",

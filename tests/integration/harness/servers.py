@@ -378,8 +378,8 @@ class HttpsTarget:
 
 # ---- RawServer handlers -------------------------------------------------------
 
-def hash_until_eof(conn):
-    """RawServer handler: read to EOF, reply "LEN SHA256\\n", close."""
+def sha256_to_eof(conn):
+    """Read conn to EOF; (length, hex SHA-256) of what came."""
     h = hashlib.sha256()
     n = 0
     while True:
@@ -388,7 +388,13 @@ def hash_until_eof(conn):
             break
         h.update(b)
         n += len(b)
-    conn.sendall(b"%d %s\n" % (n, h.hexdigest().encode()))
+    return n, h.hexdigest()
+
+
+def hash_until_eof(conn):
+    """RawServer handler: read to EOF, reply "LEN SHA256\\n", close."""
+    n, digest = sha256_to_eof(conn)
+    conn.sendall(b"%d %s\n" % (n, digest.encode()))
 
 
 def respond_after_eof(size, seed=1):
