@@ -414,18 +414,16 @@ int relay_write(struct relay *r, const void *p, size_t n, size_t stream_bytes)
 
 	if (r->closing || r->shut_wr)
 		return -EPIPE;
+	if (r->tls && (r->tls->notify_sent || !r->tls->secure))
+		return -EPIPE;
+	/* over TLS the bound is the plain queue's: the slack is the records' own */
+	if (!out_room(r, n))
+		return -ENOBUFS;
 	if (r->tls) {
-		/* the bound is the plain queue's: the slack is the records' own */
-		if (r->tls->notify_sent || !r->tls->secure)
-			return -EPIPE;
-		if (!out_room(r, n))
-			return -ENOBUFS;
 		ret = tls_write(&r->tls->conn, p, n);
 		if (ret < 0)
 			return ret == -ENOBUFS ? ret : -EPIPE;
 	} else {
-		if (!out_room(r, n))
-			return -ENOBUFS;
 		ret = buf_append(&r->out, p, n);
 		if (ret < 0)
 			return ret;
