@@ -319,14 +319,11 @@ static void deadline_fire(struct ring *r, struct timer *tm)
 		tunnel_close(t, "handshake deadline passed");
 		return;
 	}
-	silent = now_ms() - t->last_rx_ms;
-	if (silent >= t->ping_timeout_ms) {
-		snprintf(why, sizeof(why), "no frame from peer for %llu ms (liveness deadline)",
-			 (unsigned long long)silent);
-		tunnel_close(t, why);
+	if (timer_rearm_unless_idle(r, &t->deadline, t->last_rx_ms, t->ping_timeout_ms, &silent))
 		return;
-	}
-	timer_arm(r, &t->deadline, t->ping_timeout_ms - silent);
+	snprintf(why, sizeof(why), "no frame from peer for %llu ms (liveness deadline)",
+		 (unsigned long long)silent);
+	tunnel_close(t, why);
 }
 
 void tunnel_established(struct tunnel *t, uint32_t ping_interval_ms, uint32_t ping_timeout_ms)
