@@ -18,6 +18,9 @@
 /* ---- the table of a tunnel's streams (stream.h struct stream_table) ---- */
 
 #define TABLE_MIN_SLOTS 8u
+/* never shrunk below this: a tunnel going between a few streams and none
+ * would otherwise resize on every crossing (512 bytes of slots) */
+#define TABLE_SHRINK_FLOOR 64u
 #define TABLE_MAX_SLOTS (1u << 31)
 
 static uint32_t home(const struct stream_table *st, uint32_t id)
@@ -102,7 +105,7 @@ static void table_delete(struct stream_table *st, uint32_t id)
 		i = j;
 	}
 	/* give memory back after a wave; a failed shrink keeps the larger table */
-	if (!st->no_shrink && st->mask + 1 > TABLE_MIN_SLOTS &&
+	if (!st->no_shrink && st->mask + 1 > TABLE_SHRINK_FLOOR &&
 	    (uint64_t)st->count * 8 < st->mask + 1)
 		(void)table_resize(st, (st->mask + 1) / 2);
 }
