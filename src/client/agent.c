@@ -817,7 +817,7 @@ static void worker_start_links(struct agent_worker *w)
 }
 
 /* Workers 1..: set up, wait for the others, run the links, tear down
- * (cli_worker_run). */
+ * (cli_workers_start). */
 static int agent_thread_setup(struct wg_member *m)
 {
 	struct agent_worker *w = container_of(m, struct agent_worker, wg);

@@ -147,10 +147,9 @@ static void assoc_close(struct dgram_assoc *as, bool send_close, uint8_t reason,
 	if (as->resolving)
 		resolver_cancel(as->resolving);
 	as->resolving = NULL;
-	DL_FOREACH_SAFE (as->queue, q, tmp) {
-		DL_DELETE(as->queue, q);
+	DL_FOREACH_SAFE (as->queue, q, tmp)
 		free(q);
-	}
+	as->queue = NULL;
 	if (as->s4.open)
 		udp_socket_close(&as->s4.udp);
 	if (as->s6.open)

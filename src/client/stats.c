@@ -53,7 +53,6 @@ void agent_stats_free(struct agent_stats *st)
 	struct agent_denial *d, *tmp;
 
 	LL_FOREACH_SAFE (st->denials, d, tmp) {
-		LL_DELETE(st->denials, d);
 		free(d->rule);
 		free(d);
 	}
