@@ -201,13 +201,13 @@ int gw_assoc_worker(struct gateway *gw, unsigned worker, const struct username_i
 {
 	const char *no_fallback = proxy_no_fallback(gw, id);
 	struct reg_tunnel *rt;
-	bool fell_back, full;
 	int w = -1;
 
 	gw_lock(gw);
 	gw->picking_datagrams = true;
 	gw->picking_worker = GW_ANY_WORKER;
-	rt = registry_pick(&gw->registry, worker, id->group, !no_fallback, &fell_back, &full);
+	/* gw_assoc_open picks on that worker: only look here */
+	rt = registry_peek(&gw->registry, worker, id->group, !no_fallback);
 	if (rt)
 		w = rt->worker;
 	gw->picking_datagrams = false;

@@ -224,16 +224,17 @@ static bool candidate(struct registry *reg, const struct reg_client *c, const st
  * Round-robin over the group's tunnels, not its clients, so that a client
  * with three replicas carries three times the streams of a client with one.
  * The cursor (g->rr: client index, g->rr_tunnel: tunnel index in it) moves
- * past the tunnel picked (not for a retry's pick: else the agent after a
- * failing one would always be retried, and the failing one always picked
- * first); one walk visits every tunnel once. Suspect tunnels
+ * past the tunnel picked when advance says so (not for a retry's pick:
+ * else the agent after a failing one would always be retried, and the
+ * failing one always picked first; nor for a look at where the next pick
+ * goes); one walk visits every tunnel once. Suspect tunnels
  * are taken only when allow_suspect says so (the caller's second pass).
  * The walk decides the client; among that client's candidates a tunnel of
  * worker `worker` is taken instead of the one the cursor stands on
  * (registry.h), which leaves every client's share as it was.
  */
 static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g, unsigned worker,
-				     struct reg_client *const *skip, unsigned nskip,
+				     struct reg_client *const *skip, unsigned nskip, bool advance,
 				     bool allow_suspect, bool *full)
 {
 	unsigned total = registry_group_tunnels(g), ci = g->rr % g->nclients, ti = g->rr_tunnel;
@@ -251,7 +252,7 @@ static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g, 
 		t = c->tunnels[ti++];
 		if (skipped(c, skip, nskip) || !candidate(reg, c, t, allow_suspect, full))
 			continue;
-		if (!nskip) { /* a retry leaves the cursor where the first pick put it */
+		if (advance) {
 			g->rr = ci;
 			g->rr_tunnel = ti;
 		}
@@ -270,37 +271,53 @@ static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g, 
 }
 
 static struct reg_tunnel *group_pick(struct registry *reg, struct reg_group *g, unsigned worker,
-				     struct reg_client *const *skip, unsigned nskip, bool *full)
+				     struct reg_client *const *skip, unsigned nskip, bool advance,
+				     bool *full)
 {
 	struct reg_tunnel *t;
 
 	*full = false;
 	if (!g)
 		return NULL;
-	t = group_walk(reg, g, worker, skip, nskip, false, full);
+	t = group_walk(reg, g, worker, skip, nskip, advance, false, full);
 	/* every candidate is suspect: try one anyway rather than fail (it may
 	 * only have been slow; a hung one costs one more open deadline) */
-	return t ? t : group_walk(reg, g, worker, skip, nskip, true, full);
+	return t ? t : group_walk(reg, g, worker, skip, nskip, advance, true, full);
+}
+
+static struct reg_tunnel *pick(struct registry *reg, unsigned worker, const char *group_id,
+			       bool may_fall_back, bool advance, bool *fell_back, bool *full)
+{
+	struct reg_tunnel *t =
+		group_pick(reg, registry_find_group(reg, group_id), worker, NULL, 0, advance, full);
+
+	*fell_back = false;
+	if (t || *full || !may_fall_back || group_id[0] == '\0')
+		return t;
+	t = group_pick(reg, registry_find_group(reg, ""), worker, NULL, 0, advance, full);
+	*fell_back = t != NULL;
+	return t;
 }
 
 struct reg_tunnel *registry_pick(struct registry *reg, unsigned worker, const char *group_id,
 				 bool may_fall_back, bool *fell_back, bool *full)
 {
-	struct reg_tunnel *t =
-		group_pick(reg, registry_find_group(reg, group_id), worker, NULL, 0, full);
+	return pick(reg, worker, group_id, may_fall_back, true, fell_back, full);
+}
 
-	*fell_back = false;
-	if (t || *full || !may_fall_back || group_id[0] == '\0')
-		return t;
-	t = group_pick(reg, registry_find_group(reg, ""), worker, NULL, 0, full);
-	*fell_back = t != NULL;
-	return t;
+struct reg_tunnel *registry_peek(struct registry *reg, unsigned worker, const char *group_id,
+				 bool may_fall_back)
+{
+	bool fell_back, full;
+
+	return pick(reg, worker, group_id, may_fall_back, false, &fell_back, &full);
 }
 
 struct reg_tunnel *registry_pick_other(struct registry *reg, unsigned worker, const char *group_id,
 				       struct reg_client *const *skip, unsigned nskip, bool *full)
 {
-	return group_pick(reg, registry_find_group(reg, group_id), worker, skip, nskip, full);
+	return group_pick(reg, registry_find_group(reg, group_id), worker, skip, nskip, false,
+			  full);
 }
 
 struct reg_client *registry_find_client(struct registry *reg, const char *client_id)

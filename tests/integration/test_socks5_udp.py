@@ -255,6 +255,29 @@ def test_group_limit_counts_associations(env):
     c.close()
 
 
+def test_associations_take_turns_between_agents(env):
+    """Two agents of the group: associations are spread over them in turn,
+    as streams are (finding which worker an association lives on must not
+    move the round-robin, or every one would land on the same agent: seen
+    with one gateway worker, where both picks are on the same tunnels)."""
+    e = echo(env)
+    gw = h.proxy_gateway(env, workers=1)
+    h.proxy_agent(env, "a1", "prod")
+    h.proxy_agent(env, "a2", "prod")
+    held = []
+    for i in range(4):
+        a = Association(gw, user=USER)
+        held.append(a)
+        h.check(a.rep == 0, "association %d: REP %d" % (i, a.rep))
+        a.send("127.0.0.1", e.port, b"turn-%d" % i)
+        h.check(a.recv() is not None, "no reply on association %d" % i)
+    rows = env.clients()
+    per_agent = {cid: rows[cid]["streams_active"] for cid in ("a1", "a2")}
+    h.check(per_agent == {"a1": 2, "a2": 2}, "open associations per agent: %r" % per_agent)
+    for a in held:
+        a.close()
+
+
 def test_idle_association_closed(env):
     """With [gateway] udp_idle_timeout_ms = 1000, an association that
     carries nothing is ended and its TCP connection closed; the agent ends
@@ -277,4 +300,4 @@ if __name__ == "__main__":
     h.run([test_ipv4_ipv6_and_name, test_denied_fragment_and_stranger, test_first_datagram_port,
            test_ends_with_tcp, test_sectioned_group_without_agent,
            test_gateway_stops_with_open_association, test_group_limit_counts_associations,
-           test_idle_association_closed])
+           test_associations_take_turns_between_agents, test_idle_association_closed])

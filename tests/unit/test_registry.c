@@ -239,6 +239,28 @@ static void test_retry_does_not_move_the_cursor(void **state)
 	assert_int_equal(first_bad, 10);
 }
 
+/* A peek shows where the next pick goes and leaves the round-robin: the
+ * pick that follows takes the same tunnel. */
+static void test_peek_does_not_move_the_cursor(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_tunnel *last = NULL;
+	bool fb, full;
+
+	registry_join(&f->reg, &f->t[0], "a", "g", 1, 0, "a");
+	registry_join(&f->reg, &f->t[1], "b", "g", 2, 0, "b");
+
+	for (int i = 0; i < 4; i++) {
+		struct reg_tunnel *t = registry_peek(&f->reg, 0, "g", false);
+
+		assert_non_null(t);
+		assert_ptr_equal(registry_peek(&f->reg, 0, "g", false), t);
+		assert_ptr_equal(registry_pick(&f->reg, 0, "g", false, &fb, &full), t);
+		assert_ptr_not_equal(t, last); /* the two agents take turns */
+		last = t;
+	}
+}
+
 static const struct reg_tunnel *full_tunnel;
 
 static bool usable_unless_full(const struct reg_tunnel *t, void *ctx)
@@ -538,6 +560,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pick_other_skips_tried_clients, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_retry_does_not_move_the_cursor, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_peek_does_not_move_the_cursor, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pick_prefers_own_worker, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_same_replica_replaces_stale_tunnel, setup,

@@ -145,6 +145,11 @@ bool registry_leave(struct registry *reg, struct reg_tunnel *t);
  */
 struct reg_tunnel *registry_pick(struct registry *reg, unsigned worker, const char *group_id,
 				 bool may_fall_back, bool *fell_back, bool *full);
+/* Where registry_pick would go now, without moving the round-robin: for
+ * a caller that picks again where the tunnel is (a datagram association
+ * moving to the tunnel's worker). */
+struct reg_tunnel *registry_peek(struct registry *reg, unsigned worker, const char *group_id,
+				 bool may_fall_back);
 /* The same within group_id only (no fallback), never picking a tunnel of
  * the nskip clients in skip: the next agent after skip failed a request
  * (the caller's worker preferred likewise). */
