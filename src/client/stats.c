@@ -164,19 +164,11 @@ static void sum_workers(const struct agent *a, struct agent_stats *sum, uint64_t
  * every worker carry load. */
 static void write_workers(struct metrics_writer *w, const struct agent *a)
 {
-	unsigned i;
-
-	metrics_family(w, "anyproxy_agent_worker_streams_total", METRICS_COUNTER,
-		       "OPENs taken by each worker thread (its tunnels: tunnel i runs on worker "
-		       "i % workers).");
-	for (i = 0; i < a->nworkers; i++) {
-		char name[16];
-		struct metrics_label l[] = { { "worker", name } };
-
-		snprintf(name, sizeof(name), "%u", i);
-		metrics_sample(w, "anyproxy_agent_worker_streams_total", l, 1,
-			       AGENT_READ(a->workers[i].stats.streams_total));
-	}
+	metrics_write_per_worker(w, "anyproxy_agent_worker_streams_total",
+				 "OPENs taken by each worker thread (its tunnels: tunnel i runs on "
+				 "worker i % workers).",
+				 &a->workers[0].stats.streams_total, sizeof(a->workers[0]),
+				 a->nworkers);
 }
 
 void agent_stats_collect(struct metrics_writer *w, void *arg)

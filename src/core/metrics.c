@@ -212,6 +212,22 @@ void metrics_write_value(struct metrics_writer *w, const char *name, enum metric
 	metrics_sample(w, name, NULL, 0, value);
 }
 
+void metrics_write_per_worker(struct metrics_writer *w, const char *name, const char *help,
+			      const uint64_t *first, size_t stride, unsigned n)
+{
+	unsigned i;
+
+	metrics_family(w, name, METRICS_COUNTER, help);
+	for (i = 0; i < n; i++) {
+		const uint64_t *v = (const uint64_t *)((const char *)first + (size_t)i * stride);
+		char idx[16];
+		struct metrics_label l[] = { { "worker", idx } };
+
+		snprintf(idx, sizeof(idx), "%u", i);
+		metrics_sample(w, name, l, 1, __atomic_load_n(v, __ATOMIC_RELAXED));
+	}
+}
+
 void metrics_write_histogram(struct metrics_writer *w, const char *name,
 			     const struct metrics_label *labels, size_t nlabels,
 			     const struct metrics_histogram *h)

@@ -362,48 +362,36 @@ static void write_forwards(struct metrics_writer *w, struct gateway *gw)
 			    GW_READ(&gw->dgrams_dropped));
 }
 
-/* One side's budget (0: proxy, 1: tunnel). */
-static void side_sum(const struct gateway *gw, size_t side, uint64_t *count, uint64_t *pauses,
-		     uint64_t *refused)
-{
-	const struct handshake_budget *b = side ? &gw->tunnel_budget : &gw->user_budget;
-
-	*count = b->count;
-	*pauses = b->pauses;
-	*refused = b->refused_per_address;
-}
-
+/* Each side's handshake budget, its name the label (caller holds the lock). */
 static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
 {
-	static const char *const sides[] = { "proxy", "tunnel" };
-	uint64_t count[2], pauses[2], refused[2];
+	const struct handshake_budget *const sides[] = { &gw->user_budget, &gw->tunnel_budget };
 	size_t i, p;
 
-	for (i = 0; i < ARRAY_SIZE(sides); i++)
-		side_sum(gw, i, &count[i], &pauses[i], &refused[i]);
 	metrics_family(w, "anyproxy_gateway_handshakes", METRICS_GAUGE,
 		       "Connections in their handshake (not yet authenticated), by side: proxy "
 		       "(both proxy ports) or tunnel.");
 	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]) };
+		struct metrics_label l[] = { L("side", sides[i]->name) };
 
-		metrics_sample(w, "anyproxy_gateway_handshakes", l, 1, count[i]);
+		metrics_sample(w, "anyproxy_gateway_handshakes", l, 1, sides[i]->count);
 	}
 	metrics_family(w, "anyproxy_gateway_handshake_pauses_total", METRICS_COUNTER,
 		       "Times a side reached max_handshakes and stopped accepting.");
 	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]) };
+		struct metrics_label l[] = { L("side", sides[i]->name) };
 
-		metrics_sample(w, "anyproxy_gateway_handshake_pauses_total", l, 1, pauses[i]);
+		metrics_sample(w, "anyproxy_gateway_handshake_pauses_total", l, 1,
+			       sides[i]->pauses);
 	}
 	metrics_family(w, "anyproxy_gateway_handshakes_refused_per_address_total", METRICS_COUNTER,
 		       "Connections closed because their source address was at "
 		       "max_tunnel_handshakes_per_address (side tunnel).");
 	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]) };
+		struct metrics_label l[] = { L("side", sides[i]->name) };
 
 		metrics_sample(w, "anyproxy_gateway_handshakes_refused_per_address_total", l, 1,
-			       refused[i]);
+			       sides[i]->refused_per_address);
 	}
 	metrics_family(w, "anyproxy_gateway_handshake_duration_seconds", METRICS_HISTOGRAM,
 		       "From accept to an authenticated first request (listener socks5, http) "
@@ -426,34 +414,20 @@ static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
  * handovers in all (relaxed reads). */
 static void write_workers(struct metrics_writer *w, struct gateway *gw)
 {
-	unsigned i;
-
 	metrics_write_value(w, "anyproxy_gateway_workers", METRICS_GAUGE,
 			    "Worker threads ([gateway] workers in force).", gw->nworkers);
 	metrics_write_value(w, "anyproxy_gateway_handovers_total", METRICS_COUNTER,
 			    "User connections moved to the worker that owns the tunnel their "
 			    "request picked.",
 			    GW_READ(&gw->handovers));
-	metrics_family(w, "anyproxy_gateway_worker_streams_total", METRICS_COUNTER,
-		       "Streams opened to agents, by the worker that carries them.");
-	for (i = 0; i < gw->nworkers; i++) {
-		char idx[16];
-		struct metrics_label l[] = { L("worker", idx) };
-
-		snprintf(idx, sizeof(idx), "%u", i);
-		metrics_sample(w, "anyproxy_gateway_worker_streams_total", l, 1,
-			       GW_READ(&gw->workers[i].streams_total));
-	}
-	metrics_family(w, "anyproxy_gateway_worker_handovers_total", METRICS_COUNTER,
-		       "User connections handed over to each worker.");
-	for (i = 0; i < gw->nworkers; i++) {
-		char idx[16];
-		struct metrics_label l[] = { L("worker", idx) };
-
-		snprintf(idx, sizeof(idx), "%u", i);
-		metrics_sample(w, "anyproxy_gateway_worker_handovers_total", l, 1,
-			       GW_READ(&gw->workers[i].handovers_in));
-	}
+	metrics_write_per_worker(w, "anyproxy_gateway_worker_streams_total",
+				 "Streams opened to agents, by the worker that carries them.",
+				 &gw->workers[0].streams_total, sizeof(gw->workers[0]),
+				 gw->nworkers);
+	metrics_write_per_worker(w, "anyproxy_gateway_worker_handovers_total",
+				 "User connections handed over to each worker.",
+				 &gw->workers[0].handovers_in, sizeof(gw->workers[0]),
+				 gw->nworkers);
 }
 
 void gw_stats_collect(struct metrics_writer *w, void *arg)

@@ -41,6 +41,27 @@ static void test_counter_and_labels(void **state)
 	metrics_writer_free(&w);
 }
 
+/* One sample per worker, from a field of an array of worker structs. */
+static void test_per_worker(void **state)
+{
+	struct worker {
+		char pad[24];
+		uint64_t streams;
+	} workers[3] = { { .streams = 5 }, { .streams = 0 }, { .streams = 7 } };
+	struct metrics_writer w;
+
+	metrics_writer_init(&w, 4096);
+	metrics_write_per_worker(&w, "s_total", "Streams.", &workers[0].streams, sizeof(workers[0]),
+				 3);
+	assert_int_equal(metrics_writer_status(&w), 0);
+	assert_string_equal(text(&w), "# HELP s_total Streams.\n"
+				      "# TYPE s_total counter\n"
+				      "s_total{worker=\"0\"} 5\n"
+				      "s_total{worker=\"1\"} 0\n"
+				      "s_total{worker=\"2\"} 7\n");
+	metrics_writer_free(&w);
+}
+
 static void test_histogram(void **state)
 {
 	struct metrics_histogram h = { 0 };
@@ -183,9 +204,13 @@ static void test_parse_request(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_counter_and_labels),     cmocka_unit_test(test_histogram),
-		cmocka_unit_test(test_bad_names_are_sticky),   cmocka_unit_test(test_body_limit),
-		cmocka_unit_test(test_process_and_build_info), cmocka_unit_test(test_parse_request),
+		cmocka_unit_test(test_counter_and_labels),
+		cmocka_unit_test(test_histogram),
+		cmocka_unit_test(test_per_worker),
+		cmocka_unit_test(test_bad_names_are_sticky),
+		cmocka_unit_test(test_body_limit),
+		cmocka_unit_test(test_process_and_build_info),
+		cmocka_unit_test(test_parse_request),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

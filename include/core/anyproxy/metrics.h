@@ -106,6 +106,11 @@ void metrics_sample(struct metrics_writer *w, const char *name, const struct met
  * sample. */
 void metrics_write_value(struct metrics_writer *w, const char *name, enum metrics_type type,
 			 const char *help, uint64_t value);
+/* A counter family with one sample per worker, {worker="0"} up: n values,
+ * the first at first, each next one stride bytes further (a field of an
+ * array of worker structs), read relaxed (workers update them). */
+void metrics_write_per_worker(struct metrics_writer *w, const char *name, const char *help,
+			      const uint64_t *first, size_t stride, unsigned n);
 /* The series of one histogram (NAME_bucket with le, NAME_sum, NAME_count);
  * labels must not contain "le". */
 void metrics_write_histogram(struct metrics_writer *w, const char *name,
