@@ -558,7 +558,7 @@ static unsigned agent_streams(const struct agent *a)
 static void agent_stop_others(struct agent *a)
 {
 	__atomic_store_n(&a->stop_requested, true, __ATOMIC_RELEASE);
-	wg_wake_others(&a->workgroup);
+	wg_wake_all_but(&a->workgroup, 0);
 }
 
 static void agent_stop(void *owner, int signo)

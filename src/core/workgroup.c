@@ -89,12 +89,13 @@ void wg_wake(struct wg_member *m)
 			  LF_S("error", strerror(errno)));
 }
 
-void wg_wake_others(struct workgroup *wg)
+void wg_wake_all_but(struct workgroup *wg, unsigned except)
 {
 	unsigned i;
 
-	for (i = 1; i < wg->n; i++)
-		wg_wake(wg->members[i]);
+	for (i = 0; i < wg->n; i++)
+		if (i != except)
+			wg_wake(wg->members[i]);
 }
 
 int wg_start(struct workgroup *wg, void *(*fn)(void *))
@@ -199,7 +200,7 @@ void wg_pause(struct workgroup *wg)
 	wg->parked = 0;
 	wg->done = 0;
 	pthread_mutex_unlock(wg->lock);
-	wg_wake_others(wg);
+	wg_wake_all_but(wg, 0);
 	pthread_mutex_lock(wg->lock);
 	while (wg->parked + wg->exited < wg->n - 1)
 		pthread_cond_wait(&wg->cond, wg->lock);

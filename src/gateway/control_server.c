@@ -210,7 +210,6 @@ static int answer_set_drained(struct gateway *gw, struct table_writer *w, const 
 	char msg[TABLE_REQUEST_MAX_BYTES + 32];
 	struct reg_client *c;
 	int ret;
-	unsigned i;
 
 	gw_lock(gw);
 	ret = registry_set_drained(&gw->registry, id, drain);
@@ -226,8 +225,7 @@ static int answer_set_drained(struct gateway *gw, struct table_writer *w, const 
 	if (drain && c) {
 		/* every worker lets go of the agent's idle streams */
 		__atomic_fetch_add(&gw->release_gen, 1, __ATOMIC_RELAXED);
-		for (i = 0; i < gw->nworkers; i++)
-			wg_wake(&gw->workers[i].wg);
+		wg_wake_all_but(&gw->workgroup, WG_NONE);
 	}
 	log_info(drain ? "Client drained: no new streams" : "Client undrained",
 		 LF_S("client_id", id), LF_S("group_id", c ? c->group->id : ""),

@@ -618,7 +618,7 @@ static void gateway_stop(void *owner, int signo)
 	metrics_server_close(&gw->metrics);
 	forward_stop_all(gw);
 	__atomic_store_n(&gw->stop_requested, true, __ATOMIC_RELAXED);
-	wg_wake_others(&gw->workgroup);
+	wg_wake_all_but(&gw->workgroup, 0);
 	worker_stop(gw_main(gw));
 }
 
@@ -1056,7 +1056,7 @@ void gateway_destroy(struct gateway *gw)
 		wg_end(&gw->workgroup);
 		__atomic_store_n(&gw->stopping, true, __ATOMIC_RELAXED);
 		__atomic_store_n(&gw->stop_requested, true, __ATOMIC_RELAXED);
-		wg_wake_others(&gw->workgroup);
+		wg_wake_all_but(&gw->workgroup, 0);
 		wg_join(&gw->workgroup);
 	}
 	if (gw->control_bound)

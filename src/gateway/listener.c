@@ -214,15 +214,6 @@ static bool budget_update(struct gw_worker *w, struct handshake_budget *b)
 	return gw->nworkers > 1;
 }
 
-static void wake_others(struct gw_worker *w)
-{
-	unsigned i;
-
-	for (i = 0; i < w->gw->nworkers; i++)
-		if (i != w->index)
-			wg_wake(&w->gw->workers[i].wg);
-}
-
 void handshake_sync(struct gw_worker *w)
 {
 	struct gateway *gw = w->gw;
@@ -248,7 +239,7 @@ void handshake_begin(struct gw_worker *w, struct handshake_budget *b, bool *coun
 	budget_logged();
 	gw_unlock(gw);
 	if (tell)
-		wake_others(w);
+		wg_wake_all_but(&w->gw->workgroup, w->index);
 }
 
 static void trim_due(struct ring *r, struct timer *t)
@@ -278,7 +269,7 @@ void handshake_end(struct gw_worker *w, struct handshake_budget *b, bool *counte
 	budget_logged();
 	gw_unlock(gw);
 	if (tell)
-		wake_others(w);
+		wg_wake_all_but(&w->gw->workgroup, w->index);
 	if (trim && !timer_armed(&w->trim_timer)) {
 		timer_init(&w->trim_timer, trim_due);
 		timer_arm(&w->ring, &w->trim_timer, GATEWAY_TRIM_DELAY_MS);
@@ -296,7 +287,7 @@ void handshake_limit_changed(struct gw_worker *w)
 	budget_logged();
 	gw_unlock(gw);
 	if (tell)
-		wake_others(w);
+		wg_wake_all_but(&w->gw->workgroup, w->index);
 }
 
 struct hs_source {

@@ -17,6 +17,7 @@
 #ifndef ANYPROXY_WORKGROUP_H
 #define ANYPROXY_WORKGROUP_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -70,8 +71,9 @@ int wg_open_wake(struct wg_member *m);
 void wg_arm(struct wg_member *m, struct ring *r, void (*on_wake)(struct wg_member *m));
 /* Run m's on_wake on its loop soon (any thread). */
 void wg_wake(struct wg_member *m);
-/* wg_wake for workers 1.. */
-void wg_wake_others(struct workgroup *wg);
+/* wg_wake for every worker but `except` (WG_NONE: every worker). */
+#define WG_NONE UINT_MAX
+void wg_wake_all_but(struct workgroup *wg, unsigned except);
 
 /* Worker 0: start workers 1.. on fn (its argument: the struct wg_member)
  * and wait for their set-up. 0, or -errno when one failed (then every
