@@ -146,7 +146,7 @@ static void forward_closed(struct user_conn *uc)
 {
 	struct gw_forward *fw = uc->proto;
 
-	__atomic_fetch_sub(&fw->active, 1, __ATOMIC_RELAXED);
+	GW_SUB(&fw->active, 1);
 	uc->proto = NULL;
 }
 
@@ -191,8 +191,8 @@ static void udp_client_free(struct forward_udp_client *c)
 	HASH_DEL(fw->clients, c);
 	switch_put(c->sw);
 	if (!c->remote) {
-		__atomic_fetch_sub(&fw->nclients, 1, __ATOMIC_RELAXED);
-		__atomic_fetch_sub(&fw->active, 1, __ATOMIC_RELAXED);
+		GW_SUB(&fw->nclients, 1);
+		GW_SUB(&fw->active, 1);
 	}
 	free(c);
 }
@@ -267,8 +267,8 @@ static void remote_free(struct forward_udp_remote *r)
 	w->nremotes--;
 	__atomic_store_n(&r->sw->ended, 1, __ATOMIC_RELAXED);
 	switch_put(r->sw);
-	__atomic_fetch_sub(&r->fw->nclients, 1, __ATOMIC_RELAXED);
-	__atomic_fetch_sub(&r->fw->active, 1, __ATOMIC_RELAXED);
+	GW_SUB(&r->fw->nclients, 1);
+	GW_SUB(&r->fw->active, 1);
 	free(r->first);
 	free(r);
 	w->gw->on_user_closed(w);
@@ -451,8 +451,8 @@ static bool udp_hand_over(struct gw_forward *fw, struct forward_udp_client *c,
 	gw_lock(gw);
 	if (to->wg.exited) {
 		gw_unlock(gw);
-		__atomic_fetch_sub(&fw->nclients, 1, __ATOMIC_RELAXED);
-		__atomic_fetch_sub(&fw->active, 1, __ATOMIC_RELAXED);
+		GW_SUB(&fw->nclients, 1);
+		GW_SUB(&fw->active, 1);
 		free(r->first);
 		free(r->sw);
 		free(r);

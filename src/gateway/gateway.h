@@ -274,6 +274,7 @@ static inline void gw_unlock(struct gateway *gw)
 
 /* Relaxed atomics for counters other threads read. */
 #define GW_ADD(p, n) __atomic_fetch_add((p), (n), __ATOMIC_RELAXED)
+#define GW_SUB(p, n) __atomic_fetch_sub((p), (n), __ATOMIC_RELAXED)
 #define GW_READ(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 
 /* Would client's agent, on its tunnel t, be picked for a new stream of

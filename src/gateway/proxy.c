@@ -62,13 +62,11 @@ static void user_closed(struct relay *r, const char *why)
 		  LF_S("client_id", uc->client_id), LF_U("bytes_up", r->bytes_up),
 		  LF_U("bytes_down", r->bytes_down), LF_S("reason", why));
 	uc->fe->on_closed(uc);
-	gw_lock(gw);
-	gw->stats.proxy[uc->proxy].connections--;
-	gw_unlock(gw);
+	GW_SUB(&gw->stats.proxy[uc->proxy].connections, 1);
 	DL_DELETE(w->users, uc);
 	free(uc);
 	w->nusers--;
-	__atomic_fetch_sub(&gw->nusers, 1, __ATOMIC_RELAXED);
+	GW_SUB(&gw->nusers, 1);
 	gw->on_user_closed(w);
 }
 
@@ -173,13 +171,13 @@ void proxy_accept(struct listener *l, int fd)
 	/* counted first, then compared: two workers cannot both take the
 	 * last place */
 	if (GW_ADD(&gw->nusers, 1) >= GW_READ(&gw->max_users)) {
-		__atomic_fetch_sub(&gw->nusers, 1, __ATOMIC_RELAXED);
+		GW_SUB(&gw->nusers, 1);
 		refuse_over_limit(gw, fd, fe);
 		return;
 	}
 	uc = calloc(1, sizeof(*uc));
 	if (!uc) {
-		__atomic_fetch_sub(&gw->nusers, 1, __ATOMIC_RELAXED);
+		GW_SUB(&gw->nusers, 1);
 		close(fd);
 		return;
 	}
@@ -191,10 +189,8 @@ void proxy_accept(struct listener *l, int fd)
 	uc->listener_cfg = l->proxy_cfg;
 	uc->proxy = l->proxy;
 	uc->accepted_us = now_us();
-	gw_lock(gw);
-	gw->stats.proxy[uc->proxy].connections++;
-	gw->stats.proxy[uc->proxy].connections_total++;
-	gw_unlock(gw);
+	GW_ADD(&gw->stats.proxy[uc->proxy].connections, 1);
+	GW_ADD(&gw->stats.proxy[uc->proxy].connections_total, 1);
 	DL_PREPEND(w->users, uc);
 	w->nusers++;
 	/* max_handshakes needs no check here: at the bound the proxy ports'
@@ -783,15 +779,10 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	struct proxy_open_state *st;
 	struct reg_tunnel *rt;
 	const char *no_fallback = NULL;
-	bool fell_back, full;
+	bool fell_back, full, handshake = uc->in_handshake;
+	uint64_t handshake_us = handshake ? now_us() - uc->accepted_us : 0;
 	int ret;
 
-	if (uc->in_handshake) {
-		gw_lock(gw);
-		metrics_observe_us(&gw->stats.proxy[uc->proxy].handshake,
-				   now_us() - uc->accepted_us);
-		gw_unlock(gw);
-	}
 	user_handshake_over(uc);
 	open_state_free(uc);
 	uc->moves = 0;
@@ -802,6 +793,8 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		 LF_S("proxy", uc->fe->name), LF_S("target", shown));
 	no_fallback = proxy_no_fallback(gw, id);
 	gw_lock(gw);
+	if (handshake) /* under the lock the pick takes anyway */
+		metrics_observe_us(&gw->stats.proxy[uc->proxy].handshake, handshake_us);
 	rt = registry_pick(&gw->registry, uc->w->index, id->group, !no_fallback, &fell_back, &full);
 	if (!rt && full && origin_pool_count(uc->w)) {
 		/* idle parked streams count on their tunnels: never at the

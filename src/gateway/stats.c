@@ -91,8 +91,8 @@ static void totals(struct gateway *gw, struct gw_totals *t)
 
 	memset(t, 0, sizeof(*t));
 	for (p = 0; p < GW_NPROXIES; p++) {
-		t->user_connections += st->proxy[p].connections;
-		t->user_connections_total += st->proxy[p].connections_total;
+		t->user_connections += GW_READ(&st->proxy[p].connections);
+		t->user_connections_total += GW_READ(&st->proxy[p].connections_total);
 		t->auth_failures += st->proxy[p].auth_failures;
 		for (r = 0; r < FRAME_NRESULTS; r++)
 			t->opens[r] += st->proxy[p].opens[r];
@@ -193,7 +193,7 @@ static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 		struct metrics_label l[] = { L("proxy", st->proxy[p].name) };
 
 		metrics_sample(w, "anyproxy_gateway_user_connections", l, 1,
-			       st->proxy[p].connections);
+			       GW_READ(&st->proxy[p].connections));
 	}
 	metrics_family(w, "anyproxy_gateway_user_connections_total", METRICS_COUNTER,
 		       "Users' connections accepted, by proxy listener.");
@@ -201,7 +201,7 @@ static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 		struct metrics_label l[] = { L("proxy", st->proxy[p].name) };
 
 		metrics_sample(w, "anyproxy_gateway_user_connections_total", l, 1,
-			       st->proxy[p].connections_total);
+			       GW_READ(&st->proxy[p].connections_total));
 	}
 	metrics_family(w, "anyproxy_gateway_auth_failures_total", METRICS_COUNTER,
 		       "Users refused for their credentials, by proxy listener.");
