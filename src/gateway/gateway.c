@@ -266,7 +266,7 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 		log_info("Client draining", LF_S("client_id", gt->client_id),
 			 LF_U("replica", gt->reg.replica),
 			 LF_S("reason", frame_error_name(f->error.code)));
-		proxy_release_idle(gt->w, NULL, t);
+		proxy_release_idle(gt->w, false, t);
 		return 0;
 	case FRAME_DGRAM_OPEN:
 	case FRAME_DGRAM:
@@ -597,7 +597,7 @@ static void worker_woken(struct wg_member *m)
 	gen = GW_READ(&gw->release_gen);
 	if (gen != w->release_seen) {
 		w->release_seen = gen;
-		proxy_release_drained(w);
+		proxy_release_idle(w, true, NULL);
 	}
 	if (GW_READ(&gw->stop_requested) && !w->stopping)
 		worker_stop(w);

@@ -308,8 +308,7 @@ struct reg_client *origin_pool_take(struct gw_worker *w, const char *key, size_t
 	return client;
 }
 
-void origin_pool_release(struct gw_worker *w, const struct reg_client *client,
-			 const struct tunnel *t)
+void origin_pool_release(struct gw_worker *w, bool drained_only, const struct tunnel *t)
 {
 	struct origin_pool *op;
 	struct pool_key *k, *ktmp;
@@ -320,9 +319,12 @@ void origin_pool_release(struct gw_worker *w, const struct reg_client *client,
 	 * each removal */
 	while ((op = w->origin_pool)) {
 		found = NULL;
+		if (drained_only)
+			gw_lock(w->gw); /* client->drained */
 		HASH_ITER (hh, op->keys, k, ktmp) {
 			DL_FOREACH (k->entries, p) {
-				if ((client && p->client != client) || (t && p->st.tunnel != t))
+				if ((t && p->st.tunnel != t) ||
+				    (drained_only && !p->client->drained))
 					continue;
 				found = p;
 				break;
@@ -330,6 +332,8 @@ void origin_pool_release(struct gw_worker *w, const struct reg_client *client,
 			if (found)
 				break;
 		}
+		if (drained_only)
+			gw_unlock(w->gw);
 		if (!found)
 			return;
 		pooled_remove(found, true);
@@ -339,31 +343,4 @@ void origin_pool_release(struct gw_worker *w, const struct reg_client *client,
 unsigned origin_pool_count(const struct gw_worker *w)
 {
 	return w->origin_pool ? w->origin_pool->n : 0;
-}
-
-void origin_pool_release_drained(struct gw_worker *w)
-{
-	struct origin_pool *op;
-	struct pool_key *k, *ktmp;
-	struct pooled *p, *found;
-
-	/* as origin_pool_release: start over after each removal */
-	while ((op = w->origin_pool)) {
-		found = NULL;
-		gw_lock(w->gw);
-		HASH_ITER (hh, op->keys, k, ktmp) {
-			DL_FOREACH (k->entries, p) {
-				if (!p->client->drained)
-					continue;
-				found = p;
-				break;
-			}
-			if (found)
-				break;
-		}
-		gw_unlock(w->gw);
-		if (!found)
-			return;
-		pooled_remove(found, true);
-	}
 }

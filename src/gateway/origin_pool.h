@@ -55,10 +55,9 @@ struct reg_client *origin_pool_take(struct gw_worker *w, const char *key, size_t
 				    const char *group, struct stream *s,
 				    const struct stream_ops *ops, void *owner);
 
-/* Reset the parked streams of client's agent, or on tunnel t (NULL: any;
- * both NULL: all). */
-void origin_pool_release(struct gw_worker *w, const struct reg_client *client,
-			 const struct tunnel *t);
+/* Reset the parked streams of agents drained with apctl (drained_only),
+ * or on tunnel t (NULL: any; false and NULL: all). */
+void origin_pool_release(struct gw_worker *w, bool drained_only, const struct tunnel *t);
 
 /* Parked streams now (for tests and stats). */
 unsigned origin_pool_count(const struct gw_worker *w);
@@ -66,7 +65,5 @@ unsigned origin_pool_count(const struct gw_worker *w);
 int origin_pool_elsewhere(struct gw_worker *w, const char *key, size_t key_len);
 /* Free the directory of parked keys (shutdown). */
 void origin_pool_dir_free(struct gateway *gw);
-/* Remove the parked streams of drained agents (apctl drain, on each worker). */
-void origin_pool_release_drained(struct gw_worker *w);
 
 #endif

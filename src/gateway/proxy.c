@@ -231,7 +231,7 @@ void proxy_close_handshaking(struct gw_worker *w, const char *why)
 	DL_FOREACH_SAFE (w->users, uc, tmp)
 		if ((!uc->relay.stream.tunnel || uc->stream_idle) && !uc->relay.pumping)
 			relay_close(&uc->relay, why);
-	origin_pool_release(w, NULL, NULL); /* parked streams hold no request */
+	origin_pool_release(w, false, NULL); /* parked streams hold no request */
 }
 
 bool proxy_stream_reusable(const struct user_conn *uc, const char *group)
@@ -256,43 +256,34 @@ void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client)
 	gw_unlock(uc->w->gw);
 }
 
-void proxy_release_idle(struct gw_worker *w, const struct reg_client *client,
-			const struct tunnel *t)
+/* Is the agent of client drained with apctl? (read under the lock) */
+static bool client_drained(struct gateway *gw, const struct reg_client *client)
+{
+	bool drained;
+
+	if (!client)
+		return false;
+	gw_lock(gw);
+	drained = client->drained;
+	gw_unlock(gw);
+	return drained;
+}
+
+void proxy_release_idle(struct gw_worker *w, bool drained_only, const struct tunnel *t)
 {
 	struct user_conn *uc;
 
 	/* resets only: no user connection leaves the list during the walk */
 	DL_FOREACH (w->users, uc) {
 		if (!uc->stream_idle || !uc->relay.stream.tunnel ||
-		    (client && uc->client != client) || (t && uc->relay.stream.tunnel != t))
+		    (t && uc->relay.stream.tunnel != t) ||
+		    (drained_only && !client_drained(w->gw, uc->client)))
 			continue;
 		uc->stream_idle = false;
 		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
 		proxy_stream_done(uc);
 	}
-	origin_pool_release(w, client, t);
-}
-
-void proxy_release_drained(struct gw_worker *w)
-{
-	struct user_conn *uc;
-
-	/* resets only: no user connection leaves the list during the walk */
-	DL_FOREACH (w->users, uc) {
-		bool drained;
-
-		if (!uc->stream_idle || !uc->relay.stream.tunnel || !uc->client)
-			continue;
-		gw_lock(uc->w->gw);
-		drained = uc->client->drained;
-		gw_unlock(uc->w->gw);
-		if (!drained)
-			continue;
-		uc->stream_idle = false;
-		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
-		proxy_stream_done(uc);
-	}
-	origin_pool_release_drained(w);
+	origin_pool_release(w, drained_only, t);
 }
 
 /* ---- authentication ---- */
@@ -800,7 +791,7 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 		/* idle parked streams count on their tunnels: never at the
 		 * cost of a request */
 		gw_unlock(gw);
-		origin_pool_release(uc->w, NULL, NULL);
+		origin_pool_release(uc->w, false, NULL);
 		gw_lock(gw);
 		rt = registry_pick(&gw->registry, uc->w->index, id->group, !no_fallback, &fell_back,
 				   &full);
@@ -1017,7 +1008,7 @@ static void open_resume(struct user_conn *uc)
 	}
 	if (st->reopen) { /* the parked streams here give way first */
 		st->reopen = false;
-		origin_pool_release(uc->w, NULL, NULL);
+		origin_pool_release(uc->w, false, NULL);
 	}
 	gw_lock(gw);
 	if (st->moving_to) {

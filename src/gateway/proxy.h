@@ -189,12 +189,11 @@ bool proxy_stream_reusable(const struct user_conn *uc, const char *group);
  * as proxy_open() does for a new one, without counting a new stream. */
 void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client);
 
-/* End the streams only kept for a next request (stream_idle) of client's
- * agent, or on tunnel t (either may be NULL: any), and those parked in the
- * origin pool: an agent drained with apctl or going away (GOAWAY) is not
- * held by idle HTTP connections. */
-void proxy_release_idle(struct gw_worker *w, const struct reg_client *client,
-			const struct tunnel *t);
+/* End the streams only kept for a next request (stream_idle) of agents
+ * drained with apctl (drained_only), or on tunnel t (NULL: any), and those
+ * parked in the origin pool: an agent drained or going away (GOAWAY) is
+ * not held by idle HTTP connections. */
+void proxy_release_idle(struct gw_worker *w, bool drained_only, const struct tunnel *t);
 
 /* Move the connection to worker `worker` (its request is authenticated,
  * nothing of a stream is linked, reading is off): from the next loop
@@ -202,10 +201,6 @@ void proxy_release_idle(struct gw_worker *w, const struct reg_client *client,
  * on that worker with fe->on_moved (or on this one, if that worker is
  * stopping). */
 void proxy_move_to(struct user_conn *uc, unsigned worker);
-
-/* The same for every agent drained with apctl (on each worker, woken by
- * the drain). */
-void proxy_release_drained(struct gw_worker *w);
 
 /* A request answered on a stream it did not open (HTTP forwarding reusing
  * the origin connection): it ends the user's handshake like proxy_open()
