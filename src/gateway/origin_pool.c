@@ -31,21 +31,25 @@ struct pool_key {
 	char text[];
 };
 
-/* gateway.pool_dir: the parked streams of a key on each worker. */
+/* gateway.pool_dir: which workers hold streams parked under a key (only
+ * with more than one worker: it tells a worker where to send a request). */
 struct pool_dir {
 	UT_hash_handle hh;
-	unsigned *count; /* [gateway.nworkers] */
+	unsigned *count; /* [gateway.nworkers]: 1 while the worker holds the key */
 	size_t len;
 	char text[];
 };
 
-/* Count a stream of key k parked on w (delta +1) or taken out (-1). */
+/* w begins to hold key (delta +1: its first stream parked under it) or
+ * stops (-1: its last one left). */
 static void dir_count(struct gw_worker *w, const char *key, size_t len, int delta)
 {
 	struct gateway *gw = w->gw;
 	struct pool_dir *d;
 	unsigned i;
 
+	if (gw->nworkers == 1)
+		return;
 	gw_lock(gw);
 	HASH_FIND(hh, gw->pool_dir, key, len, d);
 	if (!d && delta > 0) {
@@ -86,6 +90,8 @@ int origin_pool_elsewhere(struct gw_worker *w, const char *key, size_t key_len)
 	int found = -1;
 	unsigned i;
 
+	if (gw->nworkers == 1)
+		return -1;
 	gw_lock(gw);
 	HASH_FIND(hh, gw->pool_dir, key, key_len, d);
 	for (i = 0; d && i < gw->nworkers && found < 0; i++)
@@ -143,9 +149,9 @@ static void pooled_remove(struct pooled *p, bool reset)
 	struct pool_agent *a = agent_of(op, p->client);
 
 	timer_disarm(&w->ring, &p->idle);
-	dir_count(w, k->text, k->len, -1);
 	DL_DELETE(k->entries, p);
 	if (--k->n == 0) {
+		dir_count(w, k->text, k->len, -1);
 		HASH_DEL(op->keys, k);
 		free(k);
 	}
@@ -268,8 +274,8 @@ int origin_pool_put(struct gw_worker *w, const char *key, size_t key_len, struct
 	if (owed_credit)
 		stream_consumed(&p->st, owed_credit);
 	DL_APPEND(k->entries, p);
-	dir_count(w, k->text, k->len, +1);
-	k->n++;
+	if (k->n++ == 0)
+		dir_count(w, k->text, k->len, +1);
 	a->n++;
 	op->n++;
 	__atomic_store_n(&w->parked, op->n, __ATOMIC_RELAXED);
