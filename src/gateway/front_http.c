@@ -695,14 +695,13 @@ static void reuse_kept_stream(struct user_conn *uc, const struct username_identi
 	uc->fe->on_open_result(uc, 0, "");
 }
 
-/* A stream parked in the origin pool for this request's identity and
- * target (s->origin), moved into this connection. True when there was one. */
-static bool take_parked_stream(struct user_conn *uc, const struct username_identity *id)
+/* A stream parked in the origin pool under key (origin_key of s->origin,
+ * this request's identity and target), moved into this connection. True
+ * when there was one. */
+static bool take_parked_stream(struct user_conn *uc, const struct username_identity *id,
+			       const char *key, size_t len)
 {
-	struct h_session *s = uc->proto;
-	char key[ORIGIN_POOL_KEY_MAX];
 	struct reg_client *client;
-	size_t len = origin_key(s->origin, key, sizeof(key));
 
 	if (!len || uc->relay.stream.tunnel || uc->client)
 		return false; /* a stream of its own still: not expected here */
@@ -714,15 +713,21 @@ static bool take_parked_stream(struct user_conn *uc, const struct username_ident
 	return true;
 }
 
-/* A stream parked for this request (s->origin) on another worker: the
- * connection moves there (once per request). True when it does. */
-static bool parked_elsewhere(struct user_conn *uc)
+/* The request on a stream parked for it: on this worker (answered on it),
+ * or on another, where the connection moves (once per request; http_moved
+ * takes it there). True when it went either way. */
+static bool use_parked_stream(struct user_conn *uc, const struct username_identity *id,
+			      const struct stream_target *target)
 {
 	struct h_session *s = uc->proto;
 	char key[ORIGIN_POOL_KEY_MAX];
 	size_t len = origin_key(s->origin, key, sizeof(key));
 	int w;
 
+	if (take_parked_stream(uc, id, key, len)) {
+		reuse_kept_stream(uc, id, target, "pooled");
+		return true;
+	}
 	if (!len || uc->relay.stream.tunnel || uc->client)
 		return false;
 	w = origin_pool_elsewhere(uc->w, key, len);
@@ -825,23 +830,20 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 		reuse_kept_stream(uc, &id, &target, "kept");
 		return;
 	}
-	if (!s->connect && s->upstream_keep_alive && take_parked_stream(uc, &id)) {
-		reuse_kept_stream(uc, &id, &target, "pooled");
+	if (!s->connect && s->upstream_keep_alive && use_parked_stream(uc, &id, &target))
 		return;
-	}
-	if (!s->connect && s->upstream_keep_alive && parked_elsewhere(uc)) {
-		return; /* http_moved takes it there */
-	}
 	proxy_open(uc, &id, &target);
 }
 
 /* The request moved to the worker holding a stream parked for it
- * (parked_elsewhere): take that stream there, or open one as usual. */
+ * (use_parked_stream): take that stream there, or open one as usual. */
 static void http_moved(struct user_conn *uc)
 {
 	struct h_session *s = uc->proto;
+	char key[ORIGIN_POOL_KEY_MAX];
+	size_t len = origin_key(s->origin, key, sizeof(key));
 
-	if (take_parked_stream(uc, &s->origin->id)) {
+	if (take_parked_stream(uc, &s->origin->id, key, len)) {
 		reuse_kept_stream(uc, &s->origin->id, &s->origin->target, "pooled");
 		return;
 	}
