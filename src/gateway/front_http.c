@@ -449,45 +449,49 @@ static int handle_response_head(struct user_conn *uc)
 	}
 }
 
-static int fwd_on_data(struct stream *st, const uint8_t *p, size_t n)
+static void forward_response(struct user_conn *uc, const uint8_t *p, size_t n)
 {
-	struct user_conn *uc = st->owner;
 	struct h_session *s = uc->proto;
-	int ret;
 
 	if (!s->awaiting_response) {
 		/* a kept stream: nothing was asked, so this is no response */
 		drop_kept_stream(uc, "the origin sent bytes while idle", false);
-		return 0;
+		return;
 	}
 	if (n)
 		s->resp_started = true;
-	if (s->resp_head_done)
-		return forward_response_body(uc, p, n);
+	if (s->resp_head_done) {
+		forward_response_body(uc, p, n);
+		return;
+	}
 	if (buf_append(&s->resp, p, n) < 0) {
 		reply_error(uc, 502, "response head too large", NULL);
-		return 0;
+		return;
 	}
-	ret = handle_response_head(uc);
-	if (ret <= 0)
-		return 0;
+	if (handle_response_head(uc) <= 0)
+		return;
 	{
 		/* body bytes that came with the head (their credit is returned
 		 * through the relay as they are sent), or none: a response
-		 * without a body (HEAD, 204, 304) is complete right here */
-		size_t rest = buf_used(&s->resp);
-		uint8_t *copy = rest ? malloc(rest) : NULL;
+		 * without a body (HEAD, 204, 304) is complete right here. They
+		 * leave s->resp first: the end of the body starts the next
+		 * request, which starts with an empty one. */
+		struct buf rest = s->resp;
 
-		if (rest && !copy) {
-			relay_close(&uc->relay, "out of memory");
-			return 0;
-		}
-		if (rest)
-			memcpy(copy, buf_head(&s->resp), rest);
-		buf_consume(&s->resp, rest);
-		forward_response_body(uc, copy, rest);
-		free(copy);
+		buf_init(&s->resp, rest.max);
+		forward_response_body(uc, buf_head(&rest), buf_used(&rest));
+		buf_release(&rest);
 	}
+}
+
+/* The head and the body bytes that came with it leave in one send. */
+static int fwd_on_data(struct stream *st, const uint8_t *p, size_t n)
+{
+	struct user_conn *uc = st->owner;
+
+	relay_cork(&uc->relay);
+	forward_response(uc, p, n);
+	relay_uncork(&uc->relay);
 	return 0;
 }
 

@@ -389,7 +389,7 @@ static void send_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 
 static void relay_arm_send(struct relay *r)
 {
-	if (r->send_armed || r->closing)
+	if (r->send_armed || r->closing || r->corked)
 		return;
 	if (!buf_used(&r->sending) && buf_used(out_queue(r))) {
 		/* the kernel owns `sending` until the completion; new bytes go
@@ -431,6 +431,17 @@ int relay_write(struct relay *r, const void *p, size_t n, size_t stream_bytes)
 	r->out_stream_debt += stream_bytes;
 	relay_arm_send(r);
 	return 0;
+}
+
+void relay_cork(struct relay *r)
+{
+	r->corked = true;
+}
+
+void relay_uncork(struct relay *r)
+{
+	r->corked = false;
+	relay_arm_send(r);
 }
 
 void relay_close_after_send(struct relay *r, const char *why)

@@ -103,6 +103,7 @@ struct relay {
 	bool close_after_send : 1; /* owner mode: finish once out is sent */
 	bool closing : 1;
 	bool recv_cancelled : 1; /* relay_cancel_recv sent its cancel */
+	bool corked : 1;         /* relay_cork: writes queue, no send yet */
 	struct buf out;          /* to the socket, queued */
 	struct buf sending;      /* to the socket, owned by the kernel until sent */
 	size_t out_stream_debt;  /* stream bytes inside out, credit to return */
@@ -131,6 +132,11 @@ void relay_read(struct relay *r, bool on);
 /* Queue n bytes for the socket; stream_bytes of them count as stream data
  * whose credit returns once sent. 0 or -ENOBUFS / -EPIPE. */
 int relay_write(struct relay *r, const void *p, size_t n, size_t stream_bytes);
+/* Hold the writes that follow in the queue until relay_uncork, so that
+ * what an owner writes in pieces in one callback (an HTTP head, then the
+ * body bytes that came with it) leaves in one send. */
+void relay_cork(struct relay *r);
+void relay_uncork(struct relay *r);
 /* Owner mode: half-close the socket once everything queued is sent. */
 void relay_shutdown_write(struct relay *r);
 /* Owner mode: finish cleanly once everything queued is sent (an error
