@@ -84,7 +84,8 @@ void bufring_recycle(struct bufring *b, uint16_t bid)
 	io_uring_buf_ring_advance(b->br, 1);
 }
 
-void bufring_prep_recv(struct bufring *b, struct ring *r, struct ring_op *op, int fd, size_t len)
+void bufring_prep_recv(struct bufring *b, struct ring *r, struct ring_op *op, int fd, size_t len,
+		       bool poll_first)
 {
 	struct io_uring_sqe *sqe = ring_get_sqe(r);
 
@@ -93,5 +94,7 @@ void bufring_prep_recv(struct bufring *b, struct ring *r, struct ring_op *op, in
 	io_uring_prep_recv(sqe, fd, NULL, len, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = b->group;
+	if (poll_first)
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 	ring_sqe_set_op(sqe, op);
 }

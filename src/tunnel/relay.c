@@ -219,6 +219,7 @@ static void recv_done(struct ring *ring, struct ring_op *op, int res, uint32_t f
 	}
 	r->bytes_up += (uint64_t)res;
 	r->last_active_ms = now_ms();
+	r->read_dry = (size_t)res < BUFRING_BUF_SIZE;
 	if (r->tls) {
 		/* ciphertext: only what it decrypts to reaches owner or stream */
 		tls_received(r, bufring_addr(r->bufs, (uint16_t)bid), (size_t)res);
@@ -278,7 +279,7 @@ static void relay_arm_recv(struct relay *r)
 		return;
 	}
 	r->recv_op.cb = recv_done;
-	bufring_prep_recv(r->bufs, r->ring, &r->recv_op, r->fd, len);
+	bufring_prep_recv(r->bufs, r->ring, &r->recv_op, r->fd, len, r->read_dry);
 	r->recv_armed = true;
 	r->inflight++;
 }

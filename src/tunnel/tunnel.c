@@ -588,7 +588,8 @@ static void tunnel_arm_recv(struct tunnel *t)
 		return;
 	if (preauth(t)) {
 		t->recv_op.cb = preauth_recv_done;
-		bufring_prep_recv(t->preauth_bufs, t->ring, &t->recv_op, t->fd, BUFRING_BUF_SIZE);
+		bufring_prep_recv(t->preauth_bufs, t->ring, &t->recv_op, t->fd, BUFRING_BUF_SIZE,
+				  false);
 		t->recv_armed = true;
 		t->inflight++;
 		return;

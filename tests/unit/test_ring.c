@@ -158,6 +158,57 @@ static void test_recv_completion_reaches_its_op(void **state)
 	close(sv[1]);
 }
 
+struct bufrecv_probe {
+	struct ring_op op;
+	int res;
+	uint32_t flags;
+};
+
+static void bufrecv_done(struct ring *r, struct ring_op *op, int res, uint32_t flags)
+{
+	struct bufrecv_probe *p = container_of(op, struct bufrecv_probe, op);
+
+	p->res = res;
+	p->flags = flags;
+	ring_stop(r);
+}
+
+/* A receive that polls first (the socket was read dry) is in the kernel
+ * before any data, and completes with the bytes that come later. */
+static void test_bufring_recv_poll_first_waits_for_data(void **state)
+{
+	struct ring r;
+	struct bufring b;
+	struct bufrecv_probe p = { .op.cb = bufrecv_done, .res = -1 };
+	const struct io_uring_sqe *sqe;
+	int sv[2], bid;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(ring_init(&r, 64), 0);
+	assert_int_equal(bufring_init_worker(&b, &r, 1), 0);
+	bufring_prep_recv(&b, &r, &p.op, sv[0], 64, true);
+	sqe = &r.uring.sq.sqes[(r.uring.sq.sqe_tail - 1) & *r.uring.sq.kring_mask];
+	assert_true(sqe->ioprio & IORING_RECVSEND_POLL_FIRST);
+	assert_true(sqe->flags & IOSQE_BUFFER_SELECT);
+	ring_submit_now(&r);
+	assert_int_equal(write(sv[1], "later", 5), 5);
+	assert_int_equal(ring_run(&r), 0);
+	assert_int_equal(p.res, 5);
+	bid = bufring_cqe_bid(p.flags);
+	assert_true(bid >= 0);
+	assert_memory_equal(bufring_addr(&b, (uint16_t)bid), "later", 5);
+	bufring_recycle(&b, (uint16_t)bid);
+	/* without the hint, the same receive tries at once */
+	bufring_prep_recv(&b, &r, &p.op, sv[0], 64, false);
+	sqe = &r.uring.sq.sqes[(r.uring.sq.sqe_tail - 1) & *r.uring.sq.kring_mask];
+	assert_false(sqe->ioprio & IORING_RECVSEND_POLL_FIRST);
+	ring_cancel_op(&r, &p.op);
+	bufring_exit(&b, &r);
+	ring_exit(&r);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 /* Far more operations than the SQ has slots, queued without returning to
  * the loop: ring_get_sqe flushes the full SQ instead of failing, and every
  * operation completes exactly once. */
@@ -473,6 +524,7 @@ int main(void)
 		cmocka_unit_test(test_rearm_moves_deadline),
 		cmocka_unit_test(test_rearm_unless_idle),
 		cmocka_unit_test(test_bufring_init_worker),
+		cmocka_unit_test(test_bufring_recv_poll_first_waits_for_data),
 		cmocka_unit_test(test_recv_completion_reaches_its_op),
 		cmocka_unit_test(test_get_sqe_beyond_sq_size_submits_every_op),
 		cmocka_unit_test(test_thousands_of_timers),

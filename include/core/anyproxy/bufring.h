@@ -58,7 +58,11 @@ static inline int bufring_cqe_bid(uint32_t cqe_flags)
 	return (int)(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
 }
 
-/* Prepare a recv of at most len bytes into a buffer of this ring. */
-void bufring_prep_recv(struct bufring *b, struct ring *r, struct ring_op *op, int fd, size_t len);
+/* Prepare a recv of at most len bytes into a buffer of this ring.
+ * poll_first: the socket was just read dry, so the kernel waits for data
+ * before it tries (IORING_RECVSEND_POLL_FIRST) instead of failing a
+ * receive first. */
+void bufring_prep_recv(struct bufring *b, struct ring *r, struct ring_op *op, int fd, size_t len,
+		       bool poll_first);
 
 #endif

@@ -104,6 +104,7 @@ struct relay {
 	bool closing : 1;
 	bool recv_cancelled : 1; /* relay_cancel_recv sent its cancel */
 	bool corked : 1;         /* relay_cork: writes queue, no send yet */
+	bool read_dry : 1;       /* the last receive did not fill its buffer */
 	struct buf out;          /* to the socket, queued */
 	struct buf sending;      /* to the socket, owned by the kernel until sent */
 	size_t out_stream_debt;  /* stream bytes inside out, credit to return */
