@@ -299,6 +299,7 @@ int ring_run(struct ring *r)
 		deferred_run(r);
 		if (r->before_wait)
 			r->before_wait(r, r->before_wait_arg);
+		now_ms_cache(true); /* the wait is measured from now */
 		wait_ms = timers_next(r);
 
 		if (wait_ms >= 0) {
@@ -308,8 +309,11 @@ int ring_run(struct ring *r)
 		/* cqe must not be NULL: liburing 2.3 crashes on it */
 		ret = io_uring_submit_and_wait_timeout(&r->uring, &cqe, 1,
 						       wait_ms >= 0 ? &ts : NULL, NULL);
-		if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
+		if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN) {
+			now_ms_cache(false);
 			return ret;
+		}
+		now_ms_cache(true); /* what woke the loop happened now */
 		io_uring_for_each_cqe(&r->uring, head, cqe)
 		{
 			struct ring_op *op = io_uring_cqe_get_data(cqe);
@@ -327,6 +331,7 @@ int ring_run(struct ring *r)
 		if (!r->stop)
 			timers_run(r);
 	}
+	now_ms_cache(false);
 	return 0;
 }
 

@@ -3,12 +3,25 @@
 
 #include "anyproxy/common.h"
 
-uint64_t now_ms(void)
+/* now_ms for this thread's loop; 0 outside ring_run */
+static __thread uint64_t loop_now_ms;
+
+static uint64_t clock_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t now_ms(void)
+{
+	return loop_now_ms ? loop_now_ms : clock_ms();
+}
+
+void now_ms_cache(bool on)
+{
+	loop_now_ms = on ? clock_ms() : 0;
 }
 
 uint64_t now_us(void)

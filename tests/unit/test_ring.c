@@ -111,6 +111,43 @@ static void test_rearm_unless_idle(void **state)
 	ring_exit(&r);
 }
 
+struct clock_probe {
+	struct timer t;
+	uint64_t first, second;
+};
+
+static void clock_probe_fire(struct ring *r, struct timer *t)
+{
+	struct clock_probe *p = container_of(t, struct clock_probe, t);
+
+	p->first = now_ms();
+	usleep(5000);
+	p->second = now_ms();
+	ring_stop(r);
+}
+
+/* Inside the loop now_ms is the time the iteration woke, read once; outside
+ * it is the clock. */
+static void test_now_ms_is_read_once_per_iteration(void **state)
+{
+	struct ring r;
+	struct clock_probe p;
+	uint64_t before, after;
+
+	assert_int_equal(ring_init(&r, 64), 0);
+	timer_init(&p.t, clock_probe_fire);
+	timer_arm(&r, &p.t, 1);
+	before = now_ms();
+	assert_int_equal(ring_run(&r), 0);
+	assert_int_equal(p.first, p.second);
+	assert_true(p.first >= before);
+	after = now_ms();
+	usleep(5000);
+	assert_true(now_ms() >= after + 5); /* the loop returned: the clock again */
+	assert_true(after >= p.second + 5);
+	ring_exit(&r);
+}
+
 /* A daemon worker's receive buffers: the daemons' sizes, group 0. */
 static void test_bufring_init_worker(void **state)
 {
@@ -523,6 +560,7 @@ int main(void)
 		cmocka_unit_test(test_timers_fire_in_order_and_disarm),
 		cmocka_unit_test(test_rearm_moves_deadline),
 		cmocka_unit_test(test_rearm_unless_idle),
+		cmocka_unit_test(test_now_ms_is_read_once_per_iteration),
 		cmocka_unit_test(test_bufring_init_worker),
 		cmocka_unit_test(test_bufring_recv_poll_first_waits_for_data),
 		cmocka_unit_test(test_recv_completion_reaches_its_op),

@@ -11,6 +11,7 @@
 #ifndef ANYPROXY_COMMON_H
 #define ANYPROXY_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,8 +53,15 @@ static inline void put_be64(uint8_t *p, uint64_t v)
 	put_be32(p + 4, (uint32_t)v);
 }
 
-/* Monotonic clock in milliseconds, and in microseconds (latencies). */
+/* Monotonic clock in milliseconds. In a thread inside ring_run it is the
+ * time the loop read at the start of its iteration or when it woke (two
+ * clock reads per iteration instead of one per completion: timers, idle
+ * deadlines and activity stamps need no finer); elsewhere the clock. */
 uint64_t now_ms(void);
+/* ring_run: read the clock for this thread's now_ms (on), or stop caching
+ * it when the loop returns (off). */
+void now_ms_cache(bool on);
+/* Monotonic clock in microseconds, read each time (latencies). */
 uint64_t now_us(void);
 
 /* Constant-time comparison of two byte strings; the time depends only on
