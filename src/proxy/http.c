@@ -106,7 +106,10 @@ static bool equal_nocase(const uint8_t *a, const uint8_t *b, size_t n)
 	return true;
 }
 
-static bool str_is(struct http_str s, const char *lit)
+/* s is lit, ignoring case. Inlined, so a literal's length is known when
+ * compiled; callers looping over one name take its length once
+ * (STR_LIT, str_equal_nocase). */
+static inline bool str_is(struct http_str s, const char *lit)
 {
 	size_t n = strlen(lit);
 
@@ -119,6 +122,11 @@ static bool str_starts_with(struct http_str s, const char *lit)
 
 	return s.len >= n && equal_nocase(s.ptr, (const uint8_t *)lit, n);
 }
+
+#define STR_LIT(lit)                                                  \
+	{                                                             \
+		.ptr = (const uint8_t *)(lit), .len = sizeof(lit) - 1 \
+	}
 
 static bool str_equal_nocase(struct http_str a, struct http_str b)
 {
@@ -619,9 +627,10 @@ const struct http_header *http_header_next(const struct http_head *h, const char
 					   const struct http_header *prev)
 {
 	size_t i = prev ? (size_t)(prev - h->headers) + 1 : 0;
+	struct http_str want = { .ptr = (const uint8_t *)name, .len = strlen(name) };
 
 	for (; i < h->header_count; i++)
-		if (str_is(h->headers[i].name, name))
+		if (str_equal_nocase(h->headers[i].name, want))
 			return &h->headers[i];
 	return NULL;
 }
@@ -629,20 +638,27 @@ const struct http_header *http_header_next(const struct http_head *h, const char
 bool http_header_has_token(const struct http_head *h, const char *name, const char *token)
 {
 	const struct http_header *f = NULL;
+	struct http_str want = { .ptr = (const uint8_t *)token, .len = strlen(token) };
 
 	while ((f = http_header_next(h, name, f))) {
 		struct http_str rest = f->value, element;
 
 		while (list_next(&rest, &element))
-			if (str_is(element, token))
+			if (str_equal_nocase(element, want))
 				return true;
 	}
 	return false;
 }
 
-static const char *const hop_by_hop_fields[] = {
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authorization", "Proxy-Authenticate",
-	"TE",         "Trailer",          "Upgrade",
+static const struct http_str hop_by_hop_fields[] = {
+	STR_LIT("Connection"),
+	STR_LIT("Proxy-Connection"),
+	STR_LIT("Keep-Alive"),
+	STR_LIT("Proxy-Authorization"),
+	STR_LIT("Proxy-Authenticate"),
+	STR_LIT("TE"),
+	STR_LIT("Trailer"),
+	STR_LIT("Upgrade"),
 };
 
 bool http_is_hop_by_hop(const struct http_head *h, const struct http_header *field)
@@ -651,7 +667,7 @@ bool http_is_hop_by_hop(const struct http_head *h, const struct http_header *fie
 	size_t i;
 
 	for (i = 0; i < ARRAY_SIZE(hop_by_hop_fields); i++)
-		if (str_is(field->name, hop_by_hop_fields[i]))
+		if (str_equal_nocase(field->name, hop_by_hop_fields[i]))
 			return true;
 	if (str_is(field->name, "Content-Length") || str_is(field->name, "Transfer-Encoding"))
 		return false;
