@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "anyproxy/common.h"
 #include "anyproxy/config.h"
 #include "anyproxy/grammar.h"
 #include "anyproxy/log.h"
@@ -814,7 +815,7 @@ void log_close(void)
 
 bool log_rate_allow(struct log_rate *rate, uint64_t now_ms)
 {
-	if (rate->used && now_ms - rate->last_ms < LOG_FLOOD_PERIOD_MS)
+	if (rate->used && ms_since(now_ms, rate->last_ms) < LOG_FLOOD_PERIOD_MS)
 		return false;
 	rate->used = true;
 	rate->last_ms = now_ms;

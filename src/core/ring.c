@@ -180,7 +180,7 @@ void timer_arm(struct ring *r, struct timer *t, uint64_t after_ms)
 bool timer_rearm_unless_idle(struct ring *r, struct timer *t, uint64_t last_active_ms,
 			     uint64_t idle_ms, uint64_t *quiet_ms)
 {
-	uint64_t quiet = now_ms() - last_active_ms;
+	uint64_t quiet = ms_since(now_ms(), last_active_ms);
 
 	if (quiet_ms)
 		*quiet_ms = quiet;

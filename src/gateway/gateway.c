@@ -369,7 +369,7 @@ static void gw_on_suspect(struct tunnel *t, bool suspect, const char *why)
 	} else if (log_rate_allow(&gw->answer_rate, now)) {
 		log_info("Tunnel answers again", LF_S("client_id", gt->client_id),
 			 LF_U("replica", gt->reg.replica),
-			 LF_U("suspect_ms", now - t->suspect_since_ms));
+			 LF_U("suspect_ms", ms_since(now, t->suspect_since_ms)));
 	}
 	gw_unlock(gw);
 }

@@ -204,11 +204,12 @@ static bool budget_update(struct gw_worker *w, struct handshake_budget *b)
 		transition_logged = true;
 		log_info("Handshake limit: accepting again", LF_S("side", b->name),
 			 LF_U("in_handshake", b->count), LF_U("max_handshakes", max),
-			 LF_U("paused_ms", now - b->paused_at_ms));
+			 LF_U("paused_ms", ms_since(now, b->paused_at_ms)));
 	} else {
 		transition_logged = true;
 		log_debug("Handshake limit: accepting again", LF_S("side", b->name),
-			  LF_U("in_handshake", b->count), LF_U("paused_ms", now - b->paused_at_ms));
+			  LF_U("in_handshake", b->count),
+			  LF_U("paused_ms", ms_since(now, b->paused_at_ms)));
 	}
 	side_sync(w, b);
 	return gw->nworkers > 1;

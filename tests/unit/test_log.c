@@ -574,6 +574,9 @@ static void test_rate_allows_one_line_per_period(void **state)
 	assert_false(log_rate_allow(&rate, t + LOG_FLOOD_PERIOD_MS + 1));
 	/* the period counts from the last line, not from the first */
 	assert_true(log_rate_allow(&rate, t + 3 * LOG_FLOOD_PERIOD_MS));
+	/* a time before the last line's (another thread's older now_ms) is
+	 * within the period, not a wrapped difference */
+	assert_false(log_rate_allow(&rate, t + 3 * LOG_FLOOD_PERIOD_MS - 5));
 	/* a zeroed rate allows at once, even at time 0 */
 	rate = (struct log_rate){ 0 };
 	assert_true(log_rate_allow(&rate, 0));

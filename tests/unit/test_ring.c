@@ -108,6 +108,12 @@ static void test_rearm_unless_idle(void **state)
 	assert_true(timer_rearm_unless_idle(&r, &p.t, now_ms(), 1000, NULL));
 	assert_true(timer_armed(&p.t));
 	timer_disarm(&r, &p.t);
+	/* activity stamped later than our now (another thread's loop read
+	 * the clock after ours): not idle, quiet 0, not a wrapped difference */
+	assert_true(timer_rearm_unless_idle(&r, &p.t, now_ms() + 50, 1000, &quiet));
+	assert_int_equal(quiet, 0);
+	assert_true(timer_armed(&p.t));
+	timer_disarm(&r, &p.t);
 	ring_exit(&r);
 }
 

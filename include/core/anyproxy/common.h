@@ -61,6 +61,13 @@ uint64_t now_ms(void);
 /* ring_run: read the clock for this thread's now_ms (on), or stop caching
  * it when the loop returns (off). */
 void now_ms_cache(bool on);
+/* Milliseconds from then to now; 0 when then is later. A loop's now_ms
+ * can be older than a stamp another thread made during the same
+ * iteration, so a difference of times from two threads must not wrap. */
+static inline uint64_t ms_since(uint64_t now, uint64_t then)
+{
+	return now > then ? now - then : 0;
+}
 /* Monotonic clock in microseconds, read each time (latencies). */
 uint64_t now_us(void);
 
