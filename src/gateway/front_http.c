@@ -700,20 +700,18 @@ static void reuse_kept_stream(struct user_conn *uc, const struct username_identi
 }
 
 /* A stream parked in the origin pool under key (origin_key of s->origin,
- * this request's identity and target), moved into this connection. True
- * when there was one. */
+ * this request's identity and target), moved into this connection, and
+ * the request sent on it. True when there was one. */
 static bool take_parked_stream(struct user_conn *uc, const struct username_identity *id,
-			       const char *key, size_t len)
+			       const struct stream_target *target, const char *key, size_t len)
 {
-	struct reg_client *client;
+	struct reg_client *client = origin_pool_take(uc->w, key, len, id->group, &uc->relay.stream,
+						     &forward_stream_ops, uc);
 
-	if (!len || uc->relay.stream.tunnel || uc->client)
-		return false; /* a stream of its own still: not expected here */
-	client = origin_pool_take(uc->w, key, len, id->group, &uc->relay.stream,
-				  &forward_stream_ops, uc);
 	if (!client)
 		return false;
 	proxy_adopt_stream(uc, client);
+	reuse_kept_stream(uc, id, target, "pooled");
 	return true;
 }
 
@@ -728,12 +726,10 @@ static bool use_parked_stream(struct user_conn *uc, const struct username_identi
 	size_t len = origin_key(s->origin, key, sizeof(key));
 	int w;
 
-	if (take_parked_stream(uc, id, key, len)) {
-		reuse_kept_stream(uc, id, target, "pooled");
-		return true;
-	}
 	if (!len || uc->relay.stream.tunnel || uc->client)
-		return false;
+		return false; /* a stream of its own still: not expected here */
+	if (take_parked_stream(uc, id, target, key, len))
+		return true;
 	w = origin_pool_elsewhere(uc->w, key, len);
 	if (w < 0)
 		return false;
@@ -847,10 +843,9 @@ static void http_moved(struct user_conn *uc)
 	char key[ORIGIN_POOL_KEY_MAX];
 	size_t len = origin_key(s->origin, key, sizeof(key));
 
-	if (take_parked_stream(uc, &s->origin->id, key, len)) {
-		reuse_kept_stream(uc, &s->origin->id, &s->origin->target, "pooled");
+	/* it moved with no stream linked (proxy_move_to), for a key it had */
+	if (len && take_parked_stream(uc, &s->origin->id, &s->origin->target, key, len))
 		return;
-	}
 	proxy_open(uc, &s->origin->id, &s->origin->target);
 }
 
