@@ -54,8 +54,11 @@ enum tunnel_state { TUNNEL_HANDSHAKE, TUNNEL_OPEN, TUNNEL_CLOSING };
 
 #define TUNNEL_PLAIN_MAX (2 * FRAME_MAX_SIZE + 16 * 1024)
 /* Streams stop writing DATA while this much ciphertext waits for the socket;
- * control frames may still use the rest of TLS_OUT_MAX. */
-#define TUNNEL_OUT_BUDGET (256 * 1024)
+ * control frames may still use the rest of TLS_OUT_MAX. Room for sixteen
+ * streams' full receives (BUFRING_BUF_SIZE) at once: at 256 KiB, sixteen
+ * bulk streams took turns and the tunnel sent twice as often, in pieces
+ * half the size (docs/benchmarks.md, "A larger tunnel output budget"). */
+#define TUNNEL_OUT_BUDGET (1024 * 1024)
 /* One receive on a tunnel: big batches mean fewer system calls and wakeups. */
 #define TUNNEL_RECV_CHUNK (256 * 1024)
 
