@@ -14,8 +14,14 @@
 
 #include "anyproxy/ring.h"
 
-#define BUFRING_ENTRIES 64
-#define BUFRING_BUF_SIZE (64 * 1024)
+/* 4 MiB per worker. 128 KiB receives rather than 64 KiB halve a bulk
+ * stream's receives. 32 buffers cover nearly all completions of 64 busy
+ * connections; a receive that finds none (-ENOBUFS: 0.7 to 1.9% of the
+ * completions in http-64) is armed again for the next submission, and 64
+ * buffers, 8 MiB, measured no better (docs/benchmarks.md, "Larger
+ * receives"). */
+#define BUFRING_ENTRIES 32
+#define BUFRING_BUF_SIZE (128 * 1024)
 /* Bytes in front of every buffer that its receiver may write: a header put
  * before the received data lets them leave as one piece without a copy (the
  * tunnel's DATA frames). A multiple of 64, so the data stays cache-aligned. */
