@@ -221,7 +221,7 @@ static void sock_datagram(struct udp_socket *u, const struct sockaddr *from, soc
 	}
 	/* only the destinations the user chose may answer */
 	if (!peer_known(as, family, addr, port) || n > FRAME_DGRAM_MAX_DATA || !t ||
-	    tunnel_queued(t) > TUNNEL_OUT_BUDGET) {
+	    tunnel_queued(t) > TUNNEL_DGRAM_BUDGET) {
 		as->dropped++;
 		return;
 	}

@@ -96,7 +96,7 @@ int gw_assoc_send(struct gateway *gw, struct gw_assoc *as, const struct stream_t
 	if (!as->gt)
 		return -EPIPE;
 	/* datagrams are lossy: never queue one behind a full tunnel */
-	if (n > FRAME_DGRAM_MAX_DATA || tunnel_queued(as->gt->tunnel) > TUNNEL_OUT_BUDGET) {
+	if (n > FRAME_DGRAM_MAX_DATA || tunnel_queued(as->gt->tunnel) > TUNNEL_DGRAM_BUDGET) {
 		as->dropped++;
 		GW_ADD(&gw->dgrams_dropped, 1);
 		return -ENOBUFS;

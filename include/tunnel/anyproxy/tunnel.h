@@ -59,6 +59,10 @@ enum tunnel_state { TUNNEL_HANDSHAKE, TUNNEL_OPEN, TUNNEL_CLOSING };
  * bulk streams took turns and the tunnel sent twice as often, in pieces
  * half the size (docs/benchmarks.md, "A larger tunnel output budget"). */
 #define TUNNEL_OUT_BUDGET (1024 * 1024)
+/* A datagram is dropped rather than queued behind more ciphertext than
+ * this: to the protocols over UDP a late datagram is worth less than a
+ * lost one, so they keep the bound streams had before theirs grew. */
+#define TUNNEL_DGRAM_BUDGET (256 * 1024)
 /* One receive on a tunnel: big batches mean fewer system calls and wakeups. */
 #define TUNNEL_RECV_CHUNK (256 * 1024)
 
@@ -138,7 +142,8 @@ void tunnel_close(struct tunnel *t, const char *reason);
 /* Send ERROR/GOAWAY-style frame f (may be NULL), flush, then close. */
 void tunnel_close_after(struct tunnel *t, const struct frame *f, const char *reason);
 
-/* Ciphertext queued for the socket (streams compare it to TUNNEL_OUT_BUDGET). */
+/* Ciphertext queued for the socket (streams compare it to TUNNEL_OUT_BUDGET,
+ * datagrams to TUNNEL_DGRAM_BUDGET). */
 size_t tunnel_queued(const struct tunnel *t);
 
 /* Drain: send GOAWAY (code, message) now; close the tunnel once its last
