@@ -19,7 +19,7 @@
  * connections; a receive that finds none (-ENOBUFS: 0.7 to 1.9% of the
  * completions in http-64) is armed again for the next submission, and 64
  * buffers, 8 MiB, measured no better (docs/benchmarks.md, "Larger
- * receives"). */
+ * batches for bulk streams"). */
 #define BUFRING_ENTRIES 32
 #define BUFRING_BUF_SIZE (128 * 1024)
 /* Bytes in front of every buffer that its receiver may write: a header put

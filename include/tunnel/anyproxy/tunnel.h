@@ -54,10 +54,10 @@ enum tunnel_state { TUNNEL_HANDSHAKE, TUNNEL_OPEN, TUNNEL_CLOSING };
 
 #define TUNNEL_PLAIN_MAX (2 * FRAME_MAX_SIZE + 16 * 1024)
 /* Streams stop writing DATA while this much ciphertext waits for the socket;
- * control frames may still use the rest of TLS_OUT_MAX. Room for sixteen
- * streams' full receives (BUFRING_BUF_SIZE) at once: at 256 KiB, sixteen
- * bulk streams took turns and the tunnel sent twice as often, in pieces
- * half the size (docs/benchmarks.md, "A larger tunnel output budget"). */
+ * control frames may still use the rest of TLS_OUT_MAX. At 256 KiB the
+ * sixteen 64 KiB receives of bulk-16 took turns, and the tunnel sent twice
+ * as often, in pieces half the size (docs/benchmarks.md, "Larger batches
+ * for bulk streams"). */
 #define TUNNEL_OUT_BUDGET (1024 * 1024)
 /* A datagram is dropped rather than queued behind more ciphertext than
  * this: to the protocols over UDP a late datagram is worth less than a
