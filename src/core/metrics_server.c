@@ -256,7 +256,7 @@ void metrics_server_close(struct metrics_server *s)
 		return;
 	timer_disarm(s->ring, &s->retry);
 	shutdown(s->fd, SHUT_RDWR);
-	ring_cancel_fd(s->ring, s->fd);
+	ring_cancel_fd_now(s->ring, s->fd);
 	close(s->fd);
 	s->fd = -1;
 	/* each connection's operation in flight completes and frees it */

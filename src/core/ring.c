@@ -386,6 +386,12 @@ void ring_cancel_fd(struct ring *r, int fd)
 	ring_sqe_set_op(sqe, NULL);
 }
 
+void ring_cancel_fd_now(struct ring *r, int fd)
+{
+	ring_cancel_fd(r, fd);
+	ring_submit_now(r);
+}
+
 void ring_cancel_op(struct ring *r, struct ring_op *op)
 {
 	struct io_uring_sqe *sqe = ring_get_sqe(r);

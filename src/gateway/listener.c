@@ -98,7 +98,7 @@ void listener_stop(struct ring *r, struct listener *l)
 	 * its cancel completes, and meanwhile the kernel would still complete
 	 * handshakes; after shutdown new connections are refused at once */
 	shutdown(l->fd, SHUT_RDWR);
-	ring_cancel_fd(r, l->fd);
+	ring_cancel_fd_now(r, l->fd);
 	close(l->fd);
 	l->fd = -1;
 }

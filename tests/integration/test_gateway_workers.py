@@ -19,7 +19,9 @@ it (g3's single tunnel lives on one worker: about half of its users move).
 - SIGHUP with a new proxy password: the old one is refused and the new one
   served, whichever worker accepts the user;
 - apctl drain of g3's agent: no new stream of g3 on any worker; undrain;
-- SIGTERM exits 0 with streams open on both workers.
+- SIGTERM exits 0 with streams open on both workers, and the stopped
+  listeners' last accepts end without a warning (they used to log
+  "Accept failed ... Invalid argument" once per listener and worker).
 """
 import os
 import signal
@@ -204,6 +206,8 @@ def test_two_workers_carry_hand_over_reload_drain(env):
         s.close()
     rc = env.gwp.stop(timeout=30)
     h.check(rc == 0, "the gateway exited %r after SIGTERM" % rc)
+    failed = [line for line in env.gwp.log().splitlines() if "Accept failed" in line]
+    h.check(not failed, "accepts failed at shutdown: %r" % failed[:4])
 
 
 if __name__ == "__main__":
