@@ -1021,13 +1021,29 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	return 0;
 }
 
+/* Stop and join workers 1..: once worker 0's loop has ended, or its start
+ * failed. Idempotent. */
+static void workers_end(struct gateway *gw)
+{
+	if (!gw->workers)
+		return;
+	wg_end(&gw->workgroup);
+	__atomic_store_n(&gw->stopping, true, __ATOMIC_RELAXED);
+	__atomic_store_n(&gw->stop_requested, true, __ATOMIC_RELAXED);
+	wg_wake_all_but(&gw->workgroup, 0);
+	wg_join(&gw->workgroup);
+}
+
 int gateway_run(struct gateway *gw)
 {
 	int ret = cli_loop_run(&gw_main(gw)->ring);
 
 	if (ret < 0)
 		log_error("Event loop failed", LF_S("error", strerror(-ret)));
-	else
+	/* each worker ends its own loop: the others' last lines (their
+	 * streams' ends, a note of dropped lines) come before "stopped" */
+	workers_end(gw);
+	if (ret == 0)
 		log_info("Gateway stopped", LF_S("reason", "signal"));
 	return ret;
 }
@@ -1051,14 +1067,7 @@ static void worker_close(struct gw_worker *w)
 
 void gateway_destroy(struct gateway *gw)
 {
-	if (gw->workers) {
-		/* the others end too (worker 0 stopped, or its start failed) */
-		wg_end(&gw->workgroup);
-		__atomic_store_n(&gw->stopping, true, __ATOMIC_RELAXED);
-		__atomic_store_n(&gw->stop_requested, true, __ATOMIC_RELAXED);
-		wg_wake_all_but(&gw->workgroup, 0);
-		wg_join(&gw->workgroup);
-	}
+	workers_end(gw); /* if gateway_run did not (a failed start) */
 	if (gw->control_bound)
 		unlink(gw->cfg->control.socket);
 	if (gw->nworkers) {
