@@ -75,10 +75,8 @@ void listener_start(struct ring *r, struct listener *l)
 static void listener_pause(struct ring *r, struct listener *l)
 {
 	l->paused = true;
-	if (l->armed && l->fd >= 0) {
-		ring_cancel_fd(r, l->fd);
-		ring_submit_now(r);
-	}
+	if (l->armed && l->fd >= 0)
+		ring_cancel_fd_now(r, l->fd);
 }
 
 /* Accept again. An accept still in flight (its cancel not yet completed)

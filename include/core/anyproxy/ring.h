@@ -172,10 +172,10 @@ void ring_prep_connect(struct ring *r, struct ring_op *op, int fd, const struct 
 void ring_prep_read(struct ring *r, struct ring_op *op, int fd, void *buf, size_t len);
 /* Cancel every operation on fd; the completion is ignored. */
 void ring_cancel_fd(struct ring *r, int fd);
-/* The same, submitted at once, for a caller about to close fd: a cancel
- * submitted after the close finds no file (or another one under the
- * reused number), and the operations end however the close leaves them
- * (an accept after shutdown: -EINVAL). */
+/* The same, submitted at once (ring_submit_now): for a caller about to
+ * close fd, whose cancel submitted after the close would find no file (or
+ * another one under the reused number), and for one whose next step must
+ * not be seen outside before the cancel took effect (a pause's log line). */
 void ring_cancel_fd_now(struct ring *r, int fd);
 /* Cancel the one operation op (its completion comes with -ECANCELED, or
  * its result if it finished first). */
