@@ -3,6 +3,7 @@
 # ASan+UBSan) and run each for SECONDS (default 60) on a scratch copy of its
 # seed corpus in tests/fuzz/corpus/TARGET/ (the checked-in seeds are never
 # modified). Targets: frame config socks5 http http_connect acl username grammar
+# aesgcm (where the CPU and wolfSSL allow it)
 # (default: all).
 # Prints one line per target ("fuzz NAME: N executions, clean" or the crash)
 # and exits non-zero if any target failed. BUILD_ROOT as in tools/test.sh.

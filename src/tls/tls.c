@@ -21,6 +21,55 @@
 #include "anyproxy/common.h"
 #include "anyproxy/tls.h"
 
+#if AP_AESGCM_WIDE
+#include <wolfssl/wolfcrypt/aes.h>
+#include <wolfssl/wolfcrypt/cryptocb.h>
+
+#include "anyproxy/aesgcm.h"
+
+/* The crypto device every context names: wolfSSL offers it each AES-GCM
+ * record (and each other operation, which it declines). */
+#define GCM_DEVICE 0x41504743 /* "APGC" */
+static bool gcm_device_on;
+
+/* The key schedule aesgcm.c takes for a record of sz bytes, or NULL when
+ * wolfSSL's own code is the better (or the only) choice. */
+static const uint8_t *gcm_schedule(const Aes *aes, word32 sz, word32 iv_sz, word32 tag_sz)
+{
+	if (sz < AESGCM_WIDE_MIN || iv_sz != AESGCM_IV_BYTES || tag_sz != AESGCM_TAG_BYTES ||
+	    !aes->use_aesni || (aes->rounds != 10 && aes->rounds != 12 && aes->rounds != 14))
+		return NULL;
+	return (const uint8_t *)aes->key;
+}
+
+static int gcm_device(int dev_id, wc_CryptoInfo *info, void *ctx)
+{
+	const uint8_t *ks;
+
+	if (info->algo_type != WC_ALGO_TYPE_CIPHER || info->cipher.type != WC_CIPHER_AES_GCM)
+		return CRYPTOCB_UNAVAILABLE;
+	if (info->cipher.enc) {
+		const __typeof__(info->cipher.aesgcm_enc) *e = &info->cipher.aesgcm_enc;
+
+		ks = gcm_schedule(e->aes, e->sz, e->ivSz, e->authTagSz);
+		if (!ks)
+			return CRYPTOCB_UNAVAILABLE;
+		aesgcm_wide_seal(ks, e->aes->rounds, e->iv, e->authIn, e->authInSz, e->in, e->out,
+				 e->sz, e->authTag);
+		return 0;
+	}
+	const __typeof__(info->cipher.aesgcm_dec) *d = &info->cipher.aesgcm_dec;
+
+	ks = gcm_schedule(d->aes, d->sz, d->ivSz, d->authTagSz);
+	if (!ks)
+		return CRYPTOCB_UNAVAILABLE;
+	return aesgcm_wide_open(ks, d->aes->rounds, d->iv, d->authIn, d->authInSz, d->in, d->out,
+				d->sz, d->authTag) < 0
+		       ? AES_GCM_AUTH_E
+		       : 0;
+}
+#endif
+
 static int io_recv(WOLFSSL *ssl, char *dst, int sz, void *ctx)
 {
 	struct tls_conn *c = ctx;
@@ -46,16 +95,31 @@ static int io_send(WOLFSSL *ssl, char *src, int sz, void *ctx)
 
 int tls_global_init(void)
 {
-	return wolfSSL_Init() == WOLFSSL_SUCCESS ? 0 : -EPROTO;
+	if (wolfSSL_Init() != WOLFSSL_SUCCESS)
+		return -EPROTO;
+#if AP_AESGCM_WIDE
+	gcm_device_on = aesgcm_wide_available() &&
+			wc_CryptoCb_RegisterDevice(GCM_DEVICE, gcm_device, NULL) == 0;
+#endif
+	return 0;
 }
 
 void tls_global_exit(void)
 {
+#if AP_AESGCM_WIDE
+	if (gcm_device_on)
+		wc_CryptoCb_UnRegisterDevice(GCM_DEVICE);
+	gcm_device_on = false;
+#endif
 	wolfSSL_Cleanup();
 }
 
 const char *tls_library_version(void)
 {
+#if AP_AESGCM_WIDE
+	if (aesgcm_wide_available())
+		return "wolfSSL " LIBWOLFSSL_VERSION_STRING " (AES-NI, AES-GCM on VAES-512)";
+#endif
 	return "wolfSSL " LIBWOLFSSL_VERSION_STRING
 #if AP_WOLFSSL_AESNI
 	       " (AES-NI)";
@@ -80,6 +144,10 @@ static WOLFSSL_CTX *ctx_with_method(WOLFSSL_METHOD *method)
 		return NULL;
 	wolfSSL_CTX_SetIORecv(ctx, io_recv);
 	wolfSSL_CTX_SetIOSend(ctx, io_send);
+#if AP_AESGCM_WIDE
+	if (gcm_device_on)
+		wolfSSL_CTX_SetDevId(ctx, GCM_DEVICE);
+#endif
 	return ctx;
 }
 

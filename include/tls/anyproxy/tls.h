@@ -57,7 +57,8 @@ struct tls_conn {
 
 int tls_global_init(void);
 void tls_global_exit(void);
-/* "wolfSSL 5.5.4 (AES-NI)" */
+/* "wolfSSL 5.5.4 (AES-NI)", or "... (AES-NI, AES-GCM on VAES-512)" where
+ * the tunnel's records go to aesgcm.h */
 const char *tls_library_version(void);
 
 /* Gateway side: certificate chain + key; client_ca (may be NULL) turns on
