@@ -267,8 +267,7 @@ WIDE static __m128i ctr_ghash_any(const struct key *k, unsigned rounds, bool sea
 				  uint8_t *out, size_t len, __m128i y)
 {
 	if (rounds == 10)
-		return seal ? ctr_ghash(k, 10, true, iv, in, out, len, y)
-			    : ctr_ghash(k, 10, false, iv, in, out, len, y);
+		return ctr_ghash(k, 10, seal, iv, in, out, len, y);
 	if (rounds == 12)
 		return ctr_ghash(k, 12, seal, iv, in, out, len, y);
 	return ctr_ghash(k, 14, seal, iv, in, out, len, y);

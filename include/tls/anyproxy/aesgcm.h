@@ -1,7 +1,7 @@
 /*
  * aesgcm.h — AES-GCM (NIST SP 800-38D) sixteen blocks at a time on 512-bit
  * vectors: VAES for the counter mode, VPCLMULQDQ for GHASH, one reduction
- * per 256 bytes. 1.6 to 2 times the speed of wolfSSL's AVX2 code on 16 KiB
+ * per 256 bytes. About 1.7 times the speed of wolfSSL's AVX2 code on 16 KiB
  * records, level at 1 KiB and slower below (each call works out the hash
  * key's powers again): tls.c hands it records of AESGCM_WIDE_MIN bytes and
  * more and leaves the rest, and every other cipher, to wolfSSL.
