@@ -180,6 +180,17 @@ const struct config_key config_keys[] = {
 		  "never refused). A handshake takes a round trip or two, so 1024 at once is far "
 		  "above what real agents and users need, while 1024 TLS sessions in progress "
 		  "cost the gateway at most about 50 MiB." },
+	{ KEY("gateway", "handshake_stale_ms", uint32, GATEWAY, gateway.handshake_stale_ms),
+	  .default_value = "2000", RANGE(0, CONFIG_TIMEOUT_MAX_MS),
+	  .help = "While a side is at max_handshakes, a connection that has been in its "
+		  "handshake this long is closed to make room for one waiting in the listen "
+		  "backlog: each worker closes its oldest such connection, one at a time, as "
+		  "long as the side stays full. A flood of silent connections from many "
+		  "addresses then holds a slot for this long instead of handshake_timeout_ms, "
+		  "so agents and users still get in unless the flood opens max_handshakes "
+		  "connections within it; a real handshake, a round trip or two, is over long "
+		  "before. Keep it above the slowest round trips of your agents and users. "
+		  "0: never (newcomers wait until a handshake ends or times out)." },
 	{ KEY("gateway", "max_tunnel_handshakes_per_address", uint32, GATEWAY,
 	      gateway.max_tunnel_handshakes_per_address),
 	  .default_value = "64", RANGE(0, CONFIG_LIMIT_MAX),

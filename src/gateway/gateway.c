@@ -32,10 +32,18 @@ static void handshake_over(struct gw_tunnel *gt)
 		handshake_source_drop(&gw->tunnel_budget, &gt->source);
 		gw_unlock(gw);
 	}
-	handshake_end(gt->w, &gw->tunnel_budget, &gt->in_handshake);
+	handshake_end(gt->w, &gw->tunnel_budget, &gt->handshake);
 }
 
 static void take_evictions(struct gw_worker *w);
+
+/* tunnel_budget.evict: a stale handshake makes room (listener.c) */
+static void close_stale_tunnel(struct hs_slot *slot)
+{
+	struct gw_tunnel *gt = container_of(slot, struct gw_tunnel, handshake);
+
+	tunnel_close(gt->tunnel, "stale handshake closed at max_handshakes");
+}
 
 /* ---- agent tunnels ---- */
 
@@ -252,7 +260,7 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 		if (gt->authenticated) {
 			gw_lock(gt->gw);
 			metrics_observe_us(&gt->gw->stats.tunnel_handshake,
-					   now_us() - gt->accepted_us);
+					   now_us() - gt->handshake.since_us);
 			gw_unlock(gt->gw);
 			handshake_over(gt);
 		}
@@ -471,7 +479,6 @@ static void tunnel_accept(struct listener *l, int fd)
 	gt->source = source;
 	gt->gw = gw;
 	gt->w = w;
-	gt->accepted_us = now_us();
 	gt->tunnel = tunnel_new(&w->ring, fd, gw->tls, true, NULL, &gw_tunnel_ops, gt,
 				gw->cfg->gateway.handshake_timeout_ms, &w->bufs);
 	if (!gt->tunnel) {
@@ -483,7 +490,7 @@ static void tunnel_accept(struct listener *l, int fd)
 	}
 	DL_PREPEND(w->tunnels, gt);
 	__atomic_store_n(&w->ntunnels, w->ntunnels + 1, __ATOMIC_RELAXED);
-	handshake_begin(w, &gw->tunnel_budget, &gt->in_handshake);
+	handshake_begin(w, &gw->tunnel_budget, &gt->handshake);
 	log_debug("Tunnel accepted", LF_S("remote_addr", gt->tunnel->peer));
 }
 
@@ -937,8 +944,12 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 	pthread_mutex_init(&gw->lock, &attr);
 	pthread_mutexattr_destroy(&attr);
 	gw->control_listener.fd = -1;
-	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel", .side = GW_SIDE_TUNNEL };
-	gw->user_budget = (struct handshake_budget){ .name = "proxy", .side = GW_SIDE_PROXY };
+	gw->tunnel_budget = (struct handshake_budget){ .name = "tunnel",
+						       .side = GW_SIDE_TUNNEL,
+						       .evict = close_stale_tunnel };
+	gw->user_budget = (struct handshake_budget){ .name = "proxy",
+						     .side = GW_SIDE_PROXY,
+						     .evict = proxy_close_stale };
 	for (i = 0; i < GW_NPROXIES; i++)
 		gw->stats.proxy[i].name = proxy_frontends[i]->name;
 	registry_init(&gw->registry, gw_on_evict, gw);

@@ -24,6 +24,7 @@
 #include "anyproxy/ring.h"
 #include "anyproxy/tunnel.h"
 #include "anyproxy/workgroup.h"
+#include "handshake.h"
 #include "stats.h"
 
 /* Connections the kernel completes and holds for a listener that is not
@@ -65,6 +66,7 @@
 
 struct handshake_budget;
 struct proxy_frontend;
+
 struct gw_forward;
 
 /* A listening socket served by one accept at a time, re-armed from its
@@ -110,6 +112,11 @@ struct handshake_budget {
 	struct hs_source *sources;
 	uint64_t refused_per_address; /* connections closed over that bound */
 	struct log_rate refuse_rate;  /* their WARN: one per LOG_FLOOD_PERIOD_MS */
+	/* at the bound: close one of the side's connections in their handshake
+	 * (gateway.c, proxy.c), the stale one a worker's stale_timer picked */
+	void (*evict)(struct hs_slot *slot);
+	uint64_t stale_closed;      /* connections closed so, since start */
+	struct log_rate stale_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 };
 
 /* The credential that admitted an agent tunnel (its reg_tunnel.credential):
@@ -143,9 +150,8 @@ struct gw_tunnel {
 	struct tunnel *tunnel;
 	struct reg_tunnel reg;
 	bool authenticated;
-	bool in_handshake;        /* counted in gateway.tunnel_budget */
+	struct hs_slot handshake; /* in gateway.tunnel_budget until HELLO_OK */
 	struct hs_source *source; /* its address's count there; NULL: not counted */
-	uint64_t accepted_us;     /* for the handshake's duration (stats.h) */
 	bool datagrams;           /* HELLO and HELLO_OK set FRAME_CAP_DATAGRAM */
 	struct gw_assoc *assocs;  /* datagram associations on it, by id (dgram.c, uthash) */
 	uint32_t next_assoc_id;
@@ -180,6 +186,11 @@ struct gw_worker {
 	struct timer shutdown_timer;
 	bool side_paused[2];     /* its listeners of each side are paused (GW_SIDE_*) */
 	struct timer trim_timer; /* malloc_trim after a wave (listener.c) */
+	/* its connections in their handshake, by side, oldest first, and the
+	 * timer that closes the stale ones while their side is full
+	 * (listener.c) */
+	struct hs_slot *handshakes[2];
+	struct timer stale_timer;
 	uint64_t pause_acked[2]; /* the last pause of each side it counted in for */
 	bool stopping;           /* worker_stop ran on it */
 	/* its thread, start-up, pauses and wake-ups (workgroup.h): in
@@ -312,13 +323,20 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 int gateway_run(struct gateway *gw);
 void gateway_destroy(struct gateway *gw);
 
-/* listener.c: a connection enters or leaves its handshake on side b; *counted is the
- * connection's own flag, so that leaving counts once however many paths
- * end the handshake. The side pauses its listeners on reaching
- * max_handshakes and resumes below it; the heap is trimmed after a large
- * wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
-void handshake_begin(struct gw_worker *w, struct handshake_budget *b, bool *counted);
-void handshake_end(struct gw_worker *w, struct handshake_budget *b, bool *counted);
+/* listener.c: a connection enters or leaves its handshake on side b; slot is the
+ * connection's own, so that leaving counts once however many paths end
+ * the handshake. The side pauses its listeners on reaching
+ * max_handshakes and resumes below it; while it is paused, each worker
+ * closes its oldest connection in their handshake once that one is
+ * [gateway] handshake_stale_ms old (b->evict), one at a time, so that a
+ * connection waiting in the backlog takes its place. The heap is trimmed
+ * after a large wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
+void handshake_begin(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot);
+void handshake_end(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot);
+/* The connection stays counted but leaves w's list: it moves to another
+ * worker (an HTTP request taking a stream parked there), where its
+ * handshake ends on arrival; it cannot be closed as stale meanwhile. */
+void handshake_unlist(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot);
 /* Count a connection from peer against side b's bound per source address
  * (max; 0: none, *src stays NULL). 0, or -EBUSY over the bound (then the
  * caller closes the connection: the refusal is counted and logged here). */

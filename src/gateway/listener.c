@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uthash.h>
+#include <utlist.h>
 
 #include "anyproxy/common.h"
 #include "anyproxy/log.h"
@@ -139,9 +140,78 @@ static unsigned running_workers(const struct gateway *gw)
 	return gw->nworkers - gw->workgroup.exited;
 }
 
+static void stale_due(struct ring *r, struct timer *t);
+
+/* Arm w's stale_timer for the first of its connections in their
+ * handshake to become stale on a paused side (none: left as it is; a
+ * stray firing finds nothing to do). */
+static void stale_arm(struct gw_worker *w)
+{
+	uint32_t stale_ms = w->gw->cfg->gateway.handshake_stale_ms;
+	uint64_t due = UINT64_MAX, now;
+	unsigned side;
+
+	if (!stale_ms)
+		return;
+	for (side = 0; side < ARRAY_SIZE(w->handshakes); side++)
+		if (w->side_paused[side] && w->handshakes[side])
+			due = MIN(due, w->handshakes[side]->since_us / 1000 + stale_ms);
+	if (due == UINT64_MAX)
+		return;
+	now = now_ms();
+	if (!timer_armed(&w->stale_timer))
+		timer_init(&w->stale_timer, stale_due);
+	timer_arm(&w->ring, &w->stale_timer, due > now ? due - now : 0);
+}
+
+/*
+ * A paused side frees a slot for the connections waiting in the listen
+ * backlog: its oldest connection in their handshake on this worker is
+ * closed once it is handshake_stale_ms old. One per side and worker at a
+ * time: the slot it frees resumes the side, an accept fills it, the side
+ * pauses again and the next stale one goes; with nobody waiting, the
+ * side stays below the bound and the others keep their time. A flood of
+ * silent connections thus holds a slot for handshake_stale_ms, not for
+ * handshake_timeout_ms, while a real handshake, a round trip or two, is
+ * over long before it becomes stale.
+ */
+static void stale_due(struct ring *r, struct timer *t)
+{
+	struct gw_worker *w = container_of(t, struct gw_worker, stale_timer);
+	struct gateway *gw = w->gw;
+	struct handshake_budget *const sides[] = { &gw->user_budget, &gw->tunnel_budget };
+	uint32_t stale_ms = gw->cfg->gateway.handshake_stale_ms;
+	uint64_t now = now_ms();
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(sides); i++) {
+		struct handshake_budget *b = sides[i];
+		struct hs_slot *oldest = w->handshakes[b->side];
+		uint64_t age;
+
+		if (!stale_ms || !w->side_paused[b->side] || !oldest)
+			continue;
+		/* since_us is read when counted, now when the loop woke */
+		age = ms_since(now, oldest->since_us / 1000);
+		if (age < stale_ms)
+			continue;
+		handshake_unlist(w, b, oldest);
+		gw_lock(gw);
+		b->stale_closed++;
+		if (log_rate_allow(&b->stale_rate, now))
+			log_warn("Handshake limit: stale handshake closed for a waiting one",
+				 LF_S("side", b->name), LF_U("age_ms", age),
+				 LF_U("handshake_stale_ms", stale_ms),
+				 LF_U("closed_total", b->stale_closed));
+		gw_unlock(gw);
+		b->evict(oldest); /* its handshake_end may resume the side */
+	}
+	stale_arm(w);
+}
+
 /* Pause or resume w's listeners of side b to match b->paused. Under
  * gateway.lock; the last worker to pause logs the side's WARN, so that no
- * listener accepts after it. */
+ * listener accepts after it. A pause arms w's stale_timer. */
 static void side_sync(struct gw_worker *w, struct handshake_budget *b)
 {
 	struct gateway *gw = w->gw;
@@ -160,6 +230,8 @@ static void side_sync(struct gw_worker *w, struct handshake_budget *b)
 			else
 				listener_resume(&w->ring, l);
 		}
+		if (want)
+			stale_arm(w);
 	}
 	/* each worker counts itself in once per pause */
 	if (!b->paused || w->pause_acked[b->side] == b->pauses)
@@ -224,13 +296,16 @@ void handshake_sync(struct gw_worker *w)
 	gw_unlock(gw);
 }
 
-void handshake_begin(struct gw_worker *w, struct handshake_budget *b, bool *counted)
+void handshake_begin(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot)
 {
 	struct gateway *gw = w->gw;
 	bool tell;
 
+	/* listed before the count: a pause it causes arms the stale timer */
+	slot->since_us = now_us();
+	DL_APPEND(w->handshakes[b->side], slot);
 	gw_lock(gw);
-	*counted = true;
+	slot->counted = true;
 	b->count++;
 	tell = budget_update(w, b);
 	gw->handshake_peak =
@@ -249,15 +324,24 @@ static void trim_due(struct ring *r, struct timer *t)
 	malloc_trim(0);
 }
 
-void handshake_end(struct gw_worker *w, struct handshake_budget *b, bool *counted)
+void handshake_unlist(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot)
+{
+	if (!slot->prev) /* never listed, or taken off already */
+		return;
+	DL_DELETE(w->handshakes[b->side], slot);
+	slot->prev = slot->next = NULL;
+}
+
+void handshake_end(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot)
 {
 	struct gateway *gw = w->gw;
 	bool tell, trim = false;
 
-	if (!*counted)
+	if (!slot->counted)
 		return;
+	handshake_unlist(w, b, slot);
 	gw_lock(gw);
-	*counted = false;
+	slot->counted = false;
 	b->count--;
 	tell = budget_update(w, b);
 	if (!gw->tunnel_budget.count && !gw->user_budget.count &&

@@ -31,6 +31,7 @@
 #include "anyproxy/relay.h"
 #include "anyproxy/stream.h"
 #include "anyproxy/username.h"
+#include "handshake.h"
 
 struct gateway;
 struct gw_worker;
@@ -92,7 +93,7 @@ struct user_conn {
 	struct proxy_open_state *open;
 	struct reg_client *client;            /* referenced while counted in its statistics */
 	struct gw_group_stats *group_stats;   /* its group's, while a stream is counted */
-	uint64_t accepted_us;                 /* for the handshake's duration */
+	struct hs_slot handshake;             /* user_budget until the first proxy_open */
 	uint64_t open_started_us;             /* OPEN sent, answer pending (0: none) */
 	void *proto;                          /* front end's state (handshake buffer, HTTP state) */
 	char client_id[FRAME_MAX_ID_LEN + 1]; /* the agent of the request, "" before one */
@@ -102,8 +103,7 @@ struct user_conn {
 	/* the stream is only kept for a next request (HTTP forwarding): no
 	 * request on it; shutdown and drains may end it (proxy_release_idle) */
 	bool stream_idle;
-	bool in_handshake; /* counted in gateway.user_budget until its first proxy_open */
-	uint8_t proxy;     /* enum gw_proxy: the listener's, for statistics */
+	uint8_t proxy; /* enum gw_proxy: the listener's, for statistics */
 	/* handover (proxy.c): waiting to move to worker move_to, the times
 	 * this request moved, and the deadline's polls while waiting */
 	bool moving;
@@ -171,6 +171,9 @@ const char *proxy_no_fallback(const struct gateway *gw, const struct username_id
  * counting it against max_handshakes and stop its deadline; the front end
  * bounds what follows itself. */
 void proxy_handshake_over(struct user_conn *uc);
+/* gateway.user_budget.evict: close a user's connection whose handshake
+ * went stale while the proxy side is full (listener.c). */
+void proxy_close_stale(struct hs_slot *slot);
 
 /* The stream of this request is over (HTTP forwarding moves on to the
  * next request): stop counting it in its client's statistics. */

@@ -393,6 +393,15 @@ static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
 		metrics_sample(w, "anyproxy_gateway_handshakes_refused_per_address_total", l, 1,
 			       sides[i]->refused_per_address);
 	}
+	metrics_family(w, "anyproxy_gateway_handshakes_stale_closed_total", METRICS_COUNTER,
+		       "Connections closed in their handshake, at max_handshakes, for one "
+		       "waiting in the listen backlog (handshake_stale_ms).");
+	for (i = 0; i < ARRAY_SIZE(sides); i++) {
+		struct metrics_label l[] = { L("side", sides[i]->name) };
+
+		metrics_sample(w, "anyproxy_gateway_handshakes_stale_closed_total", l, 1,
+			       sides[i]->stale_closed);
+	}
 	metrics_family(w, "anyproxy_gateway_handshake_duration_seconds", METRICS_HISTOGRAM,
 		       "From accept to an authenticated first request (listener socks5, http) "
 		       "or to HELLO_OK (listener tunnel).");

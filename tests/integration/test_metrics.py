@@ -319,6 +319,7 @@ GATEWAY_FAMILIES = {
     "anyproxy_gateway_handshakes": "gauge",
     "anyproxy_gateway_handshake_pauses_total": "counter",
     "anyproxy_gateway_handshakes_refused_per_address_total": "counter",
+    "anyproxy_gateway_handshakes_stale_closed_total": "counter",
     "anyproxy_gateway_workers": "gauge",
     "anyproxy_gateway_handovers_total": "counter",
     "anyproxy_gateway_worker_streams_total": "counter",

@@ -373,8 +373,10 @@ def test_max_handshakes(env):
     are still served, and the agent registers once a slot frees. A WARN when
     a side pauses, INFO when it accepts again; the registered agents and an
     open stream are untouched. SIGHUP to 5 serves the waiting at once, and
-    SIGTERM with a side paused still stops the gateway cleanly."""
-    gwp = h.proxy_gateway(env, max_handshakes=3, handshake_timeout_ms=60000)
+    SIGTERM with a side paused still stops the gateway cleanly. With
+    handshake_stale_ms = 0, as here, nothing is closed to make room."""
+    gwp = h.proxy_gateway(env, max_handshakes=3, handshake_timeout_ms=60000,
+                          handshake_stale_ms=0)
     h.proxy_agent(env, "a")
     echo = h.RawServer(h.echo_handler)
     env.servers.append(echo)
@@ -569,6 +571,93 @@ def test_tunnel_handshakes_per_address(env):
             s.close()
 
 
+STALE_MS = 1000
+STALE = "Handshake limit: stale handshake closed for a waiting one"
+
+
+def stale_closed(gwp, side):
+    return h.scrape_metrics(gwp.metrics_port).get(
+        ("anyproxy_gateway_handshakes_stale_closed_total", (("side", side),)))
+
+
+def test_stale_handshakes_make_room(env):
+    """handshake_stale_ms = 1000, max_handshakes = 4: four silent TLS
+    connections from four addresses (a flood from many addresses, which
+    the per-address bound cannot stop) fill the tunnel port's budget for
+    the whole 60 s handshake_timeout_ms; once the oldest is 1 s old it is
+    closed for the agent waiting in the listen backlog, which registers
+    in seconds (a rate-limited WARN, the metric counts it). The same on the
+    proxy ports with four silent users and a SOCKS5 user. A connection
+    younger than handshake_stale_ms is never closed so, nor anything on
+    a side below its bound; the registered agent and an open stream are
+    untouched."""
+    gwp = h.proxy_gateway(env, max_handshakes=4, handshake_timeout_ms=60000,
+                          handshake_stale_ms=STALE_MS, metrics=True)
+    h.proxy_agent(env, "a")
+    echo = h.RawServer(h.echo_handler)
+    env.servers.append(echo)
+    stream = h.proxy_stream(gwp, "socks5", "127.0.0.1", echo.port)
+    held = []
+    try:
+        # -- the tunnel port --
+        mark = gwp.mark()
+        for i in range(4):
+            held.append(raw_from("127.0.0.%d" % (20 + i), env.port, TLS_HEADER))
+            time.sleep(0.05)  # their age orders them
+        h.wait_until(lambda: side_lines(gwp, PAUSED, "tunnel", mark), 5 + h.slack(),
+                     "the tunnel side to pause at four silent handshakes")
+        h.check(stale_closed(gwp, "tunnel") == 0, "a handshake was closed before it was stale")
+        start = time.monotonic()
+        c = h.proxy_agent(env, "c", wait=False)
+        env.wait_listed("c", timeout=STALE_MS / 1000 + 5 + h.slack(2), daemon=c)
+        took = time.monotonic() - start
+        # the agent got in well before the flood's handshakes would have
+        # timed out (60 s): through a stale one's slot
+        h.check(took < 30, "agent c took %.1f s to register" % took)
+        line = gwp.wait_for_log(STALE, 5, since=mark)
+        h.check(line["side"] == "tunnel" and int(line["age_ms"]) >= STALE_MS and
+                line["handshake_stale_ms"] == str(STALE_MS) and line["closed_total"] == "1",
+                "the WARN: %r" % line)
+        h.check(answer_within(held[0], 1) == b"", "the oldest silent handshake was not closed")
+        closed = stale_closed(gwp, "tunnel")
+        h.check(closed is not None and 1 <= closed <= 4,
+                "anyproxy_gateway_handshakes_stale_closed_total{side=tunnel} %r" % closed)
+        h.check({"a", "c"} <= set(env.clients()), "a registered agent was dropped")
+        h.check(echo_ok(stream, "after the tunnel side"), "the open stream was harmed")
+        # below the bound nothing is closed, however old
+        young = raw_from("127.0.0.30", env.port, TLS_HEADER)
+        held.append(young)
+        h.check(answer_within(young, STALE_MS / 1000 * 2) is None,
+                "a handshake was closed on a side below its bound")
+        for s in held:
+            s.close()
+        held = []
+
+        # -- the proxy ports --
+        mark = gwp.mark()
+        first = time.monotonic()
+        for i in range(4):
+            held.append(raw(gwp.socks_port if i % 2 else gwp.http_port))
+            time.sleep(0.05)
+        h.wait_until(lambda: side_lines(gwp, PAUSED, "proxy", mark), 5 + h.slack(),
+                     "the proxy side to pause at four silent users")
+        user = h.proxy_stream(gwp, "socks5", "127.0.0.1", echo.port, timeout=10 + h.slack())
+        took = time.monotonic() - first
+        held.append(user)
+        h.check(echo_ok(user, "through a stale slot"), "the waiting user's stream")
+        h.check(took >= STALE_MS / 1000,
+                "the user was served %.2f s after the first silent one, before it was stale"
+                % took)
+        line = gwp.wait_for_log(STALE, 5, since=mark)
+        h.check(line["side"] == "proxy" and int(line["age_ms"]) >= STALE_MS, repr(line))
+        h.check(answer_within(held[0], 1) == b"", "the oldest silent user was not closed")
+        h.check(echo_ok(stream, "at the end"), "the open stream was harmed")
+    finally:
+        stream.close()
+        for s in held:
+            s.close()
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--flood":
         run_flood(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
@@ -576,6 +665,7 @@ if __name__ == "__main__":
     h.run([
         test_max_handshakes,
         test_tunnel_handshakes_per_address,
+        test_stale_handshakes_make_room,
         test_half_open_tls_handshakes_memory,
         test_idle_flood_keeps_agents_and_apctl,
     ])

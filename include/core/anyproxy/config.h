@@ -146,6 +146,7 @@ struct config {
 		uint32_t max_handshakes;                    /* per side: tunnel port, proxy ports */
 		uint32_t workers;                           /* 0: one per online CPU (gateway.c) */
 		uint32_t max_tunnel_handshakes_per_address; /* tunnel port, per source */
+		uint32_t handshake_stale_ms;                /* at max_handshakes (0: never) */
 		uint32_t max_connections_per_group;         /* limits: 0 = none */
 		uint32_t max_streams_per_tunnel;
 		uint32_t max_clients;
