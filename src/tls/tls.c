@@ -31,6 +31,7 @@
  * record (and each other operation, which it declines). */
 #define GCM_DEVICE 0x41504743 /* "APGC" */
 static bool gcm_device_on;
+static bool tls_initialised; /* tls_global_init ran: gcm_device_on says it all */
 
 /* The key schedule aesgcm.c takes for a record of sz bytes, or NULL when
  * wolfSSL's own code is the better (or the only) choice. */
@@ -100,6 +101,7 @@ int tls_global_init(void)
 #if AP_AESGCM_WIDE
 	gcm_device_on = aesgcm_wide_available() &&
 			wc_CryptoCb_RegisterDevice(GCM_DEVICE, gcm_device, NULL) == 0;
+	tls_initialised = true;
 #endif
 	return 0;
 }
@@ -110,6 +112,7 @@ void tls_global_exit(void)
 	if (gcm_device_on)
 		wc_CryptoCb_UnRegisterDevice(GCM_DEVICE);
 	gcm_device_on = false;
+	tls_initialised = false;
 #endif
 	wolfSSL_Cleanup();
 }
@@ -117,7 +120,8 @@ void tls_global_exit(void)
 const char *tls_library_version(void)
 {
 #if AP_AESGCM_WIDE
-	if (aesgcm_wide_available())
+	/* once initialised, what is in use; before (--version), what would be */
+	if (tls_initialised ? gcm_device_on : aesgcm_wide_available())
 		return "wolfSSL " LIBWOLFSSL_VERSION_STRING " (AES-NI, AES-GCM on VAES-512)";
 #endif
 	return "wolfSSL " LIBWOLFSSL_VERSION_STRING

@@ -14,9 +14,12 @@
 #include <cmocka.h>
 
 #include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
 #include <wolfssl/wolfcrypt/aes.h>
+#include <wolfssl/wolfcrypt/cryptocb.h>
 
 #include "anyproxy/aesgcm.h"
+#include "anyproxy/tls.h"
 
 #define MAX_LEN (17 * 1024 + 100)
 
@@ -241,12 +244,44 @@ static void test_tampering_refused(void **state)
 	wc_AesFree(&r.aes);
 }
 
+static int no_device(int id, wc_CryptoInfo *info, void *ctx)
+{
+	return CRYPTOCB_UNAVAILABLE;
+}
+
+/* tls_library_version() names the wide AES-GCM only where tls.c's crypto
+ * device is registered: with wolfSSL's device table full it says AES-NI. */
+static void test_version_names_the_device_in_use(void **state)
+{
+	int n = 0;
+
+	/* --version, before tls_global_init: what this CPU would use */
+	assert_non_null(strstr(tls_library_version(), "VAES-512"));
+	assert_int_equal(tls_global_init(), 0);
+	assert_non_null(strstr(tls_library_version(), "VAES-512"));
+	tls_global_exit();
+
+	/* wolfCrypt stays initialised, so that tls_global_init keeps the table */
+	assert_int_equal(wolfSSL_Init(), WOLFSSL_SUCCESS);
+	while (n < 64 && wc_CryptoCb_RegisterDevice(n + 1, no_device, NULL) == 0)
+		n++;
+	assert_in_range(n, 1, 63);
+	assert_int_equal(tls_global_init(), 0);
+	assert_null(strstr(tls_library_version(), "VAES"));
+	assert_non_null(strstr(tls_library_version(), "(AES-NI)"));
+	tls_global_exit();
+	while (n > 0)
+		wc_CryptoCb_UnRegisterDevice(n--);
+	wolfSSL_Cleanup();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_specification_cases),
 		cmocka_unit_test(test_same_as_wolfssl),
 		cmocka_unit_test(test_tampering_refused),
+		cmocka_unit_test(test_version_names_the_device_in_use),
 	};
 
 	if (!aesgcm_wide_available()) {
