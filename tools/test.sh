@@ -3,7 +3,8 @@
 #   1. gcc build: unit + integration suites
 #   2. clang build: warnings-as-errors compile + unit suite
 #   3. ASan+UBSan build (gcc): the whole suite again
-#   4. libFuzzer targets (clang, ASan+UBSan), each for FUZZ_SECONDS
+#   4. TSan build (clang): the whole suite again (the workers share state)
+#   5. libFuzzer targets (clang, ASan+UBSan), each for FUZZ_SECONDS
 # Ends with one line "N passed, N failed, N skipped".
 # Environment: FUZZ_SECONDS (default 20), BUILD_ROOT (default ./build).
 set -uo pipefail
@@ -43,7 +44,8 @@ with open(sys.argv[2], "a") as out:
             lines = text.splitlines()
             keep = []
             for i, l in enumerate(lines):
-                if l.startswith(("not ok", "Bail out!")) or "ERROR: " in l or "runtime error:" in l:
+                if (l.startswith(("not ok", "Bail out!")) or "ERROR: " in l or
+                        "runtime error:" in l or "ThreadSanitizer" in l):
                     keep += lines[i:i + 12] + ["..."]
             out.write("--- %s (%s): %s\n" % (t["name"], sys.argv[1].split("/meson-logs")[0], r))
             out.write("\n".join(keep[:60] or lines[-30:]) + "\n")
@@ -90,6 +92,15 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 if build asan gcc -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
     run_suites "$build_root/asan"
 else failed=$((failed + 1)); failures+=("asan build"); fi
+
+step "TSan build: every test"
+# The gateway's and the agent's workers share the registry, the budgets,
+# the statistics and their inboxes (docs/scaling.md): a report fails the
+# daemon's test (the harness looks for it in the daemon's log).
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+if build tsan clang -Db_sanitize=thread -Db_lundef=false; then
+    run_suites "$build_root/tsan"
+else failed=$((failed + 1)); failures+=("tsan build"); fi
 
 step "libFuzzer targets, ${fuzz_seconds}s each"
 fuzz_out=$(BUILD_ROOT="$build_root" tools/fuzz.sh "$fuzz_seconds")

@@ -110,13 +110,15 @@ _sanitized = None
 
 
 def sanitized_build():
-    """True when the daemons carry ASan/UBSan (they run slower: more slack)."""
+    """True when the daemons carry ASan/UBSan or TSan (they run slower: more
+    slack)."""
     global _sanitized
     if _sanitized is None:
         try:
             with open(gateway_bin(), "rb") as f:
                 data = f.read()
-            _sanitized = b"__asan_init" in data or b"__ubsan_handle" in data
+            _sanitized = any(m in data for m in (b"__asan_init", b"__ubsan_handle",
+                                                 b"__tsan_init"))
         except OSError:
             _sanitized = False
     return _sanitized

@@ -262,7 +262,8 @@ class Daemon:
     def sanitizer_report(self):
         text = self.log()
         for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                       "ERROR: ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer"):
+                       "ERROR: ThreadSanitizer", "WARNING: ThreadSanitizer",
+                       "SUMMARY: UndefinedBehaviorSanitizer"):
             if marker in text:
                 return marker
         return None
