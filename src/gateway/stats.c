@@ -444,11 +444,12 @@ void gw_stats_collect(struct metrics_writer *w, void *arg)
 	struct gateway *gw = arg;
 	const struct gw_stats *st = &gw->stats;
 
-	gw_lock(gw);
-	gw_stats_prune(gw);
+	/* the process's own numbers need no lock: the workers go on */
 	metrics_write_build_info(w, "anyproxy-gateway", AP_VERSION, tls_library_version(),
 				 AP_WOLFSSL_AESNI);
 	metrics_write_process(w);
+	gw_lock(gw);
+	gw_stats_prune(gw);
 	write_proxies(w, st);
 	metrics_write_value(w, "anyproxy_gateway_user_refused_total", METRICS_COUNTER,
 			    "Users refused at accept because max_connections was reached.",

@@ -5,7 +5,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -159,6 +161,40 @@ static void test_process_and_build_info(void **state)
 	metrics_writer_free(&w);
 }
 
+/* process_open_fds as a scrape shows it now */
+static long open_fds_shown(void)
+{
+	struct metrics_writer w;
+	const char *line;
+	long n;
+
+	metrics_writer_init(&w, 8192);
+	metrics_write_process(&w);
+	line = strstr(text(&w), "\nprocess_open_fds ");
+	assert_non_null(line);
+	n = strtol(line + strlen("\nprocess_open_fds "), NULL, 10);
+	metrics_writer_free(&w);
+	return n;
+}
+
+/* Exactly the descriptors open: 100 more, then the same again. */
+static void test_open_fds_exact(void **state)
+{
+	int fds[100];
+	long before = open_fds_shown();
+	size_t i;
+
+	assert_true(before >= 3);
+	for (i = 0; i < ARRAY_SIZE(fds); i++) {
+		fds[i] = dup(2);
+		assert_true(fds[i] >= 0);
+	}
+	assert_int_equal(open_fds_shown(), before + 100);
+	for (i = 0; i < ARRAY_SIZE(fds); i++)
+		close(fds[i]);
+	assert_int_equal(open_fds_shown(), before);
+}
+
 static int parse(const char *req, int *status, bool *head)
 {
 	return metrics_parse_request(req, strlen(req), status, head);
@@ -210,6 +246,7 @@ int main(void)
 		cmocka_unit_test(test_bad_names_are_sticky),
 		cmocka_unit_test(test_body_limit),
 		cmocka_unit_test(test_process_and_build_info),
+		cmocka_unit_test(test_open_fds_exact),
 		cmocka_unit_test(test_parse_request),
 	};
 
