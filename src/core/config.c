@@ -177,7 +177,8 @@ const struct config_key config_keys[] = {
 		  "user's request is authenticated), so a flood of one cannot lock out the other. "
 		  "At the bound that side stops accepting: newcomers wait in the kernel's listen "
 		  "backlog, unanswered, and are served once a slot frees (a burst is slowed, "
-		  "never refused). A handshake takes a round trip or two, so 1024 at once is far "
+		  "never refused; a stale handshake frees one: handshake_stale_ms). A handshake "
+		  "takes a round trip or two, so 1024 at once is far "
 		  "above what real agents and users need, while 1024 TLS sessions in progress "
 		  "cost the gateway at most about 50 MiB." },
 	{ KEY("gateway", "handshake_stale_ms", uint32, GATEWAY, gateway.handshake_stale_ms),
