@@ -38,9 +38,9 @@ static void handshake_over(struct gw_tunnel *gt)
 static void take_evictions(struct gw_worker *w);
 
 /* tunnel_budget.evict: a stale handshake makes room (listener.c) */
-static void close_stale_tunnel(struct hs_slot *slot)
+static void close_stale_tunnel(void *owner)
 {
-	struct gw_tunnel *gt = container_of(slot, struct gw_tunnel, handshake);
+	struct gw_tunnel *gt = owner;
 
 	tunnel_close(gt->tunnel, "stale handshake closed at max_handshakes");
 }
@@ -257,10 +257,10 @@ static int gw_on_frame(struct tunnel *t, const struct frame *f, const char **why
 			return -EPROTO;
 		}
 		ret = handle_hello(gt, f);
-		if (gt->authenticated) {
+		if (gt->authenticated && gt->handshake) {
 			gw_lock(gt->gw);
 			metrics_observe_us(&gt->gw->stats.tunnel_handshake,
-					   now_us() - gt->handshake.since_us);
+					   now_us() - gt->handshake->since_us);
 			gw_unlock(gt->gw);
 			handshake_over(gt);
 		}
@@ -490,7 +490,10 @@ static void tunnel_accept(struct listener *l, int fd)
 	}
 	DL_PREPEND(w->tunnels, gt);
 	__atomic_store_n(&w->ntunnels, w->ntunnels + 1, __ATOMIC_RELAXED);
-	handshake_begin(w, &gw->tunnel_budget, &gt->handshake);
+	if (handshake_begin(w, &gw->tunnel_budget, &gt->handshake, gt) < 0) {
+		tunnel_close(gt->tunnel, "out of memory");
+		return;
+	}
 	log_debug("Tunnel accepted", LF_S("remote_addr", gt->tunnel->peer));
 }
 

@@ -114,7 +114,7 @@ struct handshake_budget {
 	struct log_rate refuse_rate;  /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	/* at the bound: close one of the side's connections in their handshake
 	 * (gateway.c, proxy.c), the stale one a worker's stale_timer picked */
-	void (*evict)(struct hs_slot *slot);
+	void (*evict)(void *owner);
 	uint64_t stale_closed;      /* connections closed so, since start */
 	struct log_rate stale_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 };
@@ -150,10 +150,10 @@ struct gw_tunnel {
 	struct tunnel *tunnel;
 	struct reg_tunnel reg;
 	bool authenticated;
-	struct hs_slot handshake; /* in gateway.tunnel_budget until HELLO_OK */
-	struct hs_source *source; /* its address's count there; NULL: not counted */
-	bool datagrams;           /* HELLO and HELLO_OK set FRAME_CAP_DATAGRAM */
-	struct gw_assoc *assocs;  /* datagram associations on it, by id (dgram.c, uthash) */
+	struct hs_slot *handshake; /* in gateway.tunnel_budget until HELLO_OK, then NULL */
+	struct hs_source *source;  /* its address's count there; NULL: not counted */
+	bool datagrams;            /* HELLO and HELLO_OK set FRAME_CAP_DATAGRAM */
+	struct gw_assoc *assocs;   /* datagram associations on it, by id (dgram.c, uthash) */
 	uint32_t next_assoc_id;
 	char client_id[FRAME_MAX_ID_LEN + 1];
 	/* gw_worker.tunnels, for shutdown and reload: a utlist DL list (the
@@ -323,16 +323,18 @@ int gateway_init(struct gateway *gw, const struct cli_program *program, struct c
 int gateway_run(struct gateway *gw);
 void gateway_destroy(struct gateway *gw);
 
-/* listener.c: a connection enters or leaves its handshake on side b; slot is the
- * connection's own, so that leaving counts once however many paths end
- * the handshake. The side pauses its listeners on reaching
+/* listener.c: a connection (owner) enters its handshake on side b, *slot
+ * then its place there (-ENOMEM: not counted, the caller closes it), and
+ * leaves it: *slot is freed and NULL, so that leaving counts once however
+ * many paths end the handshake. The side pauses its listeners on reaching
  * max_handshakes and resumes below it; while it is paused, each worker
  * closes its oldest connection in their handshake once that one is
  * [gateway] handshake_stale_ms old (b->evict), one at a time, so that a
  * connection waiting in the backlog takes its place. The heap is trimmed
  * after a large wave (GATEWAY_TRIM_AFTER_HANDSHAKES). */
-void handshake_begin(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot);
-void handshake_end(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot);
+int handshake_begin(struct gw_worker *w, struct handshake_budget *b, struct hs_slot **slot,
+		    void *owner);
+void handshake_end(struct gw_worker *w, struct handshake_budget *b, struct hs_slot **slot);
 /* The connection stays counted but leaves w's list: it moves to another
  * worker (an HTTP request taking a stream parked there), where its
  * handshake ends on arrival; it cannot be closed as stale meanwhile. */

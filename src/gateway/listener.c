@@ -204,7 +204,7 @@ static void stale_due(struct ring *r, struct timer *t)
 				 LF_U("handshake_stale_ms", stale_ms),
 				 LF_U("closed_total", b->stale_closed));
 		gw_unlock(gw);
-		b->evict(oldest); /* its handshake_end may resume the side */
+		b->evict(oldest->owner); /* its handshake_end frees oldest, may resume the side */
 	}
 	stale_arm(w);
 }
@@ -296,16 +296,21 @@ void handshake_sync(struct gw_worker *w)
 	gw_unlock(gw);
 }
 
-void handshake_begin(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot)
+int handshake_begin(struct gw_worker *w, struct handshake_budget *b, struct hs_slot **slot,
+		    void *owner)
 {
 	struct gateway *gw = w->gw;
+	struct hs_slot *s = calloc(1, sizeof(*s));
 	bool tell;
 
+	*slot = s;
+	if (!s)
+		return -ENOMEM;
+	s->owner = owner;
+	s->since_us = now_us();
 	/* listed before the count: a pause it causes arms the stale timer */
-	slot->since_us = now_us();
-	DL_APPEND(w->handshakes[b->side], slot);
+	DL_APPEND(w->handshakes[b->side], s);
 	gw_lock(gw);
-	slot->counted = true;
 	b->count++;
 	tell = budget_update(w, b);
 	gw->handshake_peak =
@@ -314,6 +319,7 @@ void handshake_begin(struct gw_worker *w, struct handshake_budget *b, struct hs_
 	gw_unlock(gw);
 	if (tell)
 		wg_wake_all_but(&w->gw->workgroup, w->index);
+	return 0;
 }
 
 static void trim_due(struct ring *r, struct timer *t)
@@ -332,16 +338,17 @@ void handshake_unlist(struct gw_worker *w, struct handshake_budget *b, struct hs
 	slot->prev = slot->next = NULL;
 }
 
-void handshake_end(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot)
+void handshake_end(struct gw_worker *w, struct handshake_budget *b, struct hs_slot **slot)
 {
 	struct gateway *gw = w->gw;
 	bool tell, trim = false;
 
-	if (!slot->counted)
+	if (!*slot)
 		return;
-	handshake_unlist(w, b, slot);
+	handshake_unlist(w, b, *slot);
+	free(*slot);
+	*slot = NULL;
 	gw_lock(gw);
-	slot->counted = false;
 	b->count--;
 	tell = budget_update(w, b);
 	if (!gw->tunnel_budget.count && !gw->user_budget.count &&

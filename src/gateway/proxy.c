@@ -31,9 +31,9 @@ static void user_handshake_over(struct user_conn *uc)
 	handshake_end(uc->w, &uc->w->gw->user_budget, &uc->handshake);
 }
 
-void proxy_close_stale(struct hs_slot *slot)
+void proxy_close_stale(void *owner)
 {
-	struct user_conn *uc = container_of(slot, struct user_conn, handshake);
+	struct user_conn *uc = owner;
 
 	relay_close(&uc->relay, "stale handshake closed at max_handshakes");
 }
@@ -199,13 +199,14 @@ void proxy_accept(struct listener *l, int fd)
 	GW_ADD(&gw->stats.proxy[uc->proxy].connections_total, 1);
 	DL_PREPEND(w->users, uc);
 	w->nusers++;
-	/* max_handshakes needs no check here: at the bound the proxy ports'
-	 * listeners are paused (gateway.c) */
-	handshake_begin(w, &gw->user_budget, &uc->handshake);
 	timer_init(&uc->deadline, deadline_fire);
 	relay_init(&uc->relay, &w->ring, &w->bufs, fd, &proxy_relay_ops);
 	proxy_await_request(uc);
-	ret = l->tls ? relay_tls_start(&uc->relay, l->tls, fe->tls_alpn) : 0;
+	/* max_handshakes needs no check here: at the bound the proxy ports'
+	 * listeners are paused (listener.c) */
+	ret = handshake_begin(w, &gw->user_budget, &uc->handshake, uc);
+	if (ret == 0)
+		ret = l->tls ? relay_tls_start(&uc->relay, l->tls, fe->tls_alpn) : 0;
 	if (ret == 0)
 		ret = fe->session_start(uc);
 	if (ret < 0) {
@@ -776,8 +777,8 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	struct proxy_open_state *st;
 	struct reg_tunnel *rt;
 	const char *no_fallback = NULL;
-	bool fell_back, full, handshake = uc->handshake.counted;
-	uint64_t handshake_us = handshake ? now_us() - uc->handshake.since_us : 0;
+	bool fell_back, full, handshake = uc->handshake != NULL;
+	uint64_t handshake_us = handshake ? now_us() - uc->handshake->since_us : 0;
 	int ret;
 
 	user_handshake_over(uc);
@@ -876,9 +877,9 @@ void proxy_count_reused(struct user_conn *uc)
 {
 	/* like proxy_open(): the request ends the user's handshake */
 	gw_lock(uc->w->gw);
-	if (uc->handshake.counted)
+	if (uc->handshake)
 		metrics_observe_us(&uc->w->gw->stats.proxy[uc->proxy].handshake,
-				   now_us() - uc->handshake.since_us);
+				   now_us() - uc->handshake->since_us);
 	uc->w->gw->stats.proxy[uc->proxy].opens[frame_open_result(0)]++;
 	gw_unlock(uc->w->gw);
 	user_handshake_over(uc);
@@ -964,7 +965,8 @@ static void handover_try(struct user_conn *uc)
 			open_failed(uc, FRAME_OPEN_GENERAL, "the gateway is stopping");
 		return;
 	}
-	handshake_unlist(w, &gw->user_budget, &uc->handshake);
+	if (uc->handshake)
+		handshake_unlist(w, &gw->user_budget, uc->handshake);
 	DL_DELETE(w->users, uc);
 	w->nusers--;
 	DL_APPEND(to->inbox, uc);

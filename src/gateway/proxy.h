@@ -93,7 +93,7 @@ struct user_conn {
 	struct proxy_open_state *open;
 	struct reg_client *client;            /* referenced while counted in its statistics */
 	struct gw_group_stats *group_stats;   /* its group's, while a stream is counted */
-	struct hs_slot handshake;             /* user_budget until the first proxy_open */
+	struct hs_slot *handshake;            /* user_budget until the first proxy_open */
 	uint64_t open_started_us;             /* OPEN sent, answer pending (0: none) */
 	void *proto;                          /* front end's state (handshake buffer, HTTP state) */
 	char client_id[FRAME_MAX_ID_LEN + 1]; /* the agent of the request, "" before one */
@@ -173,7 +173,7 @@ const char *proxy_no_fallback(const struct gateway *gw, const struct username_id
 void proxy_handshake_over(struct user_conn *uc);
 /* gateway.user_budget.evict: close a user's connection whose handshake
  * went stale while the proxy side is full (listener.c). */
-void proxy_close_stale(struct hs_slot *slot);
+void proxy_close_stale(void *owner);
 
 /* The stream of this request is over (HTTP forwarding moves on to the
  * next request): stop counting it in its client's statistics. */
