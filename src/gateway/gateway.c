@@ -699,7 +699,8 @@ static void recheck_agents(struct gw_worker *w, const struct config *old)
 static void after_reload(struct gw_worker *w, const struct config *old)
 {
 	recheck_agents(w, old);
-	/* a new max_handshakes pauses or resumes a side at once */
+	/* a new max_handshakes pauses or resumes a side at once, a new
+	 * handshake_stale_ms applies to a side paused already */
 	handshake_limit_changed(w);
 }
 

@@ -348,7 +348,8 @@ int handshake_source_take(struct handshake_budget *b, uint32_t max, const struct
 void handshake_source_drop(struct handshake_budget *b, struct hs_source **src);
 /* Free what is left of b's per-address counts (shutdown). */
 void handshake_sources_free(struct handshake_budget *b);
-/* max_handshakes was reloaded: pause or resume each side to match it */
+/* max_handshakes or handshake_stale_ms was reloaded (on w's thread): pause
+ * or resume each side to match, and time w's stale handshakes anew */
 void handshake_limit_changed(struct gw_worker *w);
 /* The proxy side's listeners of w, or its tunnel listener (side). */
 struct listener *side_listener(struct gw_worker *w, unsigned side, size_t i);

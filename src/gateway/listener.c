@@ -378,6 +378,7 @@ void handshake_limit_changed(struct gw_worker *w)
 	gw_unlock(gw);
 	if (tell)
 		wg_wake_all_but(&w->gw->workgroup, w->index);
+	stale_arm(w); /* a new handshake_stale_ms counts for a side paused already */
 }
 
 struct hs_source {

@@ -658,6 +658,39 @@ def test_stale_handshakes_make_room(env):
             s.close()
 
 
+def test_stale_handshakes_reloaded(env):
+    """handshake_stale_ms 0 -> 500 by SIGHUP while the proxy side is full:
+    the user waiting in the backlog is served once the new value makes the
+    silent ones stale, without another pause."""
+    gwp = h.proxy_gateway(env, max_handshakes=2, handshake_timeout_ms=60000,
+                          handshake_stale_ms=0)
+    h.proxy_agent(env, "a")
+    echo = h.RawServer(h.echo_handler)
+    env.servers.append(echo)
+    held = []
+    try:
+        mark = gwp.mark()
+        held += [raw(gwp.socks_port), raw(gwp.http_port)]
+        h.wait_until(lambda: side_lines(gwp, PAUSED, "proxy", mark), 5 + h.slack(),
+                     "the proxy side to pause at two silent users")
+        waiting = raw(gwp.socks_port, b"\x05\x01\x02")
+        held.append(waiting)
+        h.check(answer_within(waiting, NO_ANSWER_S) is None,
+                "a user was answered with handshake_stale_ms = 0 and the side full")
+        cfg = gwp.config
+        with open(cfg) as f:
+            text = f.read()
+        with open(cfg, "w") as f:
+            f.write(text.replace("handshake_stale_ms = 0", "handshake_stale_ms = 500"))
+        gwp.send_signal(signal.SIGHUP)
+        socks5_finish(waiting, "127.0.0.1", echo.port)
+        h.check(echo_ok(waiting, "after the reload"), "the waiting user's stream")
+        h.check(gwp.find(STALE, since=mark), "no WARN for the stale handshake closed")
+    finally:
+        for s in held:
+            s.close()
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--flood":
         run_flood(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
@@ -666,6 +699,7 @@ if __name__ == "__main__":
         test_max_handshakes,
         test_tunnel_handshakes_per_address,
         test_stale_handshakes_make_room,
+        test_stale_handshakes_reloaded,
         test_half_open_tls_handshakes_memory,
         test_idle_flood_keeps_agents_and_apctl,
     ])
