@@ -356,6 +356,16 @@ def connect_head(host, port):
             % (authority, authority, h.basic_auth(U, P))).encode()
 
 
+def reload_with(gwp, old, new):
+    """Replace the line old with new in the gateway's file, then SIGHUP."""
+    with open(gwp.config) as f:
+        text = f.read()
+    h.check(old in text, "%r is not in %s" % (old, gwp.config))
+    with open(gwp.config, "w") as f:
+        f.write(text.replace(old, new))
+    gwp.send_signal(signal.SIGHUP)
+
+
 def side_lines(gwp, pattern, side, since):
     return [l for l in gwp.find(pattern, since=since) if l.get("side") == side]
 
@@ -489,13 +499,8 @@ def test_max_handshakes(env):
         waiting += more
         h.check(answer_within(more[0], NO_ANSWER_S) is None,
                 "a 4th user was answered at max_handshakes = 3")
-        cfg = gwp.config
-        with open(cfg) as f:
-            text = f.read()
-        with open(cfg, "w") as f:
-            f.write(text.replace("max_handshakes = 3", "max_handshakes = 5"))
         mark = gwp.mark()
-        gwp.send_signal(signal.SIGHUP)
+        reload_with(gwp, "max_handshakes = 3", "max_handshakes = 5")
         for m in more:
             m.settimeout(5 + h.slack())
             h.check(h.recv_exact(m, 2) == b"\x05\x02", "after SIGHUP to 5 a waiting user "
@@ -677,12 +682,7 @@ def test_stale_handshakes_reloaded(env):
         held.append(waiting)
         h.check(answer_within(waiting, NO_ANSWER_S) is None,
                 "a user was answered with handshake_stale_ms = 0 and the side full")
-        cfg = gwp.config
-        with open(cfg) as f:
-            text = f.read()
-        with open(cfg, "w") as f:
-            f.write(text.replace("handshake_stale_ms = 0", "handshake_stale_ms = 500"))
-        gwp.send_signal(signal.SIGHUP)
+        reload_with(gwp, "handshake_stale_ms = 0", "handshake_stale_ms = 500")
         socks5_finish(waiting, "127.0.0.1", echo.port)
         h.check(echo_ok(waiting, "after the reload"), "the waiting user's stream")
         h.check(gwp.find(STALE, since=mark), "no WARN for the stale handshake closed")
