@@ -66,7 +66,6 @@
 
 struct handshake_budget;
 struct proxy_frontend;
-
 struct gw_forward;
 
 /* A listening socket served by one accept at a time, re-armed from its
@@ -337,7 +336,8 @@ int handshake_begin(struct gw_worker *w, struct handshake_budget *b, struct hs_s
 void handshake_end(struct gw_worker *w, struct handshake_budget *b, struct hs_slot **slot);
 /* The connection stays counted but leaves w's list: it moves to another
  * worker (an HTTP request taking a stream parked there), where its
- * handshake ends on arrival; it cannot be closed as stale meanwhile. */
+ * handshake ends on arrival; it cannot be closed as stale meanwhile.
+ * slot may be NULL (the handshake is over): nothing to do. */
 void handshake_unlist(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot);
 /* Count a connection from peer against side b's bound per source address
  * (max; 0: none, *src stays NULL). 0, or -EBUSY over the bound (then the

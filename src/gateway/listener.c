@@ -332,7 +332,7 @@ static void trim_due(struct ring *r, struct timer *t)
 
 void handshake_unlist(struct gw_worker *w, struct handshake_budget *b, struct hs_slot *slot)
 {
-	if (!slot->prev) /* never listed, or taken off already */
+	if (!slot || !slot->prev) /* over, or taken off already */
 		return;
 	DL_DELETE(w->handshakes[b->side], slot);
 	slot->prev = slot->next = NULL;

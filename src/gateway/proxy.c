@@ -965,8 +965,7 @@ static void handover_try(struct user_conn *uc)
 			open_failed(uc, FRAME_OPEN_GENERAL, "the gateway is stopping");
 		return;
 	}
-	if (uc->handshake)
-		handshake_unlist(w, &gw->user_budget, uc->handshake);
+	handshake_unlist(w, &gw->user_budget, uc->handshake);
 	DL_DELETE(w->users, uc);
 	w->nusers--;
 	DL_APPEND(to->inbox, uc);

@@ -362,46 +362,43 @@ static void write_forwards(struct metrics_writer *w, struct gateway *gw)
 			    GW_READ(&gw->dgrams_dropped));
 }
 
+/* One family with a sample per handshake budget, labelled by its side. */
+static void side_family(struct metrics_writer *w, const struct handshake_budget *const sides[2],
+			const char *name, enum metrics_type type, const char *help,
+			const uint64_t values[2])
+{
+	size_t i;
+
+	metrics_family(w, name, type, help);
+	for (i = 0; i < 2; i++) {
+		struct metrics_label l[] = { L("side", sides[i]->name) };
+
+		metrics_sample(w, name, l, 1, values[i]);
+	}
+}
+
 /* Each side's handshake budget, its name the label (caller holds the lock). */
 static void write_handshakes(struct metrics_writer *w, struct gateway *gw)
 {
 	const struct handshake_budget *const sides[] = { &gw->user_budget, &gw->tunnel_budget };
-	size_t i, p;
+	size_t p;
 
-	metrics_family(w, "anyproxy_gateway_handshakes", METRICS_GAUGE,
-		       "Connections in their handshake (not yet authenticated), by side: proxy "
-		       "(both proxy ports) or tunnel.");
-	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]->name) };
-
-		metrics_sample(w, "anyproxy_gateway_handshakes", l, 1, sides[i]->count);
-	}
-	metrics_family(w, "anyproxy_gateway_handshake_pauses_total", METRICS_COUNTER,
-		       "Times a side reached max_handshakes and stopped accepting.");
-	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]->name) };
-
-		metrics_sample(w, "anyproxy_gateway_handshake_pauses_total", l, 1,
-			       sides[i]->pauses);
-	}
-	metrics_family(w, "anyproxy_gateway_handshakes_refused_per_address_total", METRICS_COUNTER,
-		       "Connections closed because their source address was at "
-		       "max_tunnel_handshakes_per_address (side tunnel).");
-	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]->name) };
-
-		metrics_sample(w, "anyproxy_gateway_handshakes_refused_per_address_total", l, 1,
-			       sides[i]->refused_per_address);
-	}
-	metrics_family(w, "anyproxy_gateway_handshakes_stale_closed_total", METRICS_COUNTER,
-		       "Connections closed in their handshake, at max_handshakes, for one "
-		       "waiting in the listen backlog (handshake_stale_ms).");
-	for (i = 0; i < ARRAY_SIZE(sides); i++) {
-		struct metrics_label l[] = { L("side", sides[i]->name) };
-
-		metrics_sample(w, "anyproxy_gateway_handshakes_stale_closed_total", l, 1,
-			       sides[i]->stale_closed);
-	}
+	side_family(w, sides, "anyproxy_gateway_handshakes", METRICS_GAUGE,
+		    "Connections in their handshake (not yet authenticated), by side: proxy "
+		    "(both proxy ports) or tunnel.",
+		    (const uint64_t[]){ sides[0]->count, sides[1]->count });
+	side_family(w, sides, "anyproxy_gateway_handshake_pauses_total", METRICS_COUNTER,
+		    "Times a side reached max_handshakes and stopped accepting.",
+		    (const uint64_t[]){ sides[0]->pauses, sides[1]->pauses });
+	side_family(
+		w, sides, "anyproxy_gateway_handshakes_refused_per_address_total", METRICS_COUNTER,
+		"Connections closed because their source address was at "
+		"max_tunnel_handshakes_per_address (side tunnel).",
+		(const uint64_t[]){ sides[0]->refused_per_address, sides[1]->refused_per_address });
+	side_family(w, sides, "anyproxy_gateway_handshakes_stale_closed_total", METRICS_COUNTER,
+		    "Connections closed in their handshake, at max_handshakes, for one "
+		    "waiting in the listen backlog (handshake_stale_ms).",
+		    (const uint64_t[]){ sides[0]->stale_closed, sides[1]->stale_closed });
 	metrics_family(w, "anyproxy_gateway_handshake_duration_seconds", METRICS_HISTOGRAM,
 		       "From accept to an authenticated first request (listener socks5, http) "
 		       "or to HELLO_OK (listener tunnel).");

@@ -38,7 +38,7 @@ scratch=$(mktemp -d "${TMPDIR:-/tmp}/anyproxy-ab.XXXXXX")
     >"$scratch/target.out" 2>&1 &
 tpid=$!
 n=0
-scripts=() variants=()
+scripts=()
 cleanup() {
     local j
     for ((j = 0; j < n; j++)); do
