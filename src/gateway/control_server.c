@@ -68,101 +68,82 @@ static void format_time(time_t t, char *buf, size_t len)
 	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* The replica indices of c's suspect tunnels, "0,2"; "" when none. */
-static void format_suspect(const struct reg_client *c, char *buf, size_t len)
+static int write_client_row(struct table_writer *w, const struct reg_client_row *c)
 {
-	size_t used = 0;
-	unsigned i;
-
-	buf[0] = '\0';
-	for (i = 0; i < c->ntunnels && used < len; i++) {
-		int n;
-
-		if (!c->tunnels[i]->suspect)
-			continue;
-		n = snprintf(buf + used, len - used, "%s%u", used ? "," : "",
-			     (unsigned)c->tunnels[i]->replica);
-		if (n < 0)
-			break;
-		used += (size_t)n;
-	}
-}
-
-static int write_client_row(struct table_writer *w, const struct reg_client *c)
-{
-	/* replica indices are 16-bit: at most 6 bytes each with the comma */
-	char since[32], *suspect = malloc((size_t)c->ntunnels * 6 + 1);
+	char since[32];
 	int ret = 0;
 
-	if (!suspect)
-		return -ENOMEM;
-	format_suspect(c, suspect, (size_t)c->ntunnels * 6 + 1);
 	format_time(c->connected_since, since, sizeof(since));
 	ret |= table_write_row_begin(w);
 	ret |= table_write_str(w, c->id);
-	ret |= table_write_str(w, c->group->id);
-	ret |= table_write_uint(w, c->ntunnels);
+	ret |= table_write_str(w, c->group);
+	ret |= table_write_uint(w, c->tunnels);
 	ret |= table_write_str(w, c->remote_addr);
 	ret |= table_write_str(w, since);
 	ret |= table_write_uint(w, c->streams_active);
 	ret |= table_write_uint(w, c->streams_total);
-	ret |= table_write_uint(w, GW_READ(&c->bytes_in));
-	ret |= table_write_uint(w, GW_READ(&c->bytes_out));
+	ret |= table_write_uint(w, c->bytes_in);
+	ret |= table_write_uint(w, c->bytes_out);
 	ret |= table_write_bool(w, c->drained);
-	ret |= table_write_str(w, suspect);
+	ret |= table_write_str(w, c->suspect_replicas ? c->suspect_replicas : "");
 	ret |= table_write_row_end(w);
-	free(suspect);
 	return ret ? -ENOSPC : 0;
+}
+
+/* Every client's row, or only that client's: from a copy (stats.h
+ * gw_snapshot), written without gateway.lock. */
+static int write_clients(struct gateway *gw, struct table_writer *w, const char *only)
+{
+	char msg[TABLE_REQUEST_MAX_BYTES + 32];
+	struct gw_snapshot s;
+	size_t i;
+	int ret = gw_snapshot_take(gw, &s, GW_SNAP_CLIENTS, only);
+
+	if (ret < 0)
+		return ret;
+	if (only && !s.nclients) {
+		snprintf(msg, sizeof(msg), "no such client: %s", only);
+		ret = table_write_error(w, msg);
+	} else {
+		ret = table_write_header(w, table_client_columns, TABLE_CLIENT_NCOLUMNS);
+	}
+	for (i = 0; i < s.nclients && ret == 0; i++)
+		ret = write_client_row(w, &s.clients[i]);
+	gw_snapshot_free(&s);
+	return ret;
 }
 
 static int answer_clients(struct gateway *gw, struct table_writer *w, const char *arg)
 {
-	struct reg_client **list;
-	size_t n, i;
-	int ret = registry_list_clients(&gw->registry, &list, &n);
-
-	if (ret < 0)
-		return ret;
-	ret = table_write_header(w, table_client_columns, TABLE_CLIENT_NCOLUMNS);
-	for (i = 0; i < n && ret == 0; i++)
-		ret = write_client_row(w, list[i]);
-	free(list);
-	return ret;
+	return write_clients(gw, w, NULL);
 }
 
 static int answer_client(struct gateway *gw, struct table_writer *w, const char *id)
 {
-	struct reg_client *c = registry_find_client(&gw->registry, id);
-	char msg[TABLE_REQUEST_MAX_BYTES + 32];
-	int ret;
-
-	if (!c) {
-		snprintf(msg, sizeof(msg), "no such client: %s", id);
-		return table_write_error(w, msg);
-	}
-	ret = table_write_header(w, table_client_columns, TABLE_CLIENT_NCOLUMNS);
-	return ret ? ret : write_client_row(w, c);
+	return write_clients(gw, w, id);
 }
 
 static int answer_groups(struct gateway *gw, struct table_writer *w, const char *arg)
 {
-	struct reg_group **list;
-	size_t n, i;
-	int ret = registry_list_groups(&gw->registry, &list, &n);
+	struct gw_snapshot s;
+	size_t i;
+	int ret = gw_snapshot_take(gw, &s, GW_SNAP_GROUPS, NULL);
 
 	if (ret < 0)
 		return ret;
 	ret = table_write_header(w, table_group_columns, TABLE_GROUP_NCOLUMNS);
-	for (i = 0; i < n && ret == 0; i++) {
+	for (i = 0; i < s.ngroups && ret == 0; i++) {
+		const struct reg_group_row *g = &s.groups[i];
+
 		ret |= table_write_row_begin(w);
-		ret |= table_write_str(w, list[i]->id);
-		ret |= table_write_uint(w, list[i]->nclients);
-		ret |= table_write_uint(w, registry_group_tunnels(list[i]));
-		ret |= table_write_uint(w, registry_group_streams_active(list[i]));
-		ret |= table_write_uint(w, registry_group_drained(list[i]));
+		ret |= table_write_str(w, g->id);
+		ret |= table_write_uint(w, g->clients);
+		ret |= table_write_uint(w, g->tunnels);
+		ret |= table_write_uint(w, g->streams_active);
+		ret |= table_write_uint(w, g->drained);
 		ret |= table_write_row_end(w);
 	}
-	free(list);
+	gw_snapshot_free(&s);
 	return ret ? -ENOSPC : 0;
 }
 
@@ -171,6 +152,7 @@ static int answer_forwards(struct gateway *gw, struct table_writer *w, const cha
 	char addr[300];
 	int ret = table_write_header(w, table_forward_columns, TABLE_FORWARD_NCOLUMNS);
 
+	gw_lock(gw); /* the workers count into the forwards; one per [forward.NAME] */
 	for (size_t i = 0; i < gw->nforwards && ret == 0; i++) {
 		const struct gw_forward *fw = &gw->forwards[i];
 
@@ -187,6 +169,7 @@ static int answer_forwards(struct gateway *gw, struct table_writer *w, const cha
 		ret |= table_write_uint(w, fw->refused);
 		ret |= table_write_row_end(w);
 	}
+	gw_unlock(gw);
 	return ret ? -ENOSPC : 0;
 }
 
@@ -299,15 +282,9 @@ static int dispatch(struct gateway *gw, int fd, struct table_writer *w,
 	if ((cmd->arg != NULL) != req->has_arg)
 		return table_write_error(w, cmd->arg ? "this command needs an argument"
 						     : "this command takes no argument");
-	if (!cmd->changes_state) {
-		int ret;
-
-		/* the registry and the statistics are the workers' too */
-		gw_lock(gw);
-		ret = answers[cmd - table_commands](gw, w, req->arg);
-		gw_unlock(gw);
-		return ret;
-	}
+	/* each answer takes gateway.lock for what it reads of the workers' */
+	if (!cmd->changes_state)
+		return answers[cmd - table_commands](gw, w, req->arg);
 	/* a peer whose credentials cannot be read may not */
 	allowed = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0;
 	if (!allowed)

@@ -72,6 +72,60 @@ void gw_stats_prune(struct gateway *gw)
 		maybe_retire(gw, g);
 }
 
+/* ---- copies for listings ---- */
+
+static int copy_counters(const struct gw_stats *st, struct gw_snapshot *s)
+{
+	const struct gw_group_stats *g, *tmp;
+	size_t n = 0;
+
+	s->counters =
+		calloc(HASH_COUNT(st->groups) ? HASH_COUNT(st->groups) : 1, sizeof(*s->counters));
+	if (!s->counters)
+		return -ENOMEM;
+	HASH_ITER (hh, st->groups, g, tmp) {
+		struct gw_group_stats *c = &s->counters[n++];
+
+		*c = *g;
+		memset(&c->hh, 0, sizeof(c->hh)); /* a copy is in no hash */
+		c->bytes_in = GW_READ(&g->bytes_in);
+		c->bytes_out = GW_READ(&g->bytes_out);
+	}
+	s->ncounters = n;
+	return 0;
+}
+
+int gw_snapshot_take(struct gateway *gw, struct gw_snapshot *s, unsigned what,
+		     const char *only_client)
+{
+	int ret = 0;
+
+	memset(s, 0, sizeof(*s));
+	gw_lock(gw);
+	if (what & GW_SNAP_CLIENTS)
+		ret = registry_copy_clients(&gw->registry, only_client, &s->clients, &s->nclients);
+	if (!ret && (what & GW_SNAP_GROUPS))
+		ret = registry_copy_groups(&gw->registry, &s->groups, &s->ngroups);
+	if (!ret && (what & GW_SNAP_COUNTERS))
+		ret = copy_counters(&gw->stats, s);
+	gw_unlock(gw);
+	if (ret < 0) {
+		gw_snapshot_free(s);
+		return ret;
+	}
+	registry_sort_rows(s->clients, s->nclients, sizeof(*s->clients));
+	registry_sort_rows(s->groups, s->ngroups, sizeof(*s->groups));
+	return 0;
+}
+
+void gw_snapshot_free(struct gw_snapshot *s)
+{
+	registry_free_client_rows(s->clients, s->nclients);
+	free(s->groups);
+	free(s->counters);
+	memset(s, 0, sizeof(*s));
+}
+
 /* ---- global totals (apctl stats) ---- */
 
 struct gw_totals {
@@ -224,104 +278,89 @@ static void write_proxies(struct metrics_writer *w, const struct gw_stats *st)
 		}
 }
 
-static void write_groups(struct metrics_writer *w, struct gateway *gw)
+static void write_groups(struct metrics_writer *w, const struct gw_stats *st,
+			 const struct gw_snapshot *s)
 {
-	const struct gw_group_stats *g, *tmp;
-	struct reg_group **groups;
-	size_t n, i, p;
+	size_t i, p;
 
 	metrics_family(w, "anyproxy_gateway_streams", METRICS_GAUGE,
 		       "Streams open, by proxy listener and the group of the agent serving them.");
-	HASH_ITER (hh, gw->stats.groups, g, tmp)
+	for (i = 0; i < s->ncounters; i++)
 		for (p = 0; p < GW_NPROXIES; p++) {
-			struct metrics_label l[] = { L("proxy", gw->stats.proxy[p].name),
-						     L("group", g->id) };
+			struct metrics_label l[] = { L("proxy", st->proxy[p].name),
+						     L("group", s->counters[i].id) };
 
-			metrics_sample(w, "anyproxy_gateway_streams", l, 2, g->streams_active[p]);
+			metrics_sample(w, "anyproxy_gateway_streams", l, 2,
+				       s->counters[i].streams_active[p]);
 		}
 	metrics_family(w, "anyproxy_gateway_streams_total", METRICS_COUNTER,
 		       "Streams opened to agents, by proxy listener and group.");
-	HASH_ITER (hh, gw->stats.groups, g, tmp)
+	for (i = 0; i < s->ncounters; i++)
 		for (p = 0; p < GW_NPROXIES; p++) {
-			struct metrics_label l[] = { L("proxy", gw->stats.proxy[p].name),
-						     L("group", g->id) };
+			struct metrics_label l[] = { L("proxy", st->proxy[p].name),
+						     L("group", s->counters[i].id) };
 
 			metrics_sample(w, "anyproxy_gateway_streams_total", l, 2,
-				       g->streams_total[p]);
+				       s->counters[i].streams_total[p]);
 		}
 	metrics_family(w, "anyproxy_gateway_bytes_total", METRICS_COUNTER,
 		       "Stream payload by group; direction out is user -> target.");
-	HASH_ITER (hh, gw->stats.groups, g, tmp) {
+	for (i = 0; i < s->ncounters; i++) {
+		const struct gw_group_stats *g = &s->counters[i];
 		struct metrics_label in[] = { L("group", g->id), L("direction", "in") };
 		struct metrics_label out[] = { L("group", g->id), L("direction", "out") };
 
-		metrics_sample(w, "anyproxy_gateway_bytes_total", in, 2, GW_READ(&g->bytes_in));
-		metrics_sample(w, "anyproxy_gateway_bytes_total", out, 2, GW_READ(&g->bytes_out));
-	}
-	if (registry_list_groups(&gw->registry, &groups, &n) < 0) {
-		w->error = w->error ? w->error : -ENOMEM;
-		return;
+		metrics_sample(w, "anyproxy_gateway_bytes_total", in, 2, g->bytes_in);
+		metrics_sample(w, "anyproxy_gateway_bytes_total", out, 2, g->bytes_out);
 	}
 	metrics_write_value(w, "anyproxy_gateway_groups", METRICS_GAUGE,
-			    "Groups with at least one agent.", n);
+			    "Groups with at least one agent.", s->ngroups);
 	metrics_family(w, "anyproxy_gateway_agents", METRICS_GAUGE,
 		       "Agents (client ids) connected, by group.");
-	for (i = 0; i < n; i++) {
-		struct metrics_label l[] = { L("group", groups[i]->id) };
+	for (i = 0; i < s->ngroups; i++) {
+		struct metrics_label l[] = { L("group", s->groups[i].id) };
 
-		metrics_sample(w, "anyproxy_gateway_agents", l, 1, groups[i]->nclients);
+		metrics_sample(w, "anyproxy_gateway_agents", l, 1, s->groups[i].clients);
 	}
 	metrics_family(w, "anyproxy_gateway_tunnels", METRICS_GAUGE,
 		       "Agents' tunnels registered, by group.");
-	for (i = 0; i < n; i++) {
-		struct metrics_label l[] = { L("group", groups[i]->id) };
+	for (i = 0; i < s->ngroups; i++) {
+		struct metrics_label l[] = { L("group", s->groups[i].id) };
 
-		metrics_sample(w, "anyproxy_gateway_tunnels", l, 1,
-			       registry_group_tunnels(groups[i]));
+		metrics_sample(w, "anyproxy_gateway_tunnels", l, 1, s->groups[i].tunnels);
 	}
-	free(groups);
 }
 
-static void write_clients(struct metrics_writer *w, struct gateway *gw)
+static void write_clients(struct metrics_writer *w, const struct gw_snapshot *s)
 {
-	struct reg_client **clients;
-	size_t n, i;
+	size_t i;
 
-	if (registry_list_clients(&gw->registry, &clients, &n) < 0) {
-		w->error = w->error ? w->error : -ENOMEM;
-		return;
-	}
 	metrics_family(w, "anyproxy_gateway_client_bytes_total", METRICS_COUNTER,
 		       "Stream payload by connected agent; direction out is user -> target.");
-	for (i = 0; i < n; i++) {
-		const struct reg_client *c = clients[i];
-		struct metrics_label in[] = { L("group", c->group->id), L("client", c->id),
+	for (i = 0; i < s->nclients; i++) {
+		const struct reg_client_row *c = &s->clients[i];
+		struct metrics_label in[] = { L("group", c->group), L("client", c->id),
 					      L("direction", "in") };
-		struct metrics_label out[] = { L("group", c->group->id), L("client", c->id),
+		struct metrics_label out[] = { L("group", c->group), L("client", c->id),
 					       L("direction", "out") };
 
-		metrics_sample(w, "anyproxy_gateway_client_bytes_total", in, 3,
-			       GW_READ(&c->bytes_in));
-		metrics_sample(w, "anyproxy_gateway_client_bytes_total", out, 3,
-			       GW_READ(&c->bytes_out));
+		metrics_sample(w, "anyproxy_gateway_client_bytes_total", in, 3, c->bytes_in);
+		metrics_sample(w, "anyproxy_gateway_client_bytes_total", out, 3, c->bytes_out);
 	}
 	metrics_family(w, "anyproxy_gateway_client_tunnels", METRICS_GAUGE,
 		       "Tunnels by connected agent; suspect ones (a missed PONG or OPEN deadline) "
 		       "take no new streams until they answer.");
-	for (i = 0; i < n; i++) {
-		const struct reg_client *c = clients[i];
-		struct metrics_label ok[] = { L("group", c->group->id), L("client", c->id),
+	for (i = 0; i < s->nclients; i++) {
+		const struct reg_client_row *c = &s->clients[i];
+		struct metrics_label ok[] = { L("group", c->group), L("client", c->id),
 					      L("state", "ok") };
-		struct metrics_label sus[] = { L("group", c->group->id), L("client", c->id),
+		struct metrics_label sus[] = { L("group", c->group), L("client", c->id),
 					       L("state", "suspect") };
-		unsigned t, suspect = 0;
 
-		for (t = 0; t < c->ntunnels; t++)
-			suspect += c->tunnels[t]->suspect;
-		metrics_sample(w, "anyproxy_gateway_client_tunnels", ok, 3, c->ntunnels - suspect);
-		metrics_sample(w, "anyproxy_gateway_client_tunnels", sus, 3, suspect);
+		metrics_sample(w, "anyproxy_gateway_client_tunnels", ok, 3,
+			       c->tunnels - c->suspect);
+		metrics_sample(w, "anyproxy_gateway_client_tunnels", sus, 3, c->suspect);
 	}
-	free(clients);
 }
 
 /* [forward.NAME]: connections (TCP) or clients (UDP) by forward, and the
@@ -440,6 +479,7 @@ void gw_stats_collect(struct metrics_writer *w, void *arg)
 {
 	struct gateway *gw = arg;
 	const struct gw_stats *st = &gw->stats;
+	struct gw_snapshot snap;
 
 	/* the process's own numbers need no lock: the workers go on */
 	metrics_write_build_info(w, "anyproxy-gateway", AP_VERSION, tls_library_version(),
@@ -461,8 +501,18 @@ void gw_stats_collect(struct metrics_writer *w, void *arg)
 			    gw->open_retries);
 	metrics_write_value(w, "anyproxy_gateway_tunnels_suspected_total", METRICS_COUNTER,
 			    "Times a tunnel became suspect.", gw->tunnels_suspected);
-	write_groups(w, gw);
-	write_clients(w, gw);
+	gw_unlock(gw);
+	/* the series per group and per agent, as many as there are agents,
+	 * are written from copies: the lock is held only to copy them */
+	if (gw_snapshot_take(gw, &snap, GW_SNAP_CLIENTS | GW_SNAP_GROUPS | GW_SNAP_COUNTERS, NULL) <
+	    0) {
+		w->error = w->error ? w->error : -ENOMEM;
+		return;
+	}
+	write_groups(w, st, &snap);
+	write_clients(w, &snap);
+	gw_snapshot_free(&snap);
+	gw_lock(gw);
 	write_forwards(w, gw);
 	write_handshakes(w, gw);
 	metrics_family(w, "anyproxy_gateway_open_duration_seconds", METRICS_HISTOGRAM,

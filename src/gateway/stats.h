@@ -20,6 +20,7 @@
 
 #include "anyproxy/frame.h"
 #include "anyproxy/metrics.h"
+#include "anyproxy/registry.h"
 
 struct gateway;
 struct table_writer;
@@ -76,6 +77,29 @@ void gw_stats_stream_done(struct gateway *gw, struct gw_group_stats *g, unsigned
  * stay bounded whether or not anyone scrapes. */
 void gw_stats_prune(struct gateway *gw);
 void gw_stats_free(struct gw_stats *st);
+
+/*
+ * What the metrics and apctl list per agent and per group: copied under
+ * gateway.lock, then sorted by id without it (gw_snapshot_take). Writing
+ * them out takes no lock, so the workers go on picking tunnels and
+ * opening streams meanwhile: formatted under the lock, 3,000 agents held
+ * it 13 ms per scrape and 8 ms per `apctl clients`.
+ */
+struct gw_snapshot {
+	struct reg_client_row *clients;  /* by id */
+	struct reg_group_row *groups;    /* by id */
+	struct gw_group_stats *counters; /* copies (hh unused), in the hash's order */
+	size_t nclients, ngroups, ncounters;
+};
+
+enum { GW_SNAP_CLIENTS = 1, GW_SNAP_GROUPS = 2, GW_SNAP_COUNTERS = 4 };
+
+/* Take what (GW_SNAP_* ORed) into s; only_client != NULL: that client
+ * alone, if registered. Takes gateway.lock itself: the caller must not
+ * hold it. 0 or -ENOMEM (s then holds nothing). */
+int gw_snapshot_take(struct gateway *gw, struct gw_snapshot *s, unsigned what,
+		     const char *only_client);
+void gw_snapshot_free(struct gw_snapshot *s);
 
 /* The metrics endpoint's collect callback (arg: the gateway). */
 void gw_stats_collect(struct metrics_writer *w, void *arg);

@@ -1,5 +1,6 @@
 /* registry.c — groups -> clients -> tunnels (see registry.h). */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,44 +373,122 @@ struct reg_group *registry_find_group(struct registry *reg, const char *group_id
 	return g;
 }
 
-static int cmp_client(const void *a, const void *b)
+/* The replica indices of c's suspect tunnels, "0,2" (malloc'd); NULL when
+ * none is suspect or out of memory (the count says how many are). */
+static char *suspect_replicas(const struct reg_client *c)
 {
-	return strcmp((*(struct reg_client *const *)a)->id, (*(struct reg_client *const *)b)->id);
+	/* replica indices are 16-bit: at most 6 bytes each with the comma */
+	size_t len = (size_t)c->ntunnels * 6 + 1, used = 0;
+	char *out = malloc(len);
+	unsigned i;
+
+	if (!out)
+		return NULL;
+	for (i = 0; i < c->ntunnels; i++)
+		if (c->tunnels[i]->suspect)
+			used += (size_t)snprintf(out + used, len - used, "%s%u", used ? "," : "",
+						 (unsigned)c->tunnels[i]->replica);
+	return out;
 }
 
-static int cmp_group(const void *a, const void *b)
+static int copy_client(const struct reg_client *c, struct reg_client_row *r)
 {
-	return strcmp((*(struct reg_group *const *)a)->id, (*(struct reg_group *const *)b)->id);
-}
+	unsigned i;
 
-int registry_list_clients(struct registry *reg, struct reg_client ***out, size_t *count)
-{
-	size_t n = HASH_COUNT(reg->clients), i = 0;
-	struct reg_client *c, *tmp;
-
-	*out = calloc(n ? n : 1, sizeof(**out));
-	if (!*out)
+	memset(r, 0, sizeof(*r));
+	memcpy(r->id, c->id, sizeof(r->id));
+	memcpy(r->group, c->group->id, sizeof(r->group));
+	memcpy(r->remote_addr, c->remote_addr, sizeof(r->remote_addr));
+	r->connected_since = c->connected_since;
+	r->tunnels = c->ntunnels;
+	for (i = 0; i < c->ntunnels; i++)
+		r->suspect += c->tunnels[i]->suspect;
+	r->streams_active = c->streams_active;
+	r->streams_total = c->streams_total;
+	/* the workers count bytes without the owner's lock */
+	r->bytes_in = __atomic_load_n(&c->bytes_in, __ATOMIC_RELAXED);
+	r->bytes_out = __atomic_load_n(&c->bytes_out, __ATOMIC_RELAXED);
+	r->drained = c->drained;
+	if (r->suspect && !(r->suspect_replicas = suspect_replicas(c)))
 		return -ENOMEM;
+	return 0;
+}
+
+int registry_copy_clients(const struct registry *reg, const char *only,
+			  struct reg_client_row **rows, size_t *count)
+{
+	const struct reg_client *c, *tmp;
+	size_t n = 0;
+
+	if (only) {
+		HASH_FIND_STR(reg->clients, only, c);
+		*count = c ? 1 : 0;
+	} else {
+		*count = HASH_COUNT(reg->clients);
+	}
+	*rows = calloc(*count ? *count : 1, sizeof(**rows));
+	if (!*rows)
+		return -ENOMEM;
+	if (only) {
+		if (c && copy_client(c, *rows) < 0)
+			goto oom;
+		return 0;
+	}
 	HASH_ITER (hh, reg->clients, c, tmp)
-		(*out)[i++] = c;
-	qsort(*out, n, sizeof(**out), cmp_client);
-	*count = n;
+		if (copy_client(c, &(*rows)[n++]) < 0)
+			goto oom;
+	return 0;
+oom:
+	registry_free_client_rows(*rows, *count);
+	*rows = NULL;
+	return -ENOMEM;
+}
+
+void registry_free_client_rows(struct reg_client_row *rows, size_t count)
+{
+	size_t i;
+
+	for (i = 0; rows && i < count; i++)
+		free(rows[i].suspect_replicas);
+	free(rows);
+}
+
+int registry_copy_groups(const struct registry *reg, struct reg_group_row **rows, size_t *count)
+{
+	const struct reg_group *g, *tmp;
+	size_t n = 0;
+	unsigned i;
+
+	*count = HASH_COUNT(reg->groups);
+	*rows = calloc(*count ? *count : 1, sizeof(**rows));
+	if (!*rows)
+		return -ENOMEM;
+	HASH_ITER (hh, reg->groups, g, tmp) {
+		struct reg_group_row *r = &(*rows)[n++];
+
+		memcpy(r->id, g->id, sizeof(r->id));
+		r->clients = g->nclients;
+		for (i = 0; i < g->nclients; i++) {
+			r->tunnels += g->clients[i]->ntunnels;
+			r->drained += g->clients[i]->drained;
+			r->streams_active += g->clients[i]->streams_active;
+		}
+	}
 	return 0;
 }
 
-int registry_list_groups(struct registry *reg, struct reg_group ***out, size_t *count)
-{
-	size_t n = HASH_COUNT(reg->groups), i = 0;
-	struct reg_group *g, *tmp;
+_Static_assert(offsetof(struct reg_client_row, id) == 0, "a client row starts with its id");
+_Static_assert(offsetof(struct reg_group_row, id) == 0, "a group row starts with its id");
 
-	*out = calloc(n ? n : 1, sizeof(**out));
-	if (!*out)
-		return -ENOMEM;
-	HASH_ITER (hh, reg->groups, g, tmp)
-		(*out)[i++] = g;
-	qsort(*out, n, sizeof(**out), cmp_group);
-	*count = n;
-	return 0;
+static int cmp_row_id(const void *a, const void *b)
+{
+	return strcmp(a, b); /* each row starts with its id */
+}
+
+void registry_sort_rows(void *rows, size_t count, size_t size)
+{
+	if (count > 1) /* rows may be NULL when there are none */
+		qsort(rows, count, size, cmp_row_id);
 }
 
 unsigned registry_group_tunnels(const struct reg_group *g)
@@ -428,15 +507,6 @@ uint64_t registry_group_streams_active(const struct reg_group *g)
 
 	for (i = 0; i < g->nclients; i++)
 		n += g->clients[i]->streams_active;
-	return n;
-}
-
-unsigned registry_group_drained(const struct reg_group *g)
-{
-	unsigned i, n = 0;
-
-	for (i = 0; i < g->nclients; i++)
-		n += g->clients[i]->drained;
 	return n;
 }
 

@@ -413,25 +413,58 @@ static void test_other_credential_cannot_take_id(void **state)
 	assert_true(c->credential == 2);
 }
 
-static void test_listings_sorted(void **state)
+/* Listings are copies: sorted by id, true to what the registry held, and
+ * still whole after every client left (under ASan a row pointing into the
+ * registry would be a use after free). */
+static void test_copies_sorted_and_independent(void **state)
 {
 	struct fixture *f = *state;
-	struct reg_client **clients;
-	struct reg_group **groups;
-	size_t n;
+	struct reg_client_row *clients, *one;
+	struct reg_group_row *groups;
+	size_t nc, ng, n, i;
 
-	registry_join(&f->reg, &f->t[0], "zeta", "b", 1, 0, "a");
+	registry_join(&f->reg, &f->t[0], "zeta", "b", 1, 0, "192.0.2.1");
+	registry_join(&f->reg, &f->t[3], "zeta", "b", 1, 1, "192.0.2.1");
 	registry_join(&f->reg, &f->t[1], "alpha", "a", 2, 0, "a");
 	registry_join(&f->reg, &f->t[2], "mid", "", 3, 0, "a");
-	assert_int_equal(registry_list_clients(&f->reg, &clients, &n), 0);
-	assert_int_equal(n, 3);
-	assert_string_equal(clients[0]->id, "alpha");
-	assert_string_equal(clients[2]->id, "zeta");
-	free(clients);
-	assert_int_equal(registry_list_groups(&f->reg, &groups, &n), 0);
-	assert_int_equal(n, 3);
-	assert_string_equal(groups[0]->id, "");
-	assert_string_equal(groups[1]->id, "a");
+	f->t[3].suspect = true;
+	assert_int_equal(registry_set_drained(&f->reg, "alpha", true), 0);
+	assert_int_equal(registry_copy_clients(&f->reg, NULL, &clients, &nc), 0);
+	assert_int_equal(registry_copy_groups(&f->reg, &groups, &ng), 0);
+	assert_int_equal(registry_copy_clients(&f->reg, "mid", &one, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(one[0].id, "mid");
+	registry_free_client_rows(one, n);
+	assert_int_equal(registry_copy_clients(&f->reg, "nobody", &one, &n), 0);
+	assert_int_equal(n, 0);
+	registry_free_client_rows(one, n);
+	for (i = 0; i < 4; i++)
+		registry_leave(&f->reg, &f->t[i]);
+	assert_null(registry_find_group(&f->reg, "b"));
+
+	registry_sort_rows(clients, nc, sizeof(*clients));
+	assert_int_equal(nc, 3);
+	assert_string_equal(clients[0].id, "alpha");
+	assert_true(clients[0].drained);
+	assert_string_equal(clients[0].group, "a");
+	assert_string_equal(clients[1].id, "mid");
+	assert_string_equal(clients[1].group, "");
+	assert_null(clients[1].suspect_replicas);
+	assert_string_equal(clients[2].id, "zeta");
+	assert_int_equal(clients[2].tunnels, 2);
+	assert_int_equal(clients[2].suspect, 1);
+	assert_string_equal(clients[2].suspect_replicas, "1");
+	assert_string_equal(clients[2].remote_addr, "192.0.2.1");
+	registry_free_client_rows(clients, nc);
+
+	registry_sort_rows(groups, ng, sizeof(*groups));
+	assert_int_equal(ng, 3);
+	assert_string_equal(groups[0].id, "");
+	assert_string_equal(groups[1].id, "a");
+	assert_int_equal(groups[1].drained, 1);
+	assert_string_equal(groups[2].id, "b");
+	assert_int_equal(groups[2].clients, 1);
+	assert_int_equal(groups[2].tunnels, 2);
 	free(groups);
 }
 
@@ -451,7 +484,7 @@ static void test_drained_client_skipped_and_remembered(void **state)
 	assert_int_equal(registry_set_drained(&f->reg, "a", true), 0);
 	assert_int_equal(registry_set_drained(&f->reg, "a", true), 0); /* idempotent */
 	g = registry_find_group(&f->reg, "g");
-	assert_int_equal(registry_group_drained(g), 1);
+	assert_non_null(g);
 	for (i = 0; i < 4; i++)
 		assert_ptr_equal(registry_pick(&f->reg, 0, "g", false, &fell_back, &full),
 				 &f->t[1]);
@@ -572,7 +605,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_other_group_cannot_take_id, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_credential_cannot_take_id, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(test_listings_sorted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copies_sorted_and_independent, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_drained_client_skipped_and_remembered, setup,
 						teardown),
 	};

@@ -174,13 +174,42 @@ void registry_client_get(struct reg_client *c);
 void registry_client_put(struct reg_client *c);
 struct reg_group *registry_find_group(struct registry *reg, const char *group_id);
 
-/* Sorted snapshots for listings (caller frees the array). -ENOMEM. */
-int registry_list_clients(struct registry *reg, struct reg_client ***out, size_t *count);
-int registry_list_groups(struct registry *reg, struct reg_group ***out, size_t *count);
+/*
+ * Copies for listings (apctl, metrics): what a client or a group was when
+ * copied, owing nothing to the registry, so that its owner can take them
+ * under its lock and write them out after letting go of it. Each row
+ * starts with its id: registry_sort_rows orders either kind by it.
+ */
+struct reg_client_row {
+	char id[FRAME_MAX_ID_LEN + 1];
+	char group[FRAME_MAX_ID_LEN + 1];
+	char remote_addr[64];
+	time_t connected_since;
+	unsigned tunnels, suspect;
+	char *suspect_replicas; /* the suspect tunnels' replicas, "0,2"; NULL when none */
+	uint64_t streams_active, streams_total, bytes_in, bytes_out;
+	bool drained;
+};
+
+struct reg_group_row {
+	char id[FRAME_MAX_ID_LEN + 1];
+	unsigned clients, tunnels, drained; /* drained: its clients that are */
+	uint64_t streams_active;
+};
+
+/* Every client (only != NULL: the client of that id, if registered), in
+ * no order: *rows (free with registry_free_client_rows), *count. 0 or
+ * -ENOMEM (nothing to free). */
+int registry_copy_clients(const struct registry *reg, const char *only,
+			  struct reg_client_row **rows, size_t *count);
+void registry_free_client_rows(struct reg_client_row *rows, size_t count);
+/* Every group, in no order: *rows (free()), *count. 0 or -ENOMEM. */
+int registry_copy_groups(const struct registry *reg, struct reg_group_row **rows, size_t *count);
+/* Order count rows of size bytes, either kind above, by id. */
+void registry_sort_rows(void *rows, size_t count, size_t size);
 
 /* Tunnels of a group (sum over its clients). */
 unsigned registry_group_tunnels(const struct reg_group *g);
 uint64_t registry_group_streams_active(const struct reg_group *g);
-unsigned registry_group_drained(const struct reg_group *g);
 
 #endif
