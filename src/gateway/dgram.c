@@ -78,7 +78,7 @@ uint8_t gw_assoc_open(struct gateway *gw, unsigned worker, struct gw_assoc *as,
 	HASH_ADD(hh, gt->assocs, id, sizeof(as->id), as);
 	as->client = rt->client;
 	registry_client_get(as->client);
-	as->client->streams_active++;
+	registry_stream_opened(as->client);
 	as->client->streams_total++;
 	gw_unlock(gw);
 	log_info("Datagram association opened", LF_S("user", id->full), LF_S("group", id->group),
@@ -128,7 +128,7 @@ static void uncount(struct gw_assoc *as)
 	gw = as->gt ? as->gt->gw : NULL;
 	if (gw)
 		gw_lock(gw);
-	as->client->streams_active--;
+	registry_stream_closed(as->client);
 	registry_client_put(as->client);
 	as->client = NULL;
 	if (gw)

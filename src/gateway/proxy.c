@@ -251,7 +251,7 @@ void proxy_adopt_stream(struct user_conn *uc, struct reg_client *client)
 	gw_lock(uc->w->gw);
 	uc->client = client;
 	snprintf(uc->client_id, sizeof(uc->client_id), "%s", client->id);
-	client->streams_active++;
+	registry_stream_opened(client);
 	uc->relay.stream.count_sent[0] = &client->bytes_out;
 	uc->relay.stream.count_received[0] = &client->bytes_in;
 	uc->group_stats = gw_stats_group(&uc->w->gw->stats, client->group->id);
@@ -602,7 +602,7 @@ static int open_send(struct user_conn *uc, struct reg_tunnel *rt)
 		return ret;
 	uc->client = rt->client;
 	registry_client_get(uc->client);
-	uc->client->streams_active++;
+	registry_stream_opened(uc->client);
 	uc->client->streams_total++;
 	GW_ADD(&uc->w->streams_total, 1);
 	uc->relay.stream.count_sent[0] = &uc->client->bytes_out;
@@ -728,7 +728,7 @@ bool proxy_group_full(struct gateway *gw, const struct reg_group *g, const char 
 {
 	uint32_t max = gw->cfg->gateway.max_connections_per_group;
 
-	if (!max || registry_group_streams_active(g) < max)
+	if (!max || g->streams_active < max)
 		return false;
 	log_warn("Group connection limit reached, user refused", LF_S("group", g->id),
 		 LF_S("user", user), LF_U("max_connections_per_group", max));
@@ -898,7 +898,7 @@ void proxy_stream_done(struct user_conn *uc)
 		gw_stats_stream_done(uc->w->gw, uc->group_stats, uc->proxy);
 	uc->group_stats = NULL;
 	if (uc->client) {
-		uc->client->streams_active--;
+		registry_stream_closed(uc->client);
 		registry_client_put(uc->client);
 		uc->client = NULL;
 	}

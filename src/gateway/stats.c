@@ -165,7 +165,7 @@ static void totals(struct gateway *gw, struct gw_totals *t)
 	HASH_ITER (hh, gw->registry.groups, rg, rtmp) {
 		t->groups++;
 		t->agents += rg->nclients;
-		t->tunnels += registry_group_tunnels(rg);
+		t->tunnels += rg->ntunnels;
 	}
 	t->handshakes_proxy = gw->user_budget.count;
 	t->handshakes_tunnel = gw->tunnel_budget.count;

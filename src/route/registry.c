@@ -55,6 +55,8 @@ static void group_remove_client(struct registry *reg, struct reg_group *g, struc
 static void client_free(struct registry *reg, struct reg_client *c)
 {
 	HASH_DEL(reg->clients, c);
+	c->group->ntunnels -= c->ntunnels;
+	c->group->streams_active -= c->streams_active;
 	group_remove_client(reg, c->group, c);
 	c->group = NULL;
 	free(c->tunnels);
@@ -89,6 +91,7 @@ bool registry_leave(struct registry *reg, struct reg_tunnel *t)
 	for (i = 0; i < c->ntunnels; i++) {
 		if (c->tunnels[i] == t) {
 			c->tunnels[i] = c->tunnels[--c->ntunnels];
+			c->group->ntunnels--;
 			break;
 		}
 	}
@@ -191,6 +194,7 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 		return -ENOMEM;
 	}
 	c->tunnels[c->ntunnels++] = t;
+	c->group->ntunnels++;
 	t->client = c;
 	t->replica = replica;
 	t->draining = false;
@@ -238,7 +242,7 @@ static struct reg_tunnel *group_walk(struct registry *reg, struct reg_group *g, 
 				     struct reg_client *const *skip, unsigned nskip, bool advance,
 				     bool allow_suspect, bool *full)
 {
-	unsigned total = registry_group_tunnels(g), ci = g->rr % g->nclients, ti = g->rr_tunnel;
+	unsigned total = g->ntunnels, ci = g->rr % g->nclients, ti = g->rr_tunnel;
 	unsigned k, j;
 
 	for (k = 0; k < total; k++) {
@@ -468,11 +472,10 @@ int registry_copy_groups(const struct registry *reg, struct reg_group_row **rows
 
 		memcpy(r->id, g->id, sizeof(r->id));
 		r->clients = g->nclients;
-		for (i = 0; i < g->nclients; i++) {
-			r->tunnels += g->clients[i]->ntunnels;
+		r->tunnels = g->ntunnels;
+		r->streams_active = g->streams_active;
+		for (i = 0; i < g->nclients; i++)
 			r->drained += g->clients[i]->drained;
-			r->streams_active += g->clients[i]->streams_active;
-		}
 	}
 	return 0;
 }
@@ -491,23 +494,18 @@ void registry_sort_rows(void *rows, size_t count, size_t size)
 		qsort(rows, count, size, cmp_row_id);
 }
 
-unsigned registry_group_tunnels(const struct reg_group *g)
+void registry_stream_opened(struct reg_client *c)
 {
-	unsigned i, n = 0;
-
-	for (i = 0; i < g->nclients; i++)
-		n += g->clients[i]->ntunnels;
-	return n;
+	c->streams_active++;
+	if (c->group)
+		c->group->streams_active++;
 }
 
-uint64_t registry_group_streams_active(const struct reg_group *g)
+void registry_stream_closed(struct reg_client *c)
 {
-	uint64_t n = 0;
-	unsigned i;
-
-	for (i = 0; i < g->nclients; i++)
-		n += g->clients[i]->streams_active;
-	return n;
+	c->streams_active--;
+	if (c->group) /* a detached client's streams left its group with it */
+		c->group->streams_active--;
 }
 
 void registry_destroy(struct registry *reg)

@@ -40,10 +40,29 @@ static int setup(void **state)
 	return 0;
 }
 
+/* Each group's tunnel and stream counts, kept as they change for the pick
+ * and the group limit, are the sums over its clients. */
+static void assert_group_counts(const struct registry *reg)
+{
+	const struct reg_group *g, *tmp;
+	uint64_t streams;
+	unsigned i, n;
+
+	HASH_ITER (hh, reg->groups, g, tmp) {
+		for (i = 0, n = 0, streams = 0; i < g->nclients; i++) {
+			n += g->clients[i]->ntunnels;
+			streams += g->clients[i]->streams_active;
+		}
+		assert_int_equal(g->ntunnels, n);
+		assert_int_equal(g->streams_active, streams);
+	}
+}
+
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
+	assert_group_counts(&f->reg); /* after whatever each test did */
 	registry_destroy(&f->reg);
 	return 0;
 }
@@ -62,8 +81,9 @@ static void test_groups_appear_and_vanish(void **state)
 	g = registry_find_group(&f->reg, "production");
 	assert_non_null(g);
 	assert_int_equal(g->nclients, 2);
-	assert_int_equal(registry_group_tunnels(g), 3);
+	assert_int_equal(g->ntunnels, 3);
 	assert_false(registry_leave(&f->reg, &f->t[0]));
+	assert_int_equal(g->ntunnels, 2);
 	assert_true(registry_leave(&f->reg, &f->t[1])); /* p1's last tunnel */
 	assert_null(registry_find_client(&f->reg, "p1"));
 	assert_non_null(registry_find_group(&f->reg, "production"));
@@ -313,6 +333,7 @@ static void test_same_replica_replaces_stale_tunnel(void **state)
 	/* the evicted tunnel's later close is a no-op */
 	assert_false(registry_leave(&f->reg, &f->t[0]));
 	assert_int_equal(c->ntunnels, 2);
+	assert_int_equal(c->group->ntunnels, 2);
 }
 
 static void test_single_tunnel_swap_keeps_client(void **state)
@@ -351,6 +372,7 @@ static void test_new_instance_takes_over(void **state)
 	assert_true(c->instance == 2);
 	assert_string_equal(c->remote_addr, "second");
 	assert_int_equal(registry_find_group(&f->reg, "g")->nclients, 1);
+	assert_int_equal(registry_find_group(&f->reg, "g")->ntunnels, 1);
 }
 
 /* An id belongs to its group: another group's agent (the default group's
@@ -466,6 +488,37 @@ static void test_copies_sorted_and_independent(void **state)
 	assert_int_equal(groups[2].clients, 1);
 	assert_int_equal(groups[2].tunnels, 2);
 	free(groups);
+}
+
+/* A group counts its clients' open streams; a client that leaves with
+ * streams open takes them out of the count, and their later ends (the
+ * client kept alive by their references) leave the group alone. */
+static void test_group_counts_streams(void **state)
+{
+	struct fixture *f = *state;
+	struct reg_client *a, *b;
+	struct reg_group *g;
+
+	registry_join(&f->reg, &f->t[0], "a", "g", 1, 0, "x");
+	registry_join(&f->reg, &f->t[1], "b", "g", 2, 0, "x");
+	a = registry_find_client(&f->reg, "a");
+	b = registry_find_client(&f->reg, "b");
+	g = registry_find_group(&f->reg, "g");
+	registry_client_get(a);
+	registry_stream_opened(a);
+	registry_stream_opened(a);
+	registry_stream_opened(b);
+	assert_int_equal(g->streams_active, 3);
+	assert_true(registry_leave(&f->reg, &f->t[0])); /* a leaves, 2 streams open */
+	assert_true(a->detached);
+	assert_int_equal(g->streams_active, 1);
+	registry_stream_closed(a);
+	registry_stream_closed(a);
+	assert_int_equal(a->streams_active, 0);
+	assert_int_equal(g->streams_active, 1);
+	registry_client_put(a); /* frees it */
+	registry_stream_closed(b);
+	assert_int_equal(g->streams_active, 0);
 }
 
 /* A drained client takes no new stream; the mark outlives its tunnels and
@@ -605,6 +658,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_other_group_cannot_take_id, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_credential_cannot_take_id, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_group_counts_streams, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copies_sorted_and_independent, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_drained_client_skipped_and_remembered, setup,

@@ -82,6 +82,10 @@ struct reg_group {
 	char id[FRAME_MAX_ID_LEN + 1]; /* "" is the default group */
 	struct reg_client **clients;
 	unsigned nclients, clients_cap;
+	/* sums over its clients, kept as they change: a pick and the
+	 * max_connections_per_group check need them in O(1) */
+	unsigned ntunnels;
+	uint64_t streams_active;
 	/* the pick cursor: clients[rr]->tunnels[rr_tunnel] is the next tunnel
 	 * to try (either index may be stale: the walk wraps) */
 	unsigned rr, rr_tunnel;
@@ -208,8 +212,9 @@ int registry_copy_groups(const struct registry *reg, struct reg_group_row **rows
 /* Order count rows of size bytes, either kind above, by id. */
 void registry_sort_rows(void *rows, size_t count, size_t size);
 
-/* Tunnels of a group (sum over its clients). */
-unsigned registry_group_tunnels(const struct reg_group *g);
-uint64_t registry_group_streams_active(const struct reg_group *g);
+/* A stream (or datagram association) through c opened or ended: counts
+ * it in c->streams_active and, while c is registered, in its group's. */
+void registry_stream_opened(struct reg_client *c);
+void registry_stream_closed(struct reg_client *c);
 
 #endif
