@@ -34,6 +34,7 @@ void metrics_writer_init(struct metrics_writer *w, size_t max_bytes)
 {
 	buf_init(&w->out, max_bytes);
 	w->error = 0;
+	w->family = NULL;
 }
 
 void metrics_writer_free(struct metrics_writer *w)
@@ -46,28 +47,43 @@ int metrics_writer_status(const struct metrics_writer *w)
 	return w->error;
 }
 
-static void put(struct metrics_writer *w, const char *p, size_t n)
+/* Room for n more bytes at the end of w's body, or NULL (w->error set:
+ * nothing more is written). The caller writes there and commit()s. */
+static char *room(struct metrics_writer *w, size_t n)
 {
-	int ret;
+	long r;
 
 	if (w->error)
-		return;
-	ret = buf_append(&w->out, p, n);
-	if (ret < 0)
-		w->error = ret;
+		return NULL;
+	r = buf_reserve(&w->out, n);
+	if (r < 0) {
+		w->error = (int)r;
+		return NULL;
+	}
+	return (char *)w->out.data + w->out.len;
 }
 
-static void puts_w(struct metrics_writer *w, const char *s)
+static void commit(struct metrics_writer *w, const char *end)
 {
-	put(w, s, strlen(s));
+	w->out.len = (size_t)((const uint8_t *)end - w->out.data);
 }
 
-static void put_u64(struct metrics_writer *w, uint64_t v)
+static char *copy(char *p, const char *s, size_t n)
 {
-	char text[24];
-	int n = snprintf(text, sizeof(text), "%" PRIu64, v);
+	memcpy(p, s, n);
+	return p + n;
+}
 
-	put(w, text, (size_t)n);
+/* v in decimal at the end of text[20] (UINT64_MAX has 20 digits); returns
+ * where it starts. */
+static char *u64_text(uint64_t v, char text[20])
+{
+	char *p = text + 20;
+
+	do
+		*--p = (char)('0' + v % 10);
+	while (v /= 10);
+	return p;
 }
 
 /* Microseconds as decimal seconds, exactly, without trailing zeros:
@@ -82,24 +98,20 @@ static void format_seconds(uint64_t us, char *text, size_t size)
 		text[--n] = '\0';
 }
 
-/* Escape backslash and LF (HELP text), and double quote too (label values). */
-static void put_escaped(struct metrics_writer *w, const char *s, bool quote)
+/* s with backslash and LF escaped (HELP text), and double quote too (label
+ * values): at most twice its length. */
+static char *escaped(char *p, const char *s, bool quote)
 {
-	const char *run = s;
-
 	for (; *s; s++) {
-		const char *esc = *s == '\\'             ? "\\\\"
-				  : *s == '\n'           ? "\\n"
-				  : (quote && *s == '"') ? "\\\""
-							 : NULL;
+		char c = *s;
 
-		if (!esc)
-			continue;
-		put(w, run, (size_t)(s - run));
-		puts_w(w, esc);
-		run = s + 1;
+		if (c == '\\' || c == '\n' || (quote && c == '"')) {
+			*p++ = '\\';
+			c = c == '\n' ? 'n' : c;
+		}
+		*p++ = c;
 	}
-	put(w, run, (size_t)(s - run));
+	return p;
 }
 
 static bool name_valid(const char *name, bool colon)
@@ -132,6 +144,8 @@ static bool check_name(struct metrics_writer *w, const char *name)
 {
 	if (w->error)
 		return false;
+	if (name == w->family)
+		return true;
 	if (!metrics_name_valid(name)) {
 		w->error = -EINVAL;
 		return false;
@@ -147,52 +161,84 @@ void metrics_family(struct metrics_writer *w, const char *name, enum metrics_typ
 		[METRICS_GAUGE] = "gauge",
 		[METRICS_HISTOGRAM] = "histogram",
 	};
+	size_t name_len = strlen(name), help_len = strlen(help), type_len = strlen(types[type]);
+	char *p;
 
 	if (!check_name(w, name))
 		return;
-	puts_w(w, "# HELP ");
-	puts_w(w, name);
-	puts_w(w, " ");
-	put_escaped(w, help, false);
-	puts_w(w, "\n# TYPE ");
-	puts_w(w, name);
-	puts_w(w, " ");
-	puts_w(w, types[type]);
-	puts_w(w, "\n");
+	w->family = name;
+	p = room(w, 2 * name_len + 2 * help_len + type_len + sizeof("# HELP  \n# TYPE  \n"));
+	if (!p)
+		return;
+	p = copy(p, "# HELP ", 7);
+	p = copy(p, name, name_len);
+	*p++ = ' ';
+	p = escaped(p, help, false);
+	p = copy(p, "\n# TYPE ", 8);
+	p = copy(p, name, name_len);
+	*p++ = ' ';
+	p = copy(p, types[type], type_len);
+	*p++ = '\n';
+	commit(w, p);
 }
 
-/* name{labels[,le="..."]} with the suffix appended to the name */
-static void put_series(struct metrics_writer *w, const char *name, const char *suffix,
-		       const struct metrics_label *labels, size_t nlabels, const char *le)
+/* One line, name{labels[,le="..."]} value, the suffix appended to the
+ * name (its family checked by the caller), written in one piece. */
+static void put_line(struct metrics_writer *w, const char *name, const char *suffix,
+		     const struct metrics_label *labels, size_t nlabels, const char *le,
+		     const char *value, size_t value_len)
 {
-	size_t i;
+	size_t name_len = strlen(name), suffix_len = strlen(suffix), i;
+	size_t need =
+		name_len + suffix_len + value_len + sizeof("{,le=\"\"} \n") + (le ? strlen(le) : 0);
+	char *p;
 
-	puts_w(w, name);
-	puts_w(w, suffix);
-	if (!nlabels && !le)
-		return;
-	puts_w(w, "{");
 	for (i = 0; i < nlabels; i++) {
 		if (!metrics_label_name_valid(labels[i].name) || !strcmp(labels[i].name, "le")) {
 			if (!w->error)
 				w->error = -EINVAL;
 			return;
 		}
-		if (i)
-			puts_w(w, ",");
-		puts_w(w, labels[i].name);
-		puts_w(w, "=\"");
-		put_escaped(w, labels[i].value, true);
-		puts_w(w, "\"");
+		need += strlen(labels[i].name) + 2 * strlen(labels[i].value) + sizeof(",=\"\"");
 	}
-	if (le) {
-		if (nlabels)
-			puts_w(w, ",");
-		puts_w(w, "le=\"");
-		puts_w(w, le);
-		puts_w(w, "\"");
+	p = room(w, need);
+	if (!p)
+		return;
+	p = copy(p, name, name_len);
+	p = copy(p, suffix, suffix_len);
+	if (nlabels || le) {
+		*p++ = '{';
+		for (i = 0; i < nlabels; i++) {
+			if (i)
+				*p++ = ',';
+			p = copy(p, labels[i].name, strlen(labels[i].name));
+			p = copy(p, "=\"", 2);
+			p = escaped(p, labels[i].value, true);
+			*p++ = '"';
+		}
+		if (le) {
+			if (nlabels)
+				*p++ = ',';
+			p = copy(p, "le=\"", 4);
+			p = copy(p, le, strlen(le));
+			*p++ = '"';
+		}
+		*p++ = '}';
 	}
-	puts_w(w, "}");
+	*p++ = ' ';
+	p = copy(p, value, value_len);
+	*p++ = '\n';
+	commit(w, p);
+}
+
+/* The same with an integer value. */
+static void put_line_u64(struct metrics_writer *w, const char *name, const char *suffix,
+			 const struct metrics_label *labels, size_t nlabels, const char *le,
+			 uint64_t value)
+{
+	char text[20], *v = u64_text(value, text);
+
+	put_line(w, name, suffix, labels, nlabels, le, v, (size_t)(text + sizeof(text) - v));
 }
 
 void metrics_sample(struct metrics_writer *w, const char *name, const struct metrics_label *labels,
@@ -200,10 +246,7 @@ void metrics_sample(struct metrics_writer *w, const char *name, const struct met
 {
 	if (!check_name(w, name))
 		return;
-	put_series(w, name, "", labels, nlabels, NULL);
-	puts_w(w, " ");
-	put_u64(w, value);
-	puts_w(w, "\n");
+	put_line_u64(w, name, "", labels, nlabels, NULL, value);
 }
 
 void metrics_write_value(struct metrics_writer *w, const char *name, enum metrics_type type,
@@ -245,20 +288,11 @@ void metrics_write_histogram(struct metrics_writer *w, const char *name,
 			format_seconds(metrics_latency_bounds_us[i], le, sizeof(le));
 		else
 			snprintf(le, sizeof(le), "+Inf");
-		put_series(w, name, "_bucket", labels, nlabels, le);
-		puts_w(w, " ");
-		put_u64(w, cumulative);
-		puts_w(w, "\n");
+		put_line_u64(w, name, "_bucket", labels, nlabels, le, cumulative);
 	}
 	format_seconds(h->sum_us, le, sizeof(le));
-	put_series(w, name, "_sum", labels, nlabels, NULL);
-	puts_w(w, " ");
-	puts_w(w, le);
-	puts_w(w, "\n");
-	put_series(w, name, "_count", labels, nlabels, NULL);
-	puts_w(w, " ");
-	put_u64(w, h->count);
-	puts_w(w, "\n");
+	put_line(w, name, "_sum", labels, nlabels, NULL, le, strlen(le));
+	put_line_u64(w, name, "_count", labels, nlabels, NULL, h->count);
 }
 
 void metrics_write_build_info(struct metrics_writer *w, const char *program, const char *version,

@@ -43,6 +43,28 @@ static void test_counter_and_labels(void **state)
 	metrics_writer_free(&w);
 }
 
+/* A label value made only of characters to escape doubles in length:
+ * the line is written whole, in room reserved for that worst case. */
+static void test_escaped_worst_case(void **state)
+{
+	struct metrics_writer w;
+	char value[65], want[256];
+	const struct metrics_label l[] = { { "v", value } };
+
+	memset(value, '"', 64);
+	value[64] = '\0';
+	metrics_writer_init(&w, 4096);
+	metrics_family(&w, "q", METRICS_GAUGE, "h");
+	metrics_sample(&w, "q", l, 1, 7);
+	assert_int_equal(metrics_writer_status(&w), 0);
+	strcpy(want, "# HELP q h\n# TYPE q gauge\nq{v=\"");
+	for (int i = 0; i < 64; i++)
+		strcat(want, "\\\"");
+	strcat(want, "\"} 7\n");
+	assert_string_equal(text(&w), want);
+	metrics_writer_free(&w);
+}
+
 /* One sample per worker, from a field of an array of worker structs. */
 static void test_per_worker(void **state)
 {
@@ -241,6 +263,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_counter_and_labels),
+		cmocka_unit_test(test_escaped_worst_case),
 		cmocka_unit_test(test_histogram),
 		cmocka_unit_test(test_per_worker),
 		cmocka_unit_test(test_bad_names_are_sticky),
