@@ -185,8 +185,10 @@ static int load_identity(WOLFSSL_CTX *ctx, const char *cert, const char *key, ch
 /* ---- agent certificate bindings ---- */
 
 /* The "anyproxy:" URI SANs of cert, each NUL-terminated, copied into out
- * unless out is NULL. Returns the bytes they take. */
-static size_t collect_bindings(const struct DecodedCert *cert, char *out)
+ * unless out is NULL. Returns the bytes they take, or 0 with *bad set
+ * when one holds a NUL byte: kept as a string it would read as two
+ * bindings, the second one never vetted by whoever signed the first. */
+static size_t collect_bindings(const struct DecodedCert *cert, char *out, bool *bad)
 {
 	const size_t scheme_len = strlen(TLS_BINDING_SCHEME);
 	const DNS_entry *e;
@@ -196,6 +198,10 @@ static size_t collect_bindings(const struct DecodedCert *cert, char *out)
 		if (e->type != ASN_URI_TYPE || e->len < 0 || (size_t)e->len < scheme_len ||
 		    strncasecmp(e->name, TLS_BINDING_SCHEME, scheme_len) != 0)
 			continue;
+		if (memchr(e->name, '\0', (size_t)e->len)) {
+			*bad = true;
+			return 0;
+		}
 		if (out) {
 			memcpy(out + used, e->name, (size_t)e->len);
 			out[used + (size_t)e->len] = '\0';
@@ -205,11 +211,12 @@ static size_t collect_bindings(const struct DecodedCert *cert, char *out)
 	return used;
 }
 
-/* Replace c's bindings with those of the DER certificate. 0, -EINVAL
- * (unparsable) or -ENOMEM. */
+/* Replace c's bindings with those of the DER certificate. 0, or the
+ * reason it cannot be admitted (c->peer_cert_problem). */
 static int keep_bindings(struct tls_conn *c, const unsigned char *der, unsigned len)
 {
 	struct DecodedCert cert;
+	bool bad = false;
 	size_t need;
 	int ret = 0;
 
@@ -218,15 +225,22 @@ static int keep_bindings(struct tls_conn *c, const unsigned char *der, unsigned 
 	c->peer_bindings_len = 0;
 	wc_InitDecodedCert(&cert, der, len, NULL);
 	if (wc_ParseCert(&cert, CERT_TYPE, NO_VERIFY, NULL) != 0) {
+		c->peer_cert_problem = "the client certificate cannot be parsed";
 		ret = -EINVAL;
-	} else if ((need = collect_bindings(&cert, NULL)) > 0) {
+	} else if ((need = collect_bindings(&cert, NULL, &bad)) > 0) {
 		c->peer_bindings = malloc(need);
 		if (c->peer_bindings) {
-			collect_bindings(&cert, c->peer_bindings);
+			collect_bindings(&cert, c->peer_bindings, &bad);
 			c->peer_bindings_len = need;
 		} else {
+			c->peer_cert_problem =
+				"out of memory for the client certificate's bindings";
 			ret = -ENOMEM;
 		}
+	} else if (bad) {
+		c->peer_cert_problem =
+			"the client certificate has an anyproxy: URI with a NUL byte";
+		ret = -EINVAL;
 	}
 	wc_FreeDecodedCert(&cert);
 	return ret;
@@ -529,7 +543,9 @@ static int tls_error(struct tls_conn *c, int ret, char *err, size_t errlen)
 			snprintf(err, errlen, "connection closed by peer");
 		return -EPIPE;
 	}
-	if (err) {
+	if (err && c->peer_cert_problem) {
+		snprintf(err, errlen, "%s", c->peer_cert_problem);
+	} else if (err) {
 		wolfSSL_ERR_error_string_n((unsigned long)code, msg, sizeof(msg));
 		snprintf(err, errlen, "%s%s", msg, hint(code));
 	}

@@ -19,7 +19,8 @@ docs/operations.md "Agent credentials" and "Client identity").
   whose group now refuses it) is closed with ERROR auth and a WARN; adding
   an unrelated group leaves every agent alone.
 - With [gateway] client_ca, an agent certificate carrying binding URI SANs
-  (anyproxy://agent/GROUP/CLIENT) joins only as one of them.
+  (anyproxy://agent/GROUP/CLIENT) joins only as one of them; one whose
+  binding URI holds a NUL byte is refused.
 """
 import os
 import signal
@@ -432,6 +433,62 @@ def test_certificate_binding(env):
     assert_no_secret(env)
 
 
+def der_tlv(tag, body):
+    n = len(body)
+    length = bytes([n]) if n < 128 else bytes([0x81, n]) if n < 256 else bytes([0x82, n >> 8, n & 255])
+    return bytes([tag]) + length + body
+
+
+def agent_cert_with_uri(env, name, uri):
+    """An agent certificate from the test CA whose one URI SAN is the raw
+    bytes uri (openssl's text syntax cannot hold a NUL: the SAN is given
+    as DER, a GeneralNames SEQUENCE of one [6] IA5String)."""
+    der = der_tlv(0x30, der_tlv(0x86, uri))
+    d = env.certs
+    key, csr, ext, crt = (os.path.join(d, name + s) for s in (".key", ".csr", ".ext", ".crt"))
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"
+                "subjectAltName=DER:%s\n" % der.hex())
+    for cmd in (["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key],
+                ["openssl", "req", "-new", "-key", key, "-subj", "/CN=" + name, "-out", csr],
+                ["openssl", "x509", "-req", "-in", csr, "-CA", os.path.join(d, "ca.crt"),
+                 "-CAkey", os.path.join(d, "ca.key"), "-CAcreateserial", "-days", "2",
+                 "-sha256", "-extfile", ext, "-out", crt]):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        h.check(r.returncode == 0, "%s failed: %s" % (" ".join(cmd[:2]), r.stderr))
+    return {"tls_cert": crt, "tls_key": key}
+
+
+def test_certificate_binding_with_nul_refused(env):
+    """One URI SAN "anyproxy://agent/staging/stg-1 NUL anyproxy://agent/
+    production/prod-1" (what a CA checking only the tenant's prefix would
+    sign) is not two bindings: the certificate is refused at the handshake,
+    as production/prod-1 and as staging/stg-1, and the gateway's log says
+    why; a bound agent of production keeps its id (before the fix the NUL
+    certificate was admitted as production/prod-1 and replaced it)."""
+    gw = start_gateway(env, {}, client_ca=os.path.join(env.certs, "ca.crt"))
+    prod = agent_cert(env, "nul-prod-%d" % os.getpid(), "production/prod-1")
+    holder = env.agent("prod-1", group_id="production", name="nul-holder", **prod)
+    evil = agent_cert_with_uri(env, "nul-evil-%d" % os.getpid(),
+                               b"anyproxy://agent/staging/stg-1\x00"
+                               b"anyproxy://agent/production/prod-1")
+    mark = gw.mark()
+    for client_id, group in (("prod-1", "production"), ("stg-1", "staging")):
+        since = gw.mark()
+        a = env.agent(client_id, group_id=group, name="nul-" + group, wait=False,
+                      reconnect_max_delay_ms=LONG_CAP_MS, **evil)
+        h.wait_until(lambda: [l for l in gw.find("Tunnel closed before authentication", since)
+                              if "URI with a NUL byte" in l.get("reason", "")],
+                     5 + h.slack(2), "the gateway to refuse the certificate as %s" % group)
+        a.stop()
+    c = env.clients()
+    h.check(sorted(c) == ["prod-1"] and c["prod-1"]["group_id"] == "production",
+            "clients: %r" % c)
+    h.check(not gw.find("Client connected", mark), "the NUL certificate was admitted")
+    h.check(not holder.find("Gateway replaced this tunnel"), "the holder was replaced")
+    h.check(holder.alive(), "the holder exited")
+
+
 def test_certificate_binding_adds_to_group_password(env):
     gw = start_gateway(env, {
         "production": {"auth_password": PROD_USERS, "agent_password": PROD_AGENTS},
@@ -456,4 +513,5 @@ if __name__ == "__main__":
         test_reload_shared_password_change_closes_shared_agents,
         test_certificate_binding,
         test_certificate_binding_adds_to_group_password,
+        test_certificate_binding_with_nul_refused,
     ])

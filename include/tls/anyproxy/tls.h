@@ -40,6 +40,9 @@ struct tls_conn {
 	bool peer_cert_verified;
 	char *peer_bindings; /* its binding URIs, each NUL-terminated; NULL: none */
 	size_t peer_bindings_len;
+	/* why the peer's certificate was refused after its chain verified
+	 * (the handshake's error then says this); NULL: it was not */
+	const char *peer_cert_problem;
 };
 
 /*
@@ -50,7 +53,8 @@ struct tls_conn {
  * anyproxy://agent/production/prod-client-001, or anyproxy://agent//edge-1
  * for the default group; ids never contain '/', so the split is unambiguous.
  * Ids compare byte for byte (no case folding, no percent-decoding), so any
- * other "anyproxy:" URI is a binding that matches nothing.
+ * other "anyproxy:" URI is a binding that matches nothing; one that holds a
+ * NUL byte refuses the certificate.
  */
 #define TLS_BINDING_SCHEME "anyproxy:"
 #define TLS_BINDING_PREFIX "anyproxy://agent/"
