@@ -33,7 +33,6 @@
 #define CONFIG_LIMIT_MAX 1000000     /* connection and stream counts */
 #define CONFIG_RECONNECT_MIN_MS 10
 #define CONFIG_RECONNECT_MAX_MS 3600000 /* 1 hour */
-#define CONFIG_REPLICAS_MAX 64
 
 #define GATEWAY CONFIG_GATEWAY
 #define CLIENT CONFIG_CLIENT
@@ -214,8 +213,17 @@ const struct config_key config_keys[] = {
 		  "(another tunnel of the group does, if any). 0: no limit." },
 	{ KEY("gateway", "max_clients", uint32, GATEWAY, gateway.max_clients), .default_value = "0",
 	  RANGE(0, CONFIG_LIMIT_MAX),
-	  .help = "Agents (client_ids) registered at once; a new one beyond it is refused "
-		  "with ERROR limit. 0: no limit." },
+	  .help = "Agents (client_ids) registered at once, all groups together; a new one "
+		  "beyond it is refused with ERROR limit. 0: no limit (max_tunnels_per_group "
+		  "still bounds each group)." },
+	{ KEY("gateway", "max_tunnels_per_group", uint32, GATEWAY, gateway.max_tunnels_per_group),
+	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
+	  .help = "Agents' tunnels one group may have registered at once; a tunnel beyond it "
+		  "(a new client_id or replica of the group) is refused with ERROR limit, one "
+		  "taking the place of its own stale replica is not. So the agents of one "
+		  "group, whoever holds their credential, cannot take the descriptors the "
+		  "other groups' agents need. 0: derived, half of the descriptors kept for "
+		  "tunnels (RLIMIT_NOFILE / 32, at least 64: 625 with RLIMIT_NOFILE 20000)." },
 	{ KEY("gateway", "fallback_to_default", bool, GATEWAY, gateway.fallback_to_default),
 	  .default_value = "true",
 	  .help = "A user whose group has no agent connected goes out through an agent of "
@@ -302,7 +310,7 @@ const struct config_key config_keys[] = {
 		  "user.group-id. Empty: the default group. Up to " CONFIG_ID_MAX_TEXT " of "
 		  "A-Z a-z 0-9 . _ : -" },
 	{ KEY("client", "replicas", uint32, CLIENT, client.replicas), .default_value = "1",
-	  RANGE(1, CONFIG_REPLICAS_MAX), .restart = true,
+	  RANGE(1, REPLICAS_MAX), .restart = true,
 	  .help = "Number of parallel tunnels this agent keeps open to each gateway." },
 	{ KEY("client", "workers", uint32, CLIENT, client.workers), .default_value = "0",
 	  RANGE(0, CONFIG_CLIENT_WORKERS_MAX), .restart = true,

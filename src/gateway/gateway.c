@@ -176,6 +176,11 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 		       "invalid client_id or group_id");
 		return 0;
 	}
+	if (f->hello.replica >= REPLICAS_MAX) {
+		reject(gt, FRAME_ERR_BAD_HELLO, "replica index out of range",
+		       "replica index not below 64");
+		return 0;
+	}
 	copy_str(group_id, sizeof(group_id), &f->hello.group_id); /* valid_id: it fits */
 	if (!admitted(cfg, f, group_id, &adm, &why)) {
 		reject_auth(gt, group_id, why);
@@ -206,6 +211,14 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 		gw_unlock(gw);
 		reject(gt, FRAME_ERR_LIMIT, "the gateway's agent limit is reached",
 		       "max_clients reached");
+		return 0;
+	}
+	if (registry_join_adds(&gw->registry, gt->client_id, f->hello.instance, f->hello.replica) &&
+	    registry_group_tunnels(&gw->registry, group_id) >=
+		    __atomic_load_n(&gw->max_group_tunnels, __ATOMIC_RELAXED)) {
+		gw_unlock(gw);
+		reject(gt, FRAME_ERR_LIMIT, "the group's tunnel limit is reached",
+		       "max_tunnels_per_group reached");
 		return 0;
 	}
 	gt->reg.owner = gt;
@@ -502,23 +515,30 @@ static void tunnel_accept(struct listener *l, int fd)
 /* [gateway] max_connections in force: the configured number, or (0) the
  * soft open-file limit minus a reserve for everything that is not a user
  * (GATEWAY_FD_RESERVE_FIXED), so that idle users cannot take the
- * descriptors agents and apctl need. */
+ * descriptors agents and apctl need; and max_tunnels_per_group: the
+ * configured number, or (0) half of the reserve's share for tunnels, so
+ * that one group's agents cannot take all of it either. */
 static void apply_limits(struct gateway *gw)
 {
 	const struct config *cfg = gw->cfg;
 	struct rlimit rl;
-	uint64_t nofile, reserve;
+	uint64_t nofile, reserve, group_tunnels;
 
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		rl.rlim_cur = (rlim_t)GATEWAY_DERIVED_NOFILE_MAX;
+	nofile = MIN((uint64_t)rl.rlim_cur, (uint64_t)GATEWAY_DERIVED_NOFILE_MAX);
+	group_tunnels = cfg->gateway.max_tunnels_per_group
+				? cfg->gateway.max_tunnels_per_group
+				: MAX(nofile / GATEWAY_FD_TUNNEL_SHARE / 2, (uint64_t)REPLICAS_MAX);
+	__atomic_store_n(&gw->max_group_tunnels, (uint32_t)group_tunnels, __ATOMIC_RELAXED);
 	if (cfg->gateway.max_connections) {
 		__atomic_store_n(&gw->max_users, cfg->gateway.max_connections, __ATOMIC_RELAXED);
 		log_info("Connection limit", LF_U("max_connections", gw->max_users),
 			 LF_S("source", "configured"),
-			 LF_U("max_handshakes", cfg->gateway.max_handshakes));
+			 LF_U("max_handshakes", cfg->gateway.max_handshakes),
+			 LF_U("max_tunnels_per_group", group_tunnels));
 		return;
 	}
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
-		rl.rlim_cur = (rlim_t)GATEWAY_DERIVED_NOFILE_MAX;
-	nofile = MIN((uint64_t)rl.rlim_cur, (uint64_t)GATEWAY_DERIVED_NOFILE_MAX);
 	reserve = GATEWAY_FD_RESERVE_FIXED + cfg->gateway.max_handshakes +
 		  nofile / GATEWAY_FD_TUNNEL_SHARE;
 	reserve = MIN(reserve, nofile / 2);
@@ -526,8 +546,8 @@ static void apply_limits(struct gateway *gw)
 			 __ATOMIC_RELAXED);
 	log_info("Connection limit", LF_U("max_connections", gw->max_users),
 		 LF_S("source", "derived from RLIMIT_NOFILE"), LF_U("rlimit_nofile", nofile),
-		 LF_U("reserved_fds", reserve),
-		 LF_U("max_handshakes", cfg->gateway.max_handshakes));
+		 LF_U("reserved_fds", reserve), LF_U("max_handshakes", cfg->gateway.max_handshakes),
+		 LF_U("max_tunnels_per_group", group_tunnels));
 }
 
 /* ---- wake-ups, pauses and shutdown between workers ---- */

@@ -38,7 +38,8 @@
  * else. A fixed part (standard streams, the ring, the signalfd, listeners,
  * the log, apctl connections), max_handshakes for tunnels in their
  * handshake, and RLIMIT_NOFILE / GATEWAY_FD_TUNNEL_SHARE for agents'
- * tunnels; users always get at least half of the limit. */
+ * tunnels; users always get at least half of the limit. One group's agents
+ * get at most half of that share (max_tunnels_per_group = 0). */
 #define GATEWAY_FD_RESERVE_FIXED 64
 #define GATEWAY_FD_TUNNEL_SHARE 16
 /* An unlimited (or huge) RLIMIT_NOFILE counts as this many: the largest
@@ -244,6 +245,7 @@ struct gateway {
 	uint64_t refused_over_limit;  /* users refused by max_connections */
 	struct log_rate refusal_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	uint32_t max_users;           /* max_connections in force (0 in the file: derived) */
+	uint32_t max_group_tunnels;   /* max_tunnels_per_group in force (likewise) */
 	bool picking_datagrams;       /* registry_pick for an association: DATAGRAM tunnels only */
 	unsigned picking_worker;      /* ... of this worker (the association lives there) */
 	uint64_t dgrams_dropped;      /* datagrams toward agents not sent (tunnel full, too long) */

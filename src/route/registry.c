@@ -202,6 +202,31 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 	return created;
 }
 
+bool registry_join_adds(const struct registry *reg, const char *client_id, uint64_t instance,
+			uint16_t replica)
+{
+	const struct reg_client *c;
+	unsigned i;
+
+	HASH_FIND_STR(reg->clients, client_id, c);
+	if (!c)
+		return true;
+	if (c->instance != instance)
+		return false;
+	for (i = 0; i < c->ntunnels; i++)
+		if (c->tunnels[i]->replica == replica)
+			return false;
+	return true;
+}
+
+unsigned registry_group_tunnels(const struct registry *reg, const char *group_id)
+{
+	const struct reg_group *g;
+
+	HASH_FIND_STR(reg->groups, group_id, g);
+	return g ? g->ntunnels : 0;
+}
+
 static bool skipped(const struct reg_client *c, struct reg_client *const *skip, unsigned nskip)
 {
 	unsigned i;

@@ -521,6 +521,27 @@ static void test_group_counts_streams(void **state)
 	assert_int_equal(g->streams_active, 0);
 }
 
+/* What the gateway's max_tunnels_per_group asks before a join: does it
+ * add to the group's count? A new client or a new replica does; its own
+ * replica again, or a newer instance taking every tunnel over, does not. */
+static void test_join_adds(void **state)
+{
+	struct fixture *f = *state;
+
+	assert_int_equal(registry_group_tunnels(&f->reg, "g"), 0);
+	assert_true(registry_join_adds(&f->reg, "a", 1, 0));
+	registry_join(&f->reg, &f->t[0], "a", "g", 1, 0, "x");
+	registry_join(&f->reg, &f->t[1], "a", "g", 1, 1, "x");
+	assert_int_equal(registry_group_tunnels(&f->reg, "g"), 2);
+	assert_false(registry_join_adds(&f->reg, "a", 1, 1)); /* replaces its stale self */
+	assert_true(registry_join_adds(&f->reg, "a", 1, 2));
+	assert_false(registry_join_adds(&f->reg, "a", 2, 5)); /* a newer instance: 2 go, 1 comes */
+	assert_true(registry_join_adds(&f->reg, "b", 1, 0));
+	registry_join(&f->reg, &f->t[2], "a", "g", 1, 1, "y");
+	assert_int_equal(registry_group_tunnels(&f->reg, "g"), 2);
+	assert_int_equal(registry_group_tunnels(&f->reg, "other"), 0);
+}
+
 /* A drained client takes no new stream; the mark outlives its tunnels and
  * holds when the id comes back, until it is cleared. */
 static void test_drained_client_skipped_and_remembered(void **state)
@@ -659,6 +680,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_other_credential_cannot_take_id, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_group_counts_streams, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_join_adds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copies_sorted_and_independent, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_drained_client_skipped_and_remembered, setup,

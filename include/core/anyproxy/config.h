@@ -150,6 +150,7 @@ struct config {
 		uint32_t max_connections_per_group;         /* limits: 0 = none */
 		uint32_t max_streams_per_tunnel;
 		uint32_t max_clients;
+		uint32_t max_tunnels_per_group;
 		bool fallback_to_default; /* groups without a section only */
 	} gateway;
 

@@ -34,6 +34,11 @@
 
 #define ID_MAX_BYTES 64
 
+/* Tunnels one agent keeps to one gateway: [client] replicas is at most
+ * this, and a gateway refuses a HELLO whose replica index is not below
+ * it, so that one client_id holds at most this many tunnels. */
+#define REPLICAS_MAX 64
+
 #define GRAMMAR_HOST_MAX 253 /* bytes of a host name without its trailing dot */
 #define GRAMMAR_LABEL_MAX 63 /* bytes of one label */
 

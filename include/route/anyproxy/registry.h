@@ -126,6 +126,14 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 		  const char *group_id, uint64_t instance, uint16_t replica,
 		  const char *remote_addr);
 
+/* Would registry_join(client_id, instance, replica) add a tunnel to its
+ * group's count? Not when it takes the place of its own stale replica, or
+ * of every tunnel of an older instance (when it may join at all). */
+bool registry_join_adds(const struct registry *reg, const char *client_id, uint64_t instance,
+			uint16_t replica);
+/* Tunnels of group_id registered now (0: no such group). */
+unsigned registry_group_tunnels(const struct registry *reg, const char *group_id);
+
 /* Unregister t. Returns true when its client left with it (last tunnel). */
 bool registry_leave(struct registry *reg, struct reg_tunnel *t);
 
