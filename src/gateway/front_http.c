@@ -90,6 +90,7 @@ static const char *const h_state_names[] = {
  * request. */
 struct h_origin {
 	struct username_identity id;
+	unsigned admitted_by;        /* proxy_admitted_by(): who vouched for id */
 	struct stream_target target; /* domain points to .domain; user, group unused */
 	char domain[HTTP_MAX_HOST_BYTES + 1];
 };
@@ -142,8 +143,10 @@ static void end_stream(struct user_conn *uc)
 	proxy_stream_done(uc);
 }
 
-/* The origin pool's key of o: group, user name and target, one per line
- * (none of them can hold a line feed). Its length, 0 if it does not fit. */
+/* The origin pool's key of o: who admitted the user, group, user name and
+ * target, one per line (none of them can hold a line feed), so that a
+ * connection is shared only by users admitted with the same credentials.
+ * Its length, 0 if it does not fit. */
 static size_t origin_key(const struct h_origin *o, char *out, size_t cap)
 {
 	char shown[GRAMMAR_TARGET_MAX];
@@ -151,7 +154,7 @@ static size_t origin_key(const struct h_origin *o, char *out, size_t cap)
 
 	if (proxy_show_target(&o->target, shown) < 0)
 		return 0;
-	n = snprintf(out, cap, "%s\n%s\n%s", o->id.group, o->id.full, shown);
+	n = snprintf(out, cap, "%u\n%s\n%s\n%s", o->admitted_by, o->id.group, o->id.full, shown);
 	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
@@ -645,11 +648,11 @@ static bool method_idempotent(const struct http_head *head)
 }
 
 static bool same_origin(const struct h_origin *o, const struct username_identity *id,
-			const struct stream_target *t)
+			unsigned admitted_by, const struct stream_target *t)
 {
-	if (o->id.full_len != id->full_len || memcmp(o->id.full, id->full, id->full_len) ||
-	    strcmp(o->id.group, id->group) || o->target.addr_type != t->addr_type ||
-	    o->target.port != t->port)
+	if (o->admitted_by != admitted_by || o->id.full_len != id->full_len ||
+	    memcmp(o->id.full, id->full, id->full_len) || strcmp(o->id.group, id->group) ||
+	    o->target.addr_type != t->addr_type || o->target.port != t->port)
 		return false;
 	if (t->addr_type == FRAME_ADDR_DOMAIN)
 		return !strcmp(o->target.domain, t->domain);
@@ -658,13 +661,14 @@ static bool same_origin(const struct h_origin *o, const struct username_identity
 
 /* Remember where this request goes and for whom (struct h_origin). */
 static int save_origin(struct h_session *s, const struct username_identity *id,
-		       const struct stream_target *t)
+		       unsigned admitted_by, const struct stream_target *t)
 {
 	if (!s->origin)
 		s->origin = malloc(sizeof(*s->origin));
 	if (!s->origin)
 		return -ENOMEM;
 	s->origin->id = *id;
+	s->origin->admitted_by = admitted_by;
 	s->origin->target = *t;
 	s->origin->target.user = NULL;
 	s->origin->target.group = NULL;
@@ -747,6 +751,7 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	struct stream_target target;
 	char host[HTTP_MAX_HOST_BYTES + 1];
 	const char *why = NULL;
+	unsigned admitted_by;
 	bool ok, reuse;
 	int ret;
 
@@ -765,6 +770,7 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 		reply_auth_required(uc, head, head_len);
 		return;
 	}
+	admitted_by = proxy_admitted_by(uc, &id);
 	if (http_parse_target(head, &t, &why) < 0) {
 		reply_error(uc, 400, why ? why : "bad request target", NULL);
 		return;
@@ -785,7 +791,8 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	s->connect = head->method_kind == HTTP_METHOD_CONNECT;
 	/* decided before save_origin() records this request's origin: a kept
 	 * stream of another origin or identity is parked under its own */
-	reuse = s->stream_kept && !s->connect && same_origin(s->origin, &id, &target) &&
+	reuse = s->stream_kept && !s->connect &&
+		same_origin(s->origin, &id, admitted_by, &target) &&
 		proxy_stream_reusable(uc, id.group);
 	if (!reuse)
 		drop_kept_stream(uc, "the next request goes elsewhere", true);
@@ -804,7 +811,7 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 		 * closes after this one */
 		s->upstream_keep_alive =
 			(s->client_keep_alive || origin_pool_enabled(proxy_gateway_of(uc))) &&
-			save_origin(s, &id, &target) == 0;
+			save_origin(s, &id, admitted_by, &target) == 0;
 		s->retryable = s->req_body.kind == HTTP_BODY_NONE && method_idempotent(head);
 		s->resp_started = false;
 		s->resp_extra = false;

@@ -335,6 +335,11 @@ static bool check_credentials(const struct user_conn *uc, const struct username_
 	return user_ok & pass_ok;
 }
 
+unsigned proxy_admitted_by(const struct user_conn *uc, const struct username_identity *id)
+{
+	return config_group_auth(uc->w->gw->cfg, id->group, id->group_len) ? 0 : 1u + uc->proxy;
+}
+
 bool proxy_credentials_refused(const struct user_conn *uc, const char *why)
 {
 	char peer[64];

@@ -242,6 +242,11 @@ void proxy_watch_idle(struct user_conn *uc);
  */
 bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t user_len,
 			const char *password, size_t password_len, struct username_identity *id);
+/* Who vouched for an identity proxy_authenticate admitted: 0, its group's
+ * [group.NAME] section (the same password on every listener), or 1 + the
+ * listener's proxy (its own credentials, or none at all). Users of the same
+ * name admitted otherwise hold other credentials: they share nothing. */
+unsigned proxy_admitted_by(const struct user_conn *uc, const struct username_identity *id);
 /* Credentials the front end could not even read (why says how): logged
  * like any refusal. Returns false, for the caller to answer as bad
  * credentials. */

@@ -6,7 +6,8 @@ with the same identity go out on one stream, so the agent keeps one TCP
 connection to the origin ("Connection: keep-alive" upstream). When the user
 connection ends or moves on to another origin, the idle stream is parked in
 the gateway's origin pool, and a later user connection of the same identity
-to the same origin takes it. Another user, another group or another origin
+to the same origin takes it. Another user, another group, another origin,
+or the same user name admitted with other credentials (another listener)
 never takes it. A parked connection is closed after [proxy.http]
 origin_pool_idle_ms (the pool is off by default; on here); a
 kept one when its user connection times out; the origin closing either is
@@ -123,10 +124,15 @@ class CountingOrigin:
         self.server.close()
 
 
+HTTPS_USER, HTTPS_PASS = "alice", "itest-Https-Alice-5e21c4"
+
+
 def setup(env):
-    # no proxy credentials on the listener: every user name is admitted to
-    # the groups without a section, so users differ by name only
-    env.gwp = h.proxy_gateway(env, user=None,
+    # no proxy credentials on the HTTP listener: every user name is admitted
+    # to the groups without a section, so users differ by name only; the
+    # HTTPS listener admits alice with her password only
+    env.gwp = h.proxy_gateway(env, user=None, https=True,
+                              listener_auth={"proxy.https": (HTTPS_USER, HTTPS_PASS)},
                               gw_env={"PROXY_HTTP_KEEPALIVE_TIMEOUT_MS": str(KEEPALIVE_MS),
                                       "PROXY_HTTP_ORIGIN_POOL_IDLE_MS": str(POOL_IDLE_MS)})
     for cid, group in AGENTS.items():
@@ -136,17 +142,23 @@ def setup(env):
 
 
 class UserConn:
-    """One keep-alive connection to the gateway's HTTP proxy."""
+    """One keep-alive connection to the gateway's HTTP proxy (https: its
+    HTTPS proxy, TLS to the gateway)."""
 
-    def __init__(self, env):
-        self.sock = socket.create_connection(("127.0.0.1", env.gwp.http_port), timeout=10)
+    def __init__(self, env, https=False):
+        port = env.gwp.https_port if https else env.gwp.http_port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if https:
+            self.sock = h.tls_context(os.path.join(env.certs, "ca.crt")).wrap_socket(
+                self.sock, server_hostname="localhost")
         self.buf = b""
 
-    def request(self, url, user=None, method="GET", body=None, close=False):
+    def request(self, url, user=None, method="GET", body=None, close=False,
+                password="any-password"):
         host = url.split("/")[2]
         head = "%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, url, host)
         if user:
-            head += "Proxy-Authorization: %s\r\n" % h.basic_auth(user, "any-password")
+            head += "Proxy-Authorization: %s\r\n" % h.basic_auth(user, password)
         if body is not None:
             head += "Content-Length: %d\r\n" % len(body)
         if close:
@@ -440,6 +452,28 @@ def test_connection_close_requests_share_the_origin_connection(env):
             "5 one-request user connections used origin connections %r" % conns)
 
 
+def test_other_credentials_never_share(env):
+    """alice with her password on the HTTPS proxy, then a user of the HTTP
+    proxy (no credentials there) who calls itself alice: one request per
+    user connection, so each origin connection goes to the pool. The
+    HTTP "alice" never gets the connection the real alice parked, nor she
+    the other's; each gets its own back."""
+    a0 = accepted(env)
+    conns = []
+    for i, https in enumerate((True, False, True, False)):
+        u = UserConn(env, https=https)
+        try:
+            st, _, body = u.request(env.origin.url("/cred/%d" % i), HTTPS_USER, close=True,
+                                    password=HTTPS_PASS if https else "guessed")
+            conns.append(ok_body(st, body, "/cred/%d" % i))
+            h.check(u.closed_by_peer(2), "the gateway kept the user connection")
+        finally:
+            u.close()
+    h.check(conns[0] != conns[1] and conns[2] == conns[0] and conns[3] == conns[1],
+            "origin connections by request (https, http, https, http): %r" % conns)
+    h.check(accepted(env) - a0 == 2, "%d origin connections" % (accepted(env) - a0))
+
+
 def test_drained_agent_is_not_held(env):
     """apctl drain of the agent ends the kept stream at once (the origin
     sees its connection close); after undrain the next request on the same
@@ -511,6 +545,7 @@ if __name__ == "__main__":
         test_stale_connection_not_retried_with_body,
         test_bytes_after_a_response_are_not_the_next_response,
         test_connection_close_requests_share_the_origin_connection,
+        test_other_credentials_never_share,
         test_drained_agent_is_not_held,
         test_agent_going_away_is_not_held,
         test_gateway_shutdown_is_not_held,

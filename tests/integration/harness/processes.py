@@ -499,13 +499,14 @@ class TestEnv:
 
 def proxy_gateway(env, name="gateway", http=True, socks5=True, user=PROXY_USER,
                   password=PROXY_PASS, wait=True, gw_env=None, https=False, metrics=False,
-                  **keys):
+                  listener_auth=None, **keys):
     """Start a gateway with [proxy.http] and [proxy.socks5] listeners on free
     127.0.0.1 ports (http / socks5 False: that listener is off; user None: no
     proxy authentication). https True adds [proxy.https] with env.certs'
     server certificate; metrics True adds [metrics] (scrape it with
-    scrape_metrics(gw.metrics_port)). The Daemon gets .http_port,
-    .socks_port, .https_port and .metrics_port."""
+    scrape_metrics(gw.metrics_port)). listener_auth maps a section
+    ("proxy.https") to the (user, password) of that listener alone. The
+    Daemon gets .http_port, .socks_port, .https_port and .metrics_port."""
     merged = dict(PROXY_GATEWAY)
     merged.update(keys)
     config = env.gateway_config(name, **merged)
@@ -519,9 +520,9 @@ def proxy_gateway(env, name="gateway", http=True, socks5=True, user=PROXY_USER,
         if section == "proxy.https" and not port:
             continue  # no section at all: the file stays as before
         keys_ = {"listen_addr": "127.0.0.1:%d" % port if port else ""}
-        if port and user is not None:
-            keys_["auth_username"] = user
-            keys_["auth_password"] = password
+        auth = (listener_auth or {}).get(section, (user, password))
+        if port and auth[0] is not None:
+            keys_["auth_username"], keys_["auth_password"] = auth
         if port and section == "proxy.https":
             keys_["tls_cert"] = os.path.join(env.certs, "server.crt")
             keys_["tls_key"] = os.path.join(env.certs, "server.key")
