@@ -314,8 +314,10 @@ struct reg_client *origin_pool_take(struct gw_worker *w, const char *key, size_t
 	return client;
 }
 
-void origin_pool_release(struct gw_worker *w, bool drained_only, const struct tunnel *t)
+void origin_pool_release(struct gw_worker *w, bool drained_only, const struct tunnel *t,
+			 const char *group)
 {
+	bool locked = drained_only || group; /* client->drained, client->group */
 	struct origin_pool *op;
 	struct pool_key *k, *ktmp;
 	struct pooled *p, *found;
@@ -325,12 +327,14 @@ void origin_pool_release(struct gw_worker *w, bool drained_only, const struct tu
 	 * each removal */
 	while ((op = w->origin_pool)) {
 		found = NULL;
-		if (drained_only)
-			gw_lock(w->gw); /* client->drained */
+		if (locked)
+			gw_lock(w->gw);
 		HASH_ITER (hh, op->keys, k, ktmp) {
 			DL_FOREACH (k->entries, p) {
 				if ((t && p->st.tunnel != t) ||
-				    (drained_only && !p->client->drained))
+				    (drained_only && !p->client->drained) ||
+				    (group && (!p->client->group ||
+					       strcmp(p->client->group->id, group) != 0)))
 					continue;
 				found = p;
 				break;
@@ -338,7 +342,7 @@ void origin_pool_release(struct gw_worker *w, bool drained_only, const struct tu
 			if (found)
 				break;
 		}
-		if (drained_only)
+		if (locked)
 			gw_unlock(w->gw);
 		if (!found)
 			return;

@@ -56,8 +56,10 @@ struct reg_client *origin_pool_take(struct gw_worker *w, const char *key, size_t
 				    const struct stream_ops *ops, void *owner);
 
 /* Reset the parked streams of agents drained with apctl (drained_only),
- * or on tunnel t (NULL: any; false and NULL: all). */
-void origin_pool_release(struct gw_worker *w, bool drained_only, const struct tunnel *t);
+ * on tunnel t (NULL: any), of group's agents (NULL: any group's); false
+ * and NULLs: all of them. */
+void origin_pool_release(struct gw_worker *w, bool drained_only, const struct tunnel *t,
+			 const char *group);
 
 /* Parked streams now (for tests and stats). */
 unsigned origin_pool_count(const struct gw_worker *w);

@@ -238,7 +238,7 @@ void proxy_close_handshaking(struct gw_worker *w, const char *why)
 	DL_FOREACH_SAFE (w->users, uc, tmp)
 		if ((!uc->relay.stream.tunnel || uc->stream_idle) && !uc->relay.pumping)
 			relay_close(&uc->relay, why);
-	origin_pool_release(w, false, NULL); /* parked streams hold no request */
+	origin_pool_release(w, false, NULL, NULL); /* parked streams hold no request */
 }
 
 bool proxy_stream_reusable(const struct user_conn *uc, const char *group)
@@ -290,7 +290,7 @@ void proxy_release_idle(struct gw_worker *w, bool drained_only, const struct tun
 		stream_reset(&uc->relay.stream, FRAME_OPEN_GENERAL);
 		proxy_stream_done(uc);
 	}
-	origin_pool_release(w, drained_only, t);
+	origin_pool_release(w, drained_only, t, NULL);
 }
 
 /* ---- authentication ---- */
@@ -801,9 +801,10 @@ void proxy_open(struct user_conn *uc, const struct username_identity *id,
 	rt = registry_pick(&gw->registry, uc->w->index, id->group, !no_fallback, &fell_back, &full);
 	if (!rt && full && origin_pool_count(uc->w)) {
 		/* idle parked streams count on their tunnels: never at the
-		 * cost of a request */
+		 * cost of a request (only the group's: others' tunnels are
+		 * not the full ones) */
 		gw_unlock(gw);
-		origin_pool_release(uc->w, false, NULL);
+		origin_pool_release(uc->w, false, NULL, id->group);
 		gw_lock(gw);
 		rt = registry_pick(&gw->registry, uc->w->index, id->group, !no_fallback, &fell_back,
 				   &full);
@@ -1019,9 +1020,9 @@ static void open_resume(struct user_conn *uc)
 		relay_close(&uc->relay, "moved without a request");
 		return;
 	}
-	if (st->reopen) { /* the parked streams here give way first */
+	if (st->reopen) { /* the group's parked streams here give way first */
 		st->reopen = false;
-		origin_pool_release(uc->w, false, NULL);
+		origin_pool_release(uc->w, false, NULL, st->group);
 	}
 	gw_lock(gw);
 	if (st->moving_to) {

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The origin pool never costs a request: parked streams count on their
 tunnel for [gateway] max_streams_per_tunnel, so when every tunnel of the
-group is full of them the pool is emptied and the request is served."""
+group is full of them the group's parked streams give way and the request
+is served. Other groups' parked streams stay: their tunnels are not the
+full ones."""
 import os
 import sys
 import time
@@ -35,5 +37,44 @@ def test_parked_streams_yield_to_a_request(env):
     h.wait_until(lambda: len(origin.closed) >= 2, 5, "the parked connections to close")
 
 
+def test_other_groups_parked_streams_stay(env):
+    """One worker, so every parked stream is where the request is: ann and
+    ben fill the default group's tunnel with parked streams, pat of group
+    production parks one on its agent's tunnel. cat's request (default
+    group) empties the default group's part of the pool only: pat's
+    origin connection stays open and serves pat's next user connection."""
+    env.gwp = h.proxy_gateway(env, user=None, max_streams_per_tunnel=2, workers=1,
+                              gw_env={"PROXY_HTTP_ORIGIN_POOL_IDLE_MS": "30000"})
+    h.proxy_agent(env, "def")
+    h.proxy_agent(env, "prod", "production")
+    origin = CountingOrigin()
+    env.servers.append(origin)
+    conns = {}
+    for user in ("ann", "ben", "pat.production"):
+        u = UserConn(env)
+        conns[user] = ok_body(*u.request(origin.url("/o/" + user), user)[::2], "/o/" + user)
+        u.close()
+    time.sleep(0.3)
+    h.check(len(origin.closed) == 0, "parked connections closed early: %r" % origin.closed)
+    u = UserConn(env)
+    try:
+        st, f, body = u.request(origin.url("/o/cat"), "cat")
+        h.check(st == 200, "cat's request was refused: %d %r" % (st, body))
+    finally:
+        u.close()
+    h.wait_until(lambda: {conns["ann"], conns["ben"]} <= origin.closed, 5,
+                 "the default group's parked connections to close")
+    h.check(conns["pat.production"] not in origin.closed,
+            "group production's parked connection was closed for the default group's "
+            "request: %r" % origin.closed)
+    u = UserConn(env)
+    try:
+        again = ok_body(*u.request(origin.url("/o/pat2"), "pat.production")[::2], "/o/pat2")
+    finally:
+        u.close()
+    h.check(again == conns["pat.production"], "pat's next request used connection %d, not "
+            "its parked %d" % (again, conns["pat.production"]))
+
+
 if __name__ == "__main__":
-    h.run([test_parked_streams_yield_to_a_request])
+    h.run([test_parked_streams_yield_to_a_request, test_other_groups_parked_streams_stay])
