@@ -218,12 +218,14 @@ const struct config_key config_keys[] = {
 		  "still bounds each group)." },
 	{ KEY("gateway", "max_tunnels_per_group", uint32, GATEWAY, gateway.max_tunnels_per_group),
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
-	  .help = "Agents' tunnels one group may have registered at once; a tunnel beyond it "
-		  "(a new client_id or replica of the group) is refused with ERROR limit, one "
-		  "taking the place of its own stale replica is not. So the agents of one "
-		  "group, whoever holds their credential, cannot take the descriptors the "
-		  "other groups' agents need. 0: derived, half of the descriptors kept for "
-		  "tunnels (RLIMIT_NOFILE / 32, at least 64: 625 with RLIMIT_NOFILE 20000)." },
+	  .help = "Agents' tunnels one tenant may have registered at once: a group with its "
+		  "own agent_password, or all the groups the shared [gateway] credential "
+		  "admits, together. A tunnel beyond it (a new client_id or replica) is refused "
+		  "with ERROR limit, one taking the place of its own stale replica is not. So "
+		  "one tenant's agents, or a leaked agent credential, cannot take the "
+		  "descriptors the others' agents need. 0: derived, half of the descriptors "
+		  "kept for tunnels (RLIMIT_NOFILE / 32, at least 64: 625 with RLIMIT_NOFILE "
+		  "20000)." },
 	{ KEY("gateway", "fallback_to_default", bool, GATEWAY, gateway.fallback_to_default),
 	  .default_value = "true",
 	  .help = "A user whose group has no agent connected goes out through an agent of "

@@ -164,6 +164,7 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 	struct gw_admission adm;
 	const char *why;
 	int ret, bound;
+	bool shared;
 
 	copy_str(gt->client_id, sizeof(gt->client_id), &f->hello.client_id);
 	if (f->hello.version != FRAME_VERSION) {
@@ -213,14 +214,21 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 		       "max_clients reached");
 		return 0;
 	}
+	/* a group with its own agent credential is one tenant; the groups
+	 * the shared credential admits are another, all together: else its
+	 * holder would take every descriptor through many group names */
+	shared = adm.kind == GW_CRED_SHARED;
 	if (registry_join_adds(&gw->registry, gt->client_id, f->hello.instance, f->hello.replica) &&
-	    registry_group_tunnels(&gw->registry, group_id) >=
+	    (shared ? gw->shared_tunnels : registry_group_tunnels(&gw->registry, group_id)) >=
 		    __atomic_load_n(&gw->max_group_tunnels, __ATOMIC_RELAXED)) {
 		gw_unlock(gw);
 		reject(gt, FRAME_ERR_LIMIT, "the group's tunnel limit is reached",
-		       "max_tunnels_per_group reached");
+		       shared ? "max_tunnels_per_group reached by the groups of the shared "
+				"credential"
+			      : "max_tunnels_per_group reached");
 		return 0;
 	}
+	gt->reg.tally = shared ? &gw->shared_tunnels : NULL;
 	gt->reg.owner = gt;
 	gt->reg.worker = (uint16_t)gt->w->index;
 	gt->reg.credential = adm.kind | (bound == 1 ? GW_CRED_CERT_BOUND : 0);

@@ -246,6 +246,7 @@ struct gateway {
 	struct log_rate refusal_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	uint32_t max_users;           /* max_connections in force (0 in the file: derived) */
 	uint32_t max_group_tunnels;   /* max_tunnels_per_group in force (likewise) */
+	unsigned shared_tunnels;      /* registered with the shared credential (reg.tally) */
 	bool picking_datagrams;       /* registry_pick for an association: DATAGRAM tunnels only */
 	unsigned picking_worker;      /* ... of this worker (the association lives there) */
 	uint64_t dgrams_dropped;      /* datagrams toward agents not sent (tunnel full, too long) */

@@ -52,10 +52,22 @@ static void group_remove_client(struct registry *reg, struct reg_group *g, struc
 	}
 }
 
+/* t joins or leaves its client's list: its group's count and its tally
+ * follow (delta +1 or -1). */
+static void count_tunnel(struct reg_client *c, struct reg_tunnel *t, int delta)
+{
+	c->group->ntunnels += (unsigned)delta;
+	if (t->tally)
+		*t->tally += (unsigned)delta;
+}
+
 static void client_free(struct registry *reg, struct reg_client *c)
 {
+	unsigned i;
+
 	HASH_DEL(reg->clients, c);
-	c->group->ntunnels -= c->ntunnels;
+	for (i = 0; i < c->ntunnels; i++) /* registry_destroy: they are still listed */
+		count_tunnel(c, c->tunnels[i], -1);
 	c->group->streams_active -= c->streams_active;
 	group_remove_client(reg, c->group, c);
 	c->group = NULL;
@@ -91,7 +103,7 @@ bool registry_leave(struct registry *reg, struct reg_tunnel *t)
 	for (i = 0; i < c->ntunnels; i++) {
 		if (c->tunnels[i] == t) {
 			c->tunnels[i] = c->tunnels[--c->ntunnels];
-			c->group->ntunnels--;
+			count_tunnel(c, t, -1);
 			break;
 		}
 	}
@@ -149,7 +161,9 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 				if (c->ntunnels == 1) {
 					/* keep the client record: swap the tunnel in place */
 					stale->client = NULL;
+					count_tunnel(c, stale, -1);
 					c->tunnels[0] = t;
+					count_tunnel(c, t, +1);
 					t->client = c;
 					t->replica = replica;
 					t->draining = false;
@@ -194,7 +208,7 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 		return -ENOMEM;
 	}
 	c->tunnels[c->ntunnels++] = t;
-	c->group->ntunnels++;
+	count_tunnel(c, t, +1);
 	t->client = c;
 	t->replica = replica;
 	t->draining = false;

@@ -18,6 +18,8 @@ docs/operations.md "Agent credentials" and "Client identity").
 - SIGHUP: an admitted agent whose credential was removed or changed (or
   whose group now refuses it) is closed with ERROR auth and a WARN; adding
   an unrelated group leaves every agent alone.
+- [gateway] max_tunnels_per_group bounds each tenant's tunnels: a group
+  with its own agent credential, or all groups of the shared credential.
 - With [gateway] client_ca, an agent certificate carrying binding URI SANs
   (anyproxy://agent/GROUP/CLIENT) joins only as one of them; one whose
   binding URI holds a NUL byte is refused.
@@ -459,6 +461,52 @@ def agent_cert_with_uri(env, name, uri):
     return {"tls_cert": crt, "tls_key": key}
 
 
+def expect_limited(gw, agent, client_id, reason_part):
+    """The agent is refused with ERROR LIMIT (it says so and retries) and
+    the gateway's WARN names the reason."""
+    agent.wait_for_log("Gateway reported an error", 5 + h.slack(2))
+    errs = agent.find("Gateway reported an error")
+    h.check(all(e.get("code", "").upper() == "LIMIT" for e in errs),
+            "%s should be refused with code=LIMIT: %r" % (client_id, errs))
+    rej = gw_rejections(gw, client_id)
+    h.check(rej and reason_part in rej[0].get("reason", ""),
+            "gateway reason for %s should mention %r: %r" % (client_id, reason_part, rej))
+
+
+def test_tunnels_per_tenant_bounded(env):
+    """[gateway] max_tunnels_per_group = 2. Group production, with its own
+    agent credential, is one tenant; the groups the shared credential
+    admits are another, all together (else its holder could take every
+    descriptor through many group names). prod-1 (two replicas) fills
+    production: prod-2 gets ERROR LIMIT. Shared agents of groups x and y
+    fill the shared credential's part: z-1 of a new group z gets ERROR
+    LIMIT too, while production's agent is untouched; once prod-1 is gone
+    its restart gets in again."""
+    gw = start_gateway(env, {
+        "production": {"auth_password": PROD_USERS, "agent_password": PROD_AGENTS},
+    }, max_tunnels_per_group=2)
+    prod = env.agent("prod-1", group_id="production", replicas=2, auth_password=PROD_AGENTS)
+    extra = env.agent("prod-2", group_id="production", wait=False, auth_password=PROD_AGENTS)
+    expect_limited(gw, extra, "prod-2", "max_tunnels_per_group reached")
+    env.agent("x-1", group_id="x")
+    env.agent("y-1", group_id="y")
+    z = env.agent("z-1", group_id="z", wait=False)
+    expect_limited(gw, z, "z-1", "groups of the shared credential")
+    c = env.clients()
+    h.check(sorted(c) == ["prod-1", "x-1", "y-1"] and c["prod-1"]["tunnels"] == 2,
+            "clients: %r" % c)
+    h.check(not prod.find("Disconnected from gateway"), "prod-1 was disturbed")
+    extra.stop()
+    z.stop()
+    prod.kill9()
+    env.wait_gone("prod-1", 5 + h.slack(2))
+    again = env.agent("prod-1", group_id="production", replicas=2, name="prod-1-again",
+                      wait=False, auth_password=PROD_AGENTS)
+    env.wait_listed("prod-1", tunnels=2, timeout=10 + h.slack(2), daemon=again)
+    h.check(sorted(env.clients()) == ["prod-1", "x-1", "y-1"], "after the restart: %r"
+            % env.clients())
+
+
 def test_certificate_binding_with_nul_refused(env):
     """One URI SAN "anyproxy://agent/staging/stg-1 NUL anyproxy://agent/
     production/prod-1" (what a CA checking only the tenant's prefix would
@@ -514,4 +562,5 @@ if __name__ == "__main__":
         test_certificate_binding,
         test_certificate_binding_adds_to_group_password,
         test_certificate_binding_with_nul_refused,
+        test_tunnels_per_tenant_bounded,
     ])

@@ -15,8 +15,8 @@ Limits
   - max_streams_per_tunnel: a full tunnel is skipped for another tunnel of
     the agent; with every tunnel full the user is refused;
   - max_clients: the extra agent gets ERROR LIMIT and keeps retrying;
-  - max_tunnels_per_group: a group's extra agent gets ERROR LIMIT, other
-    groups' agents get in; a HELLO's replica index is below 64;
+  - a HELLO's replica index is below 64 (max_tunnels_per_group:
+    test_isolation_agents.py);
   - accept keeps working after EMFILE (gateway run with RLIMIT_NOFILE 64).
 In every case the users and agents already admitted are unharmed.
 """
@@ -554,41 +554,6 @@ def test_max_clients(env):
     h.check(set(env.clients()) == {"a", "c"}, "after b left: %r" % env.clients())
 
 
-def test_max_tunnels_per_group(env):
-    """max_tunnels_per_group = 2: agent a of group g fills it with its two
-    replicas; agent c of g (a new client_id, as a leaked credential would
-    make) is refused with ERROR LIMIT and retries, while b of another group
-    registers and serves; a's restart (its own tunnels, a new instance)
-    gets in again at the bound."""
-    gwp = h.proxy_gateway(env, max_tunnels_per_group=2)
-    a = h.proxy_agent(env, "a", group_id="g", replicas=2)
-    echo = server(env, h.echo_handler)
-    gmark = gwp.mark()
-    c = h.proxy_agent(env, "c", group_id="g", wait=False)
-    c.wait_for_log("Reconnecting to gateway", 5 + h.slack(), count=2)
-    errs = c.find("Gateway reported an error")
-    h.check(errs and all(e.get("code", "").upper() == "LIMIT" for e in errs),
-            "agent c should log 'Gateway reported an error code=LIMIT': %r" % errs)
-    rejected = [l for l in gwp.find("Client rejected", since=gmark) if l.get("client_id") == "c"]
-    h.check(rejected and "max_tunnels_per_group" in rejected[0].get("reason", ""),
-            "the gateway should log the refusal of c with its reason: %r" % rejected)
-    b = h.proxy_agent(env, "b", group_id="other", replicas=2)
-    clients = env.clients()
-    h.check(set(clients) == {"a", "b"} and clients["a"]["tunnels"] == 2 and
-            clients["b"]["tunnels"] == 2, "apctl with c refused: %r" % clients)
-    for user in (U + ".g", U + ".other"):
-        s = h.proxy_stream(gwp, "socks5", "127.0.0.1", echo.port, user=user)
-        try:
-            h.check(echo_ok(s, user) is True, "%s should be served" % user)
-        finally:
-            s.close()
-    c.stop()
-    a.kill9()
-    again = h.proxy_agent(env, "a", group_id="g", replicas=2, name="a-again")
-    env.wait_listed("a", tunnels=2, timeout=10 + h.slack(2), daemon=again)
-    h.check(set(env.clients()) == {"a", "b"}, "after a's restart: %r" % env.clients())
-
-
 def test_replica_index_bounded(env):
     """A HELLO's replica index is below 64 ([client] replicas is at most
     64): 64 is refused with ERROR BAD_HELLO, so one client_id cannot hold
@@ -761,7 +726,6 @@ if __name__ == "__main__":
         test_max_streams_per_tunnel_one_tunnel,
         test_full_group_does_not_fall_back,
         test_max_clients,
-        test_max_tunnels_per_group,
         test_replica_index_bounded,
         test_accept_survives_emfile,
     ])

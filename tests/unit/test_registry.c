@@ -542,6 +542,32 @@ static void test_join_adds(void **state)
 	assert_int_equal(registry_group_tunnels(&f->reg, "other"), 0);
 }
 
+/* A tunnel's tally counts it while it is registered, over any groups:
+ * joined, swapped in place of its stale self, evicted by a newer
+ * instance, left. */
+static void test_tally_follows_tunnels(void **state)
+{
+	struct fixture *f = *state;
+	unsigned tally = 0;
+	int i;
+
+	for (i = 0; i < 5; i++)
+		f->t[i].tally = &tally;
+	registry_join(&f->reg, &f->t[0], "a", "x", 1, 0, "r");
+	registry_join(&f->reg, &f->t[1], "b", "y", 1, 0, "r");
+	registry_join(&f->reg, &f->t[2], "b", "y", 1, 1, "r");
+	assert_int_equal(tally, 3);
+	registry_join(&f->reg, &f->t[3], "a", "x", 1, 0, "r"); /* a's one tunnel, swapped */
+	assert_int_equal(tally, 3);
+	registry_join(&f->reg, &f->t[4], "b", "y", 2, 0, "r"); /* b's new instance: 2 go */
+	assert_int_equal(tally, 2);
+	registry_leave(&f->reg, &f->t[3]);
+	registry_leave(&f->reg, &f->t[3]); /* twice: no-op */
+	assert_int_equal(tally, 1);
+	registry_leave(&f->reg, &f->t[4]);
+	assert_int_equal(tally, 0);
+}
+
 /* A drained client takes no new stream; the mark outlives its tunnels and
  * holds when the id comes back, until it is cleared. */
 static void test_drained_client_skipped_and_remembered(void **state)
@@ -681,6 +707,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_group_counts_streams, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_join_adds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tally_follows_tunnels, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copies_sorted_and_independent, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_drained_client_skipped_and_remembered, setup,

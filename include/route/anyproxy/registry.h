@@ -57,6 +57,10 @@ struct reg_tunnel {
 	/* the worker thread whose ring runs the tunnel (set by the owner
 	 * before registry_join(); a pick prefers the caller's: see below) */
 	uint16_t worker;
+	/* counts the tunnel while it is registered, as its group's count does
+	 * (set by the owner before registry_join(); NULL: nothing): for a
+	 * total over several groups, such as all a credential admits */
+	unsigned *tally;
 };
 
 struct reg_group;
