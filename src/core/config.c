@@ -157,9 +157,11 @@ const struct config_key config_keys[] = {
 	{ KEY("gateway", "max_connections", uint32, GATEWAY, gateway.max_connections),
 	  .default_value = "0", RANGE(0, CONFIG_LIMIT_MAX),
 	  .help = "Users' connections the gateway serves at once; more are refused (SOCKS5 "
-		  "05 FF, HTTP 503). 0: derived from the open-file limit, keeping a reserve "
-		  "for agents' tunnels, their handshakes and apctl: RLIMIT_NOFILE (its soft "
-		  "limit, raised to the hard one at start) minus "
+		  "05 FF, HTTP 503). A SOCKS5 UDP association's relay socket and a UDP "
+		  "forward client's socket count as one more each (a UDP ASSOCIATE over the "
+		  "limit gets REP 0x01). 0: derived from the open-file limit, keeping a "
+		  "reserve for agents' tunnels, their handshakes and apctl: RLIMIT_NOFILE (its "
+		  "soft limit, raised to the hard one at start) minus "
 		  "(64 + max_handshakes + RLIMIT_NOFILE/16), but at least half of "
 		  "RLIMIT_NOFILE. The value in force is logged at start and on reload." },
 	{ KEY("gateway", "workers", uint32, GATEWAY, gateway.workers), .default_value = "0",

@@ -66,6 +66,7 @@ struct forward_udp_remote {
 	uint8_t *first; /* the datagram that opened it, until sent */
 	size_t nfirst;
 	bool assoc_open;
+	bool holds_place;                       /* its socket took a place of max_connections */
 	struct forward_udp_remote *prev, *next; /* the worker's inbox, then its list */
 };
 

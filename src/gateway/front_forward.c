@@ -269,6 +269,8 @@ static void remote_free(struct forward_udp_remote *r)
 	switch_put(r->sw);
 	GW_SUB(&r->fw->nclients, 1);
 	GW_SUB(&r->fw->active, 1);
+	if (r->holds_place)
+		proxy_fd_give(w->gw);
 	free(r->first);
 	free(r);
 	w->gw->on_user_closed(w);
@@ -354,6 +356,12 @@ static bool remote_start(struct gw_worker *w, struct forward_udp_remote *r)
 	DL_APPEND(w->udp_remotes, r);
 	w->nremotes++;
 	timer_init(&r->idle, remote_idle);
+	/* its socket counts as a connection would (max_connections) */
+	r->holds_place = proxy_fd_take(w->gw, forward_frontend.name);
+	if (!r->holds_place) {
+		remote_free(r);
+		return false;
+	}
 	fd = net_bind_udp(&fw->cfg->listen_addr, err, sizeof(err));
 	if (fd >= 0 && connect(fd, (struct sockaddr *)&r->from, r->fromlen) < 0) {
 		snprintf(err, sizeof(err), "connect: %s", strerror(errno));

@@ -52,6 +52,7 @@ static const char *const s5_state_names[] = {
  * TCP connection until its socket's close completes (udp.h). */
 struct s5_udp {
 	struct user_conn *uc; /* NULL once the TCP connection is gone */
+	struct gateway *gw;   /* its relay socket holds a place (proxy_fd_take) */
 	struct udp_socket udp;
 	struct gw_assoc assoc;
 	struct sockaddr_storage client; /* the TCP peer; its port once known */
@@ -280,6 +281,7 @@ static void udp_closed(struct udp_socket *us)
 {
 	struct s5_udp *u = container_of(us, struct s5_udp, udp);
 
+	proxy_fd_give(u->gw);
 	free(u);
 }
 
@@ -406,8 +408,16 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 	/* the port the client says it will send from; 0: its first datagram's */
 	set_port(&u->client, htons(rq->port));
 	u->client_port_known = rq->port != 0;
+	/* the relay socket counts as a connection would (max_connections) */
+	if (!proxy_fd_take(uc->w->gw, "socks5")) {
+		free(u);
+		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "connection limit reached");
+		return;
+	}
+	u->gw = uc->w->gw; /* udp_closed gives the place back */
 	fd = udp_bind_local(uc->relay.fd, &bound);
 	if (fd < 0) {
+		proxy_fd_give(u->gw);
 		free(u);
 		log_warn("SOCKS5 UDP relay socket failed", LF_S("error", strerror(-fd)));
 		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "no UDP relay socket");
@@ -417,6 +427,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 			       u, why, sizeof(why));
 	if (reason) {
 		close(fd);
+		proxy_fd_give(u->gw);
 		free(u);
 		log_info("SOCKS5 request failed", LF_S("reason", frame_open_reason_name(reason)),
 			 LF_S("error", why));
@@ -425,6 +436,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 	}
 	if (udp_socket_open(&u->udp, &uc->w->ring, fd, S5_UDP_DATAGRAM_MAX, &s5_udp_ops) < 0) {
 		gw_assoc_close(&u->assoc);
+		proxy_fd_give(u->gw);
 		free(u);
 		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "out of memory");
 		return;

@@ -241,7 +241,11 @@ struct gateway {
 	struct pool_dir *pool_dir;
 	unsigned handshake_peak; /* most at once since memory was last trimmed (lock) */
 	struct registry registry;
-	unsigned nusers;              /* users' connections alive, every worker (atomic) */
+	unsigned nusers; /* users' connections alive, every worker (atomic) */
+	/* the other sockets users hold, counted against max_connections with
+	 * their connections (proxy_fd_take): SOCKS5 UDP relay sockets, UDP
+	 * forward clients' sockets (atomic) */
+	unsigned nuser_fds;
 	uint64_t refused_over_limit;  /* users refused by max_connections */
 	struct log_rate refusal_rate; /* their WARN: one per LOG_FLOOD_PERIOD_MS */
 	uint32_t max_users;           /* max_connections in force (0 in the file: derived) */

@@ -145,6 +145,20 @@ void proxy_watch_idle(struct user_conn *uc)
 
 /* [gateway] max_connections: say so in the user's protocol and close. A
  * plain send: a fresh socket's buffer always takes these few bytes. */
+/* A user (or a user's socket) refused at max_connections: counted, and
+ * said at most once a second (a flood of users must not become a flood of
+ * log lines). */
+static void count_over_limit(struct gateway *gw, const char *proxy)
+{
+	gw_lock(gw);
+	gw->refused_over_limit++;
+	if (log_rate_allow(&gw->refusal_rate, now_ms()))
+		log_warn("Connection limit reached, user refused", LF_S("proxy", proxy),
+			 LF_U("max_connections", gw->max_users),
+			 LF_U("refused_total", gw->refused_over_limit));
+	gw_unlock(gw);
+}
+
 static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_frontend *fe)
 {
 	uint8_t msg[PROXY_REFUSAL_MAX_BYTES];
@@ -153,14 +167,32 @@ static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_fro
 	if (n > 0 && send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		log_debug("Refusal not sent", LF_S("error", strerror(errno)));
 	close(fd);
-	gw_lock(gw);
-	gw->refused_over_limit++;
-	/* a flood of users must not become a flood of log lines */
-	if (log_rate_allow(&gw->refusal_rate, now_ms()))
-		log_warn("Connection limit reached, user refused", LF_S("proxy", fe->name),
-			 LF_U("max_connections", gw->max_users),
-			 LF_U("refused_total", gw->refused_over_limit));
-	gw_unlock(gw);
+	count_over_limit(gw, fe->name);
+}
+
+/* Counted first, then compared: two workers cannot both take the last
+ * place. A user's connection and its other sockets share the limit. */
+static bool take_place(struct gateway *gw, unsigned *counter)
+{
+	if (GW_ADD(counter, 1) + GW_READ(counter == &gw->nusers ? &gw->nuser_fds : &gw->nusers) >=
+	    GW_READ(&gw->max_users)) {
+		GW_SUB(counter, 1);
+		return false;
+	}
+	return true;
+}
+
+bool proxy_fd_take(struct gateway *gw, const char *proxy)
+{
+	if (take_place(gw, &gw->nuser_fds))
+		return true;
+	count_over_limit(gw, proxy);
+	return false;
+}
+
+void proxy_fd_give(struct gateway *gw)
+{
+	GW_SUB(&gw->nuser_fds, 1);
 }
 
 void proxy_accept(struct listener *l, int fd)
@@ -175,10 +207,7 @@ void proxy_accept(struct listener *l, int fd)
 		close(fd);
 		return;
 	}
-	/* counted first, then compared: two workers cannot both take the
-	 * last place */
-	if (GW_ADD(&gw->nusers, 1) >= GW_READ(&gw->max_users)) {
-		GW_SUB(&gw->nusers, 1);
+	if (!take_place(gw, &gw->nusers)) {
 		refuse_over_limit(gw, fd, fe);
 		return;
 	}

@@ -242,6 +242,15 @@ void proxy_watch_idle(struct user_conn *uc);
  */
 bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t user_len,
 			const char *password, size_t password_len, struct username_identity *id);
+/* A socket a user holds besides its connection (a SOCKS5 UDP relay
+ * socket, a UDP forward client's socket) takes a place of max_connections
+ * as a connection does, so that the descriptors kept for agents and apctl
+ * stay theirs. false: the limit is reached (counted and logged like a
+ * refused connection; proxy names the listener). proxy_fd_give when the
+ * socket is closed. */
+bool proxy_fd_take(struct gateway *gw, const char *proxy);
+void proxy_fd_give(struct gateway *gw);
+
 /* Who vouched for an identity proxy_authenticate admitted: 0, its group's
  * [group.NAME] section (the same password on every listener), or 1 + the
  * listener's proxy (its own credentials, or none at all). Users of the same

@@ -255,6 +255,35 @@ def test_group_limit_counts_associations(env):
     c.close()
 
 
+def test_relay_socket_counts_as_a_connection(env):
+    """[gateway] max_connections = 3: an association holds its TCP
+    connection and its relay socket, two of the three places (else a user
+    could hold two descriptors per place and run the gateway out of the
+    ones kept for agents and apctl). A second user's TCP connection takes
+    the third; its UDP ASSOCIATE is refused with REP 0x01 and the limit's
+    WARN. Once the first association ends, the next one is served."""
+    e = echo(env)
+    gw = h.proxy_gateway(env, max_connections=3)
+    h.proxy_agent(env, "a1", "prod")
+    a = Association(gw, user=USER)
+    h.check(a.rep == 0, "first association: REP %d" % a.rep)
+    mark = gw.mark()
+    b = Association(gw, user=USER)
+    h.check(b.rep == 0x01, "second association with every place taken: REP %d" % b.rep)
+    b.close()
+    line = gw.wait_for_log("Connection limit reached, user refused", 5, since=mark)
+    h.check(line["proxy"] == "socks5" and line["max_connections"] == "3", repr(line))
+    a.send("127.0.0.1", e.port, b"still")
+    h.check(a.recv() is not None, "the first association stopped working")
+    a.close()
+
+    def served():
+        c = Association(gw, user=USER)
+        c.close()
+        return c.rep == 0
+    h.wait_until(served, 5 + h.slack(), "an association once the first one ended")
+
+
 def test_associations_take_turns_between_agents(env):
     """Two agents of the group: associations are spread over them in turn,
     as streams are (finding which worker an association lives on must not
@@ -300,4 +329,5 @@ if __name__ == "__main__":
     h.run([test_ipv4_ipv6_and_name, test_denied_fragment_and_stranger, test_first_datagram_port,
            test_ends_with_tcp, test_sectioned_group_without_agent,
            test_gateway_stops_with_open_association, test_group_limit_counts_associations,
+           test_relay_socket_counts_as_a_connection,
            test_associations_take_turns_between_agents, test_idle_association_closed])
