@@ -75,8 +75,11 @@ struct listener {
 	int fd;
 	struct ring_op op;
 	struct timer retry; /* re-arm after EMFILE/ENFILE */
-	bool armed;         /* an accept is in flight (its completion is still to come) */
-	bool paused;        /* its side is at max_handshakes: no accept is armed */
+	/* its "Accept paused" WARN: at most one a second, with the count */
+	struct log_rate paused_rate;
+	uint64_t accept_pauses;
+	bool armed;  /* an accept is in flight (its completion is still to come) */
+	bool paused; /* its side is at max_handshakes: no accept is armed */
 	const char *name;
 	void (*on_accept)(struct listener *l, int fd);
 	void *owner;

@@ -41,9 +41,14 @@ static void accept_done(struct ring *r, struct ring_op *op, int res, uint32_t fl
 	if (res >= 0) {
 		l->on_accept(l, res);
 	} else if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
-		/* out of descriptors or memory: back off a little, then re-arm */
-		log_warn("Accept paused", LF_S("listener", l->name), LF_S("error", strerror(-res)),
-			 LF_U("retry_ms", GATEWAY_ACCEPT_RETRY_MS));
+		/* out of descriptors or memory: back off a little, then re-arm
+		 * (said once a second: a retry every 100 ms is no news) */
+		l->accept_pauses++;
+		if (log_rate_allow(&l->paused_rate, now_ms()))
+			log_warn("Accept paused", LF_S("listener", l->name),
+				 LF_S("error", strerror(-res)),
+				 LF_U("retry_ms", GATEWAY_ACCEPT_RETRY_MS),
+				 LF_U("pauses_total", l->accept_pauses));
 		if (l->fd >= 0)
 			timer_arm(r, &l->retry, GATEWAY_ACCEPT_RETRY_MS);
 		return;

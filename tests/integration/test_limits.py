@@ -656,6 +656,7 @@ def test_accept_survives_emfile(env):
         h.check(any(l.startswith("Max open files") and " %d " % NOFILE in l for l in f),
                 "the gateway does not run with RLIMIT_NOFILE %d" % NOFILE)
     mark = gwp.mark()
+    started = time.monotonic()
     conns = []
     try:
         for _ in range(NOFILE + 30):
@@ -680,8 +681,14 @@ def test_accept_survives_emfile(env):
                 "reached" % (len(conns), NOFILE))
         h.check(all(b == b"\x05\x02" for _, b in answered), "answers: %r"
                 % [b for _, b in answered][:5])
-        h.check(gwp.find("Accept paused", since=mark), "no 'Accept paused' line:\n%s"
-                % gwp.tail())
+        paused = gwp.find("Accept paused", since=mark)
+        h.check(paused, "no 'Accept paused' line:\n%s" % gwp.tail())
+        # a retry every 100 ms, said at most once a second per listener and
+        # worker (the SOCKS5 listener of each of the gateway's workers)
+        elapsed = time.monotonic() - started
+        h.check(len(paused) <= 2 * (int(elapsed) + 1),
+                "%d 'Accept paused' lines in %.1f s" % (len(paused), elapsed))
+        h.check(int(paused[-1]["pauses_total"]) >= 1, repr(paused[-1]))
         h.check(gwp.alive(), "the gateway died at EMFILE")
         for s, _ in answered:
             s.close()
