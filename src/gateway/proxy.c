@@ -143,8 +143,6 @@ void proxy_watch_idle(struct user_conn *uc)
 		timer_disarm(&uc->w->ring, &uc->deadline);
 }
 
-/* [gateway] max_connections: say so in the user's protocol and close. A
- * plain send: a fresh socket's buffer always takes these few bytes. */
 /* A user (or a user's socket) refused at max_connections: counted, and
  * said at most once a second (a flood of users must not become a flood of
  * log lines). */
@@ -159,6 +157,8 @@ static void count_over_limit(struct gateway *gw, const char *proxy)
 	gw_unlock(gw);
 }
 
+/* [gateway] max_connections: say so in the user's protocol and close. A
+ * plain send: a fresh socket's buffer always takes these few bytes. */
 static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_frontend *fe)
 {
 	uint8_t msg[PROXY_REFUSAL_MAX_BYTES];
@@ -170,12 +170,13 @@ static void refuse_over_limit(struct gateway *gw, int fd, const struct proxy_fro
 	count_over_limit(gw, fe->name);
 }
 
-/* Counted first, then compared: two workers cannot both take the last
- * place. A user's connection and its other sockets share the limit. */
-static bool take_place(struct gateway *gw, unsigned *counter)
+/* One place of max_connections for a connection (counter: nusers) or
+ * another socket of a user (nuser_fds), which share the limit (other: the
+ * other counter). Counted first, then compared: two workers cannot both
+ * take the last place. */
+static bool take_place(struct gateway *gw, unsigned *counter, const unsigned *other)
 {
-	if (GW_ADD(counter, 1) + GW_READ(counter == &gw->nusers ? &gw->nuser_fds : &gw->nusers) >=
-	    GW_READ(&gw->max_users)) {
+	if (GW_ADD(counter, 1) + GW_READ(other) >= GW_READ(&gw->max_users)) {
 		GW_SUB(counter, 1);
 		return false;
 	}
@@ -184,7 +185,7 @@ static bool take_place(struct gateway *gw, unsigned *counter)
 
 bool proxy_fd_take(struct gateway *gw, const char *proxy)
 {
-	if (take_place(gw, &gw->nuser_fds))
+	if (take_place(gw, &gw->nuser_fds, &gw->nusers))
 		return true;
 	count_over_limit(gw, proxy);
 	return false;
@@ -207,7 +208,7 @@ void proxy_accept(struct listener *l, int fd)
 		close(fd);
 		return;
 	}
-	if (!take_place(gw, &gw->nusers)) {
+	if (!take_place(gw, &gw->nusers, &gw->nuser_fds)) {
 		refuse_over_limit(gw, fd, fe);
 		return;
 	}
