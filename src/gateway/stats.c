@@ -84,10 +84,13 @@ static int copy_counters(const struct gw_stats *st, struct gw_snapshot *s)
 	if (!s->counters)
 		return -ENOMEM;
 	HASH_ITER (hh, st->groups, g, tmp) {
-		struct gw_group_stats *c = &s->counters[n++];
+		struct gw_group_stats *c = &s->counters[n++]; /* calloc'd: in no hash */
 
-		*c = *g;
-		memset(&c->hh, 0, sizeof(c->hh)); /* a copy is in no hash */
+		/* field by field: the workers add to the byte counts without
+		 * the lock, so they are read atomically, never copied whole */
+		memcpy(c->id, g->id, sizeof(c->id));
+		memcpy(c->streams_active, g->streams_active, sizeof(c->streams_active));
+		memcpy(c->streams_total, g->streams_total, sizeof(c->streams_total));
 		c->bytes_in = GW_READ(&g->bytes_in);
 		c->bytes_out = GW_READ(&g->bytes_out);
 	}
