@@ -277,12 +277,17 @@ static void udp_from_client(struct udp_socket *us, const struct sockaddr *from, 
 	gw_assoc_send(u->uc->w->gw, &u->assoc, &target, p + hl, n - (size_t)hl);
 }
 
+/* Free u, giving back the place its relay socket held (if it took one). */
+static void udp_free(struct s5_udp *u)
+{
+	if (u->gw)
+		proxy_fd_give(u->gw);
+	free(u);
+}
+
 static void udp_closed(struct udp_socket *us)
 {
-	struct s5_udp *u = container_of(us, struct s5_udp, udp);
-
-	proxy_fd_give(u->gw);
-	free(u);
+	udp_free(container_of(us, struct s5_udp, udp));
 }
 
 static const struct udp_socket_ops s5_udp_ops = {
@@ -400,7 +405,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 		return;
 	}
 	if (getpeername(uc->relay.fd, (struct sockaddr *)&u->client, &len) < 0) {
-		free(u);
+		udp_free(u);
 		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "no peer address");
 		return;
 	}
@@ -410,15 +415,14 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 	u->client_port_known = rq->port != 0;
 	/* the relay socket counts as a connection would (max_connections) */
 	if (!proxy_fd_take(uc->w->gw, "socks5")) {
-		free(u);
+		udp_free(u);
 		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "connection limit reached");
 		return;
 	}
-	u->gw = uc->w->gw; /* udp_closed gives the place back */
+	u->gw = uc->w->gw; /* udp_free gives the place back */
 	fd = udp_bind_local(uc->relay.fd, &bound);
 	if (fd < 0) {
-		proxy_fd_give(u->gw);
-		free(u);
+		udp_free(u);
 		log_warn("SOCKS5 UDP relay socket failed", LF_S("error", strerror(-fd)));
 		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "no UDP relay socket");
 		return;
@@ -427,8 +431,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 			       u, why, sizeof(why));
 	if (reason) {
 		close(fd);
-		proxy_fd_give(u->gw);
-		free(u);
+		udp_free(u);
 		log_info("SOCKS5 request failed", LF_S("reason", frame_open_reason_name(reason)),
 			 LF_S("error", why));
 		fail_request(uc, socks5_reply_for_open_reason(reason), why);
@@ -436,8 +439,7 @@ static void udp_associate(struct user_conn *uc, struct s5_session *s,
 	}
 	if (udp_socket_open(&u->udp, &uc->w->ring, fd, S5_UDP_DATAGRAM_MAX, &s5_udp_ops) < 0) {
 		gw_assoc_close(&u->assoc);
-		proxy_fd_give(u->gw);
-		free(u);
+		udp_free(u);
 		fail_request(uc, SOCKS5_REP_GENERAL_FAILURE, "out of memory");
 		return;
 	}
