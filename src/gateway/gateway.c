@@ -163,6 +163,7 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 	char group_id[FRAME_MAX_ID_LEN + 1];
 	struct gw_admission adm;
 	const char *why;
+	const struct reg_group *group;
 	int ret, bound;
 	bool shared;
 
@@ -218,9 +219,11 @@ static int handle_hello(struct gw_tunnel *gt, const struct frame *f)
 	 * the shared credential admits are another, all together: else its
 	 * holder would take every descriptor through many group names */
 	shared = adm.kind == GW_CRED_SHARED;
+	group = registry_find_group(&gw->registry, group_id);
 	if (registry_join_adds(&gw->registry, gt->client_id, f->hello.instance, f->hello.replica) &&
-	    (shared ? gw->shared_tunnels : registry_group_tunnels(&gw->registry, group_id)) >=
-		    __atomic_load_n(&gw->max_group_tunnels, __ATOMIC_RELAXED)) {
+	    (shared  ? gw->shared_tunnels
+	     : group ? group->ntunnels
+		     : 0) >= __atomic_load_n(&gw->max_group_tunnels, __ATOMIC_RELAXED)) {
 		gw_unlock(gw);
 		reject(gt, FRAME_ERR_LIMIT, "the group's tunnel limit is reached",
 		       shared ? "max_tunnels_per_group reached by the groups of the shared "

@@ -219,10 +219,9 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
 bool registry_join_adds(const struct registry *reg, const char *client_id, uint64_t instance,
 			uint16_t replica)
 {
-	const struct reg_client *c;
+	const struct reg_client *c = registry_find_client(reg, client_id);
 	unsigned i;
 
-	HASH_FIND_STR(reg->clients, client_id, c);
 	if (!c)
 		return true;
 	if (c->instance != instance)
@@ -231,14 +230,6 @@ bool registry_join_adds(const struct registry *reg, const char *client_id, uint6
 		if (c->tunnels[i]->replica == replica)
 			return false;
 	return true;
-}
-
-unsigned registry_group_tunnels(const struct registry *reg, const char *group_id)
-{
-	const struct reg_group *g;
-
-	HASH_FIND_STR(reg->groups, group_id, g);
-	return g ? g->ntunnels : 0;
 }
 
 static bool skipped(const struct reg_client *c, struct reg_client *const *skip, unsigned nskip)
@@ -364,7 +355,7 @@ struct reg_tunnel *registry_pick_other(struct registry *reg, unsigned worker, co
 			  full);
 }
 
-struct reg_client *registry_find_client(struct registry *reg, const char *client_id)
+struct reg_client *registry_find_client(const struct registry *reg, const char *client_id)
 {
 	struct reg_client *c;
 
@@ -408,7 +399,7 @@ unsigned registry_client_count(const struct registry *reg)
 	return HASH_COUNT(reg->clients);
 }
 
-struct reg_group *registry_find_group(struct registry *reg, const char *group_id)
+struct reg_group *registry_find_group(const struct registry *reg, const char *group_id)
 {
 	struct reg_group *g;
 
@@ -464,7 +455,7 @@ int registry_copy_clients(const struct registry *reg, const char *only,
 	size_t n = 0;
 
 	if (only) {
-		HASH_FIND_STR(reg->clients, only, c);
+		c = registry_find_client(reg, only);
 		*count = c ? 1 : 0;
 	} else {
 		*count = HASH_COUNT(reg->clients);

@@ -135,8 +135,6 @@ int registry_join(struct registry *reg, struct reg_tunnel *t, const char *client
  * of every tunnel of an older instance (when it may join at all). */
 bool registry_join_adds(const struct registry *reg, const char *client_id, uint64_t instance,
 			uint16_t replica);
-/* Tunnels of group_id registered now (0: no such group). */
-unsigned registry_group_tunnels(const struct registry *reg, const char *group_id);
 
 /* Unregister t. Returns true when its client left with it (last tunnel). */
 bool registry_leave(struct registry *reg, struct reg_tunnel *t);
@@ -172,7 +170,7 @@ struct reg_tunnel *registry_peek(struct registry *reg, unsigned worker, const ch
 struct reg_tunnel *registry_pick_other(struct registry *reg, unsigned worker, const char *group_id,
 				       struct reg_client *const *skip, unsigned nskip, bool *full);
 
-struct reg_client *registry_find_client(struct registry *reg, const char *client_id);
+struct reg_client *registry_find_client(const struct registry *reg, const char *client_id);
 
 /*
  * Mark client_id drained (drain true) or clear the mark. Either needs a
@@ -188,7 +186,7 @@ unsigned registry_client_count(const struct registry *reg);
  * connections hold a reference while they count bytes into it. */
 void registry_client_get(struct reg_client *c);
 void registry_client_put(struct reg_client *c);
-struct reg_group *registry_find_group(struct registry *reg, const char *group_id);
+struct reg_group *registry_find_group(const struct registry *reg, const char *group_id);
 
 /*
  * Copies for listings (apctl, metrics): what a client or a group was when
