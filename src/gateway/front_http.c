@@ -90,7 +90,7 @@ static const char *const h_state_names[] = {
  * request. */
 struct h_origin {
 	struct username_identity id;
-	unsigned admitted_by;        /* proxy_admitted_by(): who vouched for id */
+	unsigned admitted_by;        /* proxy_authenticate(): who vouched for id */
 	struct stream_target target; /* domain points to .domain; user, group unused */
 	char domain[HTTP_MAX_HOST_BYTES + 1];
 };
@@ -758,9 +758,10 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 	ret = http_proxy_credentials(head, &cred, &why);
 	if (ret == 0)
 		ok = proxy_authenticate(uc, cred.username, cred.username_len, cred.password,
-					cred.password_len, &id);
+					cred.password_len, &id, &admitted_by);
 	else if (ret == -ENOENT)
-		ok = proxy_authenticate(uc, NULL, 0, NULL, 0, &id); /* the default group */
+		ok = proxy_authenticate(uc, NULL, 0, NULL, 0, &id, /* the default group */
+					&admitted_by);
 	else
 		/* credentials we cannot read are never taken for none: their
 		 * user name may have named a group */
@@ -770,7 +771,6 @@ static void handle_request(struct user_conn *uc, const struct http_head *head, s
 		reply_auth_required(uc, head, head_len);
 		return;
 	}
-	admitted_by = proxy_admitted_by(uc, &id);
 	if (http_parse_target(head, &t, &why) < 0) {
 		reply_error(uc, 400, why ? why : "bad request target", NULL);
 		return;

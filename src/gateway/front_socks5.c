@@ -153,7 +153,8 @@ static int on_auth(struct user_conn *uc, struct s5_session *s, const uint8_t *p,
 	}
 	if (ret <= 0)
 		return ret;
-	ok = proxy_authenticate(uc, a.username, a.username_len, a.password, a.password_len, &s->id);
+	ok = proxy_authenticate(uc, a.username, a.username_len, a.password, a.password_len, &s->id,
+				NULL);
 	explicit_bzero(&a, sizeof(a));
 	if (!ok) {
 		reply_and_close(uc, msg, socks5_encode_auth_status(msg, false),

@@ -339,9 +339,10 @@ bool proxy_needs_credentials(const struct user_conn *uc)
  * against the [group.NAME] section of its group when there is one (looked
  * up by the exact group that routing uses), else against the listener's
  * credentials. A listener without credentials admits everyone to groups
- * that have no section of their own. */
+ * that have no section of their own. *admitted_by: which of them decided
+ * (proxy_authenticate). */
 static bool check_credentials(const struct user_conn *uc, const struct username_identity *id,
-			      const char *password, size_t password_len)
+			      const char *password, size_t password_len, unsigned *admitted_by)
 {
 	const struct config_listener *l = uc->listener_cfg;
 	const struct config_group_auth *g;
@@ -350,6 +351,7 @@ static bool check_credentials(const struct user_conn *uc, const struct username_
 
 	/* a group with its own section admits only its own password */
 	g = config_group_auth(uc->w->gw->cfg, id->group, id->group_len);
+	*admitted_by = g ? 0 : 1u + uc->proxy;
 	if (g) {
 		want_user = g->auth_username ? g->auth_username : l->auth_username;
 		want_password = g->auth_password;
@@ -363,11 +365,6 @@ static bool check_credentials(const struct user_conn *uc, const struct username_
 	user_ok = !want_user || secret_matches(id->base, id->base_len, want_user);
 	pass_ok = secret_matches(password, password_len, want_password);
 	return user_ok & pass_ok;
-}
-
-unsigned proxy_admitted_by(const struct user_conn *uc, const struct username_identity *id)
-{
-	return config_group_auth(uc->w->gw->cfg, id->group, id->group_len) ? 0 : 1u + uc->proxy;
 }
 
 bool proxy_credentials_refused(const struct user_conn *uc, const char *why)
@@ -384,13 +381,18 @@ bool proxy_credentials_refused(const struct user_conn *uc, const char *why)
 }
 
 bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t user_len,
-			const char *password, size_t password_len, struct username_identity *id)
+			const char *password, size_t password_len, struct username_identity *id,
+			unsigned *admitted_by)
 {
 	const char *why = NULL;
+	unsigned by;
 	char peer[64];
 
+	if (!admitted_by)
+		admitted_by = &by;
 	if (!user) {
 		username_anonymous(id);
+		*admitted_by = 1u + uc->proxy; /* the default group has no section */
 		if (!proxy_needs_credentials(uc))
 			return true;
 		/* Not a failure: browsers and curl --proxy-anyauth ask without
@@ -405,7 +407,7 @@ bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t use
 	 * (it may hold NUL bytes a log field cannot carry) */
 	if (username_parse(user, user_len, id, &why) < 0)
 		return proxy_credentials_refused(uc, why);
-	if (check_credentials(uc, id, password, password_len))
+	if (check_credentials(uc, id, password, password_len, admitted_by))
 		return true;
 	gw_lock(uc->w->gw);
 	uc->w->gw->stats.proxy[uc->proxy].auth_failures++;

@@ -233,7 +233,11 @@ void proxy_watch_idle(struct user_conn *uc);
  * credentials admits everyone to groups without a section). user NULL: the
  * user gave no credentials (SOCKS5 method 0x00, HTTP without
  * Proxy-Authorization): the default group, if the listener needs none.
- * Returns true with *id set; false (logged as WARN "Proxy authentication
+ * Returns true with *id set, and *admitted_by (unless NULL) saying who
+ * vouched for it: 0, its group's [group.NAME] section (the same password on
+ * every listener), or 1 + the listener's proxy (its own credentials, or
+ * none at all); users of one name admitted otherwise hold other
+ * credentials and share nothing. False (logged as WARN "Proxy authentication
  * failed") for a name the parser refuses and for wrong credentials alike:
  * the front end answers both as bad credentials, and *id is not to be used.
  * No credentials where some are needed is false too, but logged at INFO
@@ -241,7 +245,8 @@ void proxy_watch_idle(struct user_conn *uc);
  * for the challenge before they send credentials.
  */
 bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t user_len,
-			const char *password, size_t password_len, struct username_identity *id);
+			const char *password, size_t password_len, struct username_identity *id,
+			unsigned *admitted_by);
 /* A socket a user holds besides its connection (a SOCKS5 UDP relay
  * socket, a UDP forward client's socket) takes a place of max_connections
  * as a connection does, so that the descriptors kept for agents and apctl
@@ -251,11 +256,6 @@ bool proxy_authenticate(const struct user_conn *uc, const char *user, size_t use
 bool proxy_fd_take(struct gateway *gw, const char *proxy);
 void proxy_fd_give(struct gateway *gw);
 
-/* Who vouched for an identity proxy_authenticate admitted: 0, its group's
- * [group.NAME] section (the same password on every listener), or 1 + the
- * listener's proxy (its own credentials, or none at all). Users of the same
- * name admitted otherwise hold other credentials: they share nothing. */
-unsigned proxy_admitted_by(const struct user_conn *uc, const struct username_identity *id);
 /* Credentials the front end could not even read (why says how): logged
  * like any refusal. Returns false, for the caller to answer as bad
  * credentials. */
