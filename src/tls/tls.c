@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <strings.h>
+#include <sys/types.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
@@ -185,10 +186,10 @@ static int load_identity(WOLFSSL_CTX *ctx, const char *cert, const char *key, ch
 /* ---- agent certificate bindings ---- */
 
 /* The "anyproxy:" URI SANs of cert, each NUL-terminated, copied into out
- * unless out is NULL. Returns the bytes they take, or 0 with *bad set
- * when one holds a NUL byte: kept as a string it would read as two
- * bindings, the second one never vetted by whoever signed the first. */
-static size_t collect_bindings(const struct DecodedCert *cert, char *out, bool *bad)
+ * unless out is NULL. Returns the bytes they take, or -EINVAL when one
+ * holds a NUL byte: kept as a string it would read as two bindings, the
+ * second one never vetted by whoever signed the first. */
+static ssize_t collect_bindings(const struct DecodedCert *cert, char *out)
 {
 	const size_t scheme_len = strlen(TLS_BINDING_SCHEME);
 	const DNS_entry *e;
@@ -198,17 +199,15 @@ static size_t collect_bindings(const struct DecodedCert *cert, char *out, bool *
 		if (e->type != ASN_URI_TYPE || e->len < 0 || (size_t)e->len < scheme_len ||
 		    strncasecmp(e->name, TLS_BINDING_SCHEME, scheme_len) != 0)
 			continue;
-		if (memchr(e->name, '\0', (size_t)e->len)) {
-			*bad = true;
-			return 0;
-		}
+		if (memchr(e->name, '\0', (size_t)e->len))
+			return -EINVAL;
 		if (out) {
 			memcpy(out + used, e->name, (size_t)e->len);
 			out[used + (size_t)e->len] = '\0';
 		}
 		used += (size_t)e->len + 1;
 	}
-	return used;
+	return (ssize_t)used;
 }
 
 /* Replace c's bindings with those of the DER certificate. 0, or the
@@ -216,8 +215,7 @@ static size_t collect_bindings(const struct DecodedCert *cert, char *out, bool *
 static int keep_bindings(struct tls_conn *c, const unsigned char *der, unsigned len)
 {
 	struct DecodedCert cert;
-	bool bad = false;
-	size_t need;
+	ssize_t need;
 	int ret = 0;
 
 	free(c->peer_bindings);
@@ -227,20 +225,20 @@ static int keep_bindings(struct tls_conn *c, const unsigned char *der, unsigned 
 	if (wc_ParseCert(&cert, CERT_TYPE, NO_VERIFY, NULL) != 0) {
 		c->peer_cert_problem = "the client certificate cannot be parsed";
 		ret = -EINVAL;
-	} else if ((need = collect_bindings(&cert, NULL, &bad)) > 0) {
-		c->peer_bindings = malloc(need);
+	} else if ((need = collect_bindings(&cert, NULL)) < 0) {
+		c->peer_cert_problem =
+			"the client certificate has an anyproxy: URI with a NUL byte";
+		ret = -EINVAL;
+	} else if (need > 0) {
+		c->peer_bindings = malloc((size_t)need);
 		if (c->peer_bindings) {
-			collect_bindings(&cert, c->peer_bindings, &bad);
-			c->peer_bindings_len = need;
+			collect_bindings(&cert, c->peer_bindings);
+			c->peer_bindings_len = (size_t)need;
 		} else {
 			c->peer_cert_problem =
 				"out of memory for the client certificate's bindings";
 			ret = -ENOMEM;
 		}
-	} else if (bad) {
-		c->peer_cert_problem =
-			"the client certificate has an anyproxy: URI with a NUL byte";
-		ret = -EINVAL;
 	}
 	wc_FreeDecodedCert(&cert);
 	return ret;
