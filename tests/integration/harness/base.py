@@ -156,18 +156,28 @@ def _bindable(port):
     return True
 
 
+_handed_out = set()  # free_port's answers in this process
+
+
 def free_port():
     """A port on 127.0.0.1, free for TCP and UDP a moment ago, outside the
-    ephemeral range when the range leaves room below it."""
+    ephemeral range when the range leaves room below it, and never one this
+    process was given before: two calls before either port is bound (a
+    gateway's tunnel and proxy ports) must not get the same one."""
     high = _ephemeral_low()
     if high - PORT_POOL_LOW >= 1000:
         for _ in range(200):
             port = random.randrange(PORT_POOL_LOW, high)
-            if _bindable(port):
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
                 return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_until(predicate, timeout, what, interval=0.05):
